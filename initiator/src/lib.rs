@@ -1,0 +1,1 @@
+//! Async iSCSI initiator (issue 4). Not yet implemented: this crate is empty on purpose.

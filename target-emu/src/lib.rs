@@ -1,0 +1,19 @@
+//! busrig's emulated shared bus: an iSCSI target whose logical units behave
+//! like disks on a shared SCSI or Fibre Channel bus.
+//!
+//! Layers, from the wire inwards:
+//! - [`iscsi`]: portal, login, sessions and connections (RFC 7143);
+//! - [`scsi`]: the SCSI executor, the one place every command passes through
+//!   (unit attentions, reservation checks, then the command itself);
+//! - [`reservation`]: SCSI-2 and SPC-4 persistent reservations per LUN;
+//! - [`lu`]: logical units and their backing files;
+//! - [`tasks`]: the target-wide task set used by aborts and resets.
+
+pub mod config;
+pub mod iscsi;
+pub mod lu;
+pub mod nexus;
+pub mod reservation;
+pub mod scsi;
+pub mod server;
+pub mod tasks;
