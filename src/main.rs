@@ -1,1 +1,60 @@
-fn main() {}
+//! `busrig`: one binary, one subcommand per tool. Each subcommand is a thin
+//! clap wrapper around a library crate (STYLE.md rule 7).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "busrig", version, about = "Shared SCSI / Fibre Channel bus emulator and failover-cluster test rig")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the emulated shared bus: an iSCSI target with file-backed LUNs.
+    Target(TargetArgs),
+}
+
+#[derive(clap::Args)]
+struct TargetArgs {
+    /// TOML bus configuration; without it, the embedded default bus (one
+    /// target, LUN 0 a 64 MiB quorum disk, LUNs 1 and 2 sparse 1 GiB data disks).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// iSCSI portal address (port 0 picks a free port; the chosen address is
+    /// printed as `busrig target listening on ADDR`).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3260")]
+    listen: SocketAddr,
+    /// Folder for LUN backing files named by relative paths.
+    #[arg(long, value_name = "DIR", default_value = "busrig-data")]
+    data_dir: PathBuf,
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Logs go to stderr: stdout carries readiness lines and command output.
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start the tokio runtime")?;
+    match cli.command {
+        Command::Target(a) => rt.block_on(async {
+            busrig_target::server::serve(busrig_target::server::ServeOptions {
+                config: a.config,
+                listen: a.listen,
+                data_dir: a.data_dir,
+            })
+            .await
+            .context("busrig target")
+        }),
+    }
+}

@@ -1,0 +1,105 @@
+//! Shared helpers for busrig's end-to-end tests: spawn real `busrig`
+//! processes on free loopback ports, wait for their readiness line, and find
+//! third-party tools (skip visibly when missing, fail under
+//! `BUSRIG_EXTERNAL=require`).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a spawned process may take to print its readiness line.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A `busrig target` child process; killed on drop, even when a test panics.
+pub struct TargetProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl TargetProcess {
+    /// Starts `busrig target --listen 127.0.0.1:0` with a fresh data dir.
+    pub fn start(extra: &[&str]) -> TargetProcess {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        let mut t = TargetProcess::start_in(&dir, extra);
+        t._tmp = Some(tmp);
+        t
+    }
+
+    /// Starts a target whose LUN files live in `dir` (kept after the process ends).
+    pub fn start_in(dir: &Path, extra: &[&str]) -> TargetProcess {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_busrig"));
+        cmd.arg("target")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(dir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn busrig target");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        // The reader thread keeps draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("busrig target listening on ") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(rest.trim().to_string());
+                    }
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(a) => a.parse().expect("readiness line carries an address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("busrig target did not print its readiness line within {READY_TIMEOUT:?}");
+            }
+        };
+        TargetProcess { child, addr, data_dir: dir.to_path_buf(), _tmp: None }
+    }
+
+    /// libiscsi URL of `lun` on the default target.
+    pub fn url(&self, lun: u32) -> String {
+        format!("iscsi://{}/{}/{}", self.addr, DEFAULT_TARGET, lun)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for TargetProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The target name of the embedded default bus.
+pub const DEFAULT_TARGET: &str = "iqn.2026-11.io.busrig:bus0";
+
+/// Returns true when `tool` is on PATH. When it is missing, prints a visible
+/// skip notice and returns false, or panics when `BUSRIG_EXTERNAL=require`.
+pub fn external_tool(tool: &str, package: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    if found {
+        return true;
+    }
+    if std::env::var("BUSRIG_EXTERNAL").as_deref() == Ok("require") {
+        panic!("{tool} is required (BUSRIG_EXTERNAL=require) but not installed; install Debian package {package}");
+    }
+    eprintln!("SKIPPED: {tool} not found (install Debian package {package}); set BUSRIG_EXTERNAL=require to make this a failure");
+    false
+}
