@@ -1,1 +1,841 @@
-//! (in progress)
+//! The target configuration: buses, targets, LUNs, ACLs and CHAP, read from
+//! TOML and validated completely before anything touches the disk.
+//!
+//! ```toml
+//! [[bus]]
+//! name = "shared0"
+//! topology = "scsi"          # "scsi" | "fc-al" | "fc-fabric" (default)
+//! max_initiators = 2         # optional
+//!
+//! [[target]]
+//! name = "iqn.2026-11.io.busrig:bus0"
+//! bus = "shared0"            # optional when there is exactly one bus
+//! tpgt = 1                   # optional, default 1
+//! allowed_initiators = ["iqn.2026-11.io.busrig:node1"]   # empty = everyone
+//! chap = { user = "u", secret = "0123456789ab",
+//!          mutual_user = "t", mutual_secret = "ba9876543210" }
+//!
+//! [[target.lun]]
+//! id = 0
+//! path = "quorum.img"        # relative to the data dir, or absolute
+//! size = "64MiB"             # or an integer number of bytes
+//! block_size = 512           # 512 or 4096
+//! read_only = false
+//!
+//! [iscsi]                    # optional tunables, all have defaults
+//! queue_depth = 128
+//! nop_interval_secs = 30
+//! nop_timeout_secs = 30
+//! ```
+//!
+//! With no file, [`Config::embedded_default`] gives the bus of the interface
+//! contract in DESIGN.md: one target [`DEFAULT_TARGET_NAME`] on one
+//! fc-fabric bus, LUN 0 a 64 MiB quorum disk and LUNs 1 and 2 1 GiB data
+//! disks.
+//!
+//! [`Config::validate`] checks every rule and returns the first violation as
+//! one [`ConfigError`] whose message names the offending key; it only looks
+//! at paths as strings, so no LUN file is created or opened before the whole
+//! configuration is known to be good.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Name of the target in the embedded default configuration. The naming
+/// authority `io.busrig` with the date the name space was taken, as RFC 7143
+/// §4.2.7.2 asks of `iqn.` names; the part after the colon is the bus name.
+pub const DEFAULT_TARGET_NAME: &str = "iqn.2026-11.io.busrig:bus0";
+
+/// Name of the bus a target joins when the configuration declares none.
+pub const DEFAULT_BUS_NAME: &str = "bus0";
+
+/// The embedded default configuration (DESIGN.md "Interface contracts").
+pub const EMBEDDED_DEFAULT: &str = r#"
+[[bus]]
+name = "bus0"
+topology = "fc-fabric"
+
+[[target]]
+name = "iqn.2026-11.io.busrig:bus0"
+bus = "bus0"
+
+[[target.lun]]
+id = 0
+path = "bus0-lun0-quorum.img"
+size = "64MiB"
+serial = "BUSRIG-Q0"
+
+[[target.lun]]
+id = 1
+path = "bus0-lun1-data.img"
+size = "1GiB"
+serial = "BUSRIG-D1"
+
+[[target.lun]]
+id = 2
+path = "bus0-lun2-data.img"
+size = "1GiB"
+serial = "BUSRIG-D2"
+"#;
+
+/// Highest LUN we accept: the flat-space addressing method of SAM-5
+/// §4.7.7.3 encodes 14 bits, which is what we decode from the iSCSI LUN
+/// field.
+pub const MAX_LUN_ID: u64 = 16383;
+
+/// Longest iSCSI name (RFC 7143 §4.2.7: "not larger than 223 bytes").
+pub const MAX_ISCSI_NAME_LEN: usize = 223;
+
+/// One configuration error, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not TOML of the expected shape (includes unknown keys).
+    #[error("config {origin}: {message}")]
+    Parse { origin: String, message: String },
+    /// The TOML parsed but a value breaks a rule.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
+}
+
+/// How a reset propagates on the bus (DESIGN.md "Bus reset").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Topology {
+    /// Parallel SCSI: a reset reaches every target on the bus.
+    Scsi,
+    /// FC arbitrated loop: like parallel SCSI, a reset reaches the whole loop.
+    FcAl,
+    /// FC switched fabric: a target reset reaches that target only.
+    #[default]
+    FcFabric,
+}
+
+impl Topology {
+    /// True when a target reset is seen by every target of the bus.
+    pub fn reset_reaches_whole_bus(self) -> bool {
+        matches!(self, Topology::Scsi | Topology::FcAl)
+    }
+}
+
+impl fmt::Display for Topology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Topology::Scsi => "scsi",
+            Topology::FcAl => "fc-al",
+            Topology::FcFabric => "fc-fabric",
+        })
+    }
+}
+
+/// A size: an integer number of bytes or a string with a unit.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum SizeValue {
+    Bytes(u64),
+    Text(String),
+}
+
+/// `[[bus]]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusConfig {
+    pub name: String,
+    #[serde(default)]
+    pub topology: Topology,
+    #[serde(default)]
+    pub max_initiators: Option<u32>,
+}
+
+/// `chap = { ... }` of a target as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChapConfig {
+    pub user: String,
+    pub secret: String,
+    #[serde(default)]
+    pub mutual_user: Option<String>,
+    #[serde(default)]
+    pub mutual_secret: Option<String>,
+}
+
+/// `[[target.lun]]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LunConfig {
+    pub id: u64,
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    pub size: SizeValue,
+    #[serde(default = "default_block_size")]
+    pub block_size: u32,
+    #[serde(default)]
+    pub read_only: bool,
+    /// Unit serial number (VPD page 0x80); generated when absent.
+    #[serde(default)]
+    pub serial: Option<String>,
+}
+
+fn default_block_size() -> u32 {
+    512
+}
+
+/// `[[target]]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub name: String,
+    #[serde(default)]
+    pub bus: Option<String>,
+    #[serde(default)]
+    pub tpgt: Option<u16>,
+    #[serde(default)]
+    pub allowed_initiators: Vec<String>,
+    #[serde(default)]
+    pub chap: Option<ChapConfig>,
+    #[serde(default, rename = "lun")]
+    pub luns: Vec<LunConfig>,
+}
+
+/// `[iscsi]`: protocol tunables of the portal.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IscsiTuning {
+    /// Commands a session may have outstanding (the CmdSN window,
+    /// RFC 7143 §4.2.2.1).
+    pub queue_depth: u32,
+    /// Idle seconds before the target pings with a NOP-In (RFC 7143 §11.19);
+    /// 0 disables the keepalive.
+    pub nop_interval_secs: u64,
+    /// Seconds the initiator has to answer that ping before the connection
+    /// is closed.
+    pub nop_timeout_secs: u64,
+    /// Our MaxRecvDataSegmentLength (RFC 7143 §13.12), 512..=16777215.
+    pub max_recv_data_segment_length: u32,
+    /// Largest burst we accept or offer (RFC 7143 §13.13).
+    pub max_burst_length: u32,
+    /// Largest unsolicited burst (RFC 7143 §13.14).
+    pub first_burst_length: u32,
+    /// Largest Expected Data Transfer Length of one command we accept; a
+    /// bigger command gets CHECK CONDITION instead of a buffer of that size.
+    pub max_command_bytes: u32,
+}
+
+impl Default for IscsiTuning {
+    fn default() -> Self {
+        IscsiTuning {
+            queue_depth: 128,
+            nop_interval_secs: 30,
+            nop_timeout_secs: 30,
+            max_recv_data_segment_length: 262_144,
+            max_burst_length: 1_048_576,
+            first_burst_length: 262_144,
+            max_command_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// The whole file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default, rename = "bus")]
+    pub buses: Vec<BusConfig>,
+    #[serde(default, rename = "target")]
+    pub targets: Vec<TargetConfig>,
+    #[serde(default)]
+    pub iscsi: IscsiTuning,
+}
+
+/// A validated bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusSpec {
+    pub name: String,
+    pub topology: Topology,
+    pub max_initiators: Option<u32>,
+}
+
+/// Validated CHAP settings of a target (RFC 7143 §12.1.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChapSpec {
+    /// The name the initiator must give in CHAP_N.
+    pub user: String,
+    pub secret: Vec<u8>,
+    /// Name and secret the target answers with when the initiator asks to
+    /// authenticate the target too (mutual CHAP).
+    pub mutual: Option<(String, Vec<u8>)>,
+}
+
+/// A validated LUN, its path resolved against the data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LunDef {
+    pub id: u64,
+    pub path: PathBuf,
+    pub size_bytes: u64,
+    pub block_size: u32,
+    pub read_only: bool,
+    pub serial: String,
+}
+
+/// A validated target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetDef {
+    pub name: String,
+    /// Index into [`ValidConfig::buses`].
+    pub bus: usize,
+    pub tpgt: u16,
+    /// Allowed initiator names, lowercased; empty admits everyone.
+    pub allowed_initiators: Vec<String>,
+    pub chap: Option<ChapSpec>,
+    pub luns: Vec<LunDef>,
+}
+
+impl TargetDef {
+    /// ACL check (RFC 7143 §11.13.5 status 02/02 when it fails). iSCSI names
+    /// compare case-insensitively (RFC 7143 §4.2.7.1 normalises them).
+    pub fn admits(&self, initiator: &str) -> bool {
+        self.allowed_initiators.is_empty()
+            || self.allowed_initiators.iter().any(|a| a.eq_ignore_ascii_case(initiator))
+    }
+}
+
+/// A configuration that passed every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidConfig {
+    pub buses: Vec<BusSpec>,
+    pub targets: Vec<TargetDef>,
+    pub iscsi: IscsiTuning,
+    pub data_dir: PathBuf,
+}
+
+impl Config {
+    /// Parses TOML text; `origin` names it in errors (a path or "embedded").
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// The embedded default bus.
+    pub fn embedded_default() -> Config {
+        Config::parse(EMBEDDED_DEFAULT, "embedded default")
+            .expect("the embedded default configuration is valid TOML")
+    }
+
+    /// Checks every rule and resolves paths against `data_dir`. Nothing on
+    /// disk is touched.
+    pub fn validate(&self, data_dir: &Path) -> Result<ValidConfig, ConfigError> {
+        let iscsi = validate_tuning(&self.iscsi)?;
+
+        let mut buses = Vec::new();
+        let mut bus_index = HashMap::new();
+        for (i, b) in self.buses.iter().enumerate() {
+            if b.name.trim().is_empty() {
+                return Err(invalid(format!("bus {}: name must not be empty", i + 1)));
+            }
+            if bus_index.insert(b.name.clone(), buses.len()).is_some() {
+                return Err(invalid(format!("bus {}: duplicate bus name", b.name)));
+            }
+            if b.max_initiators == Some(0) {
+                return Err(invalid(format!("bus {}: max_initiators must be at least 1, got 0", b.name)));
+            }
+            buses.push(BusSpec { name: b.name.clone(), topology: b.topology, max_initiators: b.max_initiators });
+        }
+
+        if self.targets.is_empty() {
+            return Err(invalid("config declares no [[target]]"));
+        }
+
+        let mut targets = Vec::new();
+        let mut target_names = HashSet::new();
+        let mut all_paths: HashMap<PathBuf, String> = HashMap::new();
+        for (ti, t) in self.targets.iter().enumerate() {
+            let name = t.name.trim().to_ascii_lowercase();
+            check_iscsi_name(&name).map_err(|why| invalid(format!("target {}: name {why}", ti + 1)))?;
+            if !target_names.insert(name.clone()) {
+                return Err(invalid(format!("target {name}: duplicate target name")));
+            }
+            let bus = match &t.bus {
+                Some(b) => *bus_index
+                    .get(b)
+                    .ok_or_else(|| invalid(format!("target {name}: bus {b:?} is not declared in any [[bus]]")))?,
+                None => match buses.len() {
+                    // No bus declared at all: one default fc-fabric bus.
+                    0 => {
+                        bus_index.insert(DEFAULT_BUS_NAME.to_string(), 0);
+                        buses.push(BusSpec {
+                            name: DEFAULT_BUS_NAME.to_string(),
+                            topology: Topology::FcFabric,
+                            max_initiators: None,
+                        });
+                        0
+                    }
+                    1 => 0,
+                    // With several buses, "the" default would be a guess.
+                    _ => {
+                        return Err(invalid(format!(
+                            "target {name}: bus must be set when the config declares several buses"
+                        )))
+                    }
+                },
+            };
+            let tpgt = t.tpgt.unwrap_or(1);
+            if tpgt == 0 {
+                // RFC 7143 §13.9: TargetPortalGroupTag is 1..65535 in practice;
+                // open-iscsi and libiscsi treat 0 as "not given".
+                return Err(invalid(format!("target {name}: tpgt must be 1..=65535, got 0")));
+            }
+            let mut acl = Vec::new();
+            for (ai, a) in t.allowed_initiators.iter().enumerate() {
+                let a = a.trim().to_ascii_lowercase();
+                check_iscsi_name(&a)
+                    .map_err(|why| invalid(format!("target {name}: allowed_initiators[{ai}] {why}")))?;
+                acl.push(a);
+            }
+            let chap = match &t.chap {
+                None => None,
+                Some(c) => Some(validate_chap(&name, c)?),
+            };
+            if t.luns.is_empty() {
+                return Err(invalid(format!("target {name}: declares no [[target.lun]]")));
+            }
+            let mut luns = Vec::new();
+            let mut ids = HashSet::new();
+            for l in &t.luns {
+                let lun = validate_lun(&name, l, data_dir)?;
+                if !ids.insert(lun.id) {
+                    return Err(invalid(format!("lun {} of target {name}: duplicate LUN id", lun.id)));
+                }
+                if let Some(other) = all_paths.insert(lun.path.clone(), format!("lun {} of target {name}", lun.id))
+                {
+                    return Err(invalid(format!(
+                        "lun {} of target {name}: path {} is already used by {other}",
+                        lun.id,
+                        lun.path.display()
+                    )));
+                }
+                luns.push(lun);
+            }
+            luns.sort_by_key(|l| l.id);
+            targets.push(TargetDef { name, bus, tpgt, allowed_initiators: acl, chap, luns });
+        }
+        Ok(ValidConfig { buses, targets, iscsi, data_dir: data_dir.to_path_buf() })
+    }
+}
+
+fn validate_tuning(t: &IscsiTuning) -> Result<IscsiTuning, ConfigError> {
+    if !(1..=65536).contains(&t.queue_depth) {
+        return Err(invalid(format!("iscsi.queue_depth must be 1..=65536, got {}", t.queue_depth)));
+    }
+    // RFC 7143 §13.12: MaxRecvDataSegmentLength is 512..2^24-1.
+    if !(512..=16_777_215).contains(&t.max_recv_data_segment_length) {
+        return Err(invalid(format!(
+            "iscsi.max_recv_data_segment_length must be 512..=16777215, got {}",
+            t.max_recv_data_segment_length
+        )));
+    }
+    // RFC 7143 §13.13/§13.14: 512..2^24-1, and FirstBurstLength <= MaxBurstLength.
+    if !(512..=16_777_215).contains(&t.max_burst_length) {
+        return Err(invalid(format!("iscsi.max_burst_length must be 512..=16777215, got {}", t.max_burst_length)));
+    }
+    if !(512..=t.max_burst_length).contains(&t.first_burst_length) {
+        return Err(invalid(format!(
+            "iscsi.first_burst_length must be 512..=max_burst_length ({}), got {}",
+            t.max_burst_length, t.first_burst_length
+        )));
+    }
+    if t.max_command_bytes < t.max_burst_length {
+        return Err(invalid(format!(
+            "iscsi.max_command_bytes must be at least max_burst_length ({}), got {}",
+            t.max_burst_length, t.max_command_bytes
+        )));
+    }
+    if t.nop_interval_secs > 0 && t.nop_timeout_secs == 0 {
+        return Err(invalid("iscsi.nop_timeout_secs must be at least 1 when nop_interval_secs is set"));
+    }
+    Ok(t.clone())
+}
+
+fn validate_chap(target: &str, c: &ChapConfig) -> Result<ChapSpec, ConfigError> {
+    let ctx = format!("target {target}: chap");
+    if c.user.is_empty() {
+        return Err(invalid(format!("{ctx}.user must not be empty")));
+    }
+    if c.secret.is_empty() {
+        return Err(invalid(format!("{ctx}.secret must not be empty")));
+    }
+    // RFC 7143 §12.1.3 caps CHAP binary values at 1024 bytes.
+    if c.secret.len() > 1024 {
+        return Err(invalid(format!("{ctx}.secret must be at most 1024 bytes, got {}", c.secret.len())));
+    }
+    let mutual = match (&c.mutual_user, &c.mutual_secret) {
+        (None, None) => None,
+        (Some(_), None) => return Err(invalid(format!("{ctx}.mutual_secret is required with mutual_user"))),
+        (None, Some(_)) => return Err(invalid(format!("{ctx}.mutual_user is required with mutual_secret"))),
+        (Some(u), Some(s)) => {
+            if u.is_empty() {
+                return Err(invalid(format!("{ctx}.mutual_user must not be empty")));
+            }
+            if s.is_empty() || s.len() > 1024 {
+                return Err(invalid(format!("{ctx}.mutual_secret must be 1..=1024 bytes, got {}", s.len())));
+            }
+            // RFC 7143 §12.1.3: a secret used to authenticate initiators must
+            // not also authenticate the target, or a reflection attack works.
+            if s == &c.secret {
+                return Err(invalid(format!("{ctx}.mutual_secret must differ from chap.secret")));
+            }
+            Some((u.clone(), s.as_bytes().to_vec()))
+        }
+    };
+    Ok(ChapSpec { user: c.user.clone(), secret: c.secret.as_bytes().to_vec(), mutual })
+}
+
+fn validate_lun(target: &str, l: &LunConfig, data_dir: &Path) -> Result<LunDef, ConfigError> {
+    let ctx = format!("lun {} of target {target}", l.id);
+    if l.id > MAX_LUN_ID {
+        return Err(invalid(format!("{ctx}: id must be 0..={MAX_LUN_ID}, got {}", l.id)));
+    }
+    if l.block_size != 512 && l.block_size != 4096 {
+        return Err(invalid(format!("{ctx}: block_size must be 512 or 4096, got {}", l.block_size)));
+    }
+    let size_bytes = match &l.size {
+        SizeValue::Bytes(b) => *b,
+        SizeValue::Text(s) => parse_size(s).map_err(|why| invalid(format!("{ctx}: size {why}")))?,
+    };
+    if size_bytes == 0 {
+        return Err(invalid(format!("{ctx}: size must be greater than 0")));
+    }
+    if size_bytes % u64::from(l.block_size) != 0 {
+        return Err(invalid(format!(
+            "{ctx}: size must be a multiple of block_size {}, got {size_bytes} bytes",
+            l.block_size
+        )));
+    }
+    let path = match &l.path {
+        Some(p) if p.as_os_str().is_empty() => return Err(invalid(format!("{ctx}: path must not be empty"))),
+        Some(p) if p.is_absolute() => p.clone(),
+        Some(p) => data_dir.join(p),
+        None => data_dir.join(format!("{}-lun{}.img", target.replace([':', '/'], "_"), l.id)),
+    };
+    let serial = match &l.serial {
+        Some(s) => {
+            // VPD page 0x80 carries ASCII (SPC-4 §7.8.14); keep it printable.
+            if s.is_empty() || s.len() > 32 || !s.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+                return Err(invalid(format!("{ctx}: serial must be 1..=32 printable ASCII characters, got {s:?}")));
+            }
+            s.clone()
+        }
+        None => default_serial(target, l.id),
+    };
+    Ok(LunDef { id: l.id, path, size_bytes, block_size: l.block_size, read_only: l.read_only, serial })
+}
+
+/// A stable serial derived from the target name and LUN, so a restarted
+/// target presents the same unit serial numbers.
+fn default_serial(target: &str, lun: u64) -> String {
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in target.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("BR{:08X}L{lun}", (h >> 32) as u32 ^ h as u32)
+}
+
+/// Parses "64MiB", "1GiB", "512", "4 KiB", "10MB" into bytes. Binary units
+/// (KiB, MiB, GiB, TiB, and the short K, M, G, T) are powers of 1024,
+/// decimal units (KB, MB, GB, TB) powers of 1000.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    if num.is_empty() {
+        return Err(format!("must start with a number, got {s:?}"));
+    }
+    let n: u64 = num.parse().map_err(|_| format!("number too large in {s:?}"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "T" | "TiB" => 1 << 40,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        other => return Err(format!("has unknown unit {other:?} in {s:?} (use B, KiB, MiB, GiB, TiB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Checks the form of an iSCSI name (RFC 7143 §4.2.7): `iqn.`, `eui.` or
+/// `naa.` followed by name characters, at most 223 bytes. Returns why not.
+pub fn check_iscsi_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > MAX_ISCSI_NAME_LEN {
+        return Err(format!("must be at most {MAX_ISCSI_NAME_LEN} bytes, got {}", name.len()));
+    }
+    let lower = name.to_ascii_lowercase();
+    if !(lower.starts_with("iqn.") || lower.starts_with("eui.") || lower.starts_with("naa.")) {
+        return Err(format!("must start with iqn., eui. or naa., got {name:?}"));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))) {
+        return Err(format!("contains {c:?}, which is not allowed in an iSCSI name: {name:?}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validate(text: &str) -> Result<ValidConfig, String> {
+        Config::parse(text, "test").map_err(|e| e.to_string())?.validate(Path::new("/data")).map_err(|e| e.to_string())
+    }
+
+    fn err(text: &str) -> String {
+        validate(text).expect_err("config should be refused")
+    }
+
+    const ONE: &str = r#"
+[[target]]
+name = "iqn.2026-11.io.busrig:t1"
+[[target.lun]]
+id = 0
+size = "1MiB"
+"#;
+
+    #[test]
+    fn embedded_default_matches_the_interface_contract() {
+        let c = Config::embedded_default().validate(Path::new("/d")).unwrap();
+        assert_eq!(c.targets.len(), 1);
+        let t = &c.targets[0];
+        assert_eq!(t.name, DEFAULT_TARGET_NAME);
+        assert_eq!(c.buses[t.bus].topology, Topology::FcFabric);
+        let sizes: Vec<_> = t.luns.iter().map(|l| (l.id, l.size_bytes)).collect();
+        assert_eq!(sizes, vec![(0, 64 << 20), (1, 1 << 30), (2, 1 << 30)]);
+        assert!(t.luns.iter().all(|l| l.path.starts_with("/d")));
+        assert!(t.admits("iqn.anyone"));
+    }
+
+    #[test]
+    fn minimal_target_gets_a_default_fabric_bus_and_path() {
+        let c = validate(ONE).unwrap();
+        assert_eq!(c.buses, vec![BusSpec { name: "bus0".into(), topology: Topology::FcFabric, max_initiators: None }]);
+        assert_eq!(c.targets[0].tpgt, 1);
+        assert_eq!(c.targets[0].luns[0].block_size, 512);
+        assert_eq!(c.targets[0].luns[0].path, Path::new("/data/iqn.2026-11.io.busrig_t1-lun0.img"));
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let c = validate(
+            r#"
+[[bus]]
+name = "shared0"
+topology = "scsi"
+max_initiators = 2
+[[target]]
+name = "iqn.2026-11.io.busrig:bus0"
+bus = "shared0"
+tpgt = 3
+allowed_initiators = ["iqn.2026-11.io.busrig:Node1"]
+chap = { user = "u", secret = "0123456789ab", mutual_user = "t", mutual_secret = "ba9876543210" }
+[[target.lun]]
+id = 0
+path = "/abs/q.img"
+size = 67108864
+block_size = 4096
+read_only = true
+[iscsi]
+queue_depth = 32
+"#,
+        )
+        .unwrap();
+        let t = &c.targets[0];
+        assert_eq!(c.buses[0].topology, Topology::Scsi);
+        assert_eq!(c.buses[0].max_initiators, Some(2));
+        assert_eq!(t.tpgt, 3);
+        assert!(t.admits("IQN.2026-11.io.busrig:node1"));
+        assert!(!t.admits("iqn.2026-11.io.busrig:node2"));
+        let chap = t.chap.as_ref().unwrap();
+        assert_eq!(chap.mutual, Some(("t".into(), b"ba9876543210".to_vec())));
+        assert_eq!(t.luns[0].path, Path::new("/abs/q.img"));
+        assert!(t.luns[0].read_only);
+        assert_eq!(c.iscsi.queue_depth, 32);
+        assert_eq!(c.iscsi.nop_interval_secs, 30);
+    }
+
+    #[test]
+    fn bad_block_size_names_lun_and_target() {
+        let e = err(&ONE.replace("size = \"1MiB\"", "size = \"1MiB\"\nblock_size = 1000"));
+        assert_eq!(e, "lun 0 of target iqn.2026-11.io.busrig:t1: block_size must be 512 or 4096, got 1000");
+    }
+
+    #[test]
+    fn duplicate_target_names_are_refused() {
+        let e = err(&format!("{ONE}{ONE}"));
+        assert_eq!(e, "target iqn.2026-11.io.busrig:t1: duplicate target name");
+    }
+
+    #[test]
+    fn duplicate_lun_ids_are_refused() {
+        let e = err(&format!("{ONE}[[target.lun]]\nid = 0\nsize = \"2MiB\"\npath = \"other.img\"\n"));
+        assert_eq!(e, "lun 0 of target iqn.2026-11.io.busrig:t1: duplicate LUN id");
+    }
+
+    #[test]
+    fn shared_backing_file_is_refused() {
+        let e = err(&format!(
+            "{}[[target.lun]]\nid = 1\nsize = \"2MiB\"\npath = \"/data/x.img\"\n",
+            ONE.replace("size = \"1MiB\"", "size = \"1MiB\"\npath = \"x.img\"")
+        ));
+        assert!(e.starts_with("lun 1 of target iqn.2026-11.io.busrig:t1: path /data/x.img is already used by lun 0"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_and_named() {
+        let e = err(&ONE.replace("id = 0", "id = 0\nsectors = 9"));
+        assert!(e.contains("unknown field `sectors`"), "{e}");
+        let e = err(&format!("color = \"red\"\n{ONE}"));
+        assert!(e.contains("unknown field `color`"), "{e}");
+        let e = err(&format!("{ONE}[iscsi]\nqueue_deep = 3\n"));
+        assert!(e.contains("unknown field `queue_deep`"), "{e}");
+    }
+
+    #[test]
+    fn bad_sizes_are_refused() {
+        let e = err(&ONE.replace("\"1MiB\"", "\"12 furlongs\""));
+        assert!(e.starts_with("lun 0 of target iqn.2026-11.io.busrig:t1: size has unknown unit"), "{e}");
+        let e = err(&ONE.replace("\"1MiB\"", "\"0\""));
+        assert_eq!(e, "lun 0 of target iqn.2026-11.io.busrig:t1: size must be greater than 0");
+        let e = err(&ONE.replace("\"1MiB\"", "1000"));
+        assert!(e.contains("size must be a multiple of block_size 512, got 1000 bytes"), "{e}");
+        let e = err(&ONE.replace("\"1MiB\"", "\"99999999999999999999GiB\""));
+        assert!(e.contains("too large"), "{e}");
+    }
+
+    #[test]
+    fn size_units() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("4 KiB"), Ok(4096));
+        assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("512"), Ok(512));
+        assert!(parse_size("MiB").is_err());
+    }
+
+    #[test]
+    fn unknown_bus_is_refused() {
+        let e = err(&ONE.replace("name = \"iqn.2026-11.io.busrig:t1\"", "name = \"iqn.2026-11.io.busrig:t1\"\nbus = \"nope\""));
+        assert_eq!(e, "target iqn.2026-11.io.busrig:t1: bus \"nope\" is not declared in any [[bus]]");
+    }
+
+    #[test]
+    fn bad_topology_is_refused() {
+        let e = err(&format!("[[bus]]\nname = \"b\"\ntopology = \"token-ring\"\n{ONE}"));
+        assert!(e.contains("unknown variant `token-ring`"), "{e}");
+    }
+
+    #[test]
+    fn several_buses_need_an_explicit_bus() {
+        let e = err(&format!("[[bus]]\nname = \"a\"\n[[bus]]\nname = \"b\"\n{ONE}"));
+        assert_eq!(e, "target iqn.2026-11.io.busrig:t1: bus must be set when the config declares several buses");
+    }
+
+    #[test]
+    fn duplicate_bus_and_zero_max_initiators_are_refused() {
+        assert_eq!(err(&format!("[[bus]]\nname = \"a\"\n[[bus]]\nname = \"a\"\n{ONE}")), "bus a: duplicate bus name");
+        assert_eq!(
+            err(&format!("[[bus]]\nname = \"a\"\nmax_initiators = 0\n{ONE}")),
+            "bus a: max_initiators must be at least 1, got 0"
+        );
+    }
+
+    #[test]
+    fn bad_target_and_acl_names_are_refused() {
+        let e = err(&ONE.replace("iqn.2026-11.io.busrig:t1", "target one"));
+        assert!(e.starts_with("target 1: name must start with iqn."), "{e}");
+        let e = err(&ONE.replace("[[target.lun]]", "allowed_initiators = [\"iqn.x\", \"bob\"]\n[[target.lun]]"));
+        assert!(e.starts_with("target iqn.2026-11.io.busrig:t1: allowed_initiators[1] must start with"), "{e}");
+    }
+
+    #[test]
+    fn chap_rules() {
+        let with = |chap: &str| ONE.replace("[[target.lun]]", &format!("chap = {chap}\n[[target.lun]]"));
+        assert_eq!(
+            err(&with("{ user = \"u\", secret = \"\" }")),
+            "target iqn.2026-11.io.busrig:t1: chap.secret must not be empty"
+        );
+        assert_eq!(
+            err(&with("{ user = \"u\", secret = \"s3cretsecret\", mutual_user = \"t\" }")),
+            "target iqn.2026-11.io.busrig:t1: chap.mutual_secret is required with mutual_user"
+        );
+        assert_eq!(
+            err(&with("{ user = \"u\", secret = \"s3cretsecret\", mutual_user = \"t\", mutual_secret = \"s3cretsecret\" }")),
+            "target iqn.2026-11.io.busrig:t1: chap.mutual_secret must differ from chap.secret"
+        );
+        assert!(err(&with("{ user = \"u\", secret = \"x\", pepper = 1 }")).contains("unknown field `pepper`"));
+    }
+
+    #[test]
+    fn bad_lun_id_tpgt_and_tuning_are_refused() {
+        assert_eq!(
+            err(&ONE.replace("id = 0", "id = 20000")),
+            "lun 20000 of target iqn.2026-11.io.busrig:t1: id must be 0..=16383, got 20000"
+        );
+        assert_eq!(
+            err(&ONE.replace("[[target.lun]]", "tpgt = 0\n[[target.lun]]")),
+            "target iqn.2026-11.io.busrig:t1: tpgt must be 1..=65535, got 0"
+        );
+        assert_eq!(
+            err(&format!("{ONE}[iscsi]\nmax_recv_data_segment_length = 100\n")),
+            "iscsi.max_recv_data_segment_length must be 512..=16777215, got 100"
+        );
+        assert_eq!(
+            err(&format!("{ONE}[iscsi]\nfirst_burst_length = 2097152\nmax_burst_length = 1048576\n")),
+            "iscsi.first_burst_length must be 512..=max_burst_length (1048576), got 2097152"
+        );
+    }
+
+    #[test]
+    fn no_targets_or_no_luns_are_refused() {
+        assert_eq!(err("[[bus]]\nname = \"a\"\n"), "config declares no [[target]]");
+        assert_eq!(
+            err("[[target]]\nname = \"iqn.2026-11.io.busrig:t1\"\n"),
+            "target iqn.2026-11.io.busrig:t1: declares no [[target.lun]]"
+        );
+    }
+
+    #[test]
+    fn validation_touches_no_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("not-yet");
+        Config::embedded_default().validate(&sub).unwrap();
+        assert!(!sub.exists());
+    }
+}

@@ -1,1 +1,624 @@
-//! (in progress)
+//! Logical units: a backing file, its identity, and the per-LU SCSI state
+//! (mode parameters, unit attentions, medium removal, start/stop) that the
+//! executor in [`crate::scsi`] reads and changes.
+//!
+//! Backing file: created sparse (`set_len`) when missing. An existing file
+//! that is smaller than the configured size is grown, sparse, to the size
+//! (its data is kept); a larger one is used as is and only its first
+//! `size_bytes` are exposed. Nothing here ever truncates a file.
+//!
+//! Identity: the NAA 6 identifier is derived from CRC32C hashes of the
+//! target name and LUN, so it is the same after every restart (SPC-4
+//! §7.8.6.6.5 wants it to be worldwide unique and stable; it is not random).
+//!
+//! Data path: positioned reads and writes on the blocking pool. FUA writes,
+//! writes with the write cache disabled (WCE 0) and SYNCHRONIZE CACHE call
+//! `fdatasync` before they answer (SBC-3 §4.15). Deallocation punches holes
+//! (`FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`), so unmapped blocks read
+//! as zeros (LBPRZ 1), and GET LBA STATUS asks the file system with
+//! `SEEK_DATA`/`SEEK_HOLE`.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use busrig_proto::scsi::inquiry;
+use busrig_proto::scsi::mode::ModeParams;
+use busrig_proto::scsi::provisioning::{LbaStatus, Provisioning};
+use busrig_proto::scsi::sense::Asc;
+use nix::errno::Errno;
+use nix::fcntl::{fallocate, posix_fadvise, FallocateFlags, PosixFadviseAdvice};
+use nix::unistd::{lseek, Whence};
+use tokio::sync::RwLock;
+
+use crate::nexus::ItNexus;
+use crate::reservation::{ReservationError, Reservations};
+
+pub const DEFAULT_VENDOR: &str = "BUSRIG";
+pub const DEFAULT_PRODUCT: &str = "SHARED DISK";
+pub const PRODUCT_REVISION: &str = "0001";
+
+/// IEEE company_id used in NAA 6 identifiers. busrig has no IEEE
+/// assignment, so it uses a value with the X ("local") bit set (bit 1 of
+/// the first octet, IEEE 802-2014 §8.2): assigned CIDs and OUIs never have
+/// that combination, so these identifiers cannot collide with a real
+/// vendor's.
+pub const LOCAL_COMPANY_ID: u32 = 0x0a_b5_12;
+
+/// Unit attentions kept per I_T nexus before new ones are dropped
+/// (SPC-4 §5.14: the queue depth is vendor specific).
+const UA_QUEUE_DEPTH: usize = 16;
+
+/// How a logical unit is configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LunSpec {
+    pub lun: u64,
+    pub path: PathBuf,
+    pub size_bytes: u64,
+    /// 512 or 4096.
+    pub block_size: u32,
+    pub read_only: bool,
+    pub vendor: String,
+    pub product: String,
+    /// Unit serial number (VPD 80h), stable per LUN.
+    pub serial: String,
+}
+
+impl LunSpec {
+    /// A spec with the default vendor and product strings.
+    pub fn new(
+        lun: u64,
+        path: PathBuf,
+        size_bytes: u64,
+        block_size: u32,
+        read_only: bool,
+        serial: String,
+    ) -> LunSpec {
+        LunSpec {
+            lun,
+            path,
+            size_bytes,
+            block_size,
+            read_only,
+            vendor: DEFAULT_VENDOR.into(),
+            product: DEFAULT_PRODUCT.into(),
+            serial,
+        }
+    }
+}
+
+/// Why a logical unit could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum LunError {
+    /// Only 512 and 4096 byte logical blocks are emulated.
+    #[error("LUN {lun}: block size {block_size} is not 512 or 4096")]
+    BlockSize { lun: u64, block_size: u32 },
+    /// The size is zero or not a whole number of blocks.
+    #[error(
+        "LUN {lun}: size {size_bytes} is not a positive multiple of the block size {block_size}"
+    )]
+    Size {
+        lun: u64,
+        size_bytes: u64,
+        block_size: u32,
+    },
+    /// The backing file could not be created, opened or grown.
+    #[error("LUN {lun}: backing file {path}: {source}")]
+    Io {
+        lun: u64,
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// The persistent reservation state next to the file is unreadable.
+    #[error("LUN {lun}: {0}", lun = .1)]
+    Reservations(#[source] ReservationError, u64),
+}
+
+/// Which I_T nexuses a unit attention is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UaScope {
+    One(ItNexus),
+    All,
+    AllExcept(ItNexus),
+}
+
+#[derive(Debug, Default)]
+struct LuState {
+    mode: ModeParams,
+    /// START STOP UNIT with START 0 stopped the unit (SBC-3 §5.25).
+    stopped: bool,
+    /// I_T nexuses holding a PREVENT MEDIUM REMOVAL (SBC-3 §5.13).
+    prevent: BTreeSet<ItNexus>,
+    /// Pending unit attentions of every known I_T nexus, oldest first.
+    ua: HashMap<ItNexus, VecDeque<Asc>>,
+}
+
+/// One logical unit on the bus.
+pub struct LogicalUnit {
+    spec: LunSpec,
+    target_name: String,
+    file: Arc<File>,
+    blocks: u64,
+    naa: [u8; 16],
+    /// COMPARE AND WRITE takes it exclusively, every other media command
+    /// shared, so the compare and the write are atomic with respect to all
+    /// other commands on this LU (SBC-3 §5.2).
+    pub(crate) media_lock: RwLock<()>,
+    state: Mutex<LuState>,
+    /// SCSI-2 and persistent reservations of this LU.
+    pub reservations: Mutex<Reservations>,
+}
+
+impl std::fmt::Debug for LogicalUnit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogicalUnit")
+            .field("spec", &self.spec)
+            .field("blocks", &self.blocks)
+            .finish()
+    }
+}
+
+/// The NAA 6 identifier of `lun` on target `target_name`: vendor specific
+/// identifier from CRC32C(target name), extension from CRC32C(target name
+/// and LUN) and the LUN itself, so two LUNs of one target always differ.
+pub fn naa_for(target_name: &str, lun: u64) -> [u8; 16] {
+    let h1 = crc32c::crc32c(target_name.as_bytes());
+    let h2 = crc32c::crc32c_append(h1, &lun.to_be_bytes());
+    inquiry::naa6(
+        LOCAL_COMPANY_ID,
+        u64::from(h1) << 4 | (lun >> 32) & 0xf,
+        u64::from(h2) << 32 | (lun & 0xffff_ffff),
+    )
+}
+
+impl LogicalUnit {
+    /// Opens (creating when missing) the backing file and the reservation
+    /// state, which lives next to it as `<path>.pr`.
+    pub fn open(spec: LunSpec, target_name: &str) -> Result<LogicalUnit, LunError> {
+        let lun = spec.lun;
+        if spec.block_size != 512 && spec.block_size != 4096 {
+            return Err(LunError::BlockSize {
+                lun,
+                block_size: spec.block_size,
+            });
+        }
+        if spec.size_bytes == 0 || spec.size_bytes % u64::from(spec.block_size) != 0 {
+            return Err(LunError::Size {
+                lun,
+                size_bytes: spec.size_bytes,
+                block_size: spec.block_size,
+            });
+        }
+        let io_err = |source| LunError::Io {
+            lun,
+            path: spec.path.clone(),
+            source,
+        };
+        // Create (or grow) with write access even for a read-only LU; the
+        // handle kept for I/O is read-only then.
+        {
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&spec.path);
+            match f {
+                Ok(f) => {
+                    let len = f.metadata().map_err(io_err)?.len();
+                    if len < spec.size_bytes {
+                        f.set_len(spec.size_bytes).map_err(io_err)?;
+                    }
+                }
+                Err(e) if spec.read_only && e.kind() == io::ErrorKind::PermissionDenied => {
+                    let len = std::fs::metadata(&spec.path).map_err(io_err)?.len();
+                    if len < spec.size_bytes {
+                        return Err(io_err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "read-only file is {len} bytes, smaller than {}",
+                                spec.size_bytes
+                            ),
+                        )));
+                    }
+                }
+                Err(e) => return Err(io_err(e)),
+            }
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(!spec.read_only)
+            .open(&spec.path)
+            .map_err(io_err)?;
+        let mut pr_path = spec.path.clone().into_os_string();
+        pr_path.push(".pr");
+        let reservations = Reservations::new(Some(PathBuf::from(pr_path)))
+            .map_err(|e| LunError::Reservations(e, lun))?;
+        Ok(LogicalUnit {
+            blocks: spec.size_bytes / u64::from(spec.block_size),
+            naa: naa_for(target_name, lun),
+            target_name: target_name.to_string(),
+            file: Arc::new(file),
+            media_lock: RwLock::new(()),
+            state: Mutex::new(LuState::default()),
+            reservations: Mutex::new(reservations),
+            spec,
+        })
+    }
+
+    pub fn lun(&self) -> u64 {
+        self.spec.lun
+    }
+    pub fn spec(&self) -> &LunSpec {
+        &self.spec
+    }
+    pub fn target_name(&self) -> &str {
+        &self.target_name
+    }
+    /// Capacity in logical blocks.
+    pub fn blocks(&self) -> u64 {
+        self.blocks
+    }
+    pub fn block_size(&self) -> u32 {
+        self.spec.block_size
+    }
+    pub fn naa(&self) -> [u8; 16] {
+        self.naa
+    }
+
+    /// Current mode parameters.
+    pub fn mode(&self) -> ModeParams {
+        self.state.lock().unwrap().mode
+    }
+    pub(crate) fn set_mode(&self, m: ModeParams) {
+        self.state.lock().unwrap().mode = m;
+    }
+    /// Sense data format chosen by the control mode page.
+    pub fn d_sense(&self) -> bool {
+        self.mode().d_sense
+    }
+    /// Writes are refused: configured read-only, or SWP set.
+    pub fn write_protected(&self) -> bool {
+        self.spec.read_only || self.mode().swp
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.state.lock().unwrap().stopped
+    }
+    pub(crate) fn set_stopped(&self, stopped: bool) {
+        self.state.lock().unwrap().stopped = stopped;
+    }
+
+    /// PREVENT (true) or ALLOW (false) medium removal for `nexus`.
+    pub(crate) fn set_prevent(&self, nexus: &ItNexus, prevent: bool) {
+        let mut s = self.state.lock().unwrap();
+        if prevent {
+            s.prevent.insert(nexus.clone());
+        } else {
+            s.prevent.remove(nexus);
+        }
+    }
+    /// Some I_T nexus prevents medium removal.
+    pub fn removal_prevented(&self) -> bool {
+        !self.state.lock().unwrap().prevent.is_empty()
+    }
+
+    /// Makes `nexus` known so that "all nexuses" unit attentions reach it.
+    pub fn add_nexus(&self, nexus: &ItNexus) {
+        self.state
+            .lock()
+            .unwrap()
+            .ua
+            .entry(nexus.clone())
+            .or_default();
+    }
+
+    /// The nexus is gone: its unit attentions and PREVENT state go with it
+    /// (SBC-3 §5.13: an I_T nexus loss clears its prevent).
+    pub fn remove_nexus(&self, nexus: &ItNexus) {
+        let mut s = self.state.lock().unwrap();
+        s.ua.remove(nexus);
+        s.prevent.remove(nexus);
+    }
+
+    /// Establishes a unit attention condition (SPC-4 §5.14). A condition
+    /// already pending for a nexus is not queued twice; a full queue drops
+    /// the new condition.
+    pub fn post_unit_attention(&self, to: UaScope, asc: Asc) {
+        let mut s = self.state.lock().unwrap();
+        if let UaScope::One(n) = &to {
+            s.ua.entry(n.clone()).or_default();
+        }
+        for (n, q) in s.ua.iter_mut() {
+            let hit = match &to {
+                UaScope::One(x) => x == n,
+                UaScope::All => true,
+                UaScope::AllExcept(x) => x != n,
+            };
+            if hit && !q.contains(&asc) && q.len() < UA_QUEUE_DEPTH {
+                q.push_back(asc);
+            }
+        }
+    }
+
+    /// Removes and returns the oldest pending unit attention of `nexus`.
+    pub fn take_unit_attention(&self, nexus: &ItNexus) -> Option<Asc> {
+        self.state.lock().unwrap().ua.get_mut(nexus)?.pop_front()
+    }
+
+    /// Pending unit attentions of `nexus`, oldest first (for status).
+    pub fn pending_unit_attentions(&self, nexus: &ItNexus) -> Vec<Asc> {
+        self.state
+            .lock()
+            .unwrap()
+            .ua
+            .get(nexus)
+            .map(|q| q.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The state a reset returns to (SAM-5 §6.3.4: mode parameters to
+    /// their defaults when none are saved; the unit started; no prevent).
+    pub(crate) fn reset_state(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.mode = ModeParams::default();
+        s.stopped = false;
+        s.prevent.clear();
+    }
+
+    fn offset(&self, lba: u64) -> u64 {
+        lba * u64::from(self.spec.block_size)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&File) -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || f(&file))
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(format!("I/O task failed: {e}"))))
+    }
+
+    /// Reads `blocks` blocks at `lba`.
+    pub async fn read(&self, lba: u64, blocks: u32) -> io::Result<Vec<u8>> {
+        let off = self.offset(lba);
+        let len = blocks as usize * self.spec.block_size as usize;
+        self.blocking(move |f| {
+            let mut buf = vec![0u8; len];
+            f.read_exact_at(&mut buf, off)?;
+            Ok(buf)
+        })
+        .await
+    }
+
+    /// Writes whole blocks at `lba`; with `sync`, calls fdatasync before
+    /// returning (FUA, or the write cache disabled).
+    pub async fn write(&self, lba: u64, data: bytes::Bytes, sync: bool) -> io::Result<()> {
+        let off = self.offset(lba);
+        self.blocking(move |f| {
+            f.write_all_at(&data, off)?;
+            if sync {
+                f.sync_data()?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// fdatasync: everything written so far is on stable storage.
+    pub async fn sync(&self) -> io::Result<()> {
+        self.blocking(|f| f.sync_data()).await
+    }
+
+    /// Deallocates `blocks` blocks at `lba`: punches a hole so the range
+    /// reads back as zeros. A file system without hole punching gets zeros
+    /// written instead, which keeps LBPRZ true.
+    pub async fn deallocate(&self, lba: u64, blocks: u64) -> io::Result<()> {
+        let off = self.offset(lba);
+        let len = blocks * u64::from(self.spec.block_size);
+        self.blocking(move |f| {
+            let flags = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+            match fallocate(f.as_raw_fd(), flags, off as i64, len as i64) {
+                Ok(()) => Ok(()),
+                Err(Errno::EOPNOTSUPP) => {
+                    let zeros = vec![0u8; 1 << 20];
+                    let mut done = 0u64;
+                    while done < len {
+                        let n = (len - done).min(zeros.len() as u64) as usize;
+                        f.write_all_at(&zeros[..n], off + done)?;
+                        done += n as u64;
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(io::Error::from(e)),
+            }
+        })
+        .await
+    }
+
+    /// Asks the kernel to read ahead (PRE-FETCH, SBC-3 §5.10).
+    pub async fn prefetch(&self, lba: u64, blocks: u64) -> io::Result<()> {
+        let off = self.offset(lba) as i64;
+        let len = (blocks * u64::from(self.spec.block_size)) as i64;
+        self.blocking(move |f| {
+            posix_fadvise(
+                f.as_raw_fd(),
+                off,
+                len,
+                PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+            )
+            .map_err(io::Error::from)
+        })
+        .await
+    }
+
+    /// Provisioning status from `lba` on, at most `max` extents, from the
+    /// file system's idea of data and holes. A block that is only partly a
+    /// hole still holds data and is reported mapped.
+    pub async fn lba_status(&self, lba: u64, max: usize) -> io::Result<Vec<LbaStatus>> {
+        let bs = u64::from(self.spec.block_size);
+        let end = self.blocks;
+        self.blocking(move |f| {
+            let fd = f.as_raw_fd();
+            let mut out = Vec::new();
+            let mut cur = lba;
+            while cur < end && out.len() < max.max(1) {
+                let off = (cur * bs) as i64;
+                let next_data = match lseek(fd, off, Whence::SeekData) {
+                    Ok(d) => Some(d as u64 / bs),
+                    Err(Errno::ENXIO) => None,
+                    Err(e) => return Err(io::Error::from(e)),
+                };
+                let (status, stop) = match next_data {
+                    Some(d) if d <= cur => {
+                        let hole = match lseek(fd, off, Whence::SeekHole) {
+                            Ok(h) => (h as u64).div_ceil(bs),
+                            Err(Errno::ENXIO) => end,
+                            Err(e) => return Err(io::Error::from(e)),
+                        };
+                        (Provisioning::Mapped, hole.max(cur + 1))
+                    }
+                    Some(d) => (Provisioning::Deallocated, d),
+                    None => (Provisioning::Deallocated, end),
+                };
+                let stop = stop.min(end).min(cur + u64::from(u32::MAX));
+                out.push(LbaStatus {
+                    lba: cur,
+                    blocks: (stop - cur) as u32,
+                    status,
+                });
+                cur = stop;
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(dir: &tempfile::TempDir, size: u64, bs: u32) -> LunSpec {
+        LunSpec::new(3, dir.path().join("lun3.img"), size, bs, false, "S3".into())
+    }
+
+    fn nexus(i: &str) -> ItNexus {
+        ItNexus::new(i, [0, 2, 0x3d, 0, 0, 1], "iqn.t", 1)
+    }
+
+    #[test]
+    fn open_creates_sparse_and_grows_but_never_truncates() {
+        let dir = tempfile::tempdir().unwrap();
+        let lu = LogicalUnit::open(spec(&dir, 1 << 20, 512), "iqn.t").unwrap();
+        assert_eq!(lu.blocks(), 2048);
+        let path = dir.path().join("lun3.img");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 1 << 20);
+        drop(lu);
+        // Bigger configured size: the file grows.
+        let lu = LogicalUnit::open(spec(&dir, 2 << 20, 512), "iqn.t").unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 2 << 20);
+        drop(lu);
+        // Smaller configured size: the file keeps its length.
+        let lu = LogicalUnit::open(spec(&dir, 1 << 20, 4096), "iqn.t").unwrap();
+        assert_eq!(lu.blocks(), 256);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 2 << 20);
+    }
+
+    #[test]
+    fn open_refuses_bad_geometry() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            LogicalUnit::open(spec(&dir, 1 << 20, 1024), "t"),
+            Err(LunError::BlockSize { .. })
+        ));
+        assert!(matches!(
+            LogicalUnit::open(spec(&dir, 1000, 512), "t"),
+            Err(LunError::Size { .. })
+        ));
+    }
+
+    #[test]
+    fn naa_is_stable_and_distinct() {
+        assert_eq!(naa_for("iqn.a", 0), naa_for("iqn.a", 0));
+        assert_ne!(naa_for("iqn.a", 0), naa_for("iqn.a", 1));
+        assert_ne!(naa_for("iqn.a", 0), naa_for("iqn.b", 0));
+        let n = naa_for("iqn.a", 1);
+        assert_eq!(n[0] >> 4, 6);
+        assert_eq!(&n[12..], &[0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn unit_attentions_queue_in_order_without_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let lu = LogicalUnit::open(spec(&dir, 1 << 20, 512), "iqn.t").unwrap();
+        let (a, b) = (nexus("a"), nexus("b"));
+        lu.add_nexus(&a);
+        lu.add_nexus(&b);
+        lu.post_unit_attention(UaScope::All, Asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED);
+        lu.post_unit_attention(UaScope::AllExcept(a.clone()), Asc::MODE_PARAMETERS_CHANGED);
+        lu.post_unit_attention(UaScope::All, Asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED);
+        lu.post_unit_attention(UaScope::One(a.clone()), Asc::RESERVATIONS_PREEMPTED);
+        assert_eq!(
+            lu.pending_unit_attentions(&a),
+            vec![
+                Asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED,
+                Asc::RESERVATIONS_PREEMPTED
+            ]
+        );
+        assert_eq!(
+            lu.take_unit_attention(&b),
+            Some(Asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED)
+        );
+        assert_eq!(
+            lu.take_unit_attention(&b),
+            Some(Asc::MODE_PARAMETERS_CHANGED)
+        );
+        assert_eq!(lu.take_unit_attention(&b), None);
+        lu.remove_nexus(&a);
+        assert!(lu.pending_unit_attentions(&a).is_empty());
+    }
+
+    #[tokio::test]
+    async fn write_read_deallocate_and_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let lu = LogicalUnit::open(spec(&dir, 4 << 20, 4096), "iqn.t").unwrap();
+        let st = lu.lba_status(0, 8).await.unwrap();
+        assert_eq!(
+            st[0],
+            LbaStatus {
+                lba: 0,
+                blocks: 1024,
+                status: Provisioning::Deallocated
+            }
+        );
+        lu.write(16, bytes::Bytes::from(vec![0xab; 4096 * 4]), true)
+            .await
+            .unwrap();
+        assert_eq!(lu.read(17, 1).await.unwrap(), vec![0xab; 4096]);
+        let st = lu.lba_status(16, 8).await.unwrap();
+        assert_eq!(st[0].status, Provisioning::Mapped);
+        assert!(st[0].blocks >= 4);
+        lu.deallocate(17, 2).await.unwrap();
+        assert_eq!(
+            lu.read(16, 4).await.unwrap()[4096..4096 * 3],
+            vec![0u8; 8192][..]
+        );
+        let st = lu.lba_status(17, 1).await.unwrap();
+        assert_eq!(
+            st,
+            vec![LbaStatus {
+                lba: 17,
+                blocks: 2,
+                status: Provisioning::Deallocated
+            }]
+        );
+        lu.sync().await.unwrap();
+        lu.prefetch(0, 8).await.unwrap();
+    }
+}

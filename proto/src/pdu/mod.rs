@@ -19,9 +19,54 @@
 //! ```
 //!
 //! The field types below are the shared vocabulary of the target and the
-//! initiator; the byte layouts live in one module per PDU type.
+//! initiator; the byte layouts live in one module per PDU type. Framing
+//! (lengths, padding, digests) is in `frame`, the AHS in [`ahs`], and the
+//! errors with their wire answers in [`PduError`].
 
 use bytes::Bytes;
+
+pub mod ahs;
+mod bhs;
+mod error;
+mod frame;
+mod header;
+mod sense;
+
+mod async_message;
+mod data_in;
+mod data_out;
+mod login_request;
+mod login_response;
+mod logout_request;
+mod logout_response;
+mod nop_in;
+mod nop_out;
+mod r2t;
+mod reject;
+mod scsi_command;
+mod scsi_response;
+mod snack;
+mod task_mgmt_request;
+mod task_mgmt_response;
+mod text_request;
+mod text_response;
+
+#[cfg(test)]
+mod roundtrip;
+#[cfg(test)]
+mod test_util;
+
+pub use async_message::async_event;
+pub use bhs::{MAX_AHS_LEN, MAX_DATA_SEGMENT_LENGTH};
+pub use error::PduError;
+pub use frame::{WireConfig, DEFAULT_MAX_RECV_DATA_SEGMENT_LENGTH};
+pub use header::RESERVED_TAG;
+pub use login_request::stage;
+pub use logout_request::logout_reason;
+pub use scsi_command::task_attr;
+pub use scsi_response::service_response;
+pub use sense::{parse_sense_segment, sense_segment};
+pub use snack::snack_type;
 
 /// Length of the Basic Header Segment (RFC 7143 §11.2.1).
 pub const BHS_LEN: usize = 48;
@@ -58,7 +103,10 @@ pub enum Header {
     Reject(Reject),
     /// An opcode RFC 7143 does not define (or a vendor opcode); the raw BHS
     /// is kept so the receiver can send it back in a Reject (reason 0x04).
-    Unsupported { opcode: u8, bhs: [u8; BHS_LEN] },
+    Unsupported {
+        opcode: u8,
+        bhs: [u8; BHS_LEN],
+    },
 }
 
 /// NOP-Out (RFC 7143 §11.18), opcode 0x00.

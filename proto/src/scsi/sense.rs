@@ -160,7 +160,10 @@ asc_table! {
 impl Asc {
     /// Looks up a reported ASC/ASCQ (any key) for display.
     pub fn lookup(asc: u8, ascq: u8) -> Option<Asc> {
-        Asc::TABLE.iter().copied().find(|a| a.asc == asc && a.ascq == ascq)
+        Asc::TABLE
+            .iter()
+            .copied()
+            .find(|a| a.asc == asc && a.ascq == ascq)
     }
 }
 
@@ -187,7 +190,13 @@ pub struct Sense {
 
 impl From<Asc> for Sense {
     fn from(a: Asc) -> Sense {
-        Sense { key: a.key, asc: a.asc, ascq: a.ascq, information: None, field: None }
+        Sense {
+            key: a.key,
+            asc: a.asc,
+            ascq: a.ascq,
+            information: None,
+            field: None,
+        }
     }
 }
 
@@ -203,13 +212,21 @@ impl Sense {
 
     /// Points at CDB byte `byte` (and `bit`, when known).
     pub fn cdb_field(mut self, byte: u16, bit: Option<u8>) -> Sense {
-        self.field = Some(FieldPointer { in_cdb: true, byte, bit });
+        self.field = Some(FieldPointer {
+            in_cdb: true,
+            byte,
+            bit,
+        });
         self
     }
 
     /// Points at parameter-list byte `byte`.
     pub fn param_field(mut self, byte: u16, bit: Option<u8>) -> Sense {
-        self.field = Some(FieldPointer { in_cdb: false, byte, bit });
+        self.field = Some(FieldPointer {
+            in_cdb: false,
+            byte,
+            bit,
+        });
         self
     }
 
@@ -280,8 +297,8 @@ impl Sense {
         let code = *b.first()? & 0x7f;
         match code {
             0x70 | 0x71 if b.len() >= 14 => {
-                let information = (b[0] & 0x80 != 0)
-                    .then(|| u32::from_be_bytes([b[3], b[4], b[5], b[6]]) as u64);
+                let information =
+                    (b[0] & 0x80 != 0).then(|| u32::from_be_bytes([b[3], b[4], b[5], b[6]]) as u64);
                 let field = (b.len() >= 18 && b[15] & 0x80 != 0).then(|| FieldPointer {
                     in_cdb: b[15] & 0x40 != 0,
                     byte: u16::from_be_bytes([b[16], b[17]]),

@@ -1,0 +1,185 @@
+//! TCP and framing: dialing a portal, running the login exchange on the
+//! socket, and the two tasks that serve one logged-in connection.
+//!
+//! ```text
+//!            ┌──────────── reader task ─────────────┐
+//!  socket ──►│ read_buf ─► Pdu::decode ─► Shared::on_pdu (engine)      │
+//!            └───────── idle? ─► NOP-Out ping ──────┘
+//!            ┌──────────── writer task ─────────────┐
+//!  socket ◄──│ encode ◄─ mpsc<Pdu> ◄─ engine.poll_transmit (under lock)│
+//!            └──────────────────────────────────────┘
+//! ```
+//!
+//! Digests and the receive limit switch on with the first PDU after the
+//! final Login Response (RFC 7143 §13.1, §13.12); during login the
+//! defaults (no digests, 8192 bytes) apply.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use busrig_proto::pdu::{Pdu, WireConfig};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::error::Error;
+use crate::login::{Login, LoginStep};
+use crate::session::Shared;
+
+/// The writer gathers queued PDUs into one buffer up to this size before
+/// a write, so pipelined commands share system calls.
+const WRITE_BATCH: usize = 1 << 20;
+
+/// Opens a TCP connection to `addr` (`host:port`) within `limit`.
+pub async fn dial(addr: &str, limit: Duration) -> Result<TcpStream, Error> {
+    let stream = tokio::time::timeout(limit, TcpStream::connect(addr))
+        .await
+        .map_err(|_| Error::Timeout { what: "TCP connect", after: limit })??;
+    // Commands are small and latency-bound; Nagle would hold them back.
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Reads one whole PDU, keeping any bytes after it in `buf`.
+pub async fn read_pdu<S: AsyncRead + Unpin>(s: &mut S, buf: &mut BytesMut, wire: &WireConfig) -> Result<Pdu, Error> {
+    loop {
+        if let Some(p) = Pdu::decode(buf, wire)? {
+            return Ok(p);
+        }
+        if s.read_buf(buf).await? == 0 {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the target closed the connection",
+            )));
+        }
+    }
+}
+
+/// Runs the login exchange on a fresh connection.
+pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    buf: &mut BytesMut,
+    mut login: Login,
+) -> Result<LoginStep, Error> {
+    let wire = WireConfig::default();
+    let mut req = login.start()?;
+    loop {
+        s.write_all(&req.to_bytes(&wire)).await?;
+        let resp = read_pdu(s, buf, &wire).await?;
+        match login.on_pdu(resp)? {
+            LoginStep::Send(next) => req = next,
+            other => return Ok(other),
+        }
+    }
+}
+
+/// The running tasks of one logged-in connection.
+#[derive(Debug)]
+pub struct Connection {
+    pub generation: u64,
+    pub tx: mpsc::UnboundedSender<Pdu>,
+    reader: JoinHandle<()>,
+}
+
+impl Connection {
+    /// Stops both tasks: the reader at once, the writer once it has
+    /// written what was queued (its channel closes when `tx` drops).
+    pub fn shut_down(self) {
+        self.reader.abort();
+    }
+}
+
+/// Starts the reader and writer tasks for a logged-in stream. `leftover`
+/// holds bytes read past the last Login Response.
+pub fn spawn(
+    stream: TcpStream,
+    leftover: BytesMut,
+    wire: WireConfig,
+    shared: Arc<Shared>,
+    generation: u64,
+    nop_interval: Duration,
+) -> Connection {
+    let (rd, wr) = stream.into_split();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(writer(wr, rx, wire, shared.clone(), generation));
+    let reader = tokio::spawn(reader(rd, leftover, wire, shared, generation, nop_interval));
+    Connection { generation, tx, reader }
+}
+
+async fn writer<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    mut rx: mpsc::UnboundedReceiver<Pdu>,
+    wire: WireConfig,
+    shared: Arc<Shared>,
+    generation: u64,
+) {
+    let mut buf = BytesMut::new();
+    while let Some(p) = rx.recv().await {
+        p.encode(&wire, &mut buf);
+        while buf.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(p) => p.encode(&wire, &mut buf),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = wr.write_all(&buf).await {
+            shared.connection_failed(generation, Error::Io(e));
+            return;
+        }
+        buf.clear();
+    }
+    // The session dropped this connection: say goodbye to the peer's reader.
+    let _ = wr.shutdown().await;
+}
+
+async fn reader<R: AsyncRead + Unpin>(
+    mut rd: R,
+    mut buf: BytesMut,
+    wire: WireConfig,
+    shared: Arc<Shared>,
+    generation: u64,
+    nop_interval: Duration,
+) {
+    let err = 'conn: loop {
+        loop {
+            match Pdu::decode(&mut buf, &wire) {
+                Ok(Some(p)) => {
+                    if let Err(e) = shared.on_pdu(generation, p) {
+                        break 'conn e;
+                    }
+                }
+                Ok(None) => break,
+                // At ErrorRecoveryLevel 0 a digest error or an oversized
+                // PDU ends the connection; recovery replays what it carried
+                // (RFC 7143 §7.1.4.1, §7.8).
+                Err(e) => break 'conn Error::Pdu(e),
+            }
+        }
+        let read = if nop_interval.is_zero() {
+            rd.read_buf(&mut buf).await
+        } else {
+            match tokio::time::timeout(nop_interval, rd.read_buf(&mut buf)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    if let Err(e) = shared.on_idle(generation, nop_interval) {
+                        break 'conn e;
+                    }
+                    continue;
+                }
+            }
+        };
+        match read {
+            Ok(0) => {
+                break Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the target closed the connection",
+                ))
+            }
+            Ok(_) => {}
+            Err(e) => break Error::Io(e),
+        }
+    };
+    shared.connection_failed(generation, err);
+}

@@ -1,0 +1,377 @@
+//! Typed SCSI operations on one logical unit of a session: what the CLI,
+//! the cluster nodes and the benches call.
+//!
+//! Unit attentions (SAM-5 §5.14, SPC-4 §4.5.6) are conditions every
+//! initiator sees after resets, power-on and reservation changes; a caller
+//! that expects them (a defender renewing its reservation after a bus
+//! reset, a one-shot command from the CLI) sets
+//! [`Disk::with_unit_attention_retries`]: the command is re-issued and the
+//! unit attentions are kept for [`Disk::take_unit_attentions`]. With the
+//! default of zero retries they are returned as errors, because a cluster
+//! node must see RESERVATIONS PREEMPTED (2A/03) itself.
+
+use std::sync::Mutex;
+
+use busrig_proto::pdu::tmf;
+use busrig_proto::scsi::sense::{Sense, SenseKey};
+use bytes::{Bytes, BytesMut};
+
+use crate::config::SessionConfig;
+use crate::error::Error;
+use crate::scsi::pr::{self, in_sa, Capabilities, FullStatus, Keys, PrOutAction, PrOutParams, Reservation};
+use crate::scsi::{cdb, lun, Capacity, Cdb, Inquiry, LunList, Vpd};
+use crate::session::{PendingTask, Session};
+use crate::url::IscsiUrl;
+
+/// Largest transfer per READ or WRITE command unless the target's Block
+/// Limits page says less: 1 MiB keeps every command well inside common
+/// MaxBurstLength-based R2T sequences while still pipelining.
+pub const DEFAULT_MAX_TRANSFER: u32 = 1 << 20;
+
+/// One logical unit reached through a session.
+pub struct Disk {
+    session: Session,
+    lun: u16,
+    field: u64,
+    block_length: Mutex<Option<u32>>,
+    ua_retries: u32,
+    unit_attentions: Mutex<Vec<Sense>>,
+    max_transfer: u32,
+}
+
+impl std::fmt::Debug for Disk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Disk").field("lun", &self.lun).field("session", &self.session).finish()
+    }
+}
+
+fn data_error(what: &'static str, detail: String) -> Error {
+    Error::Data(crate::scsi::DataError { what, detail })
+}
+
+impl Disk {
+    /// Logs in to the URL's target and addresses its LUN.
+    pub async fn open(url: &IscsiUrl, config: SessionConfig) -> Result<Disk, Error> {
+        let lun = url.lun.ok_or_else(|| Error::InvalidRequest("the URL names no LUN".into()))?;
+        Ok(Disk::new(Session::open(url, config).await?, lun))
+    }
+
+    /// LUN `lun` of an existing session.
+    pub fn new(session: Session, lun: u16) -> Disk {
+        Disk {
+            session,
+            lun,
+            field: lun::encode(lun),
+            block_length: Mutex::new(None),
+            ua_retries: 0,
+            unit_attentions: Mutex::new(Vec::new()),
+            max_transfer: DEFAULT_MAX_TRANSFER,
+        }
+    }
+
+    /// Re-issue a command up to `n` times when it returns a unit attention.
+    pub fn with_unit_attention_retries(mut self, n: u32) -> Disk {
+        self.ua_retries = n;
+        self
+    }
+
+    /// Caps the bytes per READ/WRITE command (at least one block is sent).
+    pub fn with_max_transfer(mut self, bytes: u32) -> Disk {
+        self.max_transfer = bytes.max(512);
+        self
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    pub fn lun(&self) -> u16 {
+        self.lun
+    }
+
+    /// Unit attentions absorbed by retries since the last call.
+    pub fn take_unit_attentions(&self) -> Vec<Sense> {
+        std::mem::take(&mut *self.unit_attentions.lock().expect("ua lock"))
+    }
+
+    fn note_unit_attention(&self, e: &Error) {
+        if let Some(s) = e.sense() {
+            tracing::info!(lun = self.lun, sense = %s, "unit attention");
+            self.unit_attentions.lock().expect("ua lock").push(*s);
+        }
+    }
+
+    /// Runs one CDB with the unit attention policy; GOOD gives the Data-In.
+    pub async fn execute(&self, cdb: Cdb) -> Result<Bytes, Error> {
+        let mut tries = 0;
+        loop {
+            match self.session.execute(self.field, cdb.clone()).await {
+                Err(e) if e.is_unit_attention() && tries < self.ua_retries => {
+                    self.note_unit_attention(&e);
+                    tries += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Starts a CDB without waiting, for pipelining and ABORT TASK.
+    pub fn start(&self, cdb: Cdb) -> Result<PendingTask, Error> {
+        self.session.start_command(self.field, cdb)
+    }
+
+    async fn finish(&self, pending: PendingTask, cdb: Cdb) -> Result<Bytes, Error> {
+        match pending.wait().await {
+            Ok(crate::engine::Outcome::Scsi(o)) => match o.into_result() {
+                Err(e) if e.is_unit_attention() && self.ua_retries > 0 => {
+                    self.note_unit_attention(&e);
+                    self.execute(cdb).await
+                }
+                r => r,
+            },
+            Ok(other) => Err(Error::Protocol(format!("SCSI command answered with {other:?}"))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// TEST UNIT READY.
+    pub async fn test_unit_ready(&self) -> Result<(), Error> {
+        self.execute(cdb::test_unit_ready()).await.map(|_| ())
+    }
+
+    /// Standard INQUIRY data.
+    pub async fn inquiry(&self) -> Result<Inquiry, Error> {
+        Ok(Inquiry::decode(&self.execute(cdb::inquiry(None, 96)).await?)?)
+    }
+
+    /// A VPD page, decoded, with its raw bytes.
+    pub async fn vpd(&self, page: u8) -> Result<(Vpd, Bytes), Error> {
+        let mut raw = self.execute(cdb::inquiry(Some(page), 255)).await?;
+        if raw.len() >= 4 {
+            let need = 4 + u16::from_be_bytes([raw[2], raw[3]]) as usize;
+            if need > raw.len() && need <= u16::MAX as usize {
+                raw = self.execute(cdb::inquiry(Some(page), need as u16)).await?;
+            }
+        }
+        Ok((Vpd::decode(page, &raw)?, raw))
+    }
+
+    /// READ CAPACITY(16), or (10) for a target that does not know (16).
+    /// Remembers the block length for `read` and `write`.
+    pub async fn capacity(&self) -> Result<Capacity, Error> {
+        let c = match self.execute(cdb::read_capacity_16(32)).await {
+            Ok(b) => Capacity::decode_16(&b)?,
+            Err(e) if e.sense().is_some_and(|s| s.key == SenseKey::IllegalRequest) => {
+                let c = Capacity::decode_10(&self.execute(cdb::read_capacity_10()).await?)?;
+                if c.blocks == 1 << 32 {
+                    // RETURNED LBA FFFFFFFFh means "use (16)" (SBC-3 §5.15.2).
+                    return Err(data_error("READ CAPACITY", "the LUN is too large for READ CAPACITY(10)".into()));
+                }
+                c
+            }
+            Err(e) => return Err(e),
+        };
+        if c.block_length == 0 {
+            return Err(data_error("READ CAPACITY data", "block length 0".into()));
+        }
+        *self.block_length.lock().expect("block length lock") = Some(c.block_length);
+        Ok(c)
+    }
+
+    /// The logical block length (from READ CAPACITY, asked once).
+    pub async fn block_length(&self) -> Result<u32, Error> {
+        let known = *self.block_length.lock().expect("block length lock");
+        match known {
+            Some(b) => Ok(b),
+            None => Ok(self.capacity().await?.block_length),
+        }
+    }
+
+    /// REPORT LUNS, asking again with a larger buffer when the list is longer.
+    pub async fn report_luns(&self) -> Result<LunList, Error> {
+        let mut alloc = 8 + 8 * 64;
+        loop {
+            let l = LunList::decode(&self.execute(cdb::report_luns(alloc)).await?)?;
+            let need = 8 + l.list_length;
+            if need <= alloc || alloc >= 1 << 20 {
+                return Ok(l);
+            }
+            alloc = need.min(1 << 20);
+        }
+    }
+
+    fn blocks_per_command(&self, bl: u32) -> u32 {
+        (self.max_transfer / bl).max(1)
+    }
+
+    async fn read_inner(&self, lba: u64, blocks: u32, fua: bool) -> Result<Bytes, Error> {
+        let bl = self.block_length().await?;
+        let per = self.blocks_per_command(bl);
+        // All pieces go out before the first answer is awaited: the session
+        // pipelines them within the CmdSN window.
+        let mut pieces = Vec::new();
+        let mut done = 0u32;
+        while done < blocks {
+            let n = per.min(blocks - done);
+            let c = cdb::read(lba + done as u64, n, bl, fua);
+            pieces.push((self.start(c.clone())?, c));
+            done += n;
+        }
+        let mut out = BytesMut::with_capacity(blocks as usize * bl as usize);
+        for (p, c) in pieces {
+            let b = self.finish(p, c).await?;
+            out.extend_from_slice(&b);
+        }
+        Ok(out.freeze())
+    }
+
+    /// Reads `blocks` blocks from `lba`.
+    pub async fn read(&self, lba: u64, blocks: u32) -> Result<Bytes, Error> {
+        self.read_inner(lba, blocks, false).await
+    }
+
+    /// Reads with FUA: from the medium, not a cache (SBC-3 §5.8).
+    pub async fn read_fua(&self, lba: u64, blocks: u32) -> Result<Bytes, Error> {
+        self.read_inner(lba, blocks, true).await
+    }
+
+    /// Writes `data` (whole blocks) at `lba`; with `fua` the target
+    /// acknowledges only after the data is durable (SBC-3 §5.32).
+    pub async fn write(&self, lba: u64, data: Bytes, fua: bool) -> Result<(), Error> {
+        let bl = self.block_length().await?;
+        if data.is_empty() || data.len() % bl as usize != 0 {
+            return Err(Error::InvalidRequest(format!("a write of {} bytes is not whole {bl}-byte blocks", data.len())));
+        }
+        let per = self.blocks_per_command(bl) as usize * bl as usize;
+        let mut pieces = Vec::new();
+        let mut off = 0usize;
+        while off < data.len() {
+            let n = per.min(data.len() - off);
+            let c = cdb::write(lba + (off / bl as usize) as u64, (n / bl as usize) as u32, data.slice(off..off + n), fua);
+            pieces.push((self.start(c.clone())?, c));
+            off += n;
+        }
+        for (p, c) in pieces {
+            self.finish(p, c).await?;
+        }
+        Ok(())
+    }
+
+    /// SYNCHRONIZE CACHE for the whole unit.
+    pub async fn synchronize_cache(&self) -> Result<(), Error> {
+        self.execute(cdb::synchronize_cache(0, 0)).await.map(|_| ())
+    }
+
+    /// COMPARE AND WRITE: writes `new` at `lba` only if the blocks there
+    /// equal `expected` (SBC-3 §5.2). A mismatch is CHECK CONDITION,
+    /// MISCOMPARE, with the offset of the first differing byte in the
+    /// sense INFORMATION field.
+    pub async fn compare_and_write(&self, lba: u64, expected: &[u8], new: &[u8], fua: bool) -> Result<(), Error> {
+        let bl = self.block_length().await? as usize;
+        if expected.len() != new.len() || expected.is_empty() || expected.len() % bl != 0 {
+            return Err(Error::InvalidRequest("COMPARE AND WRITE needs two equal runs of whole blocks".into()));
+        }
+        let blocks = expected.len() / bl;
+        let blocks = u8::try_from(blocks)
+            .map_err(|_| Error::InvalidRequest(format!("COMPARE AND WRITE of {blocks} blocks: at most 255")))?;
+        let mut d = BytesMut::with_capacity(expected.len() * 2);
+        d.extend_from_slice(expected);
+        d.extend_from_slice(new);
+        self.execute(cdb::compare_and_write(lba, blocks, d.freeze(), fua)).await.map(|_| ())
+    }
+
+    /// RESERVE(6) (SPC-2 §7.21).
+    pub async fn reserve6(&self) -> Result<(), Error> {
+        self.execute(cdb::reserve_6()).await.map(|_| ())
+    }
+
+    /// RELEASE(6) (SPC-2 §7.19).
+    pub async fn release6(&self) -> Result<(), Error> {
+        self.execute(cdb::release_6()).await.map(|_| ())
+    }
+
+    /// RESERVE(10) (SPC-2 §7.22).
+    pub async fn reserve10(&self) -> Result<(), Error> {
+        self.execute(cdb::reserve_10()).await.map(|_| ())
+    }
+
+    /// RELEASE(10) (SPC-2 §7.20).
+    pub async fn release10(&self) -> Result<(), Error> {
+        self.execute(cdb::release_10()).await.map(|_| ())
+    }
+
+    /// PR IN with `sa`, growing the buffer until the whole list fits.
+    async fn pr_in(&self, sa: u8) -> Result<Bytes, Error> {
+        let mut alloc: u16 = 8192;
+        loop {
+            let b = self.execute(cdb::persistent_reserve_in(sa, alloc)).await?;
+            let need = match sa {
+                in_sa::REPORT_CAPABILITIES => 0,
+                _ if b.len() >= 8 => 8 + u32::from_be_bytes([b[4], b[5], b[6], b[7]]) as usize,
+                _ => 0,
+            };
+            if need <= alloc as usize || alloc == u16::MAX {
+                return Ok(b);
+            }
+            alloc = need.min(u16::MAX as usize) as u16;
+        }
+    }
+
+    /// PR IN READ KEYS (SPC-4 §6.13.2).
+    pub async fn pr_read_keys(&self) -> Result<Keys, Error> {
+        Ok(Keys::decode(&self.pr_in(in_sa::READ_KEYS).await?)?)
+    }
+
+    /// PR IN READ RESERVATION (SPC-4 §6.13.3).
+    pub async fn pr_read_reservation(&self) -> Result<Reservation, Error> {
+        Ok(Reservation::decode(&self.pr_in(in_sa::READ_RESERVATION).await?)?)
+    }
+
+    /// PR IN REPORT CAPABILITIES (SPC-4 §6.13.4).
+    pub async fn pr_report_capabilities(&self) -> Result<Capabilities, Error> {
+        Ok(Capabilities::decode(&self.pr_in(in_sa::REPORT_CAPABILITIES).await?)?)
+    }
+
+    /// PR IN READ FULL STATUS (SPC-4 §6.13.5).
+    pub async fn pr_read_full_status(&self) -> Result<FullStatus, Error> {
+        Ok(FullStatus::decode(&self.pr_in(in_sa::READ_FULL_STATUS).await?)?)
+    }
+
+    /// PR OUT with any service action (SPC-4 §6.14).
+    pub async fn pr_out(&self, action: PrOutAction, params: &PrOutParams) -> Result<(), Error> {
+        let ty = if action.uses_type() {
+            params
+                .pr_type
+                .ok_or_else(|| Error::InvalidRequest(format!("PR OUT {} needs a reservation type", action.name())))?
+                .code()
+        } else {
+            0
+        };
+        if action == PrOutAction::RegisterAndMove && params.move_to.is_none() {
+            return Err(Error::InvalidRequest("REGISTER AND MOVE needs the TransportID of the new holder".into()));
+        }
+        let data = pr::encode_out(action, params);
+        self.execute(cdb::persistent_reserve_out(action as u8, ty, data)).await.map(|_| ())
+    }
+
+    /// LOGICAL UNIT RESET (RFC 7143 §11.5.1, SAM-5 §7.7).
+    pub async fn lun_reset(&self) -> Result<(), Error> {
+        self.session.task_management(tmf::LOGICAL_UNIT_RESET, self.field, None).await
+    }
+
+    /// TARGET WARM RESET: every LU of the target, every initiator (SAM-5 §7.8).
+    pub async fn target_warm_reset(&self) -> Result<(), Error> {
+        self.session.task_management(tmf::TARGET_WARM_RESET, 0, None).await
+    }
+
+    /// TARGET COLD RESET: a warm reset after which the target drops every
+    /// connection (RFC 7143 §11.5.1); the session then reconnects.
+    pub async fn target_cold_reset(&self) -> Result<(), Error> {
+        self.session.task_management(tmf::TARGET_COLD_RESET, 0, None).await
+    }
+
+    /// ABORT TASK for a command started with [`Disk::start`].
+    pub async fn abort_task(&self, tag: u32) -> Result<(), Error> {
+        self.session.abort_task(self.field, tag).await
+    }
+}

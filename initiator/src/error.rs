@@ -1,0 +1,221 @@
+//! The initiator's one error enum (STYLE.md rule 6): transport and login
+//! failures, protocol violations by the target, and the SCSI outcomes that
+//! are not GOOD, each its own variant so callers can match on RESERVATION
+//! CONFLICT or a unit attention without digging in status bytes.
+
+use std::time::Duration;
+
+use busrig_proto::scsi::sense::{Sense, SenseKey};
+
+use crate::scsi::DataError;
+
+/// Everything that can go wrong between a call and the SCSI status.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The TCP connection failed or dropped.
+    #[error("transport: {0}")]
+    Io(#[from] std::io::Error),
+
+    /// The target sent bytes that do not frame as a PDU (digest error, oversized segment).
+    #[error("bad PDU from target: {0}")]
+    Pdu(#[from] busrig_proto::pdu::PduError),
+
+    /// The target answered the login with a non-zero status class (RFC 7143 §11.13.5).
+    #[error("login refused: {message} (status class {class:#04x}, detail {detail:#04x})")]
+    LoginRefused { class: u8, detail: u8, message: &'static str },
+
+    /// CHAP failed on our side: the target offered no method we accept, or
+    /// failed mutual authentication (RFC 7143 §12.1.3).
+    #[error("authentication failed: {0}")]
+    Authentication(String),
+
+    /// The operational parameters could not be agreed on (RFC 7143 §6.2).
+    #[error("login negotiation failed: {0}")]
+    Negotiation(String),
+
+    /// The target broke RFC 7143 (unexpected PDU, bad offsets, wrong tags).
+    #[error("protocol error: {0}")]
+    Protocol(String),
+
+    /// The target rejected one of our PDUs (RFC 7143 §11.17).
+    #[error("target rejected the PDU (reason {reason:#04x}: {})", reject_reason_name(*reason))]
+    Rejected { reason: u8 },
+
+    /// No answer within the time limit.
+    #[error("{what} timed out after {after:?}")]
+    Timeout { what: &'static str, after: Duration },
+
+    /// CHECK CONDITION, with the sense data when the target sent it (SAM-5 §5.3.1).
+    #[error("CHECK CONDITION: {}", sense.map(|s| s.to_string()).unwrap_or_else(|| "no sense data".into()))]
+    CheckCondition { sense: Option<Sense> },
+
+    /// RESERVATION CONFLICT: another I_T nexus holds a reservation (SPC-4 §5.9, SPC-2 §5.5.1).
+    #[error("RESERVATION CONFLICT")]
+    ReservationConflict,
+
+    /// BUSY: the logical unit cannot accept the command now.
+    #[error("BUSY")]
+    Busy,
+
+    /// TASK SET FULL: too many commands queued at the logical unit.
+    #[error("TASK SET FULL")]
+    TaskSetFull,
+
+    /// ACA ACTIVE: an auto contingent allegiance is in effect.
+    #[error("ACA ACTIVE")]
+    AcaActive,
+
+    /// TASK ABORTED: another I_T nexus aborted the command (TAS=1, SAM-5 §5.3.1).
+    #[error("TASK ABORTED")]
+    TaskAborted,
+
+    /// A status byte SAM-5 does not define for a completed command.
+    #[error("unexpected SCSI status {0:#04x}")]
+    Status(u8),
+
+    /// The iSCSI response was "target failure" (RFC 7143 §11.4.3), not a SCSI status.
+    #[error("target failure (iSCSI response {0:#04x})")]
+    TargetFailure(u8),
+
+    /// A task management function was not carried out (RFC 7143 §11.6.1).
+    #[error("task management function {function} answered {}", tmf_response_name(*response))]
+    TaskManagement { function: &'static str, response: u8 },
+
+    /// The command was aborted by our own ABORT TASK or by a reset we sent.
+    #[error("command aborted")]
+    Aborted,
+
+    /// The session is gone: recovery failed or the caller closed it.
+    #[error("session lost: {0}")]
+    SessionLost(String),
+
+    /// The target returned parameter data we cannot decode.
+    #[error("{0}")]
+    Data(#[from] DataError),
+
+    /// The request itself is impossible (for example a write that is not a whole number of blocks).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+}
+
+impl Error {
+    /// The decoded sense of a CHECK CONDITION.
+    pub fn sense(&self) -> Option<&Sense> {
+        match self {
+            Error::CheckCondition { sense } => sense.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a CHECK CONDITION with sense key UNIT ATTENTION.
+    pub fn is_unit_attention(&self) -> bool {
+        self.sense().is_some_and(|s| s.key == SenseKey::UnitAttention)
+    }
+
+    /// Whether this is RESERVATION CONFLICT.
+    pub fn is_reservation_conflict(&self) -> bool {
+        matches!(self, Error::ReservationConflict)
+    }
+
+    /// Whether the failure is in the transport or session rather than a
+    /// SCSI outcome (what sg3_utils calls "other error").
+    pub fn is_transport(&self) -> bool {
+        matches!(
+            self,
+            Error::Io(_)
+                | Error::Pdu(_)
+                | Error::LoginRefused { .. }
+                | Error::Authentication(_)
+                | Error::Negotiation(_)
+                | Error::Protocol(_)
+                | Error::Rejected { .. }
+                | Error::SessionLost(_)
+        )
+    }
+}
+
+/// Reject reason names (RFC 7143 §11.17.1).
+pub fn reject_reason_name(reason: u8) -> &'static str {
+    match reason {
+        0x02 => "data digest error",
+        0x03 => "SNACK reject",
+        0x04 => "protocol error",
+        0x05 => "command not supported",
+        0x06 => "immediate command reject",
+        0x07 => "task in progress",
+        0x08 => "invalid data ack",
+        0x09 => "invalid PDU field",
+        0x0a => "long operation reject",
+        0x0b => "deprecated",
+        0x0c => "waiting for logout",
+        _ => "reserved",
+    }
+}
+
+/// TMF response names (RFC 7143 §11.6.1).
+pub fn tmf_response_name(r: u8) -> &'static str {
+    match r {
+        0 => "function complete",
+        1 => "task does not exist",
+        2 => "LUN does not exist",
+        3 => "task still allegiant",
+        4 => "task allegiance reassignment not supported",
+        5 => "task management function not supported",
+        6 => "function authorization failed",
+        255 => "function rejected",
+        _ => "reserved response",
+    }
+}
+
+/// Login status names (RFC 7143 §11.13.5).
+pub fn login_status_name(class: u8, detail: u8) -> &'static str {
+    match (class, detail) {
+        (0x01, 0x01) => "target moved temporarily",
+        (0x01, 0x02) => "target moved permanently",
+        (0x02, 0x00) => "initiator error",
+        (0x02, 0x01) => "authentication failure",
+        (0x02, 0x02) => "authorization failure",
+        (0x02, 0x03) => "target not found",
+        (0x02, 0x04) => "target removed",
+        (0x02, 0x05) => "unsupported version",
+        (0x02, 0x06) => "too many connections",
+        (0x02, 0x07) => "missing parameter",
+        (0x02, 0x08) => "can't include in session",
+        (0x02, 0x09) => "session type not supported",
+        (0x02, 0x0a) => "session does not exist",
+        (0x02, 0x0b) => "invalid request during login",
+        (0x03, 0x00) => "target error",
+        (0x03, 0x01) => "service unavailable",
+        (0x03, 0x02) => "out of resources",
+        (0x01, _) => "redirection",
+        (0x02, _) => "initiator error",
+        (0x03, _) => "target error",
+        _ => "unknown status",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use busrig_proto::scsi::sense::Asc;
+
+    use super::*;
+
+    #[test]
+    fn unit_attention_is_recognised_from_sense() {
+        let e = Error::CheckCondition { sense: Some(Sense::new(Asc::SCSI_BUS_RESET_OCCURRED)) };
+        assert!(e.is_unit_attention());
+        assert!(!e.is_transport());
+        assert_eq!(e.to_string(), "CHECK CONDITION: UNIT ATTENTION 29/02 SCSI BUS RESET OCCURRED");
+        assert!(!Error::CheckCondition { sense: None }.is_unit_attention());
+    }
+
+    #[test]
+    fn conflict_and_transport_classes() {
+        assert!(Error::ReservationConflict.is_reservation_conflict());
+        assert!(Error::SessionLost("x".into()).is_transport());
+        assert_eq!(
+            Error::TaskManagement { function: "TARGET COLD RESET", response: 5 }.to_string(),
+            "task management function TARGET COLD RESET answered task management function not supported"
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! The SCSI side of the initiator: CDBs to send and parameter data to
+//! decode. Sense data and status codes come from `busrig_proto::scsi::sense`.
+
+pub mod capacity;
+pub mod cdb;
+pub mod inquiry;
+pub mod lun;
+pub mod pr;
+
+pub use capacity::{Capacity, LunList};
+pub use cdb::{Cdb, DataDirection};
+pub use inquiry::{DataError, Inquiry, Vpd};
+pub use pr::{PrOutAction, PrOutParams, PrType, TransportId};

@@ -1,0 +1,369 @@
+//! INQUIRY data (SPC-4 §6.6): the standard page and the vital product data
+//! pages busrig serves (SPC-4 §7.8, SBC-3 §6.5).
+//!
+//! Standard INQUIRY data, 96 bytes:
+//!
+//! ```text
+//! byte 0      PERIPHERAL QUALIFIER(7..5) | DEVICE TYPE(4..0)
+//! byte 1      RMB(7)
+//! byte 2      VERSION (06h = SPC-4)
+//! byte 3      NORMACA(5) HISUP(4) | RESPONSE DATA FORMAT (2)
+//! byte 4      ADDITIONAL LENGTH (n - 4)
+//! byte 5      SCCS ACC TPGS(5..4) 3PC PROTECT
+//! byte 6      ENCSERV MULTIP ...
+//! byte 7      CMDQUE(1)
+//! bytes 8-15  T10 VENDOR IDENTIFICATION (ASCII, space padded)
+//! bytes 16-31 PRODUCT IDENTIFICATION
+//! bytes 32-35 PRODUCT REVISION LEVEL
+//! bytes 58-73 VERSION DESCRIPTORS (8 x 2 bytes)
+//! ```
+//!
+//! Every VPD page starts with a 4-byte header:
+//!
+//! ```text
+//! byte 0      PERIPHERAL QUALIFIER | DEVICE TYPE
+//! byte 1      PAGE CODE
+//! bytes 2-3   PAGE LENGTH (n - 3)
+//! ```
+
+/// Peripheral device type of a direct-access block device (SPC-4 Table 139).
+pub const DEVICE_TYPE_DISK: u8 = 0x00;
+/// Peripheral qualifier 011b, type 1Fh: no logical unit at this LUN
+/// (SPC-4 §6.6.2).
+pub const NO_LUN: u8 = 0x7f;
+
+/// VPD page codes busrig serves, in ascending order (SPC-4 §7.8.13).
+pub mod vpd {
+    pub const SUPPORTED_PAGES: u8 = 0x00;
+    pub const UNIT_SERIAL_NUMBER: u8 = 0x80;
+    pub const DEVICE_IDENTIFICATION: u8 = 0x83;
+    pub const BLOCK_LIMITS: u8 = 0xb0;
+    pub const BLOCK_DEVICE_CHARACTERISTICS: u8 = 0xb1;
+    pub const LOGICAL_BLOCK_PROVISIONING: u8 = 0xb2;
+    pub const ALL: &[u8] = &[
+        SUPPORTED_PAGES,
+        UNIT_SERIAL_NUMBER,
+        DEVICE_IDENTIFICATION,
+        BLOCK_LIMITS,
+        BLOCK_DEVICE_CHARACTERISTICS,
+        LOGICAL_BLOCK_PROVISIONING,
+    ];
+}
+
+/// Version descriptors claimed (SPC-4 Table 146): SAM-5, SPC-4, SBC-3, iSCSI.
+pub const VERSION_DESCRIPTORS: [u16; 4] = [0x00a0, 0x0460, 0x04c0, 0x0960];
+
+/// Copies `s` into `out` as printable ASCII padded with spaces (SPC-4 §4.4.1:
+/// only 20h..7Eh in ASCII fields).
+fn put_ascii(out: &mut [u8], s: &str) {
+    out.fill(b' ');
+    for (o, c) in out.iter_mut().zip(s.bytes()) {
+        *o = if (0x20..=0x7e).contains(&c) { c } else { b'_' };
+    }
+}
+
+/// Standard INQUIRY data for a disk (or, with `present == false`, for a LUN
+/// that is not there: qualifier 011b, type 1Fh).
+pub fn standard(vendor: &str, product: &str, revision: &str, present: bool) -> Vec<u8> {
+    let mut b = vec![0u8; 96];
+    b[0] = if present { DEVICE_TYPE_DISK } else { NO_LUN };
+    b[2] = 0x06; // SPC-4
+    b[3] = 0x10 | 0x02; // HISUP, response data format 2
+    b[4] = (b.len() - 5) as u8;
+    b[7] = 0x02; // CMDQUE: full task management model (SAM-5 §8)
+    put_ascii(&mut b[8..16], vendor);
+    put_ascii(&mut b[16..32], product);
+    put_ascii(&mut b[32..36], revision);
+    for (i, d) in VERSION_DESCRIPTORS.iter().enumerate() {
+        b[58 + 2 * i..60 + 2 * i].copy_from_slice(&d.to_be_bytes());
+    }
+    b
+}
+
+fn page(code: u8, body: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(4 + body.len());
+    b.extend_from_slice(&[DEVICE_TYPE_DISK, code]);
+    b.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    b.extend_from_slice(body);
+    b
+}
+
+/// VPD 00h: the pages above.
+pub fn supported_pages() -> Vec<u8> {
+    page(vpd::SUPPORTED_PAGES, vpd::ALL)
+}
+
+/// VPD 80h: unit serial number (SPC-4 §7.8.15).
+pub fn unit_serial(serial: &str) -> Vec<u8> {
+    let mut s = vec![0u8; serial.len()];
+    put_ascii(&mut s, serial);
+    page(vpd::UNIT_SERIAL_NUMBER, &s)
+}
+
+/// What the device identification page says about the logical unit and
+/// the target port the command arrived on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceIds<'a> {
+    /// NAA IEEE Registered Extended identifier (NAA 6), 16 bytes.
+    pub naa: [u8; 16],
+    pub vendor: &'a str,
+    pub serial: &'a str,
+    pub target_name: &'a str,
+    pub tpgt: u16,
+    pub relative_port: u16,
+    pub port_group: u16,
+}
+
+/// Protocol identifier of iSCSI in designators (SPC-4 Table 362).
+const PROTOCOL_ISCSI: u8 = 0x5;
+
+/// One designation descriptor (SPC-4 §7.8.6.1, Table 467):
+///
+/// ```text
+/// byte 0  PROTOCOL IDENTIFIER(7..4) | CODE SET(3..0)
+/// byte 1  PIV(7) | ASSOCIATION(5..4) | DESIGNATOR TYPE(3..0)
+/// byte 3  DESIGNATOR LENGTH
+/// ```
+fn designator(out: &mut Vec<u8>, code_set: u8, piv_assoc: u8, ty: u8, d: &[u8]) {
+    let proto = if piv_assoc & 0x80 != 0 {
+        PROTOCOL_ISCSI << 4
+    } else {
+        0
+    };
+    out.extend_from_slice(&[proto | code_set, piv_assoc | ty, 0, d.len() as u8]);
+    out.extend_from_slice(d);
+}
+
+/// A SCSI name string designator value: UTF-8, null terminated, padded to
+/// a multiple of four bytes (SPC-4 §7.8.6.11).
+fn scsi_name(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    while v.len() % 4 != 0 {
+        v.push(0);
+    }
+    v
+}
+
+/// VPD 83h: device identification (SPC-4 §7.8.6), with the designators an
+/// iSCSI target usually gives: the logical unit's NAA and T10 vendor ID,
+/// the target port's relative port and name, its target port group, and
+/// the target device's name.
+pub fn device_identification(ids: &DeviceIds<'_>) -> Vec<u8> {
+    const ASSOC_LU: u8 = 0x00;
+    const ASSOC_PORT: u8 = 0x90; // PIV + target port
+    const ASSOC_DEVICE: u8 = 0xa0; // PIV + target device
+    let mut d = Vec::new();
+    designator(&mut d, 1, ASSOC_LU, 3, &ids.naa);
+    let mut t10 = vec![0u8; 8];
+    put_ascii(&mut t10, ids.vendor);
+    t10.extend_from_slice(ids.serial.as_bytes());
+    designator(&mut d, 2, ASSOC_LU, 1, &t10);
+    designator(
+        &mut d,
+        1,
+        ASSOC_PORT,
+        4,
+        &[
+            0,
+            0,
+            (ids.relative_port >> 8) as u8,
+            ids.relative_port as u8,
+        ],
+    );
+    designator(
+        &mut d,
+        1,
+        ASSOC_PORT,
+        5,
+        &[0, 0, (ids.port_group >> 8) as u8, ids.port_group as u8],
+    );
+    let port = format!("{},t,0x{:04x}", ids.target_name, ids.tpgt);
+    designator(&mut d, 3, ASSOC_PORT, 8, &scsi_name(&port));
+    designator(&mut d, 3, ASSOC_DEVICE, 8, &scsi_name(ids.target_name));
+    page(vpd::DEVICE_IDENTIFICATION, &d)
+}
+
+/// Builds an NAA 6 (IEEE Registered Extended) identifier (SPC-4 §7.8.6.6.5):
+///
+/// ```text
+/// NAA(4)=6 | IEEE COMPANY_ID(24) | VENDOR SPECIFIC IDENTIFIER(36) | EXTENSION(64)
+/// ```
+pub fn naa6(company_id: u32, vendor_id: u64, extension: u64) -> [u8; 16] {
+    let hi: u64 =
+        (6u64 << 60) | (u64::from(company_id & 0xff_ffff) << 36) | (vendor_id & 0xf_ffff_ffff);
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&hi.to_be_bytes());
+    b[8..].copy_from_slice(&extension.to_be_bytes());
+    b
+}
+
+/// Contents of the Block Limits page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockLimits {
+    pub max_compare_and_write: u8,
+    pub optimal_granularity: u16,
+    pub max_transfer: u32,
+    pub optimal_transfer: u32,
+    pub max_prefetch: u32,
+    pub max_unmap_lba_count: u32,
+    pub max_unmap_descriptors: u32,
+    pub optimal_unmap_granularity: u32,
+    pub max_write_same: u64,
+}
+
+/// VPD B0h: block limits (SBC-3 §6.5.3), page length 3Ch. WSNZ is set:
+/// WRITE SAME with zero blocks ("to the end of the medium") is refused, so
+/// no single command can rewrite a whole multi-GiB disk.
+pub fn block_limits(l: &BlockLimits) -> Vec<u8> {
+    let mut b = vec![0u8; 0x3c];
+    b[0] = 0x01; // WSNZ
+    b[1] = l.max_compare_and_write;
+    b[2..4].copy_from_slice(&l.optimal_granularity.to_be_bytes());
+    b[4..8].copy_from_slice(&l.max_transfer.to_be_bytes());
+    b[8..12].copy_from_slice(&l.optimal_transfer.to_be_bytes());
+    b[12..16].copy_from_slice(&l.max_prefetch.to_be_bytes());
+    b[16..20].copy_from_slice(&l.max_unmap_lba_count.to_be_bytes());
+    b[20..24].copy_from_slice(&l.max_unmap_descriptors.to_be_bytes());
+    b[24..28].copy_from_slice(&l.optimal_unmap_granularity.to_be_bytes());
+    b[32..40].copy_from_slice(&l.max_write_same.to_be_bytes());
+    page(vpd::BLOCK_LIMITS, &b)
+}
+
+/// VPD B1h: block device characteristics (SBC-3 §6.5.2): a non-rotating
+/// medium (rotation rate 1), form factor not reported.
+pub fn block_device_characteristics() -> Vec<u8> {
+    let mut b = vec![0u8; 0x3c];
+    b[1] = 0x01;
+    page(vpd::BLOCK_DEVICE_CHARACTERISTICS, &b)
+}
+
+/// VPD B2h: logical block provisioning (SBC-3 §6.5.4): UNMAP and WRITE SAME
+/// (10 and 16) with UNMAP deallocate, deallocated blocks read as zeros
+/// (LBPRZ), no anchored state (ANC_SUP 0), thin provisioned (type 010b).
+pub fn logical_block_provisioning() -> Vec<u8> {
+    page(
+        vpd::LOGICAL_BLOCK_PROVISIONING,
+        &[0x00, 0x80 | 0x40 | 0x20 | 0x04, 0x02, 0x00],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_inquiry_layout() {
+        let b = standard("BUSRIG", "shared disk", "0.1", true);
+        assert_eq!(b.len(), 96);
+        assert_eq!(&b[..8], &[0x00, 0x00, 0x06, 0x12, 91, 0x00, 0x00, 0x02]);
+        assert_eq!(&b[8..16], b"BUSRIG  ");
+        assert_eq!(&b[16..32], b"shared disk     ");
+        assert_eq!(&b[32..36], b"0.1 ");
+        assert_eq!(
+            &b[58..66],
+            &[0x00, 0xa0, 0x04, 0x60, 0x04, 0xc0, 0x09, 0x60]
+        );
+    }
+
+    #[test]
+    fn absent_lun_inquiry_qualifier() {
+        let b = standard("BUSRIG", "x", "1", false);
+        assert_eq!(b[0], 0x7f);
+    }
+
+    #[test]
+    fn non_ascii_is_replaced() {
+        let b = standard("BÜS", "p", "r", true);
+        assert!(b[8..16].iter().all(|c| (0x20..=0x7e).contains(c)));
+    }
+
+    #[test]
+    fn supported_pages_bytes() {
+        assert_eq!(
+            supported_pages(),
+            vec![0, 0, 0, 6, 0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2]
+        );
+    }
+
+    #[test]
+    fn serial_page_bytes() {
+        assert_eq!(unit_serial("ab1"), vec![0, 0x80, 0, 3, b'a', b'b', b'1']);
+    }
+
+    #[test]
+    fn naa6_layout() {
+        let n = naa6(0x123456, 0xa_bcde_f012, 0x1122_3344_5566_7788);
+        assert_eq!(
+            n,
+            [
+                0x61, 0x23, 0x45, 0x6a, 0xbc, 0xde, 0xf0, 0x12, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66,
+                0x77, 0x88
+            ]
+        );
+    }
+
+    #[test]
+    fn device_identification_designators() {
+        let ids = DeviceIds {
+            naa: [0x60; 16],
+            vendor: "BUSRIG",
+            serial: "s1",
+            target_name: "iqn.t",
+            tpgt: 1,
+            relative_port: 1,
+            port_group: 0,
+        };
+        let p = device_identification(&ids);
+        assert_eq!(&p[..2], &[0, 0x83]);
+        assert_eq!(u16::from_be_bytes([p[2], p[3]]) as usize, p.len() - 4);
+        // First designator: binary, LU association, NAA, 16 bytes.
+        assert_eq!(&p[4..8], &[0x01, 0x03, 0x00, 16]);
+        assert_eq!(p[8] >> 4, 6);
+        // T10 vendor id: ASCII, vendor padded to 8 then serial.
+        assert_eq!(&p[24..28], &[0x02, 0x01, 0x00, 10]);
+        assert_eq!(&p[28..38], b"BUSRIG  s1");
+        // Relative target port: iSCSI, PIV, target port association.
+        assert_eq!(&p[38..46], &[0x51, 0x94, 0, 4, 0, 0, 0, 1]);
+        // Target port group.
+        assert_eq!(&p[46..54], &[0x51, 0x95, 0, 4, 0, 0, 0, 0]);
+        // Target port name "iqn.t,t,0x0001" + NUL, padded to 16.
+        assert_eq!(&p[54..58], &[0x53, 0x98, 0, 16]);
+        assert_eq!(&p[58..72], b"iqn.t,t,0x0001");
+        // Target device name.
+        assert_eq!(&p[74..78], &[0x53, 0xa8, 0, 8]);
+        assert_eq!(&p[78..84], b"iqn.t\0");
+    }
+
+    #[test]
+    fn block_limits_bytes() {
+        let l = BlockLimits {
+            max_compare_and_write: 255,
+            optimal_granularity: 1,
+            max_transfer: 0x4000,
+            optimal_transfer: 0x800,
+            max_prefetch: 0x4000,
+            max_unmap_lba_count: 0x40000,
+            max_unmap_descriptors: 2048,
+            optimal_unmap_granularity: 8,
+            max_write_same: 0x10000,
+        };
+        let p = block_limits(&l);
+        assert_eq!(p.len(), 64);
+        assert_eq!(&p[..8], &[0, 0xb0, 0, 0x3c, 0x01, 255, 0, 1]);
+        assert_eq!(&p[8..12], &[0, 0, 0x40, 0]);
+        assert_eq!(&p[20..24], &[0, 4, 0, 0]);
+        assert_eq!(&p[24..28], &[0, 0, 8, 0]);
+        assert_eq!(&p[36..44], &[0, 0, 0, 0, 0, 1, 0, 0]);
+    }
+
+    #[test]
+    fn provisioning_and_characteristics() {
+        assert_eq!(
+            logical_block_provisioning(),
+            vec![0, 0xb2, 0, 4, 0, 0xe4, 0x02, 0]
+        );
+        let c = block_device_characteristics();
+        assert_eq!(&c[..6], &[0, 0xb1, 0, 0x3c, 0, 1]);
+    }
+}

@@ -1,0 +1,214 @@
+//! The iSCSI portal (RFC 7143): listener, login, sessions, the full feature
+//! phase, data transfer, task management and discovery.
+//!
+//! Modules, from the socket inwards:
+//! - [`codec`]: PDU framing over a byte stream;
+//! - [`login`]: the login phase, up to a session in the table;
+//! - [`connection`]: the full feature phase of one connection: CmdSN
+//!   ordering, commands, NOP keepalive, logout;
+//! - [`transfer`]: write data collection (R2T) and read data / status PDUs;
+//! - [`tmf`]: task management functions;
+//! - [`discovery`]: Text requests, SendTargets;
+//! - [`session`]: the session table and the CmdSN window.
+//!
+//! One [`Portal`] serves every configured target. Each accepted connection
+//! runs in its own task; a protocol error closes only that connection.
+
+pub mod codec;
+pub mod connection;
+pub mod discovery;
+pub mod login;
+pub mod session;
+pub mod tmf;
+pub mod transfer;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{BusSpec, IscsiTuning, TargetDef};
+use crate::scsi::ScsiTarget;
+use crate::tasks::TaskRegistry;
+use busrig_proto::pdu::login_status;
+use session::SessionTable;
+
+/// The reserved tag value: "no task" / "no transfer" (RFC 7143 §11.2.1.8).
+pub const RESERVED_TAG: u32 = 0xffff_ffff;
+
+/// One target behind the portal.
+pub struct PortalTarget {
+    pub def: TargetDef,
+    pub scsi: Arc<ScsiTarget>,
+}
+
+/// What bus status reports about a session.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SessionInfo {
+    pub tsih: u16,
+    pub initiator: String,
+    pub isid: String,
+    /// `None` for a discovery session.
+    pub target: Option<String>,
+    pub peer: String,
+}
+
+/// The iSCSI portal: targets, sessions and protocol settings.
+pub struct Portal {
+    targets: Vec<PortalTarget>,
+    buses: Vec<BusSpec>,
+    tuning: IscsiTuning,
+    tasks: TaskRegistry,
+    sessions: SessionTable,
+    /// The address SendTargets reports when a connection has no local
+    /// socket address of its own (in-process streams).
+    advertised: Mutex<Option<SocketAddr>>,
+    /// Cancelled when the portal shuts down.
+    shutdown: CancellationToken,
+}
+
+impl Portal {
+    pub fn new(targets: Vec<PortalTarget>, buses: Vec<BusSpec>, tuning: IscsiTuning, tasks: TaskRegistry) -> Arc<Portal> {
+        Arc::new(Portal {
+            targets,
+            buses,
+            tuning,
+            tasks,
+            sessions: SessionTable::new(),
+            advertised: Mutex::new(None),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    pub fn targets(&self) -> &[PortalTarget] {
+        &self.targets
+    }
+
+    pub fn buses(&self) -> &[BusSpec] {
+        &self.buses
+    }
+
+    pub fn tuning(&self) -> &IscsiTuning {
+        &self.tuning
+    }
+
+    pub fn tasks(&self) -> &TaskRegistry {
+        &self.tasks
+    }
+
+    /// Sets the address reported in SendTargets for connections without a
+    /// local socket address.
+    pub fn set_advertised_address(&self, addr: SocketAddr) {
+        *self.advertised.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr);
+    }
+
+    fn advertised_address(&self) -> Option<SocketAddr> {
+        *self.advertised.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Index of the target named `name` (iSCSI names compare
+    /// case-insensitively, RFC 7143 §4.2.7.1).
+    pub fn target_index(&self, name: &str) -> Option<usize> {
+        self.targets.iter().position(|t| t.def.name.eq_ignore_ascii_case(name))
+    }
+
+    /// Every live session.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        let mut v: Vec<SessionInfo> = self
+            .sessions
+            .select(|_| true)
+            .iter()
+            .map(|s| SessionInfo {
+                tsih: s.tsih,
+                initiator: s.initiator.clone(),
+                isid: s.isid_hex(),
+                target: s.target.map(|t| self.targets[t].def.name.clone()),
+                peer: s.peer.clone(),
+            })
+            .collect();
+        v.sort_by_key(|s| s.tsih);
+        v
+    }
+
+    /// Refuses a login that would put one initiator too many on the bus of
+    /// target `t` (the bus's `max_initiators`). The status is 03/02 "Out of
+    /// resources" (RFC 7143 §11.13.5: "the target has insufficient session,
+    /// connection, or other resources"): the limit is a property of the
+    /// emulated bus, not an error of the initiator, and 02/06 is about
+    /// connections within one session.
+    fn check_bus_room(&self, t: usize, initiator: &str) -> Result<(), login::LoginFailure> {
+        let bus = self.targets[t].def.bus;
+        let Some(max) = self.buses[bus].max_initiators else {
+            return Ok(());
+        };
+        let on_bus: HashSet<usize> =
+            self.targets.iter().enumerate().filter(|(_, pt)| pt.def.bus == bus).map(|(i, _)| i).collect();
+        let present = self.sessions.initiators_on(&on_bus);
+        if present.contains(initiator) || (present.len() as u64) < u64::from(max) {
+            return Ok(());
+        }
+        Err(login::LoginFailure::Refused {
+            status: login_status::OUT_OF_RESOURCES,
+            reason: format!(
+                "bus {} allows {max} initiators and {} are logged in",
+                self.buses[bus].name,
+                present.len()
+            ),
+        })
+    }
+
+    /// Serves one connection (login, then full feature phase) until it
+    /// closes. Generic over the stream so tests can use in-memory pipes.
+    pub async fn serve_connection<S>(self: Arc<Self>, stream: S, peer: String, local: Option<SocketAddr>)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        connection::serve(self, stream, peer, local).await
+    }
+
+    /// Accepts connections until `shutdown` resolves, then closes every
+    /// session and waits for all connections to finish.
+    pub async fn run(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        if let Ok(addr) = listener.local_addr() {
+            if self.advertised_address().is_none() {
+                self.set_advertised_address(addr);
+            }
+        }
+        let mut conns = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let local = stream.local_addr().ok();
+                        let portal = self.clone();
+                        conns.spawn(async move { portal.serve_connection(stream, peer.to_string(), local).await });
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: keep the portal up, back off briefly.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+        self.close_all();
+        while conns.join_next().await.is_some() {}
+    }
+
+    /// Ends every session and refuses further logins on open connections.
+    pub fn close_all(&self) {
+        self.shutdown.cancel();
+        for s in self.sessions.select(|_| true) {
+            s.kill.cancel();
+        }
+    }
+}
