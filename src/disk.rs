@@ -103,7 +103,12 @@ enum Verb {
     Write {
         lba: u64,
         /// Data to write (whole blocks unless --count cuts it).
-        #[arg(long = "in", value_name = "FILE", conflicts_with = "pattern", required_unless_present = "pattern")]
+        #[arg(
+            long = "in",
+            value_name = "FILE",
+            conflicts_with = "pattern",
+            required_unless_present = "pattern"
+        )]
         input: Option<PathBuf>,
         /// Fill the blocks with this byte (0x5a, 90).
         #[arg(long, value_name = "BYTE", value_parser = parse_byte)]
@@ -144,13 +149,23 @@ enum Verb {
     Caw {
         lba: u64,
         /// Expected current contents (file).
-        #[arg(long, value_name = "FILE", conflicts_with = "compare_pattern", required_unless_present = "compare_pattern")]
+        #[arg(
+            long,
+            value_name = "FILE",
+            conflicts_with = "compare_pattern",
+            required_unless_present = "compare_pattern"
+        )]
         compare: Option<PathBuf>,
         /// Expected current contents: this byte repeated.
         #[arg(long, value_name = "BYTE", value_parser = parse_byte)]
         compare_pattern: Option<u8>,
         /// New contents (file).
-        #[arg(long = "in", value_name = "FILE", conflicts_with = "pattern", required_unless_present = "pattern")]
+        #[arg(
+            long = "in",
+            value_name = "FILE",
+            conflicts_with = "pattern",
+            required_unless_present = "pattern"
+        )]
         input: Option<PathBuf>,
         /// New contents: this byte repeated.
         #[arg(long, value_name = "BYTE", value_parser = parse_byte)]
@@ -250,7 +265,11 @@ enum PrVerb {
         #[arg(long = "transport-id", value_name = "TID", value_parser = parse_transport_id)]
         transport_id: TransportId,
         /// RELATIVE TARGET PORT IDENTIFIER of the new holder's nexus.
-        #[arg(long = "relative-target-port", value_name = "RTPI", default_value_t = 1)]
+        #[arg(
+            long = "relative-target-port",
+            value_name = "RTPI",
+            default_value_t = 1
+        )]
         relative_target_port: u16,
         /// Unregister this I_T nexus after the move.
         #[arg(long)]
@@ -268,17 +287,28 @@ fn parse_byte(s: &str) -> Result<u8, String> {
 
 /// Keys are hex with or without 0x, as sg_persist takes them.
 fn parse_key(s: &str) -> Result<u64, String> {
-    let h = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
+    let h = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s);
     u64::from_str_radix(h, 16).map_err(|_| format!("{s:?} is not a hex reservation key"))
 }
 
 fn parse_transport_id(s: &str) -> Result<TransportId, String> {
     match s.split_once(",i,") {
         Some((name, isid)) => {
-            let isid: Isid = isid.parse().map_err(|e: busrig_initiator::config::IsidParseError| e.to_string())?;
-            Ok(TransportId { name: name.to_string(), isid: Some(isid) })
+            let isid: Isid = isid
+                .parse()
+                .map_err(|e: busrig_initiator::config::IsidParseError| e.to_string())?;
+            Ok(TransportId {
+                name: name.to_string(),
+                isid: Some(isid),
+            })
         }
-        None if !s.is_empty() => Ok(TransportId { name: s.to_string(), isid: None }),
+        None if !s.is_empty() => Ok(TransportId {
+            name: s.to_string(),
+            isid: None,
+        }),
         None => Err("an empty transport ID".into()),
     }
 }
@@ -287,7 +317,8 @@ fn parse_page(s: &str) -> Result<u8, String> {
     if let Some(p) = page_by_name(s) {
         return Ok(p);
     }
-    parse_byte(s).map_err(|_| format!("{s:?} is not a VPD page (a number, or sp, sn, di, bl, bdc, lbpv)"))
+    parse_byte(s)
+        .map_err(|_| format!("{s:?} is not a VPD page (a number, or sp, sn, di, bl, bdc, lbpv)"))
 }
 
 /// A failure of the command, with its exit status.
@@ -300,12 +331,20 @@ struct Failure {
 impl Failure {
     fn usage(msg: impl Into<String>) -> Failure {
         let message = msg.into();
-        Failure { status: 1, json: json!({ "error": message, "kind": "usage" }), message }
+        Failure {
+            status: 1,
+            json: json!({ "error": message, "kind": "usage" }),
+            message,
+        }
     }
 
     fn file(msg: impl Into<String>) -> Failure {
         let message = msg.into();
-        Failure { status: 15, json: json!({ "error": message, "kind": "file" }), message }
+        Failure {
+            status: 15,
+            json: json!({ "error": message, "kind": "file" }),
+            message,
+        }
     }
 }
 
@@ -361,7 +400,11 @@ impl From<Error> for Failure {
         if e.is_reservation_conflict() {
             j["status"] = json!("RESERVATION CONFLICT");
         }
-        Failure { status, message: e.to_string(), json: j }
+        Failure {
+            status,
+            message: e.to_string(),
+            json: j,
+        }
     }
 }
 
@@ -370,14 +413,22 @@ struct Out {
     json: bool,
 }
 
+/// Prints a line on stdout. A closed pipe (`busrig disk ... | head`) is
+/// not an error worth a panic: the reader has what it wanted.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{line}").and_then(|_| o.flush());
+}
+
 impl Out {
     fn emit(&self, human: impl FnOnce() -> String, value: Value) {
         if self.json {
-            println!("{value}");
+            say(&value.to_string());
         } else {
             let h = human();
             if !h.is_empty() {
-                println!("{h}");
+                say(&h);
             }
         }
     }
@@ -406,7 +457,7 @@ pub async fn run(args: DiskArgs) -> anyhow::Result<ExitCode> {
             if out.json {
                 let mut j = f.json;
                 j["exit_status"] = json!(f.status);
-                println!("{j}");
+                say(&j.to_string());
             }
             Ok(ExitCode::from(f.status))
         }
@@ -416,7 +467,9 @@ pub async fn run(args: DiskArgs) -> anyhow::Result<ExitCode> {
 async fn run_inner(args: &DiskArgs, out: &Out) -> Result<u8, Failure> {
     let url = IscsiUrl::parse(&args.url).map_err(|e| Failure::usage(e.to_string()))?;
     if !(args.timeout > 0.0 && args.timeout.is_finite()) {
-        return Err(Failure::usage("--timeout must be a positive number of seconds"));
+        return Err(Failure::usage(
+            "--timeout must be a positive number of seconds",
+        ));
     }
     let cfg = SessionConfig {
         initiator_name: args.initiator.clone(),
@@ -424,7 +477,9 @@ async fn run_inner(args: &DiskArgs, out: &Out) -> Result<u8, Failure> {
         command_timeout: Duration::from_secs_f64(args.timeout),
         ..SessionConfig::default()
     };
-    let disk = Disk::open(&url, cfg).await?.with_unit_attention_retries(args.ua_retries);
+    let disk = Disk::open(&url, cfg)
+        .await?
+        .with_unit_attention_retries(args.ua_retries);
     let r = verb(&disk, &args.verb, out).await;
     // Logging out ends the I_T nexus cleanly; errors here do not change the
     // verb's outcome (a cold reset, for one, already ended the connection).
@@ -462,15 +517,23 @@ async fn verb(disk: &Disk, verb: &Verb, out: &Out) -> Result<u8, Failure> {
             let c = disk.capacity().await?;
             let uas = report_uas(out, disk);
             out.emit(
-                || format!("blocks: {}\nblock length: {}\nbytes: {}", c.blocks, c.block_length, c.bytes),
+                || {
+                    format!(
+                        "blocks: {}\nblock length: {}\nbytes: {}",
+                        c.blocks, c.block_length, c.bytes
+                    )
+                },
                 json!({ "capacity": c, "unit_attentions": ua_json(&uas) }),
             );
         }
         Verb::Luns => {
             let l = disk.report_luns().await?;
             let uas = report_uas(out, disk);
-            let rows: Vec<Value> =
-                l.luns.iter().map(|f| json!({ "lun": lun::decode(*f), "field": format!("{f:016x}") })).collect();
+            let rows: Vec<Value> = l
+                .luns
+                .iter()
+                .map(|f| json!({ "lun": lun::decode(*f), "field": format!("{f:016x}") }))
+                .collect();
             out.emit(
                 || {
                     l.luns
@@ -485,12 +548,22 @@ async fn verb(disk: &Disk, verb: &Verb, out: &Out) -> Result<u8, Failure> {
                 json!({ "luns": rows, "unit_attentions": ua_json(&uas) }),
             );
         }
-        Verb::Read { lba, count, out: file, fua } => {
-            let data = if *fua { disk.read_fua(*lba, *count).await? } else { disk.read(*lba, *count).await? };
+        Verb::Read {
+            lba,
+            count,
+            out: file,
+            fua,
+        } => {
+            let data = if *fua {
+                disk.read_fua(*lba, *count).await?
+            } else {
+                disk.read(*lba, *count).await?
+            };
             let uas = report_uas(out, disk);
             let crc = busrig_proto::digest::crc32c(&data);
             if let Some(f) = file {
-                std::fs::write(f, &data).map_err(|e| Failure::file(format!("{}: {e}", f.display())))?;
+                std::fs::write(f, &data)
+                    .map_err(|e| Failure::file(format!("{}: {e}", f.display())))?;
                 out.emit(
                     || format!("read {} bytes to {}", data.len(), f.display()),
                     json!({ "lba": lba, "blocks": count, "bytes": data.len(), "crc32c": format!("{crc:08x}"), "file": f, "unit_attentions": ua_json(&uas) }),
@@ -502,7 +575,13 @@ async fn verb(disk: &Disk, verb: &Verb, out: &Out) -> Result<u8, Failure> {
                 );
             }
         }
-        Verb::Write { lba, input, pattern, count, fua } => {
+        Verb::Write {
+            lba,
+            input,
+            pattern,
+            count,
+            fua,
+        } => {
             let bl = disk.block_length().await? as usize;
             let data = source(input.as_ref(), *pattern, count.map(|c| c as usize), bl)?;
             disk.write(*lba, data.clone(), *fua).await?;
@@ -515,14 +594,21 @@ async fn verb(disk: &Disk, verb: &Verb, out: &Out) -> Result<u8, Failure> {
         Verb::Sync => {
             disk.synchronize_cache().await?;
             let uas = report_uas(out, disk);
-            out.emit(|| "cache synchronized".into(), json!({ "synchronized": true, "unit_attentions": ua_json(&uas) }));
+            out.emit(
+                || "cache synchronized".into(),
+                json!({ "synchronized": true, "unit_attentions": ua_json(&uas) }),
+            );
         }
         Verb::Reserve { hold, renew, ten } => {
             reserve(disk, *ten).await?;
             let uas = report_uas(out, disk);
-            out.emit(|| "reserved".into(), json!({ "event": "reserved", "unit_attentions": ua_json(&uas) }));
+            out.emit(
+                || "reserved".into(),
+                json!({ "event": "reserved", "unit_attentions": ua_json(&uas) }),
+            );
             if *hold {
-                return hold_reservation(disk, *ten, renew.unwrap_or(DEFAULT_RENEW_SECS), out).await;
+                return hold_reservation(disk, *ten, renew.unwrap_or(DEFAULT_RENEW_SECS), out)
+                    .await;
             }
         }
         Verb::Release { ten } => {
@@ -532,7 +618,10 @@ async fn verb(disk: &Disk, verb: &Verb, out: &Out) -> Result<u8, Failure> {
                 disk.release6().await?
             }
             let uas = report_uas(out, disk);
-            out.emit(|| "released".into(), json!({ "released": true, "unit_attentions": ua_json(&uas) }));
+            out.emit(
+                || "released".into(),
+                json!({ "released": true, "unit_attentions": ua_json(&uas) }),
+            );
         }
         Verb::Reset { what } => {
             let name = match what {
@@ -549,15 +638,28 @@ async fn verb(disk: &Disk, verb: &Verb, out: &Out) -> Result<u8, Failure> {
                     "TARGET COLD RESET"
                 }
             };
-            out.emit(|| format!("{name}: function complete"), json!({ "reset": name, "response": "function complete" }));
+            out.emit(
+                || format!("{name}: function complete"),
+                json!({ "reset": name, "response": "function complete" }),
+            );
         }
-        Verb::Caw { lba, compare, compare_pattern, input, pattern, count, fua } => {
+        Verb::Caw {
+            lba,
+            compare,
+            compare_pattern,
+            input,
+            pattern,
+            count,
+            fua,
+        } => {
             let bl = disk.block_length().await? as usize;
             let n = Some(*count as usize);
             let expected = source(compare.as_ref(), *compare_pattern, n, bl)?;
             let new = source(input.as_ref(), *pattern, n, bl)?;
             if expected.len() != new.len() {
-                return Err(Failure::usage("the compare data and the new data differ in length"));
+                return Err(Failure::usage(
+                    "the compare data and the new data differ in length",
+                ));
             }
             disk.compare_and_write(*lba, &expected, &new, *fua).await?;
             let uas = report_uas(out, disk);
@@ -566,7 +668,12 @@ async fn verb(disk: &Disk, verb: &Verb, out: &Out) -> Result<u8, Failure> {
                 json!({ "lba": lba, "blocks": count, "written": true, "unit_attentions": ua_json(&uas) }),
             );
         }
-        Verb::Arbitrate { reset, wait, hold, renew } => {
+        Verb::Arbitrate {
+            reset,
+            wait,
+            hold,
+            renew,
+        } => {
             return arbitrate(disk, *reset, *wait, *hold, *renew, out).await;
         }
         Verb::Pr(p) => pr(disk, p, out).await?,
@@ -582,8 +689,22 @@ fn hexdump(b: &[u8]) -> String {
     let mut s = String::new();
     for (i, row) in b.chunks(16).enumerate() {
         let hexes: Vec<String> = row.iter().map(|x| format!("{x:02x}")).collect();
-        let text: String = row.iter().map(|&c| if (0x20..0x7f).contains(&c) { c as char } else { '.' }).collect();
-        s.push_str(&format!("{:08x}  {:<47}  {}\n", i * 16, hexes.join(" "), text));
+        let text: String = row
+            .iter()
+            .map(|&c| {
+                if (0x20..0x7f).contains(&c) {
+                    c as char
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        s.push_str(&format!(
+            "{:08x}  {:<47}  {}\n",
+            i * 16,
+            hexes.join(" "),
+            text
+        ));
     }
     s.pop();
     s
@@ -592,12 +713,24 @@ fn hexdump(b: &[u8]) -> String {
 fn vpd_human(code: u8, v: &Vpd) -> String {
     match v {
         Vpd::SupportedPages { pages } => {
-            format!("supported VPD pages: {}", pages.iter().map(|p| format!("{p:#04x}")).collect::<Vec<_>>().join(" "))
+            format!(
+                "supported VPD pages: {}",
+                pages
+                    .iter()
+                    .map(|p| format!("{p:#04x}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
         }
         Vpd::UnitSerialNumber { serial } => format!("unit serial number: {serial}"),
         Vpd::DeviceIdentification { designators } => designators
             .iter()
-            .map(|d| format!("{} (association {}, code set {}): {}", d.type_name, d.association, d.code_set, d.value))
+            .map(|d| {
+                format!(
+                    "{} (association {}, code set {}): {}",
+                    d.type_name, d.association, d.code_set, d.value
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n"),
         Vpd::Raw { hex, .. } => format!("page {code:#04x}: {hex}"),
@@ -607,10 +740,16 @@ fn vpd_human(code: u8, v: &Vpd) -> String {
 
 /// The data for write and caw: a file (cut or checked to whole blocks) or
 /// a pattern byte repeated over `count` blocks.
-fn source(file: Option<&PathBuf>, pattern: Option<u8>, count: Option<usize>, bl: usize) -> Result<Bytes, Failure> {
+fn source(
+    file: Option<&PathBuf>,
+    pattern: Option<u8>,
+    count: Option<usize>,
+    bl: usize,
+) -> Result<Bytes, Failure> {
     match (file, pattern) {
         (Some(f), _) => {
-            let mut d = std::fs::read(f).map_err(|e| Failure::file(format!("{}: {e}", f.display())))?;
+            let mut d =
+                std::fs::read(f).map_err(|e| Failure::file(format!("{}: {e}", f.display())))?;
             match count {
                 Some(n) => {
                     if d.len() < n * bl {
@@ -650,10 +789,11 @@ async fn reserve(disk: &Disk, ten: bool) -> Result<(), Error> {
 async fn interrupted() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -671,7 +811,9 @@ async fn interrupted() {
 /// when interrupted.
 async fn hold_reservation(disk: &Disk, ten: bool, renew: f64, out: &Out) -> Result<u8, Failure> {
     if !(renew > 0.0 && renew.is_finite()) {
-        return Err(Failure::usage("--renew must be a positive number of seconds"));
+        return Err(Failure::usage(
+            "--renew must be a positive number of seconds",
+        ));
     }
     let period = Duration::from_secs_f64(renew);
     let stop = interrupted();
@@ -743,7 +885,8 @@ async fn arbitrate(
                 json!({ "result": "won", "reset": reset_name, "wait_secs": wait, "unit_attentions": ua_json(&uas) }),
             );
             if hold {
-                return hold_reservation(disk, false, renew.unwrap_or(DEFAULT_RENEW_SECS), out).await;
+                return hold_reservation(disk, false, renew.unwrap_or(DEFAULT_RENEW_SECS), out)
+                    .await;
             }
             Ok(0)
         }
@@ -846,12 +989,18 @@ async fn pr(disk: &Disk, verb: &PrVerb, out: &Out) -> Result<(), Failure> {
                             "\n    Key={}{}\n      relative target port: {}\n      transport id: {}",
                             key_hex(e.key),
                             if e.reservation_holder {
-                                format!("\n      >> Reservation holder, type: {}", e.pr_type.map(|t| t.name()).unwrap_or("unknown"))
+                                format!(
+                                    "\n      >> Reservation holder, type: {}",
+                                    e.pr_type.map(|t| t.name()).unwrap_or("unknown")
+                                )
                             } else {
                                 String::new()
                             },
                             e.relative_target_port,
-                            e.transport_id.as_ref().map(|t| t.to_string()).unwrap_or_else(|| "-".into())
+                            e.transport_id
+                                .as_ref()
+                                .map(|t| t.to_string())
+                                .unwrap_or_else(|| "-".into())
                         ));
                     }
                     h
@@ -867,12 +1016,22 @@ async fn pr(disk: &Disk, verb: &PrVerb, out: &Out) -> Result<(), Failure> {
         PrVerb::Clear(o) => (PrOutAction::Clear, o, None),
         PrVerb::Preempt(o) => (PrOutAction::Preempt, o, None),
         PrVerb::PreemptAbort(o) => (PrOutAction::PreemptAndAbort, o, None),
-        PrVerb::RegisterMove { opts, transport_id, relative_target_port, unreg } => {
-            (PrOutAction::RegisterAndMove, opts, Some((transport_id.clone(), *relative_target_port, *unreg)))
-        }
+        PrVerb::RegisterMove {
+            opts,
+            transport_id,
+            relative_target_port,
+            unreg,
+        } => (
+            PrOutAction::RegisterAndMove,
+            opts,
+            Some((transport_id.clone(), *relative_target_port, *unreg)),
+        ),
     };
     if action.uses_type() && opts.prout_type.is_none() {
-        return Err(Failure::usage(format!("PR OUT {} needs --prout-type", action.name())));
+        return Err(Failure::usage(format!(
+            "PR OUT {} needs --prout-type",
+            action.name()
+        )));
     }
     let mut params = PrOutParams {
         key: opts.rk,
@@ -912,7 +1071,9 @@ mod tests {
 
     #[test]
     fn exit_statuses_match_sg3_utils() {
-        let cc = |a: Asc| Error::CheckCondition { sense: Some(Sense::new(a)) };
+        let cc = |a: Asc| Error::CheckCondition {
+            sense: Some(Sense::new(a)),
+        };
         assert_eq!(exit_status(&Error::ReservationConflict), 24);
         assert_eq!(exit_status(&cc(Asc::LBA_OUT_OF_RANGE)), 22);
         assert_eq!(exit_status(&cc(Asc::INVALID_COMMAND_OPERATION_CODE)), 9);

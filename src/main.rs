@@ -1,14 +1,22 @@
 //! `busrig`: one binary, one subcommand per tool. Each subcommand is a thin
 //! clap wrapper around a library crate (STYLE.md rule 7).
 
+mod bus;
+mod disk;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "busrig", version, about = "Shared SCSI / Fibre Channel bus emulator and failover-cluster test rig")]
+#[command(
+    name = "busrig",
+    version,
+    about = "Shared SCSI / Fibre Channel bus emulator and failover-cluster test rig"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -18,6 +26,10 @@ struct Cli {
 enum Command {
     /// Run the emulated shared bus: an iSCSI target with file-backed LUNs.
     Target(TargetArgs),
+    /// Watch a running bus and inject faults through its control plane.
+    Bus(bus::BusArgs),
+    /// Talk to a LUN through busrig's iSCSI initiator.
+    Disk(disk::DiskArgs),
 }
 
 #[derive(clap::Args)]
@@ -33,28 +45,60 @@ struct TargetArgs {
     /// Folder for LUN backing files named by relative paths.
     #[arg(long, value_name = "DIR", default_value = "busrig-data")]
     data_dir: PathBuf,
+    /// Control plane address (HTTP+JSON, used by `busrig bus`). Clients that
+    /// are not on loopback must present the token in BUSRIG_CONTROL_TOKEN.
+    #[arg(long, value_name = "ADDR", default_value = busrig_target::control::DEFAULT_CONTROL_ADDR)]
+    control: SocketAddr,
 }
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Logs go to stderr: stdout carries readiness lines and command output.
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start the tokio runtime")?;
-    match cli.command {
-        Command::Target(a) => rt.block_on(async {
-            busrig_target::server::serve(busrig_target::server::ServeOptions {
-                config: a.config,
-                listen: a.listen,
-                data_dir: a.data_dir,
-            })
-            .await
-            .context("busrig target")
-        }),
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("busrig: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: anyhow::Result<ExitCode> = rt.block_on(async {
+        match cli.command {
+            Command::Target(a) => {
+                busrig_target::server::serve(busrig_target::server::ServeOptions {
+                    config: a.config,
+                    listen: a.listen,
+                    data_dir: a.data_dir,
+                    control: a.control,
+                    control_token: std::env::var("BUSRIG_CONTROL_TOKEN")
+                        .ok()
+                        .filter(|t| !t.is_empty()),
+                })
+                .await
+                .context("busrig target")?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Bus(a) => bus::run(a).await,
+            Command::Disk(a) => disk::run(a).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("busrig: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -34,7 +34,14 @@ fn classify(log: &str) -> BTreeMap<String, Outcome> {
                 skipped = tail.contains("[SKIPPED]");
                 let t = tail.trim_end();
                 if t.ends_with("passed") {
-                    res.insert(name, if skipped { Outcome::Skip } else { Outcome::Pass });
+                    res.insert(
+                        name,
+                        if skipped {
+                            Outcome::Skip
+                        } else {
+                            Outcome::Pass
+                        },
+                    );
                     cur = None;
                 } else if t.ends_with("FAILED") {
                     res.insert(name, Outcome::Fail);
@@ -51,7 +58,14 @@ fn classify(log: &str) -> BTreeMap<String, Outcome> {
         }
         let s = line.trim();
         if s == "passed" || s.ends_with("...passed") || s.starts_with("passed") {
-            res.insert(name.clone(), if skipped { Outcome::Skip } else { Outcome::Pass });
+            res.insert(
+                name.clone(),
+                if skipped {
+                    Outcome::Skip
+                } else {
+                    Outcome::Pass
+                },
+            );
             cur = None;
         } else if s.starts_with("FAILED") || s.ends_with("FAILED") {
             res.insert(name.clone(), Outcome::Fail);
@@ -70,10 +84,24 @@ const PENDING_SUITES: &[&str] = &[];
 
 fn run_suite(url: &str, filter: &str) -> (String, BTreeMap<String, Outcome>) {
     let out = Command::new("iscsi-test-cu")
-        .args(["-d", "-i", "iqn.2026-11.test:init1", "-I", "iqn.2026-11.test:init2", "-t", filter, url, url])
+        .args([
+            "-d",
+            "-i",
+            "iqn.2026-11.test:init1",
+            "-I",
+            "iqn.2026-11.test:init2",
+            "-t",
+            filter,
+            url,
+            url,
+        ])
         .output()
         .expect("run iscsi-test-cu");
-    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let res = classify(&log);
     (log, res)
 }
@@ -85,7 +113,11 @@ fn libiscsi_conformance_suite() {
     }
     let target = TargetProcess::start(&[]);
     let (log, res) = run_suite(&target.url(1), "ALL");
-    assert!(res.len() > 150, "iscsi-test-cu ran only {} tests; log:\n{log}", res.len());
+    assert!(
+        res.len() > 150,
+        "iscsi-test-cu ran only {} tests; log:\n{log}",
+        res.len()
+    );
 
     let mut problems = Vec::new();
     for (name, outcome) in &res {
@@ -106,7 +138,11 @@ fn libiscsi_conformance_suite() {
         count(Outcome::Skip),
         res.len()
     );
-    assert!(problems.is_empty(), "unexpected outcomes:\n{}\n\nlog:\n{log}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "unexpected outcomes:\n{}\n\nlog:\n{log}",
+        problems.join("\n")
+    );
 }
 
 #[test]

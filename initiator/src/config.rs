@@ -21,7 +21,10 @@ pub struct ChapCredentials {
 
 impl ChapCredentials {
     pub fn new(user: &str, secret: &str) -> ChapCredentials {
-        ChapCredentials { user: user.to_string(), secret: secret.to_string() }
+        ChapCredentials {
+            user: user.to_string(),
+            secret: secret.to_string(),
+        }
     }
 }
 
@@ -120,14 +123,21 @@ impl FromStr for Isid {
     type Err = IsidParseError;
     fn from_str(s: &str) -> Result<Isid, IsidParseError> {
         let t = s.trim();
-        let t = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")).unwrap_or(t);
-        let hex: String = t.chars().filter(|c| !matches!(c, ':' | '-' | '.')).collect();
+        let t = t
+            .strip_prefix("0x")
+            .or_else(|| t.strip_prefix("0X"))
+            .unwrap_or(t);
+        let hex: String = t
+            .chars()
+            .filter(|c| !matches!(c, ':' | '-' | '.'))
+            .collect();
         if hex.len() != 12 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(IsidParseError(s.to_string()));
         }
         let mut b = [0u8; 6];
         for (i, out) in b.iter_mut().enumerate() {
-            *out = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| IsidParseError(s.to_string()))?;
+            *out = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+                .map_err(|_| IsidParseError(s.to_string()))?;
         }
         Ok(Isid(b))
     }
@@ -141,7 +151,9 @@ impl Serialize for Isid {
 
 impl<'de> Deserialize<'de> for Isid {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Isid, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -277,15 +289,20 @@ mod tests {
     #[test]
     fn random_isid_has_random_format_bits() {
         for _ in 0..32 {
-            assert_eq!(Isid::random().0[0] & 0xc0, 0x80, "RFC 7143 §11.12.5: T=10b is the random format");
+            assert_eq!(
+                Isid::random().0[0] & 0xc0,
+                0x80,
+                "RFC 7143 §11.12.5: T=10b is the random format"
+            );
         }
     }
 
     #[test]
     fn config_from_json_with_defaults() {
-        let c: SessionConfig =
-            serde_json::from_str(r#"{"initiator_name":"iqn.x:node1","isid":"800000000001","command_timeout":2.5}"#)
-                .unwrap();
+        let c: SessionConfig = serde_json::from_str(
+            r#"{"initiator_name":"iqn.x:node1","isid":"800000000001","command_timeout":2.5}"#,
+        )
+        .unwrap();
         assert_eq!(c.initiator_name, "iqn.x:node1");
         assert_eq!(c.isid, Isid([0x80, 0, 0, 0, 0, 1]));
         assert_eq!(c.command_timeout, Duration::from_millis(2500));
@@ -294,8 +311,10 @@ mod tests {
 
     #[test]
     fn url_credentials_flow_into_config() {
-        let url = crate::IscsiUrl::parse("iscsi://u%p@h/iqn.t/0?target_user=t&target_password=q&header_digest=crc32c")
-            .unwrap();
+        let url = crate::IscsiUrl::parse(
+            "iscsi://u%p@h/iqn.t/0?target_user=t&target_password=q&header_digest=crc32c",
+        )
+        .unwrap();
         let c = SessionConfig::default().with_url(&url);
         assert_eq!(c.chap.unwrap().secret, "p");
         assert_eq!(c.mutual_chap.unwrap().user, "t");

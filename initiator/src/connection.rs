@@ -36,14 +36,21 @@ const WRITE_BATCH: usize = 1 << 20;
 pub async fn dial(addr: &str, limit: Duration) -> Result<TcpStream, Error> {
     let stream = tokio::time::timeout(limit, TcpStream::connect(addr))
         .await
-        .map_err(|_| Error::Timeout { what: "TCP connect", after: limit })??;
+        .map_err(|_| Error::Timeout {
+            what: "TCP connect",
+            after: limit,
+        })??;
     // Commands are small and latency-bound; Nagle would hold them back.
     stream.set_nodelay(true)?;
     Ok(stream)
 }
 
 /// Reads one whole PDU, keeping any bytes after it in `buf`.
-pub async fn read_pdu<S: AsyncRead + Unpin>(s: &mut S, buf: &mut BytesMut, wire: &WireConfig) -> Result<Pdu, Error> {
+pub async fn read_pdu<S: AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut BytesMut,
+    wire: &WireConfig,
+) -> Result<Pdu, Error> {
     loop {
         if let Some(p) = Pdu::decode(buf, wire)? {
             return Ok(p);
@@ -105,7 +112,11 @@ pub fn spawn(
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(writer(wr, rx, wire, shared.clone(), generation));
     let reader = tokio::spawn(reader(rd, leftover, wire, shared, generation, nop_interval));
-    Connection { generation, tx, reader }
+    Connection {
+        generation,
+        tx,
+        reader,
+    }
 }
 
 async fn writer<W: AsyncWrite + Unpin>(

@@ -27,13 +27,22 @@ pub struct DiscoveredTarget {
 pub fn parse(text: &[u8]) -> Result<Vec<DiscoveredTarget>, Error> {
     let pairs = TextPairs::parse_allow_repeats(text).map_err(|e| Error::Protocol(e.to_string()))?;
     let entries = parse_send_targets(&pairs).map_err(|e| Error::Protocol(e.to_string()))?;
-    Ok(entries.into_iter().map(|e| DiscoveredTarget { name: e.name, portals: e.addresses }).collect())
+    Ok(entries
+        .into_iter()
+        .map(|e| DiscoveredTarget {
+            name: e.name,
+            portals: e.addresses,
+        })
+        .collect())
 }
 
 /// Logs in to `portal` for discovery, asks `SendTargets=All` and logs out.
 /// Addresses the target leaves out mean "this portal" (RFC 7143
 /// Appendix C.1), so such targets get the portal we asked.
-pub async fn send_targets(portal: &Portal, mut config: SessionConfig) -> Result<Vec<DiscoveredTarget>, Error> {
+pub async fn send_targets(
+    portal: &Portal,
+    mut config: SessionConfig,
+) -> Result<Vec<DiscoveredTarget>, Error> {
     // A discovery exchange is short; recovering it makes no sense.
     config.recovery_timeout = std::time::Duration::ZERO;
     let s = Session::connect(&portal.socket_addr_string(), None, config).await?;
@@ -57,10 +66,17 @@ mod tests {
 
     #[test]
     fn parses_several_targets_with_portals() {
-        let t = parse(b"TargetName=iqn.a\0TargetAddress=10.0.0.1:3260,1\0TargetAddress=[::1]:3260,2\0TargetName=iqn.b\0")
-            .unwrap();
+        let t =
+            parse(b"TargetName=iqn.a\0TargetAddress=10.0.0.1:3260,1\0TargetAddress=[::1]:3260,2\0TargetName=iqn.b\0")
+                .unwrap();
         assert_eq!(t.len(), 2);
-        assert_eq!(t[0].portals, vec![("10.0.0.1:3260".to_string(), 1), ("[::1]:3260".to_string(), 2)]);
+        assert_eq!(
+            t[0].portals,
+            vec![
+                ("10.0.0.1:3260".to_string(), 1),
+                ("[::1]:3260".to_string(), 2)
+            ]
+        );
         assert_eq!(t[1].name, "iqn.b");
         assert!(t[1].portals.is_empty());
     }

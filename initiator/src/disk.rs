@@ -18,7 +18,9 @@ use bytes::{Bytes, BytesMut};
 
 use crate::config::SessionConfig;
 use crate::error::Error;
-use crate::scsi::pr::{self, in_sa, Capabilities, FullStatus, Keys, PrOutAction, PrOutParams, Reservation};
+use crate::scsi::pr::{
+    self, in_sa, Capabilities, FullStatus, Keys, PrOutAction, PrOutParams, Reservation,
+};
 use crate::scsi::{cdb, lun, Capacity, Cdb, Inquiry, LunList, Vpd};
 use crate::session::{PendingTask, Session};
 use crate::url::IscsiUrl;
@@ -41,7 +43,10 @@ pub struct Disk {
 
 impl std::fmt::Debug for Disk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Disk").field("lun", &self.lun).field("session", &self.session).finish()
+        f.debug_struct("Disk")
+            .field("lun", &self.lun)
+            .field("session", &self.session)
+            .finish()
     }
 }
 
@@ -52,7 +57,9 @@ fn data_error(what: &'static str, detail: String) -> Error {
 impl Disk {
     /// Logs in to the URL's target and addresses its LUN.
     pub async fn open(url: &IscsiUrl, config: SessionConfig) -> Result<Disk, Error> {
-        let lun = url.lun.ok_or_else(|| Error::InvalidRequest("the URL names no LUN".into()))?;
+        let lun = url
+            .lun
+            .ok_or_else(|| Error::InvalidRequest("the URL names no LUN".into()))?;
         Ok(Disk::new(Session::open(url, config).await?, lun))
     }
 
@@ -129,7 +136,9 @@ impl Disk {
                 }
                 r => r,
             },
-            Ok(other) => Err(Error::Protocol(format!("SCSI command answered with {other:?}"))),
+            Ok(other) => Err(Error::Protocol(format!(
+                "SCSI command answered with {other:?}"
+            ))),
             Err(e) => Err(e),
         }
     }
@@ -141,7 +150,9 @@ impl Disk {
 
     /// Standard INQUIRY data.
     pub async fn inquiry(&self) -> Result<Inquiry, Error> {
-        Ok(Inquiry::decode(&self.execute(cdb::inquiry(None, 96)).await?)?)
+        Ok(Inquiry::decode(
+            &self.execute(cdb::inquiry(None, 96)).await?,
+        )?)
     }
 
     /// A VPD page, decoded, with its raw bytes.
@@ -165,7 +176,10 @@ impl Disk {
                 let c = Capacity::decode_10(&self.execute(cdb::read_capacity_10()).await?)?;
                 if c.blocks == 1 << 32 {
                     // RETURNED LBA FFFFFFFFh means "use (16)" (SBC-3 §5.15.2).
-                    return Err(data_error("READ CAPACITY", "the LUN is too large for READ CAPACITY(10)".into()));
+                    return Err(data_error(
+                        "READ CAPACITY",
+                        "the LUN is too large for READ CAPACITY(10)".into(),
+                    ));
                 }
                 c
             }
@@ -240,14 +254,22 @@ impl Disk {
     pub async fn write(&self, lba: u64, data: Bytes, fua: bool) -> Result<(), Error> {
         let bl = self.block_length().await?;
         if data.is_empty() || data.len() % bl as usize != 0 {
-            return Err(Error::InvalidRequest(format!("a write of {} bytes is not whole {bl}-byte blocks", data.len())));
+            return Err(Error::InvalidRequest(format!(
+                "a write of {} bytes is not whole {bl}-byte blocks",
+                data.len()
+            )));
         }
         let per = self.blocks_per_command(bl) as usize * bl as usize;
         let mut pieces = Vec::new();
         let mut off = 0usize;
         while off < data.len() {
             let n = per.min(data.len() - off);
-            let c = cdb::write(lba + (off / bl as usize) as u64, (n / bl as usize) as u32, data.slice(off..off + n), fua);
+            let c = cdb::write(
+                lba + (off / bl as usize) as u64,
+                (n / bl as usize) as u32,
+                data.slice(off..off + n),
+                fua,
+            );
             pieces.push((self.start(c.clone())?, c));
             off += n;
         }
@@ -266,18 +288,29 @@ impl Disk {
     /// equal `expected` (SBC-3 §5.2). A mismatch is CHECK CONDITION,
     /// MISCOMPARE, with the offset of the first differing byte in the
     /// sense INFORMATION field.
-    pub async fn compare_and_write(&self, lba: u64, expected: &[u8], new: &[u8], fua: bool) -> Result<(), Error> {
+    pub async fn compare_and_write(
+        &self,
+        lba: u64,
+        expected: &[u8],
+        new: &[u8],
+        fua: bool,
+    ) -> Result<(), Error> {
         let bl = self.block_length().await? as usize;
         if expected.len() != new.len() || expected.is_empty() || expected.len() % bl != 0 {
-            return Err(Error::InvalidRequest("COMPARE AND WRITE needs two equal runs of whole blocks".into()));
+            return Err(Error::InvalidRequest(
+                "COMPARE AND WRITE needs two equal runs of whole blocks".into(),
+            ));
         }
         let blocks = expected.len() / bl;
-        let blocks = u8::try_from(blocks)
-            .map_err(|_| Error::InvalidRequest(format!("COMPARE AND WRITE of {blocks} blocks: at most 255")))?;
+        let blocks = u8::try_from(blocks).map_err(|_| {
+            Error::InvalidRequest(format!("COMPARE AND WRITE of {blocks} blocks: at most 255"))
+        })?;
         let mut d = BytesMut::with_capacity(expected.len() * 2);
         d.extend_from_slice(expected);
         d.extend_from_slice(new);
-        self.execute(cdb::compare_and_write(lba, blocks, d.freeze(), fua)).await.map(|_| ())
+        self.execute(cdb::compare_and_write(lba, blocks, d.freeze(), fua))
+            .await
+            .map(|_| ())
     }
 
     /// RESERVE(6) (SPC-2 §7.21).
@@ -324,17 +357,23 @@ impl Disk {
 
     /// PR IN READ RESERVATION (SPC-4 §6.13.3).
     pub async fn pr_read_reservation(&self) -> Result<Reservation, Error> {
-        Ok(Reservation::decode(&self.pr_in(in_sa::READ_RESERVATION).await?)?)
+        Ok(Reservation::decode(
+            &self.pr_in(in_sa::READ_RESERVATION).await?,
+        )?)
     }
 
     /// PR IN REPORT CAPABILITIES (SPC-4 §6.13.4).
     pub async fn pr_report_capabilities(&self) -> Result<Capabilities, Error> {
-        Ok(Capabilities::decode(&self.pr_in(in_sa::REPORT_CAPABILITIES).await?)?)
+        Ok(Capabilities::decode(
+            &self.pr_in(in_sa::REPORT_CAPABILITIES).await?,
+        )?)
     }
 
     /// PR IN READ FULL STATUS (SPC-4 §6.13.5).
     pub async fn pr_read_full_status(&self) -> Result<FullStatus, Error> {
-        Ok(FullStatus::decode(&self.pr_in(in_sa::READ_FULL_STATUS).await?)?)
+        Ok(FullStatus::decode(
+            &self.pr_in(in_sa::READ_FULL_STATUS).await?,
+        )?)
     }
 
     /// PR OUT with any service action (SPC-4 §6.14).
@@ -342,32 +381,47 @@ impl Disk {
         let ty = if action.uses_type() {
             params
                 .pr_type
-                .ok_or_else(|| Error::InvalidRequest(format!("PR OUT {} needs a reservation type", action.name())))?
+                .ok_or_else(|| {
+                    Error::InvalidRequest(format!(
+                        "PR OUT {} needs a reservation type",
+                        action.name()
+                    ))
+                })?
                 .code()
         } else {
             0
         };
         if action == PrOutAction::RegisterAndMove && params.move_to.is_none() {
-            return Err(Error::InvalidRequest("REGISTER AND MOVE needs the TransportID of the new holder".into()));
+            return Err(Error::InvalidRequest(
+                "REGISTER AND MOVE needs the TransportID of the new holder".into(),
+            ));
         }
         let data = pr::encode_out(action, params);
-        self.execute(cdb::persistent_reserve_out(action as u8, ty, data)).await.map(|_| ())
+        self.execute(cdb::persistent_reserve_out(action as u8, ty, data))
+            .await
+            .map(|_| ())
     }
 
     /// LOGICAL UNIT RESET (RFC 7143 §11.5.1, SAM-5 §7.7).
     pub async fn lun_reset(&self) -> Result<(), Error> {
-        self.session.task_management(tmf::LOGICAL_UNIT_RESET, self.field, None).await
+        self.session
+            .task_management(tmf::LOGICAL_UNIT_RESET, self.field, None)
+            .await
     }
 
     /// TARGET WARM RESET: every LU of the target, every initiator (SAM-5 §7.8).
     pub async fn target_warm_reset(&self) -> Result<(), Error> {
-        self.session.task_management(tmf::TARGET_WARM_RESET, 0, None).await
+        self.session
+            .task_management(tmf::TARGET_WARM_RESET, 0, None)
+            .await
     }
 
     /// TARGET COLD RESET: a warm reset after which the target drops every
     /// connection (RFC 7143 §11.5.1); the session then reconnects.
     pub async fn target_cold_reset(&self) -> Result<(), Error> {
-        self.session.task_management(tmf::TARGET_COLD_RESET, 0, None).await
+        self.session
+            .task_management(tmf::TARGET_COLD_RESET, 0, None)
+            .await
     }
 
     /// ABORT TASK for a command started with [`Disk::start`].

@@ -26,8 +26,9 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use busrig_proto::pdu::{
-    self, tmf, AsyncMessage, DataIn, DataOut, Header, LogoutRequest, NopIn, NopOut, Pdu, R2t, Reject, ScsiCommand,
-    ScsiResponse, TaskMgmtRequest, TaskMgmtResponse, TextRequest, TextResponse, BHS_LEN,
+    self, tmf, AsyncMessage, DataIn, DataOut, Header, LogoutRequest, NopIn, NopOut, Pdu, R2t,
+    Reject, ScsiCommand, ScsiResponse, TaskMgmtRequest, TaskMgmtResponse, TextRequest,
+    TextResponse, BHS_LEN,
 };
 use busrig_proto::scsi::sense::{status, Sense};
 use bytes::{Bytes, BytesMut};
@@ -100,7 +101,12 @@ pub enum Request {
     /// A task management function (RFC 7143 §11.5); `referenced` is the ITT
     /// of the task ABORT TASK names, and `ref_cmd_sn` its CmdSN when the
     /// caller already forgot the task (otherwise the engine looks it up).
-    TaskMgmt { function: u8, lun: u64, referenced: Option<u32>, ref_cmd_sn: Option<u32> },
+    TaskMgmt {
+        function: u8,
+        lun: u64,
+        referenced: Option<u32>,
+        ref_cmd_sn: Option<u32>,
+    },
     /// A NOP-Out ping (RFC 7143 §11.18) that the target answers with a NOP-In.
     Ping,
     /// A text exchange (RFC 7143 §11.10), for example `SendTargets=All`.
@@ -149,7 +155,11 @@ pub enum Outcome {
     Pong(Bytes),
     Text(Bytes),
     /// Logout response code, Time2Wait and Time2Retain (RFC 7143 §11.15).
-    Logout { response: u8, time2wait: u16, time2retain: u16 },
+    Logout {
+        response: u8,
+        time2wait: u16,
+        time2retain: u16,
+    },
 }
 
 /// Something the target said that is not an answer to a request.
@@ -183,7 +193,14 @@ struct Task {
 /// The Data-Out bytes of a write command.
 fn write_data(req: &Request) -> Option<&Bytes> {
     match req {
-        Request::Scsi { cdb: Cdb { data: DataDirection::Write(d), .. }, .. } => Some(d),
+        Request::Scsi {
+            cdb:
+                Cdb {
+                    data: DataDirection::Write(d),
+                    ..
+                },
+            ..
+        } => Some(d),
         _ => None,
     }
 }
@@ -215,14 +232,21 @@ pub struct Engine {
 }
 
 fn pdu(header: Header, data: Bytes) -> Pdu {
-    Pdu { header, ahs: Bytes::new(), data }
+    Pdu {
+        header,
+        ahs: Bytes::new(),
+        data,
+    }
 }
 
 fn is_immediate(req: &Request) -> bool {
     // TMFs, pings and logout go immediately so they are not stuck behind a
     // closed CmdSN window (RFC 7143 §3.2.2.1: the target may deliver them
     // ahead of queued commands, which is what an abort or a reset needs).
-    matches!(req, Request::TaskMgmt { .. } | Request::Ping | Request::Logout { .. })
+    matches!(
+        req,
+        Request::TaskMgmt { .. } | Request::Ping | Request::Logout { .. }
+    )
 }
 
 impl Engine {
@@ -269,6 +293,20 @@ impl Engine {
     /// out of [`Engine::poll_transmit`] when the CmdSN window allows.
     pub fn submit(&mut self, req: Request) -> u32 {
         let itt = self.alloc_itt();
+        if let Request::Scsi { cdb, .. } = &req {
+            if cdb.bytes.is_empty() || cdb.bytes.len() > 16 {
+                // Longer CDBs need an Extended CDB AHS (RFC 7143 §11.2.2.3),
+                // which no command this initiator builds requires.
+                self.done.push_back((
+                    itt,
+                    Err(Error::InvalidRequest(format!(
+                        "a CDB of {} bytes",
+                        cdb.bytes.len()
+                    ))),
+                ));
+                return itt;
+            }
+        }
         let urgent = is_immediate(&req);
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -301,7 +339,10 @@ impl Engine {
             Request::Scsi { lun, .. } | Request::TaskMgmt { lun, .. } => *lun,
             _ => 0,
         };
-        Some(Cancelled { lun, cmd_sn: t.cmd_sn })
+        Some(Cancelled {
+            lun,
+            cmd_sn: t.cmd_sn,
+        })
     }
 
     /// The next PDU to write, in order. Call until `None` after every
@@ -347,7 +388,9 @@ impl Engine {
 
     /// Builds the PDUs for one request and stamps its CmdSN.
     fn start(&mut self, itt: u32) {
-        let Some(task) = self.tasks.get_mut(&itt) else { return };
+        let Some(task) = self.tasks.get_mut(&itt) else {
+            return;
+        };
         let immediate = is_immediate(&task.req);
         let cmd_sn = self.sn.cmd_sn;
         if !immediate {
@@ -413,12 +456,23 @@ impl Engine {
                 }
                 // F = 1 unless unsolicited Data-Out PDUs follow (RFC 7143 §11.3.1).
                 hdr.final_ = unsolicited.is_empty();
-                self.out.push_back(pdu(Header::ScsiCommand(hdr), immediate_data));
+                self.out
+                    .push_back(pdu(Header::ScsiCommand(hdr), immediate_data));
                 self.out.extend(unsolicited);
             }
-            Request::TaskMgmt { function, lun, referenced, ref_cmd_sn } => {
+            Request::TaskMgmt {
+                function,
+                lun,
+                referenced,
+                ref_cmd_sn,
+            } => {
                 let (ref_tag, ref_cmd_sn) = match referenced {
-                    Some(r) => (*r, ref_cmd_sn.or_else(|| self.tasks.get(r).and_then(|t| t.cmd_sn)).unwrap_or(cmd_sn)),
+                    Some(r) => (
+                        *r,
+                        ref_cmd_sn
+                            .or_else(|| self.tasks.get(r).and_then(|t| t.cmd_sn))
+                            .unwrap_or(cmd_sn),
+                    ),
                     None => (NO_TAG, cmd_sn),
                 };
                 let hdr = TaskMgmtRequest {
@@ -434,10 +488,18 @@ impl Engine {
                     ref_cmd_sn,
                     exp_data_sn: 0,
                 };
-                self.out.push_back(pdu(Header::TaskMgmtRequest(hdr), Bytes::new()));
+                self.out
+                    .push_back(pdu(Header::TaskMgmtRequest(hdr), Bytes::new()));
             }
             Request::Ping => {
-                let hdr = NopOut { immediate: true, lun: 0, itt, ttt: NO_TAG, cmd_sn, exp_stat_sn };
+                let hdr = NopOut {
+                    immediate: true,
+                    lun: 0,
+                    itt,
+                    ttt: NO_TAG,
+                    cmd_sn,
+                    exp_stat_sn,
+                };
                 self.out.push_back(pdu(Header::NopOut(hdr), Bytes::new()));
             }
             Request::Text { data } => {
@@ -455,8 +517,16 @@ impl Engine {
                 self.out.push_back(pdu(Header::TextRequest(hdr), data));
             }
             Request::Logout { reason } => {
-                let hdr = LogoutRequest { immediate: true, reason: *reason, itt, cid: 0, cmd_sn, exp_stat_sn };
-                self.out.push_back(pdu(Header::LogoutRequest(hdr), Bytes::new()));
+                let hdr = LogoutRequest {
+                    immediate: true,
+                    reason: *reason,
+                    itt,
+                    cid: 0,
+                    cmd_sn,
+                    exp_stat_sn,
+                };
+                self.out
+                    .push_back(pdu(Header::LogoutRequest(hdr), Bytes::new()));
             }
         }
     }
@@ -504,7 +574,11 @@ impl Engine {
                 self.update_window(h.exp_cmd_sn, h.max_cmd_sn);
                 self.complete(
                     h.itt,
-                    Ok(Outcome::Logout { response: h.response, time2wait: h.time2wait, time2retain: h.time2retain }),
+                    Ok(Outcome::Logout {
+                        response: h.response,
+                        time2wait: h.time2wait,
+                        time2retain: h.time2retain,
+                    }),
                 );
                 Ok(())
             }
@@ -533,15 +607,29 @@ impl Engine {
             return Ok(());
         };
         let expected = match &task.req {
-            Request::Scsi { cdb: Cdb { data: DataDirection::Read(n), .. }, .. } => *n as usize,
-            _ => return Err(Error::Protocol(format!("Data-In for task {:#x}, which reads nothing", h.itt))),
+            Request::Scsi {
+                cdb:
+                    Cdb {
+                        data: DataDirection::Read(n),
+                        ..
+                    },
+                ..
+            } => *n as usize,
+            _ => {
+                return Err(Error::Protocol(format!(
+                    "Data-In for task {:#x}, which reads nothing",
+                    h.itt
+                )))
+            }
         };
         let off = h.buffer_offset as usize;
         let end = off + data.len();
         if end > expected {
             // RFC 7143 §11.7.4: the target must not send more than
             // ExpectedDataTransferLength.
-            return Err(Error::Protocol(format!("Data-In up to byte {end} beyond the expected {expected}")));
+            return Err(Error::Protocol(format!(
+                "Data-In up to byte {end} beyond the expected {expected}"
+            )));
         }
         if task.data_in.len() < end {
             task.data_in.resize(end, 0);
@@ -572,7 +660,9 @@ impl Engine {
             self.complete(h.itt, Err(Error::TargetFailure(h.response)));
             return Ok(());
         }
-        let sense = pdu::parse_sense_segment(&data).map(Bytes::copy_from_slice).unwrap_or_default();
+        let sense = pdu::parse_sense_segment(&data)
+            .map(Bytes::copy_from_slice)
+            .unwrap_or_default();
         let residual = if h.underflow {
             h.residual_count as i64
         } else if h.overflow {
@@ -585,25 +675,50 @@ impl Engine {
     }
 
     fn finish_scsi(&mut self, itt: u32, status: u8, sense_data: Bytes, residual: i64) {
-        let Some(task) = self.tasks.get_mut(&itt) else { return };
+        let Some(task) = self.tasks.get_mut(&itt) else {
+            return;
+        };
         let mut data = std::mem::take(&mut task.data_in);
         let mut len = task.data_in_len;
-        if let Request::Scsi { cdb: Cdb { data: DataDirection::Read(n), .. }, .. } = &task.req {
+        if let Request::Scsi {
+            cdb:
+                Cdb {
+                    data: DataDirection::Read(n),
+                    ..
+                },
+            ..
+        } = &task.req
+        {
             if residual > 0 {
                 len = len.min((*n as i64 - residual).max(0) as usize);
             }
         }
         data.truncate(len);
-        let sense = if sense_data.is_empty() { None } else { Sense::decode(&sense_data) };
-        let outcome = ScsiOutcome { status, sense_data, sense, data: data.freeze(), residual };
+        let sense = if sense_data.is_empty() {
+            None
+        } else {
+            Sense::decode(&sense_data)
+        };
+        let outcome = ScsiOutcome {
+            status,
+            sense_data,
+            sense,
+            data: data.freeze(),
+            residual,
+        };
         self.complete(itt, Ok(Outcome::Scsi(outcome)));
     }
 
     fn on_r2t(&mut self, h: R2t) -> Result<(), Error> {
         self.update_window(h.exp_cmd_sn, h.max_cmd_sn);
-        let Some(task) = self.tasks.get(&h.itt) else { return Ok(()) };
+        let Some(task) = self.tasks.get(&h.itt) else {
+            return Ok(());
+        };
         let Some(w) = write_data(&task.req).cloned() else {
-            return Err(Error::Protocol(format!("R2T for task {:#x}, which writes nothing", h.itt)));
+            return Err(Error::Protocol(format!(
+                "R2T for task {:#x}, which writes nothing",
+                h.itt
+            )));
         };
         let lun = match &task.req {
             Request::Scsi { lun, .. } => *lun,
@@ -612,7 +727,10 @@ impl Engine {
         let start = h.buffer_offset as usize;
         let end = start + h.desired_data_transfer_length as usize;
         if end > w.len() || h.desired_data_transfer_length == 0 {
-            return Err(Error::Protocol(format!("R2T asks for bytes {start}..{end} of a {}-byte write", w.len())));
+            return Err(Error::Protocol(format!(
+                "R2T asks for bytes {start}..{end} of a {}-byte write",
+                w.len()
+            )));
         }
         // One Data-Out sequence per R2T: DataSN from 0, F on the last PDU,
         // each PDU within the target's MaxRecvDataSegmentLength (RFC 7143 §11.7).
@@ -663,8 +781,18 @@ impl Engine {
     fn on_tmf_response(&mut self, h: TaskMgmtResponse) {
         self.ack_status(h.stat_sn);
         self.update_window(h.exp_cmd_sn, h.max_cmd_sn);
-        let Some(task) = self.tasks.get(&h.itt) else { return };
-        let Request::TaskMgmt { function, lun, referenced, .. } = task.req.clone() else { return };
+        let Some(task) = self.tasks.get(&h.itt) else {
+            return;
+        };
+        let Request::TaskMgmt {
+            function,
+            lun,
+            referenced,
+            ..
+        } = task.req.clone()
+        else {
+            return;
+        };
         if h.response == tmf::RESP_COMPLETE {
             // The affected tasks get no response of their own once the TMF
             // is answered (RFC 7143 §4.2.3.3, SAM-5 §7.1): end them here.
@@ -682,7 +810,10 @@ impl Engine {
                                 Request::Scsi { lun: l, .. },
                                 tmf::ABORT_TASK_SET | tmf::CLEAR_TASK_SET | tmf::LOGICAL_UNIT_RESET,
                             ) => *l == lun,
-                            (Request::Scsi { .. }, tmf::TARGET_WARM_RESET | tmf::TARGET_COLD_RESET) => true,
+                            (
+                                Request::Scsi { .. },
+                                tmf::TARGET_WARM_RESET | tmf::TARGET_COLD_RESET,
+                            ) => true,
                             _ => false,
                         }
                 })
@@ -698,7 +829,9 @@ impl Engine {
     fn on_text_response(&mut self, h: TextResponse, data: Bytes) -> Result<(), Error> {
         self.ack_status(h.stat_sn);
         self.update_window(h.exp_cmd_sn, h.max_cmd_sn);
-        let Some(task) = self.tasks.get_mut(&h.itt) else { return Ok(()) };
+        let Some(task) = self.tasks.get_mut(&h.itt) else {
+            return Ok(());
+        };
         task.text.extend_from_slice(&data);
         if h.final_ && !h.continue_ {
             let text = std::mem::take(&mut task.text).freeze();
@@ -723,7 +856,8 @@ impl Engine {
             cmd_sn,
             exp_stat_sn: self.sn.exp_stat_sn,
         };
-        self.out.push_back(pdu(Header::TextRequest(hdr), Bytes::new()));
+        self.out
+            .push_back(pdu(Header::TextRequest(hdr), Bytes::new()));
         Ok(())
     }
 
@@ -735,8 +869,13 @@ impl Engine {
                 lun: h.lun,
                 sense: pdu::parse_sense_segment(&data).and_then(Sense::decode),
             },
-            1 => Event::LogoutRequested { within_secs: h.parameter3 },
-            2 | 3 => Event::ConnectionDropping { time2wait: h.parameter2, time2retain: h.parameter3 },
+            1 => Event::LogoutRequested {
+                within_secs: h.parameter3,
+            },
+            2 | 3 => Event::ConnectionDropping {
+                time2wait: h.parameter2,
+                time2retain: h.parameter3,
+            },
             4 => Event::RenegotiationRequested,
             _ => return,
         };
@@ -766,13 +905,25 @@ impl Engine {
         let mut finished = Vec::new();
         for (itt, t) in &self.tasks {
             match &t.req {
-                Request::Logout { .. } if t.cmd_sn.is_some() => {
-                    finished.push((*itt, Ok(Outcome::Logout { response: 0, time2wait: 0, time2retain: 0 })))
-                }
-                Request::TaskMgmt { function: tmf::TARGET_COLD_RESET, .. } if t.cmd_sn.is_some() => {
+                Request::Logout { .. } if t.cmd_sn.is_some() => finished.push((
+                    *itt,
+                    Ok(Outcome::Logout {
+                        response: 0,
+                        time2wait: 0,
+                        time2retain: 0,
+                    }),
+                )),
+                Request::TaskMgmt {
+                    function: tmf::TARGET_COLD_RESET,
+                    ..
+                } if t.cmd_sn.is_some() => {
                     finished.push((*itt, Ok(Outcome::TaskMgmt(tmf::RESP_COMPLETE))))
                 }
-                Request::TaskMgmt { function: tmf::ABORT_TASK, referenced, .. } => {
+                Request::TaskMgmt {
+                    function: tmf::ABORT_TASK,
+                    referenced,
+                    ..
+                } => {
                     finished.push((*itt, Ok(Outcome::TaskMgmt(tmf::RESP_COMPLETE))));
                     if let Some(r) = referenced {
                         finished.push((*r, Err(Error::Aborted)));
@@ -832,7 +983,15 @@ mod tests {
     use crate::scsi::cdb;
 
     fn engine(limits: Limits) -> Engine {
-        Engine::new(limits, SeqNumbers { cmd_sn: 10, exp_cmd_sn: 10, max_cmd_sn: 11, exp_stat_sn: 100 })
+        Engine::new(
+            limits,
+            SeqNumbers {
+                cmd_sn: 10,
+                exp_cmd_sn: 10,
+                max_cmd_sn: 11,
+                exp_stat_sn: 100,
+            },
+        )
     }
 
     fn drain(e: &mut Engine) -> Vec<Pdu> {
@@ -840,12 +999,20 @@ mod tests {
     }
 
     fn read_req(blocks: u32) -> Request {
-        Request::Scsi { lun: 0, cdb: cdb::read(0, blocks, 512, false), attr: TaskAttr::Simple }
+        Request::Scsi {
+            lun: 0,
+            cdb: cdb::read(0, blocks, 512, false),
+            attr: TaskAttr::Simple,
+        }
     }
 
     fn write_req(len: usize) -> Request {
         let data = Bytes::from((0..len).map(|i| i as u8).collect::<Vec<_>>());
-        Request::Scsi { lun: 1 << 48, cdb: cdb::write(0, (len / 512) as u32, data, false), attr: TaskAttr::Simple }
+        Request::Scsi {
+            lun: 1 << 48,
+            cdb: cdb::write(0, (len / 512) as u32, data, false),
+            attr: TaskAttr::Simple,
+        }
     }
 
     fn good(itt: u32, stat_sn: u32, max_cmd_sn: u32) -> Pdu {
@@ -859,6 +1026,25 @@ mod tests {
             }),
             Bytes::new(),
         )
+    }
+
+    #[test]
+    fn oversized_cdb_is_refused_without_touching_the_wire() {
+        let mut e = engine(Limits::default());
+        let cdb = Cdb {
+            bytes: vec![0; 32],
+            data: DataDirection::None,
+        };
+        let itt = e.submit(Request::Scsi {
+            lun: 0,
+            cdb,
+            attr: TaskAttr::Simple,
+        });
+        assert!(drain(&mut e).is_empty());
+        assert!(
+            matches!(e.poll_completion(), Some((i, Err(Error::InvalidRequest(_)))) if i == itt)
+        );
+        assert_eq!(e.seq_numbers().cmd_sn, 10);
     }
 
     #[test]
@@ -884,7 +1070,10 @@ mod tests {
             })
             .collect();
         assert_eq!(sns, vec![10, 11]);
-        assert_eq!(sent.iter().map(|p| p.header.itt()).collect::<Vec<_>>(), vec![a, b]);
+        assert_eq!(
+            sent.iter().map(|p| p.header.itt()).collect::<Vec<_>>(),
+            vec![a, b]
+        );
         // The response opens the window (MaxCmdSN 12) and acknowledges StatSN 100.
         e.handle(good(a, 100, 12)).unwrap();
         let next = drain(&mut e);
@@ -897,7 +1086,10 @@ mod tests {
         }
         let (itt, r) = e.poll_completion().unwrap();
         assert_eq!(itt, a);
-        assert!(matches!(r, Ok(Outcome::Scsi(ScsiOutcome { status: 0, .. }))));
+        assert!(matches!(
+            r,
+            Ok(Outcome::Scsi(ScsiOutcome { status: 0, .. }))
+        ));
     }
 
     #[test]
@@ -907,7 +1099,11 @@ mod tests {
         assert_eq!(e.seq_numbers().max_cmd_sn, 11);
         e.update_window(11, 10);
         assert_eq!(e.seq_numbers().exp_cmd_sn, 11, "ExpCmdSN moves forward");
-        assert_eq!(e.seq_numbers().max_cmd_sn, 11, "MaxCmdSN never moves backwards");
+        assert_eq!(
+            e.seq_numbers().max_cmd_sn,
+            11,
+            "MaxCmdSN never moves backwards"
+        );
     }
 
     #[test]
@@ -928,7 +1124,11 @@ mod tests {
                 max_cmd_sn: 12,
                 ..Default::default()
             };
-            e.handle(pdu(Header::DataIn(h), Bytes::copy_from_slice(&payload[off..off + 512]))).unwrap();
+            e.handle(pdu(
+                Header::DataIn(h),
+                Bytes::copy_from_slice(&payload[off..off + 512]),
+            ))
+            .unwrap();
         }
         assert!(e.poll_completion().is_none());
         e.handle(good(itt, 100, 12)).unwrap();
@@ -941,7 +1141,11 @@ mod tests {
     #[test]
     fn phase_collapsed_status_with_underflow_trims_data() {
         let mut e = engine(Limits::default());
-        let itt = e.submit(Request::Scsi { lun: 0, cdb: cdb::inquiry(None, 255), attr: TaskAttr::Simple });
+        let itt = e.submit(Request::Scsi {
+            lun: 0,
+            cdb: cdb::inquiry(None, 255),
+            attr: TaskAttr::Simple,
+        });
         drain(&mut e);
         let h = DataIn {
             final_: true,
@@ -955,7 +1159,8 @@ mod tests {
             max_cmd_sn: 12,
             ..Default::default()
         };
-        e.handle(pdu(Header::DataIn(h), Bytes::from(vec![1u8; 36]))).unwrap();
+        e.handle(pdu(Header::DataIn(h), Bytes::from(vec![1u8; 36])))
+            .unwrap();
         match e.poll_completion().unwrap().1.unwrap() {
             Outcome::Scsi(o) => {
                 assert_eq!(o.data.len(), 36);
@@ -971,8 +1176,15 @@ mod tests {
         let mut e = engine(Limits::default());
         let itt = e.submit(read_req(1));
         drain(&mut e);
-        let h = DataIn { itt, buffer_offset: 256, ..Default::default() };
-        assert!(matches!(e.handle(pdu(Header::DataIn(h), Bytes::from(vec![0u8; 512]))), Err(Error::Protocol(_))));
+        let h = DataIn {
+            itt,
+            buffer_offset: 256,
+            ..Default::default()
+        };
+        assert!(matches!(
+            e.handle(pdu(Header::DataIn(h), Bytes::from(vec![0u8; 512]))),
+            Err(Error::Protocol(_))
+        ));
     }
 
     #[test]
@@ -981,9 +1193,18 @@ mod tests {
         let itt = e.submit(read_req(1));
         drain(&mut e);
         let sense = Sense::new(Asc::SCSI_BUS_RESET_OCCURRED).to_fixed();
-        let h = ScsiResponse { status: status::CHECK_CONDITION, itt, stat_sn: 100, max_cmd_sn: 12, ..Default::default() };
-        e.handle(pdu(Header::ScsiResponse(h), pdu::sense_segment(&sense))).unwrap();
-        let Outcome::Scsi(o) = e.poll_completion().unwrap().1.unwrap() else { panic!() };
+        let h = ScsiResponse {
+            status: status::CHECK_CONDITION,
+            itt,
+            stat_sn: 100,
+            max_cmd_sn: 12,
+            ..Default::default()
+        };
+        e.handle(pdu(Header::ScsiResponse(h), pdu::sense_segment(&sense)))
+            .unwrap();
+        let Outcome::Scsi(o) = e.poll_completion().unwrap().1.unwrap() else {
+            panic!()
+        };
         let err = o.into_result().unwrap_err();
         assert!(err.is_unit_attention());
         assert_eq!(err.sense().unwrap().key, SenseKey::UnitAttention);
@@ -991,8 +1212,17 @@ mod tests {
 
     #[test]
     fn reservation_conflict_and_busy_are_their_own_errors() {
-        let o = |s| ScsiOutcome { status: s, sense_data: Bytes::new(), sense: None, data: Bytes::new(), residual: 0 };
-        assert!(matches!(o(0x18).into_result(), Err(Error::ReservationConflict)));
+        let o = |s| ScsiOutcome {
+            status: s,
+            sense_data: Bytes::new(),
+            sense: None,
+            data: Bytes::new(),
+            residual: 0,
+        };
+        assert!(matches!(
+            o(0x18).into_result(),
+            Err(Error::ReservationConflict)
+        ));
         assert!(matches!(o(0x08).into_result(), Err(Error::Busy)));
         assert!(matches!(o(0x28).into_result(), Err(Error::TaskSetFull)));
         assert!(matches!(o(0x40).into_result(), Err(Error::TaskAborted)));
@@ -1000,15 +1230,25 @@ mod tests {
 
     #[test]
     fn immediate_data_only_when_initial_r2t_is_yes() {
-        let lim = Limits { max_xmit_data_segment_length: 8192, first_burst_length: 65536, ..Limits::default() };
+        let lim = Limits {
+            max_xmit_data_segment_length: 8192,
+            first_burst_length: 65536,
+            ..Limits::default()
+        };
         let mut e = engine(lim);
         e.submit(write_req(20480));
         let sent = drain(&mut e);
         assert_eq!(sent.len(), 1);
-        let Header::ScsiCommand(h) = &sent[0].header else { panic!() };
+        let Header::ScsiCommand(h) = &sent[0].header else {
+            panic!()
+        };
         assert!(h.final_ && h.write);
         assert_eq!(h.expected_data_transfer_length, 20480);
-        assert_eq!(sent[0].data.len(), 8192, "immediate data is capped by MaxRecvDataSegmentLength");
+        assert_eq!(
+            sent[0].data.len(),
+            8192,
+            "immediate data is capped by MaxRecvDataSegmentLength"
+        );
     }
 
     #[test]
@@ -1025,7 +1265,9 @@ mod tests {
         let sent = drain(&mut e);
         // Command with 4096 immediate bytes, then Data-Out for 4096..16384.
         assert_eq!(sent.len(), 4);
-        let Header::ScsiCommand(c) = &sent[0].header else { panic!() };
+        let Header::ScsiCommand(c) = &sent[0].header else {
+            panic!()
+        };
         assert!(!c.final_, "F=0: unsolicited Data-Out follows");
         let outs: Vec<&DataOut> = sent[1..]
             .iter()
@@ -1034,8 +1276,14 @@ mod tests {
                 _ => panic!(),
             })
             .collect();
-        assert_eq!(outs.iter().map(|d| d.buffer_offset).collect::<Vec<_>>(), vec![4096, 8192, 12288]);
-        assert_eq!(outs.iter().map(|d| d.data_sn).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(
+            outs.iter().map(|d| d.buffer_offset).collect::<Vec<_>>(),
+            vec![4096, 8192, 12288]
+        );
+        assert_eq!(
+            outs.iter().map(|d| d.data_sn).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
         assert!(outs.iter().all(|d| d.ttt == NO_TAG && d.itt == itt));
         assert!(outs[2].final_ && !outs[0].final_);
         assert_eq!(sent[3].data[0], (12288 % 256) as u8);
@@ -1076,8 +1324,14 @@ mod tests {
                 _ => panic!(),
             })
             .collect();
-        assert_eq!((d[0].buffer_offset, d[0].data_sn, d[0].final_, d[0].ttt), (4096, 0, false, 0x77));
-        assert_eq!((d[1].buffer_offset, d[1].data_sn, d[1].final_), (12288, 1, true));
+        assert_eq!(
+            (d[0].buffer_offset, d[0].data_sn, d[0].final_, d[0].ttt),
+            (4096, 0, false, 0x77)
+        );
+        assert_eq!(
+            (d[1].buffer_offset, d[1].data_sn, d[1].final_),
+            (12288, 1, true)
+        );
         assert_eq!(outs[0].data.len(), 8192);
         assert_eq!(outs[0].data[0], (4096 % 256) as u8);
         assert_eq!(d[0].lun, 1 << 48);
@@ -1088,20 +1342,44 @@ mod tests {
         let mut e = engine(Limits::default());
         let itt = e.submit(write_req(1024));
         drain(&mut e);
-        let r2t = R2t { itt, buffer_offset: 512, desired_data_transfer_length: 1024, ..Default::default() };
-        assert!(matches!(e.handle(pdu(Header::R2t(r2t), Bytes::new())), Err(Error::Protocol(_))));
+        let r2t = R2t {
+            itt,
+            buffer_offset: 512,
+            desired_data_transfer_length: 1024,
+            ..Default::default()
+        };
+        assert!(matches!(
+            e.handle(pdu(Header::R2t(r2t), Bytes::new())),
+            Err(Error::Protocol(_))
+        ));
     }
 
     #[test]
     fn target_nop_in_is_answered_without_advancing_cmdsn() {
         let mut e = engine(Limits::default());
-        let h = NopIn { lun: 0, itt: NO_TAG, ttt: 0x1234, stat_sn: 100, exp_cmd_sn: 10, max_cmd_sn: 11 };
+        let h = NopIn {
+            lun: 0,
+            itt: NO_TAG,
+            ttt: 0x1234,
+            stat_sn: 100,
+            exp_cmd_sn: 10,
+            max_cmd_sn: 11,
+        };
         e.handle(pdu(Header::NopIn(h), Bytes::new())).unwrap();
         let out = drain(&mut e);
-        let Header::NopOut(n) = &out[0].header else { panic!() };
-        assert_eq!((n.itt, n.ttt, n.cmd_sn, n.immediate), (NO_TAG, 0x1234, 10, true));
+        let Header::NopOut(n) = &out[0].header else {
+            panic!()
+        };
+        assert_eq!(
+            (n.itt, n.ttt, n.cmd_sn, n.immediate),
+            (NO_TAG, 0x1234, 10, true)
+        );
         assert_eq!(e.seq_numbers().cmd_sn, 10);
-        assert_eq!(e.seq_numbers().exp_stat_sn, 100, "a target ping does not advance StatSN");
+        assert_eq!(
+            e.seq_numbers().exp_stat_sn,
+            100,
+            "a target ping does not advance StatSN"
+        );
     }
 
     #[test]
@@ -1111,30 +1389,62 @@ mod tests {
         let out = drain(&mut e);
         assert_eq!(out[0].header.opcode(), opcode::NOP_OUT);
         assert!(out[0].header.immediate());
-        let h = NopIn { itt, ttt: NO_TAG, stat_sn: 100, exp_cmd_sn: 10, max_cmd_sn: 11, ..Default::default() };
+        let h = NopIn {
+            itt,
+            ttt: NO_TAG,
+            stat_sn: 100,
+            exp_cmd_sn: 10,
+            max_cmd_sn: 11,
+            ..Default::default()
+        };
         e.handle(pdu(Header::NopIn(h), Bytes::new())).unwrap();
         assert!(matches!(e.poll_completion(), Some((i, Ok(Outcome::Pong(_)))) if i == itt));
     }
 
     #[test]
     fn lun_reset_ends_that_luns_commands_as_aborted() {
-        let mut e = engine(Limits { ..Limits::default() });
+        let mut e = engine(Limits {
+            ..Limits::default()
+        });
         e.update_window(10, 20);
         let on_lun0 = e.submit(read_req(1));
         let on_lun1 = e.submit(write_req(512));
-        let reset = e.submit(Request::TaskMgmt { function: tmf::LOGICAL_UNIT_RESET, lun: 0, referenced: None, ref_cmd_sn: None });
+        let reset = e.submit(Request::TaskMgmt {
+            function: tmf::LOGICAL_UNIT_RESET,
+            lun: 0,
+            referenced: None,
+            ref_cmd_sn: None,
+        });
         let out = drain(&mut e);
-        let Some(Header::TaskMgmtRequest(t)) = out.iter().map(|p| p.header.clone()).find(|h| h.opcode() == 2)
+        let Some(Header::TaskMgmtRequest(t)) = out
+            .iter()
+            .map(|p| p.header.clone())
+            .find(|h| h.opcode() == 2)
         else {
             panic!()
         };
         assert!(t.immediate);
-        let resp = TaskMgmtResponse { response: 0, itt: reset, stat_sn: 100, exp_cmd_sn: 12, max_cmd_sn: 20 };
-        e.handle(pdu(Header::TaskMgmtResponse(resp), Bytes::new())).unwrap();
-        let done: Vec<(u32, Result<Outcome, Error>)> = std::iter::from_fn(|| e.poll_completion()).collect();
-        assert!(done.iter().any(|(i, r)| *i == on_lun0 && matches!(r, Err(Error::Aborted))));
-        assert!(done.iter().any(|(i, r)| *i == reset && matches!(r, Ok(Outcome::TaskMgmt(0)))));
-        assert!(!done.iter().any(|(i, _)| *i == on_lun1), "LUN 1's write is not affected");
+        let resp = TaskMgmtResponse {
+            response: 0,
+            itt: reset,
+            stat_sn: 100,
+            exp_cmd_sn: 12,
+            max_cmd_sn: 20,
+        };
+        e.handle(pdu(Header::TaskMgmtResponse(resp), Bytes::new()))
+            .unwrap();
+        let done: Vec<(u32, Result<Outcome, Error>)> =
+            std::iter::from_fn(|| e.poll_completion()).collect();
+        assert!(done
+            .iter()
+            .any(|(i, r)| *i == on_lun0 && matches!(r, Err(Error::Aborted))));
+        assert!(done
+            .iter()
+            .any(|(i, r)| *i == reset && matches!(r, Ok(Outcome::TaskMgmt(0)))));
+        assert!(
+            !done.iter().any(|(i, _)| *i == on_lun1),
+            "LUN 1's write is not affected"
+        );
         assert_eq!(e.outstanding(), 1);
     }
 
@@ -1143,12 +1453,29 @@ mod tests {
         let mut e = engine(Limits::default());
         let victim = e.submit(read_req(1));
         drain(&mut e);
-        let abort = e.submit(Request::TaskMgmt { function: tmf::ABORT_TASK, lun: 0, referenced: Some(victim), ref_cmd_sn: None });
+        let abort = e.submit(Request::TaskMgmt {
+            function: tmf::ABORT_TASK,
+            lun: 0,
+            referenced: Some(victim),
+            ref_cmd_sn: None,
+        });
         let out = drain(&mut e);
-        let Header::TaskMgmtRequest(t) = &out[0].header else { panic!() };
-        assert_eq!((t.referenced_task_tag, t.ref_cmd_sn, t.cmd_sn), (victim, 10, 11));
-        let resp = TaskMgmtResponse { response: 0, itt: abort, stat_sn: 100, exp_cmd_sn: 11, max_cmd_sn: 12 };
-        e.handle(pdu(Header::TaskMgmtResponse(resp), Bytes::new())).unwrap();
+        let Header::TaskMgmtRequest(t) = &out[0].header else {
+            panic!()
+        };
+        assert_eq!(
+            (t.referenced_task_tag, t.ref_cmd_sn, t.cmd_sn),
+            (victim, 10, 11)
+        );
+        let resp = TaskMgmtResponse {
+            response: 0,
+            itt: abort,
+            stat_sn: 100,
+            exp_cmd_sn: 11,
+            max_cmd_sn: 12,
+        };
+        e.handle(pdu(Header::TaskMgmtResponse(resp), Bytes::new()))
+            .unwrap();
         assert!(matches!(e.poll_completion(), Some((i, Err(Error::Aborted))) if i == victim));
     }
 
@@ -1158,15 +1485,26 @@ mod tests {
         let itt = e.submit(read_req(1));
         let out = drain(&mut e);
         let bhs = out[0].header.encode_bhs(0, 0);
-        let rej = Reject { reason: 0x09, stat_sn: 100, exp_cmd_sn: 11, max_cmd_sn: 12, data_sn_or_r2t_sn: 0 };
-        e.handle(pdu(Header::Reject(rej), Bytes::copy_from_slice(&bhs))).unwrap();
-        assert!(matches!(e.poll_completion(), Some((i, Err(Error::Rejected { reason: 9 }))) if i == itt));
+        let rej = Reject {
+            reason: 0x09,
+            stat_sn: 100,
+            exp_cmd_sn: 11,
+            max_cmd_sn: 12,
+            data_sn_or_r2t_sn: 0,
+        };
+        e.handle(pdu(Header::Reject(rej), Bytes::copy_from_slice(&bhs)))
+            .unwrap();
+        assert!(
+            matches!(e.poll_completion(), Some((i, Err(Error::Rejected { reason: 9 }))) if i == itt)
+        );
     }
 
     #[test]
     fn text_response_continuation_is_requested_and_joined() {
         let mut e = engine(Limits::default());
-        let itt = e.submit(Request::Text { data: Bytes::from_static(b"SendTargets=All\0") });
+        let itt = e.submit(Request::Text {
+            data: Bytes::from_static(b"SendTargets=All\0"),
+        });
         let out = drain(&mut e);
         assert_eq!(out[0].data.as_ref(), b"SendTargets=All\0");
         let part = TextResponse {
@@ -1179,14 +1517,33 @@ mod tests {
             max_cmd_sn: 12,
             ..Default::default()
         };
-        e.handle(pdu(Header::TextResponse(part), Bytes::from_static(b"TargetName=iqn.a\0TargetAdd"))).unwrap();
+        e.handle(pdu(
+            Header::TextResponse(part),
+            Bytes::from_static(b"TargetName=iqn.a\0TargetAdd"),
+        ))
+        .unwrap();
         let cont = drain(&mut e);
-        let Header::TextRequest(t) = &cont[0].header else { panic!() };
+        let Header::TextRequest(t) = &cont[0].header else {
+            panic!()
+        };
         assert_eq!((t.itt, t.ttt, t.cmd_sn), (itt, 9, 11));
         assert!(cont[0].data.is_empty());
-        let last = TextResponse { final_: true, itt, ttt: NO_TAG, stat_sn: 101, max_cmd_sn: 12, ..Default::default() };
-        e.handle(pdu(Header::TextResponse(last), Bytes::from_static(b"ress=1.2.3.4:3260,1\0"))).unwrap();
-        let Some((_, Ok(Outcome::Text(t)))) = e.poll_completion() else { panic!() };
+        let last = TextResponse {
+            final_: true,
+            itt,
+            ttt: NO_TAG,
+            stat_sn: 101,
+            max_cmd_sn: 12,
+            ..Default::default()
+        };
+        e.handle(pdu(
+            Header::TextResponse(last),
+            Bytes::from_static(b"ress=1.2.3.4:3260,1\0"),
+        ))
+        .unwrap();
+        let Some((_, Ok(Outcome::Text(t)))) = e.poll_completion() else {
+            panic!()
+        };
         assert_eq!(&t[..], b"TargetName=iqn.a\0TargetAddress=1.2.3.4:3260,1\0");
     }
 
@@ -1200,11 +1557,24 @@ mod tests {
         drain(&mut e);
         e.handle(good(second, 100, 40)).unwrap();
         // Partial data for the third, then the connection dies.
-        let h = DataIn { itt: third, buffer_offset: 0, ..Default::default() };
-        e.handle(pdu(Header::DataIn(h), Bytes::from(vec![9u8; 512]))).unwrap();
+        let h = DataIn {
+            itt: third,
+            buffer_offset: 0,
+            ..Default::default()
+        };
+        e.handle(pdu(Header::DataIn(h), Bytes::from(vec![9u8; 512])))
+            .unwrap();
         e.connection_lost();
         assert!(e.poll_transmit().is_none());
-        e.resume(Limits::default(), SeqNumbers { cmd_sn: 1, exp_cmd_sn: 1, max_cmd_sn: 8, exp_stat_sn: 5 });
+        e.resume(
+            Limits::default(),
+            SeqNumbers {
+                cmd_sn: 1,
+                exp_cmd_sn: 1,
+                max_cmd_sn: 8,
+                exp_stat_sn: 5,
+            },
+        );
         let replay = drain(&mut e);
         let got: Vec<(u32, u32, u32)> = replay
             .iter()
@@ -1217,7 +1587,9 @@ mod tests {
         // The replayed read gets fresh data: the old partial Data-In is gone.
         e.handle(good(third, 5, 8)).unwrap();
         let _ = e.poll_completion(); // the second's GOOD from before
-        let Some((i, Ok(Outcome::Scsi(o)))) = e.poll_completion() else { panic!() };
+        let Some((i, Ok(Outcome::Scsi(o)))) = e.poll_completion() else {
+            panic!()
+        };
         assert_eq!(i, third);
         assert!(o.data.is_empty());
     }
@@ -1225,7 +1597,12 @@ mod tests {
     #[test]
     fn cold_reset_and_logout_complete_when_the_connection_drops() {
         let mut e = engine(Limits::default());
-        let cold = e.submit(Request::TaskMgmt { function: tmf::TARGET_COLD_RESET, lun: 0, referenced: None, ref_cmd_sn: None });
+        let cold = e.submit(Request::TaskMgmt {
+            function: tmf::TARGET_COLD_RESET,
+            lun: 0,
+            referenced: None,
+            ref_cmd_sn: None,
+        });
         let read = e.submit(read_req(1));
         drain(&mut e);
         e.connection_lost();
@@ -1245,17 +1622,43 @@ mod tests {
         let lo = e.submit(Request::Logout { reason: 0 });
         let out = drain(&mut e);
         assert_eq!(out[0].header.opcode(), opcode::LOGOUT_REQUEST);
-        let r = LogoutResponse { response: 0, itt: lo, stat_sn: 100, time2wait: 2, time2retain: 20, ..Default::default() };
-        e.handle(pdu(Header::LogoutResponse(r), Bytes::new())).unwrap();
-        assert!(matches!(e.poll_completion(), Some((_, Ok(Outcome::Logout { time2retain: 20, .. })))));
+        let r = LogoutResponse {
+            response: 0,
+            itt: lo,
+            stat_sn: 100,
+            time2wait: 2,
+            time2retain: 20,
+            ..Default::default()
+        };
+        e.handle(pdu(Header::LogoutResponse(r), Bytes::new()))
+            .unwrap();
+        assert!(matches!(
+            e.poll_completion(),
+            Some((
+                _,
+                Ok(Outcome::Logout {
+                    time2retain: 20,
+                    ..
+                })
+            ))
+        ));
     }
 
     #[test]
     fn async_logout_request_becomes_an_event() {
         let mut e = engine(Limits::default());
-        let a = AsyncMessage { async_event: 1, parameter3: 5, stat_sn: 100, ..Default::default() };
-        e.handle(pdu(Header::AsyncMessage(a), Bytes::new())).unwrap();
-        assert_eq!(e.poll_event(), Some(Event::LogoutRequested { within_secs: 5 }));
+        let a = AsyncMessage {
+            async_event: 1,
+            parameter3: 5,
+            stat_sn: 100,
+            ..Default::default()
+        };
+        e.handle(pdu(Header::AsyncMessage(a), Bytes::new()))
+            .unwrap();
+        assert_eq!(
+            e.poll_event(),
+            Some(Event::LogoutRequested { within_secs: 5 })
+        );
         assert_eq!(e.seq_numbers().exp_stat_sn, 101);
     }
 
@@ -1264,7 +1667,13 @@ mod tests {
         let mut e = engine(Limits::default());
         let itt = e.submit(read_req(1));
         drain(&mut e);
-        assert_eq!(e.cancel(itt), Some(Cancelled { lun: 0, cmd_sn: Some(10) }));
+        assert_eq!(
+            e.cancel(itt),
+            Some(Cancelled {
+                lun: 0,
+                cmd_sn: Some(10)
+            })
+        );
         e.handle(good(itt, 100, 12)).unwrap();
         assert!(e.poll_completion().is_none());
     }

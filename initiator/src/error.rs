@@ -22,7 +22,11 @@ pub enum Error {
 
     /// The target answered the login with a non-zero status class (RFC 7143 §11.13.5).
     #[error("login refused: {message} (status class {class:#04x}, detail {detail:#04x})")]
-    LoginRefused { class: u8, detail: u8, message: &'static str },
+    LoginRefused {
+        class: u8,
+        detail: u8,
+        message: &'static str,
+    },
 
     /// CHAP failed on our side: the target offered no method we accept, or
     /// failed mutual authentication (RFC 7143 §12.1.3).
@@ -79,7 +83,10 @@ pub enum Error {
 
     /// A task management function was not carried out (RFC 7143 §11.6.1).
     #[error("task management function {function} answered {}", tmf_response_name(*response))]
-    TaskManagement { function: &'static str, response: u8 },
+    TaskManagement {
+        function: &'static str,
+        response: u8,
+    },
 
     /// The command was aborted by our own ABORT TASK or by a reset we sent.
     #[error("command aborted")]
@@ -109,7 +116,8 @@ impl Error {
 
     /// Whether this is a CHECK CONDITION with sense key UNIT ATTENTION.
     pub fn is_unit_attention(&self) -> bool {
-        self.sense().is_some_and(|s| s.key == SenseKey::UnitAttention)
+        self.sense()
+            .is_some_and(|s| s.key == SenseKey::UnitAttention)
     }
 
     /// Whether this is RESERVATION CONFLICT.
@@ -202,10 +210,15 @@ mod tests {
 
     #[test]
     fn unit_attention_is_recognised_from_sense() {
-        let e = Error::CheckCondition { sense: Some(Sense::new(Asc::SCSI_BUS_RESET_OCCURRED)) };
+        let e = Error::CheckCondition {
+            sense: Some(Sense::new(Asc::SCSI_BUS_RESET_OCCURRED)),
+        };
         assert!(e.is_unit_attention());
         assert!(!e.is_transport());
-        assert_eq!(e.to_string(), "CHECK CONDITION: UNIT ATTENTION 29/02 SCSI BUS RESET OCCURRED");
+        assert_eq!(
+            e.to_string(),
+            "CHECK CONDITION: UNIT ATTENTION 29/02 SCSI BUS RESET OCCURRED"
+        );
         assert!(!Error::CheckCondition { sense: None }.is_unit_attention());
     }
 
@@ -214,7 +227,11 @@ mod tests {
         assert!(Error::ReservationConflict.is_reservation_conflict());
         assert!(Error::SessionLost("x".into()).is_transport());
         assert_eq!(
-            Error::TaskManagement { function: "TARGET COLD RESET", response: 5 }.to_string(),
+            Error::TaskManagement {
+                function: "TARGET COLD RESET",
+                response: 5
+            }
+            .to_string(),
             "task management function TARGET COLD RESET answered task management function not supported"
         );
     }

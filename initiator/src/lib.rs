@@ -40,7 +40,9 @@ pub mod scsi;
 pub mod session;
 pub mod url;
 
-pub use config::{ChapCredentials, DigestPreference, Isid, Proposal, SessionConfig, DEFAULT_INITIATOR_NAME};
+pub use config::{
+    ChapCredentials, DigestPreference, Isid, Proposal, SessionConfig, DEFAULT_INITIATOR_NAME,
+};
 pub use discovery::{send_targets, DiscoveredTarget};
 pub use disk::Disk;
 pub use engine::{Event, Outcome, Request, ScsiOutcome, TaskAttr};

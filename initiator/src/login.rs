@@ -17,7 +17,8 @@
 
 use busrig_proto::chap::{self, ChapInitiator, MutualChap};
 use busrig_proto::negotiation::{
-    AuthMethod, DigestType, InitiatorConfig, InitiatorNegotiator, NegotiationError, SessionParams, SessionType, Stage,
+    AuthMethod, DigestType, InitiatorConfig, InitiatorNegotiator, NegotiationError, SessionParams,
+    SessionType, Stage,
 };
 use busrig_proto::pdu::{Header, LoginRequest, LoginResponse, Pdu};
 use busrig_proto::text::{TextAccumulator, TextPairs};
@@ -63,7 +64,10 @@ fn digests(p: DigestPreference) -> Vec<DigestType> {
 }
 
 fn clamp_len(v: u32) -> u32 {
-    v.clamp(busrig_proto::negotiation::MIN_DATA_LENGTH, busrig_proto::negotiation::MAX_DATA_LENGTH)
+    v.clamp(
+        busrig_proto::negotiation::MIN_DATA_LENGTH,
+        busrig_proto::negotiation::MAX_DATA_LENGTH,
+    )
 }
 
 fn neg_error(e: NegotiationError) -> Error {
@@ -101,7 +105,11 @@ impl Login {
         let mut ic = InitiatorConfig::new(cfg.initiator_name.clone());
         ic.initiator_alias = cfg.initiator_alias.clone();
         ic.target_name = target.map(str::to_string);
-        ic.session_type = if target.is_some() { SessionType::Normal } else { SessionType::Discovery };
+        ic.session_type = if target.is_some() {
+            SessionType::Normal
+        } else {
+            SessionType::Discovery
+        };
         let p = &cfg.proposal;
         ic.header_digests = digests(p.header_digest);
         ic.data_digests = digests(p.data_digest);
@@ -134,9 +142,16 @@ impl Login {
                 if challenge == [0; 16] {
                     challenge[0] = 1;
                 }
-                MutualChap { target: chap::ChapCredentials::new(m.user.clone(), &m.secret), id: rand::random(), challenge }
+                MutualChap {
+                    target: chap::ChapCredentials::new(m.user.clone(), &m.secret),
+                    id: rand::random(),
+                    challenge,
+                }
             });
-            neg.set_chap(ChapInitiator::new(chap::ChapCredentials::new(c.user.clone(), &c.secret), mutual));
+            neg.set_chap(ChapInitiator::new(
+                chap::ChapCredentials::new(c.user.clone(), &c.secret),
+                mutual,
+            ));
         }
         Login {
             neg,
@@ -164,7 +179,10 @@ impl Login {
         }
         let data = keys.to_bytes();
         if data.len() > MAX_LOGIN_SEGMENT {
-            return Err(Error::Negotiation(format!("login text of {} bytes does not fit one PDU", data.len())));
+            return Err(Error::Negotiation(format!(
+                "login text of {} bytes does not fit one PDU",
+                data.len()
+            )));
         }
         let hdr = LoginRequest {
             transit,
@@ -182,7 +200,11 @@ impl Login {
             cmd_sn: self.cmd_sn,
             exp_stat_sn: self.exp_stat_sn,
         };
-        Ok(Pdu { header: Header::LoginRequest(hdr), ahs: Bytes::new(), data: Bytes::from(data) })
+        Ok(Pdu {
+            header: Header::LoginRequest(hdr),
+            ahs: Bytes::new(),
+            data: Bytes::from(data),
+        })
     }
 
     /// The first Login Request: security stage with names, SessionType and
@@ -196,7 +218,10 @@ impl Login {
     /// Takes one PDU received during login.
     pub fn on_pdu(&mut self, pdu: Pdu) -> Result<LoginStep, Error> {
         let Header::LoginResponse(h) = pdu.header else {
-            return Err(Error::Protocol(format!("opcode {:#04x} during login", pdu.header.opcode())));
+            return Err(Error::Protocol(format!(
+                "opcode {:#04x} during login",
+                pdu.header.opcode()
+            )));
         };
         self.on_response(h, &pdu.data)
     }
@@ -206,17 +231,23 @@ impl Login {
         if self.round_trips > MAX_ROUND_TRIPS {
             return Err(Error::Protocol("login did not finish".into()));
         }
-        if h.itt != self.itt || h.isid != self.isid {
-            return Err(Error::Protocol("login response for another login (ITT or ISID differ)".into()));
-        }
         self.exp_stat_sn = h.stat_sn.wrapping_add(1);
+        // A refusal is reported whatever else the response says: tgtd, for
+        // one, zeroes the ISID in its authentication-failure response.
         if h.status_class != 0 {
             let keys = TextPairs::parse_allow_repeats(data).unwrap_or_default();
             if h.status_class == 1 {
                 if let Some(addr) = keys.get("TargetAddress") {
                     // "host:port,tag": the portal group tag is not needed to connect.
-                    let address = addr.rsplit_once(',').map(|(a, _)| a).unwrap_or(addr).to_string();
-                    return Ok(LoginStep::Redirect { address, permanent: h.status_detail == 0x02 });
+                    let address = addr
+                        .rsplit_once(',')
+                        .map(|(a, _)| a)
+                        .unwrap_or(addr)
+                        .to_string();
+                    return Ok(LoginStep::Redirect {
+                        address,
+                        permanent: h.status_detail == 0x02,
+                    });
                 }
             }
             return Err(Error::LoginRefused {
@@ -225,13 +256,26 @@ impl Login {
                 message: login_status_name(h.status_class, h.status_detail),
             });
         }
-        let csg = Stage::from_code(h.csg).ok_or_else(|| Error::Protocol(format!("login response CSG {}", h.csg)))?;
+        if h.itt != self.itt || h.isid != self.isid {
+            return Err(Error::Protocol(
+                "login response for another login (ITT or ISID differ)".into(),
+            ));
+        }
+        let csg = Stage::from_code(h.csg)
+            .ok_or_else(|| Error::Protocol(format!("login response CSG {}", h.csg)))?;
         if csg != self.csg {
-            return Err(Error::Protocol(format!("login response in stage {:?}, we are in {:?}", csg, self.csg)));
+            return Err(Error::Protocol(format!(
+                "login response in stage {:?}, we are in {:?}",
+                csg, self.csg
+            )));
         }
         // RFC 7143 §11.13.3: a response with C=1 is followed, after an empty
         // request from us, by the rest of the text.
-        let Some(keys) = self.accum.push(data, h.continue_).map_err(|e| Error::Negotiation(e.to_string()))? else {
+        let Some(keys) = self
+            .accum
+            .push(data, h.continue_)
+            .map_err(|e| Error::Negotiation(e.to_string()))?
+        else {
             return self.request(TextPairs::new(), false).map(LoginStep::Send);
         };
         let had_chap_r = keys.contains_key("CHAP_R");
@@ -241,15 +285,19 @@ impl Login {
             self.mutual_verified = true;
         }
         if h.transit {
-            let next = Stage::from_code(h.nsg).ok_or_else(|| Error::Protocol(format!("login response NSG {}", h.nsg)))?;
+            let next = Stage::from_code(h.nsg)
+                .ok_or_else(|| Error::Protocol(format!("login response NSG {}", h.nsg)))?;
             if csg == Stage::Security && self.wants_mutual && !self.mutual_verified {
                 return Err(Error::Authentication(
-                    "the target left the security stage without answering our CHAP challenge".into(),
+                    "the target left the security stage without answering our CHAP challenge"
+                        .into(),
                 ));
             }
             if next == Stage::FullFeature {
                 if !out.is_empty() {
-                    return Err(Error::Protocol("target ended the login while keys were still to be answered".into()));
+                    return Err(Error::Protocol(
+                        "target ended the login while keys were still to be answered".into(),
+                    ));
                 }
                 let params = self.neg.params().clone();
                 if params.error_recovery_level != 0 || params.max_connections != 1 {
@@ -290,11 +338,17 @@ mod tests {
 
     /// Drives a login against proto's target negotiator, playing the
     /// target's PDU fields by hand.
-    fn run(cfg: &SessionConfig, mut target: TargetNegotiator, tamper: impl Fn(&mut TextPairs)) -> Result<LoggedIn, Error> {
+    fn run(
+        cfg: &SessionConfig,
+        mut target: TargetNegotiator,
+        tamper: impl Fn(&mut TextPairs),
+    ) -> Result<LoggedIn, Error> {
         let mut login = Login::new(cfg, Some(TARGET), 1);
         let mut req = login.start()?;
         for stat_sn in 0..20u32 {
-            let Header::LoginRequest(h) = req.header.clone() else { panic!() };
+            let Header::LoginRequest(h) = req.header.clone() else {
+                panic!()
+            };
             assert_eq!(h.isid, cfg.isid.bytes());
             assert_eq!(h.tsih, 0);
             assert_eq!(h.cmd_sn, 1);
@@ -304,9 +358,17 @@ mod tests {
                 Ok(k) => k,
                 Err(e) => {
                     let (class, detail) = e.login_status();
-                    let r = LoginResponse { status_class: class, status_detail: detail, isid: h.isid, ..Default::default() };
-                    let step =
-                        login.on_pdu(Pdu { header: Header::LoginResponse(r), ahs: Bytes::new(), data: Bytes::new() })?;
+                    let r = LoginResponse {
+                        status_class: class,
+                        status_detail: detail,
+                        isid: h.isid,
+                        ..Default::default()
+                    };
+                    let step = login.on_pdu(Pdu {
+                        header: Header::LoginResponse(r),
+                        ahs: Bytes::new(),
+                        data: Bytes::new(),
+                    })?;
                     panic!("login went on after a refusal: {step:?}");
                 }
             };
@@ -325,7 +387,11 @@ mod tests {
                 ..Default::default()
             };
             let data = Bytes::from(resp_keys.to_bytes());
-            match login.on_pdu(Pdu { header: Header::LoginResponse(r), ahs: Bytes::new(), data })? {
+            match login.on_pdu(Pdu {
+                header: Header::LoginResponse(r),
+                ahs: Bytes::new(),
+                data,
+            })? {
                 LoginStep::Send(p) => req = p,
                 LoginStep::Done(d) => return Ok(d),
                 LoginStep::Redirect { .. } => panic!(),
@@ -340,7 +406,15 @@ mod tests {
         cfg.proposal.header_digest = DigestPreference::PreferCrc32c;
         let done = run(&cfg, TargetNegotiator::new(TargetLimits::default()), |_| {}).unwrap();
         assert_eq!(done.tsih, 7);
-        assert_eq!(done.sn, SeqNumbers { cmd_sn: 1, exp_cmd_sn: 1, max_cmd_sn: 32, exp_stat_sn: done.sn.exp_stat_sn });
+        assert_eq!(
+            done.sn,
+            SeqNumbers {
+                cmd_sn: 1,
+                exp_cmd_sn: 1,
+                max_cmd_sn: 32,
+                exp_stat_sn: done.sn.exp_stat_sn
+            }
+        );
         assert_eq!(done.params.header_digest, DigestType::Crc32c);
         assert_eq!(done.params.data_digest, DigestType::None);
         assert_eq!(done.params.peer_max_recv_data_segment_length, 262_144);
@@ -348,7 +422,10 @@ mod tests {
     }
 
     fn chap_target(mutual: bool) -> TargetNegotiator {
-        let limits = TargetLimits { auth_methods: vec![AuthMethod::Chap], ..TargetLimits::default() };
+        let limits = TargetLimits {
+            auth_methods: vec![AuthMethod::Chap],
+            ..TargetLimits::default()
+        };
         let mut t = TargetNegotiator::new(limits);
         let ini = PChap::new("node1", "node1-secret-123");
         let config = if mutual {
@@ -370,37 +447,69 @@ mod tests {
 
     #[test]
     fn one_way_chap_logs_in() {
-        let done = run(&chap_cfg("node1-secret-123", None), chap_target(false), |_| {}).unwrap();
+        let done = run(
+            &chap_cfg("node1-secret-123", None),
+            chap_target(false),
+            |_| {},
+        )
+        .unwrap();
         assert_eq!(done.params.auth_method, AuthMethod::Chap);
     }
 
     #[test]
     fn wrong_chap_secret_is_refused_by_the_target() {
-        let err = run(&chap_cfg("wrong-secret-000", None), chap_target(false), |_| {}).unwrap_err();
-        assert!(matches!(err, Error::LoginRefused { class: 2, detail: 1, .. }), "{err}");
+        let err = run(
+            &chap_cfg("wrong-secret-000", None),
+            chap_target(false),
+            |_| {},
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::LoginRefused {
+                    class: 2,
+                    detail: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
     fn mutual_chap_verifies_the_target() {
-        let done =
-            run(&chap_cfg("node1-secret-123", Some(("bus0", "bus0-secret-4567"))), chap_target(true), |_| {}).unwrap();
+        let done = run(
+            &chap_cfg("node1-secret-123", Some(("bus0", "bus0-secret-4567"))),
+            chap_target(true),
+            |_| {},
+        )
+        .unwrap();
         assert_eq!(done.params.auth_method, AuthMethod::Chap);
     }
 
     #[test]
     fn mutual_chap_with_a_target_that_knows_another_secret_fails() {
-        let err = run(&chap_cfg("node1-secret-123", Some(("bus0", "not-the-secret"))), chap_target(true), |_| {})
-            .unwrap_err();
+        let err = run(
+            &chap_cfg("node1-secret-123", Some(("bus0", "not-the-secret"))),
+            chap_target(true),
+            |_| {},
+        )
+        .unwrap_err();
         assert!(matches!(err, Error::Authentication(_)), "{err}");
     }
 
     #[test]
     fn mutual_chap_with_a_target_that_does_not_answer_fails() {
         // The target ignores our challenge (its CHAP_N/CHAP_R are dropped).
-        let err = run(&chap_cfg("node1-secret-123", Some(("bus0", "bus0-secret-4567"))), chap_target(true), |k| {
-            k.remove("CHAP_N");
-            k.remove("CHAP_R");
-        })
+        let err = run(
+            &chap_cfg("node1-secret-123", Some(("bus0", "bus0-secret-4567"))),
+            chap_target(true),
+            |k| {
+                k.remove("CHAP_N");
+                k.remove("CHAP_R");
+            },
+        )
         .unwrap_err();
         assert!(matches!(err, Error::Authentication(_)), "{err}");
     }
@@ -408,7 +517,17 @@ mod tests {
     #[test]
     fn target_demanding_chap_from_an_initiator_without_credentials() {
         let err = run(&SessionConfig::default(), chap_target(false), |_| {}).unwrap_err();
-        assert!(matches!(err, Error::LoginRefused { class: 2, detail: 1, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::LoginRefused {
+                    class: 2,
+                    detail: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -416,9 +535,21 @@ mod tests {
         let cfg = SessionConfig::default();
         let mut login = Login::new(&cfg, Some(TARGET), 1);
         login.start().unwrap();
-        let r = LoginResponse { status_class: 1, status_detail: 1, isid: cfg.isid.bytes(), ..Default::default() };
+        let r = LoginResponse {
+            status_class: 1,
+            status_detail: 1,
+            isid: cfg.isid.bytes(),
+            ..Default::default()
+        };
         let data = Bytes::from_static(b"TargetAddress=10.1.1.1:3261,1\0");
-        match login.on_pdu(Pdu { header: Header::LoginResponse(r), ahs: Bytes::new(), data }).unwrap() {
+        match login
+            .on_pdu(Pdu {
+                header: Header::LoginResponse(r),
+                ahs: Bytes::new(),
+                data,
+            })
+            .unwrap()
+        {
             LoginStep::Redirect { address, permanent } => {
                 assert_eq!(address, "10.1.1.1:3261");
                 assert!(!permanent);
@@ -432,12 +563,22 @@ mod tests {
         let cfg = SessionConfig::default();
         let mut login = Login::new(&cfg, Some(TARGET), 1);
         login.start().unwrap();
-        let r = LoginResponse { continue_: true, isid: cfg.isid.bytes(), ..Default::default() };
+        let r = LoginResponse {
+            continue_: true,
+            isid: cfg.isid.bytes(),
+            ..Default::default()
+        };
         let step = login
-            .on_pdu(Pdu { header: Header::LoginResponse(r), ahs: Bytes::new(), data: Bytes::from_static(b"AuthMeth") })
+            .on_pdu(Pdu {
+                header: Header::LoginResponse(r),
+                ahs: Bytes::new(),
+                data: Bytes::from_static(b"AuthMeth"),
+            })
             .unwrap();
         let LoginStep::Send(p) = step else { panic!() };
-        let Header::LoginRequest(h) = p.header else { panic!() };
+        let Header::LoginRequest(h) = p.header else {
+            panic!()
+        };
         assert!(!h.transit && p.data.is_empty());
     }
 
@@ -447,7 +588,9 @@ mod tests {
         // after the response to the challenge.
         let mut i = ChapInitiator::new(PChap::new("a", "secret-secret"), None);
         i.start();
-        let ch: TextPairs = [("CHAP_A", "5"), ("CHAP_I", "1"), ("CHAP_C", "0x0102")].into_iter().collect();
+        let ch: TextPairs = [("CHAP_A", "5"), ("CHAP_I", "1"), ("CHAP_C", "0x0102")]
+            .into_iter()
+            .collect();
         assert!(matches!(i.step(&ch).unwrap(), ChapStep::Done(_)));
     }
 }

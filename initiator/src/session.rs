@@ -109,6 +109,9 @@ fn wire(p: &SessionParams) -> WireConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Phase {
     Up,
+    /// Our Logout Request is out: the target will close the connection,
+    /// and that is no reason to recover.
+    LoggingOut,
     Recovering,
     Lost(String),
     Closed,
@@ -189,7 +192,9 @@ impl Shared {
         let r = st.engine.handle(p);
         st.flush();
         if std::mem::take(&mut st.reinstate) {
-            return Err(Error::Protocol("the target asked us to log out; reinstating the session".into()));
+            return Err(Error::Protocol(
+                "the target asked us to log out; reinstating the session".into(),
+            ));
         }
         r
     }
@@ -204,7 +209,10 @@ impl Shared {
         }
         st.idle_strikes += 1;
         if st.idle_strikes >= 2 {
-            return Err(Error::Timeout { what: "NOP-Out ping", after: interval });
+            return Err(Error::Timeout {
+                what: "NOP-Out ping",
+                after: interval,
+            });
         }
         st.engine.submit(Request::Ping);
         st.flush();
@@ -235,12 +243,17 @@ impl Shared {
         st.phase = Phase::Recovering;
         let wait = Duration::from_secs(st.info.default_time2wait as u64);
         let me = self.clone();
-        st.recovery = Some(tokio::spawn(async move { me.recover(err.to_string(), wait).await }));
+        st.recovery = Some(tokio::spawn(async move {
+            me.recover(err.to_string(), wait).await
+        }));
     }
 
     /// Dials, follows redirections and logs in; returns the logged-in
     /// stream with any bytes read past the login.
-    async fn establish(&self, cmd_sn: u32) -> Result<(tokio::net::TcpStream, BytesMut, LoggedIn, String), Error> {
+    async fn establish(
+        &self,
+        cmd_sn: u32,
+    ) -> Result<(tokio::net::TcpStream, BytesMut, LoggedIn, String), Error> {
         let cfg = &self.config;
         let mut addr = self.portal.lock().expect("portal lock").clone();
         let deadline = cfg.login_timeout;
@@ -258,18 +271,40 @@ impl Shared {
                         }
                         addr = address;
                     }
-                    LoginStep::Send(_) => unreachable!("connection::login returns only final steps"),
+                    LoginStep::Send(_) => {
+                        unreachable!("connection::login returns only final steps")
+                    }
                 }
             }
-            Err(Error::Protocol(format!("more than {MAX_REDIRECTS} login redirections")))
+            Err(Error::Protocol(format!(
+                "more than {MAX_REDIRECTS} login redirections"
+            )))
         };
-        tokio::time::timeout(deadline, attempt).await.map_err(|_| Error::Timeout { what: "login", after: deadline })?
+        tokio::time::timeout(deadline, attempt)
+            .await
+            .map_err(|_| Error::Timeout {
+                what: "login",
+                after: deadline,
+            })?
     }
 
-    fn install(self: &Arc<Self>, st: &mut State, stream: tokio::net::TcpStream, buf: BytesMut, l: &LoggedIn) {
+    fn install(
+        self: &Arc<Self>,
+        st: &mut State,
+        stream: tokio::net::TcpStream,
+        buf: BytesMut,
+        l: &LoggedIn,
+    ) {
         st.generation += 1;
         st.idle_strikes = 0;
-        let c = connection::spawn(stream, buf, wire(&l.params), self.clone(), st.generation, self.config.nop_interval);
+        let c = connection::spawn(
+            stream,
+            buf,
+            wire(&l.params),
+            self.clone(),
+            st.generation,
+            self.config.nop_interval,
+        );
         st.conn = Some(c);
     }
 
@@ -291,7 +326,11 @@ impl Shared {
                     self.install(&mut st, stream, buf, &l);
                     st.engine.resume(limits(&l.params), l.sn);
                     st.phase = Phase::Up;
-                    tracing::info!(outstanding = st.engine.outstanding(), reconnects, "iSCSI session reinstated");
+                    tracing::info!(
+                        outstanding = st.engine.outstanding(),
+                        reconnects,
+                        "iSCSI session reinstated"
+                    );
                     st.flush();
                     return;
                 }
@@ -312,7 +351,9 @@ impl Shared {
             }
             tokio::time::sleep(Duration::from_secs(1).min(deadline - now)).await;
         }
-        let msg = format!("connection lost ({cause}) and could not log in again within {limit:?}: {last}");
+        let msg = format!(
+            "connection lost ({cause}) and could not log in again within {limit:?}: {last}"
+        );
         tracing::error!("{msg}");
         let mut st = self.lock();
         if st.phase == Phase::Recovering {
@@ -356,6 +397,8 @@ pub struct PendingTask {
     rx: oneshot::Receiver<Result<Outcome, Error>>,
     session: Session,
     limit: Duration,
+    /// The time limit counts from submission, not from the first poll.
+    deadline: Instant,
 }
 
 impl PendingTask {
@@ -364,13 +407,16 @@ impl PendingTask {
         self.itt
     }
 
-    /// Waits for the answer within the command timeout. On timeout the
+    /// Waits for the answer until the command timeout (counted from
+    /// [`Session::start`]) runs out. On timeout the
     /// task is forgotten and an ABORT TASK is sent for it (SAM-5 §7.2) so
     /// the target does not keep running it.
     pub async fn wait(self) -> Result<Outcome, Error> {
-        match tokio::time::timeout(self.limit, self.rx).await {
+        match tokio::time::timeout_at(self.deadline, self.rx).await {
             Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(Error::SessionLost("the session ended before the answer".into())),
+            Ok(Err(_)) => Err(Error::SessionLost(
+                "the session ended before the answer".into(),
+            )),
             Err(_) => {
                 let mut st = self.session.shared.lock();
                 st.waiters.remove(&self.itt);
@@ -385,7 +431,10 @@ impl PendingTask {
                         st.flush();
                     }
                 }
-                Err(Error::Timeout { what: "command", after: self.limit })
+                Err(Error::Timeout {
+                    what: "command",
+                    after: self.limit,
+                })
             }
         }
     }
@@ -400,7 +449,9 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("info", &self.info()).finish()
+        f.debug_struct("Session")
+            .field("info", &self.info())
+            .finish()
     }
 }
 
@@ -412,13 +463,27 @@ impl Session {
             .target
             .clone()
             .ok_or_else(|| Error::InvalidRequest("the URL names no target".into()))?;
-        Session::connect(&url.portal.socket_addr_string(), Some(&target), config.with_url(url)).await
+        Session::connect(
+            &url.portal.socket_addr_string(),
+            Some(&target),
+            config.with_url(url),
+        )
+        .await
     }
 
     /// Logs in to `portal` (`host:port`): a normal session with `target`,
     /// or a discovery session with `None`.
-    pub async fn connect(portal: &str, target: Option<&str>, config: SessionConfig) -> Result<Session, Error> {
-        let initial = crate::engine::SeqNumbers { cmd_sn: 1, exp_cmd_sn: 1, max_cmd_sn: 1, exp_stat_sn: 0 };
+    pub async fn connect(
+        portal: &str,
+        target: Option<&str>,
+        config: SessionConfig,
+    ) -> Result<Session, Error> {
+        let initial = crate::engine::SeqNumbers {
+            cmd_sn: 1,
+            exp_cmd_sn: 1,
+            max_cmd_sn: 1,
+            exp_stat_sn: 0,
+        };
         let info = SessionInfo {
             initiator_name: config.initiator_name.clone(),
             isid: config.isid.to_string(),
@@ -465,7 +530,10 @@ impl Session {
             shared.install(&mut st, stream, buf, &l);
         }
         tracing::debug!(portal = %addr, ?target, "iSCSI login complete");
-        Ok(Session { _guard: Arc::new(CloseGuard(shared.clone())), shared })
+        Ok(Session {
+            _guard: Arc::new(CloseGuard(shared.clone())),
+            shared,
+        })
     }
 
     /// What was negotiated.
@@ -502,29 +570,54 @@ impl Session {
         match &st.phase {
             Phase::Up | Phase::Recovering => {}
             Phase::Lost(m) => return Err(Error::SessionLost(m.clone())),
-            Phase::Closed => return Err(Error::SessionLost("session closed".into())),
+            Phase::LoggingOut | Phase::Closed => {
+                return Err(Error::SessionLost("session closed".into()))
+            }
+        }
+        if matches!(req, Request::Logout { .. }) && st.phase == Phase::Up {
+            // Set before the request can reach the wire: the target closes
+            // the connection right after its Logout Response.
+            st.phase = Phase::LoggingOut;
         }
         let itt = st.engine.submit(req);
         st.waiters.insert(itt, tx);
         st.flush();
-        Ok(PendingTask { itt, lun, rx, session: self.clone(), limit })
+        Ok(PendingTask {
+            itt,
+            lun,
+            rx,
+            session: self.clone(),
+            limit,
+            deadline: Instant::now() + limit,
+        })
     }
 
     /// Runs a request with the configured command timeout.
     pub async fn request(&self, req: Request) -> Result<Outcome, Error> {
-        self.start(req, self.shared.config.command_timeout)?.wait().await
+        self.start(req, self.shared.config.command_timeout)?
+            .wait()
+            .await
     }
 
     /// Starts a SCSI command (simple task attribute) and returns its handle.
     pub fn start_command(&self, lun: u64, cdb: Cdb) -> Result<PendingTask, Error> {
-        self.start(Request::Scsi { lun, cdb, attr: TaskAttr::Simple }, self.shared.config.command_timeout)
+        self.start(
+            Request::Scsi {
+                lun,
+                cdb,
+                attr: TaskAttr::Simple,
+            },
+            self.shared.config.command_timeout,
+        )
     }
 
     /// Runs a SCSI command and returns its full outcome, whatever the status.
     pub async fn command(&self, lun: u64, cdb: Cdb) -> Result<ScsiOutcome, Error> {
         match self.start_command(lun, cdb)?.wait().await? {
             Outcome::Scsi(o) => Ok(o),
-            other => Err(Error::Protocol(format!("SCSI command answered with {other:?}"))),
+            other => Err(Error::Protocol(format!(
+                "SCSI command answered with {other:?}"
+            ))),
         }
     }
 
@@ -535,7 +628,12 @@ impl Session {
 
     /// Runs a task management function; anything but "function complete"
     /// is an error (RFC 7143 §11.6.1).
-    pub async fn task_management(&self, function: u8, lun: u64, referenced: Option<u32>) -> Result<(), Error> {
+    pub async fn task_management(
+        &self,
+        function: u8,
+        lun: u64,
+        referenced: Option<u32>,
+    ) -> Result<(), Error> {
         let name = match function {
             tmf::ABORT_TASK => "ABORT TASK",
             tmf::ABORT_TASK_SET => "ABORT TASK SET",
@@ -546,9 +644,20 @@ impl Session {
             tmf::TARGET_COLD_RESET => "TARGET COLD RESET",
             _ => "task management function",
         };
-        match self.request(Request::TaskMgmt { function, lun, referenced, ref_cmd_sn: None }).await? {
+        match self
+            .request(Request::TaskMgmt {
+                function,
+                lun,
+                referenced,
+                ref_cmd_sn: None,
+            })
+            .await?
+        {
             Outcome::TaskMgmt(tmf::RESP_COMPLETE) => Ok(()),
-            Outcome::TaskMgmt(response) => Err(Error::TaskManagement { function: name, response }),
+            Outcome::TaskMgmt(response) => Err(Error::TaskManagement {
+                function: name,
+                response,
+            }),
             other => Err(Error::Protocol(format!("{name} answered with {other:?}"))),
         }
     }
@@ -569,7 +678,9 @@ impl Session {
     pub async fn text(&self, data: Bytes) -> Result<Bytes, Error> {
         match self.request(Request::Text { data }).await? {
             Outcome::Text(t) => Ok(t),
-            other => Err(Error::Protocol(format!("text request answered with {other:?}"))),
+            other => Err(Error::Protocol(format!(
+                "text request answered with {other:?}"
+            ))),
         }
     }
 
@@ -579,11 +690,15 @@ impl Session {
     pub async fn logout(&self) -> Result<(), Error> {
         let up = self.is_up();
         let r = if up {
-            match self.start(Request::Logout { reason: 0 }, self.shared.config.login_timeout)?.wait().await {
+            let pending = self.start(
+                Request::Logout { reason: 0 },
+                self.shared.config.login_timeout,
+            )?;
+            match pending.wait().await {
                 Ok(Outcome::Logout { response: 0, .. }) => Ok(()),
-                Ok(Outcome::Logout { response, .. }) => {
-                    Err(Error::Protocol(format!("logout answered with response {response}")))
-                }
+                Ok(Outcome::Logout { response, .. }) => Err(Error::Protocol(format!(
+                    "logout answered with response {response}"
+                ))),
                 Ok(other) => Err(Error::Protocol(format!("logout answered with {other:?}"))),
                 Err(e) => Err(e),
             }
@@ -600,7 +715,10 @@ impl Session {
         let generation = self.shared.lock().generation;
         self.shared.connection_failed(
             generation,
-            Error::Io(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "connection dropped on request")),
+            Error::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "connection dropped on request",
+            )),
         );
     }
 }

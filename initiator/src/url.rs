@@ -39,7 +39,9 @@ pub enum UrlError {
     #[error("bad port in iSCSI URL: {0:?}")]
     Port(String),
     /// A full URL lacks `/target-iqn/lun`.
-    #[error("an iSCSI URL names a target and a LUN: iscsi://[user%secret@]host[:port]/target-iqn/lun")]
+    #[error(
+        "an iSCSI URL names a target and a LUN: iscsi://[user%secret@]host[:port]/target-iqn/lun"
+    )]
     MissingTarget,
     /// The LUN is not a decimal number below 16384 (flat space addressing).
     #[error("bad LUN in iSCSI URL: {0:?} (a decimal number below 16384)")]
@@ -69,10 +71,15 @@ impl Portal {
     /// Parses `host[:port]` or `[v6]:port`, defaulting the port to 3260.
     pub fn parse(s: &str) -> Result<Portal, UrlError> {
         let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-            let (h, tail) = rest.split_once(']').ok_or_else(|| UrlError::Host(s.to_string()))?;
+            let (h, tail) = rest
+                .split_once(']')
+                .ok_or_else(|| UrlError::Host(s.to_string()))?;
             let port = match tail {
                 "" => None,
-                t => Some(t.strip_prefix(':').ok_or_else(|| UrlError::Host(s.to_string()))?),
+                t => Some(
+                    t.strip_prefix(':')
+                        .ok_or_else(|| UrlError::Host(s.to_string()))?,
+                ),
             };
             (h, port)
         } else if s.matches(':').count() > 1 {
@@ -94,7 +101,10 @@ impl Portal {
                 _ => return Err(UrlError::Port(p.to_string())),
             },
         };
-        Ok(Portal { host: host.to_string(), port })
+        Ok(Portal {
+            host: host.to_string(),
+            port,
+        })
     }
 }
 
@@ -138,7 +148,9 @@ impl IscsiUrl {
 
     /// Parses a portal URL or a full URL (the target and LUN are optional).
     pub fn parse_any(s: &str) -> Result<IscsiUrl, UrlError> {
-        let rest = s.strip_prefix("iscsi://").ok_or_else(|| UrlError::Scheme(s.to_string()))?;
+        let rest = s
+            .strip_prefix("iscsi://")
+            .ok_or_else(|| UrlError::Scheme(s.to_string()))?;
         let (rest, query) = match rest.split_once('?') {
             Some((r, q)) => (r, Some(q)),
             None => (rest, None),
@@ -152,7 +164,10 @@ impl IscsiUrl {
         let chap = match userinfo {
             None => None,
             Some(ui) => {
-                let (user, secret) = ui.split_once('%').or_else(|| ui.split_once(':')).unwrap_or((ui, ""));
+                let (user, secret) = ui
+                    .split_once('%')
+                    .or_else(|| ui.split_once(':'))
+                    .unwrap_or((ui, ""));
                 // libiscsi ignores credentials unless both halves are present.
                 (!user.is_empty() && !secret.is_empty()).then(|| ChapCredentials::new(user, secret))
             }
@@ -169,13 +184,29 @@ impl IscsiUrl {
                 if t.is_empty() {
                     return Err(UrlError::MissingTarget);
                 }
-                let lun = l.parse::<u16>().ok().filter(|v| *v < 0x4000).ok_or_else(|| UrlError::Lun(l.to_string()))?;
+                let lun = l
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|v| *v < 0x4000)
+                    .ok_or_else(|| UrlError::Lun(l.to_string()))?;
                 (Some(percent_decode(t)), Some(lun))
             }
         };
-        let mut url = IscsiUrl { portal, target, lun, chap, mutual_chap: None, header_digest: None, data_digest: None };
+        let mut url = IscsiUrl {
+            portal,
+            target,
+            lun,
+            chap,
+            mutual_chap: None,
+            header_digest: None,
+            data_digest: None,
+        };
         let (mut tuser, mut tpass) = (None, None);
-        for kv in query.into_iter().flat_map(|q| q.split('&')).filter(|kv| !kv.is_empty()) {
+        for kv in query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .filter(|kv| !kv.is_empty())
+        {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
             match k {
                 "target_user" => tuser = Some(percent_decode(v)),
@@ -201,7 +232,11 @@ impl IscsiUrl {
 
     /// The same URL without target and LUN (for discovery).
     pub fn portal_url(&self) -> IscsiUrl {
-        IscsiUrl { target: None, lun: None, ..self.clone() }
+        IscsiUrl {
+            target: None,
+            lun: None,
+            ..self.clone()
+        }
     }
 
     fn render(&self, redact: bool) -> String {
@@ -222,7 +257,14 @@ impl IscsiUrl {
         let mut q = Vec::new();
         if let Some(m) = &self.mutual_chap {
             q.push(format!("target_user={}", percent_encode(&m.user)));
-            q.push(format!("target_password={}", if redact { "***".to_string() } else { percent_encode(&m.secret) }));
+            q.push(format!(
+                "target_password={}",
+                if redact {
+                    "***".to_string()
+                } else {
+                    percent_encode(&m.secret)
+                }
+            ));
         }
         if let Some(d) = self.header_digest {
             q.push(format!("header_digest={}", d.url_value()));
@@ -281,7 +323,9 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' && i + 2 < b.len() {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+            let hex = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
             if let Some(v) = hex {
                 out.push(v);
                 i += 3;
@@ -300,7 +344,9 @@ fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
-            '%' | '/' | '?' | '&' | '@' | '#' | ' ' | '=' => out.push_str(&format!("%{:02X}", c as u32)),
+            '%' | '/' | '?' | '&' | '@' | '#' | ' ' | '=' => {
+                out.push_str(&format!("%{:02X}", c as u32))
+            }
             _ => out.push(c),
         }
     }
@@ -313,15 +359,28 @@ mod tests {
 
     #[test]
     fn full_url_with_chap_and_port() {
-        let u = IscsiUrl::parse("iscsi://alice%s3cret@10.0.0.1:3261/iqn.2026-11.io.busrig:bus0/2").unwrap();
-        assert_eq!(u.portal, Portal { host: "10.0.0.1".into(), port: 3261 });
+        let u = IscsiUrl::parse("iscsi://alice%s3cret@10.0.0.1:3261/iqn.2026-11.io.busrig:bus0/2")
+            .unwrap();
+        assert_eq!(
+            u.portal,
+            Portal {
+                host: "10.0.0.1".into(),
+                port: 3261
+            }
+        );
         assert_eq!(u.target.as_deref(), Some("iqn.2026-11.io.busrig:bus0"));
         assert_eq!(u.lun, Some(2));
         let c = u.chap.clone().unwrap();
         assert_eq!((c.user.as_str(), c.secret.as_str()), ("alice", "s3cret"));
         assert!(u.mutual_chap.is_none());
-        assert_eq!(u.to_string(), "iscsi://alice%s3cret@10.0.0.1:3261/iqn.2026-11.io.busrig:bus0/2");
-        assert_eq!(u.redacted(), "iscsi://alice%***@10.0.0.1:3261/iqn.2026-11.io.busrig:bus0/2");
+        assert_eq!(
+            u.to_string(),
+            "iscsi://alice%s3cret@10.0.0.1:3261/iqn.2026-11.io.busrig:bus0/2"
+        );
+        assert_eq!(
+            u.redacted(),
+            "iscsi://alice%***@10.0.0.1:3261/iqn.2026-11.io.busrig:bus0/2"
+        );
         assert!(!format!("{u:?}").contains("s3cret"));
     }
 
@@ -377,20 +436,47 @@ mod tests {
     fn portal_url_for_discovery() {
         let u = IscsiUrl::parse_any("iscsi://127.0.0.1:3260").unwrap();
         assert!(u.target.is_none() && u.lun.is_none());
-        assert_eq!(IscsiUrl::parse_any("iscsi://127.0.0.1/").unwrap().target, None);
-        assert_eq!(IscsiUrl::parse("iscsi://127.0.0.1:3260"), Err(UrlError::MissingTarget));
+        assert_eq!(
+            IscsiUrl::parse_any("iscsi://127.0.0.1/").unwrap().target,
+            None
+        );
+        assert_eq!(
+            IscsiUrl::parse("iscsi://127.0.0.1:3260"),
+            Err(UrlError::MissingTarget)
+        );
     }
 
     #[test]
     fn rejects_malformed() {
-        assert!(matches!(IscsiUrl::parse("http://h/t/0"), Err(UrlError::Scheme(_))));
-        assert!(matches!(IscsiUrl::parse("iscsi://h:0/t/0"), Err(UrlError::Port(_))));
-        assert!(matches!(IscsiUrl::parse("iscsi://h:x/t/0"), Err(UrlError::Port(_))));
-        assert!(matches!(IscsiUrl::parse("iscsi://h/t/abc"), Err(UrlError::Lun(_))));
-        assert!(matches!(IscsiUrl::parse("iscsi://h/t/16384"), Err(UrlError::Lun(_))));
+        assert!(matches!(
+            IscsiUrl::parse("http://h/t/0"),
+            Err(UrlError::Scheme(_))
+        ));
+        assert!(matches!(
+            IscsiUrl::parse("iscsi://h:0/t/0"),
+            Err(UrlError::Port(_))
+        ));
+        assert!(matches!(
+            IscsiUrl::parse("iscsi://h:x/t/0"),
+            Err(UrlError::Port(_))
+        ));
+        assert!(matches!(
+            IscsiUrl::parse("iscsi://h/t/abc"),
+            Err(UrlError::Lun(_))
+        ));
+        assert!(matches!(
+            IscsiUrl::parse("iscsi://h/t/16384"),
+            Err(UrlError::Lun(_))
+        ));
         assert_eq!(IscsiUrl::parse("iscsi://h/t"), Err(UrlError::MissingTarget));
-        assert!(matches!(IscsiUrl::parse("iscsi:///t/0"), Err(UrlError::Host(_))));
-        assert!(matches!(IscsiUrl::parse("iscsi://h/t/0?bogus=1"), Err(UrlError::Query(_))));
+        assert!(matches!(
+            IscsiUrl::parse("iscsi:///t/0"),
+            Err(UrlError::Host(_))
+        ));
+        assert!(matches!(
+            IscsiUrl::parse("iscsi://h/t/0?bogus=1"),
+            Err(UrlError::Query(_))
+        ));
     }
 
     #[test]
@@ -401,7 +487,10 @@ mod tests {
         }
         let c: Cfg = serde_json::from_str(r#"{"disk":"iscsi://u%p@h:1/iqn.t/3"}"#).unwrap();
         assert_eq!(c.disk.lun, Some(3));
-        assert_eq!(serde_json::to_string(&c).unwrap(), r#"{"disk":"iscsi://u%p@h:1/iqn.t/3"}"#);
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"{"disk":"iscsi://u%p@h:1/iqn.t/3"}"#
+        );
         assert!(serde_json::from_str::<Cfg>(r#"{"disk":"nfs://x"}"#).is_err());
     }
 }

@@ -21,6 +21,7 @@
 //! size = "64MiB"             # or an integer number of bytes
 //! block_size = 512           # 512 or 4096
 //! read_only = false
+//! write_cache = "page-cache" # or "volatile": unflushed writes die in a power-cycle fault
 //!
 //! [iscsi]                    # optional tunables, all have defaults
 //! queue_depth = 128
@@ -187,6 +188,9 @@ pub struct LunConfig {
     /// Unit serial number (VPD page 0x80); generated when absent.
     #[serde(default)]
     pub serial: Option<String>,
+    /// `page-cache` (default) or `volatile`.
+    #[serde(default)]
+    pub write_cache: Option<String>,
 }
 
 fn default_block_size() -> u32 {
@@ -288,6 +292,7 @@ pub struct LunDef {
     pub block_size: u32,
     pub read_only: bool,
     pub serial: String,
+    pub write_cache: crate::lu::WriteCache,
 }
 
 /// A validated target.
@@ -308,7 +313,10 @@ impl TargetDef {
     /// compare case-insensitively (RFC 7143 §4.2.7.1 normalises them).
     pub fn admits(&self, initiator: &str) -> bool {
         self.allowed_initiators.is_empty()
-            || self.allowed_initiators.iter().any(|a| a.eq_ignore_ascii_case(initiator))
+            || self
+                .allowed_initiators
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(initiator))
     }
 }
 
@@ -332,8 +340,10 @@ impl Config {
 
     /// Reads and parses a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Config::parse(&text, &path.display().to_string())
     }
 
@@ -358,9 +368,16 @@ impl Config {
                 return Err(invalid(format!("bus {}: duplicate bus name", b.name)));
             }
             if b.max_initiators == Some(0) {
-                return Err(invalid(format!("bus {}: max_initiators must be at least 1, got 0", b.name)));
+                return Err(invalid(format!(
+                    "bus {}: max_initiators must be at least 1, got 0",
+                    b.name
+                )));
             }
-            buses.push(BusSpec { name: b.name.clone(), topology: b.topology, max_initiators: b.max_initiators });
+            buses.push(BusSpec {
+                name: b.name.clone(),
+                topology: b.topology,
+                max_initiators: b.max_initiators,
+            });
         }
 
         if self.targets.is_empty() {
@@ -372,14 +389,17 @@ impl Config {
         let mut all_paths: HashMap<PathBuf, String> = HashMap::new();
         for (ti, t) in self.targets.iter().enumerate() {
             let name = t.name.trim().to_ascii_lowercase();
-            check_iscsi_name(&name).map_err(|why| invalid(format!("target {}: name {why}", ti + 1)))?;
+            check_iscsi_name(&name)
+                .map_err(|why| invalid(format!("target {}: name {why}", ti + 1)))?;
             if !target_names.insert(name.clone()) {
                 return Err(invalid(format!("target {name}: duplicate target name")));
             }
             let bus = match &t.bus {
-                Some(b) => *bus_index
-                    .get(b)
-                    .ok_or_else(|| invalid(format!("target {name}: bus {b:?} is not declared in any [[bus]]")))?,
+                Some(b) => *bus_index.get(b).ok_or_else(|| {
+                    invalid(format!(
+                        "target {name}: bus {b:?} is not declared in any [[bus]]"
+                    ))
+                })?,
                 None => match buses.len() {
                     // No bus declared at all: one default fc-fabric bus.
                     0 => {
@@ -404,13 +424,16 @@ impl Config {
             if tpgt == 0 {
                 // RFC 7143 §13.9: TargetPortalGroupTag is 1..65535 in practice;
                 // open-iscsi and libiscsi treat 0 as "not given".
-                return Err(invalid(format!("target {name}: tpgt must be 1..=65535, got 0")));
+                return Err(invalid(format!(
+                    "target {name}: tpgt must be 1..=65535, got 0"
+                )));
             }
             let mut acl = Vec::new();
             for (ai, a) in t.allowed_initiators.iter().enumerate() {
                 let a = a.trim().to_ascii_lowercase();
-                check_iscsi_name(&a)
-                    .map_err(|why| invalid(format!("target {name}: allowed_initiators[{ai}] {why}")))?;
+                check_iscsi_name(&a).map_err(|why| {
+                    invalid(format!("target {name}: allowed_initiators[{ai}] {why}"))
+                })?;
                 acl.push(a);
             }
             let chap = match &t.chap {
@@ -418,16 +441,22 @@ impl Config {
                 Some(c) => Some(validate_chap(&name, c)?),
             };
             if t.luns.is_empty() {
-                return Err(invalid(format!("target {name}: declares no [[target.lun]]")));
+                return Err(invalid(format!(
+                    "target {name}: declares no [[target.lun]]"
+                )));
             }
             let mut luns = Vec::new();
             let mut ids = HashSet::new();
             for l in &t.luns {
                 let lun = validate_lun(&name, l, data_dir)?;
                 if !ids.insert(lun.id) {
-                    return Err(invalid(format!("lun {} of target {name}: duplicate LUN id", lun.id)));
+                    return Err(invalid(format!(
+                        "lun {} of target {name}: duplicate LUN id",
+                        lun.id
+                    )));
                 }
-                if let Some(other) = all_paths.insert(lun.path.clone(), format!("lun {} of target {name}", lun.id))
+                if let Some(other) =
+                    all_paths.insert(lun.path.clone(), format!("lun {} of target {name}", lun.id))
                 {
                     return Err(invalid(format!(
                         "lun {} of target {name}: path {} is already used by {other}",
@@ -438,15 +467,30 @@ impl Config {
                 luns.push(lun);
             }
             luns.sort_by_key(|l| l.id);
-            targets.push(TargetDef { name, bus, tpgt, allowed_initiators: acl, chap, luns });
+            targets.push(TargetDef {
+                name,
+                bus,
+                tpgt,
+                allowed_initiators: acl,
+                chap,
+                luns,
+            });
         }
-        Ok(ValidConfig { buses, targets, iscsi, data_dir: data_dir.to_path_buf() })
+        Ok(ValidConfig {
+            buses,
+            targets,
+            iscsi,
+            data_dir: data_dir.to_path_buf(),
+        })
     }
 }
 
 fn validate_tuning(t: &IscsiTuning) -> Result<IscsiTuning, ConfigError> {
     if !(1..=65536).contains(&t.queue_depth) {
-        return Err(invalid(format!("iscsi.queue_depth must be 1..=65536, got {}", t.queue_depth)));
+        return Err(invalid(format!(
+            "iscsi.queue_depth must be 1..=65536, got {}",
+            t.queue_depth
+        )));
     }
     // RFC 7143 §13.12: MaxRecvDataSegmentLength is 512..2^24-1.
     if !(512..=16_777_215).contains(&t.max_recv_data_segment_length) {
@@ -457,7 +501,10 @@ fn validate_tuning(t: &IscsiTuning) -> Result<IscsiTuning, ConfigError> {
     }
     // RFC 7143 §13.13/§13.14: 512..2^24-1, and FirstBurstLength <= MaxBurstLength.
     if !(512..=16_777_215).contains(&t.max_burst_length) {
-        return Err(invalid(format!("iscsi.max_burst_length must be 512..=16777215, got {}", t.max_burst_length)));
+        return Err(invalid(format!(
+            "iscsi.max_burst_length must be 512..=16777215, got {}",
+            t.max_burst_length
+        )));
     }
     if !(512..=t.max_burst_length).contains(&t.first_burst_length) {
         return Err(invalid(format!(
@@ -472,7 +519,9 @@ fn validate_tuning(t: &IscsiTuning) -> Result<IscsiTuning, ConfigError> {
         )));
     }
     if t.nop_interval_secs > 0 && t.nop_timeout_secs == 0 {
-        return Err(invalid("iscsi.nop_timeout_secs must be at least 1 when nop_interval_secs is set"));
+        return Err(invalid(
+            "iscsi.nop_timeout_secs must be at least 1 when nop_interval_secs is set",
+        ));
     }
     Ok(t.clone())
 }
@@ -487,37 +536,63 @@ fn validate_chap(target: &str, c: &ChapConfig) -> Result<ChapSpec, ConfigError> 
     }
     // RFC 7143 §12.1.3 caps CHAP binary values at 1024 bytes.
     if c.secret.len() > 1024 {
-        return Err(invalid(format!("{ctx}.secret must be at most 1024 bytes, got {}", c.secret.len())));
+        return Err(invalid(format!(
+            "{ctx}.secret must be at most 1024 bytes, got {}",
+            c.secret.len()
+        )));
     }
     let mutual = match (&c.mutual_user, &c.mutual_secret) {
         (None, None) => None,
-        (Some(_), None) => return Err(invalid(format!("{ctx}.mutual_secret is required with mutual_user"))),
-        (None, Some(_)) => return Err(invalid(format!("{ctx}.mutual_user is required with mutual_secret"))),
+        (Some(_), None) => {
+            return Err(invalid(format!(
+                "{ctx}.mutual_secret is required with mutual_user"
+            )))
+        }
+        (None, Some(_)) => {
+            return Err(invalid(format!(
+                "{ctx}.mutual_user is required with mutual_secret"
+            )))
+        }
         (Some(u), Some(s)) => {
             if u.is_empty() {
                 return Err(invalid(format!("{ctx}.mutual_user must not be empty")));
             }
             if s.is_empty() || s.len() > 1024 {
-                return Err(invalid(format!("{ctx}.mutual_secret must be 1..=1024 bytes, got {}", s.len())));
+                return Err(invalid(format!(
+                    "{ctx}.mutual_secret must be 1..=1024 bytes, got {}",
+                    s.len()
+                )));
             }
             // RFC 7143 §12.1.3: a secret used to authenticate initiators must
             // not also authenticate the target, or a reflection attack works.
             if s == &c.secret {
-                return Err(invalid(format!("{ctx}.mutual_secret must differ from chap.secret")));
+                return Err(invalid(format!(
+                    "{ctx}.mutual_secret must differ from chap.secret"
+                )));
             }
             Some((u.clone(), s.as_bytes().to_vec()))
         }
     };
-    Ok(ChapSpec { user: c.user.clone(), secret: c.secret.as_bytes().to_vec(), mutual })
+    Ok(ChapSpec {
+        user: c.user.clone(),
+        secret: c.secret.as_bytes().to_vec(),
+        mutual,
+    })
 }
 
 fn validate_lun(target: &str, l: &LunConfig, data_dir: &Path) -> Result<LunDef, ConfigError> {
     let ctx = format!("lun {} of target {target}", l.id);
     if l.id > MAX_LUN_ID {
-        return Err(invalid(format!("{ctx}: id must be 0..={MAX_LUN_ID}, got {}", l.id)));
+        return Err(invalid(format!(
+            "{ctx}: id must be 0..={MAX_LUN_ID}, got {}",
+            l.id
+        )));
     }
     if l.block_size != 512 && l.block_size != 4096 {
-        return Err(invalid(format!("{ctx}: block_size must be 512 or 4096, got {}", l.block_size)));
+        return Err(invalid(format!(
+            "{ctx}: block_size must be 512 or 4096, got {}",
+            l.block_size
+        )));
     }
     let size_bytes = match &l.size {
         SizeValue::Bytes(b) => *b,
@@ -533,22 +608,47 @@ fn validate_lun(target: &str, l: &LunConfig, data_dir: &Path) -> Result<LunDef, 
         )));
     }
     let path = match &l.path {
-        Some(p) if p.as_os_str().is_empty() => return Err(invalid(format!("{ctx}: path must not be empty"))),
+        Some(p) if p.as_os_str().is_empty() => {
+            return Err(invalid(format!("{ctx}: path must not be empty")))
+        }
         Some(p) if p.is_absolute() => p.clone(),
         Some(p) => data_dir.join(p),
-        None => data_dir.join(format!("{}-lun{}.img", target.replace([':', '/'], "_"), l.id)),
+        None => data_dir.join(format!(
+            "{}-lun{}.img",
+            target.replace([':', '/'], "_"),
+            l.id
+        )),
     };
     let serial = match &l.serial {
         Some(s) => {
             // VPD page 0x80 carries ASCII (SPC-4 §7.8.14); keep it printable.
             if s.is_empty() || s.len() > 32 || !s.bytes().all(|b| (0x21..0x7f).contains(&b)) {
-                return Err(invalid(format!("{ctx}: serial must be 1..=32 printable ASCII characters, got {s:?}")));
+                return Err(invalid(format!(
+                    "{ctx}: serial must be 1..=32 printable ASCII characters, got {s:?}"
+                )));
             }
             s.clone()
         }
         None => default_serial(target, l.id),
     };
-    Ok(LunDef { id: l.id, path, size_bytes, block_size: l.block_size, read_only: l.read_only, serial })
+    let write_cache = match l.write_cache.as_deref() {
+        None | Some("page-cache") => crate::lu::WriteCache::PageCache,
+        Some("volatile") => crate::lu::WriteCache::Volatile,
+        Some(other) => {
+            return Err(invalid(format!(
+                "{ctx}: write_cache must be \"page-cache\" or \"volatile\", got {other:?}"
+            )))
+        }
+    };
+    Ok(LunDef {
+        id: l.id,
+        path,
+        size_bytes,
+        block_size: l.block_size,
+        read_only: l.read_only,
+        serial,
+        write_cache,
+    })
 }
 
 /// A stable serial derived from the target name and LUN, so a restarted
@@ -573,7 +673,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     if num.is_empty() {
         return Err(format!("must start with a number, got {s:?}"));
     }
-    let n: u64 = num.parse().map_err(|_| format!("number too large in {s:?}"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("number too large in {s:?}"))?;
     let mult: u64 = match unit.trim() {
         "" | "B" => 1,
         "K" | "KiB" => 1 << 10,
@@ -584,9 +686,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
         "TB" => 1_000_000_000_000,
-        other => return Err(format!("has unknown unit {other:?} in {s:?} (use B, KiB, MiB, GiB, TiB)")),
+        other => {
+            return Err(format!(
+                "has unknown unit {other:?} in {s:?} (use B, KiB, MiB, GiB, TiB)"
+            ))
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// Checks the form of an iSCSI name (RFC 7143 §4.2.7): `iqn.`, `eui.` or
@@ -596,14 +703,22 @@ pub fn check_iscsi_name(name: &str) -> Result<(), String> {
         return Err("must not be empty".into());
     }
     if name.len() > MAX_ISCSI_NAME_LEN {
-        return Err(format!("must be at most {MAX_ISCSI_NAME_LEN} bytes, got {}", name.len()));
+        return Err(format!(
+            "must be at most {MAX_ISCSI_NAME_LEN} bytes, got {}",
+            name.len()
+        ));
     }
     let lower = name.to_ascii_lowercase();
     if !(lower.starts_with("iqn.") || lower.starts_with("eui.") || lower.starts_with("naa.")) {
         return Err(format!("must start with iqn., eui. or naa., got {name:?}"));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))) {
-        return Err(format!("contains {c:?}, which is not allowed in an iSCSI name: {name:?}"));
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':')))
+    {
+        return Err(format!(
+            "contains {c:?}, which is not allowed in an iSCSI name: {name:?}"
+        ));
     }
     Ok(())
 }
@@ -613,7 +728,10 @@ mod tests {
     use super::*;
 
     fn validate(text: &str) -> Result<ValidConfig, String> {
-        Config::parse(text, "test").map_err(|e| e.to_string())?.validate(Path::new("/data")).map_err(|e| e.to_string())
+        Config::parse(text, "test")
+            .map_err(|e| e.to_string())?
+            .validate(Path::new("/data"))
+            .map_err(|e| e.to_string())
     }
 
     fn err(text: &str) -> String {
@@ -630,7 +748,9 @@ size = "1MiB"
 
     #[test]
     fn embedded_default_matches_the_interface_contract() {
-        let c = Config::embedded_default().validate(Path::new("/d")).unwrap();
+        let c = Config::embedded_default()
+            .validate(Path::new("/d"))
+            .unwrap();
         assert_eq!(c.targets.len(), 1);
         let t = &c.targets[0];
         assert_eq!(t.name, DEFAULT_TARGET_NAME);
@@ -644,10 +764,20 @@ size = "1MiB"
     #[test]
     fn minimal_target_gets_a_default_fabric_bus_and_path() {
         let c = validate(ONE).unwrap();
-        assert_eq!(c.buses, vec![BusSpec { name: "bus0".into(), topology: Topology::FcFabric, max_initiators: None }]);
+        assert_eq!(
+            c.buses,
+            vec![BusSpec {
+                name: "bus0".into(),
+                topology: Topology::FcFabric,
+                max_initiators: None
+            }]
+        );
         assert_eq!(c.targets[0].tpgt, 1);
         assert_eq!(c.targets[0].luns[0].block_size, 512);
-        assert_eq!(c.targets[0].luns[0].path, Path::new("/data/iqn.2026-11.io.busrig_t1-lun0.img"));
+        assert_eq!(
+            c.targets[0].luns[0].path,
+            Path::new("/data/iqn.2026-11.io.busrig_t1-lun0.img")
+        );
     }
 
     #[test]
@@ -692,7 +822,10 @@ queue_depth = 32
     #[test]
     fn bad_block_size_names_lun_and_target() {
         let e = err(&ONE.replace("size = \"1MiB\"", "size = \"1MiB\"\nblock_size = 1000"));
-        assert_eq!(e, "lun 0 of target iqn.2026-11.io.busrig:t1: block_size must be 512 or 4096, got 1000");
+        assert_eq!(
+            e,
+            "lun 0 of target iqn.2026-11.io.busrig:t1: block_size must be 512 or 4096, got 1000"
+        );
     }
 
     #[test]
@@ -703,8 +836,13 @@ queue_depth = 32
 
     #[test]
     fn duplicate_lun_ids_are_refused() {
-        let e = err(&format!("{ONE}[[target.lun]]\nid = 0\nsize = \"2MiB\"\npath = \"other.img\"\n"));
-        assert_eq!(e, "lun 0 of target iqn.2026-11.io.busrig:t1: duplicate LUN id");
+        let e = err(&format!(
+            "{ONE}[[target.lun]]\nid = 0\nsize = \"2MiB\"\npath = \"other.img\"\n"
+        ));
+        assert_eq!(
+            e,
+            "lun 0 of target iqn.2026-11.io.busrig:t1: duplicate LUN id"
+        );
     }
 
     #[test]
@@ -729,11 +867,20 @@ queue_depth = 32
     #[test]
     fn bad_sizes_are_refused() {
         let e = err(&ONE.replace("\"1MiB\"", "\"12 furlongs\""));
-        assert!(e.starts_with("lun 0 of target iqn.2026-11.io.busrig:t1: size has unknown unit"), "{e}");
+        assert!(
+            e.starts_with("lun 0 of target iqn.2026-11.io.busrig:t1: size has unknown unit"),
+            "{e}"
+        );
         let e = err(&ONE.replace("\"1MiB\"", "\"0\""));
-        assert_eq!(e, "lun 0 of target iqn.2026-11.io.busrig:t1: size must be greater than 0");
+        assert_eq!(
+            e,
+            "lun 0 of target iqn.2026-11.io.busrig:t1: size must be greater than 0"
+        );
         let e = err(&ONE.replace("\"1MiB\"", "1000"));
-        assert!(e.contains("size must be a multiple of block_size 512, got 1000 bytes"), "{e}");
+        assert!(
+            e.contains("size must be a multiple of block_size 512, got 1000 bytes"),
+            "{e}"
+        );
         let e = err(&ONE.replace("\"1MiB\"", "\"99999999999999999999GiB\""));
         assert!(e.contains("too large"), "{e}");
     }
@@ -751,25 +898,40 @@ queue_depth = 32
 
     #[test]
     fn unknown_bus_is_refused() {
-        let e = err(&ONE.replace("name = \"iqn.2026-11.io.busrig:t1\"", "name = \"iqn.2026-11.io.busrig:t1\"\nbus = \"nope\""));
-        assert_eq!(e, "target iqn.2026-11.io.busrig:t1: bus \"nope\" is not declared in any [[bus]]");
+        let e = err(&ONE.replace(
+            "name = \"iqn.2026-11.io.busrig:t1\"",
+            "name = \"iqn.2026-11.io.busrig:t1\"\nbus = \"nope\"",
+        ));
+        assert_eq!(
+            e,
+            "target iqn.2026-11.io.busrig:t1: bus \"nope\" is not declared in any [[bus]]"
+        );
     }
 
     #[test]
     fn bad_topology_is_refused() {
-        let e = err(&format!("[[bus]]\nname = \"b\"\ntopology = \"token-ring\"\n{ONE}"));
+        let e = err(&format!(
+            "[[bus]]\nname = \"b\"\ntopology = \"token-ring\"\n{ONE}"
+        ));
         assert!(e.contains("unknown variant `token-ring`"), "{e}");
     }
 
     #[test]
     fn several_buses_need_an_explicit_bus() {
-        let e = err(&format!("[[bus]]\nname = \"a\"\n[[bus]]\nname = \"b\"\n{ONE}"));
+        let e = err(&format!(
+            "[[bus]]\nname = \"a\"\n[[bus]]\nname = \"b\"\n{ONE}"
+        ));
         assert_eq!(e, "target iqn.2026-11.io.busrig:t1: bus must be set when the config declares several buses");
     }
 
     #[test]
     fn duplicate_bus_and_zero_max_initiators_are_refused() {
-        assert_eq!(err(&format!("[[bus]]\nname = \"a\"\n[[bus]]\nname = \"a\"\n{ONE}")), "bus a: duplicate bus name");
+        assert_eq!(
+            err(&format!(
+                "[[bus]]\nname = \"a\"\n[[bus]]\nname = \"a\"\n{ONE}"
+            )),
+            "bus a: duplicate bus name"
+        );
         assert_eq!(
             err(&format!("[[bus]]\nname = \"a\"\nmax_initiators = 0\n{ONE}")),
             "bus a: max_initiators must be at least 1, got 0"
@@ -780,26 +942,36 @@ queue_depth = 32
     fn bad_target_and_acl_names_are_refused() {
         let e = err(&ONE.replace("iqn.2026-11.io.busrig:t1", "target one"));
         assert!(e.starts_with("target 1: name must start with iqn."), "{e}");
-        let e = err(&ONE.replace("[[target.lun]]", "allowed_initiators = [\"iqn.x\", \"bob\"]\n[[target.lun]]"));
-        assert!(e.starts_with("target iqn.2026-11.io.busrig:t1: allowed_initiators[1] must start with"), "{e}");
+        let e = err(&ONE.replace(
+            "[[target.lun]]",
+            "allowed_initiators = [\"iqn.x\", \"bob\"]\n[[target.lun]]",
+        ));
+        assert!(
+            e.starts_with("target iqn.2026-11.io.busrig:t1: allowed_initiators[1] must start with"),
+            "{e}"
+        );
     }
 
     #[test]
     fn chap_rules() {
-        let with = |chap: &str| ONE.replace("[[target.lun]]", &format!("chap = {chap}\n[[target.lun]]"));
+        let with =
+            |chap: &str| ONE.replace("[[target.lun]]", &format!("chap = {chap}\n[[target.lun]]"));
         assert_eq!(
             err(&with("{ user = \"u\", secret = \"\" }")),
             "target iqn.2026-11.io.busrig:t1: chap.secret must not be empty"
         );
         assert_eq!(
-            err(&with("{ user = \"u\", secret = \"s3cretsecret\", mutual_user = \"t\" }")),
+            err(&with(
+                "{ user = \"u\", secret = \"s3cretsecret\", mutual_user = \"t\" }"
+            )),
             "target iqn.2026-11.io.busrig:t1: chap.mutual_secret is required with mutual_user"
         );
         assert_eq!(
             err(&with("{ user = \"u\", secret = \"s3cretsecret\", mutual_user = \"t\", mutual_secret = \"s3cretsecret\" }")),
             "target iqn.2026-11.io.busrig:t1: chap.mutual_secret must differ from chap.secret"
         );
-        assert!(err(&with("{ user = \"u\", secret = \"x\", pepper = 1 }")).contains("unknown field `pepper`"));
+        assert!(err(&with("{ user = \"u\", secret = \"x\", pepper = 1 }"))
+            .contains("unknown field `pepper`"));
     }
 
     #[test]
@@ -813,18 +985,25 @@ queue_depth = 32
             "target iqn.2026-11.io.busrig:t1: tpgt must be 1..=65535, got 0"
         );
         assert_eq!(
-            err(&format!("{ONE}[iscsi]\nmax_recv_data_segment_length = 100\n")),
+            err(&format!(
+                "{ONE}[iscsi]\nmax_recv_data_segment_length = 100\n"
+            )),
             "iscsi.max_recv_data_segment_length must be 512..=16777215, got 100"
         );
         assert_eq!(
-            err(&format!("{ONE}[iscsi]\nfirst_burst_length = 2097152\nmax_burst_length = 1048576\n")),
+            err(&format!(
+                "{ONE}[iscsi]\nfirst_burst_length = 2097152\nmax_burst_length = 1048576\n"
+            )),
             "iscsi.first_burst_length must be 512..=max_burst_length (1048576), got 2097152"
         );
     }
 
     #[test]
     fn no_targets_or_no_luns_are_refused() {
-        assert_eq!(err("[[bus]]\nname = \"a\"\n"), "config declares no [[target]]");
+        assert_eq!(
+            err("[[bus]]\nname = \"a\"\n"),
+            "config declares no [[target]]"
+        );
         assert_eq!(
             err("[[target]]\nname = \"iqn.2026-11.io.busrig:t1\"\n"),
             "target iqn.2026-11.io.busrig:t1: declares no [[target.lun]]"

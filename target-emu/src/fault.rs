@@ -41,9 +41,6 @@ pub struct PathFault {
     pub fail_remaining: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fail_sense: Option<String>,
-    /// Bumped by `drop` and `cut`: connections opened before the bump close.
-    #[serde(skip)]
-    pub drop_epoch: u64,
     #[serde(skip)]
     fail_with: Option<Sense>,
 }
@@ -91,20 +88,32 @@ impl Default for Faults {
 pub fn parse_sense(s: &str) -> Result<Sense, String> {
     let parts: Vec<&str> = s.split('/').collect();
     let [k, a, q] = parts.as_slice() else {
-        return Err(format!("sense must be KEY/ASC/ASCQ in hex (for example 3/11/00), got {s:?}"));
+        return Err(format!(
+            "sense must be KEY/ASC/ASCQ in hex (for example 3/11/00), got {s:?}"
+        ));
     };
     let hex = |x: &str, what: &str| {
-        u8::from_str_radix(x.trim_start_matches("0x"), 16).map_err(|_| format!("bad {what} {x:?} in sense {s:?}"))
+        u8::from_str_radix(x.trim_start_matches("0x"), 16)
+            .map_err(|_| format!("bad {what} {x:?} in sense {s:?}"))
     };
     let key = Some(hex(k, "sense key")?)
         .filter(|v| *v <= 0x0f)
         .and_then(SenseKey::from_u8)
         .ok_or_else(|| format!("unknown sense key {k:?} in {s:?}"))?;
-    Ok(Sense { key, asc: hex(a, "ASC")?, ascq: hex(q, "ASCQ")?, information: None, field: None })
+    Ok(Sense {
+        key,
+        asc: hex(a, "ASC")?,
+        ascq: hex(q, "ASCQ")?,
+        information: None,
+        field: None,
+    })
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Faults {
@@ -120,11 +129,16 @@ impl Faults {
     fn update<R>(&self, what: String, f: impl FnOnce(&mut State) -> R) -> R {
         let mut st = self.state.lock().unwrap();
         let r = f(&mut st);
-        st.paths.retain(|_, p| !p.is_clear() || p.drop_epoch != 0);
-        self.any_path_fault.store(st.paths.values().any(|p| !p.is_clear()), Ordering::Release);
-        self.any_lun_offline.store(!st.offline.is_empty(), Ordering::Release);
+        st.paths.retain(|_, p| !p.is_clear());
+        self.any_path_fault
+            .store(st.paths.values().any(|p| !p.is_clear()), Ordering::Release);
+        self.any_lun_offline
+            .store(!st.offline.is_empty(), Ordering::Release);
         tracing::warn!(fault = %what, "fault injection");
-        st.events.push_back(FaultEvent { time_ms: now_ms(), what });
+        st.events.push_back(FaultEvent {
+            time_ms: now_ms(),
+            what,
+        });
         while st.events.len() > EVENT_LOG_LEN {
             st.events.pop_front();
         }
@@ -136,7 +150,10 @@ impl Faults {
     /// Records a reset or other bus event in the same log as the faults.
     pub fn record(&self, what: String) {
         let mut st = self.state.lock().unwrap();
-        st.events.push_back(FaultEvent { time_ms: now_ms(), what });
+        st.events.push_back(FaultEvent {
+            time_ms: now_ms(),
+            what,
+        });
         while st.events.len() > EVENT_LOG_LEN {
             st.events.pop_front();
         }
@@ -147,58 +164,72 @@ impl Faults {
     }
 
     pub fn freeze(&self, initiator: &str) {
-        self.update(format!("freeze {initiator}"), |st| Self::path(st, initiator).frozen = true);
+        self.update(format!("freeze {initiator}"), |st| {
+            Self::path(st, initiator).frozen = true
+        });
     }
 
     pub fn thaw(&self, initiator: &str) {
-        self.update(format!("thaw {initiator}"), |st| Self::path(st, initiator).frozen = false);
+        self.update(format!("thaw {initiator}"), |st| {
+            Self::path(st, initiator).frozen = false
+        });
     }
 
     /// Sets (or with 0 clears) a per-command delay.
     pub fn delay(&self, initiator: &str, ms: u64) {
-        self.update(format!("delay {initiator} {ms} ms"), |st| Self::path(st, initiator).delay_ms = ms);
+        self.update(format!("delay {initiator} {ms} ms"), |st| {
+            Self::path(st, initiator).delay_ms = ms
+        });
     }
 
-    /// Closes the initiator's current connections.
+    /// Records that the initiator's connections were dropped (the portal
+    /// closes them); it may log in again at once.
     pub fn drop_connections(&self, initiator: &str) {
-        self.update(format!("drop {initiator}"), |st| Self::path(st, initiator).drop_epoch += 1);
+        self.update(format!("drop {initiator}"), |_| ());
     }
 
-    /// Closes the initiator's connections and refuses its logins until `restore`.
+    /// Refuses the initiator's logins until `restore` (the portal closes its
+    /// current connections).
     pub fn cut(&self, initiator: &str) {
         self.update(format!("cut {initiator}"), |st| {
-            let p = Self::path(st, initiator);
-            p.cut = true;
-            p.drop_epoch += 1;
+            Self::path(st, initiator).cut = true
         });
     }
 
     pub fn restore(&self, initiator: &str) {
-        self.update(format!("restore {initiator}"), |st| Self::path(st, initiator).cut = false);
+        self.update(format!("restore {initiator}"), |st| {
+            Self::path(st, initiator).cut = false
+        });
     }
 
     /// The next `n` media-access commands of `initiator` fail with `sense`.
     pub fn fail(&self, initiator: &str, n: u32, sense: Sense) {
-        self.update(format!("fail {initiator} next {n} media commands with {sense}"), |st| {
-            let p = Self::path(st, initiator);
-            p.fail_remaining = n;
-            p.fail_with = Some(sense);
-            p.fail_sense = Some(format!("{:x}/{:02x}/{:02x}", sense.key as u8, sense.asc, sense.ascq));
-        });
+        self.update(
+            format!("fail {initiator} next {n} media commands with {sense}"),
+            |st| {
+                let p = Self::path(st, initiator);
+                p.fail_remaining = n;
+                p.fail_with = Some(sense);
+                p.fail_sense = Some(format!(
+                    "{:x}/{:02x}/{:02x}",
+                    sense.key as u8, sense.asc, sense.ascq
+                ));
+            },
+        );
     }
 
     /// Clears every path fault of `initiator` (thaw, no delay, restore, no failures).
     pub fn clear(&self, initiator: &str) {
         self.update(format!("clear faults of {initiator}"), |st| {
-            if let Some(p) = st.paths.get_mut(initiator) {
-                let epoch = p.drop_epoch;
-                *p = PathFault { drop_epoch: epoch, ..PathFault::default() };
-            }
+            st.paths.remove(initiator);
         });
     }
 
     pub fn set_lun_offline(&self, target: &str, lun: u64, offline: bool) {
-        let what = format!("lun {lun} of {target} {}", if offline { "offline" } else { "online" });
+        let what = format!(
+            "lun {lun} of {target} {}",
+            if offline { "offline" } else { "online" }
+        );
         self.update(what, |st| {
             if offline {
                 st.offline.insert((target.to_string(), lun), ());
@@ -210,27 +241,28 @@ impl Faults {
 
     pub fn is_lun_offline(&self, target: &str, lun: u64) -> bool {
         self.any_lun_offline.load(Ordering::Acquire)
-            && self.state.lock().unwrap().offline.contains_key(&(target.to_string(), lun))
+            && self
+                .state
+                .lock()
+                .unwrap()
+                .offline
+                .contains_key(&(target.to_string(), lun))
     }
 
     /// Whether a login from `initiator` is refused (its path is cut).
     pub fn login_refused(&self, initiator: &str) -> bool {
         self.any_path_fault.load(Ordering::Acquire)
-            && self.state.lock().unwrap().paths.get(initiator).is_some_and(|p| p.cut)
+            && self
+                .state
+                .lock()
+                .unwrap()
+                .paths
+                .get(initiator)
+                .is_some_and(|p| p.cut)
     }
 
-    /// The drop epoch a new connection of `initiator` starts in; when it
-    /// changes, [`Faults::must_close`] says the connection must close.
-    pub fn drop_epoch(&self, initiator: &str) -> u64 {
-        self.state.lock().unwrap().paths.get(initiator).map_or(0, |p| p.drop_epoch)
-    }
-
-    pub fn must_close(&self, initiator: &str, epoch: u64) -> bool {
-        self.drop_epoch(initiator) != epoch
-    }
-
-    /// A receiver that changes whenever any fault changes; connections wait
-    /// on it to notice `drop`, `cut` and `thaw`.
+    /// A receiver that changes whenever any fault changes (commands held by
+    /// a freeze wait on it for the thaw).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
@@ -240,7 +272,9 @@ impl Faults {
             return (false, 0);
         }
         let st = self.state.lock().unwrap();
-        st.paths.get(initiator).map_or((false, 0), |p| (p.frozen, p.delay_ms))
+        st.paths
+            .get(initiator)
+            .map_or((false, 0), |p| (p.frozen, p.delay_ms))
     }
 
     pub fn is_frozen(&self, initiator: &str) -> bool {
@@ -288,7 +322,14 @@ impl Faults {
 
     /// Path faults currently set, by initiator name.
     pub fn paths(&self) -> BTreeMap<String, PathFault> {
-        self.state.lock().unwrap().paths.iter().filter(|(_, p)| !p.is_clear()).map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.state
+            .lock()
+            .unwrap()
+            .paths
+            .iter()
+            .filter(|(_, p)| !p.is_clear())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// Offline LUNs as (target, lun).
@@ -329,20 +370,17 @@ mod tests {
     }
 
     #[test]
-    fn cut_refuses_logins_and_bumps_epoch() {
+    fn cut_refuses_logins_until_restore() {
         let f = Faults::new();
-        let e = f.drop_epoch("a");
         f.cut("a");
         assert!(f.login_refused("a"));
-        assert!(f.must_close("a", e));
+        assert!(!f.login_refused("b"));
+        f.drop_connections("b");
         assert!(!f.login_refused("b"));
         f.restore("a");
         assert!(!f.login_refused("a"));
-        let e2 = f.drop_epoch("a");
-        assert!(!f.must_close("a", e2));
-        f.drop_connections("a");
-        assert!(f.must_close("a", e2));
-        assert!(!f.login_refused("a"));
+        let log: Vec<String> = f.events().into_iter().map(|e| e.what).collect();
+        assert_eq!(log, ["cut a", "drop b", "restore a"]);
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@
 //! - [`tasks`]: the target-wide task set used by aborts and resets.
 
 pub mod config;
+pub mod control;
 pub mod fault;
 pub mod iscsi;
 pub mod lu;

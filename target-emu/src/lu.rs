@@ -18,13 +18,14 @@
 //! as zeros (LBPRZ 1), and GET LBA STATUS asks the file system with
 //! `SEEK_DATA`/`SEEK_HOLE`.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use busrig_proto::scsi::inquiry;
 use busrig_proto::scsi::mode::ModeParams;
@@ -53,6 +54,67 @@ pub const LOCAL_COMPANY_ID: u32 = 0x0a_b5_12;
 /// (SPC-4 §5.14: the queue depth is vendor specific).
 const UA_QUEUE_DEPTH: usize = 16;
 
+/// The most dirty data an emulated volatile write cache holds; beyond it the
+/// cache destages (writes back and fdatasyncs) as a real disk would.
+const VOLATILE_CACHE_LIMIT: usize = 64 << 20;
+
+/// Writer runs the audit keeps per LU (oldest dropped first).
+const AUDIT_LEN: usize = 4096;
+
+/// Where an acknowledged write lives until it is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriteCache {
+    /// In the host's page cache: it survives a power cycle of the LUN (only
+    /// the emulated disk loses power, not the host).
+    #[default]
+    PageCache,
+    /// In an emulated volatile disk cache: a power cycle discards every
+    /// write that SYNCHRONIZE CACHE or FUA has not made durable.
+    Volatile,
+}
+
+impl WriteCache {
+    pub fn name(self) -> &'static str {
+        match self {
+            WriteCache::PageCache => "page-cache",
+            WriteCache::Volatile => "volatile",
+        }
+    }
+}
+
+/// Dirty blocks of an emulated volatile write cache, by LBA.
+#[derive(Debug, Default)]
+struct VolatileCache {
+    blocks: BTreeMap<u64, bytes::Bytes>,
+    bytes: usize,
+}
+
+/// One run of writes to a LU by one I_T nexus: the audit records a new run
+/// each time the writing nexus changes, with the reservation state then.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WriterRun {
+    /// First and last write of the run, milliseconds since the Unix epoch.
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub initiator: String,
+    pub isid: String,
+    pub writes: u64,
+    /// The reservation state when the run started, in words.
+    pub reservation: String,
+    /// Whether the writer held (or, for all-registrants types, shared) the
+    /// reservation when the run started.
+    pub reserved_by_writer: bool,
+    /// One line for people.
+    pub summary: String,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// How a logical unit is configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LunSpec {
@@ -66,6 +128,8 @@ pub struct LunSpec {
     pub product: String,
     /// Unit serial number (VPD 80h), stable per LUN.
     pub serial: String,
+    /// Where acknowledged writes live until flushed.
+    pub write_cache: WriteCache,
 }
 
 impl LunSpec {
@@ -87,6 +151,7 @@ impl LunSpec {
             vendor: DEFAULT_VENDOR.into(),
             product: DEFAULT_PRODUCT.into(),
             serial,
+            write_cache: WriteCache::PageCache,
         }
     }
 }
@@ -151,6 +216,14 @@ pub struct LogicalUnit {
     state: Mutex<LuState>,
     /// SCSI-2 and persistent reservations of this LU.
     pub reservations: Mutex<Reservations>,
+    /// The emulated volatile write cache, when configured.
+    volatile: Option<Mutex<VolatileCache>>,
+    /// Serializes destaging with write-through writes and deallocation on a
+    /// volatile cache, so a destage never writes back a block older than
+    /// what a concurrent FUA write or UNMAP put in the file.
+    flush_lock: tokio::sync::Mutex<()>,
+    /// Writer history for `busrig bus audit`.
+    audit: Mutex<VecDeque<WriterRun>>,
 }
 
 impl std::fmt::Debug for LogicalUnit {
@@ -186,7 +259,7 @@ impl LogicalUnit {
                 block_size: spec.block_size,
             });
         }
-        if spec.size_bytes == 0 || spec.size_bytes % u64::from(spec.block_size) != 0 {
+        if spec.size_bytes == 0 || !spec.size_bytes.is_multiple_of(u64::from(spec.block_size)) {
             return Err(LunError::Size {
                 lun,
                 size_bytes: spec.size_bytes,
@@ -246,6 +319,9 @@ impl LogicalUnit {
             media_lock: RwLock::new(()),
             state: Mutex::new(LuState::default()),
             reservations: Mutex::new(reservations),
+            volatile: (spec.write_cache == WriteCache::Volatile).then(Mutex::default),
+            flush_lock: tokio::sync::Mutex::new(()),
+            audit: Mutex::new(VecDeque::new()),
             spec,
         })
     }
@@ -387,18 +463,68 @@ impl LogicalUnit {
     /// Reads `blocks` blocks at `lba`.
     pub async fn read(&self, lba: u64, blocks: u32) -> io::Result<Vec<u8>> {
         let off = self.offset(lba);
-        let len = blocks as usize * self.spec.block_size as usize;
-        self.blocking(move |f| {
-            let mut buf = vec![0u8; len];
-            f.read_exact_at(&mut buf, off)?;
-            Ok(buf)
-        })
-        .await
+        let bs = self.spec.block_size as usize;
+        let len = blocks as usize * bs;
+        let mut buf = self
+            .blocking(move |f| {
+                let mut buf = vec![0u8; len];
+                f.read_exact_at(&mut buf, off)?;
+                Ok(buf)
+            })
+            .await?;
+        // Dirty blocks of a volatile cache are newer than the file.
+        if let Some(cache) = &self.volatile {
+            let cache = cache.lock().unwrap();
+            for (b, data) in cache.blocks.range(lba..lba + u64::from(blocks)) {
+                let at = (b - lba) as usize * bs;
+                buf[at..at + bs].copy_from_slice(data);
+            }
+        }
+        Ok(buf)
     }
 
     /// Writes whole blocks at `lba`; with `sync`, calls fdatasync before
     /// returning (FUA, or the write cache disabled).
     pub async fn write(&self, lba: u64, data: bytes::Bytes, sync: bool) -> io::Result<()> {
+        let _flush = match (&self.volatile, sync) {
+            (Some(_), true) => Some(self.flush_lock.lock().await),
+            _ => None,
+        };
+        if let Some(cache) = &self.volatile {
+            let bs = self.spec.block_size as usize;
+            let nblocks = (data.len() / bs) as u64;
+            let over = {
+                let mut c = cache.lock().unwrap();
+                if sync {
+                    // Written through below; older cached copies must not
+                    // shadow it.
+                    let stale: Vec<u64> = c
+                        .blocks
+                        .range(lba..lba + nblocks)
+                        .map(|(b, _)| *b)
+                        .collect();
+                    for b in stale {
+                        c.bytes -= c.blocks.remove(&b).map_or(0, |d| d.len());
+                    }
+                    false
+                } else {
+                    for i in 0..nblocks {
+                        let block = data.slice(i as usize * bs..(i as usize + 1) * bs);
+                        c.bytes += bs;
+                        if let Some(old) = c.blocks.insert(lba + i, block) {
+                            c.bytes -= old.len();
+                        }
+                    }
+                    c.bytes > VOLATILE_CACHE_LIMIT
+                }
+            };
+            if !sync {
+                if over {
+                    self.destage_locked().await?;
+                }
+                return Ok(());
+            }
+        }
         let off = self.offset(lba);
         self.blocking(move |f| {
             f.write_all_at(&data, off)?;
@@ -412,13 +538,177 @@ impl LogicalUnit {
 
     /// fdatasync: everything written so far is on stable storage.
     pub async fn sync(&self) -> io::Result<()> {
+        if self.volatile.is_some() {
+            return self.destage_locked().await;
+        }
         self.blocking(|f| f.sync_data()).await
+    }
+
+    /// Writes the volatile cache's dirty blocks to the file and fdatasyncs.
+    /// Blocks stay readable from the cache until they are durable; a block
+    /// rewritten meanwhile stays dirty.
+    async fn destage_locked(&self) -> io::Result<()> {
+        let _flush = self.flush_lock.lock().await;
+        let Some(cache) = &self.volatile else {
+            return Ok(());
+        };
+        let dirty: Vec<(u64, bytes::Bytes)> = cache
+            .lock()
+            .unwrap()
+            .blocks
+            .iter()
+            .map(|(b, d)| (*b, d.clone()))
+            .collect();
+        let bs = u64::from(self.spec.block_size);
+        let written = dirty.clone();
+        self.blocking(move |f| {
+            for (b, d) in &written {
+                f.write_all_at(d, b * bs)?;
+            }
+            f.sync_data()
+        })
+        .await?;
+        let mut c = cache.lock().unwrap();
+        for (b, d) in dirty {
+            if c.blocks
+                .get(&b)
+                .is_some_and(|cur| cur.as_ptr() == d.as_ptr())
+            {
+                c.blocks.remove(&b);
+                c.bytes -= d.len();
+            }
+        }
+        Ok(())
+    }
+
+    /// The LU loses power: a volatile cache's dirty blocks are lost (the
+    /// count is returned), reservations behave as after power on (SPC-4
+    /// §5.9.4: SCSI-2 cleared; persistent state kept only with APTPL), the
+    /// LU state returns to its defaults and every nexus gets 29/01.
+    pub fn power_cycle(&self) -> usize {
+        let lost = match &self.volatile {
+            Some(cache) => {
+                let mut c = cache.lock().unwrap();
+                c.bytes = 0;
+                std::mem::take(&mut c.blocks).len()
+            }
+            None => 0,
+        };
+        self.reservations.lock().unwrap().power_on();
+        self.reset_state();
+        self.post_unit_attention(UaScope::All, Asc::POWER_ON_OCCURRED);
+        lost
+    }
+
+    /// Cache mode and dirty blocks, for the status report.
+    pub fn write_cache_status(&self) -> serde_json::Value {
+        let dirty = self
+            .volatile
+            .as_ref()
+            .map_or(0, |c| c.lock().unwrap().blocks.len());
+        serde_json::json!({ "mode": self.spec.write_cache.name(), "dirty_blocks": dirty })
+    }
+
+    /// Every I_T nexus this LU knows (for the status report).
+    pub fn known_nexuses(&self) -> Vec<ItNexus> {
+        let mut v: Vec<ItNexus> = self.state.lock().unwrap().ua.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Records a successful write by `nexus` in the writer history.
+    pub fn record_write(&self, nexus: &ItNexus) {
+        let now = now_ms();
+        let mut audit = self.audit.lock().unwrap();
+        if let Some(run) = audit.back_mut() {
+            if *run.initiator == *nexus.initiator && run.isid == nexus.isid_hex() {
+                run.writes += 1;
+                run.end_ms = now;
+                return;
+            }
+        }
+        let (reservation, reserved_by_writer) = self.reservation_words(nexus);
+        let summary = format!(
+            "{} {} isid {} starts writing; reservation: {}{}",
+            now,
+            nexus.initiator,
+            nexus.isid_hex(),
+            reservation,
+            if reserved_by_writer {
+                ""
+            } else {
+                " (writer does not hold it)"
+            }
+        );
+        tracing::info!(lun = self.spec.lun, target = %self.target_name, writer = %nexus, %reservation, reserved_by_writer, "writer changed");
+        audit.push_back(WriterRun {
+            start_ms: now,
+            end_ms: now,
+            initiator: nexus.initiator.to_string(),
+            isid: nexus.isid_hex(),
+            writes: 1,
+            reservation,
+            reserved_by_writer,
+            summary,
+        });
+        while audit.len() > AUDIT_LEN {
+            audit.pop_front();
+        }
+    }
+
+    fn reservation_words(&self, writer: &ItNexus) -> (String, bool) {
+        let r = self.reservations.lock().unwrap();
+        if let Some(h) = r.scsi2_holder() {
+            return (
+                format!("SCSI-2 held by {} isid {}", h.initiator, h.isid_hex()),
+                h == writer,
+            );
+        }
+        let snap = r.pr_snapshot();
+        match snap.reservation {
+            Some(res) => match res.holder {
+                Some(h) => (
+                    format!(
+                        "PR {} held by {} isid {}",
+                        res.pr_type.name(),
+                        h.initiator,
+                        h.isid_hex()
+                    ),
+                    &h == writer,
+                ),
+                None => (
+                    format!("PR {} (all registrants)", res.pr_type.name()),
+                    snap.registrations.iter().any(|g| &g.nexus == writer),
+                ),
+            },
+            None => ("none".to_string(), false),
+        }
+    }
+
+    /// The writer history, oldest first.
+    pub fn audit(&self) -> Vec<WriterRun> {
+        self.audit.lock().unwrap().iter().cloned().collect()
     }
 
     /// Deallocates `blocks` blocks at `lba`: punches a hole so the range
     /// reads back as zeros. A file system without hole punching gets zeros
     /// written instead, which keeps LBPRZ true.
     pub async fn deallocate(&self, lba: u64, blocks: u64) -> io::Result<()> {
+        let _flush = match &self.volatile {
+            Some(_) => Some(self.flush_lock.lock().await),
+            None => None,
+        };
+        if let Some(cache) = &self.volatile {
+            let mut c = cache.lock().unwrap();
+            let gone: Vec<u64> = c
+                .blocks
+                .range(lba..lba.saturating_add(blocks))
+                .map(|(b, _)| *b)
+                .collect();
+            for b in gone {
+                c.bytes -= c.blocks.remove(&b).map_or(0, |d| d.len());
+            }
+        }
         let off = self.offset(lba);
         let len = blocks * u64::from(self.spec.block_size);
         self.blocking(move |f| {

@@ -24,7 +24,12 @@ pub struct ItNexus {
 
 impl ItNexus {
     pub fn new(initiator: &str, isid: [u8; 6], target: &str, tpgt: u16) -> ItNexus {
-        ItNexus { initiator: initiator.into(), isid, target: target.into(), tpgt }
+        ItNexus {
+            initiator: initiator.into(),
+            isid,
+            target: target.into(),
+            tpgt,
+        }
     }
 
     /// ISID as 12 lowercase hex digits.
@@ -41,6 +46,12 @@ impl ItNexus {
 
 impl fmt::Display for ItNexus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} -> {},t,{}", self.initiator_port_name(), self.target, self.tpgt)
+        write!(
+            f,
+            "{} -> {},t,{}",
+            self.initiator_port_name(),
+            self.target,
+            self.tpgt
+        )
     }
 }

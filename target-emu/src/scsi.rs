@@ -38,16 +38,18 @@ use busrig_proto::scsi::sense::{status, Asc, Sense};
 use busrig_proto::scsi::{capacity, opcodes, report_luns};
 use bytes::Bytes;
 use tokio::sync::{RwLockReadGuard, RwLockWriteGuard};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use crate::fault::Faults;
 use crate::lu::{LogicalUnit, UaScope, PRODUCT_REVISION};
 use crate::nexus::ItNexus;
 use crate::tasks::{TaskGuard, TaskRegistry};
 
 /// Largest READ/WRITE/VERIFY transfer, in bytes (Block Limits VPD).
 const MAX_TRANSFER_BYTES: u32 = 8 << 20;
-/// Largest WRITE SAME, in bytes of medium written.
-const MAX_WRITE_SAME_BYTES: u64 = 64 << 20;
+/// Largest WRITE SAME, in bytes of medium written: no more than one READ
+/// can check afterwards.
+const MAX_WRITE_SAME_BYTES: u64 = MAX_TRANSFER_BYTES as u64;
 /// Largest UNMAP, in blocks (libiscsi and SBC-3 want <= 1 Mi when finite).
 const MAX_UNMAP_BLOCKS: u32 = 1 << 20;
 const MAX_UNMAP_DESCRIPTORS: u32 = 2048;
@@ -192,6 +194,47 @@ pub struct ScsiTarget {
     luns: BTreeMap<u64, Arc<LogicalUnit>>,
     tasks: TaskRegistry,
     nexuses: Mutex<BTreeSet<ItNexus>>,
+    /// Injected faults (LUN offline, failing commands of one initiator).
+    faults: Arc<Faults>,
+}
+
+/// Commands that write the medium: the audit records their writers.
+fn is_media_write(op: u8) -> bool {
+    use opcode::*;
+    matches!(
+        op,
+        WRITE_6
+            | WRITE_10
+            | WRITE_12
+            | WRITE_16
+            | WRITE_AND_VERIFY_10
+            | WRITE_AND_VERIFY_12
+            | WRITE_AND_VERIFY_16
+            | WRITE_SAME_10
+            | WRITE_SAME_16
+            | UNMAP
+            | COMPARE_AND_WRITE
+    )
+}
+
+/// Commands that access the medium: the ones an injected `fail` fault hits.
+fn is_media_access(op: u8) -> bool {
+    use opcode::*;
+    is_media_write(op)
+        || matches!(
+            op,
+            READ_6
+                | READ_10
+                | READ_12
+                | READ_16
+                | VERIFY_10
+                | VERIFY_12
+                | VERIFY_16
+                | SYNCHRONIZE_CACHE_10
+                | SYNCHRONIZE_CACHE_16
+                | PRE_FETCH_10
+                | PRE_FETCH_16
+        )
 }
 
 impl ScsiTarget {
@@ -201,7 +244,14 @@ impl ScsiTarget {
             luns: luns.into_iter().map(|l| (l.lun(), l)).collect(),
             tasks,
             nexuses: Mutex::new(BTreeSet::new()),
+            faults: Arc::new(Faults::new()),
         }
+    }
+
+    /// Shares the bus's fault state with this target.
+    pub fn with_faults(mut self, faults: Arc<Faults>) -> ScsiTarget {
+        self.faults = faults;
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -256,13 +306,13 @@ impl ScsiTarget {
             .abort_matching(|t| t.lun == lun && *t.nexus.target == *name)
             .await;
         self.reset_lu(lu, Asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED);
-        debug!(target = %self.name, lun, by = %by, aborted, "logical unit reset");
+        info!(target = %self.name, lun, by = %by, aborted, "logical unit reset");
         Ok(())
     }
 
     /// TARGET WARM RESET, TARGET COLD RESET or a bus reset: a logical unit
     /// reset of every LUN, with the unit attention of [`ResetKind`].
-    pub async fn target_reset(&self, kind: ResetKind, by: &ItNexus) {
+    pub async fn target_reset(&self, kind: ResetKind, by: &(dyn std::fmt::Display + Sync)) {
         let name = self.name.clone();
         let aborted = self
             .tasks
@@ -271,7 +321,21 @@ impl ScsiTarget {
         for lu in self.luns.values() {
             self.reset_lu(lu, kind.unit_attention());
         }
-        debug!(target = %self.name, ?kind, by = %by, aborted, "target reset");
+        info!(target = %self.name, ?kind, by = %by, aborted, "target reset");
+    }
+
+    /// Power-cycles one LUN (a fault injected by the control plane): its
+    /// tasks end first, then [`LogicalUnit::power_cycle`]. Returns the
+    /// number of unflushed cached blocks that were lost.
+    pub async fn power_cycle(&self, lun: u64) -> Result<usize, NoSuchLun> {
+        let lu = self.luns.get(&lun).ok_or(NoSuchLun(lun))?;
+        let name = self.name.clone();
+        self.tasks
+            .abort_matching(|t| t.lun == lun && *t.nexus.target == *name)
+            .await;
+        let lost = lu.power_cycle();
+        info!(target = %self.name, lun, lost_blocks = lost, "power cycle");
+        Ok(lost)
     }
 
     fn reset_lu(&self, lu: &LogicalUnit, ua: Asc) {
@@ -359,6 +423,9 @@ impl ScsiTarget {
                 return ScsiReply::check(Sense::new(asc), lu.d_sense());
             }
         }
+        if !Cdb::ignores_unit_attention(op) && self.faults.is_lun_offline(&self.name, lu.lun()) {
+            return ScsiReply::check(Sense::new(Asc::LUN_OFFLINE), lu.d_sense());
+        }
         if lu
             .reservations
             .lock()
@@ -367,6 +434,12 @@ impl ScsiTarget {
             .is_err()
         {
             return ScsiReply::status(status::RESERVATION_CONFLICT);
+        }
+        if is_media_access(op) {
+            if let Some(sense) = self.faults.take_failure(&req.nexus.initiator) {
+                warn!(target = %self.name, lun = lu.lun(), nexus = %req.nexus, %sense, "injected failure");
+                return ScsiReply::check(sense, lu.d_sense());
+            }
         }
         let cdb = match Cdb::decode(req.cdb) {
             Ok(c) => c,
@@ -379,6 +452,9 @@ impl ScsiTarget {
             Err(Fail::Status(s)) => ScsiReply::status(s),
         };
         reply.data_out_wanted = wanted;
+        if reply.status == status::GOOD && is_media_write(op) {
+            lu.record_write(req.nexus);
+        }
         reply
     }
 
@@ -769,13 +845,21 @@ impl ScsiTarget {
         fua: bool,
     ) -> Outcome {
         ready(lu)?;
+        // A Data-Out buffer longer than the largest COMPARE AND WRITE we
+        // accept asks for more than MAXIMUM COMPARE AND WRITE LENGTH, even
+        // when the one-byte NUMBER OF LOGICAL BLOCKS wrapped to zero (SBC-3
+        // §5.3, §6.5.3).
+        let bs = lu.block_size() as usize;
+        if req.data_out.len() > 2 * usize::from(block_limits(lu).max_compare_and_write) * bs {
+            return Err(invalid_cdb(13, None));
+        }
         in_range(lu, lba, blocks.into())?;
         // SBC-3 §5.3: zero blocks is not an error and transfers nothing.
         if blocks == 0 {
             return Ok(ScsiReply::good(Bytes::new()));
         }
         protect(lu)?;
-        let half = blocks as usize * lu.block_size() as usize;
+        let half = blocks as usize * bs;
         if req.data_out.len() != 2 * half {
             // The Data-Out buffer must hold the verify and the write data
             // for exactly NUMBER OF LOGICAL BLOCKS.
@@ -814,11 +898,24 @@ impl ScsiTarget {
         ndob: bool,
     ) -> Outcome {
         ready(lu)?;
-        in_range(lu, lba, blocks.into())?;
-        let limits = block_limits(lu);
-        // WSNZ is set in the Block Limits page.
-        if blocks == 0 || u64::from(blocks) > limits.max_write_same {
+        let max = block_limits(lu).max_write_same;
+        if u64::from(blocks) > max {
             return Err(invalid_cdb(length_byte(req.cdb), None));
+        }
+        in_range(lu, lba, blocks.into())?;
+        // SBC-3 §5.42: with WSNZ clear, zero blocks means from LBA to the
+        // last block, and MAXIMUM WRITE SAME LENGTH still applies.
+        let blocks = if blocks == 0 {
+            lu.blocks() - lba
+        } else {
+            u64::from(blocks)
+        };
+        if blocks > max {
+            return Err(invalid_cdb(length_byte(req.cdb), None));
+        }
+        let blocks = blocks as u32;
+        if blocks == 0 {
+            return Ok(ScsiReply::good(Bytes::new()));
         }
         protect(lu)?;
         let bs = lu.block_size() as usize;
@@ -876,7 +973,7 @@ impl ScsiTarget {
         for (i, d) in descs.iter().enumerate() {
             if d.lba
                 .checked_add(d.blocks.into())
-                .map_or(true, |end| end > lu.blocks())
+                .is_none_or(|end| end > lu.blocks())
             {
                 return Err(Sense::new(Asc::LBA_OUT_OF_RANGE).into());
             }
@@ -1516,6 +1613,12 @@ mod tests {
         );
         // Zero blocks: nothing happens, GOOD (the DPO/FUA probe of libiscsi).
         good(&r.cmd(&caw(0, 0, 0x18), &[0; 512]).await);
+        // 256 blocks wrap NUMBER OF LOGICAL BLOCKS to zero; the Data-Out
+        // length still shows more than MAXIMUM COMPARE AND WRITE LENGTH.
+        assert_eq!(
+            sense(&r.cmd(&caw(0, 0, 0), &vec![0; 2 * 256 * 512]).await),
+            INVALID_FIELD
+        );
         // Data-Out that does not match NUMBER OF LOGICAL BLOCKS.
         assert_eq!(
             sense(&r.cmd(&caw(0, 1, 0), &[b'B'; 2048]).await),
@@ -1587,16 +1690,26 @@ mod tests {
         assert!(good(&r.cmd(&rw10(0x28, 200, 8, 0), &[]).await)
             .iter()
             .all(|&c| c == 0));
-        // WSNZ: zero blocks refused; beyond the end first reports the LBA.
-        assert_eq!(
-            sense(&r.cmd(&ws10(0, 0, 0), &[0; 512]).await),
-            INVALID_FIELD
-        );
+        // Zero blocks: to the end of the LUN, within MAXIMUM WRITE SAME
+        // LENGTH; beyond the end reports the LBA.
+        good(&r.cmd(&ws10(BLOCKS as u32 - 4, 0, 0), &[0x66; 512]).await);
+        let d = good(&r.cmd(&rw10(0x28, BLOCKS as u32 - 4, 4, 0), &[]).await).to_vec();
+        assert!(d.iter().all(|&c| c == 0x66));
+        good(&r.cmd(&ws10(BLOCKS as u32 - 2, 0, 0x08), &[0x66; 512]).await);
+        let d = good(&r.cmd(&rw10(0x28, BLOCKS as u32 - 4, 4, 0), &[]).await).to_vec();
+        assert!(d[..1024].iter().all(|&c| c == 0x66) && d[1024..].iter().all(|&c| c == 0));
+        good(&r.cmd(&ws10(BLOCKS as u32, 0, 0), &[0; 512]).await);
         assert_eq!(
             sense(&r.cmd(&ws10(BLOCKS as u32 + 1, 0, 0), &[0; 512]).await),
             OOB
         );
         assert_eq!(sense(&r.cmd(&ws10(u32::MAX, 1, 0), &[0; 512]).await), OOB);
+        // Above MAXIMUM WRITE SAME LENGTH.
+        let over = (MAX_WRITE_SAME_BYTES / 512 + 1) as u32;
+        assert_eq!(
+            sense(&r.cmd(&rw16(0x93, 0, over, 0x08), &[0; 512]).await),
+            INVALID_FIELD
+        );
         // ANCHOR is not supported.
         assert_eq!(
             sense(&r.cmd(&ws10(0, 1, 0x18), &[0; 512]).await),

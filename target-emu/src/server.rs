@@ -17,6 +17,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
 use crate::config::{Config, ConfigError, ValidConfig};
+use crate::control::Control;
+use crate::fault::Faults;
 use crate::iscsi::{Portal, PortalTarget, SessionInfo};
 use crate::lu::{LogicalUnit, LunError, LunSpec};
 use crate::scsi::ScsiTarget;
@@ -31,6 +33,11 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// Directory for LUN files with relative paths.
     pub data_dir: PathBuf,
+    /// Control plane address (loopback by default; port 0 picks a free port).
+    pub control: SocketAddr,
+    /// Token non-loopback control clients must present; without one only
+    /// loopback clients are served.
+    pub control_token: Option<String>,
 }
 
 impl ServeOptions {
@@ -40,6 +47,8 @@ impl ServeOptions {
             config: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 3260)),
             data_dir: PathBuf::from("busrig-data"),
+            control: SocketAddr::from(([127, 0, 0, 1], 3261)),
+            control_token: None,
         }
     }
 }
@@ -110,7 +119,9 @@ impl TargetServer {
                 let initiator = ChapCredentials::new(chap.user.clone(), &chap.secret);
                 let cfg = match &chap.mutual {
                     None => ChapTargetConfig::one_way(initiator),
-                    Some((u, s)) => ChapTargetConfig::mutual(initiator, ChapCredentials::new(u.clone(), s)),
+                    Some((u, s)) => {
+                        ChapTargetConfig::mutual(initiator, ChapCredentials::new(u.clone(), s))
+                    }
                 };
                 if let Err(e) = cfg.check() {
                     // Weak secrets work with most initiators; say so once.
@@ -118,26 +129,51 @@ impl TargetServer {
                 }
             }
         }
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|source| ServerError::Directory { path: config.data_dir.clone(), source })?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::Directory {
+            path: config.data_dir.clone(),
+            source,
+        })?;
         let tasks = TaskRegistry::new();
+        let faults = Arc::new(Faults::new());
         let mut targets = Vec::new();
         for t in &config.targets {
             let mut luns = Vec::new();
             for l in &t.luns {
                 if let Some(parent) = l.path.parent() {
-                    std::fs::create_dir_all(parent)
-                        .map_err(|source| ServerError::Directory { path: parent.to_path_buf(), source })?;
+                    std::fs::create_dir_all(parent).map_err(|source| ServerError::Directory {
+                        path: parent.to_path_buf(),
+                        source,
+                    })?;
                 }
-                let spec = LunSpec::new(l.id, l.path.clone(), l.size_bytes, l.block_size, l.read_only, l.serial.clone());
-                let lu = LogicalUnit::open(spec, &t.name)
-                    .map_err(|source| ServerError::Lun { target: t.name.clone(), source })?;
+                let mut spec = LunSpec::new(
+                    l.id,
+                    l.path.clone(),
+                    l.size_bytes,
+                    l.block_size,
+                    l.read_only,
+                    l.serial.clone(),
+                );
+                spec.write_cache = l.write_cache;
+                let lu = LogicalUnit::open(spec, &t.name).map_err(|source| ServerError::Lun {
+                    target: t.name.clone(),
+                    source,
+                })?;
                 luns.push(Arc::new(lu));
             }
-            let scsi = Arc::new(ScsiTarget::new(&t.name, luns, tasks.clone()));
-            targets.push(PortalTarget { def: t.clone(), scsi });
+            let scsi =
+                Arc::new(ScsiTarget::new(&t.name, luns, tasks.clone()).with_faults(faults.clone()));
+            targets.push(PortalTarget {
+                def: t.clone(),
+                scsi,
+            });
         }
-        let portal = Portal::new(targets, config.buses.clone(), config.iscsi.clone(), tasks);
+        let portal = Portal::new(
+            targets,
+            config.buses.clone(),
+            config.iscsi.clone(),
+            tasks,
+            faults,
+        );
         Ok(TargetServer { portal, config })
     }
 
@@ -153,7 +189,9 @@ impl TargetServer {
 
     /// The SCSI target named `name`.
     pub fn target(&self, name: &str) -> Option<&Arc<ScsiTarget>> {
-        self.portal.target_index(name).map(|i| &self.portal.targets()[i].scsi)
+        self.portal
+            .target_index(name)
+            .map(|i| &self.portal.targets()[i].scsi)
     }
 
     /// Live sessions.
@@ -167,13 +205,20 @@ impl TargetServer {
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
-        self.portal.clone().serve_connection(stream, peer, None).await
+        self.portal
+            .clone()
+            .serve_connection(stream, peer, None)
+            .await
     }
 
     /// Accepts iSCSI connections on `listener` until `shutdown` resolves,
     /// then closes every session, waits for the connections to end and
     /// flushes every LUN file.
-    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ServerError> {
         self.portal.clone().run(listener, shutdown).await;
         self.flush().await
     }
@@ -186,7 +231,11 @@ impl TargetServer {
                 if let Some(lu) = t.scsi.lun(id) {
                     if let Err(source) = lu.sync().await {
                         tracing::error!(target = %t.def.name, lun = id, error = %source, "flush failed");
-                        first_error.get_or_insert(ServerError::Flush { target: t.def.name.clone(), lun: id, source });
+                        first_error.get_or_insert(ServerError::Flush {
+                            target: t.def.name.clone(),
+                            lun: id,
+                            source,
+                        });
                     }
                 }
             }
@@ -197,7 +246,10 @@ impl TargetServer {
 
 /// Loads and validates the configuration (the file, or the embedded
 /// default) against `data_dir`, touching nothing on disk.
-pub fn load_config(config: Option<&std::path::Path>, data_dir: &std::path::Path) -> Result<ValidConfig, ServerError> {
+pub fn load_config(
+    config: Option<&std::path::Path>,
+    data_dir: &std::path::Path,
+) -> Result<ValidConfig, ServerError> {
     let raw = match config {
         Some(path) => Config::load(path)?,
         None => Config::embedded_default(),
@@ -214,12 +266,48 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServerError> {
     let server = TargetServer::build(config)?;
     let listener = TcpListener::bind(opts.listen)
         .await
-        .map_err(|source| ServerError::Bind { addr: opts.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: opts.listen, source })?;
+        .map_err(|source| ServerError::Bind {
+            addr: opts.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: opts.listen,
+        source,
+    })?;
+    let control_listener =
+        TcpListener::bind(opts.control)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: opts.control,
+                source,
+            })?;
+    let control_addr = control_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: opts.control,
+            source,
+        })?;
+    if !control_addr.ip().is_loopback() && opts.control_token.is_none() {
+        tracing::warn!(%control_addr, "control plane on a non-loopback address without a token: only loopback clients will be served");
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(ServerError::Signal)?;
+    let control = Control::new(server.portal().clone());
+    let control_stop = tokio_util::sync::CancellationToken::new();
+    let control_task = tokio::spawn(crate::control::http::serve(
+        control_listener,
+        opts.control_token.clone(),
+        move |req| {
+            let control = control.clone();
+            async move { control.handle(req).await }
+        },
+        control_stop.clone().cancelled_owned(),
+    ));
     {
         let mut out = std::io::stdout().lock();
+        // The control line comes first: a client that has seen the portal
+        // line can rely on the control plane too.
+        writeln!(out, "busrig target control on {control_addr}").map_err(ServerError::Stdout)?;
         writeln!(out, "busrig target listening on {addr}").map_err(ServerError::Stdout)?;
         out.flush().map_err(ServerError::Stdout)?;
     }
@@ -232,7 +320,10 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServerError> {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         }
     };
-    server.run(listener, shutdown).await
+    let result = server.run(listener, shutdown).await;
+    control_stop.cancel();
+    let _ = control_task.await;
+    result
 }
 
 #[cfg(test)]
@@ -250,7 +341,13 @@ mod tests {
         )
         .unwrap();
         let data = dir.path().join("data");
-        let opts = ServeOptions { config: Some(cfg), listen: "127.0.0.1:0".parse().unwrap(), data_dir: data.clone() };
+        let opts = ServeOptions {
+            config: Some(cfg),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data.clone(),
+            control: "127.0.0.1:0".parse().unwrap(),
+            control_token: None,
+        };
         let err = serve(opts).await.unwrap_err();
         assert_eq!(
             err.to_string(),

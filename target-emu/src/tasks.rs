@@ -82,17 +82,29 @@ impl TaskRegistry {
     pub fn register(&self, info: TaskInfo) -> TaskGuard {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let token = CancellationToken::new();
-        self.inner
-            .tasks
-            .lock()
-            .unwrap()
-            .insert(id, Entry { info, token: token.clone() });
-        TaskGuard { id, token, registry: self.clone() }
+        self.inner.tasks.lock().unwrap().insert(
+            id,
+            Entry {
+                info,
+                token: token.clone(),
+            },
+        );
+        TaskGuard {
+            id,
+            token,
+            registry: self.clone(),
+        }
     }
 
     /// Number of running tasks that match `pred`.
     pub fn count(&self, pred: impl Fn(&TaskInfo) -> bool) -> usize {
-        self.inner.tasks.lock().unwrap().values().filter(|e| pred(&e.info)).count()
+        self.inner
+            .tasks
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|e| pred(&e.info))
+            .count()
     }
 
     /// Running tasks that match `pred`.
@@ -142,7 +154,12 @@ mod tests {
     use super::*;
 
     fn info(init: &str, lun: u64, itt: u32) -> TaskInfo {
-        TaskInfo { nexus: ItNexus::new(init, [0; 6], "t", 1), lun, itt, cmd_sn: itt }
+        TaskInfo {
+            nexus: ItNexus::new(init, [0; 6], "t", 1),
+            lun,
+            itt,
+            cmd_sn: itt,
+        }
     }
 
     #[tokio::test]
@@ -151,7 +168,10 @@ mod tests {
         let a = reg.register(info("a", 0, 1));
         let b = reg.register(info("b", 0, 2));
         let reg2 = reg.clone();
-        let waiter = tokio::spawn(async move { reg2.abort_matching(|t| t.nexus.initiator.as_ref() == "a").await });
+        let waiter = tokio::spawn(async move {
+            reg2.abort_matching(|t| t.nexus.initiator.as_ref() == "a")
+                .await
+        });
         // The abort cannot complete while task a is still running.
         a.aborted().await;
         assert!(a.is_aborted());

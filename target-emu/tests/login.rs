@@ -72,12 +72,18 @@ async fn chap_wrong_secret_or_name_is_refused() {
         let mut c = h.connect();
         let mut o = LoginOpts::normal(INITIATOR);
         o.chap = Some((name.into(), secret.as_bytes().to_vec()));
-        assert_eq!(c.login(&o).await, refused(login_status::AUTHENTICATION_FAILURE));
+        assert_eq!(
+            c.login(&o).await,
+            refused(login_status::AUTHENTICATION_FAILURE)
+        );
         c.expect_closed().await;
     }
     // Without CHAP at all, a target that requires it refuses too.
     let mut c = h.connect();
-    assert_eq!(c.login(&LoginOpts::normal(INITIATOR)).await, refused(login_status::AUTHENTICATION_FAILURE));
+    assert_eq!(
+        c.login(&LoginOpts::normal(INITIATOR)).await,
+        refused(login_status::AUTHENTICATION_FAILURE)
+    );
     assert!(h.server.sessions().is_empty());
 }
 
@@ -88,24 +94,37 @@ async fn mutual_chap_without_target_credentials_is_refused() {
     let mut o = LoginOpts::normal(INITIATOR);
     o.chap = Some(("alice".into(), b"alice-secret-12".to_vec()));
     o.mutual = Some(("bus0".into(), b"target-secret-34".to_vec()));
-    assert_eq!(c.login(&o).await, refused(login_status::AUTHENTICATION_FAILURE));
+    assert_eq!(
+        c.login(&o).await,
+        refused(login_status::AUTHENTICATION_FAILURE)
+    );
 }
 
 #[tokio::test]
 async fn unknown_target_acl_and_tsih_rules() {
-    let h = Harness::new(&config(r#"allowed_initiators = ["iqn.2026-11.test:init1"]"#, ""));
+    let h = Harness::new(&config(
+        r#"allowed_initiators = ["iqn.2026-11.test:init1"]"#,
+        "",
+    ));
     let mut c = h.connect();
     let mut o = LoginOpts::normal(INITIATOR);
     o.target = Some("iqn.2026-11.io.busrig:nope".into());
     assert_eq!(c.login(&o).await, refused(login_status::NOT_FOUND));
 
     let mut c = h.connect();
-    assert_eq!(c.login(&LoginOpts::normal("iqn.2026-11.test:intruder")).await, refused(login_status::AUTHORIZATION_FAILURE));
+    assert_eq!(
+        c.login(&LoginOpts::normal("iqn.2026-11.test:intruder"))
+            .await,
+        refused(login_status::AUTHORIZATION_FAILURE)
+    );
 
     let mut c = h.connect();
     let mut o = LoginOpts::normal(INITIATOR);
     o.tsih = 0x4242;
-    assert_eq!(c.login(&o).await, refused(login_status::SESSION_DOES_NOT_EXIST));
+    assert_eq!(
+        c.login(&o).await,
+        refused(login_status::SESSION_DOES_NOT_EXIST)
+    );
 
     // A second connection to a live session: MaxConnections is 1.
     let mut first = h.session(INITIATOR).await;
@@ -113,7 +132,10 @@ async fn unknown_target_acl_and_tsih_rules() {
     let mut o = LoginOpts::normal(INITIATOR);
     o.isid = Some(first.isid);
     o.tsih = first.tsih;
-    assert_eq!(c.login(&o).await, refused(login_status::TOO_MANY_CONNECTIONS));
+    assert_eq!(
+        c.login(&o).await,
+        refused(login_status::TOO_MANY_CONNECTIONS)
+    );
     first.tur_until_good(0).await;
 }
 
@@ -123,7 +145,10 @@ async fn bus_initiator_limit_refuses_with_out_of_resources() {
     let mut a = h.session("iqn.2026-11.test:a").await;
     let mut b = h.session("iqn.2026-11.test:b").await;
     let mut c = h.connect();
-    assert_eq!(c.login(&LoginOpts::normal("iqn.2026-11.test:c")).await, refused(login_status::OUT_OF_RESOURCES));
+    assert_eq!(
+        c.login(&LoginOpts::normal("iqn.2026-11.test:c")).await,
+        refused(login_status::OUT_OF_RESOURCES)
+    );
     // A second session of an initiator already on the bus is fine.
     let mut a2 = h.session("iqn.2026-11.test:a").await;
     a.tur_until_good(0).await;
@@ -133,7 +158,9 @@ async fn bus_initiator_limit_refuses_with_out_of_resources() {
     b.logout().await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut c = h.connect();
-    c.login(&LoginOpts::normal("iqn.2026-11.test:c")).await.unwrap();
+    c.login(&LoginOpts::normal("iqn.2026-11.test:c"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -155,11 +182,16 @@ size = "1MiB"
     let st = c.text(&[("SendTargets", "All")]).await;
     let names: Vec<_> = st.get_all("TargetName").collect();
     assert_eq!(names, vec![TARGET]);
-    assert_eq!(st.get_all("TargetAddress").collect::<Vec<_>>(), vec!["127.0.0.1:3260,1"]);
+    assert_eq!(
+        st.get_all("TargetAddress").collect::<Vec<_>>(),
+        vec!["127.0.0.1:3260,1"]
+    );
     assert_eq!(c.logout().await, 0);
 
     let mut c = h.connect();
-    c.login(&LoginOpts::discovery("iqn.2026-11.test:admin")).await.unwrap();
+    c.login(&LoginOpts::discovery("iqn.2026-11.test:admin"))
+        .await
+        .unwrap();
     let st = c.text(&[("SendTargets", "All")]).await;
     let pairs: Vec<_> = st.iter().map(|(k, v)| format!("{k}={v}")).collect();
     assert_eq!(
@@ -171,15 +203,26 @@ size = "1MiB"
             "TargetAddress=127.0.0.1:3260,7".to_string(),
         ]
     );
-    let one = c.text(&[("SendTargets", "iqn.2026-11.io.busrig:private")]).await;
+    let one = c
+        .text(&[("SendTargets", "iqn.2026-11.io.busrig:private")])
+        .await;
     assert_eq!(one.get_all("TargetName").count(), 1);
     // A discovery session carries no SCSI commands.
     let itt = c.next_itt();
     let cmd_sn = c.next_cmd_sn();
-    let cmd = busrig_proto::pdu::ScsiCommand { itt, cmd_sn, final_: true, attr: 1, ..Default::default() };
+    let cmd = busrig_proto::pdu::ScsiCommand {
+        itt,
+        cmd_sn,
+        final_: true,
+        attr: 1,
+        ..Default::default()
+    };
     c.send(pdu(cmd, bytes::Bytes::new())).await;
     let p = c.recv().await;
-    assert!(matches!(p.header, busrig_proto::pdu::Header::Reject(_)), "{p:?}");
+    assert!(
+        matches!(p.header, busrig_proto::pdu::Header::Reject(_)),
+        "{p:?}"
+    );
     let st = c.text(&[("SendTargets", "All")]).await;
     assert_eq!(st.get_all("TargetName").count(), 2);
 }
@@ -221,17 +264,92 @@ async fn unsupported_version_and_non_login_pdu_during_login() {
         ..Default::default()
     };
     let keys: busrig_proto::text::TextPairs =
-        [("InitiatorName", INITIATOR), ("TargetName", TARGET)].into_iter().collect();
+        [("InitiatorName", INITIATOR), ("TargetName", TARGET)]
+            .into_iter()
+            .collect();
     c.send(pdu(req, bytes::Bytes::from(keys.to_bytes()))).await;
     let p = c.recv().await;
-    let busrig_proto::pdu::Header::LoginResponse(r) = p.header else { panic!("{p:?}") };
-    assert_eq!((r.status_class, r.status_detail), login_status::UNSUPPORTED_VERSION);
+    let busrig_proto::pdu::Header::LoginResponse(r) = p.header else {
+        panic!("{p:?}")
+    };
+    assert_eq!(
+        (r.status_class, r.status_detail),
+        login_status::UNSUPPORTED_VERSION
+    );
     c.expect_closed().await;
 
     let mut c = h.connect();
-    c.send(pdu(busrig_proto::pdu::NopOut { itt: 5, ttt: RESERVED, ..Default::default() }, bytes::Bytes::new())).await;
+    c.send(pdu(
+        busrig_proto::pdu::NopOut {
+            itt: 5,
+            ttt: RESERVED,
+            ..Default::default()
+        },
+        bytes::Bytes::new(),
+    ))
+    .await;
     let p = c.recv().await;
-    let busrig_proto::pdu::Header::LoginResponse(r) = p.header else { panic!("{p:?}") };
-    assert_eq!((r.status_class, r.status_detail), login_status::INVALID_DURING_LOGIN);
+    let busrig_proto::pdu::Header::LoginResponse(r) = p.header else {
+        panic!("{p:?}")
+    };
+    assert_eq!(
+        (r.status_class, r.status_detail),
+        login_status::INVALID_DURING_LOGIN
+    );
     c.expect_closed().await;
+}
+
+#[tokio::test]
+async fn long_sendtargets_answer_comes_in_pieces() {
+    // 40 targets with long names: far more text than the 512 bytes the
+    // initiator accepts per PDU (RFC 7143 §11.10.4 continuation).
+    let mut tail = String::new();
+    for i in 0..40 {
+        tail.push_str(&format!(
+            "[[target]]\nname = \"iqn.2026-11.io.busrig:a-rather-long-target-name-number-{i:03}\"\nbus = \"b0\"\n[[target.lun]]\nid = 0\nsize = \"512\"\n"
+        ));
+    }
+    let h = Harness::new(&config("", &tail));
+    let mut c = h.connect();
+    c.login(&LoginOpts::discovery(INITIATOR).set("MaxRecvDataSegmentLength", "512"))
+        .await
+        .unwrap();
+    let itt = c.next_itt();
+    let cmd_sn = c.next_cmd_sn();
+    let keys: busrig_proto::text::TextPairs = [("SendTargets", "All")].into_iter().collect();
+    let mut req = busrig_proto::pdu::TextRequest {
+        final_: true,
+        itt,
+        ttt: RESERVED,
+        cmd_sn,
+        exp_stat_sn: c.exp_stat_sn,
+        ..Default::default()
+    };
+    c.send(pdu(req.clone(), bytes::Bytes::from(keys.to_bytes())))
+        .await;
+    let mut text = Vec::new();
+    let mut pieces = 0;
+    loop {
+        let p = c.recv().await;
+        let busrig_proto::pdu::Header::TextResponse(r) = p.header else {
+            panic!("{p:?}")
+        };
+        assert!(p.data.len() <= 512);
+        text.extend_from_slice(&p.data);
+        pieces += 1;
+        if r.final_ {
+            assert_eq!(r.ttt, RESERVED);
+            break;
+        }
+        assert!(r.continue_ && r.ttt != RESERVED);
+        // Ask for the next piece with the target's TTT and no data.
+        req.ttt = r.ttt;
+        req.cmd_sn = c.next_cmd_sn();
+        req.exp_stat_sn = c.exp_stat_sn;
+        c.send(pdu(req.clone(), bytes::Bytes::new())).await;
+    }
+    assert!(pieces > 5, "{pieces}");
+    let st = busrig_proto::text::TextPairs::parse_allow_repeats(&text).unwrap();
+    assert_eq!(st.get_all("TargetName").count(), 41);
+    assert_eq!(st.get_all("TargetAddress").count(), 41);
 }

@@ -19,6 +19,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct TargetProcess {
     child: Child,
     pub addr: SocketAddr,
+    /// The control plane address (`busrig bus --control`).
+    pub control: SocketAddr,
     pub data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -39,6 +41,8 @@ impl TargetProcess {
         cmd.arg("target")
             .arg("--listen")
             .arg("127.0.0.1:0")
+            .arg("--control")
+            .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(dir)
             .args(extra)
@@ -50,22 +54,37 @@ impl TargetProcess {
         // The reader thread keeps draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || {
             let mut tx = Some(tx);
+            let mut control = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("busrig target control on ") {
+                    control = Some(rest.trim().to_string());
+                }
                 if let Some(rest) = line.strip_prefix("busrig target listening on ") {
                     if let Some(tx) = tx.take() {
-                        let _ = tx.send(rest.trim().to_string());
+                        let _ = tx.send((rest.trim().to_string(), control.clone()));
                     }
                 }
             }
         });
-        let addr = match rx.recv_timeout(READY_TIMEOUT) {
-            Ok(a) => a.parse().expect("readiness line carries an address"),
+        let (addr, control) = match rx.recv_timeout(READY_TIMEOUT) {
+            Ok((a, c)) => (
+                a.parse().expect("readiness line carries an address"),
+                c.expect("control line printed before the readiness line")
+                    .parse()
+                    .expect("control address"),
+            ),
             Err(_) => {
                 let _ = child.kill();
                 panic!("busrig target did not print its readiness line within {READY_TIMEOUT:?}");
             }
         };
-        TargetProcess { child, addr, data_dir: dir.to_path_buf(), _tmp: None }
+        TargetProcess {
+            child,
+            addr,
+            control,
+            data_dir: dir.to_path_buf(),
+            _tmp: None,
+        }
     }
 
     /// libiscsi URL of `lun` on the default target.

@@ -40,7 +40,12 @@ impl Capacity {
         }
         let last = u64::from_be_bytes(b[0..8].try_into().expect("8 bytes"));
         let block_length = u32::from_be_bytes([b[8], b[9], b[10], b[11]]);
-        Ok(Capacity::new(last.wrapping_add(1), block_length, b[13] & 0x0f, b[14] & 0x80 != 0))
+        Ok(Capacity::new(
+            last.wrapping_add(1),
+            block_length,
+            b[13] & 0x0f,
+            b[14] & 0x80 != 0,
+        ))
     }
 
     fn new(blocks: u64, block_length: u32, exp: u8, thin: bool) -> Capacity {
@@ -69,7 +74,10 @@ impl LunList {
         }
         let list_length = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
         let end = (8 + list_length as usize).min(b.len());
-        let luns = b[8..end].chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes"))).collect();
+        let luns = b[8..end]
+            .chunks_exact(8)
+            .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes")))
+            .collect();
         Ok(LunList { luns, list_length })
     }
 }

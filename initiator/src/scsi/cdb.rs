@@ -81,12 +81,18 @@ impl Cdb {
 
 /// TEST UNIT READY (SPC-4 §6.47).
 pub fn test_unit_ready() -> Cdb {
-    Cdb::new(vec![op::TEST_UNIT_READY, 0, 0, 0, 0, 0], DataDirection::None)
+    Cdb::new(
+        vec![op::TEST_UNIT_READY, 0, 0, 0, 0, 0],
+        DataDirection::None,
+    )
 }
 
 /// REQUEST SENSE (SPC-4 §6.39), fixed format.
 pub fn request_sense(alloc: u8) -> Cdb {
-    Cdb::new(vec![op::REQUEST_SENSE, 0, 0, 0, alloc, 0], DataDirection::Read(alloc as u32))
+    Cdb::new(
+        vec![op::REQUEST_SENSE, 0, 0, 0, alloc, 0],
+        DataDirection::Read(alloc as u32),
+    )
 }
 
 /// INQUIRY (SPC-4 §6.6): standard data, or the VPD page `page` when `Some`.
@@ -96,12 +102,18 @@ pub fn inquiry(page: Option<u8>, alloc: u16) -> Cdb {
         None => (0, 0),
     };
     let a = alloc.to_be_bytes();
-    Cdb::new(vec![op::INQUIRY, evpd, code, a[0], a[1], 0], DataDirection::Read(alloc as u32))
+    Cdb::new(
+        vec![op::INQUIRY, evpd, code, a[0], a[1], 0],
+        DataDirection::Read(alloc as u32),
+    )
 }
 
 /// READ CAPACITY(10) (SBC-3 §5.15): 8 bytes back.
 pub fn read_capacity_10() -> Cdb {
-    Cdb::new(vec![op::READ_CAPACITY_10, 0, 0, 0, 0, 0, 0, 0, 0, 0], DataDirection::Read(8))
+    Cdb::new(
+        vec![op::READ_CAPACITY_10, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        DataDirection::Read(8),
+    )
 }
 
 /// READ CAPACITY(16) (SBC-3 §5.16).
@@ -148,12 +160,26 @@ fn rw(op10: u8, op16: u8, lba: u64, blocks: u32, fua: bool, data: DataDirection)
 
 /// READ(10) or READ(16) of `blocks` blocks of `block_len` bytes.
 pub fn read(lba: u64, blocks: u32, block_len: u32, fua: bool) -> Cdb {
-    rw(op::READ_10, op::READ_16, lba, blocks, fua, DataDirection::Read(blocks * block_len))
+    rw(
+        op::READ_10,
+        op::READ_16,
+        lba,
+        blocks,
+        fua,
+        DataDirection::Read(blocks * block_len),
+    )
 }
 
 /// WRITE(10) or WRITE(16); `data` is a whole number of blocks.
 pub fn write(lba: u64, blocks: u32, data: Bytes, fua: bool) -> Cdb {
-    rw(op::WRITE_10, op::WRITE_16, lba, blocks, fua, DataDirection::Write(data))
+    rw(
+        op::WRITE_10,
+        op::WRITE_16,
+        lba,
+        blocks,
+        fua,
+        DataDirection::Write(data),
+    )
 }
 
 /// SYNCHRONIZE CACHE(10) or (16) (SBC-3 §5.22); `blocks == 0` means "to the end".
@@ -196,12 +222,18 @@ pub fn release_6() -> Cdb {
 
 /// RESERVE(10) (SPC-2 §7.22) without third-party or extent reservation.
 pub fn reserve_10() -> Cdb {
-    Cdb::new(vec![op::RESERVE_10, 0, 0, 0, 0, 0, 0, 0, 0, 0], DataDirection::None)
+    Cdb::new(
+        vec![op::RESERVE_10, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        DataDirection::None,
+    )
 }
 
 /// RELEASE(10) (SPC-2 §7.20).
 pub fn release_10() -> Cdb {
-    Cdb::new(vec![op::RELEASE_10, 0, 0, 0, 0, 0, 0, 0, 0, 0], DataDirection::None)
+    Cdb::new(
+        vec![op::RELEASE_10, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        DataDirection::None,
+    )
 }
 
 /// PERSISTENT RESERVE IN (SPC-4 §6.13) with service action `sa`.
@@ -256,7 +288,10 @@ mod tests {
 
     #[test]
     fn inquiry_vpd_sets_evpd() {
-        assert_eq!(inquiry(Some(0x83), 255).bytes, vec![0x12, 1, 0x83, 0, 255, 0]);
+        assert_eq!(
+            inquiry(Some(0x83), 255).bytes,
+            vec![0x12, 1, 0x83, 0, 255, 0]
+        );
         assert_eq!(inquiry(None, 96).bytes, vec![0x12, 0, 0, 0, 96, 0]);
     }
 
@@ -275,7 +310,10 @@ mod tests {
 
     #[test]
     fn pr_in_allocation_length() {
-        assert_eq!(persistent_reserve_in(0x03, 0x2000).bytes, vec![0x5e, 3, 0, 0, 0, 0, 0, 0x20, 0, 0]);
+        assert_eq!(
+            persistent_reserve_in(0x03, 0x2000).bytes,
+            vec![0x5e, 3, 0, 0, 0, 0, 0, 0x20, 0, 0]
+        );
     }
 
     #[test]
@@ -296,6 +334,9 @@ mod tests {
 
     #[test]
     fn sync_cache_whole_unit() {
-        assert_eq!(synchronize_cache(0, 0).bytes, vec![0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            synchronize_cache(0, 0).bytes,
+            vec![0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
     }
 }

@@ -31,7 +31,10 @@ pub struct DataError {
 }
 
 pub(crate) fn short(what: &'static str, need: usize, got: usize) -> DataError {
-    DataError { what, detail: format!("need {need} bytes, got {got}") }
+    DataError {
+        what,
+        detail: format!("need {need} bytes, got {got}"),
+    }
 }
 
 /// Standard INQUIRY data.
@@ -66,7 +69,10 @@ pub fn device_type_name(t: u8) -> &'static str {
 }
 
 fn ascii(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).trim_end_matches([' ', '\0']).trim_start().to_string()
+    String::from_utf8_lossy(b)
+        .trim_end_matches([' ', '\0'])
+        .trim_start()
+        .to_string()
 }
 
 impl Inquiry {
@@ -132,9 +138,15 @@ pub struct Designator {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "page", rename_all = "kebab-case")]
 pub enum Vpd {
-    SupportedPages { pages: Vec<u8> },
-    UnitSerialNumber { serial: String },
-    DeviceIdentification { designators: Vec<Designator> },
+    SupportedPages {
+        pages: Vec<u8>,
+    },
+    UnitSerialNumber {
+        serial: String,
+    },
+    DeviceIdentification {
+        designators: Vec<Designator>,
+    },
     BlockLimits {
         max_compare_and_write_length: u8,
         optimal_transfer_length_granularity: u16,
@@ -143,10 +155,21 @@ pub enum Vpd {
         max_unmap_lba_count: u32,
         max_unmap_block_descriptor_count: u32,
     },
-    BlockDeviceCharacteristics { medium_rotation_rate: u16, nominal_form_factor: u8 },
-    LogicalBlockProvisioning { lbpu: bool, lbpws: bool, lbpws10: bool, provisioning_type: u8 },
+    BlockDeviceCharacteristics {
+        medium_rotation_rate: u16,
+        nominal_form_factor: u8,
+    },
+    LogicalBlockProvisioning {
+        lbpu: bool,
+        lbpws: bool,
+        lbpws10: bool,
+        provisioning_type: u8,
+    },
     /// A page this decoder does not know: its code and payload in hex.
-    Raw { code: u8, hex: String },
+    Raw {
+        code: u8,
+        hex: String,
+    },
 }
 
 pub(crate) fn hex(b: &[u8]) -> String {
@@ -154,11 +177,15 @@ pub(crate) fn hex(b: &[u8]) -> String {
 }
 
 fn be32(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4).map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]])).unwrap_or(0)
+    b.get(at..at + 4)
+        .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+        .unwrap_or(0)
 }
 
 fn be16(b: &[u8], at: usize) -> u16 {
-    b.get(at..at + 2).map(|s| u16::from_be_bytes([s[0], s[1]])).unwrap_or(0)
+    b.get(at..at + 2)
+        .map(|s| u16::from_be_bytes([s[0], s[1]]))
+        .unwrap_or(0)
 }
 
 impl Vpd {
@@ -176,8 +203,12 @@ impl Vpd {
         let len = be16(b, 2) as usize;
         let body = &b[4..(4 + len).min(b.len())];
         Ok(match want {
-            page::SUPPORTED_PAGES => Vpd::SupportedPages { pages: body.to_vec() },
-            page::UNIT_SERIAL_NUMBER => Vpd::UnitSerialNumber { serial: ascii(body) },
+            page::SUPPORTED_PAGES => Vpd::SupportedPages {
+                pages: body.to_vec(),
+            },
+            page::UNIT_SERIAL_NUMBER => Vpd::UnitSerialNumber {
+                serial: ascii(body),
+            },
             page::DEVICE_IDENTIFICATION => {
                 let mut designators = Vec::new();
                 let mut i = 0;
@@ -203,7 +234,11 @@ impl Vpd {
                             8 => "SCSI name string",
                             _ => "reserved",
                         },
-                        value: if matches!(code_set, 2 | 3) { ascii(value) } else { hex(value) },
+                        value: if matches!(code_set, 2 | 3) {
+                            ascii(value)
+                        } else {
+                            hex(value)
+                        },
                     });
                     i += 4 + dlen;
                 }
@@ -230,7 +265,10 @@ impl Vpd {
                     provisioning_type: b.get(6).map(|v| v & 0x07).unwrap_or(0),
                 }
             }
-            code => Vpd::Raw { code, hex: hex(body) },
+            code => Vpd::Raw {
+                code,
+                hex: hex(body),
+            },
         })
     }
 }
@@ -299,13 +337,23 @@ mod tests {
         b[5] = 1;
         b[8..12].copy_from_slice(&65536u32.to_be_bytes());
         match Vpd::decode(0xb0, &b).unwrap() {
-            Vpd::BlockLimits { max_compare_and_write_length, max_transfer_length, .. } => {
+            Vpd::BlockLimits {
+                max_compare_and_write_length,
+                max_transfer_length,
+                ..
+            } => {
                 assert_eq!(max_compare_and_write_length, 1);
                 assert_eq!(max_transfer_length, 65536);
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(Vpd::decode(0xc0, &[0, 0xc0, 0, 2, 0xab, 0xcd]).unwrap(), Vpd::Raw { code: 0xc0, hex: "abcd".into() });
+        assert_eq!(
+            Vpd::decode(0xc0, &[0, 0xc0, 0, 2, 0xab, 0xcd]).unwrap(),
+            Vpd::Raw {
+                code: 0xc0,
+                hex: "abcd".into()
+            }
+        );
     }
 
     #[test]

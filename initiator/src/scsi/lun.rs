@@ -11,7 +11,11 @@
 
 /// The 8-byte LUN field for a LUN number, as a big-endian u64.
 pub fn encode(lun: u16) -> u64 {
-    let b0 = if lun < 256 { 0u8 } else { 0x40 | ((lun >> 8) as u8 & 0x3f) };
+    let b0 = if lun < 256 {
+        0u8
+    } else {
+        0x40 | ((lun >> 8) as u8 & 0x3f)
+    };
     u64::from_be_bytes([b0, lun as u8, 0, 0, 0, 0, 0, 0])
 }
 

@@ -156,7 +156,10 @@ impl FromStr for PrType {
         if let Ok(n) = s.parse::<u8>() {
             return PrType::from_code(n).ok_or_else(err);
         }
-        PrType::ALL.into_iter().find(|t| t.abbrev().eq_ignore_ascii_case(s)).ok_or_else(err)
+        PrType::ALL
+            .into_iter()
+            .find(|t| t.abbrev().eq_ignore_ascii_case(s))
+            .ok_or_else(err)
     }
 }
 
@@ -194,20 +197,34 @@ impl TransportId {
         if b.len() < 4 {
             return Err(short("TransportID", 4, b.len()));
         }
-        let err = |d: String| DataError { what: "TransportID", detail: d };
+        let err = |d: String| DataError {
+            what: "TransportID",
+            detail: d,
+        };
         if b[0] & 0x0f != PROTOCOL_ISCSI {
-            return Err(err(format!("protocol identifier {:#x} is not iSCSI", b[0] & 0x0f)));
+            return Err(err(format!(
+                "protocol identifier {:#x} is not iSCSI",
+                b[0] & 0x0f
+            )));
         }
         let len = u16::from_be_bytes([b[2], b[3]]) as usize;
-        let body = b.get(4..4 + len).ok_or_else(|| short("TransportID", 4 + len, b.len()))?;
+        let body = b
+            .get(4..4 + len)
+            .ok_or_else(|| short("TransportID", 4 + len, b.len()))?;
         let text = body.split(|c| *c == 0).next().unwrap_or_default();
         let text = String::from_utf8_lossy(text).into_owned();
         let tid = match text.split_once(",i,") {
             Some((name, isid)) => {
                 let isid = isid.parse::<Isid>().map_err(|e| err(e.to_string()))?;
-                TransportId { name: name.to_string(), isid: Some(isid) }
+                TransportId {
+                    name: name.to_string(),
+                    isid: Some(isid),
+                }
             }
-            None => TransportId { name: text, isid: None },
+            None => TransportId {
+                name: text,
+                isid: None,
+            },
         };
         Ok((tid, 4 + len))
     }
@@ -250,7 +267,11 @@ pub fn encode_out(action: PrOutAction, p: &PrOutParams) -> Bytes {
     b.extend_from_slice(&p.key.to_be_bytes());
     b.extend_from_slice(&p.sa_key.to_be_bytes());
     if action == PrOutAction::RegisterAndMove {
-        let tid = p.move_to.as_ref().map(TransportId::encode).unwrap_or_default();
+        let tid = p
+            .move_to
+            .as_ref()
+            .map(TransportId::encode)
+            .unwrap_or_default();
         b.push(0);
         b.push(((p.unreg as u8) << 1) | p.aptpl as u8);
         b.extend_from_slice(&p.relative_target_port.to_be_bytes());
@@ -333,7 +354,10 @@ fn header<'a>(what: &'static str, b: &'a [u8]) -> Result<(u32, &'a [u8]), DataEr
 impl Keys {
     pub fn decode(b: &[u8]) -> Result<Keys, DataError> {
         let (generation, body) = header("READ KEYS data", b)?;
-        let keys = body.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes"))).collect();
+        let keys = body
+            .chunks_exact(8)
+            .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes")))
+            .collect();
         Ok(Keys { generation, keys })
     }
 }
@@ -371,7 +395,11 @@ impl Capabilities {
             (0x0200, PrType::WriteExclusive),
             (0x0001, PrType::ExclusiveAccessAllRegistrants),
         ];
-        let mut types: Vec<PrType> = bits.iter().filter(|(m, _)| mask & m != 0).map(|(_, t)| *t).collect();
+        let mut types: Vec<PrType> = bits
+            .iter()
+            .filter(|(m, _)| mask & m != 0)
+            .map(|(_, t)| *t)
+            .collect();
         types.sort_by_key(|t| t.code());
         Ok(Capabilities {
             replace_lost_reservation_capable: b[2] & 0x80 != 0,
@@ -409,7 +437,10 @@ impl FullStatus {
             });
             i += 24 + extra;
         }
-        Ok(FullStatus { generation, registrations })
+        Ok(FullStatus {
+            generation,
+            registrations,
+        })
     }
 }
 
@@ -419,7 +450,12 @@ mod tests {
 
     #[test]
     fn register_parameter_list_layout() {
-        let p = PrOutParams { key: 0, sa_key: 0xabc, aptpl: true, ..Default::default() };
+        let p = PrOutParams {
+            key: 0,
+            sa_key: 0xabc,
+            aptpl: true,
+            ..Default::default()
+        };
         let b = encode_out(PrOutAction::Register, &p);
         assert_eq!(b.len(), 24, "SPC-4 §6.14.3: the basic list is 24 bytes");
         assert_eq!(&b[8..16], &0xabcu64.to_be_bytes());
@@ -428,7 +464,10 @@ mod tests {
 
     #[test]
     fn register_and_move_carries_transport_id() {
-        let tid = TransportId { name: "iqn.x:n2".into(), isid: Some(Isid([0x80, 0, 0, 0, 0, 2])) };
+        let tid = TransportId {
+            name: "iqn.x:n2".into(),
+            isid: Some(Isid([0x80, 0, 0, 0, 0, 2])),
+        };
         let p = PrOutParams {
             key: 1,
             sa_key: 2,
@@ -451,7 +490,10 @@ mod tests {
 
     #[test]
     fn transport_id_without_isid_is_padded_to_twenty() {
-        let t = TransportId { name: "iqn.a".into(), isid: None };
+        let t = TransportId {
+            name: "iqn.a".into(),
+            isid: None,
+        };
         let b = t.encode();
         assert_eq!(b[0], 0x05);
         assert_eq!(u16::from_be_bytes([b[2], b[3]]), 20);
@@ -463,29 +505,51 @@ mod tests {
         let mut b = vec![0, 0, 0, 7, 0, 0, 0, 16];
         b.extend_from_slice(&1u64.to_be_bytes());
         b.extend_from_slice(&2u64.to_be_bytes());
-        assert_eq!(Keys::decode(&b).unwrap(), Keys { generation: 7, keys: vec![1, 2] });
+        assert_eq!(
+            Keys::decode(&b).unwrap(),
+            Keys {
+                generation: 7,
+                keys: vec![1, 2]
+            }
+        );
 
         let mut r = vec![0, 0, 0, 9, 0, 0, 0, 16];
         r.extend_from_slice(&0x1234u64.to_be_bytes());
         r.extend_from_slice(&[0, 0, 0, 0, 0, 0x05, 0, 0]);
         let res = Reservation::decode(&r).unwrap();
         let h = res.holder.unwrap();
-        assert_eq!((h.key, h.pr_type), (0x1234, Some(PrType::WriteExclusiveRegistrantsOnly)));
-        assert_eq!(Reservation::decode(&[0, 0, 0, 3, 0, 0, 0, 0]).unwrap().holder, None);
+        assert_eq!(
+            (h.key, h.pr_type),
+            (0x1234, Some(PrType::WriteExclusiveRegistrantsOnly))
+        );
+        assert_eq!(
+            Reservation::decode(&[0, 0, 0, 3, 0, 0, 0, 0])
+                .unwrap()
+                .holder,
+            None
+        );
     }
 
     #[test]
     fn capabilities_type_mask() {
         let b = [0, 8, 0x0d, 0x81, 0xea, 0x01, 0, 0];
         let c = Capabilities::decode(&b).unwrap();
-        assert!(c.persist_through_power_loss_capable && c.all_target_ports_capable && c.specify_initiator_ports_capable);
+        assert!(
+            c.persist_through_power_loss_capable
+                && c.all_target_ports_capable
+                && c.specify_initiator_ports_capable
+        );
         assert!(c.type_mask_valid && c.persist_through_power_loss_activated);
         assert_eq!(c.types, PrType::ALL.to_vec());
     }
 
     #[test]
     fn full_status_descriptors() {
-        let tid = TransportId { name: "iqn.x:n1".into(), isid: Some(Isid([0x80, 0, 0, 0, 0, 1])) }.encode();
+        let tid = TransportId {
+            name: "iqn.x:n1".into(),
+            isid: Some(Isid([0x80, 0, 0, 0, 0, 1])),
+        }
+        .encode();
         let mut d = Vec::new();
         d.extend_from_slice(&5u64.to_be_bytes());
         d.extend_from_slice(&[0, 0, 0, 0, 0x01, 0x05, 0, 0, 0, 0, 0, 1]);
@@ -505,8 +569,14 @@ mod tests {
 
     #[test]
     fn pr_type_parsing_accepts_numbers_and_names() {
-        assert_eq!("5".parse::<PrType>().unwrap(), PrType::WriteExclusiveRegistrantsOnly);
-        assert_eq!("earo".parse::<PrType>().unwrap(), PrType::ExclusiveAccessRegistrantsOnly);
+        assert_eq!(
+            "5".parse::<PrType>().unwrap(),
+            PrType::WriteExclusiveRegistrantsOnly
+        );
+        assert_eq!(
+            "earo".parse::<PrType>().unwrap(),
+            PrType::ExclusiveAccessRegistrantsOnly
+        );
         assert!("2".parse::<PrType>().is_err());
     }
 }

@@ -139,9 +139,7 @@ fn designator(out: &mut Vec<u8>, code_set: u8, piv_assoc: u8, ty: u8, d: &[u8]) 
 fn scsi_name(s: &str) -> Vec<u8> {
     let mut v = s.as_bytes().to_vec();
     v.push(0);
-    while v.len() % 4 != 0 {
-        v.push(0);
-    }
+    v.resize(v.len().div_ceil(4) * 4, 0);
     v
 }
 
@@ -212,12 +210,11 @@ pub struct BlockLimits {
     pub max_write_same: u64,
 }
 
-/// VPD B0h: block limits (SBC-3 §6.5.3), page length 3Ch. WSNZ is set:
-/// WRITE SAME with zero blocks ("to the end of the medium") is refused, so
-/// no single command can rewrite a whole multi-GiB disk.
+/// VPD B0h: block limits (SBC-3 §6.5.3), page length 3Ch. WSNZ is clear:
+/// WRITE SAME with zero blocks means "to the end of the medium", which
+/// MAXIMUM WRITE SAME LENGTH still bounds.
 pub fn block_limits(l: &BlockLimits) -> Vec<u8> {
     let mut b = vec![0u8; 0x3c];
-    b[0] = 0x01; // WSNZ
     b[1] = l.max_compare_and_write;
     b[2..4].copy_from_slice(&l.optimal_granularity.to_be_bytes());
     b[4..8].copy_from_slice(&l.max_transfer.to_be_bytes());
@@ -350,7 +347,7 @@ mod tests {
         };
         let p = block_limits(&l);
         assert_eq!(p.len(), 64);
-        assert_eq!(&p[..8], &[0, 0xb0, 0, 0x3c, 0x01, 255, 0, 1]);
+        assert_eq!(&p[..8], &[0, 0xb0, 0, 0x3c, 0x00, 255, 0, 1]);
         assert_eq!(&p[8..12], &[0, 0, 0x40, 0]);
         assert_eq!(&p[20..24], &[0, 4, 0, 0]);
         assert_eq!(&p[24..28], &[0, 0, 8, 0]);

@@ -31,7 +31,10 @@ pub struct HttpRequest {
 
 impl HttpRequest {
     pub fn query(&self, key: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -48,7 +51,10 @@ impl HttpResponse {
     }
 
     pub fn error(status: u16, message: impl Into<String>) -> HttpResponse {
-        HttpResponse { status, body: serde_json::json!({ "error": message.into() }) }
+        HttpResponse {
+            status,
+            body: serde_json::json!({ "error": message.into() }),
+        }
     }
 }
 
@@ -126,20 +132,28 @@ async fn read_head<S: AsyncRead + Unpin>(io: &mut S) -> Result<(Vec<u8>, usize),
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))??;
         if n == 0 {
-            return Err(HttpError::Malformed("connection closed inside the head".into()));
+            return Err(HttpError::Malformed(
+                "connection closed inside the head".into(),
+            ));
         }
         buf.extend_from_slice(&chunk[..n]);
     }
 }
 
-async fn read_body<S: AsyncRead + Unpin>(io: &mut S, mut buf: Vec<u8>, len: usize) -> Result<Vec<u8>, HttpError> {
+async fn read_body<S: AsyncRead + Unpin>(
+    io: &mut S,
+    mut buf: Vec<u8>,
+    len: usize,
+) -> Result<Vec<u8>, HttpError> {
     let mut chunk = [0u8; 4096];
     while buf.len() < len {
         let n = tokio::time::timeout(IO_TIMEOUT, io.read(&mut chunk))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))??;
         if n == 0 {
-            return Err(HttpError::Malformed("connection closed inside the body".into()));
+            return Err(HttpError::Malformed(
+                "connection closed inside the body".into(),
+            ));
         }
         buf.extend_from_slice(&chunk[..n]);
     }
@@ -180,22 +194,43 @@ async fn read_request<S: AsyncRead + Unpin>(
                 .and_then(|v| v.trim().parse().ok())
                 .ok_or_else(|| HttpResponse::error(400, "bad Content-Length"))?;
         } else if h.name.eq_ignore_ascii_case("authorization") {
-            token = std::str::from_utf8(h.value).ok().and_then(|v| v.strip_prefix("Bearer ")).map(|t| t.trim().to_string());
+            token = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(|t| t.trim().to_string());
         }
     }
     if len > MAX_BODY {
-        return Err(HttpResponse::error(413, format!("body of {len} bytes is over the {MAX_BODY}-byte limit")));
+        return Err(HttpResponse::error(
+            413,
+            format!("body of {len} bytes is over the {MAX_BODY}-byte limit"),
+        ));
     }
-    let body = read_body(io, buf[head_len..].to_vec(), len).await.map_err(bad)?;
+    let body = read_body(io, buf[head_len..].to_vec(), len)
+        .await
+        .map_err(bad)?;
     let body = if body.iter().all(|b| b.is_ascii_whitespace()) {
         Value::Null
     } else {
-        serde_json::from_slice(&body).map_err(|e| HttpResponse::error(400, format!("body is not JSON: {e}")))?
+        serde_json::from_slice(&body)
+            .map_err(|e| HttpResponse::error(400, format!("body is not JSON: {e}")))?
     };
-    Ok((HttpRequest { method, path: path.to_string(), query, body, peer }, token))
+    Ok((
+        HttpRequest {
+            method,
+            path: path.to_string(),
+            query,
+            body,
+            peer,
+        },
+        token,
+    ))
 }
 
-async fn write_response<S: AsyncWrite + Unpin>(io: &mut S, resp: &HttpResponse) -> std::io::Result<()> {
+async fn write_response<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    resp: &HttpResponse,
+) -> std::io::Result<()> {
     let mut body = serde_json::to_vec_pretty(&resp.body).unwrap_or_else(|_| b"{}".to_vec());
     body.push(b'\n');
     let head = format!(
@@ -218,8 +253,12 @@ pub fn authorized(peer: &SocketAddr, configured: Option<&str>, presented: Option
 }
 
 /// Serves one control connection.
-pub async fn serve_connection<S, H, F>(mut io: S, peer: SocketAddr, token: Option<&str>, handler: &H)
-where
+pub async fn serve_connection<S, H, F>(
+    mut io: S,
+    peer: SocketAddr,
+    token: Option<&str>,
+    handler: &H,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
     H: Fn(HttpRequest) -> F,
     F: Future<Output = HttpResponse>,
@@ -241,8 +280,12 @@ where
 }
 
 /// Accepts control connections until `shutdown` resolves.
-pub async fn serve<H, F>(listener: TcpListener, token: Option<String>, handler: H, shutdown: impl Future<Output = ()>)
-where
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    token: Option<String>,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+) where
     H: Fn(HttpRequest) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = HttpResponse> + Send,
 {
@@ -277,9 +320,20 @@ pub async fn request(
 ) -> Result<(u16, Value), HttpError> {
     let mut stream = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(addr))
         .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connect to {addr} timed out")))??;
-    let body = body.map(|b| serde_json::to_vec(b)).transpose()?.unwrap_or_default();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("connect to {addr} timed out"),
+            )
+        })??;
+    let body = body
+        .map(|b| serde_json::to_vec(b))
+        .transpose()?
+        .unwrap_or_default();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     if !body.is_empty() {
         head.push_str("Content-Type: application/json\r\n");
     }
@@ -301,7 +355,11 @@ pub async fn request(
     };
     let status = resp.code.unwrap_or(0);
     let rest = &buf[head_len..];
-    let value = if rest.iter().all(|b| b.is_ascii_whitespace()) { Value::Null } else { serde_json::from_slice(rest)? };
+    let value = if rest.iter().all(|b| b.is_ascii_whitespace()) {
+        Value::Null
+    } else {
+        serde_json::from_slice(rest)?
+    };
     Ok((status, value))
 }
 
@@ -339,7 +397,9 @@ mod tests {
             None,
             |req: HttpRequest| async move {
                 if req.path == "/echo" {
-                    HttpResponse::ok(serde_json::json!({ "method": req.method, "body": req.body, "q": req.query("lun") }))
+                    HttpResponse::ok(
+                        serde_json::json!({ "method": req.method, "body": req.body, "q": req.query("lun") }),
+                    )
                 } else {
                     HttpResponse::error(404, "no such endpoint")
                 }
@@ -348,7 +408,15 @@ mod tests {
                 let _ = rx.await;
             },
         ));
-        let (code, v) = request(&addr, "POST", "/echo?lun=3", Some(&serde_json::json!({"a": 1})), None).await.unwrap();
+        let (code, v) = request(
+            &addr,
+            "POST",
+            "/echo?lun=3",
+            Some(&serde_json::json!({"a": 1})),
+            None,
+        )
+        .await
+        .unwrap();
         assert_eq!(code, 200);
         assert_eq!(v["method"], "POST");
         assert_eq!(v["body"]["a"], 1);

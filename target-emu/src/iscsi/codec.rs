@@ -67,7 +67,10 @@ impl Decoder for PduCodec {
             None if src.is_empty() => Ok(None),
             None => Err(CodecError::Io(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
-                format!("connection closed inside a PDU ({} bytes buffered)", src.len()),
+                format!(
+                    "connection closed inside a PDU ({} bytes buffered)",
+                    src.len()
+                ),
             ))),
         }
     }
@@ -97,7 +100,13 @@ pub struct PduReader<R> {
 
 impl<R: AsyncRead + Unpin> PduReader<R> {
     pub fn new(io: R, config: WireConfig) -> PduReader<R> {
-        PduReader { io, buf: BytesMut::new(), codec: PduCodec::new(config), eof: false, failed: false }
+        PduReader {
+            io,
+            buf: BytesMut::new(),
+            codec: PduCodec::new(config),
+            eof: false,
+            failed: false,
+        }
     }
 
     /// Changes the framing for the PDUs that follow.
@@ -155,7 +164,11 @@ pub struct PduWriter<W> {
 
 impl<W: AsyncWrite + Unpin> PduWriter<W> {
     pub fn new(io: W, config: WireConfig) -> PduWriter<W> {
-        PduWriter { io, buf: BytesMut::new(), codec: PduCodec::new(config) }
+        PduWriter {
+            io,
+            buf: BytesMut::new(),
+            codec: PduCodec::new(config),
+        }
     }
 
     /// Changes the framing for the PDUs that follow.
@@ -205,7 +218,12 @@ mod tests {
     fn round_trip_and_partial_input() {
         let mut codec = PduCodec::default();
         let pdu = Pdu {
-            header: Header::NopOut(NopOut { itt: 7, ttt: 0xffff_ffff, cmd_sn: 3, ..Default::default() }),
+            header: Header::NopOut(NopOut {
+                itt: 7,
+                ttt: 0xffff_ffff,
+                cmd_sn: 3,
+                ..Default::default()
+            }),
             ahs: Bytes::new(),
             data: Bytes::from_static(b"ping!"),
         };
@@ -220,9 +238,16 @@ mod tests {
 
     #[test]
     fn oversized_segment_is_fatal_before_the_data_arrives() {
-        let mut codec = PduCodec::new(WireConfig { max_recv_data_segment_length: 512, ..Default::default() });
+        let mut codec = PduCodec::new(WireConfig {
+            max_recv_data_segment_length: 512,
+            ..Default::default()
+        });
         let pdu = Pdu {
-            header: Header::NopOut(NopOut { itt: 1, ttt: 0xffff_ffff, ..Default::default() }),
+            header: Header::NopOut(NopOut {
+                itt: 1,
+                ttt: 0xffff_ffff,
+                ..Default::default()
+            }),
             ahs: Bytes::new(),
             data: Bytes::from(vec![0u8; 4096]),
         };

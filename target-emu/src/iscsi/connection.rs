@@ -13,17 +13,22 @@
 //! so StatSN, ExpCmdSN and MaxCmdSN are stamped in the order the PDUs go
 //! out. Commands execute concurrently in their own tasks; a command waiting
 //! for its CmdSN turn or for Data-Out can be aborted at any time because its
-//! task holds the [`TaskGuard`](crate::tasks::TaskGuard) from the moment the
+//! task holds the `TaskGuard` (crate::tasks) from the moment the
 //! command arrives.
 //!
-//! At ErrorRecoveryLevel 0 the only recovery is a new session (RFC 7143
-//! §7.1.5), so protocol errors that leave a command unfinishable (bad
-//! DataSN, data beyond the EDTL, a digest error in data) are answered with a
-//! Reject and the connection is closed; other malformed PDUs only get the
-//! Reject. None of this touches other sessions.
+//! At ErrorRecoveryLevel 0 there is no recovery within a command or a
+//! connection (RFC 7143 §7.1.5). A write-data violation (bad DataSN, offset
+//! or TTT, data beyond the EDTL or the burst) is answered with a Reject and
+//! ends that command without a response; a digest error in a command or
+//! its data, a DataSegmentLength above our limit, or a header digest error
+//! closes the connection (after a Reject where the header can be trusted);
+//! other malformed PDUs only get the Reject. None of this touches other
+//! sessions. An initiator that stops reading is throttled: above
+//! `WRITE_HIGH_WATER` queued bytes the connection stops reading requests.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +40,7 @@ use busrig_proto::pdu::{
 use busrig_proto::scsi::sense::{status, Asc, Sense};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -56,6 +61,39 @@ const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes the writer batches before it flushes.
 const WRITE_BATCH: usize = 256 * 1024;
 
+/// Bytes queued for the initiator above which the connection stops
+/// reading requests until the initiator has taken some: an initiator that
+/// sends but never reads cannot make us buffer without bound.
+const WRITE_HIGH_WATER: usize = 8 * 1024 * 1024;
+
+/// Bytes queued for the writer task, shared between the actor (adds) and
+/// the writer (subtracts once written).
+#[derive(Default)]
+pub struct Backlog {
+    bytes: AtomicUsize,
+    drained: Notify,
+}
+
+impl Backlog {
+    fn add(&self, n: usize) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn written(&self, n: usize) {
+        self.bytes.fetch_sub(n, Ordering::Relaxed);
+        // notify_one keeps a permit, so a waiter that arrives late still wakes.
+        self.drained.notify_one();
+    }
+
+    fn over(&self) -> bool {
+        self.bytes.load(Ordering::Relaxed) >= WRITE_HIGH_WATER
+    }
+}
+
+fn wire_size(p: &Pdu) -> usize {
+    48 + p.ahs.len() + p.data.len()
+}
+
 /// Serves one connection from its first byte to its close.
 pub async fn serve<S>(portal: Arc<Portal>, stream: S, peer: String, local: Option<SocketAddr>)
 where
@@ -69,7 +107,9 @@ where
         Ok(est) => est,
         Err(e) => {
             match &e {
-                login::LoginFailure::Refused { .. } => tracing::info!(peer = %peer, "login refused: {e}"),
+                login::LoginFailure::Refused { .. } => {
+                    tracing::info!(peer = %peer, "login refused: {e}")
+                }
                 _ => tracing::debug!(peer = %peer, "login ended: {e}"),
             }
             let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, tx.shutdown()).await;
@@ -83,7 +123,11 @@ where
         SessionKind::Discovery => ("(discovery)".to_string(), None, None),
         SessionKind::Normal { target, nexus } => {
             let pt = &portal.targets[*target];
-            (pt.def.name.clone(), Some(nexus.clone()), Some(pt.scsi.clone()))
+            (
+                pt.def.name.clone(),
+                Some(nexus.clone()),
+                Some(pt.scsi.clone()),
+            )
         }
     };
     tracing::info!(
@@ -102,8 +146,14 @@ where
 
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let writer_failed = CancellationToken::new();
-    let writer = tokio::spawn(writer_task(tx, out_rx, writer_failed.clone()));
-    let mut conn = Conn::new(portal.clone(), est, local, out_tx);
+    let backlog = Arc::new(Backlog::default());
+    let writer = tokio::spawn(writer_task(
+        tx,
+        out_rx,
+        writer_failed.clone(),
+        backlog.clone(),
+    ));
+    let mut conn = Conn::new(portal.clone(), est, local, out_tx, backlog);
     let end = conn.run(&mut rx, &writer_failed).await;
     // Every command of the session ends with it (RFC 7143 §6.3.5, ERL 0):
     // dropping the actor's state wakes commands still waiting for their
@@ -146,21 +196,31 @@ async fn writer_task<W: AsyncWrite + Unpin>(
     mut tx: PduWriter<W>,
     mut rx: mpsc::UnboundedReceiver<Out>,
     failed: CancellationToken,
+    backlog: Arc<Backlog>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut close = false;
+        let mut batch = 0;
         match first {
-            Out::Pdu(p) => tx.feed(p),
+            Out::Pdu(p) => {
+                batch += wire_size(&p);
+                tx.feed(p);
+            }
             Out::Close => close = true,
         }
         while !close && tx.pending() < WRITE_BATCH {
             match rx.try_recv() {
-                Ok(Out::Pdu(p)) => tx.feed(p),
+                Ok(Out::Pdu(p)) => {
+                    batch += wire_size(&p);
+                    tx.feed(p);
+                }
                 Ok(Out::Close) => close = true,
                 Err(_) => break,
             }
         }
-        if let Err(e) = tx.flush().await {
+        let flushed = tx.flush().await;
+        backlog.written(batch);
+        if let Err(e) = flushed {
             tracing::debug!(error = %e, "write failed");
             failed.cancel();
             return;
@@ -190,7 +250,9 @@ impl std::fmt::Display for End {
         match self {
             End::Logout => f.write_str("logout request"),
             End::ClosedByInitiator => f.write_str("connection closed by the initiator"),
-            End::Killed => f.write_str("session closed by the target (reinstatement, reset or shutdown)"),
+            End::Killed => {
+                f.write_str("session closed by the target (reinstatement, reset or shutdown)")
+            }
             End::WriteFailed => f.write_str("connection write failed"),
             End::Protocol(why) => write!(f, "protocol error: {why}"),
             End::NopTimeout => f.write_str("initiator did not answer the NOP-In ping"),
@@ -201,7 +263,11 @@ impl std::fmt::Display for End {
 /// Messages from spawned command and TMF tasks to the actor.
 pub enum Event {
     /// A command finished; `pdus` is `None` when it was aborted.
-    Done { itt: u32, serial: u64, pdus: Option<Vec<Pdu>> },
+    Done {
+        itt: u32,
+        serial: u64,
+        pdus: Option<Vec<Pdu>>,
+    },
     /// A task management function finished.
     Tmf { pdu: Pdu, close_targets: Vec<usize> },
     /// A logout's aborts are done: answer it and close.
@@ -210,7 +276,10 @@ pub enum Event {
 
 /// A PDU accepted in the CmdSN window, waiting for its turn.
 enum Ordered {
-    Scsi { itt: u32, serial: u64 },
+    Scsi {
+        itt: u32,
+        serial: u64,
+    },
     Pdu(Pdu),
     /// A command that was rejected but used up its CmdSN.
     Consumed,
@@ -229,6 +298,9 @@ struct Cmd {
     /// A TMF of this session aborted it: its response must not go out.
     abort_requested: bool,
     write: Option<WriteState>,
+    /// Write data its R2Ts asked for, counted against the connection's
+    /// write budget until the command ends.
+    reserved: u64,
     go: Option<oneshot::Sender<Bytes>>,
     /// A response decided before execution (e.g. too large a transfer).
     early: Option<Outcome>,
@@ -248,6 +320,10 @@ pub struct Conn {
     window: CmdWindow,
     stat_sn: u32,
     out: mpsc::UnboundedSender<Out>,
+    backlog: Arc<Backlog>,
+    /// Write data requested by R2T and not yet released, and its limit.
+    write_reserved: u64,
+    write_budget: u64,
     events_tx: mpsc::UnboundedSender<Event>,
     events_rx: mpsc::UnboundedReceiver<Event>,
     cmds: HashMap<u32, Cmd>,
@@ -263,13 +339,21 @@ pub struct Conn {
 }
 
 impl Conn {
-    fn new(portal: Arc<Portal>, est: Established, local: Option<SocketAddr>, out: mpsc::UnboundedSender<Out>) -> Conn {
+    fn new(
+        portal: Arc<Portal>,
+        est: Established,
+        local: Option<SocketAddr>,
+        out: mpsc::UnboundedSender<Out>,
+        backlog: Arc<Backlog>,
+    ) -> Conn {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (target, nexus, scsi) = match &est.kind {
             SessionKind::Discovery => (None, None, None),
-            SessionKind::Normal { target, nexus } => {
-                (Some(*target), Some(nexus.clone()), Some(portal.targets[*target].scsi.clone()))
-            }
+            SessionKind::Normal { target, nexus } => (
+                Some(*target),
+                Some(nexus.clone()),
+                Some(portal.targets[*target].scsi.clone()),
+            ),
         };
         let depth = portal.tuning.queue_depth;
         Conn {
@@ -284,6 +368,11 @@ impl Conn {
             window: CmdWindow::new(est.exp_cmd_sn, depth),
             stat_sn: est.stat_sn,
             out,
+            backlog,
+            write_reserved: 0,
+            // Two of the largest commands' worth of solicited data may be
+            // in flight per connection; further R2Ts wait for room.
+            write_budget: u64::from(portal.tuning.max_command_bytes) * 2,
             events_tx,
             events_rx,
             cmds: HashMap::new(),
@@ -299,8 +388,13 @@ impl Conn {
         }
     }
 
-    async fn run<R: AsyncRead + Unpin>(&mut self, rx: &mut PduReader<R>, writer_failed: &CancellationToken) -> End {
+    async fn run<R: AsyncRead + Unpin>(
+        &mut self,
+        rx: &mut PduReader<R>,
+        writer_failed: &CancellationToken,
+    ) -> End {
         let kill = self.handle.kill.clone();
+        let backlog = self.backlog.clone();
         let nop_interval = Duration::from_secs(self.portal.tuning.nop_interval_secs);
         let nop_timeout = Duration::from_secs(self.portal.tuning.nop_timeout_secs);
         loop {
@@ -313,7 +407,8 @@ impl Conn {
                 _ = kill.cancelled() => return End::Killed,
                 _ = writer_failed.cancelled() => return End::WriteFailed,
                 Some(ev) = self.events_rx.recv() => self.on_event(ev),
-                next = rx.next() => match next {
+                _ = backlog.drained.notified(), if backlog.over() => {}
+                next = rx.next(), if !backlog.over() => match next {
                     None => return End::ClosedByInitiator,
                     Some(Ok(pdu)) => {
                         self.last_rx = Instant::now();
@@ -378,7 +473,9 @@ impl Conn {
                 advance = false;
                 (h.stat_sn, h.exp_cmd_sn, h.max_cmd_sn) = (cur, exp, max);
             }
-            Header::TaskMgmtResponse(h) => (h.stat_sn, h.exp_cmd_sn, h.max_cmd_sn) = (cur, exp, max),
+            Header::TaskMgmtResponse(h) => {
+                (h.stat_sn, h.exp_cmd_sn, h.max_cmd_sn) = (cur, exp, max)
+            }
             Header::TextResponse(h) => (h.stat_sn, h.exp_cmd_sn, h.max_cmd_sn) = (cur, exp, max),
             Header::LogoutResponse(h) => (h.stat_sn, h.exp_cmd_sn, h.max_cmd_sn) = (cur, exp, max),
             Header::Reject(h) => (h.stat_sn, h.exp_cmd_sn, h.max_cmd_sn) = (cur, exp, max),
@@ -389,17 +486,26 @@ impl Conn {
             self.stat_sn = self.stat_sn.wrapping_add(1);
         }
         tracing::trace!(header = ?pdu.header, data_len = pdu.data.len(), "sending");
+        self.backlog.add(wire_size(&pdu));
         // A closed channel means the writer is gone; the loop notices.
         let _ = self.out.send(Out::Pdu(pdu));
     }
 
     fn send_header(&mut self, header: Header, data: Bytes) {
-        self.send(Pdu { header, ahs: Bytes::new(), data });
+        self.send(Pdu {
+            header,
+            ahs: Bytes::new(),
+            data,
+        });
     }
 
     /// Rejects a PDU (RFC 7143 §11.17): the data segment is its BHS.
     fn reject(&mut self, reason: u8, bhs: [u8; 48]) {
-        let h = Reject { reason, data_sn_or_r2t_sn: 0, ..Default::default() };
+        let h = Reject {
+            reason,
+            data_sn_or_r2t_sn: 0,
+            ..Default::default()
+        };
         self.send_header(Header::Reject(h), Bytes::copy_from_slice(&bhs));
     }
 
@@ -419,7 +525,12 @@ impl Conn {
     fn send_ping(&mut self) {
         let ttt = self.alloc_ttt();
         self.ping = Some((ttt, Instant::now()));
-        let h = NopIn { lun: 0, itt: RESERVED_TAG, ttt, ..Default::default() };
+        let h = NopIn {
+            lun: 0,
+            itt: RESERVED_TAG,
+            ttt,
+            ..Default::default()
+        };
         self.send_header(Header::NopIn(h), Bytes::new());
     }
 
@@ -613,7 +724,12 @@ impl Conn {
     fn answer_ping(&mut self, h: &NopOut, pdu: &Pdu) {
         let limit = self.params.peer_max_recv_data_segment_length as usize;
         let data = pdu.data.slice(..pdu.data.len().min(limit));
-        let r = NopIn { lun: h.lun, itt: h.itt, ttt: RESERVED_TAG, ..Default::default() };
+        let r = NopIn {
+            lun: h.lun,
+            itt: h.itt,
+            ttt: RESERVED_TAG,
+            ..Default::default()
+        };
         self.send_header(Header::NopIn(r), data);
     }
 
@@ -635,7 +751,11 @@ impl Conn {
         // expect no answer at all).
         let _ = self.window.max_cmd_sn();
         if !h.immediate && !self.window.accepts(h.cmd_sn) {
-            tracing::debug!(cmd_sn = h.cmd_sn, exp_cmd_sn = self.window.exp_cmd_sn(), "command outside the CmdSN window ignored");
+            tracing::debug!(
+                cmd_sn = h.cmd_sn,
+                exp_cmd_sn = self.window.exp_cmd_sn(),
+                "command outside the CmdSN window ignored"
+            );
             return;
         }
         if !h.immediate {
@@ -681,8 +801,13 @@ impl Conn {
         let mut write = None;
         if self.cmds.len() >= depth.saturating_mul(2) {
             // More commands than the task set holds (SAM-5 §5.3.1).
-            early = Some(Outcome { status: status::TASK_SET_FULL, ..Default::default() });
-        } else if (h.read && h.write) || h.expected_data_transfer_length > self.portal.tuning.max_command_bytes {
+            early = Some(Outcome {
+                status: status::TASK_SET_FULL,
+                ..Default::default()
+            });
+        } else if (h.read && h.write)
+            || h.expected_data_transfer_length > self.portal.tuning.max_command_bytes
+        {
             // Bidirectional commands are not supported, and a transfer
             // beyond max_command_bytes would need a buffer that large.
             let sense = Sense::new(Asc::INVALID_FIELD_IN_CDB).to_fixed();
@@ -692,7 +817,12 @@ impl Conn {
                 ..Default::default()
             });
         } else if h.write {
-            match WriteState::new(h.expected_data_transfer_length, &pdu.data, h.final_, self.write_limits()) {
+            match WriteState::new(
+                h.expected_data_transfer_length,
+                &pdu.data,
+                h.final_,
+                self.write_limits(),
+            ) {
                 Ok(w) => write = Some(w),
                 Err(e) => {
                     self.data_protocol_error(&pdu, e);
@@ -711,10 +841,20 @@ impl Conn {
                 (Some(s), Some(n)) => (s.clone(), n.clone()),
                 _ => return,
             };
-            let guard = self.portal.tasks.register(TaskInfo { nexus: nexus.clone(), lun, itt: h.itt, cmd_sn: h.cmd_sn });
-            let expected_in = if h.read { h.expected_data_transfer_length } else { 0 };
+            let guard = self.portal.tasks.register(TaskInfo {
+                nexus: nexus.clone(),
+                lun,
+                itt: h.itt,
+                cmd_sn: h.cmd_sn,
+            });
+            let expected_in = if h.read {
+                h.expected_data_transfer_length
+            } else {
+                0
+            };
             tokio::spawn(command_task(CommandCtx {
                 scsi,
+                faults: self.portal.faults().clone(),
                 nexus,
                 lun,
                 cdb,
@@ -737,6 +877,7 @@ impl Conn {
                 launched: false,
                 abort_requested: false,
                 write,
+                reserved: 0,
                 go,
                 early,
             },
@@ -752,9 +893,36 @@ impl Conn {
     /// Drops a command that was never delivered (ignored CmdSN).
     fn forget(&mut self, itt: u32, serial: u64) {
         if self.cmds.get(&itt).is_some_and(|c| c.serial == serial) {
-            // Dropping `go` ends its task, which releases the task guard.
-            self.cmds.remove(&itt);
+            self.remove_cmd(itt);
         }
+    }
+
+    /// Ends a command's bookkeeping: its place in the window and its write
+    /// budget are released. Dropping its `go` sender ends a task that has
+    /// not started, which releases its task guard.
+    fn remove_cmd(&mut self, itt: u32) -> Option<Cmd> {
+        let cmd = self.cmds.remove(&itt)?;
+        if cmd.counted {
+            self.window.finished();
+        }
+        if cmd.reserved > 0 {
+            self.write_reserved = self.write_reserved.saturating_sub(cmd.reserved);
+            // Room opened: writes waiting for R2T budget may go on.
+            let waiting: Vec<u32> = self
+                .cmds
+                .iter()
+                .filter(|(_, c)| {
+                    c.delivered
+                        && !c.launched
+                        && c.write.as_ref().is_some_and(WriteState::wants_r2t)
+                })
+                .map(|(i, _)| *i)
+                .collect();
+            for i in waiting {
+                self.progress(i);
+            }
+        }
+        Some(cmd)
     }
 
     fn deliver_cmd(&mut self, itt: u32, serial: u64) {
@@ -765,7 +933,7 @@ impl Conn {
         cmd.delivered = true;
         if let Some(outcome) = cmd.early.take() {
             let shape = cmd.shape;
-            self.cmds.remove(&itt);
+            self.remove_cmd(itt);
             for p in reply_pdus(&shape, outcome) {
                 self.send(p);
             }
@@ -782,23 +950,40 @@ impl Conn {
         let mut launch = None;
         {
             let mut ttt = self.next_ttt;
-            let Some(cmd) = self.cmds.get_mut(&itt) else { return };
+            // Until anything is reserved, any R2T may go, so a single
+            // command larger than the budget still makes progress.
+            let mut budget = if self.write_reserved == 0 {
+                u64::MAX
+            } else {
+                self.write_budget.saturating_sub(self.write_reserved)
+            };
+            let before = budget;
+            let Some(cmd) = self.cmds.get_mut(&itt) else {
+                return;
+            };
             if !cmd.delivered || cmd.launched || cmd.abort_requested {
                 return;
             }
             match cmd.write.as_mut() {
                 Some(w) if !w.is_complete() => {
-                    let specs = w.next_r2ts(|| {
+                    let specs = w.next_r2ts(&mut budget, || {
                         ttt = ttt.wrapping_add(1);
                         if ttt == RESERVED_TAG {
                             ttt = 0;
                         }
                         ttt
                     });
+                    let used = before - budget;
+                    cmd.reserved += used;
+                    self.write_reserved += used;
                     r2ts = specs.into_iter().map(|s| (cmd.shape.itt, s)).collect();
                 }
                 Some(_) => {
-                    let data = cmd.write.take().map(WriteState::into_data).unwrap_or_default();
+                    let data = cmd
+                        .write
+                        .take()
+                        .map(WriteState::into_data)
+                        .unwrap_or_default();
                     launch = cmd.go.take().map(|g| (g, data));
                     cmd.launched = true;
                 }
@@ -841,7 +1026,10 @@ impl Conn {
         }
         let Some(w) = cmd.write.as_mut() else {
             if cmd.launched && cmd.shape.write {
-                let e = DataError::BeyondEdtl { end: u64::from(h.buffer_offset) + pdu.data.len() as u64, edtl: cmd.shape.edtl };
+                let e = DataError::BeyondEdtl {
+                    end: u64::from(h.buffer_offset) + pdu.data.len() as u64,
+                    edtl: cmd.shape.edtl,
+                };
                 self.data_protocol_error(pdu, e);
             } else {
                 self.data_protocol_error(pdu, DataError::UnsolicitedNotAllowed);
@@ -872,24 +1060,17 @@ impl Conn {
             "write data protocol error, command rejected"
         );
         self.reject_pdu(reject_reason::PROTOCOL_ERROR, pdu);
-        if let Some(cmd) = self.cmds.remove(&itt) {
-            // Dropping `go` ends the command's task and frees its guard.
-            if cmd.counted {
-                self.window.finished();
-            }
-        }
+        self.remove_cmd(itt);
     }
 
     fn on_event(&mut self, ev: Event) {
         match ev {
             Event::Done { itt, serial, pdus } => {
-                let Some(cmd) = self.cmds.get(&itt).filter(|c| c.serial == serial) else { return };
+                let Some(cmd) = self.cmds.get(&itt).filter(|c| c.serial == serial) else {
+                    return;
+                };
                 let suppressed = cmd.abort_requested;
-                let counted = cmd.counted;
-                self.cmds.remove(&itt);
-                if counted {
-                    self.window.finished();
-                }
+                self.remove_cmd(itt);
                 match pdus {
                     // An aborted task gets no response; the TMF response
                     // speaks for it (RFC 7143 §11.5.1, SAM-5 §7.2).
@@ -902,7 +1083,11 @@ impl Conn {
                 }
             }
             Event::Logout { itt } => {
-                let r = LogoutResponse { response: 0, itt, ..Default::default() };
+                let r = LogoutResponse {
+                    response: 0,
+                    itt,
+                    ..Default::default()
+                };
                 self.send_header(Header::LogoutResponse(r), Bytes::new());
                 self.close(End::Logout);
             }
@@ -927,7 +1112,9 @@ impl Conn {
     // ----- task management ----------------------------------------------
 
     fn on_tmf(&mut self, h: TaskMgmtRequest) {
-        let (Some(scsi), Some(nexus), Some(target)) = (self.scsi.clone(), self.nexus.clone(), self.target) else {
+        let (Some(scsi), Some(nexus), Some(target)) =
+            (self.scsi.clone(), self.nexus.clone(), self.target)
+        else {
             return;
         };
         let lun = decode_lun(h.lun);
@@ -950,7 +1137,7 @@ impl Conn {
                         cmd.abort_requested = true;
                         if cmd.early.is_some() {
                             // Never registered: nothing runs, forget it now.
-                            self.cmds.remove(&rtt);
+                            self.remove_cmd(rtt);
                             TmfPlan::Respond(tmf::RESP_COMPLETE)
                         } else {
                             TmfPlan::AbortTask { itt: rtt }
@@ -980,11 +1167,17 @@ impl Conn {
             }
             tmf::ABORT_TASK_SET => {
                 self.mark_aborted(|c| c.lun == lun);
-                TmfPlan::AbortTaskSet { lun, all_initiators: false }
+                TmfPlan::AbortTaskSet {
+                    lun,
+                    all_initiators: false,
+                }
             }
             tmf::CLEAR_TASK_SET => {
                 self.mark_aborted(|c| c.lun == lun);
-                TmfPlan::AbortTaskSet { lun, all_initiators: true }
+                TmfPlan::AbortTaskSet {
+                    lun,
+                    all_initiators: true,
+                }
             }
             tmf::LOGICAL_UNIT_RESET => {
                 self.mark_aborted(|c| c.lun == lun);
@@ -992,7 +1185,10 @@ impl Conn {
             }
             tmf::TARGET_WARM_RESET | tmf::TARGET_COLD_RESET => {
                 self.mark_aborted(|_| true);
-                TmfPlan::TargetReset { cold: h.function == tmf::TARGET_COLD_RESET, target }
+                TmfPlan::TargetReset {
+                    cold: h.function == tmf::TARGET_COLD_RESET,
+                    target,
+                }
             }
             // ACA is not supported, so there is nothing to clear (§11.5.1).
             tmf::CLEAR_ACA => TmfPlan::Respond(tmf::RESP_NOT_SUPPORTED),
@@ -1036,7 +1232,7 @@ impl Conn {
             }
         }
         for itt in early_done {
-            self.cmds.remove(&itt);
+            self.remove_cmd(itt);
         }
     }
 
@@ -1051,13 +1247,15 @@ impl Conn {
             peer_mrdsl: self.params.peer_max_recv_data_segment_length,
         };
         let mut next_ttt = self.next_ttt;
-        let result = self.text.on_request(&ctx, &mut self.negotiator, h, &pdu.data, || {
-            next_ttt = next_ttt.wrapping_add(1);
-            if next_ttt == RESERVED_TAG {
-                next_ttt = 0;
-            }
-            next_ttt
-        });
+        let result = self
+            .text
+            .on_request(&ctx, &mut self.negotiator, h, &pdu.data, || {
+                next_ttt = next_ttt.wrapping_add(1);
+                if next_ttt == RESERVED_TAG {
+                    next_ttt = 0;
+                }
+                next_ttt
+            });
         self.next_ttt = next_ttt;
         match result {
             Ok((header, data)) => self.send_header(Header::TextResponse(header), data),
@@ -1079,14 +1277,22 @@ impl Conn {
             // "connection recovery is not supported").
             2 => 2,
             _ => {
-                let pdu = Pdu { header: Header::LogoutRequest(h), ahs: Bytes::new(), data: Bytes::new() };
+                let pdu = Pdu {
+                    header: Header::LogoutRequest(h),
+                    ahs: Bytes::new(),
+                    data: Bytes::new(),
+                };
                 self.reject_pdu(reject_reason::INVALID_PDU_FIELD, &pdu);
                 return;
             }
         };
         tracing::debug!(initiator = %self.handle.initiator, reason = h.reason, response, "logout request");
         if response != 0 {
-            let r = LogoutResponse { response, itt: h.itt, ..Default::default() };
+            let r = LogoutResponse {
+                response,
+                itt: h.itt,
+                ..Default::default()
+            };
             self.send_header(Header::LogoutResponse(r), Bytes::new());
             return;
         }
@@ -1094,7 +1300,15 @@ impl Conn {
         // aborted, and the response goes out once none of them can run
         // any more (RFC 7143 §11.14.1).
         self.mark_aborted(|_| true);
-        self.cmds.retain(|_, c| c.launched);
+        let idle: Vec<u32> = self
+            .cmds
+            .iter()
+            .filter(|(_, c)| !c.launched)
+            .map(|(i, _)| *i)
+            .collect();
+        for itt in idle {
+            self.remove_cmd(itt);
+        }
         let events = self.events_tx.clone();
         let tasks = self.portal.tasks.clone();
         let nexus = self.nexus.clone();
@@ -1111,6 +1325,7 @@ impl Conn {
 /// Everything a command's task needs.
 struct CommandCtx {
     scsi: Arc<ScsiTarget>,
+    faults: Arc<crate::fault::Faults>,
     nexus: ItNexus,
     lun: u64,
     cdb: Vec<u8>,
@@ -1125,7 +1340,19 @@ struct CommandCtx {
 /// One SCSI command: waits for its turn and data (abortable), executes,
 /// and hands its response PDUs to the connection.
 async fn command_task(ctx: CommandCtx) {
-    let CommandCtx { scsi, nexus, lun, cdb, expected_in, shape, serial, guard, go, events } = ctx;
+    let CommandCtx {
+        scsi,
+        faults,
+        nexus,
+        lun,
+        cdb,
+        expected_in,
+        shape,
+        serial,
+        guard,
+        go,
+        events,
+    } = ctx;
     let itt = shape.itt;
     let data_out = tokio::select! {
         biased;
@@ -1140,8 +1367,25 @@ async fn command_task(ctx: CommandCtx) {
             Err(_) => return,
         },
     };
+    // Fault injection: a frozen path holds the command (unanswered, not
+    // lost) until thawed; a delayed path waits first. Aborts still work.
+    tokio::select! {
+        biased;
+        _ = guard.aborted() => {
+            let _ = events.send(Event::Done { itt, serial, pdus: None });
+            return;
+        }
+        _ = faults.gate(&nexus.initiator) => {}
+    }
     let reply = scsi
-        .execute(ScsiRequest { nexus: &nexus, lun, cdb: &cdb, data_out, expected_in, task: &guard })
+        .execute(ScsiRequest {
+            nexus: &nexus,
+            lun,
+            cdb: &cdb,
+            data_out,
+            expected_in,
+            task: &guard,
+        })
         .await;
     let pdus = if guard.is_aborted() {
         None
@@ -1179,7 +1423,7 @@ pub fn encode_lun(lun: u64) -> u64 {
     if lun < 256 {
         lun << 48
     } else {
-        ((0x4000 | (lun & 0x3fff)) as u64) << 48
+        (0x4000 | (lun & 0x3fff)) << 48
     }
 }
 

@@ -14,7 +14,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use busrig_proto::negotiation::{send_targets_response, SendTargetsEntry, SendTargetsRequest, TargetNegotiator};
+use busrig_proto::negotiation::{
+    send_targets_response, SendTargetsEntry, SendTargetsRequest, TargetNegotiator,
+};
 use busrig_proto::pdu::{TextRequest, TextResponse};
 use busrig_proto::text::TextAccumulator;
 use bytes::Bytes;
@@ -56,7 +58,9 @@ impl TextState {
         if h.ttt != RESERVED_TAG {
             // The initiator asks for the next piece of our answer.
             return match self.outgoing.take() {
-                Some((itt, ttt, rest)) if itt == h.itt && ttt == h.ttt => Ok(self.piece(ctx, itt, rest, alloc_ttt)),
+                Some((itt, ttt, rest)) if itt == h.itt && ttt == h.ttt => {
+                    Ok(self.piece(ctx, itt, rest, alloc_ttt))
+                }
                 other => {
                     self.outgoing = other;
                     Err(format!("unexpected target transfer tag {:#x}", h.ttt))
@@ -91,7 +95,9 @@ impl TextState {
             Ok(Some(keys)) => keys,
         };
         self.incoming_itt = None;
-        let reply = negotiator.on_text_request(&keys).map_err(|e| format!("negotiation: {e}"))?;
+        let reply = negotiator
+            .on_text_request(&keys)
+            .map_err(|e| format!("negotiation: {e}"))?;
         let mut out = reply.keys;
         if let Some(req) = reply.send_targets {
             out.extend(send_targets_response(&send_targets(ctx, &req)));
@@ -102,16 +108,34 @@ impl TextState {
 
     /// The next piece of an answer: all of it with F=1, or as much as the
     /// initiator accepts with C=1 and a TTT to ask for the rest.
-    fn piece(&mut self, ctx: &TextCtx<'_>, itt: u32, text: Bytes, alloc_ttt: impl FnOnce() -> u32) -> (TextResponse, Bytes) {
+    fn piece(
+        &mut self,
+        ctx: &TextCtx<'_>,
+        itt: u32,
+        text: Bytes,
+        alloc_ttt: impl FnOnce() -> u32,
+    ) -> (TextResponse, Bytes) {
         let max = ctx.peer_mrdsl.max(512) as usize;
         if text.len() <= max {
-            let r = TextResponse { final_: true, continue_: false, itt, ttt: RESERVED_TAG, ..Default::default() };
+            let r = TextResponse {
+                final_: true,
+                continue_: false,
+                itt,
+                ttt: RESERVED_TAG,
+                ..Default::default()
+            };
             return (r, text);
         }
         let ttt = alloc_ttt();
         let rest = text.slice(max..);
         self.outgoing = Some((itt, ttt, rest));
-        let r = TextResponse { final_: false, continue_: true, itt, ttt, ..Default::default() };
+        let r = TextResponse {
+            final_: false,
+            continue_: true,
+            itt,
+            ttt,
+            ..Default::default()
+        };
         (r, text.slice(..max))
     }
 }
@@ -121,14 +145,19 @@ impl TextState {
 /// allowed to access").
 fn send_targets(ctx: &TextCtx<'_>, req: &SendTargetsRequest) -> Vec<SendTargetsEntry> {
     let portal = ctx.portal;
-    let address = ctx
-        .local
-        .filter(|a| !a.ip().is_unspecified())
-        .or_else(|| portal.advertised_address().filter(|a| !a.ip().is_unspecified()));
+    let address = ctx.local.filter(|a| !a.ip().is_unspecified()).or_else(|| {
+        portal
+            .advertised_address()
+            .filter(|a| !a.ip().is_unspecified())
+    });
     let visible = |i: usize| portal.targets[i].def.admits(ctx.initiator);
     let chosen: Vec<usize> = match req {
         SendTargetsRequest::All => (0..portal.targets.len()).filter(|i| visible(*i)).collect(),
-        SendTargetsRequest::Target(name) => portal.target_index(name).filter(|i| visible(*i)).into_iter().collect(),
+        SendTargetsRequest::Target(name) => portal
+            .target_index(name)
+            .filter(|i| visible(*i))
+            .into_iter()
+            .collect(),
         SendTargetsRequest::SessionTarget => ctx.session_target.into_iter().collect(),
     };
     chosen
@@ -137,7 +166,9 @@ fn send_targets(ctx: &TextCtx<'_>, req: &SendTargetsRequest) -> Vec<SendTargetsE
             let def = &portal.targets[i].def;
             SendTargetsEntry {
                 name: def.name.clone(),
-                addresses: address.map(|a| vec![(a.to_string(), def.tpgt)]).unwrap_or_default(),
+                addresses: address
+                    .map(|a| vec![(a.to_string(), def.tpgt)])
+                    .unwrap_or_default(),
             }
         })
         .collect()

@@ -37,6 +37,10 @@ use crate::nexus::ItNexus;
 /// a half-open login forever.
 pub const LOGIN_STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a whole login may take, so a peer trickling requests cannot
+/// hold a login open forever either.
+pub const LOGIN_TOTAL_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// MaxRecvDataSegmentLength in force during login (RFC 7143 §13.12).
 const LOGIN_MAX_SEGMENT: usize = 8192;
 
@@ -84,7 +88,10 @@ pub enum LoginFailure {
 }
 
 fn refused(status: (u8, u8), reason: impl Into<String>) -> LoginFailure {
-    LoginFailure::Refused { status, reason: reason.into() }
+    LoginFailure::Refused {
+        status,
+        reason: reason.into(),
+    }
 }
 
 /// The fixed fields of the first request that every later one must repeat
@@ -113,6 +120,8 @@ struct Login<'a> {
     stage: Stage,
     text: TextAccumulator,
     stat_sn: u32,
+    /// InitiatorName and TargetName of the first request, for the log.
+    asked: Option<(String, String)>,
 }
 
 /// Runs the login on a fresh connection. On success the final Login
@@ -136,19 +145,26 @@ where
         stage: Stage::Security,
         text: TextAccumulator::new(),
         stat_sn: 0,
+        asked: None,
     };
+    let give_up = tokio::time::Instant::now() + LOGIN_TOTAL_TIMEOUT;
     loop {
+        let step_deadline = (tokio::time::Instant::now() + LOGIN_STEP_TIMEOUT).min(give_up);
         let next = tokio::select! {
             _ = shutdown.cancelled() => return Err(LoginFailure::Shutdown),
-            r = tokio::time::timeout(LOGIN_STEP_TIMEOUT, rx.next()) => r,
+            r = tokio::time::timeout_at(step_deadline, rx.next()) => r,
         };
         let pdu = match next {
             Err(_) => return Err(LoginFailure::TimedOut),
             Ok(None) => return Err(LoginFailure::Connection("closed by initiator".into())),
-            Ok(Some(Err(CodecError::Io(e)))) => return Err(LoginFailure::Connection(e.to_string())),
+            Ok(Some(Err(CodecError::Io(e)))) => {
+                return Err(LoginFailure::Connection(e.to_string()))
+            }
             // Any PDU error during login ends it: there is no Reject in the
             // login phase (RFC 7143 §6.3: errors end the login).
-            Ok(Some(Err(CodecError::Pdu(e)))) => return Err(LoginFailure::Connection(format!("bad PDU: {e}"))),
+            Ok(Some(Err(CodecError::Pdu(e)))) => {
+                return Err(LoginFailure::Connection(format!("bad PDU: {e}")))
+            }
             Ok(Some(Ok(pdu))) => pdu,
         };
         let req = match pdu.header {
@@ -176,6 +192,14 @@ where
                 return Ok(*est);
             }
             Err(fail) => {
+                let (initiator, target) = login.asked.clone().unwrap_or_default();
+                tracing::info!(
+                    initiator = %initiator,
+                    isid = %req.isid.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                    target = %target,
+                    peer = %peer,
+                    "login refused: {fail}"
+                );
                 let resp = login.failure_response(req.itt, &fail);
                 send(tx, resp).await?;
                 return Err(fail);
@@ -185,7 +209,9 @@ where
 }
 
 async fn send<W: AsyncWrite + Unpin>(tx: &mut PduWriter<W>, pdu: Pdu) -> Result<(), LoginFailure> {
-    tx.send(pdu).await.map_err(|e| LoginFailure::Connection(e.to_string()))
+    tx.send(pdu)
+        .await
+        .map_err(|e| LoginFailure::Connection(e.to_string()))
 }
 
 enum Step {
@@ -233,7 +259,11 @@ impl Login<'_> {
         let mut h = self.response(&req);
         h.status_class = status.0;
         h.status_detail = status.1;
-        Pdu { header: Header::LoginResponse(h), ahs: Bytes::new(), data: Bytes::new() }
+        Pdu {
+            header: Header::LoginResponse(h),
+            ahs: Bytes::new(),
+            data: Bytes::new(),
+        }
     }
 
     async fn step(&mut self, req: &LoginRequest, data: &Bytes) -> Result<Step, LoginFailure> {
@@ -246,7 +276,11 @@ impl Login<'_> {
             // More text follows (C bit): acknowledge with an empty response
             // and wait (RFC 7143 §11.12.2).
             let h = self.response(req);
-            return Ok(Step::Continue(Pdu { header: Header::LoginResponse(h), ahs: Bytes::new(), data: Bytes::new() }));
+            return Ok(Step::Continue(Pdu {
+                header: Header::LoginResponse(h),
+                ahs: Bytes::new(),
+                data: Bytes::new(),
+            }));
         };
         if self.start.is_none() {
             self.start = Some(self.first_request(req, &keys)?);
@@ -271,7 +305,10 @@ impl Login<'_> {
         }
         let entering_ffp = transit && nsg == Stage::FullFeature.code();
         if entering_ffp && !start.negotiator.is_authenticated() {
-            return Err(refused(login_status::AUTHENTICATION_FAILURE, "full feature phase requested before authentication"));
+            return Err(refused(
+                login_status::AUTHENTICATION_FAILURE,
+                "full feature phase requested before authentication",
+            ));
         }
         // Text must fit the initiator's receive limit, 8192 during login
         // (RFC 7143 §13.12). Our answers are a few hundred bytes, so a
@@ -279,7 +316,10 @@ impl Login<'_> {
         // C-bit continuation.
         let encoded = out.to_bytes();
         if encoded.len() > LOGIN_MAX_SEGMENT {
-            return Err(refused(login_status::TARGET_ERROR, "login response text too long"));
+            return Err(refused(
+                login_status::TARGET_ERROR,
+                "login response text too long",
+            ));
         }
         let mut h = self.response(req);
         h.transit = transit;
@@ -288,13 +328,21 @@ impl Login<'_> {
             let est = self.establish().await?;
             h.tsih = est.handle.tsih;
             let data = Bytes::from(out.to_bytes());
-            let pdu = Pdu { header: Header::LoginResponse(h), ahs: Bytes::new(), data };
+            let pdu = Pdu {
+                header: Header::LoginResponse(h),
+                ahs: Bytes::new(),
+                data,
+            };
             return Ok(Step::Done(pdu, Box::new(est)));
         }
         if transit {
             self.stage = Stage::from_code(nsg).unwrap_or(self.stage);
         }
-        Ok(Step::Continue(Pdu { header: Header::LoginResponse(h), ahs: Bytes::new(), data: Bytes::from(encoded) }))
+        Ok(Step::Continue(Pdu {
+            header: Header::LoginResponse(h),
+            ahs: Bytes::new(),
+            data: Bytes::from(encoded),
+        }))
     }
 
     /// Field checks of every request (RFC 7143 §11.12).
@@ -305,21 +353,37 @@ impl Login<'_> {
                 if req.version_min > ISCSI_VERSION {
                     return Err(refused(
                         login_status::UNSUPPORTED_VERSION,
-                        format!("version range {}..{} excludes 0", req.version_min, req.version_max),
+                        format!(
+                            "version range {}..{} excludes 0",
+                            req.version_min, req.version_max
+                        ),
                     ));
                 }
-                self.id = Some(Identity { isid: req.isid, tsih: req.tsih, cid: req.cid, cmd_sn: req.cmd_sn });
+                self.id = Some(Identity {
+                    isid: req.isid,
+                    tsih: req.tsih,
+                    cid: req.cid,
+                    cmd_sn: req.cmd_sn,
+                });
                 self.stat_sn = req.exp_stat_sn;
             }
             Some(id) => {
                 if id.isid != req.isid || id.tsih != req.tsih || id.cid != req.cid {
-                    return Err(refused(login_status::INITIATOR_ERROR, "ISID, TSIH or CID changed during login"));
+                    return Err(refused(
+                        login_status::INITIATOR_ERROR,
+                        "ISID, TSIH or CID changed during login",
+                    ));
                 }
             }
         }
         let csg = Stage::from_code(req.csg)
             .filter(|s| *s != Stage::FullFeature)
-            .ok_or_else(|| refused(login_status::INITIATOR_ERROR, format!("invalid CSG {}", req.csg)))?;
+            .ok_or_else(|| {
+                refused(
+                    login_status::INITIATOR_ERROR,
+                    format!("invalid CSG {}", req.csg),
+                )
+            })?;
         // The first request may skip the security stage (RFC 7143 §6.3);
         // afterwards CSG must be the stage we are in.
         if self.start.is_none() && !self.text.is_pending() {
@@ -327,7 +391,11 @@ impl Login<'_> {
         } else if csg != self.stage {
             return Err(refused(
                 login_status::INITIATOR_ERROR,
-                format!("CSG {} but the login is in stage {}", req.csg, self.stage.code()),
+                format!(
+                    "CSG {} but the login is in stage {}",
+                    req.csg,
+                    self.stage.code()
+                ),
             ));
         }
         if req.transit {
@@ -337,26 +405,45 @@ impl Login<'_> {
                 Stage::FullFeature => false,
             };
             if !ok {
-                return Err(refused(login_status::INITIATOR_ERROR, format!("invalid transit {} -> {}", req.csg, req.nsg)));
+                return Err(refused(
+                    login_status::INITIATOR_ERROR,
+                    format!("invalid transit {} -> {}", req.csg, req.nsg),
+                ));
             }
             if req.continue_ {
                 // RFC 7143 §11.12.2: T and C must not both be set.
-                return Err(refused(login_status::INITIATOR_ERROR, "T and C bits both set"));
+                return Err(refused(
+                    login_status::INITIATOR_ERROR,
+                    "T and C bits both set",
+                ));
             }
         }
         Ok(())
     }
 
     /// Decisions made once the first request's keys are known.
-    fn first_request(&mut self, req: &LoginRequest, keys: &TextPairs) -> Result<Start, LoginFailure> {
+    fn first_request(
+        &mut self,
+        req: &LoginRequest,
+        keys: &TextPairs,
+    ) -> Result<Start, LoginFailure> {
         let initiator = match keys.get("InitiatorName") {
             Some(n) if !n.is_empty() => n.to_ascii_lowercase(),
-            _ => return Err(refused(login_status::MISSING_PARAMETER, "InitiatorName missing")),
+            _ => {
+                return Err(refused(
+                    login_status::MISSING_PARAMETER,
+                    "InitiatorName missing",
+                ))
+            }
         };
         let session_type = match keys.get("SessionType") {
             None => SessionType::Normal,
-            Some(v) => SessionType::parse(v)
-                .ok_or_else(|| refused(login_status::SESSION_TYPE_NOT_SUPPORTED, format!("SessionType {v:?}")))?,
+            Some(v) => SessionType::parse(v).ok_or_else(|| {
+                refused(
+                    login_status::SESSION_TYPE_NOT_SUPPORTED,
+                    format!("SessionType {v:?}"),
+                )
+            })?,
         };
         let portal = self.portal;
         let tuning = &portal.tuning;
@@ -383,11 +470,16 @@ impl Login<'_> {
             SessionType::Normal => {
                 let name = match keys.get("TargetName") {
                     Some(n) if !n.is_empty() => n,
-                    _ => return Err(refused(login_status::MISSING_PARAMETER, "TargetName missing")),
+                    _ => {
+                        return Err(refused(
+                            login_status::MISSING_PARAMETER,
+                            "TargetName missing",
+                        ))
+                    }
                 };
-                let idx = portal
-                    .target_index(name)
-                    .ok_or_else(|| refused(login_status::NOT_FOUND, format!("no target named {name}")))?;
+                let idx = portal.target_index(name).ok_or_else(|| {
+                    refused(login_status::NOT_FOUND, format!("no target named {name}"))
+                })?;
                 Some(idx)
             }
         };
@@ -397,7 +489,10 @@ impl Login<'_> {
         // always refused; an unknown TSIH is "session does not exist".
         if req.tsih != 0 {
             return Err(match portal.sessions.by_tsih(req.tsih) {
-                None => refused(login_status::SESSION_DOES_NOT_EXIST, format!("TSIH {} unknown", req.tsih)),
+                None => refused(
+                    login_status::SESSION_DOES_NOT_EXIST,
+                    format!("TSIH {} unknown", req.tsih),
+                ),
                 Some(_) => refused(
                     login_status::TOO_MANY_CONNECTIONS,
                     format!("TSIH {}: MaxConnections is 1", req.tsih),
@@ -421,9 +516,10 @@ impl Login<'_> {
                 let initiator_creds = ChapCredentials::new(c.user.clone(), &c.secret);
                 let config = match &c.mutual {
                     None => ChapTargetConfig::one_way(initiator_creds),
-                    Some((user, secret)) => {
-                        ChapTargetConfig::mutual(initiator_creds, ChapCredentials::new(user.clone(), secret))
-                    }
+                    Some((user, secret)) => ChapTargetConfig::mutual(
+                        initiator_creds,
+                        ChapCredentials::new(user.clone(), secret),
+                    ),
                 };
                 // A fresh identifier and challenge for every login
                 // (RFC 1994 §2.3; RFC 7143 §12.1.3).
@@ -435,21 +531,34 @@ impl Login<'_> {
             negotiator.set_chap(chap);
         }
         tracing::debug!(peer = self.peer, initiator = %initiator, ?session_type, "login started");
-        Ok(Start { kind_target: target, initiator, negotiator })
+        Ok(Start {
+            kind_target: target,
+            initiator,
+            negotiator,
+        })
     }
 
     /// Enters the session in the table (closing the one it reinstates) and
     /// fixes the session's parameters.
     async fn establish(&mut self) -> Result<Established, LoginFailure> {
         let id = self.id.expect("identity is set by the first request");
-        let start = self.start.as_ref().expect("start is set by the first request");
+        let start = self
+            .start
+            .as_ref()
+            .expect("start is set by the first request");
         let portal = self.portal;
         let (kind, nexus) = match start.kind_target {
             None => (SessionKind::Discovery, None),
             Some(t) => {
                 let def = &portal.targets[t].def;
                 let nexus = ItNexus::new(&start.initiator, id.isid, &def.name, def.tpgt);
-                (SessionKind::Normal { target: t, nexus: nexus.clone() }, Some(nexus))
+                (
+                    SessionKind::Normal {
+                        target: t,
+                        nexus: nexus.clone(),
+                    },
+                    Some(nexus),
+                )
             }
         };
         // Check the bus limit again: another initiator may have logged in
@@ -488,7 +597,10 @@ impl Login<'_> {
             data_digest: params.data_digest == DigestType::Crc32c,
             max_recv_data_segment_length: params.local_max_recv_data_segment_length,
         };
-        let tx_wire = WireConfig { max_recv_data_segment_length: params.peer_max_recv_data_segment_length, ..rx_wire };
+        let tx_wire = WireConfig {
+            max_recv_data_segment_length: params.peer_max_recv_data_segment_length,
+            ..rx_wire
+        };
         Ok(Established {
             handle,
             kind,

@@ -33,13 +33,18 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BusSpec, IscsiTuning, TargetDef};
-use crate::scsi::ScsiTarget;
+use crate::fault::Faults;
+use crate::scsi::{ResetKind, ScsiTarget};
 use crate::tasks::TaskRegistry;
 use busrig_proto::pdu::login_status;
 use session::SessionTable;
 
 /// The reserved tag value: "no task" / "no transfer" (RFC 7143 §11.2.1.8).
 pub const RESERVED_TAG: u32 = 0xffff_ffff;
+
+/// Connections the portal serves at once; more are closed right after
+/// accept so a connection flood cannot exhaust memory or descriptors.
+pub const MAX_CONNECTIONS: usize = 1024;
 
 /// One target behind the portal.
 pub struct PortalTarget {
@@ -65,6 +70,8 @@ pub struct Portal {
     tuning: IscsiTuning,
     tasks: TaskRegistry,
     sessions: SessionTable,
+    /// Injected faults, shared with the control plane and the executors.
+    faults: Arc<Faults>,
     /// The address SendTargets reports when a connection has no local
     /// socket address of its own (in-process streams).
     advertised: Mutex<Option<SocketAddr>>,
@@ -73,13 +80,20 @@ pub struct Portal {
 }
 
 impl Portal {
-    pub fn new(targets: Vec<PortalTarget>, buses: Vec<BusSpec>, tuning: IscsiTuning, tasks: TaskRegistry) -> Arc<Portal> {
+    pub fn new(
+        targets: Vec<PortalTarget>,
+        buses: Vec<BusSpec>,
+        tuning: IscsiTuning,
+        tasks: TaskRegistry,
+        faults: Arc<Faults>,
+    ) -> Arc<Portal> {
         Arc::new(Portal {
             targets,
             buses,
             tuning,
             tasks,
             sessions: SessionTable::new(),
+            faults,
             advertised: Mutex::new(None),
             shutdown: CancellationToken::new(),
         })
@@ -101,6 +115,85 @@ impl Portal {
         &self.tasks
     }
 
+    pub fn faults(&self) -> &Arc<Faults> {
+        &self.faults
+    }
+
+    /// Ends every session of `initiator` (a `drop` or `cut` fault). Returns
+    /// how many sessions were told to end.
+    pub fn kill_sessions_of(&self, initiator: &str) -> usize {
+        let victims = self
+            .sessions
+            .select(|s| s.initiator.eq_ignore_ascii_case(initiator));
+        for s in &victims {
+            s.kill.cancel();
+        }
+        victims.len()
+    }
+
+    /// The targets a reset of target `target` reaches: every target on its
+    /// bus for parallel SCSI and FC-AL, only itself on a switched fabric
+    /// (DESIGN.md "Bus reset").
+    pub fn reset_scope(&self, target: usize) -> (Vec<usize>, bool) {
+        let bus = self.targets[target].def.bus;
+        let whole_bus = self.buses[bus].topology.reset_reaches_whole_bus();
+        if whole_bus {
+            (self.targets_on_bus(bus), true)
+        } else {
+            (vec![target], false)
+        }
+    }
+
+    fn targets_on_bus(&self, bus: usize) -> Vec<usize> {
+        (0..self.targets.len())
+            .filter(|t| self.targets[*t].def.bus == bus)
+            .collect()
+    }
+
+    /// Resets the targets in `affected`: their tasks end first, then each
+    /// target resets its LUNs with the unit attention of `kind_of(target)`.
+    pub async fn reset_targets(
+        &self,
+        affected: &[usize],
+        kind_of: impl Fn(usize) -> ResetKind,
+        by: &str,
+    ) {
+        for t in affected {
+            let name = self.targets[*t].def.name.clone();
+            self.tasks
+                .abort_matching(|x| *x.nexus.target == *name)
+                .await;
+        }
+        for t in affected {
+            self.targets[*t].scsi.target_reset(kind_of(*t), &by).await;
+        }
+    }
+
+    /// A bus reset from the control plane: every target on bus `bus` gets
+    /// a bus reset (29/02 on every nexus, SCSI-2 reservations cleared,
+    /// persistent reservations kept). On a switched fabric there is no
+    /// shared bus signal, so this resets each target on the fabric in turn.
+    /// Returns how many targets were reset.
+    pub async fn reset_bus(&self, bus: usize, by: &str) -> usize {
+        let affected = self.targets_on_bus(bus);
+        tracing::info!(bus = %self.buses[bus].name, topology = %self.buses[bus].topology, targets = affected.len(), by, "bus reset");
+        self.faults
+            .record(format!("bus reset of {} by {by}", self.buses[bus].name));
+        self.reset_targets(&affected, |_| ResetKind::Bus, by).await;
+        affected.len()
+    }
+
+    /// Refuses the login of an initiator whose path is cut by fault injection.
+    fn check_path(&self, initiator: &str) -> Result<(), login::LoginFailure> {
+        if self.faults.login_refused(initiator) {
+            return Err(login::LoginFailure::Refused {
+                status: login_status::SERVICE_UNAVAILABLE,
+                reason: format!("the path of {initiator} is cut (fault injection)"),
+            });
+        }
+        Ok(())
+    }
+
     /// Sets the address reported in SendTargets for connections without a
     /// local socket address.
     pub fn set_advertised_address(&self, addr: SocketAddr) {
@@ -114,7 +207,9 @@ impl Portal {
     /// Index of the target named `name` (iSCSI names compare
     /// case-insensitively, RFC 7143 §4.2.7.1).
     pub fn target_index(&self, name: &str) -> Option<usize> {
-        self.targets.iter().position(|t| t.def.name.eq_ignore_ascii_case(name))
+        self.targets
+            .iter()
+            .position(|t| t.def.name.eq_ignore_ascii_case(name))
     }
 
     /// Every live session.
@@ -142,12 +237,18 @@ impl Portal {
     /// emulated bus, not an error of the initiator, and 02/06 is about
     /// connections within one session.
     fn check_bus_room(&self, t: usize, initiator: &str) -> Result<(), login::LoginFailure> {
+        self.check_path(initiator)?;
         let bus = self.targets[t].def.bus;
         let Some(max) = self.buses[bus].max_initiators else {
             return Ok(());
         };
-        let on_bus: HashSet<usize> =
-            self.targets.iter().enumerate().filter(|(_, pt)| pt.def.bus == bus).map(|(i, _)| i).collect();
+        let on_bus: HashSet<usize> = self
+            .targets
+            .iter()
+            .enumerate()
+            .filter(|(_, pt)| pt.def.bus == bus)
+            .map(|(i, _)| i)
+            .collect();
         let present = self.sessions.initiators_on(&on_bus);
         if present.contains(initiator) || (present.len() as u64) < u64::from(max) {
             return Ok(());
@@ -164,8 +265,12 @@ impl Portal {
 
     /// Serves one connection (login, then full feature phase) until it
     /// closes. Generic over the stream so tests can use in-memory pipes.
-    pub async fn serve_connection<S>(self: Arc<Self>, stream: S, peer: String, local: Option<SocketAddr>)
-    where
+    pub async fn serve_connection<S>(
+        self: Arc<Self>,
+        stream: S,
+        peer: String,
+        local: Option<SocketAddr>,
+    ) where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
         connection::serve(self, stream, peer, local).await
@@ -187,6 +292,11 @@ impl Portal {
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        if conns.len() >= MAX_CONNECTIONS {
+                            tracing::warn!(peer = %peer, limit = MAX_CONNECTIONS, "too many connections, closing the new one");
+                            drop(stream);
+                            continue;
+                        }
                         let _ = stream.set_nodelay(true);
                         let local = stream.local_addr().ok();
                         let portal = self.clone();

@@ -90,13 +90,18 @@ impl SessionTable {
     /// Enters a new session under a fresh TSIH. A normal session with the
     /// same initiator name, ISID and target is taken out of the table and
     /// returned, for the caller to close (reinstatement).
-    pub fn admit(&self, new: NewSession) -> Result<(Arc<SessionHandle>, Option<Arc<SessionHandle>>), AdmitError> {
+    pub fn admit(
+        &self,
+        new: NewSession,
+    ) -> Result<(Arc<SessionHandle>, Option<Arc<SessionHandle>>), AdmitError> {
         let mut inner = self.lock();
         let old = if new.target.is_some() {
             let key = inner
                 .by_tsih
                 .iter()
-                .find(|(_, s)| s.target == new.target && s.isid == new.isid && s.initiator == new.initiator)
+                .find(|(_, s)| {
+                    s.target == new.target && s.isid == new.isid && s.initiator == new.initiator
+                })
                 .map(|(k, _)| *k);
             key.and_then(|k| inner.by_tsih.remove(&k))
         } else {
@@ -134,7 +139,11 @@ impl SessionTable {
     /// Removes the session if the table still holds this very handle.
     pub fn remove(&self, handle: &Arc<SessionHandle>) {
         let mut inner = self.lock();
-        if inner.by_tsih.get(&handle.tsih).is_some_and(|h| Arc::ptr_eq(h, handle)) {
+        if inner
+            .by_tsih
+            .get(&handle.tsih)
+            .is_some_and(|h| Arc::ptr_eq(h, handle))
+        {
             inner.by_tsih.remove(&handle.tsih);
         }
     }
@@ -151,7 +160,12 @@ impl SessionTable {
 
     /// Sessions matching `pred`.
     pub fn select(&self, pred: impl Fn(&SessionHandle) -> bool) -> Vec<Arc<SessionHandle>> {
-        self.lock().by_tsih.values().filter(|s| pred(s)).cloned().collect()
+        self.lock()
+            .by_tsih
+            .values()
+            .filter(|s| pred(s))
+            .cloned()
+            .collect()
     }
 }
 
@@ -180,7 +194,12 @@ impl CmdWindow {
     /// The window after login: the login's CmdSN is the first expected one.
     pub fn new(exp_cmd_sn: u32, depth: u32) -> CmdWindow {
         let depth = depth.max(1);
-        CmdWindow { exp_cmd_sn, max_cmd_sn: exp_cmd_sn.wrapping_add(depth - 1), depth, in_flight: 0 }
+        CmdWindow {
+            exp_cmd_sn,
+            max_cmd_sn: exp_cmd_sn.wrapping_add(depth - 1),
+            depth,
+            in_flight: 0,
+        }
     }
 
     pub fn exp_cmd_sn(&self) -> u32 {

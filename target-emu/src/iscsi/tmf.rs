@@ -92,8 +92,19 @@ pub fn response(ctx: &TmfCtx, code: u8, close_targets: Vec<usize>) -> (Pdu, Vec<
         response = response_name(code),
         "task management response"
     );
-    let h = TaskMgmtResponse { response: code, itt: ctx.itt, ..Default::default() };
-    (Pdu { header: Header::TaskMgmtResponse(h), ahs: Bytes::new(), data: Bytes::new() }, close_targets)
+    let h = TaskMgmtResponse {
+        response: code,
+        itt: ctx.itt,
+        ..Default::default()
+    };
+    (
+        Pdu {
+            header: Header::TaskMgmtResponse(h),
+            ahs: Bytes::new(),
+            data: Bytes::new(),
+        },
+        close_targets,
+    )
 }
 
 /// Carries out a TMF and returns its response, plus the targets whose
@@ -107,15 +118,25 @@ pub async fn execute(ctx: TmfCtx, plan: TmfPlan) -> (Pdu, Vec<usize>) {
             // The connection already marked the command aborted, so even if
             // it finished just now its response is not sent: "function
             // complete" is consistent with what the initiator sees.
-            tasks.abort_matching(|t| t.nexus == me && t.itt == itt).await;
+            tasks
+                .abort_matching(|t| t.nexus == me && t.itt == itt)
+                .await;
             response(&ctx, tmf::RESP_COMPLETE, Vec::new())
         }
-        TmfPlan::AbortTaskSet { lun, all_initiators } => {
+        TmfPlan::AbortTaskSet {
+            lun,
+            all_initiators,
+        } => {
             // ABORT TASK SET: this I_T nexus's tasks on the LU; CLEAR TASK
             // SET: every task on the LU, whoever sent it (SAM-5 §7.3, §7.4).
             tasks
                 .abort_matching(|t| {
-                    t.lun == lun && if all_initiators { t.nexus.target == me.target } else { t.nexus == me }
+                    t.lun == lun
+                        && if all_initiators {
+                            t.nexus.target == me.target
+                        } else {
+                            t.nexus == me
+                        }
                 })
                 .await;
             response(&ctx, tmf::RESP_COMPLETE, Vec::new())
@@ -123,7 +144,9 @@ pub async fn execute(ctx: TmfCtx, plan: TmfPlan) -> (Pdu, Vec<usize>) {
         TmfPlan::LunReset { lun } => {
             // Every task on the LU ends before the reset takes effect
             // (SAM-5 §7.7).
-            tasks.abort_matching(|t| t.lun == lun && t.nexus.target == me.target).await;
+            tasks
+                .abort_matching(|t| t.lun == lun && t.nexus.target == me.target)
+                .await;
             let code = match ctx.scsi.lun_reset(lun, &me).await {
                 Ok(()) => tmf::RESP_COMPLETE,
                 Err(_) => tmf::RESP_NO_LUN,
@@ -132,32 +155,31 @@ pub async fn execute(ctx: TmfCtx, plan: TmfPlan) -> (Pdu, Vec<usize>) {
         }
         TmfPlan::TargetReset { cold, target } => {
             let portal = &ctx.portal;
-            let bus = portal.targets[target].def.bus;
-            let whole_bus = portal.buses[bus].topology.reset_reaches_whole_bus();
-            let affected: Vec<usize> = if whole_bus {
-                (0..portal.targets.len()).filter(|t| portal.targets[*t].def.bus == bus).collect()
-            } else {
-                vec![target]
-            };
-            for t in &affected {
-                let name = portal.targets[*t].def.name.clone();
-                tasks.abort_matching(|x| *x.nexus.target == *name).await;
-            }
-            for t in &affected {
-                let kind = match (*t == target, cold, whole_bus) {
-                    (true, true, _) => ResetKind::Cold,
-                    (_, _, true) => ResetKind::Bus,
-                    _ => ResetKind::Warm,
-                };
-                portal.targets[*t].scsi.target_reset(kind, &me).await;
-            }
+            let (affected, whole_bus) = portal.reset_scope(target);
+            let by = me.to_string();
+            portal
+                .reset_targets(
+                    &affected,
+                    |t| match (t == target, cold, whole_bus) {
+                        (true, true, _) => ResetKind::Cold,
+                        (_, _, true) => ResetKind::Bus,
+                        _ => ResetKind::Warm,
+                    },
+                    &by,
+                )
+                .await;
             if whole_bus {
+                let bus = portal.targets[target].def.bus;
                 tracing::info!(
                     bus = %portal.buses[bus].name,
                     topology = %portal.buses[bus].topology,
                     targets = affected.len(),
                     "target reset propagated to the whole bus"
                 );
+                portal.faults().record(format!(
+                    "bus reset of {} by {by} (target reset)",
+                    portal.buses[bus].name
+                ));
             }
             let close = if cold { vec![target] } else { Vec::new() };
             response(&ctx, tmf::RESP_COMPLETE, close)

@@ -105,7 +105,12 @@ pub struct WriteState {
 impl WriteState {
     /// Starts a write from the SCSI Command PDU: its EDTL, immediate data
     /// and F bit ("no unsolicited Data-Out follows", RFC 7143 §11.3.1).
-    pub fn new(edtl: u32, immediate: &[u8], final_: bool, limits: WriteLimits) -> Result<WriteState, DataError> {
+    pub fn new(
+        edtl: u32,
+        immediate: &[u8],
+        final_: bool,
+        limits: WriteLimits,
+    ) -> Result<WriteState, DataError> {
         let first_burst_end = limits.first_burst_length.min(edtl);
         if !immediate.is_empty() {
             if !limits.immediate_data {
@@ -116,7 +121,10 @@ impl WriteState {
                 return Err(DataError::BeyondEdtl { end, edtl });
             }
             if end > u64::from(limits.first_burst_length) {
-                return Err(DataError::BeyondBurst { end, limit: limits.first_burst_length });
+                return Err(DataError::BeyondBurst {
+                    end,
+                    limit: limits.first_burst_length,
+                });
             }
         }
         let mut buf = BytesMut::new();
@@ -125,8 +133,11 @@ impl WriteState {
         // InitialR2T=Yes forbids unsolicited Data-Out (RFC 7143 §13.10); an
         // F bit of 0 then is the initiator's mistake and any Data-Out it
         // sends is refused as it arrives.
-        let unsolicited = (!final_ && !limits.initial_r2t && received < first_burst_end)
-            .then_some(Unsolicited { limit: first_burst_end, next_data_sn: 0 });
+        let unsolicited =
+            (!final_ && !limits.initial_r2t && received < first_burst_end).then_some(Unsolicited {
+                limit: first_burst_end,
+                next_data_sn: 0,
+            });
         Ok(WriteState {
             edtl,
             buf,
@@ -158,20 +169,32 @@ impl WriteState {
         let received = self.received();
         let end = u64::from(h.buffer_offset) + data.len() as u64;
         if end > u64::from(self.edtl) {
-            return Err(DataError::BeyondEdtl { end, edtl: self.edtl });
+            return Err(DataError::BeyondEdtl {
+                end,
+                edtl: self.edtl,
+            });
         }
         if h.ttt == RESERVED_TAG {
             let Some(u) = self.unsolicited.as_mut() else {
                 return Err(DataError::UnsolicitedNotAllowed);
             };
             if h.data_sn != u.next_data_sn {
-                return Err(DataError::BadDataSn { expected: u.next_data_sn, got: h.data_sn });
+                return Err(DataError::BadDataSn {
+                    expected: u.next_data_sn,
+                    got: h.data_sn,
+                });
             }
             if h.buffer_offset != received {
-                return Err(DataError::BadOffset { expected: received, got: h.buffer_offset });
+                return Err(DataError::BadOffset {
+                    expected: received,
+                    got: h.buffer_offset,
+                });
             }
             if end > u64::from(u.limit) {
-                return Err(DataError::BeyondBurst { end, limit: u.limit });
+                return Err(DataError::BeyondBurst {
+                    end,
+                    limit: u.limit,
+                });
             }
             u.next_data_sn += 1;
             let limit = u.limit;
@@ -193,18 +216,30 @@ impl WriteState {
             return Err(DataError::BadTtt(h.ttt));
         }
         if h.data_sn != o.next_data_sn {
-            return Err(DataError::BadDataSn { expected: o.next_data_sn, got: h.data_sn });
+            return Err(DataError::BadDataSn {
+                expected: o.next_data_sn,
+                got: h.data_sn,
+            });
         }
         if h.buffer_offset != received {
-            return Err(DataError::BadOffset { expected: received, got: h.buffer_offset });
+            return Err(DataError::BadOffset {
+                expected: received,
+                got: h.buffer_offset,
+            });
         }
         let seq_end = o.offset + o.len;
         if end > u64::from(seq_end) {
-            return Err(DataError::BeyondBurst { end, limit: seq_end });
+            return Err(DataError::BeyondBurst {
+                end,
+                limit: seq_end,
+            });
         }
         let new_received = end as u32;
         if h.final_ && new_received < seq_end {
-            return Err(DataError::ShortSequence { at: new_received, missing: seq_end - new_received });
+            return Err(DataError::ShortSequence {
+                at: new_received,
+                missing: seq_end - new_received,
+            });
         }
         o.next_data_sn += 1;
         self.buf.extend_from_slice(data);
@@ -216,8 +251,14 @@ impl WriteState {
 
     /// R2Ts to send now: none while the unsolicited burst is still open,
     /// otherwise enough to keep MaxOutstandingR2T sequences of at most
-    /// MaxBurstLength in flight (RFC 7143 §13.13, §13.17).
-    pub fn next_r2ts(&mut self, mut alloc_ttt: impl FnMut() -> u32) -> Vec<R2tSpec> {
+    /// MaxBurstLength in flight (RFC 7143 §13.13, §13.17). Each R2T takes
+    /// its length from `budget`, the write data the connection is still
+    /// willing to buffer; none is issued that does not fit.
+    pub fn next_r2ts(
+        &mut self,
+        budget: &mut u64,
+        mut alloc_ttt: impl FnMut() -> u32,
+    ) -> Vec<R2tSpec> {
         let mut out = Vec::new();
         if self.unsolicited.is_some() {
             return out;
@@ -226,14 +267,33 @@ impl WriteState {
         while self.outstanding.len() < max_outstanding && self.next_r2t_offset < self.edtl {
             let offset = self.next_r2t_offset;
             let len = self.limits.max_burst_length.max(1).min(self.edtl - offset);
+            if u64::from(len) > *budget {
+                break;
+            }
+            *budget -= u64::from(len);
             let ttt = alloc_ttt();
-            let spec = R2tSpec { ttt, r2t_sn: self.r2t_sn, offset, len };
+            let spec = R2tSpec {
+                ttt,
+                r2t_sn: self.r2t_sn,
+                offset,
+                len,
+            };
             self.r2t_sn += 1;
             self.next_r2t_offset += len;
-            self.outstanding.push_back(Outstanding { ttt, offset, len, next_data_sn: 0 });
+            self.outstanding.push_back(Outstanding {
+                ttt,
+                offset,
+                len,
+                next_data_sn: 0,
+            });
             out.push(spec);
         }
         out
+    }
+
+    /// Whether R2Ts remain to be sent once budget allows.
+    pub fn wants_r2t(&self) -> bool {
+        self.unsolicited.is_none() && self.next_r2t_offset < self.edtl
     }
 
     /// Target transfer tags still outstanding (to forget them on abort).
@@ -316,10 +376,15 @@ pub struct Outcome {
 pub fn reply_pdus(shape: &ReplyShape, out: Outcome) -> Vec<Pdu> {
     let (send, residual) = if shape.read {
         let len = out.data_in.len().min(shape.edtl as usize);
-        (out.data_in.slice(..len), Residual::between(out.data_in.len() as u64, shape.edtl))
+        (
+            out.data_in.slice(..len),
+            Residual::between(out.data_in.len() as u64, shape.edtl),
+        )
     } else {
         let wanted = if shape.write {
-            out.data_out_wanted.map(u64::from).unwrap_or(u64::from(shape.edtl))
+            out.data_out_wanted
+                .map(u64::from)
+                .unwrap_or(u64::from(shape.edtl))
         } else {
             // No transfer flag: whatever the command would have moved is
             // beyond an EDTL that is normally 0.
@@ -356,7 +421,11 @@ pub fn reply_pdus(shape: &ReplyShape, out: Outcome) -> Vec<Pdu> {
             h.underflow = underflow;
             h.residual_count = residual_count;
         }
-        pdus.push(Pdu { header: Header::DataIn(h), ahs: Bytes::new(), data: send.slice(offset..end) });
+        pdus.push(Pdu {
+            header: Header::DataIn(h),
+            ahs: Bytes::new(),
+            data: send.slice(offset..end),
+        });
         offset = end;
         data_sn += 1;
     }
@@ -371,8 +440,16 @@ pub fn reply_pdus(shape: &ReplyShape, out: Outcome) -> Vec<Pdu> {
             residual_count,
             ..Default::default()
         };
-        let data = out.sense.as_deref().map(busrig_proto::pdu::sense_segment).unwrap_or_default();
-        pdus.push(Pdu { header: Header::ScsiResponse(h), ahs: Bytes::new(), data });
+        let data = out
+            .sense
+            .as_deref()
+            .map(busrig_proto::pdu::sense_segment)
+            .unwrap_or_default();
+        pdus.push(Pdu {
+            header: Header::ScsiResponse(h),
+            ahs: Bytes::new(),
+            data,
+        });
     }
     pdus
 }
@@ -390,7 +467,18 @@ mod tests {
     };
 
     fn dout(ttt: u32, data_sn: u32, offset: u32, final_: bool) -> DataOut {
-        DataOut { ttt, data_sn, buffer_offset: offset, final_, itt: 1, ..Default::default() }
+        DataOut {
+            ttt,
+            data_sn,
+            buffer_offset: offset,
+            final_,
+            itt: 1,
+            ..Default::default()
+        }
+    }
+
+    fn no_limit() -> u64 {
+        u64::MAX
     }
 
     fn ttt_counter() -> impl FnMut() -> u32 {
@@ -406,20 +494,41 @@ mod tests {
         let edtl = 40_000;
         let mut w = WriteState::new(edtl, &[1u8; 1000], false, LIMITS).unwrap();
         // While the unsolicited burst is open, no R2T.
-        assert!(w.next_r2ts(ttt_counter()).is_empty());
-        w.on_data_out(&dout(RESERVED_TAG, 0, 1000, false), &[2u8; 4096]).unwrap();
-        w.on_data_out(&dout(RESERVED_TAG, 1, 5096, true), &[3u8; 3096]).unwrap();
+        assert!(w.next_r2ts(&mut no_limit(), ttt_counter()).is_empty());
+        w.on_data_out(&dout(RESERVED_TAG, 0, 1000, false), &[2u8; 4096])
+            .unwrap();
+        w.on_data_out(&dout(RESERVED_TAG, 1, 5096, true), &[3u8; 3096])
+            .unwrap();
         assert_eq!(w.received(), 8192);
         let mut ttts = ttt_counter();
-        let r = w.next_r2ts(&mut ttts);
-        assert_eq!(r, vec![R2tSpec { ttt: 101, r2t_sn: 0, offset: 8192, len: 16384 }]);
+        let r = w.next_r2ts(&mut no_limit(), &mut ttts);
+        assert_eq!(
+            r,
+            vec![R2tSpec {
+                ttt: 101,
+                r2t_sn: 0,
+                offset: 8192,
+                len: 16384
+            }]
+        );
         // MaxOutstandingR2T=1: nothing more until this one is answered.
-        assert!(w.next_r2ts(&mut ttts).is_empty());
-        w.on_data_out(&dout(101, 0, 8192, false), &[4u8; 8192]).unwrap();
-        w.on_data_out(&dout(101, 1, 16384, true), &[4u8; 8192]).unwrap();
-        let r = w.next_r2ts(&mut ttts);
-        assert_eq!(r, vec![R2tSpec { ttt: 102, r2t_sn: 1, offset: 24576, len: 15424 }]);
-        w.on_data_out(&dout(102, 0, 24576, true), &[5u8; 15424]).unwrap();
+        assert!(w.next_r2ts(&mut no_limit(), &mut ttts).is_empty());
+        w.on_data_out(&dout(101, 0, 8192, false), &[4u8; 8192])
+            .unwrap();
+        w.on_data_out(&dout(101, 1, 16384, true), &[4u8; 8192])
+            .unwrap();
+        let r = w.next_r2ts(&mut no_limit(), &mut ttts);
+        assert_eq!(
+            r,
+            vec![R2tSpec {
+                ttt: 102,
+                r2t_sn: 1,
+                offset: 24576,
+                len: 15424
+            }]
+        );
+        w.on_data_out(&dout(102, 0, 24576, true), &[5u8; 15424])
+            .unwrap();
         assert!(w.is_complete());
         let data = w.into_data();
         assert_eq!(data.len(), 40_000);
@@ -430,19 +539,32 @@ mod tests {
 
     #[test]
     fn several_outstanding_r2ts_when_negotiated() {
-        let limits = WriteLimits { initial_r2t: true, max_outstanding_r2t: 4, max_burst_length: 1024, ..LIMITS };
+        let limits = WriteLimits {
+            initial_r2t: true,
+            max_outstanding_r2t: 4,
+            max_burst_length: 1024,
+            ..LIMITS
+        };
         let mut w = WriteState::new(3000, &[], true, limits).unwrap();
-        let r = w.next_r2ts(ttt_counter());
+        let r = w.next_r2ts(&mut no_limit(), ttt_counter());
         let spans: Vec<_> = r.iter().map(|s| (s.offset, s.len, s.r2t_sn)).collect();
         assert_eq!(spans, vec![(0, 1024, 0), (1024, 1024, 1), (2048, 952, 2)]);
         // Answering the second R2T first breaks DataSequenceInOrder.
-        assert_eq!(w.on_data_out(&dout(102, 0, 1024, true), &[0; 1024]), Err(DataError::BadTtt(102)));
+        assert_eq!(
+            w.on_data_out(&dout(102, 0, 1024, true), &[0; 1024]),
+            Err(DataError::BadTtt(102))
+        );
     }
 
     #[test]
     fn datasn_errors_match_libiscsi_datasn_invalid_cases() {
         // Two PDUs both with DataSN 0, DataSN 27, DataSN -1, reversed 1,0.
-        for (first, second) in [(0u32, Some(0u32)), (27, None), (u32::MAX, None), (1, Some(0))] {
+        for (first, second) in [
+            (0u32, Some(0u32)),
+            (27, None),
+            (u32::MAX, None),
+            (1, Some(0)),
+        ] {
             let mut w = WriteState::new(1024, &[], false, LIMITS).unwrap();
             let r1 = w.on_data_out(&dout(RESERVED_TAG, first, 0, second.is_none()), &[0; 512]);
             let r = match (r1, second) {
@@ -450,7 +572,10 @@ mod tests {
                 (Ok(()), Some(sn)) => w.on_data_out(&dout(RESERVED_TAG, sn, 512, true), &[0; 512]),
                 (Ok(()), None) => Ok(()),
             };
-            assert!(matches!(r, Err(DataError::BadDataSn { .. })), "{first} {second:?}: {r:?}");
+            assert!(
+                matches!(r, Err(DataError::BadDataSn { .. })),
+                "{first} {second:?}: {r:?}"
+            );
         }
     }
 
@@ -459,42 +584,105 @@ mod tests {
         let mut w = WriteState::new(1000, &[], false, LIMITS).unwrap();
         assert_eq!(
             w.on_data_out(&dout(RESERVED_TAG, 0, 0, true), &[0; 1500]),
-            Err(DataError::BeyondEdtl { end: 1500, edtl: 1000 })
+            Err(DataError::BeyondEdtl {
+                end: 1500,
+                edtl: 1000
+            })
         );
         assert_eq!(w.received(), 0);
-        assert_eq!(WriteState::new(100, &[0; 200], true, LIMITS).unwrap_err(), DataError::BeyondEdtl { end: 200, edtl: 100 });
+        assert_eq!(
+            WriteState::new(100, &[0; 200], true, LIMITS).unwrap_err(),
+            DataError::BeyondEdtl {
+                end: 200,
+                edtl: 100
+            }
+        );
         let mut w = WriteState::new(100_000, &[], false, LIMITS).unwrap();
         assert_eq!(
             w.on_data_out(&dout(RESERVED_TAG, 0, 0, false), &[0; 9000]),
-            Err(DataError::BeyondBurst { end: 9000, limit: 8192 })
+            Err(DataError::BeyondBurst {
+                end: 9000,
+                limit: 8192
+            })
         );
         let mut w = WriteState::new(1000, &[], false, LIMITS).unwrap();
         assert_eq!(
             w.on_data_out(&dout(RESERVED_TAG, 0, 8, false), &[0; 8]),
-            Err(DataError::BadOffset { expected: 0, got: 8 })
+            Err(DataError::BadOffset {
+                expected: 0,
+                got: 8
+            })
         );
     }
 
     #[test]
+    fn r2ts_wait_for_budget() {
+        let limits = WriteLimits {
+            initial_r2t: true,
+            max_outstanding_r2t: 4,
+            max_burst_length: 1024,
+            ..LIMITS
+        };
+        let mut w = WriteState::new(4096, &[], true, limits).unwrap();
+        let mut budget = 1500;
+        let r = w.next_r2ts(&mut budget, ttt_counter());
+        assert_eq!(r.len(), 1);
+        assert_eq!(budget, 476);
+        assert!(w.wants_r2t());
+        let mut budget = 10_000;
+        let r = w.next_r2ts(&mut budget, ttt_counter());
+        assert_eq!(
+            r.iter().map(|s| s.offset).collect::<Vec<_>>(),
+            vec![1024, 2048, 3072]
+        );
+        assert!(!w.wants_r2t());
+    }
+
+    #[test]
     fn unsolicited_rules() {
-        let no_imm = WriteLimits { immediate_data: false, ..LIMITS };
-        assert_eq!(WriteState::new(512, &[0; 512], true, no_imm).unwrap_err(), DataError::ImmediateNotAllowed);
-        let r2t_first = WriteLimits { initial_r2t: true, ..LIMITS };
+        let no_imm = WriteLimits {
+            immediate_data: false,
+            ..LIMITS
+        };
+        assert_eq!(
+            WriteState::new(512, &[0; 512], true, no_imm).unwrap_err(),
+            DataError::ImmediateNotAllowed
+        );
+        let r2t_first = WriteLimits {
+            initial_r2t: true,
+            ..LIMITS
+        };
         let mut w = WriteState::new(512, &[], false, r2t_first).unwrap();
-        assert_eq!(w.on_data_out(&dout(RESERVED_TAG, 0, 0, true), &[0; 512]), Err(DataError::UnsolicitedNotAllowed));
+        assert_eq!(
+            w.on_data_out(&dout(RESERVED_TAG, 0, 0, true), &[0; 512]),
+            Err(DataError::UnsolicitedNotAllowed)
+        );
         // Unknown TTT while nothing is outstanding.
-        assert_eq!(w.on_data_out(&dout(7, 0, 0, true), &[0; 512]), Err(DataError::BadTtt(7)));
+        assert_eq!(
+            w.on_data_out(&dout(7, 0, 0, true), &[0; 512]),
+            Err(DataError::BadTtt(7))
+        );
         // An R2T sequence cut short by the F bit.
         let mut tt = ttt_counter();
-        let r = w.next_r2ts(&mut tt);
+        let r = w.next_r2ts(&mut no_limit(), &mut tt);
         assert_eq!(
             w.on_data_out(&dout(r[0].ttt, 0, 0, true), &[0; 256]),
-            Err(DataError::ShortSequence { at: 256, missing: 256 })
+            Err(DataError::ShortSequence {
+                at: 256,
+                missing: 256
+            })
         );
     }
 
     fn shape(read: bool, write: bool, edtl: u32) -> ReplyShape {
-        ReplyShape { itt: 9, read, write, edtl, initiator_mrdsl: 1024, max_burst_length: 2048 }
+        ReplyShape {
+            itt: 9,
+            read,
+            write,
+            edtl,
+            initiator_mrdsl: 1024,
+            max_burst_length: 2048,
+        }
     }
 
     fn data_ins(pdus: &[Pdu]) -> Vec<&DataIn> {
@@ -508,7 +696,10 @@ mod tests {
 
     #[test]
     fn read_is_split_per_mrdsl_with_f_bit_per_burst_and_collapsed_status() {
-        let out = Outcome { data_in: Bytes::from(vec![7u8; 5000]), ..Default::default() };
+        let out = Outcome {
+            data_in: Bytes::from(vec![7u8; 5000]),
+            ..Default::default()
+        };
         let pdus = reply_pdus(&shape(true, false, 5000), out);
         let d = data_ins(&pdus);
         assert_eq!(pdus.len(), 5);
@@ -525,7 +716,10 @@ mod tests {
     #[test]
     fn read_residuals() {
         // libiscsi Read10Invalid: one block with EDTL 200 -> 200 bytes, overflow 312.
-        let out = Outcome { data_in: Bytes::from(vec![1u8; 512]), ..Default::default() };
+        let out = Outcome {
+            data_in: Bytes::from(vec![1u8; 512]),
+            ..Default::default()
+        };
         let pdus = reply_pdus(&shape(true, false, 200), out.clone());
         let d = data_ins(&pdus);
         assert_eq!(pdus.len(), 1);
@@ -539,7 +733,9 @@ mod tests {
         let pdus = reply_pdus(&shape(false, false, 0), out);
         assert_eq!(pdus.len(), 1);
         match &pdus[0].header {
-            Header::ScsiResponse(r) => assert!(r.overflow && r.residual_count == 512 && r.exp_data_sn == 0),
+            Header::ScsiResponse(r) => {
+                assert!(r.overflow && r.residual_count == 512 && r.exp_data_sn == 0)
+            }
             h => panic!("{h:?}"),
         }
     }
@@ -552,17 +748,27 @@ mod tests {
             (200, 512, Residual::Overflow(312)),
             (512, 512, Residual::None),
         ] {
-            let out = Outcome { data_out_wanted: Some(wanted), ..Default::default() };
+            let out = Outcome {
+                data_out_wanted: Some(wanted),
+                ..Default::default()
+            };
             let pdus = reply_pdus(&shape(false, true, edtl), out);
-            let Header::ScsiResponse(r) = &pdus[0].header else { panic!() };
+            let Header::ScsiResponse(r) = &pdus[0].header else {
+                panic!()
+            };
             let (o, u, n) = expect.flags();
-            assert_eq!((r.overflow, r.underflow, r.residual_count), (o, u, n), "edtl {edtl}");
+            assert_eq!(
+                (r.overflow, r.underflow, r.residual_count),
+                (o, u, n),
+                "edtl {edtl}"
+            );
         }
     }
 
     #[test]
     fn check_condition_after_data_carries_sense_and_exp_data_sn() {
-        let sense = Bytes::from_static(&[0x70, 0, 5, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x24, 0, 0, 0, 0, 0]);
+        let sense =
+            Bytes::from_static(&[0x70, 0, 5, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x24, 0, 0, 0, 0, 0]);
         let out = Outcome {
             status: status::CHECK_CONDITION,
             sense: Some(sense.clone()),
@@ -571,7 +777,9 @@ mod tests {
         };
         let pdus = reply_pdus(&shape(true, false, 1500), out);
         assert_eq!(pdus.len(), 3);
-        let Header::ScsiResponse(r) = &pdus[2].header else { panic!() };
+        let Header::ScsiResponse(r) = &pdus[2].header else {
+            panic!()
+        };
         assert_eq!((r.status, r.exp_data_sn), (status::CHECK_CONDITION, 2));
         assert_eq!(&pdus[2].data[..2], &[0, 18]);
         assert_eq!(&pdus[2].data[2..], &sense[..]);

@@ -376,6 +376,17 @@ impl Reservations {
         self.scsi2 = None;
     }
 
+    /// The logical unit lost power and came back (SPC-4 §5.9.4): the SCSI-2
+    /// reservation is gone, and persistent registrations and the
+    /// reservation survive only when APTPL was set (the state in memory is
+    /// then exactly what was saved, since every change is saved first).
+    pub fn power_on(&mut self) {
+        self.scsi2 = None;
+        if !self.pr.aptpl {
+            self.pr = PrState::default();
+        }
+    }
+
     /// The SCSI-2 reservation holder, for the control plane.
     pub fn scsi2_holder(&self) -> Option<&ItNexus> {
         self.scsi2.as_ref()

@@ -11,14 +11,14 @@ use std::time::Duration;
 
 use busrig_proto::chap::chap_md5_response;
 use busrig_proto::pdu::{
-    DataOut, Header, LoginRequest, LoginResponse, LogoutRequest, NopOut, Pdu, ScsiCommand, TaskMgmtRequest,
-    TextRequest, WireConfig,
+    DataOut, Header, LoginRequest, LoginResponse, LogoutRequest, NopOut, Pdu, ScsiCommand,
+    TaskMgmtRequest, TextRequest, WireConfig,
 };
 use busrig_proto::text::{self, TextPairs};
 use busrig_target::config::Config;
 use busrig_target::server::TargetServer;
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 pub const RESERVED: u32 = 0xffff_ffff;
 pub const TARGET: &str = "iqn.2026-11.io.busrig:test";
@@ -62,10 +62,19 @@ pub struct Harness {
 impl Harness {
     pub fn new(toml: &str) -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config::parse(toml, "test").unwrap().validate(dir.path()).unwrap();
+        let config = Config::parse(toml, "test")
+            .unwrap()
+            .validate(dir.path())
+            .unwrap();
         let server = TargetServer::build(config).unwrap();
-        server.portal().set_advertised_address("127.0.0.1:3260".parse().unwrap());
-        Harness { server: Arc::new(server), dir, next_conn: AtomicU32::new(1) }
+        server
+            .portal()
+            .set_advertised_address("127.0.0.1:3260".parse().unwrap());
+        Harness {
+            server: Arc::new(server),
+            dir,
+            next_conn: AtomicU32::new(1),
+        }
     }
 
     pub fn default() -> Harness {
@@ -78,19 +87,7 @@ impl Harness {
         let n = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let server = self.server.clone();
         tokio::spawn(async move { server.serve_stream(theirs, format!("duplex-{n}")).await });
-        let (rd, wr) = tokio::io::split(ours);
-        Client {
-            rd,
-            wr,
-            buf: BytesMut::new(),
-            rx_cfg: WireConfig { max_recv_data_segment_length: (1 << 24) - 1, ..Default::default() },
-            tx_cfg: WireConfig::default(),
-            itt: 0x1000 * n,
-            cmd_sn: 1,
-            exp_stat_sn: 0,
-            isid: [0x80, 0, 0, 0, n as u8, 1],
-            tsih: 0,
-        }
+        Client::over(ours, n)
     }
 
     /// A connection logged in to [`TARGET`] with default options.
@@ -144,7 +141,10 @@ impl LoginOpts {
     }
 
     pub fn discovery(initiator: &str) -> LoginOpts {
-        LoginOpts { target: None, ..LoginOpts::normal(initiator) }
+        LoginOpts {
+            target: None,
+            ..LoginOpts::normal(initiator)
+        }
     }
 
     pub fn set(mut self, key: &'static str, value: &str) -> LoginOpts {
@@ -178,14 +178,17 @@ impl ScsiResult {
         self.sense.get(2).map(|b| b & 0x0f).unwrap_or(0)
     }
     pub fn asc(&self) -> (u8, u8) {
-        (self.sense.get(12).copied().unwrap_or(0), self.sense.get(13).copied().unwrap_or(0))
+        (
+            self.sense.get(12).copied().unwrap_or(0),
+            self.sense.get(13).copied().unwrap_or(0),
+        )
     }
 }
 
 /// One connection of the test initiator.
 pub struct Client {
-    rd: ReadHalf<DuplexStream>,
-    wr: WriteHalf<DuplexStream>,
+    rd: Box<dyn AsyncRead + Unpin + Send>,
+    wr: Box<dyn AsyncWrite + Unpin + Send>,
     buf: BytesMut,
     rx_cfg: WireConfig,
     tx_cfg: WireConfig,
@@ -197,7 +200,11 @@ pub struct Client {
 }
 
 pub fn pdu(header: impl Into<Header>, data: impl Into<Bytes>) -> Pdu {
-    Pdu { header: header.into(), ahs: Bytes::new(), data: data.into() }
+    Pdu {
+        header: header.into(),
+        ahs: Bytes::new(),
+        data: data.into(),
+    }
 }
 
 pub fn lun_field(lun: u64) -> u64 {
@@ -221,6 +228,44 @@ pub fn write10(lba: u32, blocks: u16) -> [u8; 16] {
 pub const TEST_UNIT_READY: [u8; 16] = [0; 16];
 
 impl Client {
+    /// A client over any stream (`n` makes its ISID and ITTs distinct).
+    pub fn over<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S, n: u32) -> Client {
+        let (rd, wr) = tokio::io::split(stream);
+        Client {
+            rd: Box::new(rd),
+            wr: Box::new(wr),
+            buf: BytesMut::new(),
+            rx_cfg: WireConfig {
+                max_recv_data_segment_length: (1 << 24) - 1,
+                ..Default::default()
+            },
+            tx_cfg: WireConfig::default(),
+            itt: 0x1000 * n,
+            cmd_sn: 1,
+            exp_stat_sn: 0,
+            isid: [0x80, 0, 0, 0, n as u8, 1],
+            tsih: 0,
+        }
+    }
+
+    /// Takes the write half out, e.g. to write from another task while this
+    /// client reads; [`Client::give_writer`] puts it back.
+    pub fn take_writer(&mut self) -> Box<dyn AsyncWrite + Unpin + Send> {
+        std::mem::replace(&mut self.wr, Box::new(tokio::io::sink()))
+    }
+
+    pub fn give_writer(&mut self, wr: Box<dyn AsyncWrite + Unpin + Send>) {
+        self.wr = wr;
+    }
+
+    /// Switches digests on both directions (after a login that chose them).
+    pub fn set_digests(&mut self, header: bool, data: bool) {
+        self.rx_cfg.header_digest = header;
+        self.rx_cfg.data_digest = data;
+        self.tx_cfg.header_digest = header;
+        self.tx_cfg.data_digest = data;
+    }
+
     pub fn next_itt(&mut self) -> u32 {
         self.itt += 1;
         self.itt
@@ -248,10 +293,15 @@ impl Client {
 
     /// The next PDU, `None` when the target closed the connection, or an
     /// error after `wait`.
-    pub async fn recv_within(&mut self, wait: Duration) -> Result<Option<Pdu>, tokio::time::error::Elapsed> {
+    pub async fn recv_within(
+        &mut self,
+        wait: Duration,
+    ) -> Result<Option<Pdu>, tokio::time::error::Elapsed> {
         tokio::time::timeout(wait, async {
             loop {
-                if let Some(p) = Pdu::decode(&mut self.buf, &self.rx_cfg).expect("target sent a bad PDU") {
+                if let Some(p) =
+                    Pdu::decode(&mut self.buf, &self.rx_cfg).expect("target sent a bad PDU")
+                {
                     if let Some(sn) = status_sn(&p.header) {
                         self.exp_stat_sn = sn.wrapping_add(1);
                     }
@@ -268,7 +318,10 @@ impl Client {
 
     /// The next PDU; panics after 10 s or at end of stream.
     pub async fn recv(&mut self) -> Pdu {
-        self.recv_within(Duration::from_secs(10)).await.expect("timed out waiting for a PDU").expect("connection closed")
+        self.recv_within(Duration::from_secs(10))
+            .await
+            .expect("timed out waiting for a PDU")
+            .expect("connection closed")
     }
 
     /// The next PDU that is not a target NOP-In ping (those are answered).
@@ -286,7 +339,14 @@ impl Client {
     }
 
     pub async fn answer_ping(&mut self, ttt: u32, lun: u64) {
-        let h = NopOut { immediate: true, lun, itt: RESERVED, ttt, cmd_sn: self.cmd_sn, exp_stat_sn: self.exp_stat_sn };
+        let h = NopOut {
+            immediate: true,
+            lun,
+            itt: RESERVED,
+            ttt,
+            cmd_sn: self.cmd_sn,
+            exp_stat_sn: self.exp_stat_sn,
+        };
         self.send(pdu(h, Bytes::new())).await;
     }
 
@@ -310,7 +370,14 @@ impl Client {
         }
     }
 
-    async fn login_request(&mut self, csg: u8, nsg: u8, transit: bool, keys: &TextPairs, itt: u32) -> (LoginResponse, TextPairs) {
+    async fn login_request(
+        &mut self,
+        csg: u8,
+        nsg: u8,
+        transit: bool,
+        keys: &TextPairs,
+        itt: u32,
+    ) -> (LoginResponse, TextPairs) {
         let h = LoginRequest {
             transit,
             continue_: false,
@@ -327,7 +394,9 @@ impl Client {
         };
         self.send(pdu(h, Bytes::from(keys.to_bytes()))).await;
         let p = self.recv().await;
-        let Header::LoginResponse(r) = p.header else { panic!("expected a login response, got {:?}", p.header) };
+        let Header::LoginResponse(r) = p.header else {
+            panic!("expected a login response, got {:?}", p.header)
+        };
         let keys = TextPairs::parse(&p.data).expect("login response text");
         (r, keys)
     }
@@ -349,8 +418,17 @@ impl Client {
             }
             None => keys.push("SessionType", "Discovery"),
         }
-        keys.push("AuthMethod", if opts.chap.is_some() { "CHAP,None" } else { "None" });
-        let (r, k) = self.login_request(0, 1, opts.chap.is_none(), &keys, itt).await;
+        keys.push(
+            "AuthMethod",
+            if opts.chap.is_some() {
+                "CHAP,None"
+            } else {
+                "None"
+            },
+        );
+        let (r, k) = self
+            .login_request(0, 1, opts.chap.is_none(), &keys, itt)
+            .await;
         if r.status_class != 0 {
             return Err(LoginRefused(r.status_class, r.status_detail));
         }
@@ -367,7 +445,10 @@ impl Client {
             let challenge = text::decode_binary(k.get("CHAP_C").unwrap()).unwrap();
             let mut keys = TextPairs::new();
             keys.push("CHAP_N", name.clone());
-            keys.push("CHAP_R", text::encode_hex(&chap_md5_response(id, secret, &challenge)));
+            keys.push(
+                "CHAP_R",
+                text::encode_hex(&chap_md5_response(id, secret, &challenge)),
+            );
             let my_challenge = [0x3cu8; 16];
             if opts.mutual.is_some() {
                 keys.push("CHAP_I", "77");
@@ -380,7 +461,11 @@ impl Client {
             if let Some((tname, tsecret)) = &opts.mutual {
                 assert_eq!(k.get("CHAP_N"), Some(tname.as_str()));
                 let expect = text::encode_hex(&chap_md5_response(77, tsecret, &my_challenge));
-                assert_eq!(k.get("CHAP_R"), Some(expect.as_str()), "target's mutual CHAP response");
+                assert_eq!(
+                    k.get("CHAP_R"),
+                    Some(expect.as_str()),
+                    "target's mutual CHAP response"
+                );
             }
             assert!(r.transit, "security stage not left");
         }
@@ -390,7 +475,11 @@ impl Client {
         }
         let mut answers = TextPairs::new();
         for _ in 0..4 {
-            let send = if answers.is_empty() { keys.clone() } else { answers.clone() };
+            let send = if answers.is_empty() {
+                keys.clone()
+            } else {
+                answers.clone()
+            };
             let (r, k) = self.login_request(1, 3, true, &send, itt).await;
             if r.status_class != 0 {
                 return Err(LoginRefused(r.status_class, r.status_detail));
@@ -400,7 +489,8 @@ impl Client {
                 assert_eq!(r.nsg, 3);
                 self.tsih = r.tsih;
                 assert_ne!(self.tsih, 0, "final login response must carry a TSIH");
-                let mrdsl = |key: &str, set: &TextPairs| set.get(key).and_then(|v| v.parse::<u32>().ok());
+                let mrdsl =
+                    |key: &str, set: &TextPairs| set.get(key).and_then(|v| v.parse::<u32>().ok());
                 if let Some(m) = mrdsl("MaxRecvDataSegmentLength", &k) {
                     self.tx_cfg.max_recv_data_segment_length = m;
                 }
@@ -419,8 +509,16 @@ impl Client {
 
     /// Sends a SCSI command and collects its whole outcome, answering R2Ts
     /// from `write` (data beyond what was sent as immediate/unsolicited).
-    pub async fn command(&mut self, lun: u64, cdb: [u8; 16], edtl: u32, write: Option<&[u8]>, read: bool) -> ScsiResult {
-        self.command_opts(lun, cdb, edtl, write, read, CommandOpts::default()).await
+    pub async fn command(
+        &mut self,
+        lun: u64,
+        cdb: [u8; 16],
+        edtl: u32,
+        write: Option<&[u8]>,
+        read: bool,
+    ) -> ScsiResult {
+        self.command_opts(lun, cdb, edtl, write, read, CommandOpts::default())
+            .await
     }
 
     pub async fn command_opts(
@@ -475,7 +573,8 @@ impl Client {
             match p.header {
                 Header::R2t(r) => {
                     assert_eq!(r.itt, itt);
-                    res.r2ts.push((r.buffer_offset, r.desired_data_transfer_length));
+                    res.r2ts
+                        .push((r.buffer_offset, r.desired_data_transfer_length));
                     // Answer in PDUs of at most the target's MaxRecvDataSegmentLength.
                     let seg = self.tx_cfg.max_recv_data_segment_length as usize;
                     let start = r.buffer_offset as usize;
@@ -501,8 +600,15 @@ impl Client {
                 Header::DataIn(d) => {
                     assert_eq!(d.itt, itt);
                     assert_eq!(d.data_sn as usize, res.data_ins, "DataSN in order");
-                    assert_eq!(d.buffer_offset as usize, res.data.len(), "Data-In offsets contiguous");
-                    assert!(p.data.len() <= 8192, "Data-In above our MaxRecvDataSegmentLength");
+                    assert_eq!(
+                        d.buffer_offset as usize,
+                        res.data.len(),
+                        "Data-In offsets contiguous"
+                    );
+                    assert!(
+                        p.data.len() <= 8192,
+                        "Data-In above our MaxRecvDataSegmentLength"
+                    );
                     res.data.extend_from_slice(&p.data);
                     res.data_ins += 1;
                     if d.status_present {
@@ -519,7 +625,9 @@ impl Client {
                     res.overflow = r.overflow;
                     res.underflow = r.underflow;
                     res.residual = r.residual_count;
-                    res.sense = busrig_proto::pdu::parse_sense_segment(&p.data).unwrap_or_default().to_vec();
+                    res.sense = busrig_proto::pdu::parse_sense_segment(&p.data)
+                        .unwrap_or_default()
+                        .to_vec();
                     return res;
                 }
                 other => panic!("unexpected PDU during a command: {other:?}"),
@@ -529,7 +637,9 @@ impl Client {
 
     /// A command that must succeed; clears a first unit attention.
     pub async fn tur(&mut self, lun: u64) -> u8 {
-        self.command(lun, TEST_UNIT_READY, 0, None, false).await.status
+        self.command(lun, TEST_UNIT_READY, 0, None, false)
+            .await
+            .status
     }
 
     /// TEST UNIT READY until GOOD (unit attentions after login or reset).
@@ -543,19 +653,41 @@ impl Client {
     }
 
     pub async fn read(&mut self, lun: u64, lba: u32, blocks: u16) -> Vec<u8> {
-        let r = self.command(lun, read10(lba, blocks), u32::from(blocks) * 512, None, true).await;
+        let r = self
+            .command(
+                lun,
+                read10(lba, blocks),
+                u32::from(blocks) * 512,
+                None,
+                true,
+            )
+            .await;
         assert_eq!(r.status, 0, "READ failed: {r:?}");
         r.data
     }
 
     pub async fn write(&mut self, lun: u64, lba: u32, data: &[u8]) -> ScsiResult {
         let blocks = (data.len() / 512) as u16;
-        self.command(lun, write10(lba, blocks), data.len() as u32, Some(data), false).await
+        self.command(
+            lun,
+            write10(lba, blocks),
+            data.len() as u32,
+            Some(data),
+            false,
+        )
+        .await
     }
 
     pub async fn nop_ping(&mut self, data: &[u8]) -> Pdu {
         let itt = self.next_itt();
-        let h = NopOut { immediate: true, lun: 0, itt, ttt: RESERVED, cmd_sn: self.cmd_sn, exp_stat_sn: self.exp_stat_sn };
+        let h = NopOut {
+            immediate: true,
+            lun: 0,
+            itt,
+            ttt: RESERVED,
+            cmd_sn: self.cmd_sn,
+            exp_stat_sn: self.exp_stat_sn,
+        };
         self.send(pdu(h, Bytes::copy_from_slice(data))).await;
         self.recv_skip_pings().await
     }
@@ -574,20 +706,21 @@ impl Client {
             exp_data_sn: 0,
         };
         self.send(pdu(h, Bytes::new())).await;
-        loop {
-            let p = self.recv_skip_pings().await;
-            if let Header::TaskMgmtResponse(r) = p.header {
-                assert_eq!(r.itt, itt);
-                return r.response;
-            }
-            panic!("expected a TMF response, got {:?}", p.header);
-        }
+        let p = self.recv_skip_pings().await;
+        let Header::TaskMgmtResponse(r) = p.header else {
+            panic!("expected a TMF response, got {:?}", p.header)
+        };
+        assert_eq!(r.itt, itt);
+        r.response
     }
 
     pub async fn text(&mut self, keys: &[(&str, &str)]) -> TextPairs {
         let itt = self.next_itt();
         let cmd_sn = self.next_cmd_sn();
-        let kv: TextPairs = keys.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let kv: TextPairs = keys
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let h = TextRequest {
             immediate: false,
             final_: true,
@@ -600,7 +733,9 @@ impl Client {
         };
         self.send(pdu(h, Bytes::from(kv.to_bytes()))).await;
         let p = self.recv_skip_pings().await;
-        let Header::TextResponse(r) = p.header else { panic!("expected a text response, got {:?}", p.header) };
+        let Header::TextResponse(r) = p.header else {
+            panic!("expected a text response, got {:?}", p.header)
+        };
         assert!(r.final_);
         TextPairs::parse_allow_repeats(&p.data).unwrap()
     }
@@ -609,10 +744,19 @@ impl Client {
     /// close.
     pub async fn logout(&mut self) -> u8 {
         let itt = self.next_itt();
-        let h = LogoutRequest { immediate: true, reason: 0, itt, cid: 1, cmd_sn: self.cmd_sn, exp_stat_sn: self.exp_stat_sn };
+        let h = LogoutRequest {
+            immediate: true,
+            reason: 0,
+            itt,
+            cid: 1,
+            cmd_sn: self.cmd_sn,
+            exp_stat_sn: self.exp_stat_sn,
+        };
         self.send(pdu(h, Bytes::new())).await;
         let p = self.recv_skip_pings().await;
-        let Header::LogoutResponse(r) = p.header else { panic!("expected a logout response, got {:?}", p.header) };
+        let Header::LogoutResponse(r) = p.header else {
+            panic!("expected a logout response, got {:?}", p.header)
+        };
         assert_eq!(r.itt, itt);
         self.expect_closed().await;
         r.response
@@ -630,7 +774,10 @@ pub struct CommandOpts {
 
 impl Default for CommandOpts {
     fn default() -> Self {
-        CommandOpts { immediate: 4096, unsolicited: 4096 }
+        CommandOpts {
+            immediate: 4096,
+            unsolicited: 4096,
+        }
     }
 }
 

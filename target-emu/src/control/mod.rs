@@ -1,0 +1,328 @@
+//! The control plane: watch the bus and break it on purpose.
+//!
+//! Served over HTTP/1.1 with JSON bodies ([`http`]) on a loopback address by
+//! default; `busrig bus` is its client and `curl` works too. Endpoints:
+//!
+//! | method and path | body | what |
+//! |---|---|---|
+//! | `GET /status` | | buses, targets, LUNs (SCSI-2 holder, PR reservation, registrations, PRgeneration, pending unit attentions), sessions, faults |
+//! | `POST /reset` | `{"bus": NAME}` | a bus reset (on `fc-fabric`, a reset of every target on that fabric) |
+//! | `POST /path` | `{"initiator": NAME, "action": A, ...}` | path faults: `freeze`, `thaw`, `delay` (`ms`), `drop`, `cut`, `restore`, `fail` (`count`, `sense` as `KEY/ASC/ASCQ`), `clear` |
+//! | `POST /lun` | `{"target": NAME?, "lun": N, "action": A}` | LUN faults: `offline`, `online`, `power-cycle` |
+//! | `GET /audit?target=NAME&lun=N` | | the LUN's writer history |
+//!
+//! Errors come back as a non-200 status with `{"error": "..."}`.
+
+pub mod http;
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::fault::{parse_sense, Faults};
+use crate::iscsi::Portal;
+use crate::lu::LogicalUnit;
+use crate::reservation::ReservationView;
+use http::{HttpRequest, HttpResponse};
+
+/// Default control address, next to the default portal (3260).
+pub const DEFAULT_CONTROL_ADDR: &str = "127.0.0.1:3261";
+
+/// The control plane's view of one running bus emulator.
+#[derive(Clone)]
+pub struct Control {
+    portal: Arc<Portal>,
+}
+
+fn nexus_json(initiator: &str, isid: &str) -> Value {
+    json!({ "initiator": initiator, "isid": isid })
+}
+
+fn lun_json(target: &str, lu: &LogicalUnit, portal: &Portal) -> Value {
+    let (holder, pr) = {
+        let r = lu.reservations.lock().unwrap_or_else(|p| p.into_inner());
+        (r.scsi2_holder().cloned(), r.pr_snapshot())
+    };
+    let reservation = pr
+        .reservation
+        .as_ref()
+        .map(|ReservationView { holder, pr_type }| {
+            json!({
+                "initiator": holder.as_ref().map(|n| n.initiator.to_string()),
+                "isid": holder.as_ref().map(|n| n.isid_hex()),
+                "type": pr_type.name(),
+                "type_code": pr_type.code(),
+                "all_registrants": holder.is_none(),
+            })
+        });
+    let registrations: Vec<Value> = pr
+        .registrations
+        .iter()
+        .map(|r| json!({ "key": format!("0x{:016x}", r.key), "initiator": &*r.nexus.initiator, "isid": r.nexus.isid_hex() }))
+        .collect();
+    let unit_attentions: Vec<Value> = lu
+        .known_nexuses()
+        .iter()
+        .filter_map(|n| {
+            let pending = lu.pending_unit_attentions(n);
+            (!pending.is_empty()).then(|| {
+                json!({
+                    "initiator": &*n.initiator,
+                    "isid": n.isid_hex(),
+                    "pending": pending.iter().map(|a| format!("{:02x}/{:02x} {}", a.asc, a.ascq, a.name)).collect::<Vec<_>>(),
+                })
+            })
+        })
+        .collect();
+    let spec = lu.spec();
+    json!({
+        "target": target,
+        "lun": lu.lun(),
+        "path": spec.path,
+        "size_bytes": spec.size_bytes,
+        "block_size": spec.block_size,
+        "read_only": spec.read_only,
+        "offline": portal.faults().is_lun_offline(target, lu.lun()),
+        "scsi2_holder": holder.map(|n| nexus_json(&n.initiator, &n.isid_hex())),
+        "pr_reservation": reservation,
+        "pr_generation": pr.generation,
+        "aptpl": pr.aptpl,
+        "registrations": registrations,
+        "unit_attentions": unit_attentions,
+        "write_cache": lu.write_cache_status(),
+    })
+}
+
+impl Control {
+    pub fn new(portal: Arc<Portal>) -> Control {
+        Control { portal }
+    }
+
+    fn faults(&self) -> &Faults {
+        self.portal.faults()
+    }
+
+    /// The whole status report (`GET /status`). Scripts rely on the keys
+    /// `luns[].{target, lun, scsi2_holder, pr_reservation, registrations}`
+    /// and `sessions[].{initiator, isid}`.
+    pub fn status(&self) -> Value {
+        let p = &self.portal;
+        let buses: Vec<Value> = p
+            .buses()
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                json!({
+                    "name": b.name,
+                    "topology": b.topology.to_string(),
+                    "max_initiators": b.max_initiators,
+                    "targets": p.targets().iter().filter(|t| t.def.bus == i).map(|t| t.def.name.clone()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let targets: Vec<Value> = p
+            .targets()
+            .iter()
+            .map(|t| json!({ "name": t.def.name, "bus": p.buses()[t.def.bus].name, "tpgt": t.def.tpgt, "luns": t.scsi.lun_ids() }))
+            .collect();
+        let luns: Vec<Value> = p
+            .targets()
+            .iter()
+            .flat_map(|t| {
+                t.scsi
+                    .lun_ids()
+                    .into_iter()
+                    .filter_map(move |id| t.scsi.lun(id).map(|lu| (t, lu.clone())))
+            })
+            .map(|(t, lu)| lun_json(&t.def.name, &lu, p))
+            .collect();
+        let sessions: Vec<Value> = p
+            .sessions()
+            .into_iter()
+            .map(|s| {
+                let in_flight = p.tasks().count(|t| {
+                    *t.nexus.initiator == *s.initiator
+                        && t.nexus.isid_hex() == s.isid
+                        && s.target.as_deref().is_some_and(|n| *t.nexus.target == *n)
+                });
+                json!({
+                    "tsih": s.tsih,
+                    "initiator": s.initiator,
+                    "isid": s.isid,
+                    "target": s.target,
+                    "peer": s.peer,
+                    "commands_in_flight": in_flight,
+                })
+            })
+            .collect();
+        let f = self.faults();
+        json!({
+            "buses": buses,
+            "targets": targets,
+            "luns": luns,
+            "sessions": sessions,
+            "faults": {
+                "paths": f.paths(),
+                "offline_luns": f.offline_luns().into_iter().map(|(t, l)| json!({"target": t, "lun": l})).collect::<Vec<_>>(),
+            },
+            "events": f.events(),
+        })
+    }
+
+    fn find_lun(
+        &self,
+        target: Option<&str>,
+        lun: u64,
+    ) -> Result<(String, Arc<LogicalUnit>), HttpResponse> {
+        let targets = self.portal.targets();
+        let t = match target {
+            Some(name) => targets
+                .iter()
+                .find(|t| t.def.name.eq_ignore_ascii_case(name))
+                .ok_or_else(|| HttpResponse::error(404, format!("no target named {name}")))?,
+            None if targets.len() == 1 => &targets[0],
+            None => {
+                return Err(HttpResponse::error(
+                    400,
+                    "several targets: say which one with \"target\"",
+                ))
+            }
+        };
+        let lu = t.scsi.lun(lun).cloned().ok_or_else(|| {
+            HttpResponse::error(404, format!("target {} has no LUN {lun}", t.def.name))
+        })?;
+        Ok((t.def.name.clone(), lu))
+    }
+
+    async fn reset(&self, body: &Value) -> HttpResponse {
+        let buses = self.portal.buses();
+        let name = match body.get("bus").and_then(Value::as_str) {
+            Some(n) => n.to_string(),
+            None if buses.len() == 1 => buses[0].name.clone(),
+            None => return HttpResponse::error(400, "several buses: say which one with \"bus\""),
+        };
+        let Some(idx) = buses.iter().position(|b| b.name == name) else {
+            return HttpResponse::error(404, format!("no bus named {name}"));
+        };
+        let reached = self.portal.reset_bus(idx, "control plane").await;
+        HttpResponse::ok(json!({ "bus": name, "targets_reset": reached }))
+    }
+
+    fn path_fault(&self, body: &Value) -> HttpResponse {
+        let Some(ini) = body.get("initiator").and_then(Value::as_str) else {
+            return HttpResponse::error(400, "missing \"initiator\"");
+        };
+        let ini = ini.to_ascii_lowercase();
+        let f = self.faults();
+        match body.get("action").and_then(Value::as_str).unwrap_or("") {
+            "freeze" => f.freeze(&ini),
+            "thaw" => f.thaw(&ini),
+            "delay" => match body.get("ms").and_then(Value::as_u64) {
+                Some(ms) => f.delay(&ini, ms),
+                None => return HttpResponse::error(400, "delay needs \"ms\" (milliseconds)"),
+            },
+            "drop" => {
+                f.drop_connections(&ini);
+                let n = self.portal.kill_sessions_of(&ini);
+                return HttpResponse::ok(json!({ "initiator": ini, "sessions_closed": n }));
+            }
+            "cut" => {
+                f.cut(&ini);
+                let n = self.portal.kill_sessions_of(&ini);
+                return HttpResponse::ok(json!({ "initiator": ini, "sessions_closed": n }));
+            }
+            "restore" => f.restore(&ini),
+            "fail" => {
+                let Some(count) = body.get("count").and_then(Value::as_u64).and_then(|c| u32::try_from(c).ok()) else {
+                    return HttpResponse::error(400, "fail needs \"count\"");
+                };
+                let sense = match body.get("sense").and_then(Value::as_str).map(parse_sense) {
+                    Some(Ok(s)) => s,
+                    Some(Err(e)) => return HttpResponse::error(400, e),
+                    None => return HttpResponse::error(400, "fail needs \"sense\" as KEY/ASC/ASCQ, for example 3/11/00"),
+                };
+                f.fail(&ini, count, sense)
+            }
+            "clear" => f.clear(&ini),
+            other => {
+                return HttpResponse::error(
+                    400,
+                    format!("unknown path action {other:?}: freeze, thaw, delay, drop, cut, restore, fail, clear"),
+                )
+            }
+        }
+        HttpResponse::ok(json!({ "initiator": ini, "faults": f.paths().get(&ini) }))
+    }
+
+    async fn lun_fault(&self, body: &Value) -> HttpResponse {
+        let Some(lun) = body.get("lun").and_then(Value::as_u64) else {
+            return HttpResponse::error(400, "missing \"lun\"");
+        };
+        let (target, lu) = match self.find_lun(body.get("target").and_then(Value::as_str), lun) {
+            Ok(x) => x,
+            Err(e) => return e,
+        };
+        match body.get("action").and_then(Value::as_str).unwrap_or("") {
+            "offline" => self.faults().set_lun_offline(&target, lun, true),
+            "online" => self.faults().set_lun_offline(&target, lun, false),
+            "power-cycle" => {
+                let Some(scsi) = self
+                    .portal
+                    .targets()
+                    .iter()
+                    .find(|t| t.def.name == target)
+                    .map(|t| t.scsi.clone())
+                else {
+                    return HttpResponse::error(404, format!("no target named {target}"));
+                };
+                let discarded = match scsi.power_cycle(lun).await {
+                    Ok(n) => n,
+                    Err(e) => return HttpResponse::error(404, e.to_string()),
+                };
+                drop(lu);
+                self.faults().record(format!(
+                    "power-cycle lun {lun} of {target}: {discarded} unflushed write(s) discarded"
+                ));
+                return HttpResponse::ok(
+                    json!({ "target": target, "lun": lun, "discarded_writes": discarded }),
+                );
+            }
+            other => {
+                return HttpResponse::error(
+                    400,
+                    format!("unknown lun action {other:?}: offline, online, power-cycle"),
+                )
+            }
+        }
+        HttpResponse::ok(
+            json!({ "target": target, "lun": lun, "offline": self.faults().is_lun_offline(&target, lun) }),
+        )
+    }
+
+    fn audit(&self, req: &HttpRequest) -> HttpResponse {
+        let Some(lun) = req.query("lun").and_then(|l| l.parse().ok()) else {
+            return HttpResponse::error(400, "audit needs ?lun=N");
+        };
+        match self.find_lun(req.query("target"), lun) {
+            Ok((target, lu)) => {
+                HttpResponse::ok(json!({ "target": target, "lun": lun, "history": lu.audit() }))
+            }
+            Err(e) => e,
+        }
+    }
+
+    /// Answers one control request.
+    pub async fn handle(&self, req: HttpRequest) -> HttpResponse {
+        match (req.method.as_str(), req.path.as_str()) {
+            ("GET", "/status") => HttpResponse::ok(self.status()),
+            ("POST", "/reset") => self.reset(&req.body).await,
+            ("POST", "/path") => self.path_fault(&req.body),
+            ("POST", "/lun") => self.lun_fault(&req.body).await,
+            ("GET", "/audit") => self.audit(&req),
+            (_, "/status" | "/reset" | "/path" | "/lun" | "/audit") => {
+                HttpResponse::error(405, "wrong method for this endpoint")
+            }
+            _ => HttpResponse::error(404, format!("no endpoint {}", req.path)),
+        }
+    }
+}
