@@ -40,8 +40,29 @@ const DEFAULT_RENEW_SECS: f64 = 3.0;
 /// Default wait between the challenger's reset and its RESERVE (mscs2003).
 const DEFAULT_ARBITRATE_WAIT_SECS: f64 = 7.0;
 
+/// The exit statuses, for `busrig disk --help` (sg3_utils' numbering).
+const EXIT_STATUS_HELP: &str = "\
+Exit status (as sg3_utils):
+   0  GOOD                          14  MISCOMPARE (caw)
+   1  bad option value or URL       15  file error (--in, --out)
+   2  NOT READY                     20  NO SENSE
+   3  MEDIUM or HARDWARE ERROR      21  RECOVERED ERROR
+   5  ILLEGAL REQUEST               22  LOGICAL BLOCK ADDRESS OUT OF RANGE
+   6  UNIT ATTENTION                24  RESERVATION CONFLICT; arbitrate lost
+   7  DATA PROTECT                  26  BUSY      27  TASK SET FULL
+   9  INVALID COMMAND OPERATION     28  ACA ACTIVE
+  10  COPY ABORTED                  29  TASK ABORTED
+  11  ABORTED COMMAND               33  command timed out
+  97  malformed response            98  other sense data
+  99  transport, login or session failure
+The sense data is decoded in words on stderr; with --json stdout carries a
+JSON object with \"exit_status\" and the decoded sense.";
+
 #[derive(clap::Args)]
-#[command(about = "Run SCSI commands against one LUN through busrig's iSCSI initiator")]
+#[command(
+    about = "Run SCSI commands against one LUN through busrig's iSCSI initiator",
+    after_long_help = EXIT_STATUS_HELP
+)]
 pub struct DiskArgs {
     /// iscsi://[user%secret@]host[:port]/target-iqn/lun (libiscsi's form;
     /// ?target_user=..&target_password=.. for mutual CHAP,

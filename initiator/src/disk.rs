@@ -10,6 +10,9 @@
 //! default of zero retries they are returned as errors, because a cluster
 //! node must see RESERVATIONS PREEMPTED (2A/03) itself.
 
+// `usize::is_multiple_of` needs Rust 1.87; the workspace supports 1.80.
+#![allow(clippy::manual_is_multiple_of)]
+
 use std::sync::Mutex;
 
 use busrig_proto::pdu::tmf;

@@ -421,7 +421,9 @@ impl PendingTask {
                 let mut st = self.session.shared.lock();
                 st.waiters.remove(&self.itt);
                 if let Some(c) = st.engine.cancel(self.itt) {
-                    if c.cmd_sn.is_some() {
+                    // Only a task the current connection carried can be
+                    // named; after a reconnect the target never saw it.
+                    if c.cmd_sn.is_some() && st.phase == Phase::Up {
                         st.engine.submit(Request::TaskMgmt {
                             function: tmf::ABORT_TASK,
                             lun: self.lun,
