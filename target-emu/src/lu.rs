@@ -670,14 +670,14 @@ impl LogicalUnit {
                 Some(h) => (
                     format!(
                         "PR {} held by {} isid {}",
-                        res.pr_type.name(),
+                        res.pr_type.short_name(),
                         h.initiator,
                         h.isid_hex()
                     ),
                     &h == writer,
                 ),
                 None => (
-                    format!("PR {} (all registrants)", res.pr_type.name()),
+                    format!("PR {} (all registrants)", res.pr_type.short_name()),
                     snap.registrations.iter().any(|g| &g.nexus == writer),
                 ),
             },

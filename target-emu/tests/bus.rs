@@ -552,3 +552,78 @@ async fn audit_records_each_change_of_writer_with_the_reservation_state() {
     assert_eq!(runs[1]["reservation"], "none");
     assert!(runs[1]["start_ms"].as_u64() >= runs[0]["end_ms"].as_u64());
 }
+
+fn pr_out(service_action: u8, pr_type: u8, key: u64, sa_key: u64) -> ([u8; 16], Vec<u8>) {
+    let mut param = vec![0u8; 24];
+    param[..8].copy_from_slice(&key.to_be_bytes());
+    param[8..16].copy_from_slice(&sa_key.to_be_bytes());
+    (
+        cdb(&[0x5f, service_action, pr_type, 0, 0, 0, 0, 0, 24, 0]),
+        param,
+    )
+}
+
+/// RFC 7143 §4.4.2 and SPC-4 §5.9.2: the I_T nexus is (initiator name,
+/// ISID, target port). Logging in again with the same name and ISID is the
+/// same nexus and keeps its registration; another ISID is another nexus.
+#[tokio::test]
+async fn relogin_with_same_isid_keeps_registration_new_isid_is_new_nexus() {
+    let h = Harness::default();
+    let control = Control::new(h.server.portal().clone());
+    let isid_a = [0x80, 0, 0, 0, 0, 0x0a];
+    let isid_b = [0x80, 0, 0, 0, 0, 0x0b];
+    let login = |isid| LoginOpts {
+        isid: Some(isid),
+        ..LoginOpts::normal(N1)
+    };
+
+    let mut c = h.connect();
+    c.login(&login(isid_a)).await.unwrap();
+    c.tur_until_good(0).await;
+    let (register, param) = pr_out(0x00, 0, 0, 0x1234);
+    assert_eq!(
+        c.command(0, register, 24, Some(&param), false).await.status,
+        0
+    );
+    assert_eq!(c.logout().await, 0);
+
+    let mut again = h.connect();
+    again.login(&login(isid_a)).await.unwrap();
+    again.tur_until_good(0).await;
+    let (reserve, param) = pr_out(0x01, 0x01, 0x1234, 0);
+    assert_eq!(
+        again
+            .command(0, reserve, 24, Some(&param), false)
+            .await
+            .status,
+        0,
+        "registration kept"
+    );
+
+    let mut other = h.connect();
+    other.login(&login(isid_b)).await.unwrap();
+    other.tur_until_good(0).await;
+    let (reserve, param) = pr_out(0x01, 0x01, 0x1234, 0);
+    assert_eq!(
+        other
+            .command(0, reserve, 24, Some(&param), false)
+            .await
+            .status,
+        0x18,
+        "new ISID: not registered"
+    );
+
+    let st = control.status();
+    let lun = lun_status(&st, TARGET, 0);
+    assert_eq!(lun["registrations"].as_array().unwrap().len(), 1);
+    assert_eq!(lun["registrations"][0]["isid"], "80000000000a");
+    assert_eq!(lun["pr_reservation"]["isid"], "80000000000a");
+    assert_eq!(lun["pr_reservation"]["type"], "WE");
+    let sessions = st["sessions"].as_array().unwrap();
+    assert!(
+        sessions
+            .iter()
+            .any(|s| s["initiator"] == N1 && s["isid"] == "80000000000b"),
+        "{sessions:?}"
+    );
+}

@@ -50,7 +50,8 @@ fn lun_json(target: &str, lu: &LogicalUnit, portal: &Portal) -> Value {
             json!({
                 "initiator": holder.as_ref().map(|n| n.initiator.to_string()),
                 "isid": holder.as_ref().map(|n| n.isid_hex()),
-                "type": pr_type.name(),
+                "type": pr_type.short_name(),
+                "type_name": pr_type.name(),
                 "type_code": pr_type.code(),
                 "all_registrants": holder.is_none(),
             })

@@ -128,6 +128,19 @@ impl PrType {
     }
 
     /// Short name as sg_persist prints it.
+    /// The abbreviation used in DESIGN.md, status JSON and logs.
+    pub fn short_name(self) -> &'static str {
+        use PrType::*;
+        match self {
+            WriteExclusive => "WE",
+            ExclusiveAccess => "EA",
+            WriteExclusiveRegistrantsOnly => "WERO",
+            ExclusiveAccessRegistrantsOnly => "EARO",
+            WriteExclusiveAllRegistrants => "WEAR",
+            ExclusiveAccessAllRegistrants => "EAAR",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         use PrType::*;
         match self {
