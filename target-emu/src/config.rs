@@ -20,7 +20,12 @@
 //! path = "quorum.img"        # relative to the data dir, or absolute
 //! size = "64MiB"             # or an integer number of bytes
 //! block_size = 512           # 512 or 4096
+//! physical_block_size = 4096 # optional, default block_size: a power-of-two
+//!                            # multiple of block_size up to 65536 (4096 on
+//!                            # 512-byte blocks = "512e")
 //! read_only = false
+//! removable = false          # RMB 1: START STOP UNIT may eject the medium;
+//!                            # never for cluster disks (Windows refuses them)
 //! write_cache = "page-cache" # or "volatile": unflushed writes die in a power-cycle fault
 //!
 //! [iscsi]                    # optional tunables, all have defaults
@@ -183,8 +188,15 @@ pub struct LunConfig {
     pub size: SizeValue,
     #[serde(default = "default_block_size")]
     pub block_size: u32,
+    /// Physical block length in bytes; defaults to `block_size`.
+    #[serde(default)]
+    pub physical_block_size: Option<u32>,
     #[serde(default)]
     pub read_only: bool,
+    /// Removable medium (RMB 1). Default false: failover cluster disks must
+    /// not be removable.
+    #[serde(default)]
+    pub removable: bool,
     /// Unit serial number (VPD page 0x80); generated when absent.
     #[serde(default)]
     pub serial: Option<String>,
@@ -290,7 +302,10 @@ pub struct LunDef {
     pub path: PathBuf,
     pub size_bytes: u64,
     pub block_size: u32,
+    /// Physical block length, a power-of-two multiple of `block_size`.
+    pub physical_block_size: u32,
     pub read_only: bool,
+    pub removable: bool,
     pub serial: String,
     pub write_cache: crate::lu::WriteCache,
 }
@@ -594,6 +609,14 @@ fn validate_lun(target: &str, l: &LunConfig, data_dir: &Path) -> Result<LunDef, 
             l.block_size
         )));
     }
+    let physical_block_size = l.physical_block_size.unwrap_or(l.block_size);
+    if crate::lu::lbppb_exponent(l.block_size, physical_block_size).is_none() {
+        return Err(invalid(format!(
+            "{ctx}: physical_block_size must be block_size {} times a power of two, at most {}, got {physical_block_size}",
+            l.block_size,
+            crate::lu::MAX_PHYSICAL_BLOCK_SIZE
+        )));
+    }
     let size_bytes = match &l.size {
         SizeValue::Bytes(b) => *b,
         SizeValue::Text(s) => parse_size(s).map_err(|why| invalid(format!("{ctx}: size {why}")))?,
@@ -645,7 +668,9 @@ fn validate_lun(target: &str, l: &LunConfig, data_dir: &Path) -> Result<LunDef, 
         path,
         size_bytes,
         block_size: l.block_size,
+        physical_block_size,
         read_only: l.read_only,
+        removable: l.removable,
         serial,
         write_cache,
     })
@@ -826,6 +851,57 @@ queue_depth = 32
             e,
             "lun 0 of target iqn.2026-11.io.busrig:t1: block_size must be 512 or 4096, got 1000"
         );
+    }
+
+    #[test]
+    fn removable_and_physical_block_size_default_off_and_parse() {
+        let c = validate(ONE).unwrap();
+        let l = &c.targets[0].luns[0];
+        assert!(!l.removable, "cluster disks are not removable by default");
+        assert_eq!(l.physical_block_size, 512);
+        let c = validate(&ONE.replace(
+            "size = \"1MiB\"",
+            "size = \"1MiB\"\nremovable = true\nphysical_block_size = 4096",
+        ))
+        .unwrap();
+        let l = &c.targets[0].luns[0];
+        assert!(l.removable);
+        assert_eq!((l.block_size, l.physical_block_size), (512, 4096));
+        // 4Kn with 64 KiB physical blocks is the largest allowed.
+        let c = validate(&ONE.replace(
+            "size = \"1MiB\"",
+            "size = \"1MiB\"\nblock_size = 4096\nphysical_block_size = 65536",
+        ))
+        .unwrap();
+        assert_eq!(c.targets[0].luns[0].physical_block_size, 65536);
+    }
+
+    #[test]
+    fn bad_physical_block_sizes_name_the_key() {
+        for (block, physical) in [
+            (512, 256),
+            (512, 1536),
+            (4096, 512),
+            (512, 131072),
+            (512, 0),
+        ] {
+            let e = err(&ONE.replace(
+                "size = \"1MiB\"",
+                &format!("size = \"1MiB\"\nblock_size = {block}\nphysical_block_size = {physical}"),
+            ));
+            assert_eq!(
+                e,
+                format!(
+                    "lun 0 of target iqn.2026-11.io.busrig:t1: physical_block_size must be block_size {block} times a power of two, at most 65536, got {physical}"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn removable_must_be_a_boolean() {
+        let e = err(&ONE.replace("size = \"1MiB\"", "size = \"1MiB\"\nremovable = \"yes\""));
+        assert!(e.contains("removable"), "{e}");
     }
 
     #[test]

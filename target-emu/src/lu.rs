@@ -50,6 +50,22 @@ pub const PRODUCT_REVISION: &str = "0001";
 /// vendor's.
 pub const LOCAL_COMPANY_ID: u32 = 0x0a_b5_12;
 
+/// Largest physical block emulated (64 KiB).
+pub const MAX_PHYSICAL_BLOCK_SIZE: u32 = 64 << 10;
+
+/// log2 of the logical blocks per physical block when `physical` is a
+/// power-of-two multiple of `logical` no larger than
+/// [`MAX_PHYSICAL_BLOCK_SIZE`]; None otherwise.
+pub fn lbppb_exponent(logical: u32, physical: u32) -> Option<u8> {
+    if logical == 0 || physical > MAX_PHYSICAL_BLOCK_SIZE || !physical.is_multiple_of(logical) {
+        return None;
+    }
+    let ratio = physical / logical;
+    ratio
+        .is_power_of_two()
+        .then(|| ratio.trailing_zeros() as u8)
+}
+
 /// Unit attentions kept per I_T nexus before new ones are dropped
 /// (SPC-4 §5.14: the queue depth is vendor specific).
 const UA_QUEUE_DEPTH: usize = 16;
@@ -121,9 +137,17 @@ pub struct LunSpec {
     pub lun: u64,
     pub path: PathBuf,
     pub size_bytes: u64,
-    /// 512 or 4096.
+    /// Logical block length: 512 or 4096.
     pub block_size: u32,
+    /// Physical block length: `block_size` times a power of two, at most
+    /// [`MAX_PHYSICAL_BLOCK_SIZE`] (4096 on 512-byte blocks is "512e").
+    /// Reported in READ CAPACITY(16) and the Block Limits VPD page.
+    pub physical_block_size: u32,
     pub read_only: bool,
+    /// The medium is removable (RMB 1): START STOP UNIT may eject and load
+    /// it, PREVENT ALLOW MEDIUM REMOVAL guards it. Off for cluster disks:
+    /// Windows failover clustering refuses removable disks.
+    pub removable: bool,
     pub vendor: String,
     pub product: String,
     /// Unit serial number (VPD 80h), stable per LUN.
@@ -147,7 +171,9 @@ impl LunSpec {
             path,
             size_bytes,
             block_size,
+            physical_block_size: block_size,
             read_only,
+            removable: false,
             vendor: DEFAULT_VENDOR.into(),
             product: DEFAULT_PRODUCT.into(),
             serial,
@@ -162,6 +188,16 @@ pub enum LunError {
     /// Only 512 and 4096 byte logical blocks are emulated.
     #[error("LUN {lun}: block size {block_size} is not 512 or 4096")]
     BlockSize { lun: u64, block_size: u32 },
+    /// The physical block is not a power-of-two multiple of the logical
+    /// block up to [`MAX_PHYSICAL_BLOCK_SIZE`].
+    #[error(
+        "LUN {lun}: physical block size {physical_block_size} is not a power-of-two multiple of the block size {block_size} up to {MAX_PHYSICAL_BLOCK_SIZE}"
+    )]
+    PhysicalBlockSize {
+        lun: u64,
+        block_size: u32,
+        physical_block_size: u32,
+    },
     /// The size is zero or not a whole number of blocks.
     #[error(
         "LUN {lun}: size {size_bytes} is not a positive multiple of the block size {block_size}"
@@ -196,6 +232,9 @@ struct LuState {
     mode: ModeParams,
     /// START STOP UNIT with START 0 stopped the unit (SBC-3 §5.25).
     stopped: bool,
+    /// START STOP UNIT with LOEJ 1 and START 0 unloaded the removable
+    /// medium; LOEJ 1 with START 1 loads it again.
+    ejected: bool,
     /// I_T nexuses holding a PREVENT MEDIUM REMOVAL (SBC-3 §5.13).
     prevent: BTreeSet<ItNexus>,
     /// Pending unit attentions of every known I_T nexus, oldest first.
@@ -257,6 +296,13 @@ impl LogicalUnit {
             return Err(LunError::BlockSize {
                 lun,
                 block_size: spec.block_size,
+            });
+        }
+        if lbppb_exponent(spec.block_size, spec.physical_block_size).is_none() {
+            return Err(LunError::PhysicalBlockSize {
+                lun,
+                block_size: spec.block_size,
+                physical_block_size: spec.physical_block_size,
             });
         }
         if spec.size_bytes == 0 || !spec.size_bytes.is_multiple_of(u64::from(spec.block_size)) {
@@ -342,6 +388,19 @@ impl LogicalUnit {
     pub fn block_size(&self) -> u32 {
         self.spec.block_size
     }
+    /// Logical blocks per physical block (1, or 8 on a 512e disk).
+    pub fn blocks_per_physical_block(&self) -> u32 {
+        self.spec.physical_block_size / self.spec.block_size
+    }
+    /// log2 of [`Self::blocks_per_physical_block`], as READ CAPACITY(16)
+    /// reports it.
+    pub fn lbppb_exponent(&self) -> u8 {
+        self.blocks_per_physical_block().trailing_zeros() as u8
+    }
+    /// The medium is removable (RMB 1).
+    pub fn removable(&self) -> bool {
+        self.spec.removable
+    }
     pub fn naa(&self) -> [u8; 16] {
         self.naa
     }
@@ -367,6 +426,23 @@ impl LogicalUnit {
     }
     pub(crate) fn set_stopped(&self, stopped: bool) {
         self.state.lock().unwrap().stopped = stopped;
+    }
+
+    /// The removable medium has been unloaded (never true for a
+    /// non-removable LU).
+    pub fn ejected(&self) -> bool {
+        self.state.lock().unwrap().ejected
+    }
+
+    /// Unloads (true) or loads (false) the removable medium. Loading also
+    /// starts the unit (SBC-3 §5.25: LOEJ 1 with START 1 loads the medium
+    /// and makes the LU ready). Returns whether the state changed.
+    pub(crate) fn set_ejected(&self, ejected: bool) -> bool {
+        let mut s = self.state.lock().unwrap();
+        if !ejected {
+            s.stopped = false;
+        }
+        std::mem::replace(&mut s.ejected, ejected) != ejected
     }
 
     /// PREVENT (true) or ALLOW (false) medium removal for `nexus`.
@@ -439,6 +515,8 @@ impl LogicalUnit {
 
     /// The state a reset returns to (SAM-5 §6.3.4: mode parameters to
     /// their defaults when none are saved; the unit started; no prevent).
+    /// An unloaded medium stays unloaded: a reset does not put a medium
+    /// back into the drive.
     pub(crate) fn reset_state(&self) {
         let mut s = self.state.lock().unwrap();
         s.mode = ModeParams::default();
@@ -831,6 +909,51 @@ mod tests {
             LogicalUnit::open(spec(&dir, 1000, 512), "t"),
             Err(LunError::Size { .. })
         ));
+    }
+
+    #[test]
+    fn physical_block_geometry() {
+        assert_eq!(lbppb_exponent(512, 512), Some(0));
+        assert_eq!(lbppb_exponent(512, 4096), Some(3));
+        assert_eq!(lbppb_exponent(4096, 65536), Some(4));
+        for (l, p) in [
+            (512, 0),
+            (512, 256),
+            (512, 1536),
+            (4096, 512),
+            (512, 131072),
+        ] {
+            assert_eq!(lbppb_exponent(l, p), None, "{l}/{p}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec(&dir, 1 << 20, 512);
+        s.physical_block_size = 4096;
+        let lu = LogicalUnit::open(s.clone(), "t").unwrap();
+        assert_eq!(
+            (lu.blocks_per_physical_block(), lu.lbppb_exponent()),
+            (8, 3)
+        );
+        drop(lu);
+        s.physical_block_size = 3072;
+        assert!(matches!(
+            LogicalUnit::open(s, "t"),
+            Err(LunError::PhysicalBlockSize { .. })
+        ));
+    }
+
+    #[test]
+    fn unloaded_medium_survives_resets_and_loading_starts_the_unit() {
+        let dir = tempfile::tempdir().unwrap();
+        let lu = LogicalUnit::open(spec(&dir, 1 << 20, 512), "iqn.t").unwrap();
+        assert!(!lu.ejected());
+        lu.set_stopped(true);
+        assert!(lu.set_ejected(true));
+        assert!(!lu.set_ejected(true), "no change");
+        lu.reset_state();
+        assert!(lu.ejected() && !lu.stopped());
+        lu.set_stopped(true);
+        assert!(lu.set_ejected(false));
+        assert!(!lu.ejected() && !lu.stopped());
     }
 
     #[test]

@@ -25,7 +25,23 @@
 //! Each aborts the affected tasks and waits for them, clears SCSI-2
 //! reservations (persistent reservations survive), PREVENT MEDIUM REMOVAL
 //! and the stopped state, and returns mode parameters to their defaults
-//! (busrig saves none; SAM-5 §6.3.4 item d).
+//! (busrig saves none; SAM-5 §6.3.4 item d). An unloaded removable medium
+//! stays unloaded.
+//!
+//! A cold reset ends every iSCSI session of the target (RFC 7143 §11.5.1),
+//! so the 29/01 it queues would die with the nexuses. SAM-5 §6.3.1 wants
+//! the power-on condition seen on every I_T nexus, so after a cold reset
+//! each I_T nexus that logs in gets 29/01 once on every LU (as a disk
+//! reports POWER ON once to each initiator port after power-up; tgt does
+//! the same on every new nexus, and libiscsi's login consumes it with TEST
+//! UNIT READY).
+//!
+//! Removable media (RMB 1, SBC-3 §5.25, §5.13): START STOP UNIT with LOEJ 1
+//! unloads (START 0) or loads (START 1) the medium; while it is unloaded
+//! media commands and READ CAPACITY get NOT READY, MEDIUM NOT PRESENT.
+//! Any I_T nexus holding PREVENT makes LOEJ fail with MEDIUM REMOVAL
+//! PREVENTED. Loading posts 28/00 NOT READY TO READY CHANGE to the other
+//! nexuses (SPC-4 §5.14), which did not ask for the change.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -55,6 +71,10 @@ const MAX_UNMAP_BLOCKS: u32 = 1 << 20;
 const MAX_UNMAP_DESCRIPTORS: u32 = 2048;
 /// GET LBA STATUS answers at most this many extents.
 const MAX_LBA_STATUS_DESCRIPTORS: usize = 64;
+/// After a cold reset, how many distinct I_T nexuses are told of the
+/// power-on before the target stops keeping track (bounds the memory a
+/// stream of logins with fresh ISIDs can take).
+const POWER_ON_NEXUS_LIMIT: usize = 4096;
 /// Relative port identifier and target port group of our single port.
 const RELATIVE_PORT: u16 = 1;
 const PORT_GROUP: u16 = 0;
@@ -196,6 +216,36 @@ pub struct ScsiTarget {
     nexuses: Mutex<BTreeSet<ItNexus>>,
     /// Injected faults (LUN offline, failing commands of one initiator).
     faults: Arc<Faults>,
+    /// I_T nexuses still owed the POWER ON of the last cold reset.
+    power_on: Mutex<PowerOnWindow>,
+}
+
+/// Which I_T nexuses have been told of the last TARGET COLD RESET (see the
+/// module docs). Closed until the first cold reset.
+#[derive(Debug, Default)]
+struct PowerOnWindow {
+    open: bool,
+    told: BTreeSet<ItNexus>,
+}
+
+impl PowerOnWindow {
+    /// A cold reset: every nexus from now on is owed 29/01 once.
+    fn reopen(&mut self) {
+        self.open = true;
+        self.told.clear();
+    }
+
+    /// Whether `nexus` is owed the power-on now; it is not owed again.
+    fn owed(&mut self, nexus: &ItNexus) -> bool {
+        if !self.open || !self.told.insert(nexus.clone()) {
+            return false;
+        }
+        if self.told.len() >= POWER_ON_NEXUS_LIMIT {
+            self.open = false;
+            self.told.clear();
+        }
+        true
+    }
 }
 
 /// Commands that write the medium: the audit records their writers.
@@ -245,6 +295,7 @@ impl ScsiTarget {
             tasks,
             nexuses: Mutex::new(BTreeSet::new()),
             faults: Arc::new(Faults::new()),
+            power_on: Mutex::new(PowerOnWindow::default()),
         }
     }
 
@@ -282,6 +333,16 @@ impl ScsiTarget {
         for lu in self.luns.values() {
             lu.add_nexus(nexus);
         }
+        self.tell_power_on(nexus);
+    }
+
+    /// A nexus formed after a cold reset gets its POWER ON OCCURRED, once.
+    fn tell_power_on(&self, nexus: &ItNexus) {
+        if self.power_on.lock().unwrap().owed(nexus) {
+            for lu in self.luns.values() {
+                lu.post_unit_attention(UaScope::One(nexus.clone()), Asc::POWER_ON_OCCURRED);
+            }
+        }
     }
 
     /// The nexus ended: its SCSI-2 reservations are released, its unit
@@ -318,6 +379,10 @@ impl ScsiTarget {
             .tasks
             .abort_matching(|t| *t.nexus.target == *name)
             .await;
+        if kind == ResetKind::Cold {
+            // Before the LUs reset, so a nexus logging in meanwhile is told.
+            self.power_on.lock().unwrap().reopen();
+        }
         for lu in self.luns.values() {
             self.reset_lu(lu, kind.unit_attention());
         }
@@ -350,6 +415,7 @@ impl ScsiTarget {
             for lu in self.luns.values() {
                 lu.add_nexus(nexus);
             }
+            self.tell_power_on(nexus);
         } else if let Some(lu) = lu {
             lu.add_nexus(nexus);
         }
@@ -469,6 +535,7 @@ impl ScsiTarget {
                 // attention as its parameter data and clears it.
                 let sense = match lu.take_unit_attention(req.nexus) {
                     Some(asc) => Sense::new(asc),
+                    None if lu.ejected() => Sense::new(Asc::MEDIUM_NOT_PRESENT),
                     None if lu.stopped() => Sense::new(Asc::LUN_NOT_READY_INIT_REQUIRED),
                     None => Sense::new(Asc::NO_ADDITIONAL_SENSE),
                 };
@@ -485,12 +552,20 @@ impl ScsiTarget {
                 if !pmi && lba != 0 {
                     return Err(invalid_cdb(2, None));
                 }
+                medium_present(lu)?;
                 Ok(ScsiReply::good(Bytes::copy_from_slice(
                     &capacity::read_capacity10(lu.blocks(), lu.block_size()),
                 )))
             }
             Cdb::ReadCapacity16 { alloc: len } => {
-                let d = capacity::read_capacity16(lu.blocks(), lu.block_size(), true, true);
+                medium_present(lu)?;
+                let d = capacity::read_capacity16(
+                    lu.blocks(),
+                    lu.block_size(),
+                    lu.lbppb_exponent(),
+                    true,
+                    true,
+                );
                 Ok(ScsiReply::good(alloc(d.to_vec(), len)))
             }
             Cdb::Read { lba, blocks, .. } => {
@@ -665,10 +740,9 @@ impl ScsiTarget {
                     _ => return Err(invalid_cdb(4, Some(7))),
                 }
                 if loej {
-                    // The medium is not removable (RMB 0).
-                    return Err(invalid_cdb(4, Some(1)));
+                    return self.load_or_eject(lu, req.nexus, start, no_flush).await;
                 }
-                if !start && !no_flush {
+                if !start && !no_flush && !lu.ejected() {
                     lu.sync().await.map_err(|e| io_fail(lu, "write", e))?;
                 }
                 lu.set_stopped(!start);
@@ -760,7 +834,11 @@ impl ScsiTarget {
             if page != 0 {
                 return Err(invalid_cdb(2, Some(7)));
             }
-            inquiry::standard(&spec.vendor, &spec.product, PRODUCT_REVISION, true)
+            let mut std = inquiry::standard(&spec.vendor, &spec.product, PRODUCT_REVISION, true);
+            if lu.removable() {
+                std[1] |= inquiry::RMB;
+            }
+            std
         } else {
             match page {
                 inquiry::vpd::SUPPORTED_PAGES => inquiry::supported_pages(),
@@ -834,6 +912,43 @@ impl ScsiTarget {
             mode::mode_sense_data(ten, &header, &pages),
             len,
         )))
+    }
+
+    /// START STOP UNIT with LOEJ 1 (SBC-3 §5.25): unload (START 0) or load
+    /// (START 1) a removable medium, unless an I_T nexus prevents removal
+    /// (SBC-3 §5.13; libiscsi's PreventAllow.Eject expects loading refused
+    /// as well).
+    async fn load_or_eject(
+        &self,
+        lu: &LogicalUnit,
+        nexus: &ItNexus,
+        start: bool,
+        no_flush: bool,
+    ) -> Outcome {
+        if !lu.removable() {
+            // RMB 0: there is nothing to load or unload.
+            return Err(invalid_cdb(4, Some(1)));
+        }
+        if lu.removal_prevented() {
+            return Err(Asc::MEDIUM_REMOVAL_PREVENTED.into());
+        }
+        if start {
+            if lu.set_ejected(false) {
+                lu.post_unit_attention(
+                    UaScope::AllExcept(nexus.clone()),
+                    Asc::NOT_READY_TO_READY_CHANGE,
+                );
+                info!(target = %self.name, lun = lu.lun(), by = %nexus, "medium loaded");
+            }
+        } else if !lu.ejected() {
+            // Cached writes reach the medium before it leaves the drive.
+            if !no_flush {
+                lu.sync().await.map_err(|e| io_fail(lu, "write", e))?;
+            }
+            lu.set_ejected(true);
+            info!(target = %self.name, lun = lu.lun(), by = %nexus, "medium unloaded");
+        }
+        Ok(ScsiReply::good(Bytes::new()))
     }
 
     async fn compare_and_write(
@@ -1050,16 +1165,21 @@ fn pr_fail(e: crate::reservation::PrError) -> Fail {
 /// The Block Limits this LU advertises (and enforces).
 fn block_limits(lu: &LogicalUnit) -> BlockLimits {
     let bs = lu.block_size();
+    // SBC-3 §6.5.3: transfers and unmaps are best in whole physical blocks.
+    let per_physical = lu.blocks_per_physical_block();
     BlockLimits {
         max_compare_and_write: 255,
-        optimal_granularity: 1,
+        optimal_granularity: per_physical as u16,
         max_transfer: MAX_TRANSFER_BYTES / bs,
         optimal_transfer: (1 << 20) / bs,
         max_prefetch: MAX_TRANSFER_BYTES / bs,
         max_unmap_lba_count: MAX_UNMAP_BLOCKS,
         max_unmap_descriptors: MAX_UNMAP_DESCRIPTORS,
-        // Hole punching works in file system blocks (4 KiB).
-        optimal_unmap_granularity: 4096 / bs,
+        // Hole punching works in file system blocks (4 KiB), and a physical
+        // block is deallocated as a whole or not at all. Physical blocks
+        // start at LBA 0 (LOWEST ALIGNED LBA 0), so granules do too.
+        optimal_unmap_granularity: (4096 / bs).max(per_physical),
+        unmap_granularity_alignment: Some(0),
         max_write_same: MAX_WRITE_SAME_BYTES / u64::from(bs),
     }
 }
@@ -1087,10 +1207,21 @@ fn data_out_wanted(cdb: &Cdb, bs: u32) -> Option<u32> {
     })
 }
 
-/// Media access needs a started unit (SBC-3 §4.19, §5.25).
+/// Media access needs a medium (SBC-3 §5.25: an unloaded removable medium
+/// is NOT READY, MEDIUM NOT PRESENT) and a started unit (SBC-3 §4.19).
 fn ready(lu: &LogicalUnit) -> Result<(), Fail> {
+    medium_present(lu)?;
     if lu.stopped() {
         return Err(Asc::LUN_NOT_READY_INIT_REQUIRED.into());
+    }
+    Ok(())
+}
+
+/// The capacity of an unloaded medium is unknown too (libiscsi's
+/// NoMedia.NoMediaSBC expects READ CAPACITY to fail like media access).
+fn medium_present(lu: &LogicalUnit) -> Result<(), Fail> {
+    if lu.ejected() {
+        return Err(Asc::MEDIUM_NOT_PRESENT.into());
     }
     Ok(())
 }
@@ -1203,19 +1334,28 @@ mod tests {
     static ITT: AtomicU32 = AtomicU32::new(1);
 
     fn rig_with(bs: u32, read_only: bool) -> Rig {
+        rig_spec(bs, |s| s.read_only = read_only)
+    }
+
+    /// LUN 0 configured by `lun0`, LUN 2 a plain disk.
+    fn rig_spec(bs: u32, lun0: impl FnOnce(&mut LunSpec)) -> Rig {
         let dir = tempfile::tempdir().unwrap();
-        let mk = |lun: u64, ro: bool| {
-            let spec = LunSpec::new(
+        let mk = |lun: u64| {
+            LunSpec::new(
                 lun,
                 dir.path().join(format!("lun{lun}.img")),
                 BLOCKS * u64::from(bs),
                 bs,
-                ro,
+                false,
                 format!("SER{lun}"),
-            );
-            Arc::new(LogicalUnit::open(spec, "iqn.2024-01.test:t").unwrap())
+            )
         };
-        let luns = vec![mk(0, read_only), mk(2, false)];
+        let mut spec0 = mk(0);
+        lun0(&mut spec0);
+        let luns = [spec0, mk(2)]
+            .into_iter()
+            .map(|spec| Arc::new(LogicalUnit::open(spec, "iqn.2024-01.test:t").unwrap()))
+            .collect();
         let target = Arc::new(ScsiTarget::new(
             "iqn.2024-01.test:t",
             luns,
@@ -2173,5 +2313,285 @@ mod tests {
             .cmd(&[0x5f, 0x00, 0, 0, 0, 0, 0, 0, 24, 0], &[0; 24])
             .await;
         assert_eq!(rep.data_out_wanted, Some(24));
+    }
+
+    fn nexus(name: &str, isid: u8) -> ItNexus {
+        ItNexus::new(name, [0x40, 0, 0, 0, 0, isid], "iqn.2024-01.test:t", 1)
+    }
+
+    const NO_MEDIUM: (SenseKey, u8, u8) = (SenseKey::NotReady, 0x3a, 0x00);
+    const REMOVAL_PREVENTED: (SenseKey, u8, u8) = (SenseKey::IllegalRequest, 0x53, 0x02);
+    const EJECT: [u8; 6] = [0x1b, 0, 0, 0, 0x02, 0];
+    const LOAD: [u8; 6] = [0x1b, 0, 0, 0, 0x03, 0];
+    const TUR: [u8; 6] = [0, 0, 0, 0, 0, 0];
+
+    #[tokio::test]
+    async fn non_removable_lun_reports_rmb_zero() {
+        let r = rig();
+        assert_eq!(good(&r.cmd(&[0x12, 0, 0, 0, 96, 0], &[]).await)[1], 0);
+        assert_eq!(sense(&r.cmd(&EJECT, &[]).await), INVALID_FIELD);
+        good(&r.cmd(&TUR, &[]).await);
+    }
+
+    #[tokio::test]
+    async fn removable_medium_unloads_and_loads() {
+        let r = rig_spec(512, |s| s.removable = true);
+        assert_eq!(
+            good(&r.cmd(&[0x12, 0, 0, 0, 96, 0], &[]).await)[1],
+            0x80,
+            "RMB"
+        );
+        good(&r.cmd(&rw10(0x2a, 5, 1, 0), &[7; 512]).await);
+        good(&r.cmd(&EJECT, &[]).await);
+        // SBC-3 §5.25: without a medium, media access and the capacity are
+        // NOT READY, MEDIUM NOT PRESENT, for every nexus.
+        for n in [&r.a, &r.b] {
+            for cdb in [
+                TUR.to_vec(),
+                rw10(0x28, 0, 1, 0),
+                rw10(0x2a, 0, 1, 0),
+                rw16(0x88, 0, 1, 0),
+                rw10(0x35, 0, 0, 0),
+                rw10(0x34, 0, 1, 0),
+                rw10(0x2f, 0, 1, 0),
+                vec![0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                vec![0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0],
+                vec![0x9e, 0x12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 24, 0, 0],
+                caw(0, 1, 0),
+                rw10(0x41, 0, 1, 0),
+                vec![0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0],
+            ] {
+                let rep = exec(&r.target, n, 0, &cdb, &[0; 1024]).await;
+                assert_eq!(sense(&rep), NO_MEDIUM, "opcode {:#04x}", cdb[0]);
+            }
+        }
+        let rs = good(&r.cmd(&[0x03, 0, 0, 0, 18, 0], &[]).await).to_vec();
+        assert_eq!((rs[2], rs[12], rs[13]), (0x02, 0x3a, 0x00));
+        // Unloading an unloaded medium is not an error; neither are INQUIRY
+        // and MODE SENSE.
+        good(&r.cmd(&EJECT, &[]).await);
+        good(&r.cmd(&[0x12, 0, 0, 0, 96, 0], &[]).await);
+        good(&r.cmd(&[0x1a, 0, 0x3f, 0, 255, 0], &[]).await);
+        // A reset does not put the medium back.
+        r.target.lun_reset(0, &r.a).await.unwrap();
+        for n in [&r.a, &r.b] {
+            let rep = exec(&r.target, n, 0, &TUR, &[]).await;
+            assert_eq!(sense(&rep), (SenseKey::UnitAttention, 0x29, 0x03));
+        }
+        assert_eq!(sense(&r.cmd(&TUR, &[]).await), NO_MEDIUM);
+        // Loading makes the LU ready with its data; the other nexus is told
+        // the medium may have changed, once; the loader is not.
+        good(&r.cmd(&[0x1b, 0, 0, 0, 0x00, 0], &[]).await);
+        good(&r.cmd(&LOAD, &[]).await);
+        good(&r.cmd(&TUR, &[]).await);
+        assert_eq!(good(&r.cmd(&rw10(0x28, 5, 1, 0), &[]).await), &[7; 512][..]);
+        assert_eq!(
+            sense(&exec(&r.target, &r.b, 0, &TUR, &[]).await),
+            (SenseKey::UnitAttention, 0x28, 0x00)
+        );
+        good(&exec(&r.target, &r.b, 0, &TUR, &[]).await);
+        // Loading a loaded medium changes nothing and tells nobody.
+        good(&r.cmd(&LOAD, &[]).await);
+        good(&exec(&r.target, &r.b, 0, &TUR, &[]).await);
+        // LUN 2 is not removable and was never affected.
+        assert_eq!(
+            sense(&exec(&r.target, &r.a, 2, &EJECT, &[]).await),
+            INVALID_FIELD
+        );
+    }
+
+    #[tokio::test]
+    async fn prevent_is_per_nexus_and_cleared_by_loss_and_resets() {
+        let r = rig_spec(512, |s| s.removable = true);
+        // SBC-3 §5.13: one nexus's PREVENT stops every nexus's eject.
+        good(&exec(&r.target, &r.b, 0, &[0x1e, 0, 0, 0, 1, 0], &[]).await);
+        for n in [&r.a, &r.b] {
+            assert_eq!(
+                sense(&exec(&r.target, n, 0, &EJECT, &[]).await),
+                REMOVAL_PREVENTED
+            );
+        }
+        good(&r.cmd(&TUR, &[]).await);
+        // ALLOW from another nexus does not lift b's PREVENT.
+        good(&r.cmd(&[0x1e, 0, 0, 0, 0, 0], &[]).await);
+        assert_eq!(sense(&r.cmd(&EJECT, &[]).await), REMOVAL_PREVENTED);
+        // Losing b's nexus (logout or connection loss) lifts it.
+        r.target.nexus_lost(&r.b);
+        good(&r.cmd(&EJECT, &[]).await);
+        assert_eq!(sense(&r.cmd(&TUR, &[]).await), NO_MEDIUM);
+        // Loading is refused while removal is prevented (libiscsi's
+        // PreventAllow.Eject), then allowed.
+        good(&r.cmd(&[0x1e, 0, 0, 0, 1, 0], &[]).await);
+        assert_eq!(sense(&r.cmd(&LOAD, &[]).await), REMOVAL_PREVENTED);
+        good(&r.cmd(&[0x1e, 0, 0, 0, 0, 0], &[]).await);
+        good(&r.cmd(&LOAD, &[]).await);
+        // Every reset lifts PREVENT.
+        for reset in 0..4 {
+            good(&r.cmd(&[0x1e, 0, 0, 0, 1, 0], &[]).await);
+            assert_eq!(sense(&r.cmd(&EJECT, &[]).await), REMOVAL_PREVENTED);
+            match reset {
+                0 => r.target.lun_reset(0, &r.a).await.unwrap(),
+                1 => r.target.target_reset(ResetKind::Warm, &r.a).await,
+                2 => r.target.target_reset(ResetKind::Cold, &r.a).await,
+                _ => r.target.target_reset(ResetKind::Bus, &r.a).await,
+            }
+            assert_eq!(sense(&r.cmd(&TUR, &[]).await).0, SenseKey::UnitAttention);
+            good(&r.cmd(&EJECT, &[]).await);
+            good(&r.cmd(&LOAD, &[]).await);
+        }
+    }
+
+    #[tokio::test]
+    async fn physical_block_size_is_reported_in_capacity_and_block_limits() {
+        // 512-byte blocks: one per physical block, unmap granules of the
+        // file system's 4 KiB.
+        let r = rig();
+        let rc = good(
+            &r.cmd(
+                &[0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0],
+                &[],
+            )
+            .await,
+        )
+        .to_vec();
+        assert_eq!(rc[13], 0);
+        let bl = good(&r.cmd(&[0x12, 1, 0xb0, 0, 64, 0], &[]).await).to_vec();
+        assert_eq!(u16::from_be_bytes([bl[6], bl[7]]), 1);
+        assert_eq!(u32::from_be_bytes(bl[28..32].try_into().unwrap()), 8);
+        assert_eq!(&bl[32..36], &[0x80, 0, 0, 0], "UGAVALID, alignment 0");
+        // 512e: eight logical blocks per 4 KiB physical block.
+        let r = rig_spec(512, |s| s.physical_block_size = 4096);
+        let rc = good(
+            &r.cmd(
+                &[0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0],
+                &[],
+            )
+            .await,
+        )
+        .to_vec();
+        assert_eq!(rc[13], 3, "LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT");
+        assert_eq!(&rc[14..16], &[0xc0, 0], "LBPME LBPRZ, lowest aligned LBA 0");
+        let bl = good(&r.cmd(&[0x12, 1, 0xb0, 0, 64, 0], &[]).await).to_vec();
+        assert_eq!(u16::from_be_bytes([bl[6], bl[7]]), 8);
+        assert_eq!(u32::from_be_bytes(bl[28..32].try_into().unwrap()), 8);
+        // 4Kn on 64 KiB physical blocks: 16 per physical block.
+        let r = rig_spec(4096, |s| s.physical_block_size = 65536);
+        let rc = good(
+            &r.cmd(
+                &[0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0],
+                &[],
+            )
+            .await,
+        )
+        .to_vec();
+        assert_eq!(rc[13], 4);
+        let bl = good(&r.cmd(&[0x12, 1, 0xb0, 0, 64, 0], &[]).await).to_vec();
+        assert_eq!(u16::from_be_bytes([bl[6], bl[7]]), 16);
+        assert_eq!(u32::from_be_bytes(bl[28..32].try_into().unwrap()), 16);
+    }
+
+    #[tokio::test]
+    async fn unaligned_unmap_and_data_out_sizes_on_512e() {
+        let r = rig_spec(512, |s| s.physical_block_size = 4096);
+        good(&r.cmd(&rw10(0x2a, 0, 16, 0), &[0xa6; 512 * 16]).await);
+        // WRITE SAME with UNMAP need not start or end on a physical block
+        // boundary (libiscsi's WriteSame*.UnmapUnaligned); the range reads
+        // back as zeros (LBPRZ) and its neighbours keep their data.
+        for i in 1..8u32 {
+            good(
+                &r.cmd(&rw10(0x41, i, (8 - i) as u16, 0x08), &[0xa6; 512])
+                    .await,
+            );
+            good(
+                &r.cmd(&rw16(0x93, u64::from(i), 8 - i, 0x08), &[0xa6; 512])
+                    .await,
+            );
+        }
+        let back = good(&r.cmd(&rw10(0x28, 0, 9, 0), &[]).await).to_vec();
+        assert_eq!(&back[..512], &[0xa6; 512][..]);
+        assert!(back[512..8 * 512].iter().all(|&b| b == 0));
+        assert_eq!(&back[8 * 512..], &[0xa6; 512][..]);
+        // A Data-Out buffer that is not one logical block is refused
+        // (WriteSame*.InvalidDataOutSize).
+        for len in [256, 1024] {
+            for cdb in [rw10(0x41, 0, 1, 0x08), rw16(0x93, 0, 1, 0x08)] {
+                let rep = r.cmd(&cdb, &vec![0xa6; len]).await;
+                assert_eq!(sense(&rep).0, SenseKey::IllegalRequest);
+            }
+        }
+        // COMPARE AND WRITE of 1 or 3 blocks with a 4-block Data-Out buffer
+        // (CompareAndWrite.InvalidDataOutSize).
+        for n in [1, 3] {
+            let rep = r.cmd(&caw(0, n, 0), &[0xa6; 4 * 512]).await;
+            assert_eq!(sense(&rep).0, SenseKey::IllegalRequest);
+        }
+    }
+
+    #[tokio::test]
+    async fn nexus_formed_after_a_cold_reset_sees_power_on_once() {
+        let r = rig();
+        // Before any cold reset a new nexus starts without unit attention.
+        let c = nexus("iqn.2024-01.test:c", 3);
+        r.target.nexus_created(&c);
+        good(&exec(&r.target, &c, 0, &TUR, &[]).await);
+        r.target.target_reset(ResetKind::Warm, &r.a).await;
+        r.target.nexus_lost(&c);
+        r.target.nexus_created(&c);
+        good(&exec(&r.target, &c, 0, &TUR, &[]).await);
+
+        // A cold reset ends every session (RFC 7143 §11.5.1); the nexuses
+        // that log in afterwards, old and new, see 29/01 once on each LU.
+        r.target.target_reset(ResetKind::Cold, &r.a).await;
+        for n in [&r.a, &r.b, &c] {
+            r.target.nexus_lost(n);
+        }
+        let d = nexus("iqn.2024-01.test:d", 4);
+        for n in [&r.a, &c, &d] {
+            r.target.nexus_created(n);
+            for lun in [0, 2] {
+                assert_eq!(
+                    sense(&exec(&r.target, n, lun, &TUR, &[]).await),
+                    (SenseKey::UnitAttention, 0x29, 0x01),
+                    "{n} lun {lun}"
+                );
+                good(&exec(&r.target, n, lun, &TUR, &[]).await);
+            }
+        }
+        // A nexus that never logged in but sends a command is told too.
+        let e = nexus("iqn.2024-01.test:e", 5);
+        assert_eq!(
+            sense(&exec(&r.target, &e, 2, &TUR, &[]).await),
+            (SenseKey::UnitAttention, 0x29, 0x01)
+        );
+        // Once only: logging in again does not repeat it.
+        r.target.nexus_lost(&d);
+        r.target.nexus_created(&d);
+        good(&exec(&r.target, &d, 0, &TUR, &[]).await);
+        // The next cold reset owes it to everyone again.
+        r.target.target_reset(ResetKind::Cold, &r.a).await;
+        r.target.nexus_lost(&d);
+        r.target.nexus_created(&d);
+        assert_eq!(
+            sense(&exec(&r.target, &d, 0, &TUR, &[]).await),
+            (SenseKey::UnitAttention, 0x29, 0x01)
+        );
+        good(&exec(&r.target, &d, 0, &TUR, &[]).await);
+    }
+
+    #[test]
+    fn power_on_window_is_bounded() {
+        let mut w = PowerOnWindow::default();
+        assert!(!w.owed(&nexus("iqn.x", 1)), "closed before a cold reset");
+        w.reopen();
+        for i in 0..POWER_ON_NEXUS_LIMIT {
+            assert!(w.owed(&ItNexus::new(
+                &format!("iqn.x{i}"),
+                [0; 6],
+                "iqn.2024-01.test:t",
+                1
+            )));
+        }
+        assert!(w.told.is_empty() && !w.open);
+        assert!(!w.owed(&nexus("iqn.late", 1)));
     }
 }

@@ -22,13 +22,26 @@ pub fn read_capacity10(blocks: u64, block_len: u32) -> [u8; 8] {
     b
 }
 
-/// READ CAPACITY(16) data: no protection information, one logical block
-/// per physical block, logical block provisioning management enabled
-/// (LBPME) and unmapped blocks reading as zeros (LBPRZ).
-pub fn read_capacity16(blocks: u64, block_len: u32, lbpme: bool, lbprz: bool) -> [u8; 32] {
+/// READ CAPACITY(16) data: no protection information, 2^`lbppb_exponent`
+/// logical blocks per physical block with LBA 0 at the start of a physical
+/// block (LOWEST ALIGNED LOGICAL BLOCK ADDRESS 0), and optionally logical
+/// block provisioning management (LBPME) with unmapped blocks reading as
+/// zeros (LBPRZ).
+///
+/// The exponent field is four bits (SBC-3 §5.17.2), so at most 2^15
+/// logical blocks per physical block can be described.
+pub fn read_capacity16(
+    blocks: u64,
+    block_len: u32,
+    lbppb_exponent: u8,
+    lbpme: bool,
+    lbprz: bool,
+) -> [u8; 32] {
+    debug_assert!(lbppb_exponent <= 0x0f, "LBPPB exponent is a 4-bit field");
     let mut b = [0u8; 32];
     b[..8].copy_from_slice(&blocks.saturating_sub(1).to_be_bytes());
     b[8..12].copy_from_slice(&block_len.to_be_bytes());
+    b[13] = lbppb_exponent & 0x0f;
     if lbpme {
         b[14] |= 0x80;
     }
@@ -53,11 +66,19 @@ mod tests {
 
     #[test]
     fn rc16_bytes() {
-        let b = read_capacity16(0x20000, 4096, true, true);
+        let b = read_capacity16(0x20000, 4096, 0, true, true);
         assert_eq!(
             &b[..16],
             &[0, 0, 0, 0, 0, 1, 0xff, 0xff, 0, 0, 0x10, 0, 0, 0, 0xc0, 0]
         );
         assert!(b[16..].iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn rc16_512e_reports_eight_logical_blocks_per_physical_block() {
+        // 512-byte logical blocks on 4096-byte physical blocks: exponent 3
+        // in the low nibble of byte 13, lowest aligned LBA 0.
+        let b = read_capacity16(2048, 512, 3, false, false);
+        assert_eq!(&b[8..16], &[0, 0, 2, 0, 0, 0x03, 0, 0]);
     }
 }

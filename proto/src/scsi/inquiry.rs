@@ -50,6 +50,10 @@ pub mod vpd {
     ];
 }
 
+/// RMB bit of standard INQUIRY byte 1: the medium is removable (SPC-4
+/// §6.6.2).
+pub const RMB: u8 = 0x80;
+
 /// Version descriptors claimed (SPC-4 Table 146): SAM-5, SPC-4, SBC-3, iSCSI.
 pub const VERSION_DESCRIPTORS: [u16; 4] = [0x00a0, 0x0460, 0x04c0, 0x0960];
 
@@ -207,6 +211,9 @@ pub struct BlockLimits {
     pub max_unmap_lba_count: u32,
     pub max_unmap_descriptors: u32,
     pub optimal_unmap_granularity: u32,
+    /// UNMAP GRANULARITY ALIGNMENT, reported valid (UGAVALID) when set: the
+    /// first LBA of the first whole unmap granule.
+    pub unmap_granularity_alignment: Option<u32>,
     pub max_write_same: u64,
 }
 
@@ -223,6 +230,10 @@ pub fn block_limits(l: &BlockLimits) -> Vec<u8> {
     b[16..20].copy_from_slice(&l.max_unmap_lba_count.to_be_bytes());
     b[20..24].copy_from_slice(&l.max_unmap_descriptors.to_be_bytes());
     b[24..28].copy_from_slice(&l.optimal_unmap_granularity.to_be_bytes());
+    if let Some(a) = l.unmap_granularity_alignment {
+        // UGAVALID is bit 7 of page byte 32; the alignment its low 31 bits.
+        b[28..32].copy_from_slice(&(a & 0x7fff_ffff | 0x8000_0000).to_be_bytes());
+    }
     b[32..40].copy_from_slice(&l.max_write_same.to_be_bytes());
     page(vpd::BLOCK_LIMITS, &b)
 }
@@ -343,10 +354,17 @@ mod tests {
             max_unmap_lba_count: 0x40000,
             max_unmap_descriptors: 2048,
             optimal_unmap_granularity: 8,
+            unmap_granularity_alignment: None,
             max_write_same: 0x10000,
         };
         let p = block_limits(&l);
         assert_eq!(p.len(), 64);
+        assert_eq!(&p[32..36], &[0, 0, 0, 0], "UGAVALID clear");
+        let aligned = block_limits(&BlockLimits {
+            unmap_granularity_alignment: Some(0),
+            ..l
+        });
+        assert_eq!(&aligned[32..36], &[0x80, 0, 0, 0], "UGAVALID, alignment 0");
         assert_eq!(&p[..8], &[0, 0xb0, 0, 0x3c, 0x00, 255, 0, 1]);
         assert_eq!(&p[8..12], &[0, 0, 0x40, 0]);
         assert_eq!(&p[20..24], &[0, 4, 0, 0]);
