@@ -327,7 +327,7 @@ pub async fn request(
             )
         })??;
     let body = body
-        .map(|b| serde_json::to_vec(b))
+        .map(serde_json::to_vec)
         .transpose()?
         .unwrap_or_default();
     let mut head = format!(
