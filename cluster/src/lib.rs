@@ -1,1 +1,10 @@
-//! Cluster node daemon (issue 5). Not yet implemented: this crate is empty on purpose.
+//! busrig's cluster node: the components of a Windows Server 2003 server
+//! cluster (Node Manager, Membership Manager, quorum arbiter, Log Manager,
+//! Global Update Manager, cluster database) as pure state machines, driven
+//! by a thin tokio layer.
+//!
+//! Every state machine takes time as an input (`tick(now)`) and returns what
+//! to do instead of doing it (STYLE.md rule 4), so the whole cluster can run
+//! in the deterministic simulator under `tests/`.
+
+pub mod quorum_log;
