@@ -64,7 +64,15 @@ fn init_tracing() {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 1, as sg3_utils' tools do (2 means NOT READY there);
+    // --help and --version exit 0.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(1) } else { ExitCode::SUCCESS };
+        }
+    };
     init_tracing();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
