@@ -7,4 +7,11 @@
 //! to do instead of doing it (STYLE.md rule 4), so the whole cluster can run
 //! in the deterministic simulator under `tests/`.
 
+pub mod arbiter;
+pub mod config;
+pub mod db;
+pub mod log_manager;
+pub mod message;
+pub mod node;
+pub mod node_manager;
 pub mod quorum_log;

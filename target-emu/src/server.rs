@@ -154,6 +154,8 @@ impl TargetServer {
                     l.serial.clone(),
                 );
                 spec.write_cache = l.write_cache;
+                spec.removable = l.removable;
+                spec.physical_block_size = l.physical_block_size;
                 let lu = LogicalUnit::open(spec, &t.name).map_err(|source| ServerError::Lun {
                     target: t.name.clone(),
                     source,

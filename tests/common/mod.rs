@@ -47,7 +47,10 @@ impl TargetProcess {
             .arg(dir)
             .args(extra)
             // Quiet by default; BUSRIG_TEST_LOG=info (or debug) shows the target's log.
-            .env("RUST_LOG", std::env::var("BUSRIG_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("BUSRIG_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn busrig target");

@@ -1,0 +1,1228 @@
+//! One cluster node as a pure state machine: Node Manager (heartbeats,
+//! join, evict), Membership Manager (regroup), quorum arbiter, Log Manager
+//! and Global Update Manager together.
+//!
+//! The driver feeds it time and inputs — [`Node::tick`], [`Node::step`]
+//! (an authenticated message), [`Node::disk_done`], [`Node::propose`],
+//! [`Node::shutdown`] — and performs the [`Action`]s it collects, taken with
+//! [`Node::take_actions`] (raft-rs's Ready pattern). [`Node::next_deadline`]
+//! says when to tick next. Nothing here reads a clock or does I/O.
+//!
+//! Phases: `Joining` (looking for a member to admit us) -> `Forming`
+//! (nobody answered: arbitrate for the quorum disk alone) -> `Member`
+//! (with an optional regroup in progress) -> `Stopped` (the cluster service
+//! stops; the service manager restarts it as a new incarnation).
+//!
+//! Regroup: a member that suspects another (silent on every network), or
+//! hears of a newer epoch, enters regroup `epoch`: it holds shared-disk
+//! writes and announces itself to the old view's members for a collection
+//! window; the lowest node it heard from is the coordinator, which installs
+//! the view of every node it heard, naming the participant that holds the
+//! quorum disk as owner. A view without an owner holds writes until its
+//! lowest member has won the quorum disk by challenge; if that member loses
+//! it stops, and the others stop when no owner appears in time. So a
+//! partition continues only where the quorum owner is, and the disk
+//! arbitration — not the regroup — is what makes two owners impossible.
+//!
+//! Global updates: the quorum owner is the locker. It takes one change at a
+//! time, writes it to the quorum log with FUA (only while its lease is
+//! valid), and only then applies it, reports it committed, and sends it to
+//! every member, which applies updates strictly in sequence order. A member
+//! that cannot apply an update is evicted.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::arbiter::{ArbOut, Arbiter, DiskId, DiskOp, DiskResult};
+use crate::config::{ClusterConfig, NodeId, QuorumModel};
+use crate::db::{Change, DbSnapshot, LogEntry};
+use crate::log_manager::{ActiveLog, LogWrite, QuorumLogStore};
+use crate::message::{Body, Envelope, JoinRefusal, Net, View};
+use crate::node_manager::{Detector, Liveness};
+
+/// Why a node cannot be built from a cluster file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    /// The name is not in the cluster file.
+    #[error("node {0:?} is not in the cluster file")]
+    UnknownNode(String),
+    /// The majority model has no node implementation yet.
+    #[error("quorum model majority is not supported by the node yet")]
+    MajorityUnsupported,
+}
+
+/// Something the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send an (unsigned) message on a network; the driver signs it.
+    Send { net: Net, env: Envelope },
+    /// Issue a disk operation; report the result with `disk_done(id, ..)`.
+    Disk { id: u64, disk: DiskId, op: DiskOp },
+    /// Hold (true) or release (false) writes to shared data disks.
+    HoldWrites(bool),
+    /// The locker made update `seq` durable in the quorum log and applied
+    /// it; `origin` proposed it as request `id`.
+    Durable {
+        origin: NodeId,
+        id: u64,
+        seq: u64,
+        change: Change,
+    },
+    /// A change this node proposed was committed as `seq`.
+    Committed { id: u64, seq: u64 },
+    /// A change this node proposed was refused.
+    Rejected { id: u64, reason: String },
+    /// Stop the cluster service (the node leaves the cluster).
+    StopClusterService { reason: String },
+}
+
+/// A regroup in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Regroup {
+    pub epoch: u64,
+    /// Participants heard in this regroup, and which of them hold the
+    /// quorum disk.
+    pub seen: BTreeMap<NodeId, bool>,
+    pub stage: RegroupStage,
+}
+
+/// Where a regroup is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegroupStage {
+    /// Collecting participants until the deadline; resend at `resend`.
+    Collect { until: Duration, resend: Duration },
+    /// Waiting for the coordinator's install.
+    AwaitInstall { until: Duration },
+}
+
+/// A member's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub view: View,
+    pub regroup: Option<Regroup>,
+    /// The view has no owner: a member arbitrates; stop if none is online
+    /// by this time.
+    pub quorum_deadline: Option<Duration>,
+}
+
+/// The node's phase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Asking the members to admit us; form alone at `form_at`.
+    Joining { form_at: Duration, next_ask: Duration },
+    /// Arbitrating for the quorum disk to form the cluster.
+    Forming,
+    Member(Membership),
+    /// The cluster service stopped.
+    Stopped(String),
+}
+
+/// Quorum log state on the owner.
+#[derive(Debug)]
+enum LogState {
+    /// Not the owner, or not online yet.
+    Closed,
+    /// Reading the log region (op id).
+    Reading(u64),
+    /// Formatting or checkpointing (op ids still out).
+    Preparing(BTreeSet<u64>),
+    Ready,
+    /// Writing update `seq` (op ids still out).
+    Writing {
+        ops: BTreeSet<u64>,
+        seq: u64,
+        change: Change,
+        origin: NodeId,
+        id: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpKind {
+    Arbiter,
+    Log,
+    Release,
+}
+
+/// One cluster node.
+#[derive(Debug)]
+pub struct Node {
+    cfg: Arc<ClusterConfig>,
+    me: NodeId,
+    incarnation: u64,
+    phase: Phase,
+    arbiter: Arbiter,
+    detector: Detector,
+    db: DbSnapshot,
+    log: Option<ActiveLog>,
+    log_state: LogState,
+    gum_queue: VecDeque<(NodeId, u64, Change)>,
+    gum_seen: BTreeSet<(NodeId, u64, u64)>,
+    pending_apply: BTreeMap<u64, (Change, Option<(NodeId, u64)>)>,
+    ops: BTreeMap<u64, OpKind>,
+    next_op: u64,
+    next_request: u64,
+    hb_seq: u64,
+    next_heartbeat: Duration,
+    max_epoch: u64,
+    last_tick: Option<Duration>,
+    peers_incarnation: BTreeMap<NodeId, u64>,
+    holding: bool,
+    actions: Vec<Action>,
+}
+
+/// The PR key of node `id`: "bus" and the node number, never zero.
+pub fn pr_key(id: NodeId) -> u64 {
+    0x6275_7300_0000_0000 | (u64::from(id) + 1)
+}
+
+impl Node {
+    /// A node starting its cluster service at `now` as `incarnation` (a
+    /// number that grows with every start, e.g. the start time).
+    pub fn new(
+        cfg: Arc<ClusterConfig>,
+        name: &str,
+        incarnation: u64,
+        now: Duration,
+    ) -> Result<Node, NodeError> {
+        let me = cfg
+            .node_id(name)
+            .ok_or_else(|| NodeError::UnknownNode(name.into()))?;
+        if matches!(cfg.quorum, QuorumModel::Majority { .. }) {
+            return Err(NodeError::MajorityUnsupported);
+        }
+        let timing = cfg.timing;
+        let form_at = now + timing.heartbeat * (6 + 2 * u32::from(me));
+        Ok(Node {
+            arbiter: Arbiter::new(&cfg.quorum, timing, pr_key(me)),
+            detector: Detector::new(timing),
+            cfg,
+            me,
+            incarnation,
+            phase: Phase::Joining {
+                form_at,
+                next_ask: now,
+            },
+            db: DbSnapshot::default(),
+            log: None,
+            log_state: LogState::Closed,
+            gum_queue: VecDeque::new(),
+            gum_seen: BTreeSet::new(),
+            pending_apply: BTreeMap::new(),
+            ops: BTreeMap::new(),
+            next_op: 1,
+            next_request: 1,
+            hb_seq: 0,
+            next_heartbeat: now,
+            max_epoch: 0,
+            last_tick: None,
+            peers_incarnation: BTreeMap::new(),
+            holding: false,
+            actions: Vec::new(),
+        })
+    }
+
+    // ----- observation -------------------------------------------------
+
+    pub fn id(&self) -> NodeId {
+        self.me
+    }
+
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    /// The current view, if a member.
+    pub fn view(&self) -> Option<&View> {
+        match &self.phase {
+            Phase::Member(m) => Some(&m.view),
+            _ => None,
+        }
+    }
+
+    pub fn db(&self) -> &DbSnapshot {
+        &self.db
+    }
+
+    pub fn arbiter(&self) -> &Arbiter {
+        &self.arbiter
+    }
+
+    /// Acts as quorum owner now: holds the disk, online, lease valid.
+    pub fn is_acting_owner(&self, now: Duration) -> bool {
+        !matches!(self.phase, Phase::Stopped(_)) && self.arbiter.is_acting_owner(now)
+    }
+
+    /// Shared-disk writes are held (regroup, or no quorum owner yet).
+    pub fn writes_held(&self) -> bool {
+        self.holding
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        matches!(self.phase, Phase::Stopped(_))
+    }
+
+    /// Whether the node is a settled member (no regroup, owner known).
+    pub fn is_settled_member(&self) -> bool {
+        matches!(&self.phase, Phase::Member(m) if m.regroup.is_none() && m.view.owner.is_some())
+    }
+
+    /// Takes the actions collected so far.
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// When `tick` should be called next.
+    pub fn next_deadline(&self) -> Option<Duration> {
+        let mut d: Vec<Duration> = Vec::new();
+        match &self.phase {
+            Phase::Stopped(_) => return None,
+            Phase::Joining { form_at, next_ask } => {
+                d.push(*form_at);
+                d.push(*next_ask);
+            }
+            Phase::Forming => {}
+            Phase::Member(m) => {
+                d.push(self.next_heartbeat);
+                d.extend(self.detector.next_deadline());
+                if let Some(q) = m.quorum_deadline {
+                    d.push(q);
+                }
+                match &m.regroup {
+                    Some(Regroup {
+                        stage: RegroupStage::Collect { until, resend },
+                        ..
+                    }) => {
+                        d.push(*until);
+                        d.push(*resend);
+                    }
+                    Some(Regroup {
+                        stage: RegroupStage::AwaitInstall { until },
+                        ..
+                    }) => d.push(*until),
+                    None => {}
+                }
+            }
+        }
+        d.extend(self.arbiter.next_deadline());
+        d.into_iter().min()
+    }
+
+    // ----- plumbing ----------------------------------------------------
+
+    fn send(&mut self, to: NodeId, body: Body) {
+        for net in Net::ALL {
+            self.send_on(to, net, body.clone());
+        }
+    }
+
+    fn send_on(&mut self, to: NodeId, net: Net, body: Body) {
+        self.actions.push(Action::Send {
+            net,
+            env: Envelope {
+                cluster: self.cfg.name.clone(),
+                from: self.me,
+                to,
+                incarnation: self.incarnation,
+                body,
+            },
+        });
+    }
+
+    fn issue(&mut self, kind: OpKind, op: DiskOp) -> u64 {
+        let id = self.next_op;
+        self.next_op += 1;
+        self.ops.insert(id, kind);
+        self.actions.push(Action::Disk {
+            id,
+            disk: DiskId::Quorum,
+            op,
+        });
+        id
+    }
+
+    fn hold_writes(&mut self, hold: bool) {
+        if self.holding != hold {
+            self.holding = hold;
+            self.actions.push(Action::HoldWrites(hold));
+        }
+    }
+
+    fn stop(&mut self, reason: impl Into<String>) {
+        if self.is_stopped() {
+            return;
+        }
+        let reason = reason.into();
+        tracing::warn!(node = self.me, %reason, "stopping cluster service");
+        self.arbiter = Arbiter::new(&self.cfg.quorum, self.cfg.timing, pr_key(self.me));
+        self.log = None;
+        self.log_state = LogState::Closed;
+        self.hold_writes(true);
+        self.phase = Phase::Stopped(reason.clone());
+        self.actions.push(Action::StopClusterService { reason });
+    }
+
+    fn members(&self) -> Vec<NodeId> {
+        self.view().map(|v| v.members.clone()).unwrap_or_default()
+    }
+
+    fn others(&self) -> Vec<NodeId> {
+        self.members().into_iter().filter(|&n| n != self.me).collect()
+    }
+
+    fn all_others(&self) -> Vec<NodeId> {
+        (0..self.cfg.nodes.len() as NodeId)
+            .filter(|&n| n != self.me)
+            .collect()
+    }
+
+    // ----- inputs ------------------------------------------------------
+
+    /// Time passes.
+    pub fn tick(&mut self, now: Duration) {
+        if self.is_stopped() {
+            return;
+        }
+        // A jump longer than the detection time means this process did not
+        // run (paused): its view of the peers is stale, not theirs of it.
+        if let Some(last) = self.last_tick {
+            if now.saturating_sub(last) >= self.cfg.timing.detection() {
+                self.detector.reset(now);
+            }
+        }
+        self.last_tick = Some(now);
+        let outs = self.arbiter.tick(now);
+        self.on_arbiter(now, outs);
+        if self.is_stopped() {
+            return;
+        }
+        match self.phase.clone() {
+            Phase::Joining { form_at, next_ask } => {
+                if now >= form_at {
+                    self.become_forming(now);
+                } else if now >= next_ask {
+                    for n in self.all_others() {
+                        self.send(n, Body::JoinRequest);
+                    }
+                    self.phase = Phase::Joining {
+                        form_at,
+                        next_ask: now + self.cfg.timing.heartbeat * 2,
+                    };
+                }
+            }
+            Phase::Forming | Phase::Stopped(_) => {}
+            Phase::Member(m) => self.tick_member(now, m),
+        }
+        self.pump_gum(now);
+    }
+
+    fn tick_member(&mut self, now: Duration, m: Membership) {
+        let hb = self.cfg.timing.heartbeat;
+        if now >= self.next_heartbeat {
+            self.hb_seq += 1;
+            let view = Some((m.view.epoch, m.view.members.clone()));
+            for n in self.others() {
+                for net in Net::ALL {
+                    self.send_on(
+                        n,
+                        net,
+                        Body::Heartbeat {
+                            seq: self.hb_seq,
+                            view: view.clone(),
+                        },
+                    );
+                }
+            }
+            self.next_heartbeat = now + hb;
+        }
+        for ev in self.detector.tick(now) {
+            match ev {
+                Liveness::Suspect { peer } => {
+                    tracing::info!(node = self.me, peer, "peer silent on all networks");
+                    if m.regroup.is_none() {
+                        self.start_regroup(now, m.view.epoch.max(self.max_epoch) + 1);
+                    }
+                }
+                Liveness::NetworkWarning { peer, net } => {
+                    tracing::warn!(node = self.me, peer, ?net, "missed heartbeats on one network");
+                }
+                Liveness::NetworkRecovered { .. } => {}
+            }
+        }
+        let Phase::Member(m) = self.phase.clone() else {
+            return;
+        };
+        if let Some(q) = m.quorum_deadline {
+            if now >= q && !self.arbiter.holds() {
+                self.stop("no quorum owner came online after the regroup");
+                return;
+            }
+        }
+        if let Some(rg) = m.regroup {
+            match rg.stage {
+                RegroupStage::Collect { until, resend } => {
+                    if now >= until {
+                        self.end_collection(now, rg.epoch, rg.seen.clone());
+                    } else if now >= resend {
+                        self.announce_regroup(&m.view, &rg);
+                        if let Phase::Member(mm) = &mut self.phase {
+                            if let Some(r) = &mut mm.regroup {
+                                r.stage = RegroupStage::Collect {
+                                    until,
+                                    resend: now + hb,
+                                };
+                            }
+                        }
+                    }
+                }
+                RegroupStage::AwaitInstall { until } => {
+                    if now >= until {
+                        self.start_regroup(now, rg.epoch.max(self.max_epoch) + 1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// An authenticated message arrived on `net`.
+    pub fn step(&mut self, now: Duration, net: Net, env: Envelope) {
+        if self.is_stopped() || env.to != self.me || env.from == self.me {
+            return;
+        }
+        let from = env.from;
+        let known = self.peers_incarnation.entry(from).or_insert(env.incarnation);
+        if env.incarnation < *known {
+            return; // an earlier life of that node
+        }
+        *known = env.incarnation;
+        self.detector.heard(from, net, now);
+        match env.body {
+            Body::Heartbeat { view, .. } => self.on_heartbeat(now, from, view),
+            Body::Regroup {
+                epoch,
+                holds_quorum,
+                ..
+            } => self.on_regroup(now, from, epoch, holds_quorum),
+            Body::Install { view } => self.on_install(now, from, view),
+            Body::JoinRequest => self.on_join_request(now, from),
+            Body::JoinAccept { view, db } => self.on_join_accept(now, view, db),
+            Body::JoinRefuse { .. } => {
+                // A cluster exists: keep asking rather than form alone.
+                if let Phase::Joining { next_ask, .. } = self.phase {
+                    self.phase = Phase::Joining {
+                        form_at: now + self.cfg.timing.heartbeat * (6 + 2 * u32::from(self.me)),
+                        next_ask,
+                    };
+                }
+            }
+            Body::Exit => self.on_exit(now, from),
+            Body::GumRequest { id, change } => {
+                if self.is_locker() && self.gum_seen.insert((from, env.incarnation, id)) {
+                    self.gum_queue.push_back((from, id, change));
+                }
+            }
+            Body::GumApply {
+                seq,
+                change,
+                origin,
+            } => self.on_gum_apply(now, from, seq, change, origin),
+            Body::GumNack { seq, reason } => {
+                if self.is_locker() {
+                    tracing::warn!(node = self.me, peer = from, seq, %reason, "member failed an update: evicting");
+                    self.evict(now, from);
+                }
+            }
+            Body::GumReject { id, reason } => {
+                self.actions.push(Action::Rejected { id, reason });
+            }
+            Body::DbSync { db } => self.on_db_sync(from, db),
+            Body::SyncRequest => {
+                if self.is_locker() && matches!(self.log_state, LogState::Ready | LogState::Writing { .. }) {
+                    let db = self.db.clone();
+                    self.send(from, Body::DbSync { db });
+                }
+            }
+            Body::Evict => {
+                if self.view().is_some_and(|v| v.owner == Some(from)) {
+                    self.stop("evicted by the cluster");
+                }
+            }
+        }
+        self.pump_gum(now);
+    }
+
+    /// A disk operation finished.
+    pub fn disk_done(&mut self, now: Duration, id: u64, result: DiskResult) {
+        let Some(kind) = self.ops.remove(&id) else {
+            return;
+        };
+        if self.is_stopped() {
+            return;
+        }
+        match kind {
+            OpKind::Arbiter => {
+                let outs = self.arbiter.on_result(now, result);
+                self.on_arbiter(now, outs);
+            }
+            OpKind::Log => self.on_log_done(now, id, result),
+            OpKind::Release => {}
+        }
+        self.pump_gum(now);
+    }
+
+    /// Proposes a database change; returns the request id, or None when
+    /// this node cannot take updates now (not a member, no locker).
+    pub fn propose(&mut self, now: Duration, change: Change) -> Option<u64> {
+        let owner = self.view()?.owner?;
+        let id = self.next_request;
+        self.next_request += 1;
+        if owner == self.me {
+            self.gum_queue.push_back((self.me, id, change));
+            self.pump_gum(now);
+        } else {
+            self.send(owner, Body::GumRequest { id, change });
+        }
+        Some(id)
+    }
+
+    /// Clean stop: release the quorum if held, announce exit.
+    pub fn shutdown(&mut self, _now: Duration) {
+        if self.is_stopped() {
+            return;
+        }
+        let others = self.others();
+        if let Some(op) = self.arbiter.release() {
+            self.issue(OpKind::Release, op);
+        }
+        for n in others {
+            self.send(n, Body::Exit);
+        }
+        self.stop("shut down");
+    }
+
+    /// Administrator: evict `node` (only the locker acts on it).
+    pub fn evict(&mut self, now: Duration, node: NodeId) {
+        if !self.is_locker() || node == self.me {
+            return;
+        }
+        let Some(v) = self.view().cloned() else {
+            return;
+        };
+        if !v.contains(node) {
+            return;
+        }
+        self.send(node, Body::Evict);
+        let mut nv = v.clone();
+        nv.members.retain(|&n| n != node);
+        nv.paused.retain(|&n| n != node);
+        self.install_as_owner(now, nv);
+    }
+
+    /// Administrator: pause or resume `node` (only the locker acts on it).
+    pub fn set_paused(&mut self, now: Duration, node: NodeId, paused: bool) {
+        if !self.is_locker() {
+            return;
+        }
+        let Some(mut v) = self.view().cloned() else {
+            return;
+        };
+        if !v.contains(node) || v.paused.contains(&node) == paused {
+            return;
+        }
+        if paused {
+            v.paused.push(node);
+            v.paused.sort();
+        } else {
+            v.paused.retain(|&n| n != node);
+        }
+        self.install_as_owner(now, v);
+    }
+
+    // ----- transitions -------------------------------------------------
+
+    fn become_forming(&mut self, now: Duration) {
+        tracing::info!(node = self.me, "no member answered: arbitrating to form the cluster");
+        self.phase = Phase::Forming;
+        self.hold_writes(true);
+        let outs = self.arbiter.become_challenger(now);
+        self.on_arbiter(now, outs);
+    }
+
+    fn on_arbiter(&mut self, now: Duration, outs: Vec<ArbOut>) {
+        for o in outs {
+            match o {
+                ArbOut::Issue(op) => {
+                    self.issue(OpKind::Arbiter, op);
+                }
+                ArbOut::Won => {
+                    tracing::info!(node = self.me, "won the quorum disk");
+                }
+                ArbOut::Online => self.quorum_online(now),
+                ArbOut::Lost(why) => {
+                    self.stop(format!("quorum arbitration: {why}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The arbiter brought the quorum online here: form or take over as
+    /// owner, then recover the quorum log.
+    fn quorum_online(&mut self, now: Duration) {
+        tracing::info!(node = self.me, "quorum online");
+        match self.phase.clone() {
+            Phase::Forming => {
+                let view = View {
+                    epoch: self.max_epoch + 1,
+                    members: vec![self.me],
+                    owner: Some(self.me),
+                    paused: vec![],
+                };
+                self.adopt_view(now, view);
+            }
+            Phase::Member(m) => {
+                let mut v = m.view.clone();
+                v.owner = Some(self.me);
+                self.install_as_owner(now, v);
+            }
+            _ => {}
+        }
+        if matches!(self.log_state, LogState::Closed) {
+            let op = self.issue(
+                OpKind::Log,
+                DiskOp::Read {
+                    offset: 0,
+                    len: self.cfg.log_limit as usize,
+                },
+            );
+            self.log_state = LogState::Reading(op);
+        }
+    }
+
+    /// As owner: install `view` with the next epoch and tell everyone.
+    fn install_as_owner(&mut self, now: Duration, mut view: View) {
+        let cur = self.view().map_or(0, |v| v.epoch);
+        view.epoch = cur.max(self.max_epoch) + 1;
+        view.owner = Some(self.me);
+        for n in view.members.clone() {
+            if n != self.me {
+                self.send(n, Body::Install { view: view.clone() });
+            }
+        }
+        self.adopt_view(now, view);
+    }
+
+    fn adopt_view(&mut self, now: Duration, view: View) {
+        self.max_epoch = self.max_epoch.max(view.epoch);
+        let peers: Vec<NodeId> = view.members.iter().copied().filter(|&n| n != self.me).collect();
+        self.detector.watch_only(peers, now);
+        let no_owner = view.owner.is_none();
+        let designated = view.members.iter().copied().min() == Some(self.me);
+        let deadline = no_owner.then(|| {
+            let t = self.cfg.timing;
+            now + t.online_delay + t.challenge_wait * 2 + t.heartbeat * 20
+        });
+        self.phase = Phase::Member(Membership {
+            view: view.clone(),
+            regroup: None,
+            quorum_deadline: deadline,
+        });
+        self.hold_writes(no_owner);
+        if no_owner && designated && self.arbiter.is_idle() {
+            tracing::info!(node = self.me, epoch = view.epoch, "view without quorum owner: challenging");
+            let outs = self.arbiter.become_challenger(now);
+            self.on_arbiter(now, outs);
+        }
+        if view.owner == Some(self.me) && matches!(self.log_state, LogState::Ready | LogState::Writing { .. }) {
+            self.sync_members();
+        }
+    }
+
+    fn sync_members(&mut self) {
+        let db = self.db.clone();
+        for n in self.others() {
+            self.send(n, Body::DbSync { db: db.clone() });
+        }
+    }
+
+    fn start_regroup(&mut self, now: Duration, epoch: u64) {
+        let Phase::Member(m) = &mut self.phase else {
+            return;
+        };
+        tracing::info!(node = self.me, epoch, "regroup");
+        self.max_epoch = self.max_epoch.max(epoch);
+        let hb = self.cfg.timing.heartbeat;
+        let mut seen = BTreeMap::new();
+        seen.insert(self.me, self.arbiter.holds());
+        let rg = Regroup {
+            epoch,
+            seen,
+            stage: RegroupStage::Collect {
+                until: now + hb * 3,
+                resend: now + hb,
+            },
+        };
+        m.regroup = Some(rg.clone());
+        let view = m.view.clone();
+        self.hold_writes(true);
+        self.announce_regroup(&view, &rg);
+    }
+
+    fn announce_regroup(&mut self, view: &View, rg: &Regroup) {
+        let mut to: BTreeSet<NodeId> = view.members.iter().copied().collect();
+        to.extend(rg.seen.keys().copied());
+        to.remove(&self.me);
+        let body = Body::Regroup {
+            epoch: rg.epoch,
+            seen: rg.seen.keys().copied().collect(),
+            holds_quorum: self.arbiter.holds(),
+        };
+        for n in to {
+            self.send(n, body.clone());
+        }
+    }
+
+    fn end_collection(&mut self, now: Duration, epoch: u64, seen: BTreeMap<NodeId, bool>) {
+        let coordinator = *seen.keys().next().expect("self is always seen");
+        if coordinator == self.me {
+            let owner = seen.iter().find(|(_, &h)| h).map(|(&n, _)| n);
+            let paused = self
+                .view()
+                .map(|v| v.paused.iter().copied().filter(|p| seen.contains_key(p)).collect())
+                .unwrap_or_default();
+            let view = View {
+                epoch,
+                members: seen.keys().copied().collect(),
+                owner,
+                paused,
+            };
+            tracing::info!(node = self.me, epoch, members = ?view.members, ?owner, "regroup installs view");
+            for &n in seen.keys() {
+                if n != self.me {
+                    self.send(n, Body::Install { view: view.clone() });
+                }
+            }
+            self.adopt_view(now, view);
+        } else if let Phase::Member(m) = &mut self.phase {
+            if let Some(r) = &mut m.regroup {
+                r.stage = RegroupStage::AwaitInstall {
+                    until: now + self.cfg.timing.heartbeat * 4,
+                };
+            }
+        }
+    }
+
+    // ----- message handlers -----------------------------------------------
+
+    fn on_heartbeat(&mut self, now: Duration, from: NodeId, their: Option<(u64, Vec<NodeId>)>) {
+        let Some(view) = self.view().cloned() else {
+            return;
+        };
+        let Some((epoch, members)) = their else {
+            return;
+        };
+        self.max_epoch = self.max_epoch.max(epoch);
+        if !view.contains(from) {
+            // A stale node that believes it is still a member: the owner
+            // tells it the current view, which excludes it, so it stops.
+            if members.contains(&self.me) && view.owner == Some(self.me) {
+                self.send(from, Body::Install { view });
+            }
+            return;
+        }
+        let in_regroup = matches!(&self.phase, Phase::Member(m) if m.regroup.is_some());
+        if !in_regroup && (epoch != view.epoch || members != view.members) && epoch >= view.epoch {
+            self.start_regroup(now, epoch.max(self.max_epoch) + 1);
+        }
+    }
+
+    fn on_regroup(&mut self, now: Duration, from: NodeId, epoch: u64, holds: bool) {
+        let Some(view) = self.view().cloned() else {
+            return;
+        };
+        self.max_epoch = self.max_epoch.max(epoch);
+        if epoch <= view.epoch {
+            // The sender missed our install: regroup again with it.
+            let in_regroup = matches!(&self.phase, Phase::Member(m) if m.regroup.is_some());
+            if view.contains(from) && !in_regroup {
+                self.start_regroup(now, self.max_epoch + 1);
+            }
+            return;
+        }
+        let current = match &self.phase {
+            Phase::Member(m) => m.regroup.as_ref().map(|r| r.epoch),
+            _ => None,
+        };
+        match current {
+            Some(e) if e > epoch => return,
+            Some(e) if e == epoch => {}
+            _ => self.start_regroup(now, epoch),
+        }
+        if let Phase::Member(m) = &mut self.phase {
+            if let Some(r) = &mut m.regroup {
+                if r.epoch == epoch {
+                    r.seen.insert(from, holds);
+                }
+            }
+        }
+    }
+
+    fn on_install(&mut self, now: Duration, from: NodeId, view: View) {
+        let Phase::Member(m) = &self.phase else {
+            return;
+        };
+        self.max_epoch = self.max_epoch.max(view.epoch);
+        if view.epoch <= m.view.epoch {
+            return;
+        }
+        if let Some(r) = &m.regroup {
+            if view.epoch < r.epoch {
+                return;
+            }
+        }
+        if !view.contains(self.me) {
+            self.stop(format!("excluded from the cluster by node {from} at epoch {}", view.epoch));
+            return;
+        }
+        // Only the owner holds the quorum disk; an install naming another
+        // owner while we hold it would mean two owners: keep ours and let
+        // arbitration settle it (the other cannot be acting).
+        if self.arbiter.holds() && view.owner.is_some_and(|o| o != self.me) {
+            self.start_regroup(now, view.epoch + 1);
+            return;
+        }
+        self.adopt_view(now, view);
+    }
+
+    fn on_join_request(&mut self, now: Duration, from: NodeId) {
+        let Some(view) = self.view().cloned() else {
+            return;
+        };
+        let regrouping = matches!(&self.phase, Phase::Member(m) if m.regroup.is_some());
+        if view.owner != Some(self.me) {
+            let reason = if regrouping {
+                JoinRefusal::Busy
+            } else {
+                JoinRefusal::NotOwner { owner: view.owner }
+            };
+            self.send(from, Body::JoinRefuse { reason });
+            return;
+        }
+        let log_ready = matches!(self.log_state, LogState::Ready);
+        if regrouping || !log_ready || !self.arbiter.is_acting_owner(now) {
+            self.send(
+                from,
+                Body::JoinRefuse {
+                    reason: JoinRefusal::Busy,
+                },
+            );
+            return;
+        }
+        let view = if view.contains(from) {
+            view
+        } else {
+            let mut nv = view.clone();
+            nv.members.push(from);
+            nv.members.sort();
+            self.install_as_owner(now, nv);
+            self.view().cloned().expect("just installed")
+        };
+        tracing::info!(node = self.me, joiner = from, epoch = view.epoch, "admitting joiner");
+        let db = self.db.clone();
+        self.send(from, Body::JoinAccept { view, db });
+    }
+
+    fn on_join_accept(&mut self, now: Duration, view: View, db: DbSnapshot) {
+        if !matches!(self.phase, Phase::Joining { .. }) || !view.contains(self.me) {
+            return;
+        }
+        tracing::info!(node = self.me, epoch = view.epoch, "joined");
+        self.db = db;
+        self.pending_apply.clear();
+        self.adopt_view(now, view);
+    }
+
+    fn on_exit(&mut self, now: Duration, from: NodeId) {
+        let Some(view) = self.view().cloned() else {
+            return;
+        };
+        if !view.contains(from) {
+            return;
+        }
+        if view.owner == Some(from) {
+            // Every member computes the same view without the owner; its
+            // lowest member arbitrates.
+            let mut nv = view.clone();
+            nv.members.retain(|&n| n != from);
+            nv.paused.retain(|&n| n != from);
+            nv.owner = None;
+            nv.epoch += 1;
+            self.adopt_view(now, nv);
+        } else if view.owner == Some(self.me) {
+            let mut nv = view.clone();
+            nv.members.retain(|&n| n != from);
+            nv.paused.retain(|&n| n != from);
+            self.install_as_owner(now, nv);
+        }
+    }
+
+    fn on_db_sync(&mut self, from: NodeId, db: DbSnapshot) {
+        let Some(view) = self.view() else {
+            return;
+        };
+        if view.owner != Some(from) || db.seq < self.db.seq {
+            return;
+        }
+        self.db = db;
+        self.pending_apply = self.pending_apply.split_off(&(self.db.seq + 1));
+        self.apply_pending(from);
+    }
+
+    fn on_gum_apply(
+        &mut self,
+        _now: Duration,
+        from: NodeId,
+        seq: u64,
+        change: Change,
+        origin: Option<(NodeId, u64)>,
+    ) {
+        let Some(view) = self.view() else {
+            return;
+        };
+        if view.owner != Some(from) || seq <= self.db.seq {
+            return;
+        }
+        let gap = seq > self.db.seq + 1;
+        self.pending_apply.insert(seq, (change, origin));
+        if gap {
+            self.send(from, Body::SyncRequest);
+        }
+        self.apply_pending(from);
+    }
+
+    fn apply_pending(&mut self, locker: NodeId) {
+        while let Some((change, origin)) = self.pending_apply.remove(&(self.db.seq + 1)) {
+            let seq = self.db.seq + 1;
+            if let Err(e) = self.db.apply(seq, &change) {
+                self.send(
+                    locker,
+                    Body::GumNack {
+                        seq,
+                        reason: e.to_string(),
+                    },
+                );
+                return;
+            }
+            if let Some((o, id)) = origin {
+                if o == self.me {
+                    self.actions.push(Action::Committed { id, seq });
+                }
+            }
+        }
+    }
+
+    // ----- Log Manager and Global Update Manager (locker side) ------------
+
+    fn is_locker(&self) -> bool {
+        self.view().is_some_and(|v| v.owner == Some(self.me)) && self.arbiter.holds()
+    }
+
+    fn issue_log_writes(&mut self, writes: Vec<LogWrite>) -> BTreeSet<u64> {
+        writes
+            .into_iter()
+            .map(|w| {
+                self.issue(
+                    OpKind::Log,
+                    DiskOp::Write {
+                        offset: w.offset,
+                        data: w.data,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn on_log_done(&mut self, now: Duration, id: u64, result: DiskResult) {
+        let state = std::mem::replace(&mut self.log_state, LogState::Closed);
+        match (state, result) {
+            (LogState::Reading(op), DiskResult::Data(region)) if op == id => {
+                let opened = ActiveLog::open(self.cfg.log_limit, &mut |o, l| {
+                    let end = (o as usize + l).min(region.len());
+                    Ok(region.get(o as usize..end).unwrap_or(&[]).to_vec())
+                });
+                let (mut log, rec) = match opened {
+                    Ok(x) => x,
+                    Err(e) => return self.stop(format!("quorum log unreadable: {e}")),
+                };
+                let mut db = DbSnapshot::default();
+                if let Some(cp) = rec.checkpoint {
+                    match serde_json::from_slice::<DbSnapshot>(&cp) {
+                        Ok(s) => db = s,
+                        Err(e) => return self.stop(format!("quorum log checkpoint unreadable: {e}")),
+                    }
+                }
+                for r in rec.records {
+                    let Ok(entry) = serde_json::from_slice::<LogEntry>(&r) else {
+                        break;
+                    };
+                    if entry.seq <= db.seq {
+                        continue;
+                    }
+                    if db.apply(entry.seq, &entry.change).is_err() {
+                        break;
+                    }
+                }
+                tracing::info!(node = self.me, seq = db.seq, "quorum log recovered");
+                if db.seq >= self.db.seq {
+                    self.db = db;
+                }
+                self.pending_apply.clear();
+                let mut writes = Vec::new();
+                if !rec.formatted {
+                    writes.extend(ActiveLog::format(self.cfg.log_limit));
+                    let (l, _) = ActiveLog::open(self.cfg.log_limit, &mut |o, l| {
+                        // Open the freshly formatted image.
+                        let mut img = vec![0u8; (o as usize) + l];
+                        for w in &writes {
+                            let s = w.offset as usize;
+                            let e = (s + w.data.len()).min(img.len());
+                            if s < e {
+                                img[s..e].copy_from_slice(&w.data[..e - s]);
+                            }
+                        }
+                        Ok(img[o as usize..].to_vec())
+                    })
+                    .expect("a formatted log opens");
+                    log = l;
+                }
+                if self.db.seq > 0 && (!rec.formatted || log.needs_checkpoint()) {
+                    let snap = serde_json::to_vec(&self.db).expect("snapshot serializes");
+                    match log.checkpoint(&snap) {
+                        Ok(w) => writes.extend(w),
+                        Err(e) => return self.stop(format!("quorum log checkpoint: {e}")),
+                    }
+                }
+                self.log = Some(log);
+                if writes.is_empty() {
+                    self.log_state = LogState::Ready;
+                    self.sync_members();
+                } else if self.arbiter.is_acting_owner(now) {
+                    let ops = self.issue_log_writes(writes);
+                    self.log_state = LogState::Preparing(ops);
+                } else {
+                    self.stop("lease expired while recovering the quorum log");
+                }
+            }
+            (LogState::Preparing(mut ops), DiskResult::Good) => {
+                ops.remove(&id);
+                if ops.is_empty() {
+                    self.log_state = LogState::Ready;
+                    self.sync_members();
+                } else {
+                    self.log_state = LogState::Preparing(ops);
+                }
+            }
+            (
+                LogState::Writing {
+                    mut ops,
+                    seq,
+                    change,
+                    origin,
+                    id: req,
+                },
+                DiskResult::Good,
+            ) => {
+                ops.remove(&id);
+                if !ops.is_empty() {
+                    self.log_state = LogState::Writing {
+                        ops,
+                        seq,
+                        change,
+                        origin,
+                        id: req,
+                    };
+                    return;
+                }
+                self.log_state = LogState::Ready;
+                self.db
+                    .apply(seq, &change)
+                    .expect("the locker checked the change before logging it");
+                self.actions.push(Action::Durable {
+                    origin,
+                    id: req,
+                    seq,
+                    change: change.clone(),
+                });
+                if origin == self.me {
+                    self.actions.push(Action::Committed { id: req, seq });
+                }
+                for n in self.others() {
+                    self.send(
+                        n,
+                        Body::GumApply {
+                            seq,
+                            change: change.clone(),
+                            origin: Some((origin, req)),
+                        },
+                    );
+                }
+            }
+            (_, r) => self.stop(format!("quorum log I/O failed: {r:?}")),
+        }
+    }
+
+    /// The locker takes the next queued change: check, log with FUA, then
+    /// apply and distribute when the write completes.
+    fn pump_gum(&mut self, now: Duration) {
+        if !self.is_locker()
+            || !matches!(self.log_state, LogState::Ready)
+            || !self.arbiter.is_acting_owner(now)
+            || matches!(&self.phase, Phase::Member(m) if m.regroup.is_some())
+        {
+            return;
+        }
+        while let Some((origin, id, change)) = self.gum_queue.pop_front() {
+            if let Err(e) = self.db.check(&change) {
+                let reason = e.to_string();
+                if origin == self.me {
+                    self.actions.push(Action::Rejected { id, reason });
+                } else {
+                    self.send(origin, Body::GumReject { id, reason });
+                }
+                continue;
+            }
+            let seq = self.db.seq + 1;
+            let log = self.log.as_mut().expect("log is open when ready");
+            let mut writes = Vec::new();
+            if log.needs_checkpoint() {
+                let snap = serde_json::to_vec(&self.db).expect("snapshot serializes");
+                match log.checkpoint(&snap) {
+                    Ok(w) => writes.extend(w),
+                    Err(e) => return self.stop(format!("quorum log checkpoint: {e}")),
+                }
+            }
+            let payload = serde_json::to_vec(&LogEntry {
+                seq,
+                change: change.clone(),
+            })
+            .expect("entries serialize");
+            match log.append(&payload) {
+                Ok(w) => writes.extend(w),
+                Err(e) => return self.stop(format!("quorum log append: {e}")),
+            }
+            let ops = self.issue_log_writes(writes);
+            self.log_state = LogState::Writing {
+                ops,
+                seq,
+                change,
+                origin,
+                id,
+            };
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,724 @@
+//! Deterministic simulation of a cluster (STYLE.md rule 8).
+//!
+//! N node state machines run over an in-memory network with two cluster
+//! networks and a simulated shared quorum disk whose reservation rules are
+//! the target's own (`busrig_target::reservation::Reservations`), plus a
+//! byte store for the quorum log region. A seeded schedule mixes kills,
+//! pauses (the paused node's timers and I/O stop; messages and replies
+//! queue and are delivered, stale, when it resumes), partitions of either or
+//! both networks, storage path cuts, bus resets, clean stops, restarts and
+//! database changes. Then everything heals and the cluster must settle.
+//!
+//! Checked at every step:
+//! - at most one node acts as quorum owner, and the bus shows no other
+//!   node as reservation holder (SCSI-2: the holder is that node or nobody,
+//!   right after a bus reset; PR: the holder is that node);
+//! - no node issues a quorum-disk write unless it acts as owner at that
+//!   instant, and the bus never rejects a write (a rejected write means a
+//!   node that lost arbitration kept writing).
+//!
+//! Checked after settling: one owner, every node a member of the same view,
+//! every node's database equal to the owner's, and every change the locker
+//! reported durable present in it.
+//!
+//! `BUSRIG_SIM_SEED=N` replays one seed with its event trace;
+//! `BUSRIG_SIM_SEEDS=N` runs N seeds (default 1000).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use busrig_cluster::arbiter::{DiskOp, DiskResult};
+use busrig_cluster::config::{ClusterConfig, NodeId};
+use busrig_cluster::db::Change;
+use busrig_cluster::message::{self, Envelope, Net};
+use busrig_cluster::node::{Action, Node};
+use busrig_proto::scsi::pr::{PrInAction, PrInCdb, PrOutAction, PrOutCdb, PrOutParams};
+use busrig_target::nexus::ItNexus;
+use busrig_target::reservation::{PrError, Reservations};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const LOG_LIMIT: usize = 65536;
+const TARGET: &str = "iqn.2026-11.io.busrig:sim-bus";
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+fn config(model: &str, nodes: usize) -> Arc<ClusterConfig> {
+    let mut s = format!(
+        "name = \"SIM\"\nsecret = \"sim secret 0123456789\"\n\
+         quorum-disk = \"iscsi://127.0.0.1/{TARGET}/0\"\nquorum-log-limit = {LOG_LIMIT}\n\
+         [quorum]\nmodel = \"{model}\"\n"
+    );
+    for i in 0..nodes {
+        s += &format!(
+            "[[node]]\nname = \"N{i}\"\nprivate = \"10.0.0.{i}:3343\"\n\
+             public = \"192.168.0.{i}:3343\"\nadmin = \"127.0.0.1:{}\"\n",
+            7000 + i
+        );
+    }
+    Arc::new(ClusterConfig::from_toml(&s).expect("sim config"))
+}
+
+#[derive(Debug, Clone)]
+enum Event {
+    Tick(usize),
+    Deliver { to: usize, net: Net, env: Envelope },
+    DiskArrive { node: usize, inc: u64, id: u64, op: DiskOp },
+    DiskReply { node: usize, inc: u64, id: u64, result: DiskResult },
+    Fault(Fault),
+}
+
+#[derive(Debug, Clone)]
+enum Fault {
+    Kill(usize),
+    Restart(usize),
+    Pause(usize, Duration),
+    Resume(usize),
+    Cut(usize, Net),
+    Heal(usize, Net),
+    PathDown(usize),
+    PathUp(usize),
+    BusReset,
+    CleanStop(usize),
+    Propose(usize),
+    HealAll,
+}
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+enum Status {
+    Up,
+    Paused,
+    Down,
+}
+
+struct Slot {
+    node: Option<Node>,
+    status: Status,
+    inc: u64,
+    queued: Vec<Event>,
+    nexus: ItNexus,
+    tick_at: Option<Duration>,
+}
+
+struct Sim {
+    cfg: Arc<ClusterConfig>,
+    pr: bool,
+    wire: bool,
+    rng: ChaCha8Rng,
+    now: Duration,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(Duration, u64, usize)>>,
+    events: BTreeMap<usize, Event>,
+    next_event: usize,
+    slots: Vec<Slot>,
+    cut: Vec<[bool; 2]>,
+    path_down: Vec<bool>,
+    res: Reservations,
+    region: Vec<u8>,
+    acked: BTreeMap<String, String>,
+    proposals: u64,
+    trace: Vec<String>,
+    verbose: bool,
+}
+
+impl Sim {
+    fn new(seed: u64, verbose: bool) -> Sim {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let pr = rng.gen_bool(0.5);
+        let n = rng.gen_range(2..=4);
+        let cfg = config(if pr { "disk-pr" } else { "disk-scsi2" }, n);
+        let slots = (0..n)
+            .map(|i| Slot {
+                node: None,
+                status: Status::Down,
+                inc: 0,
+                queued: Vec::new(),
+                nexus: ItNexus::new(
+                    &cfg.initiator_name(i as NodeId),
+                    [0x80, 0, 0, 0, 0, i as u8 + 1],
+                    TARGET,
+                    1,
+                ),
+                tick_at: None,
+            })
+            .collect();
+        Sim {
+            pr,
+            wire: seed % 16 == 0,
+            rng,
+            now: Duration::ZERO,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            next_event: 0,
+            slots,
+            cut: vec![[false; 2]; n],
+            path_down: vec![false; n],
+            res: Reservations::new(None).expect("no APTPL file"),
+            region: vec![0; LOG_LIMIT],
+            acked: BTreeMap::new(),
+            proposals: 0,
+            trace: Vec::new(),
+            verbose,
+            cfg,
+        }
+    }
+
+    fn log(&mut self, s: String) {
+        if self.verbose {
+            eprintln!("{:>8.3}s {s}", self.now.as_secs_f64());
+        }
+        self.trace.push(format!("{:>8.3}s {s}", self.now.as_secs_f64()));
+        if self.trace.len() > 400 {
+            self.trace.drain(..100);
+        }
+    }
+
+    fn at(&mut self, t: Duration, e: Event) {
+        self.seq += 1;
+        let id = self.next_event;
+        self.next_event += 1;
+        self.events.insert(id, e);
+        self.queue.push(Reverse((t, self.seq, id)));
+    }
+
+    fn start(&mut self, i: usize) {
+        let s = &mut self.slots[i];
+        s.inc += 1;
+        s.status = Status::Up;
+        s.queued.clear();
+        let name = self.cfg.nodes[i].name.clone();
+        s.node = Some(Node::new(self.cfg.clone(), &name, s.inc, self.now).expect("node"));
+        s.tick_at = None;
+        self.log(format!("N{i} starts (incarnation {})", self.slots[i].inc));
+        self.schedule_tick(i);
+    }
+
+    fn schedule_tick(&mut self, i: usize) {
+        let Some(n) = &self.slots[i].node else {
+            return;
+        };
+        let Some(d) = n.next_deadline() else {
+            return;
+        };
+        let d = d.max(self.now);
+        if self.slots[i].tick_at.is_some_and(|t| t <= d && t >= self.now) {
+            return;
+        }
+        self.slots[i].tick_at = Some(d);
+        self.at(d, Event::Tick(i));
+    }
+
+    fn process(&mut self, i: usize) -> Result<(), String> {
+        let actions = match &mut self.slots[i].node {
+            Some(n) => n.take_actions(),
+            None => return Ok(()),
+        };
+        let inc = self.slots[i].inc;
+        for a in actions {
+            match a {
+                Action::Send { net, env } => {
+                    let to = env.to as usize;
+                    if self.cut[i][net.index()] || self.cut[to][net.index()] {
+                        continue;
+                    }
+                    let env = if self.wire {
+                        let secret = self.cfg.secret.as_bytes();
+                        let mut bytes = message::encode(secret, &env);
+                        if self.rng.gen_ratio(1, 50) {
+                            // A forged datagram: must be refused.
+                            let k = self.rng.gen_range(0..bytes.len());
+                            bytes[k] ^= 0x20;
+                            if message::decode(secret, &self.cfg.name, &bytes).is_ok() {
+                                return Err("tampered datagram was accepted".into());
+                            }
+                            continue;
+                        }
+                        message::decode(secret, &self.cfg.name, &bytes).map_err(|e| e.to_string())?
+                    } else {
+                        env
+                    };
+                    let lat = ms(self.rng.gen_range(1..=5));
+                    self.at(self.now + lat, Event::Deliver { to, net, env });
+                }
+                Action::Disk { id, op, .. } => {
+                    if op.is_write() {
+                        let acting = self.slots[i]
+                            .node
+                            .as_ref()
+                            .is_some_and(|n| n.is_acting_owner(self.now));
+                        if !acting {
+                            return Err(format!("N{i} issued a quorum-disk write while not acting owner"));
+                        }
+                    }
+                    let lat = ms(self.rng.gen_range(1..=10));
+                    if self.path_down[i] {
+                        let result = DiskResult::Failed("path down".into());
+                        self.at(self.now + lat, Event::DiskReply { node: i, inc, id, result });
+                    } else {
+                        self.at(self.now + lat, Event::DiskArrive { node: i, inc, id, op });
+                    }
+                }
+                Action::HoldWrites(_) => {}
+                Action::Durable { seq, change, .. } => {
+                    if let Change::Put { key, value } = &change {
+                        self.acked.insert(key.clone(), value.clone());
+                    }
+                    self.log(format!("N{i} durable #{seq} {change:?}"));
+                }
+                Action::Committed { .. } | Action::Rejected { .. } => {}
+                Action::StopClusterService { reason } => {
+                    self.log(format!("N{i} stops: {reason}"));
+                    self.down(i);
+                    let d = ms(self.rng.gen_range(300..1200));
+                    self.at(self.now + d, Event::Fault(Fault::Restart(i)));
+                }
+            }
+        }
+        self.schedule_tick(i);
+        Ok(())
+    }
+
+    fn down(&mut self, i: usize) {
+        self.slots[i].node = None;
+        self.slots[i].status = Status::Down;
+        self.slots[i].queued.clear();
+        // The process is gone, so is its iSCSI session: SCSI-2
+        // reservations of that nexus go with it; PR registrations stay.
+        let nexus = self.slots[i].nexus.clone();
+        self.res.nexus_lost(&nexus);
+    }
+
+    fn execute(&mut self, node: usize, op: &DiskOp) -> Result<DiskResult, String> {
+        let nx = self.slots[node].nexus.clone();
+        let pr_out = |res: &mut Reservations, action, type_code, rk, sak| {
+            let p = PrOutParams {
+                reservation_key: rk,
+                service_action_key: sak,
+                ..Default::default()
+            }
+            .encode();
+            let cdb = PrOutCdb {
+                action,
+                scope: 0,
+                type_code,
+                parameter_list_length: p.len() as u32,
+            }
+            .encode();
+            if res.check(&nx, &cdb).is_err() {
+                return DiskResult::Conflict;
+            }
+            match res.persistent_reserve_out(&nx, &cdb, &p, &[]) {
+                Ok(_) => DiskResult::Good,
+                Err(PrError::Conflict) => DiskResult::Conflict,
+                Err(PrError::Sense(s)) => DiskResult::Failed(format!("{s:?}")),
+            }
+        };
+        let pr_in = |res: &mut Reservations, action| {
+            let cdb = PrInCdb {
+                action,
+                allocation_length: 8192,
+            }
+            .encode();
+            if res.check(&nx, &cdb).is_err() {
+                return DiskResult::Conflict;
+            }
+            match res.persistent_reserve_in(&nx, &cdb) {
+                Ok(d) => DiskResult::Data(d),
+                Err(PrError::Conflict) => DiskResult::Conflict,
+                Err(PrError::Sense(s)) => DiskResult::Failed(format!("{s:?}")),
+            }
+        };
+        Ok(match op {
+            DiskOp::Reserve => {
+                if self.res.check(&nx, &[0x16, 0, 0, 0, 0, 0]).is_err() {
+                    DiskResult::Conflict
+                } else {
+                    match self.res.reserve6(&nx) {
+                        Ok(()) => DiskResult::Good,
+                        Err(_) => DiskResult::Conflict,
+                    }
+                }
+            }
+            DiskOp::Release => {
+                self.res.release6(&nx);
+                DiskResult::Good
+            }
+            DiskOp::BusReset => {
+                self.res.reset();
+                DiskResult::Good
+            }
+            DiskOp::PrRegister { key } => pr_out(
+                &mut self.res,
+                PrOutAction::RegisterAndIgnoreExistingKey,
+                0,
+                0,
+                *key,
+            ),
+            DiskOp::PrUnregister { key } => pr_out(&mut self.res, PrOutAction::Register, 0, *key, 0),
+            DiskOp::PrReserve { key } => pr_out(&mut self.res, PrOutAction::Reserve, 1, *key, 0),
+            DiskOp::PrPreempt { key, victim_key } => {
+                pr_out(&mut self.res, PrOutAction::Preempt, 1, *key, *victim_key)
+            }
+            DiskOp::PrReadKeys => pr_in(&mut self.res, PrInAction::ReadKeys),
+            DiskOp::PrReadReservation => pr_in(&mut self.res, PrInAction::ReadReservation),
+            DiskOp::Write { offset, data } => {
+                let cdb = [0x2a, 0x08, 0, 0, 0, 0, 0, 0, 1, 0];
+                if self.res.check(&nx, &cdb).is_err() {
+                    return Err(format!(
+                        "the bus rejected a quorum-disk write from N{node} (reservation conflict)"
+                    ));
+                }
+                let o = *offset as usize;
+                self.region[o..o + data.len()].copy_from_slice(data);
+                DiskResult::Good
+            }
+            DiskOp::Read { offset, len } => {
+                if self.res.check(&nx, &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]).is_err() {
+                    DiskResult::Conflict
+                } else {
+                    let o = *offset as usize;
+                    DiskResult::Data(self.region[o..o + len].to_vec())
+                }
+            }
+        })
+    }
+
+    /// The per-instant invariant.
+    fn check_owner(&self) -> Result<(), String> {
+        let owners: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| {
+                self.slots[i]
+                    .node
+                    .as_ref()
+                    .is_some_and(|n| n.is_acting_owner(self.now))
+            })
+            .collect();
+        if owners.len() > 1 {
+            return Err(format!("two nodes act as quorum owner: {owners:?}"));
+        }
+        if let Some(&o) = owners.first() {
+            let nx = &self.slots[o].nexus;
+            if self.pr {
+                let snap = self.res.pr_snapshot();
+                let holder = snap.reservation.and_then(|r| r.holder);
+                if holder.as_ref() != Some(nx) {
+                    return Err(format!("N{o} acts as owner but the PR holder is {holder:?}"));
+                }
+            } else if let Some(h) = self.res.scsi2_holder() {
+                if h != nx {
+                    return Err(format!("N{o} acts as owner but the bus shows {h} as holder"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, e: Event) -> Result<(), String> {
+        match e {
+            Event::Tick(i) => {
+                if self.slots[i].tick_at == Some(self.now) {
+                    self.slots[i].tick_at = None;
+                }
+                if self.slots[i].status != Status::Up {
+                    return Ok(());
+                }
+                let now = self.now;
+                if let Some(n) = &mut self.slots[i].node {
+                    n.tick(now);
+                }
+                self.process(i)?;
+            }
+            Event::Deliver { to, net, env } => {
+                if self.cut[to][net.index()] {
+                    return Ok(());
+                }
+                match self.slots[to].status {
+                    Status::Down => {}
+                    Status::Paused => {
+                        if self.slots[to].queued.len() < 256 {
+                            self.slots[to].queued.push(Event::Deliver { to, net, env });
+                        }
+                    }
+                    Status::Up => {
+                        let now = self.now;
+                        if let Some(n) = &mut self.slots[to].node {
+                            n.step(now, net, env);
+                        }
+                        self.process(to)?;
+                    }
+                }
+            }
+            Event::DiskArrive { node, inc, id, op } => {
+                let result = self.execute(node, &op)?;
+                if matches!(op, DiskOp::BusReset) {
+                    self.log(format!("N{node} bus reset"));
+                }
+                if matches!(op, DiskOp::Reserve | DiskOp::PrPreempt { .. } | DiskOp::PrReserve { .. }) {
+                    self.log(format!("N{node} {op:?} -> {result:?}"));
+                }
+                let lat = ms(self.rng.gen_range(1..=10));
+                self.at(self.now + lat, Event::DiskReply { node, inc, id, result });
+            }
+            Event::DiskReply { node, inc, id, result } => {
+                if self.slots[node].inc != inc {
+                    return Ok(());
+                }
+                match self.slots[node].status {
+                    Status::Down => {}
+                    Status::Paused => {
+                        let e = Event::DiskReply { node, inc, id, result };
+                        self.slots[node].queued.push(e);
+                    }
+                    Status::Up => {
+                        let now = self.now;
+                        if let Some(n) = &mut self.slots[node].node {
+                            n.disk_done(now, id, result);
+                        }
+                        self.process(node)?;
+                    }
+                }
+            }
+            Event::Fault(f) => self.fault(f)?,
+        }
+        Ok(())
+    }
+
+    fn fault(&mut self, f: Fault) -> Result<(), String> {
+        let desc = format!("fault {f:?}");
+        self.log(desc);
+        match f {
+            Fault::Kill(i) => {
+                if self.slots[i].status != Status::Down {
+                    self.down(i);
+                    let d = ms(self.rng.gen_range(200..2000));
+                    self.at(self.now + d, Event::Fault(Fault::Restart(i)));
+                }
+            }
+            Fault::Restart(i) => {
+                if self.slots[i].status == Status::Down {
+                    self.start(i);
+                    self.process(i)?;
+                }
+            }
+            Fault::Pause(i, d) => {
+                if self.slots[i].status == Status::Up {
+                    self.slots[i].status = Status::Paused;
+                    self.at(self.now + d, Event::Fault(Fault::Resume(i)));
+                }
+            }
+            Fault::Resume(i) => {
+                if self.slots[i].status == Status::Paused {
+                    self.slots[i].status = Status::Up;
+                    let queued = std::mem::take(&mut self.slots[i].queued);
+                    for e in queued {
+                        self.handle(e)?;
+                    }
+                    self.slots[i].tick_at = None;
+                    self.at(self.now, Event::Tick(i));
+                    self.slots[i].tick_at = Some(self.now);
+                }
+            }
+            Fault::Cut(i, net) => self.cut[i][net.index()] = true,
+            Fault::Heal(i, net) => self.cut[i][net.index()] = false,
+            Fault::PathDown(i) => self.path_down[i] = true,
+            Fault::PathUp(i) => self.path_down[i] = false,
+            Fault::BusReset => self.res.reset(),
+            Fault::CleanStop(i) => {
+                if self.slots[i].status == Status::Up {
+                    let now = self.now;
+                    if let Some(n) = &mut self.slots[i].node {
+                        n.shutdown(now);
+                    }
+                    self.process(i)?;
+                }
+            }
+            Fault::Propose(i) => {
+                if self.slots[i].status == Status::Up {
+                    self.proposals += 1;
+                    let key = format!("k{}", self.proposals);
+                    let value = format!("v{}", self.rng.gen::<u32>());
+                    let now = self.now;
+                    if let Some(n) = &mut self.slots[i].node {
+                        n.propose(now, Change::Put { key, value });
+                    }
+                    self.process(i)?;
+                }
+            }
+            Fault::HealAll => {
+                for c in &mut self.cut {
+                    *c = [false; 2];
+                }
+                for p in &mut self.path_down {
+                    *p = false;
+                }
+                for i in 0..self.slots.len() {
+                    match self.slots[i].status {
+                        Status::Paused => self.fault(Fault::Resume(i))?,
+                        Status::Down => self.fault(Fault::Restart(i))?,
+                        Status::Up => {}
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn schedule_faults(&mut self, chaos: Duration) {
+        let n = self.slots.len();
+        let faults = self.rng.gen_range(2..=7);
+        for _ in 0..faults {
+            let t = ms(self.rng.gen_range(1500..chaos.as_millis() as u64));
+            let i = self.rng.gen_range(0..n);
+            let len = ms(self.rng.gen_range(200..2500));
+            let net = if self.rng.gen_bool(0.5) { Net::Private } else { Net::Public };
+            match self.rng.gen_range(0..9) {
+                0 | 1 => self.at(t, Event::Fault(Fault::Kill(i))),
+                2 | 3 => {
+                    // Short pauses and pauses past detection + challenge.
+                    let p = if self.rng.gen_bool(0.5) { len } else { ms(self.rng.gen_range(1500..4000)) };
+                    self.at(t, Event::Fault(Fault::Pause(i, p)));
+                }
+                4 => {
+                    self.at(t, Event::Fault(Fault::Cut(i, net)));
+                    self.at(t + len, Event::Fault(Fault::Heal(i, net)));
+                }
+                5 => {
+                    for net in Net::ALL {
+                        self.at(t, Event::Fault(Fault::Cut(i, net)));
+                        self.at(t + len * 2, Event::Fault(Fault::Heal(i, net)));
+                    }
+                }
+                6 => {
+                    self.at(t, Event::Fault(Fault::PathDown(i)));
+                    self.at(t + len, Event::Fault(Fault::PathUp(i)));
+                }
+                7 => self.at(t, Event::Fault(Fault::BusReset)),
+                _ => {
+                    self.at(t, Event::Fault(Fault::CleanStop(i)));
+                    self.at(t + len, Event::Fault(Fault::Restart(i)));
+                }
+            }
+        }
+        let changes = self.rng.gen_range(3..=12);
+        for _ in 0..changes {
+            let t = ms(self.rng.gen_range(1000..chaos.as_millis() as u64 + 3000));
+            let i = self.rng.gen_range(0..n);
+            self.at(t, Event::Fault(Fault::Propose(i)));
+        }
+    }
+
+    fn run_until(&mut self, end: Duration) -> Result<(), String> {
+        while let Some(Reverse((t, _, id))) = self.queue.peek().copied() {
+            if t > end {
+                break;
+            }
+            self.queue.pop();
+            self.now = t;
+            let e = self.events.remove(&id).expect("event");
+            self.handle(e)?;
+            self.check_owner()?;
+        }
+        self.now = end;
+        Ok(())
+    }
+
+    fn check_settled(&self) -> Result<(), String> {
+        let owners: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].node.as_ref().is_some_and(|n| n.is_acting_owner(self.now)))
+            .collect();
+        let [o] = owners[..] else {
+            return Err(format!("after settling, owners are {owners:?}"));
+        };
+        let owner = self.slots[o].node.as_ref().unwrap();
+        let view = owner.view().ok_or("owner has no view")?.clone();
+        for (i, s) in self.slots.iter().enumerate() {
+            let n = s.node.as_ref().ok_or(format!("N{i} is not running"))?;
+            if !n.is_settled_member() {
+                return Err(format!("N{i} is not a settled member: {:?}", n.phase()));
+            }
+            if n.view() != Some(&view) {
+                return Err(format!("N{i} has view {:?}, owner N{o} has {view:?}", n.view()));
+            }
+            if n.db() != owner.db() {
+                return Err(format!("N{i} database differs from the owner's"));
+            }
+        }
+        if view.members.len() != self.slots.len() {
+            return Err(format!("view {view:?} does not hold every node"));
+        }
+        for (k, v) in &self.acked {
+            if owner.db().get(k) != Some(v.as_str()) {
+                return Err(format!("durable change {k}={v} was lost"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn run_seed(seed: u64, verbose: bool) -> Result<(), (String, Vec<String>)> {
+    let mut sim = Sim::new(seed, verbose);
+    let result = (|| {
+        for i in 0..sim.slots.len() {
+            let d = ms(sim.rng.gen_range(0..300));
+            sim.at(d, Event::Fault(Fault::Restart(i)));
+        }
+        let chaos = ms(sim.rng.gen_range(5000..9000));
+        sim.schedule_faults(chaos);
+        sim.at(chaos + ms(3000), Event::Fault(Fault::HealAll));
+        sim.run_until(chaos + ms(13_000))?;
+        sim.check_settled()
+    })();
+    result.map_err(|e| (e, sim.trace))
+}
+
+#[test]
+fn seeded_schedules_keep_the_invariants() {
+    if let Ok(s) = std::env::var("BUSRIG_SIM_SEED") {
+        let seed: u64 = s.parse().expect("BUSRIG_SIM_SEED is a number");
+        if let Err((e, _)) = run_seed(seed, true) {
+            panic!("seed {seed}: {e}");
+        }
+        return;
+    }
+    let count: u64 = std::env::var("BUSRIG_SIM_SEEDS")
+        .ok()
+        .map(|s| s.parse().expect("BUSRIG_SIM_SEEDS is a number"))
+        .unwrap_or(1000);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8) as u64;
+    let failures: Vec<(u64, String, Vec<String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    let mut f = Vec::new();
+                    let mut seed = t;
+                    while seed < count {
+                        if let Err((e, trace)) = run_seed(seed, false) {
+                            f.push((seed, e, trace));
+                        }
+                        seed += threads;
+                    }
+                    f
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("sim thread")).collect()
+    });
+    if let Some((seed, e, trace)) = failures.iter().min_by_key(|f| f.0) {
+        let tail = trace.len().saturating_sub(60);
+        eprintln!("--- trace of seed {seed} (last events) ---");
+        for l in &trace[tail..] {
+            eprintln!("{l}");
+        }
+        let seeds: Vec<u64> = failures.iter().map(|f| f.0).take(20).collect();
+        panic!(
+            "{} of {count} schedules failed (seeds {seeds:?}); first: seed {seed}: {e}\n\
+             replay: BUSRIG_SIM_SEED={seed} cargo test -p busrig-cluster --test sim",
+            failures.len()
+        );
+    }
+}
