@@ -528,8 +528,13 @@ impl TextAccumulator {
     }
 }
 
+/// Case-insensitive ASCII prefix test. Compares bytes: slicing the `str`
+/// could split a multi-byte character of a peer's value and panic.
 fn has_prefix(value: &str, prefix: &str) -> bool {
-    value.len() >= prefix.len() && value[..prefix.len()].eq_ignore_ascii_case(prefix)
+    value
+        .as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
 }
 
 fn hex_val(b: u8) -> Option<u8> {
@@ -961,5 +966,14 @@ TargetAddress=10.0.0.2:3260,2\0TargetName=iqn.b\0TargetAddress=10.0.0.1:3260,1\0
             let _ = TextPairs::parse(&data);
             let _ = TextPairs::parse_allow_repeats(&data);
         }
+    }
+
+    /// Found by the login_text fuzz target: a value whose second byte is
+    /// inside a multi-byte character must not panic the prefix checks.
+    #[test]
+    fn number_prefix_check_on_multibyte_value() {
+        assert!(decode_number("0\u{6e5}1").is_err());
+        assert!(decode_binary("0\u{6e5}1").is_err());
+        assert!(decode_boolean("\u{6e5}").is_err());
     }
 }
