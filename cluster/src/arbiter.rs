@@ -17,11 +17,20 @@
 //! stops at once.
 //!
 //! The owner's writes are fenced by a lease: after a defense *sent* at time
-//! `t` succeeds, no challenger can win before `t + challenge_wait`, so the
-//! owner writes only until `t + challenge_wait - interval` (one interval is
-//! margin for I/O in flight). A paused owner that resumes finds its lease
-//! expired and writes nothing until it has defended again — or learns that
-//! it lost.
+//! `t` succeeds, the owner acts (and writes) only until `t +
+//! challenge_wait / 2`. A challenger's RESERVE or PREEMPT succeeds no
+//! earlier than `challenge_wait` after the defense it beat, and a winner
+//! goes online no earlier than one lease after winning, so two nodes never
+//! act as owner at once. A paused owner that resumes finds its lease expired
+//! and writes nothing until it has defended again — or learns that it lost.
+//!
+//! SCSI-2 has one window the protocol cannot close: a bus reset by a third
+//! node (another challenger) clears the owner's reservation between two
+//! renewals, and a challenger whose wait ends inside that window gets the
+//! reservation. The owner keeps its lease until its next renewal conflicts
+//! (at most one renew interval later) and then stops; the bus fences its
+//! writes meanwhile. SCSI-3 PR has no such window, which is why Windows
+//! Server 2008 moved to it.
 
 use std::time::Duration;
 
@@ -249,8 +258,9 @@ impl Arbiter {
         })
     }
 
-    /// The next instant at which `tick` has something to do.
-    pub fn next_deadline(&self) -> Option<Duration> {
+    /// The next instant at which `tick` has something to do (never a past
+    /// instant at which it would do nothing).
+    pub fn next_deadline(&self, now: Duration) -> Option<Duration> {
         match &self.role {
             Role::Challenger(Challenge::AwaitDefender { reset_at }) => {
                 Some(*reset_at + self.timing.challenge_wait)
@@ -263,11 +273,12 @@ impl Arbiter {
                     Defense::Idle { next } => Some(next),
                     _ => None,
                 };
-                if !o.announced {
-                    d = Some(d.map_or(o.online_at, |x: Duration| x.min(o.online_at)));
-                }
-                if let Some(l) = o.lease_until {
-                    d = Some(d.map_or(l, |x| x.min(l)));
+                // Going online is a timer only while the lease is valid;
+                // otherwise the defense result announces it.
+                let at = o.online_at.max(now);
+                let lease_ok = o.lease_until.is_some_and(|l| at < l);
+                if !o.announced && lease_ok {
+                    d = Some(d.map_or(at, |x: Duration| x.min(at)));
                 }
                 d
             }
@@ -313,6 +324,15 @@ impl Arbiter {
         };
         let mut out = Vec::new();
         if let Defense::Idle { next } = o.defense {
+            let expired = o.lease_until.is_some_and(|l| now >= l);
+            if now >= next && expired && !pr {
+                // SCSI-2 owner whose lease ran out (it was paused, or the
+                // disk did not answer): a bare RESERVE could succeed in the
+                // gap after another node's bus reset while that node owns
+                // the quorum. It has no standing left and must challenge
+                // like anyone else.
+                return self.become_challenger(now);
+            }
             if now >= next {
                 if pr {
                     o.defense = Defense::Checking { sent: now };
@@ -352,11 +372,12 @@ impl Arbiter {
                 vec![]
             }
             (Reserving { reset_at, sent }, DiskResult::Good) => {
-                self.become_owner(
-                    reset_at + self.timing.online_delay,
-                    Some(sent + self.lease),
-                    now,
-                );
+                // Online `online_delay` after the reset (MSCS), but never
+                // before a lease has passed since the RESERVE landed: an old
+                // owner whose reservation another node's later reset
+                // cleared may hold a lease up to then.
+                let online = (reset_at + self.timing.online_delay).max(now + self.lease);
+                self.become_owner(online, Some(sent + self.lease), now);
                 vec![ArbOut::Won]
             }
             (Reserving { .. }, DiskResult::Conflict) => {
@@ -406,8 +427,9 @@ impl Arbiter {
                 }
             }
             (Taking, DiskResult::Good) => {
-                // Online at once, but writes wait for a first completed
-                // check (lease), which also scrubs other challengers.
+                // Writes wait for a first completed check (lease), which
+                // also scrubs other challengers; the preempted owner's
+                // lease ran out before our key could survive the wait.
                 self.become_owner(now, None, now);
                 vec![ArbOut::Won]
             }
@@ -432,7 +454,8 @@ impl Arbiter {
                 };
             }
             (Defense::Renewing { .. }, DiskResult::Conflict) => {
-                return self.become_lost("reservation conflict on renewal: another node owns the quorum");
+                return self
+                    .become_lost("reservation conflict on renewal: another node owns the quorum");
             }
             (Defense::Checking { sent }, DiskResult::Data(d)) => {
                 let keys = match ReadKeys::decode(&d) {
@@ -536,7 +559,10 @@ mod tests {
     #[test]
     fn scsi2_challenger_resets_waits_reserves_and_goes_online_after_delay() {
         let mut a = scsi2();
-        assert_eq!(a.become_challenger(ms(0)), vec![ArbOut::Issue(DiskOp::BusReset)]);
+        assert_eq!(
+            a.become_challenger(ms(0)),
+            vec![ArbOut::Issue(DiskOp::BusReset)]
+        );
         assert!(a.on_result(ms(10), DiskResult::Good).is_empty());
         assert!(a.tick(ms(409)).is_empty());
         assert_eq!(a.tick(ms(410)), vec![ArbOut::Issue(DiskOp::Reserve)]);
@@ -545,11 +571,12 @@ mod tests {
         // It renews right away while waiting to go online.
         assert_eq!(a.tick(ms(415)), vec![ArbOut::Issue(DiskOp::Reserve)]);
         a.on_result(ms(420), DiskResult::Good);
-        assert!(!a.is_acting_owner(ms(509)));
-        let mut out = a.tick(ms(510));
-        out.retain(|o| *o == ArbOut::Online);
-        assert_eq!(out, vec![ArbOut::Online]);
-        assert!(a.is_acting_owner(ms(510)));
+        assert_eq!(a.tick(ms(565)), vec![ArbOut::Issue(DiskOp::Reserve)]);
+        a.on_result(ms(570), DiskResult::Good);
+        // Online at max(reset + online delay, reserve + lease) = 415 + 200.
+        assert!(!a.is_acting_owner(ms(614)));
+        assert_eq!(a.tick(ms(615)), vec![ArbOut::Online]);
+        assert!(a.is_acting_owner(ms(615)));
     }
 
     #[test]
@@ -564,23 +591,29 @@ mod tests {
     }
 
     #[test]
-    fn scsi2_owner_lease_expires_when_paused_and_conflict_stops_it() {
+    fn scsi2_owner_whose_lease_expired_must_challenge_again() {
         let mut a = scsi2();
         a.become_challenger(ms(0));
         a.on_result(ms(0), DiskResult::Good);
         a.tick(ms(400));
+        // Lease 200 (challenge wait / 2); online at max(reset + 500, 400 + 200).
         a.on_result(ms(400), DiskResult::Good);
-        a.tick(ms(900));
-        a.on_result(ms(900), DiskResult::Good);
-        assert!(a.is_acting_owner(ms(1000)));
-        // Lease: 900 + (400 - 150).
-        assert!(!a.is_acting_owner(ms(1150)));
-        // Paused for long: resumes, renews, finds a conflict.
-        let out = a.tick(ms(5000));
-        assert_eq!(out, vec![ArbOut::Issue(DiskOp::Reserve)]);
+        assert_eq!(a.tick(ms(400)), vec![ArbOut::Issue(DiskOp::Reserve)]);
+        a.on_result(ms(405), DiskResult::Good);
+        a.tick(ms(550));
+        a.on_result(ms(555), DiskResult::Good);
+        assert!(!a.is_acting_owner(ms(599)));
+        assert_eq!(a.tick(ms(600)), vec![ArbOut::Online]);
+        assert!(a.is_acting_owner(ms(749)));
+        assert!(!a.is_acting_owner(ms(750)));
+        // Paused for long: it resumes without standing and challenges; a
+        // defender that re-reserved after the reset wins.
+        assert_eq!(a.tick(ms(5000)), vec![ArbOut::Issue(DiskOp::BusReset)]);
         assert!(!a.is_acting_owner(ms(5000)));
+        a.on_result(ms(5001), DiskResult::Good);
+        assert_eq!(a.tick(ms(5401)), vec![ArbOut::Issue(DiskOp::Reserve)]);
         assert!(matches!(
-            &a.on_result(ms(5001), DiskResult::Conflict)[..],
+            &a.on_result(ms(5402), DiskResult::Conflict)[..],
             [ArbOut::Lost(_)]
         ));
     }
@@ -629,7 +662,10 @@ mod tests {
         a.on_result(ms(1), DiskResult::Good);
         a.on_result(ms(2), holder(Some(1)));
         a.tick(ms(401));
-        assert!(matches!(&a.on_result(ms(402), keys(&[1]))[..], [ArbOut::Lost(_)]));
+        assert!(matches!(
+            &a.on_result(ms(402), keys(&[1]))[..],
+            [ArbOut::Lost(_)]
+        ));
     }
 
     #[test]
@@ -648,7 +684,10 @@ mod tests {
         a.on_result(ms(400), keys(&[1]));
         assert!(a.is_acting_owner(ms(401)));
         a.tick(ms(550));
-        assert!(matches!(&a.on_result(ms(551), keys(&[2]))[..], [ArbOut::Lost(_)]));
+        assert!(matches!(
+            &a.on_result(ms(551), keys(&[2]))[..],
+            [ArbOut::Lost(_)]
+        ));
         assert!(!a.is_acting_owner(ms(551)));
     }
 }

@@ -251,14 +251,16 @@ impl Timing {
         }
     }
 
-    /// How long after an owner's successful defense it may still write.
-    /// A challenger can win no earlier than `challenge_wait` after that
-    /// defense was sent; one defend interval is kept as margin for I/O in
-    /// flight. Validation makes this longer than one defend interval, so
-    /// regular defenses keep the lease alive without gaps.
-    pub fn lease(&self, model: &QuorumModel) -> Duration {
-        self.challenge_wait
-            .saturating_sub(self.defend_interval(model))
+    /// How long after an owner's successful defense (counted from when it
+    /// was sent) it may still act as owner and write: half the challenge
+    /// wait. A challenger's RESERVE or PREEMPT can succeed no earlier than
+    /// `challenge_wait` after the defense it beat, and the new owner goes
+    /// online no earlier than one lease after winning, so the old owner's
+    /// lease has run out by then; validation (`challenge_wait > 2 x
+    /// interval`) makes the lease longer than one defend interval, so
+    /// regular defenses keep it alive without gaps.
+    pub fn lease(&self, _model: &QuorumModel) -> Duration {
+        self.challenge_wait / 2
     }
 
     /// Checks the rules that keep arbitration safe and detection sane.
@@ -639,7 +641,10 @@ mod tests {
         ));
         assert!(matches!(
             err(&scsi2("").replace("127.0.0.1:7101", "localhost")),
-            ConfigError::BadAddress { field: "public", .. }
+            ConfigError::BadAddress {
+                field: "public",
+                ..
+            }
         ));
         assert_eq!(
             err(&file(
@@ -651,7 +656,12 @@ mod tests {
             ConfigError::BadLogLimit(5000)
         );
         assert!(matches!(
-            err(&file("disk-scsi2", &format!("quorum-disk = \"{URL}\""), "", 17)),
+            err(&file(
+                "disk-scsi2",
+                &format!("quorum-disk = \"{URL}\""),
+                "",
+                17
+            )),
             ConfigError::TooManyNodes(17)
         ));
         assert_eq!(

@@ -286,7 +286,12 @@ mod tests {
     fn round_trip_every_body() {
         for env in samples() {
             let wire = encode(SECRET, &env);
-            assert_eq!(decode(SECRET, "EXCH", &wire).unwrap(), env, "{}", kind(&env.body));
+            assert_eq!(
+                decode(SECRET, "EXCH", &wire).unwrap(),
+                env,
+                "{}",
+                kind(&env.body)
+            );
         }
     }
 
@@ -298,7 +303,10 @@ mod tests {
             let mut t = wire.clone();
             t[i] ^= 0x01;
             let e = decode(SECRET, "EXCH", &t).unwrap_err();
-            assert!(matches!(e, WireError::BadTag | WireError::BadMagic), "byte {i}: {e}");
+            assert!(
+                matches!(e, WireError::BadTag | WireError::BadMagic),
+                "byte {i}: {e}"
+            );
         }
     }
 
@@ -310,7 +318,10 @@ mod tests {
             decode(b"another secret!!", "EXCH", &wire),
             Err(WireError::BadTag)
         );
-        assert_eq!(decode(SECRET, "EXCH", &wire[..10]), Err(WireError::TooShort(10)));
+        assert_eq!(
+            decode(SECRET, "EXCH", &wire[..10]),
+            Err(WireError::TooShort(10))
+        );
         assert_eq!(
             decode(SECRET, "OTHER", &wire),
             Err(WireError::WrongCluster("EXCH".into()))
@@ -321,7 +332,10 @@ mod tests {
         let mut m = mac(SECRET);
         m.update(&junk);
         junk.extend_from_slice(&m.finalize().into_bytes());
-        assert!(matches!(decode(SECRET, "EXCH", &junk), Err(WireError::Malformed(_))));
+        assert!(matches!(
+            decode(SECRET, "EXCH", &junk),
+            Err(WireError::Malformed(_))
+        ));
         // Truncating the tag breaks authentication.
         let mut cut = wire.clone();
         cut.truncate(wire.len() - 1);

@@ -110,7 +110,10 @@ pub struct Membership {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Phase {
     /// Asking the members to admit us; form alone at `form_at`.
-    Joining { form_at: Duration, next_ask: Duration },
+    Joining {
+        form_at: Duration,
+        next_ask: Duration,
+    },
     /// Arbitrating for the quorum disk to form the cluster.
     Forming,
     Member(Membership),
@@ -273,8 +276,9 @@ impl Node {
         std::mem::take(&mut self.actions)
     }
 
-    /// When `tick` should be called next.
-    pub fn next_deadline(&self) -> Option<Duration> {
+    /// When `tick` should be called next (`now`: the time of the last
+    /// input).
+    pub fn next_deadline(&self, now: Duration) -> Option<Duration> {
         let mut d: Vec<Duration> = Vec::new();
         match &self.phase {
             Phase::Stopped(_) => return None,
@@ -305,7 +309,7 @@ impl Node {
                 }
             }
         }
-        d.extend(self.arbiter.next_deadline());
+        d.extend(self.arbiter.next_deadline(now));
         d.into_iter().min()
     }
 
@@ -349,6 +353,12 @@ impl Node {
         }
     }
 
+    fn close_log(&mut self) {
+        self.log = None;
+        self.log_state = LogState::Closed;
+        self.ops.retain(|_, k| *k != OpKind::Log);
+    }
+
     fn stop(&mut self, reason: impl Into<String>) {
         if self.is_stopped() {
             return;
@@ -368,7 +378,10 @@ impl Node {
     }
 
     fn others(&self) -> Vec<NodeId> {
-        self.members().into_iter().filter(|&n| n != self.me).collect()
+        self.members()
+            .into_iter()
+            .filter(|&n| n != self.me)
+            .collect()
     }
 
     fn all_others(&self) -> Vec<NodeId> {
@@ -445,7 +458,12 @@ impl Node {
                     }
                 }
                 Liveness::NetworkWarning { peer, net } => {
-                    tracing::warn!(node = self.me, peer, ?net, "missed heartbeats on one network");
+                    tracing::warn!(
+                        node = self.me,
+                        peer,
+                        ?net,
+                        "missed heartbeats on one network"
+                    );
                 }
                 Liveness::NetworkRecovered { .. } => {}
             }
@@ -491,12 +509,19 @@ impl Node {
             return;
         }
         let from = env.from;
-        let known = self.peers_incarnation.entry(from).or_insert(env.incarnation);
+        let known = self
+            .peers_incarnation
+            .entry(from)
+            .or_insert(env.incarnation);
         if env.incarnation < *known {
             return; // an earlier life of that node
         }
         *known = env.incarnation;
-        self.detector.heard(from, net, now);
+        // A join request comes from a fresh incarnation: whatever that node
+        // was in our view, that instance is gone, so it is no sign of life.
+        if env.body != Body::JoinRequest {
+            self.detector.heard(from, net, now);
+        }
         match env.body {
             Body::Heartbeat { view, .. } => self.on_heartbeat(now, from, view),
             Body::Regroup {
@@ -538,7 +563,9 @@ impl Node {
             }
             Body::DbSync { db } => self.on_db_sync(from, db),
             Body::SyncRequest => {
-                if self.is_locker() && matches!(self.log_state, LogState::Ready | LogState::Writing { .. }) {
+                if self.is_locker()
+                    && matches!(self.log_state, LogState::Ready | LogState::Writing { .. })
+                {
                     let db = self.db.clone();
                     self.send(from, Body::DbSync { db });
                 }
@@ -642,7 +669,10 @@ impl Node {
     // ----- transitions -------------------------------------------------
 
     fn become_forming(&mut self, now: Duration) {
-        tracing::info!(node = self.me, "no member answered: arbitrating to form the cluster");
+        tracing::info!(
+            node = self.me,
+            "no member answered: arbitrating to form the cluster"
+        );
         self.phase = Phase::Forming;
         self.hold_writes(true);
         let outs = self.arbiter.become_challenger(now);
@@ -657,6 +687,10 @@ impl Node {
                 }
                 ArbOut::Won => {
                     tracing::info!(node = self.me, "won the quorum disk");
+                    // Whatever this node knew of the log may be stale (it
+                    // may have lost and regained the disk): recover it
+                    // again once online, and forget writes still out.
+                    self.close_log();
                 }
                 ArbOut::Online => self.quorum_online(now),
                 ArbOut::Lost(why) => {
@@ -715,7 +749,12 @@ impl Node {
 
     fn adopt_view(&mut self, now: Duration, view: View) {
         self.max_epoch = self.max_epoch.max(view.epoch);
-        let peers: Vec<NodeId> = view.members.iter().copied().filter(|&n| n != self.me).collect();
+        let peers: Vec<NodeId> = view
+            .members
+            .iter()
+            .copied()
+            .filter(|&n| n != self.me)
+            .collect();
         self.detector.watch_only(peers, now);
         let no_owner = view.owner.is_none();
         let designated = view.members.iter().copied().min() == Some(self.me);
@@ -730,11 +769,17 @@ impl Node {
         });
         self.hold_writes(no_owner);
         if no_owner && designated && self.arbiter.is_idle() {
-            tracing::info!(node = self.me, epoch = view.epoch, "view without quorum owner: challenging");
+            tracing::info!(
+                node = self.me,
+                epoch = view.epoch,
+                "view without quorum owner: challenging"
+            );
             let outs = self.arbiter.become_challenger(now);
             self.on_arbiter(now, outs);
         }
-        if view.owner == Some(self.me) && matches!(self.log_state, LogState::Ready | LogState::Writing { .. }) {
+        if view.owner == Some(self.me)
+            && matches!(self.log_state, LogState::Ready | LogState::Writing { .. })
+        {
             self.sync_members();
         }
     }
@@ -789,7 +834,13 @@ impl Node {
             let owner = seen.iter().find(|(_, &h)| h).map(|(&n, _)| n);
             let paused = self
                 .view()
-                .map(|v| v.paused.iter().copied().filter(|p| seen.contains_key(p)).collect())
+                .map(|v| {
+                    v.paused
+                        .iter()
+                        .copied()
+                        .filter(|p| seen.contains_key(p))
+                        .collect()
+                })
                 .unwrap_or_default();
             let view = View {
                 epoch,
@@ -882,7 +933,10 @@ impl Node {
             }
         }
         if !view.contains(self.me) {
-            self.stop(format!("excluded from the cluster by node {from} at epoch {}", view.epoch));
+            self.stop(format!(
+                "excluded from the cluster by node {from} at epoch {}",
+                view.epoch
+            ));
             return;
         }
         // Only the owner holds the quorum disk; an install naming another
@@ -900,6 +954,18 @@ impl Node {
             return;
         };
         let regrouping = matches!(&self.phase, Phase::Member(m) if m.regroup.is_some());
+        if view.owner == Some(from) && !regrouping {
+            // The quorum owner restarted: the cluster has lost its owner.
+            tracing::info!(
+                node = self.me,
+                owner = from,
+                "quorum owner restarted: regroup"
+            );
+            self.start_regroup(now, view.epoch.max(self.max_epoch) + 1);
+            let reason = JoinRefusal::Busy;
+            self.send(from, Body::JoinRefuse { reason });
+            return;
+        }
         if view.owner != Some(self.me) {
             let reason = if regrouping {
                 JoinRefusal::Busy
@@ -928,7 +994,12 @@ impl Node {
             self.install_as_owner(now, nv);
             self.view().cloned().expect("just installed")
         };
-        tracing::info!(node = self.me, joiner = from, epoch = view.epoch, "admitting joiner");
+        tracing::info!(
+            node = self.me,
+            joiner = from,
+            epoch = view.epoch,
+            "admitting joiner"
+        );
         let db = self.db.clone();
         self.send(from, Body::JoinAccept { view, db });
     }
@@ -1059,7 +1130,9 @@ impl Node {
                 if let Some(cp) = rec.checkpoint {
                     match serde_json::from_slice::<DbSnapshot>(&cp) {
                         Ok(s) => db = s,
-                        Err(e) => return self.stop(format!("quorum log checkpoint unreadable: {e}")),
+                        Err(e) => {
+                            return self.stop(format!("quorum log checkpoint unreadable: {e}"))
+                        }
                     }
                 }
                 for r in rec.records {

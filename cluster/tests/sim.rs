@@ -66,9 +66,23 @@ fn config(model: &str, nodes: usize) -> Arc<ClusterConfig> {
 #[derive(Debug, Clone)]
 enum Event {
     Tick(usize),
-    Deliver { to: usize, net: Net, env: Envelope },
-    DiskArrive { node: usize, inc: u64, id: u64, op: DiskOp },
-    DiskReply { node: usize, inc: u64, id: u64, result: DiskResult },
+    Deliver {
+        to: usize,
+        net: Net,
+        env: Envelope,
+    },
+    DiskArrive {
+        node: usize,
+        inc: u64,
+        id: u64,
+        op: DiskOp,
+    },
+    DiskReply {
+        node: usize,
+        inc: u64,
+        id: u64,
+        result: DiskResult,
+    },
     Fault(Fault),
 }
 
@@ -123,6 +137,10 @@ struct Sim {
     proposals: u64,
     trace: Vec<String>,
     verbose: bool,
+    last_tick: (usize, Duration),
+    same_instant_ticks: u32,
+    /// SCSI-2: since when the acting owner is not the bus holder.
+    foreign_holder_since: Option<(usize, Duration)>,
 }
 
 impl Sim {
@@ -164,6 +182,9 @@ impl Sim {
             proposals: 0,
             trace: Vec::new(),
             verbose,
+            last_tick: (usize::MAX, Duration::ZERO),
+            same_instant_ticks: 0,
+            foreign_holder_since: None,
             cfg,
         }
     }
@@ -172,7 +193,8 @@ impl Sim {
         if self.verbose {
             eprintln!("{:>8.3}s {s}", self.now.as_secs_f64());
         }
-        self.trace.push(format!("{:>8.3}s {s}", self.now.as_secs_f64()));
+        self.trace
+            .push(format!("{:>8.3}s {s}", self.now.as_secs_f64()));
         if self.trace.len() > 400 {
             self.trace.drain(..100);
         }
@@ -202,11 +224,14 @@ impl Sim {
         let Some(n) = &self.slots[i].node else {
             return;
         };
-        let Some(d) = n.next_deadline() else {
+        let Some(d) = n.next_deadline(self.now) else {
             return;
         };
         let d = d.max(self.now);
-        if self.slots[i].tick_at.is_some_and(|t| t <= d && t >= self.now) {
+        if self.slots[i]
+            .tick_at
+            .is_some_and(|t| t <= d && t >= self.now)
+        {
             return;
         }
         self.slots[i].tick_at = Some(d);
@@ -238,7 +263,8 @@ impl Sim {
                             }
                             continue;
                         }
-                        message::decode(secret, &self.cfg.name, &bytes).map_err(|e| e.to_string())?
+                        message::decode(secret, &self.cfg.name, &bytes)
+                            .map_err(|e| e.to_string())?
                     } else {
                         env
                     };
@@ -252,15 +278,33 @@ impl Sim {
                             .as_ref()
                             .is_some_and(|n| n.is_acting_owner(self.now));
                         if !acting {
-                            return Err(format!("N{i} issued a quorum-disk write while not acting owner"));
+                            return Err(format!(
+                                "N{i} issued a quorum-disk write while not acting owner"
+                            ));
                         }
                     }
                     let lat = ms(self.rng.gen_range(1..=10));
                     if self.path_down[i] {
                         let result = DiskResult::Failed("path down".into());
-                        self.at(self.now + lat, Event::DiskReply { node: i, inc, id, result });
+                        self.at(
+                            self.now + lat,
+                            Event::DiskReply {
+                                node: i,
+                                inc,
+                                id,
+                                result,
+                            },
+                        );
                     } else {
-                        self.at(self.now + lat, Event::DiskArrive { node: i, inc, id, op });
+                        self.at(
+                            self.now + lat,
+                            Event::DiskArrive {
+                                node: i,
+                                inc,
+                                id,
+                                op,
+                            },
+                        );
                     }
                 }
                 Action::HoldWrites(_) => {}
@@ -359,7 +403,9 @@ impl Sim {
                 0,
                 *key,
             ),
-            DiskOp::PrUnregister { key } => pr_out(&mut self.res, PrOutAction::Register, 0, *key, 0),
+            DiskOp::PrUnregister { key } => {
+                pr_out(&mut self.res, PrOutAction::Register, 0, *key, 0)
+            }
             DiskOp::PrReserve { key } => pr_out(&mut self.res, PrOutAction::Reserve, 1, *key, 0),
             DiskOp::PrPreempt { key, victim_key } => {
                 pr_out(&mut self.res, PrOutAction::Preempt, 1, *key, *victim_key)
@@ -369,6 +415,10 @@ impl Sim {
             DiskOp::Write { offset, data } => {
                 let cdb = [0x2a, 0x08, 0, 0, 0, 0, 0, 0, 1, 0];
                 if self.res.check(&nx, &cdb).is_err() {
+                    if self.in_scsi2_window(node) {
+                        self.log(format!("N{node} write fenced by the bus (SCSI-2 window)"));
+                        return Ok(DiskResult::Conflict);
+                    }
                     return Err(format!(
                         "the bus rejected a quorum-disk write from N{node} (reservation conflict)"
                     ));
@@ -378,7 +428,11 @@ impl Sim {
                 DiskResult::Good
             }
             DiskOp::Read { offset, len } => {
-                if self.res.check(&nx, &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]).is_err() {
+                if self
+                    .res
+                    .check(&nx, &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0])
+                    .is_err()
+                {
                     DiskResult::Conflict
                 } else {
                     let o = *offset as usize;
@@ -388,8 +442,24 @@ impl Sim {
         })
     }
 
+    /// SCSI-2 only: how long an owner may keep acting after another node
+    /// took the reservation following a third node's bus reset: until its
+    /// next renewal (one renew interval) comes back with a conflict.
+    fn scsi2_grace(&self) -> Duration {
+        self.cfg.timing.renew + ms(25)
+    }
+
+    /// Whether node `o` is an owner inside the SCSI-2 window (see
+    /// `busrig_cluster::arbiter`), where the bus already fences it.
+    fn in_scsi2_window(&self, o: usize) -> bool {
+        !self.pr
+            && self
+                .foreign_holder_since
+                .is_some_and(|(n, since)| n == o && self.now < since + self.scsi2_grace())
+    }
+
     /// The per-instant invariant.
-    fn check_owner(&self) -> Result<(), String> {
+    fn check_owner(&mut self) -> Result<(), String> {
         let owners: Vec<usize> = (0..self.slots.len())
             .filter(|&i| {
                 self.slots[i]
@@ -407,14 +477,28 @@ impl Sim {
                 let snap = self.res.pr_snapshot();
                 let holder = snap.reservation.and_then(|r| r.holder);
                 if holder.as_ref() != Some(nx) {
-                    return Err(format!("N{o} acts as owner but the PR holder is {holder:?}"));
+                    return Err(format!(
+                        "N{o} acts as owner but the PR holder is {holder:?}"
+                    ));
                 }
-            } else if let Some(h) = self.res.scsi2_holder() {
-                if h != nx {
-                    return Err(format!("N{o} acts as owner but the bus shows {h} as holder"));
+            } else if let Some(h) = self.res.scsi2_holder().filter(|h| *h != nx) {
+                let since = match self.foreign_holder_since {
+                    Some((n, t)) if n == o => t,
+                    _ => {
+                        self.foreign_holder_since = Some((o, self.now));
+                        self.now
+                    }
+                };
+                if self.now >= since + self.scsi2_grace() {
+                    return Err(format!(
+                        "N{o} acts as owner {:?} after the bus showed {h} as holder",
+                        self.now - since
+                    ));
                 }
+                return Ok(());
             }
         }
+        self.foreign_holder_since = None;
         Ok(())
     }
 
@@ -430,6 +514,15 @@ impl Sim {
                 let now = self.now;
                 if let Some(n) = &mut self.slots[i].node {
                     n.tick(now);
+                }
+                self.same_instant_ticks = if self.last_tick == (i, now) {
+                    self.same_instant_ticks + 1
+                } else {
+                    0
+                };
+                self.last_tick = (i, now);
+                if self.same_instant_ticks > 1000 {
+                    return Err(format!("N{i} asks to be ticked again and again at {now:?}"));
                 }
                 self.process(i)?;
             }
@@ -458,20 +551,41 @@ impl Sim {
                 if matches!(op, DiskOp::BusReset) {
                     self.log(format!("N{node} bus reset"));
                 }
-                if matches!(op, DiskOp::Reserve | DiskOp::PrPreempt { .. } | DiskOp::PrReserve { .. }) {
+                if matches!(
+                    op,
+                    DiskOp::Reserve | DiskOp::PrPreempt { .. } | DiskOp::PrReserve { .. }
+                ) {
                     self.log(format!("N{node} {op:?} -> {result:?}"));
                 }
                 let lat = ms(self.rng.gen_range(1..=10));
-                self.at(self.now + lat, Event::DiskReply { node, inc, id, result });
+                self.at(
+                    self.now + lat,
+                    Event::DiskReply {
+                        node,
+                        inc,
+                        id,
+                        result,
+                    },
+                );
             }
-            Event::DiskReply { node, inc, id, result } => {
+            Event::DiskReply {
+                node,
+                inc,
+                id,
+                result,
+            } => {
                 if self.slots[node].inc != inc {
                     return Ok(());
                 }
                 match self.slots[node].status {
                     Status::Down => {}
                     Status::Paused => {
-                        let e = Event::DiskReply { node, inc, id, result };
+                        let e = Event::DiskReply {
+                            node,
+                            inc,
+                            id,
+                            result,
+                        };
                         self.slots[node].queued.push(e);
                     }
                     Status::Up => {
@@ -575,12 +689,20 @@ impl Sim {
             let t = ms(self.rng.gen_range(1500..chaos.as_millis() as u64));
             let i = self.rng.gen_range(0..n);
             let len = ms(self.rng.gen_range(200..2500));
-            let net = if self.rng.gen_bool(0.5) { Net::Private } else { Net::Public };
+            let net = if self.rng.gen_bool(0.5) {
+                Net::Private
+            } else {
+                Net::Public
+            };
             match self.rng.gen_range(0..9) {
                 0 | 1 => self.at(t, Event::Fault(Fault::Kill(i))),
                 2 | 3 => {
                     // Short pauses and pauses past detection + challenge.
-                    let p = if self.rng.gen_bool(0.5) { len } else { ms(self.rng.gen_range(1500..4000)) };
+                    let p = if self.rng.gen_bool(0.5) {
+                        len
+                    } else {
+                        ms(self.rng.gen_range(1500..4000))
+                    };
                     self.at(t, Event::Fault(Fault::Pause(i, p)));
                 }
                 4 => {
@@ -629,10 +751,28 @@ impl Sim {
 
     fn check_settled(&self) -> Result<(), String> {
         let owners: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| self.slots[i].node.as_ref().is_some_and(|n| n.is_acting_owner(self.now)))
+            .filter(|&i| {
+                self.slots[i]
+                    .node
+                    .as_ref()
+                    .is_some_and(|n| n.is_acting_owner(self.now))
+            })
             .collect();
         let [o] = owners[..] else {
-            return Err(format!("after settling, owners are {owners:?}"));
+            let phases: Vec<String> = self
+                .slots
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{:?} {:?}",
+                        s.status,
+                        s.node.as_ref().map(|n| (n.phase(), n.arbiter().role()))
+                    )
+                })
+                .collect();
+            return Err(format!(
+                "after settling, owners are {owners:?}; nodes: {phases:#?}"
+            ));
         };
         let owner = self.slots[o].node.as_ref().unwrap();
         let view = owner.view().ok_or("owner has no view")?.clone();
@@ -642,7 +782,10 @@ impl Sim {
                 return Err(format!("N{i} is not a settled member: {:?}", n.phase()));
             }
             if n.view() != Some(&view) {
-                return Err(format!("N{i} has view {:?}, owner N{o} has {view:?}", n.view()));
+                return Err(format!(
+                    "N{i} has view {:?}, owner N{o} has {view:?}",
+                    n.view()
+                ));
             }
             if n.db() != owner.db() {
                 return Err(format!("N{i} database differs from the owner's"));
@@ -689,7 +832,9 @@ fn seeded_schedules_keep_the_invariants() {
         .ok()
         .map(|s| s.parse().expect("BUSRIG_SIM_SEEDS is a number"))
         .unwrap_or(1000);
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8) as u64;
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(8) as u64;
     let failures: Vec<(u64, String, Vec<String>)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
@@ -706,7 +851,10 @@ fn seeded_schedules_keep_the_invariants() {
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().expect("sim thread")).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("sim thread"))
+            .collect()
     });
     if let Some((seed, e, trace)) = failures.iter().min_by_key(|f| f.0) {
         let tail = trace.len().saturating_sub(60);

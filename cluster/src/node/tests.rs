@@ -71,7 +71,15 @@ fn a_lone_node_forms_after_the_join_timeout_and_takes_updates() {
     assert!(n.is_acting_owner(now));
     assert_eq!(n.view().unwrap().members, vec![0]);
     assert!(!n.writes_held());
-    let id = n.propose(now, Change::Put { key: "a".into(), value: "1".into() }).unwrap();
+    let id = n
+        .propose(
+            now,
+            Change::Put {
+                key: "a".into(),
+                value: "1".into(),
+            },
+        )
+        .unwrap();
     let acts = n.take_actions();
     let ops = disk_ops(&acts);
     assert!(matches!(&ops[..], [(_, DiskOp::Write { .. })]), "{acts:?}");
@@ -86,7 +94,13 @@ fn a_lone_node_forms_after_the_join_timeout_and_takes_updates() {
 #[test]
 fn a_failed_log_write_stops_the_owner() {
     let (mut n, now) = formed_owner();
-    n.propose(now, Change::Put { key: "a".into(), value: "1".into() });
+    n.propose(
+        now,
+        Change::Put {
+            key: "a".into(),
+            value: "1".into(),
+        },
+    );
     let ops = disk_ops(&n.take_actions());
     n.disk_done(now, ops[0].0, DiskResult::Conflict);
     assert!(n.is_stopped());
@@ -96,14 +110,22 @@ fn a_failed_log_write_stops_the_owner() {
 #[test]
 fn an_invalid_change_is_rejected_not_logged() {
     let (mut n, now) = formed_owner();
-    let id = n.propose(now, Change::Delete { key: "nope".into() }).unwrap();
+    let id = n
+        .propose(now, Change::Delete { key: "nope".into() })
+        .unwrap();
     let acts = n.take_actions();
     assert!(disk_ops(&acts).is_empty());
     assert!(matches!(&acts[..], [Action::Rejected { id: i, .. }] if *i == id));
 }
 
 fn env(from: NodeId, to: NodeId, body: Body) -> Envelope {
-    Envelope { cluster: "T".into(), from, to, incarnation: 1, body }
+    Envelope {
+        cluster: "T".into(),
+        from,
+        to,
+        incarnation: 1,
+        body,
+    }
 }
 
 #[test]
@@ -121,9 +143,22 @@ fn owner_admits_a_joiner_with_the_database_and_evicts_a_member_that_fails_an_upd
     let view = accept.expect("join accepted");
     assert_eq!(view.members, vec![0, 1]);
     assert_eq!(view.owner, Some(0));
-    n.step(now, Net::Public, env(1, 0, Body::GumNack { seq: 1, reason: "diverged".into() }));
+    n.step(
+        now,
+        Net::Public,
+        env(
+            1,
+            0,
+            Body::GumNack {
+                seq: 1,
+                reason: "diverged".into(),
+            },
+        ),
+    );
     let acts = n.take_actions();
-    assert!(acts.iter().any(|a| matches!(a, Action::Send { env, .. } if env.to == 1 && env.body == Body::Evict)));
+    assert!(acts
+        .iter()
+        .any(|a| matches!(a, Action::Send { env, .. } if env.to == 1 && env.body == Body::Evict)));
     assert_eq!(n.view().unwrap().members, vec![0]);
 }
 
