@@ -665,7 +665,7 @@ impl QuorumLog {
             .filter(|s| s.state != SlotState::Pending)
             .copied()
             .collect();
-        candidates.sort_by(|a, b| b.generation.cmp(&a.generation));
+        candidates.sort_by_key(|s| std::cmp::Reverse(s.generation));
 
         let mut chosen = None;
         for s in candidates {

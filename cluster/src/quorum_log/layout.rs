@@ -142,6 +142,8 @@ pub(crate) struct Geometry {
 }
 
 impl Geometry {
+    // `u64::is_multiple_of` is newer than the workspace's rust-version (1.80).
+    #[allow(clippy::manual_is_multiple_of)]
     pub fn from_config(cfg: &LogConfig) -> Result<Self, LogError> {
         let invalid = |reason: String| Err(LogError::InvalidConfig { reason });
         if cfg.region_offset % BLOCK != 0 {

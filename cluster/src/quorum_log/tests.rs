@@ -299,7 +299,7 @@ fn arb_round() -> impl Strategy<Value = (Vec<Op>, Option<usize>, Tear)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(20000))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     /// Random appends and checkpoints, crashing at a random write (the
     /// rest dropped, the write itself torn or not), over several rounds of
