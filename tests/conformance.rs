@@ -37,7 +37,14 @@ fn classify(log: &str) -> BTreeMap<String, Outcome> {
                 // PRIN command ..."), which does not change the result.
                 let t = tail.trim_start();
                 if t.starts_with("passed") || (skipped && t.trim_end().ends_with("passed")) {
-                    res.insert(name, if skipped { Outcome::Skip } else { Outcome::Pass });
+                    res.insert(
+                        name,
+                        if skipped {
+                            Outcome::Skip
+                        } else {
+                            Outcome::Pass
+                        },
+                    );
                     cur = None;
                 } else if t.starts_with("FAILED") || t.trim_end().ends_with("FAILED") {
                     res.insert(name, Outcome::Fail);
@@ -228,6 +235,10 @@ fn classify_reads_cunit_output() {
     assert_eq!(r["Read10.Simple"], Outcome::Pass);
     assert_eq!(r["Read10.BeyondEol"], Outcome::Skip);
     assert_eq!(r["Read10.ZeroBlocks"], Outcome::Fail);
-    assert_eq!(r["Read10.DpoFua"], Outcome::Pass, "teardown noise after the result");
+    assert_eq!(
+        r["Read10.DpoFua"],
+        Outcome::Pass,
+        "teardown noise after the result"
+    );
     assert_eq!(r["Read10.Async"], Outcome::Skip);
 }
