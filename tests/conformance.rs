@@ -89,12 +89,8 @@ const NOT_IMPLEMENTED: &[(&str, &str)] = &[
     ("WriteAtomic16.", "WRITE ATOMIC(16)"),
     ("ExtendedCopy.", "EXTENDED COPY"),
     ("ReceiveCopyResults.", "RECEIVE COPY RESULTS"),
-    ("OrWrite.", "ORWRITE"),
     ("ReadDefectData10.", "READ DEFECT DATA(10)"),
     ("ReadDefectData12.", "READ DEFECT DATA(12)"),
-    // Its write-protect checks run and pass on the read-only LUN, but it
-    // ends by skipping itself because ORWRITE is not implemented.
-    ("ReadOnly.ReadOnlySBC", "ORWRITE (checked in ReadOnlySBC)"),
 ];
 
 /// Tests the default data LUN skips because they need a LUN property it
@@ -104,6 +100,8 @@ const NOT_IMPLEMENTED: &[(&str, &str)] = &[
 const ON_CONFIGURED_LUN: &[(&str, u32)] = &[
     ("PreventAllow.", 3),
     ("StartStopUnit.Simple", 3),
+    ("NoMedia.NoMediaSBC", 3),
+    ("ReadOnly.ReadOnlySBC", 5),
     ("CompareAndWrite.InvalidDataOutSize", 4),
     ("WriteSame10.InvalidDataOutSize", 4),
     ("WriteSame16.InvalidDataOutSize", 4),

@@ -257,6 +257,7 @@ fn is_media_write(op: u8) -> bool {
             | WRITE_10
             | WRITE_12
             | WRITE_16
+            | ORWRITE_16
             | WRITE_AND_VERIFY_10
             | WRITE_AND_VERIFY_12
             | WRITE_AND_VERIFY_16
@@ -596,6 +597,34 @@ impl ScsiTarget {
                 let _g = shared(lu, req.task).await?;
                 let data = req.data_out.slice(..n as usize * lu.block_size() as usize);
                 write(lu, req.task, lba, data, fua || !lu.mode().wce).await?;
+                Ok(ScsiReply::good(Bytes::new()))
+            }
+            Cdb::OrWrite {
+                lba, blocks, fua, ..
+            } => {
+                ready(lu)?;
+                max_transfer(lu, req.cdb, blocks)?;
+                in_range(lu, lba, blocks.into())?;
+                protect(lu)?;
+                let n = received_blocks(lu, &req.data_out, blocks);
+                if n == 0 {
+                    return Ok(ScsiReply::good(Bytes::new()));
+                }
+                // SBC-3 §5.9: read, OR and write are one atomic operation
+                // with respect to every other command on the LU.
+                let _g = exclusive(lu, req.task).await?;
+                let mut medium = lu.read(lba, n).await.map_err(|e| io_fail(lu, "read", e))?;
+                for (m, d) in medium.iter_mut().zip(req.data_out.iter()) {
+                    *m |= d;
+                }
+                write(
+                    lu,
+                    req.task,
+                    lba,
+                    Bytes::from(medium),
+                    fua || !lu.mode().wce,
+                )
+                .await?;
                 Ok(ScsiReply::good(Bytes::new()))
             }
             Cdb::WriteAndVerify {
@@ -1187,7 +1216,9 @@ fn block_limits(lu: &LogicalUnit) -> BlockLimits {
 /// The Data-Out length the CDB asks for.
 fn data_out_wanted(cdb: &Cdb, bs: u32) -> Option<u32> {
     Some(match *cdb {
-        Cdb::Write { blocks, .. } | Cdb::WriteAndVerify { blocks, .. } => blocks.saturating_mul(bs),
+        Cdb::Write { blocks, .. }
+        | Cdb::WriteAndVerify { blocks, .. }
+        | Cdb::OrWrite { blocks, .. } => blocks.saturating_mul(bs),
         Cdb::Verify {
             blocks, bytchk: 1, ..
         } => blocks.saturating_mul(bs),
@@ -2084,9 +2115,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn orwrite_ors_data_into_the_medium() {
+        let r = rig();
+        good(&r.cmd(&rw10(0x2a, 4, 1, 0), &[0x0f; 512]).await);
+        let orw = |fua: u8| {
+            let mut c = vec![0x8b, fua, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 1, 0, 0];
+            c.truncate(16);
+            c
+        };
+        good(&r.cmd(&orw(0x08), &[0xa0; 512]).await);
+        assert_eq!(
+            good(&r.cmd(&rw10(0x28, 4, 1, 0), &[]).await),
+            &[0xaf; 512][..]
+        );
+        // Past the end of the LUN: LBA OUT OF RANGE, nothing written.
+        let mut c = orw(0);
+        c[2..10].copy_from_slice(&u64::MAX.to_be_bytes());
+        assert_eq!(
+            sense(&r.cmd(&c, &[0xff; 512]).await),
+            (SenseKey::IllegalRequest, 0x21, 0)
+        );
+    }
+
+    #[tokio::test]
     async fn unknown_opcode_is_invalid_command_operation_code() {
         let r = rig();
-        for op in [0x8b, 0x9c, 0x48, 0x83, 0xb7, 0x37] {
+        for op in [0x8c, 0x9c, 0x48, 0x83, 0xb7, 0x37] {
             assert_eq!(
                 sense(&r.cmd(&[op, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[]).await),
                 (SenseKey::IllegalRequest, 0x20, 0)

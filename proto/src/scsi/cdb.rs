@@ -55,6 +55,7 @@ pub mod opcode {
     pub const READ_16: u8 = 0x88;
     pub const COMPARE_AND_WRITE: u8 = 0x89;
     pub const WRITE_16: u8 = 0x8a;
+    pub const ORWRITE_16: u8 = 0x8b;
     pub const WRITE_AND_VERIFY_16: u8 = 0x8e;
     pub const VERIFY_16: u8 = 0x8f;
     pub const PRE_FETCH_16: u8 = 0x90;
@@ -284,6 +285,12 @@ pub const COMMANDS: &[CommandInfo] = &[
         [0x1a, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, 0x1f, 0]
     ),
     cmd!(
+        0x8b,
+        None,
+        "ORWRITE(16)",
+        [0x18, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, 0x1f, 0]
+    ),
+    cmd!(
         0x8e,
         None,
         "WRITE AND VERIFY(16)",
@@ -443,6 +450,14 @@ pub enum Cdb {
         fua: bool,
     },
     Write {
+        lba: u64,
+        blocks: u32,
+        dpo: bool,
+        fua: bool,
+    },
+    /// ORWRITE(16) (SBC-3 §5.9): the Data-Out buffer is ORed into the
+    /// blocks, atomically with respect to every other command on the LU.
+    OrWrite {
         lba: u64,
         blocks: u32,
         dpo: bool,
@@ -659,6 +674,15 @@ impl Cdb {
                         dpo,
                         fua,
                     }
+                }
+            }
+            ORWRITE_16 => {
+                let (lba, blocks) = lba_len(b);
+                Cdb::OrWrite {
+                    lba,
+                    blocks,
+                    dpo,
+                    fua,
                 }
             }
             WRITE_AND_VERIFY_10 | WRITE_AND_VERIFY_12 | WRITE_AND_VERIFY_16 => {
@@ -893,10 +917,28 @@ mod tests {
     }
 
     #[test]
+    fn orwrite16_fields_and_protect_refused() {
+        let cdb = [0x8b, 0x18, 0, 0, 0, 0, 0, 0, 0x01, 0x00, 0, 0, 0, 8, 0, 0];
+        assert_eq!(
+            Cdb::decode(&cdb),
+            Ok(Cdb::OrWrite {
+                lba: 0x100,
+                blocks: 8,
+                dpo: true,
+                fua: true
+            })
+        );
+        // ORPROTECT is not in the usage mask: no protection information.
+        let mut bad = cdb;
+        bad[1] |= 0x20;
+        assert!(Cdb::decode(&bad).is_err());
+    }
+
+    #[test]
     fn unknown_opcode_is_unsupported() {
         assert_eq!(
-            Cdb::decode(&[0x8b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
-            Ok(Cdb::Unsupported(0x8b))
+            Cdb::decode(&[0x8c, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Ok(Cdb::Unsupported(0x8c))
         );
         assert_eq!(Cdb::decode(&[0x83; 16]), Ok(Cdb::Unsupported(0x83)));
     }

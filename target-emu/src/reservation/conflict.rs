@@ -102,7 +102,7 @@ pub(crate) fn classify(cdb: &[u8]) -> Class {
                 Class::Exclusive
             }
         }
-        // WRITE, WRITE AND VERIFY, COMPARE AND WRITE, WRITE SAME, UNMAP,
+        // WRITE, WRITE AND VERIFY, COMPARE AND WRITE, ORWRITE, WRITE SAME, UNMAP,
         // SYNCHRONIZE CACHE, MODE SELECT, FORMAT UNIT and every opcode the
         // tables do not list.
         _ => Class::Exclusive,
