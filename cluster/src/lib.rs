@@ -14,4 +14,5 @@ pub mod log_manager;
 pub mod message;
 pub mod node;
 pub mod node_manager;
+pub mod placement;
 pub mod quorum_log;
