@@ -1,200 +1,93 @@
 //! Log Manager boundary: how the node uses the quorum log.
 //!
-//! The node only needs five sans-IO operations: format an empty region,
-//! recover checkpoint plus records from a read function, append a record
-//! (returning the block writes to issue with FUA), ask whether a checkpoint
-//! is due, and checkpoint. [`QuorumLogStore`] is that boundary; the node
-//! uses [`ActiveLog`], so swapping the implementation is one line.
+//! The node keeps its log in a [`QuorumLog`] (`crate::quorum_log`, format
+//! in docs/quorum-log.md): 4 KiB-aligned blocks, a region header, two
+//! checkpoint slots and two log areas. This module only adds what the node
+//! needs around it, all sans-IO:
 //!
-//! [`InterimLog`] is a deliberately small implementation used until the
-//! full quorum log (`crate::quorum_log`, with two checkpoint slots and
-//! 4 KiB-aligned records) lands:
+//! - [`region_config`]: where the region lives, derived from the cluster
+//!   file's log limit (the region starts at byte 0 of the quorum LUN and is
+//!   four times the limit, the same ratio as the 4 MiB / 16 MiB defaults);
+//! - [`open_region`]: recovery from one read of the whole region, mapping
+//!   [`LogError::NotFormatted`] to "format it" (the node does so with
+//!   [`format_and_open`]);
+//! - [`format_and_open`]: the format writes plus the log opened over them,
+//!   so the new owner can append without reading the region back;
+//! - [`checkpoint_all`]: a checkpoint of the whole database, up to the
+//!   log's current position.
 //!
-//! ```text
-//! offset 0      header block (4096): "BRQLOG01", generation u32 LE
-//! offset 4096   records: len u32 LE | generation u32 LE | crc32 u32 LE | payload
-//!               crc32 covers generation and payload; a record with another
-//!               generation, a bad CRC or a zero length ends the log
-//! ```
-//! A checkpoint is one write at offset 0: the header with the next
-//! generation followed by the snapshot record, so older records (with the
-//! old generation) are cut off by the same write.
+//! Every write is returned as a [`LogWrite`] for the caller to issue with
+//! FUA, one after the other, in order (the format's crash safety relies on
+//! that order).
 
 use std::io;
 
-/// One write the caller must issue (with FUA) for the log to be durable.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogWrite {
-    pub offset: u64,
-    pub data: Vec<u8>,
-}
+pub use crate::quorum_log::{
+    BlockWrite as LogWrite, CutReason, LogConfig, LogError, QuorumLog, Recovered,
+};
 
-/// What recovery found in the log region.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Recovery {
-    /// False: the region holds no log yet and must be formatted.
-    pub formatted: bool,
-    pub checkpoint: Option<Vec<u8>>,
-    pub records: Vec<Vec<u8>>,
-}
+/// Region multiple of the log limit (16 MiB for the default 4 MiB).
+const REGION_PER_LIMIT: u64 = 4;
 
-/// Why a log operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LogFailure {
-    /// Reading the region failed.
-    #[error("reading the quorum log: {0}")]
-    Read(String),
-    /// The record does not fit; checkpoint first.
-    #[error("quorum log full")]
-    Full,
-    /// The snapshot does not fit in the region at all.
-    #[error("checkpoint of {0} bytes does not fit in the quorum log")]
-    TooLarge(usize),
-}
-
-/// The operations the node needs from a quorum log (sans-IO).
-pub trait QuorumLogStore: Sized {
-    /// Writes that lay an empty log over `limit` bytes.
-    fn format(limit: u64) -> Vec<LogWrite>;
-    /// Recovers the log through `read(offset, len)`.
-    fn open(
-        limit: u64,
-        read: &mut dyn FnMut(u64, usize) -> io::Result<Vec<u8>>,
-    ) -> Result<(Self, Recovery), LogFailure>;
-    /// Appends one record.
-    fn append(&mut self, payload: &[u8]) -> Result<Vec<LogWrite>, LogFailure>;
-    /// Whether the owner should checkpoint before the log fills.
-    fn needs_checkpoint(&self) -> bool;
-    /// Replaces the log by one snapshot record.
-    fn checkpoint(&mut self, snapshot: &[u8]) -> Result<Vec<LogWrite>, LogFailure>;
-}
-
-/// The implementation the node uses.
-pub type ActiveLog = InterimLog;
-
-const MAGIC: &[u8; 8] = b"BRQLOG01";
-const HEADER: u64 = 4096;
-const REC_HDR: usize = 12;
-
-/// See the module documentation.
-#[derive(Debug, Clone)]
-pub struct InterimLog {
-    limit: u64,
-    generation: u32,
-    end: u64,
-}
-
-fn header(generation: u32) -> Vec<u8> {
-    let mut h = vec![0u8; HEADER as usize];
-    h[..8].copy_from_slice(MAGIC);
-    h[8..12].copy_from_slice(&generation.to_le_bytes());
-    h
-}
-
-fn record(generation: u32, payload: &[u8]) -> Vec<u8> {
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&generation.to_le_bytes());
-    crc.update(payload);
-    let mut r = Vec::with_capacity(REC_HDR + payload.len());
-    r.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    r.extend_from_slice(&generation.to_le_bytes());
-    r.extend_from_slice(&crc.finalize().to_le_bytes());
-    r.extend_from_slice(payload);
-    r
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-
-impl QuorumLogStore for InterimLog {
-    fn format(_limit: u64) -> Vec<LogWrite> {
-        vec![LogWrite {
-            offset: 0,
-            data: header(1),
-        }]
+/// The quorum log region for a cluster file's `log_limit` (a multiple of
+/// 4096, at least 64 KiB: `ClusterConfig::validate` enforces it).
+pub fn region_config(log_limit: u64) -> LogConfig {
+    LogConfig {
+        region_offset: 0,
+        region_len: log_limit * REGION_PER_LIMIT,
+        log_limit,
     }
+}
 
-    fn open(
-        limit: u64,
-        read: &mut dyn FnMut(u64, usize) -> io::Result<Vec<u8>>,
-    ) -> Result<(InterimLog, Recovery), LogFailure> {
-        let rd = |read: &mut dyn FnMut(u64, usize) -> io::Result<Vec<u8>>, o, l| {
-            read(o, l).map_err(|e| LogFailure::Read(e.to_string()))
-        };
-        let h = rd(read, 0, HEADER as usize)?;
-        if h.len() < 12 || &h[..8] != MAGIC {
-            let log = InterimLog {
-                limit,
-                generation: 0,
-                end: HEADER,
-            };
-            return Ok((log, Recovery::default()));
-        }
-        let generation = u32_at(&h, 8);
-        let body = rd(read, HEADER, (limit - HEADER) as usize)?;
-        let mut at = 0usize;
-        let mut rec = Recovery {
-            formatted: true,
-            ..Recovery::default()
-        };
-        let mut first = true;
-        while at + REC_HDR <= body.len() {
-            let len = u32_at(&body, at) as usize;
-            if len == 0 || u32_at(&body, at + 4) != generation || at + REC_HDR + len > body.len() {
-                break;
-            }
-            let payload = &body[at + REC_HDR..at + REC_HDR + len];
-            let mut crc = crc32fast::Hasher::new();
-            crc.update(&generation.to_le_bytes());
-            crc.update(payload);
-            if crc.finalize() != u32_at(&body, at + 8) {
-                break;
-            }
-            // The first record of a generation above 1 is its checkpoint.
-            if first && generation > 1 {
-                rec.checkpoint = Some(payload.to_vec());
-            } else {
-                rec.records.push(payload.to_vec());
-            }
-            first = false;
-            at += REC_HDR + len;
-        }
-        let log = InterimLog {
-            limit,
-            generation,
-            end: HEADER + at as u64,
-        };
-        Ok((log, rec))
+/// Recovers the log from `region`, the bytes read from
+/// `cfg.region_offset` on. `Ok(None)`: the region holds no log yet.
+pub fn open_region(
+    cfg: &LogConfig,
+    region: &[u8],
+) -> Result<Option<(QuorumLog, Recovered)>, LogError> {
+    let base = cfg.region_offset;
+    let opened = QuorumLog::open(cfg, &mut |o, l| {
+        let s = o
+            .checked_sub(base)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "read before the region"))?
+            as usize;
+        let e = (s + l).min(region.len());
+        Ok(region.get(s..e).unwrap_or(&[]).to_vec())
+    });
+    match opened {
+        Ok(x) => Ok(Some(x)),
+        Err(LogError::NotFormatted) => Ok(None),
+        Err(e) => Err(e),
     }
+}
 
-    fn append(&mut self, payload: &[u8]) -> Result<Vec<LogWrite>, LogFailure> {
-        let r = record(self.generation, payload);
-        if self.end + r.len() as u64 > self.limit {
-            return Err(LogFailure::Full);
+/// Lays an empty log for `cluster_id` and opens it: the writes to issue
+/// (in order) and the log as it will be once they are done.
+pub fn format_and_open(
+    cfg: &LogConfig,
+    cluster_id: &str,
+) -> Result<(QuorumLog, Vec<LogWrite>), LogError> {
+    let writes = QuorumLog::format(cfg, cluster_id)?;
+    let mut image = vec![0u8; cfg.region_len as usize];
+    apply(&mut image, cfg.region_offset, &writes);
+    let (log, _) = open_region(cfg, &image)?.ok_or(LogError::NotFormatted)?;
+    Ok((log, writes))
+}
+
+/// A checkpoint of `snapshot`, which covers every record in the log.
+pub fn checkpoint_all(log: &mut QuorumLog, snapshot: &[u8]) -> Result<Vec<LogWrite>, LogError> {
+    let upto = log.position().lsn;
+    log.checkpoint(snapshot, upto)
+}
+
+/// Applies `writes` to an in-memory copy of the region starting at `base`.
+fn apply(image: &mut [u8], base: u64, writes: &[LogWrite]) {
+    for w in writes {
+        let s = (w.offset - base) as usize;
+        let e = (s + w.data.len()).min(image.len());
+        if s < e {
+            image[s..e].copy_from_slice(&w.data[..e - s]);
         }
-        let w = LogWrite {
-            offset: self.end,
-            data: r,
-        };
-        self.end += w.data.len() as u64;
-        Ok(vec![w])
-    }
-
-    fn needs_checkpoint(&self) -> bool {
-        self.end > self.limit / 2
-    }
-
-    fn checkpoint(&mut self, snapshot: &[u8]) -> Result<Vec<LogWrite>, LogFailure> {
-        let generation = self.generation.max(1) + 1;
-        let mut data = header(generation);
-        data.extend(record(generation, snapshot));
-        if data.len() as u64 > self.limit {
-            return Err(LogFailure::TooLarge(snapshot.len()));
-        }
-        self.generation = generation;
-        self.end = data.len() as u64;
-        Ok(vec![LogWrite { offset: 0, data }])
     }
 }
 
@@ -202,68 +95,69 @@ impl QuorumLogStore for InterimLog {
 mod tests {
     use super::*;
 
-    fn apply(region: &mut [u8], ws: &[LogWrite]) {
-        for w in ws {
-            region[w.offset as usize..w.offset as usize + w.data.len()].copy_from_slice(&w.data);
-        }
+    const LIMIT: u64 = 65536;
+
+    fn open(region: &[u8]) -> Option<(QuorumLog, Recovered)> {
+        open_region(&region_config(LIMIT), region).unwrap()
     }
 
-    fn open(region: &[u8]) -> (InterimLog, Recovery) {
-        InterimLog::open(region.len() as u64, &mut |o, l| {
-            Ok(region[o as usize..o as usize + l].to_vec())
-        })
-        .unwrap()
+    fn payloads(rec: &Recovered) -> Vec<Vec<u8>> {
+        rec.records.iter().map(|(_, p)| p.clone()).collect()
     }
 
     #[test]
     fn format_append_checkpoint_recover() {
-        let mut region = vec![0u8; 65536];
-        assert!(!open(&region).1.formatted);
-        apply(&mut region, &InterimLog::format(65536));
-        let (mut log, rec) = open(&region);
-        assert!(rec.formatted && rec.records.is_empty());
+        let cfg = region_config(LIMIT);
+        let mut region = vec![0u8; cfg.region_len as usize];
+        assert!(open(&region).is_none(), "a blank region is not formatted");
+        let (mut log, ws) = format_and_open(&cfg, "SIM").unwrap();
+        apply(&mut region, 0, &ws);
         for i in 0..3u8 {
-            apply(&mut region, &log.append(&[i; 10]).unwrap());
+            apply(&mut region, 0, &log.append(&[i; 10]).unwrap().1);
         }
-        let (mut log2, rec) = open(&region);
-        assert_eq!(rec.records, vec![vec![0; 10], vec![1; 10], vec![2; 10]]);
-        apply(&mut region, &log2.checkpoint(b"snap").unwrap());
-        apply(&mut region, &log2.append(b"after").unwrap());
-        let (_, rec) = open(&region);
-        assert_eq!(rec.checkpoint.as_deref(), Some(&b"snap"[..]));
-        assert_eq!(rec.records, vec![b"after".to_vec()]);
-        // The old instance's view is stale but harmless: its generation is old.
-        let _ = log.append(b"x");
+        let (mut log2, rec) = open(&region).unwrap();
+        assert_eq!(payloads(&rec), vec![vec![0; 10], vec![1; 10], vec![2; 10]]);
+        apply(&mut region, 0, &checkpoint_all(&mut log2, b"snap").unwrap());
+        apply(&mut region, 0, &log2.append(b"after").unwrap().1);
+        let (_, rec) = open(&region).unwrap();
+        assert_eq!(
+            rec.checkpoint.clone().map(|c| c.1).as_deref(),
+            Some(&b"snap"[..])
+        );
+        assert_eq!(payloads(&rec), vec![b"after".to_vec()]);
     }
 
     #[test]
     fn torn_record_cuts_the_log() {
-        let mut region = vec![0u8; 65536];
-        apply(&mut region, &InterimLog::format(65536));
-        let (mut log, _) = open(&region);
-        apply(&mut region, &log.append(b"good").unwrap());
-        let w = log.append(b"torn record").unwrap();
-        let mut torn = w[0].clone();
-        torn.data.truncate(REC_HDR + 3);
-        apply(&mut region, &[torn]);
-        let (log, rec) = open(&region);
-        assert_eq!(rec.records, vec![b"good".to_vec()]);
-        assert_eq!(log.end, HEADER + (REC_HDR + 4) as u64);
+        let cfg = region_config(LIMIT);
+        let mut region = vec![0u8; cfg.region_len as usize];
+        let (mut log, ws) = format_and_open(&cfg, "SIM").unwrap();
+        apply(&mut region, 0, &ws);
+        apply(&mut region, 0, &log.append(b"good").unwrap().1);
+        let mut torn = log.append(b"torn record").unwrap().1;
+        torn.last_mut().unwrap().data.truncate(40);
+        apply(&mut region, 0, &torn);
+        let (mut log, rec) = open(&region).unwrap();
+        assert_eq!(payloads(&rec), vec![b"good".to_vec()]);
+        assert!(rec.cut.is_some());
+        // The next append goes after the last good record.
+        apply(&mut region, 0, &log.append(b"next").unwrap().1);
+        let (_, rec) = open(&region).unwrap();
+        assert_eq!(payloads(&rec), vec![b"good".to_vec(), b"next".to_vec()]);
     }
 
     #[test]
     fn full_log_asks_for_checkpoint() {
-        let mut region = vec![0u8; 65536];
-        apply(&mut region, &InterimLog::format(65536));
-        let (mut log, _) = open(&region);
+        let cfg = region_config(LIMIT);
+        let (mut log, _) = format_and_open(&cfg, "SIM").unwrap();
         let mut n = 0;
         while !log.needs_checkpoint() {
-            apply(&mut region, &log.append(&[7; 1000]).unwrap());
+            log.append(&[7; 1000]).unwrap();
             n += 1;
         }
-        assert!(n > 20);
-        while log.append(&[7; 1000]).is_ok() {}
-        assert_eq!(log.append(&[7; 1000]), Err(LogFailure::Full));
-        assert!(log.checkpoint(&vec![0; 70000]).is_err());
+        assert!(n >= 8);
+        checkpoint_all(&mut log, b"db").unwrap();
+        assert!(!log.needs_checkpoint());
+        assert!(checkpoint_all(&mut log, &vec![0; cfg.region_len as usize]).is_err());
     }
 }

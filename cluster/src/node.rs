@@ -37,7 +37,7 @@ use std::time::Duration;
 use crate::arbiter::{ArbOut, Arbiter, DiskId, DiskOp, DiskResult};
 use crate::config::{ClusterConfig, NodeId, QuorumModel};
 use crate::db::{Change, DbSnapshot, LogEntry};
-use crate::log_manager::{ActiveLog, LogWrite, QuorumLogStore};
+use crate::log_manager::{self, LogConfig, LogWrite, QuorumLog};
 use crate::message::{Body, Envelope, JoinRefusal, Net, View};
 use crate::node_manager::{Detector, Liveness};
 
@@ -158,8 +158,10 @@ pub struct Node {
     arbiter: Arbiter,
     detector: Detector,
     db: DbSnapshot,
-    log: Option<ActiveLog>,
+    log: Option<QuorumLog>,
     log_state: LogState,
+    /// Log writes not issued yet: they go out one at a time, in order.
+    log_pending: VecDeque<LogWrite>,
     gum_queue: VecDeque<(NodeId, u64, Change)>,
     gum_seen: BTreeSet<(NodeId, u64, u64)>,
     pending_apply: BTreeMap<u64, (Change, Option<(NodeId, u64)>)>,
@@ -210,6 +212,7 @@ impl Node {
             db: DbSnapshot::default(),
             log: None,
             log_state: LogState::Closed,
+            log_pending: VecDeque::new(),
             gum_queue: VecDeque::new(),
             gum_seen: BTreeSet::new(),
             pending_apply: BTreeMap::new(),
@@ -356,6 +359,7 @@ impl Node {
     fn close_log(&mut self) {
         self.log = None;
         self.log_state = LogState::Closed;
+        self.log_pending.clear();
         self.ops.retain(|_, k| *k != OpKind::Log);
     }
 
@@ -368,6 +372,7 @@ impl Node {
         self.arbiter = Arbiter::new(&self.cfg.quorum, self.cfg.timing, pr_key(self.me));
         self.log = None;
         self.log_state = LogState::Closed;
+        self.log_pending.clear();
         self.hold_writes(true);
         self.phase = Phase::Stopped(reason.clone());
         self.actions.push(Action::StopClusterService { reason });
@@ -476,6 +481,16 @@ impl Node {
                 self.stop("no quorum owner came online after the regroup");
                 return;
             }
+            if now >= q {
+                // We hold the reservation and are on our way online: the
+                // arbiter's own timers take over. Left set, the deadline
+                // stayed in the past and `next_deadline` asked for a tick at
+                // the same instant forever (sim: "asks to be ticked again and
+                // again", seed 2536 with the real quorum log).
+                if let Phase::Member(mm) = &mut self.phase {
+                    mm.quorum_deadline = None;
+                }
+            }
         }
         if let Some(rg) = m.regroup {
             match rg.stage {
@@ -526,9 +541,9 @@ impl Node {
             Body::Heartbeat { view, .. } => self.on_heartbeat(now, from, view),
             Body::Regroup {
                 epoch,
+                seen,
                 holds_quorum,
-                ..
-            } => self.on_regroup(now, from, epoch, holds_quorum),
+            } => self.on_regroup(now, from, epoch, &seen, holds_quorum),
             Body::Install { view } => self.on_install(now, from, view),
             Body::JoinRequest => self.on_join_request(now, from),
             Body::JoinAccept { view, db } => self.on_join_accept(now, view, db),
@@ -726,8 +741,8 @@ impl Node {
             let op = self.issue(
                 OpKind::Log,
                 DiskOp::Read {
-                    offset: 0,
-                    len: self.cfg.log_limit as usize,
+                    offset: self.log_config().region_offset,
+                    len: self.log_config().region_len as usize,
                 },
             );
             self.log_state = LogState::Reading(op);
@@ -781,6 +796,15 @@ impl Node {
             && matches!(self.log_state, LogState::Ready | LogState::Writing { .. })
         {
             self.sync_members();
+        }
+        // A member asks the owner of each new view for the database: the
+        // owner's own `DbSync` may have arrived before this view (and been
+        // dropped as not from our owner), or been sent while we were paused
+        // and sent to an older view. Without this a member could settle
+        // with an old database (sim seeds 1040 and 4291 with the real
+        // quorum log: a paused member resumed into the view at seq 0).
+        if let Some(owner) = view.owner.filter(|&o| o != self.me) {
+            self.send(owner, Body::SyncRequest);
         }
     }
 
@@ -878,6 +902,17 @@ impl Node {
             // A stale node that believes it is still a member: the owner
             // tells it the current view, which excludes it, so it stops.
             if members.contains(&self.me) && view.owner == Some(self.me) {
+                // An Install at or below the stale node's own epoch would be
+                // ignored: an owner that formed after a restart can be
+                // behind (sim seed 3144: the owner at epoch 1 told a stale
+                // member at epoch 6 about its view, in vain, until the end).
+                // Reinstall ours above it first.
+                let view = if epoch >= view.epoch {
+                    self.install_as_owner(now, view);
+                    self.view().cloned().expect("just installed")
+                } else {
+                    view
+                };
                 self.send(from, Body::Install { view });
             }
             return;
@@ -888,7 +923,14 @@ impl Node {
         }
     }
 
-    fn on_regroup(&mut self, now: Duration, from: NodeId, epoch: u64, holds: bool) {
+    fn on_regroup(
+        &mut self,
+        now: Duration,
+        from: NodeId,
+        epoch: u64,
+        seen: &[NodeId],
+        holds: bool,
+    ) {
         let Some(view) = self.view().cloned() else {
             return;
         };
@@ -914,6 +956,17 @@ impl Node {
             if let Some(r) = &mut m.regroup {
                 if r.epoch == epoch {
                     r.seen.insert(from, holds);
+                    // Whom the sender saw is seen too. A node that resumed
+                    // with an old view regroups only with the members of
+                    // that view; without this the coordinator never heard
+                    // of it, installed views without it, and it pulled its
+                    // old peers into a new regroup every round (sim seed
+                    // 3497: regroup still cycling at the end). A node only
+                    // seen through others is not counted as holding the
+                    // quorum: the holder announces that itself.
+                    for &n in seen {
+                        r.seen.entry(n).or_insert(false);
+                    }
                 }
             }
         }
@@ -1099,79 +1152,103 @@ impl Node {
         self.view().is_some_and(|v| v.owner == Some(self.me)) && self.arbiter.holds()
     }
 
+    fn log_config(&self) -> LogConfig {
+        log_manager::region_config(self.cfg.log_limit)
+    }
+
+    /// Queues `writes` and issues the first: the quorum log's crash safety
+    /// needs them on the disk in order, so each waits for the previous
+    /// one's completion ([`Self::next_log_write`]).
     fn issue_log_writes(&mut self, writes: Vec<LogWrite>) -> BTreeSet<u64> {
-        writes
-            .into_iter()
-            .map(|w| {
-                self.issue(
-                    OpKind::Log,
-                    DiskOp::Write {
-                        offset: w.offset,
-                        data: w.data,
-                    },
-                )
-            })
-            .collect()
+        self.log_pending = writes.into();
+        let w = self.log_pending.pop_front();
+        w.map(|w| self.issue_log_write(w)).into_iter().collect()
+    }
+
+    /// The next queued log write, if this node may still write: a node
+    /// that was paused between two writes may have lost the quorum meanwhile
+    /// and must not write again (the caller stops then).
+    fn next_log_write(&mut self, now: Duration) -> Result<Option<u64>, ()> {
+        if self.log_pending.is_empty() {
+            return Ok(None);
+        }
+        if !self.arbiter.is_acting_owner(now) {
+            return Err(());
+        }
+        let w = self.log_pending.pop_front().expect("not empty");
+        Ok(Some(self.issue_log_write(w)))
+    }
+
+    fn issue_log_write(&mut self, w: LogWrite) -> u64 {
+        self.issue(
+            OpKind::Log,
+            DiskOp::Write {
+                offset: w.offset,
+                data: w.data,
+            },
+        )
     }
 
     fn on_log_done(&mut self, now: Duration, id: u64, result: DiskResult) {
         let state = std::mem::replace(&mut self.log_state, LogState::Closed);
         match (state, result) {
             (LogState::Reading(op), DiskResult::Data(region)) if op == id => {
-                let opened = ActiveLog::open(self.cfg.log_limit, &mut |o, l| {
-                    let end = (o as usize + l).min(region.len());
-                    Ok(region.get(o as usize..end).unwrap_or(&[]).to_vec())
-                });
-                let (mut log, rec) = match opened {
+                let cfg = self.log_config();
+                let opened = match log_manager::open_region(&cfg, &region) {
                     Ok(x) => x,
                     Err(e) => return self.stop(format!("quorum log unreadable: {e}")),
                 };
+                let mut writes = Vec::new();
                 let mut db = DbSnapshot::default();
-                if let Some(cp) = rec.checkpoint {
-                    match serde_json::from_slice::<DbSnapshot>(&cp) {
-                        Ok(s) => db = s,
-                        Err(e) => {
-                            return self.stop(format!("quorum log checkpoint unreadable: {e}"))
+                let log = match opened {
+                    Some((log, rec)) => {
+                        if let Some((_, cp)) = rec.checkpoint {
+                            match serde_json::from_slice::<DbSnapshot>(&cp) {
+                                Ok(s) => db = s,
+                                Err(e) => {
+                                    return self
+                                        .stop(format!("quorum log checkpoint unreadable: {e}"))
+                                }
+                            }
                         }
+                        if let Some(cut) = rec.cut {
+                            tracing::warn!(node = self.me, %cut, "quorum log cut");
+                        }
+                        for (_, r) in rec.records {
+                            let Ok(entry) = serde_json::from_slice::<LogEntry>(&r) else {
+                                break;
+                            };
+                            if entry.seq <= db.seq {
+                                continue;
+                            }
+                            if db.apply(entry.seq, &entry.change).is_err() {
+                                break;
+                            }
+                        }
+                        log
                     }
-                }
-                for r in rec.records {
-                    let Ok(entry) = serde_json::from_slice::<LogEntry>(&r) else {
-                        break;
-                    };
-                    if entry.seq <= db.seq {
-                        continue;
-                    }
-                    if db.apply(entry.seq, &entry.change).is_err() {
-                        break;
-                    }
-                }
+                    None => match log_manager::format_and_open(&cfg, &self.cfg.name) {
+                        Ok((log, w)) => {
+                            writes = w;
+                            log
+                        }
+                        Err(e) => return self.stop(format!("quorum log format: {e}")),
+                    },
+                };
+                let mut log = log;
                 tracing::info!(node = self.me, seq = db.seq, "quorum log recovered");
+                let logged_seq = db.seq;
                 if db.seq >= self.db.seq {
                     self.db = db;
                 }
                 self.pending_apply.clear();
-                let mut writes = Vec::new();
-                if !rec.formatted {
-                    writes.extend(ActiveLog::format(self.cfg.log_limit));
-                    let (l, _) = ActiveLog::open(self.cfg.log_limit, &mut |o, l| {
-                        // Open the freshly formatted image.
-                        let mut img = vec![0u8; (o as usize) + l];
-                        for w in &writes {
-                            let s = w.offset as usize;
-                            let e = (s + w.data.len()).min(img.len());
-                            if s < e {
-                                img[s..e].copy_from_slice(&w.data[..e - s]);
-                            }
-                        }
-                        Ok(img[o as usize..].to_vec())
-                    })
-                    .expect("a formatted log opens");
-                    log = l;
-                }
-                if self.db.seq > 0 && (!rec.formatted || log.needs_checkpoint()) {
+                // Checkpoint whenever this node's database is ahead of what
+                // the log replays to: appends continue from `self.db.seq`,
+                // and a gap between the log's last change and the next
+                // record would end every later replay there.
+                if self.db.seq > logged_seq || (self.db.seq > 0 && log.needs_checkpoint()) {
                     let snap = serde_json::to_vec(&self.db).expect("snapshot serializes");
-                    match log.checkpoint(&snap) {
+                    match log_manager::checkpoint_all(&mut log, &snap) {
                         Ok(w) => writes.extend(w),
                         Err(e) => return self.stop(format!("quorum log checkpoint: {e}")),
                     }
@@ -1189,6 +1266,10 @@ impl Node {
             }
             (LogState::Preparing(mut ops), DiskResult::Good) => {
                 ops.remove(&id);
+                match self.next_log_write(now) {
+                    Ok(next) => ops.extend(next),
+                    Err(()) => return self.stop("lease expired while preparing the quorum log"),
+                }
                 if ops.is_empty() {
                     self.log_state = LogState::Ready;
                     self.sync_members();
@@ -1207,6 +1288,10 @@ impl Node {
                 DiskResult::Good,
             ) => {
                 ops.remove(&id);
+                match self.next_log_write(now) {
+                    Ok(next) => ops.extend(next),
+                    Err(()) => return self.stop("lease expired while writing the quorum log"),
+                }
                 if !ops.is_empty() {
                     self.log_state = LogState::Writing {
                         ops,
@@ -1270,7 +1355,7 @@ impl Node {
             let mut writes = Vec::new();
             if log.needs_checkpoint() {
                 let snap = serde_json::to_vec(&self.db).expect("snapshot serializes");
-                match log.checkpoint(&snap) {
+                match log_manager::checkpoint_all(log, &snap) {
                     Ok(w) => writes.extend(w),
                     Err(e) => return self.stop(format!("quorum log checkpoint: {e}")),
                 }
@@ -1281,7 +1366,7 @@ impl Node {
             })
             .expect("entries serialize");
             match log.append(&payload) {
-                Ok(w) => writes.extend(w),
+                Ok((_, w)) => writes.extend(w),
                 Err(e) => return self.stop(format!("quorum log append: {e}")),
             }
             let ops = self.issue_log_writes(writes);

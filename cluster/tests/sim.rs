@@ -3,7 +3,9 @@
 //! N node state machines run over an in-memory network with two cluster
 //! networks and a simulated shared quorum disk whose reservation rules are
 //! the target's own (`busrig_target::reservation::Reservations`), plus a
-//! byte store for the quorum log region. A seeded schedule mixes kills,
+//! byte store for the quorum log region, written in the real quorum log
+//! format (`busrig_cluster::quorum_log`); a write still in flight when its
+//! node dies lands torn half the time. A seeded schedule mixes kills,
 //! pauses (the paused node's timers and I/O stop; messages and replies
 //! queue and are delivered, stale, when it resumes), partitions of either or
 //! both networks, storage path cuts, bus resets, clean stops, restarts and
@@ -32,6 +34,7 @@ use std::time::Duration;
 use busrig_cluster::arbiter::{DiskOp, DiskResult};
 use busrig_cluster::config::{ClusterConfig, NodeId};
 use busrig_cluster::db::Change;
+use busrig_cluster::log_manager;
 use busrig_cluster::message::{self, Envelope, Net};
 use busrig_cluster::node::{Action, Node};
 use busrig_proto::scsi::pr::{PrInAction, PrInCdb, PrOutAction, PrOutCdb, PrOutParams};
@@ -40,7 +43,7 @@ use busrig_target::reservation::{PrError, Reservations};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-const LOG_LIMIT: usize = 65536;
+const LOG_LIMIT: u64 = 65536;
 const TARGET: &str = "iqn.2026-11.io.busrig:sim-bus";
 
 fn ms(v: u64) -> Duration {
@@ -133,6 +136,9 @@ struct Sim {
     path_down: Vec<bool>,
     res: Reservations,
     region: Vec<u8>,
+    /// Draws for torn writes and proposal bursts, apart from `rng` so they
+    /// do not shift the rest of a seed's schedule.
+    aux_rng: ChaCha8Rng,
     acked: BTreeMap<String, String>,
     proposals: u64,
     trace: Vec<String>,
@@ -168,6 +174,7 @@ impl Sim {
             pr,
             wire: seed % 16 == 0,
             rng,
+            aux_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x7ea5),
             now: Duration::ZERO,
             seq: 0,
             queue: BinaryHeap::new(),
@@ -177,7 +184,7 @@ impl Sim {
             cut: vec![[false; 2]; n],
             path_down: vec![false; n],
             res: Reservations::new(None).expect("no APTPL file"),
-            region: vec![0; LOG_LIMIT],
+            region: vec![0; log_manager::region_config(LOG_LIMIT).region_len as usize],
             acked: BTreeMap::new(),
             proposals: 0,
             trace: Vec::new(),
@@ -522,7 +529,13 @@ impl Sim {
                 };
                 self.last_tick = (i, now);
                 if self.same_instant_ticks > 1000 {
-                    return Err(format!("N{i} asks to be ticked again and again at {now:?}"));
+                    let state = self.slots[i]
+                        .node
+                        .as_ref()
+                        .map(|n| format!("{:?} {:?}", n.phase(), n.arbiter().role()));
+                    return Err(format!(
+                        "N{i} asks to be ticked again and again at {now:?}: {state:?}"
+                    ));
                 }
                 self.process(i)?;
             }
@@ -539,6 +552,12 @@ impl Sim {
                     }
                     Status::Up => {
                         let now = self.now;
+                        if self.verbose
+                            && net == Net::Private
+                            && !matches!(env.body, message::Body::Heartbeat { .. })
+                        {
+                            self.log(format!("N{} -> N{to} {:?}", env.from, env.body));
+                        }
                         if let Some(n) = &mut self.slots[to].node {
                             n.step(now, net, env);
                         }
@@ -546,7 +565,24 @@ impl Sim {
                     }
                 }
             }
-            Event::DiskArrive { node, inc, id, op } => {
+            Event::DiskArrive {
+                node,
+                inc,
+                id,
+                mut op,
+            } => {
+                // A write still in flight when its node died may land only
+                // in part: a torn record or checkpoint, which recovery must
+                // cut (nothing in it was acknowledged).
+                if self.slots[node].inc != inc || self.slots[node].status == Status::Down {
+                    if let DiskOp::Write { data, .. } = &mut op {
+                        if self.aux_rng.gen_bool(0.5) {
+                            let keep = self.aux_rng.gen_range(0..data.len());
+                            data.truncate(keep);
+                            self.log(format!("N{node} write torn after {keep} bytes"));
+                        }
+                    }
+                }
                 let result = self.execute(node, &op)?;
                 if matches!(op, DiskOp::BusReset) {
                     self.log(format!("N{node} bus reset"));
@@ -657,8 +693,17 @@ impl Sim {
                     let key = format!("k{}", self.proposals);
                     let value = format!("v{}", self.rng.gen::<u32>());
                     let now = self.now;
+                    // One proposal in four comes with a burst of further
+                    // changes, so that the log passes its limit and the
+                    // owner checkpoints during the schedule.
+                    let burst = if self.aux_rng.gen_ratio(1, 4) { 6 } else { 0 };
                     if let Some(n) = &mut self.slots[i].node {
                         n.propose(now, Change::Put { key, value });
+                        for b in 0..burst {
+                            let key = format!("k{}.{b}", self.proposals);
+                            let value = format!("b{}", self.aux_rng.gen::<u32>());
+                            n.propose(now, Change::Put { key, value });
+                        }
                     }
                     self.process(i)?;
                 }
@@ -788,7 +833,13 @@ impl Sim {
                 ));
             }
             if n.db() != owner.db() {
-                return Err(format!("N{i} database differs from the owner's"));
+                return Err(format!(
+                    "N{i} database (seq {}) differs from the owner's (seq {}): {:?} vs {:?}",
+                    n.db().seq,
+                    owner.db().seq,
+                    n.db().entries,
+                    owner.db().entries
+                ));
             }
         }
         if view.members.len() != self.slots.len() {

@@ -44,7 +44,7 @@ fn formed_owner() -> (Node, Duration) {
         .filter(|a| matches!(a, Action::Send { env, .. } if env.body == Body::JoinRequest))
         .count();
     assert_eq!(asks, 4, "join request to both peers on both networks");
-    let mut region = vec![0u8; 65536];
+    let mut region = vec![0u8; log_manager::region_config(65536).region_len as usize];
     while now < ms(3000) {
         now += ms(10);
         n.tick(now);
@@ -187,4 +187,60 @@ fn unknown_node_and_majority_are_refused() {
         Node::new(Arc::new(c), "N0", 1, ms(0)).unwrap_err(),
         NodeError::MajorityUnsupported
     );
+}
+
+fn sends(acts: &[Action], to: NodeId, pred: impl Fn(&Body) -> bool) -> bool {
+    acts.iter()
+        .any(|a| matches!(a, Action::Send { env, .. } if env.to == to && pred(&env.body)))
+}
+
+/// A member asks the owner of every view it adopts for the database: the
+/// owner's own DbSync can arrive before the view (sim seeds 1040, 4291).
+#[test]
+fn a_member_asks_the_owner_of_a_new_view_for_the_database() {
+    let mut n = Node::new(cfg("disk-scsi2"), "N1", 1, ms(0)).unwrap();
+    n.tick(ms(0));
+    n.take_actions();
+    let view = View {
+        epoch: 2,
+        members: vec![0, 1],
+        owner: Some(0),
+        paused: vec![],
+    };
+    let db = DbSnapshot::default();
+    n.step(
+        ms(5),
+        Net::Private,
+        env(0, 1, Body::JoinAccept { view, db }),
+    );
+    let acts = n.take_actions();
+    assert!(sends(&acts, 0, |b| *b == Body::SyncRequest), "{acts:?}");
+}
+
+/// Whom a regroup's sender saw joins the regroup (sim seed 3497): the
+/// coordinator installs the view to a node it only heard of through others.
+#[test]
+fn a_regroup_counts_the_nodes_its_senders_saw() {
+    let (mut n, now) = formed_owner();
+    n.step(now, Net::Private, env(1, 0, Body::JoinRequest));
+    n.take_actions();
+    let epoch = n.view().unwrap().epoch;
+    let regroup = Body::Regroup {
+        epoch: epoch + 1,
+        seen: vec![1, 2],
+        holds_quorum: false,
+    };
+    n.step(now, Net::Private, env(1, 0, regroup));
+    n.take_actions();
+    let mut t = now;
+    while t < now + ms(3000) && !n.is_settled_member() {
+        t += ms(10);
+        n.tick(t);
+        let acts = n.take_actions();
+        if sends(&acts, 2, |b| matches!(b, Body::Install { .. })) {
+            assert_eq!(n.view().unwrap().members, vec![0, 1, 2]);
+            return;
+        }
+    }
+    panic!("no install to node 2; view {:?}", n.view());
 }
