@@ -249,7 +249,7 @@ impl Arbiter {
     pub fn release(&mut self) -> Option<DiskOp> {
         let held = self.holds();
         self.role = Role::Idle;
-        held.then(|| {
+        held.then_some({
             if self.pr {
                 DiskOp::PrUnregister { key: self.key }
             } else {

@@ -477,7 +477,7 @@ impl ClusterConfig {
                 }
             }
         }
-        if self.log_limit < 65536 || self.log_limit % 4096 != 0 {
+        if self.log_limit < 65536 || !self.log_limit.is_multiple_of(4096) {
             return Err(ConfigError::BadLogLimit(self.log_limit));
         }
         self.timing.validate(&self.quorum)

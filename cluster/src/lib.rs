@@ -10,6 +10,7 @@
 pub mod arbiter;
 pub mod config;
 pub mod db;
+pub mod driver;
 pub mod log_manager;
 pub mod message;
 pub mod node;

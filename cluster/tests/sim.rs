@@ -172,7 +172,7 @@ impl Sim {
             .collect();
         Sim {
             pr,
-            wire: seed % 16 == 0,
+            wire: seed.is_multiple_of(16),
             rng,
             aux_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x7ea5),
             now: Duration::ZERO,

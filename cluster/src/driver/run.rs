@@ -1,0 +1,284 @@
+//! The node's event loop: feeds a [`Node`] time, authenticated messages,
+//! disk results and administrator commands, and performs its [`Action`]s.
+//!
+//! Time given to the node is the monotonic time since the loop started
+//! (tokio's clock, so tests may pause it). Disk operations go to the
+//! executor one at a time, in the order the node issued them, while
+//! heartbeats keep flowing: a hung disk never silences the node on the
+//! networks. The loop returns when the shutdown future completes (after a
+//! clean exit announcement) or when the node stops its cluster service.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::arbiter::{DiskId, DiskOp, DiskResult};
+use crate::config::NodeId;
+use crate::db::Change;
+use crate::message::View;
+use crate::node::{Action, Node};
+
+use super::disk::{op_name, DiskExecutor};
+use super::udp::ClusterTransport;
+
+/// How long a clean shutdown waits for the disk operations it issues (the
+/// quorum owner's RELEASE) before giving up.
+pub const SHUTDOWN_DISK_GRACE: Duration = Duration::from_secs(2);
+
+/// An administrator's request to the running node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Propose a cluster database change (Global Update).
+    Propose(Change),
+    /// Evict a node.
+    Evict(NodeId),
+    /// Pause (true) or resume (false) a node.
+    SetPaused(NodeId, bool),
+}
+
+/// What the node looks like now, published after every input.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub view: Option<View>,
+    pub acting_owner: bool,
+    pub writes_held: bool,
+    /// Why the cluster service stopped, once it has.
+    pub stopped: Option<String>,
+}
+
+/// Why [`run`] returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// The shutdown future completed; the node announced its exit.
+    Shutdown,
+    /// The node stopped its cluster service.
+    Stopped(String),
+}
+
+/// The loop's connections to the rest of the process; all optional.
+#[derive(Debug, Default)]
+pub struct Io {
+    /// Administrator commands.
+    pub commands: Option<mpsc::UnboundedReceiver<Command>>,
+    /// Actions the driver does not perform itself (hold writes, commits,
+    /// rejections, stop), for the resource layer and the admin endpoint.
+    pub events: Option<mpsc::UnboundedSender<Action>>,
+    /// The node's status.
+    pub status: Option<watch::Sender<NodeStatus>>,
+}
+
+type DiskFuture<'a> = Pin<Box<dyn Future<Output = (u64, DiskResult)> + Send + 'a>>;
+
+struct Driver<'a, D> {
+    node: Node,
+    transport: &'a ClusterTransport,
+    disks: &'a D,
+    io: Io,
+    start: Instant,
+    disk_queue: VecDeque<(u64, DiskId, DiskOp)>,
+    in_flight: Option<DiskFuture<'a>>,
+}
+
+/// Runs `node` until `shutdown` completes or the node stops; returns the
+/// node for inspection and why the loop ended.
+pub async fn run<D, S>(
+    node: Node,
+    transport: &ClusterTransport,
+    disks: &D,
+    io: Io,
+    shutdown: S,
+) -> (Node, Exit)
+where
+    D: DiskExecutor + Sync,
+    S: Future<Output = ()>,
+{
+    let mut d = Driver {
+        node,
+        transport,
+        disks,
+        io,
+        start: Instant::now(),
+        disk_queue: VecDeque::new(),
+        in_flight: None,
+    };
+    let exit = d.event_loop(shutdown).await;
+    (d.node, exit)
+}
+
+impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    async fn event_loop<S: Future<Output = ()>>(&mut self, shutdown: S) -> Exit {
+        tokio::pin!(shutdown);
+        let mut commands_open = self.io.commands.is_some();
+        let now = self.now();
+        self.node.tick(now);
+        loop {
+            self.perform().await;
+            if let Some(reason) = self.stopped() {
+                self.drain_disk().await;
+                return Exit::Stopped(reason);
+            }
+            self.start_next_disk_op();
+            let deadline = self.node.next_deadline(self.now());
+            let wake = deadline.map(|d| self.start + d);
+            tokio::select! {
+                biased;
+                () = &mut shutdown => {
+                    let now = self.now();
+                    self.node.shutdown(now);
+                    self.perform().await;
+                    self.drain_disk().await;
+                    return Exit::Shutdown;
+                }
+                r = async { self.in_flight.as_mut().expect("guarded").await }, if self.in_flight.is_some() => {
+                    self.in_flight = None;
+                    let now = self.now();
+                    self.node.disk_done(now, r.0, r.1);
+                }
+                r = self.transport.recv() => match r {
+                    Ok((net, env)) => {
+                        let now = self.now();
+                        self.node.step(now, net, env);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cluster socket error");
+                        // Do not spin on a persistent socket error.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+                () = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
+                    let now = self.now();
+                    self.node.tick(now);
+                }
+                c = recv_command(&mut self.io.commands), if commands_open => match c {
+                    Some(c) => self.command(c),
+                    None => commands_open = false,
+                },
+            }
+            self.publish();
+        }
+    }
+
+    fn stopped(&self) -> Option<String> {
+        match self.node.phase() {
+            crate::node::Phase::Stopped(reason) => Some(reason.clone()),
+            _ => None,
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        let now = self.now();
+        match c {
+            Command::Propose(change) => {
+                self.node.propose(now, change);
+            }
+            Command::Evict(n) => self.node.evict(now, n),
+            Command::SetPaused(n, p) => self.node.set_paused(now, n, p),
+        }
+    }
+
+    /// Performs every action the node has collected, in order.
+    async fn perform(&mut self) {
+        for action in self.node.take_actions() {
+            match action {
+                Action::Send { net, env } => {
+                    if let Err(e) = self.transport.send(net, &env).await {
+                        tracing::warn!(?net, to = env.to, error = %e, "send failed");
+                    }
+                }
+                Action::Disk { id, disk, op } => self.disk_queue.push_back((id, disk, op)),
+                other => {
+                    if let Action::StopClusterService { reason } = &other {
+                        tracing::warn!(%reason, "cluster service stopping");
+                    }
+                    if let Some(tx) = &self.io.events {
+                        let _ = tx.send(other);
+                    }
+                }
+            }
+        }
+        self.publish();
+    }
+
+    fn start_next_disk_op(&mut self) {
+        if self.in_flight.is_some() {
+            return;
+        }
+        if let Some((id, disk, op)) = self.disk_queue.pop_front() {
+            tracing::debug!(id, ?disk, op = op_name(&op), "disk operation");
+            let disks = self.disks;
+            self.in_flight = Some(Box::pin(async move { (id, disks.execute(disk, op).await) }));
+        }
+    }
+
+    /// Finishes the disk operations still queued, within the grace period;
+    /// their results go to the node (which may queue more, e.g. a RELEASE).
+    async fn drain_disk(&mut self) {
+        let deadline = Instant::now() + SHUTDOWN_DISK_GRACE;
+        loop {
+            self.start_next_disk_op();
+            let Some(f) = self.in_flight.as_mut() else {
+                return;
+            };
+            match tokio::time::timeout_at(deadline, f).await {
+                Ok((id, r)) => {
+                    self.in_flight = None;
+                    let now = self.now();
+                    self.node.disk_done(now, id, r);
+                    for a in self.node.take_actions() {
+                        match a {
+                            Action::Disk { id, disk, op } => {
+                                self.disk_queue.push_back((id, disk, op))
+                            }
+                            Action::Send { net, env } => {
+                                let _ = self.transport.send(net, &env).await;
+                            }
+                            other => {
+                                if let Some(tx) = &self.io.events {
+                                    let _ = tx.send(other);
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(_) => {
+                    tracing::warn!("disk operations still pending at exit; abandoned");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let Some(tx) = &self.io.status else { return };
+        let now = self.now();
+        let status = NodeStatus {
+            view: self.node.view().cloned(),
+            acting_owner: self.node.is_acting_owner(now),
+            writes_held: self.node.writes_held(),
+            stopped: self.stopped(),
+        };
+        tx.send_if_modified(|s| {
+            if *s != status {
+                *s = status;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+async fn recv_command(rx: &mut Option<mpsc::UnboundedReceiver<Command>>) -> Option<Command> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}

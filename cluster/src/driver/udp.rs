@@ -1,0 +1,166 @@
+//! Cluster traffic over UDP: one socket per cluster network.
+//!
+//! Every datagram is an authenticated [`message`](crate::message) envelope.
+//! Whatever fails [`message::decode`] (wrong secret, tampered, malformed,
+//! another cluster) is dropped here, logged with the sender's address and
+//! counted; the node only ever sees authenticated envelopes.
+//!
+//! A per-network partition switch drops this node's traffic on that network
+//! in both directions while the process keeps running (the lab's
+//! `partition` verb).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::net::UdpSocket;
+
+use crate::config::{ClusterConfig, NodeId};
+use crate::message::{self, Envelope, Net};
+
+/// Largest datagram we accept (UDP's limit).
+const MAX_DATAGRAM: usize = 65_536;
+
+/// The UDP sockets of one node, one per cluster network.
+#[derive(Debug)]
+pub struct ClusterTransport {
+    secret: Vec<u8>,
+    cluster: String,
+    sockets: [UdpSocket; 2],
+    /// Each node's address on each network, indexed by [`Net::index`].
+    peers: Mutex<Vec<[SocketAddr; 2]>>,
+    partitioned: [AtomicBool; 2],
+    dropped: AtomicU64,
+}
+
+impl ClusterTransport {
+    /// Binds node `me`'s private and public addresses from the cluster file.
+    pub async fn bind(cfg: &ClusterConfig, me: NodeId) -> io::Result<ClusterTransport> {
+        let node = cfg.nodes.get(usize::from(me)).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no node {me} in the cluster file"),
+            )
+        })?;
+        let private = UdpSocket::bind(node.private).await?;
+        let public = UdpSocket::bind(node.public).await?;
+        let peers = cfg.nodes.iter().map(|n| [n.private, n.public]).collect();
+        Ok(Self::from_sockets(
+            cfg.secret.as_bytes(),
+            &cfg.name,
+            [private, public],
+            peers,
+        ))
+    }
+
+    /// A transport over sockets bound by the caller (tests bind port 0);
+    /// `peers[node]` is that node's `[private, public]` address.
+    pub fn from_sockets(
+        secret: &[u8],
+        cluster: &str,
+        sockets: [UdpSocket; 2],
+        peers: Vec<[SocketAddr; 2]>,
+    ) -> ClusterTransport {
+        ClusterTransport {
+            secret: secret.to_vec(),
+            cluster: cluster.to_string(),
+            sockets,
+            peers: Mutex::new(peers),
+            partitioned: [AtomicBool::new(false), AtomicBool::new(false)],
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// The local address on `net`.
+    pub fn local_addr(&self, net: Net) -> io::Result<SocketAddr> {
+        self.sockets[net.index()].local_addr()
+    }
+
+    /// Sets (or adds) node `node`'s address on `net`.
+    pub fn set_peer(&self, node: NodeId, net: Net, addr: SocketAddr) {
+        let mut peers = self.peers.lock().expect("peer table poisoned");
+        let i = usize::from(node);
+        if peers.len() <= i {
+            peers.resize(i + 1, [addr, addr]);
+        }
+        peers[i][net.index()] = addr;
+    }
+
+    /// Cuts (true) or heals (false) this node's traffic on `net`, both ways.
+    pub fn set_partitioned(&self, net: Net, cut: bool) {
+        self.partitioned[net.index()].store(cut, Ordering::SeqCst);
+    }
+
+    pub fn is_partitioned(&self, net: Net) -> bool {
+        self.partitioned[net.index()].load(Ordering::SeqCst)
+    }
+
+    /// Datagrams refused so far (unauthenticated or malformed).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Signs `env` and sends it to `env.to` on `net`. A partitioned network
+    /// silently swallows it, like a cut cable.
+    pub async fn send(&self, net: Net, env: &Envelope) -> io::Result<()> {
+        if self.is_partitioned(net) {
+            return Ok(());
+        }
+        let addr = {
+            let peers = self.peers.lock().expect("peer table poisoned");
+            peers.get(usize::from(env.to)).map(|a| a[net.index()])
+        };
+        let Some(addr) = addr else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no address for node {}", env.to),
+            ));
+        };
+        let bytes = message::encode(&self.secret, env);
+        self.sockets[net.index()].send_to(&bytes, addr).await?;
+        Ok(())
+    }
+
+    /// The next authenticated envelope from either network. Refused and
+    /// partitioned datagrams are dropped and never returned.
+    pub async fn recv(&self) -> io::Result<(Net, Envelope)> {
+        let mut bufs = [vec![0u8; MAX_DATAGRAM], vec![0u8; MAX_DATAGRAM]];
+        loop {
+            let [b0, b1] = &mut bufs;
+            let (net, res) = tokio::select! {
+                r = self.sockets[0].recv_from(b0) => (Net::Private, r),
+                r = self.sockets[1].recv_from(b1) => (Net::Public, r),
+            };
+            let (len, from) = match res {
+                Ok(x) => x,
+                // ICMP port unreachable from an earlier send to a dead peer
+                // surfaces here on some platforms; it is not our failure.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => continue,
+                Err(e) => return Err(e),
+            };
+            let buf = &bufs[net.index()];
+            if self.is_partitioned(net) {
+                continue;
+            }
+            if let Some(env) = self.accept(net, from, &buf[..len]) {
+                return Ok((net, env));
+            }
+        }
+    }
+
+    /// Verifies one datagram; logs and counts it if refused.
+    fn accept(&self, net: Net, from: SocketAddr, bytes: &[u8]) -> Option<Envelope> {
+        match message::decode(&self.secret, &self.cluster, bytes) {
+            Ok(env) => Some(env),
+            Err(e) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(peer = %from, net = ?net, error = %e, "dropped cluster datagram");
+                None
+            }
+        }
+    }
+}
+
+/// Shared handle, so the lab's partition switch can reach a running driver.
+pub type SharedTransport = Arc<ClusterTransport>;

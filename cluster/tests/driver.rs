@@ -1,0 +1,345 @@
+//! The tokio driver over real loopback sockets (STYLE rule 10: port 0).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use busrig_cluster::driver::ClusterTransport;
+use busrig_cluster::message::{self, Body, Envelope, Net};
+use tokio::net::UdpSocket;
+
+const SECRET: &[u8] = b"driver test secret";
+const CLUSTER: &str = "DRV";
+
+async fn socket() -> UdpSocket {
+    UdpSocket::bind("127.0.0.1:0").await.expect("bind loopback")
+}
+
+/// Two transports (nodes 0 and 1) that know each other's addresses.
+async fn pair() -> (ClusterTransport, ClusterTransport) {
+    let a = [socket().await, socket().await];
+    let b = [socket().await, socket().await];
+    let addrs = |s: &[UdpSocket; 2]| -> [SocketAddr; 2] {
+        [s[0].local_addr().unwrap(), s[1].local_addr().unwrap()]
+    };
+    let peers = vec![addrs(&a), addrs(&b)];
+    (
+        ClusterTransport::from_sockets(SECRET, CLUSTER, a, peers.clone()),
+        ClusterTransport::from_sockets(SECRET, CLUSTER, b, peers),
+    )
+}
+
+fn heartbeat(from: u16, to: u16, seq: u64) -> Envelope {
+    Envelope {
+        cluster: CLUSTER.into(),
+        from,
+        to,
+        incarnation: 7,
+        body: Body::Heartbeat { seq, view: None },
+    }
+}
+
+async fn recv_within(t: &ClusterTransport, ms: u64) -> Option<(Net, Envelope)> {
+    tokio::time::timeout(Duration::from_millis(ms), t.recv())
+        .await
+        .ok()
+        .map(|r| r.expect("recv"))
+}
+
+#[tokio::test]
+async fn round_trip_on_both_networks() {
+    let (a, b) = pair().await;
+    for (seq, net) in Net::ALL.into_iter().enumerate() {
+        let env = heartbeat(0, 1, seq as u64);
+        a.send(net, &env).await.unwrap();
+        let got = recv_within(&b, 2000).await.expect("delivered");
+        assert_eq!(got, (net, env));
+    }
+    assert_eq!(b.dropped(), 0);
+}
+
+#[tokio::test]
+async fn tampered_datagram_is_dropped_and_counted() {
+    let (_a, b) = pair().await;
+    let raw = socket().await;
+    let to = b.local_addr(Net::Public).unwrap();
+    let mut bytes = message::encode(SECRET, &heartbeat(0, 1, 1));
+    bytes[8] ^= 0x01;
+    raw.send_to(&bytes, to).await.unwrap();
+    raw.send_to(b"garbage", to).await.unwrap();
+    // Wrong secret.
+    raw.send_to(&message::encode(b"other", &heartbeat(0, 1, 2)), to)
+        .await
+        .unwrap();
+    // A good one after them proves the bad ones were consumed, not queued.
+    let good = heartbeat(0, 1, 3);
+    raw.send_to(&message::encode(SECRET, &good), to)
+        .await
+        .unwrap();
+    let got = recv_within(&b, 2000)
+        .await
+        .expect("good datagram delivered");
+    assert_eq!(got, (Net::Public, good));
+    assert_eq!(b.dropped(), 3);
+}
+
+#[tokio::test]
+async fn partitioned_network_drops_both_ways() {
+    let (a, b) = pair().await;
+    b.set_partitioned(Net::Private, true);
+    // Outgoing from the partitioned node: swallowed.
+    b.send(Net::Private, &heartbeat(1, 0, 1)).await.unwrap();
+    assert!(recv_within(&a, 200).await.is_none());
+    // Incoming to the partitioned node: discarded.
+    a.send(Net::Private, &heartbeat(0, 1, 2)).await.unwrap();
+    assert!(recv_within(&b, 200).await.is_none());
+    // The other network still works.
+    let env = heartbeat(0, 1, 3);
+    a.send(Net::Public, &env).await.unwrap();
+    assert_eq!(recv_within(&b, 2000).await, Some((Net::Public, env)));
+    // Healed: traffic flows again.
+    b.set_partitioned(Net::Private, false);
+    let env = heartbeat(1, 0, 4);
+    b.send(Net::Private, &env).await.unwrap();
+    assert_eq!(recv_within(&a, 2000).await, Some((Net::Private, env)));
+    assert_eq!(a.dropped() + b.dropped(), 0);
+}
+
+// --- the event loop -------------------------------------------------------
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use busrig_cluster::arbiter::{DiskId, DiskOp, DiskResult};
+use busrig_cluster::config::ClusterConfig;
+use busrig_cluster::driver::{run, DiskExecutor, Exit, Io, NodeStatus};
+use busrig_cluster::node::Node;
+use tokio::sync::watch;
+
+/// An in-memory shared disk with SCSI-2 reservation rules.
+#[derive(Debug, Default)]
+struct SharedDisk {
+    holder: Option<u16>,
+    region: Vec<u8>,
+}
+
+/// One node's path to the shared disk.
+#[derive(Debug, Clone)]
+struct MemDisk {
+    me: u16,
+    disk: Arc<Mutex<SharedDisk>>,
+}
+
+impl DiskExecutor for MemDisk {
+    fn execute(&self, _id: DiskId, op: DiskOp) -> impl Future<Output = DiskResult> + Send {
+        let mut d = self.disk.lock().unwrap();
+        let me = self.me;
+        let fenced = d.holder.is_some_and(|h| h != me);
+        let r = match op {
+            DiskOp::Reserve if fenced => DiskResult::Conflict,
+            DiskOp::Reserve => {
+                d.holder = Some(me);
+                DiskResult::Good
+            }
+            DiskOp::Release => {
+                if d.holder == Some(me) {
+                    d.holder = None;
+                }
+                DiskResult::Good
+            }
+            DiskOp::BusReset => {
+                d.holder = None;
+                DiskResult::Good
+            }
+            DiskOp::Write { .. } | DiskOp::Read { .. } if fenced => DiskResult::Conflict,
+            DiskOp::Write { offset, data } => {
+                let end = offset as usize + data.len();
+                if d.region.len() < end {
+                    d.region.resize(end, 0);
+                }
+                d.region[offset as usize..end].copy_from_slice(&data);
+                DiskResult::Good
+            }
+            DiskOp::Read { offset, len } => {
+                let end = offset as usize + len;
+                if d.region.len() < end {
+                    d.region.resize(end, 0);
+                }
+                DiskResult::Data(d.region[offset as usize..end].to_vec())
+            }
+            other => DiskResult::Failed(format!("{other:?} unsupported")),
+        };
+        std::future::ready(r)
+    }
+}
+
+fn cluster_config(nodes: usize) -> Arc<ClusterConfig> {
+    let mut s = format!(
+        "name = \"{CLUSTER}\"\nsecret = \"driver test secret\"\n\
+         quorum-disk = \"iscsi://127.0.0.1/iqn.2026-11.io.busrig:drv/0\"\nquorum-log-limit = 65536\n\
+         [quorum]\nmodel = \"disk-scsi2\"\n"
+    );
+    for i in 0..nodes {
+        s += &format!(
+            "[[node]]\nname = \"N{i}\"\nprivate = \"127.0.0.1:{}\"\n\
+             public = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\n",
+            20000 + i,
+            21000 + i,
+            22000 + i
+        );
+    }
+    Arc::new(ClusterConfig::from_toml(&s).expect("config"))
+}
+
+async fn wait_for(
+    rx: &mut watch::Receiver<NodeStatus>,
+    what: &str,
+    f: impl Fn(&NodeStatus) -> bool,
+) {
+    let done = tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|s| f(s)))
+        .await
+        .map(|r| r.map(|_| ()));
+    match done {
+        Ok(r) => r.expect("driver alive"),
+        Err(_) => panic!("timed out waiting for {what}: {:?}", *rx.borrow()),
+    }
+}
+
+type Running = (
+    watch::Receiver<NodeStatus>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<(Node, Exit)>,
+);
+
+/// Node `me` (named `N{me}`) running over `t` against the shared disk.
+fn start(
+    cfg: &Arc<ClusterConfig>,
+    me: u16,
+    t: Arc<ClusterTransport>,
+    shared: &Arc<Mutex<SharedDisk>>,
+) -> Running {
+    let cfg = cfg.clone();
+    let disk = MemDisk {
+        me,
+        disk: shared.clone(),
+    };
+    let (stx, srx) = watch::channel(NodeStatus::default());
+    let (qtx, qrx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let node = Node::new(cfg, &format!("N{me}"), 1, Duration::ZERO).expect("node");
+        let io = Io {
+            status: Some(stx),
+            ..Io::default()
+        };
+        run(node, &t, &disk, io, async {
+            let _ = qrx.await;
+        })
+        .await
+    });
+    (srx, qtx, task)
+}
+
+/// Loopback transports for `n` nodes that know each other's addresses.
+async fn transports(n: usize) -> Vec<Arc<ClusterTransport>> {
+    let mut socks = Vec::new();
+    for _ in 0..n {
+        socks.push([socket().await, socket().await]);
+    }
+    let peers: Vec<[SocketAddr; 2]> = socks
+        .iter()
+        .map(|s| [s[0].local_addr().unwrap(), s[1].local_addr().unwrap()])
+        .collect();
+    socks
+        .into_iter()
+        .map(|s| {
+            Arc::new(ClusterTransport::from_sockets(
+                SECRET,
+                CLUSTER,
+                s,
+                peers.clone(),
+            ))
+        })
+        .collect()
+}
+
+/// A two-node cluster: N0 formed it and owns the quorum, N1 joined.
+async fn formed_pair(
+    cfg: &Arc<ClusterConfig>,
+    shared: &Arc<Mutex<SharedDisk>>,
+) -> (Vec<Arc<ClusterTransport>>, Running, Running) {
+    let t = transports(2).await;
+    let mut n0 = start(cfg, 0, t[0].clone(), shared);
+    wait_for(&mut n0.0, "N0 forms the cluster", |s| s.acting_owner).await;
+    let mut n1 = start(cfg, 1, t[1].clone(), shared);
+    wait_for(&mut n1.0, "N1 joins", |s| {
+        s.view.as_ref().is_some_and(|v| v.members.len() == 2)
+    })
+    .await;
+    (t, n0, n1)
+}
+
+#[tokio::test]
+async fn killed_owner_fails_over() {
+    let cfg = cluster_config(2);
+    let shared = Arc::new(Mutex::new(SharedDisk::default()));
+    let (_t, n0, mut n1) = formed_pair(&cfg, &shared).await;
+    // kill -9: no exit announcement, the reservation stays until a reset.
+    n0.2.abort();
+    wait_for(&mut n1.0, "N1 takes the quorum", |s| {
+        s.acting_owner && s.view.as_ref().is_some_and(|v| v.owner == Some(1))
+    })
+    .await;
+    assert_eq!(shared.lock().unwrap().holder, Some(1));
+    n1.1.send(()).unwrap();
+    assert_eq!(n1.2.await.unwrap().1, Exit::Shutdown);
+}
+
+#[tokio::test]
+async fn isolated_member_loses_arbitration_and_stops() {
+    let cfg = cluster_config(2);
+    let shared = Arc::new(Mutex::new(SharedDisk::default()));
+    let (t, mut n0, n1) = formed_pair(&cfg, &shared).await;
+    // Both networks of N1 cut: it challenges, the live owner defends, and
+    // N1 stops its cluster service; the run loop returns.
+    t[1].set_partitioned(Net::Private, true);
+    t[1].set_partitioned(Net::Public, true);
+    let (node, exit) = tokio::time::timeout(Duration::from_secs(20), n1.2)
+        .await
+        .expect("N1 stops")
+        .unwrap();
+    assert!(matches!(exit, Exit::Stopped(_)), "{exit:?}");
+    assert!(node.is_stopped());
+    assert!(n0.0.borrow_and_update().acting_owner);
+    assert_eq!(shared.lock().unwrap().holder, Some(0));
+    n0.1.send(()).unwrap();
+    assert_eq!(n0.2.await.unwrap().1, Exit::Shutdown);
+}
+
+#[tokio::test]
+async fn two_nodes_form_join_and_exit_cleanly() {
+    let cfg = cluster_config(2);
+    let shared = Arc::new(Mutex::new(SharedDisk::default()));
+    let (_t, mut n0, n1) = formed_pair(&cfg, &shared).await;
+    assert_eq!(shared.lock().unwrap().holder, Some(0));
+    wait_for(&mut n0.0, "N0 sees N1", |s| {
+        s.view
+            .as_ref()
+            .is_some_and(|v| v.members.len() == 2 && v.owner == Some(0))
+    })
+    .await;
+
+    // N1 leaves cleanly: no regroup, N0 stays owner with one member.
+    n1.1.send(()).unwrap();
+    assert_eq!(n1.2.await.unwrap().1, Exit::Shutdown);
+    wait_for(&mut n0.0, "N0 drops N1", |s| {
+        s.view.as_ref().is_some_and(|v| v.members == vec![0])
+    })
+    .await;
+    assert!(n0.0.borrow().acting_owner);
+
+    n0.1.send(()).unwrap();
+    let (node, exit) = n0.2.await.unwrap();
+    assert_eq!(exit, Exit::Shutdown);
+    assert!(node.is_stopped());
+    // The owner's clean stop released the quorum disk before returning.
+    assert_eq!(shared.lock().unwrap().holder, None);
+}
