@@ -22,10 +22,12 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use busrig_proto::scsi::sense::{Sense, SenseKey};
 use serde::Serialize;
+
+use crate::lu::now_ms;
 use tokio::sync::watch;
 
 /// How many fault events `status` keeps.
@@ -107,13 +109,6 @@ pub fn parse_sense(s: &str) -> Result<Sense, String> {
         information: None,
         field: None,
     })
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Faults {

@@ -124,7 +124,8 @@ pub struct WriterRun {
     pub summary: String,
 }
 
-fn now_ms() -> u64 {
+/// Wall-clock milliseconds since the Unix epoch, for event and audit times.
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -586,11 +586,7 @@ impl ScsiTarget {
             Cdb::Write {
                 lba, blocks, fua, ..
             } => {
-                ready(lu)?;
-                max_transfer(lu, req.cdb, blocks)?;
-                in_range(lu, lba, blocks.into())?;
-                protect(lu)?;
-                let n = received_blocks(lu, &req.data_out, blocks);
+                let n = write_preamble(lu, req, lba, blocks)?;
                 if n == 0 {
                     return Ok(ScsiReply::good(Bytes::new()));
                 }
@@ -602,11 +598,7 @@ impl ScsiTarget {
             Cdb::OrWrite {
                 lba, blocks, fua, ..
             } => {
-                ready(lu)?;
-                max_transfer(lu, req.cdb, blocks)?;
-                in_range(lu, lba, blocks.into())?;
-                protect(lu)?;
-                let n = received_blocks(lu, &req.data_out, blocks);
+                let n = write_preamble(lu, req, lba, blocks)?;
                 if n == 0 {
                     return Ok(ScsiReply::good(Bytes::new()));
                 }
@@ -633,11 +625,7 @@ impl ScsiTarget {
                 bytchk,
                 ..
             } => {
-                ready(lu)?;
-                max_transfer(lu, req.cdb, blocks)?;
-                in_range(lu, lba, blocks.into())?;
-                protect(lu)?;
-                let n = received_blocks(lu, &req.data_out, blocks);
+                let n = write_preamble(lu, req, lba, blocks)?;
                 if n == 0 {
                     return Ok(ScsiReply::good(Bytes::new()));
                 }
@@ -1285,6 +1273,23 @@ fn protect(lu: &LogicalUnit) -> Result<(), Fail> {
 /// initiator's Expected Data Transfer Length is shorter than the CDB asks,
 /// only what it sent is written (libiscsi's residual tests; RFC 7143
 /// §11.4.5.2 residual overflow).
+/// The checks every write-type command (WRITE, ORWRITE, WRITE AND VERIFY)
+/// makes before touching the medium, in SBC-3's order: ready, transfer
+/// length, LBA range, write protection. Returns how many whole blocks the
+/// Data-Out buffer holds (zero: nothing to do).
+fn write_preamble(
+    lu: &LogicalUnit,
+    req: &ScsiRequest<'_>,
+    lba: u64,
+    blocks: u32,
+) -> Result<u32, Fail> {
+    ready(lu)?;
+    max_transfer(lu, req.cdb, blocks)?;
+    in_range(lu, lba, blocks.into())?;
+    protect(lu)?;
+    Ok(received_blocks(lu, &req.data_out, blocks))
+}
+
 fn received_blocks(lu: &LogicalUnit, data: &Bytes, blocks: u32) -> u32 {
     ((data.len() / lu.block_size() as usize) as u64).min(u64::from(blocks)) as u32
 }
