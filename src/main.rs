@@ -2,7 +2,10 @@
 //! clap wrapper around a library crate (STYLE.md rule 7).
 
 mod bus;
+mod cluster;
 mod disk;
+mod lab;
+mod node;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +33,12 @@ enum Command {
     Bus(bus::BusArgs),
     /// Talk to a LUN through busrig's iSCSI initiator.
     Disk(disk::DiskArgs),
+    /// Run one cluster node (the cluster service of one server).
+    Node(node::NodeArgs),
+    /// Administer a running cluster through its nodes.
+    Cluster(cluster::ClusterArgs),
+    /// A whole cluster on loopback (a bus and N nodes) and faults to throw at it.
+    Lab(lab::LabArgs),
 }
 
 #[derive(clap::Args)]
@@ -78,6 +87,16 @@ fn main() -> ExitCode {
         }
     };
     init_tracing();
+    // The lab drives processes and makes its own small runtimes.
+    let cli = match cli.command {
+        Command::Lab(a) => {
+            return lab::run(a).unwrap_or_else(|e| {
+                eprintln!("busrig lab: {e:#}");
+                ExitCode::FAILURE
+            })
+        }
+        other => Cli { command: other },
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -106,6 +125,9 @@ fn main() -> ExitCode {
             }
             Command::Bus(a) => bus::run(a).await,
             Command::Disk(a) => disk::run(a).await,
+            Command::Node(a) => node::run(a).await,
+            Command::Cluster(a) => cluster::run(a).await,
+            Command::Lab(_) => unreachable!("run before the runtime starts"),
         }
     });
     match result {

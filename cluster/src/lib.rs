@@ -7,6 +7,7 @@
 //! to do instead of doing it (STYLE.md rule 4), so the whole cluster can run
 //! in the deterministic simulator under `tests/`.
 
+pub mod admin;
 pub mod arbiter;
 pub mod config;
 pub mod db;

@@ -226,11 +226,11 @@ fn start(
     let (qtx, qrx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let node = Node::new(cfg, &format!("N{me}"), 1, Duration::ZERO).expect("node");
-        let io = Io {
+        let mut io = Io {
             status: Some(stx),
             ..Io::default()
         };
-        run(node, &t, &disk, io, async {
+        run(node, &t, &disk, &mut io, async {
             let _ = qrx.await;
         })
         .await

@@ -127,7 +127,8 @@ pub fn map_result(r: Result<Option<Bytes>, Error>) -> DiskResult {
     }
 }
 
-async fn issue(disk: &Disk, op: DiskOp) -> DiskResult {
+/// Performs `op` on `disk` and maps the outcome (the table above).
+pub async fn issue(disk: &Disk, op: DiskOp) -> DiskResult {
     if let Some((action, params)) = pr_out_params(&op) {
         return map_result(disk.pr_out(action, &params).await.map(|()| None));
     }

@@ -5,8 +5,10 @@
 
 pub mod disk;
 pub mod run;
+pub mod shared;
 pub mod udp;
 
 pub use disk::{DiskExecutor, InitiatorDisks};
-pub use run::{run, Command, Exit, Io, NodeStatus};
+pub use run::{phase_name, role_text, run, Command, Exit, Io, NodeStatus, ProposeResult};
+pub use shared::{node_isid, node_session_config, NodeDisks, SharedDisk};
 pub use udp::ClusterTransport;

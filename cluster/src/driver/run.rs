@@ -8,19 +8,19 @@
 //! networks. The loop returns when the shutdown future completes (after a
 //! clean exit announcement) or when the node stops its cluster service.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::arbiter::{DiskId, DiskOp, DiskResult};
+use crate::arbiter::{Challenge, DiskId, DiskOp, DiskResult, Role};
 use crate::config::NodeId;
-use crate::db::Change;
+use crate::db::{Change, DbSnapshot};
 use crate::message::View;
-use crate::node::{Action, Node};
+use crate::node::{Action, Node, Phase};
 
 use super::disk::{op_name, DiskExecutor};
 use super::udp::ClusterTransport;
@@ -29,11 +29,18 @@ use super::udp::ClusterTransport;
 /// quorum owner's RELEASE) before giving up.
 pub const SHUTDOWN_DISK_GRACE: Duration = Duration::from_secs(2);
 
+/// How a proposed change ended: committed as this sequence number, or
+/// refused (with the reason, also when this node cannot take updates).
+pub type ProposeResult = Result<u64, String>;
+
 /// An administrator's request to the running node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Command {
-    /// Propose a cluster database change (Global Update).
-    Propose(Change),
+    /// Propose a cluster database change (Global Update); the outcome goes
+    /// to the reply channel, if any.
+    Propose(Change, Option<oneshot::Sender<ProposeResult>>),
+    /// A copy of this node's cluster database.
+    Snapshot(oneshot::Sender<DbSnapshot>),
     /// Evict a node.
     Evict(NodeId),
     /// Pause (true) or resume (false) a node.
@@ -48,6 +55,63 @@ pub struct NodeStatus {
     pub writes_held: bool,
     /// Why the cluster service stopped, once it has.
     pub stopped: Option<String>,
+    /// `joining`, `forming`, `member`, `regrouping` or `stopped`.
+    pub phase: &'static str,
+    /// Sequence number of the last database update applied here (the
+    /// quorum log position).
+    pub db_seq: u64,
+    /// The quorum arbiter's role, in words.
+    pub arbitration: String,
+}
+
+/// The phase of `node` in one word.
+pub fn phase_name(phase: &Phase) -> &'static str {
+    match phase {
+        Phase::Joining { .. } => "joining",
+        Phase::Forming => "forming",
+        Phase::Member(m) if m.regroup.is_some() => "regrouping",
+        Phase::Member(_) => "member",
+        Phase::Stopped(_) => "stopped",
+    }
+}
+
+/// The arbiter's role in words, for logs and status: every arbitration
+/// step is logged when it begins (DESIGN.md: logs with their time).
+pub fn role_text(role: &Role) -> String {
+    match role {
+        Role::Idle => "idle".into(),
+        Role::Lost(why) => format!("lost: {why}"),
+        Role::Owner(o) if o.announced => "owner (online)".into(),
+        Role::Owner(o) => format!("owner (online at {:.3}s)", o.online_at.as_secs_f64()),
+        Role::Challenger(c) => match c {
+            Challenge::Resetting => "challenger: bus reset sent".into(),
+            Challenge::AwaitDefender { reset_at } => format!(
+                "challenger: bus reset done at {:.3}s; waiting for a defender before RESERVE",
+                reset_at.as_secs_f64()
+            ),
+            Challenge::Reserving { .. } => "challenger: RESERVE sent".into(),
+            Challenge::Registering => "challenger: registering its key".into(),
+            Challenge::ReadingHolder { .. } => "challenger: reading the reservation holder".into(),
+            Challenge::AwaitScrub { holder, .. } => format!(
+                "challenger: waiting for the holder (key {}) to defend",
+                holder.map_or("none".into(), |k| format!("{k:#x}"))
+            ),
+            Challenge::CheckingKey { .. } => "challenger: checking its key survived".into(),
+            Challenge::Taking => "challenger: taking the reservation (RESERVE/PREEMPT)".into(),
+        },
+    }
+}
+
+/// Whether two roles are the same arbitration step (defense progress and
+/// lease renewals are not steps worth a log line).
+fn same_step(a: &Role, b: &Role) -> bool {
+    match (a, b) {
+        (Role::Owner(x), Role::Owner(y)) => x.announced == y.announced,
+        (Role::Challenger(x), Role::Challenger(y)) => {
+            std::mem::discriminant(x) == std::mem::discriminant(y)
+        }
+        _ => std::mem::discriminant(a) == std::mem::discriminant(b),
+    }
 }
 
 /// Why [`run`] returned.
@@ -77,19 +141,24 @@ struct Driver<'a, D> {
     node: Node,
     transport: &'a ClusterTransport,
     disks: &'a D,
-    io: Io,
+    io: &'a mut Io,
     start: Instant,
     disk_queue: VecDeque<(u64, DiskId, DiskOp)>,
     in_flight: Option<DiskFuture<'a>>,
+    /// Replies owed for proposals, by request id.
+    replies: BTreeMap<u64, oneshot::Sender<ProposeResult>>,
+    /// The arbiter role last logged.
+    logged_role: Role,
 }
 
 /// Runs `node` until `shutdown` completes or the node stops; returns the
-/// node for inspection and why the loop ended.
+/// node for inspection and why the loop ended. `io` stays the caller's, so
+/// a restarted cluster service (a new [`Node`]) can reuse the channels.
 pub async fn run<D, S>(
     node: Node,
     transport: &ClusterTransport,
     disks: &D,
-    io: Io,
+    io: &mut Io,
     shutdown: S,
 ) -> (Node, Exit)
 where
@@ -104,6 +173,8 @@ where
         start: Instant::now(),
         disk_queue: VecDeque::new(),
         in_flight: None,
+        replies: BTreeMap::new(),
+        logged_role: Role::Idle,
     };
     let exit = d.event_loop(shutdown).await;
     (d.node, exit)
@@ -176,8 +247,23 @@ impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
     fn command(&mut self, c: Command) {
         let now = self.now();
         match c {
-            Command::Propose(change) => {
-                self.node.propose(now, change);
+            Command::Propose(change, reply) => match self.node.propose(now, change) {
+                Some(id) => {
+                    if let Some(r) = reply {
+                        self.replies.insert(id, r);
+                    }
+                }
+                None => {
+                    if let Some(r) = reply {
+                        let _ = r.send(Err(
+                            "this node cannot take updates now (not a member, or no quorum owner)"
+                                .into(),
+                        ));
+                    }
+                }
+            },
+            Command::Snapshot(reply) => {
+                let _ = reply.send(self.node.db().clone());
             }
             Command::Evict(n) => self.node.evict(now, n),
             Command::SetPaused(n, p) => self.node.set_paused(now, n, p),
@@ -195,8 +281,21 @@ impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
                 }
                 Action::Disk { id, disk, op } => self.disk_queue.push_back((id, disk, op)),
                 other => {
-                    if let Action::StopClusterService { reason } = &other {
-                        tracing::warn!(%reason, "cluster service stopping");
+                    match &other {
+                        Action::StopClusterService { reason } => {
+                            tracing::warn!(%reason, "cluster service stopping");
+                        }
+                        Action::Committed { id, seq } => {
+                            if let Some(r) = self.replies.remove(id) {
+                                let _ = r.send(Ok(*seq));
+                            }
+                        }
+                        Action::Rejected { id, reason } => {
+                            if let Some(r) = self.replies.remove(id) {
+                                let _ = r.send(Err(reason.clone()));
+                            }
+                        }
+                        _ => {}
                     }
                     if let Some(tx) = &self.io.events {
                         let _ = tx.send(other);
@@ -256,7 +355,12 @@ impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
         }
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
+        let role = self.node.arbiter().role();
+        if !same_step(role, &self.logged_role) {
+            tracing::info!(arbitration = %role_text(role), "quorum arbitration");
+            self.logged_role = role.clone();
+        }
         let Some(tx) = &self.io.status else { return };
         let now = self.now();
         let status = NodeStatus {
@@ -264,6 +368,9 @@ impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
             acting_owner: self.node.is_acting_owner(now),
             writes_held: self.node.writes_held(),
             stopped: self.stopped(),
+            phase: phase_name(self.node.phase()),
+            db_seq: self.node.db().seq,
+            arbitration: role_text(role),
         };
         tx.send_if_modified(|s| {
             if *s != status {

@@ -1,0 +1,447 @@
+//! Each node's admin endpoint, and its client (`busrig cluster`, the lab).
+//!
+//! HTTP/1.1 with JSON bodies, the bus control plane's transport
+//! (`busrig_target::control::http`), on the node's `admin` address from the
+//! cluster file. Loopback clients are served; any other client must present
+//! `Authorization: Bearer SECRET` with the cluster's shared secret.
+//!
+//! | method and path | body | what |
+//! |---|---|---|
+//! | `GET /status` | | [`ClusterStatus`]: this node's view of the cluster |
+//! | `GET /db` | | the cluster database: `{"seq": N, "entries": {..}}` |
+//! | `POST /db` | `{"op": "put", "key": K, "value": V}` or `{"op": "delete", "key": K}` | a global update; answers once it is committed |
+//! | `POST /node` | `{"action": "pause" \| "resume" \| "evict", "node": NAME}` | membership changes; only the quorum owner takes them (409 names the owner otherwise) |
+//! | `POST /partition` | `{"net": "private" \| "public" \| "both", "cut": BOOL}` | the lab's network partition switch for this node |
+//!
+//! Errors come back as a non-200 status with `{"error": "..."}`; a refused
+//! request changes nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use busrig_target::control::http::{self, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::{ClusterConfig, NodeId};
+use crate::db::Change;
+use crate::driver::{ClusterTransport, Command, NodeStatus};
+use crate::message::Net;
+
+/// How long the endpoint waits for a global update or a membership change
+/// to take effect before answering 504 (the change may still happen).
+pub fn change_timeout(cfg: &ClusterConfig) -> Duration {
+    (cfg.timing.detection() * 4).max(Duration::from_secs(5))
+}
+
+/// One node as another node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeEntry {
+    pub name: String,
+    /// `online`, `paused` or `offline`.
+    pub state: String,
+    /// Its admin address, so a client can ask another member.
+    pub admin: String,
+}
+
+/// `GET /status`: the keys scripts rely on are `cluster`, `epoch`,
+/// `quorum_owner` and `nodes` (DESIGN.md, interface contracts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub cluster: String,
+    /// The node that answered.
+    pub node: String,
+    /// Its phase: `joining`, `forming`, `member`, `regrouping`, `stopped`.
+    pub phase: String,
+    /// Whether the node that answered is a member of a view; when it is
+    /// not, its `epoch`, `quorum_owner` and node states are not the
+    /// cluster's, and a client should ask another node.
+    pub member: bool,
+    pub epoch: Option<u64>,
+    pub quorum_owner: Option<String>,
+    pub quorum_model: String,
+    pub profile: String,
+    /// Sequence number of the last cluster database update applied on the
+    /// node that answered (its quorum log position).
+    pub log_seq: u64,
+    pub writes_held: bool,
+    /// Whether the node that answered acts as quorum owner right now.
+    pub acting_owner: bool,
+    /// The node's quorum arbitration step, in words.
+    pub arbitration: String,
+    pub nodes: Vec<NodeEntry>,
+}
+
+impl ClusterStatus {
+    /// Builds node `me`'s answer from its published status.
+    pub fn from_node(cfg: &ClusterConfig, me: NodeId, st: &NodeStatus) -> ClusterStatus {
+        let name = |id: NodeId| cfg.nodes.get(usize::from(id)).map(|n| n.name.clone());
+        let nodes = cfg
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let id = i as NodeId;
+                let state = match &st.view {
+                    Some(v) if v.paused.contains(&id) => "paused",
+                    Some(v) if v.contains(id) => "online",
+                    _ => "offline",
+                };
+                NodeEntry {
+                    name: n.name.clone(),
+                    state: state.into(),
+                    admin: n.admin.to_string(),
+                }
+            })
+            .collect();
+        ClusterStatus {
+            cluster: cfg.name.clone(),
+            node: name(me).unwrap_or_default(),
+            phase: st.phase.to_string(),
+            member: st.view.is_some(),
+            epoch: st.view.as_ref().map(|v| v.epoch),
+            quorum_owner: st.view.as_ref().and_then(|v| v.owner).and_then(name),
+            quorum_model: cfg.quorum.name().into(),
+            profile: cfg.profile.clone(),
+            log_seq: st.db_seq,
+            writes_held: st.writes_held,
+            acting_owner: st.acting_owner,
+            arbitration: st.arbitration.clone(),
+            nodes,
+        }
+    }
+
+    /// The state of node `name` in this answer.
+    pub fn state_of(&self, name: &str) -> Option<&str> {
+        self.nodes
+            .iter()
+            .find(|n| n.name.eq_ignore_ascii_case(name))
+            .map(|n| n.state.as_str())
+    }
+}
+
+/// What the admin endpoint needs from the running node.
+#[derive(Clone)]
+pub struct Admin {
+    cfg: Arc<ClusterConfig>,
+    me: NodeId,
+    status: watch::Receiver<NodeStatus>,
+    commands: mpsc::UnboundedSender<Command>,
+    transport: Arc<ClusterTransport>,
+}
+
+impl Admin {
+    pub fn new(
+        cfg: Arc<ClusterConfig>,
+        me: NodeId,
+        status: watch::Receiver<NodeStatus>,
+        commands: mpsc::UnboundedSender<Command>,
+        transport: Arc<ClusterTransport>,
+    ) -> Admin {
+        Admin {
+            cfg,
+            me,
+            status,
+            commands,
+            transport,
+        }
+    }
+
+    /// Serves admin requests on `listener` until `shutdown` completes.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
+        let token = Some(self.cfg.secret.clone());
+        let admin = Arc::new(self);
+        http::serve(
+            listener,
+            token,
+            move |req| {
+                let admin = admin.clone();
+                async move { admin.handle(req).await }
+            },
+            shutdown,
+        )
+        .await;
+    }
+
+    fn current(&self) -> ClusterStatus {
+        ClusterStatus::from_node(&self.cfg, self.me, &self.status.borrow())
+    }
+
+    /// Answers one request.
+    pub async fn handle(&self, req: HttpRequest) -> HttpResponse {
+        match (req.method.as_str(), req.path.as_str()) {
+            ("GET", "/status") => match serde_json::to_value(self.current()) {
+                Ok(v) => HttpResponse::ok(v),
+                Err(e) => HttpResponse::error(500, e.to_string()),
+            },
+            ("GET", "/db") => self.db().await,
+            ("POST", "/db") => self.update(&req.body).await,
+            ("POST", "/node") => self.node_verb(&req.body).await,
+            ("POST", "/partition") => self.partition(&req.body),
+            (_, "/status" | "/db" | "/node" | "/partition") => {
+                HttpResponse::error(405, format!("{} is not allowed on {}", req.method, req.path))
+            }
+            _ => HttpResponse::error(404, format!("no such endpoint: {}", req.path)),
+        }
+    }
+
+    async fn db(&self) -> HttpResponse {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Snapshot(tx)).is_err() {
+            return HttpResponse::error(503, "the cluster service is not running");
+        }
+        match rx.await {
+            Ok(db) => HttpResponse::ok(json!({ "seq": db.seq, "entries": db.entries })),
+            Err(_) => HttpResponse::error(503, "the cluster service stopped"),
+        }
+    }
+
+    async fn update(&self, body: &Value) -> HttpResponse {
+        let key = match body.get("key").and_then(Value::as_str) {
+            Some(k) if !k.is_empty() => k.to_string(),
+            _ => return HttpResponse::error(400, "\"key\" must be a non-empty string"),
+        };
+        let change = match body.get("op").and_then(Value::as_str) {
+            Some("put") => match body.get("value").and_then(Value::as_str) {
+                Some(v) => Change::Put {
+                    key,
+                    value: v.to_string(),
+                },
+                None => return HttpResponse::error(400, "put needs a string \"value\""),
+            },
+            Some("delete") => Change::Delete { key },
+            _ => return HttpResponse::error(400, "\"op\" must be \"put\" or \"delete\""),
+        };
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Propose(change, Some(tx))).is_err() {
+            return HttpResponse::error(503, "the cluster service is not running");
+        }
+        match tokio::time::timeout(change_timeout(&self.cfg), rx).await {
+            Ok(Ok(Ok(seq))) => HttpResponse::ok(json!({ "seq": seq })),
+            Ok(Ok(Err(reason))) => HttpResponse::error(409, reason),
+            Ok(Err(_)) => HttpResponse::error(
+                503,
+                "the cluster service stopped before the update committed",
+            ),
+            Err(_) => HttpResponse::error(
+                504,
+                "the update was not committed in time (it may still commit)",
+            ),
+        }
+    }
+
+    async fn node_verb(&self, body: &Value) -> HttpResponse {
+        let Some(action) = body.get("action").and_then(Value::as_str) else {
+            return HttpResponse::error(400, "\"action\" must be pause, resume or evict");
+        };
+        let Some(name) = body.get("node").and_then(Value::as_str) else {
+            return HttpResponse::error(400, "\"node\" must name a node");
+        };
+        let Some(id) = self.cfg.node_id(name) else {
+            return HttpResponse::error(404, format!("no node {name:?} in this cluster"));
+        };
+        let name = self.cfg.nodes[usize::from(id)].name.clone();
+        let st = self.current();
+        let Some(owner) = st.quorum_owner.clone() else {
+            return HttpResponse::error(503, "no quorum owner right now; try again");
+        };
+        if owner != st.node {
+            let admin = self
+                .cfg
+                .node_id(&owner)
+                .map(|o| self.cfg.nodes[usize::from(o)].admin.to_string());
+            return HttpResponse {
+                status: 409,
+                body: json!({
+                    "error": format!("membership changes go to the quorum owner, {owner}"),
+                    "owner": owner,
+                    "owner_admin": admin,
+                }),
+            };
+        }
+        let (command, want): (Command, &str) = match action {
+            "pause" => (Command::SetPaused(id, true), "paused"),
+            "resume" => (Command::SetPaused(id, false), "online"),
+            "evict" => {
+                if id == self.me {
+                    return HttpResponse::error(
+                        409,
+                        "the quorum owner cannot evict itself; stop it or evict it from another node after a move",
+                    );
+                }
+                (Command::Evict(id), "offline")
+            }
+            other => {
+                return HttpResponse::error(
+                    400,
+                    format!("unknown action {other:?} (pause, resume, evict)"),
+                )
+            }
+        };
+        match st.state_of(&name) {
+            Some("offline") if action != "evict" => {
+                return HttpResponse::error(409, format!("node {name} is not a member"))
+            }
+            Some(s) if s == want => return HttpResponse::ok(json!({ "node": name, "state": s })),
+            _ => {}
+        }
+        if self.commands.send(command).is_err() {
+            return HttpResponse::error(503, "the cluster service is not running");
+        }
+        let mut rx = self.status.clone();
+        let cfg = self.cfg.clone();
+        let me = self.me;
+        let done = async {
+            rx.wait_for(|s| ClusterStatus::from_node(&cfg, me, s).state_of(&name) == Some(want))
+                .await
+                .map(|_| ())
+        };
+        match tokio::time::timeout(change_timeout(&self.cfg), done).await {
+            Ok(Ok(())) => HttpResponse::ok(json!({ "node": name, "state": want })),
+            Ok(Err(_)) => HttpResponse::error(503, "the cluster service stopped"),
+            Err(_) => HttpResponse::error(504, format!("node {name} did not become {want} in time")),
+        }
+    }
+
+    fn partition(&self, body: &Value) -> HttpResponse {
+        let nets: &[Net] = match body.get("net").and_then(Value::as_str) {
+            Some("private") => &[Net::Private],
+            Some("public") => &[Net::Public],
+            Some("both") => &Net::ALL,
+            _ => return HttpResponse::error(400, "\"net\" must be private, public or both"),
+        };
+        let Some(cut) = body.get("cut").and_then(Value::as_bool) else {
+            return HttpResponse::error(400, "\"cut\" must be true or false");
+        };
+        for &n in nets {
+            self.transport.set_partitioned(n, cut);
+            tracing::warn!(net = ?n, cut, "network partition switch set by the administrator");
+        }
+        HttpResponse::ok(json!({
+            "private": self.transport.is_partitioned(Net::Private),
+            "public": self.transport.is_partitioned(Net::Public),
+        }))
+    }
+}
+
+// ----- client -----------------------------------------------------------
+
+/// A failed admin request.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The node could not be reached.
+    #[error("node admin {addr}: {source}")]
+    Unreachable {
+        addr: String,
+        source: http::HttpError,
+    },
+    /// The node answered with an error.
+    #[error("node admin {addr}: {message} (HTTP {status})")]
+    Refused {
+        addr: String,
+        status: u16,
+        message: String,
+        body: Value,
+    },
+    /// The answer did not have the expected shape.
+    #[error("node admin {addr}: unexpected answer: {0}", addr = .1)]
+    BadAnswer(String, String),
+}
+
+/// Sends one admin request; `secret` is presented as the bearer token.
+pub async fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    secret: Option<&str>,
+) -> Result<Value, AdminError> {
+    let (status, v) = http::request(addr, method, path, body, secret)
+        .await
+        .map_err(|source| AdminError::Unreachable {
+            addr: addr.into(),
+            source,
+        })?;
+    if status != 200 {
+        let message = v
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("request failed")
+            .to_string();
+        return Err(AdminError::Refused {
+            addr: addr.into(),
+            status,
+            message,
+            body: v,
+        });
+    }
+    Ok(v)
+}
+
+/// `GET /status` of one node.
+pub async fn status(addr: &str, secret: Option<&str>) -> Result<ClusterStatus, AdminError> {
+    let v = request(addr, "GET", "/status", None, secret).await?;
+    serde_json::from_value(v).map_err(|e| AdminError::BadAnswer(e.to_string(), addr.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::View;
+
+    fn cfg() -> ClusterConfig {
+        let mut s = String::from(
+            "name = \"C\"\nsecret = \"0123456789abcdef\"\n\
+             quorum-disk = \"iscsi://127.0.0.1/iqn.2026-11.io.busrig:bus0/0\"\n\
+             [quorum]\nmodel = \"disk-scsi2\"\n",
+        );
+        for i in 0..3 {
+            s += &format!(
+                "[[node]]\nname = \"N{i}\"\nprivate = \"127.0.0.1:{}\"\npublic = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\n",
+                5000 + i,
+                6000 + i,
+                7000 + i
+            );
+        }
+        ClusterConfig::from_toml(&s).unwrap()
+    }
+
+    #[test]
+    fn status_names_owner_and_node_states() {
+        let cfg = cfg();
+        let st = NodeStatus {
+            view: Some(View {
+                epoch: 4,
+                members: vec![0, 1],
+                owner: Some(1),
+                paused: vec![0],
+            }),
+            phase: "member",
+            db_seq: 9,
+            ..NodeStatus::default()
+        };
+        let s = ClusterStatus::from_node(&cfg, 0, &st);
+        assert_eq!(s.cluster, "C");
+        assert_eq!(s.epoch, Some(4));
+        assert_eq!(s.quorum_owner.as_deref(), Some("N1"));
+        assert_eq!(s.state_of("N0"), Some("paused"));
+        assert_eq!(s.state_of("n1"), Some("online"));
+        assert_eq!(s.state_of("N2"), Some("offline"));
+        assert_eq!(s.log_seq, 9);
+        let v = serde_json::to_value(&s).unwrap();
+        for key in ["cluster", "epoch", "quorum_owner", "nodes"] {
+            assert!(v.get(key).is_some(), "{key} missing from {v}");
+        }
+        assert_eq!(v["nodes"][2], json!({"name": "N2", "state": "offline", "admin": "127.0.0.1:7002"}));
+    }
+
+    #[test]
+    fn non_member_reports_no_epoch_or_owner() {
+        let s = ClusterStatus::from_node(&cfg(), 2, &NodeStatus::default());
+        assert!(!s.member);
+        assert_eq!((s.epoch, s.quorum_owner), (None, None));
+        assert!(s.nodes.iter().all(|n| n.state == "offline"));
+    }
+}

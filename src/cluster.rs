@@ -1,0 +1,418 @@
+//! `busrig cluster`: cluster administration through the nodes' admin
+//! endpoints (`busrig_cluster::admin`).
+//!
+//! The nodes to ask come from `--node ADDR` (repeatable), `--config FILE`
+//! (every node's admin address) or `--lab DIR` (the lab's cluster file).
+//! Status asks them in order and takes the first answer from a member, so
+//! it works while the node asked first is down. Membership verbs go to the
+//! quorum owner (a node that is not the owner names it, and the request is
+//! sent there).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context};
+use busrig_cluster::admin::{self, AdminError, ClusterStatus};
+use busrig_cluster::config::ClusterConfig;
+use busrig_cluster::db::{Change, DbSnapshot, LogEntry};
+use busrig_cluster::quorum_log::{self, Lsn, Recovered};
+use serde_json::{json, Value};
+
+use crate::node::load_config;
+
+#[derive(clap::Args)]
+pub struct ClusterArgs {
+    /// A node's admin address (repeatable; tried in order).
+    #[arg(long = "node", value_name = "ADDR", global = true)]
+    nodes: Vec<String>,
+    /// The cluster file: every node's admin address and the shared secret.
+    #[arg(long, value_name = "FILE", global = true, conflicts_with = "lab")]
+    config: Option<PathBuf>,
+    /// A lab folder made by `busrig lab up`.
+    #[arg(long, value_name = "DIR", global = true)]
+    lab: Option<PathBuf>,
+    /// JSON output for scripts.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(clap::Subcommand)]
+enum Verb {
+    /// Cluster name, epoch, quorum owner, quorum log position, node states.
+    Status,
+    /// Pause, resume or evict a node.
+    Node {
+        #[command(subcommand)]
+        verb: NodeVerb,
+    },
+    /// Read or change the cluster database (every change is a global
+    /// update written to the quorum log before it is acknowledged).
+    Db {
+        #[command(subcommand)]
+        verb: DbVerb,
+    },
+    /// Save the cluster database to FILE (quorum log backup format).
+    Backup { file: PathBuf },
+    /// Bring the cluster database back to the state saved in FILE, as
+    /// global updates (each one logged and replicated).
+    Restore {
+        file: PathBuf,
+        /// Accept a backup of a cluster with another name.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum NodeVerb {
+    /// Every node and its state.
+    List,
+    /// A paused node stays a member but accepts no groups.
+    Pause { node: String },
+    /// Undo pause.
+    Resume { node: String },
+    /// Remove a node from the cluster; it stops its cluster service.
+    Evict { node: String },
+}
+
+#[derive(clap::Subcommand)]
+enum DbVerb {
+    /// Every key, or one.
+    Get { key: Option<String> },
+    /// Set KEY to VALUE.
+    Set { key: String, value: String },
+    /// Remove KEY.
+    Delete { key: String },
+}
+
+/// Where the nodes are and how to authenticate.
+struct Target {
+    addrs: Vec<String>,
+    secret: Option<String>,
+    cluster: Option<String>,
+}
+
+fn target(a: &ClusterArgs) -> anyhow::Result<Target> {
+    let cfg: Option<ClusterConfig> = match (&a.config, &a.lab) {
+        (Some(f), _) => Some(load_config(f)?),
+        (None, Some(dir)) => Some(load_config(&crate::lab::cluster_file(dir)).with_context(
+            || format!("{} is not a lab folder (run `busrig lab up --dir {}`)", dir.display(), dir.display()),
+        )?),
+        (None, None) => None,
+    };
+    let mut addrs = a.nodes.clone();
+    if let Some(c) = &cfg {
+        addrs.extend(c.nodes.iter().map(|n| n.admin.to_string()));
+    }
+    if addrs.is_empty() {
+        bail!("say which cluster: --node ADDR, --config FILE or --lab DIR");
+    }
+    Ok(Target {
+        addrs,
+        secret: cfg.as_ref().map(|c| c.secret.clone()),
+        cluster: cfg.map(|c| c.name),
+    })
+}
+
+impl Target {
+    /// The first member's status, or the first answer when no member
+    /// answers; the error of every node when none answers.
+    async fn status(&self) -> anyhow::Result<(String, ClusterStatus)> {
+        let mut first: Option<(String, ClusterStatus)> = None;
+        let mut errors = Vec::new();
+        for addr in &self.addrs {
+            match admin::status(addr, self.secret.as_deref()).await {
+                Ok(s) if s.member => return Ok((addr.clone(), s)),
+                Ok(s) => {
+                    first.get_or_insert((addr.clone(), s));
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        first.ok_or_else(|| anyhow!("no node answered:\n  {}", errors.join("\n  ")))
+    }
+
+    /// Sends a request to a member, following a redirect to the owner.
+    async fn to_member(&self, method: &str, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let (addr, _) = self.status().await?;
+        match admin::request(&addr, method, path, Some(body), self.secret.as_deref()).await {
+            Err(AdminError::Refused { status: 409, body: b, .. })
+                if b.get("owner_admin").and_then(Value::as_str).is_some() =>
+            {
+                let owner = b["owner_admin"].as_str().unwrap_or_default().to_string();
+                Ok(admin::request(&owner, method, path, Some(body), self.secret.as_deref()).await?)
+            }
+            r => Ok(r?),
+        }
+    }
+
+    async fn db(&self) -> anyhow::Result<DbSnapshot> {
+        let (addr, _) = self.status().await?;
+        let v = admin::request(&addr, "GET", "/db", None, self.secret.as_deref()).await?;
+        serde_json::from_value(v).context("the node's database answer")
+    }
+}
+
+pub async fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
+    let t = target(&a)?;
+    match &a.verb {
+        Verb::Status | Verb::Node { verb: NodeVerb::List } => {
+            let (_, s) = t.status().await?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print_status(&s);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Verb::Node { verb } => {
+            let (action, node) = match verb {
+                NodeVerb::Pause { node } => ("pause", node),
+                NodeVerb::Resume { node } => ("resume", node),
+                NodeVerb::Evict { node } => ("evict", node),
+                NodeVerb::List => unreachable!("handled with status"),
+            };
+            let v = t
+                .to_member("POST", "/node", &json!({ "action": action, "node": node }))
+                .await?;
+            if a.json {
+                println!("{v}");
+            } else {
+                println!(
+                    "node {} is {}",
+                    v["node"].as_str().unwrap_or(node),
+                    v["state"].as_str().unwrap_or("?")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Verb::Db { verb } => db_verb(&t, verb, a.json).await,
+        Verb::Backup { file } => {
+            let db = t.db().await?;
+            let cluster = match &t.cluster {
+                Some(c) => c.clone(),
+                None => t.status().await?.1.cluster,
+            };
+            let bytes = backup_bytes(&cluster, &db)?;
+            write_new(file, &bytes)?;
+            if a.json {
+                println!("{}", json!({ "file": file, "seq": db.seq, "keys": db.entries.len() }));
+            } else {
+                println!(
+                    "backed up cluster {cluster} at update {} ({} keys) to {}",
+                    db.seq,
+                    db.entries.len(),
+                    file.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Verb::Restore { file, force } => {
+            let bytes =
+                std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            let (cluster, want) = read_backup(&bytes).with_context(|| file.display().to_string())?;
+            let (_, st) = t.status().await?;
+            if cluster != st.cluster && !force {
+                bail!(
+                    "{} is a backup of cluster {cluster}, not {} (use --force to restore it anyway)",
+                    file.display(),
+                    st.cluster
+                );
+            }
+            let have = t.db().await?;
+            let changes = diff(&have, &want);
+            for (i, c) in changes.iter().enumerate() {
+                let body = match c {
+                    Change::Put { key, value } => json!({ "op": "put", "key": key, "value": value }),
+                    Change::Delete { key } => json!({ "op": "delete", "key": key }),
+                };
+                t.to_member("POST", "/db", &body).await.with_context(|| {
+                    format!("restore stopped after {i} of {} changes", changes.len())
+                })?;
+            }
+            if a.json {
+                println!("{}", json!({ "changes": changes.len() }));
+            } else {
+                println!(
+                    "restored cluster database from {}: {} change(s) applied",
+                    file.display(),
+                    changes.len()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn db_verb(t: &Target, verb: &DbVerb, as_json: bool) -> anyhow::Result<ExitCode> {
+    let body = match verb {
+        DbVerb::Get { key } => {
+            let db = t.db().await?;
+            match key {
+                Some(k) => match db.get(k) {
+                    Some(v) if as_json => println!("{}", json!({ "key": k, "value": v })),
+                    Some(v) => println!("{v}"),
+                    None => {
+                        eprintln!("busrig cluster db get: no key {k:?}");
+                        return Ok(ExitCode::from(2));
+                    }
+                },
+                None if as_json => println!(
+                    "{}",
+                    json!({ "seq": db.seq, "entries": db.entries })
+                ),
+                None => {
+                    for (k, v) in &db.entries {
+                        println!("{k} = {v}");
+                    }
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        DbVerb::Set { key, value } => json!({ "op": "put", "key": key, "value": value }),
+        DbVerb::Delete { key } => json!({ "op": "delete", "key": key }),
+    };
+    let v = t.to_member("POST", "/db", &body).await?;
+    if as_json {
+        println!("{v}");
+    } else {
+        println!("committed as update {}", v["seq"]);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_status(s: &ClusterStatus) {
+    println!(
+        "Cluster {} ({}, profile {})",
+        s.cluster, s.quorum_model, s.profile
+    );
+    if !s.member {
+        println!(
+            "  no member answered; {} is {} ({})",
+            s.node, s.phase, s.arbitration
+        );
+    } else {
+        println!(
+            "  epoch {}, quorum owner {}, quorum log at update {}{}",
+            s.epoch.unwrap_or(0),
+            s.quorum_owner.as_deref().unwrap_or("none"),
+            s.log_seq,
+            if s.writes_held { ", writes held" } else { "" }
+        );
+    }
+    println!("  {:<16} {:<8} ADMIN", "NODE", "STATE");
+    for n in &s.nodes {
+        let mark = if s.quorum_owner.as_deref() == Some(n.name.as_str()) {
+            "  (quorum owner)"
+        } else {
+            ""
+        };
+        println!("  {:<16} {:<8} {}{mark}", n.name, n.state, n.admin);
+    }
+    println!("  (answered by {})", s.node);
+}
+
+/// The changes that turn `have` into `want`.
+fn diff(have: &DbSnapshot, want: &DbSnapshot) -> Vec<Change> {
+    let mut out: Vec<Change> = have
+        .entries
+        .keys()
+        .filter(|k| !want.entries.contains_key(*k))
+        .map(|k| Change::Delete { key: k.clone() })
+        .collect();
+    for (k, v) in &want.entries {
+        if have.entries.get(k) != Some(v) {
+            out.push(Change::Put {
+                key: k.clone(),
+                value: v.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// A backup file holding `db` as its checkpoint, in the node's snapshot
+/// encoding (JSON), so it also restores as a quorum log region.
+fn backup_bytes(cluster: &str, db: &DbSnapshot) -> anyhow::Result<Vec<u8>> {
+    let snap = serde_json::to_vec(db)?;
+    Ok(quorum_log::backup(
+        cluster,
+        &Recovered {
+            checkpoint: Some((Lsn(db.seq.max(1)), snap)),
+            records: Vec::new(),
+            cut: None,
+        },
+    ))
+}
+
+/// The cluster name and database in a backup file: its checkpoint with
+/// every record after it replayed.
+fn read_backup(bytes: &[u8]) -> anyhow::Result<(String, DbSnapshot)> {
+    let c = quorum_log::parse_backup(bytes).map_err(|e| anyhow!("{e}"))?;
+    let mut db = match &c.checkpoint {
+        Some((_, snap)) => serde_json::from_slice::<DbSnapshot>(snap)
+            .map_err(|e| anyhow!("the backup's checkpoint is not a cluster database: {e}"))?,
+        None => DbSnapshot::default(),
+    };
+    for (lsn, r) in &c.records {
+        let e: LogEntry = serde_json::from_slice(r)
+            .map_err(|e| anyhow!("record {} is not a cluster database update: {e}", lsn.0))?;
+        if e.seq <= db.seq {
+            continue;
+        }
+        db.apply(e.seq, &e.change)
+            .map_err(|err| anyhow!("record {} does not apply: {err}", lsn.0))?;
+    }
+    Ok((c.cluster_id, db))
+}
+
+/// Writes `bytes` to a new file; refuses to overwrite.
+fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db(seq: u64, kv: &[(&str, &str)]) -> DbSnapshot {
+        DbSnapshot {
+            seq,
+            entries: kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn backup_round_trips() {
+        let d = db(7, &[("a", "1"), ("group/G/owner", "N2")]);
+        let (c, back) = read_backup(&backup_bytes("CL", &d).unwrap()).unwrap();
+        assert_eq!(c, "CL");
+        assert_eq!(back, d);
+        let mut bad = backup_bytes("CL", &d).unwrap();
+        bad[50] ^= 1;
+        assert!(read_backup(&bad).is_err());
+    }
+
+    #[test]
+    fn diff_turns_have_into_want() {
+        let have = db(3, &[("a", "1"), ("b", "2"), ("c", "3")]);
+        let want = db(9, &[("a", "1"), ("b", "20"), ("d", "4")]);
+        let changes = diff(&have, &want);
+        let mut x = have.clone();
+        for (i, c) in changes.iter().enumerate() {
+            x.apply(have.seq + 1 + i as u64, c).unwrap();
+        }
+        assert_eq!(x.entries, want.entries);
+        assert_eq!(changes.len(), 3);
+    }
+}
