@@ -86,6 +86,20 @@ fn main() -> ExitCode {
             };
         }
     };
+    // Short-lived clients piped into `head` and the like end quietly when
+    // the reader goes away, as other command-line tools do, instead of
+    // panicking. Servers (target, node) keep Rust's default of ignoring
+    // SIGPIPE, so a vanished peer is an EPIPE error, not a dead process.
+    if matches!(cli.command, Command::Bus(_) | Command::Cluster(_) | Command::Lab(_)) {
+        // SAFETY: restoring a signal's default action at start-up, before
+        // any thread exists.
+        unsafe {
+            let _ = nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            );
+        }
+    }
     init_tracing();
     // The lab drives processes and makes its own small runtimes.
     let cli = match cli.command {

@@ -27,12 +27,15 @@ pub fn node_isid(node: NodeId) -> Isid {
     Isid([0x80, 0x62, 0x72, 0x4e, hi, lo])
 }
 
-/// The session settings of node `me` (which must be in `cfg`): its initiator name, its ISID, and
-/// command and recovery limits scaled to the timing profile, so a frozen
-/// path costs the node one lease and not thirty seconds.
+/// The session settings of node `me` (which must be in `cfg`): its
+/// initiator name, its ISID, and command and recovery limits of twice the
+/// challenge wait (at least 5 s). Safety never depends on them (the lease
+/// and the bus's fencing do); they bound how long a frozen path keeps the
+/// node waiting, and must not be so short that a busy machine's slow
+/// command counts as a failed quorum disk.
 pub fn node_session_config(cfg: &ClusterConfig, me: NodeId) -> SessionConfig {
     let name = cfg.nodes[usize::from(me)].name.clone();
-    let limit = cfg.timing.challenge_wait.max(Duration::from_secs(1));
+    let limit = (cfg.timing.challenge_wait * 2).max(Duration::from_secs(5));
     SessionConfig {
         initiator_name: cfg.initiator_name(me),
         initiator_alias: Some(name),
@@ -151,6 +154,8 @@ impl DiskExecutor for NodeDisks {
         let disk = match id {
             DiskId::Quorum => self.quorum.as_ref(),
             DiskId::Witness => self.witness.as_ref(),
+            // The majority model's local replica is a file, not an iSCSI
+            // disk: see `disk::LocalDisk`.
         };
         match disk {
             Some(d) => d.execute(op).await,
