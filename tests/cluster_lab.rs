@@ -422,3 +422,95 @@ fn disk_scsi2_cluster_survives_the_faults() {
 fn disk_pr_cluster_survives_the_faults() {
     scenario("disk-pr");
 }
+
+fn cli(lab: &Lab, args: &[&str]) -> Output {
+    let d = lab.path().to_str().unwrap();
+    let mut a = vec!["cluster", "--lab", d];
+    a.extend_from_slice(args);
+    busrig(&a)
+}
+
+fn cli_ok(lab: &Lab, args: &[&str]) -> String {
+    let out = cli(lab, args);
+    assert!(
+        out.status.success(),
+        "busrig cluster {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stderr),
+        lab.logs()
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `busrig cluster`: the status contract, database updates, backup and
+/// restore, pause/resume/evict, and status when the first node is down.
+#[test]
+fn cluster_admin_verbs() {
+    let lab = Lab::up(3, "disk-scsi2", "fast");
+    let all = lab.names();
+    let v: Value = serde_json::from_str(&cli_ok(&lab, &["status", "--json"])).unwrap();
+    assert_eq!(v["cluster"], json!("LAB"));
+    assert!(v["epoch"].as_u64().is_some());
+    let owner = v["quorum_owner"].as_str().unwrap().to_string();
+    let states: Vec<(String, String)> = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["name"].as_str().unwrap().into(), n["state"].as_str().unwrap().into()))
+        .collect();
+    assert_eq!(
+        states,
+        all.iter().map(|n| (n.clone(), "online".to_string())).collect::<Vec<_>>()
+    );
+
+    // Updates, backup, more updates, restore: back to the backup's state.
+    cli_ok(&lab, &["db", "set", "group/EVS1/owner", "NODE1"]);
+    cli_ok(&lab, &["db", "set", "group/EVS2/owner", "NODE2"]);
+    let file = lab.path().join("db.bak");
+    let f = file.to_str().unwrap();
+    cli_ok(&lab, &["backup", f]);
+    assert!(!cli(&lab, &["backup", f]).status.success(), "backup overwrote a file");
+    cli_ok(&lab, &["db", "set", "group/EVS1/owner", "NODE3"]);
+    cli_ok(&lab, &["db", "delete", "group/EVS2/owner"]);
+    cli_ok(&lab, &["db", "set", "extra", "x"]);
+    cli_ok(&lab, &["restore", f]);
+    let db = lab.db(&owner);
+    assert_eq!(
+        db["entries"],
+        json!({"group/EVS1/owner": "NODE1", "group/EVS2/owner": "NODE2"})
+    );
+    assert_eq!(cli_ok(&lab, &["db", "get", "group/EVS2/owner"]).trim(), "NODE2");
+    let mut bad = std::fs::read(&file).unwrap();
+    bad[45] ^= 0xff;
+    std::fs::write(lab.path().join("bad.bak"), bad).unwrap();
+    let out = cli(&lab, &["restore", lab.path().join("bad.bak").to_str().unwrap()]);
+    assert!(!out.status.success(), "a corrupt backup was restored");
+    assert_eq!(lab.db(&owner), db, "a refused restore changed the database");
+
+    // Pause and resume a node that is not the owner, sent to any node.
+    let other = all.iter().find(|n| **n != owner).unwrap().clone();
+    cli_ok(&lab, &["node", "pause", &other]);
+    assert_eq!(lab.status(&owner).unwrap().state_of(&other), Some("paused"));
+    cli_ok(&lab, &["node", "resume", &other]);
+    assert_eq!(lab.status(&owner).unwrap().state_of(&other), Some("online"));
+    assert!(!cli(&lab, &["node", "pause", "NOSUCH"]).status.success());
+
+    // Status still answers with the first node in the file killed.
+    let first = all[0].clone();
+    lab.lab(&["kill", &first]);
+    let bound = lab.takeover_bound();
+    lab.wait("the others see the first node offline", bound, |l| {
+        all[1..].iter().any(|n| {
+            l.status(n)
+                .is_some_and(|s| s.acting_owner && s.state_of(&first) == Some("offline"))
+        })
+    });
+    let v: Value = serde_json::from_str(&cli_ok(&lab, &["status", "--json"])).unwrap();
+    assert_ne!(v["node"], json!(first), "answered by the dead node");
+    assert_ne!(v["quorum_owner"], json!(first));
+
+    // Evict the third node: it leaves the view.
+    let owner = lab.owner();
+    let victim = all[1..].iter().find(|n| **n != owner).unwrap().clone();
+    cli_ok(&lab, &["node", "evict", &victim]);
+    assert_eq!(lab.status(&owner).unwrap().state_of(&victim), Some("offline"));
+}
