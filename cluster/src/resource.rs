@@ -1,0 +1,649 @@
+//! Resources and groups as the cluster database holds them, and the rules
+//! a change must pass before it becomes a global update.
+//!
+//! Keys (values are JSON unless noted):
+//!
+//! ```text
+//! group/G/spec        GroupSpec            administrator
+//! group/G/target      "online"|"offline"   administrator (default online)
+//! group/G/owner       node name (text)     Failover Manager, `group move`
+//! group/G/state       GroupState           the owner's Resource Monitor
+//! group/G/failovers   [ms, ...]            Failover Manager (threshold window)
+//! resource/R/spec     ResourceSpec         administrator
+//! resource/R/state    ResourceState        the owner's Resource Monitor
+//! name/NAME           address (text)       network-name resources
+//! ```
+//!
+//! A group's resources are the resources whose spec names it. Dependencies
+//! stay inside one group and form a DAG; [`Catalog::check_resource`]
+//! refuses anything else with a message that says what is wrong.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::db::{Change, DbSnapshot};
+
+/// The default cluster group (cluster IP, name and quorum disk in Windows);
+/// DESIGN.md: nothing of a virtual server lives in it.
+pub const DEFAULT_GROUP: &str = "Cluster Group";
+
+/// Resource Monitor defaults (DESIGN.md "Cluster semantics").
+pub const LOOKS_ALIVE_MS: u64 = 5_000;
+pub const IS_ALIVE_MS: u64 = 60_000;
+pub const RESTART_THRESHOLD: u32 = 3;
+pub const RESTART_PERIOD_SECS: u64 = 900;
+pub const FAILOVER_THRESHOLD: u32 = 10;
+pub const FAILOVER_PERIOD_SECS: u64 = 6 * 3600;
+pub const PENDING_TIMEOUT_SECS: u64 = 180;
+
+fn d_looks() -> u64 {
+    LOOKS_ALIVE_MS
+}
+fn d_is() -> u64 {
+    IS_ALIVE_MS
+}
+fn d_rt() -> u32 {
+    RESTART_THRESHOLD
+}
+fn d_rp() -> u64 {
+    RESTART_PERIOD_SECS
+}
+fn d_ft() -> u32 {
+    FAILOVER_THRESHOLD
+}
+fn d_fp() -> u64 {
+    FAILOVER_PERIOD_SECS
+}
+fn d_pending() -> u64 {
+    PENDING_TIMEOUT_SECS
+}
+
+/// Failback: `prevent`, or `allow` at once or inside `[start, end)` hours
+/// (UTC, 0..=23; a window may wrap midnight).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Failback {
+    #[serde(default)]
+    pub allow: bool,
+    #[serde(default)]
+    pub window: Option<(u8, u8)>,
+}
+
+/// What the administrator says about a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GroupSpec {
+    /// Preferred owners, most preferred first.
+    #[serde(default)]
+    pub preferred_owners: Vec<String>,
+    #[serde(default)]
+    pub failback: Failback,
+    /// AntiAffinityClassNames.
+    #[serde(default)]
+    pub anti_affinity: Vec<String>,
+    #[serde(default = "d_ft")]
+    pub failover_threshold: u32,
+    #[serde(default = "d_fp")]
+    pub failover_period_secs: u64,
+    /// An Exchange virtual server (checked by `busrig cluster validate`).
+    #[serde(default)]
+    pub exchange_virtual_server: bool,
+}
+
+impl Default for GroupSpec {
+    fn default() -> Self {
+        GroupSpec {
+            preferred_owners: Vec::new(),
+            failback: Failback::default(),
+            anti_affinity: Vec::new(),
+            failover_threshold: FAILOVER_THRESHOLD,
+            failover_period_secs: FAILOVER_PERIOD_SECS,
+            exchange_virtual_server: false,
+        }
+    }
+}
+
+/// Resource types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResourceType {
+    /// A data LUN owned exclusively: property `disk` (iSCSI URL).
+    PhysicalDisk,
+    /// A virtual address: property `address` (an IP the owner binds).
+    IpAddress,
+    /// A name in the cluster's name table: property `name`; depends on an
+    /// ip-address resource of its group.
+    NetworkName,
+    /// A child process: property `command` (run by `sh -c`), optional
+    /// `probe-command` or `probe-tcp` (HOST:PORT) for IsAlive.
+    GenericApplication,
+    /// A script called with `online`, `offline`, `looks-alive`, `is-alive`:
+    /// property `script`.
+    GenericScript,
+}
+
+impl ResourceType {
+    pub const ALL: [ResourceType; 5] = [
+        ResourceType::PhysicalDisk,
+        ResourceType::IpAddress,
+        ResourceType::NetworkName,
+        ResourceType::GenericApplication,
+        ResourceType::GenericScript,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ResourceType::PhysicalDisk => "physical-disk",
+            ResourceType::IpAddress => "ip-address",
+            ResourceType::NetworkName => "network-name",
+            ResourceType::GenericApplication => "generic-application",
+            ResourceType::GenericScript => "generic-script",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ResourceType> {
+        ResourceType::ALL.into_iter().find(|t| t.name() == s)
+    }
+
+    /// Properties that must be set.
+    pub fn required(self) -> &'static [&'static str] {
+        match self {
+            ResourceType::PhysicalDisk => &["disk"],
+            ResourceType::IpAddress => &["address"],
+            ResourceType::NetworkName => &["name"],
+            ResourceType::GenericApplication => &["command"],
+            ResourceType::GenericScript => &["script"],
+        }
+    }
+
+    /// Every property the type understands.
+    pub fn known(self) -> &'static [&'static str] {
+        match self {
+            ResourceType::PhysicalDisk => &["disk"],
+            ResourceType::IpAddress => &["address"],
+            ResourceType::NetworkName => &["name"],
+            ResourceType::GenericApplication => &["command", "probe-command", "probe-tcp", "cwd"],
+            ResourceType::GenericScript => &["script"],
+        }
+    }
+}
+
+/// What the administrator says about a resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ResourceSpec {
+    pub group: String,
+    #[serde(rename = "type")]
+    pub kind: ResourceType,
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// Nodes that may host it; empty: every node.
+    #[serde(default)]
+    pub possible_owners: Vec<String>,
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    #[serde(default = "d_looks")]
+    pub looks_alive_ms: u64,
+    #[serde(default = "d_is")]
+    pub is_alive_ms: u64,
+    #[serde(default = "d_rt")]
+    pub restart_threshold: u32,
+    #[serde(default = "d_rp")]
+    pub restart_period_secs: u64,
+    #[serde(default = "d_pending")]
+    pub pending_timeout_secs: u64,
+}
+
+impl ResourceSpec {
+    /// A spec with the defaults.
+    pub fn new(group: &str, kind: ResourceType) -> ResourceSpec {
+        ResourceSpec {
+            group: group.into(),
+            kind,
+            depends_on: Vec::new(),
+            possible_owners: Vec::new(),
+            properties: BTreeMap::new(),
+            looks_alive_ms: LOOKS_ALIVE_MS,
+            is_alive_ms: IS_ALIVE_MS,
+            restart_threshold: RESTART_THRESHOLD,
+            restart_period_secs: RESTART_PERIOD_SECS,
+            pending_timeout_secs: PENDING_TIMEOUT_SECS,
+        }
+    }
+
+    pub fn prop(&self, k: &str) -> Option<&str> {
+        self.properties.get(k).map(String::as_str)
+    }
+}
+
+/// A group's state as its owner reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct GroupState {
+    /// `online`, `offline`, `pending`, `partially-online` or `failed`.
+    pub state: String,
+    /// The node reporting it.
+    pub node: String,
+    /// Why, for `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A resource's state as its owner reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ResourceState {
+    /// `online`, `offline`, `online-pending`, `offline-pending`, `failed`.
+    pub state: String,
+    pub node: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// One group with everything the database says about it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GroupRecord {
+    pub spec: GroupSpec,
+    /// Administrator's intent: online unless set offline.
+    pub target_online: bool,
+    pub owner: Option<String>,
+    pub state: Option<GroupState>,
+    /// Failover times (ms since the Unix epoch) inside the threshold window.
+    pub failovers: Vec<u64>,
+}
+
+/// One resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceRecord {
+    pub spec: ResourceSpec,
+    pub state: Option<ResourceState>,
+}
+
+/// The groups and resources of a database snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Catalog {
+    pub groups: BTreeMap<String, GroupRecord>,
+    pub resources: BTreeMap<String, ResourceRecord>,
+    /// NAME -> address, from network-name resources.
+    pub names: BTreeMap<String, String>,
+}
+
+/// Keys.
+pub fn group_key(g: &str, field: &str) -> String {
+    format!("group/{g}/{field}")
+}
+pub fn resource_key(r: &str, field: &str) -> String {
+    format!("resource/{r}/{field}")
+}
+pub fn name_key(n: &str) -> String {
+    format!("name/{}", n.to_ascii_lowercase())
+}
+
+/// A put of `v` as JSON.
+pub fn put_json<T: Serialize>(key: String, v: &T) -> Change {
+    Change::Put {
+        key,
+        value: serde_json::to_string(v).expect("plain data serializes"),
+    }
+}
+
+/// Names: letters, digits, `-`, `_`, `.` and spaces (Windows allows
+/// "Cluster Group"), no `/`.
+pub fn check_name(what: &str, n: &str) -> Result<(), String> {
+    if n.trim().is_empty() || n.len() > 64 {
+        return Err(format!("{what} name must be 1 to 64 characters"));
+    }
+    if !n
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_. ".contains(c))
+    {
+        return Err(format!(
+            "{what} name {n:?} may only use letters, digits, '-', '_', '.' and spaces"
+        ));
+    }
+    Ok(())
+}
+
+impl Catalog {
+    /// Reads the groups and resources out of `db`; entries that do not
+    /// parse are skipped with a warning (they were checked when written).
+    pub fn from_db(db: &DbSnapshot) -> Catalog {
+        let mut c = Catalog::default();
+        for (k, v) in &db.entries {
+            let parts: Vec<&str> = k.splitn(3, '/').collect();
+            match parts.as_slice() {
+                ["group", g, "spec"] => match serde_json::from_str(v) {
+                    Ok(spec) => {
+                        let e = c.groups.entry(g.to_string()).or_insert_with(|| GroupRecord {
+                            target_online: true,
+                            ..GroupRecord::default()
+                        });
+                        e.spec = spec;
+                    }
+                    Err(e) => tracing::warn!(key = %k, error = %e, "unreadable group spec"),
+                },
+                ["resource", r, "spec"] => match serde_json::from_str(v) {
+                    Ok(spec) => {
+                        c.resources.insert(
+                            r.to_string(),
+                            ResourceRecord { spec, state: None },
+                        );
+                    }
+                    Err(e) => tracing::warn!(key = %k, error = %e, "unreadable resource spec"),
+                },
+                ["name", n] => {
+                    c.names.insert(n.to_string(), v.clone());
+                }
+                _ => {}
+            }
+        }
+        for (k, v) in &db.entries {
+            let parts: Vec<&str> = k.splitn(3, '/').collect();
+            match parts.as_slice() {
+                ["group", g, field] if *field != "spec" => {
+                    if let Some(rec) = c.groups.get_mut(*g) {
+                        match *field {
+                            "target" => rec.target_online = v != "offline",
+                            "owner" => rec.owner = Some(v.clone()),
+                            "state" => rec.state = serde_json::from_str(v).ok(),
+                            "failovers" => rec.failovers = serde_json::from_str(v).unwrap_or_default(),
+                            _ => {}
+                        }
+                    }
+                }
+                ["resource", r, "state"] => {
+                    if let Some(rec) = c.resources.get_mut(*r) {
+                        rec.state = serde_json::from_str(v).ok();
+                    }
+                }
+                _ => {}
+            }
+        }
+        c
+    }
+
+    /// The resources of group `g`, by name.
+    pub fn members(&self, g: &str) -> Vec<(&String, &ResourceRecord)> {
+        self.resources.iter().filter(|(_, r)| r.spec.group == g).collect()
+    }
+
+    /// Group `g`'s resources in dependency order (dependencies first);
+    /// offline is the reverse. Ties break by name, so every node computes
+    /// the same order.
+    pub fn online_order(&self, g: &str) -> Vec<String> {
+        let members: BTreeMap<&String, &ResourceRecord> = self.members(g).into_iter().collect();
+        let mut done: BTreeSet<String> = BTreeSet::new();
+        let mut out = Vec::new();
+        while out.len() < members.len() {
+            let before = out.len();
+            for (name, r) in &members {
+                if done.contains(*name) {
+                    continue;
+                }
+                if r.spec
+                    .depends_on
+                    .iter()
+                    .all(|d| done.contains(d) || !members.contains_key(d))
+                {
+                    done.insert((*name).clone());
+                    out.push((*name).clone());
+                }
+            }
+            if out.len() == before {
+                // A cycle slipped in (refused on write): add the rest by name.
+                for name in members.keys() {
+                    if done.insert((*name).clone()) {
+                        out.push((*name).clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Checks a new or changed group spec.
+    pub fn check_group(&self, name: &str, spec: &GroupSpec, nodes: &[String]) -> Result<(), String> {
+        check_name("group", name)?;
+        for n in &spec.preferred_owners {
+            if !nodes.iter().any(|x| x.eq_ignore_ascii_case(n)) {
+                return Err(format!("preferred owner {n:?} is not a node of this cluster"));
+            }
+        }
+        if let Some((s, e)) = spec.failback.window {
+            if s > 23 || e > 23 {
+                return Err(format!("failback window {s}..{e}: hours are 0 to 23"));
+            }
+        }
+        if spec.failover_threshold == 0 || spec.failover_period_secs == 0 {
+            return Err("failover threshold and period must be greater than 0".into());
+        }
+        Ok(())
+    }
+
+    /// Checks a new or changed resource `name` with `spec`: its group
+    /// exists, its properties suit its type, its dependencies are in the same
+    /// group and make no cycle, its possible owners are nodes.
+    pub fn check_resource(
+        &self,
+        name: &str,
+        spec: &ResourceSpec,
+        nodes: &[String],
+    ) -> Result<(), String> {
+        check_name("resource", name)?;
+        if !self.groups.contains_key(&spec.group) {
+            return Err(format!("no group {:?}", spec.group));
+        }
+        for p in spec.kind.required() {
+            if spec.prop(p).is_none_or(|v| v.trim().is_empty()) {
+                return Err(format!("a {} resource needs the property {p}", spec.kind.name()));
+            }
+        }
+        for p in spec.properties.keys() {
+            if !spec.kind.known().contains(&p.as_str()) {
+                return Err(format!(
+                    "{} resources have no property {p:?} (known: {})",
+                    spec.kind.name(),
+                    spec.kind.known().join(", ")
+                ));
+            }
+        }
+        if let Some(a) = spec.prop("address") {
+            a.parse::<std::net::IpAddr>()
+                .map_err(|_| format!("address {a:?} is not an IP address"))?;
+        }
+        if let Some(t) = spec.prop("probe-tcp") {
+            t.parse::<std::net::SocketAddr>()
+                .map_err(|_| format!("probe-tcp {t:?} is not IP:PORT"))?;
+        }
+        if spec.looks_alive_ms == 0 || spec.is_alive_ms == 0 || spec.pending_timeout_secs == 0 {
+            return Err("poll intervals and the pending timeout must be greater than 0".into());
+        }
+        for n in &spec.possible_owners {
+            if !nodes.iter().any(|x| x.eq_ignore_ascii_case(n)) {
+                return Err(format!("possible owner {n:?} is not a node of this cluster"));
+            }
+        }
+        for d in &spec.depends_on {
+            if d == name {
+                return Err(format!("{name} cannot depend on itself"));
+            }
+            match self.resources.get(d) {
+                None => return Err(format!("{name} depends on {d:?}, which does not exist")),
+                Some(r) if r.spec.group != spec.group => {
+                    return Err(format!(
+                        "{name} (group {}) cannot depend on {d} (group {}): dependencies stay inside one group",
+                        spec.group, r.spec.group
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        // A cycle: can `name` be reached from its own dependencies?
+        let mut stack: Vec<&str> = spec.depends_on.iter().map(String::as_str).collect();
+        let mut seen = BTreeSet::new();
+        while let Some(r) = stack.pop() {
+            if r == name {
+                return Err(format!("dependency cycle through {name}"));
+            }
+            if seen.insert(r) {
+                if let Some(rec) = self.resources.get(r) {
+                    stack.extend(rec.spec.depends_on.iter().map(String::as_str));
+                }
+            }
+        }
+        if spec.kind == ResourceType::NetworkName {
+            let on_ip = spec.depends_on.iter().any(|d| {
+                self.resources
+                    .get(d)
+                    .is_some_and(|r| r.spec.kind == ResourceType::IpAddress)
+            });
+            if !on_ip {
+                return Err(format!(
+                    "network name {name} must depend on an ip-address resource of group {}",
+                    spec.group
+                ));
+            }
+        }
+        // Changing a resource must not break one that depends on it.
+        if let Some(old) = self.resources.get(name) {
+            if old.spec.group != spec.group && self.dependents(name).next().is_some() {
+                return Err(format!("{name} has dependents in group {}; remove them first", old.spec.group));
+            }
+        }
+        Ok(())
+    }
+
+    /// Resources that depend on `name`.
+    pub fn dependents<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a String> + 'a {
+        self.resources
+            .iter()
+            .filter(move |(_, r)| r.spec.depends_on.iter().any(|d| d == name))
+            .map(|(n, _)| n)
+    }
+
+    /// The address a name resolves to, if a network-name registered it.
+    pub fn resolve(&self, name: &str) -> Option<&str> {
+        self.names.get(&name.to_ascii_lowercase()).map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes() -> Vec<String> {
+        vec!["NODE1".into(), "NODE2".into()]
+    }
+
+    fn db_with(entries: &[(&str, String)]) -> DbSnapshot {
+        DbSnapshot {
+            seq: 1,
+            entries: entries.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        }
+    }
+
+    fn res(group: &str, kind: ResourceType, deps: &[&str], props: &[(&str, &str)]) -> ResourceSpec {
+        let mut s = ResourceSpec::new(group, kind);
+        s.depends_on = deps.iter().map(|d| d.to_string()).collect();
+        s.properties = props.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        s
+    }
+
+    fn evs() -> Catalog {
+        let g = serde_json::to_string(&GroupSpec::default()).unwrap();
+        let ip = res("EVS1", ResourceType::IpAddress, &[], &[("address", "127.0.1.1")]);
+        let name = res("EVS1", ResourceType::NetworkName, &["IP"], &[("name", "evs1")]);
+        let disk = res("EVS1", ResourceType::PhysicalDisk, &[], &[("disk", "iscsi://h/iqn.x:y/1")]);
+        let app = res(
+            "EVS1",
+            ResourceType::GenericApplication,
+            &["NAME", "DISK"],
+            &[("command", "sleep 100")],
+        );
+        let j = |s: &ResourceSpec| serde_json::to_string(s).unwrap();
+        Catalog::from_db(&db_with(&[
+            ("group/EVS1/spec", g.clone()),
+            ("group/OTHER/spec", g),
+            ("group/EVS1/owner", "NODE2".into()),
+            ("resource/IP/spec", j(&ip)),
+            ("resource/NAME/spec", j(&name)),
+            ("resource/DISK/spec", j(&disk)),
+            ("resource/APP/spec", j(&app)),
+            ("name/evs1", "127.0.1.1".into()),
+        ]))
+    }
+
+    #[test]
+    fn catalog_reads_groups_resources_and_names() {
+        let c = evs();
+        assert_eq!(c.groups.len(), 2);
+        assert_eq!(c.groups["EVS1"].owner.as_deref(), Some("NODE2"));
+        assert!(c.groups["EVS1"].target_online);
+        assert_eq!(c.members("EVS1").len(), 4);
+        assert_eq!(c.resolve("EVS1"), Some("127.0.1.1"));
+    }
+
+    #[test]
+    fn online_order_puts_dependencies_first() {
+        let order = evs().online_order("EVS1");
+        let pos = |n: &str| order.iter().position(|x| x == n).unwrap();
+        assert!(pos("IP") < pos("NAME"));
+        assert!(pos("NAME") < pos("APP"));
+        assert!(pos("DISK") < pos("APP"));
+        assert_eq!(order.len(), 4);
+    }
+
+    #[test]
+    fn refuses_cycles_cross_group_and_bad_properties() {
+        let c = evs();
+        let n = nodes();
+        // IP -> APP -> NAME -> IP would be a cycle.
+        let cyc = res("EVS1", ResourceType::IpAddress, &["APP"], &[("address", "127.0.1.1")]);
+        assert!(c.check_resource("IP", &cyc, &n).unwrap_err().contains("cycle"));
+        let cross = res("OTHER", ResourceType::GenericApplication, &["DISK"], &[("command", "x")]);
+        assert!(c.check_resource("X", &cross, &n).unwrap_err().contains("inside one group"));
+        let selfdep = res("EVS1", ResourceType::GenericApplication, &["X"], &[("command", "x")]);
+        assert!(c.check_resource("X", &selfdep, &n).unwrap_err().contains("itself"));
+        let missing = res("EVS1", ResourceType::PhysicalDisk, &[], &[]);
+        assert!(c.check_resource("D2", &missing, &n).unwrap_err().contains("disk"));
+        let unknown = res("EVS1", ResourceType::IpAddress, &[], &[("address", "1.2.3.4"), ("mask", "x")]);
+        assert!(c.check_resource("I2", &unknown, &n).unwrap_err().contains("no property"));
+        let bad_ip = res("EVS1", ResourceType::IpAddress, &[], &[("address", "nope")]);
+        assert!(c.check_resource("I3", &bad_ip, &n).is_err());
+        let name_no_ip = res("EVS1", ResourceType::NetworkName, &["DISK"], &[("name", "n")]);
+        assert!(c.check_resource("N2", &name_no_ip, &n).unwrap_err().contains("ip-address"));
+        let mut owners = res("EVS1", ResourceType::GenericApplication, &[], &[("command", "x")]);
+        owners.possible_owners = vec!["NODE9".into()];
+        assert!(c.check_resource("A2", &owners, &n).is_err());
+        let nogroup = res("NOPE", ResourceType::GenericApplication, &[], &[("command", "x")]);
+        assert!(c.check_resource("A3", &nogroup, &n).unwrap_err().contains("no group"));
+        let good = res("EVS1", ResourceType::GenericApplication, &["APP"], &[("command", "x")]);
+        c.check_resource("A4", &good, &n).unwrap();
+    }
+
+    #[test]
+    fn group_checks() {
+        let c = Catalog::default();
+        let mut g = GroupSpec {
+            preferred_owners: vec!["NODE3".into()],
+            ..GroupSpec::default()
+        };
+        assert!(c.check_group("G", &g, &nodes()).is_err());
+        g.preferred_owners = vec!["node2".into()];
+        c.check_group("G", &g, &nodes()).unwrap();
+        g.failback.window = Some((22, 24));
+        assert!(c.check_group("G", &g, &nodes()).is_err());
+        assert!(c.check_group("a/b", &GroupSpec::default(), &nodes()).is_err());
+    }
+
+    #[test]
+    fn specs_refuse_unknown_fields() {
+        assert!(serde_json::from_str::<GroupSpec>(r#"{"preferred":["A"]}"#).is_err());
+        let r: ResourceSpec =
+            serde_json::from_str(r#"{"group":"G","type":"ip-address","properties":{"address":"1.1.1.1"}}"#)
+                .unwrap();
+        assert_eq!(r.looks_alive_ms, LOOKS_ALIVE_MS);
+        assert_eq!(r.restart_threshold, 3);
+    }
+}
