@@ -16,6 +16,7 @@ use busrig_cluster::admin::{self, AdminError, ClusterStatus};
 use busrig_cluster::config::ClusterConfig;
 use busrig_cluster::db::{Change, DbSnapshot, LogEntry};
 use busrig_cluster::quorum_log::{self, Lsn, Recovered};
+use busrig_cluster::resource::{GroupSpec, ResourceSpec, ResourceType};
 use serde_json::{json, Value};
 
 use crate::node::load_config;
@@ -53,6 +54,18 @@ enum Verb {
         #[command(subcommand)]
         verb: DbVerb,
     },
+    /// Resource groups: list, create, set, delete, move, online, offline.
+    Group {
+        #[command(subcommand)]
+        verb: GroupVerb,
+    },
+    /// Resources: list, create, set, delete, depend, fail.
+    Resource {
+        #[command(subcommand)]
+        verb: ResourceVerb,
+    },
+    /// The address a network name resource registered.
+    Resolve { name: String },
     /// Save the cluster database to FILE (quorum log backup format).
     Backup { file: PathBuf },
     /// Bring the cluster database back to the state saved in FILE, as
@@ -75,6 +88,113 @@ enum NodeVerb {
     Resume { node: String },
     /// Remove a node from the cluster; it stops its cluster service.
     Evict { node: String },
+}
+
+#[derive(clap::Args, Default)]
+struct GroupOpts {
+    /// Preferred owners, most preferred first (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    preferred: Option<Vec<String>>,
+    /// Failback policy: prevent or allow.
+    #[arg(long, value_parser = ["prevent", "allow"])]
+    failback: Option<String>,
+    /// Failback only between these UTC hours, START-END (e.g. 22-4).
+    #[arg(long, value_name = "START-END")]
+    failback_window: Option<String>,
+    /// AntiAffinityClassNames (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    anti_affinity: Option<Vec<String>>,
+    /// Failovers allowed per period (default 10).
+    #[arg(long)]
+    failover_threshold: Option<u32>,
+    /// The failover period in seconds (default 21600, 6 h).
+    #[arg(long)]
+    failover_period: Option<u64>,
+    /// Mark the group an Exchange virtual server (for `validate`).
+    #[arg(long)]
+    evs: Option<bool>,
+}
+
+#[derive(clap::Subcommand)]
+enum GroupVerb {
+    /// Every group with its owner and state.
+    List,
+    Create {
+        name: String,
+        #[command(flatten)]
+        opts: GroupOpts,
+    },
+    /// Change a group's properties (only those given).
+    Set {
+        name: String,
+        #[command(flatten)]
+        opts: GroupOpts,
+    },
+    /// Delete an empty group.
+    Delete { name: String },
+    /// Move to NODE, or to the best possible other node.
+    Move {
+        name: String,
+        #[arg(long)]
+        to: Option<String>,
+    },
+    Online { name: String },
+    Offline { name: String },
+}
+
+#[derive(clap::Args, Default)]
+struct ResourceOpts {
+    /// The group the resource belongs to.
+    #[arg(long)]
+    group: Option<String>,
+    /// physical-disk, ip-address, network-name, generic-application, generic-script.
+    #[arg(long = "type")]
+    kind: Option<String>,
+    /// A property, KEY=VALUE (repeatable).
+    #[arg(long = "prop", value_name = "KEY=VALUE")]
+    props: Vec<String>,
+    /// Resources it depends on (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    depends_on: Option<Vec<String>>,
+    /// Nodes that may host it (comma-separated; default every node).
+    #[arg(long, value_delimiter = ',')]
+    possible_owners: Option<Vec<String>>,
+    #[arg(long)]
+    looks_alive_ms: Option<u64>,
+    #[arg(long)]
+    is_alive_ms: Option<u64>,
+    #[arg(long)]
+    restart_threshold: Option<u32>,
+    #[arg(long)]
+    restart_period: Option<u64>,
+    #[arg(long)]
+    pending_timeout: Option<u64>,
+}
+
+#[derive(clap::Subcommand)]
+enum ResourceVerb {
+    /// Every resource with its group, type and state.
+    List,
+    Create {
+        name: String,
+        #[command(flatten)]
+        opts: ResourceOpts,
+    },
+    /// Change a resource (only what is given).
+    Set {
+        name: String,
+        #[command(flatten)]
+        opts: ResourceOpts,
+    },
+    Delete { name: String },
+    /// Make NAME depend on another resource of its group.
+    Depend {
+        name: String,
+        #[arg(long)]
+        on: String,
+    },
+    /// Tell the owner the resource failed (a restart or failover follows).
+    Fail { name: String },
 }
 
 #[derive(clap::Subcommand)]
@@ -189,6 +309,19 @@ pub async fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Verb::Db { verb } => db_verb(&t, verb, a.json).await,
+        Verb::Group { verb } => group_verb(&t, verb, a.json).await,
+        Verb::Resource { verb } => resource_verb(&t, verb, a.json).await,
+        Verb::Resolve { name } => {
+            let (addr, _) = t.status().await?;
+            let path = format!("/resolve?name={}", url_escape(name));
+            let v = admin::request(&addr, "GET", &path, None, t.secret.as_deref()).await?;
+            if a.json {
+                println!("{v}");
+            } else {
+                println!("{}", v["address"].as_str().unwrap_or(""));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Verb::Backup { file } => {
             let db = t.db().await?;
             let cluster = match &t.cluster {
@@ -244,6 +377,223 @@ pub async fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Percent-encodes a query value.
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+impl Target {
+    async fn catalog(&self) -> anyhow::Result<Value> {
+        let (addr, _) = self.status().await?;
+        Ok(admin::request(&addr, "GET", "/catalog", None, self.secret.as_deref()).await?)
+    }
+}
+
+fn apply_group_opts(spec: &mut GroupSpec, o: &GroupOpts) -> anyhow::Result<()> {
+    if let Some(p) = &o.preferred {
+        spec.preferred_owners = p.iter().filter(|s| !s.is_empty()).cloned().collect();
+    }
+    if let Some(f) = &o.failback {
+        spec.failback.allow = f == "allow";
+    }
+    if let Some(w) = &o.failback_window {
+        if w == "none" || w.is_empty() {
+            spec.failback.window = None;
+        } else {
+            let (a, b) = w
+                .split_once('-')
+                .ok_or_else(|| anyhow!("--failback-window START-END, e.g. 22-4"))?;
+            spec.failback.window = Some((a.trim().parse()?, b.trim().parse()?));
+        }
+    }
+    if let Some(a) = &o.anti_affinity {
+        spec.anti_affinity = a.iter().filter(|s| !s.is_empty()).cloned().collect();
+    }
+    if let Some(n) = o.failover_threshold {
+        spec.failover_threshold = n;
+    }
+    if let Some(n) = o.failover_period {
+        spec.failover_period_secs = n;
+    }
+    if let Some(e) = o.evs {
+        spec.exchange_virtual_server = e;
+    }
+    Ok(())
+}
+
+fn apply_resource_opts(spec: &mut ResourceSpec, o: &ResourceOpts) -> anyhow::Result<()> {
+    if let Some(g) = &o.group {
+        spec.group = g.clone();
+    }
+    if let Some(k) = &o.kind {
+        spec.kind = ResourceType::parse(k).ok_or_else(|| {
+            anyhow!(
+                "unknown resource type {k:?} ({})",
+                ResourceType::ALL.map(|t| t.name()).join(", ")
+            )
+        })?;
+    }
+    for p in &o.props {
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--prop {p:?}: use KEY=VALUE"))?;
+        spec.properties.insert(k.trim().to_string(), v.to_string());
+    }
+    if let Some(d) = &o.depends_on {
+        spec.depends_on = d.iter().filter(|s| !s.is_empty()).cloned().collect();
+    }
+    if let Some(p) = &o.possible_owners {
+        spec.possible_owners = p.iter().filter(|s| !s.is_empty()).cloned().collect();
+    }
+    if let Some(v) = o.looks_alive_ms {
+        spec.looks_alive_ms = v;
+    }
+    if let Some(v) = o.is_alive_ms {
+        spec.is_alive_ms = v;
+    }
+    if let Some(v) = o.restart_threshold {
+        spec.restart_threshold = v;
+    }
+    if let Some(v) = o.restart_period {
+        spec.restart_period_secs = v;
+    }
+    if let Some(v) = o.pending_timeout {
+        spec.pending_timeout_secs = v;
+    }
+    Ok(())
+}
+
+fn done(v: &Value, as_json: bool, what: String) {
+    if as_json {
+        println!("{v}");
+    } else {
+        println!("{what}");
+    }
+}
+
+async fn group_verb(t: &Target, verb: &GroupVerb, as_json: bool) -> anyhow::Result<ExitCode> {
+    let (body, what) = match verb {
+        GroupVerb::List => {
+            let c = t.catalog().await?;
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&c["groups"])?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("{:<20} {:<10} {:<10} {:<18} RESOURCES", "GROUP", "OWNER", "TARGET", "STATE");
+            if let Some(groups) = c["groups"].as_object() {
+                for (n, g) in groups {
+                    let res: Vec<&str> = g["resources"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default();
+                    println!(
+                        "{:<20} {:<10} {:<10} {:<18} {}",
+                        n,
+                        g["owner"].as_str().unwrap_or("-"),
+                        g["target"].as_str().unwrap_or("-"),
+                        g["state"]["state"].as_str().unwrap_or("-"),
+                        res.join(", ")
+                    );
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        GroupVerb::Create { name, opts } => {
+            let mut spec = GroupSpec::default();
+            apply_group_opts(&mut spec, opts)?;
+            (json!({"action": "create", "name": name, "spec": spec}), format!("group {name} created"))
+        }
+        GroupVerb::Set { name, opts } => {
+            let c = t.catalog().await?;
+            let cur = c["groups"]
+                .get(name)
+                .ok_or_else(|| anyhow!("no group {name:?}"))?;
+            let mut spec: GroupSpec = serde_json::from_value(cur["spec"].clone())?;
+            apply_group_opts(&mut spec, opts)?;
+            (json!({"action": "set", "name": name, "spec": spec}), format!("group {name} changed"))
+        }
+        GroupVerb::Delete { name } => (json!({"action": "delete", "name": name}), format!("group {name} deleted")),
+        GroupVerb::Move { name, to } => (
+            json!({"action": "move", "name": name, "to": to}),
+            format!("group {name} moving"),
+        ),
+        GroupVerb::Online { name } => (json!({"action": "online", "name": name}), format!("group {name} set online")),
+        GroupVerb::Offline { name } => {
+            (json!({"action": "offline", "name": name}), format!("group {name} set offline"))
+        }
+    };
+    let v = t.to_member("POST", "/group", &body).await?;
+    done(&v, as_json, what);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn resource_verb(t: &Target, verb: &ResourceVerb, as_json: bool) -> anyhow::Result<ExitCode> {
+    let (body, what) = match verb {
+        ResourceVerb::List => {
+            let c = t.catalog().await?;
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&c["resources"])?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("{:<16} {:<16} {:<20} {:<15} {:<8} DEPENDS ON", "RESOURCE", "GROUP", "TYPE", "STATE", "NODE");
+            if let Some(rs) = c["resources"].as_object() {
+                for (n, r) in rs {
+                    let deps: Vec<&str> = r["spec"]["depends-on"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default();
+                    println!(
+                        "{:<16} {:<16} {:<20} {:<15} {:<8} {}",
+                        n,
+                        r["spec"]["group"].as_str().unwrap_or("-"),
+                        r["spec"]["type"].as_str().unwrap_or("-"),
+                        r["state"]["state"].as_str().unwrap_or("-"),
+                        r["state"]["node"].as_str().unwrap_or("-"),
+                        deps.join(", ")
+                    );
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        ResourceVerb::Create { name, opts } => {
+            let group = opts.group.clone().ok_or_else(|| anyhow!("--group is required"))?;
+            let kind = opts.kind.as_deref().ok_or_else(|| anyhow!("--type is required"))?;
+            let kind = ResourceType::parse(kind).ok_or_else(|| anyhow!("unknown resource type {kind:?}"))?;
+            let mut spec = ResourceSpec::new(&group, kind);
+            apply_resource_opts(&mut spec, opts)?;
+            (json!({"action": "create", "name": name, "spec": spec}), format!("resource {name} created"))
+        }
+        ResourceVerb::Set { name, opts } => {
+            let c = t.catalog().await?;
+            let cur = c["resources"]
+                .get(name)
+                .ok_or_else(|| anyhow!("no resource {name:?}"))?;
+            let mut spec: ResourceSpec = serde_json::from_value(cur["spec"].clone())?;
+            apply_resource_opts(&mut spec, opts)?;
+            (json!({"action": "set", "name": name, "spec": spec}), format!("resource {name} changed"))
+        }
+        ResourceVerb::Delete { name } => {
+            (json!({"action": "delete", "name": name}), format!("resource {name} deleted"))
+        }
+        ResourceVerb::Depend { name, on } => (
+            json!({"action": "depend", "name": name, "on": on}),
+            format!("{name} now depends on {on}"),
+        ),
+        ResourceVerb::Fail { name } => (json!({"action": "fail", "name": name}), format!("resource {name} failed")),
+    };
+    let v = t.to_member("POST", "/resource", &body).await?;
+    done(&v, as_json, what);
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn db_verb(t: &Target, verb: &DbVerb, as_json: bool) -> anyhow::Result<ExitCode> {

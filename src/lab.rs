@@ -23,7 +23,7 @@
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -302,8 +302,10 @@ fn addr_of<T>(s: &T, f: impl Fn(&T) -> std::io::Result<SocketAddr>) -> anyhow::R
     Ok(f(s)?.to_string())
 }
 
-/// Starts `binary args...` in its own process group (so a Ctrl-C meant for
-/// the shell does not reach the lab), logging to `log`.
+/// Starts `binary args...` in its own session (so a Ctrl-C meant for the
+/// shell does not reach the lab, and `kill` can take the node's whole
+/// "server" — the node and every application it started — down at once),
+/// logging to `log`.
 fn spawn(binary: &Path, args: &[String], log: &Path) -> anyhow::Result<u32> {
     let out = fs::OpenOptions::new()
         .create(true)
@@ -320,10 +322,44 @@ fn spawn(binary: &Path, args: &[String], log: &Path) -> anyhow::Result<u32> {
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err))
-        .process_group(0)
-        .spawn()
+        .spawn_in_new_session()
         .with_context(|| format!("cannot start {}", binary.display()))?;
     Ok(child.id())
+}
+
+trait NewSession {
+    fn spawn_in_new_session(&mut self) -> std::io::Result<std::process::Child>;
+}
+
+impl NewSession for Command {
+    fn spawn_in_new_session(&mut self) -> std::io::Result<std::process::Child> {
+        // SAFETY: setsid is async-signal-safe; nothing else runs between
+        // fork and exec.
+        unsafe {
+            self.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+        }
+        self.spawn()
+    }
+}
+
+/// Every live process in session `sid` (the lab's node and what it started).
+fn session_members(sid: u32) -> Vec<u32> {
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    // Fields after the command: state ppid pgrp session ...
+                    let rest = s.rsplit(')').next()?.to_string();
+                    rest.split_whitespace().nth(3)?.parse::<u32>().ok()
+                })
+                == Some(sid)
+        })
+        .collect()
 }
 
 fn default_timeout(cfg: &ClusterConfig) -> Duration {
@@ -695,6 +731,9 @@ fn down(dir: &Path) -> anyhow::Result<()> {
                 let _ = signal(pid, Signal::SIGKILL);
                 wait_exit(pid, grace);
             }
+            for other in session_members(pid) {
+                let _ = signal(other, Signal::SIGKILL);
+            }
         }
     }
     if let Some(pid) = state.target.pid.take() {
@@ -750,7 +789,6 @@ fn start(dir: &Path, name: &str, wait: bool) -> anyhow::Result<()> {
             }
         })?;
     }
-    println!("{name} started");
     Ok(())
 }
 
@@ -763,6 +801,10 @@ fn send_signal(dir: &Path, name: &str, sig: Signal, verb: &str) -> anyhow::Resul
         .ok_or_else(|| anyhow!("{} is not running", p.name))?;
     signal(pid, sig)?;
     if sig == Signal::SIGKILL {
+        // A killed server takes its applications with it.
+        for other in session_members(pid) {
+            let _ = signal(other, Signal::SIGKILL);
+        }
         wait_exit(pid, Duration::from_secs(5));
     }
     tracing::info!(process = %p.name, pid, signal = %sig, "lab fault: {verb}");
@@ -819,6 +861,9 @@ fn failover(dir: &Path, kills: usize, as_json: bool) -> anyhow::Result<ExitCode>
         let pid = p.pid.ok_or_else(|| anyhow!("{owner} has no pid"))?;
         let killed_at = Instant::now();
         signal(pid, Signal::SIGKILL)?;
+        for other in session_members(pid) {
+            let _ = signal(other, Signal::SIGKILL);
+        }
         let deadline = killed_at + default_timeout(&cfg);
         let new_owner = rt.block_on(async {
             loop {
@@ -911,6 +956,7 @@ pub fn run(a: LabArgs) -> anyhow::Result<ExitCode> {
         }
         Verb::Start { node, dir, wait } => {
             start(&dir.dir, &node, wait)?;
+            println!("{node} started");
             Ok(ExitCode::SUCCESS)
         }
         Verb::Partition { node, net, dir } => {

@@ -4,6 +4,7 @@
 mod bus;
 mod cluster;
 mod disk;
+mod echo;
 mod lab;
 mod node;
 
@@ -39,6 +40,9 @@ enum Command {
     Cluster(cluster::ClusterArgs),
     /// A whole cluster on loopback (a bus and N nodes) and faults to throw at it.
     Lab(lab::LabArgs),
+    /// A tiny TCP echo service that names its node (for failover tests).
+    #[command(hide = true)]
+    EchoServer(echo::EchoArgs),
 }
 
 #[derive(clap::Args)]
@@ -141,6 +145,7 @@ fn main() -> ExitCode {
             Command::Disk(a) => disk::run(a).await,
             Command::Node(a) => node::run(a).await,
             Command::Cluster(a) => cluster::run(a).await,
+            Command::EchoServer(a) => echo::run(a).await,
             Command::Lab(_) => unreachable!("run before the runtime starts"),
         }
     });

@@ -25,6 +25,7 @@ use anyhow::{anyhow, Context};
 use busrig_cluster::admin::Admin;
 use busrig_cluster::config::ClusterConfig;
 use busrig_cluster::driver::{self, ClusterTransport, Exit, Io, NodeDisks, NodeStatus};
+use busrig_cluster::host::{self, HostContext};
 use busrig_cluster::node::Node;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -88,6 +89,12 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<ExitCode> {
 
     let (status_tx, status_rx) = watch::channel(NodeStatus::default());
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let host_ctx = Arc::new(HostContext {
+        cfg: cfg.clone(),
+        me,
+        commands: cmd_tx.clone(),
+        status: status_rx.clone(),
+    });
     let admin = Admin::new(cfg.clone(), me, status_rx, cmd_tx, transport.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopping = {
@@ -106,6 +113,22 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<ExitCode> {
         shutdown_signal().await;
         let _ = on_signal.send(true);
     });
+    // The resource host takes its groups offline on shutdown before the
+    // cluster service announces its exit.
+    let (host_done_tx, host_done_rx) = watch::channel(false);
+    let host_task = tokio::spawn({
+        let stop = stopping();
+        async move {
+            host::run(host_ctx, stop).await;
+            let _ = host_done_tx.send(true);
+        }
+    });
+    let host_done = move || {
+        let mut rx = host_done_rx.clone();
+        async move {
+            let _ = rx.wait_for(|d| *d).await;
+        }
+    };
     let delay = a
         .restart_delay_ms
         .map(Duration::from_millis)
@@ -140,7 +163,7 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<ExitCode> {
             incarnation,
             "cluster service starting"
         );
-        let (_node, exit) = driver::run(node, &transport, &disks, &mut io, stopping()).await;
+        let (_node, exit) = driver::run(node, &transport, &disks, &mut io, host_done()).await;
         match exit {
             Exit::Shutdown => {
                 tracing::info!(node = %nc.name, "cluster service stopped cleanly");
@@ -165,6 +188,7 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let _ = stop_tx.send(true);
+    let _ = host_task.await;
     let _ = admin_task.await;
     Ok(code)
 }

@@ -12,6 +12,10 @@
 //! | `POST /db` | `{"op": "put", "key": K, "value": V}` or `{"op": "delete", "key": K}` | a global update; answers once it is committed |
 //! | `POST /node` | `{"action": "pause" \| "resume" \| "evict", "node": NAME}` | membership changes; only the quorum owner takes them (409 names the owner otherwise) |
 //! | `POST /partition` | `{"net": "private" \| "public" \| "both", "cut": BOOL}` | the lab's network partition switch for this node |
+//! | `GET /catalog` | | groups (spec, owner, target, state, failovers), resources (spec, state), names |
+//! | `POST /group` | `{"action": "create" \| "set" \| "delete" \| "move" \| "online" \| "offline", "name": G, "spec": {..}?, "to": NODE?}` | group administration |
+//! | `POST /resource` | `{"action": "create" \| "set" \| "delete" \| "depend" \| "fail", "name": R, "spec": {..}?, "on": R2?}` | resource administration |
+//! | `GET /resolve?name=NAME` | | the address a network name registered |
 //!
 //! Errors come back as a non-200 status with `{"error": "..."}`; a refused
 //! request changes nothing.
@@ -27,6 +31,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{ClusterConfig, NodeId};
 use crate::db::Change;
+use crate::failover;
+use crate::resource::{group_key, put_json, resource_key, Catalog, GroupSpec, ResourceSpec};
 use crate::driver::{ClusterTransport, Command, NodeStatus};
 use crate::message::Net;
 
@@ -180,11 +186,255 @@ impl Admin {
             ("POST", "/db") => self.update(&req.body).await,
             ("POST", "/node") => self.node_verb(&req.body).await,
             ("POST", "/partition") => self.partition(&req.body),
-            (_, "/status" | "/db" | "/node" | "/partition") => {
+            ("GET", "/catalog") => match self.catalog().await {
+                Ok(c) => HttpResponse::ok(catalog_json(&c)),
+                Err(r) => r,
+            },
+            ("POST", "/group") => self.group_verb(&req.body).await,
+            ("POST", "/resource") => self.resource_verb(&req.body).await,
+            ("GET", "/resolve") => {
+                let Some(n) = req.query("name") else {
+                    return HttpResponse::error(400, "resolve needs ?name=NAME");
+                };
+                match self.catalog().await {
+                    Ok(c) => match c.resolve(n) {
+                        Some(a) => HttpResponse::ok(json!({ "name": n, "address": a })),
+                        None => HttpResponse::error(404, format!("no network name {n:?} is online")),
+                    },
+                    Err(r) => r,
+                }
+            }
+            (_, "/status" | "/db" | "/node" | "/partition" | "/catalog" | "/group" | "/resource" | "/resolve") => {
                 HttpResponse::error(405, format!("{} is not allowed on {}", req.method, req.path))
             }
             _ => HttpResponse::error(404, format!("no such endpoint: {}", req.path)),
         }
+    }
+
+    async fn snapshot(&self) -> Result<crate::db::DbSnapshot, HttpResponse> {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Snapshot(tx)).is_err() {
+            return Err(HttpResponse::error(503, "the cluster service is not running"));
+        }
+        rx.await
+            .map_err(|_| HttpResponse::error(503, "the cluster service stopped"))
+    }
+
+    async fn catalog(&self) -> Result<Catalog, HttpResponse> {
+        Ok(Catalog::from_db(&self.snapshot().await?))
+    }
+
+    /// Proposes `changes` in order; the first refusal stops and is reported.
+    async fn commit(&self, changes: Vec<Change>) -> HttpResponse {
+        let mut last = 0;
+        for c in changes {
+            let (tx, rx) = oneshot::channel();
+            if self.commands.send(Command::Propose(c, Some(tx))).is_err() {
+                return HttpResponse::error(503, "the cluster service is not running");
+            }
+            match tokio::time::timeout(change_timeout(&self.cfg), rx).await {
+                Ok(Ok(Ok(seq))) => last = seq,
+                Ok(Ok(Err(reason))) => return HttpResponse::error(409, reason),
+                Ok(Err(_)) => return HttpResponse::error(503, "the cluster service stopped"),
+                Err(_) => return HttpResponse::error(504, "the update was not committed in time"),
+            }
+        }
+        HttpResponse::ok(json!({ "seq": last }))
+    }
+
+    fn node_names(&self) -> Vec<String> {
+        self.cfg.nodes.iter().map(|n| n.name.clone()).collect()
+    }
+
+    async fn group_verb(&self, body: &Value) -> HttpResponse {
+        let (Some(action), Some(name)) = (
+            body.get("action").and_then(Value::as_str),
+            body.get("name").and_then(Value::as_str),
+        ) else {
+            return HttpResponse::error(400, "a group request needs \"action\" and \"name\"");
+        };
+        let cat = match self.catalog().await {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        let exists = cat.groups.get(name);
+        let spec = || -> Result<GroupSpec, HttpResponse> {
+            match body.get("spec") {
+                None | Some(Value::Null) => Ok(GroupSpec::default()),
+                Some(v) => serde_json::from_value(v.clone())
+                    .map_err(|e| HttpResponse::error(400, format!("group spec: {e}"))),
+            }
+        };
+        let changes = match (action, exists) {
+            ("create", Some(_)) => return HttpResponse::error(409, format!("group {name:?} exists")),
+            ("create", None) | ("set", Some(_)) => {
+                let spec = match spec() {
+                    Ok(s) => s,
+                    Err(r) => return r,
+                };
+                if let Err(e) = cat.check_group(name, &spec, &self.node_names()) {
+                    return HttpResponse::error(400, e);
+                }
+                vec![put_json(group_key(name, "spec"), &spec)]
+            }
+            (_, None) => return HttpResponse::error(404, format!("no group {name:?}")),
+            ("delete", Some(_)) => {
+                let members: Vec<&String> = cat.members(name).into_iter().map(|(n, _)| n).collect();
+                if !members.is_empty() {
+                    return HttpResponse::error(
+                        409,
+                        format!("group {name} still has resources: {members:?}; delete them first"),
+                    );
+                }
+                let g = exists.expect("matched Some");
+                ["spec", "owner", "target", "state", "failovers"]
+                    .iter()
+                    .filter(|f| match **f {
+                        "spec" => true,
+                        "owner" => g.owner.is_some(),
+                        "target" => !g.target_online,
+                        "state" => g.state.is_some(),
+                        _ => !g.failovers.is_empty(),
+                    })
+                    .map(|f| Change::Delete { key: group_key(name, f) })
+                    .collect()
+            }
+            ("online", Some(g)) => {
+                let mut c = vec![Change::Put {
+                    key: group_key(name, "target"),
+                    value: "online".into(),
+                }];
+                // Bringing a failed group online starts its counts afresh.
+                if g.state.as_ref().is_some_and(|s| s.state == "failed") {
+                    c.push(Change::Delete { key: group_key(name, "state") });
+                }
+                if !g.failovers.is_empty() {
+                    c.push(Change::Delete { key: group_key(name, "failovers") });
+                }
+                c
+            }
+            ("offline", Some(_)) => vec![Change::Put {
+                key: group_key(name, "target"),
+                value: "offline".into(),
+            }],
+            ("move", Some(g)) => {
+                let view = match self.status.borrow().view.clone() {
+                    Some(v) => v,
+                    None => return HttpResponse::error(503, "this node is not a member"),
+                };
+                let place = failover::placement_of(&self.cfg, &cat, name, g);
+                let mut nodes = failover::node_views(&self.cfg, &cat, &view);
+                let current = g.owner.as_deref().and_then(|o| self.cfg.node_id(o));
+                let to = match body.get("to").and_then(Value::as_str) {
+                    Some(t) => {
+                        let Some(id) = self.cfg.node_id(t) else {
+                            return HttpResponse::error(404, format!("no node {t:?}"));
+                        };
+                        let n = nodes.iter().find(|n| n.id == id).expect("every node");
+                        if n.state != crate::placement::NodeState::Up {
+                            return HttpResponse::error(
+                                409,
+                                format!("node {t} cannot take groups now ({:?})", n.state),
+                            );
+                        }
+                        if !place.is_possible_owner(id) {
+                            return HttpResponse::error(
+                                409,
+                                format!("node {t} is not a possible owner of every resource in {name}"),
+                            );
+                        }
+                        id
+                    }
+                    None => {
+                        // Best possible among the other nodes.
+                        nodes.retain(|n| Some(n.id) != current);
+                        match crate::placement::choose_move_best_possible(&place, &nodes, |c| c[0]) {
+                            Some(id) => id,
+                            None => return HttpResponse::error(409, format!("no other node can take {name}")),
+                        }
+                    }
+                };
+                vec![Change::Put {
+                    key: group_key(name, "owner"),
+                    value: self.cfg.nodes[usize::from(to)].name.clone(),
+                }]
+            }
+            (other, _) => {
+                return HttpResponse::error(
+                    400,
+                    format!("unknown group action {other:?} (create, set, delete, move, online, offline)"),
+                )
+            }
+        };
+        self.commit(changes).await
+    }
+
+    async fn resource_verb(&self, body: &Value) -> HttpResponse {
+        let (Some(action), Some(name)) = (
+            body.get("action").and_then(Value::as_str),
+            body.get("name").and_then(Value::as_str),
+        ) else {
+            return HttpResponse::error(400, "a resource request needs \"action\" and \"name\"");
+        };
+        let cat = match self.catalog().await {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        let exists = cat.resources.get(name).cloned();
+        let nodes = self.node_names();
+        let changes = match (action, exists) {
+            ("create", Some(_)) => return HttpResponse::error(409, format!("resource {name:?} exists")),
+            ("create", None) | ("set", Some(_)) => {
+                let spec: ResourceSpec = match body.get("spec").map(|v| serde_json::from_value(v.clone())) {
+                    Some(Ok(s)) => s,
+                    Some(Err(e)) => return HttpResponse::error(400, format!("resource spec: {e}")),
+                    None => return HttpResponse::error(400, "a resource needs a \"spec\""),
+                };
+                if let Err(e) = cat.check_resource(name, &spec, &nodes) {
+                    return HttpResponse::error(400, e);
+                }
+                vec![put_json(resource_key(name, "spec"), &spec)]
+            }
+            (_, None) => return HttpResponse::error(404, format!("no resource {name:?}")),
+            ("delete", Some(r)) => {
+                let deps: Vec<&String> = cat.dependents(name).collect();
+                if !deps.is_empty() {
+                    return HttpResponse::error(409, format!("{deps:?} depend on {name}; delete them first"));
+                }
+                let mut c = vec![Change::Delete { key: resource_key(name, "spec") }];
+                if r.state.is_some() {
+                    c.push(Change::Delete { key: resource_key(name, "state") });
+                }
+                c
+            }
+            ("depend", Some(r)) => {
+                let Some(on) = body.get("on").and_then(Value::as_str) else {
+                    return HttpResponse::error(400, "depend needs \"on\": RESOURCE");
+                };
+                let mut spec = r.spec.clone();
+                if !spec.depends_on.iter().any(|d| d == on) {
+                    spec.depends_on.push(on.to_string());
+                }
+                if let Err(e) = cat.check_resource(name, &spec, &nodes) {
+                    return HttpResponse::error(400, e);
+                }
+                vec![put_json(resource_key(name, "spec"), &spec)]
+            }
+            ("fail", Some(_)) => vec![Change::Put {
+                key: resource_key(name, "fail"),
+                value: format!("{}", std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis())
+                    .unwrap_or(0)),
+            }],
+            (other, _) => {
+                return HttpResponse::error(
+                    400,
+                    format!("unknown resource action {other:?} (create, set, delete, depend, fail)"),
+                )
+            }
+        };
+        self.commit(changes).await
     }
 
     async fn db(&self) -> HttpResponse {
@@ -324,6 +574,33 @@ impl Admin {
             "public": self.transport.is_partitioned(Net::Public),
         }))
     }
+}
+
+/// The catalog as JSON for `GET /catalog`.
+pub fn catalog_json(c: &Catalog) -> Value {
+    let groups: serde_json::Map<String, Value> = c
+        .groups
+        .iter()
+        .map(|(n, g)| {
+            (
+                n.clone(),
+                json!({
+                    "spec": g.spec,
+                    "owner": g.owner,
+                    "target": if g.target_online { "online" } else { "offline" },
+                    "state": g.state,
+                    "failovers": g.failovers,
+                    "resources": c.online_order(n),
+                }),
+            )
+        })
+        .collect();
+    let resources: serde_json::Map<String, Value> = c
+        .resources
+        .iter()
+        .map(|(n, r)| (n.clone(), json!({ "spec": r.spec, "state": r.state })))
+        .collect();
+    json!({ "groups": groups, "resources": resources, "names": c.names })
 }
 
 // ----- client -----------------------------------------------------------

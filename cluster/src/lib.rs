@@ -13,6 +13,7 @@ pub mod config;
 pub mod db;
 pub mod driver;
 pub mod failover;
+pub mod host;
 pub mod log_manager;
 pub mod message;
 pub mod node;

@@ -11,6 +11,7 @@
 //! group/G/failovers   [ms, ...]            Failover Manager (threshold window)
 //! resource/R/spec     ResourceSpec         administrator
 //! resource/R/state    ResourceState        the owner's Resource Monitor
+//! resource/R/fail     time stamp (text)    `resource fail`: the owner fails it
 //! name/NAME           address (text)       network-name resources
 //! ```
 //!
@@ -258,6 +259,9 @@ pub struct GroupRecord {
 pub struct ResourceRecord {
     pub spec: ResourceSpec,
     pub state: Option<ResourceState>,
+    /// The last `resource fail` request (a time stamp); a new value makes
+    /// the owner treat the resource as failed.
+    pub fail_request: Option<String>,
 }
 
 /// The groups and resources of a database snapshot.
@@ -327,7 +331,11 @@ impl Catalog {
                     Ok(spec) => {
                         c.resources.insert(
                             r.to_string(),
-                            ResourceRecord { spec, state: None },
+                            ResourceRecord {
+                                spec,
+                                state: None,
+                                fail_request: None,
+                            },
                         );
                     }
                     Err(e) => tracing::warn!(key = %k, error = %e, "unreadable resource spec"),
@@ -355,6 +363,11 @@ impl Catalog {
                 ["resource", r, "state"] => {
                     if let Some(rec) = c.resources.get_mut(*r) {
                         rec.state = serde_json::from_str(v).ok();
+                    }
+                }
+                ["resource", r, "fail"] => {
+                    if let Some(rec) = c.resources.get_mut(*r) {
+                        rec.fail_request = Some(v.clone());
                     }
                 }
                 _ => {}

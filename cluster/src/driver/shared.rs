@@ -27,6 +27,14 @@ pub fn node_isid(node: NodeId) -> Isid {
     Isid([0x80, 0x62, 0x72, 0x4e, hi, lo])
 }
 
+/// The ISID of node `node`'s session for data disk `index` (a physical-disk
+/// resource): its own I_T nexus, stable across logins, distinct from the
+/// quorum session and from the node's other data disks.
+pub fn data_isid(node: NodeId, index: u8) -> Isid {
+    let [hi, lo] = node.to_be_bytes();
+    Isid([0x80, 0x62, 0x44, index, hi, lo])
+}
+
 /// The session settings of node `me` (which must be in `cfg`): its
 /// initiator name, its ISID, and command and recovery limits of twice the
 /// challenge wait (at least 5 s). Safety never depends on them (the lease
@@ -98,6 +106,43 @@ impl SharedDisk {
         }
     }
 
+    /// Performs `op` on a data disk: as [`SharedDisk::execute`], except that
+    /// a challenger's reset is a LOGICAL UNIT RESET of this disk alone (it
+    /// clears the LUN's SCSI-2 reservation, SPC-2 §5.5.1) rather than a
+    /// reset of the whole bus.
+    pub async fn execute_data(&self, op: DiskOp) -> DiskResult {
+        if op != DiskOp::BusReset {
+            return self.execute(op).await;
+        }
+        let d = match self.get().await {
+            Ok(d) => d,
+            Err(e) => return DiskResult::Failed(e),
+        };
+        super::disk::map_result(d.lun_reset().await.map(|()| None))
+    }
+
+    /// Writes `data` (padded to one block) with FUA to the last block of
+    /// the disk: the physical-disk resource's ownership stamp.
+    pub async fn stamp_last_block(&self, data: &[u8]) -> DiskResult {
+        let d = match self.get().await {
+            Ok(d) => d,
+            Err(e) => return DiskResult::Failed(e),
+        };
+        let cap = match d.capacity().await {
+            Ok(c) => c,
+            Err(e) => return super::disk::map_result(Err(e)),
+        };
+        let mut block = vec![0u8; cap.block_length as usize];
+        let n = data.len().min(block.len());
+        block[..n].copy_from_slice(&data[..n]);
+        let lba = cap.blocks.saturating_sub(1);
+        super::disk::map_result(
+            d.write(lba, bytes::Bytes::from(block), true)
+                .await
+                .map(|()| None),
+        )
+    }
+
     /// Performs `op`.
     pub async fn execute(&self, op: DiskOp) -> DiskResult {
         let d = match self.get().await {
@@ -154,8 +199,6 @@ impl DiskExecutor for NodeDisks {
         let disk = match id {
             DiskId::Quorum => self.quorum.as_ref(),
             DiskId::Witness => self.witness.as_ref(),
-            // The majority model's local replica is a file, not an iSCSI
-            // disk: see `disk::LocalDisk`.
         };
         match disk {
             Some(d) => d.execute(op).await,

@@ -1,0 +1,553 @@
+//! The resource host of one node: the Resource Monitor for the groups this
+//! node owns, and, on the quorum owner, the Failover Manager's loop.
+//!
+//! It lives beside the node's event loop in the node process and talks to
+//! it only through the admin channels: it reads the published
+//! [`NodeStatus`], fetches the cluster database when its sequence number
+//! moves, and proposes changes (owners, states, name registrations) as
+//! global updates. So every decision is in the quorum log before any node
+//! acts on it.
+//!
+//! For each group whose owner is this node the host runs a group task:
+//! it waits until the previous owner reports the group offline (or has
+//! left the cluster), brings the resources online in dependency order,
+//! polls LooksAlive and IsAlive, restarts a failed resource (with the
+//! resources that depend on it) up to its restart threshold, and reports
+//! the group failed beyond it, which the Failover Manager turns into a
+//! failover. When the owner changes, or the group is set offline, the task
+//! takes the resources offline in reverse order. When the cluster service
+//! stops, every group goes offline at once.
+
+pub mod resources;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::seq::SliceRandom;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::config::{ClusterConfig, NodeId};
+use crate::db::{Change, DbSnapshot};
+use crate::driver::{Command, NodeStatus};
+use crate::failover::{FailoverManager, THRESHOLD_REASON};
+use crate::placement::{RestartDecision, RestartTracker, Threshold};
+use crate::resource::{group_key, put_json, resource_key, Catalog, GroupState, ResourceState};
+
+use resources::{disk_indices, Running};
+
+/// What the host needs from its node.
+pub struct HostContext {
+    pub cfg: Arc<ClusterConfig>,
+    pub me: NodeId,
+    pub commands: mpsc::UnboundedSender<Command>,
+    pub status: watch::Receiver<NodeStatus>,
+}
+
+impl HostContext {
+    pub fn name(&self) -> &str {
+        &self.cfg.nodes[usize::from(self.me)].name
+    }
+
+    /// Proposes `change` and waits for it to commit.
+    pub async fn propose(&self, change: Change) -> Result<u64, String> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Propose(change, Some(tx)))
+            .map_err(|_| "the cluster service is not running".to_string())?;
+        match tokio::time::timeout(crate::admin::change_timeout(&self.cfg), rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err("the cluster service stopped".into()),
+            Err(_) => Err("not committed in time".into()),
+        }
+    }
+
+    /// This node's copy of the cluster database.
+    pub async fn snapshot(&self) -> Option<DbSnapshot> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::Snapshot(tx)).ok()?;
+        rx.await.ok()
+    }
+
+    fn members(&self) -> BTreeSet<String> {
+        let st = self.status.borrow();
+        st.view
+            .as_ref()
+            .map(|v| {
+                v.members
+                    .iter()
+                    .map(|&m| self.cfg.nodes[usize::from(m)].name.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    async fn report_group(&self, group: &str, state: &str, reason: Option<String>) {
+        let st = GroupState {
+            state: state.into(),
+            node: self.name().into(),
+            reason,
+        };
+        if let Err(e) = self.propose(put_json(group_key(group, "state"), &st)).await {
+            tracing::warn!(%group, state, error = %e, "could not record the group state");
+        }
+    }
+
+    async fn report_resource(&self, r: &str, state: &str, reason: Option<String>) {
+        let st = ResourceState {
+            state: state.into(),
+            node: self.name().into(),
+            reason,
+        };
+        if let Err(e) = self.propose(put_json(resource_key(r, "state"), &st)).await {
+            tracing::warn!(resource = %r, state, error = %e, "could not record the resource state");
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The UTC hour, for failback windows.
+fn utc_hour() -> u8 {
+    ((wall_ms() / 3_600_000) % 24) as u8
+}
+
+struct GroupTask {
+    catalog: watch::Sender<Arc<Catalog>>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Runs the host until `shutdown` completes (every group is then taken
+/// offline).
+pub async fn run(ctx: Arc<HostContext>, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let mut fm = FailoverManager::default();
+    let mut tasks: BTreeMap<String, GroupTask> = BTreeMap::new();
+    let mut status = ctx.status.clone();
+    let mut last_seq = u64::MAX;
+    let mut catalog = Arc::new(Catalog::default());
+    let period = (ctx.cfg.timing.heartbeat * 2).max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            r = status.changed() => if r.is_err() { break },
+            _ = tick.tick() => {}
+        }
+        let st = status.borrow_and_update().clone();
+        let active = st.stopped.is_none() && st.view.is_some() && st.phase != "joining";
+        if !active {
+            if !tasks.is_empty() {
+                tracing::warn!("cluster service not running: taking every group offline");
+                stop_all(&mut tasks).await;
+            }
+            last_seq = u64::MAX;
+            continue;
+        }
+        if st.db_seq != last_seq || catalog.groups.is_empty() {
+            if let Some(db) = ctx.snapshot().await {
+                last_seq = db.seq;
+                catalog = Arc::new(Catalog::from_db(&db));
+            }
+        }
+        // The Failover Manager runs on the quorum owner.
+        let view = st.view.clone().expect("active");
+        if st.acting_owner && view.owner == Some(ctx.me) && !st.writes_held {
+            let decisions = fm.decide(&ctx.cfg, &catalog, &view, wall_ms(), utc_hour(), |c| {
+                *c.choose(&mut rand::thread_rng()).expect("non-empty")
+            });
+            for d in decisions {
+                tracing::info!(group = %d.group, reason = %d.reason, "failover manager");
+                if let Err(e) = ctx.propose(d.change).await {
+                    tracing::warn!(group = %d.group, error = %e, "failover manager change not committed");
+                    break;
+                }
+            }
+        }
+        // Which groups this node should host now.
+        let me = ctx.name().to_string();
+        let want: BTreeSet<String> = catalog
+            .groups
+            .iter()
+            .filter(|(_, g)| g.owner.as_deref() == Some(me.as_str()) && g.target_online)
+            .filter(|(_, g)| {
+                // A group that failed here stays down until it moves (or
+                // the administrator brings it online again).
+                !g.state.as_ref().is_some_and(|s| {
+                    s.state == "failed" && (s.node == me || s.reason.as_deref() == Some(THRESHOLD_REASON))
+                })
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        // Finished tasks (failed groups) go away.
+        tasks.retain(|g, t| {
+            if t.task.is_finished() {
+                tracing::debug!(group = %g, "group task ended");
+                false
+            } else {
+                true
+            }
+        });
+        for (g, t) in &tasks {
+            if !want.contains(g) {
+                let _ = t.stop.send(true);
+            } else {
+                let _ = t.catalog.send(catalog.clone());
+            }
+        }
+        for g in &want {
+            if !tasks.contains_key(g) && !st.writes_held {
+                let (ctx_tx, ctx_rx) = watch::channel(catalog.clone());
+                let (stop_tx, stop_rx) = watch::channel(false);
+                let task = tokio::spawn(group_task(ctx.clone(), g.clone(), ctx_rx, stop_rx));
+                tasks.insert(
+                    g.clone(),
+                    GroupTask {
+                        catalog: ctx_tx,
+                        stop: stop_tx,
+                        task,
+                    },
+                );
+            }
+        }
+    }
+    stop_all(&mut tasks).await;
+}
+
+async fn stop_all(tasks: &mut BTreeMap<String, GroupTask>) {
+    for t in tasks.values() {
+        let _ = t.stop.send(true);
+    }
+    for (g, t) in std::mem::take(tasks) {
+        if tokio::time::timeout(Duration::from_secs(30), t.task).await.is_err() {
+            tracing::warn!(group = %g, "group did not go offline in 30 s");
+        }
+    }
+}
+
+/// One resource of a running group, with its poll times.
+struct Live {
+    name: String,
+    running: Running,
+    next_looks: Instant,
+    next_is: Instant,
+}
+
+async fn group_task(
+    ctx: Arc<HostContext>,
+    group: String,
+    mut catalog: watch::Receiver<Arc<Catalog>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let me = ctx.name().to_string();
+    // 1. The previous owner takes the group offline first.
+    let pending_limit = Duration::from_secs(crate::resource::PENDING_TIMEOUT_SECS);
+    let waited = Instant::now();
+    loop {
+        let busy = {
+            let cat = catalog.borrow();
+            cat.groups.get(&group).and_then(|g| g.state.clone()).is_some_and(|s| {
+                s.node != me
+                    && ctx.members().contains(&s.node)
+                    && !matches!(s.state.as_str(), "offline" | "failed")
+            })
+        };
+        if !busy {
+            break;
+        }
+        if waited.elapsed() > pending_limit {
+            tracing::warn!(%group, "previous owner did not report the group offline; going on");
+            break;
+        }
+        tokio::select! {
+            _ = catalog.changed() => {}
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    tracing::info!(%group, "bringing the group online");
+    ctx.report_group(&group, "pending", None).await;
+    let cat = catalog.borrow().clone();
+    let order = cat.online_order(&group);
+    let indices = disk_indices(&cat);
+    let mut live: Vec<Live> = Vec::new();
+    let mut trackers: BTreeMap<String, RestartTracker> = BTreeMap::new();
+    let t0 = Instant::now();
+
+    // 2. Online in dependency order, restarting within the threshold.
+    let mut failed: Option<String> = None;
+    for r in &order {
+        match online_with_restarts(&ctx, &cat, r, &indices, &mut trackers, t0).await {
+            Ok(l) => live.push(l),
+            Err(why) => {
+                failed = Some(format!("{r}: {why}"));
+                break;
+            }
+        }
+        if *stop.borrow() {
+            break;
+        }
+    }
+    if let Some(why) = failed {
+        offline_all(&ctx, &mut live).await;
+        tracing::warn!(%group, reason = %why, "group failed on this node");
+        ctx.report_group(&group, "failed", Some(why)).await;
+        return;
+    }
+    if !*stop.borrow() {
+        tracing::info!(%group, "group online");
+        ctx.report_group(&group, "online", None).await;
+    }
+
+    // 3. Poll until told to stop.
+    let fail_seen = |c: &Catalog| -> BTreeMap<String, Option<String>> {
+        c.resources.iter().map(|(n, r)| (n.clone(), r.fail_request.clone())).collect()
+    };
+    let mut fails = fail_seen(&cat);
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let next = live
+            .iter()
+            .map(|l| l.next_looks.min(l.next_is))
+            .min()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            _ = stop.changed() => continue,
+            _ = catalog.changed() => {}
+            () = tokio::time::sleep_until(next) => {}
+        }
+        let cat = catalog.borrow().clone();
+        let now = Instant::now();
+        let mut failed_at: Option<(usize, String)> = None;
+        // An administrator's `resource fail`.
+        let now_fails = fail_seen(&cat);
+        for (i, l) in live.iter().enumerate() {
+            let new = now_fails.get(&l.name).cloned().flatten();
+            if new.is_some() && fails.get(&l.name).cloned().flatten() != new {
+                failed_at = Some((i, "failed by the administrator".into()));
+                break;
+            }
+        }
+        fails = now_fails;
+        // Resources added to the group (or deleted from it) since.
+        if failed_at.is_none() {
+            let gone: Vec<usize> = live
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| cat.resources.get(&l.name).is_none_or(|r| r.spec.group != group))
+                .map(|(i, _)| i)
+                .collect();
+            for i in gone.into_iter().rev() {
+                let l = live.remove(i);
+                tracing::info!(%group, resource = %l.name, "resource left the group: offline");
+                l.running.stop(&ctx).await;
+            }
+            let indices = disk_indices(&cat);
+            for r in cat.online_order(&group) {
+                if live.iter().any(|l| l.name == r) {
+                    continue;
+                }
+                let deps_up = cat.resources[&r]
+                    .spec
+                    .depends_on
+                    .iter()
+                    .all(|d| live.iter().any(|l| &l.name == d));
+                if !deps_up {
+                    continue;
+                }
+                match start_one(&ctx, &cat, &r, &indices).await {
+                    Ok(l) => live.push(l),
+                    Err(why) => tracing::warn!(%group, resource = %r, reason = %why, "new resource did not come online"),
+                }
+            }
+        }
+        for (i, l) in live.iter_mut().enumerate() {
+            if failed_at.is_some() {
+                break;
+            }
+            let Some(spec) = cat.resources.get(&l.name).map(|r| r.spec.clone()) else {
+                continue;
+            };
+            let result = if now >= l.next_is {
+                l.next_is = now + Duration::from_millis(spec.is_alive_ms);
+                l.next_looks = now + Duration::from_millis(spec.looks_alive_ms);
+                l.running.is_alive(&spec).await
+            } else if now >= l.next_looks {
+                l.next_looks = now + Duration::from_millis(spec.looks_alive_ms);
+                l.running.looks_alive().await
+            } else {
+                Ok(())
+            };
+            if let Err(why) = result {
+                failed_at = Some((i, why));
+                break;
+            }
+        }
+        let Some((i, why)) = failed_at else { continue };
+        let name = live[i].name.clone();
+        tracing::warn!(%group, resource = %name, reason = %why, "resource failed");
+        ctx.report_resource(&name, "failed", Some(why.clone())).await;
+        // The failed resource and everything that depends on it, in order.
+        let mut affected: BTreeSet<String> = BTreeSet::from([name.clone()]);
+        loop {
+            let more: Vec<String> = cat
+                .resources
+                .iter()
+                .filter(|(n, r)| {
+                    !affected.contains(*n) && r.spec.depends_on.iter().any(|d| affected.contains(d))
+                })
+                .map(|(n, _)| n.clone())
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            affected.extend(more);
+        }
+        let spec = cat.resources.get(&name).map(|r| r.spec.clone());
+        let threshold = spec
+            .as_ref()
+            .map(|s| Threshold {
+                count: s.restart_threshold,
+                period: Duration::from_secs(s.restart_period_secs),
+            })
+            .unwrap_or(Threshold::RESTART_DEFAULT);
+        let decision = trackers
+            .entry(name.clone())
+            .or_insert_with(|| RestartTracker::new(threshold))
+            .on_failure(t0.elapsed());
+        // Offline the affected resources, dependents first.
+        let mut keep = Vec::new();
+        let mut down = Vec::new();
+        for l in live.drain(..) {
+            if affected.contains(&l.name) {
+                down.push(l);
+            } else {
+                keep.push(l);
+            }
+        }
+        live = keep;
+        offline_all(&ctx, &mut down).await;
+        match decision {
+            RestartDecision::RestartLocally => {
+                tracing::info!(%group, resource = %name, "restarting on this node");
+                let mut broke = None;
+                for r in order.iter().filter(|r| affected.contains(*r)) {
+                    match start_one(&ctx, &cat, r, &indices).await {
+                        Ok(l) => live.push(l),
+                        Err(why) => {
+                            broke = Some(format!("{r}: restart failed: {why}"));
+                            break;
+                        }
+                    }
+                }
+                if let Some(why) = broke {
+                    offline_all(&ctx, &mut live).await;
+                    ctx.report_group(&group, "failed", Some(why)).await;
+                    return;
+                }
+            }
+            RestartDecision::FailGroup => {
+                offline_all(&ctx, &mut live).await;
+                let why = format!("{name} used up its restart threshold");
+                tracing::warn!(%group, reason = %why, "group failed on this node");
+                ctx.report_group(&group, "failed", Some(why)).await;
+                return;
+            }
+        }
+    }
+    tracing::info!(%group, "taking the group offline");
+    ctx.report_group(&group, "offline-pending", None).await;
+    offline_all(&ctx, &mut live).await;
+    ctx.report_group(&group, "offline", None).await;
+}
+
+async fn start_one(
+    ctx: &Arc<HostContext>,
+    cat: &Catalog,
+    r: &str,
+    indices: &BTreeMap<String, u8>,
+) -> Result<Live, String> {
+    let spec = cat
+        .resources
+        .get(r)
+        .map(|x| x.spec.clone())
+        .ok_or_else(|| "deleted".to_string())?;
+    ctx.report_resource(r, "online-pending", None).await;
+    let limit = Duration::from_secs(spec.pending_timeout_secs);
+    let idx = indices.get(r).copied().unwrap_or(1);
+    match tokio::time::timeout(limit, Running::start(ctx, cat, r, &spec, idx)).await {
+        Ok(Ok(running)) => {
+            tracing::info!(resource = %r, kind = spec.kind.name(), "resource online");
+            ctx.report_resource(r, "online", None).await;
+            let now = Instant::now();
+            Ok(Live {
+                name: r.to_string(),
+                running,
+                next_looks: now + Duration::from_millis(spec.looks_alive_ms),
+                next_is: now + Duration::from_millis(spec.is_alive_ms),
+            })
+        }
+        Ok(Err(why)) => {
+            ctx.report_resource(r, "failed", Some(why.clone())).await;
+            Err(why)
+        }
+        Err(_) => {
+            let why = format!("still pending after {limit:?}");
+            ctx.report_resource(r, "failed", Some(why.clone())).await;
+            Err(why)
+        }
+    }
+}
+
+async fn online_with_restarts(
+    ctx: &Arc<HostContext>,
+    cat: &Catalog,
+    r: &str,
+    indices: &BTreeMap<String, u8>,
+    trackers: &mut BTreeMap<String, RestartTracker>,
+    t0: Instant,
+) -> Result<Live, String> {
+    loop {
+        match start_one(ctx, cat, r, indices).await {
+            Ok(l) => return Ok(l),
+            Err(why) => {
+                let spec = cat.resources.get(r).map(|x| x.spec.clone());
+                let threshold = spec
+                    .map(|s| Threshold {
+                        count: s.restart_threshold,
+                        period: Duration::from_secs(s.restart_period_secs),
+                    })
+                    .unwrap_or(Threshold::RESTART_DEFAULT);
+                let d = trackers
+                    .entry(r.to_string())
+                    .or_insert_with(|| RestartTracker::new(threshold))
+                    .on_failure(t0.elapsed());
+                if d == RestartDecision::FailGroup {
+                    return Err(why);
+                }
+                tracing::info!(resource = %r, reason = %why, "online failed; retrying on this node");
+            }
+        }
+    }
+}
+
+async fn offline_all(ctx: &Arc<HostContext>, live: &mut Vec<Live>) {
+    while let Some(l) = live.pop() {
+        ctx.report_resource(&l.name, "offline-pending", None).await;
+        l.running.stop(ctx).await;
+        tracing::info!(resource = %l.name, "resource offline");
+        ctx.report_resource(&l.name, "offline", None).await;
+    }
+}

@@ -1,0 +1,444 @@
+//! The resource types: how each one goes online, is polled, and goes
+//! offline on this node (the Resource Monitor's resource DLLs).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use busrig_initiator::IscsiUrl;
+use tokio::process::{Child, Command};
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+
+use crate::arbiter::{ArbOut, Arbiter, DiskResult};
+use crate::config::QuorumModel;
+use crate::db::Change;
+use crate::driver::shared::{data_isid, node_session_config, SharedDisk};
+use crate::node::pr_key;
+use crate::resource::{name_key, Catalog, ResourceSpec, ResourceType};
+
+use super::HostContext;
+
+/// A resource running on this node.
+pub enum Running {
+    Disk(DiskResource),
+    Ip { _claim: UdpSocket, address: IpAddr },
+    Name { name: String, address: String },
+    App(AppResource),
+    Script { path: String, env: Vec<(String, String)> },
+}
+
+/// Environment variable suffix for a resource name.
+fn env_name(r: &str) -> String {
+    r.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .collect()
+}
+
+/// The environment a group's applications and scripts get: which node and
+/// group they run in, and the group's addresses, names and disks.
+pub fn group_env(ctx: &HostContext, cat: &Catalog, group: &str, resource: &str) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("BUSRIG_NODE".to_string(), ctx.name().to_string()),
+        ("BUSRIG_GROUP".to_string(), group.to_string()),
+        ("BUSRIG_RESOURCE".to_string(), resource.to_string()),
+        ("BUSRIG_INITIATOR_NAME".to_string(), ctx.cfg.initiator_name(ctx.me)),
+    ];
+    let mut first_ip = None;
+    for (name, r) in cat.members(group) {
+        let key = env_name(name);
+        match r.spec.kind {
+            ResourceType::IpAddress => {
+                if let Some(a) = r.spec.prop("address") {
+                    first_ip.get_or_insert_with(|| a.to_string());
+                    env.push((format!("BUSRIG_IP_{key}"), a.to_string()));
+                }
+            }
+            ResourceType::PhysicalDisk => {
+                if let Some(d) = r.spec.prop("disk") {
+                    env.push((format!("BUSRIG_DISK_{key}"), d.to_string()));
+                }
+            }
+            ResourceType::NetworkName => {
+                if let Some(n) = r.spec.prop("name") {
+                    env.push(("BUSRIG_NETWORK_NAME".to_string(), n.to_string()));
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(ip) = first_ip {
+        env.push(("BUSRIG_IP".to_string(), ip));
+    }
+    env
+}
+
+impl Running {
+    /// Brings resource `name` online; an error says why it could not.
+    pub async fn start(
+        ctx: &Arc<HostContext>,
+        cat: &Catalog,
+        name: &str,
+        spec: &ResourceSpec,
+        disk_index: u8,
+    ) -> Result<Running, String> {
+        match spec.kind {
+            ResourceType::PhysicalDisk => {
+                DiskResource::start(ctx, name, spec.prop("disk").unwrap_or_default(), disk_index)
+                    .await
+                    .map(Running::Disk)
+            }
+            ResourceType::IpAddress => {
+                let a = spec.prop("address").unwrap_or_default();
+                let address: IpAddr = a.parse().map_err(|_| format!("bad address {a:?}"))?;
+                // Holding a socket on the address claims it on this node
+                // and proves the address is configured here.
+                let claim = UdpSocket::bind(SocketAddr::new(address, 0))
+                    .map_err(|e| format!("cannot bind {address}: {e}"))?;
+                Ok(Running::Ip { _claim: claim, address })
+            }
+            ResourceType::NetworkName => {
+                let n = spec.prop("name").unwrap_or_default().to_string();
+                let address = spec
+                    .depends_on
+                    .iter()
+                    .filter_map(|d| cat.resources.get(d))
+                    .find(|r| r.spec.kind == ResourceType::IpAddress)
+                    .and_then(|r| r.spec.prop("address"))
+                    .ok_or_else(|| format!("network name {n} has no ip-address dependency"))?
+                    .to_string();
+                ctx.propose(Change::Put {
+                    key: name_key(&n),
+                    value: address.clone(),
+                })
+                .await
+                .map_err(|e| format!("cannot register {n}: {e}"))?;
+                Ok(Running::Name { name: n, address })
+            }
+            ResourceType::GenericApplication => {
+                let env = group_env(ctx, cat, &spec.group, name);
+                AppResource::start(spec, env).map(Running::App)
+            }
+            ResourceType::GenericScript => {
+                let path = spec.prop("script").unwrap_or_default().to_string();
+                let env = group_env(ctx, cat, &spec.group, name);
+                run_script(&path, "online", &env, Duration::from_secs(spec.pending_timeout_secs))
+                    .await?;
+                Ok(Running::Script { path, env })
+            }
+        }
+    }
+
+    /// The cheap check (LooksAlive).
+    pub async fn looks_alive(&mut self) -> Result<(), String> {
+        match self {
+            Running::Disk(d) => d.check(),
+            Running::Ip { .. } | Running::Name { .. } => Ok(()),
+            Running::App(a) => a.running(),
+            Running::Script { path, env } => {
+                run_script(path, "looks-alive", env, Duration::from_secs(30)).await
+            }
+        }
+    }
+
+    /// The thorough check (IsAlive).
+    pub async fn is_alive(&mut self, spec: &ResourceSpec) -> Result<(), String> {
+        match self {
+            Running::Disk(d) => d.is_alive().await,
+            Running::Ip { address, .. } => UdpSocket::bind(SocketAddr::new(*address, 0))
+                .map(|_| ())
+                .map_err(|e| format!("address {address} is gone: {e}")),
+            Running::Name { .. } => Ok(()),
+            Running::App(a) => {
+                a.running()?;
+                a.probe(spec).await
+            }
+            Running::Script { path, env } => {
+                run_script(path, "is-alive", env, Duration::from_secs(60)).await
+            }
+        }
+    }
+
+    /// Takes the resource offline.
+    pub async fn stop(self, ctx: &Arc<HostContext>) {
+        match self {
+            Running::Disk(d) => d.stop().await,
+            Running::Ip { .. } => {}
+            Running::Name { name, address } => {
+                // Only remove the registration if it is still ours.
+                if let Some(db) = ctx.snapshot().await {
+                    if db.get(&name_key(&name)) == Some(address.as_str()) {
+                        if let Err(e) = ctx.propose(Change::Delete { key: name_key(&name) }).await {
+                            tracing::warn!(%name, error = %e, "could not remove the name registration");
+                        }
+                    }
+                }
+            }
+            Running::App(a) => a.stop().await,
+            Running::Script { path, env } => {
+                if let Err(e) = run_script(&path, "offline", &env, Duration::from_secs(60)).await {
+                    tracing::warn!(script = %path, error = %e, "offline entry point failed");
+                }
+            }
+        }
+    }
+}
+
+/// Runs `path VERB`; exit status 0 is success.
+async fn run_script(
+    path: &str,
+    verb: &str,
+    env: &[(String, String)],
+    limit: Duration,
+) -> Result<(), String> {
+    let mut cmd = Command::new(path);
+    cmd.arg(verb)
+        .envs(env.iter().cloned())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    match tokio::time::timeout(limit, cmd.status()).await {
+        Ok(Ok(s)) if s.success() => Ok(()),
+        Ok(Ok(s)) => Err(format!("{path} {verb} exited with {s}")),
+        Ok(Err(e)) => Err(format!("cannot run {path}: {e}")),
+        Err(_) => Err(format!("{path} {verb} did not finish within {limit:?}")),
+    }
+}
+
+/// A generic application: a child process in its own process group.
+pub struct AppResource {
+    child: Child,
+    pid: Option<u32>,
+}
+
+impl AppResource {
+    fn start(spec: &ResourceSpec, env: Vec<(String, String)>) -> Result<AppResource, String> {
+        let command = spec.prop("command").unwrap_or_default();
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(command)
+            .envs(env)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if let Some(dir) = spec.prop("cwd") {
+            cmd.current_dir(dir);
+        }
+        // Its own process group, so offline reaches everything it started;
+        // and it dies with the node (a killed node is a dead server).
+        cmd.as_std_mut().process_group(0);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {command:?}: {e}"))?;
+        let pid = child.id();
+        tracing::info!(command, pid, "application started");
+        Ok(AppResource { child, pid })
+    }
+
+    fn running(&mut self) -> Result<(), String> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(s)) => Err(format!("the application exited ({s})")),
+            Err(e) => Err(format!("cannot check the application: {e}")),
+        }
+    }
+
+    async fn probe(&mut self, spec: &ResourceSpec) -> Result<(), String> {
+        if let Some(addr) = spec.prop("probe-tcp") {
+            let a: SocketAddr = addr.parse().map_err(|_| format!("bad probe-tcp {addr:?}"))?;
+            return match tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio::net::TcpStream::connect(a),
+            )
+            .await
+            {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(format!("probe connect to {a}: {e}")),
+                Err(_) => Err(format!("probe connect to {a} timed out")),
+            };
+        }
+        if let Some(p) = spec.prop("probe-command") {
+            let out = tokio::time::timeout(
+                Duration::from_secs(30),
+                Command::new("sh").arg("-c").arg(p).stdin(Stdio::null()).status(),
+            )
+            .await;
+            return match out {
+                Ok(Ok(s)) if s.success() => Ok(()),
+                Ok(Ok(s)) => Err(format!("probe {p:?} exited with {s}")),
+                Ok(Err(e)) => Err(format!("cannot run probe {p:?}: {e}")),
+                Err(_) => Err(format!("probe {p:?} timed out")),
+            };
+        }
+        Ok(())
+    }
+
+    async fn stop(mut self) {
+        if let Some(pid) = self.pid {
+            let pg = nix::unistd::Pid::from_raw(-(pid as i32));
+            let _ = nix::sys::signal::kill(pg, nix::sys::signal::Signal::SIGTERM);
+            if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(pid, "application ignored SIGTERM; killing it");
+                let _ = nix::sys::signal::kill(pg, nix::sys::signal::Signal::SIGKILL);
+                let _ = self.child.wait().await;
+            }
+        }
+    }
+}
+
+/// What the disk's arbitration task reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DiskState {
+    Arbitrating,
+    Online,
+    Lost(String),
+}
+
+/// A physical disk: reserved and defended by an [`Arbiter`] (the quorum
+/// disk's challenge and defense, on this LUN alone), plus an ownership
+/// stamp written while this node owns it.
+pub struct DiskResource {
+    disk: Arc<SharedDisk>,
+    state: watch::Receiver<DiskState>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    stamp: String,
+}
+
+impl DiskResource {
+    async fn start(
+        ctx: &Arc<HostContext>,
+        name: &str,
+        url: &str,
+        index: u8,
+    ) -> Result<DiskResource, String> {
+        let u = IscsiUrl::parse(url).map_err(|e| format!("disk URL {url:?}: {e}"))?;
+        let mut sc = node_session_config(&ctx.cfg, ctx.me);
+        sc.isid = data_isid(ctx.me, index);
+        let disk = Arc::new(SharedDisk::new(u, sc, "data"));
+        // The witness of the majority model and data disks use the same
+        // protocols; a majority cluster reserves data disks with PR.
+        let model = match &ctx.cfg.quorum {
+            QuorumModel::Majority { .. } => QuorumModel::DiskPr,
+            m => m.clone(),
+        };
+        let mut arb = Arbiter::new(&model, ctx.cfg.timing, pr_key(ctx.me));
+        let (tx, rx) = watch::channel(DiskState::Arbitrating);
+        let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+        let d = disk.clone();
+        let rname = name.to_string();
+        let task = tokio::spawn(async move {
+            let t0 = Instant::now();
+            let now = || t0.elapsed();
+            let mut queue: Vec<ArbOut> = arb.become_challenger(now());
+            tracing::info!(resource = %rname, "physical disk: arbitrating for the reservation");
+            loop {
+                while !queue.is_empty() {
+                    let outs = std::mem::take(&mut queue);
+                    for o in outs {
+                        match o {
+                            ArbOut::Issue(op) => {
+                                let r: DiskResult = d.execute_data(op).await;
+                                queue.extend(arb.on_result(now(), r));
+                            }
+                            ArbOut::Won => {
+                                tracing::info!(resource = %rname, "physical disk: reservation won")
+                            }
+                            ArbOut::Online => {
+                                tracing::info!(resource = %rname, "physical disk: owned and online");
+                                let _ = tx.send(DiskState::Online);
+                            }
+                            ArbOut::Lost(why) => {
+                                tracing::warn!(resource = %rname, %why, "physical disk: reservation lost");
+                                let _ = tx.send(DiskState::Lost(why));
+                                return;
+                            }
+                        }
+                    }
+                }
+                let wake = arb.next_deadline(now()).map(|d| t0 + d);
+                tokio::select! {
+                    _ = &mut stop_rx => {
+                        if let Some(op) = arb.release() {
+                            let _ = d.execute_data(op).await;
+                        }
+                        tracing::info!(resource = %rname, "physical disk: released");
+                        return;
+                    }
+                    () = tokio::time::sleep_until(wake.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))) => {
+                        queue.extend(arb.tick(now()));
+                    }
+                }
+            }
+        });
+        let mut res = DiskResource {
+            disk,
+            state: rx,
+            stop: Some(stop_tx),
+            task,
+            stamp: format!("busrig physical disk {name} owned by {}", ctx.name()),
+        };
+        let got = res
+            .state
+            .wait_for(|s| *s != DiskState::Arbitrating)
+            .await
+            .map(|s| s.clone());
+        match got {
+            Ok(DiskState::Online) => {
+                res.write_stamp().await?;
+                Ok(res)
+            }
+            Ok(DiskState::Lost(why)) => Err(format!("reservation not won: {why}")),
+            _ => Err("disk arbitration ended".into()),
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        match &*self.state.borrow() {
+            DiskState::Lost(why) => Err(format!("reservation lost: {why}")),
+            _ if self.task.is_finished() => Err("disk defense stopped".into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn write_stamp(&self) -> Result<(), String> {
+        self.check()?;
+        match self.disk.stamp_last_block(self.stamp.as_bytes()).await {
+            DiskResult::Good | DiskResult::Data(_) => Ok(()),
+            DiskResult::Conflict => Err("reservation conflict writing the ownership stamp".into()),
+            DiskResult::Failed(e) => Err(format!("writing the ownership stamp: {e}")),
+        }
+    }
+
+    async fn is_alive(&self) -> Result<(), String> {
+        self.write_stamp().await
+    }
+
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+    }
+}
+
+/// Per-resource data disk index (its ISID qualifier), stable per name.
+pub fn disk_indices(cat: &Catalog) -> BTreeMap<String, u8> {
+    cat.resources
+        .iter()
+        .filter(|(_, r)| r.spec.kind == ResourceType::PhysicalDisk)
+        .enumerate()
+        .map(|(i, (n, _))| (n.clone(), (i % 250) as u8 + 1))
+        .collect()
+}
