@@ -131,15 +131,21 @@ enum GroupVerb {
         opts: GroupOpts,
     },
     /// Delete an empty group.
-    Delete { name: String },
+    Delete {
+        name: String,
+    },
     /// Move to NODE, or to the best possible other node.
     Move {
         name: String,
         #[arg(long)]
         to: Option<String>,
     },
-    Online { name: String },
-    Offline { name: String },
+    Online {
+        name: String,
+    },
+    Offline {
+        name: String,
+    },
 }
 
 #[derive(clap::Args, Default)]
@@ -186,7 +192,9 @@ enum ResourceVerb {
         #[command(flatten)]
         opts: ResourceOpts,
     },
-    Delete { name: String },
+    Delete {
+        name: String,
+    },
     /// Make NAME depend on another resource of its group.
     Depend {
         name: String,
@@ -194,7 +202,9 @@ enum ResourceVerb {
         on: String,
     },
     /// Tell the owner the resource failed (a restart or failover follows).
-    Fail { name: String },
+    Fail {
+        name: String,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -218,7 +228,13 @@ fn target(a: &ClusterArgs) -> anyhow::Result<Target> {
     let cfg: Option<ClusterConfig> = match (&a.config, &a.lab) {
         (Some(f), _) => Some(load_config(f)?),
         (None, Some(dir)) => Some(load_config(&crate::lab::cluster_file(dir)).with_context(
-            || format!("{} is not a lab folder (run `busrig lab up --dir {}`)", dir.display(), dir.display()),
+            || {
+                format!(
+                    "{} is not a lab folder (run `busrig lab up --dir {}`)",
+                    dir.display(),
+                    dir.display()
+                )
+            },
         )?),
         (None, None) => None,
     };
@@ -258,11 +274,16 @@ impl Target {
     async fn to_member(&self, method: &str, path: &str, body: &Value) -> anyhow::Result<Value> {
         let (addr, _) = self.status().await?;
         match admin::request(&addr, method, path, Some(body), self.secret.as_deref()).await {
-            Err(AdminError::Refused { status: 409, body: b, .. })
-                if b.get("owner_admin").and_then(Value::as_str).is_some() =>
-            {
+            Err(AdminError::Refused {
+                status: 409,
+                body: b,
+                ..
+            }) if b.get("owner_admin").and_then(Value::as_str).is_some() => {
                 let owner = b["owner_admin"].as_str().unwrap_or_default().to_string();
-                Ok(admin::request(&owner, method, path, Some(body), self.secret.as_deref()).await?)
+                Ok(
+                    admin::request(&owner, method, path, Some(body), self.secret.as_deref())
+                        .await?,
+                )
             }
             r => Ok(r?),
         }
@@ -278,7 +299,10 @@ impl Target {
 pub async fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
     let t = target(&a)?;
     match &a.verb {
-        Verb::Status | Verb::Node { verb: NodeVerb::List } => {
+        Verb::Status
+        | Verb::Node {
+            verb: NodeVerb::List,
+        } => {
             let (_, s) = t.status().await?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
@@ -331,7 +355,10 @@ pub async fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
             let bytes = backup_bytes(&cluster, &db)?;
             write_new(file, &bytes)?;
             if a.json {
-                println!("{}", json!({ "file": file, "seq": db.seq, "keys": db.entries.len() }));
+                println!(
+                    "{}",
+                    json!({ "file": file, "seq": db.seq, "keys": db.entries.len() })
+                );
             } else {
                 println!(
                     "backed up cluster {cluster} at update {} ({} keys) to {}",
@@ -345,7 +372,8 @@ pub async fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
         Verb::Restore { file, force } => {
             let bytes =
                 std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-            let (cluster, want) = read_backup(&bytes).with_context(|| file.display().to_string())?;
+            let (cluster, want) =
+                read_backup(&bytes).with_context(|| file.display().to_string())?;
             let (_, st) = t.status().await?;
             if cluster != st.cluster && !force {
                 bail!(
@@ -358,7 +386,9 @@ pub async fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
             let changes = diff(&have, &want);
             for (i, c) in changes.iter().enumerate() {
                 let body = match c {
-                    Change::Put { key, value } => json!({ "op": "put", "key": key, "value": value }),
+                    Change::Put { key, value } => {
+                        json!({ "op": "put", "key": key, "value": value })
+                    }
                     Change::Delete { key } => json!({ "op": "delete", "key": key }),
                 };
                 t.to_member("POST", "/db", &body).await.with_context(|| {
@@ -489,7 +519,10 @@ async fn group_verb(t: &Target, verb: &GroupVerb, as_json: bool) -> anyhow::Resu
                 println!("{}", serde_json::to_string_pretty(&c["groups"])?);
                 return Ok(ExitCode::SUCCESS);
             }
-            println!("{:<20} {:<10} {:<10} {:<18} RESOURCES", "GROUP", "OWNER", "TARGET", "STATE");
+            println!(
+                "{:<20} {:<10} {:<10} {:<18} RESOURCES",
+                "GROUP", "OWNER", "TARGET", "STATE"
+            );
             if let Some(groups) = c["groups"].as_object() {
                 for (n, g) in groups {
                     let res: Vec<&str> = g["resources"]
@@ -511,7 +544,10 @@ async fn group_verb(t: &Target, verb: &GroupVerb, as_json: bool) -> anyhow::Resu
         GroupVerb::Create { name, opts } => {
             let mut spec = GroupSpec::default();
             apply_group_opts(&mut spec, opts)?;
-            (json!({"action": "create", "name": name, "spec": spec}), format!("group {name} created"))
+            (
+                json!({"action": "create", "name": name, "spec": spec}),
+                format!("group {name} created"),
+            )
         }
         GroupVerb::Set { name, opts } => {
             let c = t.catalog().await?;
@@ -520,17 +556,27 @@ async fn group_verb(t: &Target, verb: &GroupVerb, as_json: bool) -> anyhow::Resu
                 .ok_or_else(|| anyhow!("no group {name:?}"))?;
             let mut spec: GroupSpec = serde_json::from_value(cur["spec"].clone())?;
             apply_group_opts(&mut spec, opts)?;
-            (json!({"action": "set", "name": name, "spec": spec}), format!("group {name} changed"))
+            (
+                json!({"action": "set", "name": name, "spec": spec}),
+                format!("group {name} changed"),
+            )
         }
-        GroupVerb::Delete { name } => (json!({"action": "delete", "name": name}), format!("group {name} deleted")),
+        GroupVerb::Delete { name } => (
+            json!({"action": "delete", "name": name}),
+            format!("group {name} deleted"),
+        ),
         GroupVerb::Move { name, to } => (
             json!({"action": "move", "name": name, "to": to}),
             format!("group {name} moving"),
         ),
-        GroupVerb::Online { name } => (json!({"action": "online", "name": name}), format!("group {name} set online")),
-        GroupVerb::Offline { name } => {
-            (json!({"action": "offline", "name": name}), format!("group {name} set offline"))
-        }
+        GroupVerb::Online { name } => (
+            json!({"action": "online", "name": name}),
+            format!("group {name} set online"),
+        ),
+        GroupVerb::Offline { name } => (
+            json!({"action": "offline", "name": name}),
+            format!("group {name} set offline"),
+        ),
     };
     let v = t.to_member("POST", "/group", &body).await?;
     done(&v, as_json, what);
@@ -545,7 +591,10 @@ async fn resource_verb(t: &Target, verb: &ResourceVerb, as_json: bool) -> anyhow
                 println!("{}", serde_json::to_string_pretty(&c["resources"])?);
                 return Ok(ExitCode::SUCCESS);
             }
-            println!("{:<16} {:<16} {:<20} {:<15} {:<8} DEPENDS ON", "RESOURCE", "GROUP", "TYPE", "STATE", "NODE");
+            println!(
+                "{:<16} {:<16} {:<20} {:<15} {:<8} DEPENDS ON",
+                "RESOURCE", "GROUP", "TYPE", "STATE", "NODE"
+            );
             if let Some(rs) = c["resources"].as_object() {
                 for (n, r) in rs {
                     let deps: Vec<&str> = r["spec"]["depends-on"]
@@ -566,12 +615,22 @@ async fn resource_verb(t: &Target, verb: &ResourceVerb, as_json: bool) -> anyhow
             return Ok(ExitCode::SUCCESS);
         }
         ResourceVerb::Create { name, opts } => {
-            let group = opts.group.clone().ok_or_else(|| anyhow!("--group is required"))?;
-            let kind = opts.kind.as_deref().ok_or_else(|| anyhow!("--type is required"))?;
-            let kind = ResourceType::parse(kind).ok_or_else(|| anyhow!("unknown resource type {kind:?}"))?;
+            let group = opts
+                .group
+                .clone()
+                .ok_or_else(|| anyhow!("--group is required"))?;
+            let kind = opts
+                .kind
+                .as_deref()
+                .ok_or_else(|| anyhow!("--type is required"))?;
+            let kind = ResourceType::parse(kind)
+                .ok_or_else(|| anyhow!("unknown resource type {kind:?}"))?;
             let mut spec = ResourceSpec::new(&group, kind);
             apply_resource_opts(&mut spec, opts)?;
-            (json!({"action": "create", "name": name, "spec": spec}), format!("resource {name} created"))
+            (
+                json!({"action": "create", "name": name, "spec": spec}),
+                format!("resource {name} created"),
+            )
         }
         ResourceVerb::Set { name, opts } => {
             let c = t.catalog().await?;
@@ -580,16 +639,23 @@ async fn resource_verb(t: &Target, verb: &ResourceVerb, as_json: bool) -> anyhow
                 .ok_or_else(|| anyhow!("no resource {name:?}"))?;
             let mut spec: ResourceSpec = serde_json::from_value(cur["spec"].clone())?;
             apply_resource_opts(&mut spec, opts)?;
-            (json!({"action": "set", "name": name, "spec": spec}), format!("resource {name} changed"))
+            (
+                json!({"action": "set", "name": name, "spec": spec}),
+                format!("resource {name} changed"),
+            )
         }
-        ResourceVerb::Delete { name } => {
-            (json!({"action": "delete", "name": name}), format!("resource {name} deleted"))
-        }
+        ResourceVerb::Delete { name } => (
+            json!({"action": "delete", "name": name}),
+            format!("resource {name} deleted"),
+        ),
         ResourceVerb::Depend { name, on } => (
             json!({"action": "depend", "name": name, "on": on}),
             format!("{name} now depends on {on}"),
         ),
-        ResourceVerb::Fail { name } => (json!({"action": "fail", "name": name}), format!("resource {name} failed")),
+        ResourceVerb::Fail { name } => (
+            json!({"action": "fail", "name": name}),
+            format!("resource {name} failed"),
+        ),
     };
     let v = t.to_member("POST", "/resource", &body).await?;
     done(&v, as_json, what);
@@ -609,10 +675,7 @@ async fn db_verb(t: &Target, verb: &DbVerb, as_json: bool) -> anyhow::Result<Exi
                         return Ok(ExitCode::from(2));
                     }
                 },
-                None if as_json => println!(
-                    "{}",
-                    json!({ "seq": db.seq, "entries": db.entries })
-                ),
+                None if as_json => println!("{}", json!({ "seq": db.seq, "entries": db.entries })),
                 None => {
                     for (k, v) in &db.entries {
                         println!("{k} = {v}");
@@ -738,7 +801,10 @@ mod tests {
     fn db(seq: u64, kv: &[(&str, &str)]) -> DbSnapshot {
         DbSnapshot {
             seq,
-            entries: kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            entries: kv
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 

@@ -1,6 +1,6 @@
 //! `busrig echo-server --listen ADDR`: a tiny TCP service that answers each
-//! line with `NODE: line`, where NODE is `$BUSRIG_NODE` (set for generic
-//! applications by the node that runs them). Failover tests run it as a
+//! line with `NODE PID: line`, where NODE is `$BUSRIG_NODE` (set for
+//! generic applications by the node that runs them) and PID its process id. Failover tests run it as a
 //! cluster application so a client can see which node answers on the
 //! group's address.
 
@@ -19,7 +19,11 @@ pub struct EchoArgs {
 }
 
 pub async fn run(a: EchoArgs) -> anyhow::Result<ExitCode> {
-    let node = std::env::var("BUSRIG_NODE").unwrap_or_else(|_| "echo".into());
+    let node = format!(
+        "{} {}",
+        std::env::var("BUSRIG_NODE").unwrap_or_else(|_| "echo".into()),
+        std::process::id()
+    );
     let l = TcpListener::bind(a.listen)
         .await
         .with_context(|| format!("cannot listen on {}", a.listen))?;
@@ -37,7 +41,10 @@ pub async fn run(a: EchoArgs) -> anyhow::Result<ExitCode> {
             let (r, mut w) = s.into_split();
             let mut lines = BufReader::new(r).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                if w.write_all(format!("{node}: {line}\n").as_bytes()).await.is_err() {
+                if w.write_all(format!("{node}: {line}\n").as_bytes())
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }

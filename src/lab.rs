@@ -240,7 +240,10 @@ fn alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
             // The state follows the parenthesised command name.
-            let state = stat.rsplit(')').next().and_then(|r| r.trim().chars().next());
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.trim().chars().next());
             !matches!(state, Some('Z') | Some('X') | None)
         }
         Err(_) => false,
@@ -336,7 +339,11 @@ impl NewSession for Command {
         // SAFETY: setsid is async-signal-safe; nothing else runs between
         // fork and exec.
         unsafe {
-            self.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+            self.pre_exec(|| {
+                nix::unistd::setsid()
+                    .map(|_| ())
+                    .map_err(std::io::Error::from)
+            });
         }
         self.spawn()
     }
@@ -416,7 +423,8 @@ fn cluster_toml(
             .collect()
     };
     let lun0 = format!("iscsi://{portal}/{LAB_TARGET}/0");
-    let mut s = format!("# Written by `busrig lab up`.\nname = \"{name}\"\nsecret = \"{secret}\"\n");
+    let mut s =
+        format!("# Written by `busrig lab up`.\nname = \"{name}\"\nsecret = \"{secret}\"\n");
     let witness = quorum == "majority" && ports.len() % 2 == 0;
     if quorum != "majority" {
         s += &format!("quorum-disk = \"{lun0}\"\n");
@@ -542,10 +550,16 @@ fn up(
 
     drop(ports);
     for n in state.nodes.iter_mut() {
-        n.pid = Some(spawn(&binary, &node_start_args(dir, &n.name), &dir.join(&n.log))?);
+        n.pid = Some(spawn(
+            &binary,
+            &node_start_args(dir, &n.name),
+            &dir.join(&n.log),
+        )?);
     }
     state.save(dir)?;
-    let limit = timeout.map(Duration::from_secs).unwrap_or_else(|| default_timeout(&cfg));
+    let limit = timeout
+        .map(Duration::from_secs)
+        .unwrap_or_else(|| default_timeout(&cfg));
     let deadline = Instant::now() + limit;
     let rt = runtime()?;
     let names: Vec<String> = state.nodes.iter().map(|n| n.name.clone()).collect();
@@ -598,14 +612,22 @@ fn wait_until(
 async fn all_status(cfg: &ClusterConfig) -> Vec<Option<ClusterStatus>> {
     let mut out = Vec::new();
     for n in &cfg.nodes {
-        out.push(admin::status(&n.admin.to_string(), Some(&cfg.secret)).await.ok());
+        out.push(
+            admin::status(&n.admin.to_string(), Some(&cfg.secret))
+                .await
+                .ok(),
+        );
     }
     out
 }
 
 /// Whether `names` are all members of one view with an acting owner.
 fn formed(st: &[Option<ClusterStatus>], cfg: &ClusterConfig, names: &[String]) -> bool {
-    let ids: Vec<usize> = names.iter().filter_map(|n| cfg.node_id(n)).map(usize::from).collect();
+    let ids: Vec<usize> = names
+        .iter()
+        .filter_map(|n| cfg.node_id(n))
+        .map(usize::from)
+        .collect();
     let views: Vec<&ClusterStatus> = ids.iter().filter_map(|&i| st[i].as_ref()).collect();
     if views.len() != ids.len() || views.iter().any(|s| !s.member || s.writes_held) {
         return false;
@@ -665,7 +687,11 @@ fn status(dir: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
     let cfg = load_config(&cluster_file(dir))?;
     let rt = runtime()?;
     let st = rt.block_on(all_status(&cfg));
-    let cluster = st.iter().flatten().find(|s| s.member).or(st.iter().flatten().next());
+    let cluster = st
+        .iter()
+        .flatten()
+        .find(|s| s.member)
+        .or(st.iter().flatten().next());
     if as_json {
         let procs: Vec<Value> = std::iter::once(&state.target)
             .chain(&state.nodes)
@@ -747,7 +773,11 @@ fn down(dir: &Path) -> anyhow::Result<()> {
         }
     }
     state.save(dir)?;
-    println!("lab {} is down (logs kept in {})", dir.display(), dir.join("logs").display());
+    println!(
+        "lab {} is down (logs kept in {})",
+        dir.display(),
+        dir.join("logs").display()
+    );
     Ok(())
 }
 
@@ -827,8 +857,16 @@ fn partition(dir: &Path, name: &str, net: NetArg, cut: bool) -> anyhow::Result<(
     println!(
         "{}: private {}, public {}",
         p.name,
-        if v["private"] == json!(true) { "cut" } else { "up" },
-        if v["public"] == json!(true) { "cut" } else { "up" }
+        if v["private"] == json!(true) {
+            "cut"
+        } else {
+            "up"
+        },
+        if v["public"] == json!(true) {
+            "cut"
+        } else {
+            "up"
+        }
     );
     Ok(())
 }
@@ -878,14 +916,20 @@ fn failover(dir: &Path, kills: usize, as_json: bool) -> anyhow::Result<ExitCode>
                     }
                 }
                 if Instant::now() >= deadline {
-                    bail!("no node took over the quorum within {:?}", deadline - killed_at);
+                    bail!(
+                        "no node took over the quorum within {:?}",
+                        deadline - killed_at
+                    );
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })?;
         let ms = killed_at.elapsed().as_millis() as u64;
         if !as_json {
-            println!("kill {}: {owner} killed, {new_owner} owns the quorum after {ms} ms", round + 1);
+            println!(
+                "kill {}: {owner} killed, {new_owner} owns the quorum after {ms} ms",
+                round + 1
+            );
         }
         results.push(Takeover {
             killed: owner.clone(),
@@ -904,7 +948,10 @@ fn failover(dir: &Path, kills: usize, as_json: bool) -> anyhow::Result<ExitCode>
     } else {
         (ms[ms.len() / 2 - 1] + ms[ms.len() / 2]) / 2
     };
-    let (min, max) = (ms.first().copied().unwrap_or(0), ms.last().copied().unwrap_or(0));
+    let (min, max) = (
+        ms.first().copied().unwrap_or(0),
+        ms.last().copied().unwrap_or(0),
+    );
     if as_json {
         println!(
             "{}",

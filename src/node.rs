@@ -78,11 +78,12 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<ExitCode> {
     })?;
     let nc = cfg.nodes[usize::from(me)].clone();
     let disks = NodeDisks::from_config(&cfg, me).map_err(|e| anyhow!("{e}"))?;
-    let transport = Arc::new(
-        ClusterTransport::bind(&cfg, me)
-            .await
-            .with_context(|| format!("cannot bind cluster networks {} and {}", nc.private, nc.public))?,
-    );
+    let transport = Arc::new(ClusterTransport::bind(&cfg, me).await.with_context(|| {
+        format!(
+            "cannot bind cluster networks {} and {}",
+            nc.private, nc.public
+        )
+    })?);
     let listener = TcpListener::bind(nc.admin)
         .await
         .with_context(|| format!("cannot bind admin address {}", nc.admin))?;

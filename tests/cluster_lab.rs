@@ -37,7 +37,16 @@ impl Lab {
         let d = dir.path().to_str().unwrap().to_string();
         let n = nodes.to_string();
         let out = busrig(&[
-            "lab", "up", "--dir", &d, "--nodes", &n, "--quorum", quorum, "--profile", profile,
+            "lab",
+            "up",
+            "--dir",
+            &d,
+            "--nodes",
+            &n,
+            "--quorum",
+            quorum,
+            "--profile",
+            profile,
         ]);
         assert!(
             out.status.success(),
@@ -201,7 +210,9 @@ impl Lab {
             .as_str()
             .or_else(|| lun0["pr_reservation"]["initiator"].as_str())?;
         let tail = initiator.rsplit(':').next()?;
-        self.names().into_iter().find(|n| n.eq_ignore_ascii_case(tail))
+        self.names()
+            .into_iter()
+            .find(|n| n.eq_ignore_ascii_case(tail))
     }
 
     fn db_put(&self, node: &str, key: &str, value: &str) -> Result<u64, String> {
@@ -263,8 +274,13 @@ fn scenario(quorum: &str) {
     let bound = lab.takeover_bound();
     let detection = lab.cfg.timing.detection();
     assert!(lab.settled(&all), "formed{}", lab.logs());
-    assert_eq!(lab.bus_holder(), Some(lab.owner()), "bus holder is the owner");
-    lab.db_put(&lab.owner(), "cluster/created-by", "test").expect("first update");
+    assert_eq!(
+        lab.bus_holder(),
+        Some(lab.owner()),
+        "bus holder is the owner"
+    );
+    lab.db_put(&lab.owner(), "cluster/created-by", "test")
+        .expect("first update");
 
     // 1. kill -9 the quorum owner: another node owns the quorum in bound.
     let victim = lab.owner();
@@ -276,7 +292,11 @@ fn scenario(quorum: &str) {
     });
     let new_owner = lab.owner();
     assert_ne!(new_owner, victim);
-    assert_eq!(lab.bus_holder(), Some(new_owner.clone()), "bus holder follows");
+    assert_eq!(
+        lab.bus_holder(),
+        Some(new_owner.clone()),
+        "bus holder follows"
+    );
     eprintln!("{quorum}: takeover after kill -9 of {victim} in {took:?}");
     lab.lab(&["start", &victim, "--wait"]);
     lab.wait("rejoin after restart", bound, |l| l.settled(&all));
@@ -342,7 +362,10 @@ fn scenario(quorum: &str) {
         .into_iter()
         .filter(|r| by(r, &paused) && r["end_ms"].as_u64().unwrap_or(0) >= takeover_ms)
         .collect();
-    assert!(late.is_empty(), "old owner wrote after the takeover: {late:?}");
+    assert!(
+        late.is_empty(),
+        "old owner wrote after the takeover: {late:?}"
+    );
     lab.wait("paused node rejoins", bound * 2, |l| l.settled(&all));
     for n in &all {
         assert_eq!(
@@ -376,7 +399,11 @@ fn scenario(quorum: &str) {
         );
         std::thread::sleep(POLL);
     }
-    assert!(lab.settled(&others), "the owner's side is undisturbed{}", lab.logs());
+    assert!(
+        lab.settled(&others),
+        "the owner's side is undisturbed{}",
+        lab.logs()
+    );
     assert_eq!(lab.owner(), owner);
     // The bus never shows the cut-off node as holder. Under SCSI-2 its
     // challenges reset the bus, so right after one the holder is nobody
@@ -398,7 +425,8 @@ fn scenario(quorum: &str) {
     let late = all.iter().find(|n| **n != owner).unwrap().clone();
     lab.lab(&["kill", &late]);
     lab.wait("others notice", bound, |l| {
-        l.status(&owner).is_some_and(|s| s.state_of(&late) == Some("offline"))
+        l.status(&owner)
+            .is_some_and(|s| s.state_of(&late) == Some("offline"))
     });
     for i in 0..5 {
         lab.db_put(&owner, &format!("late/{i}"), &format!("v{i}"))
@@ -455,11 +483,18 @@ fn cluster_admin_verbs() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|n| (n["name"].as_str().unwrap().into(), n["state"].as_str().unwrap().into()))
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap().into(),
+                n["state"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     assert_eq!(
         states,
-        all.iter().map(|n| (n.clone(), "online".to_string())).collect::<Vec<_>>()
+        all.iter()
+            .map(|n| (n.clone(), "online".to_string()))
+            .collect::<Vec<_>>()
     );
 
     // Updates, backup, more updates, restore: back to the backup's state.
@@ -468,7 +503,10 @@ fn cluster_admin_verbs() {
     let file = lab.path().join("db.bak");
     let f = file.to_str().unwrap();
     cli_ok(&lab, &["backup", f]);
-    assert!(!cli(&lab, &["backup", f]).status.success(), "backup overwrote a file");
+    assert!(
+        !cli(&lab, &["backup", f]).status.success(),
+        "backup overwrote a file"
+    );
     cli_ok(&lab, &["db", "set", "group/EVS1/owner", "NODE3"]);
     cli_ok(&lab, &["db", "delete", "group/EVS2/owner"]);
     cli_ok(&lab, &["db", "set", "extra", "x"]);
@@ -478,11 +516,17 @@ fn cluster_admin_verbs() {
         db["entries"],
         json!({"group/EVS1/owner": "NODE1", "group/EVS2/owner": "NODE2"})
     );
-    assert_eq!(cli_ok(&lab, &["db", "get", "group/EVS2/owner"]).trim(), "NODE2");
+    assert_eq!(
+        cli_ok(&lab, &["db", "get", "group/EVS2/owner"]).trim(),
+        "NODE2"
+    );
     let mut bad = std::fs::read(&file).unwrap();
     bad[45] ^= 0xff;
     std::fs::write(lab.path().join("bad.bak"), bad).unwrap();
-    let out = cli(&lab, &["restore", lab.path().join("bad.bak").to_str().unwrap()]);
+    let out = cli(
+        &lab,
+        &["restore", lab.path().join("bad.bak").to_str().unwrap()],
+    );
     assert!(!out.status.success(), "a corrupt backup was restored");
     assert_eq!(lab.db(&owner), db, "a refused restore changed the database");
 
@@ -512,5 +556,8 @@ fn cluster_admin_verbs() {
     let owner = lab.owner();
     let victim = all[1..].iter().find(|n| **n != owner).unwrap().clone();
     cli_ok(&lab, &["node", "evict", &victim]);
-    assert_eq!(lab.status(&owner).unwrap().state_of(&victim), Some("offline"));
+    assert_eq!(
+        lab.status(&owner).unwrap().state_of(&victim),
+        Some("offline")
+    );
 }

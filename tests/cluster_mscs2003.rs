@@ -85,8 +85,12 @@ fn mscs2003_takeover_shows_reset_wait_and_reserve() {
         .enable_all()
         .build()
         .unwrap();
-    let status =
-        |n: usize| rt.block_on(admin::status(&cfg.nodes[n].admin.to_string(), Some(&cfg.secret)));
+    let status = |n: usize| {
+        rt.block_on(admin::status(
+            &cfg.nodes[n].admin.to_string(),
+            Some(&cfg.secret),
+        ))
+    };
     let owner = status(0)
         .ok()
         .and_then(|s| s.quorum_owner)
@@ -97,7 +101,11 @@ fn mscs2003_takeover_shows_reset_wait_and_reserve() {
     let log_mark = std::fs::read_to_string(&log_path).unwrap().len();
 
     let killed = Instant::now();
-    ok(&busrig(&["lab", "kill", &owner, "--dir", d]), "lab kill", dir);
+    ok(
+        &busrig(&["lab", "kill", &owner, "--dir", d]),
+        "lab kill",
+        dir,
+    );
     let limit = Duration::from_secs(60);
     let took = loop {
         if status(survivor).is_ok_and(|s| s.acting_owner) {
@@ -112,7 +120,8 @@ fn mscs2003_takeover_shows_reset_wait_and_reserve() {
     let log = std::fs::read_to_string(&log_path).unwrap();
     let silent = first(&log, log_mark, "peer silent on all networks").expect("suspicion logged");
     let reset = first(&log, log_mark, "challenger: bus reset sent").expect("bus reset logged");
-    let reset_done = first(&log, log_mark, "challenger: bus reset done").expect("reset done logged");
+    let reset_done =
+        first(&log, log_mark, "challenger: bus reset done").expect("reset done logged");
     let reserve = first(&log, log_mark, "challenger: RESERVE sent").expect("RESERVE logged");
     let online = first(&log, log_mark, "arbitration=owner (online)").expect("online logged");
     eprintln!(
@@ -128,7 +137,10 @@ fn mscs2003_takeover_shows_reset_wait_and_reserve() {
     assert!((7.0..8.0).contains(&wait), "challenge wait {wait:.3} s");
     // Online 10 s after the reset.
     let to_online = online - reset;
-    assert!((10.0..11.0).contains(&to_online), "online {to_online:.3} s after the reset");
+    assert!(
+        (10.0..11.0).contains(&to_online),
+        "online {to_online:.3} s after the reset"
+    );
     // Detection (6 x 1.2 s) plus the challenge bound the takeover.
     assert!(
         took >= Duration::from_secs(10) && took < Duration::from_secs(7 + 10 + 8),

@@ -31,10 +31,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{ClusterConfig, NodeId};
 use crate::db::Change;
-use crate::failover;
-use crate::resource::{group_key, put_json, resource_key, Catalog, GroupSpec, ResourceSpec};
 use crate::driver::{ClusterTransport, Command, NodeStatus};
+use crate::failover;
 use crate::message::Net;
+use crate::resource::{group_key, put_json, resource_key, Catalog, GroupSpec, ResourceSpec};
 
 /// How long the endpoint waits for a global update or a membership change
 /// to take effect before answering 504 (the change may still happen).
@@ -156,7 +156,11 @@ impl Admin {
     }
 
     /// Serves admin requests on `listener` until `shutdown` completes.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
         let token = Some(self.cfg.secret.clone());
         let admin = Arc::new(self);
         http::serve(
@@ -199,14 +203,21 @@ impl Admin {
                 match self.catalog().await {
                     Ok(c) => match c.resolve(n) {
                         Some(a) => HttpResponse::ok(json!({ "name": n, "address": a })),
-                        None => HttpResponse::error(404, format!("no network name {n:?} is online")),
+                        None => {
+                            HttpResponse::error(404, format!("no network name {n:?} is online"))
+                        }
                     },
                     Err(r) => r,
                 }
             }
-            (_, "/status" | "/db" | "/node" | "/partition" | "/catalog" | "/group" | "/resource" | "/resolve") => {
-                HttpResponse::error(405, format!("{} is not allowed on {}", req.method, req.path))
-            }
+            (
+                _,
+                "/status" | "/db" | "/node" | "/partition" | "/catalog" | "/group" | "/resource"
+                | "/resolve",
+            ) => HttpResponse::error(
+                405,
+                format!("{} is not allowed on {}", req.method, req.path),
+            ),
             _ => HttpResponse::error(404, format!("no such endpoint: {}", req.path)),
         }
     }
@@ -214,7 +225,10 @@ impl Admin {
     async fn snapshot(&self) -> Result<crate::db::DbSnapshot, HttpResponse> {
         let (tx, rx) = oneshot::channel();
         if self.commands.send(Command::Snapshot(tx)).is_err() {
-            return Err(HttpResponse::error(503, "the cluster service is not running"));
+            return Err(HttpResponse::error(
+                503,
+                "the cluster service is not running",
+            ));
         }
         rx.await
             .map_err(|_| HttpResponse::error(503, "the cluster service stopped"))
@@ -266,7 +280,9 @@ impl Admin {
             }
         };
         let changes = match (action, exists) {
-            ("create", Some(_)) => return HttpResponse::error(409, format!("group {name:?} exists")),
+            ("create", Some(_)) => {
+                return HttpResponse::error(409, format!("group {name:?} exists"))
+            }
             ("create", None) | ("set", Some(_)) => {
                 let spec = match spec() {
                     Ok(s) => s,
@@ -296,7 +312,9 @@ impl Admin {
                         "state" => g.state.is_some(),
                         _ => !g.failovers.is_empty(),
                     })
-                    .map(|f| Change::Delete { key: group_key(name, f) })
+                    .map(|f| Change::Delete {
+                        key: group_key(name, f),
+                    })
                     .collect()
             }
             ("online", Some(g)) => {
@@ -306,10 +324,14 @@ impl Admin {
                 }];
                 // Bringing a failed group online starts its counts afresh.
                 if g.state.as_ref().is_some_and(|s| s.state == "failed") {
-                    c.push(Change::Delete { key: group_key(name, "state") });
+                    c.push(Change::Delete {
+                        key: group_key(name, "state"),
+                    });
                 }
                 if !g.failovers.is_empty() {
-                    c.push(Change::Delete { key: group_key(name, "failovers") });
+                    c.push(Change::Delete {
+                        key: group_key(name, "failovers"),
+                    });
                 }
                 c
             }
@@ -340,7 +362,9 @@ impl Admin {
                         if !place.is_possible_owner(id) {
                             return HttpResponse::error(
                                 409,
-                                format!("node {t} is not a possible owner of every resource in {name}"),
+                                format!(
+                                    "node {t} is not a possible owner of every resource in {name}"
+                                ),
                             );
                         }
                         id
@@ -348,9 +372,15 @@ impl Admin {
                     None => {
                         // Best possible among the other nodes.
                         nodes.retain(|n| Some(n.id) != current);
-                        match crate::placement::choose_move_best_possible(&place, &nodes, |c| c[0]) {
+                        match crate::placement::choose_move_best_possible(&place, &nodes, |c| c[0])
+                        {
                             Some(id) => id,
-                            None => return HttpResponse::error(409, format!("no other node can take {name}")),
+                            None => {
+                                return HttpResponse::error(
+                                    409,
+                                    format!("no other node can take {name}"),
+                                )
+                            }
                         }
                     }
                 };
@@ -359,12 +389,12 @@ impl Admin {
                     value: self.cfg.nodes[usize::from(to)].name.clone(),
                 }]
             }
-            (other, _) => {
-                return HttpResponse::error(
-                    400,
-                    format!("unknown group action {other:?} (create, set, delete, move, online, offline)"),
-                )
-            }
+            (other, _) => return HttpResponse::error(
+                400,
+                format!(
+                    "unknown group action {other:?} (create, set, delete, move, online, offline)"
+                ),
+            ),
         };
         self.commit(changes).await
     }
@@ -383,9 +413,14 @@ impl Admin {
         let exists = cat.resources.get(name).cloned();
         let nodes = self.node_names();
         let changes = match (action, exists) {
-            ("create", Some(_)) => return HttpResponse::error(409, format!("resource {name:?} exists")),
+            ("create", Some(_)) => {
+                return HttpResponse::error(409, format!("resource {name:?} exists"))
+            }
             ("create", None) | ("set", Some(_)) => {
-                let spec: ResourceSpec = match body.get("spec").map(|v| serde_json::from_value(v.clone())) {
+                let spec: ResourceSpec = match body
+                    .get("spec")
+                    .map(|v| serde_json::from_value(v.clone()))
+                {
                     Some(Ok(s)) => s,
                     Some(Err(e)) => return HttpResponse::error(400, format!("resource spec: {e}")),
                     None => return HttpResponse::error(400, "a resource needs a \"spec\""),
@@ -399,11 +434,18 @@ impl Admin {
             ("delete", Some(r)) => {
                 let deps: Vec<&String> = cat.dependents(name).collect();
                 if !deps.is_empty() {
-                    return HttpResponse::error(409, format!("{deps:?} depend on {name}; delete them first"));
+                    return HttpResponse::error(
+                        409,
+                        format!("{deps:?} depend on {name}; delete them first"),
+                    );
                 }
-                let mut c = vec![Change::Delete { key: resource_key(name, "spec") }];
+                let mut c = vec![Change::Delete {
+                    key: resource_key(name, "spec"),
+                }];
                 if r.state.is_some() {
-                    c.push(Change::Delete { key: resource_key(name, "state") });
+                    c.push(Change::Delete {
+                        key: resource_key(name, "state"),
+                    });
                 }
                 c
             }
@@ -420,17 +462,24 @@ impl Admin {
                 }
                 vec![put_json(resource_key(name, "spec"), &spec)]
             }
-            ("fail", Some(_)) => vec![Change::Put {
-                key: resource_key(name, "fail"),
-                value: format!("{}", std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis())
-                    .unwrap_or(0)),
-            }],
+            ("fail", Some(r)) => {
+                // A counter: the owner fails the resource once per increment.
+                let n: u64 = r
+                    .fail_request
+                    .as_deref()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                vec![Change::Put {
+                    key: resource_key(name, "fail"),
+                    value: (n + 1).to_string(),
+                }]
+            }
             (other, _) => {
                 return HttpResponse::error(
                     400,
-                    format!("unknown resource action {other:?} (create, set, delete, depend, fail)"),
+                    format!(
+                        "unknown resource action {other:?} (create, set, delete, depend, fail)"
+                    ),
                 )
             }
         };
@@ -465,7 +514,11 @@ impl Admin {
             _ => return HttpResponse::error(400, "\"op\" must be \"put\" or \"delete\""),
         };
         let (tx, rx) = oneshot::channel();
-        if self.commands.send(Command::Propose(change, Some(tx))).is_err() {
+        if self
+            .commands
+            .send(Command::Propose(change, Some(tx)))
+            .is_err()
+        {
             return HttpResponse::error(503, "the cluster service is not running");
         }
         match tokio::time::timeout(change_timeout(&self.cfg), rx).await {
@@ -551,7 +604,9 @@ impl Admin {
         match tokio::time::timeout(change_timeout(&self.cfg), done).await {
             Ok(Ok(())) => HttpResponse::ok(json!({ "node": name, "state": want })),
             Ok(Err(_)) => HttpResponse::error(503, "the cluster service stopped"),
-            Err(_) => HttpResponse::error(504, format!("node {name} did not become {want} in time")),
+            Err(_) => {
+                HttpResponse::error(504, format!("node {name} did not become {want} in time"))
+            }
         }
     }
 
@@ -711,7 +766,10 @@ mod tests {
         for key in ["cluster", "epoch", "quorum_owner", "nodes"] {
             assert!(v.get(key).is_some(), "{key} missing from {v}");
         }
-        assert_eq!(v["nodes"][2], json!({"name": "N2", "state": "offline", "admin": "127.0.0.1:7002"}));
+        assert_eq!(
+            v["nodes"][2],
+            json!({"name": "N2", "state": "offline", "admin": "127.0.0.1:7002"})
+        );
     }
 
     #[test]

@@ -55,7 +55,12 @@ fn ids(cfg: &ClusterConfig, names: &[String]) -> Vec<NodeId> {
 }
 
 /// The placement view of one group.
-pub fn placement_of(cfg: &ClusterConfig, cat: &Catalog, name: &str, g: &GroupRecord) -> GroupPlacement {
+pub fn placement_of(
+    cfg: &ClusterConfig,
+    cat: &Catalog,
+    name: &str,
+    g: &GroupRecord,
+) -> GroupPlacement {
     let resource_owners = cat
         .members(name)
         .into_iter()
@@ -147,10 +152,9 @@ impl FailoverManager {
                 self.pending_failback.remove(gname);
                 continue;
             }
-            let stuck = g
-                .state
-                .as_ref()
-                .is_some_and(|s| s.state == "failed" && s.reason.as_deref() == Some(THRESHOLD_REASON));
+            let stuck = g.state.as_ref().is_some_and(|s| {
+                s.state == "failed" && s.reason.as_deref() == Some(THRESHOLD_REASON)
+            });
             if stuck {
                 continue;
             }
@@ -161,10 +165,23 @@ impl FailoverManager {
             let chosen = match owner {
                 None => placement::choose_move_best_possible(&place, &nodes, &mut pick)
                     .map(|n| (n, "placed on the best possible node".to_string(), false)),
-                Some(o) if !view.contains(o) => placement::choose_failover(&place, o, &nodes, &mut pick)
-                    .map(|n| (n, format!("failover: {} left the cluster", name_of(o)), true)),
+                Some(o) if !view.contains(o) => {
+                    placement::choose_failover(&place, o, &nodes, &mut pick).map(|n| {
+                        (
+                            n,
+                            format!("failover: {} left the cluster", name_of(o)),
+                            true,
+                        )
+                    })
+                }
                 Some(o) if failed_here => placement::choose_failover(&place, o, &nodes, &mut pick)
-                    .map(|n| (n, format!("failover: the group failed on {}", name_of(o)), true)),
+                    .map(|n| {
+                        (
+                            n,
+                            format!("failover: the group failed on {}", name_of(o)),
+                            true,
+                        )
+                    }),
                 Some(o) => {
                     let first = place.preferred.first();
                     let back = self.pending_failback.contains(gname)
@@ -176,7 +193,13 @@ impl FailoverManager {
                         && g.state.as_ref().is_some_and(|s| s.state == "online");
                     if back {
                         self.pending_failback.remove(gname);
-                        first.map(|f| (f, format!("failback to preferred owner {}", name_of(f)), false))
+                        first.map(|f| {
+                            (
+                                f,
+                                format!("failback to preferred owner {}", name_of(f)),
+                                false,
+                            )
+                        })
                     } else {
                         None
                     }
@@ -280,8 +303,16 @@ mod tests {
         fn new() -> Db {
             Db(DbSnapshot::default())
         }
-        fn group(mut self, g: &str, spec: GroupSpec, owner: Option<&str>, state: Option<&str>) -> Db {
-            self.0.entries.insert(group_key(g, "spec"), serde_json::to_string(&spec).unwrap());
+        fn group(
+            mut self,
+            g: &str,
+            spec: GroupSpec,
+            owner: Option<&str>,
+            state: Option<&str>,
+        ) -> Db {
+            self.0
+                .entries
+                .insert(group_key(g, "spec"), serde_json::to_string(&spec).unwrap());
             if let Some(o) = owner {
                 self.0.entries.insert(group_key(g, "owner"), o.into());
                 if let Some(s) = state {
@@ -290,7 +321,9 @@ mod tests {
                         node: o.into(),
                         reason: None,
                     };
-                    self.0.entries.insert(group_key(g, "state"), serde_json::to_string(&st).unwrap());
+                    self.0
+                        .entries
+                        .insert(group_key(g, "state"), serde_json::to_string(&st).unwrap());
                 }
             }
             self
@@ -317,7 +350,9 @@ mod tests {
     fn owners(ds: &[Decision]) -> Vec<(String, String)> {
         ds.iter()
             .filter_map(|d| match &d.change {
-                Change::Put { key, value } if key.ends_with("/owner") => Some((d.group.clone(), value.clone())),
+                Change::Put { key, value } if key.ends_with("/owner") => {
+                    Some((d.group.clone(), value.clone()))
+                }
                 _ => None,
             })
             .collect()
@@ -328,24 +363,52 @@ mod tests {
         let c = cfg(3);
         let db = Db::new().group("G", pref(&["NODE3", "NODE1"]), None, None);
         let mut fm = FailoverManager::default();
-        let d = fm.decide(&c, &db.cat(), &view(&[0, 1, 2], &[]), 0, 12, |_| unreachable!());
+        let d = fm.decide(
+            &c,
+            &db.cat(),
+            &view(&[0, 1, 2], &[]),
+            0,
+            12,
+            |_| unreachable!(),
+        );
         assert_eq!(owners(&d), vec![("G".into(), "NODE3".into())]);
         // Preferred node paused: the next preferred one.
-        let d = fm.decide(&c, &db.cat(), &view(&[0, 1, 2], &[2]), 0, 12, |_| unreachable!());
+        let d = fm.decide(
+            &c,
+            &db.cat(),
+            &view(&[0, 1, 2], &[2]),
+            0,
+            12,
+            |_| unreachable!(),
+        );
         assert_eq!(owners(&d), vec![("G".into(), "NODE1".into())]);
     }
 
     #[test]
     fn owner_death_fails_over_to_next_preferred_and_counts() {
         let c = cfg(3);
-        let mut db = Db::new().group("G", pref(&["NODE1", "NODE2", "NODE3"]), Some("NODE1"), Some("online"));
+        let mut db = Db::new().group(
+            "G",
+            pref(&["NODE1", "NODE2", "NODE3"]),
+            Some("NODE1"),
+            Some("online"),
+        );
         let mut fm = FailoverManager::default();
-        let d = fm.decide(&c, &db.cat(), &view(&[1, 2], &[]), 1000, 12, |_| unreachable!());
+        let d = fm.decide(
+            &c,
+            &db.cat(),
+            &view(&[1, 2], &[]),
+            1000,
+            12,
+            |_| unreachable!(),
+        );
         assert_eq!(owners(&d), vec![("G".into(), "NODE2".into())]);
         db.apply(&d);
         assert_eq!(db.cat().groups["G"].failovers, vec![1000]);
         // Settled: nothing more to do.
-        assert!(fm.decide(&c, &db.cat(), &view(&[1, 2], &[]), 2000, 12, |_| 0).is_empty());
+        assert!(fm
+            .decide(&c, &db.cat(), &view(&[1, 2], &[]), 2000, 12, |_| 0)
+            .is_empty());
     }
 
     #[test]
@@ -361,7 +424,11 @@ mod tests {
         let v = view(&[0, 1], &[]);
         for (t, from, to) in [(1_000, "NODE1", "NODE2"), (2_000, "NODE2", "NODE1")] {
             let d = fm.decide(&c, &db.cat(), &v, t, 12, |c| c[0]);
-            assert_eq!(owners(&d), vec![("G".into(), to.to_string())], "from {from}");
+            assert_eq!(
+                owners(&d),
+                vec![("G".into(), to.to_string())],
+                "from {from}"
+            );
             db.apply(&d);
             // The new owner reports failure too.
             let st = GroupState {
@@ -377,7 +444,10 @@ mod tests {
         assert!(owners(&d).is_empty());
         db.apply(&d);
         let st = db.cat().groups["G"].state.clone().unwrap();
-        assert_eq!((st.state.as_str(), st.reason.as_deref()), ("failed", Some(THRESHOLD_REASON)));
+        assert_eq!(
+            (st.state.as_str(), st.reason.as_deref()),
+            ("failed", Some(THRESHOLD_REASON))
+        );
         assert!(fm.decide(&c, &db.cat(), &v, 4_000, 12, |c| c[0]).is_empty());
     }
 
@@ -393,10 +463,16 @@ mod tests {
         };
         let db = Db::new().group("G", spec, Some("NODE2"), Some("online"));
         let mut fm = FailoverManager::default();
-        assert!(fm.decide(&c, &db.cat(), &view(&[1], &[]), 0, 12, |c| c[0]).is_empty());
+        assert!(fm
+            .decide(&c, &db.cat(), &view(&[1], &[]), 0, 12, |c| c[0])
+            .is_empty());
         // NODE1 rejoins at 12:00, outside 02-04: no failback yet.
-        assert!(fm.decide(&c, &db.cat(), &view(&[0, 1], &[]), 0, 12, |c| c[0]).is_empty());
-        assert!(fm.decide(&c, &db.cat(), &view(&[0, 1], &[]), 0, 13, |c| c[0]).is_empty());
+        assert!(fm
+            .decide(&c, &db.cat(), &view(&[0, 1], &[]), 0, 12, |c| c[0])
+            .is_empty());
+        assert!(fm
+            .decide(&c, &db.cat(), &view(&[0, 1], &[]), 0, 13, |c| c[0])
+            .is_empty());
         // The window opens: back to NODE1.
         let d = fm.decide(&c, &db.cat(), &view(&[0, 1], &[]), 0, 2, |c| c[0]);
         assert_eq!(owners(&d), vec![("G".into(), "NODE1".into())]);
@@ -405,10 +481,17 @@ mod tests {
     #[test]
     fn failback_prevented_and_immediate() {
         let c = cfg(2);
-        let prevent = Db::new().group("G", pref(&["NODE1", "NODE2"]), Some("NODE2"), Some("online"));
+        let prevent = Db::new().group(
+            "G",
+            pref(&["NODE1", "NODE2"]),
+            Some("NODE2"),
+            Some("online"),
+        );
         let mut fm = FailoverManager::default();
         fm.decide(&c, &prevent.cat(), &view(&[1], &[]), 0, 12, |c| c[0]);
-        assert!(fm.decide(&c, &prevent.cat(), &view(&[0, 1], &[]), 0, 12, |c| c[0]).is_empty());
+        assert!(fm
+            .decide(&c, &prevent.cat(), &view(&[0, 1], &[]), 0, 12, |c| c[0])
+            .is_empty());
         let spec = GroupSpec {
             failback: Failback {
                 allow: true,
@@ -433,27 +516,58 @@ mod tests {
             ..pref(p)
         };
         let db = Db::new()
-            .group("EVS1", evs(&["NODE1", "NODE2", "NODE3", "NODE4"]), Some("NODE1"), Some("online"))
+            .group(
+                "EVS1",
+                evs(&["NODE1", "NODE2", "NODE3", "NODE4"]),
+                Some("NODE1"),
+                Some("online"),
+            )
             .group("EVS2", evs(&["NODE2"]), Some("NODE2"), Some("online"))
             .group("EVS3", evs(&["NODE3"]), Some("NODE3"), Some("online"));
         let mut fm = FailoverManager::default();
-        let d = fm.decide(&c, &db.cat(), &view(&[1, 2, 3], &[]), 0, 12, |_| unreachable!());
+        let d = fm.decide(
+            &c,
+            &db.cat(),
+            &view(&[1, 2, 3], &[]),
+            0,
+            12,
+            |_| unreachable!(),
+        );
         assert_eq!(owners(&d), vec![("EVS1".into(), "NODE4".into())]);
     }
 
     #[test]
     fn offline_groups_stay_put_and_possible_owners_restrict() {
         let c = cfg(3);
-        let mut db = Db::new().group("G", pref(&["NODE1", "NODE2", "NODE3"]), Some("NODE1"), Some("online"));
-        db.0.entries.insert(group_key("G", "target"), "offline".into());
+        let mut db = Db::new().group(
+            "G",
+            pref(&["NODE1", "NODE2", "NODE3"]),
+            Some("NODE1"),
+            Some("online"),
+        );
+        db.0.entries
+            .insert(group_key("G", "target"), "offline".into());
         let mut fm = FailoverManager::default();
-        assert!(fm.decide(&c, &db.cat(), &view(&[1, 2], &[]), 0, 12, |c| c[0]).is_empty());
+        assert!(fm
+            .decide(&c, &db.cat(), &view(&[1, 2], &[]), 0, 12, |c| c[0])
+            .is_empty());
         db.0.entries.remove(&group_key("G", "target"));
-        let mut r = crate::resource::ResourceSpec::new("G", crate::resource::ResourceType::GenericApplication);
+        let mut r = crate::resource::ResourceSpec::new(
+            "G",
+            crate::resource::ResourceType::GenericApplication,
+        );
         r.properties.insert("command".into(), "x".into());
         r.possible_owners = vec!["NODE1".into(), "NODE3".into()];
-        db.0.entries.insert("resource/A/spec".into(), serde_json::to_string(&r).unwrap());
-        let d = fm.decide(&c, &db.cat(), &view(&[1, 2], &[]), 0, 12, |_| unreachable!());
+        db.0.entries
+            .insert("resource/A/spec".into(), serde_json::to_string(&r).unwrap());
+        let d = fm.decide(
+            &c,
+            &db.cat(),
+            &view(&[1, 2], &[]),
+            0,
+            12,
+            |_| unreachable!(),
+        );
         assert_eq!(owners(&d), vec![("G".into(), "NODE3".into())]);
     }
 }

@@ -11,7 +11,7 @@
 //! group/G/failovers   [ms, ...]            Failover Manager (threshold window)
 //! resource/R/spec     ResourceSpec         administrator
 //! resource/R/state    ResourceState        the owner's Resource Monitor
-//! resource/R/fail     time stamp (text)    `resource fail`: the owner fails it
+//! resource/R/fail     counter (text)       `resource fail`: the owner fails it once per increment
 //! name/NAME           address (text)       network-name resources
 //! ```
 //!
@@ -259,8 +259,8 @@ pub struct GroupRecord {
 pub struct ResourceRecord {
     pub spec: ResourceSpec,
     pub state: Option<ResourceState>,
-    /// The last `resource fail` request (a time stamp); a new value makes
-    /// the owner treat the resource as failed.
+    /// How many `resource fail` requests were made; each increment makes
+    /// the owner treat the resource as failed once.
     pub fail_request: Option<String>,
 }
 
@@ -319,10 +319,13 @@ impl Catalog {
             match parts.as_slice() {
                 ["group", g, "spec"] => match serde_json::from_str(v) {
                     Ok(spec) => {
-                        let e = c.groups.entry(g.to_string()).or_insert_with(|| GroupRecord {
-                            target_online: true,
-                            ..GroupRecord::default()
-                        });
+                        let e = c
+                            .groups
+                            .entry(g.to_string())
+                            .or_insert_with(|| GroupRecord {
+                                target_online: true,
+                                ..GroupRecord::default()
+                            });
                         e.spec = spec;
                     }
                     Err(e) => tracing::warn!(key = %k, error = %e, "unreadable group spec"),
@@ -355,7 +358,9 @@ impl Catalog {
                             "target" => rec.target_online = v != "offline",
                             "owner" => rec.owner = Some(v.clone()),
                             "state" => rec.state = serde_json::from_str(v).ok(),
-                            "failovers" => rec.failovers = serde_json::from_str(v).unwrap_or_default(),
+                            "failovers" => {
+                                rec.failovers = serde_json::from_str(v).unwrap_or_default()
+                            }
                             _ => {}
                         }
                     }
@@ -378,7 +383,10 @@ impl Catalog {
 
     /// The resources of group `g`, by name.
     pub fn members(&self, g: &str) -> Vec<(&String, &ResourceRecord)> {
-        self.resources.iter().filter(|(_, r)| r.spec.group == g).collect()
+        self.resources
+            .iter()
+            .filter(|(_, r)| r.spec.group == g)
+            .collect()
     }
 
     /// Group `g`'s resources in dependency order (dependencies first);
@@ -416,11 +424,18 @@ impl Catalog {
     }
 
     /// Checks a new or changed group spec.
-    pub fn check_group(&self, name: &str, spec: &GroupSpec, nodes: &[String]) -> Result<(), String> {
+    pub fn check_group(
+        &self,
+        name: &str,
+        spec: &GroupSpec,
+        nodes: &[String],
+    ) -> Result<(), String> {
         check_name("group", name)?;
         for n in &spec.preferred_owners {
             if !nodes.iter().any(|x| x.eq_ignore_ascii_case(n)) {
-                return Err(format!("preferred owner {n:?} is not a node of this cluster"));
+                return Err(format!(
+                    "preferred owner {n:?} is not a node of this cluster"
+                ));
             }
         }
         if let Some((s, e)) = spec.failback.window {
@@ -449,7 +464,10 @@ impl Catalog {
         }
         for p in spec.kind.required() {
             if spec.prop(p).is_none_or(|v| v.trim().is_empty()) {
-                return Err(format!("a {} resource needs the property {p}", spec.kind.name()));
+                return Err(format!(
+                    "a {} resource needs the property {p}",
+                    spec.kind.name()
+                ));
             }
         }
         for p in spec.properties.keys() {
@@ -474,7 +492,9 @@ impl Catalog {
         }
         for n in &spec.possible_owners {
             if !nodes.iter().any(|x| x.eq_ignore_ascii_case(n)) {
-                return Err(format!("possible owner {n:?} is not a node of this cluster"));
+                return Err(format!(
+                    "possible owner {n:?} is not a node of this cluster"
+                ));
             }
         }
         for d in &spec.depends_on {
@@ -521,7 +541,10 @@ impl Catalog {
         // Changing a resource must not break one that depends on it.
         if let Some(old) = self.resources.get(name) {
             if old.spec.group != spec.group && self.dependents(name).next().is_some() {
-                return Err(format!("{name} has dependents in group {}; remove them first", old.spec.group));
+                return Err(format!(
+                    "{name} has dependents in group {}; remove them first",
+                    old.spec.group
+                ));
             }
         }
         Ok(())
@@ -537,7 +560,9 @@ impl Catalog {
 
     /// The address a name resolves to, if a network-name registered it.
     pub fn resolve(&self, name: &str) -> Option<&str> {
-        self.names.get(&name.to_ascii_lowercase()).map(String::as_str)
+        self.names
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
     }
 }
 
@@ -552,22 +577,43 @@ mod tests {
     fn db_with(entries: &[(&str, String)]) -> DbSnapshot {
         DbSnapshot {
             seq: 1,
-            entries: entries.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            entries: entries
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
         }
     }
 
     fn res(group: &str, kind: ResourceType, deps: &[&str], props: &[(&str, &str)]) -> ResourceSpec {
         let mut s = ResourceSpec::new(group, kind);
         s.depends_on = deps.iter().map(|d| d.to_string()).collect();
-        s.properties = props.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        s.properties = props
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         s
     }
 
     fn evs() -> Catalog {
         let g = serde_json::to_string(&GroupSpec::default()).unwrap();
-        let ip = res("EVS1", ResourceType::IpAddress, &[], &[("address", "127.0.1.1")]);
-        let name = res("EVS1", ResourceType::NetworkName, &["IP"], &[("name", "evs1")]);
-        let disk = res("EVS1", ResourceType::PhysicalDisk, &[], &[("disk", "iscsi://h/iqn.x:y/1")]);
+        let ip = res(
+            "EVS1",
+            ResourceType::IpAddress,
+            &[],
+            &[("address", "127.0.1.1")],
+        );
+        let name = res(
+            "EVS1",
+            ResourceType::NetworkName,
+            &["IP"],
+            &[("name", "evs1")],
+        );
+        let disk = res(
+            "EVS1",
+            ResourceType::PhysicalDisk,
+            &[],
+            &[("disk", "iscsi://h/iqn.x:y/1")],
+        );
         let app = res(
             "EVS1",
             ResourceType::GenericApplication,
@@ -612,26 +658,87 @@ mod tests {
         let c = evs();
         let n = nodes();
         // IP -> APP -> NAME -> IP would be a cycle.
-        let cyc = res("EVS1", ResourceType::IpAddress, &["APP"], &[("address", "127.0.1.1")]);
-        assert!(c.check_resource("IP", &cyc, &n).unwrap_err().contains("cycle"));
-        let cross = res("OTHER", ResourceType::GenericApplication, &["DISK"], &[("command", "x")]);
-        assert!(c.check_resource("X", &cross, &n).unwrap_err().contains("inside one group"));
-        let selfdep = res("EVS1", ResourceType::GenericApplication, &["X"], &[("command", "x")]);
-        assert!(c.check_resource("X", &selfdep, &n).unwrap_err().contains("itself"));
+        let cyc = res(
+            "EVS1",
+            ResourceType::IpAddress,
+            &["APP"],
+            &[("address", "127.0.1.1")],
+        );
+        assert!(c
+            .check_resource("IP", &cyc, &n)
+            .unwrap_err()
+            .contains("cycle"));
+        let cross = res(
+            "OTHER",
+            ResourceType::GenericApplication,
+            &["DISK"],
+            &[("command", "x")],
+        );
+        assert!(c
+            .check_resource("X", &cross, &n)
+            .unwrap_err()
+            .contains("inside one group"));
+        let selfdep = res(
+            "EVS1",
+            ResourceType::GenericApplication,
+            &["X"],
+            &[("command", "x")],
+        );
+        assert!(c
+            .check_resource("X", &selfdep, &n)
+            .unwrap_err()
+            .contains("itself"));
         let missing = res("EVS1", ResourceType::PhysicalDisk, &[], &[]);
-        assert!(c.check_resource("D2", &missing, &n).unwrap_err().contains("disk"));
-        let unknown = res("EVS1", ResourceType::IpAddress, &[], &[("address", "1.2.3.4"), ("mask", "x")]);
-        assert!(c.check_resource("I2", &unknown, &n).unwrap_err().contains("no property"));
+        assert!(c
+            .check_resource("D2", &missing, &n)
+            .unwrap_err()
+            .contains("disk"));
+        let unknown = res(
+            "EVS1",
+            ResourceType::IpAddress,
+            &[],
+            &[("address", "1.2.3.4"), ("mask", "x")],
+        );
+        assert!(c
+            .check_resource("I2", &unknown, &n)
+            .unwrap_err()
+            .contains("no property"));
         let bad_ip = res("EVS1", ResourceType::IpAddress, &[], &[("address", "nope")]);
         assert!(c.check_resource("I3", &bad_ip, &n).is_err());
-        let name_no_ip = res("EVS1", ResourceType::NetworkName, &["DISK"], &[("name", "n")]);
-        assert!(c.check_resource("N2", &name_no_ip, &n).unwrap_err().contains("ip-address"));
-        let mut owners = res("EVS1", ResourceType::GenericApplication, &[], &[("command", "x")]);
+        let name_no_ip = res(
+            "EVS1",
+            ResourceType::NetworkName,
+            &["DISK"],
+            &[("name", "n")],
+        );
+        assert!(c
+            .check_resource("N2", &name_no_ip, &n)
+            .unwrap_err()
+            .contains("ip-address"));
+        let mut owners = res(
+            "EVS1",
+            ResourceType::GenericApplication,
+            &[],
+            &[("command", "x")],
+        );
         owners.possible_owners = vec!["NODE9".into()];
         assert!(c.check_resource("A2", &owners, &n).is_err());
-        let nogroup = res("NOPE", ResourceType::GenericApplication, &[], &[("command", "x")]);
-        assert!(c.check_resource("A3", &nogroup, &n).unwrap_err().contains("no group"));
-        let good = res("EVS1", ResourceType::GenericApplication, &["APP"], &[("command", "x")]);
+        let nogroup = res(
+            "NOPE",
+            ResourceType::GenericApplication,
+            &[],
+            &[("command", "x")],
+        );
+        assert!(c
+            .check_resource("A3", &nogroup, &n)
+            .unwrap_err()
+            .contains("no group"));
+        let good = res(
+            "EVS1",
+            ResourceType::GenericApplication,
+            &["APP"],
+            &[("command", "x")],
+        );
         c.check_resource("A4", &good, &n).unwrap();
     }
 
@@ -647,15 +754,18 @@ mod tests {
         c.check_group("G", &g, &nodes()).unwrap();
         g.failback.window = Some((22, 24));
         assert!(c.check_group("G", &g, &nodes()).is_err());
-        assert!(c.check_group("a/b", &GroupSpec::default(), &nodes()).is_err());
+        assert!(c
+            .check_group("a/b", &GroupSpec::default(), &nodes())
+            .is_err());
     }
 
     #[test]
     fn specs_refuse_unknown_fields() {
         assert!(serde_json::from_str::<GroupSpec>(r#"{"preferred":["A"]}"#).is_err());
-        let r: ResourceSpec =
-            serde_json::from_str(r#"{"group":"G","type":"ip-address","properties":{"address":"1.1.1.1"}}"#)
-                .unwrap();
+        let r: ResourceSpec = serde_json::from_str(
+            r#"{"group":"G","type":"ip-address","properties":{"address":"1.1.1.1"}}"#,
+        )
+        .unwrap();
         assert_eq!(r.looks_alive_ms, LOOKS_ALIVE_MS);
         assert_eq!(r.restart_threshold, 3);
     }

@@ -184,7 +184,8 @@ pub async fn run(ctx: Arc<HostContext>, shutdown: impl Future<Output = ()>) {
                 // A group that failed here stays down until it moves (or
                 // the administrator brings it online again).
                 !g.state.as_ref().is_some_and(|s| {
-                    s.state == "failed" && (s.node == me || s.reason.as_deref() == Some(THRESHOLD_REASON))
+                    s.state == "failed"
+                        && (s.node == me || s.reason.as_deref() == Some(THRESHOLD_REASON))
                 })
             })
             .map(|(n, _)| n.clone())
@@ -229,7 +230,10 @@ async fn stop_all(tasks: &mut BTreeMap<String, GroupTask>) {
         let _ = t.stop.send(true);
     }
     for (g, t) in std::mem::take(tasks) {
-        if tokio::time::timeout(Duration::from_secs(30), t.task).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(30), t.task)
+            .await
+            .is_err()
+        {
             tracing::warn!(group = %g, "group did not go offline in 30 s");
         }
     }
@@ -256,11 +260,14 @@ async fn group_task(
     loop {
         let busy = {
             let cat = catalog.borrow();
-            cat.groups.get(&group).and_then(|g| g.state.clone()).is_some_and(|s| {
-                s.node != me
-                    && ctx.members().contains(&s.node)
-                    && !matches!(s.state.as_str(), "offline" | "failed")
-            })
+            cat.groups
+                .get(&group)
+                .and_then(|g| g.state.clone())
+                .is_some_and(|s| {
+                    s.node != me
+                        && ctx.members().contains(&s.node)
+                        && !matches!(s.state.as_str(), "offline" | "failed")
+                })
         };
         if !busy {
             break;
@@ -310,10 +317,18 @@ async fn group_task(
     }
 
     // 3. Poll until told to stop.
-    let fail_seen = |c: &Catalog| -> BTreeMap<String, Option<String>> {
-        c.resources.iter().map(|(n, r)| (n.clone(), r.fail_request.clone())).collect()
+    // `resource fail` requests are a counter per resource: each increment
+    // is one failure, even when several arrive between two looks.
+    let fail_count = |c: &Catalog, r: &str| -> u64 {
+        c.resources
+            .get(r)
+            .and_then(|x| x.fail_request.as_deref())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     };
-    let mut fails = fail_seen(&cat);
+    let mut fails: BTreeMap<String, u64> =
+        cat.resources.keys().map(|r| (r.clone(), fail_count(&cat, r))).collect();
+    let mut owed: BTreeMap<String, u64> = BTreeMap::new();
     loop {
         if *stop.borrow() {
             break;
@@ -332,21 +347,32 @@ async fn group_task(
         let now = Instant::now();
         let mut failed_at: Option<(usize, String)> = None;
         // An administrator's `resource fail`.
-        let now_fails = fail_seen(&cat);
+        for r in cat.resources.keys() {
+            let now_count = fail_count(&cat, r);
+            let before = fails.insert(r.clone(), now_count).unwrap_or(0);
+            if now_count > before {
+                tracing::info!(resource = %r, requests = now_count - before, "administrator failure requests");
+                *owed.entry(r.clone()).or_default() += now_count - before;
+            }
+        }
+        owed.retain(|r, n| *n > 0 && cat.resources.contains_key(r));
         for (i, l) in live.iter().enumerate() {
-            let new = now_fails.get(&l.name).cloned().flatten();
-            if new.is_some() && fails.get(&l.name).cloned().flatten() != new {
+            if let Some(n) = owed.get_mut(&l.name) {
+                *n -= 1;
                 failed_at = Some((i, "failed by the administrator".into()));
                 break;
             }
         }
-        fails = now_fails;
         // Resources added to the group (or deleted from it) since.
         if failed_at.is_none() {
             let gone: Vec<usize> = live
                 .iter()
                 .enumerate()
-                .filter(|(_, l)| cat.resources.get(&l.name).is_none_or(|r| r.spec.group != group))
+                .filter(|(_, l)| {
+                    cat.resources
+                        .get(&l.name)
+                        .is_none_or(|r| r.spec.group != group)
+                })
                 .map(|(i, _)| i)
                 .collect();
             for i in gone.into_iter().rev() {
@@ -369,7 +395,9 @@ async fn group_task(
                 }
                 match start_one(&ctx, &cat, &r, &indices).await {
                     Ok(l) => live.push(l),
-                    Err(why) => tracing::warn!(%group, resource = %r, reason = %why, "new resource did not come online"),
+                    Err(why) => {
+                        tracing::warn!(%group, resource = %r, reason = %why, "new resource did not come online")
+                    }
                 }
             }
         }
@@ -398,7 +426,8 @@ async fn group_task(
         let Some((i, why)) = failed_at else { continue };
         let name = live[i].name.clone();
         tracing::warn!(%group, resource = %name, reason = %why, "resource failed");
-        ctx.report_resource(&name, "failed", Some(why.clone())).await;
+        ctx.report_resource(&name, "failed", Some(why.clone()))
+            .await;
         // The failed resource and everything that depends on it, in order.
         let mut affected: BTreeSet<String> = BTreeSet::from([name.clone()]);
         loop {

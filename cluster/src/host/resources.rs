@@ -25,27 +25,50 @@ use super::HostContext;
 /// A resource running on this node.
 pub enum Running {
     Disk(DiskResource),
-    Ip { _claim: UdpSocket, address: IpAddr },
-    Name { name: String, address: String },
+    Ip {
+        _claim: UdpSocket,
+        address: IpAddr,
+    },
+    Name {
+        name: String,
+        address: String,
+    },
     App(AppResource),
-    Script { path: String, env: Vec<(String, String)> },
+    Script {
+        path: String,
+        env: Vec<(String, String)>,
+    },
 }
 
 /// Environment variable suffix for a resource name.
 fn env_name(r: &str) -> String {
     r.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
 /// The environment a group's applications and scripts get: which node and
 /// group they run in, and the group's addresses, names and disks.
-pub fn group_env(ctx: &HostContext, cat: &Catalog, group: &str, resource: &str) -> Vec<(String, String)> {
+pub fn group_env(
+    ctx: &HostContext,
+    cat: &Catalog,
+    group: &str,
+    resource: &str,
+) -> Vec<(String, String)> {
     let mut env = vec![
         ("BUSRIG_NODE".to_string(), ctx.name().to_string()),
         ("BUSRIG_GROUP".to_string(), group.to_string()),
         ("BUSRIG_RESOURCE".to_string(), resource.to_string()),
-        ("BUSRIG_INITIATOR_NAME".to_string(), ctx.cfg.initiator_name(ctx.me)),
+        (
+            "BUSRIG_INITIATOR_NAME".to_string(),
+            ctx.cfg.initiator_name(ctx.me),
+        ),
     ];
     let mut first_ip = None;
     for (name, r) in cat.members(group) {
@@ -98,7 +121,10 @@ impl Running {
                 // and proves the address is configured here.
                 let claim = UdpSocket::bind(SocketAddr::new(address, 0))
                     .map_err(|e| format!("cannot bind {address}: {e}"))?;
-                Ok(Running::Ip { _claim: claim, address })
+                Ok(Running::Ip {
+                    _claim: claim,
+                    address,
+                })
             }
             ResourceType::NetworkName => {
                 let n = spec.prop("name").unwrap_or_default().to_string();
@@ -125,8 +151,13 @@ impl Running {
             ResourceType::GenericScript => {
                 let path = spec.prop("script").unwrap_or_default().to_string();
                 let env = group_env(ctx, cat, &spec.group, name);
-                run_script(&path, "online", &env, Duration::from_secs(spec.pending_timeout_secs))
-                    .await?;
+                run_script(
+                    &path,
+                    "online",
+                    &env,
+                    Duration::from_secs(spec.pending_timeout_secs),
+                )
+                .await?;
                 Ok(Running::Script { path, env })
             }
         }
@@ -171,7 +202,12 @@ impl Running {
                 // Only remove the registration if it is still ours.
                 if let Some(db) = ctx.snapshot().await {
                     if db.get(&name_key(&name)) == Some(address.as_str()) {
-                        if let Err(e) = ctx.propose(Change::Delete { key: name_key(&name) }).await {
+                        if let Err(e) = ctx
+                            .propose(Change::Delete {
+                                key: name_key(&name),
+                            })
+                            .await
+                        {
                             tracing::warn!(%name, error = %e, "could not remove the name registration");
                         }
                     }
@@ -253,7 +289,9 @@ impl AppResource {
 
     async fn probe(&mut self, spec: &ResourceSpec) -> Result<(), String> {
         if let Some(addr) = spec.prop("probe-tcp") {
-            let a: SocketAddr = addr.parse().map_err(|_| format!("bad probe-tcp {addr:?}"))?;
+            let a: SocketAddr = addr
+                .parse()
+                .map_err(|_| format!("bad probe-tcp {addr:?}"))?;
             return match tokio::time::timeout(
                 Duration::from_secs(5),
                 tokio::net::TcpStream::connect(a),
@@ -268,7 +306,11 @@ impl AppResource {
         if let Some(p) = spec.prop("probe-command") {
             let out = tokio::time::timeout(
                 Duration::from_secs(30),
-                Command::new("sh").arg("-c").arg(p).stdin(Stdio::null()).status(),
+                Command::new("sh")
+                    .arg("-c")
+                    .arg(p)
+                    .stdin(Stdio::null())
+                    .status(),
             )
             .await;
             return match out {
