@@ -542,11 +542,13 @@ fn up(
     state.target.pid = Some(spawn(&binary, &target_args, &dir.join(&state.target.log))?);
     state.save(dir)?;
     let deadline = Instant::now() + Duration::from_secs(30);
-    wait_until(deadline, &state.target, dir, || {
+    if let Err(e) = wait_until(deadline, &state.target, dir, || {
         std::net::TcpStream::connect(&control_addr).is_ok()
             && std::net::TcpStream::connect(&portal_addr).is_ok()
-    })
-    .context("the bus did not start")?;
+    }) {
+        kill_all(&mut state, dir);
+        return Err(e.context("the bus did not start"));
+    }
 
     drop(ports);
     for n in state.nodes.iter_mut() {
@@ -563,9 +565,27 @@ fn up(
     let deadline = Instant::now() + limit;
     let rt = runtime()?;
     let names: Vec<String> = state.nodes.iter().map(|n| n.name.clone()).collect();
-    rt.block_on(wait_formed(&state, dir, &cfg, &names, deadline))
-        .with_context(|| format!("the cluster did not form within {limit:?}"))?;
+    if let Err(e) = rt.block_on(wait_formed(&state, dir, &cfg, &names, deadline)) {
+        // Leave nothing running behind a failed `up`.
+        kill_all(&mut state, dir);
+        return Err(e.context(format!("the cluster did not form within {limit:?}")));
+    }
     Ok(())
+}
+
+/// SIGKILLs every process of the lab (and what the nodes started) and
+/// forgets their pids.
+fn kill_all(state: &mut LabState, dir: &Path) {
+    for p in state.nodes.iter_mut().chain(std::iter::once(&mut state.target)) {
+        if let Some(pid) = p.pid.take() {
+            for other in session_members(pid) {
+                let _ = signal(other, Signal::SIGKILL);
+            }
+            let _ = signal(pid, Signal::SIGKILL);
+            wait_exit(pid, Duration::from_secs(5));
+        }
+    }
+    let _ = state.save(dir);
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
