@@ -16,7 +16,8 @@ use busrig_cluster::admin::{self, AdminError, ClusterStatus};
 use busrig_cluster::config::ClusterConfig;
 use busrig_cluster::db::{Change, DbSnapshot, LogEntry};
 use busrig_cluster::quorum_log::{self, Lsn, Recovered};
-use busrig_cluster::resource::{GroupSpec, ResourceSpec, ResourceType};
+use busrig_cluster::resource::{Catalog, GroupSpec, ResourceSpec, ResourceType};
+use busrig_cluster::validate::{BusFacts, Verdict};
 use serde_json::{json, Value};
 
 use crate::node::load_config;
@@ -65,7 +66,17 @@ enum Verb {
         verb: ResourceVerb,
     },
     /// The address a network name resource registered.
-    Resolve { name: String },
+    Resolve {
+        name: String,
+    },
+    /// Check the cluster (file, groups, bus) against the seeds' rules:
+    /// pass, warn or fail per rule; exit status 1 on any fail.
+    Validate {
+        /// The bus control address (`busrig target --control`), to learn
+        /// the topology and the LUNs; taken from the lab with --lab.
+        #[arg(long, value_name = "ADDR")]
+        bus: Option<String>,
+    },
     /// Save the cluster database to FILE (quorum log backup format).
     Backup { file: PathBuf },
     /// Bring the cluster database back to the state saved in FILE, as
@@ -335,6 +346,7 @@ pub async fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
         Verb::Db { verb } => db_verb(&t, verb, a.json).await,
         Verb::Group { verb } => group_verb(&t, verb, a.json).await,
         Verb::Resource { verb } => resource_verb(&t, verb, a.json).await,
+        Verb::Validate { bus } => validate(&a, &t, bus.clone(), a.json).await,
         Verb::Resolve { name } => {
             let (addr, _) = t.status().await?;
             let path = format!("/resolve?name={}", url_escape(name));
@@ -407,6 +419,61 @@ pub async fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn validate(
+    a: &ClusterArgs,
+    t: &Target,
+    bus: Option<String>,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let cfg = match (&a.config, &a.lab) {
+        (Some(f), _) => load_config(f)?,
+        (None, Some(d)) => load_config(&crate::lab::cluster_file(d))?,
+        (None, None) => bail!("validate needs the cluster file: --config FILE or --lab DIR"),
+    };
+    // The running cluster's groups, if it answers; the file alone if not.
+    let catalog = match t.status().await {
+        Ok((addr, _)) => {
+            let db = admin::request(&addr, "GET", "/db", None, t.secret.as_deref()).await?;
+            let db: DbSnapshot = serde_json::from_value(db)?;
+            Catalog::from_db(&db)
+        }
+        Err(_) => Catalog::default(),
+    };
+    let bus = bus.or_else(|| {
+        let d = a.lab.as_ref()?;
+        crate::lab::LabState::load(d).ok()?.target.control
+    });
+    let mut facts = BusFacts::default();
+    if let Some(b) = &bus {
+        let (code, v) = busrig_target::control::http::request(b, "GET", "/status", None, None)
+            .await
+            .with_context(|| format!("bus control {b}"))?;
+        if code == 200 {
+            facts.topology = v["buses"][0]["topology"].as_str().map(String::from);
+            for l in v["luns"].as_array().into_iter().flatten() {
+                if let (Some(t), Some(n)) = (l["target"].as_str(), l["lun"].as_u64()) {
+                    facts.luns.insert((t.to_ascii_lowercase(), n as u16));
+                }
+            }
+        }
+    }
+    let checks = busrig_cluster::validate::validate(&cfg, &catalog, &facts);
+    let failed = checks.iter().any(|c| c.verdict == Verdict::Fail);
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&checks)?);
+    } else {
+        for c in &checks {
+            let v = match c.verdict {
+                Verdict::Pass => "pass",
+                Verdict::Warn => "warn",
+                Verdict::Fail => "FAIL",
+            };
+            println!("{v:<5} {:<32} {}", c.rule, c.detail);
+        }
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 /// Percent-encodes a query value.

@@ -21,3 +21,4 @@ pub mod node_manager;
 pub mod placement;
 pub mod quorum_log;
 pub mod resource;
+pub mod validate;
