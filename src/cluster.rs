@@ -69,6 +69,13 @@ enum Verb {
     Resolve {
         name: String,
     },
+    /// The cluster event log (group and resource states, failovers,
+    /// membership), the same on every node.
+    Log {
+        /// Only the last N events.
+        #[arg(long)]
+        last: Option<usize>,
+    },
     /// Check the cluster (file, groups, bus) against the seeds' rules:
     /// pass, warn or fail per rule; exit status 1 on any fail.
     Validate {
@@ -347,6 +354,29 @@ pub async fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
         Verb::Group { verb } => group_verb(&t, verb, a.json).await,
         Verb::Resource { verb } => resource_verb(&t, verb, a.json).await,
         Verb::Validate { bus } => validate(&a, &t, bus.clone(), a.json).await,
+        Verb::Log { last } => {
+            let db = t.db().await?;
+            let events: Vec<(u64, String, String)> = db
+                .entries
+                .iter()
+                .filter_map(|(k, v)| {
+                    let rest = k.strip_prefix(busrig_cluster::host::EVENT_PREFIX)?;
+                    let mut it = rest.splitn(3, '-');
+                    let ms: u64 = it.next()?.parse().ok()?;
+                    let node = it.next()?.to_string();
+                    Some((ms, node, v.clone()))
+                })
+                .collect();
+            let skip = last.map_or(0, |n| events.len().saturating_sub(n));
+            for (ms, node, text) in events.into_iter().skip(skip) {
+                if a.json {
+                    println!("{}", json!({ "ms": ms, "node": node, "event": text }));
+                } else {
+                    println!("{} {node:<8} {text}", format_ms(ms));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Verb::Resolve { name } => {
             let (addr, _) = t.status().await?;
             let path = format!("/resolve?name={}", url_escape(name));
@@ -474,6 +504,18 @@ async fn validate(
         }
     }
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// `HH:MM:SS.mmm` UTC of a Unix time in milliseconds.
+fn format_ms(ms: u64) -> String {
+    let s = ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        (s / 3600) % 24,
+        (s / 60) % 60,
+        s % 60,
+        ms % 1000
+    )
 }
 
 /// Percent-encodes a query value.

@@ -366,6 +366,16 @@ fn virtual_server_fails_over_with_its_disk_address_and_application() {
         runs.iter().all(|r| r["reserved_by_writer"] == json!(true)),
         "audit {runs:?}"
     );
+    // The event log, the same on every node, tells the story.
+    let log = lab.cluster(&["log"]);
+    for line in [
+        "group EVS1 online on NODE2",
+        "node NODE2 left the cluster",
+        "failover manager: group EVS1 to NODE3",
+        "group EVS1 online on NODE3",
+    ] {
+        assert!(log.contains(line), "event log lacks {line:?}:\n{log}");
+    }
 
     // A paused node receives nothing: pause NODE1 (cluster pause), kill
     // NODE3; with NODE2 down too, EVS1 has nowhere to go.

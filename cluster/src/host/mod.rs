@@ -84,7 +84,27 @@ impl HostContext {
             .unwrap_or_default()
     }
 
+    /// Appends to the cluster event log (replicated like every change).
+    pub async fn event(&self, text: String) {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let key = format!(
+            "{EVENT_PREFIX}{:013}-{}-{}",
+            wall_ms(),
+            self.name(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        if let Err(e) = self.propose(Change::Put { key, value: text }).await {
+            tracing::debug!(error = %e, "event not logged");
+        }
+    }
+
     async fn report_group(&self, group: &str, state: &str, reason: Option<String>) {
+        if matches!(state, "online" | "offline" | "failed") {
+            let why = reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+            self.event(format!("group {group} {state} on {}{why}", self.name()))
+                .await;
+        }
         let st = GroupState {
             state: state.into(),
             node: self.name().into(),
@@ -96,6 +116,11 @@ impl HostContext {
     }
 
     async fn report_resource(&self, r: &str, state: &str, reason: Option<String>) {
+        if state == "failed" {
+            let why = reason.as_deref().unwrap_or("failed");
+            self.event(format!("resource {r} failed on {}: {why}", self.name()))
+                .await;
+        }
         let st = ResourceState {
             state: state.into(),
             node: self.name().into(),
@@ -106,6 +131,11 @@ impl HostContext {
         }
     }
 }
+
+/// Keys of the cluster event log: `event/MS-NODE-N`, oldest first.
+pub const EVENT_PREFIX: &str = "event/";
+/// Events kept; the quorum owner deletes older ones.
+pub const EVENTS_KEPT: usize = 500;
 
 /// Milliseconds since the Unix epoch.
 fn wall_ms() -> u64 {
@@ -135,6 +165,8 @@ pub async fn run(ctx: Arc<HostContext>, shutdown: impl Future<Output = ()>) {
     let mut status = ctx.status.clone();
     let mut last_seq = u64::MAX;
     let mut catalog = Arc::new(Catalog::default());
+    let mut event_keys: Vec<String> = Vec::new();
+    let mut last_members: Option<BTreeSet<NodeId>> = None;
     let period = (ctx.cfg.timing.heartbeat * 2).max(Duration::from_millis(100));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -158,16 +190,47 @@ pub async fn run(ctx: Arc<HostContext>, shutdown: impl Future<Output = ()>) {
             if let Some(db) = ctx.snapshot().await {
                 last_seq = db.seq;
                 catalog = Arc::new(Catalog::from_db(&db));
+                event_keys = db
+                    .entries
+                    .range(EVENT_PREFIX.to_string()..)
+                    .take_while(|(k, _)| k.starts_with(EVENT_PREFIX))
+                    .map(|(k, _)| k.clone())
+                    .collect();
             }
         }
         // The Failover Manager runs on the quorum owner.
         let view = st.view.clone().expect("active");
-        if st.acting_owner && view.owner == Some(ctx.me) && !st.writes_held {
+        let owner_here = st.acting_owner && view.owner == Some(ctx.me) && !st.writes_held;
+        let members: BTreeSet<NodeId> = view.members.iter().copied().collect();
+        if owner_here {
+            if let Some(prev) = &last_members {
+                for n in members.difference(prev) {
+                    ctx.event(format!("node {} joined the cluster (epoch {})", ctx.cfg.nodes[usize::from(*n)].name, view.epoch)).await;
+                }
+                for n in prev.difference(&members) {
+                    ctx.event(format!("node {} left the cluster (epoch {})", ctx.cfg.nodes[usize::from(*n)].name, view.epoch)).await;
+                }
+            }
+            if event_keys.len() > EVENTS_KEPT + 50 {
+                for k in event_keys.drain(..event_keys.len() - EVENTS_KEPT) {
+                    let _ = ctx.propose(Change::Delete { key: k }).await;
+                }
+            }
+        }
+        last_members = Some(members);
+        if owner_here {
             let decisions = fm.decide(&ctx.cfg, &catalog, &view, wall_ms(), utc_hour(), |c| {
                 *c.choose(&mut rand::thread_rng()).expect("non-empty")
             });
             for d in decisions {
                 tracing::info!(group = %d.group, reason = %d.reason, "failover manager");
+                if let Change::Put { key, value } = &d.change {
+                    if key.ends_with("/owner") {
+                        ctx.event(format!("failover manager: group {} to {value}: {}", d.group, d.reason)).await;
+                    } else if key.ends_with("/state") {
+                        ctx.event(format!("failover manager: group {}: {}", d.group, d.reason)).await;
+                    }
+                }
                 if let Err(e) = ctx.propose(d.change).await {
                     tracing::warn!(group = %d.group, error = %e, "failover manager change not committed");
                     break;
