@@ -343,7 +343,11 @@ impl AppResource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum DiskState {
     Arbitrating,
+    /// Owned, and the lease is valid: writes may go out.
     Online,
+    /// Owned, but the lease ran out (a late defense, a pause): no writes
+    /// until the next successful defense.
+    Suspended,
     Lost(String),
 }
 
@@ -409,6 +413,23 @@ impl DiskResource {
                         }
                     }
                 }
+                // Writes only while the lease is valid.
+                let announced = *tx.borrow() != DiskState::Arbitrating;
+                if announced {
+                    let want = if arb.is_acting_owner(now()) {
+                        DiskState::Online
+                    } else {
+                        DiskState::Suspended
+                    };
+                    tx.send_if_modified(|s| {
+                        if *s != want {
+                            *s = want;
+                            true
+                        } else {
+                            false
+                        }
+                    });
+                }
                 let wake = arb.next_deadline(now()).map(|d| t0 + d);
                 tokio::select! {
                     _ = &mut stop_rx => {
@@ -437,7 +458,7 @@ impl DiskResource {
             .await
             .map(|s| s.clone());
         match got {
-            Ok(DiskState::Online) => {
+            Ok(DiskState::Online | DiskState::Suspended) => {
                 res.write_stamp().await?;
                 Ok(res)
             }
@@ -456,6 +477,11 @@ impl DiskResource {
 
     async fn write_stamp(&self) -> Result<(), String> {
         self.check()?;
+        if *self.state.borrow() != DiskState::Online {
+            // Not acting owner right now: skip this write, the defense
+            // decides whether the disk is still ours.
+            return Ok(());
+        }
         match self.disk.stamp_last_block(self.stamp.as_bytes()).await {
             DiskResult::Good | DiskResult::Data(_) => Ok(()),
             DiskResult::Conflict => Err("reservation conflict writing the ownership stamp".into()),
