@@ -66,9 +66,7 @@ enum Verb {
         verb: ResourceVerb,
     },
     /// The address a network name resource registered.
-    Resolve {
-        name: String,
-    },
+    Resolve { name: String },
     /// The cluster event log (group and resource states, failovers,
     /// membership), the same on every node.
     Log {
@@ -503,7 +501,11 @@ async fn validate(
             println!("{v:<5} {:<32} {}", c.rule, c.detail);
         }
     }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// `HH:MM:SS.mmm` UTC of a Unix time in milliseconds.
@@ -836,15 +838,17 @@ fn print_status(s: &ClusterStatus) {
     println!("  (answered by {})", s.node);
 }
 
-/// The changes that turn `have` into `want`.
+/// The changes that turn `have` into `want`. The event log is history, not
+/// configuration: a restore neither removes nor replays events.
 fn diff(have: &DbSnapshot, want: &DbSnapshot) -> Vec<Change> {
+    let event = |k: &str| k.starts_with(busrig_cluster::host::EVENT_PREFIX);
     let mut out: Vec<Change> = have
         .entries
         .keys()
-        .filter(|k| !want.entries.contains_key(*k))
+        .filter(|k| !event(k) && !want.entries.contains_key(*k))
         .map(|k| Change::Delete { key: k.clone() })
         .collect();
-    for (k, v) in &want.entries {
+    for (k, v) in want.entries.iter().filter(|(k, _)| !event(k)) {
         if have.entries.get(k) != Some(v) {
             out.push(Change::Put {
                 key: k.clone(),

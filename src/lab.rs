@@ -384,6 +384,8 @@ fn node_start_args(dir: &Path, name: &str) -> Vec<String> {
         cluster_file(dir).display().to_string(),
         "--name".into(),
         name.into(),
+        "--data-dir".into(),
+        dir.join("nodes").join(name).display().to_string(),
     ]
 }
 
@@ -576,7 +578,11 @@ fn up(
 /// SIGKILLs every process of the lab (and what the nodes started) and
 /// forgets their pids.
 fn kill_all(state: &mut LabState, dir: &Path) {
-    for p in state.nodes.iter_mut().chain(std::iter::once(&mut state.target)) {
+    for p in state
+        .nodes
+        .iter_mut()
+        .chain(std::iter::once(&mut state.target))
+    {
         if let Some(pid) = p.pid.take() {
             for other in session_members(pid) {
                 let _ = signal(other, Signal::SIGKILL);

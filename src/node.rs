@@ -41,6 +41,10 @@ pub struct NodeArgs {
     /// This node's name in the cluster file.
     #[arg(long, value_name = "NODE")]
     name: String,
+    /// Folder for this node's own files (the majority model's quorum log
+    /// replica); default `busrig-node-NAME`.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     /// What to do when the cluster service stops: start it again, or exit.
     #[arg(long, value_enum, default_value = "on-stop")]
     restart: Restart,
@@ -77,7 +81,11 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
     let nc = cfg.nodes[usize::from(me)].clone();
-    let disks = NodeDisks::from_config(&cfg, me).map_err(|e| anyhow!("{e}"))?;
+    let data_dir = a
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("busrig-node-{}", nc.name)));
+    let disks = NodeDisks::from_config(&cfg, me, &data_dir).map_err(|e| anyhow!("{e}"))?;
     let transport = Arc::new(ClusterTransport::bind(&cfg, me).await.with_context(|| {
         format!(
             "cannot bind cluster networks {} and {}",

@@ -38,11 +38,16 @@ use busrig_proto::scsi::pr::{ReadKeys, ReadReservation};
 
 use crate::config::{QuorumModel, Timing};
 
-/// Which shared disk an operation is for.
+/// Which disk an operation is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DiskId {
+    /// The shared quorum disk (disk models).
     Quorum,
+    /// The shared witness disk (majority model): reservations only.
     Witness,
+    /// Majority model: this node's own replica of the quorum log, a file
+    /// in its data folder (not shared; reservation operations fail).
+    Local,
 }
 
 /// A disk operation for the driver to issue; its result comes back as
@@ -178,8 +183,17 @@ pub struct Arbiter {
 }
 
 impl Arbiter {
+    /// The arbiter for the majority model's witness disk. It uses the
+    /// SCSI-3 PR protocol: unlike SCSI-2 it has no window in which a third
+    /// node's bus reset lets a challenger in while the holder still counts
+    /// the witness's vote, and a partition can count the vote only while
+    /// its arbiter acts as owner (within its lease).
+    pub fn witness(timing: Timing, key: u64) -> Arbiter {
+        Arbiter::new(&QuorumModel::DiskPr, timing, key)
+    }
+
     /// `key`: this node's PR key (unused for SCSI-2). The witness disk of
-    /// the majority model is arbitrated with the SCSI-2 protocol.
+    /// the majority model uses [`Arbiter::witness`] (SCSI-3 PR).
     pub fn new(model: &QuorumModel, timing: Timing, key: u64) -> Arbiter {
         let pr = matches!(model, QuorumModel::DiskPr);
         let m = if pr {

@@ -246,7 +246,7 @@ impl Timing {
     /// `model`: the renew interval (SCSI-2) or the PR interval.
     pub fn defend_interval(&self, model: &QuorumModel) -> Duration {
         match model {
-            QuorumModel::DiskPr => self.pr_interval,
+            QuorumModel::DiskPr | QuorumModel::Majority { witness: Some(_) } => self.pr_interval,
             _ => self.renew,
         }
     }
@@ -263,11 +263,30 @@ impl Timing {
         self.challenge_wait / 2
     }
 
+    /// Majority model: how long a member's acknowledgement of the owner's
+    /// heartbeat counts as its vote (from when the heartbeat was sent).
+    /// Half the detection time, so several heartbeats renew it and a
+    /// member that stops hearing the owner still suspects it later than
+    /// the lease runs out.
+    pub fn majority_lease(&self) -> Duration {
+        self.detection() / 2
+    }
+
     /// Checks the rules that keep arbitration safe and detection sane.
     pub fn validate(&self, model: &QuorumModel) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::UnsafeTiming(m));
         if self.heartbeat.is_zero() {
             return bad("heartbeat must be greater than 0".into());
+        }
+        // The majority lease (half the detection time) must outlast a
+        // heartbeat interval, or the owner's votes lapse between two rounds.
+        if matches!(model, QuorumModel::Majority { .. }) && self.majority_lease() <= self.heartbeat
+        {
+            return bad(format!(
+                "majority lease {:?} (detection / 2) must exceed the heartbeat {:?}",
+                self.majority_lease(),
+                self.heartbeat
+            ));
         }
         if self.regroup_misses < 3 {
             return bad(format!(
@@ -282,7 +301,10 @@ impl Timing {
             ));
         }
         let (interval, what) = match model {
-            QuorumModel::DiskPr => (self.pr_interval, "pr-interval"),
+            // The majority model's witness is arbitrated with SCSI-3 PR.
+            QuorumModel::DiskPr | QuorumModel::Majority { witness: Some(_) } => {
+                (self.pr_interval, "pr-interval")
+            }
             _ => (self.renew, "renew"),
         };
         if interval.is_zero() {

@@ -80,6 +80,34 @@ impl DbSnapshot {
 pub struct LogEntry {
     pub seq: u64,
     pub change: Change,
+    /// Majority model: the view epoch in which the owner wrote the change
+    /// (0 for the disk models, which have one log on the shared disk).
+    #[serde(default)]
+    pub epoch: u64,
+}
+
+/// Majority model: one node's replica of the cluster database, tagged with
+/// the view epoch in which its last change was written. Replicas compare
+/// by `(tag, db.seq)`, as Raft compares (last term, last index): an
+/// installed epoch has one writer, so equal tags and sequence numbers mean
+/// equal contents, and the greatest replica of any majority holds every
+/// committed change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replica {
+    pub tag: u64,
+    pub db: DbSnapshot,
+    /// The highest view epoch its node has on its disk: a coordinator
+    /// installs above every participant's, so epochs grow across restarts
+    /// as Raft's persisted current term does.
+    #[serde(default)]
+    pub max_epoch: u64,
+}
+
+impl Replica {
+    /// The order in which replicas are compared.
+    pub fn position(&self) -> (u64, u64) {
+        (self.tag, self.db.seq)
+    }
 }
 
 #[cfg(test)]

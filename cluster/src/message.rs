@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::config::NodeId;
-use crate::db::{Change, DbSnapshot};
+use crate::db::{Change, DbSnapshot, Replica};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -91,9 +91,21 @@ pub enum Body {
         epoch: u64,
         seen: Vec<NodeId>,
         holds_quorum: bool,
+        /// Majority model: the sender's replica of the cluster database,
+        /// so the coordinator can adopt the most up-to-date one.
+        #[serde(default)]
+        replica: Option<Replica>,
     },
     /// Regroup, phase 2 (install): the coordinator's agreed view.
-    Install { view: View },
+    Install {
+        view: View,
+        /// Majority model: the regroup this view ends and the replica the
+        /// coordinator adopted; only members still in that regroup take
+        /// the view, and replace their replica with it (dropping any
+        /// uncommitted suffix).
+        #[serde(default)]
+        replica: Option<(u64, Replica)>,
+    },
     /// A starting node asks to join.
     JoinRequest,
     /// The owner admits the joiner: its view and the cluster database.
@@ -122,6 +134,28 @@ pub enum Body {
     SyncRequest,
     /// The receiver is evicted: stop the cluster service.
     Evict,
+    /// Majority model: a member answers its owner's heartbeat `seq` of
+    /// view `epoch`, renewing the owner's lease with its vote.
+    LeaseAck { epoch: u64, seq: u64 },
+    /// Majority model: the owner's change `seq`, written in view `epoch`,
+    /// to append after the replica tagged `prev` (epoch of the last
+    /// change, seq).
+    Replicate {
+        epoch: u64,
+        prev: (u64, u64),
+        seq: u64,
+        change: Change,
+        origin: Option<(NodeId, u64)>,
+    },
+    /// Majority model: change `seq` of view `epoch` is in the member's
+    /// local log (written with FUA).
+    ReplicateAck { epoch: u64, seq: u64 },
+    /// Majority model: the owner committed the sender's request `id` as
+    /// `seq`.
+    GumCommitted { id: u64, seq: u64 },
+    /// Majority model: the owner's replica; a member of view `epoch`
+    /// replaces its own with it.
+    ReplicaSync { epoch: u64, replica: Replica },
 }
 
 /// An authenticated cluster message.
@@ -207,6 +241,11 @@ pub fn kind(body: &Body) -> &'static str {
         Body::DbSync { .. } => "db-sync",
         Body::SyncRequest => "sync-request",
         Body::Evict => "evict",
+        Body::LeaseAck { .. } => "lease-ack",
+        Body::Replicate { .. } => "replicate",
+        Body::ReplicateAck { .. } => "replicate-ack",
+        Body::GumCommitted { .. } => "gum-committed",
+        Body::ReplicaSync { .. } => "replica-sync",
     }
 }
 
@@ -236,8 +275,23 @@ mod tests {
                 epoch: 5,
                 seen: vec![0, 1],
                 holds_quorum: true,
+                replica: Some(Replica {
+                    tag: 2,
+                    db: db.clone(),
+                    max_epoch: 4,
+                }),
             },
-            Body::Install { view: view.clone() },
+            Body::Install {
+                view: view.clone(),
+                replica: Some((
+                    5,
+                    Replica {
+                        tag: 4,
+                        db: db.clone(),
+                        max_epoch: 4,
+                    },
+                )),
+            },
             Body::JoinRequest,
             Body::JoinAccept {
                 view,
@@ -267,9 +321,27 @@ mod tests {
                 id: 1,
                 reason: "no".into(),
             },
-            Body::DbSync { db },
+            Body::DbSync { db: db.clone() },
             Body::SyncRequest,
             Body::Evict,
+            Body::LeaseAck { epoch: 4, seq: 9 },
+            Body::Replicate {
+                epoch: 4,
+                prev: (3, 3),
+                seq: 4,
+                change: Change::Delete { key: "k".into() },
+                origin: None,
+            },
+            Body::ReplicateAck { epoch: 4, seq: 4 },
+            Body::GumCommitted { id: 1, seq: 4 },
+            Body::ReplicaSync {
+                epoch: 4,
+                replica: Replica {
+                    tag: 4,
+                    db: db.clone(),
+                    max_epoch: 4,
+                },
+            },
         ]
         .into_iter()
         .map(|body| Envelope {

@@ -47,7 +47,8 @@ pub enum NodeError {
     /// The name is not in the cluster file.
     #[error("node {0:?} is not in the cluster file")]
     UnknownNode(String),
-    /// The majority model has no node implementation yet.
+    /// Kept for API stability: the majority model is supported now and
+    /// this is no longer returned.
     #[error("quorum model majority is not supported by the node yet")]
     MajorityUnsupported,
 }
@@ -146,6 +147,10 @@ enum OpKind {
     Arbiter,
     Log,
     Release,
+    /// Majority: the local replica of the quorum log.
+    Local,
+    /// Majority: the witness arbiter.
+    Witness,
 }
 
 /// One cluster node.
@@ -175,6 +180,8 @@ pub struct Node {
     peers_incarnation: BTreeMap<NodeId, u64>,
     holding: bool,
     actions: Vec<Action>,
+    /// The majority model's state (None under the disk models).
+    maj: Option<Box<majority::Majority>>,
 }
 
 /// The PR key of node `id`: "bus" and the node number, never zero.
@@ -194,10 +201,8 @@ impl Node {
         let me = cfg
             .node_id(name)
             .ok_or_else(|| NodeError::UnknownNode(name.into()))?;
-        if matches!(cfg.quorum, QuorumModel::Majority { .. }) {
-            return Err(NodeError::MajorityUnsupported);
-        }
         let timing = cfg.timing;
+        let maj = majority::Majority::new(&cfg, me, now);
         let form_at = now + timing.heartbeat * (6 + 2 * u32::from(me));
         Ok(Node {
             arbiter: Arbiter::new(&cfg.quorum, timing, pr_key(me)),
@@ -226,6 +231,7 @@ impl Node {
             peers_incarnation: BTreeMap::new(),
             holding: false,
             actions: Vec::new(),
+            maj,
         })
     }
 
@@ -255,8 +261,12 @@ impl Node {
         &self.arbiter
     }
 
-    /// Acts as quorum owner now: holds the disk, online, lease valid.
+    /// Acts as quorum owner now: holds the disk, online, lease valid
+    /// (majority: owner of its view with a majority of live votes).
     pub fn is_acting_owner(&self, now: Duration) -> bool {
+        if self.is_majority() {
+            return !self.is_stopped() && self.maj_acting(now);
+        }
         !matches!(self.phase, Phase::Stopped(_)) && self.arbiter.is_acting_owner(now)
     }
 
@@ -285,6 +295,8 @@ impl Node {
         let mut d: Vec<Duration> = Vec::new();
         match &self.phase {
             Phase::Stopped(_) => return None,
+            // Majority: nothing to do before the local replica is read.
+            Phase::Joining { .. } if self.is_majority() && !self.maj_ready() => {}
             Phase::Joining { form_at, next_ask } => {
                 d.push(*form_at);
                 d.push(*next_ask);
@@ -313,6 +325,9 @@ impl Node {
             }
         }
         d.extend(self.arbiter.next_deadline(now));
+        if self.is_majority() {
+            d.extend(self.maj_next_deadline(now));
+        }
         d.into_iter().min()
     }
 
@@ -370,6 +385,12 @@ impl Node {
         let reason = reason.into();
         tracing::warn!(node = self.me, %reason, "stopping cluster service");
         self.arbiter = Arbiter::new(&self.cfg.quorum, self.cfg.timing, pr_key(self.me));
+        if let Some(m) = &mut self.maj {
+            m.witness = m
+                .witness
+                .as_ref()
+                .map(|_| Arbiter::witness(self.cfg.timing, pr_key(self.me)));
+        }
         self.log = None;
         self.log_state = LogState::Closed;
         self.log_pending.clear();
@@ -412,13 +433,23 @@ impl Node {
         self.last_tick = Some(now);
         let outs = self.arbiter.tick(now);
         self.on_arbiter(now, outs);
+        if self.is_majority() {
+            self.maj_tick(now);
+        }
         if self.is_stopped() {
             return;
         }
         match self.phase.clone() {
             Phase::Joining { form_at, next_ask } => {
-                if now >= form_at {
-                    self.become_forming(now);
+                if self.is_majority() && !self.maj_ready() {
+                    // Nothing to offer or compare before the local
+                    // replica is recovered.
+                } else if now >= form_at {
+                    if self.is_majority() {
+                        self.maj_form(now);
+                    } else {
+                        self.become_forming(now);
+                    }
                 } else if now >= next_ask {
                     for n in self.all_others() {
                         self.send(n, Body::JoinRequest);
@@ -439,6 +470,10 @@ impl Node {
         let hb = self.cfg.timing.heartbeat;
         if now >= self.next_heartbeat {
             self.hb_seq += 1;
+            if self.is_majority() && m.view.owner == Some(self.me) {
+                self.maj_probe_sent(self.hb_seq, now);
+                self.maj_resend();
+            }
             let view = Some((m.view.epoch, m.view.members.clone()));
             for n in self.others() {
                 for net in Net::ALL {
@@ -476,7 +511,14 @@ impl Node {
         let Phase::Member(m) = self.phase.clone() else {
             return;
         };
-        if let Some(q) = m.quorum_deadline {
+        if let Some(q) = m.quorum_deadline.filter(|_| self.is_majority()) {
+            if now >= q {
+                self.maj_quorum_deadline(now);
+                if self.is_stopped() {
+                    return;
+                }
+            }
+        } else if let Some(q) = m.quorum_deadline {
             if now >= q && !self.arbiter.holds() {
                 self.stop("no quorum owner came online after the regroup");
                 return;
@@ -538,13 +580,31 @@ impl Node {
             self.detector.heard(from, net, now);
         }
         match env.body {
-            Body::Heartbeat { view, .. } => self.on_heartbeat(now, from, view),
+            Body::Heartbeat { view, seq } => {
+                if self.is_majority() {
+                    if let Some((epoch, _)) = &view {
+                        self.maj_on_heartbeat(now, net, from, seq, *epoch);
+                    }
+                }
+                self.on_heartbeat(now, from, view)
+            }
             Body::Regroup {
                 epoch,
                 seen,
                 holds_quorum,
-            } => self.on_regroup(now, from, epoch, &seen, holds_quorum),
-            Body::Install { view } => self.on_install(now, from, view),
+                replica,
+            } => {
+                if self.is_majority()
+                    && self.maj_ready()
+                    && matches!(self.phase, Phase::Joining { .. })
+                {
+                    // Majority: nodes form together, by regroup; a node
+                    // still asking to join takes part.
+                    self.maj_enter_pseudo_view(now);
+                }
+                self.on_regroup(now, from, epoch, &seen, holds_quorum, replica)
+            }
+            Body::Install { view, replica } => self.on_install(now, from, view, replica),
             Body::JoinRequest => self.on_join_request(now, from),
             Body::JoinAccept { view, db } => self.on_join_accept(now, view, db),
             Body::JoinRefuse { .. } => {
@@ -576,7 +636,12 @@ impl Node {
             Body::GumReject { id, reason } => {
                 self.actions.push(Action::Rejected { id, reason });
             }
-            Body::DbSync { db } => self.on_db_sync(from, db),
+            Body::DbSync { db } => {
+                if !self.is_majority() {
+                    self.on_db_sync(from, db);
+                }
+            }
+            Body::SyncRequest if self.is_majority() => self.maj_on_sync_request(from),
             Body::SyncRequest => {
                 if self.is_locker()
                     && matches!(self.log_state, LogState::Ready | LogState::Writing { .. })
@@ -588,6 +653,37 @@ impl Node {
             Body::Evict => {
                 if self.view().is_some_and(|v| v.owner == Some(from)) {
                     self.stop("evicted by the cluster");
+                }
+            }
+            Body::LeaseAck { seq, .. } => {
+                if self.is_majority() {
+                    self.maj_on_lease_ack(now, from, seq);
+                }
+            }
+            Body::Replicate {
+                epoch,
+                prev,
+                seq,
+                change,
+                ..
+            } => {
+                if self.is_majority() {
+                    self.maj_on_replicate(from, epoch, prev, seq, change);
+                }
+            }
+            Body::ReplicateAck { epoch, seq } => {
+                if self.is_majority() {
+                    self.maj_on_replicate_ack(now, from, epoch, seq);
+                }
+            }
+            Body::GumCommitted { id, seq } => {
+                if self.view().is_some_and(|v| v.owner == Some(from)) {
+                    self.actions.push(Action::Committed { id, seq });
+                }
+            }
+            Body::ReplicaSync { epoch, replica } => {
+                if self.is_majority() {
+                    self.maj_on_replica_sync(from, epoch, replica);
                 }
             }
         }
@@ -609,6 +705,14 @@ impl Node {
             }
             OpKind::Log => self.on_log_done(now, id, result),
             OpKind::Release => {}
+            OpKind::Local => self.maj_on_local_done(now, id, result),
+            OpKind::Witness => {
+                let outs = match self.maj.as_mut().and_then(|m| m.witness.as_mut()) {
+                    Some(w) => w.on_result(now, result),
+                    None => vec![],
+                };
+                self.maj_on_witness(now, outs);
+            }
         }
         self.pump_gum(now);
     }
@@ -636,6 +740,13 @@ impl Node {
         let others = self.others();
         if let Some(op) = self.arbiter.release() {
             self.issue(OpKind::Release, op);
+        }
+        if let Some(op) = self
+            .maj
+            .as_mut()
+            .and_then(|m| m.witness.as_mut()?.release())
+        {
+            self.maj_issue_release(op);
         }
         for n in others {
             self.send(n, Body::Exit);
@@ -751,12 +862,33 @@ impl Node {
 
     /// As owner: install `view` with the next epoch and tell everyone.
     fn install_as_owner(&mut self, now: Duration, mut view: View) {
+        if self.is_majority() && !self.is_acting_owner(now) {
+            // Majority: only an owner that holds a majority changes the
+            // view on its own (its replica holds every committed change,
+            // which its members then take); otherwise regroup.
+            let in_regroup = matches!(&self.phase, Phase::Member(m) if m.regroup.is_some());
+            if !in_regroup {
+                let epoch = self.view().map_or(0, |v| v.epoch).max(self.max_epoch) + 1;
+                self.start_regroup(now, epoch);
+            }
+            return;
+        }
         let cur = self.view().map_or(0, |v| v.epoch);
-        view.epoch = cur.max(self.max_epoch) + 1;
+        view.epoch = if self.is_majority() {
+            self.maj_next_epoch(cur.max(self.max_epoch))
+        } else {
+            cur.max(self.max_epoch) + 1
+        };
         view.owner = Some(self.me);
         for n in view.members.clone() {
             if n != self.me {
-                self.send(n, Body::Install { view: view.clone() });
+                self.send(
+                    n,
+                    Body::Install {
+                        view: view.clone(),
+                        replica: None,
+                    },
+                );
             }
         }
         self.adopt_view(now, view);
@@ -783,7 +915,7 @@ impl Node {
             quorum_deadline: deadline,
         });
         self.hold_writes(no_owner);
-        if no_owner && designated && self.arbiter.is_idle() {
+        if no_owner && designated && self.arbiter.is_idle() && !self.is_majority() {
             tracing::info!(
                 node = self.me,
                 epoch = view.epoch,
@@ -796,6 +928,10 @@ impl Node {
             && matches!(self.log_state, LogState::Ready | LogState::Writing { .. })
         {
             self.sync_members();
+        }
+        if self.is_majority() {
+            self.maj_persist_epoch();
+            self.maj_update(now);
         }
         // A member asks the owner of each new view for the database: the
         // owner's own `DbSync` may have arrived before this view (and been
@@ -834,6 +970,9 @@ impl Node {
         };
         m.regroup = Some(rg.clone());
         let view = m.view.clone();
+        if self.is_majority() {
+            self.maj_regroup_started();
+        }
         self.hold_writes(true);
         self.announce_regroup(&view, &rg);
     }
@@ -841,11 +980,16 @@ impl Node {
     fn announce_regroup(&mut self, view: &View, rg: &Regroup) {
         let mut to: BTreeSet<NodeId> = view.members.iter().copied().collect();
         to.extend(rg.seen.keys().copied());
+        if self.is_majority() {
+            // A majority may lie outside the old view (forming, healing).
+            to.extend(self.all_others());
+        }
         to.remove(&self.me);
         let body = Body::Regroup {
             epoch: rg.epoch,
             seen: rg.seen.keys().copied().collect(),
             holds_quorum: self.arbiter.holds(),
+            replica: self.maj_replica(),
         };
         for n in to {
             self.send(n, body.clone());
@@ -854,7 +998,9 @@ impl Node {
 
     fn end_collection(&mut self, now: Duration, epoch: u64, seen: BTreeMap<NodeId, bool>) {
         let coordinator = *seen.keys().next().expect("self is always seen");
-        if coordinator == self.me {
+        if coordinator == self.me && self.is_majority() {
+            self.maj_end_collection(now, epoch, seen);
+        } else if coordinator == self.me {
             let owner = seen.iter().find(|(_, &h)| h).map(|(&n, _)| n);
             let paused = self
                 .view()
@@ -875,7 +1021,13 @@ impl Node {
             tracing::info!(node = self.me, epoch, members = ?view.members, ?owner, "regroup installs view");
             for &n in seen.keys() {
                 if n != self.me {
-                    self.send(n, Body::Install { view: view.clone() });
+                    self.send(
+                        n,
+                        Body::Install {
+                            view: view.clone(),
+                            replica: None,
+                        },
+                    );
                 }
             }
             self.adopt_view(now, view);
@@ -901,7 +1053,8 @@ impl Node {
         if !view.contains(from) {
             // A stale node that believes it is still a member: the owner
             // tells it the current view, which excludes it, so it stops.
-            if members.contains(&self.me) && view.owner == Some(self.me) {
+            let may_tell = !self.is_majority() || self.is_acting_owner(now);
+            if members.contains(&self.me) && view.owner == Some(self.me) && may_tell {
                 // An Install at or below the stale node's own epoch would be
                 // ignored: an owner that formed after a restart can be
                 // behind (sim seed 3144: the owner at epoch 1 told a stale
@@ -913,7 +1066,13 @@ impl Node {
                 } else {
                     view
                 };
-                self.send(from, Body::Install { view });
+                self.send(
+                    from,
+                    Body::Install {
+                        view,
+                        replica: None,
+                    },
+                );
             }
             return;
         }
@@ -930,11 +1089,29 @@ impl Node {
         epoch: u64,
         seen: &[NodeId],
         holds: bool,
+        replica: Option<crate::db::Replica>,
     ) {
         let Some(view) = self.view().cloned() else {
             return;
         };
         self.max_epoch = self.max_epoch.max(epoch);
+        if epoch <= view.epoch && self.is_majority() && !view.contains(from) {
+            // Majority: a node outside our view (forming, or back from a
+            // partition) regroups below our epoch. The acting owner takes
+            // it in; it adopts the install and asks for the replica.
+            if self.is_acting_owner(now) {
+                tracing::info!(
+                    node = self.me,
+                    joiner = from,
+                    "taking a regrouping node into the view"
+                );
+                let mut nv = view.clone();
+                nv.members.push(from);
+                nv.members.sort();
+                self.install_as_owner(now, nv);
+            }
+            return;
+        }
         if epoch <= view.epoch {
             // The sender missed our install: regroup again with it.
             let in_regroup = matches!(&self.phase, Phase::Member(m) if m.regroup.is_some());
@@ -956,6 +1133,11 @@ impl Node {
             if let Some(r) = &mut m.regroup {
                 if r.epoch == epoch {
                     r.seen.insert(from, holds);
+                    if let Some(m) = &mut self.maj {
+                        if let Some(rep) = replica {
+                            m.heard_replica(from, rep);
+                        }
+                    }
                     // Whom the sender saw is seen too. A node that resumed
                     // with an old view regroups only with the members of
                     // that view; without this the coordinator never heard
@@ -972,7 +1154,13 @@ impl Node {
         }
     }
 
-    fn on_install(&mut self, now: Duration, from: NodeId, view: View) {
+    fn on_install(
+        &mut self,
+        now: Duration,
+        from: NodeId,
+        view: View,
+        replica: Option<(u64, crate::db::Replica)>,
+    ) {
         let Phase::Member(m) = &self.phase else {
             return;
         };
@@ -990,6 +1178,24 @@ impl Node {
                 "excluded from the cluster by node {from} at epoch {}",
                 view.epoch
             ));
+            return;
+        }
+        if self.is_majority() {
+            // A regroup's install counts only for who is still in that
+            // regroup: the coordinator compared the replicas reported in
+            // it, and a node that has moved on since (and maybe logged
+            // changes committed elsewhere) must not take an older replica
+            // (sim seed 947: a resumed node coordinated with stale regroup
+            // messages).
+            if let Some((rg_epoch, r)) = replica {
+                let in_it = matches!(&self.phase, Phase::Member(m)
+                    if m.regroup.as_ref().is_some_and(|rg| rg.epoch == rg_epoch));
+                if !in_it {
+                    return;
+                }
+                self.maj_adopt_replica(r, None);
+            }
+            self.adopt_view(now, view);
             return;
         }
         // Only the owner holds the quorum disk; an install naming another
@@ -1028,8 +1234,25 @@ impl Node {
             self.send(from, Body::JoinRefuse { reason });
             return;
         }
-        let log_ready = matches!(self.log_state, LogState::Ready);
-        if regrouping || !log_ready || !self.arbiter.is_acting_owner(now) {
+        if self.is_majority() && !regrouping && !self.is_acting_owner(now) {
+            // Majority: an owner without a majority regroups with every
+            // node, the joiner included (it takes part from Joining).
+            tracing::info!(
+                node = self.me,
+                joiner = from,
+                "owner without a majority: regroup with the joiner"
+            );
+            self.start_regroup(now, view.epoch.max(self.max_epoch) + 1);
+            self.send(
+                from,
+                Body::JoinRefuse {
+                    reason: JoinRefusal::Busy,
+                },
+            );
+            return;
+        }
+        let log_ready = matches!(self.log_state, LogState::Ready) || self.is_majority();
+        if regrouping || !log_ready || !self.is_acting_owner(now) {
             self.send(
                 from,
                 Body::JoinRefuse {
@@ -1061,6 +1284,15 @@ impl Node {
         if !matches!(self.phase, Phase::Joining { .. }) || !view.contains(self.me) {
             return;
         }
+        if self.is_majority() {
+            // The owner sends its tagged replica on our SyncRequest.
+            if !self.maj_ready() {
+                return;
+            }
+            tracing::info!(node = self.me, epoch = view.epoch, "joined");
+            self.adopt_view(now, view);
+            return;
+        }
         tracing::info!(node = self.me, epoch = view.epoch, "joined");
         self.db = db;
         self.pending_apply.clear();
@@ -1074,7 +1306,10 @@ impl Node {
         if !view.contains(from) {
             return;
         }
-        if view.owner == Some(from) {
+        if view.owner == Some(from) && self.is_majority() {
+            // The locker left: regroup for a new one.
+            self.start_regroup(now, view.epoch.max(self.max_epoch) + 1);
+        } else if view.owner == Some(from) {
             // Every member computes the same view without the owner; its
             // lowest member arbitrates.
             let mut nv = view.clone();
@@ -1149,7 +1384,8 @@ impl Node {
     // ----- Log Manager and Global Update Manager (locker side) ------------
 
     fn is_locker(&self) -> bool {
-        self.view().is_some_and(|v| v.owner == Some(self.me)) && self.arbiter.holds()
+        self.view().is_some_and(|v| v.owner == Some(self.me))
+            && (self.arbiter.holds() || self.maj_ready())
     }
 
     fn log_config(&self) -> LogConfig {
@@ -1333,6 +1569,9 @@ impl Node {
     /// The locker takes the next queued change: check, log with FUA, then
     /// apply and distribute when the write completes.
     fn pump_gum(&mut self, now: Duration) {
+        if self.is_majority() {
+            return self.maj_pump_gum(now);
+        }
         if !self.is_locker()
             || !matches!(self.log_state, LogState::Ready)
             || !self.arbiter.is_acting_owner(now)
@@ -1363,6 +1602,7 @@ impl Node {
             let payload = serde_json::to_vec(&LogEntry {
                 seq,
                 change: change.clone(),
+                epoch: 0,
             })
             .expect("entries serialize");
             match log.append(&payload) {
@@ -1381,6 +1621,8 @@ impl Node {
         }
     }
 }
+
+mod majority;
 
 #[cfg(test)]
 mod tests;

@@ -19,6 +19,15 @@
 //!   instant, and the bus never rejects a write (a rejected write means a
 //!   node that lost arbitration kept writing).
 //!
+//! Odd seeds run the `majority` model instead (3 or 4 nodes without a
+//! witness, 2 or 4 with one): no quorum disk, a per-node local replica
+//! byte store that survives kills (torn like the quorum disk when a write
+//! is in flight at a kill), and a witness disk with the target's
+//! reservation rules. Checked there at every step: at most one node acts
+//! as owner (view locker with a majority of live votes), nobody touches a
+//! quorum disk or writes to the witness. Even seeds run the disk models
+//! with exactly the schedules they had before majority existed.
+//!
 //! Checked after settling: one owner, every node a member of the same view,
 //! every node's database equal to the owner's, and every change the locker
 //! reported durable present in it.
@@ -31,7 +40,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use busrig_cluster::arbiter::{DiskOp, DiskResult};
+use busrig_cluster::arbiter::{DiskId, DiskOp, DiskResult};
 use busrig_cluster::config::{ClusterConfig, NodeId};
 use busrig_cluster::db::Change;
 use busrig_cluster::log_manager;
@@ -50,11 +59,21 @@ fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
 }
 
-fn config(model: &str, nodes: usize) -> Arc<ClusterConfig> {
+fn config(model: &str, nodes: usize, witness: bool) -> Arc<ClusterConfig> {
+    let disk = if model == "majority" {
+        String::new()
+    } else {
+        format!("quorum-disk = \"iscsi://127.0.0.1/{TARGET}/0\"\n")
+    };
+    let witness = if witness {
+        format!("witness = \"iscsi://127.0.0.1/{TARGET}/1\"\n")
+    } else {
+        String::new()
+    };
     let mut s = format!(
         "name = \"SIM\"\nsecret = \"sim secret 0123456789\"\n\
-         quorum-disk = \"iscsi://127.0.0.1/{TARGET}/0\"\nquorum-log-limit = {LOG_LIMIT}\n\
-         [quorum]\nmodel = \"{model}\"\n"
+         {disk}quorum-log-limit = {LOG_LIMIT}\n\
+         [quorum]\nmodel = \"{model}\"\n{witness}"
     );
     for i in 0..nodes {
         s += &format!(
@@ -78,6 +97,7 @@ enum Event {
         node: usize,
         inc: u64,
         id: u64,
+        disk: DiskId,
         op: DiskOp,
     },
     DiskReply {
@@ -119,11 +139,18 @@ struct Slot {
     queued: Vec<Event>,
     nexus: ItNexus,
     tick_at: Option<Duration>,
+    /// Majority: the node's local replica file; it survives kills.
+    local: Vec<u8>,
 }
 
 struct Sim {
     cfg: Arc<ClusterConfig>,
     pr: bool,
+    /// The majority model: no quorum disk, a local replica per node, and
+    /// maybe a witness disk with the target's reservation rules.
+    majority: bool,
+    /// The witness disk's reservations (majority with a witness).
+    wres: Reservations,
     wire: bool,
     rng: ChaCha8Rng,
     now: Duration,
@@ -151,10 +178,22 @@ struct Sim {
 
 impl Sim {
     fn new(seed: u64, verbose: bool) -> Sim {
+        // Odd seeds run the majority model; even seeds the disk models,
+        // with the same schedules as before majority existed (seed 2k here
+        // was seed 2k then).
+        let majority = seed % 2 == 1;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let pr = rng.gen_bool(0.5);
-        let n = rng.gen_range(2..=4);
-        let cfg = config(if pr { "disk-pr" } else { "disk-scsi2" }, n);
+        let (pr, n, cfg) = if majority {
+            // 3 or 4 nodes without a witness, 2 or 4 with one.
+            let (n, witness) = [(3, false), (4, false), (2, true), (4, true)][rng.gen_range(0..4)];
+            (true, n, config("majority", n, witness))
+        } else {
+            let pr = rng.gen_bool(0.5);
+            let n = rng.gen_range(2..=4);
+            let cfg = config(if pr { "disk-pr" } else { "disk-scsi2" }, n, false);
+            (pr, n, cfg)
+        };
+        let local_len = log_manager::region_config(LOG_LIMIT).region_len as usize;
         let slots = (0..n)
             .map(|i| Slot {
                 node: None,
@@ -168,10 +207,17 @@ impl Sim {
                     1,
                 ),
                 tick_at: None,
+                local: if majority {
+                    vec![0; local_len]
+                } else {
+                    Vec::new()
+                },
             })
             .collect();
         Sim {
             pr,
+            majority,
+            wres: Reservations::new(None).expect("no APTPL file"),
             wire: seed.is_multiple_of(16),
             rng,
             aux_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x7ea5),
@@ -278,8 +324,17 @@ impl Sim {
                     let lat = ms(self.rng.gen_range(1..=5));
                     self.at(self.now + lat, Event::Deliver { to, net, env });
                 }
-                Action::Disk { id, op, .. } => {
-                    if op.is_write() {
+                Action::Disk { id, disk, op } => {
+                    if disk == DiskId::Witness && op.is_write() {
+                        return Err(format!("N{i} wrote to the witness disk"));
+                    }
+                    if disk == DiskId::Quorum && self.majority {
+                        return Err(format!("N{i} used a quorum disk under majority"));
+                    }
+                    if disk == DiskId::Local && !self.majority {
+                        return Err(format!("N{i} used a local replica under a disk model"));
+                    }
+                    if op.is_write() && disk == DiskId::Quorum {
                         let acting = self.slots[i]
                             .node
                             .as_ref()
@@ -291,7 +346,7 @@ impl Sim {
                         }
                     }
                     let lat = ms(self.rng.gen_range(1..=10));
-                    if self.path_down[i] {
+                    if self.path_down[i] && disk != DiskId::Local {
                         let result = DiskResult::Failed("path down".into());
                         self.at(
                             self.now + lat,
@@ -309,6 +364,7 @@ impl Sim {
                                 node: i,
                                 inc,
                                 id,
+                                disk,
                                 op,
                             },
                         );
@@ -342,9 +398,38 @@ impl Sim {
         // reservations of that nexus go with it; PR registrations stay.
         let nexus = self.slots[i].nexus.clone();
         self.res.nexus_lost(&nexus);
+        self.wres.nexus_lost(&nexus);
     }
 
-    fn execute(&mut self, node: usize, op: &DiskOp) -> Result<DiskResult, String> {
+    /// Majority: an operation on node `node`'s local replica file.
+    fn execute_local(&mut self, node: usize, op: &DiskOp) -> Result<DiskResult, String> {
+        let local = &mut self.slots[node].local;
+        Ok(match op {
+            DiskOp::Write { offset, data } => {
+                let o = *offset as usize;
+                local[o..o + data.len()].copy_from_slice(data);
+                DiskResult::Good
+            }
+            DiskOp::Read { offset, len } => {
+                let o = *offset as usize;
+                DiskResult::Data(local[o..o + len].to_vec())
+            }
+            other => return Err(format!("N{node} issued {other:?} on its local replica")),
+        })
+    }
+
+    fn execute(&mut self, node: usize, disk: DiskId, op: &DiskOp) -> Result<DiskResult, String> {
+        if disk == DiskId::Local {
+            return self.execute_local(node, op);
+        }
+        if disk == DiskId::Witness {
+            // The witness has the target's reservation rules too: run the
+            // operation against its own reservation state.
+            std::mem::swap(&mut self.res, &mut self.wres);
+            let r = self.execute(node, DiskId::Quorum, op);
+            std::mem::swap(&mut self.res, &mut self.wres);
+            return r;
+        }
         let nx = self.slots[node].nexus.clone();
         let pr_out = |res: &mut Reservations, action, type_code, rk, sak| {
             let p = PrOutParams {
@@ -478,7 +563,7 @@ impl Sim {
         if owners.len() > 1 {
             return Err(format!("two nodes act as quorum owner: {owners:?}"));
         }
-        if let Some(&o) = owners.first() {
+        if let Some(&o) = owners.first().filter(|_| !self.majority) {
             let nx = &self.slots[o].nexus;
             if self.pr {
                 let snap = self.res.pr_snapshot();
@@ -569,6 +654,7 @@ impl Sim {
                 node,
                 inc,
                 id,
+                disk,
                 mut op,
             } => {
                 // A write still in flight when its node died may land only
@@ -583,7 +669,7 @@ impl Sim {
                         }
                     }
                 }
-                let result = self.execute(node, &op)?;
+                let result = self.execute(node, disk, &op)?;
                 if matches!(op, DiskOp::BusReset) {
                     self.log(format!("N{node} bus reset"));
                 }
@@ -677,7 +763,10 @@ impl Sim {
             Fault::Heal(i, net) => self.cut[i][net.index()] = false,
             Fault::PathDown(i) => self.path_down[i] = true,
             Fault::PathUp(i) => self.path_down[i] = false,
-            Fault::BusReset => self.res.reset(),
+            Fault::BusReset => {
+                self.res.reset();
+                self.wres.reset();
+            }
             Fault::CleanStop(i) => {
                 if self.slots[i].status == Status::Up {
                     let now = self.now;

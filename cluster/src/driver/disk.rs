@@ -20,7 +20,12 @@
 // `is_multiple_of` needs Rust 1.87; the workspace supports 1.80.
 #![allow(clippy::manual_is_multiple_of)]
 
+use std::fs::{File, OpenOptions};
 use std::future::Future;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
 
 use busrig_initiator::scsi::cdb;
 use busrig_initiator::scsi::pr::{in_sa, PrOutAction, PrOutParams, PrType};
@@ -39,11 +44,14 @@ pub trait DiskExecutor {
     fn execute(&self, disk: DiskId, op: DiskOp) -> impl Future<Output = DiskResult> + Send;
 }
 
-/// The node's shared disks reached through the iSCSI initiator.
+/// The node's shared disks reached through the iSCSI initiator, and the
+/// majority model's local replica file.
 #[derive(Debug)]
 pub struct InitiatorDisks {
     pub quorum: Option<Disk>,
     pub witness: Option<Disk>,
+    /// `DiskId::Local`: the majority model's replica of the quorum log.
+    pub local: Option<LocalDisk>,
 }
 
 impl InitiatorDisks {
@@ -51,12 +59,19 @@ impl InitiatorDisks {
         match id {
             DiskId::Quorum => self.quorum.as_ref(),
             DiskId::Witness => self.witness.as_ref(),
+            DiskId::Local => None,
         }
     }
 }
 
 impl DiskExecutor for InitiatorDisks {
     async fn execute(&self, id: DiskId, op: DiskOp) -> DiskResult {
+        if id == DiskId::Local {
+            return match &self.local {
+                Some(l) => l.execute(op).await,
+                None => DiskResult::Failed("no local replica file is configured".into()),
+            };
+        }
         let Some(disk) = self.disk(id) else {
             return DiskResult::Failed(format!("no {id:?} disk is configured"));
         };
@@ -66,6 +81,95 @@ impl DiskExecutor for InitiatorDisks {
             tracing::warn!(disk = ?id, op = kind, error = %why, "disk operation failed");
         }
         result
+    }
+}
+
+/// The majority model's local replica of the quorum log: a file in the
+/// node's data folder, of a fixed size (`log_manager::region_config(limit)
+/// .region_len`). WRITE with FUA is a positioned write followed by
+/// `fdatasync` (DESIGN.md "Durability"); READ past the end of what was
+/// written reads zeros. It is no shared disk: reservation operations fail.
+#[derive(Debug, Clone)]
+pub struct LocalDisk {
+    file: Arc<File>,
+    size: u64,
+}
+
+impl LocalDisk {
+    /// Opens (creating if needed) the replica file at `path` and sets its
+    /// length to `size` bytes.
+    pub fn open(path: &Path, size: u64) -> io::Result<LocalDisk> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        if file.metadata()?.len() != size {
+            file.set_len(size)?;
+            file.sync_all()?;
+        }
+        Ok(LocalDisk {
+            file: Arc::new(file),
+            size,
+        })
+    }
+
+    /// The file's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn in_range(&self, offset: u64, len: usize) -> Result<(), DiskResult> {
+        match offset.checked_add(len as u64) {
+            Some(end) if end <= self.size => Ok(()),
+            _ => Err(DiskResult::Failed(format!(
+                "{len} bytes at {offset} are outside the {}-byte local replica",
+                self.size
+            ))),
+        }
+    }
+
+    /// Performs `op` on a blocking thread (file I/O with fdatasync).
+    pub async fn execute(&self, op: DiskOp) -> DiskResult {
+        let me = self.clone();
+        match tokio::task::spawn_blocking(move || me.execute_blocking(op)).await {
+            Ok(r) => r,
+            Err(e) => DiskResult::Failed(format!("local replica I/O task failed: {e}")),
+        }
+    }
+
+    /// Performs `op` on the calling thread.
+    pub fn execute_blocking(&self, op: DiskOp) -> DiskResult {
+        match op {
+            DiskOp::Write { offset, data } => {
+                if let Err(r) = self.in_range(offset, data.len()) {
+                    return r;
+                }
+                let r = self
+                    .file
+                    .write_all_at(&data, offset)
+                    .and_then(|()| self.file.sync_data());
+                match r {
+                    Ok(()) => DiskResult::Good,
+                    Err(e) => DiskResult::Failed(format!("local replica write: {e}")),
+                }
+            }
+            DiskOp::Read { offset, len } => {
+                if let Err(r) = self.in_range(offset, len) {
+                    return r;
+                }
+                let mut buf = vec![0u8; len];
+                match self.file.read_exact_at(&mut buf, offset) {
+                    Ok(()) => DiskResult::Data(buf),
+                    Err(e) => DiskResult::Failed(format!("local replica read: {e}")),
+                }
+            }
+            other => DiskResult::Failed(format!(
+                "{} is not supported on the local replica file",
+                op_name(&other)
+            )),
+        }
     }
 }
 
@@ -239,6 +343,52 @@ mod tests {
         );
         assert!(pr_out_params(&DiskOp::Reserve).is_none());
         assert!(pr_out_params(&DiskOp::PrReadKeys).is_none());
+    }
+
+    #[test]
+    fn local_disk_writes_reads_and_refuses_reservations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("replica.log");
+        let d = LocalDisk::open(&path, 8192).unwrap();
+        assert_eq!(
+            d.execute_blocking(DiskOp::Read {
+                offset: 4096,
+                len: 4
+            }),
+            DiskResult::Data(vec![0; 4])
+        );
+        let w = DiskOp::Write {
+            offset: 4096,
+            data: b"abcd".to_vec(),
+        };
+        assert_eq!(d.execute_blocking(w), DiskResult::Good);
+        // Reopened: the write is there and the size is kept.
+        let d = LocalDisk::open(&path, 8192).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 8192);
+        assert_eq!(
+            d.execute_blocking(DiskOp::Read {
+                offset: 4096,
+                len: 4
+            }),
+            DiskResult::Data(b"abcd".to_vec())
+        );
+        for op in [
+            DiskOp::Reserve,
+            DiskOp::PrReadKeys,
+            DiskOp::Write {
+                offset: 8190,
+                data: vec![1; 4],
+            },
+            DiskOp::Read {
+                offset: u64::MAX,
+                len: 2,
+            },
+        ] {
+            assert!(
+                matches!(d.execute_blocking(op.clone()), DiskResult::Failed(_)),
+                "{op:?}"
+            );
+        }
     }
 
     #[test]

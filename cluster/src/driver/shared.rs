@@ -101,7 +101,11 @@ impl SharedDisk {
     async fn forget(&self, d: &Arc<Disk>) {
         let mut slot = self.disk.lock().await;
         if slot.as_ref().is_some_and(|cur| Arc::ptr_eq(cur, d)) {
-            tracing::warn!(disk = self.what, "session to the {} disk lost; will log in again", self.what);
+            tracing::warn!(
+                disk = self.what,
+                "session to the {} disk lost; will log in again",
+                self.what
+            );
             *slot = None;
         }
     }
@@ -164,16 +168,23 @@ impl SharedDisk {
     }
 }
 
-/// A node's shared disks.
+/// A node's disks: the shared quorum (or witness) disk over iSCSI, and
+/// under the majority model its local quorum log replica, a file.
 #[derive(Debug, Default)]
 pub struct NodeDisks {
     pub quorum: Option<SharedDisk>,
     pub witness: Option<SharedDisk>,
+    pub local: Option<super::disk::LocalDisk>,
 }
 
 impl NodeDisks {
-    /// The disks the cluster file names, for node `me`.
-    pub fn from_config(cfg: &ClusterConfig, me: NodeId) -> Result<NodeDisks, String> {
+    /// The disks the cluster file names, for node `me`; the majority
+    /// model's replica file goes in `data_dir`.
+    pub fn from_config(
+        cfg: &ClusterConfig,
+        me: NodeId,
+        data_dir: &std::path::Path,
+    ) -> Result<NodeDisks, String> {
         let sc = node_session_config(cfg, me);
         let open = |url: &str, what: &'static str| -> Result<SharedDisk, String> {
             let u = IscsiUrl::parse(url).map_err(|e| format!("{what} disk URL {url:?}: {e}"))?;
@@ -185,12 +196,27 @@ impl NodeDisks {
             .map(|u| open(u, "quorum"))
             .transpose()?;
         let witness = match &cfg.quorum {
-            crate::config::QuorumModel::Majority { witness: Some(w) } => {
-                Some(open(w, "witness")?)
+            crate::config::QuorumModel::Majority { witness: Some(w) } => Some(open(w, "witness")?),
+            _ => None,
+        };
+        let local = match &cfg.quorum {
+            crate::config::QuorumModel::Majority { .. } => {
+                std::fs::create_dir_all(data_dir)
+                    .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+                let path = data_dir.join("quorum-replica.img");
+                let size = crate::log_manager::region_config(cfg.log_limit).region_len;
+                Some(
+                    super::disk::LocalDisk::open(&path, size)
+                        .map_err(|e| format!("cannot open the quorum log replica {}: {e}", path.display()))?,
+                )
             }
             _ => None,
         };
-        Ok(NodeDisks { quorum, witness })
+        Ok(NodeDisks {
+            quorum,
+            witness,
+            local,
+        })
     }
 }
 
@@ -199,6 +225,12 @@ impl DiskExecutor for NodeDisks {
         let disk = match id {
             DiskId::Quorum => self.quorum.as_ref(),
             DiskId::Witness => self.witness.as_ref(),
+            DiskId::Local => {
+                return match &self.local {
+                    Some(l) => l.execute(op).await,
+                    None => DiskResult::Failed("no local quorum log replica is configured".into()),
+                }
+            }
         };
         match disk {
             Some(d) => d.execute(op).await,

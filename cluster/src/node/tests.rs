@@ -176,17 +176,14 @@ fn a_non_owner_refuses_joins_and_a_clean_exit_needs_no_regroup() {
 }
 
 #[test]
-fn unknown_node_and_majority_are_refused() {
+fn unknown_node_is_refused_and_majority_is_accepted() {
     assert_eq!(
         Node::new(cfg("disk-pr"), "N9", 1, ms(0)).unwrap_err(),
         NodeError::UnknownNode("N9".into())
     );
     let mut c = (*cfg("disk-pr")).clone();
     c.quorum = QuorumModel::Majority { witness: None };
-    assert_eq!(
-        Node::new(Arc::new(c), "N0", 1, ms(0)).unwrap_err(),
-        NodeError::MajorityUnsupported
-    );
+    assert!(Node::new(Arc::new(c), "N0", 1, ms(0)).is_ok());
 }
 
 fn sends(acts: &[Action], to: NodeId, pred: impl Fn(&Body) -> bool) -> bool {
@@ -229,6 +226,7 @@ fn a_regroup_counts_the_nodes_its_senders_saw() {
         epoch: epoch + 1,
         seen: vec![1, 2],
         holds_quorum: false,
+        replica: None,
     };
     n.step(now, Net::Private, env(1, 0, regroup));
     n.take_actions();
@@ -243,4 +241,329 @@ fn a_regroup_counts_the_nodes_its_senders_saw() {
         }
     }
     panic!("no install to node 2; view {:?}", n.view());
+}
+
+// ----- majority model ------------------------------------------------------
+
+fn majority_cfg(nodes: usize, witness: bool) -> Arc<ClusterConfig> {
+    let w = if witness {
+        "witness = \"iscsi://127.0.0.1/iqn.x:bus/1\"\n"
+    } else {
+        ""
+    };
+    let mut s = format!(
+        "name = \"T\"\nsecret = \"0123456789abcdef\"\nquorum-log-limit = 65536\n\
+         [quorum]\nmodel = \"majority\"\n{w}"
+    );
+    for i in 0..nodes {
+        s += &format!(
+            "[[node]]\nname = \"N{i}\"\nprivate = \"127.0.0.1:{}\"\npublic = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\n",
+            7000 + i,
+            7100 + i,
+            7200 + i
+        );
+    }
+    Arc::new(ClusterConfig::from_toml(&s).unwrap())
+}
+
+/// A lock-step cluster: every action is performed at once (messages
+/// delivered, disk operations answered) unless a node is down or cut off.
+struct Cluster {
+    cfg: Arc<ClusterConfig>,
+    nodes: Vec<Option<Node>>,
+    /// Per node: the local replica bytes (they survive kills).
+    local: Vec<Vec<u8>>,
+    /// Per node: reachable (false = cut off from everyone on both nets).
+    up: Vec<bool>,
+    /// The witness disk's reservation holder key and registered keys.
+    w_holder: Option<u64>,
+    w_keys: Vec<u64>,
+    durable: Vec<(NodeId, Change)>,
+    committed: Vec<(NodeId, u64)>,
+    inc: u64,
+    now: Duration,
+}
+
+impl Cluster {
+    fn new(nodes: usize, witness: bool) -> Cluster {
+        let cfg = majority_cfg(nodes, witness);
+        let len = log_manager::region_config(65536).region_len as usize;
+        let mut c = Cluster {
+            cfg,
+            nodes: Vec::new(),
+            local: vec![vec![0; len]; nodes],
+            up: vec![true; nodes],
+            w_holder: None,
+            w_keys: Vec::new(),
+            durable: Vec::new(),
+            committed: Vec::new(),
+            inc: 0,
+            now: ms(0),
+        };
+        for i in 0..nodes {
+            c.nodes.push(None);
+            c.start(i);
+        }
+        c
+    }
+
+    fn start(&mut self, i: usize) {
+        self.inc += 1;
+        let name = format!("N{i}");
+        self.nodes[i] = Some(Node::new(self.cfg.clone(), &name, self.inc, self.now).unwrap());
+    }
+
+    fn node(&self, i: usize) -> &Node {
+        self.nodes[i].as_ref().unwrap()
+    }
+
+    fn witness_op(&mut self, op: &DiskOp) -> DiskResult {
+        use busrig_proto::scsi::pr::{ReadKeys, ReadReservation, ReservationDescriptor};
+        match *op {
+            DiskOp::PrRegister { key } => {
+                if !self.w_keys.contains(&key) {
+                    self.w_keys.push(key);
+                }
+                DiskResult::Good
+            }
+            DiskOp::PrUnregister { key } => {
+                self.w_keys.retain(|&k| k != key);
+                if self.w_holder == Some(key) {
+                    self.w_holder = None;
+                }
+                DiskResult::Good
+            }
+            DiskOp::PrReserve { key } => match self.w_holder {
+                None if self.w_keys.contains(&key) => {
+                    self.w_holder = Some(key);
+                    DiskResult::Good
+                }
+                Some(h) if h == key => DiskResult::Good,
+                _ => DiskResult::Conflict,
+            },
+            DiskOp::PrPreempt { key, victim_key } => {
+                if !self.w_keys.contains(&key) {
+                    return DiskResult::Conflict;
+                }
+                self.w_keys.retain(|&k| k != victim_key);
+                if self.w_holder == Some(victim_key) {
+                    self.w_holder = Some(key);
+                }
+                DiskResult::Good
+            }
+            DiskOp::PrReadKeys => DiskResult::Data(
+                ReadKeys {
+                    generation: 1,
+                    keys: self.w_keys.clone(),
+                }
+                .encode(),
+            ),
+            DiskOp::PrReadReservation => DiskResult::Data(
+                ReadReservation {
+                    generation: 1,
+                    reservation: self.w_holder.map(|key| ReservationDescriptor {
+                        key,
+                        scope: 0,
+                        type_code: 1,
+                    }),
+                }
+                .encode(),
+            ),
+            _ => DiskResult::Failed("not on the witness".into()),
+        }
+    }
+
+    /// Performs node `i`'s actions until nothing is left anywhere.
+    fn settle_actions(&mut self) {
+        loop {
+            let mut any = false;
+            for i in 0..self.nodes.len() {
+                let Some(n) = self.nodes[i].as_mut() else {
+                    continue;
+                };
+                let acts = n.take_actions();
+                any |= !acts.is_empty();
+                for a in acts {
+                    self.perform(i, a);
+                }
+            }
+            if !any {
+                return;
+            }
+        }
+    }
+
+    fn perform(&mut self, i: usize, a: Action) {
+        let now = self.now;
+        match a {
+            Action::Send { net, env } => {
+                let to = env.to as usize;
+                if !self.up[i] || !self.up[to] {
+                    return;
+                }
+                if let Some(n) = self.nodes[to].as_mut() {
+                    n.step(now, net, env);
+                }
+            }
+            Action::Disk { id, disk, op } => {
+                let r = match (disk, &op) {
+                    (DiskId::Local, DiskOp::Read { offset, len }) => {
+                        let o = *offset as usize;
+                        DiskResult::Data(self.local[i][o..o + len].to_vec())
+                    }
+                    (DiskId::Local, DiskOp::Write { offset, data }) => {
+                        let o = *offset as usize;
+                        self.local[i][o..o + data.len()].copy_from_slice(data);
+                        DiskResult::Good
+                    }
+                    (DiskId::Witness, op) => self.witness_op(op),
+                    _ => DiskResult::Failed("unexpected".into()),
+                };
+                if let Some(n) = self.nodes[i].as_mut() {
+                    n.disk_done(now, id, r);
+                }
+            }
+            Action::Durable { change, .. } => self.durable.push((i as NodeId, change)),
+            Action::Committed { id, .. } => self.committed.push((i as NodeId, id)),
+            Action::StopClusterService { .. } => {}
+            _ => {}
+        }
+    }
+
+    /// Runs for `d` in 10 ms steps.
+    fn run(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.now += ms(10);
+            let now = self.now;
+            for n in self.nodes.iter_mut().flatten() {
+                n.tick(now);
+            }
+            self.settle_actions();
+            let owners: Vec<usize> = (0..self.nodes.len())
+                .filter(|&i| {
+                    self.nodes[i]
+                        .as_ref()
+                        .is_some_and(|n| n.is_acting_owner(now))
+                })
+                .collect();
+            assert!(owners.len() <= 1, "two acting owners {owners:?} at {now:?}");
+        }
+    }
+
+    fn acting_owner(&self) -> Option<usize> {
+        (0..self.nodes.len()).find(|&i| {
+            self.nodes[i]
+                .as_ref()
+                .is_some_and(|n| n.is_acting_owner(self.now))
+        })
+    }
+
+    fn propose(&mut self, i: usize, key: &str, value: &str) -> Option<u64> {
+        let now = self.now;
+        let change = Change::Put {
+            key: key.into(),
+            value: value.into(),
+        };
+        let id = self.nodes[i].as_mut().unwrap().propose(now, change);
+        self.settle_actions();
+        id
+    }
+}
+
+#[test]
+fn majority_three_nodes_form_one_view_and_commit_on_two() {
+    let mut c = Cluster::new(3, false);
+    c.run(ms(3000));
+    let o = c.acting_owner().expect("an acting owner");
+    for i in 0..3 {
+        let n = c.node(i);
+        assert!(n.is_settled_member(), "N{i}: {:?}", n.phase());
+        assert_eq!(n.view().unwrap().members, vec![0, 1, 2]);
+        assert_eq!(n.view().unwrap().owner, Some(o as NodeId));
+        assert!(!n.writes_held());
+    }
+    let id = c.propose(1, "a", "1").expect("a locker is known");
+    c.run(ms(100));
+    assert!(c.committed.contains(&(1, id)));
+    assert_eq!(c.durable.len(), 1);
+    for i in 0..3 {
+        assert_eq!(c.node(i).db().get("a"), Some("1"), "N{i}");
+    }
+}
+
+#[test]
+fn majority_minority_partition_loses_quorum_and_the_majority_goes_on() {
+    let mut c = Cluster::new(3, false);
+    c.run(ms(3000));
+    let o = c.acting_owner().unwrap();
+    // Cut the owner off: it must stop acting within one lease, hold
+    // writes and report no owner, while the two others form a view.
+    c.up[o] = false;
+    c.run(ms(c.cfg.timing.majority_lease().as_millis() as u64 + 20));
+    assert!(!c.node(o).is_acting_owner(c.now));
+    c.run(ms(2000));
+    let new = c.acting_owner().expect("the majority has an owner");
+    assert_ne!(new, o);
+    let old = c.node(o);
+    assert!(old.is_stopped() || old.writes_held());
+    assert!(
+        old.is_stopped()
+            || old
+                .view()
+                .is_some_and(|v| v.owner.is_none() || v.owner == Some(o as NodeId))
+    );
+    assert!(!old.is_acting_owner(c.now));
+    // A change on the majority side commits on its two nodes.
+    let id = c.propose(new, "b", "2").unwrap();
+    c.run(ms(100));
+    assert!(c.committed.contains(&(new as NodeId, id)));
+}
+
+#[test]
+fn majority_witness_breaks_the_tie_on_two_nodes() {
+    let mut c = Cluster::new(2, true);
+    c.run(ms(3000));
+    let o = c.acting_owner().expect("formed");
+    assert_eq!(c.node(0).view().unwrap().members, vec![0, 1]);
+    assert_eq!(
+        c.w_holder,
+        Some(pr_key(o as NodeId)),
+        "the owner holds the witness"
+    );
+    // Split the two nodes: the owner keeps the witness (it scrubs the
+    // other's key), so it keeps acting and the other never acts.
+    let other = 1 - o;
+    c.up[other] = false;
+    // The cut node still reaches the witness disk: only the network is cut.
+    c.run(ms(4000));
+    assert_eq!(c.acting_owner(), Some(o));
+    assert_eq!(c.w_holder, Some(pr_key(o as NodeId)));
+    assert!(!c.node(other).is_acting_owner(c.now));
+}
+
+#[test]
+fn majority_committed_change_survives_the_lockers_death() {
+    let mut c = Cluster::new(3, false);
+    c.run(ms(3000));
+    let o = c.acting_owner().unwrap();
+    let id = c.propose(o, "k", "v").unwrap();
+    c.run(ms(50));
+    assert!(c.committed.contains(&(o as NodeId, id)));
+    // The locker dies (its replica stays on its disk); the others regroup,
+    // one of them becomes locker and still has the change.
+    c.nodes[o] = None;
+    c.run(ms(3000));
+    let new = c.acting_owner().expect("a new locker");
+    assert_ne!(new, o);
+    assert_eq!(c.node(new).db().get("k"), Some("v"));
+    // The old locker restarts from its local replica and rejoins.
+    c.start(o);
+    c.run(ms(4000));
+    for i in 0..3 {
+        let n = c.node(i);
+        assert!(n.is_settled_member(), "N{i}: {:?}", n.phase());
+        assert_eq!(n.db().get("k"), Some("v"), "N{i}");
+        assert_eq!(n.view().unwrap().members.len(), 3);
+    }
 }
