@@ -597,3 +597,27 @@ fn cluster_admin_verbs() {
         Some("offline")
     );
 }
+
+/// Two nodes under `majority` use the witness disk (LUN 0) as the third
+/// vote: the survivor of a kill -9 holds the witness and acts as owner.
+#[test]
+fn majority_two_nodes_with_witness_survive_a_kill() {
+    let lab = Lab::up(2, "majority", "fast");
+    let all = lab.names();
+    assert!(lab.settled(&all), "formed{}", lab.logs());
+    let owner = lab.owner();
+    lab.wait("the owner holds the witness", lab.takeover_bound(), |l| {
+        l.bus_holder() == Some(owner.clone())
+    });
+    let victim = lab.owner();
+    let survivor = all.iter().find(|n| **n != victim).unwrap().clone();
+    lab.lab(&["kill", &victim]);
+    lab.wait("the survivor owns the quorum", lab.takeover_bound(), |l| {
+        l.status(&survivor).is_some_and(|s| s.acting_owner)
+    });
+    lab.wait("the witness moved", lab.takeover_bound(), |l| {
+        l.bus_holder() == Some(survivor.clone())
+    });
+    lab.lab(&["start", &victim, "--wait"]);
+    lab.wait("both members again", lab.takeover_bound(), |l| l.settled(&all));
+}
