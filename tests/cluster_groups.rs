@@ -330,11 +330,24 @@ fn virtual_server_fails_over_with_its_disk_address_and_application() {
     // which is a warning, not a failure).
     let checks: Value = serde_json::from_str(&lab.cluster(&["validate", "--json"])).unwrap();
     let verdict = |rule: &str| {
-        checks.as_array().unwrap().iter().find(|c| c["rule"] == json!(rule)).map(|c| c["verdict"].clone())
+        checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["rule"] == json!(rule))
+            .map(|c| c["verdict"].clone())
     };
-    assert_eq!(verdict("virtual server EVS1"), Some(json!("pass")), "{checks}");
+    assert_eq!(
+        verdict("virtual server EVS1"),
+        Some(json!("pass")),
+        "{checks}"
+    );
     assert_eq!(verdict("nodes on the bus"), Some(json!("pass")), "{checks}");
-    assert_eq!(verdict("disks visible to their owners"), Some(json!("pass")), "{checks}");
+    assert_eq!(
+        verdict("disks visible to their owners"),
+        Some(json!("pass")),
+        "{checks}"
+    );
 
     // Kill NODE2: EVS1 comes up on NODE3 (next preferred), same address.
     lab.lab(&["kill", "NODE2"]);

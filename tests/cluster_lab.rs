@@ -382,7 +382,11 @@ fn scenario(quorum: &str) {
         "old owner wrote after the takeover: {late:?}"
     );
     lab.wait("paused node rejoins", bound * 2, |l| l.settled(&all));
-    let want = if answer.is_ok() { Some(json!("x")) } else { None };
+    let want = if answer.is_ok() {
+        Some(json!("x"))
+    } else {
+        None
+    };
     for n in &all {
         assert_eq!(
             lab.db(n)["entries"].get("written/by-paused-owner").cloned(),
@@ -619,5 +623,7 @@ fn majority_two_nodes_with_witness_survive_a_kill() {
         l.bus_holder() == Some(survivor.clone())
     });
     lab.lab(&["start", &victim, "--wait"]);
-    lab.wait("both members again", lab.takeover_bound(), |l| l.settled(&all));
+    lab.wait("both members again", lab.takeover_bound(), |l| {
+        l.settled(&all)
+    });
 }

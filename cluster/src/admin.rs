@@ -389,12 +389,14 @@ impl Admin {
                     value: self.cfg.nodes[usize::from(to)].name.clone(),
                 }]
             }
-            (other, _) => return HttpResponse::error(
-                400,
-                format!(
+            (other, _) => {
+                return HttpResponse::error(
+                    400,
+                    format!(
                     "unknown group action {other:?} (create, set, delete, move, online, offline)"
                 ),
-            ),
+                )
+            }
         };
         self.commit(changes).await
     }

@@ -72,7 +72,11 @@ pub fn validate(cfg: &ClusterConfig, cat: &Catalog, bus: &BusFacts) -> Vec<Check
             Verdict::Fail,
             format!("{n} nodes on a switched fabric; at most 8 are supported"),
         ),
-        Some(t) => check("nodes on the bus", Verdict::Pass, format!("{n} nodes on a {t} bus")),
+        Some(t) => check(
+            "nodes on the bus",
+            Verdict::Pass,
+            format!("{n} nodes on a {t} bus"),
+        ),
         None => check(
             "nodes on the bus",
             Verdict::Warn,
@@ -93,10 +97,18 @@ pub fn validate(cfg: &ClusterConfig, cat: &Catalog, bus: &BusFacts) -> Vec<Check
                 "majority: {} of {} votes needed{}",
                 cfg.majority_votes(),
                 n + usize::from(witness.is_some()),
-                if witness.is_some() { " (with a witness)" } else { "" }
+                if witness.is_some() {
+                    " (with a witness)"
+                } else {
+                    ""
+                }
             ),
         ),
-        m => check("quorum model", Verdict::Pass, format!("{} on the quorum disk", m.name())),
+        m => check(
+            "quorum model",
+            Verdict::Pass,
+            format!("{} on the quorum disk", m.name()),
+        ),
     });
     // Disks visible.
     let mut missing = Vec::new();
@@ -106,7 +118,9 @@ pub fn validate(cfg: &ClusterConfig, cat: &Catalog, bus: &BusFacts) -> Vec<Check
             continue;
         }
         disks += 1;
-        let Some(url) = r.spec.prop("disk") else { continue };
+        let Some(url) = r.spec.prop("disk") else {
+            continue;
+        };
         let Some((target, lun)) = url_target_lun(url) else {
             missing.push(format!("{name} ({url}: not an iSCSI URL with a LUN)"));
             continue;
@@ -116,7 +130,11 @@ pub fn validate(cfg: &ClusterConfig, cat: &Catalog, bus: &BusFacts) -> Vec<Check
         }
     }
     out.push(if !missing.is_empty() {
-        check("disks visible to their owners", Verdict::Fail, missing.join("; "))
+        check(
+            "disks visible to their owners",
+            Verdict::Fail,
+            missing.join("; "),
+        )
     } else if bus.luns.is_empty() && disks > 0 {
         check(
             "disks visible to their owners",
@@ -171,7 +189,11 @@ pub fn validate(cfg: &ClusterConfig, cat: &Catalog, bus: &BusFacts) -> Vec<Check
                 "own group with IP address, network name, disk and application".into(),
             )
         } else {
-            check(&format!("virtual server {g}"), Verdict::Fail, problems.join("; "))
+            check(
+                &format!("virtual server {g}"),
+                Verdict::Fail,
+                problems.join("; "),
+            )
         });
     }
     let e = evs.len();
@@ -255,51 +277,86 @@ mod tests {
         );
         let mut cip = ResourceSpec::new(DEFAULT_GROUP, ResourceType::IpAddress);
         cip.properties.insert("address".into(), "10.9.9.9".into());
-        db.entries.insert(resource_key("Cluster IP", "spec"), serde_json::to_string(&cip).unwrap());
+        db.entries.insert(
+            resource_key("Cluster IP", "spec"),
+            serde_json::to_string(&cip).unwrap(),
+        );
         for (i, g) in groups.iter().enumerate() {
             let spec = GroupSpec {
                 exchange_virtual_server: true,
                 ..GroupSpec::default()
             };
-            db.entries.insert(group_key(g, "spec"), serde_json::to_string(&spec).unwrap());
+            db.entries
+                .insert(group_key(g, "spec"), serde_json::to_string(&spec).unwrap());
             let mut add = |r: &str, kind, deps: &[&str], props: &[(&str, String)]| {
                 let mut s = ResourceSpec::new(g, kind);
                 s.depends_on = deps.iter().map(|d| format!("{g}-{d}")).collect();
-                s.properties = props.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+                s.properties = props
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect();
                 db.entries.insert(
                     resource_key(&format!("{g}-{r}"), "spec"),
                     serde_json::to_string(&s).unwrap(),
                 );
             };
-            add("ip", ResourceType::IpAddress, &[], &[("address", format!("10.1.0.{}", i + 1))]);
-            add("name", ResourceType::NetworkName, &["ip"], &[("name", g.to_string())]);
+            add(
+                "ip",
+                ResourceType::IpAddress,
+                &[],
+                &[("address", format!("10.1.0.{}", i + 1))],
+            );
+            add(
+                "name",
+                ResourceType::NetworkName,
+                &["ip"],
+                &[("name", g.to_string())],
+            );
             add(
                 "disk",
                 ResourceType::PhysicalDisk,
                 &[],
-                &[("disk", format!("iscsi://127.0.0.1/iqn.2026-11.io.busrig:bus0/{}", i + 1))],
+                &[(
+                    "disk",
+                    format!("iscsi://127.0.0.1/iqn.2026-11.io.busrig:bus0/{}", i + 1),
+                )],
             );
             if complete {
-                add("app", ResourceType::GenericApplication, &["name", "disk"], &[("command", "x".into())]);
+                add(
+                    "app",
+                    ResourceType::GenericApplication,
+                    &["name", "disk"],
+                    &[("command", "x".into())],
+                );
             }
         }
         Catalog::from_db(&db)
     }
 
     fn verdict(checks: &[Check], rule: &str) -> Verdict {
-        checks.iter().find(|c| c.rule == rule).map(|c| c.verdict).unwrap()
+        checks
+            .iter()
+            .find(|c| c.rule == rule)
+            .map(|c| c.verdict)
+            .unwrap()
     }
 
     fn fabric(luns: u16) -> BusFacts {
         BusFacts {
             topology: Some("fc-fabric".into()),
-            luns: (0..=luns).map(|l| ("iqn.2026-11.io.busrig:bus0".to_string(), l)).collect(),
+            luns: (0..=luns)
+                .map(|l| ("iqn.2026-11.io.busrig:bus0".to_string(), l))
+                .collect(),
         }
     }
 
     #[test]
     fn four_nodes_three_virtual_servers_pass() {
-        let c = validate(&cfg(4), &evs_db(&["EVS1", "EVS2", "EVS3"], true), &fabric(3));
+        let c = validate(
+            &cfg(4),
+            &evs_db(&["EVS1", "EVS2", "EVS3"], true),
+            &fabric(3),
+        );
         assert!(c.iter().all(|x| x.verdict == Verdict::Pass), "{c:#?}");
         let addr = c.iter().find(|x| x.rule == "static addresses").unwrap();
         assert!(addr.detail.contains("= 12 needed"), "{addr:?}");
@@ -318,9 +375,16 @@ mod tests {
         let c = validate(&cfg(3), &evs_db(&["A", "B", "C"], true), &fabric(3));
         assert_eq!(verdict(&c, "active/passive"), Verdict::Fail);
         // A virtual server without its application, one in the default group.
-        let c = validate(&cfg(4), &evs_db(&["EVS1", DEFAULT_GROUP], false), &fabric(3));
+        let c = validate(
+            &cfg(4),
+            &evs_db(&["EVS1", DEFAULT_GROUP], false),
+            &fabric(3),
+        );
         assert_eq!(verdict(&c, "virtual server EVS1"), Verdict::Fail);
-        let d = c.iter().find(|x| x.rule == format!("virtual server {DEFAULT_GROUP}")).unwrap();
+        let d = c
+            .iter()
+            .find(|x| x.rule == format!("virtual server {DEFAULT_GROUP}"))
+            .unwrap();
         assert!(d.detail.contains("default cluster group"), "{d:?}");
         // A disk the bus does not have.
         let c = validate(&cfg(4), &evs_db(&["EVS1", "EVS2"], true), &fabric(1));

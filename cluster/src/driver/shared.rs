@@ -205,10 +205,9 @@ impl NodeDisks {
                     .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
                 let path = data_dir.join("quorum-replica.img");
                 let size = crate::log_manager::region_config(cfg.log_limit).region_len;
-                Some(
-                    super::disk::LocalDisk::open(&path, size)
-                        .map_err(|e| format!("cannot open the quorum log replica {}: {e}", path.display()))?,
-                )
+                Some(super::disk::LocalDisk::open(&path, size).map_err(|e| {
+                    format!("cannot open the quorum log replica {}: {e}", path.display())
+                })?)
             }
             _ => None,
         };

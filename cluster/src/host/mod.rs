@@ -101,7 +101,10 @@ impl HostContext {
 
     async fn report_group(&self, group: &str, state: &str, reason: Option<String>) {
         if matches!(state, "online" | "offline" | "failed") {
-            let why = reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+            let why = reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
             self.event(format!("group {group} {state} on {}{why}", self.name()))
                 .await;
         }
@@ -205,10 +208,20 @@ pub async fn run(ctx: Arc<HostContext>, shutdown: impl Future<Output = ()>) {
         if owner_here {
             if let Some(prev) = &last_members {
                 for n in members.difference(prev) {
-                    ctx.event(format!("node {} joined the cluster (epoch {})", ctx.cfg.nodes[usize::from(*n)].name, view.epoch)).await;
+                    ctx.event(format!(
+                        "node {} joined the cluster (epoch {})",
+                        ctx.cfg.nodes[usize::from(*n)].name,
+                        view.epoch
+                    ))
+                    .await;
                 }
                 for n in prev.difference(&members) {
-                    ctx.event(format!("node {} left the cluster (epoch {})", ctx.cfg.nodes[usize::from(*n)].name, view.epoch)).await;
+                    ctx.event(format!(
+                        "node {} left the cluster (epoch {})",
+                        ctx.cfg.nodes[usize::from(*n)].name,
+                        view.epoch
+                    ))
+                    .await;
                 }
             }
             if event_keys.len() > EVENTS_KEPT + 50 {
@@ -226,9 +239,14 @@ pub async fn run(ctx: Arc<HostContext>, shutdown: impl Future<Output = ()>) {
                 tracing::info!(group = %d.group, reason = %d.reason, "failover manager");
                 if let Change::Put { key, value } = &d.change {
                     if key.ends_with("/owner") {
-                        ctx.event(format!("failover manager: group {} to {value}: {}", d.group, d.reason)).await;
+                        ctx.event(format!(
+                            "failover manager: group {} to {value}: {}",
+                            d.group, d.reason
+                        ))
+                        .await;
                     } else if key.ends_with("/state") {
-                        ctx.event(format!("failover manager: group {}: {}", d.group, d.reason)).await;
+                        ctx.event(format!("failover manager: group {}: {}", d.group, d.reason))
+                            .await;
                     }
                 }
                 if let Err(e) = ctx.propose(d.change).await {
@@ -389,8 +407,11 @@ async fn group_task(
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    let mut fails: BTreeMap<String, u64> =
-        cat.resources.keys().map(|r| (r.clone(), fail_count(&cat, r))).collect();
+    let mut fails: BTreeMap<String, u64> = cat
+        .resources
+        .keys()
+        .map(|r| (r.clone(), fail_count(&cat, r)))
+        .collect();
     let mut owed: BTreeMap<String, u64> = BTreeMap::new();
     loop {
         if *stop.borrow() {
