@@ -75,6 +75,29 @@ impl DbSnapshot {
     }
 }
 
+impl DbSnapshot {
+    /// Replays quorum log record payloads (JSON [`LogEntry`]s) after the
+    /// snapshot: entries already applied are skipped, and replay stops at
+    /// the first record that does not decode or apply (the log is cut
+    /// there). Returns the epoch of the last entry applied, if any.
+    pub fn replay<'a>(&mut self, records: impl IntoIterator<Item = &'a [u8]>) -> Option<u64> {
+        let mut last = None;
+        for r in records {
+            let Ok(entry) = serde_json::from_slice::<LogEntry>(r) else {
+                break;
+            };
+            if entry.seq <= self.seq {
+                continue;
+            }
+            if self.apply(entry.seq, &entry.change).is_err() {
+                break;
+            }
+            last = Some(entry.epoch);
+        }
+        last
+    }
+}
+
 /// A quorum log record: one numbered change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEntry {

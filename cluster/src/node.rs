@@ -1450,17 +1450,7 @@ impl Node {
                         if let Some(cut) = rec.cut {
                             tracing::warn!(node = self.me, %cut, "quorum log cut");
                         }
-                        for (_, r) in rec.records {
-                            let Ok(entry) = serde_json::from_slice::<LogEntry>(&r) else {
-                                break;
-                            };
-                            if entry.seq <= db.seq {
-                                continue;
-                            }
-                            if db.apply(entry.seq, &entry.change).is_err() {
-                                break;
-                            }
-                        }
+                        db.replay(rec.records.iter().map(|(_, r)| r.as_slice()));
                         log
                     }
                     None => match log_manager::format_and_open(&cfg, &self.cfg.name) {

@@ -785,17 +785,8 @@ impl Node {
                 if let Some(cut) = rec.cut {
                     tracing::warn!(node = self.me, %cut, "local quorum log cut");
                 }
-                for (_, r) in rec.records {
-                    let Ok(entry) = serde_json::from_slice::<LogEntry>(&r) else {
-                        break;
-                    };
-                    if entry.seq <= db.seq {
-                        continue;
-                    }
-                    if db.apply(entry.seq, &entry.change).is_err() {
-                        break;
-                    }
-                    tag = entry.epoch;
+                if let Some(epoch) = db.replay(rec.records.iter().map(|(_, r)| r.as_slice())) {
+                    tag = epoch;
                 }
                 log
             }
