@@ -101,6 +101,7 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<ExitCode> {
     let host_ctx = Arc::new(HostContext {
         cfg: cfg.clone(),
         me,
+        data_dir: data_dir.clone(),
         commands: cmd_tx.clone(),
         status: status_rx.clone(),
     });

@@ -538,3 +538,74 @@ fn failback_only_inside_the_window_and_settings_survive_kills() {
     }
     let _ = Path::new(lab.d());
 }
+
+/// Applications write through the owning node's disk proxy (its reserved
+/// I_T nexus). When the owner is paused and the group moves, the old
+/// owner's proxy refuses writes after it resumes, and the bus audit shows
+/// one writer at a time.
+#[test]
+fn old_owner_cannot_write_through_its_disk_proxy() {
+    use busrig_cluster::clusdisk::Client;
+    let lab = Lab::up(2, "disk-scsi2");
+    let disk = format!("disk=iscsi://{}/iqn.2026-11.io.busrig:lab/3", lab.portal);
+    lab.cluster(&["group", "create", "G", "--preferred", "NODE1,NODE2"]);
+    lab.cluster(&[
+        "resource",
+        "create",
+        "D",
+        "--group",
+        "G",
+        "--type",
+        "physical-disk",
+        "--prop",
+        &disk,
+    ]);
+    let bound = lab.bound();
+    lab.wait("G online on NODE1", bound, |l| l.online_on("G", "NODE1"));
+    let sock = |n: &str| lab.dir.path().join(format!("nodes/{n}/disk-D.sock"));
+    lab.wait("the disk online on NODE1", bound, |_| {
+        sock("NODE1").exists()
+    });
+    let old = lab
+        .rt
+        .block_on(Client::connect(&sock("NODE1")))
+        .expect("proxy on NODE1");
+    let block = |b: u8| vec![b; 512];
+    lab.rt
+        .block_on(old.write(10, &block(1), true))
+        .expect("the owner writes");
+
+    lab.lab(&["pause", "NODE1"]);
+    lab.wait("G online on NODE2", bound, |l| {
+        l.online_on("G", "NODE2") && sock("NODE2").exists()
+    });
+    let takeover_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let new = lab
+        .rt
+        .block_on(Client::connect(&sock("NODE2")))
+        .expect("proxy on NODE2");
+    lab.rt
+        .block_on(new.write(10, &block(2), true))
+        .expect("the new owner writes");
+    lab.lab(&["resume", "NODE1"]);
+    let refused = lab.rt.block_on(old.write(10, &block(3), true));
+    assert!(refused.is_err(), "the old owner's proxy accepted a write");
+    let data = lab.rt.block_on(new.read(10, 1)).expect("read back");
+    assert_eq!(
+        &data[..],
+        &block(2)[..],
+        "the old owner's write reached the disk"
+    );
+    let late: Vec<Value> = lab
+        .audit(3)
+        .into_iter()
+        .filter(|r| {
+            tail_node(r["initiator"].as_str().unwrap()) == "NODE1"
+                && r["end_ms"].as_u64().unwrap_or(0) >= takeover_ms
+        })
+        .collect();
+    assert!(late.is_empty(), "NODE1 wrote after the takeover: {late:?}");
+}

@@ -684,6 +684,12 @@ pub enum AdminError {
     BadAnswer(String, String),
 }
 
+/// How long a read (GET) may take before the node counts as unreachable.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a change (POST) may take: the server answers by itself within
+/// its own commit timeout.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Sends one admin request; `secret` is presented as the bearer token.
 pub async fn request(
     addr: &str,
@@ -692,12 +698,30 @@ pub async fn request(
     body: Option<&Value>,
     secret: Option<&str>,
 ) -> Result<Value, AdminError> {
-    let (status, v) = http::request(addr, method, path, body, secret)
-        .await
-        .map_err(|source| AdminError::Unreachable {
-            addr: addr.into(),
-            source,
-        })?;
+    // A stopped (SIGSTOP) or hung node accepts the connection in the
+    // kernel and never answers: reads give up quickly so a client moves on
+    // to the next node; changes may legitimately wait for a commit.
+    let limit = if method == "GET" {
+        READ_TIMEOUT
+    } else {
+        WRITE_TIMEOUT
+    };
+    let (status, v) =
+        match tokio::time::timeout(limit, http::request(addr, method, path, body, secret)).await {
+            Ok(r) => r.map_err(|source| AdminError::Unreachable {
+                addr: addr.into(),
+                source,
+            })?,
+            Err(_) => {
+                return Err(AdminError::Unreachable {
+                    addr: addr.into(),
+                    source: http::HttpError::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer within {limit:?}"),
+                    )),
+                })
+            }
+        };
     if status != 200 {
         let message = v
             .get("error")

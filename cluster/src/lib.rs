@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod arbiter;
+pub mod clusdisk;
 pub mod config;
 pub mod db;
 pub mod driver;

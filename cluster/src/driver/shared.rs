@@ -76,7 +76,8 @@ impl SharedDisk {
         }
     }
 
-    async fn get(&self) -> Result<Arc<Disk>, String> {
+    /// The logged-in disk (logging in if needed).
+    pub async fn get(&self) -> Result<Arc<Disk>, String> {
         let mut slot = self.disk.lock().await;
         if let Some(d) = slot.as_ref() {
             return Ok(d.clone());

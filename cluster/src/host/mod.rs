@@ -42,6 +42,8 @@ use resources::{disk_indices, Running};
 pub struct HostContext {
     pub cfg: Arc<ClusterConfig>,
     pub me: NodeId,
+    /// The node's own folder: cluster disk proxy sockets live here.
+    pub data_dir: std::path::PathBuf,
     pub commands: mpsc::UnboundedSender<Command>,
     pub status: watch::Receiver<NodeStatus>,
 }
@@ -49,6 +51,21 @@ pub struct HostContext {
 impl HostContext {
     pub fn name(&self) -> &str {
         &self.cfg.nodes[usize::from(self.me)].name
+    }
+
+    /// Where physical-disk resource `r` serves its cluster disk proxy.
+    pub fn disk_socket(&self, r: &str) -> std::path::PathBuf {
+        let safe: String = r
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.data_dir.join(format!("disk-{safe}.sock"))
     }
 
     /// Proposes `change` and waits for it to commit.

@@ -71,6 +71,7 @@ pub fn group_env(
         ),
     ];
     let mut first_ip = None;
+    let mut first_disk = None;
     for (name, r) in cat.members(group) {
         let key = env_name(name);
         match r.spec.kind {
@@ -81,8 +82,14 @@ pub fn group_env(
                 }
             }
             ResourceType::PhysicalDisk => {
+                // Applications reach the disk through the node's proxy
+                // (the reservation-holding I_T nexus); the URL is for
+                // information.
+                let sock = format!("unix:{}", ctx.disk_socket(name).display());
+                first_disk.get_or_insert_with(|| sock.clone());
+                env.push((format!("BUSRIG_DISK_{key}"), sock));
                 if let Some(d) = r.spec.prop("disk") {
-                    env.push((format!("BUSRIG_DISK_{key}"), d.to_string()));
+                    env.push((format!("BUSRIG_DISK_URL_{key}"), d.to_string()));
                 }
             }
             ResourceType::NetworkName => {
@@ -95,6 +102,9 @@ pub fn group_env(
     }
     if let Some(ip) = first_ip {
         env.push(("BUSRIG_IP".to_string(), ip));
+    }
+    if let Some(d) = first_disk {
+        env.push(("BUSRIG_DISK".to_string(), d));
     }
     env
 }
@@ -357,6 +367,8 @@ enum DiskState {
 pub struct DiskResource {
     disk: Arc<SharedDisk>,
     state: watch::Receiver<DiskState>,
+    /// The cluster disk proxy for applications, while online.
+    proxy: Option<crate::clusdisk::Server>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
     stamp: String,
@@ -446,8 +458,9 @@ impl DiskResource {
             }
         });
         let mut res = DiskResource {
-            disk,
-            state: rx,
+            disk: disk.clone(),
+            state: rx.clone(),
+            proxy: None,
             stop: Some(stop_tx),
             task,
             stamp: format!("busrig physical disk {name} owned by {}", ctx.name()),
@@ -460,6 +473,12 @@ impl DiskResource {
         match got {
             Ok(DiskState::Online | DiskState::Suspended) => {
                 res.write_stamp().await?;
+                let path = ctx.disk_socket(name);
+                let backend = Arc::new(ProxyBackend { disk, state: rx });
+                res.proxy =
+                    Some(crate::clusdisk::Server::start(&path, backend).map_err(|e| {
+                        format!("cannot serve the disk proxy {}: {e}", path.display())
+                    })?);
                 Ok(res)
             }
             Ok(DiskState::Lost(why)) => Err(format!("reservation not won: {why}")),
@@ -494,6 +513,8 @@ impl DiskResource {
     }
 
     async fn stop(mut self) {
+        // Applications lose the disk before the reservation goes.
+        self.proxy = None;
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
@@ -509,4 +530,77 @@ pub fn disk_indices(cat: &Catalog) -> BTreeMap<String, u8> {
         .enumerate()
         .map(|(i, (n, _))| (n.clone(), (i % 250) as u8 + 1))
         .collect()
+}
+
+/// The cluster disk proxy's view of a physical disk: I/O through the
+/// node's data-disk session, only while the disk's lease is valid.
+struct ProxyBackend {
+    disk: Arc<SharedDisk>,
+    state: watch::Receiver<DiskState>,
+}
+
+fn proxy_error(e: busrig_initiator::Error) -> crate::clusdisk::ClusDiskError {
+    match e {
+        busrig_initiator::Error::ReservationConflict => crate::clusdisk::ClusDiskError::Conflict,
+        other => crate::clusdisk::ClusDiskError::Failed(other.to_string()),
+    }
+}
+
+impl crate::clusdisk::Backend for ProxyBackend {
+    fn may_io(&self) -> Result<(), String> {
+        match &*self.state.borrow() {
+            DiskState::Online => Ok(()),
+            DiskState::Suspended => Err("the disk's lease ran out; waiting for its defense".into()),
+            DiskState::Lost(why) => Err(format!("reservation lost: {why}")),
+            DiskState::Arbitrating => Err("the disk is not online yet".into()),
+        }
+    }
+
+    async fn read(
+        &self,
+        lba: u64,
+        blocks: u32,
+    ) -> Result<bytes::Bytes, crate::clusdisk::ClusDiskError> {
+        let d = self
+            .disk
+            .get()
+            .await
+            .map_err(crate::clusdisk::ClusDiskError::Failed)?;
+        d.read(lba, blocks).await.map_err(proxy_error)
+    }
+
+    async fn write(
+        &self,
+        lba: u64,
+        data: bytes::Bytes,
+        fua: bool,
+    ) -> Result<(), crate::clusdisk::ClusDiskError> {
+        let d = self
+            .disk
+            .get()
+            .await
+            .map_err(crate::clusdisk::ClusDiskError::Failed)?;
+        d.write(lba, data, fua).await.map_err(proxy_error)
+    }
+
+    async fn capacity(&self) -> Result<(u64, u32), crate::clusdisk::ClusDiskError> {
+        let d = self
+            .disk
+            .get()
+            .await
+            .map_err(crate::clusdisk::ClusDiskError::Failed)?;
+        d.capacity()
+            .await
+            .map(|c| (c.blocks, c.block_length))
+            .map_err(proxy_error)
+    }
+
+    async fn flush(&self) -> Result<(), crate::clusdisk::ClusDiskError> {
+        let d = self
+            .disk
+            .get()
+            .await
+            .map_err(crate::clusdisk::ClusDiskError::Failed)?;
+        d.synchronize_cache().await.map_err(proxy_error)
+    }
 }
