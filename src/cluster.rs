@@ -65,6 +65,11 @@ enum Verb {
         #[command(subcommand)]
         verb: ResourceVerb,
     },
+    /// Exchange-style virtual servers.
+    Evs {
+        #[command(subcommand)]
+        verb: EvsVerb,
+    },
     /// The address a network name resource registered.
     Resolve { name: String },
     /// The cluster event log (group and resource states, failovers,
@@ -224,6 +229,35 @@ enum ResourceVerb {
 }
 
 #[derive(clap::Subcommand)]
+enum EvsVerb {
+    /// One group NAME with an IP address, a network name on it, the
+    /// physical disks and a mail store on them, as the seeds lay out an
+    /// Exchange virtual server.
+    Create {
+        name: String,
+        /// The virtual server's IP address (e.g. 127.0.2.1 on a lab).
+        #[arg(long)]
+        ip: String,
+        /// A data LUN's iSCSI URL (repeatable; the first holds the store).
+        #[arg(long = "disk", required = true)]
+        disks: Vec<String>,
+        /// The mail store's SMTP port on the IP address.
+        #[arg(long, default_value_t = 2525)]
+        port: u16,
+        /// Preferred owners, most preferred first (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        preferred: Vec<String>,
+        /// AntiAffinityClassNames (default EVS, so virtual servers spread
+        /// over the nodes and fail over to a passive one).
+        #[arg(long, value_delimiter = ',', default_value = "EVS")]
+        anti_affinity: Vec<String>,
+        /// Failback: prevent or allow.
+        #[arg(long, default_value = "prevent", value_parser = ["prevent", "allow"])]
+        failback: String,
+    },
+}
+
+#[derive(clap::Subcommand)]
 enum DbVerb {
     /// Every key, or one.
     Get { key: Option<String> },
@@ -375,6 +409,42 @@ pub async fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Verb::Evs {
+            verb:
+                EvsVerb::Create {
+                    name,
+                    ip,
+                    disks,
+                    port,
+                    preferred,
+                    anti_affinity,
+                    failback,
+                },
+        } => {
+            let spec = GroupSpec {
+                preferred_owners: preferred.clone(),
+                anti_affinity: anti_affinity.clone(),
+                failback: busrig_cluster::resource::Failback {
+                    allow: failback == "allow",
+                    window: None,
+                },
+                exchange_virtual_server: true,
+                ..GroupSpec::default()
+            };
+            let bin = std::env::current_exe().context("cannot find the busrig binary")?;
+            for (kind, body) in
+                evs_requests(name, ip, disks, *port, &bin.display().to_string(), spec)
+            {
+                t.to_member("POST", kind, &body)
+                    .await
+                    .with_context(|| format!("creating {}", body["name"]))?;
+            }
+            println!(
+                "virtual server {name} created: {ip}:{port}, name {}",
+                name.to_ascii_lowercase()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Verb::Resolve { name } => {
             let (addr, _) = t.status().await?;
             let path = format!("/resolve?name={}", url_escape(name));
@@ -506,6 +576,74 @@ async fn validate(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The admin requests that create virtual server `name`: the group, then
+/// its resources with dependencies as the seeds show them (name on IP;
+/// the store on name and disks).
+pub fn evs_requests(
+    name: &str,
+    ip: &str,
+    disks: &[String],
+    port: u16,
+    bin: &str,
+    spec: GroupSpec,
+) -> Vec<(&'static str, Value)> {
+    let mut out = vec![(
+        "/group",
+        json!({"action": "create", "name": name, "spec": spec}),
+    )];
+    let res = |r: String, kind: ResourceType, deps: Vec<String>, props: Vec<(&str, String)>| {
+        let mut s = ResourceSpec::new(name, kind);
+        s.depends_on = deps;
+        s.properties = props.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        if kind == ResourceType::GenericApplication {
+            s.looks_alive_ms = 500;
+            s.is_alive_ms = 2000;
+        }
+        (
+            "/resource",
+            json!({"action": "create", "name": r, "spec": s}),
+        )
+    };
+    let ip_r = format!("{name}-IP");
+    let name_r = format!("{name}-Name");
+    out.push(res(
+        ip_r.clone(),
+        ResourceType::IpAddress,
+        vec![],
+        vec![("address", ip.to_string())],
+    ));
+    out.push(res(
+        name_r.clone(),
+        ResourceType::NetworkName,
+        vec![ip_r],
+        vec![("name", name.to_ascii_lowercase())],
+    ));
+    let mut deps = vec![name_r];
+    for (i, d) in disks.iter().enumerate() {
+        let r = format!("{name}-Disk{}", i + 1);
+        out.push(res(
+            r.clone(),
+            ResourceType::PhysicalDisk,
+            vec![],
+            vec![("disk", d.clone())],
+        ));
+        deps.push(r);
+    }
+    out.push(res(
+        format!("{name}-Store"),
+        ResourceType::GenericApplication,
+        deps,
+        vec![
+            (
+                "command",
+                format!("exec {bin} mailstore --disk \"$BUSRIG_DISK\" --listen {ip}:{port}"),
+            ),
+            ("probe-tcp", format!("{ip}:{port}")),
+        ],
+    ));
+    out
 }
 
 /// `HH:MM:SS.mmm` UTC of a Unix time in milliseconds.

@@ -448,7 +448,8 @@ fn cluster_toml(
     Ok(s)
 }
 
-fn up(
+/// Starts a lab in `dir` and waits until the cluster has formed.
+pub fn up(
     dir: &Path,
     nodes: usize,
     quorum: &str,
@@ -594,7 +595,7 @@ fn kill_all(state: &mut LabState, dir: &Path) {
     let _ = state.save(dir);
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -766,7 +767,8 @@ fn status(dir: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn down(dir: &Path) -> anyhow::Result<()> {
+/// Stops every node cleanly, then the bus.
+pub fn down(dir: &Path) -> anyhow::Result<()> {
     let mut state = LabState::load(dir)?;
     let grace = Duration::from_secs(5);
     for n in &state.nodes {
@@ -799,15 +801,11 @@ fn down(dir: &Path) -> anyhow::Result<()> {
         }
     }
     state.save(dir)?;
-    println!(
-        "lab {} is down (logs kept in {})",
-        dir.display(),
-        dir.join("logs").display()
-    );
     Ok(())
 }
 
-fn start(dir: &Path, name: &str, wait: bool) -> anyhow::Result<()> {
+/// Starts node `name` again; with `wait`, returns once it is a member.
+pub fn start(dir: &Path, name: &str, wait: bool) -> anyhow::Result<()> {
     let mut state = LabState::load(dir)?;
     let binary = state.binary.clone();
     let p = state.node_mut(name)?;
@@ -848,7 +846,14 @@ fn start(dir: &Path, name: &str, wait: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn send_signal(dir: &Path, name: &str, sig: Signal, verb: &str) -> anyhow::Result<()> {
+/// Sends `sig` to lab process `name` (SIGKILL takes its whole session, the
+/// node and its applications); returns its name and pid.
+pub fn send_signal(
+    dir: &Path,
+    name: &str,
+    sig: Signal,
+    verb: &str,
+) -> anyhow::Result<(String, u32)> {
     let mut state = LabState::load(dir)?;
     let p = state.process_mut(name)?;
     let pid = p
@@ -864,8 +869,13 @@ fn send_signal(dir: &Path, name: &str, sig: Signal, verb: &str) -> anyhow::Resul
         wait_exit(pid, Duration::from_secs(5));
     }
     tracing::info!(process = %p.name, pid, signal = %sig, "lab fault: {verb}");
-    println!("{} {verb} (pid {pid})", p.name);
-    Ok(())
+    Ok((p.name.clone(), pid))
+}
+
+fn signal_verb(dir: &Path, name: &str, sig: Signal, verb: &str) -> anyhow::Result<ExitCode> {
+    let (name, pid) = send_signal(dir, name, sig, verb)?;
+    println!("{name} {verb} (pid {pid})");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn partition(dir: &Path, name: &str, net: NetArg, cut: bool) -> anyhow::Result<()> {
@@ -1013,20 +1023,16 @@ pub fn run(a: LabArgs) -> anyhow::Result<ExitCode> {
         Verb::Status { dir, json } => status(&dir.dir, json),
         Verb::Down { dir } => {
             down(&dir.dir)?;
+            println!(
+                "lab {} is down (logs kept in {})",
+                dir.dir.display(),
+                dir.dir.join("logs").display()
+            );
             Ok(ExitCode::SUCCESS)
         }
-        Verb::Kill { node, dir } => {
-            send_signal(&dir.dir, &node, Signal::SIGKILL, "killed")?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Verb::Pause { node, dir } => {
-            send_signal(&dir.dir, &node, Signal::SIGSTOP, "paused")?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Verb::Resume { node, dir } => {
-            send_signal(&dir.dir, &node, Signal::SIGCONT, "resumed")?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Verb::Kill { node, dir } => signal_verb(&dir.dir, &node, Signal::SIGKILL, "killed"),
+        Verb::Pause { node, dir } => signal_verb(&dir.dir, &node, Signal::SIGSTOP, "paused"),
+        Verb::Resume { node, dir } => signal_verb(&dir.dir, &node, Signal::SIGCONT, "resumed"),
         Verb::Start { node, dir, wait } => {
             start(&dir.dir, &node, wait)?;
             println!("{node} started");

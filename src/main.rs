@@ -3,6 +3,7 @@
 
 mod bus;
 mod cluster;
+mod demo;
 mod disk;
 mod echo;
 mod lab;
@@ -40,6 +41,9 @@ enum Command {
     Cluster(cluster::ClusterArgs),
     /// A whole cluster on loopback (a bus and N nodes) and faults to throw at it.
     Lab(lab::LabArgs),
+    /// The main job: a four-node cluster with mail-serving virtual servers,
+    /// a node killed under load, failover, failback and every message checked.
+    Demo(demo::DemoArgs),
     /// A tiny TCP echo service that names its node (for failover tests).
     #[command(hide = true)]
     EchoServer(echo::EchoArgs),
@@ -94,7 +98,10 @@ fn main() -> ExitCode {
     // the reader goes away, as other command-line tools do, instead of
     // panicking. Servers (target, node) keep Rust's default of ignoring
     // SIGPIPE, so a vanished peer is an EPIPE error, not a dead process.
-    if matches!(cli.command, Command::Bus(_) | Command::Cluster(_) | Command::Lab(_)) {
+    if matches!(
+        cli.command,
+        Command::Bus(_) | Command::Cluster(_) | Command::Lab(_) | Command::Demo(_)
+    ) {
         // SAFETY: restoring a signal's default action at start-up, before
         // any thread exists.
         unsafe {
@@ -104,9 +111,19 @@ fn main() -> ExitCode {
             );
         }
     }
+    if matches!(cli.command, Command::Demo(_)) && std::env::var_os("RUST_LOG").is_none() {
+        // The demo prints its own story; logs only for trouble.
+        std::env::set_var("RUST_LOG", "warn");
+    }
     init_tracing();
-    // The lab drives processes and makes its own small runtimes.
+    // The lab and the demo drive processes and make their own small runtimes.
     let cli = match cli.command {
+        Command::Demo(a) => {
+            return demo::run(a).unwrap_or_else(|e| {
+                eprintln!("busrig demo: {e:#}");
+                ExitCode::FAILURE
+            })
+        }
         Command::Lab(a) => {
             return lab::run(a).unwrap_or_else(|e| {
                 eprintln!("busrig lab: {e:#}");
@@ -146,7 +163,7 @@ fn main() -> ExitCode {
             Command::Node(a) => node::run(a).await,
             Command::Cluster(a) => cluster::run(a).await,
             Command::EchoServer(a) => echo::run(a).await,
-            Command::Lab(_) => unreachable!("run before the runtime starts"),
+            Command::Lab(_) | Command::Demo(_) => unreachable!("run before the runtime starts"),
         }
     });
     match result {
