@@ -151,6 +151,16 @@ enum Verb {
         #[command(flatten)]
         dir: DirArg,
     },
+    /// Run a scenario file on a fresh lab and write a JSON report.
+    Run {
+        scenario: PathBuf,
+        /// The lab folder (default: a new temporary folder).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Leave the lab running afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Kill the quorum owner N times and measure how long until another
     /// node acts as owner (each killed node is restarted and rejoins).
     Failover {
@@ -1047,5 +1057,22 @@ pub fn run(a: LabArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Verb::Failover { dir, kills, json } => failover(&dir.dir, kills, json),
+        Verb::Run {
+            scenario,
+            dir,
+            keep,
+        } => {
+            let dir = dir.unwrap_or_else(|| {
+                std::env::temp_dir().join(format!(
+                    "busrig-scenario-{}-{}",
+                    std::process::id(),
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis())
+                        .unwrap_or(0)
+                ))
+            });
+            crate::scenario::run(&scenario, &dir, keep)
+        }
     }
 }

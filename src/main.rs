@@ -8,6 +8,7 @@ mod disk;
 mod echo;
 mod lab;
 mod node;
+mod scenario;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

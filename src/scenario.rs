@@ -1,0 +1,734 @@
+//! `busrig lab run SCENARIO.toml`: a layout and a list of steps, run on a
+//! fresh lab, with a JSON report of the timeline.
+//!
+//! ```toml
+//! name = "two-node active/passive on parallel SCSI"
+//! [layout]
+//! nodes = 2                 # NODE1 .. NODEn
+//! quorum = "disk-scsi2"     # disk-scsi2 | disk-pr | majority
+//! profile = "fast"          # fast | mscs2003
+//! data_luns = 1
+//!
+//! [[group]]                 # an Exchange-style virtual server
+//! name = "EVS1"
+//! ip = "127.0.3.1"
+//! luns = [1]                # data LUNs of the lab bus
+//! preferred = ["NODE1", "NODE2"]
+//! failback = "prevent"      # or "allow"
+//!
+//! [[step]]
+//! action = "load"           # mail load on a group, in the background
+//! group = "EVS1"
+//! rate = 20.0
+//! duration = "20s"
+//!
+//! [[step]]
+//! action = "kill"           # kill | pause | resume | start
+//! node = "owner:EVS1"       # a node name, owner:GROUP or quorum-owner
+//!
+//! [[step]]
+//! action = "wait"
+//! until = "group-online"    # group-online | quorum-owner-changed | load-done
+//! group = "EVS1"
+//! not_on = "NODE1"          # or on = "NODE2"
+//! timeout = "30s"
+//!
+//! [[step]]
+//! action = "assert"
+//! check = "no-lost-messages"   # no-lost-messages | exclusive-ownership | group-owner
+//! ```
+//!
+//! Other steps: `partition` / `heal` (`node`, `net` = private | public |
+//! both), `bus` (`fault` = freeze | thaw | cut | restore | drop | reset |
+//! power-cycle, `node` or `lun`), `move` (`group`, optional `to`),
+//! `pause-node` / `resume-node` (cluster pause, `node`). `node` accepts the
+//! same forms everywhere. Names resolved at the step (`owner:EVS1`) are
+//! recorded in the report.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context};
+use busrig_cluster::admin;
+use busrig_cluster::config::ClusterConfig;
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::lab::{self, LabState};
+use crate::node::load_config;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    pub layout: Layout,
+    #[serde(default, rename = "group")]
+    pub groups: Vec<GroupDef>,
+    #[serde(default, rename = "step")]
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layout {
+    pub nodes: usize,
+    #[serde(default = "d_quorum")]
+    pub quorum: String,
+    #[serde(default = "d_profile")]
+    pub profile: String,
+    #[serde(default = "d_luns")]
+    pub data_luns: u16,
+}
+
+fn d_quorum() -> String {
+    "disk-scsi2".into()
+}
+fn d_profile() -> String {
+    "fast".into()
+}
+fn d_luns() -> u16 {
+    3
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupDef {
+    pub name: String,
+    pub ip: String,
+    pub luns: Vec<u16>,
+    #[serde(default)]
+    pub preferred: Vec<String>,
+    #[serde(default = "d_failback")]
+    pub failback: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+}
+
+fn d_failback() -> String {
+    "prevent".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lun: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_on: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+}
+
+/// Parses `30s`, `500ms`, `2m` or plain seconds.
+fn duration(s: &str) -> anyhow::Result<Duration> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: f64 = n
+        .parse()
+        .map_err(|_| anyhow!("bad duration {s:?} (e.g. 30s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        _ => bail!("bad duration {s:?} (e.g. 30s, 500ms, 2m)"),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Scenario {
+    /// Parses and checks a scenario file: every step's action and fields.
+    pub fn parse(text: &str) -> anyhow::Result<Scenario> {
+        let sc: Scenario = toml::from_str(text)?;
+        if sc.layout.nodes == 0 || sc.layout.nodes > 8 {
+            bail!("layout.nodes must be 1 to 8");
+        }
+        for g in &sc.groups {
+            for l in &g.luns {
+                if *l == 0 || *l > sc.layout.data_luns {
+                    bail!(
+                        "group {}: LUN {l} is not a data LUN (1..={})",
+                        g.name,
+                        sc.layout.data_luns
+                    );
+                }
+            }
+        }
+        for (i, s) in sc.steps.iter().enumerate() {
+            let need = |f: &Option<String>, what: &str| -> anyhow::Result<()> {
+                if f.is_none() {
+                    bail!("step {} ({}): needs {what}", i + 1, s.action);
+                }
+                Ok(())
+            };
+            match s.action.as_str() {
+                "kill" | "pause" | "resume" | "start" | "pause-node" | "resume-node" => {
+                    need(&s.node, "node")?
+                }
+                "partition" | "heal" => need(&s.node, "node")?,
+                "bus" => need(&s.fault, "fault")?,
+                "move" | "load" => need(&s.group, "group")?,
+                "wait" => need(&s.until, "until")?,
+                "assert" => need(&s.check, "check")?,
+                other => bail!(
+                    "step {}: unknown action {other:?} (load, kill, pause, resume, start, partition, heal, bus, move, pause-node, resume-node, wait, assert)",
+                    i + 1
+                ),
+            }
+            for d in [&s.timeout, &s.duration].into_iter().flatten() {
+                duration(d).with_context(|| format!("step {}", i + 1))?;
+            }
+        }
+        Ok(sc)
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct StepReport {
+    step: usize,
+    action: String,
+    /// Milliseconds after the scenario started.
+    at_ms: u64,
+    took_ms: u64,
+    outcome: String,
+    ok: bool,
+}
+
+struct Runner {
+    dir: PathBuf,
+    cfg: ClusterConfig,
+    state: LabState,
+    rt: tokio::runtime::Runtime,
+    bin: PathBuf,
+    loads: BTreeMap<String, (Child, PathBuf)>,
+    load_reports: BTreeMap<String, Value>,
+    start: Instant,
+    last_quorum_owner: Option<String>,
+    /// Each virtual server's SMTP port.
+    groups_ports: BTreeMap<String, u16>,
+    data_luns: u16,
+}
+
+impl Runner {
+    fn catalog(&self) -> anyhow::Result<Value> {
+        for n in &self.cfg.nodes {
+            if let Ok(v) = self.rt.block_on(admin::request(
+                &n.admin.to_string(),
+                "GET",
+                "/catalog",
+                None,
+                Some(&self.cfg.secret),
+            )) {
+                return Ok(v);
+            }
+        }
+        bail!("no node answers")
+    }
+
+    fn quorum_owner(&self) -> Option<String> {
+        self.cfg.nodes.iter().find_map(|n| {
+            let s = self
+                .rt
+                .block_on(admin::status(&n.admin.to_string(), Some(&self.cfg.secret)))
+                .ok()?;
+            if s.member && s.acting_owner {
+                Some(s.node)
+            } else {
+                None
+            }
+        })
+    }
+
+    fn group_online_on(&self, g: &str) -> Option<String> {
+        let c = self.catalog().ok()?;
+        let grp = &c["groups"][g];
+        let owner = grp["owner"].as_str()?;
+        (grp["state"]["state"] == "online" && grp["state"]["node"] == owner)
+            .then(|| owner.to_string())
+    }
+
+    /// A node name from `NODE`, `owner:GROUP` or `quorum-owner`.
+    fn node(&self, spec: &str) -> anyhow::Result<String> {
+        if spec == "quorum-owner" {
+            return self
+                .quorum_owner()
+                .ok_or_else(|| anyhow!("no acting quorum owner"));
+        }
+        if let Some(g) = spec.strip_prefix("owner:") {
+            return self.catalog()?["groups"][g]["owner"]
+                .as_str()
+                .map(String::from)
+                .ok_or_else(|| anyhow!("group {g} has no owner"));
+        }
+        let id = self
+            .cfg
+            .node_id(spec)
+            .ok_or_else(|| anyhow!("no node {spec:?}"))?;
+        Ok(self.cfg.nodes[usize::from(id)].name.clone())
+    }
+
+    fn cluster(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new(&self.bin)
+            .args(["cluster", "--lab"])
+            .arg(&self.dir)
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "busrig cluster {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn control(&self, method: &str, path: &str, body: Value) -> anyhow::Result<Value> {
+        let control = self
+            .state
+            .target
+            .control
+            .clone()
+            .ok_or_else(|| anyhow!("no bus control"))?;
+        let (code, v) = self.rt.block_on(busrig_target::control::http::request(
+            &control,
+            method,
+            path,
+            Some(&body),
+            None,
+        ))?;
+        if code != 200 {
+            bail!("bus control {path}: {v}");
+        }
+        Ok(v)
+    }
+
+    fn finish_load(&mut self, g: &str) -> anyhow::Result<Value> {
+        if let Some(v) = self.load_reports.get(g) {
+            return Ok(v.clone());
+        }
+        let (child, _) = self
+            .loads
+            .remove(g)
+            .ok_or_else(|| anyhow!("no load was started on {g}"))?;
+        let out = child.wait_with_output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let v: Value = text
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str(l).ok())
+            .ok_or_else(|| anyhow!("mailload on {g} printed no report"))?;
+        self.load_reports.insert(g.to_string(), v.clone());
+        Ok(v)
+    }
+
+    fn step(&mut self, s: &Step) -> anyhow::Result<String> {
+        let timeout = s
+            .timeout
+            .as_deref()
+            .map(duration)
+            .transpose()?
+            .unwrap_or(Duration::from_secs(60));
+        match s.action.as_str() {
+            "kill" | "pause" | "resume" => {
+                let n = self.node(s.node.as_deref().unwrap_or_default())?;
+                let sig = match s.action.as_str() {
+                    "kill" => Signal::SIGKILL,
+                    "pause" => Signal::SIGSTOP,
+                    _ => Signal::SIGCONT,
+                };
+                self.last_quorum_owner = self.quorum_owner();
+                lab::send_signal(&self.dir, &n, sig, &s.action)?;
+                Ok(format!("{} {n}", s.action))
+            }
+            "start" => {
+                let n = self.node(s.node.as_deref().unwrap_or_default())?;
+                lab::start(&self.dir, &n, true)?;
+                Ok(format!("{n} started and rejoined"))
+            }
+            "partition" | "heal" => {
+                let n = self.node(s.node.as_deref().unwrap_or_default())?;
+                let net = s.net.clone().unwrap_or_else(|| "both".into());
+                self.last_quorum_owner = self.quorum_owner();
+                let out = Command::new(&self.bin)
+                    .args(["lab", &s.action, &n, "--net", &net, "--dir"])
+                    .arg(&self.dir)
+                    .output()?;
+                if !out.status.success() {
+                    bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+                }
+                Ok(format!("{} {n} ({net})", s.action))
+            }
+            "pause-node" | "resume-node" => {
+                let n = self.node(s.node.as_deref().unwrap_or_default())?;
+                let verb = if s.action == "pause-node" {
+                    "pause"
+                } else {
+                    "resume"
+                };
+                self.cluster(&["node", verb, &n])?;
+                Ok(format!("cluster {verb} {n}"))
+            }
+            "move" => {
+                let g = s.group.clone().unwrap_or_default();
+                let mut args = vec!["group", "move", g.as_str()];
+                let to;
+                if let Some(t) = &s.to {
+                    to = self.node(t)?;
+                    args.extend(["--to", to.as_str()]);
+                }
+                self.cluster(&args)?;
+                Ok(format!("moving {g}"))
+            }
+            "bus" => {
+                let fault = s.fault.clone().unwrap_or_default();
+                match fault.as_str() {
+                    "reset" => {
+                        self.control("POST", "/reset", json!({}))?;
+                        Ok("bus reset".into())
+                    }
+                    "power-cycle" | "offline" | "online" => {
+                        let lun = s.lun.ok_or_else(|| anyhow!("bus {fault} needs lun"))?;
+                        self.control("POST", "/lun", json!({"lun": lun, "action": fault}))?;
+                        Ok(format!("LUN {lun} {fault}"))
+                    }
+                    _ => {
+                        let n = self.node(
+                            s.node
+                                .as_deref()
+                                .ok_or_else(|| anyhow!("bus {fault} needs node"))?,
+                        )?;
+                        let id = self.cfg.node_id(&n).expect("resolved");
+                        let ini = self.cfg.initiator_name(id);
+                        self.last_quorum_owner = self.quorum_owner();
+                        self.control("POST", "/path", json!({"initiator": ini, "action": fault}))?;
+                        Ok(format!("path {fault} for {n}"))
+                    }
+                }
+            }
+            "load" => {
+                let g = s.group.clone().unwrap_or_default();
+                let idx = self
+                    .groups_ports
+                    .get(&g)
+                    .copied()
+                    .ok_or_else(|| anyhow!("no virtual server {g} in the layout"))?;
+                let rate = s.rate.unwrap_or(20.0);
+                let d = s.duration.clone().unwrap_or_else(|| "20s".into());
+                let records = self.dir.join(format!("{g}-acks.jsonl"));
+                let child = Command::new(&self.bin)
+                    .args(["mailload", "--lab"])
+                    .arg(&self.dir)
+                    .args(["--to", &format!("{}:{}", g.to_ascii_lowercase(), idx)])
+                    .args([
+                        "--rate",
+                        &rate.to_string(),
+                        "--duration",
+                        &d,
+                        "--json",
+                        "--records",
+                    ])
+                    .arg(&records)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::from(std::fs::File::create(
+                        self.dir.join(format!("logs/mailload-{g}.log")),
+                    )?))
+                    .spawn()?;
+                self.loads.insert(g.clone(), (child, records));
+                Ok(format!("mail load on {g}: {rate}/s for {d}"))
+            }
+            "wait" => {
+                let until = s.until.clone().unwrap_or_default();
+                let t = Instant::now();
+                let ok = |r: &mut Runner| -> anyhow::Result<Option<String>> {
+                    Ok(match until.as_str() {
+                        "group-online" => {
+                            let g = s.group.as_deref().ok_or_else(|| anyhow!("wait group-online needs group"))?;
+                            let on = s.on.as_deref().map(|n| r.node(n)).transpose()?;
+                            let not_on = s.not_on.as_deref().map(|n| r.node(n)).transpose()?;
+                            r.group_online_on(g).filter(|o| {
+                                on.as_ref().is_none_or(|n| n == o) && not_on.as_ref().is_none_or(|n| n != o)
+                            }).map(|o| format!("{g} online on {o}"))
+                        }
+                        "quorum-owner-changed" => r.quorum_owner().filter(|o| Some(o) != r.last_quorum_owner.as_ref()).map(|o| format!("quorum owner now {o}")),
+                        "load-done" => {
+                            let g = s.group.clone().ok_or_else(|| anyhow!("wait load-done needs group"))?;
+                            r.finish_load(&g)?;
+                            Some(format!("load on {g} finished"))
+                        }
+                        other => bail!("unknown wait condition {other:?} (group-online, quorum-owner-changed, load-done)"),
+                    })
+                };
+                loop {
+                    if let Some(what) = ok(self)? {
+                        return Ok(format!("{what} after {:.3} s", t.elapsed().as_secs_f64()));
+                    }
+                    if t.elapsed() > timeout {
+                        bail!("{until} not reached within {timeout:?}");
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            "assert" => {
+                let check = s.check.clone().unwrap_or_default();
+                match check.as_str() {
+                    "no-lost-messages" => {
+                        let groups: Vec<String> = match &s.group {
+                            Some(g) => vec![g.clone()],
+                            None => self.loads.keys().chain(self.load_reports.keys()).cloned().collect(),
+                        };
+                        let mut acked = 0;
+                        for g in groups {
+                            let r = self.finish_load(&g)?;
+                            let lost = r["acknowledged_but_missing"].as_u64().unwrap_or(u64::MAX);
+                            if lost != 0 {
+                                bail!("{g}: {lost} acknowledged messages missing");
+                            }
+                            acked += r["acknowledged"].as_u64().unwrap_or(0);
+                        }
+                        Ok(format!("{acked} acknowledged, 0 lost"))
+                    }
+                    "exclusive-ownership" => {
+                        let mut luns: Vec<u16> = match s.lun {
+                            Some(l) => vec![l],
+                            None => (1..=self.data_luns).collect(),
+                        };
+                        luns.sort();
+                        let mut seen = Vec::new();
+                        for l in luns {
+                            let v = self.control("GET", &format!("/audit?lun={l}"), json!({}))?;
+                            for run in v["history"].as_array().into_iter().flatten() {
+                                if run["reserved_by_writer"] != json!(true) {
+                                    bail!("LUN {l}: {}", run["summary"]);
+                                }
+                            }
+                            seen.push(format!("LUN {l}: {} writer runs", v["history"].as_array().map_or(0, Vec::len)));
+                        }
+                        Ok(format!("exclusive: {}", seen.join(", ")))
+                    }
+                    "group-owner" => {
+                        let g = s.group.as_deref().ok_or_else(|| anyhow!("group-owner needs group"))?;
+                        let want = self.node(s.on.as_deref().ok_or_else(|| anyhow!("group-owner needs on"))?)?;
+                        match self.group_online_on(g) {
+                            Some(o) if o == want => Ok(format!("{g} on {o}")),
+                            other => bail!("{g} is on {other:?}, not {want}"),
+                        }
+                    }
+                    other => bail!("unknown check {other:?} (no-lost-messages, exclusive-ownership, group-owner)"),
+                }
+            }
+            other => bail!("unknown action {other:?}"),
+        }
+    }
+}
+
+// Per-runner facts from the layout.
+impl Runner {
+    fn setup(&mut self, sc: &Scenario) -> anyhow::Result<()> {
+        for (i, g) in sc.groups.iter().enumerate() {
+            let port = g.port.unwrap_or(2525 + i as u16);
+            let mut args: Vec<String> = vec![
+                "evs".into(),
+                "create".into(),
+                g.name.clone(),
+                "--ip".into(),
+                g.ip.clone(),
+                "--port".into(),
+                port.to_string(),
+                "--failback".into(),
+                g.failback.clone(),
+            ];
+            for l in &g.luns {
+                args.push("--disk".into());
+                args.push(format!(
+                    "iscsi://{}/{}/{l}",
+                    self.state.target.addr, self.state.target_iqn
+                ));
+            }
+            if !g.preferred.is_empty() {
+                args.push("--preferred".into());
+                args.push(g.preferred.join(","));
+            }
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            self.cluster(&a)?;
+            self.groups_ports.insert(g.name.clone(), port);
+        }
+        for g in &sc.groups {
+            let t = Instant::now();
+            while self.group_online_on(&g.name).is_none() {
+                if t.elapsed() > Duration::from_secs(120) {
+                    bail!("group {} did not come online", g.name);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `path` on a fresh lab in `dir`; writes `dir/report.json`.
+pub fn run(path: &Path, dir: &Path, keep: bool) -> anyhow::Result<ExitCode> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let sc = Scenario::parse(&text).with_context(|| path.display().to_string())?;
+    println!("scenario {}: {}", path.display(), sc.name);
+    lab::up(
+        dir,
+        sc.layout.nodes,
+        &sc.layout.quorum,
+        &sc.layout.profile,
+        sc.layout.data_luns,
+        None,
+    )?;
+    let result = run_in(&sc, dir);
+    for c in [dir.to_path_buf()] {
+        if !keep {
+            let _ = lab::down(&c);
+        }
+    }
+    let (reports, ok) = result?;
+    let report = json!({
+        "scenario": sc.name,
+        "file": path,
+        "layout": { "nodes": sc.layout.nodes, "quorum": sc.layout.quorum, "profile": sc.layout.profile },
+        "steps": reports,
+        "passed": ok,
+    });
+    std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
+    println!("report: {}", dir.join("report.json").display());
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn run_in(sc: &Scenario, dir: &Path) -> anyhow::Result<(Vec<StepReport>, bool)> {
+    let cfg = load_config(&lab::cluster_file(dir))?;
+    let mut r = Runner {
+        dir: dir.to_path_buf(),
+        state: LabState::load(dir)?,
+        cfg,
+        rt: lab::runtime()?,
+        bin: std::env::current_exe()?,
+        loads: BTreeMap::new(),
+        load_reports: BTreeMap::new(),
+        start: Instant::now(),
+        last_quorum_owner: None,
+        groups_ports: BTreeMap::new(),
+        data_luns: sc.layout.data_luns,
+    };
+    r.setup(sc)?;
+    r.start = Instant::now();
+    let t0 = now_ms();
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (i, s) in sc.steps.iter().enumerate() {
+        let at = now_ms() - t0;
+        let t = Instant::now();
+        let res = r.step(s);
+        let took = t.elapsed().as_millis() as u64;
+        let (outcome, good) = match res {
+            Ok(o) => (o, true),
+            Err(e) => (format!("FAILED: {e:#}"), false),
+        };
+        println!(
+            "  {:>8.3} s  step {:>2} {:<12} {outcome}",
+            at as f64 / 1000.0,
+            i + 1,
+            s.action
+        );
+        out.push(StepReport {
+            step: i + 1,
+            action: s.action.clone(),
+            at_ms: at,
+            took_ms: took,
+            outcome,
+            ok: good,
+        });
+        if !good {
+            ok = false;
+            break;
+        }
+    }
+    for (_, (mut c, _)) in std::mem::take(&mut r.loads) {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    Ok((out, ok))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn examples_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            if e.path().extension().is_some_and(|x| x == "toml") {
+                let text = std::fs::read_to_string(e.path()).unwrap();
+                Scenario::parse(&text)
+                    .unwrap_or_else(|err| panic!("{}: {err:#}", e.path().display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 4, "expected the four example scenarios, found {n}");
+    }
+
+    #[test]
+    fn bad_scenarios_are_refused() {
+        let base = "name = \"x\"\n[layout]\nnodes = 2\n";
+        assert!(Scenario::parse(&format!("{base}[[step]]\naction = \"explode\"\n")).is_err());
+        assert!(Scenario::parse(&format!("{base}[[step]]\naction = \"kill\"\n")).is_err());
+        assert!(Scenario::parse(&format!(
+            "{base}[[step]]\naction = \"wait\"\nuntil = \"group-online\"\ntimeout = \"soon\"\n"
+        ))
+        .is_err());
+        assert!(Scenario::parse(&format!(
+            "{base}[[group]]\nname = \"G\"\nip = \"127.0.3.1\"\nluns = [9]\n"
+        ))
+        .is_err());
+        assert!(Scenario::parse(&format!("{base}bogus = 1\n")).is_err());
+        Scenario::parse(&format!(
+            "{base}[[step]]\naction = \"kill\"\nnode = \"owner:G\"\n"
+        ))
+        .unwrap();
+        assert_eq!(duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(duration("250ms").unwrap(), Duration::from_millis(250));
+    }
+}
