@@ -13,6 +13,10 @@ pub struct BusArgs {
     /// Control address of the target (its `--control`).
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_CONTROL_ADDR, global = true)]
     control: String,
+    /// A lab folder (`busrig lab up`): its bus's control address, and node
+    /// names (NODE1, ...) accepted wherever an initiator name is.
+    #[arg(long, value_name = "DIR", global = true)]
+    lab: Option<std::path::PathBuf>,
     #[command(subcommand)]
     verb: Verb,
 }
@@ -128,6 +132,17 @@ fn print_status(v: &Value) {
                 .map(|m| format!(", at most {m} initiators"))
                 .unwrap_or_default()
         );
+        if let Some(bw) = b["bandwidth"].as_object() {
+            println!(
+                "  bandwidth {} ({} MB/s per {}): {} bytes in {} transfers, {} µs queued",
+                bw["name"].as_str().unwrap_or("?"),
+                bw["bytes_per_sec"].as_u64().unwrap_or(0) / 1_000_000,
+                bw["shared_by"].as_str().unwrap_or("?"),
+                bw["counters"]["bytes"],
+                bw["counters"]["transfers"],
+                bw["counters"]["queued_us"]
+            );
+        }
     }
     for l in v["luns"].as_array().into_iter().flatten() {
         println!(
@@ -148,6 +163,26 @@ fn print_status(v: &Value) {
             },
         );
         println!("  scsi-2 holder:   {}", nexus(&l["scsi2_holder"]));
+        if let Some(m) = l["disk_model"].as_object() {
+            let c = &m["counters"];
+            println!(
+                "  disk model:      {}stripe unit {}, {} µs per back-end op, {} spindle(s)",
+                m["model"]
+                    .as_str()
+                    .map(|n| format!("{n}, "))
+                    .unwrap_or_default(),
+                m["stripe_unit"]
+                    .as_u64()
+                    .map(|b| format!("{b} bytes"))
+                    .unwrap_or_else(|| "none".into()),
+                m["service_time_us"],
+                m["spindles"],
+            );
+            println!(
+                "  model counters:  {} I/Os, {} back-end ops, {} split I/Os (crossing a stripe unit), {} µs queued",
+                c["ios"], c["backend_ops"], c["split_ios"], c["queued_us"]
+            );
+        }
         match &l["pr_reservation"] {
             Value::Null => println!("  pr reservation:  -"),
             r => println!(
@@ -228,8 +263,29 @@ fn print_audit(v: &Value) {
 }
 
 pub async fn run(args: BusArgs) -> anyhow::Result<ExitCode> {
-    let c = args.control.as_str();
+    // With a lab: its control address, and node names as initiators.
+    let (control, cluster) = match &args.lab {
+        Some(dir) => {
+            let state = crate::lab::LabState::load(dir)?;
+            let cfg = crate::node::load_config(&crate::lab::cluster_file(dir))?;
+            let control = state
+                .target
+                .control
+                .clone()
+                .context("the lab records no bus control address")?;
+            (control, Some(cfg))
+        }
+        None => (args.control.clone(), None),
+    };
+    let c = control.as_str();
+    let initiator_of = |name: &str| -> String {
+        match cluster.as_ref().and_then(|cfg| cfg.node_id(name).map(|id| cfg.initiator_name(id))) {
+            Some(i) => i,
+            None => name.to_string(),
+        }
+    };
     let path = |initiator: &str, action: &str, extra: Value| {
+        let initiator = initiator_of(initiator);
         let mut body = json!({ "initiator": initiator, "action": action });
         if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
             b.extend(e.clone());

@@ -226,6 +226,14 @@ enum ResourceVerb {
     Fail {
         name: String,
     },
+    /// Bring a resource online (the resources it depends on must be too).
+    Online {
+        name: String,
+    },
+    /// Take a resource offline; resources that depend on it go offline too.
+    Offline {
+        name: String,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -900,6 +908,14 @@ async fn resource_verb(t: &Target, verb: &ResourceVerb, as_json: bool) -> anyhow
         ResourceVerb::Depend { name, on } => (
             json!({"action": "depend", "name": name, "on": on}),
             format!("{name} now depends on {on}"),
+        ),
+        ResourceVerb::Online { name } => (
+            json!({"action": "online", "name": name}),
+            format!("resource {name} set online"),
+        ),
+        ResourceVerb::Offline { name } => (
+            json!({"action": "offline", "name": name}),
+            format!("resource {name} set offline"),
         ),
         ResourceVerb::Fail { name } => (
             json!({"action": "fail", "name": name}),

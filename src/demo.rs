@@ -423,7 +423,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         );
     }
     add(
-        "group online group=EVS1",
+        "host: group online group=EVS1",
         "EVS1 online",
         std::slice::from_ref(&after_owner),
     );
@@ -496,8 +496,8 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut failures = Vec::new();
     println!("\nSummary:");
     println!(
-        "  {:<6} {:<8} {:<12} {:<8} {:>10} {:>6} {:>5} {:>5}  {}",
-        "EVS", "before", "after fault", "final", "downtime", "acked", "lost", "dups", "bus audit"
+        "  {:<6} {:<8} {:<12} {:<8} {:>10} {:>6} {:>5} {:>5}  bus audit",
+        "EVS", "before", "after fault", "final", "downtime", "acked", "lost", "dups"
     );
     for (i, g) in evs.iter().enumerate() {
         let r = &reports[g];

@@ -437,6 +437,8 @@ fn cluster_toml(
     let lun0 = format!("iscsi://{portal}/{LAB_TARGET}/0");
     let mut s =
         format!("# Written by `busrig lab up`.\nname = \"{name}\"\nsecret = \"{secret}\"\n");
+    // `is_multiple_of` needs Rust 1.87; the workspace supports 1.80.
+    #[allow(clippy::manual_is_multiple_of)]
     let witness = quorum == "majority" && ports.len() % 2 == 0;
     if quorum != "majority" {
         s += &format!("quorum-disk = \"{lun0}\"\n");
@@ -780,7 +782,9 @@ fn status(dir: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
 /// Stops every node cleanly, then the bus.
 pub fn down(dir: &Path) -> anyhow::Result<()> {
     let mut state = LabState::load(dir)?;
-    let grace = Duration::from_secs(5);
+    // A node takes its groups offline (applications stopped, disks
+    // released, states recorded) before it exits.
+    let grace = Duration::from_secs(20);
     for n in &state.nodes {
         if let Some(pid) = n.pid.filter(|&p| alive(p)) {
             // A stopped (SIGSTOP) node must run to handle SIGTERM.

@@ -1,12 +1,14 @@
 //! `busrig`: one binary, one subcommand per tool. Each subcommand is a thin
 //! clap wrapper around a library crate (STYLE.md rule 7).
 
+mod bench;
 mod bus;
 mod cluster;
 mod demo;
 mod disk;
 mod echo;
 mod lab;
+mod mail;
 mod node;
 mod scenario;
 
@@ -36,6 +38,8 @@ enum Command {
     Bus(bus::BusArgs),
     /// Talk to a LUN through busrig's iSCSI initiator.
     Disk(disk::DiskArgs),
+    /// I/O benchmark through busrig's initiator: IOPS, MB/s, latency percentiles.
+    Bench(bench::BenchArgs),
     /// Run one cluster node (the cluster service of one server).
     Node(node::NodeArgs),
     /// Administer a running cluster through its nodes.
@@ -48,6 +52,10 @@ enum Command {
     /// A tiny TCP echo service that names its node (for failover tests).
     #[command(hide = true)]
     EchoServer(echo::EchoArgs),
+    /// A mail store that keeps everything on a shared LUN (SMTP delivery).
+    Mailstore(mail::MailstoreArgs),
+    /// Mail load: deliver, retry across failovers, verify every mailbox.
+    Mailload(mail::MailloadArgs),
 }
 
 #[derive(clap::Args)]
@@ -112,8 +120,10 @@ fn main() -> ExitCode {
             );
         }
     }
-    if matches!(cli.command, Command::Demo(_)) && std::env::var_os("RUST_LOG").is_none() {
-        // The demo prints its own story; logs only for trouble.
+    if matches!(cli.command, Command::Demo(_) | Command::Lab(_))
+        && std::env::var_os("RUST_LOG").is_none()
+    {
+        // The demo and the lab print their own story; logs only for trouble.
         std::env::set_var("RUST_LOG", "warn");
     }
     init_tracing();
@@ -161,9 +171,12 @@ fn main() -> ExitCode {
             }
             Command::Bus(a) => bus::run(a).await,
             Command::Disk(a) => disk::run(a).await,
+            Command::Bench(a) => bench::run(a).await,
             Command::Node(a) => node::run(a).await,
             Command::Cluster(a) => cluster::run(a).await,
             Command::EchoServer(a) => echo::run(a).await,
+            Command::Mailstore(a) => mail::run_store(a).await,
+            Command::Mailload(a) => mail::run_load(a).await,
             Command::Lab(_) | Command::Demo(_) => unreachable!("run before the runtime starts"),
         }
     });

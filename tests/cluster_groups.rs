@@ -423,22 +423,30 @@ fn failing_resource_restarts_then_its_group_moves() {
     lab.wait("EVS1 online on NODE1", bound, |l| {
         l.online_on("EVS1", "NODE1")
     });
-    // Two failures are restarted in place (restart threshold 2)...
+    lab.wait("the application answers", bound, |_| {
+        who(&addr).as_deref() == Some("NODE1")
+    });
+    // The application is killed twice: LooksAlive notices and it is
+    // restarted in place (restart threshold 2), a new process each time...
+    let kill_app = |pid: &str| {
+        let pid: i32 = pid.parse().expect("pid");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill the application");
+    };
+    let mut pid = answer(&addr).expect("answers").1;
     for _ in 0..2 {
-        lab.cluster(&["resource", "fail", "APP1"]);
-        lab.wait("APP1 restarted on NODE1", bound, |l| {
-            let c: Value =
-                serde_json::from_str(&l.cluster(&["resource", "list", "--json"])).unwrap();
-            c["APP1"]["state"]["state"] == json!("online")
-                && c["APP1"]["state"]["node"] == json!("NODE1")
+        kill_app(&pid);
+        lab.wait("APP1 restarted on NODE1", bound, |_| {
+            answer(&addr).is_some_and(|(n, p)| n == "NODE1" && p != pid)
         });
+        pid = answer(&addr).unwrap().1;
         assert_eq!(lab.group("EVS1").0.as_deref(), Some("NODE1"));
-        lab.wait("answers after restart", bound, |_| {
-            who(&addr).as_deref() == Some("NODE1")
-        });
     }
-    // ...the third moves the group.
-    lab.cluster(&["resource", "fail", "APP1"]);
+    // ...the third failure moves the group.
+    kill_app(&pid);
     lab.wait("EVS1 moved to NODE2", bound, |l| {
         l.online_on("EVS1", "NODE2")
     });
@@ -451,6 +459,21 @@ fn failing_resource_restarts_then_its_group_moves() {
         Some(1),
         "{c}"
     );
+    // An administrator's failure counts like a crash (a restart here).
+    let pid = answer(&addr).unwrap().1;
+    lab.cluster(&["resource", "fail", "APP1"]);
+    lab.wait("APP1 restarted after resource fail", bound, |_| {
+        answer(&addr).is_some_and(|(n, p)| n == "NODE2" && p != pid)
+    });
+    // Resource offline: the application stops (the group stays); online
+    // brings it back on the same node.
+    lab.cluster(&["resource", "offline", "APP1"]);
+    lab.wait("APP1 offline", bound, |_| who(&addr).is_none());
+    assert_eq!(lab.group("EVS1").0.as_deref(), Some("NODE2"));
+    lab.cluster(&["resource", "online", "APP1"]);
+    lab.wait("APP1 online again", bound, |_| {
+        who(&addr).as_deref() == Some("NODE2")
+    });
 }
 
 fn utc_hour() -> u8 {

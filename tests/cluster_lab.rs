@@ -592,6 +592,21 @@ fn cluster_admin_verbs() {
     assert_ne!(v["node"], json!(first), "answered by the dead node");
     assert_ne!(v["quorum_owner"], json!(first));
 
+    // Bus faults by node name through the lab.
+    let d = lab.path().to_str().unwrap().to_string();
+    let out = busrig(&["bus", "--lab", &d, "delay", &all[2], "1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = busrig(&["bus", "--lab", &d, "status", "--json"]);
+    let st: Value = serde_json::from_slice(&out.stdout).expect("bus status json");
+    let want = format!("iqn.2026-11.io.busrig:{}", all[2].to_ascii_lowercase());
+    assert!(
+        st["faults"]["paths"].get(&want).is_some(),
+        "no fault for {want}: {}",
+        st["faults"]
+    );
+    let out = busrig(&["bus", "--lab", &d, "clear", &all[2]]);
+    assert!(out.status.success());
+
     // Evict the third node: it leaves the view.
     let owner = lab.owner();
     let victim = all[1..].iter().find(|n| **n != owner).unwrap().clone();

@@ -464,6 +464,10 @@ impl Admin {
                 }
                 vec![put_json(resource_key(name, "spec"), &spec)]
             }
+            ("online" | "offline", Some(_)) => vec![Change::Put {
+                key: resource_key(name, "target"),
+                value: action.to_string(),
+            }],
             ("fail", Some(r)) => {
                 // A counter: the owner fails the resource once per increment.
                 let n: u64 = r
@@ -480,7 +484,7 @@ impl Admin {
                 return HttpResponse::error(
                     400,
                     format!(
-                        "unknown resource action {other:?} (create, set, delete, depend, fail)"
+                        "unknown resource action {other:?} (create, set, delete, depend, online, offline, fail)"
                     ),
                 )
             }

@@ -72,7 +72,9 @@ pub struct Request {
 /// What a server does with requests.
 pub trait Backend: Send + Sync + 'static {
     /// Whether I/O may go out now; `Err` says why not.
-    fn may_io(&self) -> Result<(), String>;
+    /// Whether I/O may go out now; may wait a while for a pending defense;
+    /// `Err` says why not.
+    fn may_io(&self) -> impl std::future::Future<Output = Result<(), String>> + Send;
     fn read(
         &self,
         lba: u64,
@@ -146,7 +148,7 @@ async fn serve_one<B: Backend>(mut s: UnixStream, backend: Arc<B>) {
                 return;
             }
         };
-        let (status, payload) = match backend.may_io() {
+        let (status, payload) = match backend.may_io().await {
             Err(why) => (ST_NOT_OWNER, why.into_bytes()),
             Ok(()) => match req.op {
                 OP_READ => match backend.read(req.lba, req.blocks).await {
@@ -330,7 +332,7 @@ mod tests {
     }
 
     impl Backend for Mem {
-        fn may_io(&self) -> Result<(), String> {
+        async fn may_io(&self) -> Result<(), String> {
             gate(&self.online)
         }
         async fn read(&self, lba: u64, blocks: u32) -> Result<Bytes, ClusDiskError> {

@@ -12,6 +12,7 @@
 //! resource/R/spec     ResourceSpec         administrator
 //! resource/R/state    ResourceState        the owner's Resource Monitor
 //! resource/R/fail     counter (text)       `resource fail`: the owner fails it once per increment
+//! resource/R/target   "online"|"offline"   administrator (default online)
 //! name/NAME           address (text)       network-name resources
 //! ```
 //!
@@ -262,6 +263,9 @@ pub struct ResourceRecord {
     /// How many `resource fail` requests were made; each increment makes
     /// the owner treat the resource as failed once.
     pub fail_request: Option<String>,
+    /// Administrator's intent: online unless set offline (`resource
+    /// offline`); resources depending on an offline one stay offline too.
+    pub target_online: bool,
 }
 
 /// The groups and resources of a database snapshot.
@@ -338,6 +342,7 @@ impl Catalog {
                                 spec,
                                 state: None,
                                 fail_request: None,
+                                target_online: true,
                             },
                         );
                     }
@@ -368,6 +373,11 @@ impl Catalog {
                 ["resource", r, "state"] => {
                     if let Some(rec) = c.resources.get_mut(*r) {
                         rec.state = serde_json::from_str(v).ok();
+                    }
+                }
+                ["resource", r, "target"] => {
+                    if let Some(rec) = c.resources.get_mut(*r) {
+                        rec.target_online = v != "offline";
                     }
                 }
                 ["resource", r, "fail"] => {
@@ -548,6 +558,26 @@ impl Catalog {
             }
         }
         Ok(())
+    }
+
+    /// Whether `r` should be online: its own target and every resource it
+    /// depends on (transitively).
+    pub fn wanted_online(&self, r: &str) -> bool {
+        let mut stack = vec![r];
+        let mut seen = BTreeSet::new();
+        while let Some(x) = stack.pop() {
+            if !seen.insert(x) {
+                continue;
+            }
+            match self.resources.get(x) {
+                Some(rec) if rec.target_online => {
+                    stack.extend(rec.spec.depends_on.iter().map(String::as_str))
+                }
+                Some(_) => return false,
+                None => {}
+            }
+        }
+        true
     }
 
     /// Resources that depend on `name`.

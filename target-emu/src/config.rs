@@ -6,6 +6,9 @@
 //! name = "shared0"
 //! topology = "scsi"          # "scsi" | "fc-al" | "fc-fabric" (default)
 //! max_initiators = 2         # optional
+//! bandwidth = "ultra320"     # optional: ultra160/ultra320 (shared by the bus,
+//!                            # scsi topology), fc1g/fc2g/fc4g/fc8g (per
+//!                            # initiator port, fc topologies), or "250MB/s"
 //!
 //! [[target]]
 //! name = "iqn.2026-11.io.busrig:bus0"
@@ -28,10 +31,18 @@
 //!                            # never for cluster disks (Windows refuses them)
 //! write_cache = "page-cache" # or "volatile": unflushed writes die in a power-cycle fault
 //!
+//! # The disk model (optional, off by default: full speed). See crate::model.
+//! disk_model = "hdd-10k"     # a named back end: hdd-7200, hdd-10k, hdd-15k, ssd
+//! service_time_us = 7000     # per back-end operation; overrides the named model's
+//! stripe_unit = "64KiB"      # an I/O costs one back-end operation per stripe unit
+//!                            # it touches: crossing a boundary costs two
+//! spindles = 1               # disks the stripe units are spread over (RAID 0)
+//!
 //! [iscsi]                    # optional tunables, all have defaults
 //! queue_depth = 128
 //! nop_interval_secs = 30
 //! nop_timeout_secs = 30
+//! io_threads = 0             # connection threads; 0: one per CPU
 //! ```
 //!
 //! With no file, [`Config::embedded_default`] gives the bus of the interface
@@ -164,6 +175,9 @@ pub struct BusConfig {
     pub topology: Topology,
     #[serde(default)]
     pub max_initiators: Option<u32>,
+    /// Bytes per second the bus moves: a name or a rate (crate::model).
+    #[serde(default)]
+    pub bandwidth: Option<String>,
 }
 
 /// `chap = { ... }` of a target as written.
@@ -203,6 +217,18 @@ pub struct LunConfig {
     /// `page-cache` (default) or `volatile`.
     #[serde(default)]
     pub write_cache: Option<String>,
+    /// A named back-end model (crate::model::PRESETS).
+    #[serde(default)]
+    pub disk_model: Option<String>,
+    /// Microseconds per back-end operation.
+    #[serde(default)]
+    pub service_time_us: Option<u64>,
+    /// Bytes per stripe unit of the modelled back end.
+    #[serde(default)]
+    pub stripe_unit: Option<SizeValue>,
+    /// Disks of the modelled back end.
+    #[serde(default)]
+    pub spindles: Option<u32>,
 }
 
 fn default_block_size() -> u32 {
@@ -248,6 +274,11 @@ pub struct IscsiTuning {
     /// Largest Expected Data Transfer Length of one command we accept; a
     /// bigger command gets CHECK CONDITION instead of a buffer of that size.
     pub max_command_bytes: u32,
+    /// Threads that serve connections, each with its own single-threaded
+    /// scheduler, connections spread over them in turn; 0 means one per
+    /// CPU. A connection's reads, command tasks and writes then stay on one
+    /// thread instead of waking another core per step.
+    pub io_threads: u32,
 }
 
 impl Default for IscsiTuning {
@@ -260,6 +291,7 @@ impl Default for IscsiTuning {
             max_burst_length: 1_048_576,
             first_burst_length: 262_144,
             max_command_bytes: 64 * 1024 * 1024,
+            io_threads: 0,
         }
     }
 }
@@ -282,6 +314,8 @@ pub struct BusSpec {
     pub name: String,
     pub topology: Topology,
     pub max_initiators: Option<u32>,
+    /// The modelled bandwidth; `None` moves data at host speed.
+    pub bandwidth: Option<crate::model::LinkSpec>,
 }
 
 /// Validated CHAP settings of a target (RFC 7143 §12.1.3).
@@ -308,6 +342,8 @@ pub struct LunDef {
     pub removable: bool,
     pub serial: String,
     pub write_cache: crate::lu::WriteCache,
+    /// The modelled back end; `None` runs at the backing file's speed.
+    pub model: Option<crate::model::DiskModelSpec>,
 }
 
 /// A validated target.
@@ -388,10 +424,18 @@ impl Config {
                     b.name
                 )));
             }
+            let bandwidth = match &b.bandwidth {
+                None => None,
+                Some(text) => Some(
+                    parse_bandwidth(text, b.topology)
+                        .map_err(|why| invalid(format!("bus {}: bandwidth {why}", b.name)))?,
+                ),
+            };
             buses.push(BusSpec {
                 name: b.name.clone(),
                 topology: b.topology,
                 max_initiators: b.max_initiators,
+                bandwidth,
             });
         }
 
@@ -423,6 +467,7 @@ impl Config {
                             name: DEFAULT_BUS_NAME.to_string(),
                             topology: Topology::FcFabric,
                             max_initiators: None,
+                            bandwidth: None,
                         });
                         0
                     }
@@ -531,6 +576,12 @@ fn validate_tuning(t: &IscsiTuning) -> Result<IscsiTuning, ConfigError> {
         return Err(invalid(format!(
             "iscsi.max_command_bytes must be at least max_burst_length ({}), got {}",
             t.max_burst_length, t.max_command_bytes
+        )));
+    }
+    if t.io_threads > 256 {
+        return Err(invalid(format!(
+            "iscsi.io_threads must be 0..=256, got {}",
+            t.io_threads
         )));
     }
     if t.nop_interval_secs > 0 && t.nop_timeout_secs == 0 {
@@ -663,6 +714,7 @@ fn validate_lun(target: &str, l: &LunConfig, data_dir: &Path) -> Result<LunDef, 
             )))
         }
     };
+    let model = validate_model(&ctx, l)?;
     Ok(LunDef {
         id: l.id,
         path,
@@ -673,6 +725,125 @@ fn validate_lun(target: &str, l: &LunConfig, data_dir: &Path) -> Result<LunDef, 
         removable: l.removable,
         serial,
         write_cache,
+        model,
+    })
+}
+
+/// Longest service time accepted: a back end slower than this would only
+/// make initiators time out.
+const MAX_SERVICE_TIME_US: u64 = 1_000_000;
+
+/// Most spindles a modelled back end may have.
+const MAX_SPINDLES: u32 = 256;
+
+/// The disk model keys of a LUN: none of them means no model.
+fn validate_model(
+    ctx: &str,
+    l: &LunConfig,
+) -> Result<Option<crate::model::DiskModelSpec>, ConfigError> {
+    if l.disk_model.is_none()
+        && l.service_time_us.is_none()
+        && l.stripe_unit.is_none()
+        && l.spindles.is_none()
+    {
+        return Ok(None);
+    }
+    let preset = match &l.disk_model {
+        None => None,
+        Some(name) => Some(crate::model::preset(name).ok_or_else(|| {
+            let names: Vec<&str> = crate::model::PRESETS.iter().map(|p| p.name).collect();
+            invalid(format!(
+                "{ctx}: disk_model must be one of {}, got {name:?}",
+                names.join(", ")
+            ))
+        })?),
+    };
+    let service_time = match (l.service_time_us, preset) {
+        (Some(us), _) if us > MAX_SERVICE_TIME_US => {
+            return Err(invalid(format!(
+                "{ctx}: service_time_us must be at most {MAX_SERVICE_TIME_US}, got {us}"
+            )))
+        }
+        (Some(us), _) => std::time::Duration::from_micros(us),
+        (None, Some(p)) => p.service_time,
+        (None, None) => std::time::Duration::ZERO,
+    };
+    let stripe_unit = match &l.stripe_unit {
+        None => None,
+        Some(v) => {
+            let su = match v {
+                SizeValue::Bytes(b) => *b,
+                SizeValue::Text(s) => {
+                    parse_size(s).map_err(|why| invalid(format!("{ctx}: stripe_unit {why}")))?
+                }
+            };
+            if su == 0 || su % u64::from(l.block_size) != 0 || su > 1 << 30 {
+                return Err(invalid(format!(
+                    "{ctx}: stripe_unit must be a multiple of block_size {} up to 1GiB, got {su}",
+                    l.block_size
+                )));
+            }
+            Some(su)
+        }
+    };
+    let spindles = l.spindles.unwrap_or(1);
+    if !(1..=MAX_SPINDLES).contains(&spindles) {
+        return Err(invalid(format!(
+            "{ctx}: spindles must be 1..={MAX_SPINDLES}, got {spindles}"
+        )));
+    }
+    if spindles > 1 && stripe_unit.is_none() {
+        return Err(invalid(format!(
+            "{ctx}: spindles {spindles} needs a stripe_unit to spread the data over them"
+        )));
+    }
+    Ok(Some(crate::model::DiskModelSpec {
+        preset: preset.map(|p| p.name.to_string()),
+        stripe_unit,
+        service_time,
+        spindles,
+    }))
+}
+
+/// A bus bandwidth: a name from crate::model::BANDWIDTHS that fits the
+/// topology, or a rate such as "250MB/s" shared by the bus.
+fn parse_bandwidth(text: &str, topology: Topology) -> Result<crate::model::LinkSpec, String> {
+    use crate::model::{LinkSharing, LinkSpec, BANDWIDTHS};
+    if let Some((name, rate, sharing, parallel)) = BANDWIDTHS
+        .iter()
+        .find(|b| b.0.eq_ignore_ascii_case(text.trim()))
+    {
+        if *parallel != (topology == Topology::Scsi) {
+            return Err(format!(
+                "{name} is {} but the bus topology is {topology}",
+                if *parallel {
+                    "a parallel SCSI bus"
+                } else {
+                    "a Fibre Channel link"
+                }
+            ));
+        }
+        return Ok(LinkSpec {
+            name: name.to_string(),
+            bytes_per_sec: *rate,
+            sharing: *sharing,
+        });
+    }
+    let names: Vec<&str> = BANDWIDTHS.iter().map(|b| b.0).collect();
+    let Some(amount) = text.trim().strip_suffix("/s") else {
+        return Err(format!(
+            "must be one of {} or a rate like \"250MB/s\", got {text:?}",
+            names.join(", ")
+        ));
+    };
+    let rate = parse_size(amount).map_err(|why| format!("rate {why}"))?;
+    if rate < 1_000_000 {
+        return Err(format!("must be at least 1MB/s, got {text:?}"));
+    }
+    Ok(LinkSpec {
+        name: text.trim().to_string(),
+        bytes_per_sec: rate,
+        sharing: LinkSharing::Bus,
     })
 }
 
@@ -794,7 +965,8 @@ size = "1MiB"
             vec![BusSpec {
                 name: "bus0".into(),
                 topology: Topology::FcFabric,
-                max_initiators: None
+                max_initiators: None,
+                bandwidth: None,
             }]
         );
         assert_eq!(c.targets[0].tpgt, 1);
@@ -1083,6 +1255,99 @@ queue_depth = 32
         assert_eq!(
             err("[[target]]\nname = \"iqn.2026-11.io.busrig:t1\"\n"),
             "target iqn.2026-11.io.busrig:t1: declares no [[target.lun]]"
+        );
+    }
+
+    #[test]
+    fn disk_model_is_off_by_default_and_parses() {
+        let c = validate(ONE).unwrap();
+        assert_eq!(c.targets[0].luns[0].model, None);
+        assert_eq!(c.buses[0].bandwidth, None);
+        let c = validate(&ONE.replace(
+            "size = \"1MiB\"",
+            "size = \"1MiB\"\ndisk_model = \"hdd-10k\"\nstripe_unit = \"64KiB\"\nspindles = 4",
+        ))
+        .unwrap();
+        let m = c.targets[0].luns[0].model.clone().unwrap();
+        assert_eq!(m.preset.as_deref(), Some("hdd-10k"));
+        assert_eq!(m.stripe_unit, Some(65536));
+        assert_eq!(m.service_time, std::time::Duration::from_millis(7));
+        assert_eq!(m.spindles, 4);
+        // The explicit service time wins over the preset's.
+        let c = validate(&ONE.replace(
+            "size = \"1MiB\"",
+            "size = \"1MiB\"\ndisk_model = \"ssd\"\nservice_time_us = 250",
+        ))
+        .unwrap();
+        let m = c.targets[0].luns[0].model.clone().unwrap();
+        assert_eq!(m.service_time, std::time::Duration::from_micros(250));
+        assert_eq!(m.stripe_unit, None);
+    }
+
+    #[test]
+    fn bad_disk_model_values_name_the_key() {
+        let with = |extra: &str| {
+            err(&ONE.replace("size = \"1MiB\"", &format!("size = \"1MiB\"\n{extra}")))
+        };
+        assert_eq!(
+            with("disk_model = \"floppy\""),
+            "lun 0 of target iqn.2026-11.io.busrig:t1: disk_model must be one of hdd-7200, hdd-10k, hdd-15k, ssd, got \"floppy\""
+        );
+        assert_eq!(
+            with("stripe_unit = 1000"),
+            "lun 0 of target iqn.2026-11.io.busrig:t1: stripe_unit must be a multiple of block_size 512 up to 1GiB, got 1000"
+        );
+        assert!(with("stripe_unit = \"64 parsecs\"").contains("stripe_unit has unknown unit"));
+        assert_eq!(
+            with("service_time_us = 5000000"),
+            "lun 0 of target iqn.2026-11.io.busrig:t1: service_time_us must be at most 1000000, got 5000000"
+        );
+        assert_eq!(
+            with("spindles = 0"),
+            "lun 0 of target iqn.2026-11.io.busrig:t1: spindles must be 1..=256, got 0"
+        );
+        assert_eq!(
+            with("spindles = 2"),
+            "lun 0 of target iqn.2026-11.io.busrig:t1: spindles 2 needs a stripe_unit to spread the data over them"
+        );
+        assert!(with("service_time_us = -1").contains("service_time_us"));
+    }
+
+    #[test]
+    fn bus_bandwidth_fits_the_topology() {
+        let bus = |topology: &str, bw: &str| {
+            format!("[[bus]]\nname = \"b\"\ntopology = \"{topology}\"\nbandwidth = \"{bw}\"\n{ONE}")
+        };
+        let c = validate(&bus("scsi", "ultra320")).unwrap();
+        let l = c.buses[0].bandwidth.clone().unwrap();
+        assert_eq!(
+            (l.bytes_per_sec, l.sharing),
+            (320_000_000, crate::model::LinkSharing::Bus)
+        );
+        let c = validate(&bus("fc-al", "fc4g")).unwrap();
+        let l = c.buses[0].bandwidth.clone().unwrap();
+        assert_eq!(
+            (l.bytes_per_sec, l.sharing),
+            (400_000_000, crate::model::LinkSharing::PerInitiator)
+        );
+        let c = validate(&bus("fc-fabric", "250MB/s")).unwrap();
+        assert_eq!(
+            c.buses[0].bandwidth.as_ref().unwrap().bytes_per_sec,
+            250_000_000
+        );
+        assert_eq!(
+            err(&bus("fc-fabric", "ultra320")),
+            "bus b: bandwidth ultra320 is a parallel SCSI bus but the bus topology is fc-fabric"
+        );
+        assert_eq!(
+            err(&bus("scsi", "fc2g")),
+            "bus b: bandwidth fc2g is a Fibre Channel link but the bus topology is scsi"
+        );
+        assert!(err(&bus("scsi", "fast"))
+            .starts_with("bus b: bandwidth must be one of ultra160, ultra320, fc1g"));
+        assert_eq!(
+            err(&bus("scsi", "10KB/s")),
+            "bus b: bandwidth must be at least 1MB/s, got \"10KB/s\""
         );
     }
 

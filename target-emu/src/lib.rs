@@ -14,6 +14,7 @@ pub mod control;
 pub mod fault;
 pub mod iscsi;
 pub mod lu;
+pub mod model;
 pub mod nexus;
 pub mod reservation;
 pub mod scsi;

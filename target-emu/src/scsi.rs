@@ -218,6 +218,8 @@ pub struct ScsiTarget {
     faults: Arc<Faults>,
     /// I_T nexuses still owed the POWER ON of the last cold reset.
     power_on: Mutex<PowerOnWindow>,
+    /// The bus's modelled bandwidth, shared with the other targets on it.
+    link: Option<Arc<crate::model::Link>>,
 }
 
 /// Which I_T nexuses have been told of the last TARGET COLD RESET (see the
@@ -297,7 +299,19 @@ impl ScsiTarget {
             nexuses: Mutex::new(BTreeSet::new()),
             faults: Arc::new(Faults::new()),
             power_on: Mutex::new(PowerOnWindow::default()),
+            link: None,
         }
+    }
+
+    /// Moves data over the bus's modelled link (crate::model::Link).
+    pub fn with_link(mut self, link: Option<Arc<crate::model::Link>>) -> ScsiTarget {
+        self.link = link;
+        self
+    }
+
+    /// The bus's modelled link, if any.
+    pub fn link(&self) -> Option<&Arc<crate::model::Link>> {
+        self.link.as_ref()
     }
 
     /// Shares the bus's fault state with this target.
@@ -521,6 +535,14 @@ impl ScsiTarget {
         reply.data_out_wanted = wanted;
         if reply.status == status::GOOD && is_media_write(op) {
             lu.record_write(req.nexus);
+        }
+        if let Some(link) = &self.link {
+            // The data crosses the bus: Data-Out before, Data-In after the
+            // medium; one booking for both keeps the model simple.
+            let moved = (reply.data_in.len() + req.data_out.len()) as u64;
+            if moved > 0 {
+                crate::model::wait_until(link.admit(&req.nexus.initiator, moved)).await;
+            }
         }
         reply
     }

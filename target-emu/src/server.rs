@@ -135,6 +135,16 @@ impl TargetServer {
         })?;
         let tasks = TaskRegistry::new();
         let faults = Arc::new(Faults::new());
+        // One link per bus with a modelled bandwidth, shared by its targets.
+        let links: Vec<Option<Arc<crate::model::Link>>> = config
+            .buses
+            .iter()
+            .map(|b| {
+                b.bandwidth
+                    .clone()
+                    .map(|l| Arc::new(crate::model::Link::new(l)))
+            })
+            .collect();
         let mut targets = Vec::new();
         for t in &config.targets {
             let mut luns = Vec::new();
@@ -156,14 +166,18 @@ impl TargetServer {
                 spec.write_cache = l.write_cache;
                 spec.removable = l.removable;
                 spec.physical_block_size = l.physical_block_size;
+                spec.model = l.model.clone();
                 let lu = LogicalUnit::open(spec, &t.name).map_err(|source| ServerError::Lun {
                     target: t.name.clone(),
                     source,
                 })?;
                 luns.push(Arc::new(lu));
             }
-            let scsi =
-                Arc::new(ScsiTarget::new(&t.name, luns, tasks.clone()).with_faults(faults.clone()));
+            let scsi = Arc::new(
+                ScsiTarget::new(&t.name, luns, tasks.clone())
+                    .with_faults(faults.clone())
+                    .with_link(links.get(t.bus).cloned().flatten()),
+            );
             targets.push(PortalTarget {
                 def: t.clone(),
                 scsi,

@@ -274,6 +274,19 @@ pub async fn run(ctx: Arc<HostContext>, shutdown: impl Future<Output = ()>) {
         }
         // Which groups this node should host now.
         let me = ctx.name().to_string();
+        // Groups this node reported as hosting that it no longer runs (its
+        // cluster service stopped and restarted meanwhile): say they are
+        // offline, or a new owner waits for a report that never comes.
+        for (g, rec) in &catalog.groups {
+            let stale = rec
+                .state
+                .as_ref()
+                .is_some_and(|s| s.node == me && !matches!(s.state.as_str(), "offline" | "failed"));
+            if stale && !tasks.contains_key(g) && rec.owner.as_deref() != Some(me.as_str()) {
+                tracing::info!(group = %g, "reporting a group this node no longer runs as offline");
+                ctx.report_group(g, "offline", None).await;
+            }
+        }
         let want: BTreeSet<String> = catalog
             .groups
             .iter()
@@ -392,6 +405,9 @@ async fn group_task(
     // 2. Online in dependency order, restarting within the threshold.
     let mut failed: Option<String> = None;
     for r in &order {
+        if !cat.wanted_online(r) {
+            continue;
+        }
         match online_with_restarts(&ctx, &cat, r, &indices, &mut trackers, t0).await {
             Ok(l) => live.push(l),
             Err(why) => {
@@ -473,17 +489,23 @@ async fn group_task(
                     cat.resources
                         .get(&l.name)
                         .is_none_or(|r| r.spec.group != group)
+                        || !cat.wanted_online(&l.name)
                 })
                 .map(|(i, _)| i)
                 .collect();
+            // Dependents first: `live` is in online order.
             for i in gone.into_iter().rev() {
                 let l = live.remove(i);
-                tracing::info!(%group, resource = %l.name, "resource left the group: offline");
+                tracing::info!(%group, resource = %l.name, "resource set offline or removed");
+                ctx.report_resource(&l.name, "offline-pending", None).await;
                 l.running.stop(&ctx).await;
+                if cat.resources.contains_key(&l.name) {
+                    ctx.report_resource(&l.name, "offline", None).await;
+                }
             }
             let indices = disk_indices(&cat);
             for r in cat.online_order(&group) {
-                if live.iter().any(|l| l.name == r) {
+                if live.iter().any(|l| l.name == r) || !cat.wanted_online(&r) {
                     continue;
                 }
                 let deps_up = cat.resources[&r]
@@ -497,7 +519,26 @@ async fn group_task(
                 match start_one(&ctx, &cat, &r, &indices).await {
                     Ok(l) => live.push(l),
                     Err(why) => {
-                        tracing::warn!(%group, resource = %r, reason = %why, "new resource did not come online")
+                        tracing::warn!(%group, resource = %r, reason = %why, "resource did not come online");
+                        // Counted like any failure: restarts within the
+                        // threshold, then the group fails.
+                        let spec = &cat.resources[&r].spec;
+                        let threshold = Threshold {
+                            count: spec.restart_threshold,
+                            period: Duration::from_secs(spec.restart_period_secs),
+                        };
+                        let d = trackers
+                            .entry(r.clone())
+                            .or_insert_with(|| RestartTracker::new(threshold))
+                            .on_failure(t0.elapsed());
+                        if d == RestartDecision::FailGroup {
+                            offline_all(&ctx, &mut live).await;
+                            let why = format!("{r} used up its restart threshold: {why}");
+                            tracing::warn!(%group, reason = %why, "group failed on this node");
+                            ctx.report_group(&group, "failed", Some(why)).await;
+                            return;
+                        }
+                        break;
                     }
                 }
             }

@@ -14,7 +14,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use crate::arbiter::{ArbOut, Arbiter, DiskResult};
-use crate::config::QuorumModel;
+use crate::config::{QuorumModel, Timing};
 use crate::db::Change;
 use crate::driver::shared::{data_isid, node_session_config, SharedDisk};
 use crate::node::pr_key;
@@ -353,8 +353,12 @@ impl AppResource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum DiskState {
     Arbitrating,
-    /// Owned, and the lease is valid: writes may go out.
-    Online,
+    /// Owned: writes may go out until `until` (the lease), and not after,
+    /// whatever this task has managed to publish since (after a pause the
+    /// proxy may run before this task does).
+    Online {
+        until: Instant,
+    },
     /// Owned, but the lease ran out (a late defense, a pause): no writes
     /// until the next successful defense.
     Suspended,
@@ -391,7 +395,7 @@ impl DiskResource {
             QuorumModel::Majority { .. } => QuorumModel::DiskPr,
             m => m.clone(),
         };
-        let mut arb = Arbiter::new(&model, ctx.cfg.timing, pr_key(ctx.me));
+        let mut arb = Arbiter::new(&model, data_disk_timing(ctx.cfg.timing), pr_key(ctx.me));
         let (tx, rx) = watch::channel(DiskState::Arbitrating);
         let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
         let d = disk.clone();
@@ -415,7 +419,8 @@ impl DiskResource {
                             }
                             ArbOut::Online => {
                                 tracing::info!(resource = %rname, "physical disk: owned and online");
-                                let _ = tx.send(DiskState::Online);
+                                let until = lease_deadline(&arb, t0).unwrap_or_else(Instant::now);
+                                let _ = tx.send(DiskState::Online { until });
                             }
                             ArbOut::Lost(why) => {
                                 tracing::warn!(resource = %rname, %why, "physical disk: reservation lost");
@@ -428,10 +433,9 @@ impl DiskResource {
                 // Writes only while the lease is valid.
                 let announced = *tx.borrow() != DiskState::Arbitrating;
                 if announced {
-                    let want = if arb.is_acting_owner(now()) {
-                        DiskState::Online
-                    } else {
-                        DiskState::Suspended
+                    let want = match lease_deadline(&arb, t0) {
+                        Some(until) if arb.is_acting_owner(now()) => DiskState::Online { until },
+                        _ => DiskState::Suspended,
                     };
                     tx.send_if_modified(|s| {
                         if *s != want {
@@ -471,7 +475,7 @@ impl DiskResource {
             .await
             .map(|s| s.clone());
         match got {
-            Ok(DiskState::Online | DiskState::Suspended) => {
+            Ok(DiskState::Online { .. } | DiskState::Suspended) => {
                 res.write_stamp().await?;
                 let path = ctx.disk_socket(name);
                 let backend = Arc::new(ProxyBackend { disk, state: rx });
@@ -496,7 +500,7 @@ impl DiskResource {
 
     async fn write_stamp(&self) -> Result<(), String> {
         self.check()?;
-        if *self.state.borrow() != DiskState::Online {
+        if may_write(&self.state.borrow()).is_err() {
             // Not acting owner right now: skip this write, the defense
             // decides whether the disk is still ours.
             return Ok(());
@@ -519,6 +523,44 @@ impl DiskResource {
             let _ = s.send(());
         }
         let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+    }
+}
+
+/// How long a proxied request waits for a late defense.
+const PROXY_WAIT: Duration = Duration::from_secs(5);
+
+/// The timing data disks use: the profile's, except that sub-second
+/// profiles (`fast`) get a 500 ms renewal with a challenge wait of four
+/// renewals, so a renewal stuck behind a burst of application I/O does
+/// not lapse the lease (the quorum disk carries no application I/O).
+pub fn data_disk_timing(t: Timing) -> Timing {
+    if t.renew >= Duration::from_secs(1) {
+        return t;
+    }
+    let renew = Duration::from_millis(500);
+    Timing {
+        renew,
+        pr_interval: renew,
+        challenge_wait: renew * 4,
+        online_delay: renew * 5,
+        ..t
+    }
+}
+
+/// When the arbiter's lease ends, as an instant, if it owns the disk.
+fn lease_deadline(arb: &Arbiter, t0: Instant) -> Option<Instant> {
+    match arb.role() {
+        crate::arbiter::Role::Owner(o) => o.lease_until.map(|l| t0 + l),
+        _ => None,
+    }
+}
+
+/// Whether a write may go out now: online and inside the lease.
+fn may_write(s: &DiskState) -> Result<(), String> {
+    match s {
+        DiskState::Online { until } if Instant::now() < *until => Ok(()),
+        DiskState::Online { .. } => Err("the disk's lease ran out; waiting for its defense".into()),
+        _ => Err("the disk is not online".into()),
     }
 }
 
@@ -547,12 +589,32 @@ fn proxy_error(e: busrig_initiator::Error) -> crate::clusdisk::ClusDiskError {
 }
 
 impl crate::clusdisk::Backend for ProxyBackend {
-    fn may_io(&self) -> Result<(), String> {
-        match &*self.state.borrow() {
-            DiskState::Online => Ok(()),
-            DiskState::Suspended => Err("the disk's lease ran out; waiting for its defense".into()),
-            DiskState::Lost(why) => Err(format!("reservation lost: {why}")),
-            DiskState::Arbitrating => Err("the disk is not online yet".into()),
+    /// I/O goes out only inside the disk's lease. While a defense is late
+    /// (lease ran out, renewal pending) the request waits for it, up to
+    /// `PROXY_WAIT`, as a cluster disk driver holds I/O during a
+    /// reservation renewal; a lost disk fails at once.
+    async fn may_io(&self) -> Result<(), String> {
+        let mut rx = self.state.clone();
+        let deadline = tokio::time::Instant::now() + PROXY_WAIT;
+        loop {
+            {
+                let s = rx.borrow_and_update();
+                match &*s {
+                    DiskState::Online { until } if Instant::now() < *until => return Ok(()),
+                    DiskState::Lost(why) => return Err(format!("reservation lost: {why}")),
+                    _ => {}
+                }
+            }
+            let changed = tokio::time::timeout_at(deadline, rx.changed()).await;
+            match changed {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return Err("the disk resource stopped".into()),
+                Err(_) => {
+                    return Err(format!(
+                        "the disk's lease did not come back within {PROXY_WAIT:?}"
+                    ))
+                }
+            }
         }
     }
 

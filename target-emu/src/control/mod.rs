@@ -5,7 +5,7 @@
 //!
 //! | method and path | body | what |
 //! |---|---|---|
-//! | `GET /status` | | buses, targets, LUNs (SCSI-2 holder, PR reservation, registrations, PRgeneration, pending unit attentions), sessions, faults |
+//! | `GET /status` | | buses (with the bandwidth model's counters), targets, LUNs (SCSI-2 holder, PR reservation, registrations, PRgeneration, pending unit attentions, disk model counters), sessions, faults |
 //! | `POST /reset` | `{"bus": NAME}` | a bus reset (on `fc-fabric`, a reset of every target on that fabric) |
 //! | `POST /path` | `{"initiator": NAME, "action": A, ...}` | path faults: `freeze`, `thaw`, `delay` (`ms`), `drop`, `cut`, `restore`, `fail` (`count`, `sense` as `KEY/ASC/ASCQ`), `clear` |
 //! | `POST /lun` | `{"target": NAME?, "lun": N, "action": A}` | LUN faults: `offline`, `online`, `power-cycle` |
@@ -91,6 +91,7 @@ fn lun_json(target: &str, lu: &LogicalUnit, portal: &Portal) -> Value {
         "registrations": registrations,
         "unit_attentions": unit_attentions,
         "write_cache": lu.write_cache_status(),
+        "disk_model": lu.model_status(),
     })
 }
 
@@ -113,10 +114,17 @@ impl Control {
             .iter()
             .enumerate()
             .map(|(i, b)| {
+                // Every target of the bus shares the bus's one link.
+                let link = p
+                    .targets()
+                    .iter()
+                    .find(|t| t.def.bus == i)
+                    .and_then(|t| t.scsi.link().map(|l| l.status()));
                 json!({
                     "name": b.name,
                     "topology": b.topology.to_string(),
                     "max_initiators": b.max_initiators,
+                    "bandwidth": link,
                     "targets": p.targets().iter().filter(|t| t.def.bus == i).map(|t| t.def.name.clone()).collect::<Vec<_>>(),
                 })
             })
