@@ -279,7 +279,10 @@ pub async fn run(args: BusArgs) -> anyhow::Result<ExitCode> {
     };
     let c = control.as_str();
     let initiator_of = |name: &str| -> String {
-        match cluster.as_ref().and_then(|cfg| cfg.node_id(name).map(|id| cfg.initiator_name(id))) {
+        match cluster
+            .as_ref()
+            .and_then(|cfg| cfg.node_id(name).map(|id| cfg.initiator_name(id)))
+        {
             Some(i) => i,
             None => name.to_string(),
         }

@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context};
-use busrig_cluster::admin;
 use busrig_cluster::config::ClusterConfig;
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -196,29 +195,9 @@ struct Cluster {
 
 impl Cluster {
     /// The catalog from the first node that answers.
-    fn catalog(&self) -> anyhow::Result<Value> {
-        for n in &self.cfg.nodes {
-            let addr = n.admin.to_string();
-            if let Ok(v) = self.rt.block_on(admin::request(
-                &addr,
-                "GET",
-                "/catalog",
-                None,
-                Some(&self.cfg.secret),
-            )) {
-                return Ok(v);
-            }
-        }
-        bail!("no node answers")
-    }
-
-    /// Whether group `g` is online and reported so by `node`.
+    /// The node group `g` is online on (as its owner reports it).
     fn online_on(&self, g: &str) -> Option<String> {
-        let c = self.catalog().ok()?;
-        let grp = &c["groups"][g];
-        let owner = grp["owner"].as_str()?;
-        (grp["state"]["state"] == "online" && grp["state"]["node"] == owner)
-            .then(|| owner.to_string())
+        lab::group_online_on(&self.rt, &self.cfg, g)
     }
 
     fn audit(&self, control: &str, lun: usize) -> anyhow::Result<Vec<Value>> {

@@ -607,6 +607,36 @@ fn kill_all(state: &mut LabState, dir: &Path) {
     let _ = state.save(dir);
 }
 
+/// The cluster's groups and resources (`GET /catalog`) from the first
+/// node that answers.
+pub fn catalog(rt: &tokio::runtime::Runtime, cfg: &ClusterConfig) -> anyhow::Result<Value> {
+    for n in &cfg.nodes {
+        if let Ok(v) = rt.block_on(admin::request(
+            &n.admin.to_string(),
+            "GET",
+            "/catalog",
+            None,
+            Some(&cfg.secret),
+        )) {
+            return Ok(v);
+        }
+    }
+    bail!("no node answers")
+}
+
+/// The node group `g` is online on: its owner, when the owner itself
+/// reports the group online.
+pub fn group_online_on(
+    rt: &tokio::runtime::Runtime,
+    cfg: &ClusterConfig,
+    g: &str,
+) -> Option<String> {
+    let c = catalog(rt, cfg).ok()?;
+    let grp = &c["groups"][g];
+    let owner = grp["owner"].as_str()?;
+    (grp["state"]["state"] == "online" && grp["state"]["node"] == owner).then(|| owner.to_string())
+}
+
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -244,18 +244,7 @@ struct Runner {
 
 impl Runner {
     fn catalog(&self) -> anyhow::Result<Value> {
-        for n in &self.cfg.nodes {
-            if let Ok(v) = self.rt.block_on(admin::request(
-                &n.admin.to_string(),
-                "GET",
-                "/catalog",
-                None,
-                Some(&self.cfg.secret),
-            )) {
-                return Ok(v);
-            }
-        }
-        bail!("no node answers")
+        lab::catalog(&self.rt, &self.cfg)
     }
 
     fn quorum_owner(&self) -> Option<String> {
@@ -273,11 +262,7 @@ impl Runner {
     }
 
     fn group_online_on(&self, g: &str) -> Option<String> {
-        let c = self.catalog().ok()?;
-        let grp = &c["groups"][g];
-        let owner = grp["owner"].as_str()?;
-        (grp["state"]["state"] == "online" && grp["state"]["node"] == owner)
-            .then(|| owner.to_string())
+        lab::group_online_on(&self.rt, &self.cfg, g)
     }
 
     /// A node name from `NODE`, `owner:GROUP` or `quorum-owner`.

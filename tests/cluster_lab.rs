@@ -595,7 +595,11 @@ fn cluster_admin_verbs() {
     // Bus faults by node name through the lab.
     let d = lab.path().to_str().unwrap().to_string();
     let out = busrig(&["bus", "--lab", &d, "delay", &all[2], "1"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = busrig(&["bus", "--lab", &d, "status", "--json"]);
     let st: Value = serde_json::from_slice(&out.stdout).expect("bus status json");
     let want = format!("iqn.2026-11.io.busrig:{}", all[2].to_ascii_lowercase());
