@@ -313,6 +313,20 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         + Duration::from_secs(20);
     let nodes: Vec<String> = cfg.nodes.iter().map(|n| n.name.clone()).collect();
 
+    // The virtual servers' addresses: a loopback /24 of this demo's own
+    // (chosen by process id, and checked unused), so two demos on one
+    // machine never answer each other's clients.
+    let net = (0..200u32)
+        .map(|k| format!("127.{}.2", 20 + (std::process::id() + k) % 200))
+        .find(|net| {
+            !smtp_ready(&format!("{net}.1:2525"))
+                && std::net::TcpStream::connect_timeout(
+                    &format!("{net}.1:2525").parse().expect("address"),
+                    Duration::from_millis(100),
+                )
+                .is_err()
+        })
+        .ok_or_else(|| anyhow!("no free loopback network for the virtual servers"))?;
     // Virtual servers EVSi on NODEi, the passive node second on each list.
     let evs: Vec<String> = (1..=evs_count).map(|i| format!("EVS{i}")).collect();
     for (i, g) in evs.iter().enumerate() {
@@ -320,7 +334,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         let out = Command::new(&bin)
             .args(["cluster", "--lab"])
             .arg(&dir)
-            .args(["evs", "create", g, "--ip", &format!("127.0.2.{n}")])
+            .args(["evs", "create", g, "--ip", &format!("{net}.{n}")])
             .args([
                 "--disk",
                 &format!("iscsi://{}/{}/{n}", state.target.addr, state.target_iqn),
@@ -402,7 +416,8 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     );
     // Let EVS1 serve mail from its new node for a while before the killed
     // node comes back (and EVS1 fails back).
-    let ip = "127.0.2.1:2525";
+    let ip = format!("{net}.1:2525");
+    let ip = ip.as_str();
     wait_for("EVS1 answering SMTP on its new node", bound, || {
         Ok(smtp_ready(ip))
     })?;
