@@ -325,9 +325,11 @@ proptest! {
                 Err(p) => p.clone(),
             };
             acked = recover(&disk, &owner_acked, in_flight.as_ref());
-            // A clean round that wrote anything has overwritten or abandoned
-            // whatever an earlier crash left torn.
-            if outcome.is_ok() && !ops.is_empty() {
+            // A clean round that appended has overwritten or abandoned
+            // whatever an earlier crash left torn. (A round of checkpoints
+            // alone leaves a torn record past the end in place; recovery
+            // reports it as the cut and the database is still exact.)
+            if outcome.is_ok() && ops.iter().any(|o| matches!(o, Op::Append(_))) {
                 let (_, rec) = disk.open();
                 prop_assert_eq!(rec.cut, None);
             }
