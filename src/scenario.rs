@@ -235,7 +235,6 @@ struct Runner {
     bin: PathBuf,
     loads: BTreeMap<String, (Child, PathBuf)>,
     load_reports: BTreeMap<String, Value>,
-    start: Instant,
     last_quorum_owner: Option<String>,
     /// Each virtual server's SMTP port.
     groups_ports: BTreeMap<String, u16>,
@@ -631,13 +630,11 @@ fn run_in(sc: &Scenario, dir: &Path) -> anyhow::Result<(Vec<StepReport>, bool)> 
         bin: std::env::current_exe()?,
         loads: BTreeMap::new(),
         load_reports: BTreeMap::new(),
-        start: Instant::now(),
         last_quorum_owner: None,
         groups_ports: BTreeMap::new(),
         data_luns: sc.layout.data_luns,
     };
     r.setup(sc)?;
-    r.start = Instant::now();
     let t0 = now_ms();
     let mut out = Vec::new();
     let mut ok = true;

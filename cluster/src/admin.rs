@@ -754,20 +754,7 @@ mod tests {
     use crate::message::View;
 
     fn cfg() -> ClusterConfig {
-        let mut s = String::from(
-            "name = \"C\"\nsecret = \"0123456789abcdef\"\n\
-             quorum-disk = \"iscsi://127.0.0.1/iqn.2026-11.io.busrig:bus0/0\"\n\
-             [quorum]\nmodel = \"disk-scsi2\"\n",
-        );
-        for i in 0..3 {
-            s += &format!(
-                "[[node]]\nname = \"N{i}\"\nprivate = \"127.0.0.1:{}\"\npublic = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\n",
-                5000 + i,
-                6000 + i,
-                7000 + i
-            );
-        }
-        ClusterConfig::from_toml(&s).unwrap()
+        ClusterConfig::for_tests(&["N0", "N1", "N2"])
     }
 
     #[test]

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{watch, Mutex};
+use tokio::sync::Mutex;
 
 /// Largest data a request or response may carry (16 MiB).
 pub const MAX_DATA: u32 = 16 << 20;
@@ -311,20 +311,11 @@ impl Client {
     }
 }
 
-/// A backend gate for tests and the physical-disk resource: I/O allowed
-/// only while the watched flag says so.
-pub fn gate(rx: &watch::Receiver<bool>) -> Result<(), String> {
-    if *rx.borrow() {
-        Ok(())
-    } else {
-        Err("the disk is not online on this node".into())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Mutex as StdMutex;
+    use tokio::sync::watch;
 
     struct Mem {
         blocks: StdMutex<Vec<[u8; 512]>>,
@@ -333,7 +324,11 @@ mod tests {
 
     impl Backend for Mem {
         async fn may_io(&self) -> Result<(), String> {
-            gate(&self.online)
+            if *self.online.borrow() {
+                Ok(())
+            } else {
+                Err("the disk is not online on this node".into())
+            }
         }
         async fn read(&self, lba: u64, blocks: u32) -> Result<Bytes, ClusDiskError> {
             let b = self.blocks.lock().unwrap();

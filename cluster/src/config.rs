@@ -532,6 +532,30 @@ impl ClusterConfig {
 }
 
 #[cfg(test)]
+impl ClusterConfig {
+    /// A disk-scsi2 cluster of the named nodes for unit tests: node `i` on
+    /// 10.0.0.(i+1) (private) and 192.168.0.(i+1) (public), admin on
+    /// 127.0.0.1:(7000+i).
+    pub(crate) fn for_tests<S: AsRef<str>>(names: &[S]) -> ClusterConfig {
+        let mut s = String::from(
+            "name = \"C\"\nsecret = \"0123456789abcdef\"\n\
+             quorum-disk = \"iscsi://127.0.0.1/iqn.2026-11.io.busrig:bus0/0\"\n\
+             [quorum]\nmodel = \"disk-scsi2\"\n",
+        );
+        for (i, n) in names.iter().enumerate() {
+            s += &format!(
+                "[[node]]\nname = \"{}\"\nprivate = \"10.0.0.{}:3343\"\npublic = \"192.168.0.{}:3343\"\nadmin = \"127.0.0.1:{}\"\n",
+                n.as_ref(),
+                i + 1,
+                i + 1,
+                7000 + i
+            );
+        }
+        ClusterConfig::from_toml(&s).expect("test cluster file")
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

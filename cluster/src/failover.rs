@@ -272,20 +272,8 @@ mod tests {
     use crate::resource::{Failback, GroupSpec};
 
     fn cfg(n: usize) -> ClusterConfig {
-        let mut s = String::from(
-            "name = \"C\"\nsecret = \"0123456789abcdef\"\n\
-             quorum-disk = \"iscsi://127.0.0.1/iqn.2026-11.io.busrig:bus0/0\"\n\
-             [quorum]\nmodel = \"disk-scsi2\"\n",
-        );
-        for i in 1..=n {
-            s += &format!(
-                "[[node]]\nname = \"NODE{i}\"\nprivate = \"127.0.0.1:{}\"\npublic = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\n",
-                5000 + i,
-                6000 + i,
-                7000 + i
-            );
-        }
-        ClusterConfig::from_toml(&s).unwrap()
+        let names: Vec<String> = (1..=n).map(|i| format!("NODE{i}")).collect();
+        ClusterConfig::for_tests(&names)
     }
 
     fn view(members: &[NodeId], paused: &[NodeId]) -> View {

@@ -284,6 +284,23 @@ impl Node {
         matches!(&self.phase, Phase::Member(m) if m.regroup.is_none() && m.view.owner.is_some())
     }
 
+    /// The nodes of the current view's paused set that are among `seen`
+    /// (a regroup keeps a pause only for nodes that take part).
+    pub(crate) fn paused_among<'a>(
+        &self,
+        seen: impl IntoIterator<Item = &'a NodeId>,
+    ) -> Vec<NodeId> {
+        let Some(v) = self.view() else {
+            return Vec::new();
+        };
+        let seen: BTreeSet<NodeId> = seen.into_iter().copied().collect();
+        v.paused
+            .iter()
+            .copied()
+            .filter(|p| seen.contains(p))
+            .collect()
+    }
+
     /// Takes the actions collected so far.
     pub fn take_actions(&mut self) -> Vec<Action> {
         std::mem::take(&mut self.actions)
@@ -1002,16 +1019,7 @@ impl Node {
             self.maj_end_collection(now, epoch, seen);
         } else if coordinator == self.me {
             let owner = seen.iter().find(|(_, &h)| h).map(|(&n, _)| n);
-            let paused = self
-                .view()
-                .map(|v| {
-                    v.paused
-                        .iter()
-                        .copied()
-                        .filter(|p| seen.contains_key(p))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let paused = self.paused_among(seen.keys());
             let view = View {
                 epoch,
                 members: seen.keys().copied().collect(),

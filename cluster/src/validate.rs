@@ -254,18 +254,8 @@ mod tests {
     use crate::resource::{group_key, resource_key, GroupSpec, ResourceSpec};
 
     fn cfg(n: usize) -> ClusterConfig {
-        let mut s = String::from(
-            "name = \"C\"\nsecret = \"0123456789abcdef\"\n\
-             quorum-disk = \"iscsi://127.0.0.1/iqn.2026-11.io.busrig:bus0/0\"\n\
-             [quorum]\nmodel = \"disk-scsi2\"\n",
-        );
-        for i in 1..=n {
-            s += &format!(
-                "[[node]]\nname = \"N{i}\"\nprivate = \"10.0.0.{i}:3343\"\npublic = \"192.168.0.{i}:3343\"\nadmin = \"127.0.0.1:{}\"\n",
-                7000 + i
-            );
-        }
-        ClusterConfig::from_toml(&s).unwrap()
+        let names: Vec<String> = (1..=n).map(|i| format!("N{i}")).collect();
+        ClusterConfig::for_tests(&names)
     }
 
     fn evs_db(groups: &[&str], complete: bool) -> Catalog {

@@ -508,16 +508,7 @@ impl Node {
         let above = epoch.max(self.max_epoch).max(top_tag);
         let rg_epoch = epoch;
         let epoch = self.maj_next_epoch(above);
-        let paused = self
-            .view()
-            .map(|v| {
-                v.paused
-                    .iter()
-                    .copied()
-                    .filter(|p| seen.contains_key(p))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let paused = self.paused_among(seen.keys());
         let view = View {
             epoch,
             members: seen.keys().copied().collect(),
