@@ -247,7 +247,14 @@ pub async fn run(ctx: Arc<HostContext>, shutdown: impl Future<Output = ()>) {
                 }
             }
         }
-        last_members = Some(members);
+        // The baseline for membership events: what this node logged as
+        // owner, or the settled view of another owner (who logs it). A view
+        // that names this node owner before it acts keeps the old baseline,
+        // so a new owner still reports who left while it took over.
+        let other_owner_settled = view.owner.is_some_and(|o| o != ctx.me) && !st.writes_held;
+        if owner_here || other_owner_settled || last_members.is_none() {
+            last_members = Some(members);
+        }
         if owner_here {
             let decisions = fm.decide(&ctx.cfg, &catalog, &view, wall_ms(), utc_hour(), |c| {
                 *c.choose(&mut rand::thread_rng()).expect("non-empty")
