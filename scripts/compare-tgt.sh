@@ -3,8 +3,11 @@
 # same client (`busrig bench`) and identical backing files on the same file
 # system, disk model off.
 #
-#   scripts/compare-tgt.sh [--duration SECS] [--size MIB] [--busrig PATH] [--keep]
+#   scripts/compare-tgt.sh [--duration SECS] [--size MIB] [--busrig PATH]
+#                          [--only PATTERN] [--keep]
 #
+# --only runs just the workloads whose name matches the grep -E PATTERN
+# (for example --only 'qd1|1m-write').
 # Starts tgtd and `busrig target` on free loopback ports, runs each
 # workload against one and then the other, and prints a table with both
 # figures, their ratio (busrig / tgtd) and the goal of issue 8. Needs
@@ -16,13 +19,15 @@ DURATION=10
 SIZE_MIB=1024
 BUSRIG=""
 KEEP=0
+ONLY=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) DURATION=$2; shift 2 ;;
         --size) SIZE_MIB=$2; shift 2 ;;
         --busrig) BUSRIG=$2; shift 2 ;;
+        --only) ONLY=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "compare-tgt.sh: unknown option $1" >&2; exit 1 ;;
     esac
 done
@@ -157,6 +162,9 @@ workloads=(
 rows=()
 for w in "${workloads[@]}"; do
     IFS='|' read -r name opts expr unit goal better <<<"$w"
+    if [ -n "$ONLY" ] && ! grep -qE -- "$ONLY" <<<"$name"; then
+        continue
+    fi
     echo "running $name ($DURATION s each)" >&2
     # shellcheck disable=SC2086
     t=$(run "tgtd-$name" "$tgt_url" "$tgtd_pid" $opts)

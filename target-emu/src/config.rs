@@ -43,6 +43,8 @@
 //! nop_interval_secs = 30
 //! nop_timeout_secs = 30
 //! io_threads = 0             # connection threads; 0: one per CPU
+//! poll_us = 100              # a connection thread spins this long before it
+//!                            # sleeps (poll mode, see iscsi::poll); 0: off
 //! ```
 //!
 //! With no file, [`Config::embedded_default`] gives the bus of the interface
@@ -279,7 +281,20 @@ pub struct IscsiTuning {
     /// CPU. A connection's reads, command tasks and writes then stay on one
     /// thread instead of waking another core per step.
     pub io_threads: u32,
+    /// Microseconds a connection thread with nothing to do keeps polling
+    /// its sockets before it sleeps (see `iscsi::poll`); 0 turns poll mode
+    /// off. Saves a wake-up per command at low queue depth for at most
+    /// this much CPU per idle period.
+    pub poll_us: u32,
 }
+
+/// The default poll window: longer than an initiator on the same machine
+/// takes to send its next command after a reply (README "Performance").
+pub const DEFAULT_POLL_US: u32 = 100;
+
+/// The longest poll window accepted: beyond this the CPU spent spinning
+/// buys nothing a sleep would not.
+pub const MAX_POLL_US: u32 = 10_000;
 
 impl Default for IscsiTuning {
     fn default() -> Self {
@@ -292,6 +307,7 @@ impl Default for IscsiTuning {
             first_burst_length: 262_144,
             max_command_bytes: 64 * 1024 * 1024,
             io_threads: 0,
+            poll_us: DEFAULT_POLL_US,
         }
     }
 }
@@ -582,6 +598,12 @@ fn validate_tuning(t: &IscsiTuning) -> Result<IscsiTuning, ConfigError> {
         return Err(invalid(format!(
             "iscsi.io_threads must be 0..=256, got {}",
             t.io_threads
+        )));
+    }
+    if t.poll_us > MAX_POLL_US {
+        return Err(invalid(format!(
+            "iscsi.poll_us must be 0..={MAX_POLL_US}, got {}",
+            t.poll_us
         )));
     }
     if t.nop_interval_secs > 0 && t.nop_timeout_secs == 0 {
@@ -1244,6 +1266,18 @@ queue_depth = 32
             )),
             "iscsi.first_burst_length must be 512..=max_burst_length (1048576), got 2097152"
         );
+        assert_eq!(
+            err(&format!("{ONE}[iscsi]\npoll_us = 20000\n")),
+            "iscsi.poll_us must be 0..=10000, got 20000"
+        );
+    }
+
+    #[test]
+    fn poll_mode_is_on_by_default_and_can_be_turned_off() {
+        let c = validate(ONE).unwrap();
+        assert_eq!(c.iscsi.poll_us, DEFAULT_POLL_US);
+        let c = validate(&format!("{ONE}[iscsi]\npoll_us = 0\n")).unwrap();
+        assert_eq!(c.iscsi.poll_us, 0);
     }
 
     #[test]

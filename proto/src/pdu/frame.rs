@@ -21,7 +21,7 @@
 //! segment as soon as the header is known, before waiting for it), and
 //! only then is the PDU split off and parsed.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::bhs::{self, padding};
 use super::{Header, Pdu, PduError, BHS_LEN};
@@ -196,24 +196,39 @@ impl Pdu {
     /// [`super::MAX_DATA_SEGMENT_LENGTH`]) are a bug in the caller; they
     /// are cut to the maximum so the stream stays framed.
     pub fn encode(&self, cfg: &WireConfig, dst: &mut BytesMut) {
-        let ahs = self.ahs.get(..super::MAX_AHS_LEN).unwrap_or(&self.ahs);
-        let data = self
-            .data
-            .get(..super::MAX_DATA_SEGMENT_LENGTH)
-            .unwrap_or(&self.data);
-        let ahs_pad = padding(ahs.len());
-        let data_pad = padding(data.len());
-        dst.reserve(
-            BHS_LEN
-                + ahs.len()
-                + ahs_pad
-                + cfg.header_digest_len()
-                + data.len()
-                + data_pad
-                + cfg.data_digest_len(data.len()),
-        );
+        let data = self.wire_data();
+        dst.reserve(self.wire_len(cfg));
+        self.encode_head(cfg, dst);
+        dst.put_slice(data);
+        self.encode_tail(cfg, dst);
+    }
 
-        let bhs = self.header.encode_bhs(ahs.len(), data.len());
+    /// Bytes of the wire form per `cfg`; what [`Pdu::encode`] appends.
+    pub fn wire_len(&self, cfg: &WireConfig) -> usize {
+        let ahs = self.ahs.len().min(super::MAX_AHS_LEN);
+        let data = self.wire_data().len();
+        BHS_LEN
+            + ahs
+            + padding(ahs)
+            + cfg.header_digest_len()
+            + data
+            + padding(data)
+            + cfg.data_digest_len(data)
+    }
+
+    /// The data segment as sent: [`Pdu::encode_head`], then these bytes,
+    /// then [`Pdu::encode_tail`] is the wire form, for writers that hand
+    /// the data segment to the socket without copying it.
+    pub fn data_segment(&self) -> Bytes {
+        self.data.slice(..self.wire_data().len())
+    }
+
+    /// Appends what precedes the data segment: BHS, AHS and its padding,
+    /// header digest.
+    pub fn encode_head(&self, cfg: &WireConfig, dst: &mut BytesMut) {
+        let ahs = self.ahs.get(..super::MAX_AHS_LEN).unwrap_or(&self.ahs);
+        let ahs_pad = padding(ahs.len());
+        let bhs = self.header.encode_bhs(ahs.len(), self.wire_data().len());
         dst.put_slice(&bhs);
         dst.put_slice(ahs);
         dst.put_bytes(0, ahs_pad);
@@ -222,13 +237,24 @@ impl Pdu {
             let crc = digest::crc32c_append(crc, &[0u8; 3][..ahs_pad]);
             digest::put_digest(dst, crc);
         }
+    }
 
-        dst.put_slice(data);
+    /// Appends what follows the data segment: its padding and digest.
+    pub fn encode_tail(&self, cfg: &WireConfig, dst: &mut BytesMut) {
+        let data = self.wire_data();
+        let data_pad = padding(data.len());
         dst.put_bytes(0, data_pad);
         if cfg.data_digest && !data.is_empty() {
             let crc = digest::crc32c_append(digest::crc32c(data), &[0u8; 3][..data_pad]);
             digest::put_digest(dst, crc);
         }
+    }
+
+    /// The data segment, cut to what the BHS can describe.
+    fn wire_data(&self) -> &[u8] {
+        self.data
+            .get(..super::MAX_DATA_SEGMENT_LENGTH)
+            .unwrap_or(&self.data)
     }
 
     /// The wire form as a fresh buffer; see [`Pdu::encode`].
@@ -265,6 +291,24 @@ mod tests {
             }),
             ahs: Bytes::new(),
             data: Bytes::from_static(data),
+        }
+    }
+
+    #[test]
+    fn head_data_tail_is_the_wire_form() {
+        for cfg in [WireConfig::default(), DIGESTS] {
+            for data in [&b""[..], b"x", b"seven!!", b"eight!!!"] {
+                let pdu = Pdu {
+                    ahs: Bytes::from_static(b"ahs"),
+                    ..ping(data)
+                };
+                let mut parts = BytesMut::new();
+                pdu.encode_head(&cfg, &mut parts);
+                parts.extend_from_slice(&pdu.data_segment());
+                pdu.encode_tail(&cfg, &mut parts);
+                assert_eq!(parts, pdu.to_bytes(&cfg), "{cfg:?} {data:?}");
+                assert_eq!(parts.len(), pdu.wire_len(&cfg));
+            }
         }
     }
 

@@ -8,8 +8,11 @@
 //! §13.12): the new values apply from the first PDU after the final Login
 //! Response.
 
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
 use busrig_proto::pdu::{Pdu, PduError, WireConfig};
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -154,11 +157,28 @@ impl<R: AsyncRead + Unpin> PduReader<R> {
     }
 }
 
+/// Data segments at least this long go to the socket as they are, one
+/// entry of a vectored write, instead of being copied into the batch: a
+/// 1 MiB read's Data-In payloads are then copied once, by the kernel.
+const ZERO_COPY_MIN: usize = 8 * 1024;
+
+/// Buffers handed to one `writev`.
+const MAX_IOV: usize = 64;
+
 /// Writes PDUs to a byte stream; [`PduWriter::feed`] batches, and
 /// [`PduWriter::flush`] pushes the batch out.
+///
+/// Headers, small data segments, padding and digests are encoded into one
+/// buffer; a large data segment is queued as the `Bytes` it already is
+/// (see [`ZERO_COPY_MIN`]), between the encoded bytes before and after it.
 pub struct PduWriter<W> {
     io: W,
+    /// Encoded bytes after the last queued segment.
     buf: BytesMut,
+    /// Segments in wire order, before `buf`.
+    queue: VecDeque<Bytes>,
+    /// Bytes in `queue`.
+    queued: usize,
     codec: PduCodec,
 }
 
@@ -167,6 +187,8 @@ impl<W: AsyncWrite + Unpin> PduWriter<W> {
         PduWriter {
             io,
             buf: BytesMut::new(),
+            queue: VecDeque::new(),
+            queued: 0,
             codec: PduCodec::new(config),
         }
     }
@@ -178,21 +200,79 @@ impl<W: AsyncWrite + Unpin> PduWriter<W> {
 
     /// Encodes a PDU into the batch.
     pub fn feed(&mut self, pdu: Pdu) {
-        pdu.encode(&self.codec.config, &mut self.buf);
+        let config = self.codec.config;
+        let data = pdu.data_segment();
+        if data.len() < ZERO_COPY_MIN {
+            pdu.encode(&config, &mut self.buf);
+            return;
+        }
+        pdu.encode_head(&config, &mut self.buf);
+        self.seal();
+        self.queued += data.len();
+        self.queue.push_back(data);
+        pdu.encode_tail(&config, &mut self.buf);
+    }
+
+    /// Moves the encoded bytes into the queue.
+    fn seal(&mut self) {
+        if !self.buf.is_empty() {
+            let b = self.buf.split().freeze();
+            self.queued += b.len();
+            self.queue.push_back(b);
+        }
     }
 
     /// Bytes waiting in the batch.
     pub fn pending(&self) -> usize {
-        self.buf.len()
+        self.queued + self.buf.len()
     }
 
     /// Writes the batch out.
     pub async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.buf.is_empty() {
-            self.io.write_all(&self.buf).await?;
-            self.buf.clear();
+        if self.queue.is_empty() {
+            // Only encoded bytes: one plain write, and the buffer is reused.
+            if !self.buf.is_empty() {
+                self.io.write_all(&self.buf).await?;
+                self.buf.clear();
+            }
+        } else {
+            self.seal();
+            self.write_queue().await?;
         }
         self.io.flush().await
+    }
+
+    /// Writes the queued segments with vectored writes.
+    async fn write_queue(&mut self) -> std::io::Result<()> {
+        while !self.queue.is_empty() {
+            let n = {
+                let iov: Vec<IoSlice<'_>> = self
+                    .queue
+                    .iter()
+                    .take(MAX_IOV)
+                    .map(|b| IoSlice::new(b))
+                    .collect();
+                self.io.write_vectored(&iov).await?
+            };
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            self.queued -= n;
+            let mut left = n;
+            while left > 0 {
+                let Some(front) = self.queue.front_mut() else {
+                    break;
+                };
+                if front.len() <= left {
+                    left -= front.len();
+                    self.queue.pop_front();
+                } else {
+                    front.advance(left);
+                    left = 0;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Encodes and writes one PDU.
@@ -258,6 +338,68 @@ mod tests {
         match codec.decode(&mut buf) {
             Err(CodecError::Pdu(e)) => assert!(e.is_fatal()),
             other => panic!("expected a fatal error, got {other:?}"),
+        }
+    }
+
+    /// Large data segments go out as their own buffers, small ones are
+    /// copied; either way the stream decodes to the same PDUs, also when
+    /// the socket takes a few bytes at a time.
+    #[tokio::test]
+    async fn vectored_batches_decode_to_the_same_pdus() {
+        for cfg in [
+            WireConfig {
+                max_recv_data_segment_length: 1 << 20,
+                ..WireConfig::default()
+            },
+            WireConfig {
+                header_digest: true,
+                data_digest: true,
+                max_recv_data_segment_length: 1 << 20,
+            },
+        ] {
+            let pdus: Vec<Pdu> = [0usize, 5, ZERO_COPY_MIN - 1, ZERO_COPY_MIN, 65_537, 3]
+                .iter()
+                .enumerate()
+                .map(|(i, &len)| Pdu {
+                    header: Header::NopOut(NopOut {
+                        itt: i as u32,
+                        ttt: 0xffff_ffff,
+                        cmd_sn: i as u32,
+                        ..Default::default()
+                    }),
+                    ahs: Bytes::new(),
+                    data: Bytes::from((0..len).map(|b| (b * 7 + i) as u8).collect::<Vec<u8>>()),
+                })
+                .collect();
+            // A 1000-byte pipe: every write is partial.
+            let (a, mut b) = tokio::io::duplex(1000);
+            let mut tx = PduWriter::new(a, cfg);
+            let sent = pdus.clone();
+            let writer = tokio::spawn(async move {
+                for p in sent {
+                    tx.feed(p);
+                }
+                assert!(tx.pending() > 65_537);
+                tx.flush().await.unwrap();
+                assert_eq!(tx.pending(), 0);
+            });
+            let mut wire = BytesMut::new();
+            b.read_buf(&mut wire).await.unwrap();
+            let mut codec = PduCodec::new(cfg);
+            let mut got = Vec::new();
+            while got.len() < pdus.len() {
+                match codec.decode(&mut wire).unwrap() {
+                    Some(p) => got.push(p),
+                    None => {
+                        assert!(
+                            b.read_buf(&mut wire).await.unwrap() > 0,
+                            "stream ended early"
+                        );
+                    }
+                }
+            }
+            writer.await.unwrap();
+            assert_eq!(got, pdus, "{cfg:?}");
         }
     }
 

@@ -18,6 +18,7 @@ pub mod codec;
 pub mod connection;
 pub mod discovery;
 pub mod login;
+pub mod poll;
 pub mod session;
 pub mod tmf;
 pub mod transfer;
@@ -47,7 +48,8 @@ use session::SessionTable;
 /// parked worker on another core; profiling showed those wake-ups, not
 /// the SCSI work, dominating a 4 KiB command. A connection pinned to one
 /// single-threaded scheduler runs all of its steps in turn on one thread;
-/// several connections still use every core.
+/// several connections still use every core. With a spin window, each
+/// thread polls its sockets briefly before it sleeps ([`poll`]).
 pub struct IoThreads {
     handles: Vec<tokio::runtime::Handle>,
     stop: CancellationToken,
@@ -55,8 +57,9 @@ pub struct IoThreads {
 }
 
 impl IoThreads {
-    /// Starts `n` threads (0: one per CPU).
-    pub fn start(n: u32) -> std::io::Result<IoThreads> {
+    /// Starts `n` threads (0: one per CPU), each spinning for up to
+    /// `poll` before it sleeps (zero: never).
+    pub fn start(n: u32, poll: std::time::Duration) -> std::io::Result<IoThreads> {
         let n = match n {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n as usize,
@@ -67,13 +70,20 @@ impl IoThreads {
         for i in 0..n {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .on_thread_park(poll::before_park)
                 .build()?;
-            handles.push(rt.handle().clone());
+            let handle = rt.handle().clone();
+            handles.push(handle.clone());
             let stop = stop.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("busrig-io-{i}"))
-                    .spawn(move || rt.block_on(stop.cancelled()))?,
+                    .spawn(move || {
+                        if let Err(e) = poll::install(poll, handle) {
+                            tracing::warn!(error = %e, "cannot set up poll mode; this connection thread sleeps when idle");
+                        }
+                        rt.block_on(stop.cancelled())
+                    })?,
             );
         }
         Ok(IoThreads {
@@ -347,7 +357,8 @@ impl Portal {
                 self.set_advertised_address(addr);
             }
         }
-        let io = match IoThreads::start(self.tuning.io_threads) {
+        let poll_window = std::time::Duration::from_micros(self.tuning.poll_us.into());
+        let io = match IoThreads::start(self.tuning.io_threads, poll_window) {
             Ok(io) => Some(io),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start connection threads; serving on the caller's runtime");
@@ -377,7 +388,10 @@ impl Portal {
                                     // Registered with the reactor of the thread that serves it.
                                     conns.spawn_on(async move {
                                         match tokio::net::TcpStream::from_std(std_stream) {
-                                            Ok(stream) => portal.serve_connection(stream, peer.to_string(), local).await,
+                                            Ok(stream) => {
+                                                poll::watch(std::os::fd::AsFd::as_fd(&stream));
+                                                portal.serve_connection(stream, peer.to_string(), local).await
+                                            }
                                             Err(e) => tracing::warn!(peer = %peer, error = %e, "cannot serve connection"),
                                         }
                                     }, &handle);
