@@ -14,10 +14,11 @@
 //! final Login Response (RFC 7143 §13.1, §13.12); during login the
 //! defaults (no digests, 8192 bytes) apply.
 
+use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::Duration;
 
-use busrig_proto::pdu::{Pdu, WireConfig};
+use busrig_proto::pdu::{Pdu, WireConfig, WireQueue};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -126,23 +127,42 @@ async fn writer<W: AsyncWrite + Unpin>(
     shared: Arc<Shared>,
     generation: u64,
 ) {
-    let mut buf = BytesMut::new();
+    // Large Data-Out payloads go to the socket by reference (WireQueue).
+    let mut queue = WireQueue::new();
     while let Some(p) = rx.recv().await {
-        p.encode(&wire, &mut buf);
-        while buf.len() < WRITE_BATCH {
+        queue.push(&p, &wire);
+        while queue.len() < WRITE_BATCH {
             match rx.try_recv() {
-                Ok(p) => p.encode(&wire, &mut buf),
+                Ok(p) => queue.push(&p, &wire),
                 Err(_) => break,
             }
         }
-        if let Err(e) = wr.write_all(&buf).await {
+        if let Err(e) = write_queue(&mut wr, &mut queue).await {
             shared.connection_failed(generation, Error::Io(e));
             return;
         }
-        buf.clear();
     }
     // The session dropped this connection: say goodbye to the peer's reader.
     let _ = wr.shutdown().await;
+}
+
+/// Writes everything in `queue` with vectored writes.
+async fn write_queue<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    queue: &mut WireQueue,
+) -> std::io::Result<()> {
+    while !queue.is_empty() {
+        let n = {
+            let mut iov = [IoSlice::new(&[]); 64];
+            let k = queue.slices(&mut iov);
+            wr.write_vectored(&iov[..k]).await?
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        queue.advance(n);
+    }
+    Ok(())
 }
 
 async fn reader<R: AsyncRead + Unpin>(

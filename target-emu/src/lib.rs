@@ -20,3 +20,4 @@ pub mod reservation;
 pub mod scsi;
 pub mod server;
 pub mod tasks;
+pub mod write_data;

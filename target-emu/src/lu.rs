@@ -27,6 +27,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use crate::write_data::WriteData;
+
 use busrig_proto::scsi::inquiry;
 use busrig_proto::scsi::mode::ModeParams;
 use busrig_proto::scsi::provisioning::{LbaStatus, Provisioning};
@@ -269,6 +271,11 @@ pub struct LogicalUnit {
     /// volatile cache, so a destage never writes back a block older than
     /// what a concurrent FUA write or UNMAP put in the file.
     flush_lock: tokio::sync::Mutex<()>,
+    /// Writes that go to the blocking pool take turns: buffered writes to
+    /// one file serialise on its inode lock in the kernel anyway, and
+    /// several pool threads contending for it spin on a CPU the connection
+    /// threads need (README "Performance").
+    pool_write: tokio::sync::Mutex<()>,
     /// Writer history for `busrig bus audit`.
     audit: Mutex<VecDeque<WriterRun>>,
     /// The modelled back end, when configured.
@@ -381,6 +388,7 @@ impl LogicalUnit {
             reservations: Mutex::new(reservations),
             volatile: (spec.write_cache == WriteCache::Volatile).then(Mutex::default),
             flush_lock: tokio::sync::Mutex::new(()),
+            pool_write: tokio::sync::Mutex::new(()),
             audit: Mutex::new(VecDeque::new()),
             model: spec.model.clone().map(crate::model::DiskModel::new),
             nowait_read: std::sync::atomic::AtomicBool::new(nowait::SUPPORTED),
@@ -579,7 +587,7 @@ impl LogicalUnit {
 
     /// Writes whole blocks at `lba` (see [`Self::write_now`]), as slow as
     /// the disk model says.
-    pub async fn write(&self, lba: u64, data: bytes::Bytes, sync: bool) -> io::Result<()> {
+    pub async fn write(&self, lba: u64, data: WriteData, sync: bool) -> io::Result<()> {
         let blocks = (data.len() / self.spec.block_size as usize) as u64;
         let done = self.model_admit(lba, blocks);
         let r = self.write_now(lba, data, sync).await;
@@ -627,12 +635,13 @@ impl LogicalUnit {
 
     /// Writes whole blocks at `lba`; with `sync`, calls fdatasync before
     /// returning (FUA, or the write cache disabled).
-    async fn write_now(&self, lba: u64, data: bytes::Bytes, sync: bool) -> io::Result<()> {
+    async fn write_now(&self, lba: u64, data: WriteData, sync: bool) -> io::Result<()> {
         let _flush = match (&self.volatile, sync) {
             (Some(_), true) => Some(self.flush_lock.lock().await),
             _ => None,
         };
         if let Some(cache) = &self.volatile {
+            let data = data.contiguous();
             let bs = self.spec.block_size as usize;
             let nblocks = (data.len() / bs) as u64;
             let over = {
@@ -673,9 +682,17 @@ impl LogicalUnit {
         // anything else, and every fdatasync, on the blocking pool.
         let mut done = 0;
         if !sync {
-            if self.inline_io(&self.nowait_write, |f| {
-                nowait::write(f, &data, off, &mut done)
-            }) {
+            for part in data.parts() {
+                let mut n = 0;
+                let whole = self.inline_io(&self.nowait_write, |f| {
+                    nowait::write(f, part, off + done as u64, &mut n)
+                });
+                done += n;
+                if !whole {
+                    break;
+                }
+            }
+            if done == data.len() {
                 return Ok(());
             }
             // File systems without RWF_NOWAIT for buffered writes (ext4
@@ -685,13 +702,19 @@ impl LogicalUnit {
             // that long; measured, that costs less than two thread switches
             // per command (README "Performance").
             if !self.nowait_write.load(std::sync::atomic::Ordering::Relaxed)
-                && data.len() <= INLINE_WRITE_MAX
+                && data.len() - done <= INLINE_WRITE_MAX
             {
-                return self.file.write_all_at(&data, off);
+                return write_parts_at(
+                    &self.file,
+                    &data.slice(done, usize::MAX),
+                    off + done as u64,
+                );
             }
         }
+        let rest = data.slice(done, usize::MAX);
+        let _turn = self.pool_write.lock().await;
         self.blocking(move |f| {
-            f.write_all_at(&data[done..], off + done as u64)?;
+            write_parts_at(f, &rest, off + done as u64)?;
             if sync {
                 f.sync_data()?;
             }
@@ -975,6 +998,16 @@ impl LogicalUnit {
     }
 }
 
+/// Writes the pieces of `data` one after the other from `off`: one
+/// positioned write per piece, no copy into one buffer.
+fn write_parts_at(f: &File, data: &WriteData, mut off: u64) -> io::Result<()> {
+    for part in data.parts() {
+        f.write_all_at(part, off)?;
+        off += part.len() as u64;
+    }
+    Ok(())
+}
+
 /// Positioned I/O that never waits for the device: `preadv2` and
 /// `pwritev2` with `RWF_NOWAIT` (Linux 4.14 for reads; buffered writes on
 /// ext4 and XFS in recent kernels). They do what the page cache can do at
@@ -1232,7 +1265,7 @@ mod tests {
                 status: Provisioning::Deallocated
             }
         );
-        lu.write(16, bytes::Bytes::from(vec![0xab; 4096 * 4]), true)
+        lu.write(16, vec![0xab; 4096 * 4].into(), true)
             .await
             .unwrap();
         assert_eq!(lu.read(17, 1).await.unwrap(), vec![0xab; 4096]);

@@ -60,6 +60,7 @@ use crate::fault::Faults;
 use crate::lu::{LogicalUnit, UaScope, PRODUCT_REVISION};
 use crate::nexus::ItNexus;
 use crate::tasks::{TaskGuard, TaskRegistry};
+use crate::write_data::WriteData;
 
 /// Largest READ/WRITE/VERIFY transfer, in bytes (Block Limits VPD).
 const MAX_TRANSFER_BYTES: u32 = 8 << 20;
@@ -113,10 +114,18 @@ pub struct ScsiRequest<'a> {
     pub cdb: &'a [u8],
     /// Data-Out received for this command (the initiator's Expected Data
     /// Transfer Length worth, or less).
-    pub data_out: Bytes,
+    pub data_out: WriteData,
     /// The initiator's Expected Data Transfer Length for Data-In.
     pub expected_in: u32,
     pub task: &'a TaskGuard,
+}
+
+impl ScsiRequest<'_> {
+    /// The first `len` bytes of the Data-Out buffer (fewer if fewer came)
+    /// in one piece: a parameter list to parse.
+    fn param_list(&self, len: u32) -> Bytes {
+        self.data_out.slice(0, len as usize).contiguous()
+    }
 }
 
 /// The outcome of one command.
@@ -613,7 +622,7 @@ impl ScsiTarget {
                     return Ok(ScsiReply::good(Bytes::new()));
                 }
                 let _g = shared(lu, req.task).await?;
-                let data = req.data_out.slice(..n as usize * lu.block_size() as usize);
+                let data = req.data_out.slice(0, n as usize * lu.block_size() as usize);
                 write(lu, req.task, lba, data, fua || !lu.mode().wce).await?;
                 Ok(ScsiReply::good(Bytes::new()))
             }
@@ -628,17 +637,10 @@ impl ScsiTarget {
                 // with respect to every other command on the LU.
                 let _g = exclusive(lu, req.task).await?;
                 let mut medium = lu.read(lba, n).await.map_err(|e| io_fail(lu, "read", e))?;
-                for (m, d) in medium.iter_mut().zip(req.data_out.iter()) {
+                for (m, d) in medium.iter_mut().zip(req.data_out.contiguous().iter()) {
                     *m |= d;
                 }
-                write(
-                    lu,
-                    req.task,
-                    lba,
-                    Bytes::from(medium),
-                    fua || !lu.mode().wce,
-                )
-                .await?;
+                write(lu, req.task, lba, medium.into(), fua || !lu.mode().wce).await?;
                 Ok(ScsiReply::good(Bytes::new()))
             }
             Cdb::WriteAndVerify {
@@ -652,10 +654,11 @@ impl ScsiTarget {
                     return Ok(ScsiReply::good(Bytes::new()));
                 }
                 let _g = shared(lu, req.task).await?;
-                let data = req.data_out.slice(..n as usize * lu.block_size() as usize);
+                let data = req.data_out.slice(0, n as usize * lu.block_size() as usize);
                 // SBC-3 §5.40: the data is verified on the medium, so it
                 // must be there first.
                 write(lu, req.task, lba, data.clone(), true).await?;
+                let data = data.contiguous();
                 let back = lu.read(lba, n).await.map_err(|e| io_fail(lu, "read", e))?;
                 if bytchk {
                     if let Some(at) = first_difference(&back, &data) {
@@ -688,14 +691,15 @@ impl ScsiTarget {
                     0 => None,
                     1 => {
                         let n = received_blocks(lu, &req.data_out, blocks) as usize * bs;
-                        first_difference(&medium[..n], &req.data_out[..n])
+                        first_difference(&medium[..n], &req.data_out.slice(0, n).contiguous())
                     }
                     _ => {
                         // BYTCHK 11b: one block compared with every block.
                         if req.data_out.len() < bs {
                             return Err(Asc::PARAMETER_LIST_LENGTH_ERROR.into());
                         }
-                        let one = &req.data_out[..bs];
+                        let one = req.data_out.slice(0, bs).contiguous();
+                        let one = &one[..];
                         medium
                             .chunks(bs)
                             .enumerate()
@@ -750,7 +754,7 @@ impl ScsiTarget {
                     // SPC-4 §6.9: no page is saveable.
                     return Err(invalid_cdb(1, Some(0)));
                 }
-                let data = &req.data_out[..req.data_out.len().min(len as usize)];
+                let data = &req.param_list(len)[..];
                 let old = lu.mode();
                 let new = mode::parse_mode_select(ten, data, &old, lu.blocks(), lu.block_size())?;
                 if new != old {
@@ -1024,7 +1028,7 @@ impl ScsiTarget {
             .read(lba, blocks.into())
             .await
             .map_err(|e| io_fail(lu, "read", e))?;
-        if let Some(at) = first_difference(&medium, &req.data_out[..half]) {
+        if let Some(at) = first_difference(&medium, &req.data_out.slice(0, half).contiguous()) {
             // SBC-3 §5.3: INFORMATION is the offset of the first byte that
             // did not match.
             return Err(Sense::new(Asc::MISCOMPARE_DURING_VERIFY)
@@ -1035,7 +1039,7 @@ impl ScsiTarget {
             lu,
             req.task,
             lba,
-            req.data_out.slice(half..),
+            req.data_out.slice(half, usize::MAX),
             fua || !lu.mode().wce,
         )
         .await?;
@@ -1086,7 +1090,12 @@ impl ScsiTarget {
                 .map_err(|e| io_fail(lu, "write", e))?;
             return Ok(ScsiReply::good(Bytes::new()));
         }
-        let one: &[u8] = if ndob { &[] } else { &req.data_out[..] };
+        let one = if ndob {
+            Bytes::new()
+        } else {
+            req.data_out.contiguous()
+        };
+        let one = &one[..];
         let chunk_blocks = (1usize << 20) / bs;
         let mut pattern = Vec::with_capacity(chunk_blocks * bs);
         for _ in 0..chunk_blocks.min(blocks as usize) {
@@ -1101,7 +1110,7 @@ impl ScsiTarget {
         while done < blocks {
             let n = (blocks - done).min(chunk_blocks as u32);
             let data = pattern.slice(..n as usize * bs);
-            lu.write(lba + u64::from(done), data, false)
+            lu.write(lba + u64::from(done), data.into(), false)
                 .await
                 .map_err(|e| io_fail(lu, "write", e))?;
             done += n;
@@ -1115,7 +1124,7 @@ impl ScsiTarget {
     async fn unmap(&self, lu: &LogicalUnit, req: &ScsiRequest<'_>, len: u32) -> Outcome {
         ready(lu)?;
         protect(lu)?;
-        let data = &req.data_out[..req.data_out.len().min(len as usize)];
+        let data = &req.param_list(len)[..];
         let descs = parse_unmap(data)?;
         if descs.len() > MAX_UNMAP_DESCRIPTORS as usize {
             return Err(Sense::new(Asc::INVALID_FIELD_IN_PARAMETER_LIST)
@@ -1159,7 +1168,7 @@ impl ScsiTarget {
         if req.task.is_aborted() {
             return Err(Fail::Status(status::TASK_ABORTED));
         }
-        let param = &req.data_out[..req.data_out.len().min(len as usize)];
+        let param = &req.param_list(len)[..];
         let known = self.nexuses();
         let r = lu
             .reservations
@@ -1312,7 +1321,7 @@ fn write_preamble(
     Ok(received_blocks(lu, &req.data_out, blocks))
 }
 
-fn received_blocks(lu: &LogicalUnit, data: &Bytes, blocks: u32) -> u32 {
+fn received_blocks(lu: &LogicalUnit, data: &WriteData, blocks: u32) -> u32 {
     ((data.len() / lu.block_size() as usize) as u64).min(u64::from(blocks)) as u32
 }
 
@@ -1360,7 +1369,7 @@ async fn write(
     lu: &LogicalUnit,
     task: &TaskGuard,
     lba: u64,
-    data: Bytes,
+    data: WriteData,
     sync: bool,
 ) -> Result<(), Fail> {
     if task.is_aborted() {
@@ -1459,7 +1468,7 @@ mod tests {
             nexus: n,
             lun,
             cdb: &c,
-            data_out: Bytes::copy_from_slice(data),
+            data_out: Bytes::copy_from_slice(data).into(),
             expected_in: 1 << 24,
             task: &guard,
         })
@@ -2370,7 +2379,7 @@ mod tests {
                 nexus: &r.a,
                 lun: 0,
                 cdb: &c,
-                data_out: Bytes::from(vec![1u8; 512]),
+                data_out: vec![1u8; 512].into(),
                 expected_in: 0,
                 task: &guard,
             })

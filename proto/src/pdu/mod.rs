@@ -30,6 +30,7 @@ mod bhs;
 mod error;
 mod frame;
 mod header;
+mod queue;
 mod sense;
 
 mod async_message;
@@ -63,6 +64,7 @@ pub use frame::{WireConfig, DEFAULT_MAX_RECV_DATA_SEGMENT_LENGTH};
 pub use header::RESERVED_TAG;
 pub use login_request::stage;
 pub use logout_request::logout_reason;
+pub use queue::{WireQueue, ZERO_COPY_MIN};
 pub use scsi_command::task_attr;
 pub use scsi_response::service_response;
 pub use sense::{parse_sense_segment, sense_segment};

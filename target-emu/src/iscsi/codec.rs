@@ -8,11 +8,10 @@
 //! §13.12): the new values apply from the first PDU after the final Login
 //! Response.
 
-use std::collections::VecDeque;
 use std::io::IoSlice;
 
-use busrig_proto::pdu::{Pdu, PduError, WireConfig};
-use bytes::{Buf, Bytes, BytesMut};
+use busrig_proto::pdu::{Pdu, PduError, WireConfig, WireQueue};
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -157,28 +156,15 @@ impl<R: AsyncRead + Unpin> PduReader<R> {
     }
 }
 
-/// Data segments at least this long go to the socket as they are, one
-/// entry of a vectored write, instead of being copied into the batch: a
-/// 1 MiB read's Data-In payloads are then copied once, by the kernel.
-const ZERO_COPY_MIN: usize = 8 * 1024;
-
 /// Buffers handed to one `writev`.
 const MAX_IOV: usize = 64;
 
 /// Writes PDUs to a byte stream; [`PduWriter::feed`] batches, and
-/// [`PduWriter::flush`] pushes the batch out.
-///
-/// Headers, small data segments, padding and digests are encoded into one
-/// buffer; a large data segment is queued as the `Bytes` it already is
-/// (see [`ZERO_COPY_MIN`]), between the encoded bytes before and after it.
+/// [`PduWriter::flush`] pushes the batch out with vectored writes, large
+/// data segments by reference (see [`WireQueue`]).
 pub struct PduWriter<W> {
     io: W,
-    /// Encoded bytes after the last queued segment.
-    buf: BytesMut,
-    /// Segments in wire order, before `buf`.
-    queue: VecDeque<Bytes>,
-    /// Bytes in `queue`.
-    queued: usize,
+    queue: WireQueue,
     codec: PduCodec,
 }
 
@@ -186,9 +172,7 @@ impl<W: AsyncWrite + Unpin> PduWriter<W> {
     pub fn new(io: W, config: WireConfig) -> PduWriter<W> {
         PduWriter {
             io,
-            buf: BytesMut::new(),
-            queue: VecDeque::new(),
-            queued: 0,
+            queue: WireQueue::new(),
             codec: PduCodec::new(config),
         }
     }
@@ -200,79 +184,18 @@ impl<W: AsyncWrite + Unpin> PduWriter<W> {
 
     /// Encodes a PDU into the batch.
     pub fn feed(&mut self, pdu: Pdu) {
-        let config = self.codec.config;
-        let data = pdu.data_segment();
-        if data.len() < ZERO_COPY_MIN {
-            pdu.encode(&config, &mut self.buf);
-            return;
-        }
-        pdu.encode_head(&config, &mut self.buf);
-        self.seal();
-        self.queued += data.len();
-        self.queue.push_back(data);
-        pdu.encode_tail(&config, &mut self.buf);
-    }
-
-    /// Moves the encoded bytes into the queue.
-    fn seal(&mut self) {
-        if !self.buf.is_empty() {
-            let b = self.buf.split().freeze();
-            self.queued += b.len();
-            self.queue.push_back(b);
-        }
+        self.queue.push(&pdu, &self.codec.config);
     }
 
     /// Bytes waiting in the batch.
     pub fn pending(&self) -> usize {
-        self.queued + self.buf.len()
+        self.queue.len()
     }
 
     /// Writes the batch out.
     pub async fn flush(&mut self) -> std::io::Result<()> {
-        if self.queue.is_empty() {
-            // Only encoded bytes: one plain write, and the buffer is reused.
-            if !self.buf.is_empty() {
-                self.io.write_all(&self.buf).await?;
-                self.buf.clear();
-            }
-        } else {
-            self.seal();
-            self.write_queue().await?;
-        }
+        write_queue(&mut self.io, &mut self.queue).await?;
         self.io.flush().await
-    }
-
-    /// Writes the queued segments with vectored writes.
-    async fn write_queue(&mut self) -> std::io::Result<()> {
-        while !self.queue.is_empty() {
-            let n = {
-                let iov: Vec<IoSlice<'_>> = self
-                    .queue
-                    .iter()
-                    .take(MAX_IOV)
-                    .map(|b| IoSlice::new(b))
-                    .collect();
-                self.io.write_vectored(&iov).await?
-            };
-            if n == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
-            self.queued -= n;
-            let mut left = n;
-            while left > 0 {
-                let Some(front) = self.queue.front_mut() else {
-                    break;
-                };
-                if front.len() <= left {
-                    left -= front.len();
-                    self.queue.pop_front();
-                } else {
-                    front.advance(left);
-                    left = 0;
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Encodes and writes one PDU.
@@ -286,6 +209,25 @@ impl<W: AsyncWrite + Unpin> PduWriter<W> {
         self.flush().await?;
         self.io.shutdown().await
     }
+}
+
+/// Writes everything in `queue` with vectored writes.
+async fn write_queue<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    queue: &mut WireQueue,
+) -> std::io::Result<()> {
+    while !queue.is_empty() {
+        let n = {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let k = queue.slices(&mut iov);
+            io.write_vectored(&iov[..k]).await?
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        queue.advance(n);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -357,7 +299,7 @@ mod tests {
                 max_recv_data_segment_length: 1 << 20,
             },
         ] {
-            let pdus: Vec<Pdu> = [0usize, 5, ZERO_COPY_MIN - 1, ZERO_COPY_MIN, 65_537, 3]
+            let pdus: Vec<Pdu> = [0usize, 5, 8191, 8192, 65_537, 3]
                 .iter()
                 .enumerate()
                 .map(|(i, &len)| Pdu {

@@ -54,6 +54,7 @@ use super::{Portal, RESERVED_TAG};
 use crate::nexus::ItNexus;
 use crate::scsi::{ScsiRequest, ScsiTarget};
 use crate::tasks::{TaskGuard, TaskInfo};
+use crate::write_data::WriteData;
 
 /// How long closing waits for queued responses to reach a slow initiator.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -301,7 +302,7 @@ struct Cmd {
     /// Write data its R2Ts asked for, counted against the connection's
     /// write budget until the command ends.
     reserved: u64,
-    go: Option<oneshot::Sender<Bytes>>,
+    go: Option<oneshot::Sender<WriteData>>,
     /// A response decided before execution (e.g. too large a transfer).
     early: Option<Outcome>,
 }
@@ -819,7 +820,7 @@ impl Conn {
         } else if h.write {
             match WriteState::new(
                 h.expected_data_transfer_length,
-                &pdu.data,
+                pdu.data.clone(),
                 h.final_,
                 self.write_limits(),
             ) {
@@ -988,7 +989,7 @@ impl Conn {
                     cmd.launched = true;
                 }
                 None => {
-                    launch = cmd.go.take().map(|g| (g, Bytes::new()));
+                    launch = cmd.go.take().map(|g| (g, WriteData::new()));
                     cmd.launched = true;
                 }
             }
@@ -1036,7 +1037,7 @@ impl Conn {
             }
             return;
         };
-        if let Err(e) = w.on_data_out(h, &pdu.data) {
+        if let Err(e) = w.on_data_out(h, pdu.data.clone()) {
             self.data_protocol_error(pdu, e);
             return;
         }
@@ -1333,7 +1334,7 @@ struct CommandCtx {
     shape: ReplyShape,
     serial: u64,
     guard: TaskGuard,
-    go: oneshot::Receiver<Bytes>,
+    go: oneshot::Receiver<WriteData>,
     events: mpsc::UnboundedSender<Event>,
 }
 

@@ -23,22 +23,40 @@
 //! - the window is over: it sleeps as before.
 //!
 //! This is what polled-mode storage targets (SPDK's reactors) and Linux's
-//! hybrid block polling do, bounded: a thread that saw no traffic spins
-//! once for the window after each wake-up and then sleeps, so an idle
-//! target costs nothing measurable, and a busy one trades some CPU for
-//! latency. `poll_us = 0` turns it off.
+//! hybrid block polling do, bounded and adaptive: after [`PATIENCE`] spins
+//! in a row that ran out their window without seeing anything, the thread
+//! skips spinning for the next 1, 2, 4, ... up to [`MAX_SKIP`] parks, and
+//! a spin that ends on an event resets that. So an idle target, or one whose commands wait on
+//! the disk longer than the window (1 MiB writes on the blocking pool),
+//! spins rarely and leaves the CPU to the threads doing the work, while a
+//! steady stream of small commands keeps its thread awake. `poll_us = 0`
+//! turns it off.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+
+/// The most parks a thread skips spinning for after fruitless spins.
+pub const MAX_SKIP: u32 = 64;
+
+/// Fruitless spins in a row before the thread starts skipping: one late
+/// command in a steady stream should not cost the next one a wake-up.
+pub const PATIENCE: u32 = 4;
 
 /// One connection thread's sockets and spin window.
 struct Poller {
     epoll: Epoll,
     window: Duration,
     runtime: tokio::runtime::Handle,
+    /// Parks to skip before the next spin.
+    skip: Cell<u32>,
+    /// Fruitless spins in a row.
+    misses: Cell<u32>,
+    /// What `skip` is set to after the next fruitless spin; doubles each
+    /// time, and a spin that sees an event resets it to 1.
+    backoff: Cell<u32>,
 }
 
 thread_local! {
@@ -58,6 +76,9 @@ pub fn install(window: Duration, runtime: tokio::runtime::Handle) -> std::io::Re
             epoll,
             window,
             runtime,
+            skip: Cell::new(0),
+            misses: Cell::new(0),
+            backoff: Cell::new(1),
         })
     });
     Ok(())
@@ -81,26 +102,50 @@ pub fn watch(fd: BorrowedFd<'_>) {
 pub fn before_park() {
     POLLER.with(|p| {
         if let Some(p) = p.borrow().as_ref() {
-            p.spin();
+            p.park();
         }
     });
 }
 
 impl Poller {
-    fn spin(&self) {
+    fn park(&self) {
+        let skip = self.skip.get();
+        if skip > 0 {
+            self.skip.set(skip - 1);
+            return;
+        }
+        if self.spin() {
+            self.misses.set(0);
+            self.backoff.set(1);
+            return;
+        }
+        let misses = self.misses.get() + 1;
+        self.misses.set(misses);
+        if misses >= PATIENCE {
+            let b = self.backoff.get();
+            self.skip.set(b);
+            self.backoff.set((b * 2).min(MAX_SKIP));
+        }
+    }
+
+    /// Spins for up to the window; true when it ended on an event.
+    fn spin(&self) -> bool {
         let start = Instant::now();
         let mut events = [EpollEvent::empty(); 1];
         let metrics = self.runtime.metrics();
         loop {
             match self.epoll.wait(&mut events, EpollTimeout::ZERO) {
-                Ok(n) if n > 0 => return,
+                Ok(n) if n > 0 => return true,
                 Ok(_) => {}
                 // EINTR: try again; anything else: stop polling this time.
                 Err(nix::errno::Errno::EINTR) => {}
-                Err(_) => return,
+                Err(_) => return false,
             }
-            if metrics.global_queue_depth() > 0 || start.elapsed() >= self.window {
-                return;
+            if metrics.global_queue_depth() > 0 {
+                return true;
+            }
+            if start.elapsed() >= self.window {
+                return false;
             }
             std::hint::spin_loop();
         }

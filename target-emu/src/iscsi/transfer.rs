@@ -22,8 +22,9 @@ use std::collections::VecDeque;
 use busrig_proto::pdu::{DataIn, DataOut, Header, Pdu, ScsiResponse};
 
 use super::RESERVED_TAG;
+use crate::write_data::WriteData;
 use busrig_proto::scsi::sense::status;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 /// Negotiated values that shape a write (RFC 7143 §13.10-§13.17).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +95,7 @@ struct Outstanding {
 #[derive(Debug)]
 pub struct WriteState {
     edtl: u32,
-    buf: BytesMut,
+    data: WriteData,
     unsolicited: Option<Unsolicited>,
     outstanding: VecDeque<Outstanding>,
     next_r2t_offset: u32,
@@ -107,7 +108,7 @@ impl WriteState {
     /// and F bit ("no unsolicited Data-Out follows", RFC 7143 §11.3.1).
     pub fn new(
         edtl: u32,
-        immediate: &[u8],
+        immediate: Bytes,
         final_: bool,
         limits: WriteLimits,
     ) -> Result<WriteState, DataError> {
@@ -127,9 +128,8 @@ impl WriteState {
                 });
             }
         }
-        let mut buf = BytesMut::new();
-        buf.extend_from_slice(immediate);
         let received = immediate.len() as u32;
+        let data = WriteData::from(immediate);
         // InitialR2T=Yes forbids unsolicited Data-Out (RFC 7143 §13.10); an
         // F bit of 0 then is the initiator's mistake and any Data-Out it
         // sends is refused as it arrives.
@@ -140,7 +140,7 @@ impl WriteState {
             });
         Ok(WriteState {
             edtl,
-            buf,
+            data,
             unsolicited,
             outstanding: VecDeque::new(),
             next_r2t_offset: received,
@@ -151,7 +151,7 @@ impl WriteState {
 
     /// Bytes received so far.
     pub fn received(&self) -> u32 {
-        self.buf.len() as u32
+        self.data.len() as u32
     }
 
     /// Whether all EDTL bytes are in.
@@ -165,7 +165,7 @@ impl WriteState {
     }
 
     /// Takes one Data-Out PDU. On error nothing was stored.
-    pub fn on_data_out(&mut self, h: &DataOut, data: &[u8]) -> Result<(), DataError> {
+    pub fn on_data_out(&mut self, h: &DataOut, data: Bytes) -> Result<(), DataError> {
         let received = self.received();
         let end = u64::from(h.buffer_offset) + data.len() as u64;
         if end > u64::from(self.edtl) {
@@ -198,7 +198,7 @@ impl WriteState {
             }
             u.next_data_sn += 1;
             let limit = u.limit;
-            self.buf.extend_from_slice(data);
+            self.data.push(data);
             // The unsolicited burst ends with its F bit or when it has
             // used up FirstBurstLength (RFC 7143 §13.14); R2Ts then ask
             // for the rest from wherever it stopped.
@@ -242,7 +242,7 @@ impl WriteState {
             });
         }
         o.next_data_sn += 1;
-        self.buf.extend_from_slice(data);
+        self.data.push(data);
         if new_received == seq_end {
             self.outstanding.pop_front();
         }
@@ -301,9 +301,9 @@ impl WriteState {
         self.outstanding.iter().map(|o| o.ttt)
     }
 
-    /// The collected data.
-    pub fn into_data(self) -> Bytes {
-        self.buf.freeze()
+    /// The collected data, in the pieces it arrived in.
+    pub fn into_data(self) -> WriteData {
+        self.data
     }
 }
 
@@ -477,6 +477,10 @@ mod tests {
         }
     }
 
+    fn b(data: &[u8]) -> Bytes {
+        Bytes::copy_from_slice(data)
+    }
+
     fn no_limit() -> u64 {
         u64::MAX
     }
@@ -492,12 +496,12 @@ mod tests {
     #[test]
     fn immediate_unsolicited_then_r2ts_in_bursts() {
         let edtl = 40_000;
-        let mut w = WriteState::new(edtl, &[1u8; 1000], false, LIMITS).unwrap();
+        let mut w = WriteState::new(edtl, b(&[1u8; 1000]), false, LIMITS).unwrap();
         // While the unsolicited burst is open, no R2T.
         assert!(w.next_r2ts(&mut no_limit(), ttt_counter()).is_empty());
-        w.on_data_out(&dout(RESERVED_TAG, 0, 1000, false), &[2u8; 4096])
+        w.on_data_out(&dout(RESERVED_TAG, 0, 1000, false), b(&[2u8; 4096]))
             .unwrap();
-        w.on_data_out(&dout(RESERVED_TAG, 1, 5096, true), &[3u8; 3096])
+        w.on_data_out(&dout(RESERVED_TAG, 1, 5096, true), b(&[3u8; 3096]))
             .unwrap();
         assert_eq!(w.received(), 8192);
         let mut ttts = ttt_counter();
@@ -513,9 +517,9 @@ mod tests {
         );
         // MaxOutstandingR2T=1: nothing more until this one is answered.
         assert!(w.next_r2ts(&mut no_limit(), &mut ttts).is_empty());
-        w.on_data_out(&dout(101, 0, 8192, false), &[4u8; 8192])
+        w.on_data_out(&dout(101, 0, 8192, false), b(&[4u8; 8192]))
             .unwrap();
-        w.on_data_out(&dout(101, 1, 16384, true), &[4u8; 8192])
+        w.on_data_out(&dout(101, 1, 16384, true), b(&[4u8; 8192]))
             .unwrap();
         let r = w.next_r2ts(&mut no_limit(), &mut ttts);
         assert_eq!(
@@ -527,10 +531,10 @@ mod tests {
                 len: 15424
             }]
         );
-        w.on_data_out(&dout(102, 0, 24576, true), &[5u8; 15424])
+        w.on_data_out(&dout(102, 0, 24576, true), b(&[5u8; 15424]))
             .unwrap();
         assert!(w.is_complete());
-        let data = w.into_data();
+        let data = w.into_data().contiguous();
         assert_eq!(data.len(), 40_000);
         assert_eq!(data[999], 1);
         assert_eq!(data[1000], 2);
@@ -545,13 +549,13 @@ mod tests {
             max_burst_length: 1024,
             ..LIMITS
         };
-        let mut w = WriteState::new(3000, &[], true, limits).unwrap();
+        let mut w = WriteState::new(3000, b(&[]), true, limits).unwrap();
         let r = w.next_r2ts(&mut no_limit(), ttt_counter());
         let spans: Vec<_> = r.iter().map(|s| (s.offset, s.len, s.r2t_sn)).collect();
         assert_eq!(spans, vec![(0, 1024, 0), (1024, 1024, 1), (2048, 952, 2)]);
         // Answering the second R2T first breaks DataSequenceInOrder.
         assert_eq!(
-            w.on_data_out(&dout(102, 0, 1024, true), &[0; 1024]),
+            w.on_data_out(&dout(102, 0, 1024, true), b(&[0; 1024])),
             Err(DataError::BadTtt(102))
         );
     }
@@ -565,11 +569,16 @@ mod tests {
             (u32::MAX, None),
             (1, Some(0)),
         ] {
-            let mut w = WriteState::new(1024, &[], false, LIMITS).unwrap();
-            let r1 = w.on_data_out(&dout(RESERVED_TAG, first, 0, second.is_none()), &[0; 512]);
+            let mut w = WriteState::new(1024, b(&[]), false, LIMITS).unwrap();
+            let r1 = w.on_data_out(
+                &dout(RESERVED_TAG, first, 0, second.is_none()),
+                b(&[0; 512]),
+            );
             let r = match (r1, second) {
                 (Err(e), _) => Err(e),
-                (Ok(()), Some(sn)) => w.on_data_out(&dout(RESERVED_TAG, sn, 512, true), &[0; 512]),
+                (Ok(()), Some(sn)) => {
+                    w.on_data_out(&dout(RESERVED_TAG, sn, 512, true), b(&[0; 512]))
+                }
                 (Ok(()), None) => Ok(()),
             };
             assert!(
@@ -581,9 +590,9 @@ mod tests {
 
     #[test]
     fn data_beyond_edtl_or_burst_is_refused_without_storing() {
-        let mut w = WriteState::new(1000, &[], false, LIMITS).unwrap();
+        let mut w = WriteState::new(1000, b(&[]), false, LIMITS).unwrap();
         assert_eq!(
-            w.on_data_out(&dout(RESERVED_TAG, 0, 0, true), &[0; 1500]),
+            w.on_data_out(&dout(RESERVED_TAG, 0, 0, true), b(&[0; 1500])),
             Err(DataError::BeyondEdtl {
                 end: 1500,
                 edtl: 1000
@@ -591,23 +600,23 @@ mod tests {
         );
         assert_eq!(w.received(), 0);
         assert_eq!(
-            WriteState::new(100, &[0; 200], true, LIMITS).unwrap_err(),
+            WriteState::new(100, b(&[0; 200]), true, LIMITS).unwrap_err(),
             DataError::BeyondEdtl {
                 end: 200,
                 edtl: 100
             }
         );
-        let mut w = WriteState::new(100_000, &[], false, LIMITS).unwrap();
+        let mut w = WriteState::new(100_000, b(&[]), false, LIMITS).unwrap();
         assert_eq!(
-            w.on_data_out(&dout(RESERVED_TAG, 0, 0, false), &[0; 9000]),
+            w.on_data_out(&dout(RESERVED_TAG, 0, 0, false), b(&[0; 9000])),
             Err(DataError::BeyondBurst {
                 end: 9000,
                 limit: 8192
             })
         );
-        let mut w = WriteState::new(1000, &[], false, LIMITS).unwrap();
+        let mut w = WriteState::new(1000, b(&[]), false, LIMITS).unwrap();
         assert_eq!(
-            w.on_data_out(&dout(RESERVED_TAG, 0, 8, false), &[0; 8]),
+            w.on_data_out(&dout(RESERVED_TAG, 0, 8, false), b(&[0; 8])),
             Err(DataError::BadOffset {
                 expected: 0,
                 got: 8
@@ -623,7 +632,7 @@ mod tests {
             max_burst_length: 1024,
             ..LIMITS
         };
-        let mut w = WriteState::new(4096, &[], true, limits).unwrap();
+        let mut w = WriteState::new(4096, b(&[]), true, limits).unwrap();
         let mut budget = 1500;
         let r = w.next_r2ts(&mut budget, ttt_counter());
         assert_eq!(r.len(), 1);
@@ -645,28 +654,28 @@ mod tests {
             ..LIMITS
         };
         assert_eq!(
-            WriteState::new(512, &[0; 512], true, no_imm).unwrap_err(),
+            WriteState::new(512, b(&[0; 512]), true, no_imm).unwrap_err(),
             DataError::ImmediateNotAllowed
         );
         let r2t_first = WriteLimits {
             initial_r2t: true,
             ..LIMITS
         };
-        let mut w = WriteState::new(512, &[], false, r2t_first).unwrap();
+        let mut w = WriteState::new(512, b(&[]), false, r2t_first).unwrap();
         assert_eq!(
-            w.on_data_out(&dout(RESERVED_TAG, 0, 0, true), &[0; 512]),
+            w.on_data_out(&dout(RESERVED_TAG, 0, 0, true), b(&[0; 512])),
             Err(DataError::UnsolicitedNotAllowed)
         );
         // Unknown TTT while nothing is outstanding.
         assert_eq!(
-            w.on_data_out(&dout(7, 0, 0, true), &[0; 512]),
+            w.on_data_out(&dout(7, 0, 0, true), b(&[0; 512])),
             Err(DataError::BadTtt(7))
         );
         // An R2T sequence cut short by the F bit.
         let mut tt = ttt_counter();
         let r = w.next_r2ts(&mut no_limit(), &mut tt);
         assert_eq!(
-            w.on_data_out(&dout(r[0].ttt, 0, 0, true), &[0; 256]),
+            w.on_data_out(&dout(r[0].ttt, 0, 0, true), b(&[0; 256])),
             Err(DataError::ShortSequence {
                 at: 256,
                 missing: 256
