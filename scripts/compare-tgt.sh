@@ -137,6 +137,9 @@ run() {
     local name=$1 url=$2 pid=$3
     shift 3
     local out="$work/$name.json" peak=0 r
+    # Dirty pages of an earlier write run are written back now, not by
+    # the kernel's flusher in the middle of this run.
+    sync
     "$BUSRIG" bench "$url" --json --duration "$DURATION" "$@" >"$out" &
     local bench=$!
     while kill -0 "$bench" 2>/dev/null; do
