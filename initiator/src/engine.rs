@@ -631,10 +631,19 @@ impl Engine {
                 "Data-In up to byte {end} beyond the expected {expected}"
             )));
         }
-        if task.data_in.len() < end {
-            task.data_in.resize(end, 0);
+        if off == task.data_in.len() {
+            // In order (DataPDUInOrder=Yes): appended, with room for the
+            // whole transfer taken once and never zero-filled first.
+            if task.data_in.capacity() < expected {
+                task.data_in.reserve(expected - task.data_in.len());
+            }
+            task.data_in.extend_from_slice(&data);
+        } else {
+            if task.data_in.len() < end {
+                task.data_in.resize(end, 0);
+            }
+            task.data_in[off..end].copy_from_slice(&data);
         }
-        task.data_in[off..end].copy_from_slice(&data);
         task.data_in_len = task.data_in_len.max(end);
         if h.status_present {
             let residual = if h.underflow {
