@@ -1,6 +1,7 @@
 //! `busrig`: one binary, one subcommand per tool. Each subcommand is a thin
 //! clap wrapper around a library crate (STYLE.md rule 7).
 
+mod alloc;
 mod bench;
 mod bus;
 mod cluster;
@@ -156,6 +157,7 @@ fn main() -> ExitCode {
     let result: anyhow::Result<ExitCode> = rt.block_on(async {
         match cli.command {
             Command::Target(a) => {
+                alloc::keep_freed_io_buffers();
                 busrig_target::server::serve(busrig_target::server::ServeOptions {
                     config: a.config,
                     listen: a.listen,

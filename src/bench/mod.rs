@@ -347,31 +347,13 @@ struct Tally {
     verified: u64,
 }
 
-/// Makes glibc keep the memory of freed I/O buffers for the next ones.
-///
-/// By default an allocation of 1 MiB is a fresh mmap (or heap that was
-/// just handed back to the kernel), so every 1 MiB read paid 256 page
-/// faults to zero-fill memory it then overwrote: profiled, 18% of the
-/// client's time at 1 MiB queue depth 4. With these thresholds, freed
-/// buffers stay in the heap and are reused. Only the bench does this; it
-/// is the same client for every target compared.
-fn keep_freed_buffers() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator thresholds; it is called
-    // before the bench allocates its buffers and is safe at any time.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 16 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
-    }
-}
-
 /// Runs the bench on a thread of its own with a single-threaded
 /// scheduler: the client's sessions, their reader and writer tasks and the
 /// workers then take turns on one core instead of waking each other
 /// across cores, so the client spends its CPU on I/O and leaves the other
 /// core to the target under test (the same for every target compared).
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    keep_freed_buffers();
+    crate::alloc::keep_freed_io_buffers();
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("busrig-bench".into())
