@@ -6,13 +6,13 @@
 #   scripts/compare-tgt.sh [--duration SECS] [--size MIB] [--busrig PATH]
 #                          [--only PATTERN] [--keep]
 #
-# --only runs just the workloads whose name matches the grep -E PATTERN
-# (for example --only 'qd1|1m-write').
 # Starts tgtd and `busrig target` on free loopback ports, runs each
 # workload against one and then the other, and prints a table with both
 # figures, their ratio (busrig / tgtd) and the goal of issue 8. Needs
 # root (tgtd's control socket lives in /var/run/tgtd), tgtd, tgtadm and jq.
-# The bench's JSON of every run is kept in the work folder with --keep.
+# --only runs just the workloads whose name matches the grep -E PATTERN
+# (for example --only 'qd1|1m-write'). The bench's JSON of every run is
+# kept in the work folder with --keep.
 set -euo pipefail
 
 DURATION=10
