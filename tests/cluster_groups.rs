@@ -10,128 +10,14 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use busrig_cluster::admin::{self, ClusterStatus};
-use busrig_cluster::config::ClusterConfig;
 use serde_json::{json, Value};
 
-const POLL: Duration = Duration::from_millis(25);
-
-fn busrig(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_busrig"))
-        .args(args)
-        .output()
-        .expect("run busrig")
-}
-
-struct Lab {
-    dir: tempfile::TempDir,
-    cfg: ClusterConfig,
-    rt: tokio::runtime::Runtime,
-    portal: String,
-    control: String,
-}
+mod common;
+use common::lab::{Lab, POLL};
 
 impl Lab {
-    fn up(nodes: usize, quorum: &str) -> Lab {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().to_str().unwrap().to_string();
-        let n = nodes.to_string();
-        let out = busrig(&["lab", "up", "--dir", &d, "--nodes", &n, "--quorum", quorum]);
-        assert!(
-            out.status.success(),
-            "lab up: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let cfg = ClusterConfig::from_toml(
-            &std::fs::read_to_string(dir.path().join("cluster.toml")).unwrap(),
-        )
-        .unwrap();
-        let state: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.path().join("lab.json")).unwrap())
-                .unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        Lab {
-            portal: state["target"]["addr"].as_str().unwrap().into(),
-            control: state["target"]["control"].as_str().unwrap().into(),
-            dir,
-            cfg,
-            rt,
-        }
-    }
-
-    fn d(&self) -> &str {
-        self.dir.path().to_str().unwrap()
-    }
-
-    fn logs(&self) -> String {
-        let mut s = String::new();
-        for n in self
-            .cfg
-            .nodes
-            .iter()
-            .map(|n| n.name.as_str())
-            .chain(["target"])
-        {
-            let t = std::fs::read_to_string(self.dir.path().join(format!("logs/{n}.log")))
-                .unwrap_or_default();
-            let lines: Vec<&str> = t.lines().collect();
-            s += &format!(
-                "\n===== {n}\n{}",
-                lines[lines.len().saturating_sub(30)..].join("\n")
-            );
-        }
-        s
-    }
-
-    fn cluster(&self, args: &[&str]) -> String {
-        let mut a = vec!["cluster", "--lab", self.d()];
-        a.extend_from_slice(args);
-        let out = busrig(&a);
-        assert!(
-            out.status.success(),
-            "busrig {a:?}: {}{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.logs()
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn cluster_fails(&self, args: &[&str]) -> String {
-        let mut a = vec!["cluster", "--lab", self.d()];
-        a.extend_from_slice(args);
-        let out = busrig(&a);
-        assert!(!out.status.success(), "busrig {a:?} should fail");
-        String::from_utf8(out.stderr).unwrap()
-    }
-
-    fn lab(&self, verb: &[&str]) {
-        let mut a = vec!["lab"];
-        a.extend_from_slice(verb);
-        a.extend_from_slice(&["--dir", self.d()]);
-        let out = busrig(&a);
-        assert!(
-            out.status.success(),
-            "busrig {a:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn status(&self, node: &str) -> Option<ClusterStatus> {
-        let id = self.cfg.node_id(node)?;
-        self.rt
-            .block_on(admin::status(
-                &self.cfg.nodes[usize::from(id)].admin.to_string(),
-                Some(&self.cfg.secret),
-            ))
-            .ok()
-    }
-
     fn catalog(&self) -> Value {
         serde_json::from_str(&self.cluster(&["group", "list", "--json"])).unwrap()
     }
@@ -144,21 +30,6 @@ impl Lab {
         )
     }
 
-    fn wait(&self, what: &str, limit: Duration, mut cond: impl FnMut(&Lab) -> bool) -> Duration {
-        let t = Instant::now();
-        loop {
-            if cond(self) {
-                return t.elapsed();
-            }
-            assert!(
-                t.elapsed() < limit,
-                "{what}: not within {limit:?}{}",
-                self.logs()
-            );
-            std::thread::sleep(POLL);
-        }
-    }
-
     fn online_on(&self, g: &str, node: &str) -> bool {
         self.group(g) == (Some(node.to_string()), Some("online".into()))
             && self.catalog()[g]["state"]["node"] == json!(node)
@@ -167,27 +38,6 @@ impl Lab {
     fn bound(&self) -> Duration {
         let t = &self.cfg.timing;
         t.detection() * 3 + t.challenge_wait * 2 + t.online_delay * 2 + Duration::from_secs(5)
-    }
-
-    fn audit(&self, lun: u32) -> Vec<Value> {
-        let (code, v) = self
-            .rt
-            .block_on(busrig_target::control::http::request(
-                &self.control,
-                "GET",
-                &format!("/audit?lun={lun}"),
-                None,
-                None,
-            ))
-            .unwrap();
-        assert_eq!(code, 200);
-        v["history"].as_array().cloned().unwrap_or_default()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = busrig(&["lab", "down", "--dir", self.d()]);
     }
 }
 
@@ -296,7 +146,7 @@ fn create_evs(lab: &Lab, ip: &str, lun: u32, preferred: &str) {
 
 #[test]
 fn virtual_server_fails_over_with_its_disk_address_and_application() {
-    let lab = Lab::up(3, "disk-scsi2");
+    let lab = Lab::up(3, "disk-scsi2", "fast");
     let ip = "127.0.1.11";
     let addr = format!("{ip}:7777");
     // Refused changes say why and change nothing.
@@ -415,7 +265,7 @@ fn virtual_server_fails_over_with_its_disk_address_and_application() {
 
 #[test]
 fn failing_resource_restarts_then_its_group_moves() {
-    let lab = Lab::up(2, "disk-pr");
+    let lab = Lab::up(2, "disk-pr", "fast");
     let ip = "127.0.1.12";
     let addr = format!("{ip}:7777");
     create_evs(&lab, ip, 2, "NODE1,NODE2");
@@ -487,7 +337,7 @@ fn utc_hour() -> u8 {
 
 #[test]
 fn failback_only_inside_the_window_and_settings_survive_kills() {
-    let lab = Lab::up(3, "disk-scsi2");
+    let lab = Lab::up(3, "disk-scsi2", "fast");
     let bound = lab.bound();
     let h = utc_hour();
     // G_IN may fail back now (window covers this hour and the next);
@@ -569,7 +419,7 @@ fn failback_only_inside_the_window_and_settings_survive_kills() {
 #[test]
 fn old_owner_cannot_write_through_its_disk_proxy() {
     use busrig_cluster::clusdisk::Client;
-    let lab = Lab::up(2, "disk-scsi2");
+    let lab = Lab::up(2, "disk-scsi2", "fast");
     let disk = format!("disk=iscsi://{}/iqn.2026-11.io.busrig:lab/3", lab.portal);
     lab.cluster(&["group", "create", "G", "--preferred", "NODE1,NODE2"]);
     lab.cluster(&[

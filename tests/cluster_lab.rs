@@ -7,112 +7,16 @@
 //! `BUSRIG_LAB_LOG=debug` makes the nodes log more; the lab folder's logs are
 //! printed when a step fails.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use busrig_cluster::admin::{self, ClusterStatus};
-use busrig_cluster::config::ClusterConfig;
 use serde_json::{json, Value};
 
-const POLL: Duration = Duration::from_millis(20);
-
-fn busrig(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_busrig"))
-        .args(args)
-        .output()
-        .expect("run busrig")
-}
-
-/// A lab in a temporary folder; brought down on drop.
-struct Lab {
-    dir: tempfile::TempDir,
-    cfg: ClusterConfig,
-    rt: tokio::runtime::Runtime,
-}
+mod common;
+use common::lab::{busrig, Lab, POLL};
 
 impl Lab {
-    fn up(nodes: usize, quorum: &str, profile: &str) -> Lab {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let d = dir.path().to_str().unwrap().to_string();
-        let n = nodes.to_string();
-        let out = busrig(&[
-            "lab",
-            "up",
-            "--dir",
-            &d,
-            "--nodes",
-            &n,
-            "--quorum",
-            quorum,
-            "--profile",
-            profile,
-        ]);
-        assert!(
-            out.status.success(),
-            "lab up failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = std::fs::read_to_string(dir.path().join("cluster.toml")).unwrap();
-        let cfg = ClusterConfig::from_toml(&text).expect("lab cluster file");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        Lab { dir, cfg, rt }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn lab(&self, verb: &[&str]) {
-        let d = self.path().to_str().unwrap();
-        let mut args = vec!["lab"];
-        args.extend_from_slice(verb);
-        args.extend_from_slice(&["--dir", d]);
-        let out = busrig(&args);
-        assert!(
-            out.status.success(),
-            "busrig {args:?} failed:\n{}\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            self.logs()
-        );
-    }
-
-    fn logs(&self) -> String {
-        let mut s = String::new();
-        let Ok(rd) = std::fs::read_dir(self.path().join("logs")) else {
-            return s;
-        };
-        let mut files: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
-        files.sort();
-        for f in files {
-            let text = std::fs::read_to_string(&f).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            s += &format!("\n===== {} (last 40 lines)\n", f.display());
-            s += &lines[lines.len().saturating_sub(40)..].join("\n");
-        }
-        s
-    }
-
-    fn admin_of(&self, node: &str) -> String {
-        let id = self.cfg.node_id(node).expect("node in lab");
-        self.cfg.nodes[usize::from(id)].admin.to_string()
-    }
-
-    fn status(&self, node: &str) -> Option<ClusterStatus> {
-        self.rt
-            .block_on(admin::status(&self.admin_of(node), Some(&self.cfg.secret)))
-            .ok()
-    }
-
-    fn names(&self) -> Vec<String> {
-        self.cfg.nodes.iter().map(|n| n.name.clone()).collect()
-    }
-
     /// The owner every answering member agrees on.
     fn owner(&self) -> String {
         self.names()
@@ -121,20 +25,6 @@ impl Lab {
             .find(|s| s.member)
             .and_then(|s| s.quorum_owner)
             .expect("a member names a quorum owner")
-    }
-
-    /// Waits until `cond` holds, failing with the lab's logs after `limit`.
-    fn wait(&self, what: &str, limit: Duration, mut cond: impl FnMut(&Lab) -> bool) -> Duration {
-        let start = Instant::now();
-        loop {
-            if cond(self) {
-                return start.elapsed();
-            }
-            if start.elapsed() > limit {
-                panic!("{what}: not within {limit:?}{}", self.logs());
-            }
-            std::thread::sleep(POLL);
-        }
     }
 
     /// Every node in `nodes` is a settled member of one view with an acting owner.
@@ -159,40 +49,6 @@ impl Lab {
     fn takeover_bound(&self) -> Duration {
         let t = &self.cfg.timing;
         t.detection() * 3 + t.challenge_wait + t.online_delay + Duration::from_secs(3)
-    }
-
-    fn bus(&self) -> Value {
-        let state: Value =
-            serde_json::from_str(&std::fs::read_to_string(self.path().join("lab.json")).unwrap())
-                .unwrap();
-        let control = state["target"]["control"].as_str().unwrap().to_string();
-        let (code, v) = self
-            .rt
-            .block_on(busrig_target::control::http::request(
-                &control, "GET", "/status", None, None,
-            ))
-            .expect("bus status");
-        assert_eq!(code, 200);
-        v
-    }
-
-    fn audit(&self) -> Vec<Value> {
-        let state: Value =
-            serde_json::from_str(&std::fs::read_to_string(self.path().join("lab.json")).unwrap())
-                .unwrap();
-        let control = state["target"]["control"].as_str().unwrap().to_string();
-        let (code, v) = self
-            .rt
-            .block_on(busrig_target::control::http::request(
-                &control,
-                "GET",
-                "/audit?lun=0",
-                None,
-                None,
-            ))
-            .expect("bus audit");
-        assert_eq!(code, 200, "{v}");
-        v["history"].as_array().cloned().unwrap_or_default()
     }
 
     /// The node the bus shows holding the quorum LUN (SCSI-2 holder or PR
@@ -238,17 +94,6 @@ impl Lab {
                 Some(&self.cfg.secret),
             ))
             .expect("db")
-    }
-
-    fn log_of(&self, node: &str) -> String {
-        std::fs::read_to_string(self.path().join(format!("logs/{node}.log"))).unwrap_or_default()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let d = self.path().to_str().unwrap().to_string();
-        let _ = busrig(&["lab", "down", "--dir", &d]);
     }
 }
 
@@ -373,7 +218,7 @@ fn scenario(quorum: &str) {
         });
     }
     let late: Vec<Value> = lab
-        .audit()
+        .audit(0)
         .into_iter()
         .filter(|r| by(r, &paused) && r["end_ms"].as_u64().unwrap_or(0) >= takeover_ms)
         .collect();
