@@ -1577,16 +1577,7 @@ impl Node {
         {
             return;
         }
-        while let Some((origin, id, change)) = self.gum_queue.pop_front() {
-            if let Err(e) = self.db.check(&change) {
-                let reason = e.to_string();
-                if origin == self.me {
-                    self.actions.push(Action::Rejected { id, reason });
-                } else {
-                    self.send(origin, Body::GumReject { id, reason });
-                }
-                continue;
-            }
+        if let Some((origin, id, change)) = self.next_valid_gum() {
             let seq = self.db.seq + 1;
             let log = self.log.as_mut().expect("log is open when ready");
             let mut writes = Vec::new();
@@ -1615,8 +1606,26 @@ impl Node {
                 origin,
                 id,
             };
-            return;
         }
+    }
+
+    /// Takes the next queued change that applies to the database; changes
+    /// that do not are refused to whoever proposed them on the way.
+    fn next_valid_gum(&mut self) -> Option<(NodeId, u64, Change)> {
+        while let Some((origin, id, change)) = self.gum_queue.pop_front() {
+            match self.db.check(&change) {
+                Ok(()) => return Some((origin, id, change)),
+                Err(e) => {
+                    let reason = e.to_string();
+                    if origin == self.me {
+                        self.actions.push(Action::Rejected { id, reason });
+                    } else {
+                        self.send(origin, Body::GumReject { id, reason });
+                    }
+                }
+            }
+        }
+        None
     }
 }
 

@@ -898,16 +898,7 @@ impl Node {
             return;
         }
         // One change at a time: the next waits until this one is durable.
-        while let Some((origin, id, change)) = self.gum_queue.pop_front() {
-            if let Err(e) = self.db.check(&change) {
-                let reason = e.to_string();
-                if origin == self.me {
-                    self.actions.push(Action::Rejected { id, reason });
-                } else {
-                    self.send(origin, Body::GumReject { id, reason });
-                }
-                continue;
-            }
+        if let Some((origin, id, change)) = self.next_valid_gum() {
             let epoch = self.view().map_or(0, |v| v.epoch);
             let prev = (self.maj().tag, self.db.seq);
             let seq = self.db.seq + 1;
@@ -928,9 +919,8 @@ impl Node {
                 generation: self.maj().generation,
             };
             if let Err(e) = self.maj_log_change(seq, epoch, &change, done) {
-                return self.stop(format!("local quorum log append: {e}"));
+                self.stop(format!("local quorum log append: {e}"));
             }
-            return;
         }
     }
 

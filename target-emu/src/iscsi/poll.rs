@@ -54,9 +54,6 @@ struct Poller {
     skip: Cell<u32>,
     /// Fruitless spins in a row.
     misses: Cell<u32>,
-    /// What `skip` is set to after the next fruitless spin; doubles each
-    /// time, and a spin that sees an event resets it to 1.
-    backoff: Cell<u32>,
 }
 
 thread_local! {
@@ -78,7 +75,6 @@ pub fn install(window: Duration, runtime: tokio::runtime::Handle) -> std::io::Re
             runtime,
             skip: Cell::new(0),
             misses: Cell::new(0),
-            backoff: Cell::new(1),
         })
     });
     Ok(())
@@ -116,15 +112,14 @@ impl Poller {
         }
         if self.spin() {
             self.misses.set(0);
-            self.backoff.set(1);
             return;
         }
-        let misses = self.misses.get() + 1;
+        let misses = self.misses.get().saturating_add(1);
         self.misses.set(misses);
         if misses >= PATIENCE {
-            let b = self.backoff.get();
-            self.skip.set(b);
-            self.backoff.set((b * 2).min(MAX_SKIP));
+            // 1, 2, 4, ... parks for the 1st, 2nd, 3rd, ... miss past patience.
+            let doublings = (misses - PATIENCE).min(MAX_SKIP.trailing_zeros());
+            self.skip.set(1 << doublings);
         }
     }
 
