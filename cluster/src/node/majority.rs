@@ -3,7 +3,7 @@
 //! # Votes
 //!
 //! Every node has one vote and the witness disk, if configured, one more;
-//! a partition acts only with `ClusterConfig::majority_votes` of them. The
+//! a partition acts only with [`Votes::needed`] of them. The
 //! view's owner (its coordinator, the Global Update locker) acts while it
 //! holds that many *live* votes: its own, a member's acknowledgement
 //! ([`Body::LeaseAck`]) of one of its heartbeats sent less than one lease
@@ -70,6 +70,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::quorum::Votes;
 use super::*;
 use crate::db::Replica;
 
@@ -159,14 +160,10 @@ pub(super) struct Majority {
 }
 
 impl Majority {
-    pub(super) fn new(cfg: &ClusterConfig, me: NodeId, now: Duration) -> Option<Box<Majority>> {
-        let QuorumModel::Majority { witness } = &cfg.quorum else {
-            return None;
-        };
-        Some(Box::new(Majority {
-            witness: witness
-                .as_ref()
-                .map(|_| Arbiter::witness(cfg.timing, pr_key(me))),
+    /// Node `me` starting at `now`, with a witness disk or not.
+    pub(super) fn new(cfg: &ClusterConfig, me: NodeId, witness: bool, now: Duration) -> Majority {
+        Majority {
+            witness: witness.then(|| Arbiter::witness(cfg.timing, pr_key(me))),
             log: None,
             loading: None,
             ready: false,
@@ -186,7 +183,7 @@ impl Majority {
             member_seq: BTreeMap::new(),
             taken: None,
             persisted_epoch: 0,
-        }))
+        }
     }
 
     pub(super) fn heard_replica(&mut self, from: NodeId, r: Replica) {
@@ -204,24 +201,24 @@ impl Majority {
 
 impl Node {
     pub(super) fn is_majority(&self) -> bool {
-        self.maj.is_some()
+        self.quorum.is_majority()
     }
 
     fn maj(&self) -> &Majority {
-        self.maj.as_deref().expect("majority model")
+        self.quorum.majority().expect("majority model")
     }
 
     fn maj_mut(&mut self) -> &mut Majority {
-        self.maj.as_deref_mut().expect("majority model")
+        self.quorum.majority_mut().expect("majority model")
     }
 
     pub(super) fn maj_ready(&self) -> bool {
-        self.maj.as_ref().is_some_and(|m| m.ready)
+        self.quorum.majority().is_some_and(|m| m.ready)
     }
 
     /// This node's replica, for regroup messages.
     pub(super) fn maj_replica(&self) -> Option<Replica> {
-        self.maj.as_ref().filter(|m| m.ready).map(|m| Replica {
+        self.quorum.majority().filter(|m| m.ready).map(|m| Replica {
             tag: m.tag,
             db: self.db.clone(),
             max_epoch: self.max_epoch,
@@ -258,7 +255,7 @@ impl Node {
     pub(super) fn maj_acting(&self, now: Duration) -> bool {
         match &self.phase {
             Phase::Member(ms) if ms.regroup.is_none() && ms.view.owner == Some(self.me) => {
-                self.maj().ready && self.maj_votes(now) >= self.cfg.majority_votes()
+                self.maj().ready && Votes::of(&self.cfg).has_quorum(self.maj_votes(now))
             }
             _ => false,
         }
@@ -371,7 +368,7 @@ impl Node {
         if acting != was {
             self.maj_mut().acting = acting;
             let votes = self.maj_votes(now);
-            let need = self.cfg.majority_votes();
+            let need = Votes::of(&self.cfg).needed();
             if acting {
                 tracing::info!(
                     node = self.me,
@@ -415,7 +412,7 @@ impl Node {
             Some(_) if self.maj_acting(now) => {}
             _ => {
                 let votes = self.maj_votes(now);
-                let need = self.cfg.majority_votes();
+                let need = Votes::of(&self.cfg).needed();
                 return self.stop(format!(
                     "no majority: {votes} of {need} votes after the regroup"
                 ));
@@ -474,7 +471,7 @@ impl Node {
         if let Some(r) = self.maj_replica() {
             direct.insert(self.me, r);
         }
-        let need = self.cfg.majority_votes();
+        let need = Votes::of(&self.cfg).needed();
         let nodes = direct.len();
         let witness = self.maj().witness.is_some();
         let holds_witness = self
@@ -1014,7 +1011,6 @@ impl Node {
 
     /// Durable once on `(nodes / 2) + 1` node replicas.
     fn maj_check_commit(&mut self) {
-        let need = self.cfg.nodes.len() / 2 + 1;
         let Some(p) = self.maj().pending.clone() else {
             return;
         };
@@ -1022,7 +1018,7 @@ impl Node {
         // evictions); a regroup would have dropped the pending change.
         let owner_now = matches!(&self.phase, Phase::Member(ms)
             if ms.regroup.is_none() && ms.view.owner == Some(self.me));
-        if !p.logged || p.acked.len() < need || !owner_now {
+        if !p.logged || !Votes::of(&self.cfg).is_committed(p.acked.len()) || !owner_now {
             return;
         }
         self.maj_mut().pending = None;

@@ -35,11 +35,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::arbiter::{ArbOut, Arbiter, DiskId, DiskOp, DiskResult};
-use crate::config::{ClusterConfig, NodeId, QuorumModel};
+use crate::config::{ClusterConfig, NodeId};
 use crate::db::{Change, DbSnapshot, LogEntry};
 use crate::log_manager::{self, LogConfig, LogWrite, QuorumLog};
 use crate::message::{Body, Envelope, JoinRefusal, Net, View};
 use crate::node_manager::{Detector, Liveness};
+use quorum::Quorum;
 
 /// Why a node cannot be built from a cluster file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -180,8 +181,8 @@ pub struct Node {
     peers_incarnation: BTreeMap<NodeId, u64>,
     holding: bool,
     actions: Vec<Action>,
-    /// The majority model's state (None under the disk models).
-    maj: Option<Box<majority::Majority>>,
+    /// The quorum model and its state.
+    quorum: Quorum,
 }
 
 /// The PR key of node `id`: "bus" and the node number, never zero.
@@ -202,7 +203,7 @@ impl Node {
             .node_id(name)
             .ok_or_else(|| NodeError::UnknownNode(name.into()))?;
         let timing = cfg.timing;
-        let maj = majority::Majority::new(&cfg, me, now);
+        let quorum = Quorum::new(&cfg, me, now);
         let form_at = now + timing.heartbeat * (6 + 2 * u32::from(me));
         Ok(Node {
             arbiter: Arbiter::new(&cfg.quorum, timing, pr_key(me)),
@@ -231,7 +232,7 @@ impl Node {
             peers_incarnation: BTreeMap::new(),
             holding: false,
             actions: Vec::new(),
-            maj,
+            quorum,
         })
     }
 
@@ -402,7 +403,7 @@ impl Node {
         let reason = reason.into();
         tracing::warn!(node = self.me, %reason, "stopping cluster service");
         self.arbiter = Arbiter::new(&self.cfg.quorum, self.cfg.timing, pr_key(self.me));
-        if let Some(m) = &mut self.maj {
+        if let Some(m) = self.quorum.majority_mut() {
             m.witness = m
                 .witness
                 .as_ref()
@@ -724,7 +725,7 @@ impl Node {
             OpKind::Release => {}
             OpKind::Local => self.maj_on_local_done(now, id, result),
             OpKind::Witness => {
-                let outs = match self.maj.as_mut().and_then(|m| m.witness.as_mut()) {
+                let outs = match self.quorum.majority_mut().and_then(|m| m.witness.as_mut()) {
                     Some(w) => w.on_result(now, result),
                     None => vec![],
                 };
@@ -759,8 +760,8 @@ impl Node {
             self.issue(OpKind::Release, op);
         }
         if let Some(op) = self
-            .maj
-            .as_mut()
+            .quorum
+            .majority_mut()
             .and_then(|m| m.witness.as_mut()?.release())
         {
             self.maj_issue_release(op);
@@ -921,7 +922,6 @@ impl Node {
             .collect();
         self.detector.watch_only(peers, now);
         let no_owner = view.owner.is_none();
-        let designated = view.members.iter().copied().min() == Some(self.me);
         let deadline = no_owner.then(|| {
             let t = self.cfg.timing;
             now + t.online_delay + t.challenge_wait * 2 + t.heartbeat * 20
@@ -932,7 +932,7 @@ impl Node {
             quorum_deadline: deadline,
         });
         self.hold_writes(no_owner);
-        if no_owner && designated && self.arbiter.is_idle() && !self.is_majority() {
+        if !self.is_majority() && quorum::disk_challenges(&view, self.me, self.arbiter.is_idle()) {
             tracing::info!(
                 node = self.me,
                 epoch = view.epoch,
@@ -1018,7 +1018,7 @@ impl Node {
         if coordinator == self.me && self.is_majority() {
             self.maj_end_collection(now, epoch, seen);
         } else if coordinator == self.me {
-            let owner = seen.iter().find(|(_, &h)| h).map(|(&n, _)| n);
+            let owner = quorum::disk_owner(&seen);
             let paused = self.paused_among(seen.keys());
             let view = View {
                 epoch,
@@ -1141,7 +1141,7 @@ impl Node {
             if let Some(r) = &mut m.regroup {
                 if r.epoch == epoch {
                     r.seen.insert(from, holds);
-                    if let Some(m) = &mut self.maj {
+                    if let Some(m) = self.quorum.majority_mut() {
                         if let Some(rep) = replica {
                             m.heard_replica(from, rep);
                         }
@@ -1630,6 +1630,7 @@ impl Node {
 }
 
 mod majority;
+pub mod quorum;
 
 #[cfg(test)]
 mod tests;
