@@ -72,7 +72,8 @@ use serde::{Deserialize, Serialize};
 
 use super::quorum::Votes;
 use super::*;
-use crate::db::Replica;
+use crate::db::{ApplyError, Replica};
+use crate::log_manager::LogError;
 
 /// Installed epochs are `k * EPOCH_STRIDE + coordinator`: unique per node.
 pub(super) const EPOCH_STRIDE: u64 = 32;
@@ -83,6 +84,20 @@ pub(super) struct ReplicaCheckpoint {
     tag: u64,
     max_epoch: u64,
     db: DbSnapshot,
+}
+
+/// Why a change cannot be added to the local replica.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ReplicaError {
+    /// The database refuses the change (diverged, or out of sequence).
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// The local quorum log is not open (not recovered yet, or stopped).
+    #[error("local log not open")]
+    LogClosed,
+    /// The local quorum log cannot take the checkpoint or the record.
+    #[error(transparent)]
+    Log(#[from] LogError),
 }
 
 /// What to do once a batch of local-log writes is on the disk.
@@ -648,9 +663,9 @@ impl Node {
         epoch: u64,
         change: &Change,
         done: LocalDone,
-    ) -> Result<(), String> {
+    ) -> Result<(), ReplicaError> {
         let apply_now = matches!(done, LocalDone::Ack { .. });
-        self.db.check(change).map_err(|e| e.to_string())?;
+        self.db.check(change)?;
         let mut writes = Vec::new();
         let cp = ReplicaCheckpoint {
             tag: self.maj().tag,
@@ -663,14 +678,14 @@ impl Node {
             epoch,
         })
         .expect("entries serialize");
-        let log = self.maj_mut().log.as_mut().ok_or("local log not open")?;
+        let log = self.maj_mut().log.as_mut().ok_or(ReplicaError::LogClosed)?;
         if log.needs_checkpoint() {
             let snap = serde_json::to_vec(&cp).expect("checkpoint serializes");
-            writes.extend(log_manager::checkpoint_all(log, &snap).map_err(|e| e.to_string())?);
+            writes.extend(log_manager::checkpoint_all(log, &snap)?);
         }
-        writes.extend(log.append(&payload).map_err(|e| e.to_string())?.1);
+        writes.extend(log.append(&payload)?.1);
         if apply_now {
-            self.db.apply(seq, change).map_err(|e| e.to_string())?;
+            self.db.apply(seq, change)?;
             self.maj_mut().tag = epoch;
         }
         self.maj_queue_writes(writes, Some(done));

@@ -48,10 +48,15 @@ pub enum NodeError {
     /// The name is not in the cluster file.
     #[error("node {0:?} is not in the cluster file")]
     UnknownNode(String),
-    /// Kept for API stability: the majority model is supported now and
-    /// this is no longer returned.
-    #[error("quorum model majority is not supported by the node yet")]
-    MajorityUnsupported,
+}
+
+/// Why the owner may not issue its next quorum-log write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum LogWriteError {
+    /// The arbiter no longer acts as the disk's owner (its lease ran out,
+    /// e.g. while the node was paused between two writes).
+    #[error("the quorum disk lease expired")]
+    LeaseExpired,
 }
 
 /// Something the driver must do.
@@ -1412,12 +1417,12 @@ impl Node {
     /// The next queued log write, if this node may still write: a node
     /// that was paused between two writes may have lost the quorum meanwhile
     /// and must not write again (the caller stops then).
-    fn next_log_write(&mut self, now: Duration) -> Result<Option<u64>, ()> {
+    fn next_log_write(&mut self, now: Duration) -> Result<Option<u64>, LogWriteError> {
         if self.log_pending.is_empty() {
             return Ok(None);
         }
         if !self.arbiter.is_acting_owner(now) {
-            return Err(());
+            return Err(LogWriteError::LeaseExpired);
         }
         let w = self.log_pending.pop_front().expect("not empty");
         Ok(Some(self.issue_log_write(w)))
@@ -1502,7 +1507,9 @@ impl Node {
                 ops.remove(&id);
                 match self.next_log_write(now) {
                     Ok(next) => ops.extend(next),
-                    Err(()) => return self.stop("lease expired while preparing the quorum log"),
+                    Err(LogWriteError::LeaseExpired) => {
+                        return self.stop("lease expired while preparing the quorum log")
+                    }
                 }
                 if ops.is_empty() {
                     self.log_state = LogState::Ready;
@@ -1524,7 +1531,9 @@ impl Node {
                 ops.remove(&id);
                 match self.next_log_write(now) {
                     Ok(next) => ops.extend(next),
-                    Err(()) => return self.stop("lease expired while writing the quorum log"),
+                    Err(LogWriteError::LeaseExpired) => {
+                        return self.stop("lease expired while writing the quorum log")
+                    }
                 }
                 if !ops.is_empty() {
                     self.log_state = LogState::Writing {
