@@ -47,14 +47,19 @@ pub const ST_NOT_OWNER: u8 = 3;
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusDiskError {
+    /// The proxy socket failed.
     #[error("cluster disk proxy: {0}")]
     Io(#[from] std::io::Error),
+    /// The target answered with status RESERVATION CONFLICT.
     #[error("reservation conflict: this node does not hold the disk")]
     Conflict,
+    /// The node does not act as the disk's owner now; says why.
     #[error("the node is not the disk's owner right now: {0}")]
     NotOwner(String),
+    /// The I/O itself failed on the target or the transport.
     #[error("disk I/O failed: {0}")]
     Failed(String),
+    /// The proxy's answer did not follow the protocol.
     #[error("cluster disk proxy: bad answer: {0}")]
     Protocol(String),
 }
@@ -71,7 +76,6 @@ pub struct Request {
 
 /// What a server does with requests.
 pub trait Backend: Send + Sync + 'static {
-    /// Whether I/O may go out now; `Err` says why not.
     /// Whether I/O may go out now; may wait a while for a pending defense;
     /// `Err` says why not.
     fn may_io(&self) -> impl std::future::Future<Output = Result<(), String>> + Send;

@@ -518,17 +518,6 @@ impl ClusterConfig {
     pub fn initiator_name(&self, id: NodeId) -> String {
         format!("{}:{}", self.initiator_prefix, self.nodes[id as usize].name)
     }
-
-    /// Votes needed for quorum under the majority model: (nodes / 2) + 1,
-    /// counting the witness as one more voter.
-    pub fn majority_votes(&self) -> usize {
-        let voters = self.nodes.len()
-            + usize::from(matches!(
-                self.quorum,
-                QuorumModel::Majority { witness: Some(_) }
-            ));
-        voters / 2 + 1
-    }
 }
 
 #[cfg(test)]
@@ -659,7 +648,7 @@ mod tests {
             &format!("model = \"majority\"\nwitness = \"{URL}\""),
         );
         let c = ClusterConfig::from_toml(&witness).unwrap();
-        assert_eq!(c.majority_votes(), 2);
+        assert_eq!(crate::node::quorum::Votes::of(&c).needed(), 2);
         let w2 = scsi2("").replace(
             "model = \"disk-scsi2\"",
             &format!("model = \"disk-scsi2\"\nwitness = \"{URL}\""),

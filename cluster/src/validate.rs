@@ -20,6 +20,7 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 use crate::config::{ClusterConfig, QuorumModel};
+use crate::node::quorum::Votes;
 use crate::resource::{Catalog, ResourceType, DEFAULT_GROUP};
 
 /// pass / warn / fail.
@@ -95,7 +96,7 @@ pub fn validate(cfg: &ClusterConfig, cat: &Catalog, bus: &BusFacts) -> Vec<Check
             Verdict::Pass,
             format!(
                 "majority: {} of {} votes needed{}",
-                cfg.majority_votes(),
+                Votes::of(cfg).needed(),
                 n + usize::from(witness.is_some()),
                 if witness.is_some() {
                     " (with a witness)"

@@ -3,7 +3,7 @@
 //! # Votes
 //!
 //! Every node has one vote and the witness disk, if configured, one more;
-//! a partition acts only with `ClusterConfig::majority_votes` of them. The
+//! a partition acts only with [`Votes::needed`] of them. The
 //! view's owner (its coordinator, the Global Update locker) acts while it
 //! holds that many *live* votes: its own, a member's acknowledgement
 //! ([`Body::LeaseAck`]) of one of its heartbeats sent less than one lease
@@ -70,8 +70,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::quorum::Votes;
 use super::*;
-use crate::db::Replica;
+use crate::db::{ApplyError, Replica};
+use crate::log_manager::LogError;
 
 /// Installed epochs are `k * EPOCH_STRIDE + coordinator`: unique per node.
 pub(super) const EPOCH_STRIDE: u64 = 32;
@@ -82,6 +84,20 @@ pub(super) struct ReplicaCheckpoint {
     tag: u64,
     max_epoch: u64,
     db: DbSnapshot,
+}
+
+/// Why a change cannot be added to the local replica.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ReplicaError {
+    /// The database refuses the change (diverged, or out of sequence).
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// The local quorum log is not open (not recovered yet, or stopped).
+    #[error("local log not open")]
+    LogClosed,
+    /// The local quorum log cannot take the checkpoint or the record.
+    #[error(transparent)]
+    Log(#[from] LogError),
 }
 
 /// What to do once a batch of local-log writes is on the disk.
@@ -159,14 +175,10 @@ pub(super) struct Majority {
 }
 
 impl Majority {
-    pub(super) fn new(cfg: &ClusterConfig, me: NodeId, now: Duration) -> Option<Box<Majority>> {
-        let QuorumModel::Majority { witness } = &cfg.quorum else {
-            return None;
-        };
-        Some(Box::new(Majority {
-            witness: witness
-                .as_ref()
-                .map(|_| Arbiter::witness(cfg.timing, pr_key(me))),
+    /// Node `me` starting at `now`, with a witness disk or not.
+    pub(super) fn new(cfg: &ClusterConfig, me: NodeId, witness: bool, now: Duration) -> Majority {
+        Majority {
+            witness: witness.then(|| Arbiter::witness(cfg.timing, pr_key(me))),
             log: None,
             loading: None,
             ready: false,
@@ -186,7 +198,7 @@ impl Majority {
             member_seq: BTreeMap::new(),
             taken: None,
             persisted_epoch: 0,
-        }))
+        }
     }
 
     pub(super) fn heard_replica(&mut self, from: NodeId, r: Replica) {
@@ -204,24 +216,24 @@ impl Majority {
 
 impl Node {
     pub(super) fn is_majority(&self) -> bool {
-        self.maj.is_some()
+        self.quorum.is_majority()
     }
 
     fn maj(&self) -> &Majority {
-        self.maj.as_deref().expect("majority model")
+        self.quorum.majority().expect("majority model")
     }
 
     fn maj_mut(&mut self) -> &mut Majority {
-        self.maj.as_deref_mut().expect("majority model")
+        self.quorum.majority_mut().expect("majority model")
     }
 
     pub(super) fn maj_ready(&self) -> bool {
-        self.maj.as_ref().is_some_and(|m| m.ready)
+        self.quorum.majority().is_some_and(|m| m.ready)
     }
 
     /// This node's replica, for regroup messages.
     pub(super) fn maj_replica(&self) -> Option<Replica> {
-        self.maj.as_ref().filter(|m| m.ready).map(|m| Replica {
+        self.quorum.majority().filter(|m| m.ready).map(|m| Replica {
             tag: m.tag,
             db: self.db.clone(),
             max_epoch: self.max_epoch,
@@ -258,7 +270,7 @@ impl Node {
     pub(super) fn maj_acting(&self, now: Duration) -> bool {
         match &self.phase {
             Phase::Member(ms) if ms.regroup.is_none() && ms.view.owner == Some(self.me) => {
-                self.maj().ready && self.maj_votes(now) >= self.cfg.majority_votes()
+                self.maj().ready && Votes::of(&self.cfg).has_quorum(self.maj_votes(now))
             }
             _ => false,
         }
@@ -371,7 +383,7 @@ impl Node {
         if acting != was {
             self.maj_mut().acting = acting;
             let votes = self.maj_votes(now);
-            let need = self.cfg.majority_votes();
+            let need = Votes::of(&self.cfg).needed();
             if acting {
                 tracing::info!(
                     node = self.me,
@@ -415,7 +427,7 @@ impl Node {
             Some(_) if self.maj_acting(now) => {}
             _ => {
                 let votes = self.maj_votes(now);
-                let need = self.cfg.majority_votes();
+                let need = Votes::of(&self.cfg).needed();
                 return self.stop(format!(
                     "no majority: {votes} of {need} votes after the regroup"
                 ));
@@ -474,7 +486,7 @@ impl Node {
         if let Some(r) = self.maj_replica() {
             direct.insert(self.me, r);
         }
-        let need = self.cfg.majority_votes();
+        let need = Votes::of(&self.cfg).needed();
         let nodes = direct.len();
         let witness = self.maj().witness.is_some();
         let holds_witness = self
@@ -651,9 +663,9 @@ impl Node {
         epoch: u64,
         change: &Change,
         done: LocalDone,
-    ) -> Result<(), String> {
+    ) -> Result<(), ReplicaError> {
         let apply_now = matches!(done, LocalDone::Ack { .. });
-        self.db.check(change).map_err(|e| e.to_string())?;
+        self.db.check(change)?;
         let mut writes = Vec::new();
         let cp = ReplicaCheckpoint {
             tag: self.maj().tag,
@@ -666,14 +678,14 @@ impl Node {
             epoch,
         })
         .expect("entries serialize");
-        let log = self.maj_mut().log.as_mut().ok_or("local log not open")?;
+        let log = self.maj_mut().log.as_mut().ok_or(ReplicaError::LogClosed)?;
         if log.needs_checkpoint() {
             let snap = serde_json::to_vec(&cp).expect("checkpoint serializes");
-            writes.extend(log_manager::checkpoint_all(log, &snap).map_err(|e| e.to_string())?);
+            writes.extend(log_manager::checkpoint_all(log, &snap)?);
         }
-        writes.extend(log.append(&payload).map_err(|e| e.to_string())?.1);
+        writes.extend(log.append(&payload)?.1);
         if apply_now {
-            self.db.apply(seq, change).map_err(|e| e.to_string())?;
+            self.db.apply(seq, change)?;
             self.maj_mut().tag = epoch;
         }
         self.maj_queue_writes(writes, Some(done));
@@ -1014,7 +1026,6 @@ impl Node {
 
     /// Durable once on `(nodes / 2) + 1` node replicas.
     fn maj_check_commit(&mut self) {
-        let need = self.cfg.nodes.len() / 2 + 1;
         let Some(p) = self.maj().pending.clone() else {
             return;
         };
@@ -1022,7 +1033,7 @@ impl Node {
         // evictions); a regroup would have dropped the pending change.
         let owner_now = matches!(&self.phase, Phase::Member(ms)
             if ms.regroup.is_none() && ms.view.owner == Some(self.me));
-        if !p.logged || p.acked.len() < need || !owner_now {
+        if !p.logged || !Votes::of(&self.cfg).is_committed(p.acked.len()) || !owner_now {
             return;
         }
         self.maj_mut().pending = None;

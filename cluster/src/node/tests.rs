@@ -1,6 +1,7 @@
 //! Unit tests of the node state machine with a scripted disk.
 
 use super::*;
+use crate::config::QuorumModel;
 
 fn cfg(model: &str) -> Arc<ClusterConfig> {
     let mut s = format!(

@@ -82,15 +82,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-// Explicit paths: this file is the module root (lib.rs may load it with
-// `#[path]`), and its submodules live in quorum_log/.
-#[path = "quorum_log/backup.rs"]
 mod backup;
-#[path = "quorum_log/layout.rs"]
 pub mod layout;
 
 #[cfg(test)]
-#[path = "quorum_log/tests.rs"]
 mod tests;
 
 pub use backup::{backup, backup_region, parse_backup, restore, BackupContents};

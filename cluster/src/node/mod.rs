@@ -35,11 +35,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::arbiter::{ArbOut, Arbiter, DiskId, DiskOp, DiskResult};
-use crate::config::{ClusterConfig, NodeId, QuorumModel};
+use crate::config::{ClusterConfig, NodeId};
 use crate::db::{Change, DbSnapshot, LogEntry};
 use crate::log_manager::{self, LogConfig, LogWrite, QuorumLog};
 use crate::message::{Body, Envelope, JoinRefusal, Net, View};
 use crate::node_manager::{Detector, Liveness};
+use quorum::Quorum;
 
 /// Why a node cannot be built from a cluster file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,10 +48,15 @@ pub enum NodeError {
     /// The name is not in the cluster file.
     #[error("node {0:?} is not in the cluster file")]
     UnknownNode(String),
-    /// Kept for API stability: the majority model is supported now and
-    /// this is no longer returned.
-    #[error("quorum model majority is not supported by the node yet")]
-    MajorityUnsupported,
+}
+
+/// Why the owner may not issue its next quorum-log write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum LogWriteError {
+    /// The arbiter no longer acts as the disk's owner (its lease ran out,
+    /// e.g. while the node was paused between two writes).
+    #[error("the quorum disk lease expired")]
+    LeaseExpired,
 }
 
 /// Something the driver must do.
@@ -180,8 +186,8 @@ pub struct Node {
     peers_incarnation: BTreeMap<NodeId, u64>,
     holding: bool,
     actions: Vec<Action>,
-    /// The majority model's state (None under the disk models).
-    maj: Option<Box<majority::Majority>>,
+    /// The quorum model and its state.
+    quorum: Quorum,
 }
 
 /// The PR key of node `id`: "bus" and the node number, never zero.
@@ -202,7 +208,7 @@ impl Node {
             .node_id(name)
             .ok_or_else(|| NodeError::UnknownNode(name.into()))?;
         let timing = cfg.timing;
-        let maj = majority::Majority::new(&cfg, me, now);
+        let quorum = Quorum::new(&cfg, me, now);
         let form_at = now + timing.heartbeat * (6 + 2 * u32::from(me));
         Ok(Node {
             arbiter: Arbiter::new(&cfg.quorum, timing, pr_key(me)),
@@ -231,7 +237,7 @@ impl Node {
             peers_incarnation: BTreeMap::new(),
             holding: false,
             actions: Vec::new(),
-            maj,
+            quorum,
         })
     }
 
@@ -402,7 +408,7 @@ impl Node {
         let reason = reason.into();
         tracing::warn!(node = self.me, %reason, "stopping cluster service");
         self.arbiter = Arbiter::new(&self.cfg.quorum, self.cfg.timing, pr_key(self.me));
-        if let Some(m) = &mut self.maj {
+        if let Some(m) = self.quorum.majority_mut() {
             m.witness = m
                 .witness
                 .as_ref()
@@ -724,7 +730,7 @@ impl Node {
             OpKind::Release => {}
             OpKind::Local => self.maj_on_local_done(now, id, result),
             OpKind::Witness => {
-                let outs = match self.maj.as_mut().and_then(|m| m.witness.as_mut()) {
+                let outs = match self.quorum.majority_mut().and_then(|m| m.witness.as_mut()) {
                     Some(w) => w.on_result(now, result),
                     None => vec![],
                 };
@@ -759,8 +765,8 @@ impl Node {
             self.issue(OpKind::Release, op);
         }
         if let Some(op) = self
-            .maj
-            .as_mut()
+            .quorum
+            .majority_mut()
             .and_then(|m| m.witness.as_mut()?.release())
         {
             self.maj_issue_release(op);
@@ -921,7 +927,6 @@ impl Node {
             .collect();
         self.detector.watch_only(peers, now);
         let no_owner = view.owner.is_none();
-        let designated = view.members.iter().copied().min() == Some(self.me);
         let deadline = no_owner.then(|| {
             let t = self.cfg.timing;
             now + t.online_delay + t.challenge_wait * 2 + t.heartbeat * 20
@@ -932,7 +937,7 @@ impl Node {
             quorum_deadline: deadline,
         });
         self.hold_writes(no_owner);
-        if no_owner && designated && self.arbiter.is_idle() && !self.is_majority() {
+        if !self.is_majority() && quorum::disk_challenges(&view, self.me, self.arbiter.is_idle()) {
             tracing::info!(
                 node = self.me,
                 epoch = view.epoch,
@@ -1018,7 +1023,7 @@ impl Node {
         if coordinator == self.me && self.is_majority() {
             self.maj_end_collection(now, epoch, seen);
         } else if coordinator == self.me {
-            let owner = seen.iter().find(|(_, &h)| h).map(|(&n, _)| n);
+            let owner = quorum::disk_owner(&seen);
             let paused = self.paused_among(seen.keys());
             let view = View {
                 epoch,
@@ -1141,7 +1146,7 @@ impl Node {
             if let Some(r) = &mut m.regroup {
                 if r.epoch == epoch {
                     r.seen.insert(from, holds);
-                    if let Some(m) = &mut self.maj {
+                    if let Some(m) = self.quorum.majority_mut() {
                         if let Some(rep) = replica {
                             m.heard_replica(from, rep);
                         }
@@ -1412,12 +1417,12 @@ impl Node {
     /// The next queued log write, if this node may still write: a node
     /// that was paused between two writes may have lost the quorum meanwhile
     /// and must not write again (the caller stops then).
-    fn next_log_write(&mut self, now: Duration) -> Result<Option<u64>, ()> {
+    fn next_log_write(&mut self, now: Duration) -> Result<Option<u64>, LogWriteError> {
         if self.log_pending.is_empty() {
             return Ok(None);
         }
         if !self.arbiter.is_acting_owner(now) {
-            return Err(());
+            return Err(LogWriteError::LeaseExpired);
         }
         let w = self.log_pending.pop_front().expect("not empty");
         Ok(Some(self.issue_log_write(w)))
@@ -1502,7 +1507,9 @@ impl Node {
                 ops.remove(&id);
                 match self.next_log_write(now) {
                     Ok(next) => ops.extend(next),
-                    Err(()) => return self.stop("lease expired while preparing the quorum log"),
+                    Err(LogWriteError::LeaseExpired) => {
+                        return self.stop("lease expired while preparing the quorum log")
+                    }
                 }
                 if ops.is_empty() {
                     self.log_state = LogState::Ready;
@@ -1524,7 +1531,9 @@ impl Node {
                 ops.remove(&id);
                 match self.next_log_write(now) {
                     Ok(next) => ops.extend(next),
-                    Err(()) => return self.stop("lease expired while writing the quorum log"),
+                    Err(LogWriteError::LeaseExpired) => {
+                        return self.stop("lease expired while writing the quorum log")
+                    }
                 }
                 if !ops.is_empty() {
                     self.log_state = LogState::Writing {
@@ -1630,6 +1639,7 @@ impl Node {
 }
 
 mod majority;
+pub mod quorum;
 
 #[cfg(test)]
 mod tests;
