@@ -35,9 +35,10 @@ use std::time::Duration;
 use busrig_proto::negotiation::{SessionParams, TargetNegotiator};
 use busrig_proto::pdu::{
     opcode, reject_reason, DataOut, Header, LogoutRequest, LogoutResponse, NopIn, NopOut, Pdu, R2t,
-    Reject, ScsiCommand, TaskMgmtRequest, TextRequest, WireConfig,
+    Reject, ScsiCommand, TaskMgmtRequest, TextRequest, WireConfig, RESERVED_TAG,
 };
 use busrig_proto::scsi::sense::{status, Asc, Sense};
+use busrig_proto::serial;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -47,10 +48,10 @@ use tokio_util::sync::CancellationToken;
 use super::codec::{CodecError, PduReader, PduWriter};
 use super::discovery::TextState;
 use super::login::{self, Established, SessionKind};
-use super::session::{sn_lt, CmdWindow, SessionHandle};
+use super::session::{CmdWindow, SessionHandle};
 use super::tmf::{self, TmfPlan};
 use super::transfer::{reply_pdus, DataError, Outcome, ReplyShape, WriteLimits, WriteState};
-use super::{Portal, RESERVED_TAG};
+use super::Portal;
 use crate::nexus::ItNexus;
 use crate::scsi::{ScsiRequest, ScsiTarget};
 use crate::tasks::{TaskGuard, TaskInfo};
@@ -1153,7 +1154,7 @@ impl Conn {
                         let ref_sn = h.ref_cmd_sn;
                         if self.window.accepts(ref_sn)
                             && !self.pending.contains_key(&ref_sn)
-                            && sn_lt(ref_sn, h.cmd_sn)
+                            && serial::lt(ref_sn, h.cmd_sn)
                         {
                             self.aborted_ahead.push(ref_sn);
                             TmfPlan::Respond(tmf::RESP_COMPLETE)
