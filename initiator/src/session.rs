@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::{Isid, SessionConfig};
-use crate::connection::{self, Connection};
+use crate::connection::{self, Connection, ConnectionEvents};
 use crate::engine::{Engine, Event, Limits, Outcome, Request, ScsiOutcome, TaskAttr};
 use crate::error::Error;
 use crate::login::{LoggedIn, Login, LoginStep};
@@ -181,9 +181,11 @@ impl Shared {
         // trust; other users see the poisoned state and fail loudly.
         self.state.lock().expect("session state lock poisoned")
     }
+}
 
+impl ConnectionEvents for Shared {
     /// Called by the reader for every PDU of connection `generation`.
-    pub(crate) fn on_pdu(&self, generation: u64, p: Pdu) -> Result<(), Error> {
+    fn on_pdu(&self, generation: u64, p: Pdu) -> Result<(), Error> {
         let mut st = self.lock();
         if st.generation != generation {
             return Ok(());
@@ -202,7 +204,7 @@ impl Shared {
     /// Called by the reader when nothing arrived for `interval`: ping the
     /// target (RFC 7143 §11.18), and give up on the connection when a
     /// whole further interval passes without an answer.
-    pub(crate) fn on_idle(&self, generation: u64, interval: Duration) -> Result<(), Error> {
+    fn on_idle(&self, generation: u64, interval: Duration) -> Result<(), Error> {
         let mut st = self.lock();
         if st.generation != generation {
             return Ok(());
@@ -220,7 +222,7 @@ impl Shared {
     }
 
     /// Called by either connection task when the connection broke.
-    pub(crate) fn connection_failed(self: &Arc<Self>, generation: u64, err: Error) {
+    fn connection_failed(self: &Arc<Self>, generation: u64, err: Error) {
         let mut st = self.lock();
         if st.generation != generation || st.conn.is_none() {
             return;
@@ -247,7 +249,9 @@ impl Shared {
             me.recover(err.to_string(), wait).await
         }));
     }
+}
 
+impl Shared {
     /// Dials, follows redirections and logs in; returns the logged-in
     /// stream with any bytes read past the login.
     async fn establish(
