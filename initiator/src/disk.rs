@@ -24,9 +24,10 @@ use crate::error::Error;
 use crate::scsi::pr::{
     self, in_sa, Capabilities, FullStatus, Keys, PrOutAction, PrOutParams, Reservation,
 };
-use crate::scsi::{cdb, lun, Capacity, Cdb, Inquiry, LunList, Vpd};
+use crate::scsi::{cdb, Capacity, Cdb, Inquiry, Vpd};
 use crate::session::{PendingTask, Session};
 use crate::url::IscsiUrl;
+use busrig_proto::scsi::report_luns::{encode_lun, LunList};
 
 /// Largest transfer per READ or WRITE command unless the target's Block
 /// Limits page says less: 1 MiB keeps every command well inside common
@@ -71,7 +72,7 @@ impl Disk {
         Disk {
             session,
             lun,
-            field: lun::encode(lun),
+            field: encode_lun(u64::from(lun)),
             block_length: Mutex::new(None),
             ua_retries: 0,
             unit_attentions: Mutex::new(Vec::new()),
@@ -208,7 +209,9 @@ impl Disk {
     pub async fn report_luns(&self) -> Result<LunList, Error> {
         let mut alloc = 8 + 8 * 64;
         loop {
-            let l = LunList::decode(&self.execute(cdb::report_luns(alloc)).await?)?;
+            let data = self.execute(cdb::report_luns(alloc)).await?;
+            let l = LunList::decode(&data)
+                .map_err(|e| data_error("REPORT LUNS data", e.to_string()))?;
             let need = 8 + l.list_length;
             if need <= alloc || alloc >= 1 << 20 {
                 return Ok(l);

@@ -917,7 +917,10 @@ impl ScsiTarget {
             1 => Vec::new(),
             _ => return Err(invalid_cdb(2, Some(7))),
         };
-        Ok(ScsiReply::good(alloc(report_luns::report_luns(&luns), len)))
+        Ok(ScsiReply::good(alloc(
+            report_luns::LunList::from_numbers(&luns).encode(),
+            len,
+        )))
     }
 
     #[allow(clippy::too_many_arguments)]
