@@ -837,11 +837,11 @@ impl ScsiTarget {
                 };
                 Ok(ScsiReply::good(alloc(data, len)))
             }
-            Cdb::Reserve => match lu.reservations.lock().unwrap().reserve6(req.nexus) {
+            Cdb::Reserve { .. } => match lu.reservations.lock().unwrap().reserve6(req.nexus) {
                 Ok(()) => Ok(ScsiReply::good(Bytes::new())),
                 Err(_) => Err(Fail::Status(status::RESERVATION_CONFLICT)),
             },
-            Cdb::Release => {
+            Cdb::Release { .. } => {
                 lu.reservations.lock().unwrap().release6(req.nexus);
                 Ok(ScsiReply::good(Bytes::new()))
             }
