@@ -27,9 +27,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use busrig_initiator::scsi::inquiry::page_by_name;
-use busrig_initiator::scsi::pr::{PrOutAction, PrOutParams, PrType, TransportId};
+use busrig_initiator::scsi::pr::{PrOutParams, PrType, TransportId};
 use busrig_initiator::scsi::Vpd;
 use busrig_initiator::{Disk, Error, IscsiUrl, Isid, SessionConfig};
+use busrig_proto::scsi::pr::PrOutAction;
 use busrig_proto::scsi::report_luns::decode_lun;
 use busrig_proto::scsi::sense::{Sense, SenseKey};
 use bytes::Bytes;

@@ -35,7 +35,7 @@ use busrig_proto::serial;
 use bytes::{Bytes, BytesMut};
 
 use crate::error::Error;
-use crate::scsi::{Cdb, DataDirection};
+use crate::scsi::{Command, DataDirection};
 
 /// Negotiated values that shape what the engine sends (RFC 7143 §13).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +85,11 @@ pub enum TaskAttr {
 #[derive(Debug, Clone)]
 pub enum Request {
     /// A SCSI command to the LUN field `lun` (already in wire form).
-    Scsi { lun: u64, cdb: Cdb, attr: TaskAttr },
+    Scsi {
+        lun: u64,
+        cdb: Command,
+        attr: TaskAttr,
+    },
     /// A task management function (RFC 7143 §11.5); `referenced` is the ITT
     /// of the task ABORT TASK names, and `ref_cmd_sn` its CmdSN when the
     /// caller already forgot the task (otherwise the engine looks it up).
@@ -183,7 +187,7 @@ fn write_data(req: &Request) -> Option<&Bytes> {
     match req {
         Request::Scsi {
             cdb:
-                Cdb {
+                Command {
                     data: DataDirection::Write(d),
                     ..
                 },
@@ -597,7 +601,7 @@ impl Engine {
         let expected = match &task.req {
             Request::Scsi {
                 cdb:
-                    Cdb {
+                    Command {
                         data: DataDirection::Read(n),
                         ..
                     },
@@ -679,7 +683,7 @@ impl Engine {
         let mut len = task.data_in_len;
         if let Request::Scsi {
             cdb:
-                Cdb {
+                Command {
                     data: DataDirection::Read(n),
                     ..
                 },
@@ -1028,7 +1032,7 @@ mod tests {
     #[test]
     fn oversized_cdb_is_refused_without_touching_the_wire() {
         let mut e = engine(Limits::default());
-        let cdb = Cdb {
+        let cdb = Command {
             bytes: vec![0; 32],
             data: DataDirection::None,
         };

@@ -31,7 +31,7 @@ use crate::connection::{self, Connection, ConnectionEvents};
 use crate::engine::{Engine, Event, Limits, Outcome, Request, ScsiOutcome, TaskAttr};
 use crate::error::Error;
 use crate::login::{LoggedIn, Login, LoginStep};
-use crate::scsi::Cdb;
+use crate::scsi::Command;
 use crate::url::IscsiUrl;
 
 /// How many login redirections (status class 1) we follow.
@@ -606,7 +606,7 @@ impl Session {
     }
 
     /// Starts a SCSI command (simple task attribute) and returns its handle.
-    pub fn start_command(&self, lun: u64, cdb: Cdb) -> Result<PendingTask, Error> {
+    pub fn start_command(&self, lun: u64, cdb: Command) -> Result<PendingTask, Error> {
         self.start(
             Request::Scsi {
                 lun,
@@ -618,7 +618,7 @@ impl Session {
     }
 
     /// Runs a SCSI command and returns its full outcome, whatever the status.
-    pub async fn command(&self, lun: u64, cdb: Cdb) -> Result<ScsiOutcome, Error> {
+    pub async fn command(&self, lun: u64, cdb: Command) -> Result<ScsiOutcome, Error> {
         match self.start_command(lun, cdb)?.wait().await? {
             Outcome::Scsi(o) => Ok(o),
             other => Err(Error::Protocol(format!(
@@ -628,7 +628,7 @@ impl Session {
     }
 
     /// Runs a SCSI command; GOOD gives the Data-In bytes, any other status an error.
-    pub async fn execute(&self, lun: u64, cdb: Cdb) -> Result<Bytes, Error> {
+    pub async fn execute(&self, lun: u64, cdb: Command) -> Result<Bytes, Error> {
         self.command(lun, cdb).await?.into_result()
     }
 

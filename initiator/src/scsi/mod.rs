@@ -7,6 +7,6 @@ pub mod inquiry;
 pub mod pr;
 
 pub use capacity::Capacity;
-pub use cdb::{Cdb, DataDirection};
+pub use cdb::{Command, DataDirection};
 pub use inquiry::{DataError, Inquiry, Vpd};
-pub use pr::{PrOutAction, PrOutParams, PrType, TransportId};
+pub use pr::{PrOutParams, PrType, TransportId};
