@@ -1,7 +1,14 @@
 //! INQUIRY (SPC-4 §6.6) with its VPD pages (SPC-4 §7.8, SBC-3 §6.6) and
 //! REPORT LUNS (SPC-4 §6.33).
 
-use super::*;
+use super::{
+    alloc, invalid_cdb, Outcome, ScsiReply, ScsiTarget, MAX_TRANSFER_BYTES, MAX_UNMAP_BLOCKS,
+    MAX_UNMAP_DESCRIPTORS, MAX_WRITE_SAME_BYTES, PORT_GROUP, RELATIVE_PORT,
+};
+use crate::lu::{LogicalUnit, PRODUCT_REVISION};
+use crate::nexus::ItNexus;
+use busrig_proto::scsi::inquiry::{BlockLimits, DeviceIds};
+use busrig_proto::scsi::{inquiry, report_luns};
 
 impl ScsiTarget {
     pub(super) fn inquiry(

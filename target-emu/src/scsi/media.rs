@@ -1,7 +1,13 @@
 //! Removable media and the stopped state: START STOP UNIT with LOEJ
 //! (SBC-3 §5.25) and the NOT READY checks media access makes (SBC-3 §4.19).
 
-use super::*;
+use super::rw::io_fail;
+use super::{invalid_cdb, Fail, Outcome, ScsiReply, ScsiTarget};
+use crate::lu::{LogicalUnit, UaScope};
+use crate::nexus::ItNexus;
+use busrig_proto::scsi::sense::Asc;
+use bytes::Bytes;
+use tracing::info;
 
 impl ScsiTarget {
     /// START STOP UNIT with LOEJ 1 (SBC-3 §5.25): unload (START 0) or load

@@ -46,14 +46,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use busrig_proto::scsi::cdb::{opcode, Cdb, PageControl};
-use busrig_proto::scsi::inquiry::{self, BlockLimits, DeviceIds};
-use busrig_proto::scsi::mode::{self, ModeHeader};
-use busrig_proto::scsi::provisioning::parse_unmap;
+use busrig_proto::scsi::cdb::{opcode, Cdb};
+use busrig_proto::scsi::inquiry::{self};
+use busrig_proto::scsi::mode::{self};
 use busrig_proto::scsi::sense::{status, Asc, Sense};
-use busrig_proto::scsi::{capacity, opcodes, report_luns};
+use busrig_proto::scsi::{capacity, opcodes};
 use bytes::Bytes;
-use tokio::sync::{RwLockReadGuard, RwLockWriteGuard};
 use tracing::{debug, info, warn};
 
 use crate::fault::Faults;
@@ -71,12 +69,11 @@ mod rw;
 #[cfg(test)]
 mod tests;
 
-use identify::block_limits;
 use media::{medium_present, ready};
 use pr::pr_fail;
 use rw::{
-    data_out_wanted, exclusive, first_difference, in_range, io_fail, max_transfer, protect,
-    received_blocks, shared, write, write_preamble,
+    data_out_wanted, exclusive, first_difference, in_range, io_fail, max_transfer, received_blocks,
+    shared, write, write_preamble,
 };
 
 /// Largest READ/WRITE/VERIFY transfer, in bytes (Block Limits VPD).

@@ -1,6 +1,11 @@
 //! MODE SENSE(6)/(10) (SPC-4 §6.11, §6.12) from the LU's mode parameters.
 
-use super::*;
+use super::{alloc, invalid_cdb, Outcome, ScsiReply, ScsiTarget};
+use crate::lu::LogicalUnit;
+use busrig_proto::scsi::cdb::PageControl;
+use busrig_proto::scsi::mode;
+use busrig_proto::scsi::mode::ModeHeader;
+use busrig_proto::scsi::sense::Asc;
 
 impl ScsiTarget {
     #[allow(clippy::too_many_arguments)]

@@ -1,7 +1,12 @@
 //! PERSISTENT RESERVE OUT (SPC-4 §6.16): parameter list collection and
 //! the hand-over to the LU's reservation state (`crate::reservation`).
 
-use super::*;
+use super::{Fail, Outcome, ScsiReply, ScsiRequest, ScsiTarget};
+use crate::lu::{LogicalUnit, UaScope};
+use crate::nexus::ItNexus;
+use busrig_proto::scsi::sense::status;
+use bytes::Bytes;
+use std::collections::BTreeSet;
 
 impl ScsiTarget {
     pub(super) async fn persistent_reserve_out(

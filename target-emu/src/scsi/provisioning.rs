@@ -1,7 +1,17 @@
 //! Logical block provisioning: WRITE SAME(10)/(16) (SBC-3 §5.42, §5.43)
 //! and UNMAP (SBC-3 §5.28).
 
-use super::*;
+use super::identify::block_limits;
+use super::media::ready;
+use super::rw::{in_range, io_fail, protect, shared};
+use super::{
+    invalid_cdb, length_byte, Fail, Outcome, ScsiReply, ScsiRequest, ScsiTarget, MAX_UNMAP_BLOCKS,
+    MAX_UNMAP_DESCRIPTORS,
+};
+use crate::lu::LogicalUnit;
+use busrig_proto::scsi::provisioning::parse_unmap;
+use busrig_proto::scsi::sense::{status, Asc, Sense};
+use bytes::Bytes;
 
 impl ScsiTarget {
     pub(super) async fn write_same(

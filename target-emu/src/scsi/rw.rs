@@ -2,7 +2,19 @@
 //! (SBC-3 §4.5, §6.5.3), write protection (SBC-3 §4.13), medium locking,
 //! and COMPARE AND WRITE (SBC-3 §5.2).
 
-use super::*;
+use super::identify::block_limits;
+use super::media::ready;
+use super::{
+    invalid_cdb, length_byte, Fail, Outcome, ScsiReply, ScsiRequest, ScsiTarget, MAX_TRANSFER_BYTES,
+};
+use crate::lu::LogicalUnit;
+use crate::tasks::TaskGuard;
+use crate::write_data::WriteData;
+use busrig_proto::scsi::cdb::Cdb;
+use busrig_proto::scsi::sense::{status, Asc, Sense};
+use bytes::Bytes;
+use tokio::sync::{RwLockReadGuard, RwLockWriteGuard};
+use tracing::warn;
 
 impl ScsiTarget {
     pub(super) async fn compare_and_write(
