@@ -27,9 +27,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use busrig_initiator::scsi::inquiry::page_by_name;
-use busrig_initiator::scsi::pr::{PrOutAction, PrOutParams, PrType, TransportId};
-use busrig_initiator::scsi::{lun, Vpd};
+use busrig_initiator::scsi::pr::{PrOutParams, PrType, TransportId};
+use busrig_initiator::scsi::Vpd;
 use busrig_initiator::{Disk, Error, IscsiUrl, Isid, SessionConfig};
+use busrig_proto::scsi::pr::PrOutAction;
+use busrig_proto::scsi::report_luns::decode_lun;
 use busrig_proto::scsi::sense::{Sense, SenseKey};
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -553,13 +555,13 @@ async fn verb(disk: &Disk, verb: &Verb, out: &Out) -> Result<u8, Failure> {
             let rows: Vec<Value> = l
                 .luns
                 .iter()
-                .map(|f| json!({ "lun": lun::decode(*f), "field": format!("{f:016x}") }))
+                .map(|f| json!({ "lun": decode_lun(*f), "field": format!("{f:016x}") }))
                 .collect();
             out.emit(
                 || {
                     l.luns
                         .iter()
-                        .map(|f| match lun::decode(*f) {
+                        .map(|f| match decode_lun(*f) {
                             Some(n) => format!("{n}"),
                             None => format!("{f:016x}"),
                         })

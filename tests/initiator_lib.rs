@@ -8,10 +8,11 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use busrig_initiator::scsi::pr::{PrOutAction, PrOutParams, PrType};
+use busrig_initiator::scsi::pr::{PrOutParams, PrType};
 use busrig_initiator::{
     send_targets, DigestPreference, Disk, Error, IscsiUrl, Isid, Portal, Session, SessionConfig,
 };
+use busrig_proto::scsi::pr::PrOutAction;
 use busrig_proto::scsi::sense::SenseKey;
 use bytes::Bytes;
 use common::{TargetProcess, DEFAULT_TARGET};

@@ -15,10 +15,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use busrig_initiator::scsi::pr::{PrOutAction, PrOutParams, PrType};
+use busrig_initiator::scsi::pr::{PrOutParams, PrType};
 use busrig_initiator::{
     send_targets, DigestPreference, Disk, Error, IscsiUrl, Isid, Portal, SessionConfig,
 };
+use busrig_proto::scsi::pr::PrOutAction;
 use bytes::Bytes;
 
 const TGT_TARGET: &str = "iqn.2026-11.io.busrig.test:tgtd";

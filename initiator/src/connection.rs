@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!            ┌──────────── reader task ─────────────┐
-//!  socket ──►│ read_buf ─► Pdu::decode ─► Shared::on_pdu (engine)      │
+//!  socket ──►│ read_buf ─► Pdu::decode ─► ConnectionEvents::on_pdu      │
 //!            └───────── idle? ─► NOP-Out ping ──────┘
 //!            ┌──────────── writer task ─────────────┐
 //!  socket ◄──│ encode ◄─ mpsc<Pdu> ◄─ engine.poll_transmit (under lock)│
@@ -27,7 +27,19 @@ use tokio::task::JoinHandle;
 
 use crate::error::Error;
 use crate::login::{Login, LoginStep};
-use crate::session::Shared;
+
+/// What the connection tasks report to the session that owns them. The
+/// session implements this, so the connection depends on nothing of the
+/// session and the session alone depends on the connection.
+pub trait ConnectionEvents: Send + Sync + 'static {
+    /// A PDU arrived on connection `generation`; an error ends the connection.
+    fn on_pdu(&self, generation: u64, p: Pdu) -> Result<(), Error>;
+    /// Nothing arrived for `interval` (RFC 7143 §11.18 NOP-Out ping); an
+    /// error ends the connection.
+    fn on_idle(&self, generation: u64, interval: Duration) -> Result<(), Error>;
+    /// Connection `generation` broke; both of its tasks are ending.
+    fn connection_failed(self: &Arc<Self>, generation: u64, err: Error);
+}
 
 /// The writer gathers queued PDUs into one buffer up to this size before
 /// a write, so pipelined commands share system calls.
@@ -101,11 +113,11 @@ impl Connection {
 
 /// Starts the reader and writer tasks for a logged-in stream. `leftover`
 /// holds bytes read past the last Login Response.
-pub fn spawn(
+pub fn spawn<E: ConnectionEvents>(
     stream: TcpStream,
     leftover: BytesMut,
     wire: WireConfig,
-    shared: Arc<Shared>,
+    shared: Arc<E>,
     generation: u64,
     nop_interval: Duration,
 ) -> Connection {
@@ -120,11 +132,11 @@ pub fn spawn(
     }
 }
 
-async fn writer<W: AsyncWrite + Unpin>(
+async fn writer<W: AsyncWrite + Unpin, E: ConnectionEvents>(
     mut wr: W,
     mut rx: mpsc::UnboundedReceiver<Pdu>,
     wire: WireConfig,
-    shared: Arc<Shared>,
+    shared: Arc<E>,
     generation: u64,
 ) {
     // Large Data-Out payloads go to the socket by reference (WireQueue).
@@ -165,11 +177,11 @@ async fn write_queue<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-async fn reader<R: AsyncRead + Unpin>(
+async fn reader<R: AsyncRead + Unpin, E: ConnectionEvents>(
     mut rd: R,
     mut buf: BytesMut,
     wire: WireConfig,
-    shared: Arc<Shared>,
+    shared: Arc<E>,
     generation: u64,
     nop_interval: Duration,
 ) {

@@ -21,12 +21,12 @@ use bytes::{Bytes, BytesMut};
 
 use crate::config::SessionConfig;
 use crate::error::Error;
-use crate::scsi::pr::{
-    self, in_sa, Capabilities, FullStatus, Keys, PrOutAction, PrOutParams, Reservation,
-};
-use crate::scsi::{cdb, lun, Capacity, Cdb, Inquiry, LunList, Vpd};
+use crate::scsi::pr::{self, Capabilities, FullStatus, Keys, PrOutParams, Reservation};
+use crate::scsi::{cdb, Capacity, Command, Inquiry, Vpd};
 use crate::session::{PendingTask, Session};
 use crate::url::IscsiUrl;
+use busrig_proto::scsi::pr::{PrInAction, PrOutAction};
+use busrig_proto::scsi::report_luns::{encode_lun, LunList};
 
 /// Largest transfer per READ or WRITE command unless the target's Block
 /// Limits page says less: 1 MiB keeps every command well inside common
@@ -71,7 +71,7 @@ impl Disk {
         Disk {
             session,
             lun,
-            field: lun::encode(lun),
+            field: encode_lun(u64::from(lun)),
             block_length: Mutex::new(None),
             ua_retries: 0,
             unit_attentions: Mutex::new(Vec::new()),
@@ -112,7 +112,7 @@ impl Disk {
     }
 
     /// Runs one CDB with the unit attention policy; GOOD gives the Data-In.
-    pub async fn execute(&self, cdb: Cdb) -> Result<Bytes, Error> {
+    pub async fn execute(&self, cdb: Command) -> Result<Bytes, Error> {
         let mut tries = 0;
         loop {
             match self.session.execute(self.field, cdb.clone()).await {
@@ -126,11 +126,11 @@ impl Disk {
     }
 
     /// Starts a CDB without waiting, for pipelining and ABORT TASK.
-    pub fn start(&self, cdb: Cdb) -> Result<PendingTask, Error> {
+    pub fn start(&self, cdb: Command) -> Result<PendingTask, Error> {
         self.session.start_command(self.field, cdb)
     }
 
-    async fn finish(&self, pending: PendingTask, cdb: Cdb) -> Result<Bytes, Error> {
+    async fn finish(&self, pending: PendingTask, cdb: Command) -> Result<Bytes, Error> {
         match pending.wait().await {
             Ok(crate::engine::Outcome::Scsi(o)) => match o.into_result() {
                 Err(e) if e.is_unit_attention() && self.ua_retries > 0 => {
@@ -208,7 +208,9 @@ impl Disk {
     pub async fn report_luns(&self) -> Result<LunList, Error> {
         let mut alloc = 8 + 8 * 64;
         loop {
-            let l = LunList::decode(&self.execute(cdb::report_luns(alloc)).await?)?;
+            let data = self.execute(cdb::report_luns(alloc)).await?;
+            let l = LunList::decode(&data)
+                .map_err(|e| data_error("REPORT LUNS data", e.to_string()))?;
             let need = 8 + l.list_length;
             if need <= alloc || alloc >= 1 << 20 {
                 return Ok(l);
@@ -336,13 +338,15 @@ impl Disk {
         self.execute(cdb::release_10()).await.map(|_| ())
     }
 
-    /// PR IN with `sa`, growing the buffer until the whole list fits.
-    async fn pr_in(&self, sa: u8) -> Result<Bytes, Error> {
+    /// PR IN with `action`, growing the buffer until the whole list fits.
+    async fn pr_in(&self, action: PrInAction) -> Result<Bytes, Error> {
         let mut alloc: u16 = 8192;
         loop {
-            let b = self.execute(cdb::persistent_reserve_in(sa, alloc)).await?;
-            let need = match sa {
-                in_sa::REPORT_CAPABILITIES => 0,
+            let b = self
+                .execute(cdb::persistent_reserve_in(action, alloc))
+                .await?;
+            let need = match action {
+                PrInAction::ReportCapabilities => 0,
                 _ if b.len() >= 8 => 8 + u32::from_be_bytes([b[4], b[5], b[6], b[7]]) as usize,
                 _ => 0,
             };
@@ -355,27 +359,27 @@ impl Disk {
 
     /// PR IN READ KEYS (SPC-4 §6.13.2).
     pub async fn pr_read_keys(&self) -> Result<Keys, Error> {
-        Ok(Keys::decode(&self.pr_in(in_sa::READ_KEYS).await?)?)
+        Ok(Keys::decode(&self.pr_in(PrInAction::ReadKeys).await?)?)
     }
 
     /// PR IN READ RESERVATION (SPC-4 §6.13.3).
     pub async fn pr_read_reservation(&self) -> Result<Reservation, Error> {
         Ok(Reservation::decode(
-            &self.pr_in(in_sa::READ_RESERVATION).await?,
+            &self.pr_in(PrInAction::ReadReservation).await?,
         )?)
     }
 
     /// PR IN REPORT CAPABILITIES (SPC-4 §6.13.4).
     pub async fn pr_report_capabilities(&self) -> Result<Capabilities, Error> {
         Ok(Capabilities::decode(
-            &self.pr_in(in_sa::REPORT_CAPABILITIES).await?,
+            &self.pr_in(PrInAction::ReportCapabilities).await?,
         )?)
     }
 
     /// PR IN READ FULL STATUS (SPC-4 §6.13.5).
     pub async fn pr_read_full_status(&self) -> Result<FullStatus, Error> {
         Ok(FullStatus::decode(
-            &self.pr_in(in_sa::READ_FULL_STATUS).await?,
+            &self.pr_in(PrInAction::ReadFullStatus).await?,
         )?)
     }
 
@@ -400,7 +404,7 @@ impl Disk {
             ));
         }
         let data = pr::encode_out(action, params);
-        self.execute(cdb::persistent_reserve_out(action as u8, ty, data))
+        self.execute(cdb::persistent_reserve_out(action, ty, data))
             .await
             .map(|_| ())
     }

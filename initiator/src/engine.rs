@@ -28,26 +28,14 @@ use std::collections::{BTreeMap, VecDeque};
 use busrig_proto::pdu::{
     self, tmf, AsyncMessage, DataIn, DataOut, Header, LogoutRequest, NopIn, NopOut, Pdu, R2t,
     Reject, ScsiCommand, ScsiResponse, TaskMgmtRequest, TaskMgmtResponse, TextRequest,
-    TextResponse, BHS_LEN,
+    TextResponse, BHS_LEN, RESERVED_TAG,
 };
 use busrig_proto::scsi::sense::{status, Sense};
+use busrig_proto::serial;
 use bytes::{Bytes, BytesMut};
 
 use crate::error::Error;
-use crate::scsi::{Cdb, DataDirection};
-
-/// The reserved tag value (RFC 7143 §11.18.1, §11.19.2).
-pub const NO_TAG: u32 = 0xffff_ffff;
-
-/// `a < b` in 32-bit serial number arithmetic (RFC 1982, RFC 7143 §4.2.2).
-pub fn sn_lt(a: u32, b: u32) -> bool {
-    (b.wrapping_sub(a) as i32) > 0
-}
-
-/// `a <= b` in serial number arithmetic.
-pub fn sn_le(a: u32, b: u32) -> bool {
-    a == b || sn_lt(a, b)
-}
+use crate::scsi::{Command, DataDirection};
 
 /// Negotiated values that shape what the engine sends (RFC 7143 §13).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +85,11 @@ pub enum TaskAttr {
 #[derive(Debug, Clone)]
 pub enum Request {
     /// A SCSI command to the LUN field `lun` (already in wire form).
-    Scsi { lun: u64, cdb: Cdb, attr: TaskAttr },
+    Scsi {
+        lun: u64,
+        cdb: Command,
+        attr: TaskAttr,
+    },
     /// A task management function (RFC 7143 §11.5); `referenced` is the ITT
     /// of the task ABORT TASK names, and `ref_cmd_sn` its CmdSN when the
     /// caller already forgot the task (otherwise the engine looks it up).
@@ -195,7 +187,7 @@ fn write_data(req: &Request) -> Option<&Bytes> {
     match req {
         Request::Scsi {
             cdb:
-                Cdb {
+                Command {
                     data: DataDirection::Write(d),
                     ..
                 },
@@ -283,7 +275,7 @@ impl Engine {
         loop {
             let itt = self.next_itt;
             self.next_itt = self.next_itt.wrapping_add(1);
-            if itt != NO_TAG && !self.tasks.contains_key(&itt) {
+            if itt != RESERVED_TAG && !self.tasks.contains_key(&itt) {
                 return itt;
             }
         }
@@ -361,7 +353,7 @@ impl Engine {
             }
             // RFC 7143 §4.2.2.1: a non-immediate command may be sent only
             // while its CmdSN is within [ExpCmdSN, MaxCmdSN].
-            if !self.queue.is_empty() && sn_le(self.sn.cmd_sn, self.sn.max_cmd_sn) {
+            if !self.queue.is_empty() && serial::le(self.sn.cmd_sn, self.sn.max_cmd_sn) {
                 let itt = self.queue.pop_front().expect("checked non-empty");
                 self.start(itt);
                 continue;
@@ -442,7 +434,7 @@ impl Engine {
                                     final_: off + n == burst,
                                     lun,
                                     itt,
-                                    ttt: NO_TAG,
+                                    ttt: RESERVED_TAG,
                                     exp_stat_sn,
                                     data_sn,
                                     buffer_offset: off as u32,
@@ -473,7 +465,7 @@ impl Engine {
                             .or_else(|| self.tasks.get(r).and_then(|t| t.cmd_sn))
                             .unwrap_or(cmd_sn),
                     ),
-                    None => (NO_TAG, cmd_sn),
+                    None => (RESERVED_TAG, cmd_sn),
                 };
                 let hdr = TaskMgmtRequest {
                     immediate: true,
@@ -496,7 +488,7 @@ impl Engine {
                     immediate: true,
                     lun: 0,
                     itt,
-                    ttt: NO_TAG,
+                    ttt: RESERVED_TAG,
                     cmd_sn,
                     exp_stat_sn,
                 };
@@ -509,7 +501,7 @@ impl Engine {
                     continue_: false,
                     lun: 0,
                     itt,
-                    ttt: NO_TAG,
+                    ttt: RESERVED_TAG,
                     cmd_sn,
                     exp_stat_sn,
                 };
@@ -534,13 +526,13 @@ impl Engine {
     /// RFC 7143 §4.2.2.1: take ExpCmdSN/MaxCmdSN from the target unless
     /// MaxCmdSN < ExpCmdSN - 1, and never move either backwards.
     fn update_window(&mut self, exp_cmd_sn: u32, max_cmd_sn: u32) {
-        if sn_lt(max_cmd_sn, exp_cmd_sn.wrapping_sub(1)) {
+        if serial::lt(max_cmd_sn, exp_cmd_sn.wrapping_sub(1)) {
             return;
         }
-        if sn_lt(self.sn.exp_cmd_sn, exp_cmd_sn) {
+        if serial::lt(self.sn.exp_cmd_sn, exp_cmd_sn) {
             self.sn.exp_cmd_sn = exp_cmd_sn;
         }
-        if sn_lt(self.sn.max_cmd_sn, max_cmd_sn) {
+        if serial::lt(self.sn.max_cmd_sn, max_cmd_sn) {
             self.sn.max_cmd_sn = max_cmd_sn;
         }
     }
@@ -548,7 +540,7 @@ impl Engine {
     /// Acknowledges a status-carrying PDU (RFC 7143 §4.2.2.2).
     fn ack_status(&mut self, stat_sn: u32) {
         let next = stat_sn.wrapping_add(1);
-        if sn_lt(self.sn.exp_stat_sn, next) {
+        if serial::lt(self.sn.exp_stat_sn, next) {
             self.sn.exp_stat_sn = next;
         }
     }
@@ -609,7 +601,7 @@ impl Engine {
         let expected = match &task.req {
             Request::Scsi {
                 cdb:
-                    Cdb {
+                    Command {
                         data: DataDirection::Read(n),
                         ..
                     },
@@ -691,7 +683,7 @@ impl Engine {
         let mut len = task.data_in_len;
         if let Request::Scsi {
             cdb:
-                Cdb {
+                Command {
                     data: DataDirection::Read(n),
                     ..
                 },
@@ -768,17 +760,17 @@ impl Engine {
 
     fn on_nop_in(&mut self, h: NopIn, data: Bytes) {
         self.update_window(h.exp_cmd_sn, h.max_cmd_sn);
-        if h.itt != NO_TAG {
+        if h.itt != RESERVED_TAG {
             // The answer to our ping; it carries a status number (RFC 7143 §11.19).
             self.ack_status(h.stat_sn);
             self.complete(h.itt, Ok(Outcome::Pong(data)));
-        } else if h.ttt != NO_TAG {
+        } else if h.ttt != RESERVED_TAG {
             // The target's ping: answer with ITT ffffffff and its TTT, as an
             // immediate NOP-Out that does not advance CmdSN (RFC 7143 §11.18.3).
             let hdr = NopOut {
                 immediate: true,
                 lun: h.lun,
-                itt: NO_TAG,
+                itt: RESERVED_TAG,
                 ttt: h.ttt,
                 cmd_sn: self.sn.cmd_sn,
                 exp_stat_sn: self.sn.exp_stat_sn,
@@ -1040,7 +1032,7 @@ mod tests {
     #[test]
     fn oversized_cdb_is_refused_without_touching_the_wire() {
         let mut e = engine(Limits::default());
-        let cdb = Cdb {
+        let cdb = Command {
             bytes: vec![0; 32],
             data: DataDirection::None,
         };
@@ -1054,13 +1046,6 @@ mod tests {
             matches!(e.poll_completion(), Some((i, Err(Error::InvalidRequest(_)))) if i == itt)
         );
         assert_eq!(e.seq_numbers().cmd_sn, 10);
-    }
-
-    #[test]
-    fn serial_arithmetic_wraps() {
-        assert!(sn_lt(0xffff_fff0, 5));
-        assert!(!sn_lt(5, 0xffff_fff0));
-        assert!(sn_le(7, 7));
     }
 
     #[test]
@@ -1293,7 +1278,7 @@ mod tests {
             outs.iter().map(|d| d.data_sn).collect::<Vec<_>>(),
             vec![0, 1, 2]
         );
-        assert!(outs.iter().all(|d| d.ttt == NO_TAG && d.itt == itt));
+        assert!(outs.iter().all(|d| d.ttt == RESERVED_TAG && d.itt == itt));
         assert!(outs[2].final_ && !outs[0].final_);
         assert_eq!(sent[3].data[0], (12288 % 256) as u8);
     }
@@ -1368,7 +1353,7 @@ mod tests {
         let mut e = engine(Limits::default());
         let h = NopIn {
             lun: 0,
-            itt: NO_TAG,
+            itt: RESERVED_TAG,
             ttt: 0x1234,
             stat_sn: 100,
             exp_cmd_sn: 10,
@@ -1381,7 +1366,7 @@ mod tests {
         };
         assert_eq!(
             (n.itt, n.ttt, n.cmd_sn, n.immediate),
-            (NO_TAG, 0x1234, 10, true)
+            (RESERVED_TAG, 0x1234, 10, true)
         );
         assert_eq!(e.seq_numbers().cmd_sn, 10);
         assert_eq!(
@@ -1400,7 +1385,7 @@ mod tests {
         assert!(out[0].header.immediate());
         let h = NopIn {
             itt,
-            ttt: NO_TAG,
+            ttt: RESERVED_TAG,
             stat_sn: 100,
             exp_cmd_sn: 10,
             max_cmd_sn: 11,
@@ -1540,7 +1525,7 @@ mod tests {
         let last = TextResponse {
             final_: true,
             itt,
-            ttt: NO_TAG,
+            ttt: RESERVED_TAG,
             stat_sn: 101,
             max_cmd_sn: 12,
             ..Default::default()

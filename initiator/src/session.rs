@@ -27,11 +27,11 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::{Isid, SessionConfig};
-use crate::connection::{self, Connection};
+use crate::connection::{self, Connection, ConnectionEvents};
 use crate::engine::{Engine, Event, Limits, Outcome, Request, ScsiOutcome, TaskAttr};
 use crate::error::Error;
 use crate::login::{LoggedIn, Login, LoginStep};
-use crate::scsi::Cdb;
+use crate::scsi::Command;
 use crate::url::IscsiUrl;
 
 /// How many login redirections (status class 1) we follow.
@@ -181,9 +181,11 @@ impl Shared {
         // trust; other users see the poisoned state and fail loudly.
         self.state.lock().expect("session state lock poisoned")
     }
+}
 
+impl ConnectionEvents for Shared {
     /// Called by the reader for every PDU of connection `generation`.
-    pub(crate) fn on_pdu(&self, generation: u64, p: Pdu) -> Result<(), Error> {
+    fn on_pdu(&self, generation: u64, p: Pdu) -> Result<(), Error> {
         let mut st = self.lock();
         if st.generation != generation {
             return Ok(());
@@ -202,7 +204,7 @@ impl Shared {
     /// Called by the reader when nothing arrived for `interval`: ping the
     /// target (RFC 7143 §11.18), and give up on the connection when a
     /// whole further interval passes without an answer.
-    pub(crate) fn on_idle(&self, generation: u64, interval: Duration) -> Result<(), Error> {
+    fn on_idle(&self, generation: u64, interval: Duration) -> Result<(), Error> {
         let mut st = self.lock();
         if st.generation != generation {
             return Ok(());
@@ -220,7 +222,7 @@ impl Shared {
     }
 
     /// Called by either connection task when the connection broke.
-    pub(crate) fn connection_failed(self: &Arc<Self>, generation: u64, err: Error) {
+    fn connection_failed(self: &Arc<Self>, generation: u64, err: Error) {
         let mut st = self.lock();
         if st.generation != generation || st.conn.is_none() {
             return;
@@ -247,7 +249,9 @@ impl Shared {
             me.recover(err.to_string(), wait).await
         }));
     }
+}
 
+impl Shared {
     /// Dials, follows redirections and logs in; returns the logged-in
     /// stream with any bytes read past the login.
     async fn establish(
@@ -602,7 +606,7 @@ impl Session {
     }
 
     /// Starts a SCSI command (simple task attribute) and returns its handle.
-    pub fn start_command(&self, lun: u64, cdb: Cdb) -> Result<PendingTask, Error> {
+    pub fn start_command(&self, lun: u64, cdb: Command) -> Result<PendingTask, Error> {
         self.start(
             Request::Scsi {
                 lun,
@@ -614,7 +618,7 @@ impl Session {
     }
 
     /// Runs a SCSI command and returns its full outcome, whatever the status.
-    pub async fn command(&self, lun: u64, cdb: Cdb) -> Result<ScsiOutcome, Error> {
+    pub async fn command(&self, lun: u64, cdb: Command) -> Result<ScsiOutcome, Error> {
         match self.start_command(lun, cdb)?.wait().await? {
             Outcome::Scsi(o) => Ok(o),
             other => Err(Error::Protocol(format!(
@@ -624,7 +628,7 @@ impl Session {
     }
 
     /// Runs a SCSI command; GOOD gives the Data-In bytes, any other status an error.
-    pub async fn execute(&self, lun: u64, cdb: Cdb) -> Result<Bytes, Error> {
+    pub async fn execute(&self, lun: u64, cdb: Command) -> Result<Bytes, Error> {
         self.command(lun, cdb).await?.into_result()
     }
 

@@ -10,4 +10,5 @@ pub mod digest;
 pub mod negotiation;
 pub mod pdu;
 pub mod scsi;
+pub mod serial;
 pub mod text;

@@ -28,8 +28,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use busrig_initiator::scsi::cdb;
-use busrig_initiator::scsi::pr::{in_sa, PrOutAction, PrOutParams, PrType};
+use busrig_initiator::scsi::pr::{PrOutParams, PrType};
 use busrig_initiator::{Disk, Error};
+use busrig_proto::scsi::pr::{PrInAction, PrOutAction};
 use bytes::Bytes;
 
 use crate::arbiter::{DiskId, DiskOp, DiskResult};
@@ -243,8 +244,8 @@ pub async fn issue(disk: &Disk, op: DiskOp) -> DiskResult {
         // A SCSI bus reset clears every SCSI-2 reservation on every LUN of
         // the bus: the target-wide warm reset (SAM-5 §7.8).
         DiskOp::BusReset => none(disk.target_warm_reset().await),
-        DiskOp::PrReadKeys => pr_in(disk, in_sa::READ_KEYS).await,
-        DiskOp::PrReadReservation => pr_in(disk, in_sa::READ_RESERVATION).await,
+        DiskOp::PrReadKeys => pr_in(disk, PrInAction::ReadKeys).await,
+        DiskOp::PrReadReservation => pr_in(disk, PrInAction::ReadReservation).await,
         DiskOp::Write { offset, data } => write(disk, offset, data).await,
         DiskOp::Read { offset, len } => read(disk, offset, len).await,
         DiskOp::PrRegister { .. }
@@ -255,9 +256,9 @@ pub async fn issue(disk: &Disk, op: DiskOp) -> DiskResult {
 }
 
 /// PR IN returning the raw parameter data, which the arbiter parses.
-async fn pr_in(disk: &Disk, sa: u8) -> DiskResult {
+async fn pr_in(disk: &Disk, action: PrInAction) -> DiskResult {
     map_result(
-        disk.execute(cdb::persistent_reserve_in(sa, PR_IN_ALLOC))
+        disk.execute(cdb::persistent_reserve_in(action, PR_IN_ALLOC))
             .await
             .map(Some),
     )

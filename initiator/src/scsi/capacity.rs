@@ -1,11 +1,10 @@
-//! READ CAPACITY (SBC-3 §5.15, §5.16) and REPORT LUNS (SPC-4 §6.33) data.
+//! READ CAPACITY (SBC-3 §5.15, §5.16) data.
 //!
 //! ```text
 //! READ CAPACITY(10):  bytes 0-3 RETURNED LOGICAL BLOCK ADDRESS | 4-7 BLOCK LENGTH
 //! READ CAPACITY(16):  bytes 0-7 RETURNED LBA | 8-11 BLOCK LENGTH |
 //!                     12 P_TYPE/PROT_EN | 13 LBPPBE (3..0) |
 //!                     14 LBPME(7) LBPRZ(6) LOWEST ALIGNED LBA (13..0)
-//! REPORT LUNS:        bytes 0-3 LUN LIST LENGTH | 4-7 reserved | 8.. 8-byte LUNs
 //! ```
 
 use serde::Serialize;
@@ -59,29 +58,6 @@ impl Capacity {
     }
 }
 
-/// REPORT LUNS parameter data: the 8-byte LUNs and the total list length
-/// (larger than what was returned when the allocation length was too small).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LunList {
-    pub luns: Vec<u64>,
-    pub list_length: u32,
-}
-
-impl LunList {
-    pub fn decode(b: &[u8]) -> Result<LunList, DataError> {
-        if b.len() < 8 {
-            return Err(short("REPORT LUNS data", 8, b.len()));
-        }
-        let list_length = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-        let end = (8 + list_length as usize).min(b.len());
-        let luns = b[8..end]
-            .chunks_exact(8)
-            .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes")))
-            .collect();
-        Ok(LunList { luns, list_length })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,18 +82,5 @@ mod tests {
         assert_eq!(c.physical_block_exponent, 3);
         assert!(c.thin_provisioned);
         assert!(Capacity::decode_16(&b[..10]).is_err());
-    }
-
-    #[test]
-    fn report_luns_list() {
-        let mut b = vec![0, 0, 0, 24, 0, 0, 0, 0];
-        for l in [0u64, 1 << 48, 2 << 48] {
-            b.extend_from_slice(&l.to_be_bytes());
-        }
-        let l = LunList::decode(&b).unwrap();
-        assert_eq!(l.luns, vec![0, 1 << 48, 2 << 48]);
-        // Truncated by a small allocation length: the list length says more.
-        let t = LunList::decode(&b[..16]).unwrap();
-        assert_eq!((t.luns.len(), t.list_length), (1, 24));
     }
 }

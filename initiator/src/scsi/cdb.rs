@@ -1,43 +1,12 @@
-//! CDB building for the commands the initiator issues (SPC-4, SBC-3).
-//!
-//! Each builder returns a [`Cdb`] with the command's data direction and
-//! transfer length, so the session can fill in the SCSI Command PDU's R/W
-//! bits and ExpectedDataTransferLength (RFC 7143 §11.3.5) without knowing
-//! the command set.
-//!
-//! ```text
-//! 6-byte CDB:  opcode | ... | ALLOCATION/TRANSFER LENGTH (1) | CONTROL
-//! 10-byte CDB: opcode | flags | LBA (4) | group | LENGTH (2) | CONTROL
-//! 16-byte CDB: opcode | flags | LBA (8) | LENGTH (4) | group | CONTROL
-//! ```
+//! The commands the initiator issues (SPC-4, SBC-3): each builder returns
+//! a [`Command`], the CDB bytes `busrig_proto::scsi::cdb::Cdb::encode`
+//! lays out together with the command's data phase, so the session can
+//! fill in the SCSI Command PDU's R/W bits and ExpectedDataTransferLength
+//! (RFC 7143 §11.3.5) without knowing the command set.
 
+use busrig_proto::scsi::cdb::Cdb;
+use busrig_proto::scsi::pr::{PrInAction, PrInCdb, PrOutAction, PrOutCdb, SCOPE_LU};
 use bytes::Bytes;
-
-/// Operation codes (SPC-4 Annex E, SBC-3 §5).
-pub mod op {
-    pub const TEST_UNIT_READY: u8 = 0x00;
-    pub const REQUEST_SENSE: u8 = 0x03;
-    pub const INQUIRY: u8 = 0x12;
-    pub const RESERVE_6: u8 = 0x16;
-    pub const RELEASE_6: u8 = 0x17;
-    pub const READ_CAPACITY_10: u8 = 0x25;
-    pub const READ_10: u8 = 0x28;
-    pub const WRITE_10: u8 = 0x2a;
-    pub const SYNCHRONIZE_CACHE_10: u8 = 0x35;
-    pub const RESERVE_10: u8 = 0x56;
-    pub const RELEASE_10: u8 = 0x57;
-    pub const PERSISTENT_RESERVE_IN: u8 = 0x5e;
-    pub const PERSISTENT_RESERVE_OUT: u8 = 0x5f;
-    pub const READ_16: u8 = 0x88;
-    pub const COMPARE_AND_WRITE: u8 = 0x89;
-    pub const WRITE_16: u8 = 0x8a;
-    pub const SYNCHRONIZE_CACHE_16: u8 = 0x91;
-    pub const SERVICE_ACTION_IN_16: u8 = 0x9e;
-    pub const REPORT_LUNS: u8 = 0xa0;
-}
-
-/// Service action of SERVICE ACTION IN(16) for READ CAPACITY(16) (SBC-3 §5.16).
-pub const SA_READ_CAPACITY_16: u8 = 0x10;
 
 /// Which way data moves for one command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,16 +30,19 @@ impl DataDirection {
     }
 }
 
-/// One command descriptor block with its data phase.
+/// One command: its CDB bytes and its data phase.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cdb {
+pub struct Command {
     pub bytes: Vec<u8>,
     pub data: DataDirection,
 }
 
-impl Cdb {
-    fn new(bytes: Vec<u8>, data: DataDirection) -> Cdb {
-        Cdb { bytes, data }
+impl Command {
+    fn new(cdb: Cdb, data: DataDirection) -> Command {
+        Command {
+            bytes: cdb.encode(),
+            data,
+        }
     }
 
     /// The operation code, for messages.
@@ -80,180 +52,153 @@ impl Cdb {
 }
 
 /// TEST UNIT READY (SPC-4 §6.47).
-pub fn test_unit_ready() -> Cdb {
-    Cdb::new(
-        vec![op::TEST_UNIT_READY, 0, 0, 0, 0, 0],
-        DataDirection::None,
-    )
+pub fn test_unit_ready() -> Command {
+    Command::new(Cdb::TestUnitReady, DataDirection::None)
 }
 
 /// REQUEST SENSE (SPC-4 §6.39), fixed format.
-pub fn request_sense(alloc: u8) -> Cdb {
-    Cdb::new(
-        vec![op::REQUEST_SENSE, 0, 0, 0, alloc, 0],
-        DataDirection::Read(alloc as u32),
+pub fn request_sense(alloc: u8) -> Command {
+    Command::new(
+        Cdb::RequestSense {
+            desc: false,
+            alloc: alloc.into(),
+        },
+        DataDirection::Read(alloc.into()),
     )
 }
 
 /// INQUIRY (SPC-4 §6.6): standard data, or the VPD page `page` when `Some`.
-pub fn inquiry(page: Option<u8>, alloc: u16) -> Cdb {
-    let (evpd, code) = match page {
-        Some(p) => (1, p),
-        None => (0, 0),
-    };
-    let a = alloc.to_be_bytes();
-    Cdb::new(
-        vec![op::INQUIRY, evpd, code, a[0], a[1], 0],
-        DataDirection::Read(alloc as u32),
+pub fn inquiry(page: Option<u8>, alloc: u16) -> Command {
+    Command::new(
+        Cdb::Inquiry {
+            evpd: page.is_some(),
+            page: page.unwrap_or(0),
+            alloc: alloc.into(),
+        },
+        DataDirection::Read(alloc.into()),
     )
 }
 
 /// READ CAPACITY(10) (SBC-3 §5.15): 8 bytes back.
-pub fn read_capacity_10() -> Cdb {
-    Cdb::new(
-        vec![op::READ_CAPACITY_10, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+pub fn read_capacity_10() -> Command {
+    Command::new(
+        Cdb::ReadCapacity10 { lba: 0, pmi: false },
         DataDirection::Read(8),
     )
 }
 
 /// READ CAPACITY(16) (SBC-3 §5.16).
-pub fn read_capacity_16(alloc: u32) -> Cdb {
-    let mut b = vec![0u8; 16];
-    b[0] = op::SERVICE_ACTION_IN_16;
-    b[1] = SA_READ_CAPACITY_16;
-    b[10..14].copy_from_slice(&alloc.to_be_bytes());
-    Cdb::new(b, DataDirection::Read(alloc))
+pub fn read_capacity_16(alloc: u32) -> Command {
+    Command::new(Cdb::ReadCapacity16 { alloc }, DataDirection::Read(alloc))
 }
 
 /// REPORT LUNS (SPC-4 §6.33), SELECT REPORT 00h (all LUNs the nexus may address).
-pub fn report_luns(alloc: u32) -> Cdb {
-    let mut b = vec![0u8; 12];
-    b[0] = op::REPORT_LUNS;
-    b[6..10].copy_from_slice(&alloc.to_be_bytes());
-    Cdb::new(b, DataDirection::Read(alloc))
-}
-
-/// Whether an LBA/length pair fits the 10-byte form. Smaller CDBs are what
-/// the oldest targets implement, so they are used whenever they can express
-/// the request (as sg_dd and the Linux sd driver do).
-fn fits_10(lba: u64, blocks: u32) -> bool {
-    lba + blocks as u64 <= u32::MAX as u64 + 1 && blocks <= u16::MAX as u32
-}
-
-fn rw(op10: u8, op16: u8, lba: u64, blocks: u32, fua: bool, data: DataDirection) -> Cdb {
-    // FUA is bit 3 of byte 1 in READ/WRITE(10) and (16) (SBC-3 §5.8, §5.32).
-    let flags = if fua { 0x08 } else { 0 };
-    if fits_10(lba, blocks) {
-        let mut b = vec![op10, flags, 0, 0, 0, 0, 0, 0, 0, 0];
-        b[2..6].copy_from_slice(&(lba as u32).to_be_bytes());
-        b[7..9].copy_from_slice(&(blocks as u16).to_be_bytes());
-        Cdb::new(b, data)
-    } else {
-        let mut b = vec![0u8; 16];
-        b[0] = op16;
-        b[1] = flags;
-        b[2..10].copy_from_slice(&lba.to_be_bytes());
-        b[10..14].copy_from_slice(&blocks.to_be_bytes());
-        Cdb::new(b, data)
-    }
+pub fn report_luns(alloc: u32) -> Command {
+    Command::new(
+        Cdb::ReportLuns { select: 0, alloc },
+        DataDirection::Read(alloc),
+    )
 }
 
 /// READ(10) or READ(16) of `blocks` blocks of `block_len` bytes.
-pub fn read(lba: u64, blocks: u32, block_len: u32, fua: bool) -> Cdb {
-    rw(
-        op::READ_10,
-        op::READ_16,
-        lba,
-        blocks,
-        fua,
+pub fn read(lba: u64, blocks: u32, block_len: u32, fua: bool) -> Command {
+    Command::new(
+        Cdb::Read {
+            lba,
+            blocks,
+            dpo: false,
+            fua,
+        },
         DataDirection::Read(blocks * block_len),
     )
 }
 
 /// WRITE(10) or WRITE(16); `data` is a whole number of blocks.
-pub fn write(lba: u64, blocks: u32, data: Bytes, fua: bool) -> Cdb {
-    rw(
-        op::WRITE_10,
-        op::WRITE_16,
-        lba,
-        blocks,
-        fua,
+pub fn write(lba: u64, blocks: u32, data: Bytes, fua: bool) -> Command {
+    Command::new(
+        Cdb::Write {
+            lba,
+            blocks,
+            dpo: false,
+            fua,
+        },
         DataDirection::Write(data),
     )
 }
 
 /// SYNCHRONIZE CACHE(10) or (16) (SBC-3 §5.22); `blocks == 0` means "to the end".
-pub fn synchronize_cache(lba: u64, blocks: u32) -> Cdb {
-    if fits_10(lba, blocks) {
-        let mut b = vec![op::SYNCHRONIZE_CACHE_10, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        b[2..6].copy_from_slice(&(lba as u32).to_be_bytes());
-        b[7..9].copy_from_slice(&(blocks as u16).to_be_bytes());
-        Cdb::new(b, DataDirection::None)
-    } else {
-        let mut b = vec![0u8; 16];
-        b[0] = op::SYNCHRONIZE_CACHE_16;
-        b[2..10].copy_from_slice(&lba.to_be_bytes());
-        b[10..14].copy_from_slice(&blocks.to_be_bytes());
-        Cdb::new(b, DataDirection::None)
-    }
+pub fn synchronize_cache(lba: u64, blocks: u32) -> Command {
+    Command::new(
+        Cdb::SynchronizeCache {
+            lba,
+            blocks,
+            immed: false,
+        },
+        DataDirection::None,
+    )
 }
 
 /// COMPARE AND WRITE (SBC-3 §5.2): `data` is `blocks` blocks of verify data
-/// followed by `blocks` blocks of write data; NUMBER OF LOGICAL BLOCKS is
-/// one byte.
-pub fn compare_and_write(lba: u64, blocks: u8, data: Bytes, fua: bool) -> Cdb {
-    let mut b = vec![0u8; 16];
-    b[0] = op::COMPARE_AND_WRITE;
-    b[1] = if fua { 0x08 } else { 0 };
-    b[2..10].copy_from_slice(&lba.to_be_bytes());
-    b[13] = blocks;
-    Cdb::new(b, DataDirection::Write(data))
+/// followed by `blocks` blocks of write data.
+pub fn compare_and_write(lba: u64, blocks: u8, data: Bytes, fua: bool) -> Command {
+    Command::new(
+        Cdb::CompareAndWrite {
+            lba,
+            blocks,
+            dpo: false,
+            fua,
+        },
+        DataDirection::Write(data),
+    )
 }
 
 /// RESERVE(6) (SPC-2 §7.21): the whole logical unit for this I_T nexus.
-pub fn reserve_6() -> Cdb {
-    Cdb::new(vec![op::RESERVE_6, 0, 0, 0, 0, 0], DataDirection::None)
+pub fn reserve_6() -> Command {
+    Command::new(Cdb::Reserve { ten: false }, DataDirection::None)
 }
 
 /// RELEASE(6) (SPC-2 §7.19).
-pub fn release_6() -> Cdb {
-    Cdb::new(vec![op::RELEASE_6, 0, 0, 0, 0, 0], DataDirection::None)
+pub fn release_6() -> Command {
+    Command::new(Cdb::Release { ten: false }, DataDirection::None)
 }
 
 /// RESERVE(10) (SPC-2 §7.22) without third-party or extent reservation.
-pub fn reserve_10() -> Cdb {
-    Cdb::new(
-        vec![op::RESERVE_10, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-        DataDirection::None,
-    )
+pub fn reserve_10() -> Command {
+    Command::new(Cdb::Reserve { ten: true }, DataDirection::None)
 }
 
 /// RELEASE(10) (SPC-2 §7.20).
-pub fn release_10() -> Cdb {
-    Cdb::new(
-        vec![op::RELEASE_10, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-        DataDirection::None,
-    )
+pub fn release_10() -> Command {
+    Command::new(Cdb::Release { ten: true }, DataDirection::None)
 }
 
-/// PERSISTENT RESERVE IN (SPC-4 §6.13) with service action `sa`.
-pub fn persistent_reserve_in(sa: u8, alloc: u16) -> Cdb {
-    let mut b = vec![0u8; 10];
-    b[0] = op::PERSISTENT_RESERVE_IN;
-    b[1] = sa & 0x1f;
-    b[7..9].copy_from_slice(&alloc.to_be_bytes());
-    Cdb::new(b, DataDirection::Read(alloc as u32))
+/// PERSISTENT RESERVE IN (SPC-4 §6.15) with service action `action`.
+pub fn persistent_reserve_in(action: PrInAction, alloc: u16) -> Command {
+    Command {
+        bytes: PrInCdb {
+            action,
+            allocation_length: alloc,
+        }
+        .encode()
+        .to_vec(),
+        data: DataDirection::Read(alloc.into()),
+    }
 }
 
-/// PERSISTENT RESERVE OUT (SPC-4 §6.14): service action, scope (bits 7..4,
-/// 0 = LU_SCOPE) and type (bits 3..0), and the parameter list.
-pub fn persistent_reserve_out(sa: u8, pr_type: u8, params: Bytes) -> Cdb {
-    let mut b = vec![0u8; 10];
-    b[0] = op::PERSISTENT_RESERVE_OUT;
-    b[1] = sa & 0x1f;
-    b[2] = pr_type & 0x0f;
-    b[5..9].copy_from_slice(&(params.len() as u32).to_be_bytes());
-    Cdb::new(b, DataDirection::Write(params))
+/// PERSISTENT RESERVE OUT (SPC-4 §6.16) of LU scope with TYPE `type_code`
+/// and the parameter list `params`.
+pub fn persistent_reserve_out(action: PrOutAction, type_code: u8, params: Bytes) -> Command {
+    Command {
+        bytes: PrOutCdb {
+            action,
+            scope: SCOPE_LU,
+            type_code,
+            parameter_list_length: params.len() as u32,
+        }
+        .encode()
+        .to_vec(),
+        data: DataDirection::Write(params),
+    }
 }
 
 #[cfg(test)]
@@ -304,14 +249,14 @@ mod tests {
 
     #[test]
     fn pr_out_carries_type_and_parameter_length() {
-        let c = persistent_reserve_out(0x01, 5, Bytes::from(vec![0u8; 24]));
+        let c = persistent_reserve_out(PrOutAction::Reserve, 5, Bytes::from(vec![0u8; 24]));
         assert_eq!(c.bytes, vec![0x5f, 0x01, 0x05, 0, 0, 0, 0, 0, 24, 0]);
     }
 
     #[test]
     fn pr_in_allocation_length() {
         assert_eq!(
-            persistent_reserve_in(0x03, 0x2000).bytes,
+            persistent_reserve_in(PrInAction::ReadFullStatus, 0x2000).bytes,
             vec![0x5e, 3, 0, 0, 0, 0, 0, 0x20, 0, 0]
         );
     }

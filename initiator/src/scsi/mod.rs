@@ -4,10 +4,9 @@
 pub mod capacity;
 pub mod cdb;
 pub mod inquiry;
-pub mod lun;
 pub mod pr;
 
-pub use capacity::{Capacity, LunList};
-pub use cdb::{Cdb, DataDirection};
+pub use capacity::Capacity;
+pub use cdb::{Command, DataDirection};
 pub use inquiry::{DataError, Inquiry, Vpd};
-pub use pr::{PrOutAction, PrOutParams, PrType, TransportId};
+pub use pr::{PrOutParams, PrType, TransportId};

@@ -25,58 +25,10 @@ use std::str::FromStr;
 use bytes::Bytes;
 use serde::Serialize;
 
+use busrig_proto::scsi::pr::PrOutAction;
+
 use super::inquiry::{short, DataError};
 use crate::config::Isid;
-
-/// PR IN service actions (SPC-4 §6.13.1).
-pub mod in_sa {
-    pub const READ_KEYS: u8 = 0x00;
-    pub const READ_RESERVATION: u8 = 0x01;
-    pub const REPORT_CAPABILITIES: u8 = 0x02;
-    pub const READ_FULL_STATUS: u8 = 0x03;
-}
-
-/// PR OUT service actions (SPC-4 §6.14.2, Table 170).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PrOutAction {
-    Register = 0x00,
-    Reserve = 0x01,
-    Release = 0x02,
-    Clear = 0x03,
-    Preempt = 0x04,
-    PreemptAndAbort = 0x05,
-    RegisterAndIgnoreExistingKey = 0x06,
-    RegisterAndMove = 0x07,
-}
-
-impl PrOutAction {
-    pub fn name(self) -> &'static str {
-        match self {
-            PrOutAction::Register => "REGISTER",
-            PrOutAction::Reserve => "RESERVE",
-            PrOutAction::Release => "RELEASE",
-            PrOutAction::Clear => "CLEAR",
-            PrOutAction::Preempt => "PREEMPT",
-            PrOutAction::PreemptAndAbort => "PREEMPT AND ABORT",
-            PrOutAction::RegisterAndIgnoreExistingKey => "REGISTER AND IGNORE EXISTING KEY",
-            PrOutAction::RegisterAndMove => "REGISTER AND MOVE",
-        }
-    }
-
-    /// Whether the TYPE field of the CDB is meaningful (SPC-4 §6.14.2:
-    /// RESERVE, RELEASE, PREEMPT, PREEMPT AND ABORT and REGISTER AND MOVE).
-    pub fn uses_type(self) -> bool {
-        matches!(
-            self,
-            PrOutAction::Reserve
-                | PrOutAction::Release
-                | PrOutAction::Preempt
-                | PrOutAction::PreemptAndAbort
-                | PrOutAction::RegisterAndMove
-        )
-    }
-}
 
 /// Persistent reservation types (SPC-4 §6.13.3.4, Table 164).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

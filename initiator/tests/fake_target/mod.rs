@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use busrig_proto::negotiation::{DigestType, Stage, TargetLimits, TargetNegotiator};
 use busrig_proto::pdu::{
     self, DataIn, DataOut, Header, LoginRequest, LoginResponse, LogoutResponse, NopIn, Pdu, R2t,
-    ScsiCommand, ScsiResponse, TaskMgmtResponse, TextResponse, WireConfig,
+    ScsiCommand, ScsiResponse, TaskMgmtResponse, TextResponse, WireConfig, RESERVED_TAG,
 };
 use busrig_proto::scsi::sense::{Asc, Sense};
 use busrig_proto::text::TextPairs;
@@ -31,7 +31,6 @@ use tokio::net::{TcpListener, TcpStream};
 
 pub const TARGET: &str = "iqn.2026-11.io.busrig.fake:t0";
 pub const BLOCK: usize = 512;
-const NO_TAG: u32 = 0xffff_ffff;
 
 /// How the fake behaves.
 #[derive(Clone)]
@@ -271,7 +270,7 @@ impl Conn {
                 status: 0,
                 lun,
                 itt,
-                ttt: NO_TAG,
+                ttt: RESERVED_TAG,
                 stat_sn: if with_status { self.next_stat() } else { 0 },
                 exp_cmd_sn: self.exp_cmd_sn,
                 max_cmd_sn: self.max_cmd_sn(),
@@ -345,7 +344,7 @@ impl Conn {
         {
             let mut st = c.stats.lock().unwrap();
             st.commands += 1;
-            if busrig_initiator::engine::sn_lt(self.max_cmd_sn(), h.cmd_sn) {
+            if busrig_proto::serial::lt(self.max_cmd_sn(), h.cmd_sn) {
                 st.window_violations += 1;
             }
             st.immediate_data_bytes += data.len();
@@ -570,7 +569,7 @@ async fn serve(s: TcpStream, c: Arc<Common>) -> std::io::Result<()> {
     if c.opts.ping_after_login {
         let n = NopIn {
             lun: 0,
-            itt: NO_TAG,
+            itt: RESERVED_TAG,
             ttt: 0x7777,
             stat_sn: conn.stat_sn,
             exp_cmd_sn: conn.exp_cmd_sn,
@@ -591,7 +590,7 @@ async fn serve(s: TcpStream, c: Arc<Common>) -> std::io::Result<()> {
                 {
                     let mut st = c.stats.lock().unwrap();
                     st.data_outs += 1;
-                    if h.ttt == NO_TAG {
+                    if h.ttt == RESERVED_TAG {
                         st.unsolicited_data_outs += 1;
                     }
                 }
@@ -605,7 +604,7 @@ async fn serve(s: TcpStream, c: Arc<Common>) -> std::io::Result<()> {
                 }
             }
             Header::NopOut(h) => {
-                if h.ttt != NO_TAG {
+                if h.ttt != RESERVED_TAG {
                     c.stats.lock().unwrap().ping_replies += 1;
                     continue;
                 }
@@ -613,7 +612,7 @@ async fn serve(s: TcpStream, c: Arc<Common>) -> std::io::Result<()> {
                 let n = NopIn {
                     lun: 0,
                     itt: h.itt,
-                    ttt: NO_TAG,
+                    ttt: RESERVED_TAG,
                     stat_sn: conn.next_stat(),
                     exp_cmd_sn: conn.exp_cmd_sn,
                     max_cmd_sn: conn.max_cmd_sn(),
@@ -660,7 +659,7 @@ async fn serve(s: TcpStream, c: Arc<Common>) -> std::io::Result<()> {
                 let r = TextResponse {
                     final_: true,
                     itt: h.itt,
-                    ttt: NO_TAG,
+                    ttt: RESERVED_TAG,
                     stat_sn: conn.next_stat(),
                     exp_cmd_sn: conn.exp_cmd_sn,
                     max_cmd_sn: conn.max_cmd_sn(),

@@ -408,6 +408,16 @@ pub enum PageControl {
 }
 
 impl PageControl {
+    /// The two-bit PC field.
+    pub fn bits(self) -> u8 {
+        match self {
+            PageControl::Current => 0,
+            PageControl::Changeable => 1,
+            PageControl::Default => 2,
+            PageControl::Saved => 3,
+        }
+    }
+
     pub fn from_bits(v: u8) -> PageControl {
         match v & 3 {
             0 => PageControl::Current,
@@ -540,8 +550,14 @@ pub enum Cdb {
         sa: u16,
         alloc: u32,
     },
-    Reserve,
-    Release,
+    /// RESERVE(6) or, with `ten`, RESERVE(10) (SPC-2 §7.21, §7.22).
+    Reserve {
+        ten: bool,
+    },
+    /// RELEASE(6) or, with `ten`, RELEASE(10) (SPC-2 §7.19, §7.20).
+    Release {
+        ten: bool,
+    },
     PersistentReserveIn {
         sa: u8,
         alloc: u32,
@@ -789,8 +805,12 @@ impl Cdb {
                 sa: be16(&b[4..]),
                 alloc: be32(&b[6..]),
             },
-            RESERVE_6 | RESERVE_10 => Cdb::Reserve,
-            RELEASE_6 | RELEASE_10 => Cdb::Release,
+            RESERVE_6 | RESERVE_10 => Cdb::Reserve {
+                ten: op == RESERVE_10,
+            },
+            RELEASE_6 | RELEASE_10 => Cdb::Release {
+                ten: op == RELEASE_10,
+            },
             PERSISTENT_RESERVE_IN => Cdb::PersistentReserveIn {
                 sa: b[1] & 0x1f,
                 alloc: be16(&b[7..]).into(),
@@ -803,6 +823,242 @@ impl Cdb {
         })
     }
 
+    /// The CDB bytes of this command, the inverse of [`Cdb::decode`].
+    ///
+    /// Commands with 10- and 16-byte forms use the 10-byte form whenever
+    /// it can express the request, as sg_dd and the Linux sd driver do:
+    /// older targets implement only the smaller CDBs. Allocation and
+    /// parameter list lengths wider than their CDB field are cut to it;
+    /// callers pass lengths the field can hold. `Unsupported(op)` encodes
+    /// as a 16-byte CDB of that opcode and zeros.
+    pub fn encode(&self) -> Vec<u8> {
+        use opcode::*;
+        let rw_flags = |dpo: bool, fua: bool| (u8::from(dpo) << 4) | (u8::from(fua) << 3);
+        match *self {
+            Cdb::TestUnitReady => vec![TEST_UNIT_READY, 0, 0, 0, 0, 0],
+            Cdb::RequestSense { desc, alloc } => {
+                vec![REQUEST_SENSE, u8::from(desc), 0, 0, alloc as u8, 0]
+            }
+            Cdb::Inquiry { evpd, page, alloc } => {
+                let a = (alloc as u16).to_be_bytes();
+                vec![INQUIRY, u8::from(evpd), page, a[0], a[1], 0]
+            }
+            Cdb::ReportLuns { select, alloc } => {
+                let mut b = vec![0u8; 12];
+                b[0] = REPORT_LUNS;
+                b[2] = select;
+                b[6..10].copy_from_slice(&alloc.to_be_bytes());
+                b
+            }
+            Cdb::ReadCapacity10 { lba, pmi } => {
+                let mut b = vec![0u8; 10];
+                b[0] = READ_CAPACITY_10;
+                b[2..6].copy_from_slice(&lba.to_be_bytes());
+                b[8] = u8::from(pmi);
+                b
+            }
+            Cdb::ReadCapacity16 { alloc } => {
+                let mut b = vec![0u8; 16];
+                b[0] = SERVICE_ACTION_IN_16;
+                b[1] = service_action::READ_CAPACITY_16 as u8;
+                b[10..14].copy_from_slice(&alloc.to_be_bytes());
+                b
+            }
+            Cdb::Read {
+                lba,
+                blocks,
+                dpo,
+                fua,
+            } => lba_len_cdb(READ_10, READ_16, rw_flags(dpo, fua), lba, blocks),
+            Cdb::Write {
+                lba,
+                blocks,
+                dpo,
+                fua,
+            } => lba_len_cdb(WRITE_10, WRITE_16, rw_flags(dpo, fua), lba, blocks),
+            Cdb::OrWrite {
+                lba,
+                blocks,
+                dpo,
+                fua,
+            } => cdb16(ORWRITE_16, rw_flags(dpo, fua), lba, blocks),
+            Cdb::WriteAndVerify {
+                lba,
+                blocks,
+                dpo,
+                bytchk,
+            } => lba_len_cdb(
+                WRITE_AND_VERIFY_10,
+                WRITE_AND_VERIFY_16,
+                (u8::from(dpo) << 4) | (u8::from(bytchk) << 1),
+                lba,
+                blocks,
+            ),
+            Cdb::Verify {
+                lba,
+                blocks,
+                dpo,
+                bytchk,
+            } => lba_len_cdb(
+                VERIFY_10,
+                VERIFY_16,
+                (u8::from(dpo) << 4) | ((bytchk & 3) << 1),
+                lba,
+                blocks,
+            ),
+            Cdb::SynchronizeCache { lba, blocks, immed } => lba_len_cdb(
+                SYNCHRONIZE_CACHE_10,
+                SYNCHRONIZE_CACHE_16,
+                u8::from(immed) << 1,
+                lba,
+                blocks,
+            ),
+            Cdb::PreFetch { lba, blocks, immed } => lba_len_cdb(
+                PRE_FETCH_10,
+                PRE_FETCH_16,
+                u8::from(immed) << 1,
+                lba,
+                blocks,
+            ),
+            Cdb::ModeSense {
+                ten,
+                dbd,
+                llbaa,
+                pc,
+                page,
+                subpage,
+                alloc,
+            } => {
+                let page_byte = (pc.bits() << 6) | (page & 0x3f);
+                if ten {
+                    let a = (alloc as u16).to_be_bytes();
+                    let flags = (u8::from(llbaa) << 4) | (u8::from(dbd) << 3);
+                    vec![
+                        MODE_SENSE_10,
+                        flags,
+                        page_byte,
+                        subpage,
+                        0,
+                        0,
+                        0,
+                        a[0],
+                        a[1],
+                        0,
+                    ]
+                } else {
+                    let flags = u8::from(dbd) << 3;
+                    vec![MODE_SENSE_6, flags, page_byte, subpage, alloc as u8, 0]
+                }
+            }
+            Cdb::ModeSelect { ten, pf, sp, len } => {
+                let flags = (u8::from(pf) << 4) | u8::from(sp);
+                if ten {
+                    let l = (len as u16).to_be_bytes();
+                    vec![MODE_SELECT_10, flags, 0, 0, 0, 0, 0, l[0], l[1], 0]
+                } else {
+                    vec![MODE_SELECT_6, flags, 0, 0, len as u8, 0]
+                }
+            }
+            Cdb::StartStopUnit {
+                immed,
+                power_condition,
+                no_flush,
+                loej,
+                start,
+            } => {
+                let b4 = ((power_condition & 0x0f) << 4)
+                    | (u8::from(no_flush) << 2)
+                    | (u8::from(loej) << 1)
+                    | u8::from(start);
+                vec![START_STOP_UNIT, u8::from(immed), 0, 0, b4, 0]
+            }
+            Cdb::PreventAllow { prevent } => {
+                vec![PREVENT_ALLOW_MEDIUM_REMOVAL, 0, 0, 0, prevent & 3, 0]
+            }
+            Cdb::CompareAndWrite {
+                lba,
+                blocks,
+                dpo,
+                fua,
+            } => {
+                // NUMBER OF LOGICAL BLOCKS is byte 13 alone (SBC-3 §5.2).
+                let mut b = cdb16(COMPARE_AND_WRITE, rw_flags(dpo, fua), lba, 0);
+                b[13] = blocks;
+                b
+            }
+            Cdb::WriteSame {
+                lba,
+                blocks,
+                unmap,
+                ndob,
+            } => {
+                let flags = (u8::from(unmap) << 3) | u8::from(ndob);
+                // NDOB exists only in WRITE SAME(16) (SBC-3 §5.43).
+                if ndob {
+                    cdb16(WRITE_SAME_16, flags, lba, blocks)
+                } else {
+                    lba_len_cdb(WRITE_SAME_10, WRITE_SAME_16, flags, lba, blocks)
+                }
+            }
+            Cdb::Unmap { len } => {
+                let l = (len as u16).to_be_bytes();
+                vec![UNMAP, 0, 0, 0, 0, 0, 0, l[0], l[1], 0]
+            }
+            Cdb::GetLbaStatus { lba, alloc } => {
+                let mut b = cdb16(SERVICE_ACTION_IN_16, 0, lba, alloc);
+                b[1] = service_action::GET_LBA_STATUS as u8;
+                b
+            }
+            Cdb::ReportSupportedOpcodes {
+                rctd,
+                options,
+                opcode,
+                sa,
+                alloc,
+            } => {
+                let mut b = vec![0u8; 12];
+                b[0] = MAINTENANCE_IN;
+                b[1] = service_action::REPORT_SUPPORTED_OPERATION_CODES as u8;
+                b[2] = (u8::from(rctd) << 7) | (options & 0x07);
+                b[3] = opcode;
+                b[4..6].copy_from_slice(&sa.to_be_bytes());
+                b[6..10].copy_from_slice(&alloc.to_be_bytes());
+                b
+            }
+            Cdb::Reserve { ten: false } => vec![RESERVE_6, 0, 0, 0, 0, 0],
+            Cdb::Reserve { ten: true } => vec![RESERVE_10, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            Cdb::Release { ten: false } => vec![RELEASE_6, 0, 0, 0, 0, 0],
+            Cdb::Release { ten: true } => vec![RELEASE_10, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            Cdb::PersistentReserveIn { sa, alloc } => {
+                let a = (alloc as u16).to_be_bytes();
+                vec![
+                    PERSISTENT_RESERVE_IN,
+                    sa & 0x1f,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    a[0],
+                    a[1],
+                    0,
+                ]
+            }
+            Cdb::PersistentReserveOut { sa, len } => {
+                let mut b = vec![0u8; 10];
+                b[0] = PERSISTENT_RESERVE_OUT;
+                b[1] = sa & 0x1f;
+                b[5..9].copy_from_slice(&len.to_be_bytes());
+                b
+            }
+            Cdb::Unsupported(op) => {
+                let mut b = vec![0u8; 16];
+                b[0] = op;
+                b
+            }
+        }
+    }
+
     /// INQUIRY, REPORT LUNS and REQUEST SENSE run despite a pending unit
     /// attention (SPC-4 §5.14; SAM-5 §5.14).
     pub fn ignores_unit_attention(op: u8) -> bool {
@@ -811,6 +1067,36 @@ impl Cdb {
             opcode::INQUIRY | opcode::REPORT_LUNS | opcode::REQUEST_SENSE
         )
     }
+}
+
+/// Whether an LBA and length fit the 10-byte layout: a 32-bit LBA whose
+/// range ends within the 32-bit space, and a 16-bit length.
+fn fits_10(lba: u64, blocks: u32) -> bool {
+    lba + u64::from(blocks) <= u64::from(u32::MAX) + 1 && blocks <= u32::from(u16::MAX)
+}
+
+/// A 10-byte CDB (`op10`) when the request fits it, else a 16-byte one.
+fn lba_len_cdb(op10: u8, op16: u8, flags: u8, lba: u64, blocks: u32) -> Vec<u8> {
+    if fits_10(lba, blocks) {
+        let mut b = vec![0u8; 10];
+        b[0] = op10;
+        b[1] = flags;
+        b[2..6].copy_from_slice(&(lba as u32).to_be_bytes());
+        b[7..9].copy_from_slice(&(blocks as u16).to_be_bytes());
+        b
+    } else {
+        cdb16(op16, flags, lba, blocks)
+    }
+}
+
+/// The 16-byte layout: LBA in bytes 2-9, length in bytes 10-13.
+fn cdb16(op: u8, flags: u8, lba: u64, blocks: u32) -> Vec<u8> {
+    let mut b = vec![0u8; 16];
+    b[0] = op;
+    b[1] = flags;
+    b[2..10].copy_from_slice(&lba.to_be_bytes());
+    b[10..14].copy_from_slice(&blocks.to_be_bytes());
+    b
 }
 
 /// LBA and transfer length of the 10, 12 and 16 byte layouts.

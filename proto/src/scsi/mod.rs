@@ -9,4 +9,6 @@ pub mod opcodes;
 pub mod pr;
 pub mod provisioning;
 pub mod report_luns;
+#[cfg(test)]
+mod roundtrip;
 pub mod sense;

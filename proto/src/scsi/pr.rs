@@ -162,6 +162,33 @@ impl PrOutAction {
             _ => return None,
         })
     }
+
+    /// The name SPC-4 gives the service action, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            PrOutAction::Register => "REGISTER",
+            PrOutAction::Reserve => "RESERVE",
+            PrOutAction::Release => "RELEASE",
+            PrOutAction::Clear => "CLEAR",
+            PrOutAction::Preempt => "PREEMPT",
+            PrOutAction::PreemptAndAbort => "PREEMPT AND ABORT",
+            PrOutAction::RegisterAndIgnoreExistingKey => "REGISTER AND IGNORE EXISTING KEY",
+            PrOutAction::RegisterAndMove => "REGISTER AND MOVE",
+        }
+    }
+
+    /// Whether the TYPE field of the CDB is meaningful (SPC-4 §6.16.2:
+    /// RESERVE, RELEASE, PREEMPT, PREEMPT AND ABORT and REGISTER AND MOVE).
+    pub fn uses_type(self) -> bool {
+        matches!(
+            self,
+            PrOutAction::Reserve
+                | PrOutAction::Release
+                | PrOutAction::Preempt
+                | PrOutAction::PreemptAndAbort
+                | PrOutAction::RegisterAndMove
+        )
+    }
 }
 
 /// A decoded PERSISTENT RESERVE OUT CDB. SCOPE and TYPE stay raw: which

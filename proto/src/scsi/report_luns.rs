@@ -1,4 +1,6 @@
 //! REPORT LUNS parameter data (SPC-4 §6.33) and LUN encoding (SAM-5 §4.7).
+//! The iSCSI LUN field carries the eight-byte SAM LUN as is (RFC 7143
+//! §11.2.1.3), so the same encoding serves PDUs and REPORT LUNS.
 //!
 //! ```text
 //! bytes 0-3  LUN LIST LENGTH (n - 7)
@@ -7,41 +9,89 @@
 //! LUN < 256:    peripheral device addressing, 00b: byte 0 = 00h, byte 1 = LUN
 //! LUN < 16384:  flat space addressing, 01b: byte 0 = 40h | LUN(13..8), byte 1 = LUN(7..0)
 //! ```
+//!
+//! This is the choice libiscsi and the Linux SCSI midlayer make.
 
-/// Encodes a LUN as its 8-byte form (SAM-5 §4.7.3, §4.7.7).
-pub fn encode_lun(lun: u64) -> [u8; 8] {
-    let mut b = [0u8; 8];
+/// The 8-byte LUN field (as a big-endian u64) for a LUN number
+/// (SAM-5 §4.7.3, §4.7.7). Numbers of 16384 and up have no single-level
+/// form and are passed through as the whole field.
+pub fn encode_lun(lun: u64) -> u64 {
     if lun < 256 {
-        b[1] = lun as u8;
+        lun << 48
     } else if lun < 0x4000 {
-        b[0] = 0x40 | (lun >> 8) as u8;
-        b[1] = lun as u8;
+        (0x4000 | lun) << 48
     } else {
-        // Larger numbers are passed through as the full 64-bit LUN field.
-        b = lun.to_be_bytes();
+        lun
     }
-    b
 }
 
-/// Decodes the 8-byte LUN field of an iSCSI PDU into the LUN number used in
-/// busrig's configuration (the inverse of [`encode_lun`]).
-pub fn decode_lun(b: [u8; 8]) -> u64 {
+/// The LUN number of a single-level LUN field in the peripheral (bus 0) or
+/// flat space addressing method; `None` for the other methods and for
+/// multi-level LUNs (a non-zero second level names another unit).
+pub fn decode_lun(field: u64) -> Option<u64> {
+    let b = field.to_be_bytes();
+    if b[2..].iter().any(|&x| x != 0) {
+        return None;
+    }
     match b[0] >> 6 {
-        0 if b[0] == 0 && b[2..].iter().all(|&x| x == 0) => u64::from(b[1]),
-        1 if b[2..].iter().all(|&x| x == 0) => (u64::from(b[0] & 0x3f) << 8) | u64::from(b[1]),
-        _ => u64::from_be_bytes(b),
+        0b00 if b[0] == 0 => Some(u64::from(b[1])),
+        0b01 => Some((u64::from(b[0] & 0x3f) << 8) | u64::from(b[1])),
+        _ => None,
     }
 }
 
-/// REPORT LUNS parameter data for `luns` (sorted by the caller).
-pub fn report_luns(luns: &[u64]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(8 + 8 * luns.len());
-    b.extend_from_slice(&((luns.len() * 8) as u32).to_be_bytes());
-    b.extend_from_slice(&[0; 4]);
-    for &l in luns {
-        b.extend_from_slice(&encode_lun(l));
+/// Why REPORT LUNS parameter data could not be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReportLunsError {
+    /// Fewer bytes than the 8-byte header.
+    #[error("REPORT LUNS data is {0} bytes, shorter than its 8-byte header")]
+    Short(usize),
+}
+
+/// REPORT LUNS parameter data: the 8-byte LUN fields and LUN LIST LENGTH,
+/// which is larger than what arrived when the allocation length was too
+/// small to hold the whole list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LunList {
+    /// LUN fields as big-endian u64, in the order the device server sent them.
+    pub luns: Vec<u64>,
+    /// LUN LIST LENGTH in bytes.
+    pub list_length: u32,
+}
+
+impl LunList {
+    /// The list for the LUN numbers `luns` (sorted by the caller).
+    pub fn from_numbers(luns: &[u64]) -> LunList {
+        LunList {
+            luns: luns.iter().map(|&l| encode_lun(l)).collect(),
+            list_length: (luns.len() * 8) as u32,
+        }
     }
-    b
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(8 + 8 * self.luns.len());
+        b.extend_from_slice(&self.list_length.to_be_bytes());
+        b.extend_from_slice(&[0; 4]);
+        for l in &self.luns {
+            b.extend_from_slice(&l.to_be_bytes());
+        }
+        b
+    }
+
+    /// Decodes what arrived; a list cut short by the allocation length
+    /// keeps the LUNs that fit.
+    pub fn decode(b: &[u8]) -> Result<LunList, ReportLunsError> {
+        if b.len() < 8 {
+            return Err(ReportLunsError::Short(b.len()));
+        }
+        let list_length = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        let end = (8 + list_length as usize).min(b.len());
+        let luns = b[8..end]
+            .chunks_exact(8)
+            .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        Ok(LunList { luns, list_length })
+    }
 }
 
 #[cfg(test)]
@@ -49,20 +99,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn encodes_peripheral_and_flat() {
-        assert_eq!(encode_lun(0), [0; 8]);
-        assert_eq!(encode_lun(5), [0, 5, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(encode_lun(300), [0x41, 0x2c, 0, 0, 0, 0, 0, 0]);
+    fn small_luns_use_peripheral_addressing() {
+        assert_eq!(encode_lun(0), 0);
+        assert_eq!(encode_lun(2), 0x0002_0000_0000_0000);
+        assert_eq!(decode_lun(0x0002_0000_0000_0000), Some(2));
+    }
+
+    #[test]
+    fn large_luns_use_flat_space_addressing() {
+        assert_eq!(encode_lun(300), 0x412c_0000_0000_0000);
+        assert_eq!(decode_lun(0x4101_0000_0000_0000), Some(0x101));
         for l in [0, 1, 255, 256, 300, 0x3fff] {
-            assert_eq!(decode_lun(encode_lun(l)), l);
+            assert_eq!(decode_lun(encode_lun(l)), Some(l));
         }
+    }
+
+    #[test]
+    fn other_methods_and_multi_level_luns_are_not_numbers() {
+        assert_eq!(decode_lun(0x0001_0001_0000_0000), None);
+        assert_eq!(decode_lun(0x8001_0000_0000_0000), None);
+        assert_eq!(decode_lun(0x8000_0000_0000_0000), None);
+        assert_eq!(decode_lun(0x0100_0000_0000_0000), None);
     }
 
     #[test]
     fn report_luns_bytes() {
         assert_eq!(
-            report_luns(&[0, 2]),
+            LunList::from_numbers(&[0, 2]).encode(),
             vec![0, 0, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0]
         );
+    }
+
+    #[test]
+    fn truncated_list_keeps_its_length() {
+        let mut b = vec![0, 0, 0, 24, 0, 0, 0, 0];
+        for l in [0u64, 1 << 48, 2 << 48] {
+            b.extend_from_slice(&l.to_be_bytes());
+        }
+        let l = LunList::decode(&b).unwrap();
+        assert_eq!(l.luns, vec![0, 1 << 48, 2 << 48]);
+        let t = LunList::decode(&b[..16]).unwrap();
+        assert_eq!((t.luns.len(), t.list_length), (1, 24));
+        assert_eq!(LunList::decode(&b[..7]), Err(ReportLunsError::Short(7)));
     }
 }

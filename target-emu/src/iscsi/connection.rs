@@ -35,9 +35,11 @@ use std::time::Duration;
 use busrig_proto::negotiation::{SessionParams, TargetNegotiator};
 use busrig_proto::pdu::{
     opcode, reject_reason, DataOut, Header, LogoutRequest, LogoutResponse, NopIn, NopOut, Pdu, R2t,
-    Reject, ScsiCommand, TaskMgmtRequest, TextRequest, WireConfig,
+    Reject, ScsiCommand, TaskMgmtRequest, TextRequest, WireConfig, RESERVED_TAG,
 };
+use busrig_proto::scsi::report_luns::{decode_lun, encode_lun};
 use busrig_proto::scsi::sense::{status, Asc, Sense};
+use busrig_proto::serial;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -47,10 +49,10 @@ use tokio_util::sync::CancellationToken;
 use super::codec::{CodecError, PduReader, PduWriter};
 use super::discovery::TextState;
 use super::login::{self, Established, SessionKind};
-use super::session::{sn_lt, CmdWindow, SessionHandle};
+use super::session::{CmdWindow, SessionHandle};
 use super::tmf::{self, TmfPlan};
 use super::transfer::{reply_pdus, DataError, Outcome, ReplyShape, WriteLimits, WriteState};
-use super::{Portal, RESERVED_TAG};
+use super::Portal;
 use crate::nexus::ItNexus;
 use crate::scsi::{ScsiRequest, ScsiTarget};
 use crate::tasks::{TaskGuard, TaskInfo};
@@ -796,7 +798,9 @@ impl Conn {
             initiator_mrdsl: self.params.peer_max_recv_data_segment_length,
             max_burst_length: self.params.max_burst_length,
         };
-        let lun = decode_lun(h.lun);
+        // A LUN field no LU has (another addressing method, a second
+        // level) finds no unit: u64::MAX is never a configured LUN.
+        let lun = decode_lun(h.lun).unwrap_or(u64::MAX);
         let depth = self.portal.tuning.queue_depth as usize;
         let mut early = None;
         let mut write = None;
@@ -1118,7 +1122,9 @@ impl Conn {
         else {
             return;
         };
-        let lun = decode_lun(h.lun);
+        // A LUN field no LU has (another addressing method, a second
+        // level) finds no unit: u64::MAX is never a configured LUN.
+        let lun = decode_lun(h.lun).unwrap_or(u64::MAX);
         tracing::info!(
             initiator = %self.handle.initiator,
             isid = %self.handle.isid_hex(),
@@ -1153,7 +1159,7 @@ impl Conn {
                         let ref_sn = h.ref_cmd_sn;
                         if self.window.accepts(ref_sn)
                             && !self.pending.contains_key(&ref_sn)
-                            && sn_lt(ref_sn, h.cmd_sn)
+                            && serial::lt(ref_sn, h.cmd_sn)
                         {
                             self.aborted_ahead.push(ref_sn);
                             TmfPlan::Respond(tmf::RESP_COMPLETE)
@@ -1403,43 +1409,4 @@ async fn command_task(ctx: CommandCtx) {
     // answers after the connection has seen the outcome.
     let _ = events.send(Event::Done { itt, serial, pdus });
     drop(guard);
-}
-
-/// The LUN number from the 8-byte LUN field (SAM-5 §4.7): peripheral
-/// device addressing (method 00b, bus 0) and flat space addressing (01b).
-/// Other forms map to a number no LU has.
-pub fn decode_lun(raw: u64) -> u64 {
-    let b0 = (raw >> 56) as u8;
-    let b1 = (raw >> 48) as u8;
-    match b0 >> 6 {
-        0 if b0 == 0 => u64::from(b1),
-        1 => (u64::from(b0 & 0x3f) << 8) | u64::from(b1),
-        _ => u64::MAX,
-    }
-}
-
-/// The 8-byte LUN field for a LUN number: peripheral addressing below 256,
-/// flat space addressing above (SAM-5 §4.7.7).
-pub fn encode_lun(lun: u64) -> u64 {
-    if lun < 256 {
-        lun << 48
-    } else {
-        (0x4000 | (lun & 0x3fff)) << 48
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lun_field_round_trip() {
-        for lun in [0u64, 1, 2, 255, 256, 16383] {
-            assert_eq!(decode_lun(encode_lun(lun)), lun);
-        }
-        assert_eq!(decode_lun(0x0001_0000_0000_0000), 1);
-        assert_eq!(decode_lun(0x4101_0000_0000_0000), 0x101);
-        assert_eq!(decode_lun(0x8000_0000_0000_0000), u64::MAX);
-        assert_eq!(decode_lun(0x0100_0000_0000_0000), u64::MAX);
-    }
 }

@@ -17,11 +17,11 @@ use std::sync::Arc;
 use busrig_proto::negotiation::{
     send_targets_response, SendTargetsEntry, SendTargetsRequest, TargetNegotiator,
 };
-use busrig_proto::pdu::{TextRequest, TextResponse};
+use busrig_proto::pdu::{TextRequest, TextResponse, RESERVED_TAG};
 use busrig_proto::text::TextAccumulator;
 use bytes::Bytes;
 
-use super::{Portal, RESERVED_TAG};
+use super::Portal;
 
 /// What a text answer depends on.
 pub struct TextCtx<'a> {

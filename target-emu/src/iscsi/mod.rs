@@ -110,9 +110,6 @@ impl Drop for IoThreads {
     }
 }
 
-/// The reserved tag value: "no task" / "no transfer" (RFC 7143 §11.2.1.8).
-pub const RESERVED_TAG: u32 = 0xffff_ffff;
-
 /// Connections the portal serves at once; more are closed right after
 /// accept so a connection flood cannot exhaust memory or descriptors.
 pub const MAX_CONNECTIONS: usize = 1024;

@@ -10,6 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use busrig_proto::serial;
 use tokio_util::sync::CancellationToken;
 
 use crate::nexus::ItNexus;
@@ -169,12 +170,6 @@ impl SessionTable {
     }
 }
 
-/// RFC 1982 serial-number comparison on 32 bits, as RFC 7143 §4.2.2.1
-/// requires for CmdSN, StatSN and friends: true when `a` comes before `b`.
-pub fn sn_lt(a: u32, b: u32) -> bool {
-    a != b && (b.wrapping_sub(a) as i32) > 0
-}
-
 /// The CmdSN window of a session (RFC 7143 §4.2.2.1).
 ///
 /// ExpCmdSN advances as non-immediate commands are delivered in order.
@@ -211,7 +206,7 @@ impl CmdWindow {
         let room = self.depth.saturating_sub(self.in_flight);
         // room 0 gives ExpCmdSN - 1: the window is closed (RFC 7143 §4.2.2.1).
         let candidate = self.exp_cmd_sn.wrapping_add(room).wrapping_sub(1);
-        if sn_lt(self.max_cmd_sn, candidate) {
+        if serial::lt(self.max_cmd_sn, candidate) {
             self.max_cmd_sn = candidate;
         }
         self.max_cmd_sn
@@ -220,7 +215,7 @@ impl CmdWindow {
     /// Whether a non-immediate PDU with this CmdSN may be accepted:
     /// ExpCmdSN <= cmd_sn <= MaxCmdSN in serial arithmetic.
     pub fn accepts(&self, cmd_sn: u32) -> bool {
-        !sn_lt(cmd_sn, self.exp_cmd_sn) && !sn_lt(self.max_cmd_sn, cmd_sn)
+        !serial::lt(cmd_sn, self.exp_cmd_sn) && !serial::lt(self.max_cmd_sn, cmd_sn)
     }
 
     /// The PDU with CmdSN == ExpCmdSN was delivered.
@@ -246,14 +241,6 @@ impl CmdWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn serial_comparison_wraps() {
-        assert!(sn_lt(1, 2));
-        assert!(!sn_lt(2, 1));
-        assert!(sn_lt(u32::MAX, 0));
-        assert!(!sn_lt(5, 5));
-    }
 
     #[test]
     fn window_accepts_exp_to_max_and_never_shrinks() {

@@ -19,9 +19,8 @@
 
 use std::collections::VecDeque;
 
-use busrig_proto::pdu::{DataIn, DataOut, Header, Pdu, ScsiResponse};
+use busrig_proto::pdu::{DataIn, DataOut, Header, Pdu, ScsiResponse, RESERVED_TAG};
 
-use super::RESERVED_TAG;
 use crate::write_data::WriteData;
 use busrig_proto::scsi::sense::status;
 use bytes::Bytes;

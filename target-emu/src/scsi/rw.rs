@@ -1,0 +1,200 @@
+//! The read/write path helpers: range and transfer-length checks
+//! (SBC-3 §4.5, §6.5.3), write protection (SBC-3 §4.13), medium locking,
+//! and COMPARE AND WRITE (SBC-3 §5.2).
+
+use super::identify::block_limits;
+use super::media::ready;
+use super::{
+    invalid_cdb, length_byte, Fail, Outcome, ScsiReply, ScsiRequest, ScsiTarget, MAX_TRANSFER_BYTES,
+};
+use crate::lu::LogicalUnit;
+use crate::tasks::TaskGuard;
+use crate::write_data::WriteData;
+use busrig_proto::scsi::cdb::Cdb;
+use busrig_proto::scsi::sense::{status, Asc, Sense};
+use bytes::Bytes;
+use tokio::sync::{RwLockReadGuard, RwLockWriteGuard};
+use tracing::warn;
+
+impl ScsiTarget {
+    pub(super) async fn compare_and_write(
+        &self,
+        lu: &LogicalUnit,
+        req: &ScsiRequest<'_>,
+        lba: u64,
+        blocks: u8,
+        fua: bool,
+    ) -> Outcome {
+        ready(lu)?;
+        // A Data-Out buffer longer than the largest COMPARE AND WRITE we
+        // accept asks for more than MAXIMUM COMPARE AND WRITE LENGTH, even
+        // when the one-byte NUMBER OF LOGICAL BLOCKS wrapped to zero (SBC-3
+        // §5.3, §6.5.3).
+        let bs = lu.block_size() as usize;
+        if req.data_out.len() > 2 * usize::from(block_limits(lu).max_compare_and_write) * bs {
+            return Err(invalid_cdb(13, None));
+        }
+        in_range(lu, lba, blocks.into())?;
+        // SBC-3 §5.3: zero blocks is not an error and transfers nothing.
+        if blocks == 0 {
+            return Ok(ScsiReply::good(Bytes::new()));
+        }
+        protect(lu)?;
+        let half = blocks as usize * bs;
+        if req.data_out.len() != 2 * half {
+            // The Data-Out buffer must hold the verify and the write data
+            // for exactly NUMBER OF LOGICAL BLOCKS.
+            return Err(invalid_cdb(13, None));
+        }
+        let _g = exclusive(lu, req.task).await?;
+        let medium = lu
+            .read(lba, blocks.into())
+            .await
+            .map_err(|e| io_fail(lu, "read", e))?;
+        if let Some(at) = first_difference(&medium, &req.data_out.slice(0, half).contiguous()) {
+            // SBC-3 §5.3: INFORMATION is the offset of the first byte that
+            // did not match.
+            return Err(Sense::new(Asc::MISCOMPARE_DURING_VERIFY)
+                .with_information(at as u64)
+                .into());
+        }
+        write(
+            lu,
+            req.task,
+            lba,
+            req.data_out.slice(half, usize::MAX),
+            fua || !lu.mode().wce,
+        )
+        .await?;
+        Ok(ScsiReply::good(Bytes::new()))
+    }
+}
+
+/// The Data-Out length the CDB asks for.
+pub(super) fn data_out_wanted(cdb: &Cdb, bs: u32) -> Option<u32> {
+    Some(match *cdb {
+        Cdb::Write { blocks, .. }
+        | Cdb::WriteAndVerify { blocks, .. }
+        | Cdb::OrWrite { blocks, .. } => blocks.saturating_mul(bs),
+        Cdb::Verify {
+            blocks, bytchk: 1, ..
+        } => blocks.saturating_mul(bs),
+        Cdb::Verify { bytchk: 3, .. } => bs,
+        Cdb::CompareAndWrite { blocks, .. } => 2 * u32::from(blocks) * bs,
+        Cdb::WriteSame { ndob, .. } => {
+            if ndob {
+                0
+            } else {
+                bs
+            }
+        }
+        Cdb::Unmap { len }
+        | Cdb::ModeSelect { len, .. }
+        | Cdb::PersistentReserveOut { len, .. } => len,
+        _ => return None,
+    })
+}
+
+/// SBC-3 §4.5: the whole range must lie within the capacity.
+pub(super) fn in_range(lu: &LogicalUnit, lba: u64, blocks: u64) -> Result<(), Fail> {
+    match lba.checked_add(blocks) {
+        Some(end) if lba <= lu.blocks() && end <= lu.blocks() => Ok(()),
+        _ => Err(Asc::LBA_OUT_OF_RANGE.into()),
+    }
+}
+
+/// SBC-3 §6.5.3: a TRANSFER LENGTH above MAXIMUM TRANSFER LENGTH.
+pub(super) fn max_transfer(lu: &LogicalUnit, cdb: &[u8], blocks: u32) -> Result<(), Fail> {
+    if blocks > MAX_TRANSFER_BYTES / lu.block_size() {
+        return Err(invalid_cdb(length_byte(cdb), None));
+    }
+    Ok(())
+}
+
+/// DATA PROTECT, WRITE PROTECTED for read-only LUs and SWP (SBC-3 §4.13).
+pub(super) fn protect(lu: &LogicalUnit) -> Result<(), Fail> {
+    if lu.write_protected() {
+        return Err(Asc::WRITE_PROTECTED.into());
+    }
+    Ok(())
+}
+
+/// Whole blocks of Data-Out actually received, at most `blocks`: when the
+/// initiator's Expected Data Transfer Length is shorter than the CDB asks,
+/// only what it sent is written (libiscsi's residual tests; RFC 7143
+/// §11.4.5.2 residual overflow).
+/// The checks every write-type command (WRITE, ORWRITE, WRITE AND VERIFY)
+/// makes before touching the medium, in SBC-3's order: ready, transfer
+/// length, LBA range, write protection. Returns how many whole blocks the
+/// Data-Out buffer holds (zero: nothing to do).
+pub(super) fn write_preamble(
+    lu: &LogicalUnit,
+    req: &ScsiRequest<'_>,
+    lba: u64,
+    blocks: u32,
+) -> Result<u32, Fail> {
+    ready(lu)?;
+    max_transfer(lu, req.cdb, blocks)?;
+    in_range(lu, lba, blocks.into())?;
+    protect(lu)?;
+    Ok(received_blocks(lu, &req.data_out, blocks))
+}
+
+pub(super) fn received_blocks(lu: &LogicalUnit, data: &WriteData, blocks: u32) -> u32 {
+    ((data.len() / lu.block_size() as usize) as u64).min(u64::from(blocks)) as u32
+}
+
+pub(super) fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
+    a.iter().zip(b).position(|(x, y)| x != y)
+}
+
+pub(super) fn io_fail(lu: &LogicalUnit, what: &str, e: std::io::Error) -> Fail {
+    warn!(lun = lu.lun(), path = %lu.spec().path.display(), error = %e, "{what} failed");
+    if what == "read" {
+        Asc::UNRECOVERED_READ_ERROR.into()
+    } else {
+        Asc::WRITE_ERROR.into()
+    }
+}
+
+/// Shared access to the medium, given up if the task is aborted while
+/// waiting (a COMPARE AND WRITE may hold it).
+pub(super) async fn shared<'a>(
+    lu: &'a LogicalUnit,
+    task: &TaskGuard,
+) -> Result<RwLockReadGuard<'a, ()>, Fail> {
+    tokio::select! {
+        biased;
+        g = lu.media_lock.read() => Ok(g),
+        _ = task.aborted() => Err(Fail::Status(status::TASK_ABORTED)),
+    }
+}
+
+/// Exclusive access for COMPARE AND WRITE.
+pub(super) async fn exclusive<'a>(
+    lu: &'a LogicalUnit,
+    task: &TaskGuard,
+) -> Result<RwLockWriteGuard<'a, ()>, Fail> {
+    tokio::select! {
+        biased;
+        g = lu.media_lock.write() => Ok(g),
+        _ = task.aborted() => Err(Fail::Status(status::TASK_ABORTED)),
+    }
+}
+
+/// The last abort check before the medium changes; after it the write is
+/// carried out completely.
+pub(super) async fn write(
+    lu: &LogicalUnit,
+    task: &TaskGuard,
+    lba: u64,
+    data: WriteData,
+    sync: bool,
+) -> Result<(), Fail> {
+    if task.is_aborted() {
+        return Err(Fail::Status(status::TASK_ABORTED));
+    }
+    lu.write(lba, data, sync)
+        .await
+        .map_err(|e| io_fail(lu, "write", e))
+}
