@@ -26,44 +26,62 @@ impl InitiatorNegotiator {
         };
         set(
             Key::HeaderDigest,
-            join_list(&config.header_digests, DigestType::as_str),
+            join_list(&config.operational.header_digests, DigestType::as_str),
         );
         set(
             Key::DataDigest,
-            join_list(&config.data_digests, DigestType::as_str),
+            join_list(&config.operational.data_digests, DigestType::as_str),
         );
         set(
             Key::AuthMethod,
             join_list(&config.auth_methods, AuthMethod::as_str),
         );
-        set(Key::MaxConnections, config.max_connections.to_string());
+        set(
+            Key::MaxConnections,
+            config.operational.max_connections.to_string(),
+        );
         set(
             Key::MaxOutstandingR2T,
-            config.max_outstanding_r2t.to_string(),
+            config.operational.max_outstanding_r2t.to_string(),
         );
-        set(Key::MaxBurstLength, config.max_burst_length.to_string());
-        set(Key::FirstBurstLength, config.first_burst_length.to_string());
-        set(Key::DefaultTime2Wait, config.default_time2wait.to_string());
+        set(
+            Key::MaxBurstLength,
+            config.operational.max_burst_length.to_string(),
+        );
+        set(
+            Key::FirstBurstLength,
+            config.operational.first_burst_length.to_string(),
+        );
+        set(
+            Key::DefaultTime2Wait,
+            config.operational.default_time2wait.to_string(),
+        );
         set(
             Key::DefaultTime2Retain,
-            config.default_time2retain.to_string(),
+            config.operational.default_time2retain.to_string(),
         );
         set(
             Key::ErrorRecoveryLevel,
-            config.error_recovery_level.to_string(),
+            config.operational.error_recovery_level.to_string(),
         );
-        set(Key::InitialR2T, bool_str(config.initial_r2t));
-        set(Key::ImmediateData, bool_str(config.immediate_data));
-        set(Key::DataPduInOrder, bool_str(config.data_pdu_in_order));
+        set(Key::InitialR2T, bool_str(config.operational.initial_r2t));
+        set(
+            Key::ImmediateData,
+            bool_str(config.operational.immediate_data),
+        );
+        set(
+            Key::DataPduInOrder,
+            bool_str(config.operational.data_pdu_in_order),
+        );
         set(
             Key::DataSequenceInOrder,
-            bool_str(config.data_sequence_in_order),
+            bool_str(config.operational.data_sequence_in_order),
         );
         set(Key::TaskReporting, "RFC3720".to_string());
         set(Key::ProtocolLevel, "1".to_string());
         set(
             Key::MaxRecvDataSegmentLength,
-            config.max_recv_data_segment_length.to_string(),
+            config.operational.max_recv_data_segment_length.to_string(),
         );
         let mut engine = Engine::new(Role::Initiator, Prefs { values });
         engine.params.session_type = config.session_type;
@@ -282,7 +300,7 @@ mod tests {
         }
         // AND: our No answered Yes.
         let mut config = InitiatorConfig::new(INITIATOR);
-        config.immediate_data = false;
+        config.operational.immediate_data = false;
         let mut ini = InitiatorNegotiator::new(config);
         ini.offer(Stage::Operational);
         assert!(ini

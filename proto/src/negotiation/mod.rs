@@ -326,42 +326,74 @@ impl Default for SessionParams {
     }
 }
 
+/// The operational values one side brings to login negotiation (RFC 7143
+/// §13): for a target the limits it enforces — the other operand of each
+/// result function — and for an initiator what it offers. `Default` gives
+/// the RFC 7143 §13 defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationalValues {
+    /// MaxRecvDataSegmentLength this side declares (RFC 7143 §13.12,
+    /// 512..=2^24-1).
+    pub max_recv_data_segment_length: u32,
+    /// MaxBurstLength (RFC 7143 §13.13, min function).
+    pub max_burst_length: u32,
+    /// FirstBurstLength (RFC 7143 §13.14, min function).
+    pub first_burst_length: u32,
+    /// MaxOutstandingR2T (RFC 7143 §13.17, min function).
+    pub max_outstanding_r2t: u16,
+    /// DefaultTime2Wait in seconds (RFC 7143 §13.15, max function).
+    pub default_time2wait: u16,
+    /// DefaultTime2Retain in seconds (RFC 7143 §13.16, min function).
+    pub default_time2retain: u16,
+    /// InitialR2T (RFC 7143 §13.10, OR: Yes forces Yes).
+    pub initial_r2t: bool,
+    /// ImmediateData (RFC 7143 §13.11, AND: No forces No).
+    pub immediate_data: bool,
+    /// DataPDUInOrder (RFC 7143 §13.19, OR: Yes forces Yes).
+    pub data_pdu_in_order: bool,
+    /// DataSequenceInOrder (RFC 7143 §13.20, OR: Yes forces Yes).
+    pub data_sequence_in_order: bool,
+    /// HeaderDigest values, in preference order (RFC 7143 §13.1).
+    pub header_digests: Vec<DigestType>,
+    /// DataDigest values, in preference order (RFC 7143 §13.1).
+    pub data_digests: Vec<DigestType>,
+    /// MaxConnections (RFC 7143 §13.2, min function; busrig: 1).
+    pub max_connections: u16,
+    /// ErrorRecoveryLevel (RFC 7143 §13.21, min function; busrig: 0).
+    pub error_recovery_level: u8,
+}
+
+impl Default for OperationalValues {
+    fn default() -> Self {
+        OperationalValues {
+            max_recv_data_segment_length: 8192,
+            max_burst_length: 262_144,
+            first_burst_length: 65_536,
+            max_outstanding_r2t: 1,
+            default_time2wait: 2,
+            default_time2retain: 20,
+            initial_r2t: true,
+            immediate_data: true,
+            data_pdu_in_order: true,
+            data_sequence_in_order: true,
+            header_digests: vec![DigestType::None],
+            data_digests: vec![DigestType::None],
+            max_connections: 1,
+            error_recovery_level: 0,
+        }
+    }
+}
+
 /// What a target supports and prefers. `Default` matches busrig: digests
 /// None or CRC32C, no authentication, ErrorRecoveryLevel 0, one connection,
 /// RFC default burst sizes, 256 KiB receive segments, portal group tag 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetLimits {
-    /// MaxRecvDataSegmentLength the target declares (512..=2^24-1).
-    pub max_recv_data_segment_length: u32,
-    /// Largest MaxBurstLength accepted (min function).
-    pub max_burst_length: u32,
-    /// Largest FirstBurstLength accepted (min function).
-    pub first_burst_length: u32,
-    /// Largest MaxOutstandingR2T accepted (min function).
-    pub max_outstanding_r2t: u16,
-    /// Smallest DefaultTime2Wait we insist on (max function).
-    pub default_time2wait: u16,
-    /// Largest DefaultTime2Retain accepted (min function).
-    pub default_time2retain: u16,
-    /// InitialR2T we ask for (OR: Yes forces Yes).
-    pub initial_r2t: bool,
-    /// ImmediateData we allow (AND: No forces No).
-    pub immediate_data: bool,
-    /// DataPDUInOrder we ask for (OR: Yes forces Yes).
-    pub data_pdu_in_order: bool,
-    /// DataSequenceInOrder we ask for (OR: Yes forces Yes).
-    pub data_sequence_in_order: bool,
-    /// Header digests supported.
-    pub header_digests: Vec<DigestType>,
-    /// Data digests supported.
-    pub data_digests: Vec<DigestType>,
+    /// The limits of the operational keys.
+    pub operational: OperationalValues,
     /// Authentication methods accepted. Without `None` authentication is
     /// required; with `Chap` a [`ChapTarget`] must be attached.
     pub auth_methods: Vec<AuthMethod>,
-    /// Largest MaxConnections accepted (busrig: 1).
-    pub max_connections: u16,
-    /// Largest ErrorRecoveryLevel accepted (busrig: 0).
-    pub error_recovery_level: u8,
     /// TargetAlias declared in the first response of a normal session.
     pub target_alias: Option<String>,
     /// TargetPortalGroupTag declared in the first response when the
@@ -374,21 +406,13 @@ pub struct TargetLimits {
 impl Default for TargetLimits {
     fn default() -> Self {
         TargetLimits {
-            max_recv_data_segment_length: 262_144,
-            max_burst_length: 262_144,
-            first_burst_length: 65_536,
-            max_outstanding_r2t: 1,
-            default_time2wait: 2,
-            default_time2retain: 20,
-            initial_r2t: true,
-            immediate_data: true,
-            data_pdu_in_order: true,
-            data_sequence_in_order: true,
-            header_digests: vec![DigestType::None, DigestType::Crc32c],
-            data_digests: vec![DigestType::None, DigestType::Crc32c],
+            operational: OperationalValues {
+                max_recv_data_segment_length: 262_144,
+                header_digests: vec![DigestType::None, DigestType::Crc32c],
+                data_digests: vec![DigestType::None, DigestType::Crc32c],
+                ..OperationalValues::default()
+            },
             auth_methods: vec![AuthMethod::None],
-            max_connections: 1,
-            error_recovery_level: 0,
             target_alias: None,
             portal_group_tag: Some(1),
             allow_discovery: true,
@@ -410,34 +434,8 @@ pub struct InitiatorConfig {
     /// AuthMethod offer, in preference order. With `Chap` a
     /// [`ChapInitiator`] must be attached.
     pub auth_methods: Vec<AuthMethod>,
-    /// HeaderDigest offer, in preference order.
-    pub header_digests: Vec<DigestType>,
-    /// DataDigest offer, in preference order.
-    pub data_digests: Vec<DigestType>,
-    /// MaxRecvDataSegmentLength we declare.
-    pub max_recv_data_segment_length: u32,
-    /// MaxBurstLength offered.
-    pub max_burst_length: u32,
-    /// FirstBurstLength offered.
-    pub first_burst_length: u32,
-    /// MaxOutstandingR2T offered.
-    pub max_outstanding_r2t: u16,
-    /// DefaultTime2Wait offered.
-    pub default_time2wait: u16,
-    /// DefaultTime2Retain offered.
-    pub default_time2retain: u16,
-    /// InitialR2T offered.
-    pub initial_r2t: bool,
-    /// ImmediateData offered.
-    pub immediate_data: bool,
-    /// DataPDUInOrder offered.
-    pub data_pdu_in_order: bool,
-    /// DataSequenceInOrder offered.
-    pub data_sequence_in_order: bool,
-    /// ErrorRecoveryLevel offered.
-    pub error_recovery_level: u8,
-    /// MaxConnections offered.
-    pub max_connections: u16,
+    /// The operational keys offered.
+    pub operational: OperationalValues,
 }
 
 impl InitiatorConfig {
@@ -451,20 +449,11 @@ impl InitiatorConfig {
             target_name: None,
             session_type: SessionType::Normal,
             auth_methods: vec![AuthMethod::None],
-            header_digests: vec![DigestType::None],
-            data_digests: vec![DigestType::None],
-            max_recv_data_segment_length: 262_144,
-            max_burst_length: 262_144,
-            first_burst_length: 65_536,
-            max_outstanding_r2t: 1,
-            default_time2wait: 2,
-            default_time2retain: 20,
-            initial_r2t: false,
-            immediate_data: true,
-            data_pdu_in_order: true,
-            data_sequence_in_order: true,
-            error_recovery_level: 0,
-            max_connections: 1,
+            operational: OperationalValues {
+                max_recv_data_segment_length: 262_144,
+                initial_r2t: false,
+                ..OperationalValues::default()
+            },
         }
     }
 }
@@ -608,8 +597,8 @@ mod tests {
     fn login_round_trip_without_authentication() {
         let mut config = InitiatorConfig::new(INITIATOR);
         config.target_name = Some(TARGET.into());
-        config.header_digests = vec![DigestType::Crc32c, DigestType::None];
-        config.max_recv_data_segment_length = 65_536;
+        config.operational.header_digests = vec![DigestType::Crc32c, DigestType::None];
+        config.operational.max_recv_data_segment_length = 65_536;
         let mut ini = InitiatorNegotiator::new(config);
         let mut tgt = TargetNegotiator::new(TargetLimits::default());
         let rounds = run_login(&mut ini, &mut tgt).unwrap();
@@ -750,6 +739,41 @@ mod tests {
         assert_eq!(
             (p.header_digest, p.data_digest),
             (DigestType::None, DigestType::None)
+        );
+    }
+
+    #[test]
+    fn each_side_departs_from_the_rfc_defaults_only_where_documented() {
+        let rfc = OperationalValues::default();
+        let p = SessionParams::default();
+        assert_eq!(
+            (
+                rfc.max_recv_data_segment_length,
+                rfc.max_burst_length,
+                rfc.first_burst_length
+            ),
+            (
+                p.local_max_recv_data_segment_length,
+                p.max_burst_length,
+                p.first_burst_length
+            )
+        );
+        assert_eq!(
+            TargetLimits::default().operational,
+            OperationalValues {
+                max_recv_data_segment_length: 262_144,
+                header_digests: vec![DigestType::None, DigestType::Crc32c],
+                data_digests: vec![DigestType::None, DigestType::Crc32c],
+                ..rfc.clone()
+            }
+        );
+        assert_eq!(
+            InitiatorConfig::new("iqn.x").operational,
+            OperationalValues {
+                max_recv_data_segment_length: 262_144,
+                initial_r2t: false,
+                ..rfc
+            }
         );
     }
 }

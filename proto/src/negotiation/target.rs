@@ -38,44 +38,62 @@ impl TargetNegotiator {
         };
         set(
             Key::HeaderDigest,
-            join_list(&limits.header_digests, DigestType::as_str),
+            join_list(&limits.operational.header_digests, DigestType::as_str),
         );
         set(
             Key::DataDigest,
-            join_list(&limits.data_digests, DigestType::as_str),
+            join_list(&limits.operational.data_digests, DigestType::as_str),
         );
         set(
             Key::AuthMethod,
             join_list(&limits.auth_methods, AuthMethod::as_str),
         );
-        set(Key::MaxConnections, limits.max_connections.to_string());
+        set(
+            Key::MaxConnections,
+            limits.operational.max_connections.to_string(),
+        );
         set(
             Key::MaxOutstandingR2T,
-            limits.max_outstanding_r2t.to_string(),
+            limits.operational.max_outstanding_r2t.to_string(),
         );
-        set(Key::MaxBurstLength, limits.max_burst_length.to_string());
-        set(Key::FirstBurstLength, limits.first_burst_length.to_string());
-        set(Key::DefaultTime2Wait, limits.default_time2wait.to_string());
+        set(
+            Key::MaxBurstLength,
+            limits.operational.max_burst_length.to_string(),
+        );
+        set(
+            Key::FirstBurstLength,
+            limits.operational.first_burst_length.to_string(),
+        );
+        set(
+            Key::DefaultTime2Wait,
+            limits.operational.default_time2wait.to_string(),
+        );
         set(
             Key::DefaultTime2Retain,
-            limits.default_time2retain.to_string(),
+            limits.operational.default_time2retain.to_string(),
         );
         set(
             Key::ErrorRecoveryLevel,
-            limits.error_recovery_level.to_string(),
+            limits.operational.error_recovery_level.to_string(),
         );
-        set(Key::InitialR2T, bool_str(limits.initial_r2t));
-        set(Key::ImmediateData, bool_str(limits.immediate_data));
-        set(Key::DataPduInOrder, bool_str(limits.data_pdu_in_order));
+        set(Key::InitialR2T, bool_str(limits.operational.initial_r2t));
+        set(
+            Key::ImmediateData,
+            bool_str(limits.operational.immediate_data),
+        );
+        set(
+            Key::DataPduInOrder,
+            bool_str(limits.operational.data_pdu_in_order),
+        );
         set(
             Key::DataSequenceInOrder,
-            bool_str(limits.data_sequence_in_order),
+            bool_str(limits.operational.data_sequence_in_order),
         );
         set(Key::TaskReporting, "RFC3720".to_string());
         set(Key::ProtocolLevel, "1".to_string());
         set(
             Key::MaxRecvDataSegmentLength,
-            limits.max_recv_data_segment_length.to_string(),
+            limits.operational.max_recv_data_segment_length.to_string(),
         );
         let engine = Engine::new(Role::Target, Prefs { values });
         TargetNegotiator {
@@ -405,7 +423,7 @@ mod tests {
             ("§13.14 FirstBurstLength: not above MaxBurstLength", no_change, Normal,
                 &[("FirstBurstLength", "65536"), ("MaxBurstLength", "4096")],
                 "FirstBurstLength", "4096"),
-            ("§13.17 MaxOutstandingR2T: min", |l| l.max_outstanding_r2t = 4, Normal,
+            ("§13.17 MaxOutstandingR2T: min", |l| l.operational.max_outstanding_r2t = 4, Normal,
                 &[("MaxOutstandingR2T", "16")], "MaxOutstandingR2T", "4"),
             ("§13.17 MaxOutstandingR2T: 0 out of range -> Reject", no_change, Normal,
                 &[("MaxOutstandingR2T", "0")], "MaxOutstandingR2T", "Reject"),
@@ -427,26 +445,26 @@ mod tests {
                 &[("ErrorRecoveryLevel", "3")], "ErrorRecoveryLevel", "Reject"),
             ("§13.10 InitialR2T: OR, our Yes wins", no_change, Normal,
                 &[("InitialR2T", "No")], "InitialR2T", "Yes"),
-            ("§13.10 InitialR2T: OR, both No", |l| l.initial_r2t = false, Normal,
+            ("§13.10 InitialR2T: OR, both No", |l| l.operational.initial_r2t = false, Normal,
                 &[("InitialR2T", "No")], "InitialR2T", "No"),
-            ("§13.10 InitialR2T: OR, offer Yes", |l| l.initial_r2t = false, Normal,
+            ("§13.10 InitialR2T: OR, offer Yes", |l| l.operational.initial_r2t = false, Normal,
                 &[("InitialR2T", "Yes")], "InitialR2T", "Yes"),
             ("§13.11 ImmediateData: AND, both Yes", no_change, Normal,
                 &[("ImmediateData", "Yes")], "ImmediateData", "Yes"),
             ("§13.11 ImmediateData: AND, offer No", no_change, Normal,
                 &[("ImmediateData", "No")], "ImmediateData", "No"),
-            ("§13.11 ImmediateData: AND, our No", |l| l.immediate_data = false, Normal,
+            ("§13.11 ImmediateData: AND, our No", |l| l.operational.immediate_data = false, Normal,
                 &[("ImmediateData", "Yes")], "ImmediateData", "No"),
             ("§6.1 boolean not Yes/No -> Reject", no_change, Normal,
                 &[("ImmediateData", "yes")], "ImmediateData", "Reject"),
             ("§13.19 DataPDUInOrder: OR, our Yes wins", no_change, Normal,
                 &[("DataPDUInOrder", "No")], "DataPDUInOrder", "Yes"),
-            ("§13.19 DataPDUInOrder: OR, both No", |l| l.data_pdu_in_order = false, Normal,
+            ("§13.19 DataPDUInOrder: OR, both No", |l| l.operational.data_pdu_in_order = false, Normal,
                 &[("DataPDUInOrder", "No")], "DataPDUInOrder", "No"),
             ("§13.20 DataSequenceInOrder: OR, our Yes wins", no_change, Normal,
                 &[("DataSequenceInOrder", "No")], "DataSequenceInOrder", "Yes"),
             ("§13.20 DataSequenceInOrder: OR, both No",
-                |l| l.data_sequence_in_order = false, Normal,
+                |l| l.operational.data_sequence_in_order = false, Normal,
                 &[("DataSequenceInOrder", "No")], "DataSequenceInOrder", "No"),
             ("§13.1 HeaderDigest: first offered value we support", no_change, Normal,
                 &[("HeaderDigest", "CRC32C,None")], "HeaderDigest", "CRC32C"),
@@ -457,7 +475,7 @@ mod tests {
             ("§6.2.1 list: nothing acceptable -> Reject", no_change, Normal,
                 &[("HeaderDigest", "SHA1")], "HeaderDigest", "Reject"),
             ("§13.1 DataDigest: only what we support",
-                |l| l.data_digests = vec![DigestType::None], Normal,
+                |l| l.operational.data_digests = vec![DigestType::None], Normal,
                 &[("DataDigest", "CRC32C,None")], "DataDigest", "None"),
             ("§6.2 unknown key -> NotUnderstood", no_change, Normal,
                 &[("FooBar", "1")], "FooBar", "NotUnderstood"),
@@ -785,12 +803,10 @@ DataPDUInOrder=Yes\0DataSequenceInOrder=Yes\0MaxRecvDataSegmentLength=262144\0"
 
     #[test]
     fn target_offers_what_it_needs_and_waits_for_answers() {
-        let limits = TargetLimits {
-            immediate_data: false,
-            max_burst_length: 65_536,
-            header_digests: vec![DigestType::Crc32c],
-            ..TargetLimits::default()
-        };
+        let mut limits = TargetLimits::default();
+        limits.operational.immediate_data = false;
+        limits.operational.max_burst_length = 65_536;
+        limits.operational.header_digests = vec![DigestType::Crc32c];
         let mut t = target_after_security(limits, SessionType::Normal);
         let resp = t
             .on_login_request(Stage::Operational, &kv(&[("DataDigest", "None")]))
@@ -823,11 +839,9 @@ ImmediateData=No\0MaxBurstLength=65536\0"
 
     #[test]
     fn target_offer_answered_against_the_rules_fails() {
-        let limits = TargetLimits {
-            immediate_data: false,
-            max_burst_length: 65_536,
-            ..TargetLimits::default()
-        };
+        let mut limits = TargetLimits::default();
+        limits.operational.immediate_data = false;
+        limits.operational.max_burst_length = 65_536;
         // §6.2.2 AND: an offered No must come back No.
         let mut t = target_after_security(limits.clone(), SessionType::Normal);
         t.on_login_request(Stage::Operational, &TextPairs::new())
