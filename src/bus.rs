@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use busrig_target::control::http::request;
+use busrig_http::request;
 use busrig_target::control::DEFAULT_CONTROL_ADDR;
 use serde_json::{json, Value};
 

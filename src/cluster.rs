@@ -553,7 +553,7 @@ async fn validate(
     });
     let mut facts = BusFacts::default();
     if let Some(b) = &bus {
-        let (code, v) = busrig_target::control::http::request(b, "GET", "/status", None, None)
+        let (code, v) = busrig_http::request(b, "GET", "/status", None, None)
             .await
             .with_context(|| format!("bus control {b}"))?;
         if code == 200 {

@@ -201,7 +201,7 @@ impl Cluster {
     }
 
     fn audit(&self, control: &str, lun: usize) -> anyhow::Result<Vec<Value>> {
-        let (code, v) = self.rt.block_on(busrig_target::control::http::request(
+        let (code, v) = self.rt.block_on(busrig_http::request(
             control,
             "GET",
             &format!("/audit?lun={lun}"),

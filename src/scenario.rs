@@ -307,7 +307,7 @@ impl Runner {
             .control
             .clone()
             .ok_or_else(|| anyhow!("no bus control"))?;
-        let (code, v) = self.rt.block_on(busrig_target::control::http::request(
+        let (code, v) = self.rt.block_on(busrig_http::request(
             &control,
             method,
             path,

@@ -1,8 +1,8 @@
 //! Each node's admin endpoint, and its client (`busrig cluster`, the lab).
 //!
 //! HTTP/1.1 with JSON bodies, the bus control plane's transport
-//! (`busrig_target::control::http`), on the node's `admin` address from the
-//! cluster file. Loopback clients are served; any other client must present
+//! (`busrig-http`: an axum [`Router`] behind its access rule and limits), on
+//! the node's `admin` address from the cluster file. Loopback clients are served; any other client must present
 //! `Authorization: Bearer SECRET` with the cluster's shared secret.
 //!
 //! | method and path | body | what |
@@ -23,7 +23,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use busrig_target::control::http::{self, HttpRequest, HttpResponse};
+use axum::extract::State;
+use axum::http::{Method, Uri};
+use axum::routing::{get, post};
+use axum::Router;
+use busrig_http::{HttpError, HttpResponse, JsonBody, Query, Server};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -155,70 +159,90 @@ impl Admin {
         }
     }
 
-    /// Serves admin requests on `listener` until `shutdown` completes.
+    /// Serves admin requests on `listener` until `shutdown` completes;
+    /// non-loopback clients present the cluster's shared secret.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         let token = Some(self.cfg.secret.clone());
-        let admin = Arc::new(self);
-        http::serve(
-            listener,
-            token,
-            move |req| {
-                let admin = admin.clone();
-                async move { admin.handle(req).await }
-            },
-            shutdown,
-        )
-        .await;
+        Server::new(self.router())
+            .token(token)
+            .serve(listener, shutdown)
+            .await;
+    }
+
+    /// The endpoints, to be served by [`busrig_http::Server`].
+    pub fn router(self) -> Router {
+        type A = State<Arc<Admin>>;
+        Router::new()
+            .route(
+                "/status",
+                get(|State(a): A| async move {
+                    match serde_json::to_value(a.current()) {
+                        Ok(v) => HttpResponse::ok(v),
+                        Err(e) => HttpResponse::error(500, e.to_string()),
+                    }
+                }),
+            )
+            .route(
+                "/db",
+                get(|State(a): A| async move { a.db().await })
+                    .post(|State(a): A, JsonBody(b): JsonBody| async move { a.update(&b).await }),
+            )
+            .route(
+                "/node",
+                post(|State(a): A, JsonBody(b): JsonBody| async move { a.node_verb(&b).await }),
+            )
+            .route(
+                "/partition",
+                post(|State(a): A, JsonBody(b): JsonBody| async move { a.partition(&b) }),
+            )
+            .route(
+                "/catalog",
+                get(|State(a): A| async move {
+                    match a.catalog().await {
+                        Ok(c) => HttpResponse::ok(catalog_json(&c)),
+                        Err(r) => r,
+                    }
+                }),
+            )
+            .route(
+                "/group",
+                post(|State(a): A, JsonBody(b): JsonBody| async move { a.group_verb(&b).await }),
+            )
+            .route(
+                "/resource",
+                post(|State(a): A, JsonBody(b): JsonBody| async move { a.resource_verb(&b).await }),
+            )
+            .route(
+                "/resolve",
+                get(|State(a): A, q: Query| async move { a.resolve(&q).await }),
+            )
+            .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
+                HttpResponse::error(405, format!("{method} is not allowed on {}", uri.path()))
+            })
+            .fallback(|uri: Uri| async move {
+                HttpResponse::error(404, format!("no such endpoint: {}", uri.path()))
+            })
+            .with_state(Arc::new(self))
     }
 
     fn current(&self) -> ClusterStatus {
         ClusterStatus::from_node(&self.cfg, self.me, &self.status.borrow())
     }
 
-    /// Answers one request.
-    pub async fn handle(&self, req: HttpRequest) -> HttpResponse {
-        match (req.method.as_str(), req.path.as_str()) {
-            ("GET", "/status") => match serde_json::to_value(self.current()) {
-                Ok(v) => HttpResponse::ok(v),
-                Err(e) => HttpResponse::error(500, e.to_string()),
+    async fn resolve(&self, query: &Query) -> HttpResponse {
+        let Some(n) = query.get("name") else {
+            return HttpResponse::error(400, "resolve needs ?name=NAME");
+        };
+        match self.catalog().await {
+            Ok(c) => match c.resolve(n) {
+                Some(a) => HttpResponse::ok(json!({ "name": n, "address": a })),
+                None => HttpResponse::error(404, format!("no network name {n:?} is online")),
             },
-            ("GET", "/db") => self.db().await,
-            ("POST", "/db") => self.update(&req.body).await,
-            ("POST", "/node") => self.node_verb(&req.body).await,
-            ("POST", "/partition") => self.partition(&req.body),
-            ("GET", "/catalog") => match self.catalog().await {
-                Ok(c) => HttpResponse::ok(catalog_json(&c)),
-                Err(r) => r,
-            },
-            ("POST", "/group") => self.group_verb(&req.body).await,
-            ("POST", "/resource") => self.resource_verb(&req.body).await,
-            ("GET", "/resolve") => {
-                let Some(n) = req.query("name") else {
-                    return HttpResponse::error(400, "resolve needs ?name=NAME");
-                };
-                match self.catalog().await {
-                    Ok(c) => match c.resolve(n) {
-                        Some(a) => HttpResponse::ok(json!({ "name": n, "address": a })),
-                        None => {
-                            HttpResponse::error(404, format!("no network name {n:?} is online"))
-                        }
-                    },
-                    Err(r) => r,
-                }
-            }
-            (
-                _,
-                "/status" | "/db" | "/node" | "/partition" | "/catalog" | "/group" | "/resource"
-                | "/resolve",
-            ) => HttpResponse::error(
-                405,
-                format!("{} is not allowed on {}", req.method, req.path),
-            ),
-            _ => HttpResponse::error(404, format!("no such endpoint: {}", req.path)),
+            Err(r) => r,
         }
     }
 
@@ -671,10 +695,7 @@ pub fn catalog_json(c: &Catalog) -> Value {
 pub enum AdminError {
     /// The node could not be reached.
     #[error("node admin {addr}: {source}")]
-    Unreachable {
-        addr: String,
-        source: http::HttpError,
-    },
+    Unreachable { addr: String, source: HttpError },
     /// The node answered with an error.
     #[error("node admin {addr}: {message} (HTTP {status})")]
     Refused {
@@ -710,22 +731,26 @@ pub async fn request(
     } else {
         WRITE_TIMEOUT
     };
-    let (status, v) =
-        match tokio::time::timeout(limit, http::request(addr, method, path, body, secret)).await {
-            Ok(r) => r.map_err(|source| AdminError::Unreachable {
+    let (status, v) = match tokio::time::timeout(
+        limit,
+        busrig_http::request(addr, method, path, body, secret),
+    )
+    .await
+    {
+        Ok(r) => r.map_err(|source| AdminError::Unreachable {
+            addr: addr.into(),
+            source,
+        })?,
+        Err(_) => {
+            return Err(AdminError::Unreachable {
                 addr: addr.into(),
-                source,
-            })?,
-            Err(_) => {
-                return Err(AdminError::Unreachable {
-                    addr: addr.into(),
-                    source: http::HttpError::Io(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("no answer within {limit:?}"),
-                    )),
-                })
-            }
-        };
+                source: HttpError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {limit:?}"),
+                )),
+            })
+        }
+    };
     if status != 200 {
         let message = v
             .get("error")

@@ -111,20 +111,20 @@ impl Login {
             SessionType::Discovery
         };
         let p = &cfg.proposal;
-        ic.header_digests = digests(p.header_digest);
-        ic.data_digests = digests(p.data_digest);
-        ic.max_recv_data_segment_length = clamp_len(p.max_recv_data_segment_length);
-        ic.max_burst_length = clamp_len(p.max_burst_length);
-        ic.first_burst_length = clamp_len(p.first_burst_length.min(p.max_burst_length));
-        ic.immediate_data = p.immediate_data;
-        ic.initial_r2t = p.initial_r2t;
-        ic.max_outstanding_r2t = p.max_outstanding_r2t.clamp(1, 65535) as u16;
-        ic.default_time2wait = p.default_time2wait.min(3600) as u16;
-        ic.default_time2retain = p.default_time2retain.min(3600) as u16;
+        ic.operational.header_digests = digests(p.header_digest);
+        ic.operational.data_digests = digests(p.data_digest);
+        ic.operational.max_recv_data_segment_length = clamp_len(p.max_recv_data_segment_length);
+        ic.operational.max_burst_length = clamp_len(p.max_burst_length);
+        ic.operational.first_burst_length = clamp_len(p.first_burst_length.min(p.max_burst_length));
+        ic.operational.immediate_data = p.immediate_data;
+        ic.operational.initial_r2t = p.initial_r2t;
+        ic.operational.max_outstanding_r2t = p.max_outstanding_r2t.clamp(1, 65535) as u16;
+        ic.operational.default_time2wait = p.default_time2wait.min(3600) as u16;
+        ic.operational.default_time2retain = p.default_time2retain.min(3600) as u16;
         // busrig implements ErrorRecoveryLevel 0 and one connection per
         // session only (DESIGN.md), so that is all we offer.
-        ic.error_recovery_level = 0;
-        ic.max_connections = 1;
+        ic.operational.error_recovery_level = 0;
+        ic.operational.max_connections = 1;
         ic.auth_methods = match (&cfg.chap, &cfg.mutual_chap) {
             // Mutual CHAP is the point: never let the target skip it.
             (Some(_), Some(_)) => vec![AuthMethod::Chap],

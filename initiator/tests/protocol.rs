@@ -9,7 +9,7 @@ mod fake_target;
 use std::time::Duration;
 
 use busrig_initiator::{Disk, Error, IscsiUrl, Isid, Portal, SessionConfig};
-use busrig_proto::negotiation::TargetLimits;
+use busrig_proto::negotiation::{OperationalValues, TargetLimits};
 use bytes::Bytes;
 use fake_target::{FakeTarget, Options, TARGET};
 
@@ -53,11 +53,14 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 #[tokio::test]
 async fn r2t_bursts_and_split_data_in() {
     let limits = TargetLimits {
-        max_recv_data_segment_length: 4096,
-        max_burst_length: 16384,
-        first_burst_length: 8192,
-        initial_r2t: true,
-        immediate_data: false,
+        operational: OperationalValues {
+            max_recv_data_segment_length: 4096,
+            max_burst_length: 16384,
+            first_burst_length: 8192,
+            initial_r2t: true,
+            immediate_data: false,
+            ..TargetLimits::default().operational
+        },
         ..TargetLimits::default()
     };
     let t = FakeTarget::start(Options {
@@ -87,11 +90,14 @@ async fn r2t_bursts_and_split_data_in() {
 #[tokio::test]
 async fn immediate_and_unsolicited_data() {
     let limits = TargetLimits {
-        max_recv_data_segment_length: 8192,
-        max_burst_length: 65536,
-        first_burst_length: 32768,
-        initial_r2t: false,
-        immediate_data: true,
+        operational: OperationalValues {
+            max_recv_data_segment_length: 8192,
+            max_burst_length: 65536,
+            first_burst_length: 32768,
+            initial_r2t: false,
+            immediate_data: true,
+            ..TargetLimits::default().operational
+        },
         ..TargetLimits::default()
     };
     let t = FakeTarget::start(Options {

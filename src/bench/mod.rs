@@ -888,10 +888,9 @@ async fn model_counters(
     let token = std::env::var("BUSRIG_CONTROL_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
-    let (code, v) =
-        busrig_target::control::http::request(control, "GET", "/status", None, token.as_deref())
-            .await
-            .map_err(|e| Failure::Io(format!("control plane at {control}: {e}")))?;
+    let (code, v) = busrig_http::request(control, "GET", "/status", None, token.as_deref())
+        .await
+        .map_err(|e| Failure::Io(format!("control plane at {control}: {e}")))?;
     if code != 200 {
         return Err(Failure::Io(format!(
             "control plane at {control} answered {code}"

@@ -310,15 +310,11 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServerError> {
         .map_err(ServerError::Signal)?;
     let control = Control::new(server.portal().clone());
     let control_stop = tokio_util::sync::CancellationToken::new();
-    let control_task = tokio::spawn(crate::control::http::serve(
-        control_listener,
-        opts.control_token.clone(),
-        move |req| {
-            let control = control.clone();
-            async move { control.handle(req).await }
-        },
-        control_stop.clone().cancelled_owned(),
-    ));
+    let control_task = tokio::spawn(
+        busrig_http::Server::new(control.router())
+            .token(opts.control_token.clone())
+            .serve(control_listener, control_stop.clone().cancelled_owned()),
+    );
     {
         let mut out = std::io::stdout().lock();
         // The control line comes first: a client that has seen the portal

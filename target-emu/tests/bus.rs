@@ -7,7 +7,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use busrig_proto::pdu::{tmf, Header, ScsiCommand};
-use busrig_target::control::http::HttpRequest;
 use busrig_target::control::Control;
 use bytes::Bytes;
 use common::*;
@@ -34,28 +33,29 @@ fn write10_fua(lba: u32, blocks: u16) -> [u8; 16] {
     c
 }
 
+/// One request to the control plane, served on a loopback socket.
+async fn control_request(c: &Control, method: &str, path: &str, body: Value) -> (u16, Value) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(busrig_http::Server::new(c.clone().router()).serve(
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let answer = busrig_http::request(&addr, method, path, Some(&body), None)
+        .await
+        .unwrap();
+    let _ = stop.send(());
+    server.await.unwrap();
+    answer
+}
+
 async fn control_call(c: &Control, method: &str, path: &str, body: Value) -> Value {
-    let (path, query) = match path.split_once('?') {
-        Some((p, q)) => (
-            p,
-            q.split('&')
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        ),
-        None => (path, Vec::new()),
-    };
-    let resp = c
-        .handle(HttpRequest {
-            method: method.into(),
-            path: path.into(),
-            query,
-            body,
-            peer: "127.0.0.1:9".parse().unwrap(),
-        })
-        .await;
-    assert_eq!(resp.status, 200, "{method} {path}: {}", resp.body);
-    resp.body
+    let (status, body) = control_request(c, method, path, body).await;
+    assert_eq!(status, 200, "{method} {path}: {body}");
+    body
 }
 
 async fn login_to(h: &Harness, initiator: &str, target: &str) -> Client {
@@ -335,23 +335,17 @@ async fn fail_hits_the_next_media_commands_only() {
     let r = c.command(0, read10(0, 1), 512, None, true).await;
     assert_eq!(r.status, 0, "the third read succeeds: {r:?}");
     // A bad sense is refused with a clear error.
-    let resp = control
-        .handle(HttpRequest {
-            method: "POST".into(),
-            path: "/path".into(),
-            query: vec![],
-            body: json!({"initiator": INITIATOR, "action": "fail", "count": 1, "sense": "medium"}),
-            peer: "127.0.0.1:9".parse().unwrap(),
-        })
-        .await;
-    assert_eq!(resp.status, 400);
+    let (status, body) = control_request(
+        &control,
+        "POST",
+        "/path",
+        json!({"initiator": INITIATOR, "action": "fail", "count": 1, "sense": "medium"}),
+    )
+    .await;
+    assert_eq!(status, 400);
     assert!(
-        resp.body["error"]
-            .as_str()
-            .unwrap()
-            .contains("KEY/ASC/ASCQ"),
-        "{}",
-        resp.body
+        body["error"].as_str().unwrap().contains("KEY/ASC/ASCQ"),
+        "{body}"
     );
 }
 

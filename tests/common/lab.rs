@@ -186,13 +186,7 @@ impl Lab {
     pub fn bus_get(&self, path: &str) -> Value {
         let (code, v) = self
             .rt
-            .block_on(busrig_target::control::http::request(
-                &self.control,
-                "GET",
-                path,
-                None,
-                None,
-            ))
+            .block_on(busrig_http::request(&self.control, "GET", path, None, None))
             .expect("bus control plane");
         assert_eq!(code, 200, "GET {path}: {v}");
         v

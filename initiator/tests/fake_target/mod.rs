@@ -425,7 +425,7 @@ impl Conn {
                     data: vec![0; len],
                     got: data.len(),
                     requested: data.len(),
-                    max_burst: c.opts.limits.max_burst_length as usize,
+                    max_burst: c.opts.limits.operational.max_burst_length as usize,
                 };
                 w.data[..data.len()].copy_from_slice(&data);
                 // Unsolicited Data-Out follows when F=0 (RFC 7143 §11.3.1);

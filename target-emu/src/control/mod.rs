@@ -1,7 +1,8 @@
 //! The control plane: watch the bus and break it on purpose.
 //!
-//! Served over HTTP/1.1 with JSON bodies ([`http`]) on a loopback address by
-//! default; `busrig bus` is its client and `curl` works too. Endpoints:
+//! Served over HTTP/1.1 with JSON bodies (the `busrig-http` transport: an
+//! axum [`Router`] behind its access rule and limits) on a loopback address
+//! by default; `busrig bus` is its client and `curl` works too. Endpoints:
 //!
 //! | method and path | body | what |
 //! |---|---|---|
@@ -13,17 +14,19 @@
 //!
 //! Errors come back as a non-200 status with `{"error": "..."}`.
 
-pub mod http;
-
 use std::sync::Arc;
 
+use axum::extract::State;
+use axum::http::Uri;
+use axum::routing::{get, post};
+use axum::Router;
+use busrig_http::{HttpResponse, JsonBody, Query};
 use serde_json::{json, Value};
 
 use crate::fault::{parse_sense, Faults};
 use crate::iscsi::Portal;
 use crate::lu::LogicalUnit;
 use crate::reservation::ReservationView;
-use http::{HttpRequest, HttpResponse};
 
 /// Default control address, next to the default portal (3260).
 pub const DEFAULT_CONTROL_ADDR: &str = "127.0.0.1:3261";
@@ -308,11 +311,11 @@ impl Control {
         )
     }
 
-    fn audit(&self, req: &HttpRequest) -> HttpResponse {
-        let Some(lun) = req.query("lun").and_then(|l| l.parse().ok()) else {
+    fn audit(&self, query: &Query) -> HttpResponse {
+        let Some(lun) = query.get("lun").and_then(|l| l.parse().ok()) else {
             return HttpResponse::error(400, "audit needs ?lun=N");
         };
-        match self.find_lun(req.query("target"), lun) {
+        match self.find_lun(query.get("target"), lun) {
             Ok((target, lu)) => {
                 HttpResponse::ok(json!({ "target": target, "lun": lun, "history": lu.audit() }))
             }
@@ -320,18 +323,47 @@ impl Control {
         }
     }
 
-    /// Answers one control request.
-    pub async fn handle(&self, req: HttpRequest) -> HttpResponse {
-        match (req.method.as_str(), req.path.as_str()) {
-            ("GET", "/status") => HttpResponse::ok(self.status()),
-            ("POST", "/reset") => self.reset(&req.body).await,
-            ("POST", "/path") => self.path_fault(&req.body),
-            ("POST", "/lun") => self.lun_fault(&req.body).await,
-            ("GET", "/audit") => self.audit(&req),
-            (_, "/status" | "/reset" | "/path" | "/lun" | "/audit") => {
+    /// The endpoints, to be served by [`busrig_http::Server`].
+    pub fn router(self) -> Router {
+        Router::new()
+            .route(
+                "/status",
+                get(|State(c): State<Control>| async move { HttpResponse::ok(c.status()) }),
+            )
+            .route(
+                "/reset",
+                post(
+                    |State(c): State<Control>, JsonBody(body): JsonBody| async move {
+                        c.reset(&body).await
+                    },
+                ),
+            )
+            .route(
+                "/path",
+                post(
+                    |State(c): State<Control>, JsonBody(body): JsonBody| async move {
+                        c.path_fault(&body)
+                    },
+                ),
+            )
+            .route(
+                "/lun",
+                post(
+                    |State(c): State<Control>, JsonBody(body): JsonBody| async move {
+                        c.lun_fault(&body).await
+                    },
+                ),
+            )
+            .route(
+                "/audit",
+                get(|State(c): State<Control>, query: Query| async move { c.audit(&query) }),
+            )
+            .method_not_allowed_fallback(|| async {
                 HttpResponse::error(405, "wrong method for this endpoint")
-            }
-            _ => HttpResponse::error(404, format!("no endpoint {}", req.path)),
-        }
+            })
+            .fallback(|uri: Uri| async move {
+                HttpResponse::error(404, format!("no endpoint {}", uri.path()))
+            })
+            .with_state(self)
     }
 }

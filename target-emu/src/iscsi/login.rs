@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use busrig_proto::chap::{ChapCredentials, ChapTarget, ChapTargetConfig};
 use busrig_proto::negotiation::{
-    AuthMethod, DigestType, SessionParams, SessionType, Stage, TargetLimits, TargetNegotiator,
+    AuthMethod, DigestType, OperationalValues, SessionParams, SessionType, Stage, TargetLimits,
+    TargetNegotiator,
 };
 use busrig_proto::pdu::{login_status, Header, LoginRequest, LoginResponse, Pdu, WireConfig};
 use busrig_proto::text::{TextAccumulator, TextPairs};
@@ -448,19 +449,22 @@ impl Login<'_> {
         let portal = self.portal;
         let tuning = &portal.tuning;
         let mut limits = TargetLimits {
-            max_recv_data_segment_length: tuning.max_recv_data_segment_length,
-            max_burst_length: tuning.max_burst_length,
-            first_burst_length: tuning.first_burst_length,
-            // Several R2Ts in flight keep large writes streaming; the
-            // initiator's offer (min function) usually brings it down.
-            max_outstanding_r2t: 16,
-            initial_r2t: false,
-            immediate_data: true,
-            header_digests: vec![DigestType::None, DigestType::Crc32c],
-            data_digests: vec![DigestType::None, DigestType::Crc32c],
+            operational: OperationalValues {
+                max_recv_data_segment_length: tuning.max_recv_data_segment_length,
+                max_burst_length: tuning.max_burst_length,
+                first_burst_length: tuning.first_burst_length,
+                // Several R2Ts in flight keep large writes streaming; the
+                // initiator's offer (min function) usually brings it down.
+                max_outstanding_r2t: 16,
+                initial_r2t: false,
+                immediate_data: true,
+                header_digests: vec![DigestType::None, DigestType::Crc32c],
+                data_digests: vec![DigestType::None, DigestType::Crc32c],
+                max_connections: 1,
+                error_recovery_level: 0,
+                ..OperationalValues::default()
+            },
             auth_methods: vec![AuthMethod::None],
-            max_connections: 1,
-            error_recovery_level: 0,
             portal_group_tag: None,
             allow_discovery: true,
             ..TargetLimits::default()
