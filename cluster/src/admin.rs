@@ -38,7 +38,9 @@ use crate::db::Change;
 use crate::driver::{ClusterTransport, Command, NodeStatus};
 use crate::failover;
 use crate::message::Net;
-use crate::resource::{group_key, put_json, resource_key, Catalog, GroupSpec, ResourceSpec};
+use crate::resource::{
+    group_key, put_json, resource_key, Catalog, GroupSpec, GroupStatus, ResourceSpec,
+};
 
 /// How long the endpoint waits for a global update or a membership change
 /// to take effect before answering 504 (the change may still happen).
@@ -347,7 +349,10 @@ impl Admin {
                     value: "online".into(),
                 }];
                 // Bringing a failed group online starts its counts afresh.
-                if g.state.as_ref().is_some_and(|s| s.state == "failed") {
+                if g.state
+                    .as_ref()
+                    .is_some_and(|s| s.state == GroupStatus::Failed)
+                {
                     c.push(Change::Delete {
                         key: group_key(name, "state"),
                     });
@@ -792,7 +797,7 @@ mod tests {
                 owner: Some(1),
                 paused: vec![0],
             }),
-            phase: "member",
+            phase: crate::driver::NodePhase::Member,
             db_seq: 9,
             ..NodeStatus::default()
         };

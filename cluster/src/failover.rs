@@ -28,7 +28,7 @@ use crate::placement::{
     self, AntiAffinityClassNames, FailbackPolicy, FailbackWindow, GroupPlacement, HostedGroup,
     NodeState, NodeView, PossibleOwners, PreferredOwners,
 };
-use crate::resource::{group_key, put_json, Catalog, GroupRecord, GroupState};
+use crate::resource::{group_key, put_json, Catalog, GroupRecord, GroupState, GroupStatus};
 
 /// One decision, with the reason for the event log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,14 +153,15 @@ impl FailoverManager {
                 continue;
             }
             let stuck = g.state.as_ref().is_some_and(|s| {
-                s.state == "failed" && s.reason.as_deref() == Some(THRESHOLD_REASON)
+                s.state == GroupStatus::Failed && s.reason.as_deref() == Some(THRESHOLD_REASON)
             });
             if stuck {
                 continue;
             }
             let owner = g.owner.as_deref().and_then(|o| cfg.node_id(o));
             let failed_here = g.state.as_ref().is_some_and(|s| {
-                s.state == "failed" && owner.is_some_and(|o| cfg.node_id(&s.node) == Some(o))
+                s.state == GroupStatus::Failed
+                    && owner.is_some_and(|o| cfg.node_id(&s.node) == Some(o))
             });
             let chosen = match owner {
                 None => placement::choose_move_best_possible(&place, &nodes, &mut pick)
@@ -190,7 +191,9 @@ impl FailoverManager {
                                 && nodes.iter().any(|n| n.id == f && n.state == NodeState::Up)
                                 && placement::should_fail_back(&place, f, hour)
                         })
-                        && g.state.as_ref().is_some_and(|s| s.state == "online");
+                        && g.state
+                            .as_ref()
+                            .is_some_and(|s| s.state == GroupStatus::Online);
                     if back {
                         self.pending_failback.remove(gname);
                         first.map(|f| {
@@ -222,7 +225,7 @@ impl FailoverManager {
                         change: put_json(
                             group_key(gname, "state"),
                             &GroupState {
-                                state: "failed".into(),
+                                state: GroupStatus::Failed,
                                 node: g.state.as_ref().map(|s| s.node.clone()).unwrap_or_default(),
                                 reason: Some(THRESHOLD_REASON.into()),
                             },
@@ -296,7 +299,7 @@ mod tests {
             g: &str,
             spec: GroupSpec,
             owner: Option<&str>,
-            state: Option<&str>,
+            state: Option<GroupStatus>,
         ) -> Db {
             self.0
                 .entries
@@ -305,7 +308,7 @@ mod tests {
                 self.0.entries.insert(group_key(g, "owner"), o.into());
                 if let Some(s) = state {
                     let st = GroupState {
-                        state: s.into(),
+                        state: s,
                         node: o.into(),
                         reason: None,
                     };
@@ -379,7 +382,7 @@ mod tests {
             "G",
             pref(&["NODE1", "NODE2", "NODE3"]),
             Some("NODE1"),
-            Some("online"),
+            Some(GroupStatus::Online),
         );
         let mut fm = FailoverManager::default();
         let d = fm.decide(
@@ -407,7 +410,7 @@ mod tests {
             failover_period_secs: 60,
             ..pref(&["NODE1", "NODE2"])
         };
-        let mut db = Db::new().group("G", spec, Some("NODE1"), Some("failed"));
+        let mut db = Db::new().group("G", spec, Some("NODE1"), Some(GroupStatus::Failed));
         let mut fm = FailoverManager::default();
         let v = view(&[0, 1], &[]);
         for (t, from, to) in [(1_000, "NODE1", "NODE2"), (2_000, "NODE2", "NODE1")] {
@@ -420,7 +423,7 @@ mod tests {
             db.apply(&d);
             // The new owner reports failure too.
             let st = GroupState {
-                state: "failed".into(),
+                state: GroupStatus::Failed,
                 node: to.into(),
                 reason: None,
             };
@@ -433,8 +436,8 @@ mod tests {
         db.apply(&d);
         let st = db.cat().groups["G"].state.clone().unwrap();
         assert_eq!(
-            (st.state.as_str(), st.reason.as_deref()),
-            ("failed", Some(THRESHOLD_REASON))
+            (st.state, st.reason.as_deref()),
+            (GroupStatus::Failed, Some(THRESHOLD_REASON))
         );
         assert!(fm.decide(&c, &db.cat(), &v, 4_000, 12, |c| c[0]).is_empty());
     }
@@ -449,7 +452,7 @@ mod tests {
             },
             ..pref(&["NODE1", "NODE2"])
         };
-        let db = Db::new().group("G", spec, Some("NODE2"), Some("online"));
+        let db = Db::new().group("G", spec, Some("NODE2"), Some(GroupStatus::Online));
         let mut fm = FailoverManager::default();
         assert!(fm
             .decide(&c, &db.cat(), &view(&[1], &[]), 0, 12, |c| c[0])
@@ -473,7 +476,7 @@ mod tests {
             "G",
             pref(&["NODE1", "NODE2"]),
             Some("NODE2"),
-            Some("online"),
+            Some(GroupStatus::Online),
         );
         let mut fm = FailoverManager::default();
         fm.decide(&c, &prevent.cat(), &view(&[1], &[]), 0, 12, |c| c[0]);
@@ -487,7 +490,7 @@ mod tests {
             },
             ..pref(&["NODE1", "NODE2"])
         };
-        let now = Db::new().group("G", spec, Some("NODE2"), Some("online"));
+        let now = Db::new().group("G", spec, Some("NODE2"), Some(GroupStatus::Online));
         let mut fm = FailoverManager::default();
         fm.decide(&c, &now.cat(), &view(&[1], &[]), 0, 12, |c| c[0]);
         let d = fm.decide(&c, &now.cat(), &view(&[0, 1], &[]), 0, 12, |c| c[0]);
@@ -508,10 +511,20 @@ mod tests {
                 "EVS1",
                 evs(&["NODE1", "NODE2", "NODE3", "NODE4"]),
                 Some("NODE1"),
-                Some("online"),
+                Some(GroupStatus::Online),
             )
-            .group("EVS2", evs(&["NODE2"]), Some("NODE2"), Some("online"))
-            .group("EVS3", evs(&["NODE3"]), Some("NODE3"), Some("online"));
+            .group(
+                "EVS2",
+                evs(&["NODE2"]),
+                Some("NODE2"),
+                Some(GroupStatus::Online),
+            )
+            .group(
+                "EVS3",
+                evs(&["NODE3"]),
+                Some("NODE3"),
+                Some(GroupStatus::Online),
+            );
         let mut fm = FailoverManager::default();
         let d = fm.decide(
             &c,
@@ -531,7 +544,7 @@ mod tests {
             "G",
             pref(&["NODE1", "NODE2", "NODE3"]),
             Some("NODE1"),
-            Some("online"),
+            Some(GroupStatus::Online),
         );
         db.0.entries
             .insert(group_key("G", "target"), "offline".into());

@@ -219,12 +219,91 @@ impl ResourceSpec {
     }
 }
 
+/// A group's condition as its owner's Resource Monitor reports it. The
+/// serde names are the database and admin JSON form (kebab-case words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GroupStatus {
+    /// Every resource wanted online is online.
+    Online,
+    /// The group is down on the reporting node.
+    Offline,
+    /// The owner is bringing the resources online.
+    Pending,
+    /// The owner is taking the resources offline.
+    OfflinePending,
+    /// Some resources are online, others are not.
+    PartiallyOnline,
+    /// A resource used up its restart threshold (or the Failover Manager
+    /// stopped moving the group): it stays down until it moves.
+    Failed,
+}
+
+impl GroupStatus {
+    /// The JSON word, for the event log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupStatus::Online => "online",
+            GroupStatus::Offline => "offline",
+            GroupStatus::Pending => "pending",
+            GroupStatus::OfflinePending => "offline-pending",
+            GroupStatus::PartiallyOnline => "partially-online",
+            GroupStatus::Failed => "failed",
+        }
+    }
+
+    /// Down for good on the reporting node: a new owner need not wait for it.
+    pub fn is_down(self) -> bool {
+        matches!(self, GroupStatus::Offline | GroupStatus::Failed)
+    }
+}
+
+impl std::fmt::Display for GroupStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A resource's condition as its owner's Resource Monitor reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResourceStatus {
+    /// Online and passing its LooksAlive/IsAlive polls.
+    Online,
+    /// Offline on the reporting node.
+    Offline,
+    /// Being brought online.
+    OnlinePending,
+    /// Being taken offline.
+    OfflinePending,
+    /// Did not come online, or failed a poll.
+    Failed,
+}
+
+impl ResourceStatus {
+    /// The JSON word, for the event log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceStatus::Online => "online",
+            ResourceStatus::Offline => "offline",
+            ResourceStatus::OnlinePending => "online-pending",
+            ResourceStatus::OfflinePending => "offline-pending",
+            ResourceStatus::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for ResourceStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A group's state as its owner reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct GroupState {
-    /// `online`, `offline`, `pending`, `partially-online` or `failed`.
-    pub state: String,
+    pub state: GroupStatus,
     /// The node reporting it.
     pub node: String,
     /// Why, for `failed`.
@@ -236,8 +315,7 @@ pub struct GroupState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct ResourceState {
-    /// `online`, `offline`, `online-pending`, `offline-pending`, `failed`.
-    pub state: String,
+    pub state: ResourceStatus,
     pub node: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -599,6 +677,43 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The states' JSON words are the database and admin wire form: the
+    /// same bytes the string fields had.
+    #[test]
+    fn state_words_on_the_wire() {
+        use GroupStatus as G;
+        use ResourceStatus as R;
+        for (g, word) in [
+            (G::Online, "online"),
+            (G::Offline, "offline"),
+            (G::Pending, "pending"),
+            (G::OfflinePending, "offline-pending"),
+            (G::PartiallyOnline, "partially-online"),
+            (G::Failed, "failed"),
+        ] {
+            assert_eq!(serde_json::to_string(&g).unwrap(), format!("\"{word}\""));
+            assert_eq!(g.as_str(), word);
+        }
+        for (r, word) in [
+            (R::Online, "online"),
+            (R::Offline, "offline"),
+            (R::OnlinePending, "online-pending"),
+            (R::OfflinePending, "offline-pending"),
+            (R::Failed, "failed"),
+        ] {
+            assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{word}\""));
+            assert_eq!(r.as_str(), word);
+        }
+        let st = GroupState {
+            state: G::Failed,
+            node: "NODE1".into(),
+            reason: Some("x".into()),
+        };
+        let text = r#"{"state":"failed","node":"NODE1","reason":"x"}"#;
+        assert_eq!(serde_json::to_string(&st).unwrap(), text);
+        assert_eq!(serde_json::from_str::<GroupState>(text).unwrap(), st);
+    }
 
     fn nodes() -> Vec<String> {
         vec!["NODE1".into(), "NODE2".into()]

@@ -9,6 +9,6 @@ pub mod shared;
 pub mod udp;
 
 pub use disk::{DiskExecutor, InitiatorDisks};
-pub use run::{phase_name, role_text, run, Command, Exit, Io, NodeStatus, ProposeResult};
+pub use run::{role_text, run, Command, Exit, Io, NodePhase, NodeStatus, ProposeResult};
 pub use shared::{node_isid, node_session_config, NodeDisks, SharedDisk};
 pub use udp::ClusterTransport;

@@ -13,6 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -55,8 +56,7 @@ pub struct NodeStatus {
     pub writes_held: bool,
     /// Why the cluster service stopped, once it has.
     pub stopped: Option<String>,
-    /// `joining`, `forming`, `member`, `regrouping` or `stopped`.
-    pub phase: &'static str,
+    pub phase: NodePhase,
     /// Sequence number of the last database update applied here (the
     /// quorum log position).
     pub db_seq: u64,
@@ -64,14 +64,51 @@ pub struct NodeStatus {
     pub arbitration: String,
 }
 
-/// The phase of `node` in one word.
-pub fn phase_name(phase: &Phase) -> &'static str {
-    match phase {
-        Phase::Joining { .. } => "joining",
-        Phase::Forming => "forming",
-        Phase::Member(m) if m.regroup.is_some() => "regrouping",
-        Phase::Member(_) => "member",
-        Phase::Stopped(_) => "stopped",
+/// The node's phase in one word, as the status output names it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodePhase {
+    /// Asking the members for a view that includes this node (also the
+    /// phase before the node's first published status).
+    #[default]
+    Joining,
+    /// Forming a new cluster after arbitrating for the quorum.
+    Forming,
+    /// A member of a settled view.
+    Member,
+    /// A member taking part in a regroup.
+    Regrouping,
+    /// The cluster service has stopped on this node.
+    Stopped,
+}
+
+impl NodePhase {
+    /// The phase of a [`Phase`].
+    pub fn of(phase: &Phase) -> NodePhase {
+        match phase {
+            Phase::Joining { .. } => NodePhase::Joining,
+            Phase::Forming => NodePhase::Forming,
+            Phase::Member(m) if m.regroup.is_some() => NodePhase::Regrouping,
+            Phase::Member(_) => NodePhase::Member,
+            Phase::Stopped(_) => NodePhase::Stopped,
+        }
+    }
+
+    /// The word itself.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodePhase::Joining => "joining",
+            NodePhase::Forming => "forming",
+            NodePhase::Member => "member",
+            NodePhase::Regrouping => "regrouping",
+            NodePhase::Stopped => "stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for NodePhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -368,7 +405,7 @@ impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
             acting_owner: self.node.is_acting_owner(now),
             writes_held: self.node.writes_held(),
             stopped: self.stopped(),
-            phase: phase_name(self.node.phase()),
+            phase: NodePhase::of(self.node.phase()),
             db_seq: self.node.db().seq,
             arbitration: role_text(role),
         };

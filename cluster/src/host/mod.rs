@@ -31,10 +31,13 @@ use tokio::time::Instant;
 
 use crate::config::{ClusterConfig, NodeId};
 use crate::db::{Change, DbSnapshot};
-use crate::driver::{Command, NodeStatus};
+use crate::driver::{Command, NodePhase, NodeStatus};
 use crate::failover::{FailoverManager, THRESHOLD_REASON};
 use crate::placement::{RestartDecision, RestartTracker, Threshold};
-use crate::resource::{group_key, put_json, resource_key, Catalog, GroupState, ResourceState};
+use crate::resource::{
+    group_key, put_json, resource_key, Catalog, GroupState, GroupStatus, ResourceState,
+    ResourceStatus,
+};
 
 use resources::{disk_indices, Running};
 
@@ -116,8 +119,11 @@ impl HostContext {
         }
     }
 
-    async fn report_group(&self, group: &str, state: &str, reason: Option<String>) {
-        if matches!(state, "online" | "offline" | "failed") {
+    async fn report_group(&self, group: &str, state: GroupStatus, reason: Option<String>) {
+        if matches!(
+            state,
+            GroupStatus::Online | GroupStatus::Offline | GroupStatus::Failed
+        ) {
             let why = reason
                 .as_deref()
                 .map(|r| format!(": {r}"))
@@ -126,28 +132,28 @@ impl HostContext {
                 .await;
         }
         let st = GroupState {
-            state: state.into(),
+            state,
             node: self.name().into(),
             reason,
         };
         if let Err(e) = self.propose(put_json(group_key(group, "state"), &st)).await {
-            tracing::warn!(%group, state, error = %e, "could not record the group state");
+            tracing::warn!(%group, %state, error = %e, "could not record the group state");
         }
     }
 
-    async fn report_resource(&self, r: &str, state: &str, reason: Option<String>) {
-        if state == "failed" {
+    async fn report_resource(&self, r: &str, state: ResourceStatus, reason: Option<String>) {
+        if state == ResourceStatus::Failed {
             let why = reason.as_deref().unwrap_or("failed");
             self.event(format!("resource {r} failed on {}: {why}", self.name()))
                 .await;
         }
         let st = ResourceState {
-            state: state.into(),
+            state,
             node: self.name().into(),
             reason,
         };
         if let Err(e) = self.propose(put_json(resource_key(r, "state"), &st)).await {
-            tracing::warn!(resource = %r, state, error = %e, "could not record the resource state");
+            tracing::warn!(resource = %r, %state, error = %e, "could not record the resource state");
         }
     }
 }
@@ -197,7 +203,7 @@ pub async fn run(ctx: Arc<HostContext>, shutdown: impl Future<Output = ()>) {
             _ = tick.tick() => {}
         }
         let st = status.borrow_and_update().clone();
-        let active = st.stopped.is_none() && st.view.is_some() && st.phase != "joining";
+        let active = st.stopped.is_none() && st.view.is_some() && st.phase != NodePhase::Joining;
         if !active {
             if !tasks.is_empty() {
                 tracing::warn!("cluster service not running: taking every group offline");
@@ -288,10 +294,10 @@ pub async fn run(ctx: Arc<HostContext>, shutdown: impl Future<Output = ()>) {
             let stale = rec
                 .state
                 .as_ref()
-                .is_some_and(|s| s.node == me && !matches!(s.state.as_str(), "offline" | "failed"));
+                .is_some_and(|s| s.node == me && !s.state.is_down());
             if stale && !tasks.contains_key(g) && rec.owner.as_deref() != Some(me.as_str()) {
                 tracing::info!(group = %g, "reporting a group this node no longer runs as offline");
-                ctx.report_group(g, "offline", None).await;
+                ctx.report_group(g, GroupStatus::Offline, None).await;
             }
         }
         let want: BTreeSet<String> = catalog
@@ -302,7 +308,7 @@ pub async fn run(ctx: Arc<HostContext>, shutdown: impl Future<Output = ()>) {
                 // A group that failed here stays down until it moves (or
                 // the administrator brings it online again).
                 !g.state.as_ref().is_some_and(|s| {
-                    s.state == "failed"
+                    s.state == GroupStatus::Failed
                         && (s.node == me || s.reason.as_deref() == Some(THRESHOLD_REASON))
                 })
             })
@@ -382,9 +388,7 @@ async fn group_task(
                 .get(&group)
                 .and_then(|g| g.state.clone())
                 .is_some_and(|s| {
-                    s.node != me
-                        && ctx.members().contains(&s.node)
-                        && !matches!(s.state.as_str(), "offline" | "failed")
+                    s.node != me && ctx.members().contains(&s.node) && !s.state.is_down()
                 })
         };
         if !busy {
@@ -401,7 +405,7 @@ async fn group_task(
         }
     }
     tracing::info!(%group, "bringing the group online");
-    ctx.report_group(&group, "pending", None).await;
+    ctx.report_group(&group, GroupStatus::Pending, None).await;
     let cat = catalog.borrow().clone();
     let order = cat.online_order(&group);
     let indices = disk_indices(&cat);
@@ -429,12 +433,13 @@ async fn group_task(
     if let Some(why) = failed {
         offline_all(&ctx, &mut live).await;
         tracing::warn!(%group, reason = %why, "group failed on this node");
-        ctx.report_group(&group, "failed", Some(why)).await;
+        ctx.report_group(&group, GroupStatus::Failed, Some(why))
+            .await;
         return;
     }
     if !*stop.borrow() {
         tracing::info!(%group, "group online");
-        ctx.report_group(&group, "online", None).await;
+        ctx.report_group(&group, GroupStatus::Online, None).await;
     }
 
     // 3. Poll until told to stop.
@@ -504,10 +509,12 @@ async fn group_task(
             for i in gone.into_iter().rev() {
                 let l = live.remove(i);
                 tracing::info!(%group, resource = %l.name, "resource set offline or removed");
-                ctx.report_resource(&l.name, "offline-pending", None).await;
+                ctx.report_resource(&l.name, ResourceStatus::OfflinePending, None)
+                    .await;
                 l.running.stop(&ctx).await;
                 if cat.resources.contains_key(&l.name) {
-                    ctx.report_resource(&l.name, "offline", None).await;
+                    ctx.report_resource(&l.name, ResourceStatus::Offline, None)
+                        .await;
                 }
             }
             let indices = disk_indices(&cat);
@@ -542,7 +549,8 @@ async fn group_task(
                             offline_all(&ctx, &mut live).await;
                             let why = format!("{r} used up its restart threshold: {why}");
                             tracing::warn!(%group, reason = %why, "group failed on this node");
-                            ctx.report_group(&group, "failed", Some(why)).await;
+                            ctx.report_group(&group, GroupStatus::Failed, Some(why))
+                                .await;
                             return;
                         }
                         break;
@@ -575,7 +583,7 @@ async fn group_task(
         let Some((i, why)) = failed_at else { continue };
         let name = live[i].name.clone();
         tracing::warn!(%group, resource = %name, reason = %why, "resource failed");
-        ctx.report_resource(&name, "failed", Some(why.clone()))
+        ctx.report_resource(&name, ResourceStatus::Failed, Some(why.clone()))
             .await;
         // The failed resource and everything that depends on it, in order.
         let mut affected: BTreeSet<String> = BTreeSet::from([name.clone()]);
@@ -632,7 +640,8 @@ async fn group_task(
                 }
                 if let Some(why) = broke {
                     offline_all(&ctx, &mut live).await;
-                    ctx.report_group(&group, "failed", Some(why)).await;
+                    ctx.report_group(&group, GroupStatus::Failed, Some(why))
+                        .await;
                     return;
                 }
             }
@@ -640,15 +649,17 @@ async fn group_task(
                 offline_all(&ctx, &mut live).await;
                 let why = format!("{name} used up its restart threshold");
                 tracing::warn!(%group, reason = %why, "group failed on this node");
-                ctx.report_group(&group, "failed", Some(why)).await;
+                ctx.report_group(&group, GroupStatus::Failed, Some(why))
+                    .await;
                 return;
             }
         }
     }
     tracing::info!(%group, "taking the group offline");
-    ctx.report_group(&group, "offline-pending", None).await;
+    ctx.report_group(&group, GroupStatus::OfflinePending, None)
+        .await;
     offline_all(&ctx, &mut live).await;
-    ctx.report_group(&group, "offline", None).await;
+    ctx.report_group(&group, GroupStatus::Offline, None).await;
 }
 
 async fn start_one(
@@ -662,13 +673,14 @@ async fn start_one(
         .get(r)
         .map(|x| x.spec.clone())
         .ok_or_else(|| "deleted".to_string())?;
-    ctx.report_resource(r, "online-pending", None).await;
+    ctx.report_resource(r, ResourceStatus::OnlinePending, None)
+        .await;
     let limit = Duration::from_secs(spec.pending_timeout_secs);
     let idx = indices.get(r).copied().unwrap_or(1);
     match tokio::time::timeout(limit, Running::start(ctx, cat, r, &spec, idx)).await {
         Ok(Ok(running)) => {
             tracing::info!(resource = %r, kind = spec.kind.name(), "resource online");
-            ctx.report_resource(r, "online", None).await;
+            ctx.report_resource(r, ResourceStatus::Online, None).await;
             let now = Instant::now();
             Ok(Live {
                 name: r.to_string(),
@@ -678,12 +690,14 @@ async fn start_one(
             })
         }
         Ok(Err(why)) => {
-            ctx.report_resource(r, "failed", Some(why.clone())).await;
+            ctx.report_resource(r, ResourceStatus::Failed, Some(why.clone()))
+                .await;
             Err(why)
         }
         Err(_) => {
             let why = format!("still pending after {limit:?}");
-            ctx.report_resource(r, "failed", Some(why.clone())).await;
+            ctx.report_resource(r, ResourceStatus::Failed, Some(why.clone()))
+                .await;
             Err(why)
         }
     }
@@ -723,9 +737,11 @@ async fn online_with_restarts(
 
 async fn offline_all(ctx: &Arc<HostContext>, live: &mut Vec<Live>) {
     while let Some(l) = live.pop() {
-        ctx.report_resource(&l.name, "offline-pending", None).await;
+        ctx.report_resource(&l.name, ResourceStatus::OfflinePending, None)
+            .await;
         l.running.stop(ctx).await;
         tracing::info!(resource = %l.name, "resource offline");
-        ctx.report_resource(&l.name, "offline", None).await;
+        ctx.report_resource(&l.name, ResourceStatus::Offline, None)
+            .await;
     }
 }
