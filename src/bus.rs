@@ -267,7 +267,7 @@ pub async fn run(args: BusArgs) -> anyhow::Result<ExitCode> {
     let (control, cluster) = match &args.lab {
         Some(dir) => {
             let state = crate::lab::LabState::load(dir)?;
-            let cfg = crate::node::load_config(&crate::lab::cluster_file(dir))?;
+            let cfg = busrig_cluster::cluster_file::load(&crate::lab::cluster_file(dir))?;
             let control = state
                 .target
                 .control

@@ -14,13 +14,13 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context};
 use busrig_cluster::admin::{self, AdminError, ClusterStatus};
 use busrig_cluster::config::ClusterConfig;
-use busrig_cluster::db::{Change, DbSnapshot, LogEntry};
-use busrig_cluster::quorum_log::{self, Lsn, Recovered};
+use busrig_cluster::db::{Change, DbSnapshot};
 use busrig_cluster::resource::{Catalog, GroupSpec, ResourceSpec, ResourceType};
+use busrig_cluster::snapshot_diff::{backup_bytes, diff, read_backup};
 use busrig_cluster::validate::{BusFacts, Verdict};
 use serde_json::{json, Value};
 
-use crate::node::load_config;
+use busrig_cluster::cluster_file;
 
 #[derive(clap::Args)]
 pub struct ClusterArgs {
@@ -284,16 +284,16 @@ struct Target {
 
 fn target(a: &ClusterArgs) -> anyhow::Result<Target> {
     let cfg: Option<ClusterConfig> = match (&a.config, &a.lab) {
-        (Some(f), _) => Some(load_config(f)?),
-        (None, Some(dir)) => Some(load_config(&crate::lab::cluster_file(dir)).with_context(
-            || {
+        (Some(f), _) => Some(cluster_file::load(f)?),
+        (None, Some(dir)) => Some(
+            cluster_file::load(&crate::lab::cluster_file(dir)).with_context(|| {
                 format!(
                     "{} is not a lab folder (run `busrig lab up --dir {}`)",
                     dir.display(),
                     dir.display()
                 )
-            },
-        )?),
+            })?,
+        ),
         (None, None) => None,
     };
     let mut addrs = a.nodes.clone();
@@ -470,7 +470,7 @@ pub async fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
                 Some(c) => c.clone(),
                 None => t.status().await?.1.cluster,
             };
-            let bytes = backup_bytes(&cluster, &db)?;
+            let bytes = backup_bytes(&cluster, &db);
             write_new(file, &bytes)?;
             if a.json {
                 println!(
@@ -534,8 +534,8 @@ async fn validate(
     as_json: bool,
 ) -> anyhow::Result<ExitCode> {
     let cfg = match (&a.config, &a.lab) {
-        (Some(f), _) => load_config(f)?,
-        (None, Some(d)) => load_config(&crate::lab::cluster_file(d))?,
+        (Some(f), _) => cluster_file::load(f)?,
+        (None, Some(d)) => cluster_file::load(&crate::lab::cluster_file(d))?,
         (None, None) => bail!("validate needs the cluster file: --config FILE or --lab DIR"),
     };
     // The running cluster's groups, if it answers; the file alone if not.
@@ -992,62 +992,6 @@ fn print_status(s: &ClusterStatus) {
     println!("  (answered by {})", s.node);
 }
 
-/// The changes that turn `have` into `want`. The event log is history, not
-/// configuration: a restore neither removes nor replays events.
-fn diff(have: &DbSnapshot, want: &DbSnapshot) -> Vec<Change> {
-    let event = |k: &str| k.starts_with(busrig_cluster::host::EVENT_PREFIX);
-    let mut out: Vec<Change> = have
-        .entries
-        .keys()
-        .filter(|k| !event(k) && !want.entries.contains_key(*k))
-        .map(|k| Change::Delete { key: k.clone() })
-        .collect();
-    for (k, v) in want.entries.iter().filter(|(k, _)| !event(k)) {
-        if have.entries.get(k) != Some(v) {
-            out.push(Change::Put {
-                key: k.clone(),
-                value: v.clone(),
-            });
-        }
-    }
-    out
-}
-
-/// A backup file holding `db` as its checkpoint, in the node's snapshot
-/// encoding (JSON), so it also restores as a quorum log region.
-fn backup_bytes(cluster: &str, db: &DbSnapshot) -> anyhow::Result<Vec<u8>> {
-    let snap = serde_json::to_vec(db)?;
-    Ok(quorum_log::backup(
-        cluster,
-        &Recovered {
-            checkpoint: Some((Lsn(db.seq.max(1)), snap)),
-            records: Vec::new(),
-            cut: None,
-        },
-    ))
-}
-
-/// The cluster name and database in a backup file: its checkpoint with
-/// every record after it replayed.
-fn read_backup(bytes: &[u8]) -> anyhow::Result<(String, DbSnapshot)> {
-    let c = quorum_log::parse_backup(bytes).map_err(|e| anyhow!("{e}"))?;
-    let mut db = match &c.checkpoint {
-        Some((_, snap)) => serde_json::from_slice::<DbSnapshot>(snap)
-            .map_err(|e| anyhow!("the backup's checkpoint is not a cluster database: {e}"))?,
-        None => DbSnapshot::default(),
-    };
-    for (lsn, r) in &c.records {
-        let e: LogEntry = serde_json::from_slice(r)
-            .map_err(|e| anyhow!("record {} is not a cluster database update: {e}", lsn.0))?;
-        if e.seq <= db.seq {
-            continue;
-        }
-        db.apply(e.seq, &e.change)
-            .map_err(|err| anyhow!("record {} does not apply: {err}", lsn.0))?;
-    }
-    Ok((c.cluster_id, db))
-}
-
 /// Writes `bytes` to a new file; refuses to overwrite.
 fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
@@ -1059,43 +1003,4 @@ fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     f.write_all(bytes)?;
     f.sync_all()?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn db(seq: u64, kv: &[(&str, &str)]) -> DbSnapshot {
-        DbSnapshot {
-            seq,
-            entries: kv
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn backup_round_trips() {
-        let d = db(7, &[("a", "1"), ("group/G/owner", "N2")]);
-        let (c, back) = read_backup(&backup_bytes("CL", &d).unwrap()).unwrap();
-        assert_eq!(c, "CL");
-        assert_eq!(back, d);
-        let mut bad = backup_bytes("CL", &d).unwrap();
-        bad[50] ^= 1;
-        assert!(read_backup(&bad).is_err());
-    }
-
-    #[test]
-    fn diff_turns_have_into_want() {
-        let have = db(3, &[("a", "1"), ("b", "2"), ("c", "3")]);
-        let want = db(9, &[("a", "1"), ("b", "20"), ("d", "4")]);
-        let changes = diff(&have, &want);
-        let mut x = have.clone();
-        for (i, c) in changes.iter().enumerate() {
-            x.apply(have.seq + 1 + i as u64, c).unwrap();
-        }
-        assert_eq!(x.entries, want.entries);
-        assert_eq!(changes.len(), 3);
-    }
 }

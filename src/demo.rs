@@ -24,7 +24,6 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 
 use crate::lab::{self, LabState};
-use crate::node::load_config;
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
@@ -294,7 +293,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     lab::up(&dir, a.nodes, &a.quorum, &a.profile, evs_count as u16, None)?;
     println!("  cluster formed in {:.1} s", p.done().as_secs_f64());
 
-    let cfg = load_config(&lab::cluster_file(&dir))?;
+    let cfg = busrig_cluster::cluster_file::load(&lab::cluster_file(&dir))?;
     let state = LabState::load(&dir)?;
     let control = state
         .target

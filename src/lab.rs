@@ -36,8 +36,6 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::node::load_config;
-
 /// The lab's target name.
 pub const LAB_TARGET: &str = "iqn.2026-11.io.busrig:lab";
 /// How often readiness and failover conditions are polled.
@@ -753,7 +751,7 @@ async fn wait_formed(
 
 fn status(dir: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
     let state = LabState::load(dir)?;
-    let cfg = load_config(&cluster_file(dir))?;
+    let cfg = busrig_cluster::cluster_file::load(&cluster_file(dir))?;
     let rt = runtime()?;
     let st = rt.block_on(all_status(&cfg));
     let cluster = st
@@ -865,7 +863,7 @@ pub fn start(dir: &Path, name: &str, wait: bool) -> anyhow::Result<()> {
     p.pid = Some(spawn(&binary, &node_start_args(dir, &name), &log)?);
     state.save(dir)?;
     if wait {
-        let cfg = load_config(&cluster_file(dir))?;
+        let cfg = busrig_cluster::cluster_file::load(&cluster_file(dir))?;
         let deadline = Instant::now() + default_timeout(&cfg);
         let rt = runtime()?;
         // Only this node must be back; others may be down on purpose.
@@ -924,7 +922,7 @@ fn signal_verb(dir: &Path, name: &str, sig: Signal, verb: &str) -> anyhow::Resul
 
 fn partition(dir: &Path, name: &str, net: NetArg, cut: bool) -> anyhow::Result<()> {
     let mut state = LabState::load(dir)?;
-    let cfg = load_config(&cluster_file(dir))?;
+    let cfg = busrig_cluster::cluster_file::load(&cluster_file(dir))?;
     let p = state.node_mut(name)?;
     let rt = runtime()?;
     let v = rt.block_on(admin::request(
@@ -960,7 +958,7 @@ struct Takeover {
 }
 
 fn failover(dir: &Path, kills: usize, as_json: bool) -> anyhow::Result<ExitCode> {
-    let cfg = load_config(&cluster_file(dir))?;
+    let cfg = busrig_cluster::cluster_file::load(&cluster_file(dir))?;
     let rt = runtime()?;
     let mut results = Vec::new();
     for round in 0..kills {

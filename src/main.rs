@@ -9,7 +9,8 @@ mod demo;
 mod disk;
 mod echo;
 mod lab;
-mod mail;
+mod mailload;
+mod mailstore;
 mod node;
 mod scenario;
 
@@ -54,9 +55,9 @@ enum Command {
     #[command(hide = true)]
     EchoServer(echo::EchoArgs),
     /// A mail store that keeps everything on a shared LUN (SMTP delivery).
-    Mailstore(mail::MailstoreArgs),
+    Mailstore(mailstore::MailstoreArgs),
     /// Mail load: deliver, retry across failovers, verify every mailbox.
-    Mailload(mail::MailloadArgs),
+    Mailload(mailload::MailloadArgs),
 }
 
 #[derive(clap::Args)]
@@ -177,8 +178,8 @@ fn main() -> ExitCode {
             Command::Node(a) => node::run(a).await,
             Command::Cluster(a) => cluster::run(a).await,
             Command::EchoServer(a) => echo::run(a).await,
-            Command::Mailstore(a) => mail::run_store(a).await,
-            Command::Mailload(a) => mail::run_load(a).await,
+            Command::Mailstore(a) => mailstore::run(a).await,
+            Command::Mailload(a) => mailload::run(a).await,
             Command::Lab(_) | Command::Demo(_) => unreachable!("run before the runtime starts"),
         }
     });

@@ -23,7 +23,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context};
 use busrig_cluster::admin::Admin;
-use busrig_cluster::config::ClusterConfig;
 use busrig_cluster::driver::{self, ClusterTransport, Exit, Io, NodeDisks, NodeStatus};
 use busrig_cluster::host::{self, HostContext};
 use busrig_cluster::node::Node;
@@ -62,15 +61,8 @@ enum Restart {
     Never,
 }
 
-/// Reads and validates a cluster file, naming the file in every error.
-pub fn load_config(path: &std::path::Path) -> anyhow::Result<ClusterConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read cluster file {}", path.display()))?;
-    ClusterConfig::from_toml(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
-}
-
 pub async fn run(a: NodeArgs) -> anyhow::Result<ExitCode> {
-    let cfg = Arc::new(load_config(&a.config)?);
+    let cfg = Arc::new(busrig_cluster::cluster_file::load(&a.config)?);
     let me = cfg.node_id(&a.name).ok_or_else(|| {
         let names: Vec<&str> = cfg.nodes.iter().map(|n| n.name.as_str()).collect();
         anyhow!(

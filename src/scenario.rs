@@ -58,7 +58,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::lab::{self, LabState};
-use crate::node::load_config;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -621,7 +620,7 @@ pub fn run(path: &Path, dir: &Path, keep: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn run_in(sc: &Scenario, dir: &Path) -> anyhow::Result<(Vec<StepReport>, bool)> {
-    let cfg = load_config(&lab::cluster_file(dir))?;
+    let cfg = busrig_cluster::cluster_file::load(&lab::cluster_file(dir))?;
     let mut r = Runner {
         dir: dir.to_path_buf(),
         state: LabState::load(dir)?,

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod arbiter;
 pub mod clusdisk;
+pub mod cluster_file;
 pub mod config;
 pub mod db;
 pub mod driver;
@@ -22,4 +23,5 @@ pub mod node_manager;
 pub mod placement;
 pub mod quorum_log;
 pub mod resource;
+pub mod snapshot_diff;
 pub mod validate;

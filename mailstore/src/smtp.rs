@@ -24,9 +24,9 @@ use bytes::Bytes;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
-use super::device::BlockDevice;
-use super::format::{MAX_MAILBOX, MAX_MESSAGE_ID, MAX_RECIPIENTS};
-use super::store::{MailStore, NewMessage};
+use crate::device::BlockDevice;
+use crate::format::{MAX_MAILBOX, MAX_MESSAGE_ID, MAX_RECIPIENTS};
+use crate::store::{MailStore, NewMessage};
 
 /// Longest command line accepted, CRLF included (RFC 5321 §4.5.3.1.4 says
 /// 512; a little slack for long addresses).
@@ -534,9 +534,9 @@ pub async fn run<D: BlockDevice>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::device::mem::MemDevice;
-    use super::super::store::StoreOptions;
     use super::*;
+    use crate::device::mem::MemDevice;
+    use crate::store::StoreOptions;
 
     #[test]
     fn commands_parse() {

@@ -1,35 +1,15 @@
-//! The mail-store workload (issue 7): `busrig mailstore`, a small message
-//! store that keeps everything on a shared LUN (a transaction log written
-//! with FUA and a database of 4 KiB pages, soft recovery on start), and
-//! `busrig mailload`, a client that delivers at a fixed rate across
-//! failovers and then checks that nothing acknowledged was lost.
-//! docs/mailstore.md documents the on-disk format and the protocol.
-//!
-//! ```text
-//! format  on-disk structures, no I/O: superblock, log record, page run
-//! device  BlockDevice: the narrow disk interface; iSCSI backend
-//! store   recovery, group commit, checkpoint, index
-//! smtp    the SMTP subset and XLIST/XFETCH; the accept loop
-//! load    mailload
-//! ```
-
-pub mod device;
-pub mod format;
-pub mod load;
-pub mod smtp;
-pub mod store;
+//! `busrig mailstore`: serve a `busrig_mailstore` store on a shared LUN
+//! over SMTP (docs/mailstore.md).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use busrig_mailstore::device::Device;
+use busrig_mailstore::smtp;
+use busrig_mailstore::store::{MailStore, StoreOptions};
 use tokio::io::AsyncWriteExt;
-
-use device::Device;
-use store::{MailStore, StoreOptions};
-
-pub use load::{run as run_load, MailloadArgs};
 
 #[derive(clap::Args)]
 pub struct MailstoreArgs {
@@ -60,7 +40,7 @@ pub struct MailstoreArgs {
 
 /// `busrig mailstore`: recover, then serve until the disk fails (exit
 /// non-zero, so the cluster restarts or fails over the group) or SIGTERM.
-pub async fn run_store(a: MailstoreArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(a: MailstoreArgs) -> anyhow::Result<ExitCode> {
     let hostname = a
         .hostname
         .or_else(|| std::env::var("BUSRIG_NETWORK_NAME").ok())

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::device::{BlockDevice, DeviceError};
-use super::format::{
+use crate::device::{BlockDevice, DeviceError};
+use crate::format::{
     decode_run, encode_run, run_pages, Delivery, FormatError, Layout, LogHeader, LogRecord,
     RunHeader, Superblock, PAGE,
 };
@@ -788,8 +788,8 @@ fn refuse(records: Vec<(Delivery, Reply)>, echoes: Vec<(usize, Reply)>, e: &Devi
 
 #[cfg(test)]
 mod tests {
-    use super::super::device::mem::MemDevice;
     use super::*;
+    use crate::device::mem::MemDevice;
     use proptest::prelude::*;
 
     fn msg(i: u64, to: &str, size: usize) -> NewMessage {
