@@ -15,9 +15,8 @@ fn router() -> Router {
     Router::new()
         .route(
             "/echo",
-            post(|Query(q): Query, JsonBody(body): JsonBody| async move {
-                let lun = q.iter().find(|(k, _)| k == "lun").map(|(_, v)| v.clone());
-                HttpResponse::ok(json!({ "body": body, "lun": lun, "pairs": q.len() }))
+            post(|q: Query, JsonBody(body): JsonBody| async move {
+                HttpResponse::ok(json!({ "body": body, "lun": q.get("lun"), "query": q.0 }))
             }),
         )
         .route("/hello", get(|| async { HttpResponse::ok(json!("hello")) }))
@@ -79,7 +78,7 @@ async fn round_trip_with_query_and_body() {
     assert_eq!(code, 200);
     assert_eq!(v["body"]["a"], 1);
     assert_eq!(v["lun"], "3");
-    assert_eq!(v["pairs"], 2);
+    assert_eq!(v["query"], json!([["lun", "3"], ["x", "a b:c"]]));
     let (code, v) = request(&srv.addr, "POST", "/echo", None, None)
         .await
         .unwrap();
@@ -88,6 +87,26 @@ async fn round_trip_with_query_and_body() {
         (200, &Value::Null),
         "an empty body is null"
     );
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn query_components_are_decoded_as_a_form() {
+    let srv = Running::start(Limits::default()).await;
+    let (code, v) = request(
+        &srv.addr,
+        "POST",
+        "/echo?t=iqn.2026-11.x%3Ay+z&pct=100%&bad=%zz%C3%A9&lun=1&lun=2",
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(v["query"][0], json!(["t", "iqn.2026-11.x:y z"]));
+    assert_eq!(v["query"][1], json!(["pct", "100%"]));
+    assert_eq!(v["query"][2], json!(["bad", "%zzé"]));
+    assert_eq!(v["lun"], "1", "the first value given wins");
     srv.stop().await;
 }
 
