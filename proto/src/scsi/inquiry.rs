@@ -118,8 +118,8 @@ pub struct DeviceIds<'a> {
     pub port_group: u16,
 }
 
-/// Protocol identifier of iSCSI in designators (SPC-4 Table 362).
-const PROTOCOL_ISCSI: u8 = 0x5;
+/// Designators name iSCSI with the SCSI protocol identifier (SPC-4 Table 362).
+use super::pr::PROTOCOL_ISCSI;
 
 /// One designation descriptor (SPC-4 §7.8.6.1, Table 467):
 ///

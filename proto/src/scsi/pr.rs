@@ -24,10 +24,8 @@
 //! byte 9     CONTROL
 //! ```
 
+use crate::scsi::cdb::opcode::{PERSISTENT_RESERVE_IN, PERSISTENT_RESERVE_OUT};
 use crate::scsi::sense::{Asc, Sense};
-
-pub const PERSISTENT_RESERVE_IN: u8 = 0x5e;
-pub const PERSISTENT_RESERVE_OUT: u8 = 0x5f;
 
 /// SCSI protocol identifier for iSCSI (SPC-4 §7.6.2, Table 444).
 pub const PROTOCOL_ISCSI: u8 = 0x5;
