@@ -270,10 +270,11 @@ impl Node {
     /// Acts as quorum owner now: holds the disk, online, lease valid
     /// (majority: owner of its view with a majority of live votes).
     pub fn is_acting_owner(&self, now: Duration) -> bool {
-        if self.is_majority() {
-            return !self.is_stopped() && self.maj_acting(now);
-        }
-        !matches!(self.phase, Phase::Stopped(_)) && self.arbiter.is_acting_owner(now)
+        !self.is_stopped()
+            && match &self.quorum {
+                Quorum::Majority(_) => self.maj_acting(now),
+                Quorum::Disk => self.arbiter.is_acting_owner(now),
+            }
     }
 
     /// Shared-disk writes are held (regroup, or no quorum owner yet).

@@ -65,6 +65,7 @@ pub struct Votes {
 }
 
 impl Votes {
+    /// `nodes` votes, and one more if a witness disk is configured.
     pub fn new(nodes: usize, witness: bool) -> Votes {
         Votes { nodes, witness }
     }
