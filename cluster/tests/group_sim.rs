@@ -30,7 +30,8 @@ use busrig_cluster::host::{HostAction, HostInput, ResourceHost};
 use busrig_cluster::message::View;
 use busrig_cluster::placement::{RestartDecision, RestartTracker, Threshold};
 use busrig_cluster::resource::{
-    group_key, put_json, Catalog, GroupSpec, GroupState, GroupStatus, PENDING_TIMEOUT_SECS,
+    group_key, put_json, Catalog, Failback, GroupSpec, GroupState, GroupStatus,
+    PENDING_TIMEOUT_SECS,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -42,7 +43,9 @@ const TICK_MS: u64 = 100;
 const FAULT_TICKS: u64 = 400;
 const HEAL_TICKS: u64 = 600;
 const START_MS: u64 = 300;
-const STOP_MS: u64 = 200;
+/// Longer than a start, so a new owner that did not wait for the old one
+/// to go offline would overlap it.
+const STOP_MS: u64 = 500;
 const RESTART: Threshold = Threshold {
     count: 2,
     period: Duration::from_secs(60),
@@ -120,12 +123,18 @@ impl Sim {
         let mut db = DbSnapshot::default();
         for i in 0..GROUPS {
             // Each group prefers a different node; the failover threshold is
-            // low enough that lost disks reach it.
+            // low enough that lost disks reach it; G1 and G2 fail back at
+            // once when their preferred node rejoins (a move off a live
+            // owner, which must wait for it to go offline).
             let preferred = (0..NODES).map(|k| names[(i + k) % NODES].clone()).collect();
             let spec = GroupSpec {
                 preferred_owners: preferred,
                 failover_threshold: 4,
                 failover_period_secs: 3600,
+                failback: Failback {
+                    allow: i < 2,
+                    window: None,
+                },
                 ..GroupSpec::default()
             };
             db.entries.insert(
@@ -386,19 +395,27 @@ impl Sim {
 
     fn check(&self) -> Result<(), String> {
         for i in 0..GROUPS {
-            let online: Vec<usize> = (0..NODES)
+            // Online, or still taking its resources offline: the resources
+            // are up on that node.
+            let up: Vec<usize> = (0..NODES)
                 .filter(|&n| {
                     self.nodes[n].alive
                         && self.nodes[n]
                             .tasks
                             .get(&gname(i))
-                            .is_some_and(|t| t.task == Task::Online)
+                            .is_some_and(|t| matches!(t.task, Task::Online | Task::Stopping { .. }))
                 })
                 .collect();
-            if online.len() > 1 {
-                return Err(format!("{} online on nodes {online:?}", gname(i)));
+            if up.len() > 1 {
+                return Err(format!("{} online on nodes {up:?}", gname(i)));
             }
-            if let Some(&w) = online.first() {
+            let writer = up.first().copied().filter(|&n| {
+                self.nodes[n]
+                    .tasks
+                    .get(&gname(i))
+                    .is_some_and(|t| t.task == Task::Online)
+            });
+            if let Some(w) = writer {
                 if self.reserved[i] != Some(w as NodeId) {
                     return Err(format!(
                         "{} writer NODE{} without the reservation (held by {:?})",
