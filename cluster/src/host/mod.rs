@@ -17,6 +17,11 @@
 //! failover. When the owner changes, or the group is set offline, the task
 //! takes the resources offline in reverse order. When the cluster service
 //! stops, every group goes offline at once.
+//!
+//! Which group tasks run, and what the Failover Manager proposes, is
+//! decided by the pure [`ResourceHost`] (`machine`); [`run`] only observes,
+//! performs its [`HostAction`]s and runs the group tasks, and
+//! `tests/group_sim.rs` drives the same machine under seeded faults.
 
 pub mod machine;
 pub mod resources;
