@@ -17,7 +17,13 @@
 //! failover. When the owner changes, or the group is set offline, the task
 //! takes the resources offline in reverse order. When the cluster service
 //! stops, every group goes offline at once.
+//!
+//! Which group tasks run, and what the Failover Manager proposes, is
+//! decided by the pure [`ResourceHost`] (`machine`); [`run`] only observes,
+//! performs its [`HostAction`]s and runs the group tasks, and
+//! `tests/group_sim.rs` drives the same machine under seeded faults.
 
+pub mod machine;
 pub mod resources;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,20 +31,19 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rand::seq::SliceRandom;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::config::{ClusterConfig, NodeId};
 use crate::db::{Change, DbSnapshot};
-use crate::driver::{Command, NodePhase, NodeStatus};
-use crate::failover::{FailoverManager, THRESHOLD_REASON};
+use crate::driver::{Command, NodeStatus};
 use crate::placement::{RestartDecision, RestartTracker, Threshold};
 use crate::resource::{
     group_key, put_json, resource_key, Catalog, GroupState, GroupStatus, ResourceState,
     ResourceStatus,
 };
 
+pub use machine::{HostAction, HostInput, ResourceHost, EVENTS_KEPT, EVENT_PREFIX};
 use resources::{disk_indices, Running};
 
 /// What the host needs from its node.
@@ -158,11 +163,6 @@ impl HostContext {
     }
 }
 
-/// Keys of the cluster event log: `event/MS-NODE-N`, oldest first.
-pub const EVENT_PREFIX: &str = "event/";
-/// Events kept; the quorum owner deletes older ones.
-pub const EVENTS_KEPT: usize = 500;
-
 /// Milliseconds since the Unix epoch.
 fn wall_ms() -> u64 {
     SystemTime::now()
@@ -183,16 +183,16 @@ struct GroupTask {
 }
 
 /// Runs the host until `shutdown` completes (every group is then taken
-/// offline).
+/// offline): the driver of a [`ResourceHost`], which makes every decision
+/// from what this loop observes.
 pub async fn run(ctx: Arc<HostContext>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
-    let mut fm = FailoverManager::default();
+    let mut host = ResourceHost::new(ctx.me, rand::random());
     let mut tasks: BTreeMap<String, GroupTask> = BTreeMap::new();
     let mut status = ctx.status.clone();
     let mut last_seq = u64::MAX;
     let mut catalog = Arc::new(Catalog::default());
     let mut event_keys: Vec<String> = Vec::new();
-    let mut last_members: Option<BTreeSet<NodeId>> = None;
     let period = (ctx.cfg.timing.heartbeat * 2).max(Duration::from_millis(100));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -203,16 +203,9 @@ pub async fn run(ctx: Arc<HostContext>, shutdown: impl Future<Output = ()>) {
             _ = tick.tick() => {}
         }
         let st = status.borrow_and_update().clone();
-        let active = st.stopped.is_none() && st.view.is_some() && st.phase != NodePhase::Joining;
-        if !active {
-            if !tasks.is_empty() {
-                tracing::warn!("cluster service not running: taking every group offline");
-                stop_all(&mut tasks).await;
-            }
+        if !ResourceHost::is_active(&st) {
             last_seq = u64::MAX;
-            continue;
-        }
-        if st.db_seq != last_seq || catalog.groups.is_empty() {
+        } else if st.db_seq != last_seq || catalog.groups.is_empty() {
             if let Some(db) = ctx.snapshot().await {
                 last_seq = db.seq;
                 catalog = Arc::new(Catalog::from_db(&db));
@@ -224,96 +217,6 @@ pub async fn run(ctx: Arc<HostContext>, shutdown: impl Future<Output = ()>) {
                     .collect();
             }
         }
-        // The Failover Manager runs on the quorum owner.
-        let view = st.view.clone().expect("active");
-        let owner_here = st.acting_owner && view.owner == Some(ctx.me) && !st.writes_held;
-        let members: BTreeSet<NodeId> = view.members.iter().copied().collect();
-        if owner_here {
-            if let Some(prev) = &last_members {
-                for n in members.difference(prev) {
-                    ctx.event(format!(
-                        "node {} joined the cluster (epoch {})",
-                        ctx.cfg.nodes[usize::from(*n)].name,
-                        view.epoch
-                    ))
-                    .await;
-                }
-                for n in prev.difference(&members) {
-                    ctx.event(format!(
-                        "node {} left the cluster (epoch {})",
-                        ctx.cfg.nodes[usize::from(*n)].name,
-                        view.epoch
-                    ))
-                    .await;
-                }
-            }
-            if event_keys.len() > EVENTS_KEPT + 50 {
-                for k in event_keys.drain(..event_keys.len() - EVENTS_KEPT) {
-                    let _ = ctx.propose(Change::Delete { key: k }).await;
-                }
-            }
-        }
-        // The baseline for membership events: what this node logged as
-        // owner, or the settled view of another owner (who logs it). A view
-        // that names this node owner before it acts keeps the old baseline,
-        // so a new owner still reports who left while it took over.
-        let other_owner_settled = view.owner.is_some_and(|o| o != ctx.me) && !st.writes_held;
-        if owner_here || other_owner_settled || last_members.is_none() {
-            last_members = Some(members);
-        }
-        if owner_here {
-            let decisions = fm.decide(&ctx.cfg, &catalog, &view, wall_ms(), utc_hour(), |c| {
-                *c.choose(&mut rand::thread_rng()).expect("non-empty")
-            });
-            for d in decisions {
-                tracing::info!(group = %d.group, reason = %d.reason, "failover manager");
-                if let Change::Put { key, value } = &d.change {
-                    if key.ends_with("/owner") {
-                        ctx.event(format!(
-                            "failover manager: group {} to {value}: {}",
-                            d.group, d.reason
-                        ))
-                        .await;
-                    } else if key.ends_with("/state") {
-                        ctx.event(format!("failover manager: group {}: {}", d.group, d.reason))
-                            .await;
-                    }
-                }
-                if let Err(e) = ctx.propose(d.change).await {
-                    tracing::warn!(group = %d.group, error = %e, "failover manager change not committed");
-                    break;
-                }
-            }
-        }
-        // Which groups this node should host now.
-        let me = ctx.name().to_string();
-        // Groups this node reported as hosting that it no longer runs (its
-        // cluster service stopped and restarted meanwhile): say they are
-        // offline, or a new owner waits for a report that never comes.
-        for (g, rec) in &catalog.groups {
-            let stale = rec
-                .state
-                .as_ref()
-                .is_some_and(|s| s.node == me && !s.state.is_down());
-            if stale && !tasks.contains_key(g) && rec.owner.as_deref() != Some(me.as_str()) {
-                tracing::info!(group = %g, "reporting a group this node no longer runs as offline");
-                ctx.report_group(g, GroupStatus::Offline, None).await;
-            }
-        }
-        let want: BTreeSet<String> = catalog
-            .groups
-            .iter()
-            .filter(|(_, g)| g.owner.as_deref() == Some(me.as_str()) && g.target_online)
-            .filter(|(_, g)| {
-                // A group that failed here stays down until it moves (or
-                // the administrator brings it online again).
-                !g.state.as_ref().is_some_and(|s| {
-                    s.state == GroupStatus::Failed
-                        && (s.node == me || s.reason.as_deref() == Some(THRESHOLD_REASON))
-                })
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
         // Finished tasks (failed groups) go away.
         tasks.retain(|g, t| {
             if t.task.is_finished() {
@@ -323,26 +226,72 @@ pub async fn run(ctx: Arc<HostContext>, shutdown: impl Future<Output = ()>) {
                 true
             }
         });
-        for (g, t) in &tasks {
-            if !want.contains(g) {
-                let _ = t.stop.send(true);
-            } else {
-                let _ = t.catalog.send(catalog.clone());
-            }
-        }
-        for g in &want {
-            if !tasks.contains_key(g) && !st.writes_held {
-                let (ctx_tx, ctx_rx) = watch::channel(catalog.clone());
-                let (stop_tx, stop_rx) = watch::channel(false);
-                let task = tokio::spawn(group_task(ctx.clone(), g.clone(), ctx_rx, stop_rx));
-                tasks.insert(
-                    g.clone(),
-                    GroupTask {
-                        catalog: ctx_tx,
-                        stop: stop_tx,
-                        task,
-                    },
-                );
+        let running: BTreeSet<String> = tasks.keys().cloned().collect();
+        let actions = host.step(
+            &ctx.cfg,
+            HostInput {
+                status: &st,
+                catalog: &catalog,
+                event_keys: &event_keys,
+                running: &running,
+                now_ms: wall_ms(),
+                hour: utc_hour(),
+            },
+        );
+        let mut failover_broken = false;
+        for a in actions {
+            match a {
+                HostAction::StopAll => {
+                    tracing::warn!("cluster service not running: taking every group offline");
+                    stop_all(&mut tasks).await;
+                }
+                HostAction::Event(text) => ctx.event(text).await,
+                HostAction::PruneEvent(key) => {
+                    // Asked once per snapshot: the next one shows the log
+                    // as the deletes left it.
+                    event_keys.retain(|k| *k != key);
+                    let _ = ctx.propose(Change::Delete { key }).await;
+                }
+                HostAction::Failover { event, decision } => {
+                    if failover_broken {
+                        continue;
+                    }
+                    tracing::info!(group = %decision.group, reason = %decision.reason, "failover manager");
+                    if let Some(text) = event {
+                        ctx.event(text).await;
+                    }
+                    if let Err(e) = ctx.propose(decision.change).await {
+                        tracing::warn!(group = %decision.group, error = %e, "failover manager change not committed");
+                        failover_broken = true;
+                    }
+                }
+                HostAction::ReportOffline(g) => {
+                    tracing::info!(group = %g, "reporting a group this node no longer runs as offline");
+                    ctx.report_group(&g, GroupStatus::Offline, None).await;
+                }
+                HostAction::Update(g) => {
+                    if let Some(t) = tasks.get(&g) {
+                        let _ = t.catalog.send(catalog.clone());
+                    }
+                }
+                HostAction::Stop(g) => {
+                    if let Some(t) = tasks.get(&g) {
+                        let _ = t.stop.send(true);
+                    }
+                }
+                HostAction::Start(g) => {
+                    let (ctx_tx, ctx_rx) = watch::channel(catalog.clone());
+                    let (stop_tx, stop_rx) = watch::channel(false);
+                    let task = tokio::spawn(group_task(ctx.clone(), g.clone(), ctx_rx, stop_rx));
+                    tasks.insert(
+                        g,
+                        GroupTask {
+                            catalog: ctx_tx,
+                            stop: stop_tx,
+                            task,
+                        },
+                    );
+                }
             }
         }
     }
