@@ -66,7 +66,10 @@ pub struct Scenario {
     pub layout: Layout,
     #[serde(default, rename = "group")]
     pub groups: Vec<GroupDef>,
+    /// Decoded one by one in [`Scenario::parse`], so errors name the step.
     #[serde(default, rename = "step")]
+    raw_steps: Vec<toml::Value>,
+    #[serde(skip)]
     pub steps: Vec<Step>,
 }
 
@@ -110,36 +113,202 @@ fn d_failback() -> String {
     "prevent".into()
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// One `[[step]]` of a scenario, tagged by its `action` key; each action
+/// carries only the fields it uses.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Step {
+    /// SIGKILL a node's process.
+    Kill(NodeStep),
+    /// SIGSTOP a node's process.
+    Pause(NodeStep),
+    /// SIGCONT a node's process.
+    Resume(NodeStep),
+    /// Start a stopped node and wait until it rejoins.
+    Start(NodeStep),
+    /// Cut a node off a cluster network.
+    Partition(NetStep),
+    /// Reconnect a node to a cluster network.
+    Heal(NetStep),
+    /// A fault on the shared bus, through the target's control plane.
+    Bus(BusStep),
+    /// Move a group, to a node or to the best other one.
+    Move(MoveStep),
+    /// Cluster pause of a node (it stays a member and hosts nothing).
+    PauseNode(NodeStep),
+    /// Cluster resume of a paused node.
+    ResumeNode(NodeStep),
+    /// Mail load on a group's virtual server, in the background.
+    Load(LoadStep),
+    /// Wait until a condition holds.
+    Wait(WaitStep),
+    /// Check a condition now.
+    Assert(AssertStep),
+}
+
+/// A step on one node.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct Step {
-    pub action: String,
+pub struct NodeStep {
+    /// A node name, `owner:GROUP` or `quorum-owner`.
+    pub node: String,
+}
+
+/// `partition` / `heal`: a node and the networks.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetStep {
+    pub node: String,
+    #[serde(default)]
+    pub net: Net,
+}
+
+/// The cluster networks a partition cuts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Net {
+    Private,
+    Public,
+    #[default]
+    Both,
+}
+
+impl Net {
+    /// The `busrig lab partition --net` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Net::Private => "private",
+            Net::Public => "public",
+            Net::Both => "both",
+        }
+    }
+}
+
+/// `bus`: `fault` is the control plane's LUN action (power-cycle, offline,
+/// online), its path action (freeze, thaw, cut, restore, drop, for `node`)
+/// or `reset`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusStep {
+    pub fault: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub net: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fault: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lun: Option<u16>,
+}
+
+/// `move`: a group, optionally to a node.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveStep {
+    pub group: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
+}
+
+/// `load`: mail load on a group; `rate` messages/s (20) for `duration` (20s).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadStep {
+    pub group: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub until: Option<String>,
+    pub rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+}
+
+/// `wait`: until a condition holds, within `timeout` (60s).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitStep {
+    pub until: Until,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_on: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+}
+
+/// What a `wait` step waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Until {
+    /// `group` online (on `on`, not on `not_on`).
+    GroupOnline,
+    /// The quorum owner differs from the one before the last fault.
+    QuorumOwnerChanged,
+    /// The mail load on `group` finished.
+    LoadDone,
+}
+
+/// `assert`: a check.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssertStep {
+    pub check: Check,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub check: Option<String>,
+    pub group: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate: Option<f64>,
+    pub on: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub duration: Option<String>,
+    pub lun: Option<u16>,
+}
+
+/// What an `assert` step checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Check {
+    /// Every acknowledged message of the loads (or `group`'s) is there.
+    NoLostMessages,
+    /// Every writer run on the data LUNs (or `lun`) held the reservation.
+    ExclusiveOwnership,
+    /// `group` is online on `on`.
+    GroupOwner,
+}
+
+impl Until {
+    /// The `until` value, as written in the scenario file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Until::GroupOnline => "group-online",
+            Until::QuorumOwnerChanged => "quorum-owner-changed",
+            Until::LoadDone => "load-done",
+        }
+    }
+}
+
+impl Step {
+    /// The step's `action` key, as written in the scenario file.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Step::Kill(_) => "kill",
+            Step::Pause(_) => "pause",
+            Step::Resume(_) => "resume",
+            Step::Start(_) => "start",
+            Step::Partition(_) => "partition",
+            Step::Heal(_) => "heal",
+            Step::Bus(_) => "bus",
+            Step::Move(_) => "move",
+            Step::PauseNode(_) => "pause-node",
+            Step::ResumeNode(_) => "resume-node",
+            Step::Load(_) => "load",
+            Step::Wait(_) => "wait",
+            Step::Assert(_) => "assert",
+        }
+    }
+
+    /// Decodes step number `n` (from 1), naming it and its action in errors.
+    fn decode(n: usize, v: toml::Value) -> anyhow::Result<Step> {
+        let action = match v.get("action") {
+            Some(toml::Value::String(a)) => a.clone(),
+            Some(_) => bail!("step {n}: action must be a string"),
+            None => bail!("step {n}: needs action"),
+        };
+        Step::deserialize(v).map_err(|e| anyhow!("step {n} ({action}): {}", e.message()))
+    }
 }
 
 /// Parses `30s`, `500ms`, `2m` or plain seconds.
@@ -171,7 +340,7 @@ fn now_ms() -> u64 {
 impl Scenario {
     /// Parses and checks a scenario file: every step's action and fields.
     pub fn parse(text: &str) -> anyhow::Result<Scenario> {
-        let sc: Scenario = toml::from_str(text)?;
+        let mut sc: Scenario = toml::from_str(text)?;
         if sc.layout.nodes == 0 || sc.layout.nodes > 8 {
             bail!("layout.nodes must be 1 to 8");
         }
@@ -186,28 +355,18 @@ impl Scenario {
                 }
             }
         }
+        sc.steps = std::mem::take(&mut sc.raw_steps)
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| Step::decode(i + 1, v))
+            .collect::<anyhow::Result<_>>()?;
         for (i, s) in sc.steps.iter().enumerate() {
-            let need = |f: &Option<String>, what: &str| -> anyhow::Result<()> {
-                if f.is_none() {
-                    bail!("step {} ({}): needs {what}", i + 1, s.action);
-                }
-                Ok(())
+            let durations = match s {
+                Step::Wait(w) => w.timeout.as_deref(),
+                Step::Load(l) => l.duration.as_deref(),
+                _ => None,
             };
-            match s.action.as_str() {
-                "kill" | "pause" | "resume" | "start" | "pause-node" | "resume-node" => {
-                    need(&s.node, "node")?
-                }
-                "partition" | "heal" => need(&s.node, "node")?,
-                "bus" => need(&s.fault, "fault")?,
-                "move" | "load" => need(&s.group, "group")?,
-                "wait" => need(&s.until, "until")?,
-                "assert" => need(&s.check, "check")?,
-                other => bail!(
-                    "step {}: unknown action {other:?} (load, kill, pause, resume, start, partition, heal, bus, move, pause-node, resume-node, wait, assert)",
-                    i + 1
-                ),
-            }
-            for d in [&s.timeout, &s.duration].into_iter().flatten() {
+            if let Some(d) = durations {
                 duration(d).with_context(|| format!("step {}", i + 1))?;
             }
         }
@@ -339,45 +498,39 @@ impl Runner {
     }
 
     fn step(&mut self, s: &Step) -> anyhow::Result<String> {
-        let timeout = s
-            .timeout
-            .as_deref()
-            .map(duration)
-            .transpose()?
-            .unwrap_or(Duration::from_secs(60));
-        match s.action.as_str() {
-            "kill" | "pause" | "resume" => {
-                let n = self.node(s.node.as_deref().unwrap_or_default())?;
-                let sig = match s.action.as_str() {
-                    "kill" => Signal::SIGKILL,
-                    "pause" => Signal::SIGSTOP,
+        match s {
+            Step::Kill(n) | Step::Pause(n) | Step::Resume(n) => {
+                let n = self.node(&n.node)?;
+                let sig = match s {
+                    Step::Kill(_) => Signal::SIGKILL,
+                    Step::Pause(_) => Signal::SIGSTOP,
                     _ => Signal::SIGCONT,
                 };
                 self.last_quorum_owner = self.quorum_owner();
-                lab::send_signal(&self.dir, &n, sig, &s.action)?;
-                Ok(format!("{} {n}", s.action))
+                lab::send_signal(&self.dir, &n, sig, s.action())?;
+                Ok(format!("{} {n}", s.action()))
             }
-            "start" => {
-                let n = self.node(s.node.as_deref().unwrap_or_default())?;
+            Step::Start(n) => {
+                let n = self.node(&n.node)?;
                 lab::start(&self.dir, &n, true)?;
                 Ok(format!("{n} started and rejoined"))
             }
-            "partition" | "heal" => {
-                let n = self.node(s.node.as_deref().unwrap_or_default())?;
-                let net = s.net.clone().unwrap_or_else(|| "both".into());
+            Step::Partition(p) | Step::Heal(p) => {
+                let n = self.node(&p.node)?;
+                let net = p.net.as_str();
                 self.last_quorum_owner = self.quorum_owner();
                 let out = Command::new(&self.bin)
-                    .args(["lab", &s.action, &n, "--net", &net, "--dir"])
+                    .args(["lab", s.action(), &n, "--net", net, "--dir"])
                     .arg(&self.dir)
                     .output()?;
                 if !out.status.success() {
                     bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
                 }
-                Ok(format!("{} {n} ({net})", s.action))
+                Ok(format!("{} {n} ({net})", s.action()))
             }
-            "pause-node" | "resume-node" => {
-                let n = self.node(s.node.as_deref().unwrap_or_default())?;
-                let verb = if s.action == "pause-node" {
+            Step::PauseNode(n) | Step::ResumeNode(n) => {
+                let n = self.node(&n.node)?;
+                let verb = if matches!(s, Step::PauseNode(_)) {
                     "pause"
                 } else {
                     "resume"
@@ -385,32 +538,32 @@ impl Runner {
                 self.cluster(&["node", verb, &n])?;
                 Ok(format!("cluster {verb} {n}"))
             }
-            "move" => {
-                let g = s.group.clone().unwrap_or_default();
-                let mut args = vec!["group", "move", g.as_str()];
+            Step::Move(m) => {
+                let g = m.group.as_str();
+                let mut args = vec!["group", "move", g];
                 let to;
-                if let Some(t) = &s.to {
+                if let Some(t) = &m.to {
                     to = self.node(t)?;
                     args.extend(["--to", to.as_str()]);
                 }
                 self.cluster(&args)?;
                 Ok(format!("moving {g}"))
             }
-            "bus" => {
-                let fault = s.fault.clone().unwrap_or_default();
-                match fault.as_str() {
+            Step::Bus(b) => {
+                let fault = b.fault.as_str();
+                match fault {
                     "reset" => {
                         self.control("POST", "/reset", json!({}))?;
                         Ok("bus reset".into())
                     }
                     "power-cycle" | "offline" | "online" => {
-                        let lun = s.lun.ok_or_else(|| anyhow!("bus {fault} needs lun"))?;
+                        let lun = b.lun.ok_or_else(|| anyhow!("bus {fault} needs lun"))?;
                         self.control("POST", "/lun", json!({"lun": lun, "action": fault}))?;
                         Ok(format!("LUN {lun} {fault}"))
                     }
                     _ => {
                         let n = self.node(
-                            s.node
+                            b.node
                                 .as_deref()
                                 .ok_or_else(|| anyhow!("bus {fault} needs node"))?,
                         )?;
@@ -422,15 +575,15 @@ impl Runner {
                     }
                 }
             }
-            "load" => {
-                let g = s.group.clone().unwrap_or_default();
+            Step::Load(l) => {
+                let g = l.group.clone();
                 let idx = self
                     .groups_ports
                     .get(&g)
                     .copied()
                     .ok_or_else(|| anyhow!("no virtual server {g} in the layout"))?;
-                let rate = s.rate.unwrap_or(20.0);
-                let d = s.duration.clone().unwrap_or_else(|| "20s".into());
+                let rate = l.rate.unwrap_or(20.0);
+                let d = l.duration.clone().unwrap_or_else(|| "20s".into());
                 let records = self.dir.join(format!("{g}-acks.jsonl"));
                 let child = Command::new(&self.bin)
                     .args(["mailload", "--lab"])
@@ -453,26 +606,42 @@ impl Runner {
                 self.loads.insert(g.clone(), (child, records));
                 Ok(format!("mail load on {g}: {rate}/s for {d}"))
             }
-            "wait" => {
-                let until = s.until.clone().unwrap_or_default();
+            Step::Wait(w) => {
+                let timeout = w
+                    .timeout
+                    .as_deref()
+                    .map(duration)
+                    .transpose()?
+                    .unwrap_or(Duration::from_secs(60));
                 let t = Instant::now();
                 let ok = |r: &mut Runner| -> anyhow::Result<Option<String>> {
-                    Ok(match until.as_str() {
-                        "group-online" => {
-                            let g = s.group.as_deref().ok_or_else(|| anyhow!("wait group-online needs group"))?;
-                            let on = s.on.as_deref().map(|n| r.node(n)).transpose()?;
-                            let not_on = s.not_on.as_deref().map(|n| r.node(n)).transpose()?;
-                            r.group_online_on(g).filter(|o| {
-                                on.as_ref().is_none_or(|n| n == o) && not_on.as_ref().is_none_or(|n| n != o)
-                            }).map(|o| format!("{g} online on {o}"))
+                    Ok(match w.until {
+                        Until::GroupOnline => {
+                            let g = w
+                                .group
+                                .as_deref()
+                                .ok_or_else(|| anyhow!("wait group-online needs group"))?;
+                            let on = w.on.as_deref().map(|n| r.node(n)).transpose()?;
+                            let not_on = w.not_on.as_deref().map(|n| r.node(n)).transpose()?;
+                            r.group_online_on(g)
+                                .filter(|o| {
+                                    on.as_ref().is_none_or(|n| n == o)
+                                        && not_on.as_ref().is_none_or(|n| n != o)
+                                })
+                                .map(|o| format!("{g} online on {o}"))
                         }
-                        "quorum-owner-changed" => r.quorum_owner().filter(|o| Some(o) != r.last_quorum_owner.as_ref()).map(|o| format!("quorum owner now {o}")),
-                        "load-done" => {
-                            let g = s.group.clone().ok_or_else(|| anyhow!("wait load-done needs group"))?;
+                        Until::QuorumOwnerChanged => r
+                            .quorum_owner()
+                            .filter(|o| Some(o) != r.last_quorum_owner.as_ref())
+                            .map(|o| format!("quorum owner now {o}")),
+                        Until::LoadDone => {
+                            let g = w
+                                .group
+                                .clone()
+                                .ok_or_else(|| anyhow!("wait load-done needs group"))?;
                             r.finish_load(&g)?;
                             Some(format!("load on {g} finished"))
                         }
-                        other => bail!("unknown wait condition {other:?} (group-online, quorum-owner-changed, load-done)"),
                     })
                 };
                 loop {
@@ -480,60 +649,69 @@ impl Runner {
                         return Ok(format!("{what} after {:.3} s", t.elapsed().as_secs_f64()));
                     }
                     if t.elapsed() > timeout {
-                        bail!("{until} not reached within {timeout:?}");
+                        bail!("{} not reached within {timeout:?}", w.until.as_str());
                     }
                     std::thread::sleep(Duration::from_millis(50));
                 }
             }
-            "assert" => {
-                let check = s.check.clone().unwrap_or_default();
-                match check.as_str() {
-                    "no-lost-messages" => {
-                        let groups: Vec<String> = match &s.group {
-                            Some(g) => vec![g.clone()],
-                            None => self.loads.keys().chain(self.load_reports.keys()).cloned().collect(),
-                        };
-                        let mut acked = 0;
-                        for g in groups {
-                            let r = self.finish_load(&g)?;
-                            let lost = r["acknowledged_but_missing"].as_u64().unwrap_or(u64::MAX);
-                            if lost != 0 {
-                                bail!("{g}: {lost} acknowledged messages missing");
-                            }
-                            acked += r["acknowledged"].as_u64().unwrap_or(0);
+            Step::Assert(a) => match a.check {
+                Check::NoLostMessages => {
+                    let groups: Vec<String> = match &a.group {
+                        Some(g) => vec![g.clone()],
+                        None => self
+                            .loads
+                            .keys()
+                            .chain(self.load_reports.keys())
+                            .cloned()
+                            .collect(),
+                    };
+                    let mut acked = 0;
+                    for g in groups {
+                        let r = self.finish_load(&g)?;
+                        let lost = r["acknowledged_but_missing"].as_u64().unwrap_or(u64::MAX);
+                        if lost != 0 {
+                            bail!("{g}: {lost} acknowledged messages missing");
                         }
-                        Ok(format!("{acked} acknowledged, 0 lost"))
+                        acked += r["acknowledged"].as_u64().unwrap_or(0);
                     }
-                    "exclusive-ownership" => {
-                        let mut luns: Vec<u16> = match s.lun {
-                            Some(l) => vec![l],
-                            None => (1..=self.data_luns).collect(),
-                        };
-                        luns.sort();
-                        let mut seen = Vec::new();
-                        for l in luns {
-                            let v = self.control("GET", &format!("/audit?lun={l}"), json!({}))?;
-                            for run in v["history"].as_array().into_iter().flatten() {
-                                if run["reserved_by_writer"] != json!(true) {
-                                    bail!("LUN {l}: {}", run["summary"]);
-                                }
-                            }
-                            seen.push(format!("LUN {l}: {} writer runs", v["history"].as_array().map_or(0, Vec::len)));
-                        }
-                        Ok(format!("exclusive: {}", seen.join(", ")))
-                    }
-                    "group-owner" => {
-                        let g = s.group.as_deref().ok_or_else(|| anyhow!("group-owner needs group"))?;
-                        let want = self.node(s.on.as_deref().ok_or_else(|| anyhow!("group-owner needs on"))?)?;
-                        match self.group_online_on(g) {
-                            Some(o) if o == want => Ok(format!("{g} on {o}")),
-                            other => bail!("{g} is on {other:?}, not {want}"),
-                        }
-                    }
-                    other => bail!("unknown check {other:?} (no-lost-messages, exclusive-ownership, group-owner)"),
+                    Ok(format!("{acked} acknowledged, 0 lost"))
                 }
-            }
-            other => bail!("unknown action {other:?}"),
+                Check::ExclusiveOwnership => {
+                    let mut luns: Vec<u16> = match a.lun {
+                        Some(l) => vec![l],
+                        None => (1..=self.data_luns).collect(),
+                    };
+                    luns.sort();
+                    let mut seen = Vec::new();
+                    for l in luns {
+                        let v = self.control("GET", &format!("/audit?lun={l}"), json!({}))?;
+                        for run in v["history"].as_array().into_iter().flatten() {
+                            if run["reserved_by_writer"] != json!(true) {
+                                bail!("LUN {l}: {}", run["summary"]);
+                            }
+                        }
+                        seen.push(format!(
+                            "LUN {l}: {} writer runs",
+                            v["history"].as_array().map_or(0, Vec::len)
+                        ));
+                    }
+                    Ok(format!("exclusive: {}", seen.join(", ")))
+                }
+                Check::GroupOwner => {
+                    let g = a
+                        .group
+                        .as_deref()
+                        .ok_or_else(|| anyhow!("group-owner needs group"))?;
+                    let want = self.node(
+                        a.on.as_deref()
+                            .ok_or_else(|| anyhow!("group-owner needs on"))?,
+                    )?;
+                    match self.group_online_on(g) {
+                        Some(o) if o == want => Ok(format!("{g} on {o}")),
+                        other => bail!("{g} is on {other:?}, not {want}"),
+                    }
+                }
+            },
         }
     }
 }
@@ -650,11 +828,11 @@ fn run_in(sc: &Scenario, dir: &Path) -> anyhow::Result<(Vec<StepReport>, bool)> 
             "  {:>8.3} s  step {:>2} {:<12} {outcome}",
             at as f64 / 1000.0,
             i + 1,
-            s.action
+            s.action()
         );
         out.push(StepReport {
             step: i + 1,
-            action: s.action.clone(),
+            action: s.action().to_string(),
             at_ms: at,
             took_ms: took,
             outcome,
@@ -711,5 +889,102 @@ mod tests {
         .unwrap();
         assert_eq!(duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(duration("250ms").unwrap(), Duration::from_millis(250));
+    }
+
+    fn parse_err(steps: &str) -> String {
+        let base = "name = \"x\"\n[layout]\nnodes = 2\n";
+        format!(
+            "{:#}",
+            Scenario::parse(&format!("{base}{steps}")).unwrap_err()
+        )
+    }
+
+    #[test]
+    fn bad_steps_name_the_step_and_the_problem() {
+        let ok = "[[step]]\naction = \"kill\"\nnode = \"NODE1\"\n";
+        let e = parse_err(&format!("{ok}[[step]]\naction = \"explode\"\n"));
+        assert!(
+            e.contains("step 2 (explode)") && e.contains("unknown variant"),
+            "{e}"
+        );
+        let e = parse_err(&format!("{ok}[[step]]\naction = \"kill\"\n"));
+        assert!(
+            e.contains("step 2 (kill)") && e.contains("missing field `node`"),
+            "{e}"
+        );
+        let e = parse_err("[[step]]\naction = \"kill\"\nnode = \"N\"\ncheck = \"x\"\n");
+        assert!(
+            e.contains("step 1 (kill)") && e.contains("unknown field `check`"),
+            "{e}"
+        );
+        let e = parse_err("[[step]]\naction = \"wait\"\nuntil = \"dawn\"\n");
+        assert!(e.contains("step 1 (wait)") && e.contains("dawn"), "{e}");
+        let e = parse_err("[[step]]\nnode = \"N\"\n");
+        assert!(e.contains("step 1: needs action"), "{e}");
+    }
+
+    #[test]
+    fn steps_decode_to_their_typed_fields() {
+        let base = "name = \"x\"\n[layout]\nnodes = 2\n";
+        let sc = Scenario::parse(&format!(
+            "{base}[[step]]\naction = \"partition\"\nnode = \"NODE2\"\nnet = \"private\"\n\
+             [[step]]\naction = \"heal\"\nnode = \"NODE2\"\n\
+             [[step]]\naction = \"pause-node\"\nnode = \"owner:G\"\n\
+             [[step]]\naction = \"wait\"\nuntil = \"quorum-owner-changed\"\ntimeout = \"5s\"\n\
+             [[step]]\naction = \"assert\"\ncheck = \"exclusive-ownership\"\nlun = 1\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            sc.steps[0],
+            Step::Partition(NetStep {
+                node: "NODE2".into(),
+                net: Net::Private
+            })
+        );
+        assert_eq!(
+            sc.steps[1],
+            Step::Heal(NetStep {
+                node: "NODE2".into(),
+                net: Net::Both
+            })
+        );
+        assert_eq!(sc.steps[2].action(), "pause-node");
+        assert!(matches!(
+            &sc.steps[3],
+            Step::Wait(WaitStep { until: Until::QuorumOwnerChanged, timeout: Some(t), .. }) if t == "5s"
+        ));
+        assert!(matches!(
+            &sc.steps[4],
+            Step::Assert(AssertStep {
+                check: Check::ExclusiveOwnership,
+                lun: Some(1),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn every_example_scenario_parses_step_by_step() {
+        for file in [
+            "two-node-scsi2-mscs2003.toml",
+            "path-cut.toml",
+            "split-brain.toml",
+            "four-node-demo.toml",
+        ] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("examples")
+                .join(file);
+            let text = std::fs::read_to_string(&path).unwrap();
+            let sc = Scenario::parse(&text).unwrap_or_else(|e| panic!("{file}: {e:#}"));
+            let raw: toml::Value = toml::from_str(&text).unwrap();
+            let want: Vec<&str> = raw["step"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["action"].as_str().unwrap())
+                .collect();
+            let got: Vec<&str> = sc.steps.iter().map(Step::action).collect();
+            assert_eq!(got, want, "{file}");
+        }
     }
 }
