@@ -21,11 +21,13 @@ use bytes::{Bytes, BytesMut};
 
 use crate::config::SessionConfig;
 use crate::error::Error;
-use crate::scsi::pr::{self, Capabilities, FullStatus, Keys, PrOutParams, Reservation};
 use crate::scsi::{cdb, Capacity, Command, Inquiry, Vpd};
 use crate::session::{PendingTask, Session};
 use crate::url::IscsiUrl;
-use busrig_proto::scsi::pr::{PrInAction, PrOutAction};
+use busrig_proto::scsi::pr::{
+    Capabilities, FullStatus, PrInAction, PrOutAction, PrOutParams, PrType, ReadKeys,
+    ReadReservation, RegisterAndMoveParams,
+};
 use busrig_proto::scsi::report_luns::{encode_lun, LunList};
 
 /// Largest transfer per READ or WRITE command unless the target's Block
@@ -358,13 +360,13 @@ impl Disk {
     }
 
     /// PR IN READ KEYS (SPC-4 §6.13.2).
-    pub async fn pr_read_keys(&self) -> Result<Keys, Error> {
-        Ok(Keys::decode(&self.pr_in(PrInAction::ReadKeys).await?)?)
+    pub async fn pr_read_keys(&self) -> Result<ReadKeys, Error> {
+        Ok(ReadKeys::decode(&self.pr_in(PrInAction::ReadKeys).await?)?)
     }
 
     /// PR IN READ RESERVATION (SPC-4 §6.13.3).
-    pub async fn pr_read_reservation(&self) -> Result<Reservation, Error> {
-        Ok(Reservation::decode(
+    pub async fn pr_read_reservation(&self) -> Result<ReadReservation, Error> {
+        Ok(ReadReservation::decode(
             &self.pr_in(PrInAction::ReadReservation).await?,
         )?)
     }
@@ -383,11 +385,22 @@ impl Disk {
         )?)
     }
 
-    /// PR OUT with any service action (SPC-4 §6.14).
-    pub async fn pr_out(&self, action: PrOutAction, params: &PrOutParams) -> Result<(), Error> {
+    /// PR OUT with any service action but REGISTER AND MOVE, which takes a
+    /// parameter list of its own ([`Disk::pr_register_and_move`]); `pr_type`
+    /// goes in the CDB's TYPE field where the action uses one (SPC-4 §6.16.2).
+    pub async fn pr_out(
+        &self,
+        action: PrOutAction,
+        pr_type: Option<PrType>,
+        params: &PrOutParams,
+    ) -> Result<(), Error> {
+        if action == PrOutAction::RegisterAndMove {
+            return Err(Error::InvalidRequest(
+                "REGISTER AND MOVE needs the TransportID of the new holder".into(),
+            ));
+        }
         let ty = if action.uses_type() {
-            params
-                .pr_type
+            pr_type
                 .ok_or_else(|| {
                     Error::InvalidRequest(format!(
                         "PR OUT {} needs a reservation type",
@@ -398,15 +411,29 @@ impl Disk {
         } else {
             0
         };
-        if action == PrOutAction::RegisterAndMove && params.move_to.is_none() {
-            return Err(Error::InvalidRequest(
-                "REGISTER AND MOVE needs the TransportID of the new holder".into(),
-            ));
-        }
-        let data = pr::encode_out(action, params);
-        self.execute(cdb::persistent_reserve_out(action, ty, data))
-            .await
-            .map(|_| ())
+        self.execute(cdb::persistent_reserve_out(
+            action,
+            ty,
+            Bytes::from(params.encode()),
+        ))
+        .await
+        .map(|_| ())
+    }
+
+    /// PR OUT REGISTER AND MOVE (SPC-4 §6.16.4): the reservation, of
+    /// `pr_type`, goes to the I_T nexus `params.transport_id` names.
+    pub async fn pr_register_and_move(
+        &self,
+        pr_type: PrType,
+        params: &RegisterAndMoveParams,
+    ) -> Result<(), Error> {
+        self.execute(cdb::persistent_reserve_out(
+            PrOutAction::RegisterAndMove,
+            pr_type.code(),
+            Bytes::from(params.encode()),
+        ))
+        .await
+        .map(|_| ())
     }
 
     /// LOGICAL UNIT RESET (RFC 7143 §11.5.1, SAM-5 §7.7).

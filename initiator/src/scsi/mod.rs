@@ -4,9 +4,7 @@
 pub mod capacity;
 pub mod cdb;
 pub mod inquiry;
-pub mod pr;
 
 pub use capacity::Capacity;
 pub use cdb::{Command, DataDirection};
 pub use inquiry::{DataError, Inquiry, Vpd};
-pub use pr::{PrOutParams, PrType, TransportId};

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use super::cdb::{Cdb, PageControl, COMMANDS};
 use super::pr::{
     Capabilities, FullStatus, FullStatusDescriptor, PrInAction, PrInCdb, PrOutAction, PrOutCdb,
-    PrOutParams, ReadKeys, ReadReservation, RegisterAndMoveParams, ReservationDescriptor,
+    PrOutParams, PrType, ReadKeys, ReadReservation, RegisterAndMoveParams, ReservationDescriptor,
     TransportId,
 };
 use super::provisioning::{encode_unmap, parse_unmap, UnmapDescriptor};
@@ -252,6 +252,46 @@ proptest! {
         let b = t.encode();
         prop_assert_eq!(b.len() % 4, 0);
         prop_assert_eq!(TransportId::decode(&b, 0), Ok((t, b.len())));
+    }
+
+    #[test]
+    fn pr_type_round_trip(code: u8) {
+        // Every known TYPE code survives code(), its number and its
+        // abbreviation (sg_persist's --prout-type forms); no other code decodes.
+        match PrType::from_code(code) {
+            Some(t) => {
+                prop_assert_eq!(t.code(), code);
+                prop_assert_eq!(code.to_string().parse::<PrType>(), Ok(t));
+                prop_assert_eq!(t.abbrev().parse::<PrType>(), Ok(t));
+            }
+            None => prop_assert!(code.to_string().parse::<PrType>().is_err()),
+        }
+    }
+
+    #[test]
+    fn transport_id_text_is_the_encoded_string(t in transport_ids()) {
+        // SPC-4 §7.6.4.6: the TransportID carries exactly the text form,
+        // null terminated and padded.
+        let b = t.encode();
+        let text = t.to_string();
+        prop_assert_eq!(&b[4..4 + text.len()], text.as_bytes());
+        prop_assert!(b[4 + text.len()..].iter().all(|&c| c == 0));
+    }
+
+    #[test]
+    fn capabilities_types_follow_the_mask(type_mask in type_mask()) {
+        let c = Capabilities {
+            type_mask,
+            ..Capabilities::default()
+        };
+        let types = c.types();
+        prop_assert!(types.windows(2).all(|w| w[0].code() < w[1].code()));
+        for t in PrType::ALL {
+            prop_assert_eq!(
+                types.contains(&t),
+                c.type_mask & Capabilities::type_bit(t.code()) != 0
+            );
+        }
     }
 
     #[test]
