@@ -21,9 +21,10 @@ use bytes::{Bytes, BytesMut};
 
 use crate::config::SessionConfig;
 use crate::error::Error;
-use crate::scsi::{cdb, Capacity, Command, Inquiry, Vpd};
+use crate::scsi::{cdb, Capacity, Command, DataError, Inquiry, Vpd};
 use crate::session::{PendingTask, Session};
 use crate::url::IscsiUrl;
+use busrig_proto::scsi::capacity::{Capacity10, Capacity16};
 use busrig_proto::scsi::pr::{
     Capabilities, FullStatus, PrInAction, PrOutAction, PrOutParams, PrType, ReadKeys,
     ReadReservation, RegisterAndMoveParams,
@@ -176,9 +177,10 @@ impl Disk {
     /// Remembers the block length for `read` and `write`.
     pub async fn capacity(&self) -> Result<Capacity, Error> {
         let c = match self.execute(cdb::read_capacity_16(32)).await {
-            Ok(b) => Capacity::decode_16(&b)?,
+            Ok(b) => Capacity::from(Capacity16::decode(&b).map_err(DataError::from)?),
             Err(e) if e.sense().is_some_and(|s| s.key == SenseKey::IllegalRequest) => {
-                let c = Capacity::decode_10(&self.execute(cdb::read_capacity_10()).await?)?;
+                let b = self.execute(cdb::read_capacity_10()).await?;
+                let c = Capacity::from(Capacity10::decode(&b).map_err(DataError::from)?);
                 if c.blocks == 1 << 32 {
                     // RETURNED LBA FFFFFFFFh means "use (16)" (SBC-3 §5.15.2).
                     return Err(data_error(

@@ -5,6 +5,7 @@ use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
 
+use super::capacity::{Capacity10, Capacity16};
 use super::cdb::{Cdb, PageControl, COMMANDS};
 use super::pr::{
     Capabilities, FullStatus, FullStatusDescriptor, PrInAction, PrInCdb, PrOutAction, PrOutCdb,
@@ -252,6 +253,24 @@ proptest! {
         let b = t.encode();
         prop_assert_eq!(b.len() % 4, 0);
         prop_assert_eq!(TransportId::decode(&b, 0), Ok((t, b.len())));
+    }
+
+    #[test]
+    fn read_capacity10_round_trip(last_lba: u32, block_length: u32) {
+        let c = Capacity10 { last_lba, block_length };
+        prop_assert_eq!(Capacity10::decode(&c.encode()), Ok(c));
+    }
+
+    #[test]
+    fn read_capacity16_round_trip(
+        last_lba: u64,
+        block_length: u32,
+        lbppb_exponent in 0u8..16,
+        lbpme: bool,
+        lbprz: bool,
+    ) {
+        let c = Capacity16 { last_lba, block_length, lbppb_exponent, lbpme, lbprz };
+        prop_assert_eq!(Capacity16::decode(&c.encode()), Ok(c));
     }
 
     #[test]
