@@ -29,6 +29,7 @@ use std::time::Duration;
 use busrig_initiator::scsi::inquiry::page_by_name;
 use busrig_initiator::scsi::Vpd;
 use busrig_initiator::{Disk, Error, IscsiUrl, Isid, SessionConfig};
+use busrig_proto::scsi::inquiry::{device_type_name, StandardInquiry};
 use busrig_proto::scsi::pr::{
     Capabilities, PrOutAction, PrOutParams, PrType, RegisterAndMoveParams, TransportId,
 };
@@ -516,10 +517,10 @@ async fn verb(disk: &Disk, verb: &Verb, out: &Out) -> Result<u8, Failure> {
                 || {
                     format!(
                         "vendor: {}\nproduct: {}\nrevision: {}\ndevice type: {} ({})\nversion: {:#04x}",
-                        i.vendor, i.product, i.revision, i.device_type, i.device_type_name, i.version
+                        i.vendor, i.product, i.revision, i.device_type, device_type_name(i.device_type), i.version
                     )
                 },
-                json!({ "inquiry": i, "unit_attentions": ua_json(&uas) }),
+                json!({ "inquiry": inquiry_json(&i), "unit_attentions": ua_json(&uas) }),
             );
         }
         Verb::Vpd { page } => {
@@ -919,6 +920,24 @@ async fn arbitrate(
     }
 }
 
+/// Standard INQUIRY as `--json` prints it (SPC-4 §6.6.2), with the device
+/// type's name.
+fn inquiry_json(i: &StandardInquiry) -> Value {
+    json!({
+        "peripheral_qualifier": i.peripheral_qualifier,
+        "device_type": i.device_type,
+        "device_type_name": device_type_name(i.device_type),
+        "removable": i.removable,
+        "version": i.version,
+        "response_data_format": i.response_data_format,
+        "tpgs": i.tpgs,
+        "protect": i.protect,
+        "vendor": i.vendor,
+        "product": i.product,
+        "revision": i.revision,
+    })
+}
+
 /// REPORT CAPABILITIES as `--json` prints it: SPC-4 §6.15.4's bits spelled
 /// out, and the supported types by variant name.
 fn capabilities_json(c: &Capabilities) -> Value {
@@ -1158,6 +1177,27 @@ mod tests {
                 "allow_commands": 3,
                 "persist_through_power_loss_activated": false,
                 "types": ["WriteExclusive", "WriteExclusiveRegistrantsOnly"],
+            })
+        );
+    }
+
+    #[test]
+    fn inquiry_json_names_the_device_type() {
+        let i = StandardInquiry::disk("BUSRIG", "QUORUM DISK", "0001", true);
+        assert_eq!(
+            inquiry_json(&i),
+            json!({
+                "peripheral_qualifier": 0,
+                "device_type": 0,
+                "device_type_name": "direct access block device",
+                "removable": false,
+                "version": 6,
+                "response_data_format": 2,
+                "tpgs": 0,
+                "protect": false,
+                "vendor": "BUSRIG",
+                "product": "QUORUM DISK",
+                "revision": "0001",
             })
         );
     }

@@ -21,10 +21,11 @@ use bytes::{Bytes, BytesMut};
 
 use crate::config::SessionConfig;
 use crate::error::Error;
-use crate::scsi::{cdb, Capacity, Command, DataError, Inquiry, Vpd};
+use crate::scsi::{cdb, Capacity, Command, DataError, Vpd};
 use crate::session::{PendingTask, Session};
 use crate::url::IscsiUrl;
 use busrig_proto::scsi::capacity::{Capacity10, Capacity16};
+use busrig_proto::scsi::inquiry::StandardInquiry;
 use busrig_proto::scsi::pr::{
     Capabilities, FullStatus, PrInAction, PrOutAction, PrOutParams, PrType, ReadKeys,
     ReadReservation, RegisterAndMoveParams,
@@ -155,10 +156,9 @@ impl Disk {
     }
 
     /// Standard INQUIRY data.
-    pub async fn inquiry(&self) -> Result<Inquiry, Error> {
-        Ok(Inquiry::decode(
-            &self.execute(cdb::inquiry(None, 96)).await?,
-        )?)
+    pub async fn inquiry(&self) -> Result<StandardInquiry, Error> {
+        let b = self.execute(cdb::inquiry(None, 96)).await?;
+        Ok(StandardInquiry::decode(&b).map_err(DataError::from)?)
     }
 
     /// A VPD page, decoded, with its raw bytes.

@@ -22,6 +22,8 @@
 
 use serde::Serialize;
 
+use busrig_proto::scsi::inquiry::{ascii_field as ascii, InquiryDecodeError};
+
 /// Why returned parameter data could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed {what}: {detail}")]
@@ -37,62 +39,11 @@ pub(crate) fn short(what: &'static str, need: usize, got: usize) -> DataError {
     }
 }
 
-/// Standard INQUIRY data.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Inquiry {
-    pub peripheral_qualifier: u8,
-    pub device_type: u8,
-    pub device_type_name: &'static str,
-    pub removable: bool,
-    /// VERSION: 0x05 SPC-3, 0x06 SPC-4.
-    pub version: u8,
-    pub response_data_format: u8,
-    pub tpgs: u8,
-    pub protect: bool,
-    pub vendor: String,
-    pub product: String,
-    pub revision: String,
-}
-
-/// Peripheral device type names (SPC-4 Table 141).
-pub fn device_type_name(t: u8) -> &'static str {
-    match t {
-        0x00 => "direct access block device",
-        0x01 => "sequential access device",
-        0x05 => "CD/DVD device",
-        0x08 => "media changer",
-        0x0c => "storage array controller",
-        0x0d => "enclosure services device",
-        0x1f => "unknown or no device type",
-        _ => "other",
-    }
-}
-
-fn ascii(b: &[u8]) -> String {
-    String::from_utf8_lossy(b)
-        .trim_end_matches([' ', '\0'])
-        .trim_start()
-        .to_string()
-}
-
-impl Inquiry {
-    pub fn decode(b: &[u8]) -> Result<Inquiry, DataError> {
-        if b.len() < 36 {
-            return Err(short("standard INQUIRY data", 36, b.len()));
+impl From<InquiryDecodeError> for DataError {
+    fn from(e: InquiryDecodeError) -> DataError {
+        match e {
+            InquiryDecodeError::Short { what, need, got } => short(what, need, got),
         }
-        Ok(Inquiry {
-            peripheral_qualifier: b[0] >> 5,
-            device_type: b[0] & 0x1f,
-            device_type_name: device_type_name(b[0] & 0x1f),
-            removable: b[1] & 0x80 != 0,
-            version: b[2],
-            response_data_format: b[3] & 0x0f,
-            tpgs: (b[5] >> 4) & 0x03,
-            protect: b[5] & 0x01 != 0,
-            vendor: ascii(&b[8..16]),
-            product: ascii(&b[16..32]),
-            revision: ascii(&b[32..36]),
-        })
     }
 }
 
@@ -275,6 +226,8 @@ impl Vpd {
 
 #[cfg(test)]
 mod tests {
+    use busrig_proto::scsi::inquiry::StandardInquiry;
+
     use super::*;
 
     fn std_inquiry() -> Vec<u8> {
@@ -292,14 +245,17 @@ mod tests {
 
     #[test]
     fn standard_inquiry_fields() {
-        let i = Inquiry::decode(&std_inquiry()).unwrap();
+        let i = StandardInquiry::decode(&std_inquiry()).unwrap();
         assert_eq!(i.device_type, 0);
         assert_eq!(i.version, 6);
         assert_eq!(i.tpgs, 1);
         assert_eq!(i.vendor, "BUSRIG");
         assert_eq!(i.product, "QUORUM DISK");
         assert_eq!(i.revision, "0001");
-        assert!(Inquiry::decode(&std_inquiry()[..20]).is_err());
+        assert_eq!(
+            DataError::from(StandardInquiry::decode(&std_inquiry()[..20]).unwrap_err()).to_string(),
+            "malformed standard INQUIRY data: need 36 bytes, got 20"
+        );
     }
 
     #[test]

@@ -7,4 +7,4 @@ pub mod inquiry;
 
 pub use capacity::Capacity;
 pub use cdb::{Command, DataDirection};
-pub use inquiry::{DataError, Inquiry, Vpd};
+pub use inquiry::{DataError, Vpd};

@@ -7,6 +7,7 @@ use proptest::prelude::*;
 
 use super::capacity::{Capacity10, Capacity16};
 use super::cdb::{Cdb, PageControl, COMMANDS};
+use super::inquiry::StandardInquiry;
 use super::pr::{
     Capabilities, FullStatus, FullStatusDescriptor, PrInAction, PrInCdb, PrOutAction, PrOutCdb,
     PrOutParams, PrType, ReadKeys, ReadReservation, RegisterAndMoveParams, ReservationDescriptor,
@@ -253,6 +254,35 @@ proptest! {
         let b = t.encode();
         prop_assert_eq!(b.len() % 4, 0);
         prop_assert_eq!(TransportId::decode(&b, 0), Ok((t, b.len())));
+    }
+
+    #[test]
+    fn standard_inquiry_round_trip(
+        (peripheral_qualifier, device_type, version) in (0u8..8, 0u8..32, any::<u8>()),
+        (removable, hisup, protect, cmdque) in any::<(bool, bool, bool, bool)>(),
+        (response_data_format, tpgs) in (0u8..16, 0u8..4),
+        // Printable ASCII without the padding characters at either end.
+        vendor in "([!-~]([ -~]{0,6}[!-~])?)?",
+        product in "([!-~]([ -~]{0,14}[!-~])?)?",
+        revision in "([!-~]([ -~]{0,2}[!-~])?)?",
+        version_descriptors in vec(1u16.., 0..=8),
+    ) {
+        let i = StandardInquiry {
+            peripheral_qualifier,
+            device_type,
+            removable,
+            version,
+            hisup,
+            response_data_format,
+            tpgs,
+            protect,
+            cmdque,
+            vendor,
+            product,
+            revision,
+            version_descriptors,
+        };
+        prop_assert_eq!(StandardInquiry::decode(&i.encode()), Ok(i));
     }
 
     #[test]

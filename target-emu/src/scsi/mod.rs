@@ -490,12 +490,13 @@ impl ScsiTarget {
                 page: 0,
                 alloc: len,
             }) => ScsiReply::good(alloc(
-                inquiry::standard(
+                inquiry::StandardInquiry::disk(
                     crate::lu::DEFAULT_VENDOR,
                     crate::lu::DEFAULT_PRODUCT,
                     PRODUCT_REVISION,
                     false,
-                ),
+                )
+                .encode(),
                 len,
             )),
             Ok(Cdb::ReportLuns { select, alloc: len }) => match self.report_luns(select, len) {
