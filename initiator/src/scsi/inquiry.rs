@@ -1,18 +1,7 @@
-//! INQUIRY data (SPC-4 §6.6.2) and the VPD pages the CLI decodes (SPC-4
-//! §7.8, SBC-3 §6.6).
+//! The VPD pages the CLI decodes (SPC-4 §7.8, SBC-3 §6.6); standard INQUIRY
+//! data is `busrig_proto::scsi::inquiry::StandardInquiry`.
 //!
 //! ```text
-//! standard data:
-//! byte 0      PERIPHERAL QUALIFIER (7..5) | PERIPHERAL DEVICE TYPE (4..0)
-//! byte 1      RMB (7)
-//! byte 2      VERSION
-//! byte 3      NORMACA (5) | HISUP (4) | RESPONSE DATA FORMAT (3..0)
-//! byte 4      ADDITIONAL LENGTH (n - 4)
-//! byte 5      SCCS(7) ACC(6) TPGS(5..4) 3PC(3) PROTECT(0)
-//! bytes 8-15  T10 VENDOR IDENTIFICATION
-//! bytes 16-31 PRODUCT IDENTIFICATION
-//! bytes 32-35 PRODUCT REVISION LEVEL
-//!
 //! VPD page:
 //! byte 0      qualifier | device type
 //! byte 1      PAGE CODE

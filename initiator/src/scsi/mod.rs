@@ -1,5 +1,6 @@
-//! The SCSI side of the initiator: CDBs to send and parameter data to
-//! decode. Sense data and status codes come from `busrig_proto::scsi::sense`.
+//! The SCSI side of the initiator: CDBs to send, the capacity summary and
+//! the VPD pages it decodes. Sense data, standard INQUIRY, READ CAPACITY and
+//! persistent reservation data are `busrig_proto::scsi`'s.
 
 pub mod capacity;
 pub mod cdb;
