@@ -27,10 +27,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use busrig_initiator::scsi::inquiry::page_by_name;
-use busrig_initiator::scsi::pr::{PrOutParams, PrType, TransportId};
 use busrig_initiator::scsi::Vpd;
 use busrig_initiator::{Disk, Error, IscsiUrl, Isid, SessionConfig};
-use busrig_proto::scsi::pr::PrOutAction;
+use busrig_proto::scsi::inquiry::{device_type_name, StandardInquiry};
+use busrig_proto::scsi::pr::{
+    Capabilities, PrOutAction, PrOutParams, PrType, RegisterAndMoveParams, TransportId,
+};
 use busrig_proto::scsi::report_luns::decode_lun;
 use busrig_proto::scsi::sense::{Sense, SenseKey};
 use bytes::Bytes;
@@ -323,15 +325,9 @@ fn parse_transport_id(s: &str) -> Result<TransportId, String> {
             let isid: Isid = isid
                 .parse()
                 .map_err(|e: busrig_initiator::config::IsidParseError| e.to_string())?;
-            Ok(TransportId {
-                name: name.to_string(),
-                isid: Some(isid),
-            })
+            Ok(TransportId::port(name, isid.bytes()))
         }
-        None if !s.is_empty() => Ok(TransportId {
-            name: s.to_string(),
-            isid: None,
-        }),
+        None if !s.is_empty() => Ok(TransportId::device(s)),
         None => Err("an empty transport ID".into()),
     }
 }
@@ -391,7 +387,7 @@ fn exit_status(e: &Error) -> u8 {
         Error::AcaActive => 28,
         Error::TaskAborted | Error::Aborted => 29,
         Error::Timeout { .. } => 33,
-        Error::Data(_) | Error::Status(_) => 97,
+        Error::Data(_) | Error::PrData(_) | Error::Status(_) => 97,
         Error::InvalidRequest(_) => 1,
         Error::CheckCondition { sense: None } => 98,
         Error::CheckCondition { sense: Some(s) } => match s.key {
@@ -521,10 +517,10 @@ async fn verb(disk: &Disk, verb: &Verb, out: &Out) -> Result<u8, Failure> {
                 || {
                     format!(
                         "vendor: {}\nproduct: {}\nrevision: {}\ndevice type: {} ({})\nversion: {:#04x}",
-                        i.vendor, i.product, i.revision, i.device_type, i.device_type_name, i.version
+                        i.vendor, i.product, i.revision, i.device_type, device_type_name(i.device_type), i.version
                     )
                 },
-                json!({ "inquiry": i, "unit_attentions": ua_json(&uas) }),
+                json!({ "inquiry": inquiry_json(&i), "unit_attentions": ua_json(&uas) }),
             );
         }
         Verb::Vpd { page } => {
@@ -924,6 +920,40 @@ async fn arbitrate(
     }
 }
 
+/// Standard INQUIRY as `--json` prints it (SPC-4 §6.6.2), with the device
+/// type's name.
+fn inquiry_json(i: &StandardInquiry) -> Value {
+    json!({
+        "peripheral_qualifier": i.peripheral_qualifier,
+        "device_type": i.device_type,
+        "device_type_name": device_type_name(i.device_type),
+        "removable": i.removable,
+        "version": i.version,
+        "response_data_format": i.response_data_format,
+        "tpgs": i.tpgs,
+        "protect": i.protect,
+        "vendor": i.vendor,
+        "product": i.product,
+        "revision": i.revision,
+    })
+}
+
+/// REPORT CAPABILITIES as `--json` prints it: SPC-4 §6.15.4's bits spelled
+/// out, and the supported types by variant name.
+fn capabilities_json(c: &Capabilities) -> Value {
+    json!({
+        "replace_lost_reservation_capable": c.rlr_c,
+        "compatible_reservation_handling": c.crh,
+        "specify_initiator_ports_capable": c.sip_c,
+        "all_target_ports_capable": c.atp_c,
+        "persist_through_power_loss_capable": c.ptpl_c,
+        "type_mask_valid": c.tmv,
+        "allow_commands": c.allow_commands,
+        "persist_through_power_loss_activated": c.ptpl_a,
+        "types": c.types().iter().map(|t| t.ident()).collect::<Vec<_>>(),
+    })
+}
+
 fn key_hex(k: u64) -> String {
     format!("0x{k:x}")
 }
@@ -948,18 +978,18 @@ async fn pr(disk: &Disk, verb: &PrVerb, out: &Out) -> Result<(), Failure> {
         PrVerb::ReadReservation => {
             let r = disk.pr_read_reservation().await?;
             let uas = report_uas(out, disk);
-            let holder = r.holder.as_ref().map(|h| {
-                json!({ "key": key_hex(h.key), "scope": h.scope, "type": h.type_code, "type_name": h.pr_type.map(|t| t.abbrev()) })
+            let holder = r.reservation.as_ref().map(|h| {
+                json!({ "key": key_hex(h.key), "scope": h.scope, "type": h.type_code, "type_name": PrType::from_code(h.type_code).map(|t| t.abbrev()) })
             });
             out.emit(
-                || match &r.holder {
+                || match &r.reservation {
                     None => format!("PR generation=0x{:x}, there is NO reservation held", r.generation),
                     Some(h) => format!(
                         "PR generation=0x{:x}, Reservation follows:\n    Key={}\n    scope: {}, type: {}",
                         r.generation,
                         key_hex(h.key),
                         if h.scope == 0 { "LU_SCOPE" } else { "other" },
-                        h.pr_type.map(|t| t.name()).unwrap_or("unknown")
+                        PrType::from_code(h.type_code).map(|t| t.name()).unwrap_or("unknown")
                     ),
                 },
                 json!({ "generation": r.generation, "reservation": holder, "unit_attentions": ua_json(&uas) }),
@@ -973,15 +1003,15 @@ async fn pr(disk: &Disk, verb: &PrVerb, out: &Out) -> Result<(), Failure> {
                 || {
                     format!(
                         "Compatible Reservation Handling(CRH): {}\nSpecify Initiator Ports Capable(SIP_C): {}\nAll Target Ports Capable(ATP_C): {}\nPersist Through Power Loss Capable(PTPL_C): {}\nPersist Through Power Loss Active(PTPL_A): {}\nSupported types: {}",
-                        c.compatible_reservation_handling as u8,
-                        c.specify_initiator_ports_capable as u8,
-                        c.all_target_ports_capable as u8,
-                        c.persist_through_power_loss_capable as u8,
-                        c.persist_through_power_loss_activated as u8,
-                        c.types.iter().map(|t| t.abbrev()).collect::<Vec<_>>().join(" ")
+                        c.crh as u8,
+                        c.sip_c as u8,
+                        c.atp_c as u8,
+                        c.ptpl_c as u8,
+                        c.ptpl_a as u8,
+                        c.types().iter().map(|t| t.abbrev()).collect::<Vec<_>>().join(" ")
                     )
                 },
-                json!({ "capabilities": c, "unit_attentions": ua_json(&uas) }),
+                json!({ "capabilities": capabilities_json(&c), "unit_attentions": ua_json(&uas) }),
             );
             return Ok(());
         }
@@ -989,41 +1019,38 @@ async fn pr(disk: &Disk, verb: &PrVerb, out: &Out) -> Result<(), Failure> {
             let s = disk.pr_read_full_status().await?;
             let uas = report_uas(out, disk);
             let regs: Vec<Value> = s
-                .registrations
+                .descriptors
                 .iter()
                 .map(|e| {
                     json!({
                         "key": key_hex(e.key),
                         "all_tg_pt": e.all_tg_pt,
-                        "reservation_holder": e.reservation_holder,
+                        "reservation_holder": e.holder,
                         "scope": e.scope,
                         "type": e.type_code,
-                        "type_name": e.pr_type.map(|t| t.abbrev()),
+                        "type_name": PrType::from_code(e.type_code).map(|t| t.abbrev()),
                         "relative_target_port": e.relative_target_port,
-                        "transport_id": e.transport_id.as_ref().map(|t| t.to_string()),
+                        "transport_id": e.transport_id.to_string(),
                     })
                 })
                 .collect();
             out.emit(
                 || {
                     let mut h = format!("PR generation=0x{:x}", s.generation);
-                    for e in &s.registrations {
+                    for e in &s.descriptors {
                         h.push_str(&format!(
                             "\n    Key={}{}\n      relative target port: {}\n      transport id: {}",
                             key_hex(e.key),
-                            if e.reservation_holder {
+                            if e.holder {
                                 format!(
                                     "\n      >> Reservation holder, type: {}",
-                                    e.pr_type.map(|t| t.name()).unwrap_or("unknown")
+                                    PrType::from_code(e.type_code).map(|t| t.name()).unwrap_or("unknown")
                                 )
                             } else {
                                 String::new()
                             },
                             e.relative_target_port,
                             e.transport_id
-                                .as_ref()
-                                .map(|t| t.to_string())
-                                .unwrap_or_else(|| "-".into())
                         ));
                     }
                     h
@@ -1050,35 +1077,43 @@ async fn pr(disk: &Disk, verb: &PrVerb, out: &Out) -> Result<(), Failure> {
             Some((transport_id.clone(), *relative_target_port, *unreg)),
         ),
     };
+    let needs_type = || Failure::usage(format!("PR OUT {} needs --prout-type", action.name()));
     if action.uses_type() && opts.prout_type.is_none() {
-        return Err(Failure::usage(format!(
-            "PR OUT {} needs --prout-type",
-            action.name()
-        )));
+        return Err(needs_type());
     }
-    let mut params = PrOutParams {
-        key: opts.rk,
-        sa_key: opts.sark,
-        pr_type: opts.prout_type,
-        aptpl: opts.aptpl,
-        all_tg_pt: opts.all_tg_pt,
-        ..PrOutParams::default()
-    };
-    if let Some((tid, rtpi, unreg)) = extra {
-        params.move_to = Some(tid);
-        params.relative_target_port = rtpi;
-        params.unreg = unreg;
+    match extra {
+        Some((transport_id, relative_target_port, unreg)) => {
+            let params = RegisterAndMoveParams {
+                reservation_key: opts.rk,
+                service_action_key: opts.sark,
+                unreg,
+                aptpl: opts.aptpl,
+                relative_target_port,
+                transport_id,
+            };
+            let pr_type = opts.prout_type.ok_or_else(needs_type)?;
+            disk.pr_register_and_move(pr_type, &params).await?;
+        }
+        None => {
+            let params = PrOutParams {
+                reservation_key: opts.rk,
+                service_action_key: opts.sark,
+                all_tg_pt: opts.all_tg_pt,
+                aptpl: opts.aptpl,
+                ..PrOutParams::default()
+            };
+            disk.pr_out(action, opts.prout_type, &params).await?;
+        }
     }
-    disk.pr_out(action, &params).await?;
     let uas = report_uas(out, disk);
     out.emit(
         || format!("PR OUT {}: done", action.name()),
         json!({
             "action": action.name(),
-            "key": key_hex(params.key),
-            "sa_key": key_hex(params.sa_key),
-            "type": params.pr_type.map(|t| t.code()),
-            "aptpl": params.aptpl,
+            "key": key_hex(opts.rk),
+            "sa_key": key_hex(opts.sark),
+            "type": opts.prout_type.map(|t| t.code()),
+            "aptpl": opts.aptpl,
             "done": true,
             "unit_attentions": ua_json(&uas),
         }),
@@ -1118,7 +1153,53 @@ mod tests {
         assert_eq!(parse_page("sn"), Ok(0x80));
         assert_eq!(parse_page("0xb0"), Ok(0xb0));
         let t = parse_transport_id("iqn.x:n2,i,0x800000000002").unwrap();
-        assert_eq!(t.isid, Some(Isid([0x80, 0, 0, 0, 0, 2])));
+        assert_eq!(t.isid, Some([0x80, 0, 0, 0, 0, 2]));
+    }
+
+    #[test]
+    fn capabilities_json_spells_out_the_bits() {
+        let c = Capabilities {
+            crh: true,
+            ptpl_c: true,
+            allow_commands: 3,
+            type_mask: Capabilities::type_bit(1) | Capabilities::type_bit(5),
+            ..Capabilities::default()
+        };
+        assert_eq!(
+            capabilities_json(&c),
+            json!({
+                "replace_lost_reservation_capable": false,
+                "compatible_reservation_handling": true,
+                "specify_initiator_ports_capable": false,
+                "all_target_ports_capable": false,
+                "persist_through_power_loss_capable": true,
+                "type_mask_valid": false,
+                "allow_commands": 3,
+                "persist_through_power_loss_activated": false,
+                "types": ["WriteExclusive", "WriteExclusiveRegistrantsOnly"],
+            })
+        );
+    }
+
+    #[test]
+    fn inquiry_json_names_the_device_type() {
+        let i = StandardInquiry::disk("BUSRIG", "QUORUM DISK", "0001", true);
+        assert_eq!(
+            inquiry_json(&i),
+            json!({
+                "peripheral_qualifier": 0,
+                "device_type": 0,
+                "device_type_name": "direct access block device",
+                "removable": false,
+                "version": 6,
+                "response_data_format": 2,
+                "tpgs": 0,
+                "protect": false,
+                "vendor": "BUSRIG",
+                "product": "QUORUM DISK",
+                "revision": "0001",
+            })
+        );
     }
 
     #[test]

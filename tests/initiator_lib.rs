@@ -8,11 +8,12 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use busrig_initiator::scsi::pr::{PrOutParams, PrType};
 use busrig_initiator::{
     send_targets, DigestPreference, Disk, Error, IscsiUrl, Isid, Portal, Session, SessionConfig,
 };
-use busrig_proto::scsi::pr::PrOutAction;
+use busrig_proto::scsi::pr::{
+    PrOutAction, PrOutParams, PrType, RegisterAndMoveParams, TransportId,
+};
 use busrig_proto::scsi::sense::SenseKey;
 use bytes::Bytes;
 use common::{TargetProcess, DEFAULT_TARGET};
@@ -331,29 +332,28 @@ async fn persistent_reservations_and_fence_scsi_sequence() {
     let t = TargetProcess::start(&[]);
     let n1 = open(&t, 2, config("n1", 21)).await;
     let n2 = open(&t, 2, config("n2", 22)).await;
-    let p = |key: u64, sa_key: u64, ty: Option<PrType>| PrOutParams {
-        key,
-        sa_key,
-        pr_type: ty,
+    let p = |reservation_key: u64, service_action_key: u64| PrOutParams {
+        reservation_key,
+        service_action_key,
         ..Default::default()
     };
     let caps = n1.pr_report_capabilities().await.unwrap();
-    assert_eq!(caps.types.len(), 6);
-    n1.pr_out(PrOutAction::RegisterAndIgnoreExistingKey, &p(0, 0x11, None))
+    assert_eq!(caps.types().len(), 6);
+    n1.pr_out(PrOutAction::RegisterAndIgnoreExistingKey, None, &p(0, 0x11))
         .await
         .unwrap();
-    n2.pr_out(PrOutAction::RegisterAndIgnoreExistingKey, &p(0, 0x22, None))
+    n2.pr_out(PrOutAction::RegisterAndIgnoreExistingKey, None, &p(0, 0x22))
         .await
         .unwrap();
     let wero = Some(PrType::WriteExclusiveRegistrantsOnly);
-    n1.pr_out(PrOutAction::Reserve, &p(0x11, 0, wero))
+    n1.pr_out(PrOutAction::Reserve, wero, &p(0x11, 0))
         .await
         .unwrap();
     let keys = n2.pr_read_keys().await.unwrap();
     assert_eq!(keys.keys, vec![0x11, 0x22]);
-    let r = n2.pr_read_reservation().await.unwrap().holder.unwrap();
-    assert_eq!((r.key, r.pr_type), (0x11, wero));
-    n2.pr_out(PrOutAction::PreemptAndAbort, &p(0x22, 0x11, wero))
+    let r = n2.pr_read_reservation().await.unwrap().reservation.unwrap();
+    assert_eq!((r.key, PrType::from_code(r.type_code)), (0x11, wero));
+    n2.pr_out(PrOutAction::PreemptAndAbort, wero, &p(0x22, 0x11))
         .await
         .unwrap();
     // The fenced node: writes conflict, reads succeed.
@@ -363,61 +363,73 @@ async fn persistent_reservations_and_fence_scsi_sequence() {
     ));
     n1.read(0, 1).await.unwrap();
     let status = n1.pr_read_full_status().await.unwrap();
-    assert_eq!(status.registrations.len(), 1);
-    let holder = &status.registrations[0];
-    assert!(holder.reservation_holder);
-    assert_eq!(
-        holder.transport_id.as_ref().unwrap().name,
-        "iqn.2026-11.io.busrig.test:n2"
-    );
+    assert_eq!(status.descriptors.len(), 1);
+    let holder = &status.descriptors[0];
+    assert!(holder.holder);
+    assert_eq!(holder.transport_id.name, "iqn.2026-11.io.busrig.test:n2");
     // REGISTER with a wrong key conflicts; the fenced node registers anew.
     assert!(matches!(
-        n1.pr_out(PrOutAction::Register, &p(0x99, 0x12, None)).await,
+        n1.pr_out(PrOutAction::Register, None, &p(0x99, 0x12)).await,
         Err(Error::ReservationConflict)
     ));
-    n1.pr_out(PrOutAction::Register, &p(0, 0x12, None))
+    n1.pr_out(PrOutAction::Register, None, &p(0, 0x12))
         .await
         .unwrap();
     n1.write(0, pattern(512, 9), false).await.unwrap();
     // PREEMPT (without abort) moves the reservation back.
-    n1.pr_out(PrOutAction::Preempt, &p(0x12, 0x22, wero))
+    n1.pr_out(PrOutAction::Preempt, wero, &p(0x12, 0x22))
         .await
         .unwrap();
     assert_eq!(
-        n2.pr_read_reservation().await.unwrap().holder.unwrap().key,
+        n2.pr_read_reservation()
+            .await
+            .unwrap()
+            .reservation
+            .unwrap()
+            .key,
         0x12
     );
     // REGISTER AND MOVE hands it to n2 under a new key.
-    n2.pr_out(PrOutAction::RegisterAndIgnoreExistingKey, &p(0, 0x22, None))
+    n2.pr_out(PrOutAction::RegisterAndIgnoreExistingKey, None, &p(0, 0x22))
         .await
         .unwrap();
-    let mv = PrOutParams {
-        key: 0x12,
-        sa_key: 0x23,
-        pr_type: wero,
-        move_to: Some(busrig_initiator::scsi::TransportId {
-            name: "iqn.2026-11.io.busrig.test:n2".into(),
-            isid: Some(Isid([0x80, 0, 0, 0, 0, 22])),
-        }),
+    let mv = RegisterAndMoveParams {
+        reservation_key: 0x12,
+        service_action_key: 0x23,
+        unreg: false,
+        aptpl: false,
         relative_target_port: 1,
-        ..Default::default()
+        transport_id: TransportId::port("iqn.2026-11.io.busrig.test:n2", [0x80, 0, 0, 0, 0, 22]),
     };
-    n1.pr_out(PrOutAction::RegisterAndMove, &mv).await.unwrap();
+    n1.pr_register_and_move(PrType::WriteExclusiveRegistrantsOnly, &mv)
+        .await
+        .unwrap();
     assert_eq!(
-        n1.pr_read_reservation().await.unwrap().holder.unwrap().key,
+        n1.pr_read_reservation()
+            .await
+            .unwrap()
+            .reservation
+            .unwrap()
+            .key,
         0x23
     );
-    n2.pr_out(PrOutAction::Release, &p(0x23, 0, wero))
+    n2.pr_out(PrOutAction::Release, wero, &p(0x23, 0))
         .await
         .unwrap();
-    assert!(n2.pr_read_reservation().await.unwrap().holder.is_none());
+    assert!(n2
+        .pr_read_reservation()
+        .await
+        .unwrap()
+        .reservation
+        .is_none());
     n2.pr_out(
         PrOutAction::Reserve,
-        &p(0x23, 0, Some(PrType::ExclusiveAccess)),
+        Some(PrType::ExclusiveAccess),
+        &p(0x23, 0),
     )
     .await
     .unwrap();
-    n2.pr_out(PrOutAction::Clear, &p(0x23, 0, None))
+    n2.pr_out(PrOutAction::Clear, None, &p(0x23, 0))
         .await
         .unwrap();
     assert!(n1.pr_read_keys().await.unwrap().keys.is_empty());
@@ -434,8 +446,9 @@ async fn session_recovers_after_the_target_drops_the_connection() {
     let a = open(&t, 1, cfg).await;
     a.pr_out(
         PrOutAction::RegisterAndIgnoreExistingKey,
+        None,
         &PrOutParams {
-            sa_key: 0xa,
+            service_action_key: 0xa,
             ..Default::default()
         },
     )

@@ -15,11 +15,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use busrig_initiator::scsi::pr::{PrOutParams, PrType};
 use busrig_initiator::{
     send_targets, DigestPreference, Disk, Error, IscsiUrl, Isid, Portal, SessionConfig,
 };
-use busrig_proto::scsi::pr::PrOutAction;
+use busrig_proto::scsi::pr::{PrOutAction, PrOutParams, PrType};
 use bytes::Bytes;
 
 const TGT_TARGET: &str = "iqn.2026-11.io.busrig.test:tgtd";
@@ -353,36 +352,43 @@ async fn persistent_reservations_and_fencing() {
     let Some(t) = Tgtd::start() else { return };
     let n1 = open(&t, "n1", 7).await;
     let n2 = open(&t, "n2", 8).await;
-    let p = |key: u64, sa_key: u64, ty: Option<PrType>| PrOutParams {
-        key,
-        sa_key,
-        pr_type: ty,
+    let p = |reservation_key: u64, service_action_key: u64| PrOutParams {
+        reservation_key,
+        service_action_key,
         ..Default::default()
     };
     let wero = Some(PrType::WriteExclusiveRegistrantsOnly);
-    n1.pr_out(PrOutAction::RegisterAndIgnoreExistingKey, &p(0, 0x11, None))
+    n1.pr_out(PrOutAction::RegisterAndIgnoreExistingKey, None, &p(0, 0x11))
         .await
         .unwrap();
-    n2.pr_out(PrOutAction::RegisterAndIgnoreExistingKey, &p(0, 0x22, None))
+    n2.pr_out(PrOutAction::RegisterAndIgnoreExistingKey, None, &p(0, 0x22))
         .await
         .unwrap();
-    n1.pr_out(PrOutAction::Reserve, &p(0x11, 0, wero))
+    n1.pr_out(PrOutAction::Reserve, wero, &p(0x11, 0))
         .await
         .unwrap();
     let mut keys = n2.pr_read_keys().await.unwrap().keys;
     keys.sort_unstable();
     assert_eq!(keys, vec![0x11, 0x22]);
-    let holder = n2.pr_read_reservation().await.unwrap().holder.unwrap();
-    assert_eq!((holder.key, holder.pr_type), (0x11, wero));
-    assert!(!n2.pr_report_capabilities().await.unwrap().types.is_empty());
+    let holder = n2.pr_read_reservation().await.unwrap().reservation.unwrap();
+    assert_eq!(
+        (holder.key, PrType::from_code(holder.type_code)),
+        (0x11, wero)
+    );
+    assert!(!n2
+        .pr_report_capabilities()
+        .await
+        .unwrap()
+        .types()
+        .is_empty());
     // tgtd does not implement PREEMPT AND ABORT (its service action table
     // has it commented out): ILLEGAL REQUEST, INVALID FIELD IN CDB.
     let e = n2
-        .pr_out(PrOutAction::PreemptAndAbort, &p(0x22, 0x11, wero))
+        .pr_out(PrOutAction::PreemptAndAbort, wero, &p(0x22, 0x11))
         .await
         .unwrap_err();
     assert_eq!(e.sense().map(|s| (s.asc, s.ascq)), Some((0x24, 0)), "{e}");
-    n2.pr_out(PrOutAction::Preempt, &p(0x22, 0x11, wero))
+    n2.pr_out(PrOutAction::Preempt, wero, &p(0x22, 0x11))
         .await
         .unwrap();
     assert!(matches!(
@@ -391,21 +397,31 @@ async fn persistent_reservations_and_fencing() {
     ));
     n1.read(0, 1).await.unwrap();
     n2.write(0, pattern(512, 3), false).await.unwrap();
-    n1.pr_out(PrOutAction::Register, &p(0, 0x12, None))
+    n1.pr_out(PrOutAction::Register, None, &p(0, 0x12))
         .await
         .unwrap();
-    n1.pr_out(PrOutAction::Preempt, &p(0x12, 0x22, wero))
+    n1.pr_out(PrOutAction::Preempt, wero, &p(0x12, 0x22))
         .await
         .unwrap();
     assert_eq!(
-        n2.pr_read_reservation().await.unwrap().holder.unwrap().key,
+        n2.pr_read_reservation()
+            .await
+            .unwrap()
+            .reservation
+            .unwrap()
+            .key,
         0x12
     );
-    n1.pr_out(PrOutAction::Release, &p(0x12, 0, wero))
+    n1.pr_out(PrOutAction::Release, wero, &p(0x12, 0))
         .await
         .unwrap();
-    assert!(n1.pr_read_reservation().await.unwrap().holder.is_none());
-    n1.pr_out(PrOutAction::Clear, &p(0x12, 0, None))
+    assert!(n1
+        .pr_read_reservation()
+        .await
+        .unwrap()
+        .reservation
+        .is_none());
+    n1.pr_out(PrOutAction::Clear, None, &p(0x12, 0))
         .await
         .unwrap();
     assert!(n2.pr_read_keys().await.unwrap().keys.is_empty());
@@ -422,8 +438,9 @@ async fn session_recovery_against_tgtd() {
         .with_unit_attention_retries(8);
     d.pr_out(
         PrOutAction::RegisterAndIgnoreExistingKey,
+        None,
         &PrOutParams {
-            sa_key: 0x5,
+            service_action_key: 0x5,
             ..Default::default()
         },
     )

@@ -21,11 +21,15 @@ use bytes::{Bytes, BytesMut};
 
 use crate::config::SessionConfig;
 use crate::error::Error;
-use crate::scsi::pr::{self, Capabilities, FullStatus, Keys, PrOutParams, Reservation};
-use crate::scsi::{cdb, Capacity, Command, Inquiry, Vpd};
+use crate::scsi::{cdb, Capacity, Command, DataError, Vpd};
 use crate::session::{PendingTask, Session};
 use crate::url::IscsiUrl;
-use busrig_proto::scsi::pr::{PrInAction, PrOutAction};
+use busrig_proto::scsi::capacity::{Capacity10, Capacity16};
+use busrig_proto::scsi::inquiry::StandardInquiry;
+use busrig_proto::scsi::pr::{
+    Capabilities, FullStatus, PrInAction, PrOutAction, PrOutParams, PrType, ReadKeys,
+    ReadReservation, RegisterAndMoveParams,
+};
 use busrig_proto::scsi::report_luns::{encode_lun, LunList};
 
 /// Largest transfer per READ or WRITE command unless the target's Block
@@ -152,10 +156,9 @@ impl Disk {
     }
 
     /// Standard INQUIRY data.
-    pub async fn inquiry(&self) -> Result<Inquiry, Error> {
-        Ok(Inquiry::decode(
-            &self.execute(cdb::inquiry(None, 96)).await?,
-        )?)
+    pub async fn inquiry(&self) -> Result<StandardInquiry, Error> {
+        let b = self.execute(cdb::inquiry(None, 96)).await?;
+        Ok(StandardInquiry::decode(&b).map_err(DataError::from)?)
     }
 
     /// A VPD page, decoded, with its raw bytes.
@@ -174,9 +177,10 @@ impl Disk {
     /// Remembers the block length for `read` and `write`.
     pub async fn capacity(&self) -> Result<Capacity, Error> {
         let c = match self.execute(cdb::read_capacity_16(32)).await {
-            Ok(b) => Capacity::decode_16(&b)?,
+            Ok(b) => Capacity::from(Capacity16::decode(&b).map_err(DataError::from)?),
             Err(e) if e.sense().is_some_and(|s| s.key == SenseKey::IllegalRequest) => {
-                let c = Capacity::decode_10(&self.execute(cdb::read_capacity_10()).await?)?;
+                let b = self.execute(cdb::read_capacity_10()).await?;
+                let c = Capacity::from(Capacity10::decode(&b).map_err(DataError::from)?);
                 if c.blocks == 1 << 32 {
                     // RETURNED LBA FFFFFFFFh means "use (16)" (SBC-3 §5.15.2).
                     return Err(data_error(
@@ -358,13 +362,13 @@ impl Disk {
     }
 
     /// PR IN READ KEYS (SPC-4 §6.13.2).
-    pub async fn pr_read_keys(&self) -> Result<Keys, Error> {
-        Ok(Keys::decode(&self.pr_in(PrInAction::ReadKeys).await?)?)
+    pub async fn pr_read_keys(&self) -> Result<ReadKeys, Error> {
+        Ok(ReadKeys::decode(&self.pr_in(PrInAction::ReadKeys).await?)?)
     }
 
     /// PR IN READ RESERVATION (SPC-4 §6.13.3).
-    pub async fn pr_read_reservation(&self) -> Result<Reservation, Error> {
-        Ok(Reservation::decode(
+    pub async fn pr_read_reservation(&self) -> Result<ReadReservation, Error> {
+        Ok(ReadReservation::decode(
             &self.pr_in(PrInAction::ReadReservation).await?,
         )?)
     }
@@ -383,11 +387,22 @@ impl Disk {
         )?)
     }
 
-    /// PR OUT with any service action (SPC-4 §6.14).
-    pub async fn pr_out(&self, action: PrOutAction, params: &PrOutParams) -> Result<(), Error> {
+    /// PR OUT with any service action but REGISTER AND MOVE, which takes a
+    /// parameter list of its own ([`Disk::pr_register_and_move`]); `pr_type`
+    /// goes in the CDB's TYPE field where the action uses one (SPC-4 §6.16.2).
+    pub async fn pr_out(
+        &self,
+        action: PrOutAction,
+        pr_type: Option<PrType>,
+        params: &PrOutParams,
+    ) -> Result<(), Error> {
+        if action == PrOutAction::RegisterAndMove {
+            return Err(Error::InvalidRequest(
+                "REGISTER AND MOVE needs the TransportID of the new holder".into(),
+            ));
+        }
         let ty = if action.uses_type() {
-            params
-                .pr_type
+            pr_type
                 .ok_or_else(|| {
                     Error::InvalidRequest(format!(
                         "PR OUT {} needs a reservation type",
@@ -398,15 +413,29 @@ impl Disk {
         } else {
             0
         };
-        if action == PrOutAction::RegisterAndMove && params.move_to.is_none() {
-            return Err(Error::InvalidRequest(
-                "REGISTER AND MOVE needs the TransportID of the new holder".into(),
-            ));
-        }
-        let data = pr::encode_out(action, params);
-        self.execute(cdb::persistent_reserve_out(action, ty, data))
-            .await
-            .map(|_| ())
+        self.execute(cdb::persistent_reserve_out(
+            action,
+            ty,
+            Bytes::from(params.encode()),
+        ))
+        .await
+        .map(|_| ())
+    }
+
+    /// PR OUT REGISTER AND MOVE (SPC-4 §6.16.4): the reservation, of
+    /// `pr_type`, goes to the I_T nexus `params.transport_id` names.
+    pub async fn pr_register_and_move(
+        &self,
+        pr_type: PrType,
+        params: &RegisterAndMoveParams,
+    ) -> Result<(), Error> {
+        self.execute(cdb::persistent_reserve_out(
+            PrOutAction::RegisterAndMove,
+            pr_type.code(),
+            Bytes::from(params.encode()),
+        ))
+        .await
+        .map(|_| ())
     }
 
     /// LOGICAL UNIT RESET (RFC 7143 §11.5.1, SAM-5 §7.7).

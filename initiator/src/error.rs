@@ -100,6 +100,10 @@ pub enum Error {
     #[error("{0}")]
     Data(#[from] DataError),
 
+    /// The target returned persistent reservation data we cannot decode (SPC-4 §6.15).
+    #[error("persistent reservation data: {0}")]
+    PrData(#[from] busrig_proto::scsi::pr::PrDecodeError),
+
     /// The request itself is impossible (for example a write that is not a whole number of blocks).
     #[error("invalid request: {0}")]
     InvalidRequest(String),

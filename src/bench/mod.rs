@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use busrig_initiator::scsi::cdb;
 use busrig_initiator::{Disk, Error, IscsiUrl, Isid, Session, SessionConfig};
+use busrig_proto::scsi::pr::PrType;
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -684,20 +685,22 @@ async fn may_write(disk: &Disk, spec: &JobSpec) -> Result<(), Failure> {
 /// Who holds the LUN, as far as PERSISTENT RESERVE IN tells.
 async fn describe_holder(disk: &Disk) -> String {
     match disk.pr_read_reservation().await {
-        Ok(r) => match r.holder {
+        Ok(r) => match r.reservation {
             Some(h) => {
                 let who = match disk.pr_read_full_status().await {
                     Ok(fs) => fs
-                        .registrations
+                        .descriptors
                         .iter()
-                        .find(|e| e.reservation_holder)
-                        .and_then(|e| e.transport_id.as_ref().map(|t| format!(" ({t})")))
+                        .find(|e| e.holder)
+                        .map(|e| format!(" ({})", e.transport_id))
                         .unwrap_or_default(),
                     Err(_) => String::new(),
                 };
                 format!(
                     "persistent reservation {} held by key 0x{:x}{who}",
-                    h.pr_type.map(|t| t.abbrev()).unwrap_or("of unknown type"),
+                    PrType::from_code(h.type_code)
+                        .map(|t| t.abbrev())
+                        .unwrap_or("of unknown type"),
                     h.key
                 )
             }

@@ -28,9 +28,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use busrig_initiator::scsi::cdb;
-use busrig_initiator::scsi::pr::{PrOutParams, PrType};
 use busrig_initiator::{Disk, Error};
-use busrig_proto::scsi::pr::{PrInAction, PrOutAction};
+use busrig_proto::scsi::pr::{PrInAction, PrOutAction, PrOutParams, PrType};
 use bytes::Bytes;
 
 use crate::arbiter::{DiskId, DiskOp, DiskResult};
@@ -191,22 +190,22 @@ pub fn op_name(op: &DiskOp) -> &'static str {
     }
 }
 
-/// The PR OUT service action and parameters for a PR operation, or None
-/// for operations that are not PR OUT.
-pub fn pr_out_params(op: &DiskOp) -> Option<(PrOutAction, PrOutParams)> {
+/// The PR OUT service action, the reservation type for the CDB and the
+/// parameter list for a PR operation, or None for operations that are not
+/// PR OUT.
+pub fn pr_out_params(op: &DiskOp) -> Option<(PrOutAction, Option<PrType>, PrOutParams)> {
     let we = Some(PrType::WriteExclusive);
-    let p = |key, sa_key, pr_type| PrOutParams {
-        key,
-        sa_key,
-        pr_type,
+    let p = |reservation_key, service_action_key| PrOutParams {
+        reservation_key,
+        service_action_key,
         ..PrOutParams::default()
     };
     Some(match *op {
-        DiskOp::PrRegister { key } => (PrOutAction::RegisterAndIgnoreExistingKey, p(0, key, None)),
+        DiskOp::PrRegister { key } => (PrOutAction::RegisterAndIgnoreExistingKey, None, p(0, key)),
         // REGISTER with a zero service action key unregisters (SPC-4 §5.9.7).
-        DiskOp::PrUnregister { key } => (PrOutAction::Register, p(key, 0, None)),
-        DiskOp::PrReserve { key } => (PrOutAction::Reserve, p(key, 0, we)),
-        DiskOp::PrPreempt { key, victim_key } => (PrOutAction::Preempt, p(key, victim_key, we)),
+        DiskOp::PrUnregister { key } => (PrOutAction::Register, None, p(key, 0)),
+        DiskOp::PrReserve { key } => (PrOutAction::Reserve, we, p(key, 0)),
+        DiskOp::PrPreempt { key, victim_key } => (PrOutAction::Preempt, we, p(key, victim_key)),
         _ => return None,
     })
 }
@@ -234,8 +233,8 @@ pub fn map_result(r: Result<Option<Bytes>, Error>) -> DiskResult {
 
 /// Performs `op` on `disk` and maps the outcome (the table above).
 pub async fn issue(disk: &Disk, op: DiskOp) -> DiskResult {
-    if let Some((action, params)) = pr_out_params(&op) {
-        return map_result(disk.pr_out(action, &params).await.map(|()| None));
+    if let Some((action, pr_type, params)) = pr_out_params(&op) {
+        return map_result(disk.pr_out(action, pr_type, &params).await.map(|()| None));
     }
     let none = |r: Result<(), Error>| map_result(r.map(|()| None));
     match op {
@@ -321,25 +320,28 @@ mod tests {
 
     #[test]
     fn pr_out_parameters_follow_spc4() {
-        let (a, p) = pr_out_params(&DiskOp::PrRegister { key: 5 }).unwrap();
+        let (a, t, p) = pr_out_params(&DiskOp::PrRegister { key: 5 }).unwrap();
         assert_eq!(
-            (a, p.key, p.sa_key, p.pr_type),
+            (a, p.reservation_key, p.service_action_key, t),
             (PrOutAction::RegisterAndIgnoreExistingKey, 0, 5, None)
         );
-        let (a, p) = pr_out_params(&DiskOp::PrUnregister { key: 5 }).unwrap();
-        assert_eq!((a, p.key, p.sa_key), (PrOutAction::Register, 5, 0));
-        let (a, p) = pr_out_params(&DiskOp::PrReserve { key: 5 }).unwrap();
+        let (a, _, p) = pr_out_params(&DiskOp::PrUnregister { key: 5 }).unwrap();
         assert_eq!(
-            (a, p.key, p.pr_type),
+            (a, p.reservation_key, p.service_action_key),
+            (PrOutAction::Register, 5, 0)
+        );
+        let (a, t, p) = pr_out_params(&DiskOp::PrReserve { key: 5 }).unwrap();
+        assert_eq!(
+            (a, p.reservation_key, t),
             (PrOutAction::Reserve, 5, Some(PrType::WriteExclusive))
         );
-        let (a, p) = pr_out_params(&DiskOp::PrPreempt {
+        let (a, t, p) = pr_out_params(&DiskOp::PrPreempt {
             key: 5,
             victim_key: 9,
         })
         .unwrap();
         assert_eq!(
-            (a, p.key, p.sa_key, p.pr_type),
+            (a, p.reservation_key, p.service_action_key, t),
             (PrOutAction::Preempt, 5, 9, Some(PrType::WriteExclusive))
         );
         assert!(pr_out_params(&DiskOp::Reserve).is_none());

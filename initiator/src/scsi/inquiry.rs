@@ -1,18 +1,7 @@
-//! INQUIRY data (SPC-4 §6.6.2) and the VPD pages the CLI decodes (SPC-4
-//! §7.8, SBC-3 §6.6).
+//! The VPD pages the CLI decodes (SPC-4 §7.8, SBC-3 §6.6); standard INQUIRY
+//! data is `busrig_proto::scsi::inquiry::StandardInquiry`.
 //!
 //! ```text
-//! standard data:
-//! byte 0      PERIPHERAL QUALIFIER (7..5) | PERIPHERAL DEVICE TYPE (4..0)
-//! byte 1      RMB (7)
-//! byte 2      VERSION
-//! byte 3      NORMACA (5) | HISUP (4) | RESPONSE DATA FORMAT (3..0)
-//! byte 4      ADDITIONAL LENGTH (n - 4)
-//! byte 5      SCCS(7) ACC(6) TPGS(5..4) 3PC(3) PROTECT(0)
-//! bytes 8-15  T10 VENDOR IDENTIFICATION
-//! bytes 16-31 PRODUCT IDENTIFICATION
-//! bytes 32-35 PRODUCT REVISION LEVEL
-//!
 //! VPD page:
 //! byte 0      qualifier | device type
 //! byte 1      PAGE CODE
@@ -21,6 +10,8 @@
 //! ```
 
 use serde::Serialize;
+
+use busrig_proto::scsi::inquiry::{ascii_field as ascii, InquiryDecodeError};
 
 /// Why returned parameter data could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,62 +28,11 @@ pub(crate) fn short(what: &'static str, need: usize, got: usize) -> DataError {
     }
 }
 
-/// Standard INQUIRY data.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Inquiry {
-    pub peripheral_qualifier: u8,
-    pub device_type: u8,
-    pub device_type_name: &'static str,
-    pub removable: bool,
-    /// VERSION: 0x05 SPC-3, 0x06 SPC-4.
-    pub version: u8,
-    pub response_data_format: u8,
-    pub tpgs: u8,
-    pub protect: bool,
-    pub vendor: String,
-    pub product: String,
-    pub revision: String,
-}
-
-/// Peripheral device type names (SPC-4 Table 141).
-pub fn device_type_name(t: u8) -> &'static str {
-    match t {
-        0x00 => "direct access block device",
-        0x01 => "sequential access device",
-        0x05 => "CD/DVD device",
-        0x08 => "media changer",
-        0x0c => "storage array controller",
-        0x0d => "enclosure services device",
-        0x1f => "unknown or no device type",
-        _ => "other",
-    }
-}
-
-fn ascii(b: &[u8]) -> String {
-    String::from_utf8_lossy(b)
-        .trim_end_matches([' ', '\0'])
-        .trim_start()
-        .to_string()
-}
-
-impl Inquiry {
-    pub fn decode(b: &[u8]) -> Result<Inquiry, DataError> {
-        if b.len() < 36 {
-            return Err(short("standard INQUIRY data", 36, b.len()));
+impl From<InquiryDecodeError> for DataError {
+    fn from(e: InquiryDecodeError) -> DataError {
+        match e {
+            InquiryDecodeError::Short { what, need, got } => short(what, need, got),
         }
-        Ok(Inquiry {
-            peripheral_qualifier: b[0] >> 5,
-            device_type: b[0] & 0x1f,
-            device_type_name: device_type_name(b[0] & 0x1f),
-            removable: b[1] & 0x80 != 0,
-            version: b[2],
-            response_data_format: b[3] & 0x0f,
-            tpgs: (b[5] >> 4) & 0x03,
-            protect: b[5] & 0x01 != 0,
-            vendor: ascii(&b[8..16]),
-            product: ascii(&b[16..32]),
-            revision: ascii(&b[32..36]),
-        })
     }
 }
 
@@ -275,6 +215,8 @@ impl Vpd {
 
 #[cfg(test)]
 mod tests {
+    use busrig_proto::scsi::inquiry::StandardInquiry;
+
     use super::*;
 
     fn std_inquiry() -> Vec<u8> {
@@ -292,14 +234,17 @@ mod tests {
 
     #[test]
     fn standard_inquiry_fields() {
-        let i = Inquiry::decode(&std_inquiry()).unwrap();
+        let i = StandardInquiry::decode(&std_inquiry()).unwrap();
         assert_eq!(i.device_type, 0);
         assert_eq!(i.version, 6);
         assert_eq!(i.tpgs, 1);
         assert_eq!(i.vendor, "BUSRIG");
         assert_eq!(i.product, "QUORUM DISK");
         assert_eq!(i.revision, "0001");
-        assert!(Inquiry::decode(&std_inquiry()[..20]).is_err());
+        assert_eq!(
+            DataError::from(StandardInquiry::decode(&std_inquiry()[..20]).unwrap_err()).to_string(),
+            "malformed standard INQUIRY data: need 36 bytes, got 20"
+        );
     }
 
     #[test]

@@ -1,12 +1,11 @@
-//! The SCSI side of the initiator: CDBs to send and parameter data to
-//! decode. Sense data and status codes come from `busrig_proto::scsi::sense`.
+//! The SCSI side of the initiator: CDBs to send, the capacity summary and
+//! the VPD pages it decodes. Sense data, standard INQUIRY, READ CAPACITY and
+//! persistent reservation data are `busrig_proto::scsi`'s.
 
 pub mod capacity;
 pub mod cdb;
 pub mod inquiry;
-pub mod pr;
 
 pub use capacity::Capacity;
 pub use cdb::{Command, DataDirection};
-pub use inquiry::{DataError, Inquiry, Vpd};
-pub use pr::{PrOutParams, PrType, TransportId};
+pub use inquiry::{DataError, Vpd};

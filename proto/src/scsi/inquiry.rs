@@ -50,12 +50,34 @@ pub mod vpd {
     ];
 }
 
-/// RMB bit of standard INQUIRY byte 1: the medium is removable (SPC-4
-/// §6.6.2).
-pub const RMB: u8 = 0x80;
-
 /// Version descriptors claimed (SPC-4 Table 146): SAM-5, SPC-4, SBC-3, iSCSI.
 pub const VERSION_DESCRIPTORS: [u16; 4] = [0x00a0, 0x0460, 0x04c0, 0x0960];
+
+/// Why INQUIRY data could not be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InquiryDecodeError {
+    /// Fewer bytes arrived than the fields decoded need.
+    #[error("{what}: need {need} bytes, got {got}")]
+    Short {
+        what: &'static str,
+        need: usize,
+        got: usize,
+    },
+}
+
+/// Peripheral device type names (SPC-4 Table 141).
+pub fn device_type_name(t: u8) -> &'static str {
+    match t {
+        0x00 => "direct access block device",
+        0x01 => "sequential access device",
+        0x05 => "CD/DVD device",
+        0x08 => "media changer",
+        0x0c => "storage array controller",
+        0x0d => "enclosure services device",
+        0x1f => "unknown or no device type",
+        _ => "other",
+    }
+}
 
 /// Copies `s` into `out` as printable ASCII padded with spaces (SPC-4 §4.4.1:
 /// only 20h..7Eh in ASCII fields).
@@ -66,22 +88,123 @@ fn put_ascii(out: &mut [u8], s: &str) {
     }
 }
 
-/// Standard INQUIRY data for a disk (or, with `present == false`, for a LUN
-/// that is not there: qualifier 011b, type 1Fh).
-pub fn standard(vendor: &str, product: &str, revision: &str, present: bool) -> Vec<u8> {
-    let mut b = vec![0u8; 96];
-    b[0] = if present { DEVICE_TYPE_DISK } else { NO_LUN };
-    b[2] = 0x06; // SPC-4
-    b[3] = 0x10 | 0x02; // HISUP, response data format 2
-    b[4] = (b.len() - 5) as u8;
-    b[7] = 0x02; // CMDQUE: full task management model (SAM-5 §8)
-    put_ascii(&mut b[8..16], vendor);
-    put_ascii(&mut b[16..32], product);
-    put_ascii(&mut b[32..36], revision);
-    for (i, d) in VERSION_DESCRIPTORS.iter().enumerate() {
-        b[58 + 2 * i..60 + 2 * i].copy_from_slice(&d.to_be_bytes());
+/// An ASCII field without its padding (SPC-4 §4.4.1 pads with spaces; some
+/// targets pad with NULs).
+pub fn ascii_field(b: &[u8]) -> String {
+    String::from_utf8_lossy(b)
+        .trim_end_matches([' ', '\0'])
+        .trim_start()
+        .to_string()
+}
+
+/// Standard INQUIRY data (SPC-4 §6.6.2), the fields busrig serves and reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StandardInquiry {
+    /// PERIPHERAL QUALIFIER, 3 bits: 000b a LU is there, 011b none can be.
+    pub peripheral_qualifier: u8,
+    /// PERIPHERAL DEVICE TYPE, 5 bits (SPC-4 Table 141).
+    pub device_type: u8,
+    /// RMB: the medium is removable.
+    pub removable: bool,
+    /// VERSION: 05h SPC-3, 06h SPC-4.
+    pub version: u8,
+    /// HISUP: LUNs are hierarchical (SAM-5 §4.7).
+    pub hisup: bool,
+    /// RESPONSE DATA FORMAT, 4 bits (always 2).
+    pub response_data_format: u8,
+    /// TPGS, 2 bits: asymmetric logical unit access support.
+    pub tpgs: u8,
+    pub protect: bool,
+    /// CMDQUE: the full task management model (SAM-5 §8).
+    pub cmdque: bool,
+    /// T10 VENDOR IDENTIFICATION, at most 8 characters.
+    pub vendor: String,
+    /// PRODUCT IDENTIFICATION, at most 16 characters.
+    pub product: String,
+    /// PRODUCT REVISION LEVEL, at most 4 characters.
+    pub revision: String,
+    /// VERSION DESCRIPTORS, at most 8, zero ones left out.
+    pub version_descriptors: Vec<u16>,
+}
+
+impl StandardInquiry {
+    /// What busrig reports for a disk (or, with `present == false`, for a
+    /// LUN that is not there: qualifier 011b, type 1Fh).
+    pub fn disk(vendor: &str, product: &str, revision: &str, present: bool) -> StandardInquiry {
+        StandardInquiry {
+            peripheral_qualifier: if present { 0 } else { NO_LUN >> 5 },
+            device_type: if present {
+                DEVICE_TYPE_DISK
+            } else {
+                NO_LUN & 0x1f
+            },
+            removable: false,
+            version: 0x06,
+            hisup: true,
+            response_data_format: 2,
+            tpgs: 0,
+            protect: false,
+            cmdque: true,
+            vendor: vendor.to_string(),
+            product: product.to_string(),
+            revision: revision.to_string(),
+            version_descriptors: VERSION_DESCRIPTORS.to_vec(),
+        }
     }
-    b
+
+    /// The 96-byte form.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = vec![0u8; 96];
+        b[0] = (self.peripheral_qualifier << 5) | (self.device_type & 0x1f);
+        b[1] = u8::from(self.removable) << 7;
+        b[2] = self.version;
+        b[3] = (u8::from(self.hisup) << 4) | (self.response_data_format & 0x0f);
+        b[4] = (b.len() - 5) as u8;
+        b[5] = ((self.tpgs & 0x03) << 4) | u8::from(self.protect);
+        b[7] = u8::from(self.cmdque) << 1;
+        put_ascii(&mut b[8..16], &self.vendor);
+        put_ascii(&mut b[16..32], &self.product);
+        put_ascii(&mut b[32..36], &self.revision);
+        for (i, d) in self.version_descriptors.iter().take(8).enumerate() {
+            b[58 + 2 * i..60 + 2 * i].copy_from_slice(&d.to_be_bytes());
+        }
+        b
+    }
+
+    /// Decodes the first 36 bytes, and the version descriptors if they
+    /// arrived: a target may cut the data to the allocation length
+    /// (SPC-4 §4.2.5.6).
+    pub fn decode(b: &[u8]) -> Result<StandardInquiry, InquiryDecodeError> {
+        if b.len() < 36 {
+            return Err(InquiryDecodeError::Short {
+                what: "standard INQUIRY data",
+                need: 36,
+                got: b.len(),
+            });
+        }
+        let version_descriptors = b
+            .get(58..74.min(b.len()))
+            .unwrap_or_default()
+            .chunks_exact(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+            .filter(|&d| d != 0)
+            .collect();
+        Ok(StandardInquiry {
+            peripheral_qualifier: b[0] >> 5,
+            device_type: b[0] & 0x1f,
+            removable: b[1] & 0x80 != 0,
+            version: b[2],
+            hisup: b[3] & 0x10 != 0,
+            response_data_format: b[3] & 0x0f,
+            tpgs: (b[5] >> 4) & 0x03,
+            protect: b[5] & 0x01 != 0,
+            cmdque: b[7] & 0x02 != 0,
+            vendor: ascii_field(&b[8..16]),
+            product: ascii_field(&b[16..32]),
+            revision: ascii_field(&b[32..36]),
+            version_descriptors,
+        })
+    }
 }
 
 fn page(code: u8, body: &[u8]) -> Vec<u8> {
@@ -262,7 +385,7 @@ mod tests {
 
     #[test]
     fn standard_inquiry_layout() {
-        let b = standard("BUSRIG", "shared disk", "0.1", true);
+        let b = StandardInquiry::disk("BUSRIG", "shared disk", "0.1", true).encode();
         assert_eq!(b.len(), 96);
         assert_eq!(&b[..8], &[0x00, 0x00, 0x06, 0x12, 91, 0x00, 0x00, 0x02]);
         assert_eq!(&b[8..16], b"BUSRIG  ");
@@ -275,14 +398,42 @@ mod tests {
     }
 
     #[test]
+    fn standard_inquiry_decodes_what_it_encodes() {
+        let mut i = StandardInquiry::disk("BUSRIG", "shared disk", "0.1", true);
+        i.removable = true;
+        let b = i.encode();
+        assert_eq!(b[1], 0x80, "RMB is bit 7 of byte 1");
+        assert_eq!(StandardInquiry::decode(&b), Ok(i.clone()));
+        // Cut to 36 bytes: no version descriptors arrive.
+        let cut = StandardInquiry::decode(&b[..36]).unwrap();
+        assert_eq!(cut.version_descriptors, Vec::<u16>::new());
+        assert_eq!(cut.vendor, "BUSRIG");
+        assert_eq!(
+            StandardInquiry::decode(&b[..35]),
+            Err(InquiryDecodeError::Short {
+                what: "standard INQUIRY data",
+                need: 36,
+                got: 35
+            })
+        );
+    }
+
+    #[test]
+    fn ascii_fields_lose_their_padding() {
+        assert_eq!(ascii_field(b"  QUORUM DISK \0\0"), "QUORUM DISK");
+        assert_eq!(device_type_name(0x00), "direct access block device");
+        assert_eq!(device_type_name(0x1f), "unknown or no device type");
+    }
+
+    #[test]
     fn absent_lun_inquiry_qualifier() {
-        let b = standard("BUSRIG", "x", "1", false);
+        let b = StandardInquiry::disk("BUSRIG", "x", "1", false).encode();
         assert_eq!(b[0], 0x7f);
     }
 
     #[test]
     fn non_ascii_is_replaced() {
-        let b = standard("BÜS", "p", "r", true);
+        let b = StandardInquiry::disk("BÜS", "p", "r", true).encode();
         assert!(b[8..16].iter().all(|c| (0x20..=0x7e).contains(c)));
     }
 

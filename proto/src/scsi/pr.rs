@@ -24,6 +24,9 @@
 //! byte 9     CONTROL
 //! ```
 
+use std::fmt;
+use std::str::FromStr;
+
 use crate::scsi::cdb::opcode::{PERSISTENT_RESERVE_IN, PERSISTENT_RESERVE_OUT};
 use crate::scsi::sense::{Asc, Sense};
 
@@ -228,6 +231,105 @@ impl PrOutCdb {
     }
 }
 
+/// Persistent reservation types (SPC-4 §6.16.2, Table 212).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PrType {
+    /// 1h Write Exclusive.
+    WriteExclusive = 1,
+    /// 3h Exclusive Access.
+    ExclusiveAccess = 3,
+    /// 5h Write Exclusive – Registrants Only (what fence_scsi takes).
+    WriteExclusiveRegistrantsOnly = 5,
+    /// 6h Exclusive Access – Registrants Only.
+    ExclusiveAccessRegistrantsOnly = 6,
+    /// 7h Write Exclusive – All Registrants.
+    WriteExclusiveAllRegistrants = 7,
+    /// 8h Exclusive Access – All Registrants.
+    ExclusiveAccessAllRegistrants = 8,
+}
+
+impl PrType {
+    /// Every type, in code order.
+    pub const ALL: [PrType; 6] = [
+        PrType::WriteExclusive,
+        PrType::ExclusiveAccess,
+        PrType::WriteExclusiveRegistrantsOnly,
+        PrType::ExclusiveAccessRegistrantsOnly,
+        PrType::WriteExclusiveAllRegistrants,
+        PrType::ExclusiveAccessAllRegistrants,
+    ];
+
+    pub fn from_code(v: u8) -> Option<PrType> {
+        PrType::ALL.into_iter().find(|t| *t as u8 == v)
+    }
+
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The short names sg_persist prints (WE, EA, WERO, EARO, WEAR, EAAR).
+    pub fn abbrev(self) -> &'static str {
+        match self {
+            PrType::WriteExclusive => "WE",
+            PrType::ExclusiveAccess => "EA",
+            PrType::WriteExclusiveRegistrantsOnly => "WERO",
+            PrType::ExclusiveAccessRegistrantsOnly => "EARO",
+            PrType::WriteExclusiveAllRegistrants => "WEAR",
+            PrType::ExclusiveAccessAllRegistrants => "EAAR",
+        }
+    }
+
+    /// The long name, as sg_persist words it.
+    pub fn name(self) -> &'static str {
+        match self {
+            PrType::WriteExclusive => "Write Exclusive",
+            PrType::ExclusiveAccess => "Exclusive Access",
+            PrType::WriteExclusiveRegistrantsOnly => "Write Exclusive, registrants only",
+            PrType::ExclusiveAccessRegistrantsOnly => "Exclusive Access, registrants only",
+            PrType::WriteExclusiveAllRegistrants => "Write Exclusive, all registrants",
+            PrType::ExclusiveAccessAllRegistrants => "Exclusive Access, all registrants",
+        }
+    }
+
+    /// The Rust variant name, which machine-readable output uses.
+    pub fn ident(self) -> &'static str {
+        match self {
+            PrType::WriteExclusive => "WriteExclusive",
+            PrType::ExclusiveAccess => "ExclusiveAccess",
+            PrType::WriteExclusiveRegistrantsOnly => "WriteExclusiveRegistrantsOnly",
+            PrType::ExclusiveAccessRegistrantsOnly => "ExclusiveAccessRegistrantsOnly",
+            PrType::WriteExclusiveAllRegistrants => "WriteExclusiveAllRegistrants",
+            PrType::ExclusiveAccessAllRegistrants => "ExclusiveAccessAllRegistrants",
+        }
+    }
+}
+
+impl fmt::Display for PrType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.abbrev())
+    }
+}
+
+/// Why a PR type string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a PR type is 1, 3, 5, 6, 7 or 8 (or WE, EA, WERO, EARO, WEAR, EAAR): {0:?}")]
+pub struct PrTypeParseError(pub String);
+
+impl FromStr for PrType {
+    type Err = PrTypeParseError;
+    /// Accepts sg_persist's `--prout-type` numbers and the abbreviations.
+    fn from_str(s: &str) -> Result<PrType, PrTypeParseError> {
+        let err = || PrTypeParseError(s.to_string());
+        if let Ok(n) = s.parse::<u8>() {
+            return PrType::from_code(n).ok_or_else(err);
+        }
+        PrType::ALL
+            .into_iter()
+            .find(|t| t.abbrev().eq_ignore_ascii_case(s))
+            .ok_or_else(err)
+    }
+}
+
 /// An iSCSI TransportID (SPC-4 §7.6.4.6).
 ///
 /// ```text
@@ -262,17 +364,8 @@ impl TransportId {
 
     /// Encoded form, padded to a multiple of 4 and at least 24 bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut text = self.name.clone();
-        let format = match self.isid {
-            Some(isid) => {
-                text.push_str(",i,0x");
-                for b in isid {
-                    text.push_str(&format!("{b:02x}"));
-                }
-                0x40
-            }
-            None => 0x00,
-        };
+        let text = self.to_string();
+        let format = if self.isid.is_some() { 0x40 } else { 0x00 };
         // The name is null terminated; ADDITIONAL LENGTH is at least 20 and a
         // multiple of four (SPC-4 §7.6.4.6).
         let len = (text.len() + 1).next_multiple_of(4).max(20);
@@ -331,6 +424,20 @@ impl TransportId {
             },
             len,
         ))
+    }
+}
+
+/// The text form sg_persist shows and takes: `NAME` or `NAME,i,0xISID`.
+impl fmt::Display for TransportId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)?;
+        if let Some(isid) = self.isid {
+            f.write_str(",i,0x")?;
+            for b in isid {
+                write!(f, "{b:02x}")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -616,6 +723,14 @@ impl Capabilities {
         1 << type_code
     }
 
+    /// The types the mask says are supported, in code order.
+    pub fn types(&self) -> Vec<PrType> {
+        PrType::ALL
+            .into_iter()
+            .filter(|t| self.type_mask & Capabilities::type_bit(t.code()) != 0)
+            .collect()
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut b = vec![0u8; 8];
         b[1] = 8;
@@ -748,6 +863,69 @@ mod tests {
     use super::*;
 
     const ISID: [u8; 6] = [0x80, 0x12, 0x34, 0x56, 0x78, 0x9a];
+
+    #[test]
+    fn pr_type_parsing_accepts_numbers_and_names() {
+        assert_eq!(
+            "5".parse::<PrType>(),
+            Ok(PrType::WriteExclusiveRegistrantsOnly)
+        );
+        assert_eq!(
+            "earo".parse::<PrType>(),
+            Ok(PrType::ExclusiveAccessRegistrantsOnly)
+        );
+        // 2h and 4h are obsolete (SPC-4 Table 212).
+        assert!("2".parse::<PrType>().is_err());
+        assert!("4".parse::<PrType>().is_err());
+        assert!("WX".parse::<PrType>().is_err());
+    }
+
+    #[test]
+    fn pr_type_names() {
+        let t = PrType::WriteExclusiveAllRegistrants;
+        assert_eq!(
+            (t.code(), t.abbrev(), t.to_string()),
+            (7, "WEAR", "WEAR".into())
+        );
+        assert_eq!(t.name(), "Write Exclusive, all registrants");
+        assert_eq!(t.ident(), "WriteExclusiveAllRegistrants");
+        assert_eq!(PrType::from_code(0), None);
+    }
+
+    #[test]
+    fn transport_id_text_forms() {
+        assert_eq!(
+            TransportId::port("iqn.x:n2", [0x80, 0, 0, 0, 0, 2]).to_string(),
+            "iqn.x:n2,i,0x800000000002"
+        );
+        assert_eq!(TransportId::device("iqn.x:n2").to_string(), "iqn.x:n2");
+    }
+
+    #[test]
+    fn capabilities_types_in_code_order() {
+        let c = Capabilities::decode(&[0, 8, 0x0d, 0x81, 0xea, 0x01, 0, 0]).unwrap();
+        assert_eq!(c.types(), PrType::ALL.to_vec());
+        let we_only = Capabilities {
+            type_mask: Capabilities::type_bit(1),
+            ..Default::default()
+        };
+        assert_eq!(we_only.types(), vec![PrType::WriteExclusive]);
+        assert!(Capabilities::default().types().is_empty());
+    }
+
+    #[test]
+    fn basic_params_are_24_bytes_with_aptpl_in_byte_20() {
+        // SPC-4 §6.16.3: without SPEC_I_PT the basic list is 24 bytes.
+        let b = PrOutParams {
+            service_action_key: 0xabc,
+            aptpl: true,
+            ..Default::default()
+        }
+        .encode();
+        assert_eq!(b.len(), 24);
+        assert_eq!(&b[8..16], &0xabcu64.to_be_bytes());
+        assert_eq!(b[20], 0x01);
+    }
 
     #[test]
     fn pr_in_cdb_bytes() {

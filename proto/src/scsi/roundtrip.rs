@@ -5,10 +5,12 @@ use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
 
+use super::capacity::{Capacity10, Capacity16};
 use super::cdb::{Cdb, PageControl, COMMANDS};
+use super::inquiry::StandardInquiry;
 use super::pr::{
     Capabilities, FullStatus, FullStatusDescriptor, PrInAction, PrInCdb, PrOutAction, PrOutCdb,
-    PrOutParams, ReadKeys, ReadReservation, RegisterAndMoveParams, ReservationDescriptor,
+    PrOutParams, PrType, ReadKeys, ReadReservation, RegisterAndMoveParams, ReservationDescriptor,
     TransportId,
 };
 use super::provisioning::{encode_unmap, parse_unmap, UnmapDescriptor};
@@ -252,6 +254,93 @@ proptest! {
         let b = t.encode();
         prop_assert_eq!(b.len() % 4, 0);
         prop_assert_eq!(TransportId::decode(&b, 0), Ok((t, b.len())));
+    }
+
+    #[test]
+    fn standard_inquiry_round_trip(
+        (peripheral_qualifier, device_type, version) in (0u8..8, 0u8..32, any::<u8>()),
+        (removable, hisup, protect, cmdque) in any::<(bool, bool, bool, bool)>(),
+        (response_data_format, tpgs) in (0u8..16, 0u8..4),
+        // Printable ASCII without the padding characters at either end.
+        vendor in "([!-~]([ -~]{0,6}[!-~])?)?",
+        product in "([!-~]([ -~]{0,14}[!-~])?)?",
+        revision in "([!-~]([ -~]{0,2}[!-~])?)?",
+        version_descriptors in vec(1u16.., 0..=8),
+    ) {
+        let i = StandardInquiry {
+            peripheral_qualifier,
+            device_type,
+            removable,
+            version,
+            hisup,
+            response_data_format,
+            tpgs,
+            protect,
+            cmdque,
+            vendor,
+            product,
+            revision,
+            version_descriptors,
+        };
+        prop_assert_eq!(StandardInquiry::decode(&i.encode()), Ok(i));
+    }
+
+    #[test]
+    fn read_capacity10_round_trip(last_lba: u32, block_length: u32) {
+        let c = Capacity10 { last_lba, block_length };
+        prop_assert_eq!(Capacity10::decode(&c.encode()), Ok(c));
+    }
+
+    #[test]
+    fn read_capacity16_round_trip(
+        last_lba: u64,
+        block_length: u32,
+        lbppb_exponent in 0u8..16,
+        lbpme: bool,
+        lbprz: bool,
+    ) {
+        let c = Capacity16 { last_lba, block_length, lbppb_exponent, lbpme, lbprz };
+        prop_assert_eq!(Capacity16::decode(&c.encode()), Ok(c));
+    }
+
+    #[test]
+    fn pr_type_round_trip(code: u8) {
+        // Every known TYPE code survives code(), its number and its
+        // abbreviation (sg_persist's --prout-type forms); no other code decodes.
+        match PrType::from_code(code) {
+            Some(t) => {
+                prop_assert_eq!(t.code(), code);
+                prop_assert_eq!(code.to_string().parse::<PrType>(), Ok(t));
+                prop_assert_eq!(t.abbrev().parse::<PrType>(), Ok(t));
+            }
+            None => prop_assert!(code.to_string().parse::<PrType>().is_err()),
+        }
+    }
+
+    #[test]
+    fn transport_id_text_is_the_encoded_string(t in transport_ids()) {
+        // SPC-4 §7.6.4.6: the TransportID carries exactly the text form,
+        // null terminated and padded.
+        let b = t.encode();
+        let text = t.to_string();
+        prop_assert_eq!(&b[4..4 + text.len()], text.as_bytes());
+        prop_assert!(b[4 + text.len()..].iter().all(|&c| c == 0));
+    }
+
+    #[test]
+    fn capabilities_types_follow_the_mask(type_mask in type_mask()) {
+        let c = Capabilities {
+            type_mask,
+            ..Capabilities::default()
+        };
+        let types = c.types();
+        prop_assert!(types.windows(2).all(|w| w[0].code() < w[1].code()));
+        for t in PrType::ALL {
+            prop_assert_eq!(
+                types.contains(&t),
+                c.type_mask & Capabilities::type_bit(t.code()) != 0
+            );
+        }
     }
 
     #[test]

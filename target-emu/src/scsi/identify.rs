@@ -25,11 +25,10 @@ impl ScsiTarget {
             if page != 0 {
                 return Err(invalid_cdb(2, Some(7)));
             }
-            let mut std = inquiry::standard(&spec.vendor, &spec.product, PRODUCT_REVISION, true);
-            if lu.removable() {
-                std[1] |= inquiry::RMB;
-            }
-            std
+            let mut std =
+                inquiry::StandardInquiry::disk(&spec.vendor, &spec.product, PRODUCT_REVISION, true);
+            std.removable = lu.removable();
+            std.encode()
         } else {
             match page {
                 inquiry::vpd::SUPPORTED_PAGES => inquiry::supported_pages(),

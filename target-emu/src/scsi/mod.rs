@@ -46,11 +46,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
+use busrig_proto::scsi::capacity::{Capacity10, Capacity16};
 use busrig_proto::scsi::cdb::{opcode, Cdb};
 use busrig_proto::scsi::inquiry::{self};
 use busrig_proto::scsi::mode::{self};
+use busrig_proto::scsi::opcodes;
 use busrig_proto::scsi::sense::{status, Asc, Sense};
-use busrig_proto::scsi::{capacity, opcodes};
 use bytes::Bytes;
 use tracing::{debug, info, warn};
 
@@ -489,12 +490,13 @@ impl ScsiTarget {
                 page: 0,
                 alloc: len,
             }) => ScsiReply::good(alloc(
-                inquiry::standard(
+                inquiry::StandardInquiry::disk(
                     crate::lu::DEFAULT_VENDOR,
                     crate::lu::DEFAULT_PRODUCT,
                     PRODUCT_REVISION,
                     false,
-                ),
+                )
+                .encode(),
                 len,
             )),
             Ok(Cdb::ReportLuns { select, alloc: len }) => match self.report_luns(select, len) {
@@ -600,18 +602,19 @@ impl ScsiTarget {
                 }
                 medium_present(lu)?;
                 Ok(ScsiReply::good(Bytes::copy_from_slice(
-                    &capacity::read_capacity10(lu.blocks(), lu.block_size()),
+                    &Capacity10::for_blocks(lu.blocks(), lu.block_size()).encode(),
                 )))
             }
             Cdb::ReadCapacity16 { alloc: len } => {
                 medium_present(lu)?;
-                let d = capacity::read_capacity16(
-                    lu.blocks(),
-                    lu.block_size(),
-                    lu.lbppb_exponent(),
-                    true,
-                    true,
-                );
+                let d = Capacity16 {
+                    last_lba: lu.blocks().saturating_sub(1),
+                    block_length: lu.block_size(),
+                    lbppb_exponent: lu.lbppb_exponent(),
+                    lbpme: true,
+                    lbprz: true,
+                }
+                .encode();
                 Ok(ScsiReply::good(alloc(d.to_vec(), len)))
             }
             Cdb::Read { lba, blocks, .. } => {
