@@ -299,6 +299,46 @@ impl std::fmt::Display for ResourceStatus {
     }
 }
 
+/// The administrator's intent for a group or resource (`group/G/target`,
+/// `resource/R/target`, plain text). The serde names are the words the
+/// database holds and `GET /catalog` shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// Keep it online where it is owned (the default: no key written).
+    #[default]
+    Online,
+    /// Keep it offline until the administrator brings it online.
+    Offline,
+}
+
+impl Target {
+    /// The database word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Online => "online",
+            Target::Offline => "offline",
+        }
+    }
+
+    /// Reads a stored value. Only `offline` takes a group or resource
+    /// down: any other text leaves it at the default, online, so an
+    /// unreadable value never stops a service.
+    pub fn from_word(v: &str) -> Target {
+        if v == Target::Offline.as_str() {
+            Target::Offline
+        } else {
+            Target::Online
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A group's state as its owner reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -326,7 +366,7 @@ pub struct ResourceState {
 pub struct GroupRecord {
     pub spec: GroupSpec,
     /// Administrator's intent: online unless set offline.
-    pub target_online: bool,
+    pub target: Target,
     pub owner: Option<String>,
     pub state: Option<GroupState>,
     /// Failover times (ms since the Unix epoch) inside the threshold window.
@@ -343,7 +383,7 @@ pub struct ResourceRecord {
     pub fail_request: Option<String>,
     /// Administrator's intent: online unless set offline (`resource
     /// offline`); resources depending on an offline one stay offline too.
-    pub target_online: bool,
+    pub target: Target,
 }
 
 /// The groups and resources of a database snapshot.
@@ -401,13 +441,7 @@ impl Catalog {
             match parts.as_slice() {
                 ["group", g, "spec"] => match serde_json::from_str(v) {
                     Ok(spec) => {
-                        let e = c
-                            .groups
-                            .entry(g.to_string())
-                            .or_insert_with(|| GroupRecord {
-                                target_online: true,
-                                ..GroupRecord::default()
-                            });
+                        let e = c.groups.entry(g.to_string()).or_default();
                         e.spec = spec;
                     }
                     Err(e) => tracing::warn!(key = %k, error = %e, "unreadable group spec"),
@@ -420,7 +454,7 @@ impl Catalog {
                                 spec,
                                 state: None,
                                 fail_request: None,
-                                target_online: true,
+                                target: Target::Online,
                             },
                         );
                     }
@@ -438,7 +472,7 @@ impl Catalog {
                 ["group", g, field] if *field != "spec" => {
                     if let Some(rec) = c.groups.get_mut(*g) {
                         match *field {
-                            "target" => rec.target_online = v != "offline",
+                            "target" => rec.target = Target::from_word(v),
                             "owner" => rec.owner = Some(v.clone()),
                             "state" => rec.state = serde_json::from_str(v).ok(),
                             "failovers" => {
@@ -455,7 +489,7 @@ impl Catalog {
                 }
                 ["resource", r, "target"] => {
                     if let Some(rec) = c.resources.get_mut(*r) {
-                        rec.target_online = v != "offline";
+                        rec.target = Target::from_word(v);
                     }
                 }
                 ["resource", r, "fail"] => {
@@ -648,7 +682,7 @@ impl Catalog {
                 continue;
             }
             match self.resources.get(x) {
-                Some(rec) if rec.target_online => {
+                Some(rec) if rec.target == Target::Online => {
                     stack.extend(rec.spec.depends_on.iter().map(String::as_str))
                 }
                 Some(_) => return false,
@@ -677,6 +711,28 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `group/G/target` and `resource/R/target` hold plain words; only
+    /// `offline` takes a group or resource down.
+    #[test]
+    fn target_words_in_the_database() {
+        for (t, word) in [(Target::Online, "online"), (Target::Offline, "offline")] {
+            assert_eq!(t.as_str(), word);
+            assert_eq!(serde_json::to_string(&t).unwrap(), format!("\"{word}\""));
+            assert_eq!(Target::from_word(word), t);
+        }
+        assert_eq!(Target::from_word("garbage"), Target::Online);
+        let mut db = DbSnapshot::default();
+        db.entries.insert(
+            group_key("G", "spec"),
+            serde_json::to_string(&GroupSpec::default()).unwrap(),
+        );
+        db.entries
+            .insert(group_key("G", "target"), "offline".into());
+        assert_eq!(Catalog::from_db(&db).groups["G"].target, Target::Offline);
+        db.entries.insert(group_key("G", "target"), "online".into());
+        assert_eq!(Catalog::from_db(&db).groups["G"].target, Target::Online);
+    }
 
     /// The states' JSON words are the database and admin wire form: the
     /// same bytes the string fields had.
@@ -783,7 +839,7 @@ mod tests {
         let c = evs();
         assert_eq!(c.groups.len(), 2);
         assert_eq!(c.groups["EVS1"].owner.as_deref(), Some("NODE2"));
-        assert!(c.groups["EVS1"].target_online);
+        assert_eq!(c.groups["EVS1"].target, Target::Online);
         assert_eq!(c.members("EVS1").len(), 4);
         assert_eq!(c.resolve("EVS1"), Some("127.0.1.1"));
     }
