@@ -285,7 +285,7 @@ impl Admin {
             }
             match tokio::time::timeout(change_timeout(&self.cfg), rx).await {
                 Ok(Ok(Ok(seq))) => last = seq,
-                Ok(Ok(Err(reason))) => return HttpResponse::error(409, reason),
+                Ok(Ok(Err(reason))) => return HttpResponse::error(409, reason.to_string()),
                 Ok(Err(_)) => return HttpResponse::error(503, "the cluster service stopped"),
                 Err(_) => return HttpResponse::error(504, "the update was not committed in time"),
             }
@@ -569,7 +569,7 @@ impl Admin {
         }
         match tokio::time::timeout(change_timeout(&self.cfg), rx).await {
             Ok(Ok(Ok(seq))) => HttpResponse::ok(json!({ "seq": seq })),
-            Ok(Ok(Err(reason))) => HttpResponse::error(409, reason),
+            Ok(Ok(Err(reason))) => HttpResponse::error(409, reason.to_string()),
             Ok(Err(_)) => HttpResponse::error(
                 503,
                 "the cluster service stopped before the update committed",
