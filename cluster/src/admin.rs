@@ -326,7 +326,7 @@ impl Admin {
                     Err(r) => return r,
                 };
                 if let Err(e) = cat.check_group(name, &spec, &self.node_names()) {
-                    return HttpResponse::error(400, e);
+                    return HttpResponse::error(400, e.to_string());
                 }
                 vec![put_json(group_key(name, "spec"), &spec)]
             }
@@ -468,7 +468,7 @@ impl Admin {
                     None => return HttpResponse::error(400, "a resource needs a \"spec\""),
                 };
                 if let Err(e) = cat.check_resource(name, &spec, &nodes) {
-                    return HttpResponse::error(400, e);
+                    return HttpResponse::error(400, e.to_string());
                 }
                 vec![put_json(resource_key(name, "spec"), &spec)]
             }
@@ -500,7 +500,7 @@ impl Admin {
                     spec.depends_on.push(on.to_string());
                 }
                 if let Err(e) = cat.check_resource(name, &spec, &nodes) {
-                    return HttpResponse::error(400, e);
+                    return HttpResponse::error(400, e.to_string());
                 }
                 vec![put_json(resource_key(name, "spec"), &spec)]
             }
