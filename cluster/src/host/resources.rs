@@ -777,7 +777,7 @@ impl crate::clusdisk::Backend for ProxyBackend {
             .disk
             .get()
             .await
-            .map_err(crate::clusdisk::ClusDiskError::Failed)?;
+            .map_err(|e| crate::clusdisk::ClusDiskError::Failed(e.to_string()))?;
         d.read(lba, blocks).await.map_err(proxy_error)
     }
 
@@ -791,7 +791,7 @@ impl crate::clusdisk::Backend for ProxyBackend {
             .disk
             .get()
             .await
-            .map_err(crate::clusdisk::ClusDiskError::Failed)?;
+            .map_err(|e| crate::clusdisk::ClusDiskError::Failed(e.to_string()))?;
         d.write(lba, data, fua).await.map_err(proxy_error)
     }
 
@@ -800,7 +800,7 @@ impl crate::clusdisk::Backend for ProxyBackend {
             .disk
             .get()
             .await
-            .map_err(crate::clusdisk::ClusDiskError::Failed)?;
+            .map_err(|e| crate::clusdisk::ClusDiskError::Failed(e.to_string()))?;
         d.capacity()
             .await
             .map(|c| (c.blocks, c.block_length))
@@ -812,7 +812,7 @@ impl crate::clusdisk::Backend for ProxyBackend {
             .disk
             .get()
             .await
-            .map_err(crate::clusdisk::ClusDiskError::Failed)?;
+            .map_err(|e| crate::clusdisk::ClusDiskError::Failed(e.to_string()))?;
         d.synchronize_cache().await.map_err(proxy_error)
     }
 }
