@@ -434,3 +434,21 @@ async fn recv_command(rx: &mut Option<mpsc::UnboundedReceiver<Command>>) -> Opti
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The admin endpoint answers 409 with these messages word for word.
+    #[test]
+    fn propose_error_messages() {
+        assert_eq!(
+            ProposeError::NotAccepting.to_string(),
+            "this node cannot take updates now (not a member, or no quorum owner)"
+        );
+        assert_eq!(
+            ProposeError::Rejected("no such key".into()).to_string(),
+            "no such key"
+        );
+    }
+}

@@ -816,3 +816,54 @@ impl crate::clusdisk::Backend for ProxyBackend {
         d.synchronize_cache().await.map_err(proxy_error)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// These messages are the `reason` of failed resources in the database
+    /// and the event log, word for word as they were.
+    #[test]
+    fn resource_error_messages() {
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        for (e, text) in [
+            (
+                ResourceError::BadAddress("x".into()),
+                "bad address \"x\"".to_string(),
+            ),
+            (
+                ResourceError::NoIpDependency("WEB".into()),
+                "network name WEB has no ip-address dependency".into(),
+            ),
+            (
+                ResourceError::ScriptTimeout {
+                    path: "/s".into(),
+                    verb: "online".into(),
+                    limit: Duration::from_secs(3),
+                },
+                "/s online did not finish within 3s".into(),
+            ),
+            (
+                ResourceError::ProbeTcpTimeout(addr),
+                "probe connect to 127.0.0.1:9 timed out".into(),
+            ),
+            (
+                ResourceError::Lost("preempted".into()),
+                "reservation lost: preempted".into(),
+            ),
+            (
+                ResourceError::LeaseNotBack(PROXY_WAIT),
+                format!("the disk's lease did not come back within {PROXY_WAIT:?}"),
+            ),
+            (
+                ResourceError::Register {
+                    name: "WEB".into(),
+                    source: CommitError::NotCommitted,
+                },
+                "cannot register WEB: not committed in time".into(),
+            ),
+        ] {
+            assert_eq!(e.to_string(), text);
+        }
+    }
+}
