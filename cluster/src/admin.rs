@@ -35,11 +35,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{ClusterConfig, NodeId};
 use crate::db::Change;
-use crate::driver::{ClusterTransport, Command, NodeStatus};
+use crate::driver::{ClusterTransport, Command, NodePhase, NodeStatus};
 use crate::failover;
 use crate::message::Net;
 use crate::resource::{
-    group_key, put_json, resource_key, Catalog, GroupSpec, GroupStatus, ResourceSpec,
+    group_key, put_json, resource_key, Catalog, GroupSpec, GroupStatus, ResourceSpec, Target,
 };
 
 /// How long the endpoint waits for a global update or a membership change
@@ -48,12 +48,41 @@ pub fn change_timeout(cfg: &ClusterConfig) -> Duration {
     (cfg.timing.detection() * 4).max(Duration::from_secs(5))
 }
 
+/// A node's membership as another node sees it. The serde names are the
+/// `GET /status` words scripts compare with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    /// A member of the answering node's view.
+    Online,
+    /// A member the quorum owner paused: it takes no groups.
+    Paused,
+    /// Not a member (or the answering node is in no view).
+    Offline,
+}
+
+impl NodeState {
+    /// The JSON word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Online => "online",
+            NodeState::Paused => "paused",
+            NodeState::Offline => "offline",
+        }
+    }
+}
+
+impl std::fmt::Display for NodeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One node as another node sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeEntry {
     pub name: String,
-    /// `online`, `paused` or `offline`.
-    pub state: String,
+    pub state: NodeState,
     /// Its admin address, so a client can ask another member.
     pub admin: String,
 }
@@ -66,7 +95,7 @@ pub struct ClusterStatus {
     /// The node that answered.
     pub node: String,
     /// Its phase: `joining`, `forming`, `member`, `regrouping`, `stopped`.
-    pub phase: String,
+    pub phase: NodePhase,
     /// Whether the node that answered is a member of a view; when it is
     /// not, its `epoch`, `quorum_owner` and node states are not the
     /// cluster's, and a client should ask another node.
@@ -97,13 +126,13 @@ impl ClusterStatus {
             .map(|(i, n)| {
                 let id = i as NodeId;
                 let state = match &st.view {
-                    Some(v) if v.paused.contains(&id) => "paused",
-                    Some(v) if v.contains(id) => "online",
-                    _ => "offline",
+                    Some(v) if v.paused.contains(&id) => NodeState::Paused,
+                    Some(v) if v.contains(id) => NodeState::Online,
+                    _ => NodeState::Offline,
                 };
                 NodeEntry {
                     name: n.name.clone(),
-                    state: state.into(),
+                    state,
                     admin: n.admin.to_string(),
                 }
             })
@@ -111,7 +140,7 @@ impl ClusterStatus {
         ClusterStatus {
             cluster: cfg.name.clone(),
             node: name(me).unwrap_or_default(),
-            phase: st.phase.to_string(),
+            phase: st.phase,
             member: st.view.is_some(),
             epoch: st.view.as_ref().map(|v| v.epoch),
             quorum_owner: st.view.as_ref().and_then(|v| v.owner).and_then(name),
@@ -126,11 +155,17 @@ impl ClusterStatus {
     }
 
     /// The state of node `name` in this answer.
-    pub fn state_of(&self, name: &str) -> Option<&str> {
+    pub fn node_state(&self, name: &str) -> Option<NodeState> {
         self.nodes
             .iter()
             .find(|n| n.name.eq_ignore_ascii_case(name))
-            .map(|n| n.state.as_str())
+            .map(|n| n.state)
+    }
+
+    /// The state of node `name` as its JSON word, the form scripts and the
+    /// lab compare with.
+    pub fn state_of(&self, name: &str) -> Option<&'static str> {
+        self.node_state(name).map(NodeState::as_str)
     }
 }
 
@@ -274,7 +309,7 @@ impl Admin {
             }
             match tokio::time::timeout(change_timeout(&self.cfg), rx).await {
                 Ok(Ok(Ok(seq))) => last = seq,
-                Ok(Ok(Err(reason))) => return HttpResponse::error(409, reason),
+                Ok(Ok(Err(reason))) => return HttpResponse::error(409, reason.to_string()),
                 Ok(Err(_)) => return HttpResponse::error(503, "the cluster service stopped"),
                 Err(_) => return HttpResponse::error(504, "the update was not committed in time"),
             }
@@ -315,7 +350,7 @@ impl Admin {
                     Err(r) => return r,
                 };
                 if let Err(e) = cat.check_group(name, &spec, &self.node_names()) {
-                    return HttpResponse::error(400, e);
+                    return HttpResponse::error(400, e.to_string());
                 }
                 vec![put_json(group_key(name, "spec"), &spec)]
             }
@@ -334,7 +369,7 @@ impl Admin {
                     .filter(|f| match **f {
                         "spec" => true,
                         "owner" => g.owner.is_some(),
-                        "target" => !g.target_online,
+                        "target" => g.target == Target::Offline,
                         "state" => g.state.is_some(),
                         _ => !g.failovers.is_empty(),
                     })
@@ -346,7 +381,7 @@ impl Admin {
             ("online", Some(g)) => {
                 let mut c = vec![Change::Put {
                     key: group_key(name, "target"),
-                    value: "online".into(),
+                    value: Target::Online.as_str().into(),
                 }];
                 // Bringing a failed group online starts its counts afresh.
                 if g.state
@@ -366,7 +401,7 @@ impl Admin {
             }
             ("offline", Some(_)) => vec![Change::Put {
                 key: group_key(name, "target"),
-                value: "offline".into(),
+                value: Target::Offline.as_str().into(),
             }],
             ("move", Some(g)) => {
                 let view = match self.status.borrow().view.clone() {
@@ -457,7 +492,7 @@ impl Admin {
                     None => return HttpResponse::error(400, "a resource needs a \"spec\""),
                 };
                 if let Err(e) = cat.check_resource(name, &spec, &nodes) {
-                    return HttpResponse::error(400, e);
+                    return HttpResponse::error(400, e.to_string());
                 }
                 vec![put_json(resource_key(name, "spec"), &spec)]
             }
@@ -489,7 +524,7 @@ impl Admin {
                     spec.depends_on.push(on.to_string());
                 }
                 if let Err(e) = cat.check_resource(name, &spec, &nodes) {
-                    return HttpResponse::error(400, e);
+                    return HttpResponse::error(400, e.to_string());
                 }
                 vec![put_json(resource_key(name, "spec"), &spec)]
             }
@@ -558,7 +593,7 @@ impl Admin {
         }
         match tokio::time::timeout(change_timeout(&self.cfg), rx).await {
             Ok(Ok(Ok(seq))) => HttpResponse::ok(json!({ "seq": seq })),
-            Ok(Ok(Err(reason))) => HttpResponse::error(409, reason),
+            Ok(Ok(Err(reason))) => HttpResponse::error(409, reason.to_string()),
             Ok(Err(_)) => HttpResponse::error(
                 503,
                 "the cluster service stopped before the update committed",
@@ -599,9 +634,9 @@ impl Admin {
                 }),
             };
         }
-        let (command, want): (Command, &str) = match action {
-            "pause" => (Command::SetPaused(id, true), "paused"),
-            "resume" => (Command::SetPaused(id, false), "online"),
+        let (command, want): (Command, NodeState) = match action {
+            "pause" => (Command::SetPaused(id, true), NodeState::Paused),
+            "resume" => (Command::SetPaused(id, false), NodeState::Online),
             "evict" => {
                 if id == self.me {
                     return HttpResponse::error(
@@ -609,7 +644,7 @@ impl Admin {
                         "the quorum owner cannot evict itself; stop it or evict it from another node after a move",
                     );
                 }
-                (Command::Evict(id), "offline")
+                (Command::Evict(id), NodeState::Offline)
             }
             other => {
                 return HttpResponse::error(
@@ -618,8 +653,8 @@ impl Admin {
                 )
             }
         };
-        match st.state_of(&name) {
-            Some("offline") if action != "evict" => {
+        match st.node_state(&name) {
+            Some(NodeState::Offline) if action != "evict" => {
                 return HttpResponse::error(409, format!("node {name} is not a member"))
             }
             Some(s) if s == want => return HttpResponse::ok(json!({ "node": name, "state": s })),
@@ -632,7 +667,7 @@ impl Admin {
         let cfg = self.cfg.clone();
         let me = self.me;
         let done = async {
-            rx.wait_for(|s| ClusterStatus::from_node(&cfg, me, s).state_of(&name) == Some(want))
+            rx.wait_for(|s| ClusterStatus::from_node(&cfg, me, s).node_state(&name) == Some(want))
                 .await
                 .map(|_| ())
         };
@@ -677,7 +712,7 @@ pub fn catalog_json(c: &Catalog) -> Value {
                 json!({
                     "spec": g.spec,
                     "owner": g.owner,
-                    "target": if g.target_online { "online" } else { "offline" },
+                    "target": g.target,
                     "state": g.state,
                     "failovers": g.failovers,
                     "resources": c.online_order(n),
@@ -819,11 +854,44 @@ mod tests {
         );
     }
 
+    /// The node states' and phases' JSON words are what scripts and the
+    /// lab compare with: the same bytes the string fields had.
+    #[test]
+    fn node_state_and_phase_words_on_the_wire() {
+        for (s, word) in [
+            (NodeState::Online, "online"),
+            (NodeState::Paused, "paused"),
+            (NodeState::Offline, "offline"),
+        ] {
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{word}\""));
+            assert_eq!(s.as_str(), word);
+        }
+        for (p, word) in [
+            (NodePhase::Joining, "joining"),
+            (NodePhase::Forming, "forming"),
+            (NodePhase::Member, "member"),
+            (NodePhase::Regrouping, "regrouping"),
+            (NodePhase::Stopped, "stopped"),
+        ] {
+            let st = NodeStatus {
+                phase: p,
+                ..NodeStatus::default()
+            };
+            let v = serde_json::to_value(ClusterStatus::from_node(&cfg(), 0, &st)).unwrap();
+            assert_eq!(v["phase"], json!(word));
+            assert_eq!(p.to_string(), word);
+        }
+        let s = ClusterStatus::from_node(&cfg(), 0, &NodeStatus::default());
+        let back: ClusterStatus =
+            serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+    }
+
     #[test]
     fn non_member_reports_no_epoch_or_owner() {
         let s = ClusterStatus::from_node(&cfg(), 2, &NodeStatus::default());
         assert!(!s.member);
         assert_eq!((s.epoch, s.quorum_owner), (None, None));
-        assert!(s.nodes.iter().all(|n| n.state == "offline"));
+        assert!(s.nodes.iter().all(|n| n.state == NodeState::Offline));
     }
 }

@@ -76,9 +76,12 @@ pub struct Request {
 
 /// What a server does with requests.
 pub trait Backend: Send + Sync + 'static {
+    /// Why I/O may not go out; its text is the `ST_NOT_OWNER` payload.
+    type Refusal: std::error::Error + Send;
+
     /// Whether I/O may go out now; may wait a while for a pending defense;
     /// `Err` says why not.
-    fn may_io(&self) -> impl std::future::Future<Output = Result<(), String>> + Send;
+    fn may_io(&self) -> impl std::future::Future<Output = Result<(), Self::Refusal>> + Send;
     fn read(
         &self,
         lba: u64,
@@ -153,7 +156,7 @@ async fn serve_one<B: Backend>(mut s: UnixStream, backend: Arc<B>) {
             }
         };
         let (status, payload) = match backend.may_io().await {
-            Err(why) => (ST_NOT_OWNER, why.into_bytes()),
+            Err(why) => (ST_NOT_OWNER, why.to_string().into_bytes()),
             Ok(()) => match req.op {
                 OP_READ => match backend.read(req.lba, req.blocks).await {
                     Ok(d) => (ST_GOOD, d.to_vec()),
@@ -326,12 +329,19 @@ mod tests {
         online: watch::Receiver<bool>,
     }
 
+    /// The test backend's one refusal.
+    #[derive(Debug, thiserror::Error)]
+    #[error("the disk is not online on this node")]
+    struct NotOnline;
+
     impl Backend for Mem {
-        async fn may_io(&self) -> Result<(), String> {
+        type Refusal = NotOnline;
+
+        async fn may_io(&self) -> Result<(), NotOnline> {
             if *self.online.borrow() {
                 Ok(())
             } else {
-                Err("the disk is not online on this node".into())
+                Err(NotOnline)
             }
         }
         async fn read(&self, lba: u64, blocks: u32) -> Result<Bytes, ClusDiskError> {

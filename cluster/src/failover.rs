@@ -28,7 +28,7 @@ use crate::placement::{
     self, AntiAffinityClassNames, FailbackPolicy, FailbackWindow, GroupPlacement, HostedGroup,
     NodeState, NodeView, PossibleOwners, PreferredOwners,
 };
-use crate::resource::{group_key, put_json, Catalog, GroupRecord, GroupState, GroupStatus};
+use crate::resource::{group_key, put_json, Catalog, GroupRecord, GroupState, GroupStatus, Target};
 
 /// One decision, with the reason for the event log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,7 +148,7 @@ impl FailoverManager {
                     self.pending_failback.insert(gname.clone());
                 }
             }
-            if !g.target_online {
+            if g.target == Target::Offline {
                 self.pending_failback.remove(gname);
                 continue;
             }

@@ -299,6 +299,46 @@ impl std::fmt::Display for ResourceStatus {
     }
 }
 
+/// The administrator's intent for a group or resource (`group/G/target`,
+/// `resource/R/target`, plain text). The serde names are the words the
+/// database holds and `GET /catalog` shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// Keep it online where it is owned (the default: no key written).
+    #[default]
+    Online,
+    /// Keep it offline until the administrator brings it online.
+    Offline,
+}
+
+impl Target {
+    /// The database word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Online => "online",
+            Target::Offline => "offline",
+        }
+    }
+
+    /// Reads a stored value. Only `offline` takes a group or resource
+    /// down: any other text leaves it at the default, online, so an
+    /// unreadable value never stops a service.
+    pub fn from_word(v: &str) -> Target {
+        if v == Target::Offline.as_str() {
+            Target::Offline
+        } else {
+            Target::Online
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A group's state as its owner reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -326,7 +366,7 @@ pub struct ResourceState {
 pub struct GroupRecord {
     pub spec: GroupSpec,
     /// Administrator's intent: online unless set offline.
-    pub target_online: bool,
+    pub target: Target,
     pub owner: Option<String>,
     pub state: Option<GroupState>,
     /// Failover times (ms since the Unix epoch) inside the threshold window.
@@ -343,7 +383,7 @@ pub struct ResourceRecord {
     pub fail_request: Option<String>,
     /// Administrator's intent: online unless set offline (`resource
     /// offline`); resources depending on an offline one stay offline too.
-    pub target_online: bool,
+    pub target: Target,
 }
 
 /// The groups and resources of a database snapshot.
@@ -374,19 +414,92 @@ pub fn put_json<T: Serialize>(key: String, v: &T) -> Change {
     }
 }
 
+/// Why a group or resource change was refused before it became a global
+/// update; the admin endpoint answers 400 with the message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogError {
+    /// A name that is empty or longer than 64 characters.
+    #[error("{what} name must be 1 to 64 characters")]
+    NameLength { what: &'static str },
+    /// A name with characters other than letters, digits, `-`, `_`, `.` and spaces.
+    #[error("{what} name {name:?} may only use letters, digits, '-', '_', '.' and spaces")]
+    NameCharacters { what: &'static str, name: String },
+    /// A preferred owner that is not a configured node.
+    #[error("preferred owner {0:?} is not a node of this cluster")]
+    UnknownPreferredOwner(String),
+    /// A failback window hour outside 0..=23.
+    #[error("failback window {0}..{1}: hours are 0 to 23")]
+    FailbackWindow(u8, u8),
+    /// A zero failover threshold or period.
+    #[error("failover threshold and period must be greater than 0")]
+    ZeroFailoverThreshold,
+    /// A resource of a group that does not exist.
+    #[error("no group {0:?}")]
+    NoGroup(String),
+    /// A required property of the resource type is missing or blank.
+    #[error("a {kind} resource needs the property {property}")]
+    MissingProperty {
+        kind: &'static str,
+        property: &'static str,
+    },
+    /// A property the resource type does not know.
+    #[error("{kind} resources have no property {property:?} (known: {known})")]
+    UnknownProperty {
+        kind: &'static str,
+        property: String,
+        known: String,
+    },
+    /// An `address` property that is not an IP address.
+    #[error("address {0:?} is not an IP address")]
+    BadAddress(String),
+    /// A `probe-tcp` property that is not a socket address.
+    #[error("probe-tcp {0:?} is not IP:PORT")]
+    BadProbeTcp(String),
+    /// A zero poll interval or pending timeout.
+    #[error("poll intervals and the pending timeout must be greater than 0")]
+    ZeroPollInterval,
+    /// A possible owner that is not a configured node.
+    #[error("possible owner {0:?} is not a node of this cluster")]
+    UnknownPossibleOwner(String),
+    /// A resource that depends on itself.
+    #[error("{0} cannot depend on itself")]
+    SelfDependency(String),
+    /// A dependency on a resource that does not exist.
+    #[error("{name} depends on {on:?}, which does not exist")]
+    NoSuchDependency { name: String, on: String },
+    /// A dependency across groups.
+    #[error("{name} (group {group}) cannot depend on {on} (group {on_group}): dependencies stay inside one group")]
+    CrossGroupDependency {
+        name: String,
+        group: String,
+        on: String,
+        on_group: String,
+    },
+    /// Dependencies that lead back to the resource.
+    #[error("dependency cycle through {0}")]
+    DependencyCycle(String),
+    /// A network name without an ip-address dependency in its group.
+    #[error("network name {name} must depend on an ip-address resource of group {group}")]
+    NameWithoutAddress { name: String, group: String },
+    /// Moving a resource to another group would strand its dependents.
+    #[error("{name} has dependents in group {group}; remove them first")]
+    HasDependents { name: String, group: String },
+}
+
 /// Names: letters, digits, `-`, `_`, `.` and spaces (Windows allows
 /// "Cluster Group"), no `/`.
-pub fn check_name(what: &str, n: &str) -> Result<(), String> {
+pub fn check_name(what: &'static str, n: &str) -> Result<(), CatalogError> {
     if n.trim().is_empty() || n.len() > 64 {
-        return Err(format!("{what} name must be 1 to 64 characters"));
+        return Err(CatalogError::NameLength { what });
     }
     if !n
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || "-_. ".contains(c))
     {
-        return Err(format!(
-            "{what} name {n:?} may only use letters, digits, '-', '_', '.' and spaces"
-        ));
+        return Err(CatalogError::NameCharacters {
+            what,
+            name: n.into(),
+        });
     }
     Ok(())
 }
@@ -401,13 +514,7 @@ impl Catalog {
             match parts.as_slice() {
                 ["group", g, "spec"] => match serde_json::from_str(v) {
                     Ok(spec) => {
-                        let e = c
-                            .groups
-                            .entry(g.to_string())
-                            .or_insert_with(|| GroupRecord {
-                                target_online: true,
-                                ..GroupRecord::default()
-                            });
+                        let e = c.groups.entry(g.to_string()).or_default();
                         e.spec = spec;
                     }
                     Err(e) => tracing::warn!(key = %k, error = %e, "unreadable group spec"),
@@ -420,7 +527,7 @@ impl Catalog {
                                 spec,
                                 state: None,
                                 fail_request: None,
-                                target_online: true,
+                                target: Target::Online,
                             },
                         );
                     }
@@ -438,7 +545,7 @@ impl Catalog {
                 ["group", g, field] if *field != "spec" => {
                     if let Some(rec) = c.groups.get_mut(*g) {
                         match *field {
-                            "target" => rec.target_online = v != "offline",
+                            "target" => rec.target = Target::from_word(v),
                             "owner" => rec.owner = Some(v.clone()),
                             "state" => rec.state = serde_json::from_str(v).ok(),
                             "failovers" => {
@@ -455,7 +562,7 @@ impl Catalog {
                 }
                 ["resource", r, "target"] => {
                     if let Some(rec) = c.resources.get_mut(*r) {
-                        rec.target_online = v != "offline";
+                        rec.target = Target::from_word(v);
                     }
                 }
                 ["resource", r, "fail"] => {
@@ -517,22 +624,20 @@ impl Catalog {
         name: &str,
         spec: &GroupSpec,
         nodes: &[String],
-    ) -> Result<(), String> {
+    ) -> Result<(), CatalogError> {
         check_name("group", name)?;
         for n in &spec.preferred_owners {
             if !nodes.iter().any(|x| x.eq_ignore_ascii_case(n)) {
-                return Err(format!(
-                    "preferred owner {n:?} is not a node of this cluster"
-                ));
+                return Err(CatalogError::UnknownPreferredOwner(n.clone()));
             }
         }
         if let Some((s, e)) = spec.failback.window {
             if s > 23 || e > 23 {
-                return Err(format!("failback window {s}..{e}: hours are 0 to 23"));
+                return Err(CatalogError::FailbackWindow(s, e));
             }
         }
         if spec.failover_threshold == 0 || spec.failover_period_secs == 0 {
-            return Err("failover threshold and period must be greater than 0".into());
+            return Err(CatalogError::ZeroFailoverThreshold);
         }
         Ok(())
     }
@@ -545,57 +650,62 @@ impl Catalog {
         name: &str,
         spec: &ResourceSpec,
         nodes: &[String],
-    ) -> Result<(), String> {
+    ) -> Result<(), CatalogError> {
         check_name("resource", name)?;
         if !self.groups.contains_key(&spec.group) {
-            return Err(format!("no group {:?}", spec.group));
+            return Err(CatalogError::NoGroup(spec.group.clone()));
         }
         for p in spec.kind.required() {
             if spec.prop(p).is_none_or(|v| v.trim().is_empty()) {
-                return Err(format!(
-                    "a {} resource needs the property {p}",
-                    spec.kind.name()
-                ));
+                return Err(CatalogError::MissingProperty {
+                    kind: spec.kind.name(),
+                    property: p,
+                });
             }
         }
         for p in spec.properties.keys() {
             if !spec.kind.known().contains(&p.as_str()) {
-                return Err(format!(
-                    "{} resources have no property {p:?} (known: {})",
-                    spec.kind.name(),
-                    spec.kind.known().join(", ")
-                ));
+                return Err(CatalogError::UnknownProperty {
+                    kind: spec.kind.name(),
+                    property: p.clone(),
+                    known: spec.kind.known().join(", "),
+                });
             }
         }
         if let Some(a) = spec.prop("address") {
             a.parse::<std::net::IpAddr>()
-                .map_err(|_| format!("address {a:?} is not an IP address"))?;
+                .map_err(|_| CatalogError::BadAddress(a.into()))?;
         }
         if let Some(t) = spec.prop("probe-tcp") {
             t.parse::<std::net::SocketAddr>()
-                .map_err(|_| format!("probe-tcp {t:?} is not IP:PORT"))?;
+                .map_err(|_| CatalogError::BadProbeTcp(t.into()))?;
         }
         if spec.looks_alive_ms == 0 || spec.is_alive_ms == 0 || spec.pending_timeout_secs == 0 {
-            return Err("poll intervals and the pending timeout must be greater than 0".into());
+            return Err(CatalogError::ZeroPollInterval);
         }
         for n in &spec.possible_owners {
             if !nodes.iter().any(|x| x.eq_ignore_ascii_case(n)) {
-                return Err(format!(
-                    "possible owner {n:?} is not a node of this cluster"
-                ));
+                return Err(CatalogError::UnknownPossibleOwner(n.clone()));
             }
         }
         for d in &spec.depends_on {
             if d == name {
-                return Err(format!("{name} cannot depend on itself"));
+                return Err(CatalogError::SelfDependency(name.into()));
             }
             match self.resources.get(d) {
-                None => return Err(format!("{name} depends on {d:?}, which does not exist")),
+                None => {
+                    return Err(CatalogError::NoSuchDependency {
+                        name: name.into(),
+                        on: d.clone(),
+                    })
+                }
                 Some(r) if r.spec.group != spec.group => {
-                    return Err(format!(
-                        "{name} (group {}) cannot depend on {d} (group {}): dependencies stay inside one group",
-                        spec.group, r.spec.group
-                    ))
+                    return Err(CatalogError::CrossGroupDependency {
+                        name: name.into(),
+                        group: spec.group.clone(),
+                        on: d.clone(),
+                        on_group: r.spec.group.clone(),
+                    })
                 }
                 Some(_) => {}
             }
@@ -605,7 +715,7 @@ impl Catalog {
         let mut seen = BTreeSet::new();
         while let Some(r) = stack.pop() {
             if r == name {
-                return Err(format!("dependency cycle through {name}"));
+                return Err(CatalogError::DependencyCycle(name.into()));
             }
             if seen.insert(r) {
                 if let Some(rec) = self.resources.get(r) {
@@ -620,19 +730,19 @@ impl Catalog {
                     .is_some_and(|r| r.spec.kind == ResourceType::IpAddress)
             });
             if !on_ip {
-                return Err(format!(
-                    "network name {name} must depend on an ip-address resource of group {}",
-                    spec.group
-                ));
+                return Err(CatalogError::NameWithoutAddress {
+                    name: name.into(),
+                    group: spec.group.clone(),
+                });
             }
         }
         // Changing a resource must not break one that depends on it.
         if let Some(old) = self.resources.get(name) {
             if old.spec.group != spec.group && self.dependents(name).next().is_some() {
-                return Err(format!(
-                    "{name} has dependents in group {}; remove them first",
-                    old.spec.group
-                ));
+                return Err(CatalogError::HasDependents {
+                    name: name.into(),
+                    group: old.spec.group.clone(),
+                });
             }
         }
         Ok(())
@@ -648,7 +758,7 @@ impl Catalog {
                 continue;
             }
             match self.resources.get(x) {
-                Some(rec) if rec.target_online => {
+                Some(rec) if rec.target == Target::Online => {
                     stack.extend(rec.spec.depends_on.iter().map(String::as_str))
                 }
                 Some(_) => return false,
@@ -677,6 +787,55 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The admin endpoint answers 400 with these messages word for word.
+    #[test]
+    fn catalog_error_messages() {
+        assert_eq!(
+            check_name("group", "").unwrap_err().to_string(),
+            "group name must be 1 to 64 characters"
+        );
+        assert_eq!(
+            check_name("resource", "a/b").unwrap_err().to_string(),
+            "resource name \"a/b\" may only use letters, digits, '-', '_', '.' and spaces"
+        );
+        assert_eq!(
+            CatalogError::CrossGroupDependency {
+                name: "X".into(),
+                group: "G1".into(),
+                on: "IP".into(),
+                on_group: "G2".into(),
+            }
+            .to_string(),
+            "X (group G1) cannot depend on IP (group G2): dependencies stay inside one group"
+        );
+        assert_eq!(
+            CatalogError::FailbackWindow(22, 24).to_string(),
+            "failback window 22..24: hours are 0 to 23"
+        );
+    }
+
+    /// `group/G/target` and `resource/R/target` hold plain words; only
+    /// `offline` takes a group or resource down.
+    #[test]
+    fn target_words_in_the_database() {
+        for (t, word) in [(Target::Online, "online"), (Target::Offline, "offline")] {
+            assert_eq!(t.as_str(), word);
+            assert_eq!(serde_json::to_string(&t).unwrap(), format!("\"{word}\""));
+            assert_eq!(Target::from_word(word), t);
+        }
+        assert_eq!(Target::from_word("garbage"), Target::Online);
+        let mut db = DbSnapshot::default();
+        db.entries.insert(
+            group_key("G", "spec"),
+            serde_json::to_string(&GroupSpec::default()).unwrap(),
+        );
+        db.entries
+            .insert(group_key("G", "target"), "offline".into());
+        assert_eq!(Catalog::from_db(&db).groups["G"].target, Target::Offline);
+        db.entries.insert(group_key("G", "target"), "online".into());
+        assert_eq!(Catalog::from_db(&db).groups["G"].target, Target::Online);
+    }
 
     /// The states' JSON words are the database and admin wire form: the
     /// same bytes the string fields had.
@@ -783,7 +942,7 @@ mod tests {
         let c = evs();
         assert_eq!(c.groups.len(), 2);
         assert_eq!(c.groups["EVS1"].owner.as_deref(), Some("NODE2"));
-        assert!(c.groups["EVS1"].target_online);
+        assert_eq!(c.groups["EVS1"].target, Target::Online);
         assert_eq!(c.members("EVS1").len(), 4);
         assert_eq!(c.resolve("EVS1"), Some("127.0.1.1"));
     }
@@ -812,6 +971,7 @@ mod tests {
         assert!(c
             .check_resource("IP", &cyc, &n)
             .unwrap_err()
+            .to_string()
             .contains("cycle"));
         let cross = res(
             "OTHER",
@@ -822,6 +982,7 @@ mod tests {
         assert!(c
             .check_resource("X", &cross, &n)
             .unwrap_err()
+            .to_string()
             .contains("inside one group"));
         let selfdep = res(
             "EVS1",
@@ -832,11 +993,13 @@ mod tests {
         assert!(c
             .check_resource("X", &selfdep, &n)
             .unwrap_err()
+            .to_string()
             .contains("itself"));
         let missing = res("EVS1", ResourceType::PhysicalDisk, &[], &[]);
         assert!(c
             .check_resource("D2", &missing, &n)
             .unwrap_err()
+            .to_string()
             .contains("disk"));
         let unknown = res(
             "EVS1",
@@ -847,6 +1010,7 @@ mod tests {
         assert!(c
             .check_resource("I2", &unknown, &n)
             .unwrap_err()
+            .to_string()
             .contains("no property"));
         let bad_ip = res("EVS1", ResourceType::IpAddress, &[], &[("address", "nope")]);
         assert!(c.check_resource("I3", &bad_ip, &n).is_err());
@@ -859,6 +1023,7 @@ mod tests {
         assert!(c
             .check_resource("N2", &name_no_ip, &n)
             .unwrap_err()
+            .to_string()
             .contains("ip-address"));
         let mut owners = res(
             "EVS1",
@@ -877,6 +1042,7 @@ mod tests {
         assert!(c
             .check_resource("A3", &nogroup, &n)
             .unwrap_err()
+            .to_string()
             .contains("no group"));
         let good = res(
             "EVS1",

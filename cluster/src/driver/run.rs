@@ -30,9 +30,20 @@ use super::udp::ClusterTransport;
 /// quorum owner's RELEASE) before giving up.
 pub const SHUTDOWN_DISK_GRACE: Duration = Duration::from_secs(2);
 
+/// Why a proposed change was not committed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// This node is in no settled view with a quorum owner (Global Update needs a locker).
+    #[error("this node cannot take updates now (not a member, or no quorum owner)")]
+    NotAccepting,
+    /// The quorum owner refused the change, with the node's reason.
+    #[error("{0}")]
+    Rejected(String),
+}
+
 /// How a proposed change ended: committed as this sequence number, or
-/// refused (with the reason, also when this node cannot take updates).
-pub type ProposeResult = Result<u64, String>;
+/// refused.
+pub type ProposeResult = Result<u64, ProposeError>;
 
 /// An administrator's request to the running node.
 #[derive(Debug)]
@@ -292,10 +303,7 @@ impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
                 }
                 None => {
                     if let Some(r) = reply {
-                        let _ = r.send(Err(
-                            "this node cannot take updates now (not a member, or no quorum owner)"
-                                .into(),
-                        ));
+                        let _ = r.send(Err(ProposeError::NotAccepting));
                     }
                 }
             },
@@ -329,7 +337,7 @@ impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
                         }
                         Action::Rejected { id, reason } => {
                             if let Some(r) = self.replies.remove(id) {
-                                let _ = r.send(Err(reason.clone()));
+                                let _ = r.send(Err(ProposeError::Rejected(reason.clone())));
                             }
                         }
                         _ => {}
@@ -424,5 +432,23 @@ async fn recv_command(rx: &mut Option<mpsc::UnboundedReceiver<Command>>) -> Opti
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The admin endpoint answers 409 with these messages word for word.
+    #[test]
+    fn propose_error_messages() {
+        assert_eq!(
+            ProposeError::NotAccepting.to_string(),
+            "this node cannot take updates now (not a member, or no quorum owner)"
+        );
+        assert_eq!(
+            ProposeError::Rejected("no such key".into()).to_string(),
+            "no such key"
+        );
     }
 }

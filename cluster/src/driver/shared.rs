@@ -20,6 +20,37 @@ use crate::config::{ClusterConfig, NodeId};
 
 use super::disk::{issue, op_name, DiskExecutor};
 
+/// Why a shared disk or a node's quorum disks could not be set up. The
+/// messages reach the arbiter's `Failed` results and the CLI.
+#[derive(Debug, thiserror::Error)]
+pub enum SharedDiskError {
+    /// The iSCSI login to a shared disk failed (RFC 7143 §6).
+    #[error("login to the {what} disk failed: {source}")]
+    Login {
+        what: &'static str,
+        source: busrig_initiator::Error,
+    },
+    /// A disk URL in the cluster file does not parse.
+    #[error("{what} disk URL {url:?}: {source}")]
+    BadUrl {
+        what: &'static str,
+        url: String,
+        source: busrig_initiator::UrlError,
+    },
+    /// The majority model's data directory could not be created.
+    #[error("cannot create {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The local quorum log replica could not be opened.
+    #[error("cannot open the quorum log replica {path}: {source}")]
+    Replica {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
 /// The ISID busrig nodes use: a random-class prefix naming busrig, then the
 /// node number, so every login of one node is the same I_T nexus.
 pub fn node_isid(node: NodeId) -> Isid {
@@ -77,7 +108,7 @@ impl SharedDisk {
     }
 
     /// The logged-in disk (logging in if needed).
-    pub async fn get(&self) -> Result<Arc<Disk>, String> {
+    pub async fn get(&self) -> Result<Arc<Disk>, SharedDiskError> {
         let mut slot = self.disk.lock().await;
         if let Some(d) = slot.as_ref() {
             return Ok(d.clone());
@@ -93,7 +124,10 @@ impl SharedDisk {
                 *slot = Some(d.clone());
                 Ok(d)
             }
-            Err(e) => Err(format!("login to the {} disk failed: {e}", self.what)),
+            Err(source) => Err(SharedDiskError::Login {
+                what: self.what,
+                source,
+            }),
         }
     }
 
@@ -121,7 +155,7 @@ impl SharedDisk {
         }
         let d = match self.get().await {
             Ok(d) => d,
-            Err(e) => return DiskResult::Failed(e),
+            Err(e) => return DiskResult::Failed(e.to_string()),
         };
         super::disk::map_result(d.lun_reset().await.map(|()| None))
     }
@@ -131,7 +165,7 @@ impl SharedDisk {
     pub async fn stamp_last_block(&self, data: &[u8]) -> DiskResult {
         let d = match self.get().await {
             Ok(d) => d,
-            Err(e) => return DiskResult::Failed(e),
+            Err(e) => return DiskResult::Failed(e.to_string()),
         };
         let cap = match d.capacity().await {
             Ok(c) => c,
@@ -152,7 +186,7 @@ impl SharedDisk {
     pub async fn execute(&self, op: DiskOp) -> DiskResult {
         let d = match self.get().await {
             Ok(d) => d,
-            Err(e) => return DiskResult::Failed(e),
+            Err(e) => return DiskResult::Failed(e.to_string()),
         };
         let kind = op_name(&op);
         let result = issue(&d, op).await;
@@ -185,10 +219,14 @@ impl NodeDisks {
         cfg: &ClusterConfig,
         me: NodeId,
         data_dir: &std::path::Path,
-    ) -> Result<NodeDisks, String> {
+    ) -> Result<NodeDisks, SharedDiskError> {
         let sc = node_session_config(cfg, me);
-        let open = |url: &str, what: &'static str| -> Result<SharedDisk, String> {
-            let u = IscsiUrl::parse(url).map_err(|e| format!("{what} disk URL {url:?}: {e}"))?;
+        let open = |url: &str, what: &'static str| -> Result<SharedDisk, SharedDiskError> {
+            let u = IscsiUrl::parse(url).map_err(|source| SharedDiskError::BadUrl {
+                what,
+                url: url.into(),
+                source,
+            })?;
             Ok(SharedDisk::new(u, sc.clone(), what))
         };
         let quorum = cfg
@@ -202,12 +240,17 @@ impl NodeDisks {
         };
         let local = match &cfg.quorum {
             crate::config::QuorumModel::Majority { .. } => {
-                std::fs::create_dir_all(data_dir)
-                    .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+                std::fs::create_dir_all(data_dir).map_err(|source| SharedDiskError::DataDir {
+                    path: data_dir.display().to_string(),
+                    source,
+                })?;
                 let path = data_dir.join("quorum-replica.img");
                 let size = crate::log_manager::region_config(cfg.log_limit).region_len;
-                Some(super::disk::LocalDisk::open(&path, size).map_err(|e| {
-                    format!("cannot open the quorum log replica {}: {e}", path.display())
+                Some(super::disk::LocalDisk::open(&path, size).map_err(|source| {
+                    SharedDiskError::Replica {
+                        path: path.display().to_string(),
+                        source,
+                    }
                 })?)
             }
             _ => None,

@@ -19,7 +19,7 @@ use crate::config::{ClusterConfig, NodeId};
 use crate::db::Change;
 use crate::driver::{NodePhase, NodeStatus};
 use crate::failover::{Decision, FailoverManager, THRESHOLD_REASON};
-use crate::resource::{Catalog, GroupStatus};
+use crate::resource::{Catalog, GroupStatus, Target};
 
 /// Keys of the cluster event log: `event/MS-NODE-N`, oldest first.
 pub const EVENT_PREFIX: &str = "event/";
@@ -188,7 +188,7 @@ impl ResourceHost {
             .catalog
             .groups
             .iter()
-            .filter(|(_, g)| g.owner.as_deref() == Some(me.as_str()) && g.target_online)
+            .filter(|(_, g)| g.owner.as_deref() == Some(me.as_str()) && g.target == Target::Online)
             .filter(|(_, g)| {
                 // A group that failed here stays down until it moves (or
                 // the administrator brings it online again).

@@ -44,7 +44,40 @@ use crate::resource::{
 };
 
 pub use machine::{HostAction, HostInput, ResourceHost, EVENTS_KEPT, EVENT_PREFIX};
-use resources::{disk_indices, Running};
+use resources::{disk_indices, ResourceError, Running};
+
+/// Why a change the host proposed did not commit. The messages reach the
+/// event log and, inside [`ResourceError`], resource state reasons.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The node's event loop is gone (the cluster service never started).
+    #[error("the cluster service is not running")]
+    NotRunning,
+    /// The event loop stopped before the change was decided.
+    #[error("the cluster service stopped")]
+    Stopped,
+    /// The change was not committed within the admin change timeout.
+    #[error("not committed in time")]
+    NotCommitted,
+    /// The node refused the change (Global Update).
+    #[error(transparent)]
+    Refused(#[from] crate::driver::ProposeError),
+}
+
+/// Why a resource did not come online; the message is its `reason` in
+/// `resource/R/state` and, prefixed with the resource, the group's.
+#[derive(Debug, thiserror::Error)]
+pub enum OnlineError {
+    /// The resource was deleted from the catalog before it came online.
+    #[error("deleted")]
+    Deleted,
+    /// The resource stayed online-pending past its pending timeout.
+    #[error("still pending after {0:?}")]
+    StillPending(Duration),
+    /// The resource type's online entry point failed.
+    #[error(transparent)]
+    Resource(#[from] ResourceError),
+}
 
 /// What the host needs from its node.
 pub struct HostContext {
@@ -77,15 +110,15 @@ impl HostContext {
     }
 
     /// Proposes `change` and waits for it to commit.
-    pub async fn propose(&self, change: Change) -> Result<u64, String> {
+    pub async fn propose(&self, change: Change) -> Result<u64, CommitError> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::Propose(change, Some(tx)))
-            .map_err(|_| "the cluster service is not running".to_string())?;
+            .map_err(|_| CommitError::NotRunning)?;
         match tokio::time::timeout(crate::admin::change_timeout(&self.cfg), rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err("the cluster service stopped".into()),
-            Err(_) => Err("not committed in time".into()),
+            Ok(Ok(r)) => Ok(r?),
+            Ok(Err(_)) => Err(CommitError::Stopped),
+            Err(_) => Err(CommitError::NotCommitted),
         }
     }
 
@@ -525,7 +558,7 @@ async fn group_task(
                 Ok(())
             };
             if let Err(why) = result {
-                failed_at = Some((i, why));
+                failed_at = Some((i, why.to_string()));
                 break;
             }
         }
@@ -616,12 +649,12 @@ async fn start_one(
     cat: &Catalog,
     r: &str,
     indices: &BTreeMap<String, u8>,
-) -> Result<Live, String> {
+) -> Result<Live, OnlineError> {
     let spec = cat
         .resources
         .get(r)
         .map(|x| x.spec.clone())
-        .ok_or_else(|| "deleted".to_string())?;
+        .ok_or(OnlineError::Deleted)?;
     ctx.report_resource(r, ResourceStatus::OnlinePending, None)
         .await;
     let limit = Duration::from_secs(spec.pending_timeout_secs);
@@ -639,13 +672,13 @@ async fn start_one(
             })
         }
         Ok(Err(why)) => {
-            ctx.report_resource(r, ResourceStatus::Failed, Some(why.clone()))
+            ctx.report_resource(r, ResourceStatus::Failed, Some(why.to_string()))
                 .await;
-            Err(why)
+            Err(why.into())
         }
         Err(_) => {
-            let why = format!("still pending after {limit:?}");
-            ctx.report_resource(r, ResourceStatus::Failed, Some(why.clone()))
+            let why = OnlineError::StillPending(limit);
+            ctx.report_resource(r, ResourceStatus::Failed, Some(why.to_string()))
                 .await;
             Err(why)
         }
@@ -659,7 +692,7 @@ async fn online_with_restarts(
     indices: &BTreeMap<String, u8>,
     trackers: &mut BTreeMap<String, RestartTracker>,
     t0: Instant,
-) -> Result<Live, String> {
+) -> Result<Live, OnlineError> {
     loop {
         match start_one(ctx, cat, r, indices).await {
             Ok(l) => return Ok(l),

@@ -20,7 +20,129 @@ use crate::driver::shared::{data_isid, node_session_config, SharedDisk};
 use crate::node::pr_key;
 use crate::resource::{name_key, Catalog, ResourceSpec, ResourceType};
 
-use super::HostContext;
+use super::{CommitError, HostContext};
+
+/// Why a resource did not come online, failed a poll, or refused I/O. The
+/// messages become the resource's `reason` in the database (`resource/R/state`).
+#[derive(Debug, thiserror::Error)]
+pub enum ResourceError {
+    /// An ip-address resource's `address` property is not an IP address.
+    #[error("bad address {0:?}")]
+    BadAddress(String),
+    /// The address could not be claimed: it is not configured on this node.
+    #[error("cannot bind {address}: {source}")]
+    Bind {
+        address: IpAddr,
+        source: std::io::Error,
+    },
+    /// A network-name resource without an ip-address resource to depend on.
+    #[error("network name {0} has no ip-address dependency")]
+    NoIpDependency(String),
+    /// The name's registration did not commit.
+    #[error("cannot register {name}: {source}")]
+    Register { name: String, source: CommitError },
+    /// A claimed address disappeared from this node (IsAlive).
+    #[error("address {address} is gone: {source}")]
+    AddressGone {
+        address: IpAddr,
+        source: std::io::Error,
+    },
+    /// A script entry point exited unsuccessfully.
+    #[error("{path} {verb} exited with {status}")]
+    ScriptFailed {
+        path: String,
+        verb: String,
+        status: std::process::ExitStatus,
+    },
+    /// A script could not be run at all.
+    #[error("cannot run {path}: {source}")]
+    ScriptNotRun {
+        path: String,
+        source: std::io::Error,
+    },
+    /// A script entry point outlived its limit.
+    #[error("{path} {verb} did not finish within {limit:?}")]
+    ScriptTimeout {
+        path: String,
+        verb: String,
+        limit: Duration,
+    },
+    /// A generic application's command could not be started.
+    #[error("cannot start {command:?}: {source}")]
+    AppNotStarted {
+        command: String,
+        source: std::io::Error,
+    },
+    /// The generic application's process ended.
+    #[error("the application exited ({0})")]
+    AppExited(std::process::ExitStatus),
+    /// Waiting on the application's process failed.
+    #[error("cannot check the application: {0}")]
+    AppUnchecked(std::io::Error),
+    /// The `probe-tcp` property is not a socket address.
+    #[error("bad probe-tcp {0:?}")]
+    BadProbeTcp(String),
+    /// The TCP probe was refused.
+    #[error("probe connect to {addr}: {source}")]
+    ProbeRefused {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The TCP probe did not connect in time.
+    #[error("probe connect to {0} timed out")]
+    ProbeTcpTimeout(SocketAddr),
+    /// The probe command exited unsuccessfully.
+    #[error("probe {command:?} exited with {status}")]
+    ProbeFailed {
+        command: String,
+        status: std::process::ExitStatus,
+    },
+    /// The probe command could not be run.
+    #[error("cannot run probe {command:?}: {source}")]
+    ProbeNotRun {
+        command: String,
+        source: std::io::Error,
+    },
+    /// The probe command did not finish in time.
+    #[error("probe {0:?} timed out")]
+    ProbeTimeout(String),
+    /// A physical disk's `disk` property is not an iSCSI URL.
+    #[error("disk URL {url:?}: {source}")]
+    BadDiskUrl {
+        url: String,
+        source: busrig_initiator::UrlError,
+    },
+    /// The disk proxy socket could not be served.
+    #[error("cannot serve the disk proxy {path}: {source}")]
+    ProxyNotServed {
+        path: String,
+        source: std::io::Error,
+    },
+    /// Another node won the disk's reservation.
+    #[error("reservation not won: {0}")]
+    NotWon(String),
+    /// The disk's arbitration task ended before a result.
+    #[error("disk arbitration ended")]
+    ArbitrationEnded,
+    /// The reservation was lost after it was won.
+    #[error("reservation lost: {0}")]
+    Lost(String),
+    /// The task defending the reservation stopped.
+    #[error("disk defense stopped")]
+    DefenseStopped,
+    /// The ownership stamp write met a reservation conflict.
+    #[error("reservation conflict writing the ownership stamp")]
+    StampConflict,
+    /// The ownership stamp write failed.
+    #[error("writing the ownership stamp: {0}")]
+    StampFailed(String),
+    /// The disk resource went away while I/O waited.
+    #[error("the disk resource stopped")]
+    DiskStopped,
+    /// The lease stayed expired for the whole wait.
+    #[error("the disk's lease did not come back within {0:?}")]
+    LeaseNotBack(Duration),
+}
 
 /// A resource running on this node.
 pub enum Running {
@@ -117,7 +239,7 @@ impl Running {
         name: &str,
         spec: &ResourceSpec,
         disk_index: u8,
-    ) -> Result<Running, String> {
+    ) -> Result<Running, ResourceError> {
         match spec.kind {
             ResourceType::PhysicalDisk => {
                 DiskResource::start(ctx, name, spec.prop("disk").unwrap_or_default(), disk_index)
@@ -126,11 +248,13 @@ impl Running {
             }
             ResourceType::IpAddress => {
                 let a = spec.prop("address").unwrap_or_default();
-                let address: IpAddr = a.parse().map_err(|_| format!("bad address {a:?}"))?;
+                let address: IpAddr = a
+                    .parse()
+                    .map_err(|_| ResourceError::BadAddress(a.to_string()))?;
                 // Holding a socket on the address claims it on this node
                 // and proves the address is configured here.
                 let claim = UdpSocket::bind(SocketAddr::new(address, 0))
-                    .map_err(|e| format!("cannot bind {address}: {e}"))?;
+                    .map_err(|source| ResourceError::Bind { address, source })?;
                 Ok(Running::Ip {
                     _claim: claim,
                     address,
@@ -144,14 +268,17 @@ impl Running {
                     .filter_map(|d| cat.resources.get(d))
                     .find(|r| r.spec.kind == ResourceType::IpAddress)
                     .and_then(|r| r.spec.prop("address"))
-                    .ok_or_else(|| format!("network name {n} has no ip-address dependency"))?
+                    .ok_or_else(|| ResourceError::NoIpDependency(n.clone()))?
                     .to_string();
                 ctx.propose(Change::Put {
                     key: name_key(&n),
                     value: address.clone(),
                 })
                 .await
-                .map_err(|e| format!("cannot register {n}: {e}"))?;
+                .map_err(|source| ResourceError::Register {
+                    name: n.clone(),
+                    source,
+                })?;
                 Ok(Running::Name { name: n, address })
             }
             ResourceType::GenericApplication => {
@@ -174,7 +301,7 @@ impl Running {
     }
 
     /// The cheap check (LooksAlive).
-    pub async fn looks_alive(&mut self) -> Result<(), String> {
+    pub async fn looks_alive(&mut self) -> Result<(), ResourceError> {
         match self {
             Running::Disk(d) => d.check(),
             Running::Ip { .. } | Running::Name { .. } => Ok(()),
@@ -186,12 +313,15 @@ impl Running {
     }
 
     /// The thorough check (IsAlive).
-    pub async fn is_alive(&mut self, spec: &ResourceSpec) -> Result<(), String> {
+    pub async fn is_alive(&mut self, spec: &ResourceSpec) -> Result<(), ResourceError> {
         match self {
             Running::Disk(d) => d.is_alive().await,
             Running::Ip { address, .. } => UdpSocket::bind(SocketAddr::new(*address, 0))
                 .map(|_| ())
-                .map_err(|e| format!("address {address} is gone: {e}")),
+                .map_err(|source| ResourceError::AddressGone {
+                    address: *address,
+                    source,
+                }),
             Running::Name { .. } => Ok(()),
             Running::App(a) => {
                 a.running()?;
@@ -239,7 +369,7 @@ async fn run_script(
     verb: &str,
     env: &[(String, String)],
     limit: Duration,
-) -> Result<(), String> {
+) -> Result<(), ResourceError> {
     let mut cmd = Command::new(path);
     cmd.arg(verb)
         .envs(env.iter().cloned())
@@ -247,9 +377,20 @@ async fn run_script(
         .kill_on_drop(true);
     match tokio::time::timeout(limit, cmd.status()).await {
         Ok(Ok(s)) if s.success() => Ok(()),
-        Ok(Ok(s)) => Err(format!("{path} {verb} exited with {s}")),
-        Ok(Err(e)) => Err(format!("cannot run {path}: {e}")),
-        Err(_) => Err(format!("{path} {verb} did not finish within {limit:?}")),
+        Ok(Ok(status)) => Err(ResourceError::ScriptFailed {
+            path: path.into(),
+            verb: verb.into(),
+            status,
+        }),
+        Ok(Err(source)) => Err(ResourceError::ScriptNotRun {
+            path: path.into(),
+            source,
+        }),
+        Err(_) => Err(ResourceError::ScriptTimeout {
+            path: path.into(),
+            verb: verb.into(),
+            limit,
+        }),
     }
 }
 
@@ -260,7 +401,10 @@ pub struct AppResource {
 }
 
 impl AppResource {
-    fn start(spec: &ResourceSpec, env: Vec<(String, String)>) -> Result<AppResource, String> {
+    fn start(
+        spec: &ResourceSpec,
+        env: Vec<(String, String)>,
+    ) -> Result<AppResource, ResourceError> {
         let command = spec.prop("command").unwrap_or_default();
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
@@ -281,27 +425,28 @@ impl AppResource {
                     .map_err(std::io::Error::from)
             });
         }
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {command:?}: {e}"))?;
+        let child = cmd.spawn().map_err(|source| ResourceError::AppNotStarted {
+            command: command.into(),
+            source,
+        })?;
         let pid = child.id();
         tracing::info!(command, pid, "application started");
         Ok(AppResource { child, pid })
     }
 
-    fn running(&mut self) -> Result<(), String> {
+    fn running(&mut self) -> Result<(), ResourceError> {
         match self.child.try_wait() {
             Ok(None) => Ok(()),
-            Ok(Some(s)) => Err(format!("the application exited ({s})")),
-            Err(e) => Err(format!("cannot check the application: {e}")),
+            Ok(Some(s)) => Err(ResourceError::AppExited(s)),
+            Err(e) => Err(ResourceError::AppUnchecked(e)),
         }
     }
 
-    async fn probe(&mut self, spec: &ResourceSpec) -> Result<(), String> {
+    async fn probe(&mut self, spec: &ResourceSpec) -> Result<(), ResourceError> {
         if let Some(addr) = spec.prop("probe-tcp") {
             let a: SocketAddr = addr
                 .parse()
-                .map_err(|_| format!("bad probe-tcp {addr:?}"))?;
+                .map_err(|_| ResourceError::BadProbeTcp(addr.to_string()))?;
             return match tokio::time::timeout(
                 Duration::from_secs(5),
                 tokio::net::TcpStream::connect(a),
@@ -309,8 +454,8 @@ impl AppResource {
             .await
             {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(format!("probe connect to {a}: {e}")),
-                Err(_) => Err(format!("probe connect to {a} timed out")),
+                Ok(Err(source)) => Err(ResourceError::ProbeRefused { addr: a, source }),
+                Err(_) => Err(ResourceError::ProbeTcpTimeout(a)),
             };
         }
         if let Some(p) = spec.prop("probe-command") {
@@ -325,9 +470,15 @@ impl AppResource {
             .await;
             return match out {
                 Ok(Ok(s)) if s.success() => Ok(()),
-                Ok(Ok(s)) => Err(format!("probe {p:?} exited with {s}")),
-                Ok(Err(e)) => Err(format!("cannot run probe {p:?}: {e}")),
-                Err(_) => Err(format!("probe {p:?} timed out")),
+                Ok(Ok(status)) => Err(ResourceError::ProbeFailed {
+                    command: p.into(),
+                    status,
+                }),
+                Ok(Err(source)) => Err(ResourceError::ProbeNotRun {
+                    command: p.into(),
+                    source,
+                }),
+                Err(_) => Err(ResourceError::ProbeTimeout(p.into())),
             };
         }
         Ok(())
@@ -384,8 +535,11 @@ impl DiskResource {
         name: &str,
         url: &str,
         index: u8,
-    ) -> Result<DiskResource, String> {
-        let u = IscsiUrl::parse(url).map_err(|e| format!("disk URL {url:?}: {e}"))?;
+    ) -> Result<DiskResource, ResourceError> {
+        let u = IscsiUrl::parse(url).map_err(|source| ResourceError::BadDiskUrl {
+            url: url.into(),
+            source,
+        })?;
         let mut sc = node_session_config(&ctx.cfg, ctx.me);
         sc.isid = data_isid(ctx.me, index);
         let disk = Arc::new(SharedDisk::new(u, sc, "data"));
@@ -479,40 +633,42 @@ impl DiskResource {
                 res.write_stamp().await?;
                 let path = ctx.disk_socket(name);
                 let backend = Arc::new(ProxyBackend { disk, state: rx });
-                res.proxy =
-                    Some(crate::clusdisk::Server::start(&path, backend).map_err(|e| {
-                        format!("cannot serve the disk proxy {}: {e}", path.display())
-                    })?);
+                res.proxy = Some(crate::clusdisk::Server::start(&path, backend).map_err(
+                    |source| ResourceError::ProxyNotServed {
+                        path: path.display().to_string(),
+                        source,
+                    },
+                )?);
                 Ok(res)
             }
-            Ok(DiskState::Lost(why)) => Err(format!("reservation not won: {why}")),
-            _ => Err("disk arbitration ended".into()),
+            Ok(DiskState::Lost(why)) => Err(ResourceError::NotWon(why)),
+            _ => Err(ResourceError::ArbitrationEnded),
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), ResourceError> {
         match &*self.state.borrow() {
-            DiskState::Lost(why) => Err(format!("reservation lost: {why}")),
-            _ if self.task.is_finished() => Err("disk defense stopped".into()),
+            DiskState::Lost(why) => Err(ResourceError::Lost(why.clone())),
+            _ if self.task.is_finished() => Err(ResourceError::DefenseStopped),
             _ => Ok(()),
         }
     }
 
-    async fn write_stamp(&self) -> Result<(), String> {
+    async fn write_stamp(&self) -> Result<(), ResourceError> {
         self.check()?;
-        if may_write(&self.state.borrow()).is_err() {
+        if !may_write(&self.state.borrow()) {
             // Not acting owner right now: skip this write, the defense
             // decides whether the disk is still ours.
             return Ok(());
         }
         match self.disk.stamp_last_block(self.stamp.as_bytes()).await {
             DiskResult::Good | DiskResult::Data(_) => Ok(()),
-            DiskResult::Conflict => Err("reservation conflict writing the ownership stamp".into()),
-            DiskResult::Failed(e) => Err(format!("writing the ownership stamp: {e}")),
+            DiskResult::Conflict => Err(ResourceError::StampConflict),
+            DiskResult::Failed(e) => Err(ResourceError::StampFailed(e)),
         }
     }
 
-    async fn is_alive(&self) -> Result<(), String> {
+    async fn is_alive(&self) -> Result<(), ResourceError> {
         self.write_stamp().await
     }
 
@@ -556,12 +712,8 @@ fn lease_deadline(arb: &Arbiter, t0: Instant) -> Option<Instant> {
 }
 
 /// Whether a write may go out now: online and inside the lease.
-fn may_write(s: &DiskState) -> Result<(), String> {
-    match s {
-        DiskState::Online { until } if Instant::now() < *until => Ok(()),
-        DiskState::Online { .. } => Err("the disk's lease ran out; waiting for its defense".into()),
-        _ => Err("the disk is not online".into()),
-    }
+fn may_write(s: &DiskState) -> bool {
+    matches!(s, DiskState::Online { until } if Instant::now() < *until)
 }
 
 /// Per-resource data disk index (its ISID qualifier), stable per name.
@@ -593,7 +745,9 @@ impl crate::clusdisk::Backend for ProxyBackend {
     /// (lease ran out, renewal pending) the request waits for it, up to
     /// `PROXY_WAIT`, as a cluster disk driver holds I/O during a
     /// reservation renewal; a lost disk fails at once.
-    async fn may_io(&self) -> Result<(), String> {
+    type Refusal = ResourceError;
+
+    async fn may_io(&self) -> Result<(), ResourceError> {
         let mut rx = self.state.clone();
         let deadline = tokio::time::Instant::now() + PROXY_WAIT;
         loop {
@@ -601,19 +755,15 @@ impl crate::clusdisk::Backend for ProxyBackend {
                 let s = rx.borrow_and_update();
                 match &*s {
                     DiskState::Online { until } if Instant::now() < *until => return Ok(()),
-                    DiskState::Lost(why) => return Err(format!("reservation lost: {why}")),
+                    DiskState::Lost(why) => return Err(ResourceError::Lost(why.clone())),
                     _ => {}
                 }
             }
             let changed = tokio::time::timeout_at(deadline, rx.changed()).await;
             match changed {
                 Ok(Ok(())) => continue,
-                Ok(Err(_)) => return Err("the disk resource stopped".into()),
-                Err(_) => {
-                    return Err(format!(
-                        "the disk's lease did not come back within {PROXY_WAIT:?}"
-                    ))
-                }
+                Ok(Err(_)) => return Err(ResourceError::DiskStopped),
+                Err(_) => return Err(ResourceError::LeaseNotBack(PROXY_WAIT)),
             }
         }
     }
@@ -627,7 +777,7 @@ impl crate::clusdisk::Backend for ProxyBackend {
             .disk
             .get()
             .await
-            .map_err(crate::clusdisk::ClusDiskError::Failed)?;
+            .map_err(|e| crate::clusdisk::ClusDiskError::Failed(e.to_string()))?;
         d.read(lba, blocks).await.map_err(proxy_error)
     }
 
@@ -641,7 +791,7 @@ impl crate::clusdisk::Backend for ProxyBackend {
             .disk
             .get()
             .await
-            .map_err(crate::clusdisk::ClusDiskError::Failed)?;
+            .map_err(|e| crate::clusdisk::ClusDiskError::Failed(e.to_string()))?;
         d.write(lba, data, fua).await.map_err(proxy_error)
     }
 
@@ -650,7 +800,7 @@ impl crate::clusdisk::Backend for ProxyBackend {
             .disk
             .get()
             .await
-            .map_err(crate::clusdisk::ClusDiskError::Failed)?;
+            .map_err(|e| crate::clusdisk::ClusDiskError::Failed(e.to_string()))?;
         d.capacity()
             .await
             .map(|c| (c.blocks, c.block_length))
@@ -662,7 +812,58 @@ impl crate::clusdisk::Backend for ProxyBackend {
             .disk
             .get()
             .await
-            .map_err(crate::clusdisk::ClusDiskError::Failed)?;
+            .map_err(|e| crate::clusdisk::ClusDiskError::Failed(e.to_string()))?;
         d.synchronize_cache().await.map_err(proxy_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// These messages are the `reason` of failed resources in the database
+    /// and the event log, word for word as they were.
+    #[test]
+    fn resource_error_messages() {
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        for (e, text) in [
+            (
+                ResourceError::BadAddress("x".into()),
+                "bad address \"x\"".to_string(),
+            ),
+            (
+                ResourceError::NoIpDependency("WEB".into()),
+                "network name WEB has no ip-address dependency".into(),
+            ),
+            (
+                ResourceError::ScriptTimeout {
+                    path: "/s".into(),
+                    verb: "online".into(),
+                    limit: Duration::from_secs(3),
+                },
+                "/s online did not finish within 3s".into(),
+            ),
+            (
+                ResourceError::ProbeTcpTimeout(addr),
+                "probe connect to 127.0.0.1:9 timed out".into(),
+            ),
+            (
+                ResourceError::Lost("preempted".into()),
+                "reservation lost: preempted".into(),
+            ),
+            (
+                ResourceError::LeaseNotBack(PROXY_WAIT),
+                format!("the disk's lease did not come back within {PROXY_WAIT:?}"),
+            ),
+            (
+                ResourceError::Register {
+                    name: "WEB".into(),
+                    source: CommitError::NotCommitted,
+                },
+                "cannot register WEB: not committed in time".into(),
+            ),
+        ] {
+            assert_eq!(e.to_string(), text);
+        }
     }
 }
