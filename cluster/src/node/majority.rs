@@ -73,7 +73,7 @@ use serde::{Deserialize, Serialize};
 use super::quorum::Votes;
 use super::*;
 use crate::db::{ApplyError, Replica};
-use crate::log_manager::LogError;
+use crate::log_manager::{LogError, LogWrite, QuorumLog};
 
 /// Installed epochs are `k * EPOCH_STRIDE + coordinator`: unique per node.
 pub(super) const EPOCH_STRIDE: u64 = 32;

@@ -37,9 +37,10 @@ use std::time::Duration;
 use crate::arbiter::{ArbOut, Arbiter, DiskId, DiskOp, DiskResult};
 use crate::config::{ClusterConfig, NodeId};
 use crate::db::{Change, DbSnapshot, LogEntry};
-use crate::log_manager::{self, LogConfig, LogWrite, QuorumLog};
+use crate::log_manager::{self, LogConfig};
 use crate::message::{Body, Envelope, JoinRefusal, Net, View};
 use crate::node_manager::{Detector, Liveness};
+use disk::DiskQuorum;
 use quorum::Quorum;
 
 /// Why a node cannot be built from a cluster file.
@@ -48,15 +49,6 @@ pub enum NodeError {
     /// The name is not in the cluster file.
     #[error("node {0:?} is not in the cluster file")]
     UnknownNode(String),
-}
-
-/// Why the owner may not issue its next quorum-log write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-enum LogWriteError {
-    /// The arbiter no longer acts as the disk's owner (its lease ran out,
-    /// e.g. while the node was paused between two writes).
-    #[error("the quorum disk lease expired")]
-    LeaseExpired,
 }
 
 /// Something the driver must do.
@@ -128,26 +120,6 @@ pub enum Phase {
     Stopped(String),
 }
 
-/// Quorum log state on the owner.
-#[derive(Debug)]
-enum LogState {
-    /// Not the owner, or not online yet.
-    Closed,
-    /// Reading the log region (op id).
-    Reading(u64),
-    /// Formatting or checkpointing (op ids still out).
-    Preparing(BTreeSet<u64>),
-    Ready,
-    /// Writing update `seq` (op ids still out).
-    Writing {
-        ops: BTreeSet<u64>,
-        seq: u64,
-        change: Change,
-        origin: NodeId,
-        id: u64,
-    },
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OpKind {
     Arbiter,
@@ -169,10 +141,6 @@ pub struct Node {
     arbiter: Arbiter,
     detector: Detector,
     db: DbSnapshot,
-    log: Option<QuorumLog>,
-    log_state: LogState,
-    /// Log writes not issued yet: they go out one at a time, in order.
-    log_pending: VecDeque<LogWrite>,
     gum_queue: VecDeque<(NodeId, u64, Change)>,
     gum_seen: BTreeSet<(NodeId, u64, u64)>,
     pending_apply: BTreeMap<u64, (Change, Option<(NodeId, u64)>)>,
@@ -221,9 +189,6 @@ impl Node {
                 next_ask: now,
             },
             db: DbSnapshot::default(),
-            log: None,
-            log_state: LogState::Closed,
-            log_pending: VecDeque::new(),
             gum_queue: VecDeque::new(),
             gum_seen: BTreeSet::new(),
             pending_apply: BTreeMap::new(),
@@ -273,7 +238,7 @@ impl Node {
         !self.is_stopped()
             && match &self.quorum {
                 Quorum::Majority(_) => self.maj_acting(now),
-                Quorum::Disk => self.arbiter.is_acting_owner(now),
+                Quorum::Disk(_) => self.arbiter.is_acting_owner(now),
             }
     }
 
@@ -396,9 +361,9 @@ impl Node {
     }
 
     fn close_log(&mut self) {
-        self.log = None;
-        self.log_state = LogState::Closed;
-        self.log_pending.clear();
+        if let Some(d) = self.quorum.disk_mut() {
+            d.close();
+        }
         self.ops.retain(|_, k| *k != OpKind::Log);
     }
 
@@ -409,15 +374,15 @@ impl Node {
         let reason = reason.into();
         tracing::warn!(node = self.me, %reason, "stopping cluster service");
         self.arbiter = Arbiter::new(&self.cfg.quorum, self.cfg.timing, pr_key(self.me));
-        if let Some(m) = self.quorum.majority_mut() {
-            m.witness = m
-                .witness
-                .as_ref()
-                .map(|_| Arbiter::witness(self.cfg.timing, pr_key(self.me)));
+        match &mut self.quorum {
+            Quorum::Majority(m) => {
+                m.witness = m
+                    .witness
+                    .as_ref()
+                    .map(|_| Arbiter::witness(self.cfg.timing, pr_key(self.me)));
+            }
+            Quorum::Disk(d) => d.close(),
         }
-        self.log = None;
-        self.log_state = LogState::Closed;
-        self.log_pending.clear();
         self.hold_writes(true);
         self.phase = Phase::Stopped(reason.clone());
         self.actions.push(Action::StopClusterService { reason });
@@ -666,14 +631,7 @@ impl Node {
                 }
             }
             Body::SyncRequest if self.is_majority() => self.maj_on_sync_request(from),
-            Body::SyncRequest => {
-                if self.is_locker()
-                    && matches!(self.log_state, LogState::Ready | LogState::Writing { .. })
-                {
-                    let db = self.db.clone();
-                    self.send(from, Body::DbSync { db });
-                }
-            }
+            Body::SyncRequest => self.disk_on_sync_request(from),
             Body::Evict => {
                 if self.view().is_some_and(|v| v.owner == Some(from)) {
                     self.stop("evicted by the cluster");
@@ -872,16 +830,7 @@ impl Node {
             }
             _ => {}
         }
-        if matches!(self.log_state, LogState::Closed) {
-            let op = self.issue(
-                OpKind::Log,
-                DiskOp::Read {
-                    offset: self.log_config().region_offset,
-                    len: self.log_config().region_len as usize,
-                },
-            );
-            self.log_state = LogState::Reading(op);
-        }
+        self.disk_open_log();
     }
 
     /// As owner: install `view` with the next epoch and tell everyone.
@@ -947,9 +896,7 @@ impl Node {
             let outs = self.arbiter.become_challenger(now);
             self.on_arbiter(now, outs);
         }
-        if view.owner == Some(self.me)
-            && matches!(self.log_state, LogState::Ready | LogState::Writing { .. })
-        {
+        if view.owner == Some(self.me) && self.quorum.disk().is_some_and(DiskQuorum::serves_db) {
             self.sync_members();
         }
         if self.is_majority() {
@@ -1265,7 +1212,10 @@ impl Node {
             );
             return;
         }
-        let log_ready = matches!(self.log_state, LogState::Ready) || self.is_majority();
+        let log_ready = match &self.quorum {
+            Quorum::Majority(_) => true,
+            Quorum::Disk(d) => d.is_ready(),
+        };
         if regrouping || !log_ready || !self.is_acting_owner(now) {
             self.send(
                 from,
@@ -1340,18 +1290,6 @@ impl Node {
         }
     }
 
-    fn on_db_sync(&mut self, from: NodeId, db: DbSnapshot) {
-        let Some(view) = self.view() else {
-            return;
-        };
-        if view.owner != Some(from) || db.seq < self.db.seq {
-            return;
-        }
-        self.db = db;
-        self.pending_apply = self.pending_apply.split_off(&(self.db.seq + 1));
-        self.apply_pending(from);
-    }
-
     fn on_gum_apply(
         &mut self,
         _now: Duration,
@@ -1406,216 +1344,12 @@ impl Node {
         log_manager::region_config(self.cfg.log_limit)
     }
 
-    /// Queues `writes` and issues the first: the quorum log's crash safety
-    /// needs them on the disk in order, so each waits for the previous
-    /// one's completion ([`Self::next_log_write`]).
-    fn issue_log_writes(&mut self, writes: Vec<LogWrite>) -> BTreeSet<u64> {
-        self.log_pending = writes.into();
-        let w = self.log_pending.pop_front();
-        w.map(|w| self.issue_log_write(w)).into_iter().collect()
-    }
-
-    /// The next queued log write, if this node may still write: a node
-    /// that was paused between two writes may have lost the quorum meanwhile
-    /// and must not write again (the caller stops then).
-    fn next_log_write(&mut self, now: Duration) -> Result<Option<u64>, LogWriteError> {
-        if self.log_pending.is_empty() {
-            return Ok(None);
-        }
-        if !self.arbiter.is_acting_owner(now) {
-            return Err(LogWriteError::LeaseExpired);
-        }
-        let w = self.log_pending.pop_front().expect("not empty");
-        Ok(Some(self.issue_log_write(w)))
-    }
-
-    fn issue_log_write(&mut self, w: LogWrite) -> u64 {
-        self.issue(
-            OpKind::Log,
-            DiskOp::Write {
-                offset: w.offset,
-                data: w.data,
-            },
-        )
-    }
-
-    fn on_log_done(&mut self, now: Duration, id: u64, result: DiskResult) {
-        let state = std::mem::replace(&mut self.log_state, LogState::Closed);
-        match (state, result) {
-            (LogState::Reading(op), DiskResult::Data(region)) if op == id => {
-                let cfg = self.log_config();
-                let opened = match log_manager::open_region(&cfg, &region) {
-                    Ok(x) => x,
-                    Err(e) => return self.stop(format!("quorum log unreadable: {e}")),
-                };
-                let mut writes = Vec::new();
-                let mut db = DbSnapshot::default();
-                let log = match opened {
-                    Some((log, rec)) => {
-                        if let Some((_, cp)) = rec.checkpoint {
-                            match serde_json::from_slice::<DbSnapshot>(&cp) {
-                                Ok(s) => db = s,
-                                Err(e) => {
-                                    return self
-                                        .stop(format!("quorum log checkpoint unreadable: {e}"))
-                                }
-                            }
-                        }
-                        if let Some(cut) = rec.cut {
-                            tracing::warn!(node = self.me, %cut, "quorum log cut");
-                        }
-                        db.replay(rec.records.iter().map(|(_, r)| r.as_slice()));
-                        log
-                    }
-                    None => match log_manager::format_and_open(&cfg, &self.cfg.name) {
-                        Ok((log, w)) => {
-                            writes = w;
-                            log
-                        }
-                        Err(e) => return self.stop(format!("quorum log format: {e}")),
-                    },
-                };
-                let mut log = log;
-                tracing::info!(node = self.me, seq = db.seq, "quorum log recovered");
-                let logged_seq = db.seq;
-                if db.seq >= self.db.seq {
-                    self.db = db;
-                }
-                self.pending_apply.clear();
-                // Checkpoint whenever this node's database is ahead of what
-                // the log replays to: appends continue from `self.db.seq`,
-                // and a gap between the log's last change and the next
-                // record would end every later replay there.
-                if self.db.seq > logged_seq || (self.db.seq > 0 && log.needs_checkpoint()) {
-                    let snap = serde_json::to_vec(&self.db).expect("snapshot serializes");
-                    match log_manager::checkpoint_all(&mut log, &snap) {
-                        Ok(w) => writes.extend(w),
-                        Err(e) => return self.stop(format!("quorum log checkpoint: {e}")),
-                    }
-                }
-                self.log = Some(log);
-                if writes.is_empty() {
-                    self.log_state = LogState::Ready;
-                    self.sync_members();
-                } else if self.arbiter.is_acting_owner(now) {
-                    let ops = self.issue_log_writes(writes);
-                    self.log_state = LogState::Preparing(ops);
-                } else {
-                    self.stop("lease expired while recovering the quorum log");
-                }
-            }
-            (LogState::Preparing(mut ops), DiskResult::Good) => {
-                ops.remove(&id);
-                match self.next_log_write(now) {
-                    Ok(next) => ops.extend(next),
-                    Err(LogWriteError::LeaseExpired) => {
-                        return self.stop("lease expired while preparing the quorum log")
-                    }
-                }
-                if ops.is_empty() {
-                    self.log_state = LogState::Ready;
-                    self.sync_members();
-                } else {
-                    self.log_state = LogState::Preparing(ops);
-                }
-            }
-            (
-                LogState::Writing {
-                    mut ops,
-                    seq,
-                    change,
-                    origin,
-                    id: req,
-                },
-                DiskResult::Good,
-            ) => {
-                ops.remove(&id);
-                match self.next_log_write(now) {
-                    Ok(next) => ops.extend(next),
-                    Err(LogWriteError::LeaseExpired) => {
-                        return self.stop("lease expired while writing the quorum log")
-                    }
-                }
-                if !ops.is_empty() {
-                    self.log_state = LogState::Writing {
-                        ops,
-                        seq,
-                        change,
-                        origin,
-                        id: req,
-                    };
-                    return;
-                }
-                self.log_state = LogState::Ready;
-                self.db
-                    .apply(seq, &change)
-                    .expect("the locker checked the change before logging it");
-                self.actions.push(Action::Durable {
-                    origin,
-                    id: req,
-                    seq,
-                    change: change.clone(),
-                });
-                if origin == self.me {
-                    self.actions.push(Action::Committed { id: req, seq });
-                }
-                for n in self.others() {
-                    self.send(
-                        n,
-                        Body::GumApply {
-                            seq,
-                            change: change.clone(),
-                            origin: Some((origin, req)),
-                        },
-                    );
-                }
-            }
-            (_, r) => self.stop(format!("quorum log I/O failed: {r:?}")),
-        }
-    }
-
-    /// The locker takes the next queued change: check, log with FUA, then
-    /// apply and distribute when the write completes.
+    /// The locker takes the next queued change, as its quorum model
+    /// commits changes.
     fn pump_gum(&mut self, now: Duration) {
-        if self.is_majority() {
-            return self.maj_pump_gum(now);
-        }
-        if !self.is_locker()
-            || !matches!(self.log_state, LogState::Ready)
-            || !self.arbiter.is_acting_owner(now)
-            || matches!(&self.phase, Phase::Member(m) if m.regroup.is_some())
-        {
-            return;
-        }
-        if let Some((origin, id, change)) = self.next_valid_gum() {
-            let seq = self.db.seq + 1;
-            let log = self.log.as_mut().expect("log is open when ready");
-            let mut writes = Vec::new();
-            if log.needs_checkpoint() {
-                let snap = serde_json::to_vec(&self.db).expect("snapshot serializes");
-                match log_manager::checkpoint_all(log, &snap) {
-                    Ok(w) => writes.extend(w),
-                    Err(e) => return self.stop(format!("quorum log checkpoint: {e}")),
-                }
-            }
-            let payload = serde_json::to_vec(&LogEntry {
-                seq,
-                change: change.clone(),
-                epoch: 0,
-            })
-            .expect("entries serialize");
-            match log.append(&payload) {
-                Ok((_, w)) => writes.extend(w),
-                Err(e) => return self.stop(format!("quorum log append: {e}")),
-            }
-            let ops = self.issue_log_writes(writes);
-            self.log_state = LogState::Writing {
-                ops,
-                seq,
-                change,
-                origin,
-                id,
-            };
+        match self.quorum {
+            Quorum::Majority(_) => self.maj_pump_gum(now),
+            Quorum::Disk(_) => self.disk_pump_gum(now),
         }
     }
 
@@ -1639,6 +1373,7 @@ impl Node {
     }
 }
 
+mod disk;
 mod majority;
 pub mod quorum;
 
