@@ -107,6 +107,84 @@ impl Node {
         self.set_log_state(LogState::Reading(op));
     }
 
+    /// A view was adopted: the lowest member of a view without an owner
+    /// challenges for the quorum disk, and an owner with its log recovered
+    /// sends the members the database.
+    pub(super) fn disk_adopted_view(&mut self, now: Duration, view: &View) {
+        if quorum::disk_challenges(view, self.me, self.arbiter.is_idle()) {
+            tracing::info!(
+                node = self.me,
+                epoch = view.epoch,
+                "view without quorum owner: challenging"
+            );
+            let outs = self.arbiter.become_challenger(now);
+            self.on_arbiter(now, outs);
+        }
+        if view.owner == Some(self.me) && self.quorum.disk().is_some_and(DiskQuorum::serves_db) {
+            self.sync_members();
+        }
+    }
+
+    /// A newer view that includes this node was installed.
+    pub(super) fn disk_on_install(&mut self, now: Duration, view: View) {
+        // Only the owner holds the quorum disk; an install naming another
+        // owner while we hold it would mean two owners: keep ours and let
+        // arbitration settle it (the other cannot be acting).
+        if self.arbiter.holds() && view.owner.is_some_and(|o| o != self.me) {
+            self.start_regroup(now, view.epoch + 1);
+            return;
+        }
+        self.adopt_view(now, view);
+    }
+
+    /// Disk models, as regroup coordinator: install the view of every node
+    /// heard, owned by the participant that holds the quorum disk.
+    pub(super) fn disk_end_collection(
+        &mut self,
+        now: Duration,
+        epoch: u64,
+        seen: BTreeMap<NodeId, bool>,
+    ) {
+        let owner = quorum::disk_owner(&seen);
+        let paused = self.paused_among(seen.keys());
+        let view = View {
+            epoch,
+            members: seen.keys().copied().collect(),
+            owner,
+            paused,
+        };
+        tracing::info!(node = self.me, epoch, members = ?view.members, ?owner, "regroup installs view");
+        for &n in seen.keys() {
+            if n != self.me {
+                self.send(
+                    n,
+                    Body::Install {
+                        view: view.clone(),
+                        replica: None,
+                    },
+                );
+            }
+        }
+        self.adopt_view(now, view);
+    }
+
+    /// The view's quorum deadline passed: stop unless this node holds the
+    /// quorum disk and is on its way online.
+    pub(super) fn disk_quorum_deadline(&mut self) {
+        if !self.arbiter.holds() {
+            self.stop("no quorum owner came online after the regroup");
+            return;
+        }
+        // We hold the reservation and are on our way online: the
+        // arbiter's own timers take over. Left set, the deadline
+        // stayed in the past and `next_deadline` asked for a tick at
+        // the same instant forever (sim: "asks to be ticked again and
+        // again", seed 2536 with the real quorum log).
+        if let Phase::Member(mm) = &mut self.phase {
+            mm.quorum_deadline = None;
+        }
+    }
+
     /// A member asks the locker for the database (it missed updates, or
     /// joined a new view).
     pub(super) fn disk_on_sync_request(&mut self, from: NodeId) {

@@ -205,6 +205,37 @@ impl Majority {
         self.replicas.insert(from, r);
     }
 
+    /// Deadlines of the majority model: vote expiry, promise expiry, the
+    /// witness arbiter.
+    pub(super) fn next_deadline(&self, now: Duration) -> Vec<Duration> {
+        let m = self;
+        let mut d: Vec<Duration> = m
+            .acks
+            .values()
+            .map(|&t| t + m.lease)
+            .filter(|&t| t > now)
+            .collect();
+        if let Some((_, t)) = m.last_ack {
+            if t + m.lease > now {
+                d.push(t + m.lease);
+            }
+        }
+        if let Some(w) = &m.witness {
+            d.extend(w.next_deadline(now));
+        }
+        d
+    }
+
+    /// Regroup starts: the owner's change in progress is abandoned (it is
+    /// not durable; the regroup decides whether it survives).
+    pub(super) fn regroup_started(&mut self) {
+        let m = self;
+        m.pending = None;
+        m.replicas.clear();
+        m.acks.clear();
+        m.member_seq.clear();
+    }
+
     /// Whether this node may vote for (acknowledge, or be) `owner` now.
     fn may_vote_for(&self, owner: NodeId, now: Duration) -> bool {
         match self.last_ack {
@@ -274,27 +305,6 @@ impl Node {
             }
             _ => false,
         }
-    }
-
-    /// Deadlines of the majority model: vote expiry, promise expiry, the
-    /// witness arbiter.
-    pub(super) fn maj_next_deadline(&self, now: Duration) -> Vec<Duration> {
-        let m = self.maj();
-        let mut d: Vec<Duration> = m
-            .acks
-            .values()
-            .map(|&t| t + m.lease)
-            .filter(|&t| t > now)
-            .collect();
-        if let Some((_, t)) = m.last_ack {
-            if t + m.lease > now {
-                d.push(t + m.lease);
-            }
-        }
-        if let Some(w) = &m.witness {
-            d.extend(w.next_deadline(now));
-        }
-        d
     }
 
     fn issue_on(&mut self, kind: OpKind, disk: DiskId, op: DiskOp) -> u64 {
@@ -574,14 +584,29 @@ impl Node {
         self.maj_update(now);
     }
 
-    /// Regroup starts: the owner's change in progress is abandoned (it is
-    /// not durable; the regroup decides whether it survives).
-    pub(super) fn maj_regroup_started(&mut self) {
-        let m = self.maj_mut();
-        m.pending = None;
-        m.replicas.clear();
-        m.acks.clear();
-        m.member_seq.clear();
+    /// A newer view that includes this node was installed, with the
+    /// coordinator's chosen replica if a regroup installed it.
+    pub(super) fn maj_on_install(
+        &mut self,
+        now: Duration,
+        view: View,
+        replica: Option<(u64, Replica)>,
+    ) {
+        // A regroup's install counts only for who is still in that
+        // regroup: the coordinator compared the replicas reported in
+        // it, and a node that has moved on since (and maybe logged
+        // changes committed elsewhere) must not take an older replica
+        // (sim seed 947: a resumed node coordinated with stale regroup
+        // messages).
+        if let Some((rg_epoch, r)) = replica {
+            let in_it = matches!(&self.phase, Phase::Member(m)
+                if m.regroup.as_ref().is_some_and(|rg| rg.epoch == rg_epoch));
+            if !in_it {
+                return;
+            }
+            self.maj_adopt_replica(r, None);
+        }
+        self.adopt_view(now, view);
     }
 
     pub(super) fn maj_issue_release(&mut self, op: DiskOp) {

@@ -40,7 +40,6 @@ use crate::db::{Change, DbSnapshot, LogEntry};
 use crate::log_manager::{self, LogConfig};
 use crate::message::{Body, Envelope, JoinRefusal, Net, View};
 use crate::node_manager::{Detector, Liveness};
-use disk::DiskQuorum;
 use quorum::Quorum;
 
 /// Why a node cannot be built from a cluster file.
@@ -285,7 +284,7 @@ impl Node {
         match &self.phase {
             Phase::Stopped(_) => return None,
             // Majority: nothing to do before the local replica is read.
-            Phase::Joining { .. } if self.is_majority() && !self.maj_ready() => {}
+            Phase::Joining { .. } if self.quorum.awaits_replica() => {}
             Phase::Joining { form_at, next_ask } => {
                 d.push(*form_at);
                 d.push(*next_ask);
@@ -313,9 +312,9 @@ impl Node {
                 }
             }
         }
-        d.extend(self.arbiter.next_deadline(now));
-        if self.is_majority() {
-            d.extend(self.maj_next_deadline(now));
+        match &self.quorum {
+            Quorum::Majority(m) => d.extend(m.next_deadline(now)),
+            Quorum::Disk(_) => d.extend(self.arbiter.next_deadline(now)),
         }
         d.into_iter().min()
     }
@@ -420,24 +419,25 @@ impl Node {
             }
         }
         self.last_tick = Some(now);
-        let outs = self.arbiter.tick(now);
-        self.on_arbiter(now, outs);
-        if self.is_majority() {
-            self.maj_tick(now);
+        match self.quorum {
+            Quorum::Majority(_) => self.maj_tick(now),
+            Quorum::Disk(_) => {
+                let outs = self.arbiter.tick(now);
+                self.on_arbiter(now, outs);
+            }
         }
         if self.is_stopped() {
             return;
         }
         match self.phase.clone() {
             Phase::Joining { form_at, next_ask } => {
-                if self.is_majority() && !self.maj_ready() {
+                if self.quorum.awaits_replica() {
                     // Nothing to offer or compare before the local
                     // replica is recovered.
                 } else if now >= form_at {
-                    if self.is_majority() {
-                        self.maj_form(now);
-                    } else {
-                        self.become_forming(now);
+                    match self.quorum {
+                        Quorum::Majority(_) => self.maj_form(now),
+                        Quorum::Disk(_) => self.become_forming(now),
                     }
                 } else if now >= next_ask {
                     for n in self.all_others() {
@@ -500,27 +500,13 @@ impl Node {
         let Phase::Member(m) = self.phase.clone() else {
             return;
         };
-        if let Some(q) = m.quorum_deadline.filter(|_| self.is_majority()) {
-            if now >= q {
-                self.maj_quorum_deadline(now);
-                if self.is_stopped() {
-                    return;
-                }
+        if m.quorum_deadline.is_some_and(|q| now >= q) {
+            match self.quorum {
+                Quorum::Majority(_) => self.maj_quorum_deadline(now),
+                Quorum::Disk(_) => self.disk_quorum_deadline(),
             }
-        } else if let Some(q) = m.quorum_deadline {
-            if now >= q && !self.arbiter.holds() {
-                self.stop("no quorum owner came online after the regroup");
+            if self.is_stopped() {
                 return;
-            }
-            if now >= q {
-                // We hold the reservation and are on our way online: the
-                // arbiter's own timers take over. Left set, the deadline
-                // stayed in the past and `next_deadline` asked for a tick at
-                // the same instant forever (sim: "asks to be ticked again and
-                // again", seed 2536 with the real quorum log).
-                if let Phase::Member(mm) = &mut self.phase {
-                    mm.quorum_deadline = None;
-                }
             }
         }
         if let Some(rg) = m.regroup {
@@ -625,13 +611,15 @@ impl Node {
             Body::GumReject { id, reason } => {
                 self.actions.push(Action::Rejected { id, reason });
             }
-            Body::DbSync { db } => {
-                if !self.is_majority() {
-                    self.on_db_sync(from, db);
-                }
-            }
-            Body::SyncRequest if self.is_majority() => self.maj_on_sync_request(from),
-            Body::SyncRequest => self.disk_on_sync_request(from),
+            Body::DbSync { db } => match self.quorum {
+                // Majority: members take the owner's tagged replica instead.
+                Quorum::Majority(_) => {}
+                Quorum::Disk(_) => self.on_db_sync(from, db),
+            },
+            Body::SyncRequest => match self.quorum {
+                Quorum::Majority(_) => self.maj_on_sync_request(from),
+                Quorum::Disk(_) => self.disk_on_sync_request(from),
+            },
             Body::Evict => {
                 if self.view().is_some_and(|v| v.owner == Some(from)) {
                     self.stop("evicted by the cluster");
@@ -847,10 +835,9 @@ impl Node {
             return;
         }
         let cur = self.view().map_or(0, |v| v.epoch);
-        view.epoch = if self.is_majority() {
-            self.maj_next_epoch(cur.max(self.max_epoch))
-        } else {
-            cur.max(self.max_epoch) + 1
+        view.epoch = match self.quorum {
+            Quorum::Majority(_) => self.maj_next_epoch(cur.max(self.max_epoch)),
+            Quorum::Disk(_) => cur.max(self.max_epoch) + 1,
         };
         view.owner = Some(self.me);
         for n in view.members.clone() {
@@ -887,21 +874,12 @@ impl Node {
             quorum_deadline: deadline,
         });
         self.hold_writes(no_owner);
-        if !self.is_majority() && quorum::disk_challenges(&view, self.me, self.arbiter.is_idle()) {
-            tracing::info!(
-                node = self.me,
-                epoch = view.epoch,
-                "view without quorum owner: challenging"
-            );
-            let outs = self.arbiter.become_challenger(now);
-            self.on_arbiter(now, outs);
-        }
-        if view.owner == Some(self.me) && self.quorum.disk().is_some_and(DiskQuorum::serves_db) {
-            self.sync_members();
-        }
-        if self.is_majority() {
-            self.maj_persist_epoch();
-            self.maj_update(now);
+        match self.quorum {
+            Quorum::Majority(_) => {
+                self.maj_persist_epoch();
+                self.maj_update(now);
+            }
+            Quorum::Disk(_) => self.disk_adopted_view(now, &view),
         }
         // A member asks the owner of each new view for the database: the
         // owner's own `DbSync` may have arrived before this view (and been
@@ -940,8 +918,8 @@ impl Node {
         };
         m.regroup = Some(rg.clone());
         let view = m.view.clone();
-        if self.is_majority() {
-            self.maj_regroup_started();
+        if let Some(m) = self.quorum.majority_mut() {
+            m.regroup_started();
         }
         self.hold_writes(true);
         self.announce_regroup(&view, &rg);
@@ -968,36 +946,19 @@ impl Node {
 
     fn end_collection(&mut self, now: Duration, epoch: u64, seen: BTreeMap<NodeId, bool>) {
         let coordinator = *seen.keys().next().expect("self is always seen");
-        if coordinator == self.me && self.is_majority() {
-            self.maj_end_collection(now, epoch, seen);
-        } else if coordinator == self.me {
-            let owner = quorum::disk_owner(&seen);
-            let paused = self.paused_among(seen.keys());
-            let view = View {
-                epoch,
-                members: seen.keys().copied().collect(),
-                owner,
-                paused,
-            };
-            tracing::info!(node = self.me, epoch, members = ?view.members, ?owner, "regroup installs view");
-            for &n in seen.keys() {
-                if n != self.me {
-                    self.send(
-                        n,
-                        Body::Install {
-                            view: view.clone(),
-                            replica: None,
-                        },
-                    );
+        if coordinator != self.me {
+            if let Phase::Member(m) = &mut self.phase {
+                if let Some(r) = &mut m.regroup {
+                    r.stage = RegroupStage::AwaitInstall {
+                        until: now + self.cfg.timing.heartbeat * 4,
+                    };
                 }
             }
-            self.adopt_view(now, view);
-        } else if let Phase::Member(m) = &mut self.phase {
-            if let Some(r) = &mut m.regroup {
-                r.stage = RegroupStage::AwaitInstall {
-                    until: now + self.cfg.timing.heartbeat * 4,
-                };
-            }
+            return;
+        }
+        match self.quorum {
+            Quorum::Majority(_) => self.maj_end_collection(now, epoch, seen),
+            Quorum::Disk(_) => self.disk_end_collection(now, epoch, seen),
         }
     }
 
@@ -1141,32 +1102,10 @@ impl Node {
             ));
             return;
         }
-        if self.is_majority() {
-            // A regroup's install counts only for who is still in that
-            // regroup: the coordinator compared the replicas reported in
-            // it, and a node that has moved on since (and maybe logged
-            // changes committed elsewhere) must not take an older replica
-            // (sim seed 947: a resumed node coordinated with stale regroup
-            // messages).
-            if let Some((rg_epoch, r)) = replica {
-                let in_it = matches!(&self.phase, Phase::Member(m)
-                    if m.regroup.as_ref().is_some_and(|rg| rg.epoch == rg_epoch));
-                if !in_it {
-                    return;
-                }
-                self.maj_adopt_replica(r, None);
-            }
-            self.adopt_view(now, view);
-            return;
+        match self.quorum {
+            Quorum::Majority(_) => self.maj_on_install(now, view, replica),
+            Quorum::Disk(_) => self.disk_on_install(now, view),
         }
-        // Only the owner holds the quorum disk; an install naming another
-        // owner while we hold it would mean two owners: keep ours and let
-        // arbitration settle it (the other cannot be acting).
-        if self.arbiter.holds() && view.owner.is_some_and(|o| o != self.me) {
-            self.start_regroup(now, view.epoch + 1);
-            return;
-        }
-        self.adopt_view(now, view);
     }
 
     fn on_join_request(&mut self, now: Duration, from: NodeId) {
@@ -1248,18 +1187,18 @@ impl Node {
         if !matches!(self.phase, Phase::Joining { .. }) || !view.contains(self.me) {
             return;
         }
-        if self.is_majority() {
-            // The owner sends its tagged replica on our SyncRequest.
-            if !self.maj_ready() {
-                return;
+        match self.quorum {
+            // Majority: the owner sends its tagged replica on our
+            // SyncRequest, which needs our own replica recovered first.
+            Quorum::Majority(_) if self.quorum.awaits_replica() => return,
+            Quorum::Majority(_) => {}
+            // Disk models: the owner's database, recovered from the log.
+            Quorum::Disk(_) => {
+                self.db = db;
+                self.pending_apply.clear();
             }
-            tracing::info!(node = self.me, epoch = view.epoch, "joined");
-            self.adopt_view(now, view);
-            return;
         }
         tracing::info!(node = self.me, epoch = view.epoch, "joined");
-        self.db = db;
-        self.pending_apply.clear();
         self.adopt_view(now, view);
     }
 
@@ -1270,18 +1209,21 @@ impl Node {
         if !view.contains(from) {
             return;
         }
-        if view.owner == Some(from) && self.is_majority() {
-            // The locker left: regroup for a new one.
-            self.start_regroup(now, view.epoch.max(self.max_epoch) + 1);
-        } else if view.owner == Some(from) {
-            // Every member computes the same view without the owner; its
-            // lowest member arbitrates.
-            let mut nv = view.clone();
-            nv.members.retain(|&n| n != from);
-            nv.paused.retain(|&n| n != from);
-            nv.owner = None;
-            nv.epoch += 1;
-            self.adopt_view(now, nv);
+        if view.owner == Some(from) {
+            match self.quorum {
+                // The locker left: regroup for a new one.
+                Quorum::Majority(_) => self.start_regroup(now, view.epoch.max(self.max_epoch) + 1),
+                // Every member computes the same view without the owner;
+                // its lowest member arbitrates.
+                Quorum::Disk(_) => {
+                    let mut nv = view.clone();
+                    nv.members.retain(|&n| n != from);
+                    nv.paused.retain(|&n| n != from);
+                    nv.owner = None;
+                    nv.epoch += 1;
+                    self.adopt_view(now, nv);
+                }
+            }
         } else if view.owner == Some(self.me) {
             let mut nv = view.clone();
             nv.members.retain(|&n| n != from);
@@ -1337,7 +1279,10 @@ impl Node {
 
     fn is_locker(&self) -> bool {
         self.view().is_some_and(|v| v.owner == Some(self.me))
-            && (self.arbiter.holds() || self.maj_ready())
+            && match &self.quorum {
+                Quorum::Majority(m) => m.ready,
+                Quorum::Disk(_) => self.arbiter.holds(),
+            }
     }
 
     fn log_config(&self) -> LogConfig {

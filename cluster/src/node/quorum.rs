@@ -40,6 +40,12 @@ impl Quorum {
         matches!(self, Quorum::Majority(_))
     }
 
+    /// Majority: the local replica is not recovered yet, so the node has
+    /// nothing to offer or compare (never under the disk models).
+    pub(super) fn awaits_replica(&self) -> bool {
+        matches!(self, Quorum::Majority(m) if !m.ready)
+    }
+
     /// The disk model's state, if that is the model.
     pub(super) fn disk(&self) -> Option<&DiskQuorum> {
         match self {
