@@ -246,10 +246,6 @@ impl Majority {
 }
 
 impl Node {
-    pub(super) fn is_majority(&self) -> bool {
-        self.quorum.is_majority()
-    }
-
     fn maj(&self) -> &Majority {
         self.quorum.majority().expect("majority model")
     }
@@ -914,7 +910,25 @@ impl Node {
         self.send_on(from, net, Body::LeaseAck { epoch, seq });
     }
 
-    pub(super) fn maj_on_lease_ack(&mut self, now: Duration, from: NodeId, seq: u64) {
+    /// A message of the majority model's votes and replication arrived
+    /// from `from`; the other bodies are the common protocol's.
+    pub(super) fn maj_step(&mut self, now: Duration, from: NodeId, body: Body) {
+        match body {
+            Body::LeaseAck { seq, .. } => self.maj_on_lease_ack(now, from, seq),
+            Body::Replicate {
+                epoch,
+                prev,
+                seq,
+                change,
+                ..
+            } => self.maj_on_replicate(from, epoch, prev, seq, change),
+            Body::ReplicateAck { epoch, seq } => self.maj_on_replicate_ack(now, from, epoch, seq),
+            Body::ReplicaSync { epoch, replica } => self.maj_on_replica_sync(from, epoch, replica),
+            _ => {}
+        }
+    }
+
+    fn maj_on_lease_ack(&mut self, now: Duration, from: NodeId, seq: u64) {
         let owner = self.view().is_some_and(|v| v.owner == Some(self.me));
         if !owner {
             return;
@@ -1027,13 +1041,7 @@ impl Node {
         }
     }
 
-    pub(super) fn maj_on_replicate_ack(
-        &mut self,
-        now: Duration,
-        from: NodeId,
-        epoch: u64,
-        seq: u64,
-    ) {
+    fn maj_on_replicate_ack(&mut self, now: Duration, from: NodeId, epoch: u64, seq: u64) {
         let current = matches!(&self.phase, Phase::Member(ms)
             if ms.regroup.is_none() && ms.view.owner == Some(self.me) && epoch <= ms.view.epoch);
         if current {
@@ -1097,7 +1105,7 @@ impl Node {
             && self.maj_ready()
     }
 
-    pub(super) fn maj_on_replicate(
+    fn maj_on_replicate(
         &mut self,
         from: NodeId,
         epoch: u64,
@@ -1156,7 +1164,7 @@ impl Node {
         self.maj_replicate_pending(Some(from));
     }
 
-    pub(super) fn maj_on_replica_sync(&mut self, from: NodeId, epoch: u64, replica: Replica) {
+    fn maj_on_replica_sync(&mut self, from: NodeId, epoch: u64, replica: Replica) {
         if !self.maj_from_owner(from, epoch) {
             return;
         }

@@ -459,7 +459,7 @@ impl Node {
         let hb = self.cfg.timing.heartbeat;
         if now >= self.next_heartbeat {
             self.hb_seq += 1;
-            if self.is_majority() && m.view.owner == Some(self.me) {
+            if matches!(self.quorum, Quorum::Majority(_)) && m.view.owner == Some(self.me) {
                 self.maj_probe_sent(self.hb_seq, now);
                 self.maj_resend();
             }
@@ -556,10 +556,11 @@ impl Node {
         }
         match env.body {
             Body::Heartbeat { view, seq } => {
-                if self.is_majority() {
-                    if let Some((epoch, _)) = &view {
-                        self.maj_on_heartbeat(now, net, from, seq, *epoch);
-                    }
+                // Majority: a heartbeat is also the owner's request for a
+                // vote (a lease acknowledgement).
+                if let (Quorum::Majority(_), Some((epoch, _))) = (&self.quorum, &view) {
+                    let epoch = *epoch;
+                    self.maj_on_heartbeat(now, net, from, seq, epoch);
                 }
                 self.on_heartbeat(now, from, view)
             }
@@ -569,8 +570,7 @@ impl Node {
                 holds_quorum,
                 replica,
             } => {
-                if self.is_majority()
-                    && self.maj_ready()
+                if self.quorum.majority().is_some_and(|m| m.ready)
                     && matches!(self.phase, Phase::Joining { .. })
                 {
                     // Majority: nodes form together, by regroup; a node
@@ -625,35 +625,18 @@ impl Node {
                     self.stop("evicted by the cluster");
                 }
             }
-            Body::LeaseAck { seq, .. } => {
-                if self.is_majority() {
-                    self.maj_on_lease_ack(now, from, seq);
-                }
-            }
-            Body::Replicate {
-                epoch,
-                prev,
-                seq,
-                change,
-                ..
-            } => {
-                if self.is_majority() {
-                    self.maj_on_replicate(from, epoch, prev, seq, change);
-                }
-            }
-            Body::ReplicateAck { epoch, seq } => {
-                if self.is_majority() {
-                    self.maj_on_replicate_ack(now, from, epoch, seq);
-                }
-            }
+            body @ (Body::LeaseAck { .. }
+            | Body::Replicate { .. }
+            | Body::ReplicateAck { .. }
+            | Body::ReplicaSync { .. }) => match self.quorum {
+                Quorum::Majority(_) => self.maj_step(now, from, body),
+                // The majority model's votes and replication: a disk-model
+                // node neither sends nor takes part in them.
+                Quorum::Disk(_) => {}
+            },
             Body::GumCommitted { id, seq } => {
                 if self.view().is_some_and(|v| v.owner == Some(from)) {
                     self.actions.push(Action::Committed { id, seq });
-                }
-            }
-            Body::ReplicaSync { epoch, replica } => {
-                if self.is_majority() {
-                    self.maj_on_replica_sync(from, epoch, replica);
                 }
             }
         }
@@ -823,7 +806,7 @@ impl Node {
 
     /// As owner: install `view` with the next epoch and tell everyone.
     fn install_as_owner(&mut self, now: Duration, mut view: View) {
-        if self.is_majority() && !self.is_acting_owner(now) {
+        if matches!(self.quorum, Quorum::Majority(_)) && !self.is_acting_owner(now) {
             // Majority: only an owner that holds a majority changes the
             // view on its own (its replica holds every committed change,
             // which its members then take); otherwise regroup.
@@ -928,9 +911,12 @@ impl Node {
     fn announce_regroup(&mut self, view: &View, rg: &Regroup) {
         let mut to: BTreeSet<NodeId> = view.members.iter().copied().collect();
         to.extend(rg.seen.keys().copied());
-        if self.is_majority() {
+        match self.quorum {
             // A majority may lie outside the old view (forming, healing).
-            to.extend(self.all_others());
+            Quorum::Majority(_) => to.extend(self.all_others()),
+            // The quorum disk's holder is in the old view or among those
+            // heard.
+            Quorum::Disk(_) => {}
         }
         to.remove(&self.me);
         let body = Body::Regroup {
@@ -975,7 +961,10 @@ impl Node {
         if !view.contains(from) {
             // A stale node that believes it is still a member: the owner
             // tells it the current view, which excludes it, so it stops.
-            let may_tell = !self.is_majority() || self.is_acting_owner(now);
+            let may_tell = match self.quorum {
+                Quorum::Majority(_) => self.is_acting_owner(now),
+                Quorum::Disk(_) => true,
+            };
             if members.contains(&self.me) && view.owner == Some(self.me) && may_tell {
                 // An Install at or below the stale node's own epoch would be
                 // ignored: an owner that formed after a restart can be
@@ -1017,7 +1006,8 @@ impl Node {
             return;
         };
         self.max_epoch = self.max_epoch.max(epoch);
-        if epoch <= view.epoch && self.is_majority() && !view.contains(from) {
+        if epoch <= view.epoch && matches!(self.quorum, Quorum::Majority(_)) && !view.contains(from)
+        {
             // Majority: a node outside our view (forming, or back from a
             // partition) regroups below our epoch. The acting owner takes
             // it in; it adopts the install and asks for the replica.
@@ -1134,7 +1124,7 @@ impl Node {
             self.send(from, Body::JoinRefuse { reason });
             return;
         }
-        if self.is_majority() && !regrouping && !self.is_acting_owner(now) {
+        if matches!(self.quorum, Quorum::Majority(_)) && !regrouping && !self.is_acting_owner(now) {
             // Majority: an owner without a majority regroups with every
             // node, the joiner included (it takes part from Joining).
             tracing::info!(

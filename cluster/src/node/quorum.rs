@@ -36,10 +36,6 @@ impl Quorum {
         }
     }
 
-    pub(super) fn is_majority(&self) -> bool {
-        matches!(self, Quorum::Majority(_))
-    }
-
     /// Majority: the local replica is not recovered yet, so the node has
     /// nothing to offer or compare (never under the disk models).
     pub(super) fn awaits_replica(&self) -> bool {
