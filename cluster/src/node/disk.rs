@@ -424,3 +424,38 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_log_is_neither_ready_nor_serving_the_database() {
+        let mut d = DiskQuorum::new();
+        assert!(!d.is_ready());
+        assert!(!d.serves_db());
+        d.log_state = LogState::Ready;
+        assert!(d.is_ready());
+        assert!(d.serves_db());
+        d.log_state = LogState::Writing {
+            ops: BTreeSet::from([1]),
+            seq: 1,
+            change: Change::Put {
+                key: "k".into(),
+                value: "v".into(),
+            },
+            origin: 0,
+            id: 1,
+        };
+        assert!(!d.is_ready(), "one update at a time");
+        assert!(d.serves_db());
+        d.log_pending.push_back(LogWrite {
+            offset: 0,
+            data: vec![0; 512],
+        });
+        d.close();
+        assert!(!d.is_ready());
+        assert!(!d.serves_db());
+        assert!(d.log.is_none() && d.log_pending.is_empty());
+    }
+}

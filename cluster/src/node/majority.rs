@@ -174,6 +174,13 @@ pub(super) struct Majority {
     persisted_epoch: u64,
 }
 
+/// The next installed epoch above `above` that belongs to node `me`: each
+/// node installs only epochs of its own residue modulo [`EPOCH_STRIDE`], so
+/// two coordinators never install the same epoch.
+pub(super) fn next_epoch(above: u64, me: NodeId) -> u64 {
+    (above / EPOCH_STRIDE + 1) * EPOCH_STRIDE + u64::from(me)
+}
+
 impl Majority {
     /// Node `me` starting at `now`, with a witness disk or not.
     pub(super) fn new(cfg: &ClusterConfig, me: NodeId, witness: bool, now: Duration) -> Majority {
@@ -236,6 +243,29 @@ impl Majority {
         m.member_seq.clear();
     }
 
+    /// Live votes for `me` as owner of `view` now: its own (once the
+    /// view's epoch is on its disk and no other owner's lease binds it),
+    /// each member that acknowledged a heartbeat sent less than one lease
+    /// ago, and the witness while its arbiter acts as owner.
+    fn votes(&self, me: NodeId, view: &View, now: Duration) -> usize {
+        let mut votes =
+            usize::from(self.may_vote_for(me, now) && self.persisted_epoch >= view.epoch);
+        votes += view
+            .members
+            .iter()
+            .filter(|&&n| n != me)
+            .filter(|n| self.acks.get(n).is_some_and(|&t| now < t + self.lease))
+            .count();
+        if self
+            .witness
+            .as_ref()
+            .is_some_and(|w| w.is_acting_owner(now))
+        {
+            votes += 1;
+        }
+        votes
+    }
+
     /// Whether this node may vote for (acknowledge, or be) `owner` now.
     fn may_vote_for(&self, owner: NodeId, now: Duration) -> bool {
         match self.last_ack {
@@ -267,29 +297,10 @@ impl Node {
         })
     }
 
-    /// The next installed epoch above `above` that belongs to this node.
-    pub(super) fn maj_next_epoch(&self, above: u64) -> u64 {
-        (above / EPOCH_STRIDE + 1) * EPOCH_STRIDE + u64::from(self.me)
-    }
-
     /// Live votes for this node as owner now.
     fn maj_votes(&self, now: Duration) -> usize {
-        let m = self.maj();
-        let Some(view) = self.view() else {
-            return 0;
-        };
-        let mut votes =
-            usize::from(m.may_vote_for(self.me, now) && m.persisted_epoch >= view.epoch);
-        votes += view
-            .members
-            .iter()
-            .filter(|&&n| n != self.me)
-            .filter(|n| m.acks.get(n).is_some_and(|&t| now < t + m.lease))
-            .count();
-        if m.witness.as_ref().is_some_and(|w| w.is_acting_owner(now)) {
-            votes += 1;
-        }
-        votes
+        self.view()
+            .map_or(0, |view| self.maj().votes(self.me, view, now))
     }
 
     /// Acts as owner: settled owner of the view with a majority of live
@@ -525,7 +536,7 @@ impl Node {
             .unwrap_or(0);
         let above = epoch.max(self.max_epoch).max(top_tag);
         let rg_epoch = epoch;
-        let epoch = self.maj_next_epoch(above);
+        let epoch = next_epoch(above, self.me);
         let paused = self.paused_among(seen.keys());
         let view = View {
             epoch,
@@ -1179,5 +1190,68 @@ impl Node {
             seq,
         };
         self.maj_adopt_replica(replica, Some(done));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ClusterConfig;
+
+    fn cfg(nodes: usize) -> ClusterConfig {
+        let mut s = String::from(
+            "name = \"T\"\nsecret = \"0123456789abcdef\"\nquorum-log-limit = 65536\n\
+             [quorum]\nmodel = \"majority\"\n",
+        );
+        for i in 0..nodes {
+            s += &format!(
+                "[[node]]\nname = \"N{i}\"\nprivate = \"127.0.0.1:{}\"\npublic = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\n",
+                7000 + i,
+                7100 + i,
+                7200 + i
+            );
+        }
+        ClusterConfig::from_toml(&s).expect("test cluster file parses")
+    }
+
+    #[test]
+    fn next_epoch_is_above_and_of_the_nodes_own_residue() {
+        for me in [0, 1, 5] {
+            for above in [0, 1, 31, 32, 33, 100] {
+                let e = next_epoch(above, me);
+                assert!(e > above, "{e} > {above}");
+                assert_eq!(e % EPOCH_STRIDE, u64::from(me));
+                assert!(e - above <= EPOCH_STRIDE + u64::from(me));
+            }
+        }
+    }
+
+    #[test]
+    fn votes_count_self_only_with_the_epoch_on_disk_and_members_within_the_lease() {
+        let cfg = cfg(3);
+        let mut m = Majority::new(&cfg, 0, false, Duration::ZERO);
+        let view = View {
+            epoch: 33,
+            members: vec![0, 1, 2],
+            owner: Some(0),
+            paused: vec![],
+        };
+        let lease = m.lease;
+        // A new process keeps its previous life's promise for one lease,
+        // and counts itself only once the view's epoch is on its disk.
+        m.persisted_epoch = 33;
+        assert_eq!(m.votes(0, &view, lease / 2), 0);
+        assert_eq!(m.votes(0, &view, lease), 1);
+        m.persisted_epoch = 32;
+        assert_eq!(m.votes(0, &view, lease), 0);
+        m.persisted_epoch = 33;
+        // A member's acknowledgement counts for one lease from the probe.
+        let sent = lease * 2;
+        m.acks.insert(1, sent);
+        assert_eq!(m.votes(0, &view, sent), 2);
+        assert_eq!(m.votes(0, &view, sent + lease), 1);
+        // Acknowledgements from outside the view do not count.
+        m.acks.insert(7, sent);
+        assert_eq!(m.votes(0, &view, sent), 2);
     }
 }

@@ -819,7 +819,7 @@ impl Node {
         }
         let cur = self.view().map_or(0, |v| v.epoch);
         view.epoch = match self.quorum {
-            Quorum::Majority(_) => self.maj_next_epoch(cur.max(self.max_epoch)),
+            Quorum::Majority(_) => majority::next_epoch(cur.max(self.max_epoch), self.me),
             Quorum::Disk(_) => cur.max(self.max_epoch) + 1,
         };
         view.owner = Some(self.me);
