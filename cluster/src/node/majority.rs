@@ -73,7 +73,7 @@ use serde::{Deserialize, Serialize};
 use super::quorum::Votes;
 use super::*;
 use crate::db::{ApplyError, Replica};
-use crate::log_manager::LogError;
+use crate::log_manager::{LogError, LogWrite, QuorumLog};
 
 /// Installed epochs are `k * EPOCH_STRIDE + coordinator`: unique per node.
 pub(super) const EPOCH_STRIDE: u64 = 32;
@@ -174,6 +174,13 @@ pub(super) struct Majority {
     persisted_epoch: u64,
 }
 
+/// The next installed epoch above `above` that belongs to node `me`: each
+/// node installs only epochs of its own residue modulo [`EPOCH_STRIDE`], so
+/// two coordinators never install the same epoch.
+pub(super) fn next_epoch(above: u64, me: NodeId) -> u64 {
+    (above / EPOCH_STRIDE + 1) * EPOCH_STRIDE + u64::from(me)
+}
+
 impl Majority {
     /// Node `me` starting at `now`, with a witness disk or not.
     pub(super) fn new(cfg: &ClusterConfig, me: NodeId, witness: bool, now: Duration) -> Majority {
@@ -205,6 +212,60 @@ impl Majority {
         self.replicas.insert(from, r);
     }
 
+    /// Deadlines of the majority model: vote expiry, promise expiry, the
+    /// witness arbiter.
+    pub(super) fn next_deadline(&self, now: Duration) -> Vec<Duration> {
+        let m = self;
+        let mut d: Vec<Duration> = m
+            .acks
+            .values()
+            .map(|&t| t + m.lease)
+            .filter(|&t| t > now)
+            .collect();
+        if let Some((_, t)) = m.last_ack {
+            if t + m.lease > now {
+                d.push(t + m.lease);
+            }
+        }
+        if let Some(w) = &m.witness {
+            d.extend(w.next_deadline(now));
+        }
+        d
+    }
+
+    /// Regroup starts: the owner's change in progress is abandoned (it is
+    /// not durable; the regroup decides whether it survives).
+    pub(super) fn regroup_started(&mut self) {
+        let m = self;
+        m.pending = None;
+        m.replicas.clear();
+        m.acks.clear();
+        m.member_seq.clear();
+    }
+
+    /// Live votes for `me` as owner of `view` now: its own (once the
+    /// view's epoch is on its disk and no other owner's lease binds it),
+    /// each member that acknowledged a heartbeat sent less than one lease
+    /// ago, and the witness while its arbiter acts as owner.
+    fn votes(&self, me: NodeId, view: &View, now: Duration) -> usize {
+        let mut votes =
+            usize::from(self.may_vote_for(me, now) && self.persisted_epoch >= view.epoch);
+        votes += view
+            .members
+            .iter()
+            .filter(|&&n| n != me)
+            .filter(|n| self.acks.get(n).is_some_and(|&t| now < t + self.lease))
+            .count();
+        if self
+            .witness
+            .as_ref()
+            .is_some_and(|w| w.is_acting_owner(now))
+        {
+            votes += 1;
+        }
+        votes
+    }
+
     /// Whether this node may vote for (acknowledge, or be) `owner` now.
     fn may_vote_for(&self, owner: NodeId, now: Duration) -> bool {
         match self.last_ack {
@@ -215,10 +276,6 @@ impl Majority {
 }
 
 impl Node {
-    pub(super) fn is_majority(&self) -> bool {
-        self.quorum.is_majority()
-    }
-
     fn maj(&self) -> &Majority {
         self.quorum.majority().expect("majority model")
     }
@@ -240,29 +297,10 @@ impl Node {
         })
     }
 
-    /// The next installed epoch above `above` that belongs to this node.
-    pub(super) fn maj_next_epoch(&self, above: u64) -> u64 {
-        (above / EPOCH_STRIDE + 1) * EPOCH_STRIDE + u64::from(self.me)
-    }
-
     /// Live votes for this node as owner now.
     fn maj_votes(&self, now: Duration) -> usize {
-        let m = self.maj();
-        let Some(view) = self.view() else {
-            return 0;
-        };
-        let mut votes =
-            usize::from(m.may_vote_for(self.me, now) && m.persisted_epoch >= view.epoch);
-        votes += view
-            .members
-            .iter()
-            .filter(|&&n| n != self.me)
-            .filter(|n| m.acks.get(n).is_some_and(|&t| now < t + m.lease))
-            .count();
-        if m.witness.as_ref().is_some_and(|w| w.is_acting_owner(now)) {
-            votes += 1;
-        }
-        votes
+        self.view()
+            .map_or(0, |view| self.maj().votes(self.me, view, now))
     }
 
     /// Acts as owner: settled owner of the view with a majority of live
@@ -274,27 +312,6 @@ impl Node {
             }
             _ => false,
         }
-    }
-
-    /// Deadlines of the majority model: vote expiry, promise expiry, the
-    /// witness arbiter.
-    pub(super) fn maj_next_deadline(&self, now: Duration) -> Vec<Duration> {
-        let m = self.maj();
-        let mut d: Vec<Duration> = m
-            .acks
-            .values()
-            .map(|&t| t + m.lease)
-            .filter(|&t| t > now)
-            .collect();
-        if let Some((_, t)) = m.last_ack {
-            if t + m.lease > now {
-                d.push(t + m.lease);
-            }
-        }
-        if let Some(w) = &m.witness {
-            d.extend(w.next_deadline(now));
-        }
-        d
     }
 
     fn issue_on(&mut self, kind: OpKind, disk: DiskId, op: DiskOp) -> u64 {
@@ -519,7 +536,7 @@ impl Node {
             .unwrap_or(0);
         let above = epoch.max(self.max_epoch).max(top_tag);
         let rg_epoch = epoch;
-        let epoch = self.maj_next_epoch(above);
+        let epoch = next_epoch(above, self.me);
         let paused = self.paused_among(seen.keys());
         let view = View {
             epoch,
@@ -574,14 +591,29 @@ impl Node {
         self.maj_update(now);
     }
 
-    /// Regroup starts: the owner's change in progress is abandoned (it is
-    /// not durable; the regroup decides whether it survives).
-    pub(super) fn maj_regroup_started(&mut self) {
-        let m = self.maj_mut();
-        m.pending = None;
-        m.replicas.clear();
-        m.acks.clear();
-        m.member_seq.clear();
+    /// A newer view that includes this node was installed, with the
+    /// coordinator's chosen replica if a regroup installed it.
+    pub(super) fn maj_on_install(
+        &mut self,
+        now: Duration,
+        view: View,
+        replica: Option<(u64, Replica)>,
+    ) {
+        // A regroup's install counts only for who is still in that
+        // regroup: the coordinator compared the replicas reported in
+        // it, and a node that has moved on since (and maybe logged
+        // changes committed elsewhere) must not take an older replica
+        // (sim seed 947: a resumed node coordinated with stale regroup
+        // messages).
+        if let Some((rg_epoch, r)) = replica {
+            let in_it = matches!(&self.phase, Phase::Member(m)
+                if m.regroup.as_ref().is_some_and(|rg| rg.epoch == rg_epoch));
+            if !in_it {
+                return;
+            }
+            self.maj_adopt_replica(r, None);
+        }
+        self.adopt_view(now, view);
     }
 
     pub(super) fn maj_issue_release(&mut self, op: DiskOp) {
@@ -889,7 +921,25 @@ impl Node {
         self.send_on(from, net, Body::LeaseAck { epoch, seq });
     }
 
-    pub(super) fn maj_on_lease_ack(&mut self, now: Duration, from: NodeId, seq: u64) {
+    /// A message of the majority model's votes and replication arrived
+    /// from `from`; the other bodies are the common protocol's.
+    pub(super) fn maj_step(&mut self, now: Duration, from: NodeId, body: Body) {
+        match body {
+            Body::LeaseAck { seq, .. } => self.maj_on_lease_ack(now, from, seq),
+            Body::Replicate {
+                epoch,
+                prev,
+                seq,
+                change,
+                ..
+            } => self.maj_on_replicate(from, epoch, prev, seq, change),
+            Body::ReplicateAck { epoch, seq } => self.maj_on_replicate_ack(now, from, epoch, seq),
+            Body::ReplicaSync { epoch, replica } => self.maj_on_replica_sync(from, epoch, replica),
+            _ => {}
+        }
+    }
+
+    fn maj_on_lease_ack(&mut self, now: Duration, from: NodeId, seq: u64) {
         let owner = self.view().is_some_and(|v| v.owner == Some(self.me));
         if !owner {
             return;
@@ -1002,13 +1052,7 @@ impl Node {
         }
     }
 
-    pub(super) fn maj_on_replicate_ack(
-        &mut self,
-        now: Duration,
-        from: NodeId,
-        epoch: u64,
-        seq: u64,
-    ) {
+    fn maj_on_replicate_ack(&mut self, now: Duration, from: NodeId, epoch: u64, seq: u64) {
         let current = matches!(&self.phase, Phase::Member(ms)
             if ms.regroup.is_none() && ms.view.owner == Some(self.me) && epoch <= ms.view.epoch);
         if current {
@@ -1072,7 +1116,7 @@ impl Node {
             && self.maj_ready()
     }
 
-    pub(super) fn maj_on_replicate(
+    fn maj_on_replicate(
         &mut self,
         from: NodeId,
         epoch: u64,
@@ -1131,7 +1175,7 @@ impl Node {
         self.maj_replicate_pending(Some(from));
     }
 
-    pub(super) fn maj_on_replica_sync(&mut self, from: NodeId, epoch: u64, replica: Replica) {
+    fn maj_on_replica_sync(&mut self, from: NodeId, epoch: u64, replica: Replica) {
         if !self.maj_from_owner(from, epoch) {
             return;
         }
@@ -1146,5 +1190,68 @@ impl Node {
             seq,
         };
         self.maj_adopt_replica(replica, Some(done));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ClusterConfig;
+
+    fn cfg(nodes: usize) -> ClusterConfig {
+        let mut s = String::from(
+            "name = \"T\"\nsecret = \"0123456789abcdef\"\nquorum-log-limit = 65536\n\
+             [quorum]\nmodel = \"majority\"\n",
+        );
+        for i in 0..nodes {
+            s += &format!(
+                "[[node]]\nname = \"N{i}\"\nprivate = \"127.0.0.1:{}\"\npublic = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\n",
+                7000 + i,
+                7100 + i,
+                7200 + i
+            );
+        }
+        ClusterConfig::from_toml(&s).expect("test cluster file parses")
+    }
+
+    #[test]
+    fn next_epoch_is_above_and_of_the_nodes_own_residue() {
+        for me in [0, 1, 5] {
+            for above in [0, 1, 31, 32, 33, 100] {
+                let e = next_epoch(above, me);
+                assert!(e > above, "{e} > {above}");
+                assert_eq!(e % EPOCH_STRIDE, u64::from(me));
+                assert!(e - above <= EPOCH_STRIDE + u64::from(me));
+            }
+        }
+    }
+
+    #[test]
+    fn votes_count_self_only_with_the_epoch_on_disk_and_members_within_the_lease() {
+        let cfg = cfg(3);
+        let mut m = Majority::new(&cfg, 0, false, Duration::ZERO);
+        let view = View {
+            epoch: 33,
+            members: vec![0, 1, 2],
+            owner: Some(0),
+            paused: vec![],
+        };
+        let lease = m.lease;
+        // A new process keeps its previous life's promise for one lease,
+        // and counts itself only once the view's epoch is on its disk.
+        m.persisted_epoch = 33;
+        assert_eq!(m.votes(0, &view, lease / 2), 0);
+        assert_eq!(m.votes(0, &view, lease), 1);
+        m.persisted_epoch = 32;
+        assert_eq!(m.votes(0, &view, lease), 0);
+        m.persisted_epoch = 33;
+        // A member's acknowledgement counts for one lease from the probe.
+        let sent = lease * 2;
+        m.acks.insert(1, sent);
+        assert_eq!(m.votes(0, &view, sent), 2);
+        assert_eq!(m.votes(0, &view, sent + lease), 1);
+        // Acknowledgements from outside the view do not count.
+        m.acks.insert(7, sent);
+        assert_eq!(m.votes(0, &view, sent), 2);
     }
 }

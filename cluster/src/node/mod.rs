@@ -37,7 +37,7 @@ use std::time::Duration;
 use crate::arbiter::{ArbOut, Arbiter, DiskId, DiskOp, DiskResult};
 use crate::config::{ClusterConfig, NodeId};
 use crate::db::{Change, DbSnapshot, LogEntry};
-use crate::log_manager::{self, LogConfig, LogWrite, QuorumLog};
+use crate::log_manager::{self, LogConfig};
 use crate::message::{Body, Envelope, JoinRefusal, Net, View};
 use crate::node_manager::{Detector, Liveness};
 use quorum::Quorum;
@@ -48,15 +48,6 @@ pub enum NodeError {
     /// The name is not in the cluster file.
     #[error("node {0:?} is not in the cluster file")]
     UnknownNode(String),
-}
-
-/// Why the owner may not issue its next quorum-log write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-enum LogWriteError {
-    /// The arbiter no longer acts as the disk's owner (its lease ran out,
-    /// e.g. while the node was paused between two writes).
-    #[error("the quorum disk lease expired")]
-    LeaseExpired,
 }
 
 /// Something the driver must do.
@@ -128,26 +119,6 @@ pub enum Phase {
     Stopped(String),
 }
 
-/// Quorum log state on the owner.
-#[derive(Debug)]
-enum LogState {
-    /// Not the owner, or not online yet.
-    Closed,
-    /// Reading the log region (op id).
-    Reading(u64),
-    /// Formatting or checkpointing (op ids still out).
-    Preparing(BTreeSet<u64>),
-    Ready,
-    /// Writing update `seq` (op ids still out).
-    Writing {
-        ops: BTreeSet<u64>,
-        seq: u64,
-        change: Change,
-        origin: NodeId,
-        id: u64,
-    },
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OpKind {
     Arbiter,
@@ -169,10 +140,6 @@ pub struct Node {
     arbiter: Arbiter,
     detector: Detector,
     db: DbSnapshot,
-    log: Option<QuorumLog>,
-    log_state: LogState,
-    /// Log writes not issued yet: they go out one at a time, in order.
-    log_pending: VecDeque<LogWrite>,
     gum_queue: VecDeque<(NodeId, u64, Change)>,
     gum_seen: BTreeSet<(NodeId, u64, u64)>,
     pending_apply: BTreeMap<u64, (Change, Option<(NodeId, u64)>)>,
@@ -221,9 +188,6 @@ impl Node {
                 next_ask: now,
             },
             db: DbSnapshot::default(),
-            log: None,
-            log_state: LogState::Closed,
-            log_pending: VecDeque::new(),
             gum_queue: VecDeque::new(),
             gum_seen: BTreeSet::new(),
             pending_apply: BTreeMap::new(),
@@ -273,7 +237,7 @@ impl Node {
         !self.is_stopped()
             && match &self.quorum {
                 Quorum::Majority(_) => self.maj_acting(now),
-                Quorum::Disk => self.arbiter.is_acting_owner(now),
+                Quorum::Disk(_) => self.arbiter.is_acting_owner(now),
             }
     }
 
@@ -320,7 +284,7 @@ impl Node {
         match &self.phase {
             Phase::Stopped(_) => return None,
             // Majority: nothing to do before the local replica is read.
-            Phase::Joining { .. } if self.is_majority() && !self.maj_ready() => {}
+            Phase::Joining { .. } if self.quorum.awaits_replica() => {}
             Phase::Joining { form_at, next_ask } => {
                 d.push(*form_at);
                 d.push(*next_ask);
@@ -348,9 +312,9 @@ impl Node {
                 }
             }
         }
-        d.extend(self.arbiter.next_deadline(now));
-        if self.is_majority() {
-            d.extend(self.maj_next_deadline(now));
+        match &self.quorum {
+            Quorum::Majority(m) => d.extend(m.next_deadline(now)),
+            Quorum::Disk(_) => d.extend(self.arbiter.next_deadline(now)),
         }
         d.into_iter().min()
     }
@@ -396,9 +360,9 @@ impl Node {
     }
 
     fn close_log(&mut self) {
-        self.log = None;
-        self.log_state = LogState::Closed;
-        self.log_pending.clear();
+        if let Some(d) = self.quorum.disk_mut() {
+            d.close();
+        }
         self.ops.retain(|_, k| *k != OpKind::Log);
     }
 
@@ -409,15 +373,15 @@ impl Node {
         let reason = reason.into();
         tracing::warn!(node = self.me, %reason, "stopping cluster service");
         self.arbiter = Arbiter::new(&self.cfg.quorum, self.cfg.timing, pr_key(self.me));
-        if let Some(m) = self.quorum.majority_mut() {
-            m.witness = m
-                .witness
-                .as_ref()
-                .map(|_| Arbiter::witness(self.cfg.timing, pr_key(self.me)));
+        match &mut self.quorum {
+            Quorum::Majority(m) => {
+                m.witness = m
+                    .witness
+                    .as_ref()
+                    .map(|_| Arbiter::witness(self.cfg.timing, pr_key(self.me)));
+            }
+            Quorum::Disk(d) => d.close(),
         }
-        self.log = None;
-        self.log_state = LogState::Closed;
-        self.log_pending.clear();
         self.hold_writes(true);
         self.phase = Phase::Stopped(reason.clone());
         self.actions.push(Action::StopClusterService { reason });
@@ -455,24 +419,25 @@ impl Node {
             }
         }
         self.last_tick = Some(now);
-        let outs = self.arbiter.tick(now);
-        self.on_arbiter(now, outs);
-        if self.is_majority() {
-            self.maj_tick(now);
+        match self.quorum {
+            Quorum::Majority(_) => self.maj_tick(now),
+            Quorum::Disk(_) => {
+                let outs = self.arbiter.tick(now);
+                self.on_arbiter(now, outs);
+            }
         }
         if self.is_stopped() {
             return;
         }
         match self.phase.clone() {
             Phase::Joining { form_at, next_ask } => {
-                if self.is_majority() && !self.maj_ready() {
+                if self.quorum.awaits_replica() {
                     // Nothing to offer or compare before the local
                     // replica is recovered.
                 } else if now >= form_at {
-                    if self.is_majority() {
-                        self.maj_form(now);
-                    } else {
-                        self.become_forming(now);
+                    match self.quorum {
+                        Quorum::Majority(_) => self.maj_form(now),
+                        Quorum::Disk(_) => self.become_forming(now),
                     }
                 } else if now >= next_ask {
                     for n in self.all_others() {
@@ -494,7 +459,7 @@ impl Node {
         let hb = self.cfg.timing.heartbeat;
         if now >= self.next_heartbeat {
             self.hb_seq += 1;
-            if self.is_majority() && m.view.owner == Some(self.me) {
+            if matches!(self.quorum, Quorum::Majority(_)) && m.view.owner == Some(self.me) {
                 self.maj_probe_sent(self.hb_seq, now);
                 self.maj_resend();
             }
@@ -535,27 +500,13 @@ impl Node {
         let Phase::Member(m) = self.phase.clone() else {
             return;
         };
-        if let Some(q) = m.quorum_deadline.filter(|_| self.is_majority()) {
-            if now >= q {
-                self.maj_quorum_deadline(now);
-                if self.is_stopped() {
-                    return;
-                }
+        if m.quorum_deadline.is_some_and(|q| now >= q) {
+            match self.quorum {
+                Quorum::Majority(_) => self.maj_quorum_deadline(now),
+                Quorum::Disk(_) => self.disk_quorum_deadline(),
             }
-        } else if let Some(q) = m.quorum_deadline {
-            if now >= q && !self.arbiter.holds() {
-                self.stop("no quorum owner came online after the regroup");
+            if self.is_stopped() {
                 return;
-            }
-            if now >= q {
-                // We hold the reservation and are on our way online: the
-                // arbiter's own timers take over. Left set, the deadline
-                // stayed in the past and `next_deadline` asked for a tick at
-                // the same instant forever (sim: "asks to be ticked again and
-                // again", seed 2536 with the real quorum log).
-                if let Phase::Member(mm) = &mut self.phase {
-                    mm.quorum_deadline = None;
-                }
             }
         }
         if let Some(rg) = m.regroup {
@@ -605,10 +556,11 @@ impl Node {
         }
         match env.body {
             Body::Heartbeat { view, seq } => {
-                if self.is_majority() {
-                    if let Some((epoch, _)) = &view {
-                        self.maj_on_heartbeat(now, net, from, seq, *epoch);
-                    }
+                // Majority: a heartbeat is also the owner's request for a
+                // vote (a lease acknowledgement).
+                if let (Quorum::Majority(_), Some((epoch, _))) = (&self.quorum, &view) {
+                    let epoch = *epoch;
+                    self.maj_on_heartbeat(now, net, from, seq, epoch);
                 }
                 self.on_heartbeat(now, from, view)
             }
@@ -618,8 +570,7 @@ impl Node {
                 holds_quorum,
                 replica,
             } => {
-                if self.is_majority()
-                    && self.maj_ready()
+                if self.quorum.majority().is_some_and(|m| m.ready)
                     && matches!(self.phase, Phase::Joining { .. })
                 {
                     // Majority: nodes form together, by regroup; a node
@@ -660,54 +611,32 @@ impl Node {
             Body::GumReject { id, reason } => {
                 self.actions.push(Action::Rejected { id, reason });
             }
-            Body::DbSync { db } => {
-                if !self.is_majority() {
-                    self.on_db_sync(from, db);
-                }
-            }
-            Body::SyncRequest if self.is_majority() => self.maj_on_sync_request(from),
-            Body::SyncRequest => {
-                if self.is_locker()
-                    && matches!(self.log_state, LogState::Ready | LogState::Writing { .. })
-                {
-                    let db = self.db.clone();
-                    self.send(from, Body::DbSync { db });
-                }
-            }
+            Body::DbSync { db } => match self.quorum {
+                // Majority: members take the owner's tagged replica instead.
+                Quorum::Majority(_) => {}
+                Quorum::Disk(_) => self.on_db_sync(from, db),
+            },
+            Body::SyncRequest => match self.quorum {
+                Quorum::Majority(_) => self.maj_on_sync_request(from),
+                Quorum::Disk(_) => self.disk_on_sync_request(from),
+            },
             Body::Evict => {
                 if self.view().is_some_and(|v| v.owner == Some(from)) {
                     self.stop("evicted by the cluster");
                 }
             }
-            Body::LeaseAck { seq, .. } => {
-                if self.is_majority() {
-                    self.maj_on_lease_ack(now, from, seq);
-                }
-            }
-            Body::Replicate {
-                epoch,
-                prev,
-                seq,
-                change,
-                ..
-            } => {
-                if self.is_majority() {
-                    self.maj_on_replicate(from, epoch, prev, seq, change);
-                }
-            }
-            Body::ReplicateAck { epoch, seq } => {
-                if self.is_majority() {
-                    self.maj_on_replicate_ack(now, from, epoch, seq);
-                }
-            }
+            body @ (Body::LeaseAck { .. }
+            | Body::Replicate { .. }
+            | Body::ReplicateAck { .. }
+            | Body::ReplicaSync { .. }) => match self.quorum {
+                Quorum::Majority(_) => self.maj_step(now, from, body),
+                // The majority model's votes and replication: a disk-model
+                // node neither sends nor takes part in them.
+                Quorum::Disk(_) => {}
+            },
             Body::GumCommitted { id, seq } => {
                 if self.view().is_some_and(|v| v.owner == Some(from)) {
                     self.actions.push(Action::Committed { id, seq });
-                }
-            }
-            Body::ReplicaSync { epoch, replica } => {
-                if self.is_majority() {
-                    self.maj_on_replica_sync(from, epoch, replica);
                 }
             }
         }
@@ -872,21 +801,12 @@ impl Node {
             }
             _ => {}
         }
-        if matches!(self.log_state, LogState::Closed) {
-            let op = self.issue(
-                OpKind::Log,
-                DiskOp::Read {
-                    offset: self.log_config().region_offset,
-                    len: self.log_config().region_len as usize,
-                },
-            );
-            self.log_state = LogState::Reading(op);
-        }
+        self.disk_open_log();
     }
 
     /// As owner: install `view` with the next epoch and tell everyone.
     fn install_as_owner(&mut self, now: Duration, mut view: View) {
-        if self.is_majority() && !self.is_acting_owner(now) {
+        if matches!(self.quorum, Quorum::Majority(_)) && !self.is_acting_owner(now) {
             // Majority: only an owner that holds a majority changes the
             // view on its own (its replica holds every committed change,
             // which its members then take); otherwise regroup.
@@ -898,10 +818,9 @@ impl Node {
             return;
         }
         let cur = self.view().map_or(0, |v| v.epoch);
-        view.epoch = if self.is_majority() {
-            self.maj_next_epoch(cur.max(self.max_epoch))
-        } else {
-            cur.max(self.max_epoch) + 1
+        view.epoch = match self.quorum {
+            Quorum::Majority(_) => majority::next_epoch(cur.max(self.max_epoch), self.me),
+            Quorum::Disk(_) => cur.max(self.max_epoch) + 1,
         };
         view.owner = Some(self.me);
         for n in view.members.clone() {
@@ -938,23 +857,12 @@ impl Node {
             quorum_deadline: deadline,
         });
         self.hold_writes(no_owner);
-        if !self.is_majority() && quorum::disk_challenges(&view, self.me, self.arbiter.is_idle()) {
-            tracing::info!(
-                node = self.me,
-                epoch = view.epoch,
-                "view without quorum owner: challenging"
-            );
-            let outs = self.arbiter.become_challenger(now);
-            self.on_arbiter(now, outs);
-        }
-        if view.owner == Some(self.me)
-            && matches!(self.log_state, LogState::Ready | LogState::Writing { .. })
-        {
-            self.sync_members();
-        }
-        if self.is_majority() {
-            self.maj_persist_epoch();
-            self.maj_update(now);
+        match self.quorum {
+            Quorum::Majority(_) => {
+                self.maj_persist_epoch();
+                self.maj_update(now);
+            }
+            Quorum::Disk(_) => self.disk_adopted_view(now, &view),
         }
         // A member asks the owner of each new view for the database: the
         // owner's own `DbSync` may have arrived before this view (and been
@@ -993,8 +901,8 @@ impl Node {
         };
         m.regroup = Some(rg.clone());
         let view = m.view.clone();
-        if self.is_majority() {
-            self.maj_regroup_started();
+        if let Some(m) = self.quorum.majority_mut() {
+            m.regroup_started();
         }
         self.hold_writes(true);
         self.announce_regroup(&view, &rg);
@@ -1003,9 +911,12 @@ impl Node {
     fn announce_regroup(&mut self, view: &View, rg: &Regroup) {
         let mut to: BTreeSet<NodeId> = view.members.iter().copied().collect();
         to.extend(rg.seen.keys().copied());
-        if self.is_majority() {
+        match self.quorum {
             // A majority may lie outside the old view (forming, healing).
-            to.extend(self.all_others());
+            Quorum::Majority(_) => to.extend(self.all_others()),
+            // The quorum disk's holder is in the old view or among those
+            // heard.
+            Quorum::Disk(_) => {}
         }
         to.remove(&self.me);
         let body = Body::Regroup {
@@ -1021,36 +932,19 @@ impl Node {
 
     fn end_collection(&mut self, now: Duration, epoch: u64, seen: BTreeMap<NodeId, bool>) {
         let coordinator = *seen.keys().next().expect("self is always seen");
-        if coordinator == self.me && self.is_majority() {
-            self.maj_end_collection(now, epoch, seen);
-        } else if coordinator == self.me {
-            let owner = quorum::disk_owner(&seen);
-            let paused = self.paused_among(seen.keys());
-            let view = View {
-                epoch,
-                members: seen.keys().copied().collect(),
-                owner,
-                paused,
-            };
-            tracing::info!(node = self.me, epoch, members = ?view.members, ?owner, "regroup installs view");
-            for &n in seen.keys() {
-                if n != self.me {
-                    self.send(
-                        n,
-                        Body::Install {
-                            view: view.clone(),
-                            replica: None,
-                        },
-                    );
+        if coordinator != self.me {
+            if let Phase::Member(m) = &mut self.phase {
+                if let Some(r) = &mut m.regroup {
+                    r.stage = RegroupStage::AwaitInstall {
+                        until: now + self.cfg.timing.heartbeat * 4,
+                    };
                 }
             }
-            self.adopt_view(now, view);
-        } else if let Phase::Member(m) = &mut self.phase {
-            if let Some(r) = &mut m.regroup {
-                r.stage = RegroupStage::AwaitInstall {
-                    until: now + self.cfg.timing.heartbeat * 4,
-                };
-            }
+            return;
+        }
+        match self.quorum {
+            Quorum::Majority(_) => self.maj_end_collection(now, epoch, seen),
+            Quorum::Disk(_) => self.disk_end_collection(now, epoch, seen),
         }
     }
 
@@ -1067,7 +961,10 @@ impl Node {
         if !view.contains(from) {
             // A stale node that believes it is still a member: the owner
             // tells it the current view, which excludes it, so it stops.
-            let may_tell = !self.is_majority() || self.is_acting_owner(now);
+            let may_tell = match self.quorum {
+                Quorum::Majority(_) => self.is_acting_owner(now),
+                Quorum::Disk(_) => true,
+            };
             if members.contains(&self.me) && view.owner == Some(self.me) && may_tell {
                 // An Install at or below the stale node's own epoch would be
                 // ignored: an owner that formed after a restart can be
@@ -1109,7 +1006,8 @@ impl Node {
             return;
         };
         self.max_epoch = self.max_epoch.max(epoch);
-        if epoch <= view.epoch && self.is_majority() && !view.contains(from) {
+        if epoch <= view.epoch && matches!(self.quorum, Quorum::Majority(_)) && !view.contains(from)
+        {
             // Majority: a node outside our view (forming, or back from a
             // partition) regroups below our epoch. The acting owner takes
             // it in; it adopts the install and asks for the replica.
@@ -1194,32 +1092,10 @@ impl Node {
             ));
             return;
         }
-        if self.is_majority() {
-            // A regroup's install counts only for who is still in that
-            // regroup: the coordinator compared the replicas reported in
-            // it, and a node that has moved on since (and maybe logged
-            // changes committed elsewhere) must not take an older replica
-            // (sim seed 947: a resumed node coordinated with stale regroup
-            // messages).
-            if let Some((rg_epoch, r)) = replica {
-                let in_it = matches!(&self.phase, Phase::Member(m)
-                    if m.regroup.as_ref().is_some_and(|rg| rg.epoch == rg_epoch));
-                if !in_it {
-                    return;
-                }
-                self.maj_adopt_replica(r, None);
-            }
-            self.adopt_view(now, view);
-            return;
+        match self.quorum {
+            Quorum::Majority(_) => self.maj_on_install(now, view, replica),
+            Quorum::Disk(_) => self.disk_on_install(now, view),
         }
-        // Only the owner holds the quorum disk; an install naming another
-        // owner while we hold it would mean two owners: keep ours and let
-        // arbitration settle it (the other cannot be acting).
-        if self.arbiter.holds() && view.owner.is_some_and(|o| o != self.me) {
-            self.start_regroup(now, view.epoch + 1);
-            return;
-        }
-        self.adopt_view(now, view);
     }
 
     fn on_join_request(&mut self, now: Duration, from: NodeId) {
@@ -1248,7 +1124,7 @@ impl Node {
             self.send(from, Body::JoinRefuse { reason });
             return;
         }
-        if self.is_majority() && !regrouping && !self.is_acting_owner(now) {
+        if matches!(self.quorum, Quorum::Majority(_)) && !regrouping && !self.is_acting_owner(now) {
             // Majority: an owner without a majority regroups with every
             // node, the joiner included (it takes part from Joining).
             tracing::info!(
@@ -1265,7 +1141,10 @@ impl Node {
             );
             return;
         }
-        let log_ready = matches!(self.log_state, LogState::Ready) || self.is_majority();
+        let log_ready = match &self.quorum {
+            Quorum::Majority(_) => true,
+            Quorum::Disk(d) => d.is_ready(),
+        };
         if regrouping || !log_ready || !self.is_acting_owner(now) {
             self.send(
                 from,
@@ -1298,18 +1177,18 @@ impl Node {
         if !matches!(self.phase, Phase::Joining { .. }) || !view.contains(self.me) {
             return;
         }
-        if self.is_majority() {
-            // The owner sends its tagged replica on our SyncRequest.
-            if !self.maj_ready() {
-                return;
+        match self.quorum {
+            // Majority: the owner sends its tagged replica on our
+            // SyncRequest, which needs our own replica recovered first.
+            Quorum::Majority(_) if self.quorum.awaits_replica() => return,
+            Quorum::Majority(_) => {}
+            // Disk models: the owner's database, recovered from the log.
+            Quorum::Disk(_) => {
+                self.db = db;
+                self.pending_apply.clear();
             }
-            tracing::info!(node = self.me, epoch = view.epoch, "joined");
-            self.adopt_view(now, view);
-            return;
         }
         tracing::info!(node = self.me, epoch = view.epoch, "joined");
-        self.db = db;
-        self.pending_apply.clear();
         self.adopt_view(now, view);
     }
 
@@ -1320,36 +1199,27 @@ impl Node {
         if !view.contains(from) {
             return;
         }
-        if view.owner == Some(from) && self.is_majority() {
-            // The locker left: regroup for a new one.
-            self.start_regroup(now, view.epoch.max(self.max_epoch) + 1);
-        } else if view.owner == Some(from) {
-            // Every member computes the same view without the owner; its
-            // lowest member arbitrates.
-            let mut nv = view.clone();
-            nv.members.retain(|&n| n != from);
-            nv.paused.retain(|&n| n != from);
-            nv.owner = None;
-            nv.epoch += 1;
-            self.adopt_view(now, nv);
+        if view.owner == Some(from) {
+            match self.quorum {
+                // The locker left: regroup for a new one.
+                Quorum::Majority(_) => self.start_regroup(now, view.epoch.max(self.max_epoch) + 1),
+                // Every member computes the same view without the owner;
+                // its lowest member arbitrates.
+                Quorum::Disk(_) => {
+                    let mut nv = view.clone();
+                    nv.members.retain(|&n| n != from);
+                    nv.paused.retain(|&n| n != from);
+                    nv.owner = None;
+                    nv.epoch += 1;
+                    self.adopt_view(now, nv);
+                }
+            }
         } else if view.owner == Some(self.me) {
             let mut nv = view.clone();
             nv.members.retain(|&n| n != from);
             nv.paused.retain(|&n| n != from);
             self.install_as_owner(now, nv);
         }
-    }
-
-    fn on_db_sync(&mut self, from: NodeId, db: DbSnapshot) {
-        let Some(view) = self.view() else {
-            return;
-        };
-        if view.owner != Some(from) || db.seq < self.db.seq {
-            return;
-        }
-        self.db = db;
-        self.pending_apply = self.pending_apply.split_off(&(self.db.seq + 1));
-        self.apply_pending(from);
     }
 
     fn on_gum_apply(
@@ -1399,223 +1269,22 @@ impl Node {
 
     fn is_locker(&self) -> bool {
         self.view().is_some_and(|v| v.owner == Some(self.me))
-            && (self.arbiter.holds() || self.maj_ready())
+            && match &self.quorum {
+                Quorum::Majority(m) => m.ready,
+                Quorum::Disk(_) => self.arbiter.holds(),
+            }
     }
 
     fn log_config(&self) -> LogConfig {
         log_manager::region_config(self.cfg.log_limit)
     }
 
-    /// Queues `writes` and issues the first: the quorum log's crash safety
-    /// needs them on the disk in order, so each waits for the previous
-    /// one's completion ([`Self::next_log_write`]).
-    fn issue_log_writes(&mut self, writes: Vec<LogWrite>) -> BTreeSet<u64> {
-        self.log_pending = writes.into();
-        let w = self.log_pending.pop_front();
-        w.map(|w| self.issue_log_write(w)).into_iter().collect()
-    }
-
-    /// The next queued log write, if this node may still write: a node
-    /// that was paused between two writes may have lost the quorum meanwhile
-    /// and must not write again (the caller stops then).
-    fn next_log_write(&mut self, now: Duration) -> Result<Option<u64>, LogWriteError> {
-        if self.log_pending.is_empty() {
-            return Ok(None);
-        }
-        if !self.arbiter.is_acting_owner(now) {
-            return Err(LogWriteError::LeaseExpired);
-        }
-        let w = self.log_pending.pop_front().expect("not empty");
-        Ok(Some(self.issue_log_write(w)))
-    }
-
-    fn issue_log_write(&mut self, w: LogWrite) -> u64 {
-        self.issue(
-            OpKind::Log,
-            DiskOp::Write {
-                offset: w.offset,
-                data: w.data,
-            },
-        )
-    }
-
-    fn on_log_done(&mut self, now: Duration, id: u64, result: DiskResult) {
-        let state = std::mem::replace(&mut self.log_state, LogState::Closed);
-        match (state, result) {
-            (LogState::Reading(op), DiskResult::Data(region)) if op == id => {
-                let cfg = self.log_config();
-                let opened = match log_manager::open_region(&cfg, &region) {
-                    Ok(x) => x,
-                    Err(e) => return self.stop(format!("quorum log unreadable: {e}")),
-                };
-                let mut writes = Vec::new();
-                let mut db = DbSnapshot::default();
-                let log = match opened {
-                    Some((log, rec)) => {
-                        if let Some((_, cp)) = rec.checkpoint {
-                            match serde_json::from_slice::<DbSnapshot>(&cp) {
-                                Ok(s) => db = s,
-                                Err(e) => {
-                                    return self
-                                        .stop(format!("quorum log checkpoint unreadable: {e}"))
-                                }
-                            }
-                        }
-                        if let Some(cut) = rec.cut {
-                            tracing::warn!(node = self.me, %cut, "quorum log cut");
-                        }
-                        db.replay(rec.records.iter().map(|(_, r)| r.as_slice()));
-                        log
-                    }
-                    None => match log_manager::format_and_open(&cfg, &self.cfg.name) {
-                        Ok((log, w)) => {
-                            writes = w;
-                            log
-                        }
-                        Err(e) => return self.stop(format!("quorum log format: {e}")),
-                    },
-                };
-                let mut log = log;
-                tracing::info!(node = self.me, seq = db.seq, "quorum log recovered");
-                let logged_seq = db.seq;
-                if db.seq >= self.db.seq {
-                    self.db = db;
-                }
-                self.pending_apply.clear();
-                // Checkpoint whenever this node's database is ahead of what
-                // the log replays to: appends continue from `self.db.seq`,
-                // and a gap between the log's last change and the next
-                // record would end every later replay there.
-                if self.db.seq > logged_seq || (self.db.seq > 0 && log.needs_checkpoint()) {
-                    let snap = serde_json::to_vec(&self.db).expect("snapshot serializes");
-                    match log_manager::checkpoint_all(&mut log, &snap) {
-                        Ok(w) => writes.extend(w),
-                        Err(e) => return self.stop(format!("quorum log checkpoint: {e}")),
-                    }
-                }
-                self.log = Some(log);
-                if writes.is_empty() {
-                    self.log_state = LogState::Ready;
-                    self.sync_members();
-                } else if self.arbiter.is_acting_owner(now) {
-                    let ops = self.issue_log_writes(writes);
-                    self.log_state = LogState::Preparing(ops);
-                } else {
-                    self.stop("lease expired while recovering the quorum log");
-                }
-            }
-            (LogState::Preparing(mut ops), DiskResult::Good) => {
-                ops.remove(&id);
-                match self.next_log_write(now) {
-                    Ok(next) => ops.extend(next),
-                    Err(LogWriteError::LeaseExpired) => {
-                        return self.stop("lease expired while preparing the quorum log")
-                    }
-                }
-                if ops.is_empty() {
-                    self.log_state = LogState::Ready;
-                    self.sync_members();
-                } else {
-                    self.log_state = LogState::Preparing(ops);
-                }
-            }
-            (
-                LogState::Writing {
-                    mut ops,
-                    seq,
-                    change,
-                    origin,
-                    id: req,
-                },
-                DiskResult::Good,
-            ) => {
-                ops.remove(&id);
-                match self.next_log_write(now) {
-                    Ok(next) => ops.extend(next),
-                    Err(LogWriteError::LeaseExpired) => {
-                        return self.stop("lease expired while writing the quorum log")
-                    }
-                }
-                if !ops.is_empty() {
-                    self.log_state = LogState::Writing {
-                        ops,
-                        seq,
-                        change,
-                        origin,
-                        id: req,
-                    };
-                    return;
-                }
-                self.log_state = LogState::Ready;
-                self.db
-                    .apply(seq, &change)
-                    .expect("the locker checked the change before logging it");
-                self.actions.push(Action::Durable {
-                    origin,
-                    id: req,
-                    seq,
-                    change: change.clone(),
-                });
-                if origin == self.me {
-                    self.actions.push(Action::Committed { id: req, seq });
-                }
-                for n in self.others() {
-                    self.send(
-                        n,
-                        Body::GumApply {
-                            seq,
-                            change: change.clone(),
-                            origin: Some((origin, req)),
-                        },
-                    );
-                }
-            }
-            (_, r) => self.stop(format!("quorum log I/O failed: {r:?}")),
-        }
-    }
-
-    /// The locker takes the next queued change: check, log with FUA, then
-    /// apply and distribute when the write completes.
+    /// The locker takes the next queued change, as its quorum model
+    /// commits changes.
     fn pump_gum(&mut self, now: Duration) {
-        if self.is_majority() {
-            return self.maj_pump_gum(now);
-        }
-        if !self.is_locker()
-            || !matches!(self.log_state, LogState::Ready)
-            || !self.arbiter.is_acting_owner(now)
-            || matches!(&self.phase, Phase::Member(m) if m.regroup.is_some())
-        {
-            return;
-        }
-        if let Some((origin, id, change)) = self.next_valid_gum() {
-            let seq = self.db.seq + 1;
-            let log = self.log.as_mut().expect("log is open when ready");
-            let mut writes = Vec::new();
-            if log.needs_checkpoint() {
-                let snap = serde_json::to_vec(&self.db).expect("snapshot serializes");
-                match log_manager::checkpoint_all(log, &snap) {
-                    Ok(w) => writes.extend(w),
-                    Err(e) => return self.stop(format!("quorum log checkpoint: {e}")),
-                }
-            }
-            let payload = serde_json::to_vec(&LogEntry {
-                seq,
-                change: change.clone(),
-                epoch: 0,
-            })
-            .expect("entries serialize");
-            match log.append(&payload) {
-                Ok((_, w)) => writes.extend(w),
-                Err(e) => return self.stop(format!("quorum log append: {e}")),
-            }
-            let ops = self.issue_log_writes(writes);
-            self.log_state = LogState::Writing {
-                ops,
-                seq,
-                change,
-                origin,
-                id,
-            };
+        match self.quorum {
+            Quorum::Majority(_) => self.maj_pump_gum(now),
+            Quorum::Disk(_) => self.disk_pump_gum(now),
         }
     }
 
@@ -1639,6 +1308,7 @@ impl Node {
     }
 }
 
+mod disk;
 mod majority;
 pub mod quorum;
 

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::disk::DiskQuorum;
 use super::majority::Majority;
 use crate::config::{ClusterConfig, NodeId, QuorumModel};
 use crate::message::View;
@@ -17,9 +18,9 @@ use crate::message::View;
 /// The quorum model of a node, carrying the model's own state.
 #[derive(Debug)]
 pub(super) enum Quorum {
-    /// The shared quorum disk decides: the node's arbiter and the owner's
-    /// quorum log (kept by [`Node`]) are the whole state.
-    Disk,
+    /// The shared quorum disk decides: the node's arbiter (kept by
+    /// [`Node`], idle under the majority model) and the owner's quorum log.
+    Disk(DiskQuorum),
     /// A majority of votes decides.
     Majority(Box<Majority>),
 }
@@ -31,19 +32,37 @@ impl Quorum {
             QuorumModel::Majority { witness } => {
                 Quorum::Majority(Box::new(Majority::new(cfg, me, witness.is_some(), now)))
             }
-            QuorumModel::DiskScsi2 | QuorumModel::DiskPr => Quorum::Disk,
+            QuorumModel::DiskScsi2 | QuorumModel::DiskPr => Quorum::Disk(DiskQuorum::new()),
         }
     }
 
-    pub(super) fn is_majority(&self) -> bool {
-        matches!(self, Quorum::Majority(_))
+    /// Majority: the local replica is not recovered yet, so the node has
+    /// nothing to offer or compare (never under the disk models).
+    pub(super) fn awaits_replica(&self) -> bool {
+        matches!(self, Quorum::Majority(m) if !m.ready)
+    }
+
+    /// The disk model's state, if that is the model.
+    pub(super) fn disk(&self) -> Option<&DiskQuorum> {
+        match self {
+            Quorum::Disk(d) => Some(d),
+            Quorum::Majority(_) => None,
+        }
+    }
+
+    /// The disk model's state, if that is the model.
+    pub(super) fn disk_mut(&mut self) -> Option<&mut DiskQuorum> {
+        match self {
+            Quorum::Disk(d) => Some(d),
+            Quorum::Majority(_) => None,
+        }
     }
 
     /// The majority model's state, if that is the model.
     pub(super) fn majority(&self) -> Option<&Majority> {
         match self {
             Quorum::Majority(m) => Some(m),
-            Quorum::Disk => None,
+            Quorum::Disk(_) => None,
         }
     }
 
@@ -51,7 +70,7 @@ impl Quorum {
     pub(super) fn majority_mut(&mut self) -> Option<&mut Majority> {
         match self {
             Quorum::Majority(m) => Some(m),
-            Quorum::Disk => None,
+            Quorum::Disk(_) => None,
         }
     }
 }
