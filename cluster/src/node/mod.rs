@@ -137,6 +137,10 @@ pub struct Node {
     me: NodeId,
     incarnation: u64,
     phase: Phase,
+    /// The disk models' quorum-disk arbiter. Under the majority model it
+    /// stays idle (the witness has its own, in `Majority`); it is kept here
+    /// rather than in `DiskQuorum` because [`Node::arbiter`] reports its
+    /// role whatever the model.
     arbiter: Arbiter,
     detector: Detector,
     db: DbSnapshot,

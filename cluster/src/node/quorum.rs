@@ -3,9 +3,11 @@
 //!
 //! Under the disk models (`disk-scsi2`, `disk-pr`) the node's [`Arbiter`]
 //! challenges for and defends the shared quorum disk, and the partition
-//! with its owner continues; under `majority` the votes of the nodes (and
-//! the witness) decide, with the state in [`Majority`]. [`Node`] holds one
-//! [`Quorum`] and asks it instead of testing the model at each step.
+//! with its owner continues (the owner's quorum log in [`DiskQuorum`], the
+//! steps in `node/disk.rs`); under `majority` the votes of the nodes (and
+//! the witness) decide, with the state in [`Majority`] and the steps in
+//! `node/majority.rs`. [`Node`] holds one [`Quorum`] and, at each step
+//! where the models differ, dispatches with one `match` on it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
