@@ -39,7 +39,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 /// Default renewal interval of a held SCSI-2 reservation: the 3 s a
-/// Windows 2003 quorum owner uses (DESIGN.md, mscs2003 profile).
+/// Windows 2003 quorum owner uses (docs/semantics.md "Timing profiles").
 const DEFAULT_RENEW_SECS: f64 = 3.0;
 /// Default wait between the challenger's reset and its RESERVE (mscs2003).
 const DEFAULT_ARBITRATE_WAIT_SECS: f64 = 7.0;
@@ -871,7 +871,7 @@ async fn hold_reservation(disk: &Disk, ten: bool, renew: f64, out: &Out) -> Resu
     }
 }
 
-/// The challenger: reset, wait, RESERVE (DESIGN.md, mscs2003 profile).
+/// The challenger: reset, wait, RESERVE (docs/semantics.md "Timing profiles").
 async fn arbitrate(
     disk: &Disk,
     reset: ArbitrateReset,

@@ -1,5 +1,5 @@
 //! `busrig`: one binary, one subcommand per tool. Each subcommand is a thin
-//! clap wrapper around a library crate (STYLE.md rule 7).
+//! clap wrapper around a library crate (docs/architecture.md, convention 6).
 
 mod alloc;
 mod bench;

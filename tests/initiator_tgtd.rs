@@ -339,7 +339,7 @@ async fn scsi2_reservation_conflict() {
     a.release6().await.unwrap();
     b.write(0, pattern(512, 1), false).await.unwrap();
     b.lun_reset().await.unwrap();
-    // tgtd refuses the target-wide resets (DESIGN.md: most software targets do).
+    // tgtd refuses the target-wide resets (docs/semantics.md "Task management": most software targets do).
     let e = b.target_warm_reset().await.unwrap_err();
     assert!(matches!(e, Error::TaskManagement { .. }), "{e}");
 }

@@ -88,7 +88,7 @@ pub struct NodeEntry {
 }
 
 /// `GET /status`: the keys scripts rely on are `cluster`, `epoch`,
-/// `quorum_owner` and `nodes` (DESIGN.md, interface contracts).
+/// `quorum_owner` and `nodes` (docs/semantics.md "Interface contracts").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterStatus {
     pub cluster: String,

@@ -36,7 +36,7 @@ use serde::Deserialize;
 /// Position of a node in the cluster file's `[[node]]` list.
 pub type NodeId = u16;
 
-/// Default quorum log limit (DESIGN.md: 4 MiB, then checkpoint and truncate).
+/// Default quorum log limit (docs/semantics.md "Timing profiles": 4 MiB, then checkpoint and truncate).
 pub const DEFAULT_LOG_LIMIT: u64 = 4 * 1024 * 1024;
 /// Default initiator name prefix; node N uses `PREFIX:N`.
 pub const DEFAULT_INITIATOR_PREFIX: &str = "iqn.2026-11.io.busrig";
@@ -223,7 +223,7 @@ impl Timing {
         }
     }
 
-    /// Windows Server 2003 numbers (DESIGN.md "Cluster semantics"); the PR
+    /// Windows Server 2003 numbers (docs/semantics.md "Timing profiles"); the PR
     /// interval is Windows Server 2008's.
     pub fn mscs2003() -> Timing {
         Timing {

@@ -4,7 +4,7 @@
 //! by a thin tokio layer.
 //!
 //! Every state machine takes time as an input (`tick(now)`) and returns what
-//! to do instead of doing it (STYLE.md rule 4), so the whole cluster can run
+//! to do instead of doing it (docs/architecture.md "Pure cores and drivers"), so the whole cluster can run
 //! in the deterministic simulator under `tests/`.
 
 pub mod admin;

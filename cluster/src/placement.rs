@@ -2,7 +2,7 @@
 //! possible, where it goes on failover, when it fails back, and when a failing
 //! resource is restarted in place or its group gives up.
 //!
-//! Everything here is a pure function of its inputs (STYLE.md rule 4): the
+//! Everything here is a pure function of its inputs (docs/architecture.md "Pure cores and drivers"): the
 //! cluster view, the hour of day and the current time are passed in, and the
 //! random choice of the seeds' "random node" is an injected function so tests
 //! are deterministic.
@@ -327,7 +327,7 @@ pub fn should_fail_back(group: &GroupPlacement, rejoined: NodeId, now_hour: u8) 
         && window.is_none_or(|w| w.contains(now_hour))
 }
 
-/// At most `count` events within `period` (DESIGN.md: restart threshold 3 in
+/// At most `count` events within `period` (docs/semantics.md "Timing profiles": restart threshold 3 in
 /// 900 s; group failover threshold 10 in 6 h).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Threshold {

@@ -27,10 +27,10 @@ use serde::{Deserialize, Serialize};
 use crate::db::{Change, DbSnapshot};
 
 /// The default cluster group (cluster IP, name and quorum disk in Windows);
-/// DESIGN.md: nothing of a virtual server lives in it.
+/// docs/semantics.md "Exchange rules": nothing of a virtual server lives in it.
 pub const DEFAULT_GROUP: &str = "Cluster Group";
 
-/// Resource Monitor defaults (DESIGN.md "Cluster semantics").
+/// Resource Monitor defaults (docs/semantics.md "Timing profiles").
 pub const LOOKS_ALIVE_MS: u64 = 5_000;
 pub const IS_ALIVE_MS: u64 = 60_000;
 pub const RESTART_THRESHOLD: u32 = 3;

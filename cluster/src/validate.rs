@@ -1,7 +1,7 @@
 //! `busrig cluster validate`: the seeds' rules for a cluster file or a
 //! running cluster, each reported as pass, warn or fail.
 //!
-//! The rules (DESIGN.md "Exchange rules from the seeds"):
+//! The rules (docs/semantics.md "Exchange rules"):
 //! - parallel SCSI and FC arbitrated loop support 2 nodes, a switched
 //!   fabric up to 8;
 //! - majority on 2 nodes needs a witness (the cluster file refuses it

@@ -1,4 +1,4 @@
-//! Deterministic simulation of a cluster (STYLE.md rule 8).
+//! Deterministic simulation of a cluster (docs/architecture.md "Pure cores and drivers").
 //!
 //! N node state machines run over an in-memory network with two cluster
 //! networks and a simulated shared quorum disk whose reservation rules are

@@ -2,7 +2,7 @@
 //! combination (no digests, header digest, data digest, both) and a small
 //! and the default MaxRecvDataSegmentLength, as a connection would: decode
 //! until more bytes are needed or a fatal error, answering non-fatal errors
-//! and going on (STYLE.md rule 11).
+//! and going on (docs/architecture.md, convention 9).
 //!
 //! Checks beyond "does not panic": every decode makes progress or stops,
 //! fatal errors leave the buffer alone, no accepted data segment exceeds

@@ -1,6 +1,6 @@
 //! The sans-IO session engine: everything a full-feature-phase connection
 //! does between "the caller wants a command run" and "these PDUs go on the
-//! wire", without touching a socket or a clock (STYLE.md rule 1).
+//! wire", without touching a socket or a clock (docs/architecture.md, convention 1).
 //!
 //! ```text
 //!   submit(Request) ──► queue ──(CmdSN window open)──► transmit: Command (+ immediate data)

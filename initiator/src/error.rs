@@ -1,4 +1,4 @@
-//! The initiator's one error enum (STYLE.md rule 6): transport and login
+//! The initiator's one error enum (docs/architecture.md, convention 5): transport and login
 //! failures, protocol violations by the target, and the SCSI outcomes that
 //! are not GOOD, each its own variant so callers can match on RESERVATION
 //! CONFLICT or a unit attention without digging in status bytes.

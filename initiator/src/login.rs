@@ -122,7 +122,7 @@ impl Login {
         ic.operational.default_time2wait = p.default_time2wait.min(3600) as u16;
         ic.operational.default_time2retain = p.default_time2retain.min(3600) as u16;
         // busrig implements ErrorRecoveryLevel 0 and one connection per
-        // session only (DESIGN.md), so that is all we offer.
+        // session only (docs/semantics.md "The wire"), so that is all we offer.
         ic.operational.error_recovery_level = 0;
         ic.operational.max_connections = 1;
         ic.auth_methods = match (&cfg.chap, &cfg.mutual_chap) {

@@ -14,7 +14,7 @@
 //! ```
 //!
 //! Parsing is pure ([`parse_command`], [`mailbox_of`], [`message_id_of`]);
-//! [`serve_connection`] is generic over the stream (STYLE.md rule 7).
+//! [`serve_connection`] is generic over the stream (docs/architecture.md, convention 6).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -48,7 +48,7 @@
 //! ```
 //!
 //! With no file, [`Config::embedded_default`] gives the bus of the interface
-//! contract in DESIGN.md: one target [`DEFAULT_TARGET_NAME`] on one
+//! contract in docs/semantics.md "Interface contracts": one target [`DEFAULT_TARGET_NAME`] on one
 //! fc-fabric bus, LUN 0 a 64 MiB quorum disk and LUNs 1 and 2 1 GiB data
 //! disks.
 //!
@@ -71,7 +71,7 @@ pub const DEFAULT_TARGET_NAME: &str = "iqn.2026-11.io.busrig:bus0";
 /// Name of the bus a target joins when the configuration declares none.
 pub const DEFAULT_BUS_NAME: &str = "bus0";
 
-/// The embedded default configuration (DESIGN.md "Interface contracts").
+/// The embedded default configuration (docs/semantics.md "Interface contracts").
 pub const EMBEDDED_DEFAULT: &str = r#"
 [[bus]]
 name = "bus0"
@@ -130,7 +130,7 @@ fn invalid(msg: impl Into<String>) -> ConfigError {
     ConfigError::Invalid(msg.into())
 }
 
-/// How a reset propagates on the bus (DESIGN.md "Bus reset").
+/// How a reset propagates on the bus (docs/semantics.md "Bus reset").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Topology {

@@ -102,7 +102,7 @@ fn topology_config() -> String {
     s
 }
 
-/// DESIGN.md "Bus reset": on parallel SCSI a target reset is a bus reset
+/// docs/semantics.md "Bus reset": on parallel SCSI a target reset is a bus reset
 /// that clears every SCSI-2 reservation on the bus and posts 29/02 on every
 /// nexus; on a switched fabric it reaches that target only. Persistent
 /// reservations survive every reset.

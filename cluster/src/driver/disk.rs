@@ -87,7 +87,7 @@ impl DiskExecutor for InitiatorDisks {
 /// The majority model's local replica of the quorum log: a file in the
 /// node's data folder, of a fixed size (`log_manager::region_config(limit)
 /// .region_len`). WRITE with FUA is a positioned write followed by
-/// `fdatasync` (DESIGN.md "Durability"); READ past the end of what was
+/// `fdatasync` (docs/semantics.md "Durability"); READ past the end of what was
 /// written reads zeros. It is no shared disk: reservation operations fail.
 #[derive(Debug, Clone)]
 pub struct LocalDisk {

@@ -124,7 +124,7 @@ impl std::fmt::Display for NodePhase {
 }
 
 /// The arbiter's role in words, for logs and status: every arbitration
-/// step is logged when it begins (DESIGN.md: logs with their time).
+/// step is logged when it begins (docs/architecture.md, convention 11).
 pub fn role_text(role: &Role) -> String {
     match role {
         Role::Idle => "idle".into(),

@@ -4,7 +4,7 @@
 //! [`SharedDisk`] logs in lazily and logs in again after a transport error
 //! (the session's own recovery gave up, the target restarted, the path was
 //! cut). The I_T nexus stays the same across logins — the same initiator
-//! name (`PREFIX:NODE`, DESIGN.md) and a fixed ISID derived from the node
+//! name (`PREFIX:NODE`, docs/semantics.md "Interface contracts") and a fixed ISID derived from the node
 //! number — so the target sees one initiator, as a real HBA's port would be.
 //!
 //! [`NodeDisks`] routes each [`DiskOp`] to the quorum or witness disk.

@@ -10,7 +10,7 @@
 //! cluster replays checkpoint + log. This module reproduces that on a raw
 //! block region of the quorum LUN.
 //!
-//! It does no I/O, reads no clock and holds no lock (STYLE.md rule 4): every
+//! It does no I/O, reads no clock and holds no lock (docs/architecture.md "Pure cores and drivers"): every
 //! operation returns the [`BlockWrite`]s the caller must perform, in order,
 //! each with FUA, before the operation counts as done; [`QuorumLog::open`]
 //! reads through a callback. If a write fails, the caller must drop the
@@ -97,7 +97,7 @@ use layout::{
 };
 
 /// Default log limit (the Windows Server 2003 default maximum quorum log
-/// size, DESIGN.md).
+/// size, docs/semantics.md "Timing profiles").
 pub const DEFAULT_LOG_LIMIT: u64 = 4 << 20;
 /// Default region length: room for two 5 MiB log areas and two ~3 MiB
 /// checkpoint slots with the default limit.

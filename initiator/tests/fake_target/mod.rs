@@ -6,7 +6,7 @@
 //! redirects, or sits on commands. It records what the initiator sent so
 //! tests can assert on the wire behaviour, not just on results.
 //!
-//! It is deliberately independent of `target-emu` (DESIGN.md: the
+//! It is deliberately independent of `target-emu` (docs/architecture.md "Crates": the
 //! initiator depends on proto only) and implements just enough SCSI:
 //! TEST UNIT READY, INQUIRY, READ CAPACITY(10/16), READ/WRITE(10/16),
 //! SYNCHRONIZE CACHE, REPORT LUNS.

@@ -16,7 +16,7 @@
 //! included in the CRC"). A PDU without data carries no data digest, as
 //! libiscsi, open-iscsi and LIO all do.
 //!
-//! Decoding follows STYLE.md rule 2: [`check`] finds out from the buffered
+//! Decoding follows docs/architecture.md, convention 2: [`check`] finds out from the buffered
 //! bytes alone whether a whole PDU is there (refusing an oversized data
 //! segment as soon as the header is known, before waiting for it), and
 //! only then is the PDU split off and parsed.
@@ -145,7 +145,7 @@ impl Pdu {
     /// If `src` holds a whole PDU, remove it from `src` and return it;
     /// `Ok(None)` if more bytes are needed.
     ///
-    /// Two steps (STYLE.md rule 2): check that the whole PDU is buffered,
+    /// Two steps (docs/architecture.md, convention 2): check that the whole PDU is buffered,
     /// then parse. A DataSegmentLength above
     /// `cfg.max_recv_data_segment_length` is refused as soon as the header
     /// is in, before waiting for the data; the decoder reserves room for at

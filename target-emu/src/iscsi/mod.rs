@@ -201,7 +201,7 @@ impl Portal {
 
     /// The targets a reset of target `target` reaches: every target on its
     /// bus for parallel SCSI and FC-AL, only itself on a switched fabric
-    /// (DESIGN.md "Bus reset").
+    /// (docs/semantics.md "Bus reset").
     pub fn reset_scope(&self, target: usize) -> (Vec<usize>, bool) {
         let bus = self.targets[target].def.bus;
         let whole_bus = self.buses[bus].topology.reset_reaches_whole_bus();

@@ -8,7 +8,7 @@
 //! response (RFC 7143 §11.6.1: "the response ... is sent only after the
 //! affected tasks have been terminated").
 //!
-//! Resets follow the bus topology (DESIGN.md "Bus reset"): on a parallel
+//! Resets follow the bus topology (docs/semantics.md "Bus reset"): on a parallel
 //! SCSI bus or an FC arbitrated loop a target reset is a bus reset that
 //! reaches every target on the bus; on a switched fabric it reaches the
 //! addressed target only.

@@ -128,7 +128,7 @@ impl PrType {
     }
 
     /// Short name as sg_persist prints it.
-    /// The abbreviation used in DESIGN.md, status JSON and logs.
+    /// The abbreviation used in docs/semantics.md, status JSON and logs.
     pub fn short_name(self) -> &'static str {
         use PrType::*;
         match self {
