@@ -2,14 +2,13 @@
 //! possible, where it goes on failover, when it fails back, and when a failing
 //! resource is restarted in place or its group gives up.
 //!
-//! Everything here is a pure function of its inputs (docs/architecture.md "Pure cores and drivers"): the
-//! cluster view, the hour of day and the current time are passed in, and the
-//! random choice of the seeds' "random node" is an injected function so tests
-//! are deterministic.
+//! Everything here is a pure function of its inputs (docs/architecture.md
+//! "Pure cores and drivers"): the cluster view, the hour of day and the
+//! current time are passed in, and the random choice of a "random node" is
+//! an injected function so tests are deterministic.
 //!
-//! The preferred-owner semantics are the seeds' table
-//! (`shared/seeds/004_a2a4b8431af92009.txt`, lines 342-344, "The full
-//! semantics of the preferred node list"):
+//! The preferred-owner semantics are Microsoft's table for Windows Server
+//! 2003 clusters, summarised in docs/semantics.md "Placement":
 //!
 //! ```text
 //! Preferred list   | Move group to best possible        | Failover (node or group failure)
