@@ -154,17 +154,7 @@ impl Node {
             paused,
         };
         tracing::info!(node = self.me, epoch, members = ?view.members, ?owner, "regroup installs view");
-        for &n in seen.keys() {
-            if n != self.me {
-                self.send(
-                    n,
-                    Body::Install {
-                        view: view.clone(),
-                        replica: None,
-                    },
-                );
-            }
-        }
+        self.send_install(seen.keys().copied(), &view, None);
         self.adopt_view(now, view);
     }
 

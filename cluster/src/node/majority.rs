@@ -553,17 +553,7 @@ impl Node {
             adopted = ?best.position(),
             "regroup installs view as owner (majority)"
         );
-        for &n in seen.keys() {
-            if n != self.me {
-                self.send(
-                    n,
-                    Body::Install {
-                        view: view.clone(),
-                        replica: Some((rg_epoch, best.clone())),
-                    },
-                );
-            }
-        }
+        self.send_install(seen.keys().copied(), &view, Some((rg_epoch, best.clone())));
         self.max_epoch = self.max_epoch.max(epoch);
         self.maj_adopt_replica(best, None);
         self.adopt_view(now, view);

@@ -325,6 +325,27 @@ impl Node {
 
     // ----- plumbing ----------------------------------------------------
 
+    /// Sends `Install` of `view` to every node of `to` but this one: the
+    /// coordinator's last step of a regroup, or an owner's view change.
+    fn send_install(
+        &mut self,
+        to: impl IntoIterator<Item = NodeId>,
+        view: &View,
+        replica: Option<(u64, crate::db::Replica)>,
+    ) {
+        for n in to {
+            if n != self.me {
+                self.send(
+                    n,
+                    Body::Install {
+                        view: view.clone(),
+                        replica: replica.clone(),
+                    },
+                );
+            }
+        }
+    }
+
     fn send(&mut self, to: NodeId, body: Body) {
         for net in Net::ALL {
             self.send_on(to, net, body.clone());
@@ -827,17 +848,7 @@ impl Node {
             Quorum::Disk(_) => cur.max(self.max_epoch) + 1,
         };
         view.owner = Some(self.me);
-        for n in view.members.clone() {
-            if n != self.me {
-                self.send(
-                    n,
-                    Body::Install {
-                        view: view.clone(),
-                        replica: None,
-                    },
-                );
-            }
-        }
+        self.send_install(view.members.clone(), &view, None);
         self.adopt_view(now, view);
     }
 
