@@ -66,7 +66,7 @@ fn end_to_end(c: &mut Criterion) {
             let d = Disk::open(&url, SessionConfig::default())
                 .await
                 .expect("login")
-                .with_unit_attention_retries(4);
+                .with_reset_retries(4);
             d.capacity().await.expect("capacity");
             // Every block written once, so reads find data in the page cache.
             d.write(0, Bytes::from(vec![0x33; 1 << 20]), false)

@@ -498,7 +498,7 @@ async fn run_inner(args: &DiskArgs, out: &Out) -> Result<u8, Failure> {
     };
     let disk = Disk::open(&url, cfg)
         .await?
-        .with_unit_attention_retries(args.ua_retries);
+        .with_reset_retries(args.ua_retries);
     let r = verb(&disk, &args.verb, out).await;
     // Logging out ends the I_T nexus cleanly; errors here do not change the
     // verb's outcome (a cold reset, for one, already ended the connection).

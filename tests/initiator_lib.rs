@@ -32,7 +32,7 @@ async fn open(t: &TargetProcess, lun: u32, cfg: SessionConfig) -> Disk {
     Disk::open(&url, cfg)
         .await
         .expect("login")
-        .with_unit_attention_retries(8)
+        .with_reset_retries(8)
 }
 
 fn pattern(len: usize, seed: u8) -> Bytes {
@@ -252,7 +252,7 @@ async fn scsi2_reservation_conflict_and_reset_unit_attention() {
             .unwrap(),
         0,
     )
-    .with_unit_attention_retries(8);
+    .with_reset_retries(8);
     owner.reserve6().await.unwrap();
     assert!(matches!(
         other.read(0, 1).await,
@@ -300,6 +300,54 @@ async fn warm_reset_clears_reservations_of_every_lun() {
             .all(|s| s.key == SenseKey::UnitAttention && s.asc == 0x29),
         "{uas:?}"
     );
+}
+
+/// A quorum owner's log writes while a challenger resets the bus again and
+/// again (the race a cluster lab hit): every write completes, none waits
+/// for its command timeout, because the target answers a command that
+/// another initiator's reset aborted with TASK ABORTED (TAS=1) and the
+/// disk re-issues it like a unit attention. Before the target set TAS,
+/// one of these writes went unanswered within the first few hundred.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_complete_while_another_initiator_resets_the_target() {
+    let t = TargetProcess::start(&[]);
+    let mut cfg = config("race-writer", 14);
+    cfg.command_timeout = Duration::from_secs(30);
+    let writer = open(&t, 1, cfg).await;
+    let resetter = open(&t, 1, config("race-resetter", 15)).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let resets = tokio::spawn(async move {
+        let mut n = 0u64;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            resetter.target_warm_reset().await.unwrap();
+            n += 1;
+            // Irregular gaps, so resets land in every phase of a write.
+            tokio::time::sleep(Duration::from_micros(200 + (n * 7919) % 2500)).await;
+        }
+        n
+    });
+    let mut aborted = 0;
+    for i in 0..1500usize {
+        let len = [512, 4096, 65536][i % 3];
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            writer.write(0, pattern(len, i as u8), true),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("write {i} ({len} bytes) unanswered for 10 s"));
+        match r {
+            Ok(()) => {}
+            // Retries exhausted by a reset landing on every try: allowed,
+            // as long as it is a reset's answer and not silence.
+            Err(e) if e.is_reset_condition() => aborted += 1,
+            Err(e) => panic!("write {i}: {e}"),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let resets = resets.await.unwrap();
+    assert!(resets > 50, "only {resets} resets raced the writes");
+    assert!(aborted < 100, "{aborted} of 1500 writes gave up");
 }
 
 #[tokio::test]

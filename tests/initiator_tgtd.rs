@@ -195,7 +195,7 @@ async fn open(t: &Tgtd, name: &str, isid: u8) -> Disk {
     Disk::open(&t.url(""), config(name, isid))
         .await
         .expect("login to tgtd")
-        .with_unit_attention_retries(8)
+        .with_reset_retries(8)
 }
 
 fn pattern(len: usize, seed: u8) -> Bytes {
@@ -232,7 +232,7 @@ async fn large_round_trip_and_digests() {
         let d = Disk::open(&t.url(""), cfg)
             .await
             .unwrap()
-            .with_unit_attention_retries(8)
+            .with_reset_retries(8)
             .with_max_transfer(4 << 20);
         assert_eq!(
             d.session().info().data_digest,
@@ -435,7 +435,7 @@ async fn session_recovery_against_tgtd() {
     let d = Disk::open(&t.url(""), cfg)
         .await
         .unwrap()
-        .with_unit_attention_retries(8);
+        .with_reset_retries(8);
     d.pr_out(
         PrOutAction::RegisterAndIgnoreExistingKey,
         None,

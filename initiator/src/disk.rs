@@ -1,14 +1,19 @@
 //! Typed SCSI operations on one logical unit of a session: what the CLI,
 //! the cluster nodes and the benches call.
 //!
-//! Unit attentions (SAM-5 §5.14, SPC-4 §4.5.6) are conditions every
-//! initiator sees after resets, power-on and reservation changes; a caller
-//! that expects them (a defender renewing its reservation after a bus
-//! reset, a one-shot command from the CLI) sets
-//! [`Disk::with_unit_attention_retries`]: the command is re-issued and the
-//! unit attentions are kept for [`Disk::take_unit_attentions`]. With the
-//! default of zero retries they are returned as errors, because a cluster
-//! node must see RESERVATIONS PREEMPTED (2A/03) itself.
+//! Two answers are what every initiator sees when something else reset
+//! the device: a unit attention (SAM-5 §5.14, SPC-4 §4.5.6) after resets,
+//! power-on and reservation changes, and TASK ABORTED status for a command
+//! that another initiator's reset or PREEMPT AND ABORT ended while it was
+//! queued or running (the control mode page's TAS bit, SAM-5 §5.6). A
+//! caller that expects them (a defender renewing its reservation after a
+//! bus reset, a quorum log write cut short by a challenger's reset, a
+//! one-shot command from the CLI) sets [`Disk::with_reset_retries`]: the
+//! command is re-issued and the unit attentions are kept for
+//! [`Disk::take_unit_attentions`]. With the default of zero retries both are
+//! returned as errors, because a cluster node must see RESERVATIONS
+//! PREEMPTED (2A/03) itself. A command this initiator aborted itself ends
+//! as [`Error::Aborted`] and is never retried.
 
 // `usize::is_multiple_of` needs Rust 1.87; the workspace supports 1.80.
 #![allow(clippy::manual_is_multiple_of)]
@@ -43,7 +48,7 @@ pub struct Disk {
     lun: u16,
     field: u64,
     block_length: Mutex<Option<u32>>,
-    ua_retries: u32,
+    reset_retries: u32,
     unit_attentions: Mutex<Vec<Sense>>,
     max_transfer: u32,
 }
@@ -77,15 +82,16 @@ impl Disk {
             lun,
             field: encode_lun(u64::from(lun)),
             block_length: Mutex::new(None),
-            ua_retries: 0,
+            reset_retries: 0,
             unit_attentions: Mutex::new(Vec::new()),
             max_transfer: DEFAULT_MAX_TRANSFER,
         }
     }
 
-    /// Re-issue a command up to `n` times when it returns a unit attention.
-    pub fn with_unit_attention_retries(mut self, n: u32) -> Disk {
-        self.ua_retries = n;
+    /// Re-issue a command up to `n` times when it returns a unit attention
+    /// or TASK ABORTED (see the module documentation).
+    pub fn with_reset_retries(mut self, n: u32) -> Disk {
+        self.reset_retries = n;
         self
     }
 
@@ -108,20 +114,25 @@ impl Disk {
         std::mem::take(&mut *self.unit_attentions.lock().expect("ua lock"))
     }
 
-    fn note_unit_attention(&self, e: &Error) {
+    fn note_reset_condition(&self, e: &Error) {
         if let Some(s) = e.sense() {
             tracing::info!(lun = self.lun, sense = %s, "unit attention");
             self.unit_attentions.lock().expect("ua lock").push(*s);
+        } else {
+            tracing::info!(
+                lun = self.lun,
+                "task aborted by another initiator; re-issued"
+            );
         }
     }
 
-    /// Runs one CDB with the unit attention policy; GOOD gives the Data-In.
+    /// Runs one CDB with the reset retry policy; GOOD gives the Data-In.
     pub async fn execute(&self, cdb: Command) -> Result<Bytes, Error> {
         let mut tries = 0;
         loop {
             match self.session.execute(self.field, cdb.clone()).await {
-                Err(e) if e.is_unit_attention() && tries < self.ua_retries => {
-                    self.note_unit_attention(&e);
+                Err(e) if e.is_reset_condition() && tries < self.reset_retries => {
+                    self.note_reset_condition(&e);
                     tries += 1;
                 }
                 r => return r,
@@ -137,8 +148,8 @@ impl Disk {
     async fn finish(&self, pending: PendingTask, cdb: Command) -> Result<Bytes, Error> {
         match pending.wait().await {
             Ok(crate::engine::Outcome::Scsi(o)) => match o.into_result() {
-                Err(e) if e.is_unit_attention() && self.ua_retries > 0 => {
-                    self.note_unit_attention(&e);
+                Err(e) if e.is_reset_condition() && self.reset_retries > 0 => {
+                    self.note_reset_condition(&e);
                     self.execute(cdb).await
                 }
                 r => r,

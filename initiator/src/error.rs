@@ -124,6 +124,13 @@ impl Error {
             .is_some_and(|s| s.key == SenseKey::UnitAttention)
     }
 
+    /// Whether this is what a reset by someone else leaves behind: a unit
+    /// attention, or TASK ABORTED status (the target aborted the command
+    /// for another initiator's reset or PREEMPT AND ABORT).
+    pub fn is_reset_condition(&self) -> bool {
+        self.is_unit_attention() || matches!(self, Error::TaskAborted)
+    }
+
     /// Whether this is RESERVATION CONFLICT.
     pub fn is_reservation_conflict(&self) -> bool {
         matches!(self, Error::ReservationConflict)

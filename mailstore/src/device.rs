@@ -205,7 +205,7 @@ impl IscsiDevice {
         let disk = Disk::open(&u, cfg)
             .await
             .map_err(map_err)?
-            .with_unit_attention_retries(UA_RETRIES);
+            .with_reset_retries(UA_RETRIES);
         let cap = disk.capacity().await.map_err(map_err)?;
         // The power-on unit attention every new I_T nexus sees is expected.
         let seen = disk.take_unit_attentions();

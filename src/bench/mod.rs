@@ -588,7 +588,7 @@ async fn prepare(
 ) -> Result<Job, Failure> {
     let disks: Vec<Arc<Disk>> = sessions
         .iter()
-        .map(|s| Arc::new(Disk::new(s.clone(), spec.lun).with_unit_attention_retries(8)))
+        .map(|s| Arc::new(Disk::new(s.clone(), spec.lun).with_reset_retries(8)))
         .collect();
     let first = &disks[0];
     let cap = first

@@ -9,9 +9,18 @@
 //! Cancellation is cooperative: the executor checks [`TaskGuard::is_aborted`]
 //! before every side effect and never drops a command in the middle of a
 //! write, so "finished" really means no more I/O will be issued.
+//!
+//! Who aborted a task decides whether it gets an answer. The control mode
+//! page sets TAS (SPC-4 §7.5.8, SAM-5 §5.6): a task aborted by its own I_T
+//! nexus (ABORT TASK, its own resets, its logout) ends without a response,
+//! because the TMF response speaks for it; a task aborted by anyone else
+//! (another initiator's CLEAR TASK SET, LOGICAL UNIT RESET, target reset or
+//! PREEMPT AND ABORT, or a bus reset or power cycle injected through the
+//! control plane) ends with TASK ABORTED status, so its initiator
+//! learns at once instead of waiting for its command timeout.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -28,9 +37,30 @@ pub struct TaskInfo {
     pub cmd_sn: u32,
 }
 
+/// Who ends a set of tasks.
+#[derive(Debug, Clone, Copy)]
+pub enum AbortBy<'a> {
+    /// A task management function or command received on this I_T nexus.
+    Nexus(&'a ItNexus),
+    /// The control plane: an injected bus reset or power cycle.
+    ControlPlane,
+}
+
+impl std::fmt::Display for AbortBy<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AbortBy::Nexus(n) => write!(f, "{n}"),
+            AbortBy::ControlPlane => f.write_str("control plane"),
+        }
+    }
+}
+
 struct Entry {
     info: TaskInfo,
     token: CancellationToken,
+    /// Set before `token` is cancelled when the abort came from another
+    /// I_T nexus or the control plane.
+    foreign: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -51,6 +81,7 @@ pub struct TaskRegistry {
 pub struct TaskGuard {
     id: u64,
     token: CancellationToken,
+    foreign: Arc<AtomicBool>,
     registry: TaskRegistry,
 }
 
@@ -63,6 +94,12 @@ impl TaskGuard {
     /// Resolves when the task is aborted (for waits that should give up early).
     pub async fn aborted(&self) {
         self.token.cancelled().await
+    }
+
+    /// True when the task was aborted by another I_T nexus or by the
+    /// control plane: it is answered (TAS, see the module documentation).
+    pub fn aborted_by_another(&self) -> bool {
+        self.is_aborted() && self.foreign.load(Ordering::Acquire)
     }
 }
 
@@ -82,16 +119,19 @@ impl TaskRegistry {
     pub fn register(&self, info: TaskInfo) -> TaskGuard {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let token = CancellationToken::new();
+        let foreign = Arc::new(AtomicBool::new(false));
         self.inner.tasks.lock().unwrap().insert(
             id,
             Entry {
                 info,
                 token: token.clone(),
+                foreign: foreign.clone(),
             },
         );
         TaskGuard {
             id,
             token,
+            foreign,
             registry: self.clone(),
         }
     }
@@ -119,15 +159,19 @@ impl TaskRegistry {
             .collect()
     }
 
-    /// Aborts every task matching `pred` and waits until all of them have
-    /// left the set. Returns how many were aborted.
-    pub async fn abort_matching(&self, pred: impl Fn(&TaskInfo) -> bool) -> usize {
+    /// Aborts every task matching `pred` on behalf of `by` and waits until
+    /// all of them have left the set. Returns how many were aborted.
+    pub async fn abort_matching(&self, by: AbortBy<'_>, pred: impl Fn(&TaskInfo) -> bool) -> usize {
         let ids: Vec<u64> = {
             let tasks = self.inner.tasks.lock().unwrap();
             tasks
                 .iter()
                 .filter(|(_, e)| pred(&e.info))
                 .map(|(id, e)| {
+                    let own = matches!(by, AbortBy::Nexus(n) if *n == e.info.nexus);
+                    if !own {
+                        e.foreign.store(true, Ordering::Release);
+                    }
                     e.token.cancel();
                     *id
                 })
@@ -169,7 +213,7 @@ mod tests {
         let b = reg.register(info("b", 0, 2));
         let reg2 = reg.clone();
         let waiter = tokio::spawn(async move {
-            reg2.abort_matching(|t| t.nexus.initiator.as_ref() == "a")
+            reg2.abort_matching(AbortBy::ControlPlane, |t| t.nexus.initiator.as_ref() == "a")
                 .await
         });
         // The abort cannot complete while task a is still running.
@@ -182,5 +226,40 @@ mod tests {
         assert_eq!(reg.count(|_| true), 1);
         drop(b);
         assert_eq!(reg.count(|_| true), 0);
+    }
+
+    /// TAS: only a task aborted by someone other than its own nexus is
+    /// answered.
+    #[tokio::test]
+    async fn who_aborted_decides_whether_the_task_is_answered() {
+        let reg = TaskRegistry::new();
+        let a = reg.register(info("a", 0, 1));
+        let b = reg.register(info("b", 0, 2));
+        let c = reg.register(info("c", 1, 3));
+        let me = a_nexus();
+        let (x, y, z) = (a, b, c);
+        let reg2 = reg.clone();
+        let waiter = tokio::spawn(async move {
+            reg2.abort_matching(AbortBy::Nexus(&me), |t| t.lun == 0)
+                .await
+        });
+        x.aborted().await;
+        y.aborted().await;
+        assert!(!x.aborted_by_another(), "its own nexus aborted it");
+        assert!(y.aborted_by_another(), "another nexus aborted it");
+        assert!(!z.is_aborted() && !z.aborted_by_another());
+        drop((x, y));
+        assert_eq!(waiter.await.unwrap(), 2);
+        let reg3 = reg.clone();
+        let waiter =
+            tokio::spawn(async move { reg3.abort_matching(AbortBy::ControlPlane, |_| true).await });
+        z.aborted().await;
+        assert!(z.aborted_by_another(), "the device aborted it");
+        drop(z);
+        assert_eq!(waiter.await.unwrap(), 1);
+    }
+
+    fn a_nexus() -> ItNexus {
+        info("a", 0, 0).nexus
     }
 }

@@ -1,6 +1,7 @@
 //! Task management through the real protocol (RFC 7143 §11.5, §11.6):
-//! responses only once the affected commands can no longer run, and the
-//! aborted commands never answered.
+//! responses only once the affected commands can no longer run; commands
+//! aborted by their own nexus never answered, and commands aborted by
+//! another nexus answered TASK ABORTED (TAS=1, SAM-5 §5.6).
 
 mod common;
 
@@ -148,6 +149,62 @@ async fn lun_reset_aborts_pending_writes_and_raises_unit_attention() {
     }
     // LUN 0 was not reset.
     assert_eq!(b.tur(0).await, 0);
+}
+
+/// Another initiator's reset ends a's queued write with TASK ABORTED
+/// status rather than silence, so a does not wait for its command timeout;
+/// nothing of the write reaches the medium. Both LOGICAL UNIT RESET and
+/// TARGET WARM RESET, and the control mode page says TAS=1.
+#[tokio::test]
+async fn another_initiators_reset_answers_the_aborted_write_task_aborted() {
+    let h = Harness::default();
+    let mut a = h.session("iqn.2026-11.test:a").await;
+    let mut b = h.session("iqn.2026-11.test:b").await;
+    a.tur_until_good(1).await;
+    // MODE SENSE(6), control page: byte 5 of the page (header 4 + block
+    // descriptor 8 + 5) carries TAS in bit 6.
+    let r = a
+        .command(
+            1,
+            [0x1a, 0, 0x0a, 0, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            255,
+            None,
+            true,
+        )
+        .await;
+    assert_eq!(r.status, 0);
+    let page = &r.data[4 + usize::from(r.data[3])..];
+    assert_eq!((page[0] & 0x3f, page[5] & 0x40), (0x0a, 0x40), "TAS is set");
+    for function in [tmf::LOGICAL_UNIT_RESET, tmf::TARGET_WARM_RESET] {
+        a.tur_until_good(1).await;
+        b.tur_until_good(1).await;
+        let sn = a.next_cmd_sn();
+        let (itt, _) = write_waiting_for_r2t(&mut a, 1, sn, 2).await;
+        let Header::R2t(r2t) = a.recv().await.header else {
+            panic!("expected R2T")
+        };
+        assert_eq!(b.tmf(function, 1, RESERVED, 0).await, tmf::RESP_COMPLETE);
+        let p = a.recv().await;
+        let Header::ScsiResponse(resp) = p.header else {
+            panic!("expected the write's response, got {p:?}")
+        };
+        assert_eq!((resp.itt, resp.status), (itt, 0x40), "TASK ABORTED");
+        // The data a sends late is discarded without an answer.
+        let d = DataOut {
+            final_: true,
+            itt,
+            ttt: r2t.ttt,
+            buffer_offset: 0,
+            ..Default::default()
+        };
+        a.send(pdu(d, Bytes::from(vec![1u8; 1024]))).await;
+        a.expect_silence(Duration::from_millis(100)).await;
+        assert_eq!(h.server.portal().tasks().count(|_| true), 0);
+        // The reset's unit attention, then the medium is untouched.
+        let r = a.command(1, TEST_UNIT_READY, 0, None, false).await;
+        assert_eq!((r.status, r.sense_key()), (2, 6));
+        assert_eq!(a.read(1, 0, 2).await, vec![0u8; 1024]);
+    }
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@
 //!
 //! Unit attentions after a bus reset or a reservation change are retried by
 //! the [`Disk`] itself when it was built with
-//! [`Disk::with_unit_attention_retries`]; the node learns of a preemption
+//! [`Disk::with_reset_retries`]; the node learns of a preemption
 //! from READ KEYS, so it does not need to see the unit attention.
 
 // `is_multiple_of` needs Rust 1.87; the workspace supports 1.80.

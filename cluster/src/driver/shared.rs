@@ -119,7 +119,7 @@ impl SharedDisk {
                 // A defender renewing after a bus reset sees the reset's unit
                 // attention first; the arbiter learns of preemption from
                 // READ KEYS, so unit attentions are retried here.
-                let d = Arc::new(d.with_unit_attention_retries(4));
+                let d = Arc::new(d.with_reset_retries(4));
                 tracing::info!(disk = self.what, url = %self.url, "logged in to the {} disk", self.what);
                 *slot = Some(d.clone());
                 Ok(d)

@@ -18,7 +18,8 @@
 //! ```text
 //! 08h caching, 20 bytes:       byte 2 WCE(2) RCD(0)
 //! 0Ah control, 12 bytes:       byte 2 D_SENSE(2) | byte 3 QAM(7..4) QERR(2..1)
-//!                              byte 4 SWP(3) | bytes 8-9 BUSY TIMEOUT PERIOD
+//!                              byte 4 SWP(3) | byte 5 TAS(6)
+//!                              bytes 8-9 BUSY TIMEOUT PERIOD
 //! 1Ch info exceptions, 12 bytes: byte 2 DEXCPT(3) | byte 3 MRIE(3..0)
 //! ```
 
@@ -92,8 +93,11 @@ impl ModeParams {
                 }
                 if fixed {
                     // QUEUE ALGORITHM MODIFIER 1: unrestricted reordering
-                    // allowed; QERR 0. BUSY TIMEOUT PERIOD FFFFh: unlimited.
+                    // allowed; QERR 0. TAS 1: a command aborted by another
+                    // I_T nexus ends with TASK ABORTED status (SAM-5 §5.6).
+                    // BUSY TIMEOUT PERIOD FFFFh: unlimited.
                     p[3] = 0x10;
+                    p[5] = 0x40;
                     p[8] = 0xff;
                     p[9] = 0xff;
                 }

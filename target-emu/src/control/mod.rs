@@ -216,7 +216,7 @@ impl Control {
         let Some(idx) = buses.iter().position(|b| b.name == name) else {
             return HttpResponse::error(404, format!("no bus named {name}"));
         };
-        let reached = self.portal.reset_bus(idx, "control plane").await;
+        let reached = self.portal.reset_bus(idx).await;
         HttpResponse::ok(json!({ "bus": name, "targets_reset": reached }))
     }
 

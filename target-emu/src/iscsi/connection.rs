@@ -55,7 +55,7 @@ use super::transfer::{reply_pdus, DataError, Outcome, ReplyShape, WriteLimits, W
 use super::Portal;
 use crate::nexus::ItNexus;
 use crate::scsi::{ScsiRequest, ScsiTarget};
-use crate::tasks::{TaskGuard, TaskInfo};
+use crate::tasks::{AbortBy, TaskGuard, TaskInfo};
 use crate::write_data::WriteData;
 
 /// How long closing waits for queued responses to reach a slow initiator.
@@ -166,7 +166,10 @@ where
     let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, writer).await;
     drop(rx);
     if let Some(nexus) = &nexus {
-        let n = portal.tasks.abort_matching(|t| &t.nexus == nexus).await;
+        let n = portal
+            .tasks
+            .abort_matching(AbortBy::Nexus(nexus), |t| &t.nexus == nexus)
+            .await;
         if n > 0 {
             tracing::debug!(nexus = %nexus, aborted = n, "tasks of the closed session aborted");
         }
@@ -1322,7 +1325,9 @@ impl Conn {
         let itt = h.itt;
         tokio::spawn(async move {
             if let Some(nexus) = nexus {
-                tasks.abort_matching(|t| t.nexus == nexus).await;
+                tasks
+                    .abort_matching(AbortBy::Nexus(&nexus), |t| t.nexus == nexus)
+                    .await;
             }
             let _ = events.send(Event::Logout { itt });
         });
@@ -1364,8 +1369,7 @@ async fn command_task(ctx: CommandCtx) {
     let data_out = tokio::select! {
         biased;
         _ = guard.aborted() => {
-            let _ = events.send(Event::Done { itt, serial, pdus: None });
-            return;
+            return end_aborted(guard, &faults, &nexus.initiator, shape, serial, events).await;
         }
         go = go => match go {
             Ok(data) => data,
@@ -1379,8 +1383,7 @@ async fn command_task(ctx: CommandCtx) {
     tokio::select! {
         biased;
         _ = guard.aborted() => {
-            let _ = events.send(Event::Done { itt, serial, pdus: None });
-            return;
+            return end_aborted(guard, &faults, &nexus.initiator, shape, serial, events).await;
         }
         _ = faults.gate(&nexus.initiator) => {}
     }
@@ -1394,7 +1397,9 @@ async fn command_task(ctx: CommandCtx) {
             task: &guard,
         })
         .await;
-    let pdus = if guard.is_aborted() {
+    // Aborted while it ran: its own nexus's abort silences it; another's
+    // (TAS) lets it answer, TASK ABORTED if the executor stopped early.
+    let pdus = if guard.is_aborted() && !guard.aborted_by_another() {
         None
     } else {
         let outcome = Outcome {
@@ -1409,4 +1414,41 @@ async fn command_task(ctx: CommandCtx) {
     // answers after the connection has seen the outcome.
     let _ = events.send(Event::Done { itt, serial, pdus });
     drop(guard);
+}
+
+/// Ends a task aborted before it ran. Aborted by its own I_T nexus, it
+/// gets no response: the TMF response speaks for it (RFC 7143 §11.5.1).
+/// Aborted by another nexus or the control plane, it is answered TASK
+/// ABORTED (the control mode page's TAS bit, SPC-4 §7.5.8), once its path
+/// lets answers through.
+async fn end_aborted(
+    guard: TaskGuard,
+    faults: &crate::fault::Faults,
+    initiator: &str,
+    shape: ReplyShape,
+    serial: u64,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let itt = shape.itt;
+    if !guard.aborted_by_another() {
+        let _ = events.send(Event::Done {
+            itt,
+            serial,
+            pdus: None,
+        });
+        return;
+    }
+    // Nothing of this task reaches the medium any more: the abort that
+    // waits for it may complete while a frozen path holds the answer.
+    drop(guard);
+    faults.gate(initiator).await;
+    let outcome = Outcome {
+        status: status::TASK_ABORTED,
+        ..Default::default()
+    };
+    let _ = events.send(Event::Done {
+        itt,
+        serial,
+        pdus: Some(reply_pdus(&shape, outcome)),
+    });
 }

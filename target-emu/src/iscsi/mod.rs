@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{BusSpec, IscsiTuning, TargetDef};
 use crate::fault::Faults;
 use crate::scsi::{ResetKind, ScsiTarget};
-use crate::tasks::TaskRegistry;
+use crate::tasks::{AbortBy, TaskRegistry};
 use busrig_proto::pdu::login_status;
 use session::SessionTable;
 
@@ -218,22 +218,26 @@ impl Portal {
             .collect()
     }
 
-    /// Resets the targets in `affected`: their tasks end first, then each
-    /// target resets its LUNs with the unit attention of `kind_of(target)`.
+    /// Resets the targets in `affected`: the tasks of all of them end
+    /// first, then each target resets its LUNs with the unit attention of
+    /// `kind_of(target)`.
     pub async fn reset_targets(
         &self,
         affected: &[usize],
         kind_of: impl Fn(usize) -> ResetKind,
-        by: &str,
+        by: AbortBy<'_>,
     ) {
+        let mut aborted = Vec::with_capacity(affected.len());
         for t in affected {
             let name = self.targets[*t].def.name.clone();
-            self.tasks
-                .abort_matching(|x| *x.nexus.target == *name)
-                .await;
+            aborted.push(
+                self.tasks
+                    .abort_matching(by, |x| *x.nexus.target == *name)
+                    .await,
+            );
         }
-        for t in affected {
-            self.targets[*t].scsi.target_reset(kind_of(*t), &by).await;
+        for (t, n) in affected.iter().zip(aborted) {
+            self.targets[*t].scsi.target_reset(kind_of(*t), by, n).await;
         }
     }
 
@@ -242,9 +246,10 @@ impl Portal {
     /// persistent reservations kept). On a switched fabric there is no
     /// shared bus signal, so this resets each target on the fabric in turn.
     /// Returns how many targets were reset.
-    pub async fn reset_bus(&self, bus: usize, by: &str) -> usize {
+    pub async fn reset_bus(&self, bus: usize) -> usize {
         let affected = self.targets_on_bus(bus);
-        tracing::info!(bus = %self.buses[bus].name, topology = %self.buses[bus].topology, targets = affected.len(), by, "bus reset");
+        let by = AbortBy::ControlPlane;
+        tracing::info!(bus = %self.buses[bus].name, topology = %self.buses[bus].topology, targets = affected.len(), %by, "bus reset");
         self.faults
             .record(format!("bus reset of {} by {by}", self.buses[bus].name));
         self.reset_targets(&affected, |_| ResetKind::Bus, by).await;

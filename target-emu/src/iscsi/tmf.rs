@@ -24,6 +24,7 @@ use bytes::Bytes;
 use super::Portal;
 use crate::nexus::ItNexus;
 use crate::scsi::{ResetKind, ScsiTarget};
+use crate::tasks::AbortBy;
 
 /// What a TMF does, decided by the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,7 +120,7 @@ pub async fn execute(ctx: TmfCtx, plan: TmfPlan) -> (Pdu, Vec<usize>) {
             // it finished just now its response is not sent: "function
             // complete" is consistent with what the initiator sees.
             tasks
-                .abort_matching(|t| t.nexus == me && t.itt == itt)
+                .abort_matching(AbortBy::Nexus(&me), |t| t.nexus == me && t.itt == itt)
                 .await;
             response(&ctx, tmf::RESP_COMPLETE, Vec::new())
         }
@@ -130,7 +131,7 @@ pub async fn execute(ctx: TmfCtx, plan: TmfPlan) -> (Pdu, Vec<usize>) {
             // ABORT TASK SET: this I_T nexus's tasks on the LU; CLEAR TASK
             // SET: every task on the LU, whoever sent it (SAM-5 §7.3, §7.4).
             tasks
-                .abort_matching(|t| {
+                .abort_matching(AbortBy::Nexus(&me), |t| {
                     t.lun == lun
                         && if all_initiators {
                             t.nexus.target == me.target
@@ -145,7 +146,9 @@ pub async fn execute(ctx: TmfCtx, plan: TmfPlan) -> (Pdu, Vec<usize>) {
             // Every task on the LU ends before the reset takes effect
             // (SAM-5 §7.7).
             tasks
-                .abort_matching(|t| t.lun == lun && t.nexus.target == me.target)
+                .abort_matching(AbortBy::Nexus(&me), |t| {
+                    t.lun == lun && t.nexus.target == me.target
+                })
                 .await;
             let code = match ctx.scsi.lun_reset(lun, &me).await {
                 Ok(()) => tmf::RESP_COMPLETE,
@@ -156,7 +159,6 @@ pub async fn execute(ctx: TmfCtx, plan: TmfPlan) -> (Pdu, Vec<usize>) {
         TmfPlan::TargetReset { cold, target } => {
             let portal = &ctx.portal;
             let (affected, whole_bus) = portal.reset_scope(target);
-            let by = me.to_string();
             portal
                 .reset_targets(
                     &affected,
@@ -165,7 +167,7 @@ pub async fn execute(ctx: TmfCtx, plan: TmfPlan) -> (Pdu, Vec<usize>) {
                         (_, _, true) => ResetKind::Bus,
                         _ => ResetKind::Warm,
                     },
-                    &by,
+                    AbortBy::Nexus(&me),
                 )
                 .await;
             if whole_bus {
@@ -177,7 +179,7 @@ pub async fn execute(ctx: TmfCtx, plan: TmfPlan) -> (Pdu, Vec<usize>) {
                     "target reset propagated to the whole bus"
                 );
                 portal.faults().record(format!(
-                    "bus reset of {} by {by} (target reset)",
+                    "bus reset of {} by {me} (target reset)",
                     portal.buses[bus].name
                 ));
             }

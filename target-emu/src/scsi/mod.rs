@@ -58,7 +58,7 @@ use tracing::{debug, info, warn};
 use crate::fault::Faults;
 use crate::lu::{LogicalUnit, UaScope, PRODUCT_REVISION};
 use crate::nexus::ItNexus;
-use crate::tasks::{TaskGuard, TaskRegistry};
+use crate::tasks::{AbortBy, TaskGuard, TaskRegistry};
 use crate::write_data::WriteData;
 
 mod identify;
@@ -403,7 +403,9 @@ impl ScsiTarget {
         let name = self.name.clone();
         let aborted = self
             .tasks
-            .abort_matching(|t| t.lun == lun && *t.nexus.target == *name)
+            .abort_matching(AbortBy::Nexus(by), |t| {
+                t.lun == lun && *t.nexus.target == *name
+            })
             .await;
         self.reset_lu(lu, Asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED);
         info!(target = %self.name, lun, by = %by, aborted, "logical unit reset");
@@ -411,13 +413,17 @@ impl ScsiTarget {
     }
 
     /// TARGET WARM RESET, TARGET COLD RESET or a bus reset: a logical unit
-    /// reset of every LUN, with the unit attention of [`ResetKind`].
-    pub async fn target_reset(&self, kind: ResetKind, by: &(dyn std::fmt::Display + Sync)) {
+    /// reset of every LUN, with the unit attention of [`ResetKind`]. Tasks
+    /// still running end first; `aborted_before` counts those a caller has
+    /// already ended (a bus-wide reset ends every target's tasks before it
+    /// resets any of them), for the log.
+    pub async fn target_reset(&self, kind: ResetKind, by: AbortBy<'_>, aborted_before: usize) {
         let name = self.name.clone();
-        let aborted = self
-            .tasks
-            .abort_matching(|t| *t.nexus.target == *name)
-            .await;
+        let aborted = aborted_before
+            + self
+                .tasks
+                .abort_matching(by, |t| *t.nexus.target == *name)
+                .await;
         if kind == ResetKind::Cold {
             // Before the LUs reset, so a nexus logging in meanwhile is told.
             self.power_on.lock().unwrap().reopen();
@@ -435,7 +441,9 @@ impl ScsiTarget {
         let lu = self.luns.get(&lun).ok_or(NoSuchLun(lun))?;
         let name = self.name.clone();
         self.tasks
-            .abort_matching(|t| t.lun == lun && *t.nexus.target == *name)
+            .abort_matching(AbortBy::ControlPlane, |t| {
+                t.lun == lun && *t.nexus.target == *name
+            })
             .await;
         let lost = lu.power_cycle();
         info!(target = %self.name, lun, lost_blocks = lost, "power cycle");

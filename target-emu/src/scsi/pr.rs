@@ -4,6 +4,7 @@
 use super::{Fail, Outcome, ScsiReply, ScsiRequest, ScsiTarget};
 use crate::lu::{LogicalUnit, UaScope};
 use crate::nexus::ItNexus;
+use crate::tasks::AbortBy;
 use busrig_proto::scsi::sense::status;
 use bytes::Bytes;
 use std::collections::BTreeSet;
@@ -44,7 +45,7 @@ impl ScsiTarget {
             let lun = lu.lun();
             let name = self.name.clone();
             self.tasks
-                .abort_matching(|t| {
+                .abort_matching(AbortBy::Nexus(req.nexus), |t| {
                     t.lun == lun && *t.nexus.target == *name && victims.contains(&t.nexus)
                 })
                 .await;

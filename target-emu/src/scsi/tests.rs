@@ -871,7 +871,7 @@ async fn target_resets_post_their_unit_attention_on_every_lun() {
     ] {
         let r = rig();
         good(&r.cmd(&[0x16, 0, 0, 0, 0, 0], &[]).await);
-        r.target.target_reset(kind, &r.a).await;
+        r.target.target_reset(kind, AbortBy::Nexus(&r.a), 0).await;
         for lun in [0, 2] {
             for n in [&r.a, &r.b] {
                 assert_eq!(
@@ -982,7 +982,10 @@ async fn aborted_task_does_not_write() {
         cmd_sn: 999,
     });
     let reg = r.target.tasks().clone();
-    let waiter = tokio::spawn(async move { reg.abort_matching(|t| t.itt == 999).await });
+    let waiter = tokio::spawn(async move {
+        reg.abort_matching(AbortBy::ControlPlane, |t| t.itt == 999)
+            .await
+    });
     guard.aborted().await;
     let mut c = rw10(0x2a, 7, 1, 0);
     c.resize(16, 0);
@@ -1134,9 +1137,21 @@ async fn prevent_is_per_nexus_and_cleared_by_loss_and_resets() {
         assert_eq!(sense(&r.cmd(&EJECT, &[]).await), REMOVAL_PREVENTED);
         match reset {
             0 => r.target.lun_reset(0, &r.a).await.unwrap(),
-            1 => r.target.target_reset(ResetKind::Warm, &r.a).await,
-            2 => r.target.target_reset(ResetKind::Cold, &r.a).await,
-            _ => r.target.target_reset(ResetKind::Bus, &r.a).await,
+            1 => {
+                r.target
+                    .target_reset(ResetKind::Warm, AbortBy::Nexus(&r.a), 0)
+                    .await
+            }
+            2 => {
+                r.target
+                    .target_reset(ResetKind::Cold, AbortBy::Nexus(&r.a), 0)
+                    .await
+            }
+            _ => {
+                r.target
+                    .target_reset(ResetKind::Bus, AbortBy::Nexus(&r.a), 0)
+                    .await
+            }
         }
         assert_eq!(sense(&r.cmd(&TUR, &[]).await).0, SenseKey::UnitAttention);
         good(&r.cmd(&EJECT, &[]).await);
@@ -1237,14 +1252,18 @@ async fn nexus_formed_after_a_cold_reset_sees_power_on_once() {
     let c = nexus("iqn.2024-01.test:c", 3);
     r.target.nexus_created(&c);
     good(&exec(&r.target, &c, 0, &TUR, &[]).await);
-    r.target.target_reset(ResetKind::Warm, &r.a).await;
+    r.target
+        .target_reset(ResetKind::Warm, AbortBy::Nexus(&r.a), 0)
+        .await;
     r.target.nexus_lost(&c);
     r.target.nexus_created(&c);
     good(&exec(&r.target, &c, 0, &TUR, &[]).await);
 
     // A cold reset ends every session (RFC 7143 §11.5.1); the nexuses
     // that log in afterwards, old and new, see 29/01 once on each LU.
-    r.target.target_reset(ResetKind::Cold, &r.a).await;
+    r.target
+        .target_reset(ResetKind::Cold, AbortBy::Nexus(&r.a), 0)
+        .await;
     for n in [&r.a, &r.b, &c] {
         r.target.nexus_lost(n);
     }
@@ -1271,7 +1290,9 @@ async fn nexus_formed_after_a_cold_reset_sees_power_on_once() {
     r.target.nexus_created(&d);
     good(&exec(&r.target, &d, 0, &TUR, &[]).await);
     // The next cold reset owes it to everyone again.
-    r.target.target_reset(ResetKind::Cold, &r.a).await;
+    r.target
+        .target_reset(ResetKind::Cold, AbortBy::Nexus(&r.a), 0)
+        .await;
     r.target.nexus_lost(&d);
     r.target.nexus_created(&d);
     assert_eq!(
