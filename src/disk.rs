@@ -26,8 +26,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use busrig_initiator::scsi::inquiry::page_by_name;
-use busrig_initiator::scsi::Vpd;
 use busrig_initiator::{Disk, Error, IscsiUrl, Isid, SessionConfig};
 use busrig_proto::scsi::inquiry::{device_type_name, StandardInquiry};
 use busrig_proto::scsi::pr::{
@@ -35,6 +33,7 @@ use busrig_proto::scsi::pr::{
 };
 use busrig_proto::scsi::report_luns::decode_lun;
 use busrig_proto::scsi::sense::{Sense, SenseKey};
+use busrig_proto::scsi::vpd::{page_by_name, Vpd};
 use bytes::Bytes;
 use serde_json::{json, Value};
 

@@ -1,5 +1,6 @@
 //! Every SCSI-side decoder in busrig-proto on arbitrary bytes: CDBs, sense
-//! data, UNMAP and MODE SELECT parameter lists, REPORT LUNS data, and the
+//! data, UNMAP and MODE SELECT parameter lists, REPORT LUNS data, VPD
+//! pages and INQUIRY data, and the
 //! persistent reservation formats (CDBs, PR OUT parameter lists, PR IN
 //! responses, TransportIDs). None may panic, whatever the input; and for
 //! every type with an encoder, whatever decodes must encode to bytes that
@@ -15,6 +16,8 @@ use busrig_proto::scsi::pr::{
 use busrig_proto::scsi::provisioning::parse_unmap;
 use busrig_proto::scsi::report_luns::LunList;
 use busrig_proto::scsi::sense::Sense;
+use busrig_proto::scsi::inquiry::StandardInquiry;
+use busrig_proto::scsi::vpd::Vpd;
 use libfuzzer_sys::fuzz_target;
 
 /// Decode, and when that succeeds, check that encoding round-trips.
@@ -32,6 +35,10 @@ fuzz_target!(|data: &[u8]| {
         round_trip!(Cdb::decode(data), |c: &Cdb| Cdb::decode(&c.encode()));
     }
     let _ = Sense::decode(data);
+    let _ = StandardInquiry::decode(data);
+    if let Some(&code) = data.get(1) {
+        let _ = Vpd::decode(code, data);
+    }
     let _ = parse_unmap(data);
     for ten in [false, true] {
         let _ = parse_mode_select(ten, data, &ModeParams::default(), 1 << 21, 512);

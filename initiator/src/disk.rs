@@ -26,7 +26,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::config::SessionConfig;
 use crate::error::Error;
-use crate::scsi::{cdb, Capacity, Command, DataError, Vpd};
+use crate::scsi::{cdb, Capacity, Command, DataError};
 use crate::session::{PendingTask, Session};
 use crate::url::IscsiUrl;
 use busrig_proto::scsi::capacity::{Capacity10, Capacity16};
@@ -36,6 +36,7 @@ use busrig_proto::scsi::pr::{
     ReadReservation, RegisterAndMoveParams,
 };
 use busrig_proto::scsi::report_luns::{encode_lun, LunList};
+use busrig_proto::scsi::vpd::Vpd;
 
 /// Largest transfer per READ or WRITE command unless the target's Block
 /// Limits page says less: 1 MiB keeps every command well inside common
@@ -181,7 +182,7 @@ impl Disk {
                 raw = self.execute(cdb::inquiry(Some(page), need as u16)).await?;
             }
         }
-        Ok((Vpd::decode(page, &raw)?, raw))
+        Ok((Vpd::decode(page, &raw).map_err(DataError::from)?, raw))
     }
 
     /// READ CAPACITY(16), or (10) for a target that does not know (16).

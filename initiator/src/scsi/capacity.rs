@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use busrig_proto::scsi::capacity::{Capacity10, Capacity16, CapacityDecodeError};
 
-use super::inquiry::{short, DataError};
+use super::data::{short, DataError};
 
 /// Size and geometry of a logical unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

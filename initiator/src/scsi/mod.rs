@@ -1,11 +1,12 @@
 //! The SCSI side of the initiator: CDBs to send, the capacity summary and
-//! the VPD pages it decodes. Sense data, standard INQUIRY, READ CAPACITY and
-//! persistent reservation data are `busrig_proto::scsi`'s.
+//! the error for data that does not decode. Every byte layout (sense data,
+//! INQUIRY and VPD pages, READ CAPACITY, persistent reservation data) is
+//! `busrig_proto::scsi`'s.
 
 pub mod capacity;
 pub mod cdb;
-pub mod inquiry;
+pub mod data;
 
 pub use capacity::Capacity;
 pub use cdb::{Command, DataDirection};
-pub use inquiry::{DataError, Vpd};
+pub use data::DataError;

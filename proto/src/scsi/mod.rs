@@ -12,3 +12,4 @@ pub mod report_luns;
 #[cfg(test)]
 mod roundtrip;
 pub mod sense;
+pub mod vpd;

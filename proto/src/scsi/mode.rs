@@ -291,7 +291,7 @@ mod tests {
         };
         assert_eq!(
             m.page(PAGE_CONTROL, PageControl::Current).unwrap(),
-            vec![0x0a, 0x0a, 0x04, 0x10, 0, 0, 0, 0, 0xff, 0xff, 0, 0]
+            vec![0x0a, 0x0a, 0x04, 0x10, 0, 0x40, 0, 0, 0xff, 0xff, 0, 0]
         );
         assert_eq!(
             m.page(PAGE_CONTROL, PageControl::Changeable).unwrap(),
