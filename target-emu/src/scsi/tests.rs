@@ -705,7 +705,7 @@ async fn mode_select_swp_d_sense_and_unit_attention() {
         INVALID_FIELD
     );
     let mut bad = list.clone();
-    bad[4 + 5] = 0x40;
+    bad[4 + 5] ^= 0x80; // ATO, fixed at 0
     let rep = r.cmd(&[0x15, 0x10, 0, 0, bad.len() as u8, 0], &bad).await;
     assert_eq!(sense(&rep), (SenseKey::IllegalRequest, 0x26, 0));
     assert_eq!(rep.decoded_sense().unwrap().field.unwrap().byte, 9);
