@@ -479,7 +479,9 @@ mod tests {
         let spec = || pref(&["NODE1", "NODE2"]);
         let failed = |node, reason| Some((GroupStatus::Failed, node, reason));
         // Node NODE1 (id 0); NODE2 owns the quorum so no failover decisions.
-        let rows: Vec<(&str, Catalog, &[&str], bool, Vec<HostAction>)> = vec![
+        // (case, catalog, groups running here, writes held, expected actions)
+        type Row<'a> = (&'a str, Catalog, &'a [&'a str], bool, Vec<HostAction>);
+        let rows: Vec<Row> = vec![
             (
                 "owned here: start",
                 catalog(spec(), Some("NODE1"), None),

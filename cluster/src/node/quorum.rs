@@ -22,7 +22,7 @@ use crate::message::View;
 pub(super) enum Quorum {
     /// The shared quorum disk decides: the node's arbiter (kept by
     /// [`Node`], idle under the majority model) and the owner's quorum log.
-    Disk(DiskQuorum),
+    Disk(Box<DiskQuorum>),
     /// A majority of votes decides.
     Majority(Box<Majority>),
 }
@@ -34,7 +34,9 @@ impl Quorum {
             QuorumModel::Majority { witness } => {
                 Quorum::Majority(Box::new(Majority::new(cfg, me, witness.is_some(), now)))
             }
-            QuorumModel::DiskScsi2 | QuorumModel::DiskPr => Quorum::Disk(DiskQuorum::new()),
+            QuorumModel::DiskScsi2 | QuorumModel::DiskPr => {
+                Quorum::Disk(Box::new(DiskQuorum::new()))
+            }
         }
     }
 
