@@ -92,30 +92,30 @@ impl RunCtl {
 
 /// Runs the bench. A failure before the timed run is the error; one
 /// during it stops the run and is reported in the [`Results`].
-pub async fn run(args: &BenchConfig, progress: Arc<dyn Progress>) -> Result<Results, BenchError> {
-    let url = IscsiUrl::parse(&args.url).map_err(|e| BenchError::Usage(e.to_string()))?;
+pub async fn run(config: &BenchConfig, progress: Arc<dyn Progress>) -> Result<Results, BenchError> {
+    let url = IscsiUrl::parse(&config.url).map_err(|e| BenchError::Usage(e.to_string()))?;
     let lun = url
         .lun
         .ok_or_else(|| BenchError::Usage("the URL names no LUN".into()))?;
-    if !(args.timeout > 0.0 && args.timeout.is_finite()) {
+    if !(config.timeout > 0.0 && config.timeout.is_finite()) {
         return Err(BenchError::Usage("--timeout must be positive".into()));
     }
-    if args.sessions == 0 || args.qd == 0 {
+    if config.sessions == 0 || config.qd == 0 {
         return Err(BenchError::Usage(
             "--sessions and --qd must be at least 1".into(),
         ));
     }
-    if args.read_pct > 100 {
+    if config.read_pct > 100 {
         return Err(BenchError::Usage("--read-pct must be 0 to 100".into()));
     }
-    if args.bs == 0 || args.bs > u64::from(busrig_initiator::disk::DEFAULT_MAX_TRANSFER) {
+    if config.bs == 0 || config.bs > u64::from(busrig_initiator::disk::DEFAULT_MAX_TRANSFER) {
         return Err(BenchError::Usage(format!(
             "--bs must be 1 block to {} bytes, got {}",
             busrig_initiator::disk::DEFAULT_MAX_TRANSFER,
-            args.bs
+            config.bs
         )));
     }
-    let duration = match (args.duration, args.count) {
+    let duration = match (config.duration, config.count) {
         (Some(d), _) if !(d > 0.0 && d.is_finite()) => {
             return Err(BenchError::Usage("--duration must be positive".into()))
         }
@@ -124,16 +124,16 @@ pub async fn run(args: &BenchConfig, progress: Arc<dyn Progress>) -> Result<Resu
         (None, Some(_)) => None,
         (None, None) => Some(Duration::from_secs(10)),
     };
-    let specs = jobs(args, lun);
-    let seed = args.seed.unwrap_or_else(rand::random);
+    let specs = jobs(config, lun);
+    let seed = config.seed.unwrap_or_else(rand::random);
 
     // Sessions: one per --sessions, each addressing every LUN of the run.
     let mut sessions = Vec::new();
-    for i in 0..args.sessions {
+    for i in 0..config.sessions {
         let cfg = SessionConfig {
-            initiator_name: args.initiator.clone(),
+            initiator_name: config.initiator.clone(),
             isid: Isid::random(),
-            command_timeout: Duration::from_secs_f64(args.timeout),
+            command_timeout: Duration::from_secs_f64(config.timeout),
             ..SessionConfig::default()
         }
         .with_url(&url);
@@ -145,18 +145,20 @@ pub async fn run(args: &BenchConfig, progress: Arc<dyn Progress>) -> Result<Resu
 
     let mut jobs = Vec::new();
     for spec in specs {
-        jobs.push(Arc::new(prepare(spec, &sessions, args.verify, seed).await?));
+        jobs.push(Arc::new(
+            prepare(spec, &sessions, config.verify, seed).await?,
+        ));
     }
 
-    let before = match &args.control {
-        Some(c) => Some(model_counters(c, args.control_token.as_deref(), &url, &jobs).await?),
+    let before = match &config.control {
+        Some(c) => Some(model_counters(c, config.control_token.as_deref(), &url, &jobs).await?),
         None => None,
     };
 
     let started = Instant::now();
     let ctl = Arc::new(RunCtl {
         deadline: duration.map(|d| started + d),
-        count: args.count,
+        count: config.count,
         stop: AtomicBool::new(false),
         stamps: AtomicU64::new(1),
         seed,
@@ -167,7 +169,7 @@ pub async fn run(args: &BenchConfig, progress: Arc<dyn Progress>) -> Result<Resu
 
     match duration {
         Some(d) => progress.start(d.as_millis() as u64, true),
-        None => progress.start(args.count.unwrap_or(0) * jobs.len() as u64, false),
+        None => progress.start(config.count.unwrap_or(0) * jobs.len() as u64, false),
     }
     let ticker = {
         let ctl = ctl.clone();
@@ -226,13 +228,13 @@ pub async fn run(args: &BenchConfig, progress: Arc<dyn Progress>) -> Result<Resu
     progress.finish();
 
     // Counted before the read-back, so the counters describe the timed run.
-    let after = match &args.control {
-        Some(c) => Some(model_counters(c, args.control_token.as_deref(), &url, &jobs).await?),
+    let after = match &config.control {
+        Some(c) => Some(model_counters(c, config.control_token.as_deref(), &url, &jobs).await?),
         None => None,
     };
 
     // The read-back pass of --verify, untimed.
-    if args.verify && ctl.failure.lock().map(|g| g.is_none()).unwrap_or(false) {
+    if config.verify && ctl.failure.lock().map(|g| g.is_none()).unwrap_or(false) {
         for (ji, job) in jobs.iter().enumerate() {
             tallies[ji].verified += read_back(job, &ctl).await;
         }
@@ -254,7 +256,7 @@ pub async fn run(args: &BenchConfig, progress: Arc<dyn Progress>) -> Result<Resu
         _ => None,
     };
     Ok(Results {
-        config: args.clone(),
+        config: config.clone(),
         target: url.target.clone(),
         jobs: jobs
             .iter()
