@@ -13,9 +13,11 @@
 //! device  BlockDevice: the narrow disk interface; iSCSI and clusdisk backends
 //! store   recovery, group commit, checkpoint, index
 //! smtp    the SMTP subset and XLIST/XFETCH; the accept loop
+//! load    the SMTP load generator behind `busrig mailload`
 //! ```
 
 pub mod device;
 pub mod format;
+pub mod load;
 pub mod smtp;
 pub mod store;

@@ -1,5 +1,6 @@
-//! Results of a bench run: latency summaries from HdrHistogram, the
-//! human and JSON reports, and the latency histogram as an SVG plot.
+//! Measurements of a bench run: latency summaries from HdrHistogram,
+//! one report line per direction, and the latency histogram in plot bins
+//! and as an SVG plot.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -82,6 +83,15 @@ impl Side {
             self.ios
         )
     }
+}
+
+/// What one worker (or one job, summed) measured.
+#[derive(Default)]
+pub struct Tally {
+    pub read: Side,
+    pub write: Side,
+    /// Reads of written data that matched.
+    pub verified: u64,
 }
 
 fn round2(x: f64) -> f64 {

@@ -1,0 +1,207 @@
+//! The report of one bench run: per job and in total, for people and as
+//! JSON, and its latency plot.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::config::{BenchConfig, JobSpec, RwMode};
+use crate::error::BenchError;
+use crate::report::{self, Series, Side, Tally};
+
+/// One job of a finished run.
+pub struct JobResult {
+    pub spec: JobSpec,
+    /// The LUN's block length in bytes.
+    pub block_len: u32,
+}
+
+/// What a finished run measured. A run stopped by a failure still has
+/// results, up to the failure.
+pub struct Results {
+    pub config: BenchConfig,
+    /// The target IQN of the URL.
+    pub target: Option<String>,
+    pub jobs: Vec<JobResult>,
+    /// What each job measured, in the order of `jobs`.
+    pub tallies: Vec<Tally>,
+    pub secs: f64,
+    pub seed: u64,
+    /// Disk model counters of the run's LUNs, with a control address.
+    pub model: Option<Value>,
+    /// What stopped the run early.
+    pub failure: Option<BenchError>,
+}
+
+impl Results {
+    /// Both directions of every job.
+    pub fn total(&self) -> Side {
+        let mut t = Side::default();
+        for x in &self.tallies {
+            t.add(&x.read);
+            t.add(&x.write);
+        }
+        t
+    }
+
+    /// The report as one JSON object (`busrig bench --json`).
+    pub fn json(&self) -> Value {
+        let jobs: Vec<Value> = self
+            .jobs
+            .iter()
+            .zip(&self.tallies)
+            .map(|(j, t)| {
+                let mut both = t.read.clone();
+                both.add(&t.write);
+                json!({
+                    "job": j.spec.json(),
+                    "block_length": j.block_len,
+                    "read": t.read.json(self.secs),
+                    "write": t.write.json(self.secs),
+                    "total": both.json(self.secs),
+                    "verified_ios": t.verified,
+                })
+            })
+            .collect();
+        let total = self.total();
+        json!({
+            "url": self.config.url,
+            "target": self.target,
+            "profile": self.config.profile.map(|_| "exchange2003"),
+            "sessions": self.config.sessions,
+            "verify": self.config.verify,
+            "seed": self.seed,
+            "duration_secs": (self.secs * 1000.0).round() / 1000.0,
+            "jobs": jobs,
+            "total": total.json(self.secs),
+            "verified_ios": self.tallies.iter().map(|t| t.verified).sum::<u64>(),
+            "disk_model": self.model,
+            "latency_histogram": report::bins_json(&total.hist),
+            "error": self.failure.as_ref().map(|f| json!({ "kind": f.kind(), "message": f.message(), "exit_status": f.status() })),
+        })
+    }
+
+    /// The report for people, one line per `\n`.
+    pub fn text(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "busrig bench {} ({} session{}, {:.2} s)",
+            self.config.url,
+            self.config.sessions,
+            if self.config.sessions == 1 { "" } else { "s" },
+            self.secs
+        );
+        for (j, t) in self.jobs.iter().zip(&self.tallies) {
+            let s = &j.spec;
+            let _ = writeln!(
+                o,
+                "job {}: LUN {} {} bs={} qd={} offset={}{}{}",
+                s.name,
+                s.lun,
+                s.mode.name(),
+                s.bs,
+                s.qd,
+                s.offset,
+                if s.fua { " fua" } else { "" },
+                if matches!(s.mode, RwMode::Readwrite | RwMode::Randrw) {
+                    format!(" read-pct={}", s.read_pct)
+                } else {
+                    String::new()
+                }
+            );
+            if t.read.ios > 0 {
+                let _ = writeln!(o, "{}", t.read.line("read", self.secs));
+            }
+            if t.write.ios > 0 {
+                let _ = writeln!(o, "{}", t.write.line("write", self.secs));
+            }
+            if self.config.verify {
+                let _ = writeln!(o, "  verified {} reads of written data", t.verified);
+            }
+            if let Some(m) = self.model.as_ref().map(|m| &m[s.name]) {
+                if let Some(c) = m["counters"].as_object() {
+                    let _ = writeln!(
+                        o,
+                        "  disk model: {} back-end operations, {} split I/Os of {} I/Os",
+                        c.get("backend_ops").and_then(Value::as_u64).unwrap_or(0),
+                        c.get("split_ios").and_then(Value::as_u64).unwrap_or(0),
+                        c.get("ios").and_then(Value::as_u64).unwrap_or(0),
+                    );
+                }
+            }
+        }
+        if self.jobs.len() > 1 {
+            let _ = writeln!(o, "{}", self.total().line("total", self.secs));
+        }
+        if let Some(f) = &self.failure {
+            let _ = writeln!(o, "stopped: {}: {}", f.kind(), f.message());
+        }
+        o
+    }
+
+    /// Writes the latency histogram as an SVG plot to `path`, with an
+    /// earlier run's `--json` output at `baseline` overlaid.
+    pub fn write_svg(&self, path: &Path, baseline: Option<&Path>) -> Result<(), BenchError> {
+        let r = self;
+        let total = r.total();
+        let q = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        let spec = match r.jobs.first() {
+            Some(j) => &j.spec,
+            None => return Err(BenchError::Usage("a run without jobs has no plot".into())),
+        };
+        let label = format!(
+            "{} bs={} qd={} offset={}",
+            spec.mode.name(),
+            spec.bs,
+            spec.qd,
+            spec.offset
+        );
+        let mut series = Vec::new();
+        if let Some(b) = baseline {
+            let text = std::fs::read_to_string(b)
+                .map_err(|e| BenchError::Usage(format!("{}: {e}", b.display())))?;
+            let v: Value = serde_json::from_str(&text)
+                .map_err(|e| BenchError::Usage(format!("{}: not bench JSON: {e}", b.display())))?;
+            let bins = report::bins_from_json(&v).ok_or_else(|| {
+                BenchError::Usage(format!("{}: no latency_histogram", b.display()))
+            })?;
+            let job = &v["jobs"][0]["job"];
+            let p = &v["total"]["lat_us"];
+            series.push(Series {
+                label: format!(
+                    "baseline: {} bs={} qd={} offset={}",
+                    job["rw"].as_str().unwrap_or("?"),
+                    job["bs"],
+                    job["qd"],
+                    job["offset"]
+                ),
+                bins,
+                colour: "#7f7f7f",
+                marks: vec![
+                    ("p50", p["p50"].as_f64().unwrap_or(0.0)),
+                    ("p99", p["p99"].as_f64().unwrap_or(0.0)),
+                ],
+            });
+        }
+        series.push(Series {
+            label,
+            bins: report::bins(&total.hist),
+            colour: "#d62728",
+            marks: vec![("p50", q(&total.hist, 0.5)), ("p99", q(&total.hist, 0.99))],
+        });
+        let title = format!(
+            "busrig bench latency, {} I/Os, {:.0} IOPS",
+            total.ios,
+            total.ios as f64 / r.secs.max(1e-9)
+        );
+        std::fs::write(path, report::svg(&title, &series))
+            .map_err(|e| BenchError::Usage(format!("{}: {e}", path.display())))
+    }
+
+    /// The exit status of `busrig bench`: 0, or the failure's.
+    pub fn exit_status(&self) -> u8 {
+        self.failure.as_ref().map_or(0, |f| f.status())
+    }
+}
