@@ -112,7 +112,7 @@ impl Resolver {
         let mut admin = a.nodes.clone();
         let mut secret = None;
         if let Some(dir) = &a.lab {
-            let cfg = busrig_cluster::cluster_file::load(&crate::lab::cluster_file(dir))?;
+            let cfg = busrig_cluster::cluster_file::load(&busrig_lab::cluster_file(dir))?;
             admin.extend(cfg.nodes.iter().map(|n| n.admin.to_string()));
             secret = Some(cfg.secret.clone());
         }
