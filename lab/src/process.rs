@@ -152,6 +152,44 @@ impl Lab {
         self.dir.join("logs")
     }
 
+    /// The log file of lab process `name` (a node, or `target`).
+    pub fn log_file(&self, name: &str) -> PathBuf {
+        self.logs_dir().join(format!("{name}.log"))
+    }
+
+    /// The last `lines` lines of every log in the lab, each under a
+    /// `===== FILE (last N lines)` heading, for failure messages.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut s = String::new();
+        let Ok(rd) = fs::read_dir(self.logs_dir()) else {
+            return s;
+        };
+        let mut files: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        files.sort();
+        for f in files {
+            let text = fs::read_to_string(&f).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            s += &format!("\n===== {} (last {lines} lines)\n", f.display());
+            s += &all[all.len().saturating_sub(lines)..].join("\n");
+        }
+        s
+    }
+
+    /// Node `name`'s status from its admin endpoint, on `rt`.
+    pub fn node_status(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        cfg: &ClusterConfig,
+        name: &str,
+    ) -> Result<ClusterStatus> {
+        let id = cfg.node_id(name).ok_or_else(|| LabError::NoSuchNode {
+            name: name.to_string(),
+            nodes: cfg.nodes.iter().map(|n| n.name.clone()).collect(),
+        })?;
+        let addr = cfg.nodes[usize::from(id)].admin.to_string();
+        Ok(rt.block_on(admin::status(&addr, Some(&cfg.secret)))?)
+    }
+
     /// `lab.json`.
     pub fn state(&self) -> Result<LabState> {
         LabState::load(&self.dir)
