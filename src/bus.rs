@@ -266,8 +266,8 @@ pub async fn run(args: BusArgs) -> anyhow::Result<ExitCode> {
     // With a lab: its control address, and node names as initiators.
     let (control, cluster) = match &args.lab {
         Some(dir) => {
-            let state = crate::lab::LabState::load(dir)?;
-            let cfg = busrig_cluster::cluster_file::load(&crate::lab::cluster_file(dir))?;
+            let state = busrig_lab::LabState::load(dir)?;
+            let cfg = busrig_cluster::cluster_file::load(&busrig_lab::cluster_file(dir))?;
             let control = state
                 .target
                 .control

@@ -286,7 +286,7 @@ fn target(a: &ClusterArgs) -> anyhow::Result<Target> {
     let cfg: Option<ClusterConfig> = match (&a.config, &a.lab) {
         (Some(f), _) => Some(cluster_file::load(f)?),
         (None, Some(dir)) => Some(
-            cluster_file::load(&crate::lab::cluster_file(dir)).with_context(|| {
+            cluster_file::load(&busrig_lab::cluster_file(dir)).with_context(|| {
                 format!(
                     "{} is not a lab folder (run `busrig lab up --dir {}`)",
                     dir.display(),
@@ -535,7 +535,7 @@ async fn validate(
 ) -> anyhow::Result<ExitCode> {
     let cfg = match (&a.config, &a.lab) {
         (Some(f), _) => cluster_file::load(f)?,
-        (None, Some(d)) => cluster_file::load(&crate::lab::cluster_file(d))?,
+        (None, Some(d)) => cluster_file::load(&busrig_lab::cluster_file(d))?,
         (None, None) => bail!("validate needs the cluster file: --config FILE or --lab DIR"),
     };
     // The running cluster's groups, if it answers; the file alone if not.
@@ -549,7 +549,7 @@ async fn validate(
     };
     let bus = bus.or_else(|| {
         let d = a.lab.as_ref()?;
-        crate::lab::LabState::load(d).ok()?.target.control
+        busrig_lab::LabState::load(d).ok()?.target.control
     });
     let mut facts = BusFacts::default();
     if let Some(b) = &bus {

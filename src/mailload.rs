@@ -89,7 +89,7 @@ pub async fn run(a: MailloadArgs) -> anyhow::Result<ExitCode> {
     };
     config.validate()?;
     if let Some(dir) = &a.lab {
-        let cfg = busrig_cluster::cluster_file::load(&crate::lab::cluster_file(dir))?;
+        let cfg = busrig_cluster::cluster_file::load(&busrig_lab::cluster_file(dir))?;
         config
             .admin
             .extend(cfg.nodes.iter().map(|n| n.admin.to_string()));

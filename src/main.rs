@@ -12,7 +12,6 @@ mod lab;
 mod mailload;
 mod mailstore;
 mod node;
-mod scenario;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,13 +1,14 @@
 //! A `busrig lab` in a temporary folder for the cluster tests: brought up
-//! with real processes, asked through the CLI, the admin endpoint and the
-//! bus's control plane, and brought down on drop. Test files add their own
-//! helpers in `impl Lab` blocks of their own.
+//! and down (on drop) through the `busrig-lab` crate's handle with the
+//! binary under test, asked through the CLI, the admin endpoint and the
+//! bus's control plane. Test files add their own helpers in `impl Lab`
+//! blocks of their own.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use busrig_cluster::admin::{self, ClusterStatus};
+use busrig_cluster::admin::ClusterStatus;
 use busrig_cluster::config::ClusterConfig;
 use serde_json::Value;
 
@@ -25,6 +26,8 @@ pub fn busrig(args: &[&str]) -> Output {
 /// A lab in a temporary folder; brought down on drop.
 pub struct Lab {
     pub dir: tempfile::TempDir,
+    /// The crate's handle on the lab.
+    pub handle: busrig_lab::Lab,
     pub cfg: ClusterConfig,
     pub rt: tokio::runtime::Runtime,
     /// The bus's iSCSI portal.
@@ -34,43 +37,28 @@ pub struct Lab {
 }
 
 impl Lab {
-    /// `busrig lab up` with `nodes` nodes, a quorum model and a timing
-    /// profile.
+    /// A lab with `nodes` nodes, a quorum model and a timing profile
+    /// (what `busrig lab up` starts).
     pub fn up(nodes: usize, quorum: &str, profile: &str) -> Lab {
         let dir = tempfile::tempdir().expect("temp dir");
-        let d = dir.path().to_str().unwrap().to_string();
-        let n = nodes.to_string();
-        let out = busrig(&[
-            "lab",
-            "up",
-            "--dir",
-            &d,
-            "--nodes",
-            &n,
-            "--quorum",
-            quorum,
-            "--profile",
-            profile,
-        ]);
-        assert!(
-            out.status.success(),
-            "lab up failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = std::fs::read_to_string(dir.path().join("cluster.toml")).unwrap();
-        let cfg = ClusterConfig::from_toml(&text).expect("lab cluster file");
-        let state: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.path().join("lab.json")).unwrap())
-                .unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let handle = busrig_lab::Lab::new(env!("CARGO_BIN_EXE_busrig"), dir.path());
+        if let Err(e) = handle.up(&busrig_lab::UpOptions {
+            nodes,
+            quorum: quorum.into(),
+            profile: profile.into(),
+            data_luns: 3,
+            timeout: None,
+        }) {
+            panic!("lab up failed: {}{}", e.chain(), handle.log_tails(40));
+        }
+        let cfg = handle.config().expect("lab cluster file");
+        let state = handle.state().expect("lab.json");
+        let rt = busrig_lab::runtime().expect("runtime");
         Lab {
-            portal: state["target"]["addr"].as_str().unwrap().into(),
-            control: state["target"]["control"].as_str().unwrap().into(),
+            portal: state.target.addr.clone(),
+            control: state.target.control.clone().expect("bus control"),
             dir,
+            handle,
             cfg,
             rt,
         }
@@ -125,24 +113,12 @@ impl Lab {
 
     /// The last 40 lines of every log in the lab, for failure messages.
     pub fn logs(&self) -> String {
-        let mut s = String::new();
-        let Ok(rd) = std::fs::read_dir(self.path().join("logs")) else {
-            return s;
-        };
-        let mut files: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
-        files.sort();
-        for f in files {
-            let text = std::fs::read_to_string(&f).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            s += &format!("\n===== {} (last 40 lines)\n", f.display());
-            s += &lines[lines.len().saturating_sub(40)..].join("\n");
-        }
-        s
+        self.handle.log_tails(40)
     }
 
     /// One node's whole log.
     pub fn log_of(&self, node: &str) -> String {
-        std::fs::read_to_string(self.path().join(format!("logs/{node}.log"))).unwrap_or_default()
+        std::fs::read_to_string(self.handle.log_file(node)).unwrap_or_default()
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -157,9 +133,7 @@ impl Lab {
 
     /// A node's status, or None when it does not answer.
     pub fn status(&self, node: &str) -> Option<ClusterStatus> {
-        self.rt
-            .block_on(admin::status(&self.admin_of(node), Some(&self.cfg.secret)))
-            .ok()
+        self.handle.node_status(&self.rt, &self.cfg, node).ok()
     }
 
     /// Waits until `cond` holds, failing with the lab's logs after `limit`;
@@ -208,6 +182,6 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        let _ = busrig(&["lab", "down", "--dir", self.d()]);
+        let _ = self.handle.down();
     }
 }

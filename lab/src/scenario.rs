@@ -1,5 +1,5 @@
-//! `busrig lab run SCENARIO.toml`: a layout and a list of steps, run on a
-//! fresh lab, with a JSON report of the timeline.
+//! The scenario runner (`busrig lab run SCENARIO.toml`): a layout and a
+//! list of steps, run on a fresh lab, with a JSON report of the timeline.
 //!
 //! ```toml
 //! name = "two-node active/passive on parallel SCSI"
@@ -47,17 +47,26 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, bail, Context};
 use busrig_cluster::admin;
 use busrig_cluster::config::ClusterConfig;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::lab::{self, LabState};
+use crate::error::{fail, Context as _, LabError, Result};
+use crate::{Lab, LabState, UpOptions};
+
+pub use crate::Net;
+
+/// A [`LabError::Failed`] with a formatted message.
+macro_rules! failed {
+    ($($t:tt)*) => {
+        LabError::Failed(format!($($t)*))
+    };
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -161,27 +170,6 @@ pub struct NetStep {
     pub node: String,
     #[serde(default)]
     pub net: Net,
-}
-
-/// The cluster networks a partition cuts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Net {
-    Private,
-    Public,
-    #[default]
-    Both,
-}
-
-impl Net {
-    /// The `busrig lab partition --net` value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Net::Private => "private",
-            Net::Public => "public",
-            Net::Both => "both",
-        }
-    }
 }
 
 /// `bus`: `fault` is the control plane's LUN action (power-cycle, offline,
@@ -301,18 +289,18 @@ impl Step {
     }
 
     /// Decodes step number `n` (from 1), naming it and its action in errors.
-    fn decode(n: usize, v: toml::Value) -> anyhow::Result<Step> {
+    fn decode(n: usize, v: toml::Value) -> Result<Step> {
         let action = match v.get("action") {
             Some(toml::Value::String(a)) => a.clone(),
-            Some(_) => bail!("step {n}: action must be a string"),
-            None => bail!("step {n}: needs action"),
+            Some(_) => fail!("step {n}: action must be a string"),
+            None => fail!("step {n}: needs action"),
         };
-        Step::deserialize(v).map_err(|e| anyhow!("step {n} ({action}): {}", e.message()))
+        Step::deserialize(v).map_err(|e| failed!("step {n} ({action}): {}", e.message()))
     }
 }
 
 /// Parses `30s`, `500ms`, `2m` or plain seconds.
-fn duration(s: &str) -> anyhow::Result<Duration> {
+fn duration(s: &str) -> Result<Duration> {
     let s = s.trim();
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -320,12 +308,12 @@ fn duration(s: &str) -> anyhow::Result<Duration> {
     let (n, unit) = s.split_at(split);
     let n: f64 = n
         .parse()
-        .map_err(|_| anyhow!("bad duration {s:?} (e.g. 30s, 500ms, 2m)"))?;
+        .map_err(|_| failed!("bad duration {s:?} (e.g. 30s, 500ms, 2m)"))?;
     let secs = match unit {
         "" | "s" => n,
         "ms" => n / 1000.0,
         "m" => n * 60.0,
-        _ => bail!("bad duration {s:?} (e.g. 30s, 500ms, 2m)"),
+        _ => fail!("bad duration {s:?} (e.g. 30s, 500ms, 2m)"),
     };
     Ok(Duration::from_secs_f64(secs))
 }
@@ -339,15 +327,15 @@ fn now_ms() -> u64 {
 
 impl Scenario {
     /// Parses and checks a scenario file: every step's action and fields.
-    pub fn parse(text: &str) -> anyhow::Result<Scenario> {
+    pub fn parse(text: &str) -> Result<Scenario> {
         let mut sc: Scenario = toml::from_str(text)?;
         if sc.layout.nodes == 0 || sc.layout.nodes > 8 {
-            bail!("layout.nodes must be 1 to 8");
+            fail!("layout.nodes must be 1 to 8");
         }
         for g in &sc.groups {
             for l in &g.luns {
                 if *l == 0 || *l > sc.layout.data_luns {
-                    bail!(
+                    fail!(
                         "group {}: LUN {l} is not a data LUN (1..={})",
                         g.name,
                         sc.layout.data_luns
@@ -359,7 +347,7 @@ impl Scenario {
             .into_iter()
             .enumerate()
             .map(|(i, v)| Step::decode(i + 1, v))
-            .collect::<anyhow::Result<_>>()?;
+            .collect::<Result<_>>()?;
         for (i, s) in sc.steps.iter().enumerate() {
             let durations = match s {
                 Step::Wait(w) => w.timeout.as_deref(),
@@ -374,18 +362,21 @@ impl Scenario {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct StepReport {
-    step: usize,
-    action: String,
+/// What one step did, in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    /// The step's number, from 1.
+    pub step: usize,
+    pub action: String,
     /// Milliseconds after the scenario started.
-    at_ms: u64,
-    took_ms: u64,
-    outcome: String,
-    ok: bool,
+    pub at_ms: u64,
+    pub took_ms: u64,
+    pub outcome: String,
+    pub ok: bool,
 }
 
-struct Runner {
+struct Runner<'l> {
+    lab: &'l Lab,
     dir: PathBuf,
     cfg: ClusterConfig,
     state: LabState,
@@ -399,9 +390,9 @@ struct Runner {
     data_luns: u16,
 }
 
-impl Runner {
-    fn catalog(&self) -> anyhow::Result<Value> {
-        lab::catalog(&self.rt, &self.cfg)
+impl Runner<'_> {
+    fn catalog(&self) -> Result<Value> {
+        crate::catalog(&self.rt, &self.cfg)
     }
 
     fn quorum_owner(&self) -> Option<String> {
@@ -419,37 +410,37 @@ impl Runner {
     }
 
     fn group_online_on(&self, g: &str) -> Option<String> {
-        lab::group_online_on(&self.rt, &self.cfg, g)
+        crate::group_online_on(&self.rt, &self.cfg, g)
     }
 
     /// A node name from `NODE`, `owner:GROUP` or `quorum-owner`.
-    fn node(&self, spec: &str) -> anyhow::Result<String> {
+    fn node(&self, spec: &str) -> Result<String> {
         if spec == "quorum-owner" {
             return self
                 .quorum_owner()
-                .ok_or_else(|| anyhow!("no acting quorum owner"));
+                .ok_or_else(|| failed!("no acting quorum owner"));
         }
         if let Some(g) = spec.strip_prefix("owner:") {
             return self.catalog()?["groups"][g]["owner"]
                 .as_str()
                 .map(String::from)
-                .ok_or_else(|| anyhow!("group {g} has no owner"));
+                .ok_or_else(|| failed!("group {g} has no owner"));
         }
         let id = self
             .cfg
             .node_id(spec)
-            .ok_or_else(|| anyhow!("no node {spec:?}"))?;
+            .ok_or_else(|| failed!("no node {spec:?}"))?;
         Ok(self.cfg.nodes[usize::from(id)].name.clone())
     }
 
-    fn cluster(&self, args: &[&str]) -> anyhow::Result<String> {
+    fn cluster(&self, args: &[&str]) -> Result<String> {
         let out = Command::new(&self.bin)
             .args(["cluster", "--lab"])
             .arg(&self.dir)
             .args(args)
             .output()?;
         if !out.status.success() {
-            bail!(
+            fail!(
                 "busrig cluster {}: {}",
                 args.join(" "),
                 String::from_utf8_lossy(&out.stderr).trim()
@@ -458,13 +449,13 @@ impl Runner {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    fn control(&self, method: &str, path: &str, body: Value) -> anyhow::Result<Value> {
+    fn control(&self, method: &str, path: &str, body: Value) -> Result<Value> {
         let control = self
             .state
             .target
             .control
             .clone()
-            .ok_or_else(|| anyhow!("no bus control"))?;
+            .ok_or_else(|| failed!("no bus control"))?;
         let (code, v) = self.rt.block_on(busrig_http::request(
             &control,
             method,
@@ -473,31 +464,31 @@ impl Runner {
             None,
         ))?;
         if code != 200 {
-            bail!("bus control {path}: {v}");
+            fail!("bus control {path}: {v}");
         }
         Ok(v)
     }
 
-    fn finish_load(&mut self, g: &str) -> anyhow::Result<Value> {
+    fn finish_load(&mut self, g: &str) -> Result<Value> {
         if let Some(v) = self.load_reports.get(g) {
             return Ok(v.clone());
         }
         let (child, _) = self
             .loads
             .remove(g)
-            .ok_or_else(|| anyhow!("no load was started on {g}"))?;
+            .ok_or_else(|| failed!("no load was started on {g}"))?;
         let out = child.wait_with_output()?;
         let text = String::from_utf8_lossy(&out.stdout);
         let v: Value = text
             .lines()
             .rev()
             .find_map(|l| serde_json::from_str(l).ok())
-            .ok_or_else(|| anyhow!("mailload on {g} printed no report"))?;
+            .ok_or_else(|| failed!("mailload on {g} printed no report"))?;
         self.load_reports.insert(g.to_string(), v.clone());
         Ok(v)
     }
 
-    fn step(&mut self, s: &Step) -> anyhow::Result<String> {
+    fn step(&mut self, s: &Step) -> Result<String> {
         match s {
             Step::Kill(n) | Step::Pause(n) | Step::Resume(n) => {
                 let n = self.node(&n.node)?;
@@ -507,12 +498,12 @@ impl Runner {
                     _ => Signal::SIGCONT,
                 };
                 self.last_quorum_owner = self.quorum_owner();
-                lab::send_signal(&self.dir, &n, sig, s.action())?;
+                self.lab.send_signal(&n, sig, s.action())?;
                 Ok(format!("{} {n}", s.action()))
             }
             Step::Start(n) => {
                 let n = self.node(&n.node)?;
-                lab::start(&self.dir, &n, true)?;
+                self.lab.start(&n, true)?;
                 Ok(format!("{n} started and rejoined"))
             }
             Step::Partition(p) | Step::Heal(p) => {
@@ -524,7 +515,7 @@ impl Runner {
                     .arg(&self.dir)
                     .output()?;
                 if !out.status.success() {
-                    bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+                    fail!("{}", String::from_utf8_lossy(&out.stderr).trim());
                 }
                 Ok(format!("{} {n} ({net})", s.action()))
             }
@@ -557,7 +548,7 @@ impl Runner {
                         Ok("bus reset".into())
                     }
                     "power-cycle" | "offline" | "online" => {
-                        let lun = b.lun.ok_or_else(|| anyhow!("bus {fault} needs lun"))?;
+                        let lun = b.lun.ok_or_else(|| failed!("bus {fault} needs lun"))?;
                         self.control("POST", "/lun", json!({"lun": lun, "action": fault}))?;
                         Ok(format!("LUN {lun} {fault}"))
                     }
@@ -565,7 +556,7 @@ impl Runner {
                         let n = self.node(
                             b.node
                                 .as_deref()
-                                .ok_or_else(|| anyhow!("bus {fault} needs node"))?,
+                                .ok_or_else(|| failed!("bus {fault} needs node"))?,
                         )?;
                         let id = self.cfg.node_id(&n).expect("resolved");
                         let ini = self.cfg.initiator_name(id);
@@ -581,7 +572,7 @@ impl Runner {
                     .groups_ports
                     .get(&g)
                     .copied()
-                    .ok_or_else(|| anyhow!("no virtual server {g} in the layout"))?;
+                    .ok_or_else(|| failed!("no virtual server {g} in the layout"))?;
                 let rate = l.rate.unwrap_or(20.0);
                 let d = l.duration.clone().unwrap_or_else(|| "20s".into());
                 let records = self.dir.join(format!("{g}-acks.jsonl"));
@@ -614,13 +605,13 @@ impl Runner {
                     .transpose()?
                     .unwrap_or(Duration::from_secs(60));
                 let t = Instant::now();
-                let ok = |r: &mut Runner| -> anyhow::Result<Option<String>> {
+                let ok = |r: &mut Runner<'_>| -> Result<Option<String>> {
                     Ok(match w.until {
                         Until::GroupOnline => {
                             let g = w
                                 .group
                                 .as_deref()
-                                .ok_or_else(|| anyhow!("wait group-online needs group"))?;
+                                .ok_or_else(|| failed!("wait group-online needs group"))?;
                             let on = w.on.as_deref().map(|n| r.node(n)).transpose()?;
                             let not_on = w.not_on.as_deref().map(|n| r.node(n)).transpose()?;
                             r.group_online_on(g)
@@ -638,7 +629,7 @@ impl Runner {
                             let g = w
                                 .group
                                 .clone()
-                                .ok_or_else(|| anyhow!("wait load-done needs group"))?;
+                                .ok_or_else(|| failed!("wait load-done needs group"))?;
                             r.finish_load(&g)?;
                             Some(format!("load on {g} finished"))
                         }
@@ -649,7 +640,7 @@ impl Runner {
                         return Ok(format!("{what} after {:.3} s", t.elapsed().as_secs_f64()));
                     }
                     if t.elapsed() > timeout {
-                        bail!("{} not reached within {timeout:?}", w.until.as_str());
+                        fail!("{} not reached within {timeout:?}", w.until.as_str());
                     }
                     std::thread::sleep(Duration::from_millis(50));
                 }
@@ -670,7 +661,7 @@ impl Runner {
                         let r = self.finish_load(&g)?;
                         let lost = r["acknowledged_but_missing"].as_u64().unwrap_or(u64::MAX);
                         if lost != 0 {
-                            bail!("{g}: {lost} acknowledged messages missing");
+                            fail!("{g}: {lost} acknowledged messages missing");
                         }
                         acked += r["acknowledged"].as_u64().unwrap_or(0);
                     }
@@ -687,7 +678,7 @@ impl Runner {
                         let v = self.control("GET", &format!("/audit?lun={l}"), json!({}))?;
                         for run in v["history"].as_array().into_iter().flatten() {
                             if run["reserved_by_writer"] != json!(true) {
-                                bail!("LUN {l}: {}", run["summary"]);
+                                fail!("LUN {l}: {}", run["summary"]);
                             }
                         }
                         seen.push(format!(
@@ -701,14 +692,14 @@ impl Runner {
                     let g = a
                         .group
                         .as_deref()
-                        .ok_or_else(|| anyhow!("group-owner needs group"))?;
+                        .ok_or_else(|| failed!("group-owner needs group"))?;
                     let want = self.node(
                         a.on.as_deref()
-                            .ok_or_else(|| anyhow!("group-owner needs on"))?,
+                            .ok_or_else(|| failed!("group-owner needs on"))?,
                     )?;
                     match self.group_online_on(g) {
                         Some(o) if o == want => Ok(format!("{g} on {o}")),
-                        other => bail!("{g} is on {other:?}, not {want}"),
+                        other => fail!("{g} is on {other:?}, not {want}"),
                     }
                 }
             },
@@ -717,8 +708,8 @@ impl Runner {
 }
 
 // Per-runner facts from the layout.
-impl Runner {
-    fn setup(&mut self, sc: &Scenario) -> anyhow::Result<()> {
+impl Runner<'_> {
+    fn setup(&mut self, sc: &Scenario) -> Result<()> {
         for (i, g) in sc.groups.iter().enumerate() {
             let port = g.port.unwrap_or(2525 + i as u16);
             let mut args: Vec<String> = vec![
@@ -751,7 +742,7 @@ impl Runner {
             let t = Instant::now();
             while self.group_online_on(&g.name).is_none() {
                 if t.elapsed() > Duration::from_secs(120) {
-                    bail!("group {} did not come online", g.name);
+                    fail!("group {} did not come online", g.name);
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -760,51 +751,70 @@ impl Runner {
     }
 }
 
-/// Runs `path` on a fresh lab in `dir`; writes `dir/report.json`.
-pub fn run(path: &Path, dir: &Path, keep: bool) -> anyhow::Result<ExitCode> {
+/// Reads and checks the scenario file at `path`.
+pub fn load(path: &Path) -> Result<Scenario> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let sc = Scenario::parse(&text).with_context(|| path.display().to_string())?;
-    println!("scenario {}: {}", path.display(), sc.name);
-    lab::up(
-        dir,
-        sc.layout.nodes,
-        &sc.layout.quorum,
-        &sc.layout.profile,
-        sc.layout.data_luns,
-        None,
-    )?;
-    let result = run_in(&sc, dir);
-    for c in [dir.to_path_buf()] {
-        if !keep {
-            let _ = lab::down(&c);
-        }
+    Scenario::parse(&text).with_context(|| path.display().to_string())
+}
+
+/// Where a scenario's report was written and whether every step passed.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// `report.json` in the lab folder.
+    pub report: PathBuf,
+    pub passed: bool,
+}
+
+/// Runs `sc` (read from `file`) on a fresh lab; `on_step` sees each step's
+/// report as it finishes. Writes `report.json` in the lab folder and, unless
+/// `keep`, brings the lab down.
+pub fn run(
+    lab: &Lab,
+    sc: &Scenario,
+    file: &Path,
+    keep: bool,
+    on_step: impl FnMut(&StepReport),
+) -> Result<Outcome> {
+    let dir = lab.dir();
+    lab.up(&UpOptions {
+        nodes: sc.layout.nodes,
+        quorum: sc.layout.quorum.clone(),
+        profile: sc.layout.profile.clone(),
+        data_luns: sc.layout.data_luns,
+        timeout: None,
+    })?;
+    let result = run_in(lab, sc, on_step);
+    if !keep {
+        let _ = lab.down();
     }
     let (reports, ok) = result?;
     let report = json!({
         "scenario": sc.name,
-        "file": path,
+        "file": file,
         "layout": { "nodes": sc.layout.nodes, "quorum": sc.layout.quorum, "profile": sc.layout.profile },
         "steps": reports,
         "passed": ok,
     });
     std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
-    println!("report: {}", dir.join("report.json").display());
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    Ok(Outcome {
+        report: dir.join("report.json"),
+        passed: ok,
     })
 }
 
-fn run_in(sc: &Scenario, dir: &Path) -> anyhow::Result<(Vec<StepReport>, bool)> {
-    let cfg = busrig_cluster::cluster_file::load(&lab::cluster_file(dir))?;
+fn run_in(
+    lab: &Lab,
+    sc: &Scenario,
+    mut on_step: impl FnMut(&StepReport),
+) -> Result<(Vec<StepReport>, bool)> {
     let mut r = Runner {
-        dir: dir.to_path_buf(),
-        state: LabState::load(dir)?,
-        cfg,
-        rt: lab::runtime()?,
-        bin: std::env::current_exe()?,
+        lab,
+        dir: lab.dir().to_path_buf(),
+        state: lab.state()?,
+        cfg: lab.config()?,
+        rt: crate::runtime()?,
+        bin: lab.binary().to_path_buf(),
         loads: BTreeMap::new(),
         load_reports: BTreeMap::new(),
         last_quorum_owner: None,
@@ -822,22 +832,18 @@ fn run_in(sc: &Scenario, dir: &Path) -> anyhow::Result<(Vec<StepReport>, bool)> 
         let took = t.elapsed().as_millis() as u64;
         let (outcome, good) = match res {
             Ok(o) => (o, true),
-            Err(e) => (format!("FAILED: {e:#}"), false),
+            Err(e) => (format!("FAILED: {}", e.chain()), false),
         };
-        println!(
-            "  {:>8.3} s  step {:>2} {:<12} {outcome}",
-            at as f64 / 1000.0,
-            i + 1,
-            s.action()
-        );
-        out.push(StepReport {
+        let report = StepReport {
             step: i + 1,
             action: s.action().to_string(),
             at_ms: at,
             took_ms: took,
             outcome,
             ok: good,
-        });
+        };
+        on_step(&report);
+        out.push(report);
         if !good {
             ok = false;
             break;
@@ -856,7 +862,7 @@ mod tests {
 
     #[test]
     fn examples_parse() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
         let mut n = 0;
         for e in std::fs::read_dir(&dir).unwrap().flatten() {
             if e.path().extension().is_some_and(|x| x == "toml") {
@@ -972,7 +978,7 @@ mod tests {
             "four-node-demo.toml",
         ] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("examples")
+                .join("../examples")
                 .join(file);
             let text = std::fs::read_to_string(&path).unwrap();
             let sc = Scenario::parse(&text).unwrap_or_else(|e| panic!("{file}: {e:#}"));

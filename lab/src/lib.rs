@@ -1,0 +1,22 @@
+//! busrig's lab: a whole cluster on loopback as real processes (one
+//! `busrig target` and N `busrig node`), the faults to throw at it, the
+//! scenario runner (`busrig lab run`) and the demo (`busrig demo`).
+//!
+//! Everything starts from a [`Lab`] handle: a lab folder and the path of
+//! the `busrig` binary its processes run. The scenario runner and the demo
+//! use the handle; the handle knows nothing of them
+//! (docs/architecture.md, "Crates").
+
+pub mod demo;
+mod error;
+mod process;
+pub mod scenario;
+mod state;
+
+pub use error::{LabError, Result};
+pub use nix::sys::signal::Signal;
+pub use process::{
+    catalog, group_online_on, runtime, Cut, FailoverReport, Lab, LabStatus, Net, Takeover,
+    UpOptions, LAB_TARGET, STOP_GRACE,
+};
+pub use state::{alive, cluster_file, log_tail, process_state, state_file, LabProcess, LabState};
