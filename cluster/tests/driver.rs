@@ -122,15 +122,22 @@ struct SharedDisk {
     region: Vec<u8>,
 }
 
-/// One node's path to the shared disk.
+/// One node's path to the shared disk; reads and writes answer after
+/// `data_delay` (a slow or busy disk), reservation commands at once.
 #[derive(Debug, Clone)]
 struct MemDisk {
     me: u16,
     disk: Arc<Mutex<SharedDisk>>,
+    data_delay: Duration,
 }
 
 impl DiskExecutor for MemDisk {
     fn execute(&self, _id: DiskId, op: DiskOp) -> impl Future<Output = DiskResult> + Send {
+        let delay = if matches!(op, DiskOp::Write { .. } | DiskOp::Read { .. }) {
+            self.data_delay
+        } else {
+            Duration::ZERO
+        };
         let mut d = self.disk.lock().unwrap();
         let me = self.me;
         let fenced = d.holder.is_some_and(|h| h != me);
@@ -168,7 +175,10 @@ impl DiskExecutor for MemDisk {
             }
             other => DiskResult::Failed(format!("{other:?} unsupported")),
         };
-        std::future::ready(r)
+        async move {
+            tokio::time::sleep(delay).await;
+            r
+        }
     }
 }
 
@@ -217,10 +227,22 @@ fn start(
     t: Arc<ClusterTransport>,
     shared: &Arc<Mutex<SharedDisk>>,
 ) -> Running {
+    start_slow(cfg, me, t, shared, Duration::ZERO)
+}
+
+/// [`start`] with a disk whose reads and writes take `data_delay`.
+fn start_slow(
+    cfg: &Arc<ClusterConfig>,
+    me: u16,
+    t: Arc<ClusterTransport>,
+    shared: &Arc<Mutex<SharedDisk>>,
+    data_delay: Duration,
+) -> Running {
     let cfg = cfg.clone();
     let disk = MemDisk {
         me,
         disk: shared.clone(),
+        data_delay,
     };
     let (stx, srx) = watch::channel(NodeStatus::default());
     let (qtx, qrx) = tokio::sync::oneshot::channel::<()>();
@@ -342,4 +364,37 @@ async fn two_nodes_form_join_and_exit_cleanly() {
     assert!(node.is_stopped());
     // The owner's clean stop released the quorum disk before returning.
     assert_eq!(shared.lock().unwrap().holder, None);
+}
+
+/// The owner's RESERVE renewals do not wait behind its quorum log I/O: with
+/// every read and write taking 700 ms (longer than the 200 ms lease of the
+/// fast profile), the owner recovers its log and keeps the quorum, and
+/// never falls back to challenging. With one queue for all disk
+/// operations, the renewals waited behind the log read, the lease ran out
+/// and the owner reset the bus to challenge again.
+#[tokio::test]
+async fn renewals_do_not_wait_behind_slow_log_io() {
+    let cfg = cluster_config(1);
+    let shared = Arc::new(Mutex::new(SharedDisk::default()));
+    let t = transports(1).await;
+    let mut n0 = start_slow(&cfg, 0, t[0].clone(), &shared, Duration::from_millis(700));
+    wait_for(&mut n0.0, "N0 forms the cluster", |s| s.acting_owner).await;
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut seen = Vec::new();
+    while let Ok(Ok(())) = tokio::time::timeout_at(until, n0.0.changed()).await {
+        seen.push(n0.0.borrow_and_update().arbitration.clone());
+    }
+    assert!(
+        seen.iter().all(|a| !a.starts_with("challenger")),
+        "the owner challenged again: {seen:?}"
+    );
+    let s = n0.0.borrow().clone();
+    assert!(s.acting_owner, "{s:?}");
+    assert!(
+        s.db_seq == 0 && !s.writes_held,
+        "the log was recovered: {s:?}"
+    );
+    assert_eq!(shared.lock().unwrap().holder, Some(0));
+    n0.1.send(()).unwrap();
+    assert_eq!(n0.2.await.unwrap().1, Exit::Shutdown);
 }

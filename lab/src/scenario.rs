@@ -558,7 +558,10 @@ impl Runner<'_> {
                                 .as_deref()
                                 .ok_or_else(|| failed!("bus {fault} needs node"))?,
                         )?;
-                        let id = self.cfg.node_id(&n).expect("resolved");
+                        let id = self
+                            .cfg
+                            .node_id(&n)
+                            .ok_or_else(|| failed!("no node {n} in the cluster file"))?;
                         let ini = self.cfg.initiator_name(id);
                         self.last_quorum_owner = self.quorum_owner();
                         self.control("POST", "/path", json!({"initiator": ini, "action": fault}))?;

@@ -3,8 +3,14 @@
 //!
 //! Time given to the node is the monotonic time since the loop started
 //! (tokio's clock, so tests may pause it). Disk operations go to the
-//! executor one at a time, in the order the node issued them, while
-//! heartbeats keep flowing: a hung disk never silences the node on the
+//! executor in two lanes, each one operation at a time in the order the
+//! node issued them: arbitration (RESERVE, bus reset, the PR challenge and
+//! defense) and data (quorum log reads and writes, then RELEASE or
+//! unregister, which must follow the writes). A defender's renewal thus
+//! never waits behind a long log read or a slow FUA write, as clusdisk's
+//! renewal timer does not wait for the disk's I/O; its lease is half the
+//! challenge wait (docs/semantics.md, "Timing profiles"). Heartbeats keep
+//! flowing meanwhile: a hung disk never silences the node on the
 //! networks. The loop returns when the shutdown future completes (after a
 //! clean exit announcement) or when the node stops its cluster service.
 
@@ -185,14 +191,52 @@ pub struct Io {
 
 type DiskFuture<'a> = Pin<Box<dyn Future<Output = (u64, DiskResult)> + Send + 'a>>;
 
+/// The two disk lanes (see the module documentation).
+const ARBITRATION: usize = 0;
+const DATA: usize = 1;
+
+/// The lane of `op`: data I/O, and the RELEASE or unregister that ends a
+/// node's use of the disk after its last writes, go in order in the data
+/// lane; every other reservation operation in the arbitration lane.
+fn lane(op: &DiskOp) -> usize {
+    match op {
+        DiskOp::Write { .. }
+        | DiskOp::Read { .. }
+        | DiskOp::Release
+        | DiskOp::PrUnregister { .. } => DATA,
+        DiskOp::Reserve
+        | DiskOp::BusReset
+        | DiskOp::PrRegister { .. }
+        | DiskOp::PrReserve { .. }
+        | DiskOp::PrPreempt { .. }
+        | DiskOp::PrReadKeys
+        | DiskOp::PrReadReservation => ARBITRATION,
+    }
+}
+
+/// One lane: operations waiting, and the one in flight.
+struct Lane<'a> {
+    queue: VecDeque<(u64, DiskId, DiskOp)>,
+    in_flight: Option<DiskFuture<'a>>,
+}
+
+impl Lane<'_> {
+    fn new() -> Self {
+        Lane {
+            queue: VecDeque::new(),
+            in_flight: None,
+        }
+    }
+}
+
 struct Driver<'a, D> {
     node: Node,
     transport: &'a ClusterTransport,
     disks: &'a D,
     io: &'a mut Io,
     start: Instant,
-    disk_queue: VecDeque<(u64, DiskId, DiskOp)>,
-    in_flight: Option<DiskFuture<'a>>,
+    arbitration: Lane<'a>,
+    data: Lane<'a>,
     /// Replies owed for proposals, by request id.
     replies: BTreeMap<u64, oneshot::Sender<ProposeResult>>,
     /// The arbiter role last logged.
@@ -219,8 +263,8 @@ where
         disks,
         io,
         start: Instant::now(),
-        disk_queue: VecDeque::new(),
-        in_flight: None,
+        arbitration: Lane::new(),
+        data: Lane::new(),
         replies: BTreeMap::new(),
         logged_role: Role::Idle,
     };
@@ -256,8 +300,15 @@ impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
                     self.drain_disk().await;
                     return Exit::Shutdown;
                 }
-                r = async { self.in_flight.as_mut().expect("guarded").await }, if self.in_flight.is_some() => {
-                    self.in_flight = None;
+                r = async { self.arbitration.in_flight.as_mut().expect("guarded").await },
+                    if self.arbitration.in_flight.is_some() => {
+                    self.arbitration.in_flight = None;
+                    let now = self.now();
+                    self.node.disk_done(now, r.0, r.1);
+                }
+                r = async { self.data.in_flight.as_mut().expect("guarded").await },
+                    if self.data.in_flight.is_some() => {
+                    self.data.in_flight = None;
                     let now = self.now();
                     self.node.disk_done(now, r.0, r.1);
                 }
@@ -324,7 +375,7 @@ impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
                         tracing::warn!(?net, to = env.to, error = %e, "send failed");
                     }
                 }
-                Action::Disk { id, disk, op } => self.disk_queue.push_back((id, disk, op)),
+                Action::Disk { id, disk, op } => self.queue_disk(id, disk, op),
                 other => {
                     match &other {
                         Action::StopClusterService { reason } => {
@@ -351,14 +402,29 @@ impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
         self.publish();
     }
 
-    fn start_next_disk_op(&mut self) {
-        if self.in_flight.is_some() {
-            return;
+    fn lane(&mut self, which: usize) -> &mut Lane<'a> {
+        if which == ARBITRATION {
+            &mut self.arbitration
+        } else {
+            &mut self.data
         }
-        if let Some((id, disk, op)) = self.disk_queue.pop_front() {
-            tracing::debug!(id, ?disk, op = op_name(&op), "disk operation");
-            let disks = self.disks;
-            self.in_flight = Some(Box::pin(async move { (id, disks.execute(disk, op).await) }));
+    }
+
+    fn queue_disk(&mut self, id: u64, disk: DiskId, op: DiskOp) {
+        self.lane(lane(&op)).queue.push_back((id, disk, op));
+    }
+
+    /// Starts the next operation of each idle lane.
+    fn start_next_disk_op(&mut self) {
+        let disks = self.disks;
+        for lane in [&mut self.arbitration, &mut self.data] {
+            if lane.in_flight.is_some() {
+                continue;
+            }
+            if let Some((id, disk, op)) = lane.queue.pop_front() {
+                tracing::debug!(id, ?disk, op = op_name(&op), "disk operation");
+                lane.in_flight = Some(Box::pin(async move { (id, disks.execute(disk, op).await) }));
+            }
         }
     }
 
@@ -368,33 +434,45 @@ impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
         let deadline = Instant::now() + SHUTDOWN_DISK_GRACE;
         loop {
             self.start_next_disk_op();
-            let Some(f) = self.in_flight.as_mut() else {
+            let done = match (
+                self.arbitration.in_flight.as_mut(),
+                self.data.in_flight.as_mut(),
+            ) {
+                (None, None) => return,
+                (Some(f), None) => tokio::time::timeout_at(deadline, f)
+                    .await
+                    .map(|r| (ARBITRATION, r)),
+                (None, Some(f)) => tokio::time::timeout_at(deadline, f)
+                    .await
+                    .map(|r| (DATA, r)),
+                (Some(fa), Some(fd)) => {
+                    tokio::time::timeout_at(deadline, async {
+                        tokio::select! {
+                            r = fa => (ARBITRATION, r),
+                            r = fd => (DATA, r),
+                        }
+                    })
+                    .await
+                }
+            };
+            let Ok((lane, (id, r))) = done else {
+                tracing::warn!("disk operations still pending at exit; abandoned");
                 return;
             };
-            match tokio::time::timeout_at(deadline, f).await {
-                Ok((id, r)) => {
-                    self.in_flight = None;
-                    let now = self.now();
-                    self.node.disk_done(now, id, r);
-                    for a in self.node.take_actions() {
-                        match a {
-                            Action::Disk { id, disk, op } => {
-                                self.disk_queue.push_back((id, disk, op))
-                            }
-                            Action::Send { net, env } => {
-                                let _ = self.transport.send(net, &env).await;
-                            }
-                            other => {
-                                if let Some(tx) = &self.io.events {
-                                    let _ = tx.send(other);
-                                }
-                            }
+            self.lane(lane).in_flight = None;
+            let now = self.now();
+            self.node.disk_done(now, id, r);
+            for a in self.node.take_actions() {
+                match a {
+                    Action::Disk { id, disk, op } => self.queue_disk(id, disk, op),
+                    Action::Send { net, env } => {
+                        let _ = self.transport.send(net, &env).await;
+                    }
+                    other => {
+                        if let Some(tx) = &self.io.events {
+                            let _ = tx.send(other);
                         }
                     }
-                }
-                Err(_) => {
-                    tracing::warn!("disk operations still pending at exit; abandoned");
-                    return;
                 }
             }
         }
