@@ -17,14 +17,28 @@ mod common;
 use common::lab::{busrig, Lab, POLL};
 
 impl Lab {
-    /// The owner every answering member agrees on.
+    /// The quorum owner a member names. A busy machine can delay a
+    /// heartbeat into a regroup between two checks, so this waits, within
+    /// one takeover bound, for a member that names an owner.
     fn owner(&self) -> String {
-        self.names()
-            .iter()
-            .filter_map(|n| self.status(n))
-            .find(|s| s.member)
-            .and_then(|s| s.quorum_owner)
-            .expect("a member names a quorum owner")
+        let until = Instant::now() + self.takeover_bound();
+        loop {
+            let found = self
+                .names()
+                .iter()
+                .filter_map(|n| self.status(n))
+                .find(|s| s.member)
+                .and_then(|s| s.quorum_owner);
+            if let Some(o) = found {
+                return o;
+            }
+            assert!(
+                Instant::now() < until,
+                "no member names a quorum owner{}",
+                self.logs()
+            );
+            std::thread::sleep(POLL);
+        }
     }
 
     /// Every node in `nodes` is a settled member of one view with an acting owner.
