@@ -11,13 +11,13 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{anyhow, bail, Context};
-use busrig_cluster::admin::{self, AdminError, ClusterStatus};
+use anyhow::{bail, Context};
+use busrig_cluster::admin::ClusterStatus;
+use busrig_cluster::admin_client::{self, AdminClient, EvsOpts, GroupChange, ResourceChange};
 use busrig_cluster::config::ClusterConfig;
-use busrig_cluster::db::{Change, DbSnapshot};
-use busrig_cluster::resource::{Catalog, GroupSpec, ResourceSpec, ResourceType};
-use busrig_cluster::snapshot_diff::{backup_bytes, diff, read_backup};
-use busrig_cluster::validate::{BusFacts, Verdict};
+use busrig_cluster::db::Change;
+use busrig_cluster::snapshot_diff::{backup_bytes, read_backup};
+use busrig_cluster::validate::Verdict;
 use serde_json::{json, Value};
 
 use busrig_cluster::cluster_file;
@@ -111,7 +111,7 @@ enum NodeVerb {
     Evict { node: String },
 }
 
-#[derive(clap::Args, Default)]
+#[derive(clap::Args, Clone, Default)]
 struct GroupOpts {
     /// Preferred owners, most preferred first (comma-separated).
     #[arg(long, value_delimiter = ',')]
@@ -169,7 +169,7 @@ enum GroupVerb {
     },
 }
 
-#[derive(clap::Args, Default)]
+#[derive(clap::Args, Clone, Default)]
 struct ResourceOpts {
     /// The group the resource belongs to.
     #[arg(long)]
@@ -275,15 +275,40 @@ enum DbVerb {
     Delete { key: String },
 }
 
-/// Where the nodes are and how to authenticate.
-struct Target {
-    addrs: Vec<String>,
-    secret: Option<String>,
-    cluster: Option<String>,
+impl From<GroupOpts> for admin_client::GroupOpts {
+    fn from(o: GroupOpts) -> Self {
+        admin_client::GroupOpts {
+            preferred: o.preferred,
+            failback: o.failback,
+            failback_window: o.failback_window,
+            anti_affinity: o.anti_affinity,
+            failover_threshold: o.failover_threshold,
+            failover_period: o.failover_period,
+            evs: o.evs,
+        }
+    }
 }
 
-fn target(a: &ClusterArgs) -> anyhow::Result<Target> {
-    let cfg: Option<ClusterConfig> = match (&a.config, &a.lab) {
+impl From<ResourceOpts> for admin_client::ResourceOpts {
+    fn from(o: ResourceOpts) -> Self {
+        admin_client::ResourceOpts {
+            group: o.group,
+            kind: o.kind,
+            props: o.props,
+            depends_on: o.depends_on,
+            possible_owners: o.possible_owners,
+            looks_alive_ms: o.looks_alive_ms,
+            is_alive_ms: o.is_alive_ms,
+            restart_threshold: o.restart_threshold,
+            restart_period: o.restart_period,
+            pending_timeout: o.pending_timeout,
+        }
+    }
+}
+
+/// The cluster file named by --config or --lab, if any.
+fn cluster_config(a: &ClusterArgs) -> anyhow::Result<Option<ClusterConfig>> {
+    Ok(match (&a.config, &a.lab) {
         (Some(f), _) => Some(cluster_file::load(f)?),
         (None, Some(dir)) => Some(
             cluster_file::load(&busrig_lab::cluster_file(dir)).with_context(|| {
@@ -295,67 +320,12 @@ fn target(a: &ClusterArgs) -> anyhow::Result<Target> {
             })?,
         ),
         (None, None) => None,
-    };
-    let mut addrs = a.nodes.clone();
-    if let Some(c) = &cfg {
-        addrs.extend(c.nodes.iter().map(|n| n.admin.to_string()));
-    }
-    if addrs.is_empty() {
-        bail!("say which cluster: --node ADDR, --config FILE or --lab DIR");
-    }
-    Ok(Target {
-        addrs,
-        secret: cfg.as_ref().map(|c| c.secret.clone()),
-        cluster: cfg.map(|c| c.name),
     })
 }
 
-impl Target {
-    /// The first member's status, or the first answer when no member
-    /// answers; the error of every node when none answers.
-    async fn status(&self) -> anyhow::Result<(String, ClusterStatus)> {
-        let mut first: Option<(String, ClusterStatus)> = None;
-        let mut errors = Vec::new();
-        for addr in &self.addrs {
-            match admin::status(addr, self.secret.as_deref()).await {
-                Ok(s) if s.member => return Ok((addr.clone(), s)),
-                Ok(s) => {
-                    first.get_or_insert((addr.clone(), s));
-                }
-                Err(e) => errors.push(e.to_string()),
-            }
-        }
-        first.ok_or_else(|| anyhow!("no node answered:\n  {}", errors.join("\n  ")))
-    }
-
-    /// Sends a request to a member, following a redirect to the owner.
-    async fn to_member(&self, method: &str, path: &str, body: &Value) -> anyhow::Result<Value> {
-        let (addr, _) = self.status().await?;
-        match admin::request(&addr, method, path, Some(body), self.secret.as_deref()).await {
-            Err(AdminError::Refused {
-                status: 409,
-                body: b,
-                ..
-            }) if b.get("owner_admin").and_then(Value::as_str).is_some() => {
-                let owner = b["owner_admin"].as_str().unwrap_or_default().to_string();
-                Ok(
-                    admin::request(&owner, method, path, Some(body), self.secret.as_deref())
-                        .await?,
-                )
-            }
-            r => Ok(r?),
-        }
-    }
-
-    async fn db(&self) -> anyhow::Result<DbSnapshot> {
-        let (addr, _) = self.status().await?;
-        let v = admin::request(&addr, "GET", "/db", None, self.secret.as_deref()).await?;
-        serde_json::from_value(v).context("the node's database answer")
-    }
-}
-
 pub async fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
-    let t = target(&a)?;
+    let cfg = cluster_config(&a)?;
+    let t = AdminClient::new(a.nodes.clone(), cfg.as_ref())?;
     match &a.verb {
         Verb::Status
         | Verb::Node {
@@ -376,9 +346,7 @@ pub async fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
                 NodeVerb::Evict { node } => ("evict", node),
                 NodeVerb::List => unreachable!("handled with status"),
             };
-            let v = t
-                .to_member("POST", "/node", &json!({ "action": action, "node": node }))
-                .await?;
+            let v = t.node_action(action, node).await?;
             if a.json {
                 println!("{v}");
             } else {
@@ -396,19 +364,10 @@ pub async fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
         Verb::Validate { bus } => validate(&a, &t, bus.clone(), a.json).await,
         Verb::Log { last } => {
             let db = t.db().await?;
-            let events: Vec<(u64, String, String)> = db
-                .entries
-                .iter()
-                .filter_map(|(k, v)| {
-                    let rest = k.strip_prefix(busrig_cluster::host::EVENT_PREFIX)?;
-                    let mut it = rest.splitn(3, '-');
-                    let ms: u64 = it.next()?.parse().ok()?;
-                    let node = it.next()?.to_string();
-                    Some((ms, node, v.clone()))
-                })
-                .collect();
+            let events = admin_client::events(&db);
             let skip = last.map_or(0, |n| events.len().saturating_sub(n));
-            for (ms, node, text) in events.into_iter().skip(skip) {
+            for e in events.into_iter().skip(skip) {
+                let (ms, node, text) = (e.ms, e.node, e.text);
                 if a.json {
                     println!("{}", json!({ "ms": ms, "node": node, "event": text }));
                 } else {
@@ -429,24 +388,18 @@ pub async fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
                     failback,
                 },
         } => {
-            let spec = GroupSpec {
-                preferred_owners: preferred.clone(),
-                anti_affinity: anti_affinity.clone(),
-                failback: busrig_cluster::resource::Failback {
-                    allow: failback == "allow",
-                    window: None,
-                },
-                exchange_virtual_server: true,
-                ..GroupSpec::default()
-            };
             let bin = std::env::current_exe().context("cannot find the busrig binary")?;
-            for (kind, body) in
-                evs_requests(name, ip, disks, *port, &bin.display().to_string(), spec)
-            {
-                t.to_member("POST", kind, &body)
-                    .await
-                    .with_context(|| format!("creating {}", body["name"]))?;
-            }
+            t.create_evs(&EvsOpts {
+                name: name.clone(),
+                ip: ip.clone(),
+                disks: disks.clone(),
+                port: *port,
+                preferred: preferred.clone(),
+                anti_affinity: anti_affinity.clone(),
+                failback_allow: failback == "allow",
+                bin: bin.display().to_string(),
+            })
+            .await?;
             println!(
                 "virtual server {name} created: {ip}:{port}, name {}",
                 name.to_ascii_lowercase()
@@ -454,9 +407,7 @@ pub async fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Verb::Resolve { name } => {
-            let (addr, _) = t.status().await?;
-            let path = format!("/resolve?name={}", url_escape(name));
-            let v = admin::request(&addr, "GET", &path, None, t.secret.as_deref()).await?;
+            let v = t.resolve(name).await?;
             if a.json {
                 println!("{v}");
             } else {
@@ -466,10 +417,7 @@ pub async fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
         }
         Verb::Backup { file } => {
             let db = t.db().await?;
-            let cluster = match &t.cluster {
-                Some(c) => c.clone(),
-                None => t.status().await?.1.cluster,
-            };
+            let cluster = t.cluster_name().await?;
             let bytes = backup_bytes(&cluster, &db);
             write_new(file, &bytes)?;
             if a.json {
@@ -500,26 +448,14 @@ pub async fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
                     st.cluster
                 );
             }
-            let have = t.db().await?;
-            let changes = diff(&have, &want);
-            for (i, c) in changes.iter().enumerate() {
-                let body = match c {
-                    Change::Put { key, value } => {
-                        json!({ "op": "put", "key": key, "value": value })
-                    }
-                    Change::Delete { key } => json!({ "op": "delete", "key": key }),
-                };
-                t.to_member("POST", "/db", &body).await.with_context(|| {
-                    format!("restore stopped after {i} of {} changes", changes.len())
-                })?;
-            }
+            let changes = t.restore(&want).await?;
             if a.json {
-                println!("{}", json!({ "changes": changes.len() }));
+                println!("{}", json!({ "changes": changes }));
             } else {
                 println!(
                     "restored cluster database from {}: {} change(s) applied",
                     file.display(),
-                    changes.len()
+                    changes
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -529,7 +465,7 @@ pub async fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
 
 async fn validate(
     a: &ClusterArgs,
-    t: &Target,
+    t: &AdminClient,
     bus: Option<String>,
     as_json: bool,
 ) -> anyhow::Result<ExitCode> {
@@ -538,33 +474,11 @@ async fn validate(
         (None, Some(d)) => cluster_file::load(&busrig_lab::cluster_file(d))?,
         (None, None) => bail!("validate needs the cluster file: --config FILE or --lab DIR"),
     };
-    // The running cluster's groups, if it answers; the file alone if not.
-    let catalog = match t.status().await {
-        Ok((addr, _)) => {
-            let db = admin::request(&addr, "GET", "/db", None, t.secret.as_deref()).await?;
-            let db: DbSnapshot = serde_json::from_value(db)?;
-            Catalog::from_db(&db)
-        }
-        Err(_) => Catalog::default(),
-    };
     let bus = bus.or_else(|| {
         let d = a.lab.as_ref()?;
         busrig_lab::LabState::load(d).ok()?.target.control
     });
-    let mut facts = BusFacts::default();
-    if let Some(b) = &bus {
-        let (code, v) = busrig_http::request(b, "GET", "/status", None, None)
-            .await
-            .with_context(|| format!("bus control {b}"))?;
-        if code == 200 {
-            facts.topology = v["buses"][0]["topology"].as_str().map(String::from);
-            for l in v["luns"].as_array().into_iter().flatten() {
-                if let (Some(t), Some(n)) = (l["target"].as_str(), l["lun"].as_u64()) {
-                    facts.luns.insert((t.to_ascii_lowercase(), n as u16));
-                }
-            }
-        }
-    }
+    let (catalog, facts) = busrig_cluster::validate::gather(t, bus.as_deref()).await?;
     let checks = busrig_cluster::validate::validate(&cfg, &catalog, &facts);
     let failed = checks.iter().any(|c| c.verdict == Verdict::Fail);
     if as_json {
@@ -586,74 +500,6 @@ async fn validate(
     })
 }
 
-/// The admin requests that create virtual server `name`: the group, then
-/// its resources with dependencies as the seeds show them (name on IP;
-/// the store on name and disks).
-pub fn evs_requests(
-    name: &str,
-    ip: &str,
-    disks: &[String],
-    port: u16,
-    bin: &str,
-    spec: GroupSpec,
-) -> Vec<(&'static str, Value)> {
-    let mut out = vec![(
-        "/group",
-        json!({"action": "create", "name": name, "spec": spec}),
-    )];
-    let res = |r: String, kind: ResourceType, deps: Vec<String>, props: Vec<(&str, String)>| {
-        let mut s = ResourceSpec::new(name, kind);
-        s.depends_on = deps;
-        s.properties = props.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-        if kind == ResourceType::GenericApplication {
-            s.looks_alive_ms = 500;
-            s.is_alive_ms = 2000;
-        }
-        (
-            "/resource",
-            json!({"action": "create", "name": r, "spec": s}),
-        )
-    };
-    let ip_r = format!("{name}-IP");
-    let name_r = format!("{name}-Name");
-    out.push(res(
-        ip_r.clone(),
-        ResourceType::IpAddress,
-        vec![],
-        vec![("address", ip.to_string())],
-    ));
-    out.push(res(
-        name_r.clone(),
-        ResourceType::NetworkName,
-        vec![ip_r],
-        vec![("name", name.to_ascii_lowercase())],
-    ));
-    let mut deps = vec![name_r];
-    for (i, d) in disks.iter().enumerate() {
-        let r = format!("{name}-Disk{}", i + 1);
-        out.push(res(
-            r.clone(),
-            ResourceType::PhysicalDisk,
-            vec![],
-            vec![("disk", d.clone())],
-        ));
-        deps.push(r);
-    }
-    out.push(res(
-        format!("{name}-Store"),
-        ResourceType::GenericApplication,
-        deps,
-        vec![
-            (
-                "command",
-                format!("exec {bin} mailstore --disk \"$BUSRIG_DISK\" --listen {ip}:{port}"),
-            ),
-            ("probe-tcp", format!("{ip}:{port}")),
-        ],
-    ));
-    out
-}
-
 /// `HH:MM:SS.mmm` UTC of a Unix time in milliseconds.
 fn format_ms(ms: u64) -> String {
     let s = ms / 1000;
@@ -666,100 +512,6 @@ fn format_ms(ms: u64) -> String {
     )
 }
 
-/// Percent-encodes a query value.
-fn url_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-impl Target {
-    async fn catalog(&self) -> anyhow::Result<Value> {
-        let (addr, _) = self.status().await?;
-        Ok(admin::request(&addr, "GET", "/catalog", None, self.secret.as_deref()).await?)
-    }
-}
-
-fn apply_group_opts(spec: &mut GroupSpec, o: &GroupOpts) -> anyhow::Result<()> {
-    if let Some(p) = &o.preferred {
-        spec.preferred_owners = p.iter().filter(|s| !s.is_empty()).cloned().collect();
-    }
-    if let Some(f) = &o.failback {
-        spec.failback.allow = f == "allow";
-    }
-    if let Some(w) = &o.failback_window {
-        if w == "none" || w.is_empty() {
-            spec.failback.window = None;
-        } else {
-            let (a, b) = w
-                .split_once('-')
-                .ok_or_else(|| anyhow!("--failback-window START-END, e.g. 22-4"))?;
-            spec.failback.window = Some((a.trim().parse()?, b.trim().parse()?));
-        }
-    }
-    if let Some(a) = &o.anti_affinity {
-        spec.anti_affinity = a.iter().filter(|s| !s.is_empty()).cloned().collect();
-    }
-    if let Some(n) = o.failover_threshold {
-        spec.failover_threshold = n;
-    }
-    if let Some(n) = o.failover_period {
-        spec.failover_period_secs = n;
-    }
-    if let Some(e) = o.evs {
-        spec.exchange_virtual_server = e;
-    }
-    Ok(())
-}
-
-fn apply_resource_opts(spec: &mut ResourceSpec, o: &ResourceOpts) -> anyhow::Result<()> {
-    if let Some(g) = &o.group {
-        spec.group = g.clone();
-    }
-    if let Some(k) = &o.kind {
-        spec.kind = ResourceType::parse(k).ok_or_else(|| {
-            anyhow!(
-                "unknown resource type {k:?} ({})",
-                ResourceType::ALL.map(|t| t.name()).join(", ")
-            )
-        })?;
-    }
-    for p in &o.props {
-        let (k, v) = p
-            .split_once('=')
-            .ok_or_else(|| anyhow!("--prop {p:?}: use KEY=VALUE"))?;
-        spec.properties.insert(k.trim().to_string(), v.to_string());
-    }
-    if let Some(d) = &o.depends_on {
-        spec.depends_on = d.iter().filter(|s| !s.is_empty()).cloned().collect();
-    }
-    if let Some(p) = &o.possible_owners {
-        spec.possible_owners = p.iter().filter(|s| !s.is_empty()).cloned().collect();
-    }
-    if let Some(v) = o.looks_alive_ms {
-        spec.looks_alive_ms = v;
-    }
-    if let Some(v) = o.is_alive_ms {
-        spec.is_alive_ms = v;
-    }
-    if let Some(v) = o.restart_threshold {
-        spec.restart_threshold = v;
-    }
-    if let Some(v) = o.restart_period {
-        spec.restart_period_secs = v;
-    }
-    if let Some(v) = o.pending_timeout {
-        spec.pending_timeout_secs = v;
-    }
-    Ok(())
-}
-
 fn done(v: &Value, as_json: bool, what: String) {
     if as_json {
         println!("{v}");
@@ -768,8 +520,8 @@ fn done(v: &Value, as_json: bool, what: String) {
     }
 }
 
-async fn group_verb(t: &Target, verb: &GroupVerb, as_json: bool) -> anyhow::Result<ExitCode> {
-    let (body, what) = match verb {
+async fn group_verb(t: &AdminClient, verb: &GroupVerb, as_json: bool) -> anyhow::Result<ExitCode> {
+    let (change, what) = match verb {
         GroupVerb::List => {
             let c = t.catalog().await?;
             if as_json {
@@ -798,50 +550,51 @@ async fn group_verb(t: &Target, verb: &GroupVerb, as_json: bool) -> anyhow::Resu
             }
             return Ok(ExitCode::SUCCESS);
         }
-        GroupVerb::Create { name, opts } => {
-            let mut spec = GroupSpec::default();
-            apply_group_opts(&mut spec, opts)?;
-            (
-                json!({"action": "create", "name": name, "spec": spec}),
-                format!("group {name} created"),
-            )
-        }
-        GroupVerb::Set { name, opts } => {
-            let c = t.catalog().await?;
-            let cur = c["groups"]
-                .get(name)
-                .ok_or_else(|| anyhow!("no group {name:?}"))?;
-            let mut spec: GroupSpec = serde_json::from_value(cur["spec"].clone())?;
-            apply_group_opts(&mut spec, opts)?;
-            (
-                json!({"action": "set", "name": name, "spec": spec}),
-                format!("group {name} changed"),
-            )
-        }
+        GroupVerb::Create { name, opts } => (
+            GroupChange::Create {
+                name: name.clone(),
+                opts: opts.clone().into(),
+            },
+            format!("group {name} created"),
+        ),
+        GroupVerb::Set { name, opts } => (
+            GroupChange::Set {
+                name: name.clone(),
+                opts: opts.clone().into(),
+            },
+            format!("group {name} changed"),
+        ),
         GroupVerb::Delete { name } => (
-            json!({"action": "delete", "name": name}),
+            GroupChange::Delete { name: name.clone() },
             format!("group {name} deleted"),
         ),
         GroupVerb::Move { name, to } => (
-            json!({"action": "move", "name": name, "to": to}),
+            GroupChange::Move {
+                name: name.clone(),
+                to: to.clone(),
+            },
             format!("group {name} moving"),
         ),
         GroupVerb::Online { name } => (
-            json!({"action": "online", "name": name}),
+            GroupChange::Online { name: name.clone() },
             format!("group {name} set online"),
         ),
         GroupVerb::Offline { name } => (
-            json!({"action": "offline", "name": name}),
+            GroupChange::Offline { name: name.clone() },
             format!("group {name} set offline"),
         ),
     };
-    let v = t.to_member("POST", "/group", &body).await?;
+    let v = t.group(&change).await?;
     done(&v, as_json, what);
     Ok(ExitCode::SUCCESS)
 }
 
-async fn resource_verb(t: &Target, verb: &ResourceVerb, as_json: bool) -> anyhow::Result<ExitCode> {
-    let (body, what) = match verb {
+async fn resource_verb(
+    t: &AdminClient,
+    verb: &ResourceVerb,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let (change, what) = match verb {
         ResourceVerb::List => {
             let c = t.catalog().await?;
             if as_json {
@@ -871,64 +624,51 @@ async fn resource_verb(t: &Target, verb: &ResourceVerb, as_json: bool) -> anyhow
             }
             return Ok(ExitCode::SUCCESS);
         }
-        ResourceVerb::Create { name, opts } => {
-            let group = opts
-                .group
-                .clone()
-                .ok_or_else(|| anyhow!("--group is required"))?;
-            let kind = opts
-                .kind
-                .as_deref()
-                .ok_or_else(|| anyhow!("--type is required"))?;
-            let kind = ResourceType::parse(kind)
-                .ok_or_else(|| anyhow!("unknown resource type {kind:?}"))?;
-            let mut spec = ResourceSpec::new(&group, kind);
-            apply_resource_opts(&mut spec, opts)?;
-            (
-                json!({"action": "create", "name": name, "spec": spec}),
-                format!("resource {name} created"),
-            )
-        }
-        ResourceVerb::Set { name, opts } => {
-            let c = t.catalog().await?;
-            let cur = c["resources"]
-                .get(name)
-                .ok_or_else(|| anyhow!("no resource {name:?}"))?;
-            let mut spec: ResourceSpec = serde_json::from_value(cur["spec"].clone())?;
-            apply_resource_opts(&mut spec, opts)?;
-            (
-                json!({"action": "set", "name": name, "spec": spec}),
-                format!("resource {name} changed"),
-            )
-        }
+        ResourceVerb::Create { name, opts } => (
+            ResourceChange::Create {
+                name: name.clone(),
+                opts: opts.clone().into(),
+            },
+            format!("resource {name} created"),
+        ),
+        ResourceVerb::Set { name, opts } => (
+            ResourceChange::Set {
+                name: name.clone(),
+                opts: opts.clone().into(),
+            },
+            format!("resource {name} changed"),
+        ),
         ResourceVerb::Delete { name } => (
-            json!({"action": "delete", "name": name}),
+            ResourceChange::Delete { name: name.clone() },
             format!("resource {name} deleted"),
         ),
         ResourceVerb::Depend { name, on } => (
-            json!({"action": "depend", "name": name, "on": on}),
+            ResourceChange::Depend {
+                name: name.clone(),
+                on: on.clone(),
+            },
             format!("{name} now depends on {on}"),
         ),
         ResourceVerb::Online { name } => (
-            json!({"action": "online", "name": name}),
+            ResourceChange::Online { name: name.clone() },
             format!("resource {name} set online"),
         ),
         ResourceVerb::Offline { name } => (
-            json!({"action": "offline", "name": name}),
+            ResourceChange::Offline { name: name.clone() },
             format!("resource {name} set offline"),
         ),
         ResourceVerb::Fail { name } => (
-            json!({"action": "fail", "name": name}),
+            ResourceChange::Fail { name: name.clone() },
             format!("resource {name} failed"),
         ),
     };
-    let v = t.to_member("POST", "/resource", &body).await?;
+    let v = t.resource(&change).await?;
     done(&v, as_json, what);
     Ok(ExitCode::SUCCESS)
 }
 
-async fn db_verb(t: &Target, verb: &DbVerb, as_json: bool) -> anyhow::Result<ExitCode> {
-    let body = match verb {
+async fn db_verb(t: &AdminClient, verb: &DbVerb, as_json: bool) -> anyhow::Result<ExitCode> {
+    let change = match verb {
         DbVerb::Get { key } => {
             let db = t.db().await?;
             match key {
@@ -949,10 +689,13 @@ async fn db_verb(t: &Target, verb: &DbVerb, as_json: bool) -> anyhow::Result<Exi
             }
             return Ok(ExitCode::SUCCESS);
         }
-        DbVerb::Set { key, value } => json!({ "op": "put", "key": key, "value": value }),
-        DbVerb::Delete { key } => json!({ "op": "delete", "key": key }),
+        DbVerb::Set { key, value } => Change::Put {
+            key: key.clone(),
+            value: value.clone(),
+        },
+        DbVerb::Delete { key } => Change::Delete { key: key.clone() },
     };
-    let v = t.to_member("POST", "/db", &body).await?;
+    let v = t.db_change(&change).await?;
     if as_json {
         println!("{v}");
     } else {

@@ -8,6 +8,7 @@
 //! in the deterministic simulator under `tests/`.
 
 pub mod admin;
+pub mod admin_client;
 pub mod arbiter;
 pub mod clusdisk;
 pub mod cluster_file;

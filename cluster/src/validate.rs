@@ -17,9 +17,14 @@
 
 use std::collections::BTreeSet;
 
+use busrig_http::HttpError;
 use serde::Serialize;
+use serde_json::Value;
 
+use crate::admin::{self, AdminError};
+use crate::admin_client::AdminClient;
 use crate::config::{ClusterConfig, QuorumModel};
+use crate::db::DbSnapshot;
 use crate::node::quorum::Votes;
 use crate::resource::{Catalog, ResourceType, DEFAULT_GROUP};
 
@@ -55,6 +60,73 @@ pub struct BusFacts {
     pub topology: Option<String>,
     /// (target name, LUN) pairs the bus serves.
     pub luns: BTreeSet<(String, u16)>,
+}
+
+impl BusFacts {
+    /// The facts in the bus control plane's `GET /status` answer: the
+    /// first bus's topology and every LUN (target names lowercased).
+    pub fn from_status(v: &Value) -> BusFacts {
+        let mut facts = BusFacts {
+            topology: v["buses"][0]["topology"].as_str().map(String::from),
+            ..BusFacts::default()
+        };
+        for l in v["luns"].as_array().into_iter().flatten() {
+            if let (Some(t), Some(n)) = (l["target"].as_str(), l["lun"].as_u64()) {
+                facts.luns.insert((t.to_ascii_lowercase(), n as u16));
+            }
+        }
+        facts
+    }
+}
+
+/// A failure while gathering what validation checks.
+#[derive(Debug, thiserror::Error)]
+pub enum FactsError {
+    /// The cluster's database could not be read from the member that
+    /// answered.
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    /// The member's database answer did not decode.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// The bus control plane could not be asked.
+    #[error("bus control {addr}")]
+    Bus {
+        addr: String,
+        #[source]
+        source: HttpError,
+    },
+}
+
+/// What `validate` checks besides the cluster file: the running
+/// cluster's groups (none when no node answers) and, when a bus control
+/// address is given, the bus's topology and LUNs (none when it answers
+/// with an error).
+pub async fn gather(
+    client: &AdminClient,
+    bus: Option<&str>,
+) -> Result<(Catalog, BusFacts), FactsError> {
+    let catalog = match client.status().await {
+        Ok((addr, _)) => {
+            let db = admin::request(&addr, "GET", "/db", None, client.secret()).await?;
+            let db: DbSnapshot = serde_json::from_value(db)?;
+            Catalog::from_db(&db)
+        }
+        Err(_) => Catalog::default(),
+    };
+    let mut facts = BusFacts::default();
+    if let Some(b) = bus {
+        let (code, v) = busrig_http::request(b, "GET", "/status", None, None)
+            .await
+            .map_err(|source| FactsError::Bus {
+                addr: b.to_string(),
+                source,
+            })?;
+        if code == 200 {
+            facts = BusFacts::from_status(&v);
+        }
+    }
+    Ok((catalog, facts))
 }
 
 /// Runs every rule.
@@ -251,7 +323,6 @@ fn url_target_lun(url: &str) -> Option<(String, u16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::DbSnapshot;
     use crate::resource::{group_key, resource_key, GroupSpec, ResourceSpec};
 
     fn cfg(n: usize) -> ClusterConfig {
@@ -380,5 +451,17 @@ mod tests {
         // A disk the bus does not have.
         let c = validate(&cfg(4), &evs_db(&["EVS1", "EVS2"], true), &fabric(1));
         assert_eq!(verdict(&c, "disks visible to their owners"), Verdict::Fail);
+    }
+
+    #[test]
+    fn bus_facts_from_the_control_planes_status() {
+        let v = serde_json::json!({
+            "buses": [{ "topology": "fc-fabric" }],
+            "luns": [{ "target": "IQN.X:Disks", "lun": 3 }, { "target": "y" }],
+        });
+        let f = BusFacts::from_status(&v);
+        assert_eq!(f.topology.as_deref(), Some("fc-fabric"));
+        assert_eq!(f.luns, BTreeSet::from([("iqn.x:disks".to_string(), 3)]));
+        assert_eq!(BusFacts::from_status(&serde_json::json!({})).topology, None);
     }
 }
