@@ -858,11 +858,56 @@ impl FullStatus {
     }
 }
 
+/// REPORT CAPABILITIES as `busrig disk --json` prints it: SPC-4 §6.15.4's
+/// bits spelled out, and the supported types by variant name.
+impl serde::Serialize for Capabilities {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = ser.serialize_struct("Capabilities", 9)?;
+        st.serialize_field("replace_lost_reservation_capable", &self.rlr_c)?;
+        st.serialize_field("compatible_reservation_handling", &self.crh)?;
+        st.serialize_field("specify_initiator_ports_capable", &self.sip_c)?;
+        st.serialize_field("all_target_ports_capable", &self.atp_c)?;
+        st.serialize_field("persist_through_power_loss_capable", &self.ptpl_c)?;
+        st.serialize_field("type_mask_valid", &self.tmv)?;
+        st.serialize_field("allow_commands", &self.allow_commands)?;
+        st.serialize_field("persist_through_power_loss_activated", &self.ptpl_a)?;
+        let types: Vec<&str> = self.types().iter().map(|t| t.ident()).collect();
+        st.serialize_field("types", &types)?;
+        st.end()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const ISID: [u8; 6] = [0x80, 0x12, 0x34, 0x56, 0x78, 0x9a];
+
+    #[test]
+    fn capabilities_json_spells_out_the_bits() {
+        let c = Capabilities {
+            crh: true,
+            ptpl_c: true,
+            allow_commands: 3,
+            type_mask: Capabilities::type_bit(1) | Capabilities::type_bit(5),
+            ..Capabilities::default()
+        };
+        assert_eq!(
+            serde_json::to_value(c).unwrap(),
+            serde_json::json!({
+                "replace_lost_reservation_capable": false,
+                "compatible_reservation_handling": true,
+                "specify_initiator_ports_capable": false,
+                "all_target_ports_capable": false,
+                "persist_through_power_loss_capable": true,
+                "type_mask_valid": false,
+                "allow_commands": 3,
+                "persist_through_power_loss_activated": false,
+                "types": ["WriteExclusive", "WriteExclusiveRegistrantsOnly"],
+            })
+        );
+    }
 
     #[test]
     fn pr_type_parsing_accepts_numbers_and_names() {
