@@ -905,9 +905,6 @@ async fn pr(disk: &Disk, verb: &PrVerb, out: &Out) -> Result<(), Failure> {
         PrVerb::ReadReservation => {
             let r = disk.pr_read_reservation().await?;
             let uas = report_uas(out, disk);
-            let holder = r.reservation.as_ref().map(|h| {
-                json!({ "key": key_hex(h.key), "scope": h.scope, "type": h.type_code, "type_name": PrType::from_code(h.type_code).map(|t| t.abbrev()) })
-            });
             out.emit(
                 || match &r.reservation {
                     None => format!("PR generation=0x{:x}, there is NO reservation held", r.generation),
@@ -919,7 +916,7 @@ async fn pr(disk: &Disk, verb: &PrVerb, out: &Out) -> Result<(), Failure> {
                         PrType::from_code(h.type_code).map(|t| t.name()).unwrap_or("unknown")
                     ),
                 },
-                json!({ "generation": r.generation, "reservation": holder, "unit_attentions": ua_json(&uas) }),
+                json!({ "generation": r.generation, "reservation": r.reservation, "unit_attentions": ua_json(&uas) }),
             );
             return Ok(());
         }
@@ -945,22 +942,6 @@ async fn pr(disk: &Disk, verb: &PrVerb, out: &Out) -> Result<(), Failure> {
         PrVerb::ReadFullStatus => {
             let s = disk.pr_read_full_status().await?;
             let uas = report_uas(out, disk);
-            let regs: Vec<Value> = s
-                .descriptors
-                .iter()
-                .map(|e| {
-                    json!({
-                        "key": key_hex(e.key),
-                        "all_tg_pt": e.all_tg_pt,
-                        "reservation_holder": e.holder,
-                        "scope": e.scope,
-                        "type": e.type_code,
-                        "type_name": PrType::from_code(e.type_code).map(|t| t.abbrev()),
-                        "relative_target_port": e.relative_target_port,
-                        "transport_id": e.transport_id.to_string(),
-                    })
-                })
-                .collect();
             out.emit(
                 || {
                     let mut h = format!("PR generation=0x{:x}", s.generation);
@@ -982,7 +963,7 @@ async fn pr(disk: &Disk, verb: &PrVerb, out: &Out) -> Result<(), Failure> {
                     }
                     h
                 },
-                json!({ "generation": s.generation, "registrations": regs, "unit_attentions": ua_json(&uas) }),
+                json!({ "generation": s.generation, "registrations": s.descriptors, "unit_attentions": ua_json(&uas) }),
             );
             return Ok(());
         }
