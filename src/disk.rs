@@ -1,8 +1,12 @@
 //! `busrig disk URL VERB`: one SCSI command (or a reservation holder or
-//! challenger) against one LUN, through busrig's initiator.
+//! challenger) against one LUN, through busrig's initiator. This file parses
+//! the arguments and prints; the hold and the challenge are
+//! `busrig_initiator::reservation`, the JSON of the SCSI structures is their
+//! `Serialize` in `busrig_proto::scsi`.
 //!
 //! Exit statuses follow sg3_utils (sg3_utils(8), "EXIT STATUS") so scripts
-//! written for sg_persist and friends read them the same way:
+//! written for sg_persist and friends read them the same way (the mapping
+//! of an initiator error is `busrig_initiator::Error::exit_status`):
 //!
 //! ```text
 //!  0 GOOD                      14 MISCOMPARE (COMPARE AND WRITE)
