@@ -213,11 +213,63 @@ pub fn login_status_name(class: u8, detail: u8) -> &'static str {
     }
 }
 
+impl Error {
+    /// The sg3_utils exit status for this error (sg3_utils(8), "EXIT
+    /// STATUS"), as `busrig disk` exits with it: 24 RESERVATION CONFLICT,
+    /// 22 LBA OUT OF RANGE, 6 UNIT ATTENTION, 33 timeout, 97 malformed
+    /// response, 98 other sense data, 99 transport, login or session failure.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            Error::ReservationConflict => 24,
+            Error::Busy => 26,
+            Error::TaskSetFull => 27,
+            Error::AcaActive => 28,
+            Error::TaskAborted | Error::Aborted => 29,
+            Error::Timeout { .. } => 33,
+            Error::Data(_) | Error::PrData(_) | Error::Status(_) => 97,
+            Error::InvalidRequest(_) => 1,
+            Error::CheckCondition { sense: None } => 98,
+            Error::CheckCondition { sense: Some(s) } => match s.key {
+                SenseKey::NotReady => 2,
+                SenseKey::MediumError | SenseKey::HardwareError => 3,
+                SenseKey::IllegalRequest if s.asc == 0x20 => 9,
+                SenseKey::IllegalRequest if s.asc == 0x21 => 22,
+                SenseKey::IllegalRequest => 5,
+                SenseKey::UnitAttention => 6,
+                SenseKey::DataProtect => 7,
+                SenseKey::CopyAborted => 10,
+                SenseKey::AbortedCommand => 11,
+                SenseKey::Miscompare => 14,
+                SenseKey::NoSense => 20,
+                SenseKey::RecoveredError => 21,
+                _ => 98,
+            },
+            _ => 99,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use busrig_proto::scsi::sense::Asc;
 
     use super::*;
+
+    #[test]
+    fn exit_statuses_match_sg3_utils() {
+        let cc = |a: Asc| Error::CheckCondition {
+            sense: Some(Sense::new(a)),
+        };
+        assert_eq!(Error::ReservationConflict.exit_status(), 24);
+        assert_eq!(cc(Asc::LBA_OUT_OF_RANGE).exit_status(), 22);
+        assert_eq!(cc(Asc::INVALID_COMMAND_OPERATION_CODE).exit_status(), 9);
+        assert_eq!(cc(Asc::INVALID_FIELD_IN_CDB).exit_status(), 5);
+        assert_eq!(cc(Asc::SCSI_BUS_RESET_OCCURRED).exit_status(), 6);
+        assert_eq!(cc(Asc::MISCOMPARE_DURING_VERIFY).exit_status(), 14);
+        assert_eq!(cc(Asc::MEDIUM_NOT_PRESENT).exit_status(), 2);
+        assert_eq!(Error::Busy.exit_status(), 26);
+        assert_eq!(Error::SessionLost("x".into()).exit_status(), 99);
+    }
 
     #[test]
     fn unit_attention_is_recognised_from_sense() {

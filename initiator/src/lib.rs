@@ -13,6 +13,7 @@
 //! session    the public handle: commands, timeouts, recovery and replay
 //! discovery  SendTargets
 //! disk       typed SCSI operations on one LUN
+//! reservation holding and challenging a SCSI-2 reservation (renew, reset/wait/RESERVE)
 //! scsi       CDB builders and parameter-data decoders
 //! ```
 //!
@@ -36,6 +37,7 @@ pub mod disk;
 pub mod engine;
 pub mod error;
 pub mod login;
+pub mod reservation;
 pub mod scsi;
 pub mod session;
 pub mod url;
@@ -47,5 +49,6 @@ pub use discovery::{send_targets, DiscoveredTarget};
 pub use disk::Disk;
 pub use engine::{Event, Outcome, Request, ScsiOutcome, TaskAttr};
 pub use error::Error;
+pub use reservation::{Arbitration, ArbitrationError, ArbitrationReset, HoldEnd, Scsi2Cdb};
 pub use session::{PendingTask, Session, SessionInfo};
 pub use url::{IscsiUrl, Portal, UrlError};

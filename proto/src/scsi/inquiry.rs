@@ -379,9 +379,51 @@ pub fn logical_block_provisioning() -> Vec<u8> {
     )
 }
 
+/// Standard INQUIRY as `busrig disk --json` prints it (SPC-4 §6.6.2), with
+/// the device type's name.
+impl serde::Serialize for StandardInquiry {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = ser.serialize_struct("StandardInquiry", 11)?;
+        st.serialize_field("peripheral_qualifier", &self.peripheral_qualifier)?;
+        st.serialize_field("device_type", &self.device_type)?;
+        st.serialize_field("device_type_name", device_type_name(self.device_type))?;
+        st.serialize_field("removable", &self.removable)?;
+        st.serialize_field("version", &self.version)?;
+        st.serialize_field("response_data_format", &self.response_data_format)?;
+        st.serialize_field("tpgs", &self.tpgs)?;
+        st.serialize_field("protect", &self.protect)?;
+        st.serialize_field("vendor", &self.vendor)?;
+        st.serialize_field("product", &self.product)?;
+        st.serialize_field("revision", &self.revision)?;
+        st.end()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inquiry_json_names_the_device_type() {
+        let i = StandardInquiry::disk("BUSRIG", "QUORUM DISK", "0001", true);
+        assert_eq!(
+            serde_json::to_value(&i).unwrap(),
+            serde_json::json!({
+                "peripheral_qualifier": 0,
+                "device_type": 0,
+                "device_type_name": "direct access block device",
+                "removable": false,
+                "version": 6,
+                "response_data_format": 2,
+                "tpgs": 0,
+                "protect": false,
+                "vendor": "BUSRIG",
+                "product": "QUORUM DISK",
+                "revision": "0001",
+            })
+        );
+    }
 
     #[test]
     fn standard_inquiry_layout() {

@@ -858,11 +858,144 @@ impl FullStatus {
     }
 }
 
+/// A READ RESERVATION holder as `busrig disk --json` prints it: the key in
+/// hex as sg_persist writes it, the scope, the type code and its
+/// abbreviation (SPC-4 §6.15.3).
+impl serde::Serialize for ReservationDescriptor {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = ser.serialize_struct("ReservationDescriptor", 4)?;
+        st.serialize_field("key", &format!("0x{:x}", self.key))?;
+        st.serialize_field("scope", &self.scope)?;
+        st.serialize_field("type", &self.type_code)?;
+        st.serialize_field(
+            "type_name",
+            &PrType::from_code(self.type_code).map(|t| t.abbrev()),
+        )?;
+        st.end()
+    }
+}
+
+/// A READ FULL STATUS registration as `busrig disk --json` prints it
+/// (SPC-4 §6.15.5): the key in hex, the holder and ALL_TG_PT bits, the
+/// type, the relative target port and the TransportID in words.
+impl serde::Serialize for FullStatusDescriptor {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = ser.serialize_struct("FullStatusDescriptor", 8)?;
+        st.serialize_field("key", &format!("0x{:x}", self.key))?;
+        st.serialize_field("all_tg_pt", &self.all_tg_pt)?;
+        st.serialize_field("reservation_holder", &self.holder)?;
+        st.serialize_field("scope", &self.scope)?;
+        st.serialize_field("type", &self.type_code)?;
+        st.serialize_field(
+            "type_name",
+            &PrType::from_code(self.type_code).map(|t| t.abbrev()),
+        )?;
+        st.serialize_field("relative_target_port", &self.relative_target_port)?;
+        st.serialize_field("transport_id", &self.transport_id.to_string())?;
+        st.end()
+    }
+}
+
+/// REPORT CAPABILITIES as `busrig disk --json` prints it: SPC-4 §6.15.4's
+/// bits spelled out, and the supported types by variant name.
+impl serde::Serialize for Capabilities {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = ser.serialize_struct("Capabilities", 9)?;
+        st.serialize_field("replace_lost_reservation_capable", &self.rlr_c)?;
+        st.serialize_field("compatible_reservation_handling", &self.crh)?;
+        st.serialize_field("specify_initiator_ports_capable", &self.sip_c)?;
+        st.serialize_field("all_target_ports_capable", &self.atp_c)?;
+        st.serialize_field("persist_through_power_loss_capable", &self.ptpl_c)?;
+        st.serialize_field("type_mask_valid", &self.tmv)?;
+        st.serialize_field("allow_commands", &self.allow_commands)?;
+        st.serialize_field("persist_through_power_loss_activated", &self.ptpl_a)?;
+        let types: Vec<&str> = self.types().iter().map(|t| t.ident()).collect();
+        st.serialize_field("types", &types)?;
+        st.end()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const ISID: [u8; 6] = [0x80, 0x12, 0x34, 0x56, 0x78, 0x9a];
+
+    #[test]
+    fn reservation_json_has_hex_key_and_type_name() {
+        let r = ReservationDescriptor {
+            key: 0xab,
+            scope: 0,
+            type_code: 1,
+        };
+        assert_eq!(
+            serde_json::to_value(r).unwrap(),
+            serde_json::json!({ "key": "0xab", "scope": 0, "type": 1, "type_name": "WE" })
+        );
+        let odd = ReservationDescriptor {
+            key: 0,
+            scope: 0,
+            type_code: 0xf,
+        };
+        assert_eq!(
+            serde_json::to_value(odd).unwrap()["type_name"],
+            serde_json::Value::Null
+        );
+    }
+
+    #[test]
+    fn full_status_json_names_the_fields() {
+        let d = FullStatusDescriptor {
+            key: 0x1234,
+            all_tg_pt: false,
+            holder: true,
+            scope: 0,
+            type_code: 5,
+            relative_target_port: 1,
+            transport_id: TransportId::port("iqn.x:n1", ISID),
+        };
+        assert_eq!(
+            serde_json::to_value(&d).unwrap(),
+            serde_json::json!({
+                "key": "0x1234",
+                "all_tg_pt": false,
+                "reservation_holder": true,
+                "scope": 0,
+                "type": 5,
+                "type_name": "WERO",
+                "relative_target_port": 1,
+                "transport_id": d.transport_id.to_string(),
+            })
+        );
+    }
+
+    #[test]
+    fn capabilities_json_spells_out_the_bits() {
+        let c = Capabilities {
+            crh: true,
+            ptpl_c: true,
+            allow_commands: 3,
+            type_mask: Capabilities::type_bit(1) | Capabilities::type_bit(5),
+            ..Capabilities::default()
+        };
+        assert_eq!(
+            serde_json::to_value(c).unwrap(),
+            serde_json::json!({
+                "replace_lost_reservation_capable": false,
+                "compatible_reservation_handling": true,
+                "specify_initiator_ports_capable": false,
+                "all_target_ports_capable": false,
+                "persist_through_power_loss_capable": true,
+                "type_mask_valid": false,
+                "allow_commands": 3,
+                "persist_through_power_loss_activated": false,
+                "types": ["WriteExclusive", "WriteExclusiveRegistrantsOnly"],
+            })
+        );
+    }
 
     #[test]
     fn pr_type_parsing_accepts_numbers_and_names() {

@@ -366,9 +366,48 @@ impl std::fmt::Display for Sense {
     }
 }
 
+/// Sense data as `busrig disk --json` reports it: the key's name, ASC and
+/// ASCQ as two hex digits, the table's description, the INFORMATION field
+/// and the one-line text (SPC-4 §4.5).
+impl serde::Serialize for Sense {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = ser.serialize_struct("Sense", 6)?;
+        st.serialize_field("key", self.key.name())?;
+        st.serialize_field("asc", &format!("{:02x}", self.asc))?;
+        st.serialize_field("ascq", &format!("{:02x}", self.ascq))?;
+        st.serialize_field("description", &self.asc_entry().map(|a| a.name))?;
+        st.serialize_field("information", &self.information)?;
+        st.serialize_field("text", &self.to_string())?;
+        st.end()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sense_json_names_key_and_code() {
+        let mut s = Sense::new(Asc::LBA_OUT_OF_RANGE);
+        s.information = Some(7);
+        assert_eq!(
+            serde_json::to_value(s).unwrap(),
+            serde_json::json!({
+                "key": "ILLEGAL REQUEST",
+                "asc": "21",
+                "ascq": "00",
+                "description": "LOGICAL BLOCK ADDRESS OUT OF RANGE",
+                "information": 7,
+                "text": s.to_string(),
+            })
+        );
+        let ua = Sense::new(Asc::SCSI_BUS_RESET_OCCURRED);
+        let j = serde_json::to_value(ua).unwrap();
+        assert_eq!(j["key"], "UNIT ATTENTION");
+        assert_eq!(j["asc"], "29");
+        assert_eq!(j["information"], serde_json::Value::Null);
+    }
 
     #[test]
     fn fixed_lba_out_of_range_bytes() {
