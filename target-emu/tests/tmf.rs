@@ -31,6 +31,20 @@ async fn write_waiting_for_r2t(c: &mut Client, lun: u64, cmd_sn: u32, blocks: u1
     (itt, cmd_sn)
 }
 
+/// Sends the whole Data-Out of an aborted write after the abort and checks
+/// that the target discards it without an answer (RFC 7143 §11.5.1).
+async fn send_late_data(c: &mut Client, itt: u32, ttt: u32, len: usize) {
+    let d = DataOut {
+        final_: true,
+        itt,
+        ttt,
+        buffer_offset: 0,
+        ..Default::default()
+    };
+    c.send(pdu(d, Bytes::from(vec![1u8; len]))).await;
+    c.expect_silence(Duration::from_millis(200)).await;
+}
+
 #[tokio::test]
 async fn abort_task_of_a_write_waiting_for_data() {
     let h = Harness::default();
@@ -45,15 +59,7 @@ async fn abort_task_of_a_write_waiting_for_data() {
     assert_eq!(r2t.itt, itt);
     assert_eq!(c.tmf(tmf::ABORT_TASK, 0, itt, sn).await, tmf::RESP_COMPLETE);
     // Data for the aborted command arrives late: discarded, no answer.
-    let d = DataOut {
-        final_: true,
-        itt,
-        ttt: r2t.ttt,
-        buffer_offset: 0,
-        ..Default::default()
-    };
-    c.send(pdu(d, Bytes::from(vec![1u8; 2048]))).await;
-    c.expect_silence(Duration::from_millis(200)).await;
+    send_late_data(&mut c, itt, r2t.ttt, 2048).await;
     // Nothing was written and the session goes on.
     assert_eq!(c.read(0, 0, 4).await, vec![0u8; 2048]);
     assert_eq!(h.server.portal().tasks().count(|_| true), 0);
@@ -190,15 +196,7 @@ async fn another_initiators_reset_answers_the_aborted_write_task_aborted() {
         };
         assert_eq!((resp.itt, resp.status), (itt, 0x40), "TASK ABORTED");
         // The data a sends late is discarded without an answer.
-        let d = DataOut {
-            final_: true,
-            itt,
-            ttt: r2t.ttt,
-            buffer_offset: 0,
-            ..Default::default()
-        };
-        a.send(pdu(d, Bytes::from(vec![1u8; 1024]))).await;
-        a.expect_silence(Duration::from_millis(100)).await;
+        send_late_data(&mut a, itt, r2t.ttt, 1024).await;
         assert_eq!(h.server.portal().tasks().count(|_| true), 0);
         // The reset's unit attention, then the medium is untouched.
         let r = a.command(1, TEST_UNIT_READY, 0, None, false).await;
