@@ -505,3 +505,53 @@ fn majority_two_nodes_with_witness_survive_a_kill() {
         l.settled(&all)
     });
 }
+
+/// `busrig lab up`, `status` and `down` through the command line (the
+/// other tests bring labs up and down through the `busrig-lab` crate).
+#[test]
+fn lab_up_status_down_through_the_cli() {
+    /// Brings the lab down even when an assertion fails.
+    struct Down<'a>(&'a str);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = busrig(&["lab", "down", "--dir", self.0]);
+        }
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path().to_str().unwrap();
+    let out = busrig(&["lab", "up", "--dir", d, "--nodes", "2"]);
+    let _down = Down(d);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "lab up: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("members NODE1=online NODE2=online"), "{text}");
+    let out = busrig(&["lab", "status", "--dir", d, "--json"]);
+    assert!(out.status.success());
+    let st: Value = serde_json::from_slice(&out.stdout).expect("status json");
+    assert_eq!(st["cluster"]["cluster"], json!("LAB"));
+    let running: Vec<&str> = st["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["process"] == json!("running"))
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(running, ["target", "NODE1", "NODE2"]);
+    let out = busrig(&["lab", "down", "--dir", d]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st: Value =
+        serde_json::from_slice(&busrig(&["lab", "status", "--dir", d, "--json"]).stdout).unwrap();
+    assert_eq!(st["cluster"], Value::Null, "nobody answers after down");
+    assert!(st["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["pid"].is_null()));
+}
