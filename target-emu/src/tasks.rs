@@ -20,7 +20,7 @@
 //! learns at once instead of waiting for its command timeout.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -58,9 +58,9 @@ impl std::fmt::Display for AbortBy<'_> {
 struct Entry {
     info: TaskInfo,
     token: CancellationToken,
-    /// Set before `token` is cancelled when the abort came from another
-    /// I_T nexus or the control plane.
-    foreign: Arc<AtomicBool>,
+    /// Set (under the set's lock, before `token` is cancelled) when the
+    /// abort came from another I_T nexus or the control plane.
+    foreign: bool,
 }
 
 #[derive(Default)]
@@ -81,7 +81,6 @@ pub struct TaskRegistry {
 pub struct TaskGuard {
     id: u64,
     token: CancellationToken,
-    foreign: Arc<AtomicBool>,
     registry: TaskRegistry,
 }
 
@@ -99,7 +98,17 @@ impl TaskGuard {
     /// True when the task was aborted by another I_T nexus or by the
     /// control plane: it is answered (TAS, see the module documentation).
     pub fn aborted_by_another(&self) -> bool {
-        self.is_aborted() && self.foreign.load(Ordering::Acquire)
+        // Only asked once a task was aborted, so the lock stays off the
+        // path of commands that run normally.
+        self.is_aborted()
+            && self
+                .registry
+                .inner
+                .tasks
+                .lock()
+                .unwrap()
+                .get(&self.id)
+                .is_some_and(|e| e.foreign)
     }
 }
 
@@ -119,19 +128,17 @@ impl TaskRegistry {
     pub fn register(&self, info: TaskInfo) -> TaskGuard {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let token = CancellationToken::new();
-        let foreign = Arc::new(AtomicBool::new(false));
         self.inner.tasks.lock().unwrap().insert(
             id,
             Entry {
                 info,
                 token: token.clone(),
-                foreign: foreign.clone(),
+                foreign: false,
             },
         );
         TaskGuard {
             id,
             token,
-            foreign,
             registry: self.clone(),
         }
     }
@@ -163,15 +170,13 @@ impl TaskRegistry {
     /// all of them have left the set. Returns how many were aborted.
     pub async fn abort_matching(&self, by: AbortBy<'_>, pred: impl Fn(&TaskInfo) -> bool) -> usize {
         let ids: Vec<u64> = {
-            let tasks = self.inner.tasks.lock().unwrap();
+            let mut tasks = self.inner.tasks.lock().unwrap();
             tasks
-                .iter()
+                .iter_mut()
                 .filter(|(_, e)| pred(&e.info))
                 .map(|(id, e)| {
                     let own = matches!(by, AbortBy::Nexus(n) if *n == e.info.nexus);
-                    if !own {
-                        e.foreign.store(true, Ordering::Release);
-                    }
+                    e.foreign |= !own;
                     e.token.cancel();
                     *id
                 })

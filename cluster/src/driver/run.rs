@@ -192,25 +192,28 @@ pub struct Io {
 type DiskFuture<'a> = Pin<Box<dyn Future<Output = (u64, DiskResult)> + Send + 'a>>;
 
 /// The two disk lanes (see the module documentation).
-const ARBITRATION: usize = 0;
-const DATA: usize = 1;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LaneKind {
+    Arbitration,
+    Data,
+}
 
 /// The lane of `op`: data I/O, and the RELEASE or unregister that ends a
 /// node's use of the disk after its last writes, go in order in the data
 /// lane; every other reservation operation in the arbitration lane.
-fn lane(op: &DiskOp) -> usize {
+fn lane(op: &DiskOp) -> LaneKind {
     match op {
         DiskOp::Write { .. }
         | DiskOp::Read { .. }
         | DiskOp::Release
-        | DiskOp::PrUnregister { .. } => DATA,
+        | DiskOp::PrUnregister { .. } => LaneKind::Data,
         DiskOp::Reserve
         | DiskOp::BusReset
         | DiskOp::PrRegister { .. }
         | DiskOp::PrReserve { .. }
         | DiskOp::PrPreempt { .. }
         | DiskOp::PrReadKeys
-        | DiskOp::PrReadReservation => ARBITRATION,
+        | DiskOp::PrReadReservation => LaneKind::Arbitration,
     }
 }
 
@@ -402,11 +405,10 @@ impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
         self.publish();
     }
 
-    fn lane(&mut self, which: usize) -> &mut Lane<'a> {
-        if which == ARBITRATION {
-            &mut self.arbitration
-        } else {
-            &mut self.data
+    fn lane(&mut self, which: LaneKind) -> &mut Lane<'a> {
+        match which {
+            LaneKind::Arbitration => &mut self.arbitration,
+            LaneKind::Data => &mut self.data,
         }
     }
 
@@ -441,15 +443,15 @@ impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
                 (None, None) => return,
                 (Some(f), None) => tokio::time::timeout_at(deadline, f)
                     .await
-                    .map(|r| (ARBITRATION, r)),
+                    .map(|r| (LaneKind::Arbitration, r)),
                 (None, Some(f)) => tokio::time::timeout_at(deadline, f)
                     .await
-                    .map(|r| (DATA, r)),
+                    .map(|r| (LaneKind::Data, r)),
                 (Some(fa), Some(fd)) => {
                     tokio::time::timeout_at(deadline, async {
                         tokio::select! {
-                            r = fa => (ARBITRATION, r),
-                            r = fd => (DATA, r),
+                            r = fa => (LaneKind::Arbitration, r),
+                            r = fd => (LaneKind::Data, r),
                         }
                     })
                     .await
