@@ -536,7 +536,7 @@ async fn requested_connection_drop_replays_in_flight_commands() {
     d.session().drop_connection();
     for (i, p) in pending.into_iter().enumerate() {
         match p.wait().await.unwrap() {
-            busrig_initiator::Outcome::Scsi(o) => {
+            busrig_initiator::Answer::Scsi(o) => {
                 let got = o
                     .into_result()
                     .or_else(|e| {

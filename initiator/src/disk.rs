@@ -148,7 +148,7 @@ impl Disk {
 
     async fn finish(&self, pending: PendingTask, cdb: Command) -> Result<Bytes, Error> {
         match pending.wait().await {
-            Ok(crate::engine::Outcome::Scsi(o)) => match o.into_result() {
+            Ok(crate::engine::Answer::Scsi(o)) => match o.into_result() {
                 Err(e) if e.is_reset_condition() && self.reset_retries > 0 => {
                     self.note_reset_condition(&e);
                     self.execute(cdb).await

@@ -6,7 +6,7 @@
 //!   submit(Request) ──► queue ──(CmdSN window open)──► transmit: Command (+ immediate data)
 //!                                                         + unsolicited Data-Out
 //!   handle(Pdu) ◄── R2T ───────────────────────────────► transmit: Data-Out sequence
-//!               ◄── Data-In* / SCSI Response ──────────► completion(ITT, Outcome)
+//!               ◄── Data-In* / SCSI Response ──────────► completion(ITT, Answer)
 //!               ◄── NOP-In (TTT != ffffffff) ──────────► transmit: NOP-Out reply
 //!               ◄── Async Message ─────────────────────► event
 //! ```
@@ -140,7 +140,7 @@ impl ScsiOutcome {
 
 /// The answer to a [`Request`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Answer {
     Scsi(ScsiOutcome),
     /// The TMF response code (RFC 7143 §11.6.1).
     TaskMgmt(u8),
@@ -219,7 +219,7 @@ pub struct Engine {
     /// ITTs of immediate requests (TMF, ping, logout) not yet sent.
     urgent: VecDeque<u32>,
     out: VecDeque<Pdu>,
-    done: VecDeque<(u32, Result<Outcome, Error>)>,
+    done: VecDeque<(u32, Result<Answer, Error>)>,
     events: VecDeque<Event>,
 }
 
@@ -363,7 +363,7 @@ impl Engine {
     }
 
     /// The next answered request.
-    pub fn poll_completion(&mut self) -> Option<(u32, Result<Outcome, Error>)> {
+    pub fn poll_completion(&mut self) -> Option<(u32, Result<Answer, Error>)> {
         self.done.pop_front()
     }
 
@@ -372,7 +372,7 @@ impl Engine {
         self.events.pop_front()
     }
 
-    fn complete(&mut self, itt: u32, r: Result<Outcome, Error>) {
+    fn complete(&mut self, itt: u32, r: Result<Answer, Error>) {
         if self.tasks.remove(&itt).is_some() {
             self.done.push_back((itt, r));
         }
@@ -566,7 +566,7 @@ impl Engine {
                 self.update_window(h.exp_cmd_sn, h.max_cmd_sn);
                 self.complete(
                     h.itt,
-                    Ok(Outcome::Logout {
+                    Ok(Answer::Logout {
                         response: h.response,
                         time2wait: h.time2wait,
                         time2retain: h.time2retain,
@@ -707,7 +707,7 @@ impl Engine {
             data: data.freeze(),
             residual,
         };
-        self.complete(itt, Ok(Outcome::Scsi(outcome)));
+        self.complete(itt, Ok(Answer::Scsi(outcome)));
     }
 
     fn on_r2t(&mut self, h: R2t) -> Result<(), Error> {
@@ -763,7 +763,7 @@ impl Engine {
         if h.itt != RESERVED_TAG {
             // The answer to our ping; it carries a status number (RFC 7143 §11.19).
             self.ack_status(h.stat_sn);
-            self.complete(h.itt, Ok(Outcome::Pong(data)));
+            self.complete(h.itt, Ok(Answer::Pong(data)));
         } else if h.ttt != RESERVED_TAG {
             // The target's ping: answer with ITT ffffffff and its TTT, as an
             // immediate NOP-Out that does not advance CmdSN (RFC 7143 §11.18.3).
@@ -824,7 +824,7 @@ impl Engine {
                 self.complete(itt, Err(Error::Aborted));
             }
         }
-        self.complete(h.itt, Ok(Outcome::TaskMgmt(h.response)));
+        self.complete(h.itt, Ok(Answer::TaskMgmt(h.response)));
     }
 
     fn on_text_response(&mut self, h: TextResponse, data: Bytes) -> Result<(), Error> {
@@ -836,7 +836,7 @@ impl Engine {
         task.text.extend_from_slice(&data);
         if h.final_ && !h.continue_ {
             let text = std::mem::take(&mut task.text).freeze();
-            self.complete(h.itt, Ok(Outcome::Text(text)));
+            self.complete(h.itt, Ok(Answer::Text(text)));
             return Ok(());
         }
         if task.text.len() > 1 << 20 {
@@ -908,7 +908,7 @@ impl Engine {
             match &t.req {
                 Request::Logout { .. } if t.cmd_sn.is_some() => finished.push((
                     *itt,
-                    Ok(Outcome::Logout {
+                    Ok(Answer::Logout {
                         response: 0,
                         time2wait: 0,
                         time2retain: 0,
@@ -918,14 +918,14 @@ impl Engine {
                     function: tmf::TARGET_COLD_RESET,
                     ..
                 } if t.cmd_sn.is_some() => {
-                    finished.push((*itt, Ok(Outcome::TaskMgmt(tmf::RESP_COMPLETE))))
+                    finished.push((*itt, Ok(Answer::TaskMgmt(tmf::RESP_COMPLETE))))
                 }
                 Request::TaskMgmt {
                     function: tmf::ABORT_TASK,
                     referenced,
                     ..
                 } => {
-                    finished.push((*itt, Ok(Outcome::TaskMgmt(tmf::RESP_COMPLETE))));
+                    finished.push((*itt, Ok(Answer::TaskMgmt(tmf::RESP_COMPLETE))));
                     if let Some(r) = referenced {
                         finished.push((*r, Err(Error::Aborted)));
                     }
@@ -1080,10 +1080,7 @@ mod tests {
         }
         let (itt, r) = e.poll_completion().unwrap();
         assert_eq!(itt, a);
-        assert!(matches!(
-            r,
-            Ok(Outcome::Scsi(ScsiOutcome { status: 0, .. }))
-        ));
+        assert!(matches!(r, Ok(Answer::Scsi(ScsiOutcome { status: 0, .. }))));
     }
 
     #[test]
@@ -1127,7 +1124,7 @@ mod tests {
         assert!(e.poll_completion().is_none());
         e.handle(good(itt, 100, 12)).unwrap();
         match e.poll_completion().unwrap().1.unwrap() {
-            Outcome::Scsi(o) => assert_eq!(&o.data[..], &payload[..]),
+            Answer::Scsi(o) => assert_eq!(&o.data[..], &payload[..]),
             other => panic!("{other:?}"),
         }
     }
@@ -1156,7 +1153,7 @@ mod tests {
         e.handle(pdu(Header::DataIn(h), Bytes::from(vec![1u8; 36])))
             .unwrap();
         match e.poll_completion().unwrap().1.unwrap() {
-            Outcome::Scsi(o) => {
+            Answer::Scsi(o) => {
                 assert_eq!(o.data.len(), 36);
                 assert_eq!(o.residual, 219);
             }
@@ -1196,7 +1193,7 @@ mod tests {
         };
         e.handle(pdu(Header::ScsiResponse(h), pdu::sense_segment(&sense)))
             .unwrap();
-        let Outcome::Scsi(o) = e.poll_completion().unwrap().1.unwrap() else {
+        let Answer::Scsi(o) = e.poll_completion().unwrap().1.unwrap() else {
             panic!()
         };
         let err = o.into_result().unwrap_err();
@@ -1392,7 +1389,7 @@ mod tests {
             ..Default::default()
         };
         e.handle(pdu(Header::NopIn(h), Bytes::new())).unwrap();
-        assert!(matches!(e.poll_completion(), Some((i, Ok(Outcome::Pong(_)))) if i == itt));
+        assert!(matches!(e.poll_completion(), Some((i, Ok(Answer::Pong(_)))) if i == itt));
     }
 
     #[test]
@@ -1427,14 +1424,14 @@ mod tests {
         };
         e.handle(pdu(Header::TaskMgmtResponse(resp), Bytes::new()))
             .unwrap();
-        let done: Vec<(u32, Result<Outcome, Error>)> =
+        let done: Vec<(u32, Result<Answer, Error>)> =
             std::iter::from_fn(|| e.poll_completion()).collect();
         assert!(done
             .iter()
             .any(|(i, r)| *i == on_lun0 && matches!(r, Err(Error::Aborted))));
         assert!(done
             .iter()
-            .any(|(i, r)| *i == reset && matches!(r, Ok(Outcome::TaskMgmt(0)))));
+            .any(|(i, r)| *i == reset && matches!(r, Ok(Answer::TaskMgmt(0)))));
         assert!(
             !done.iter().any(|(i, _)| *i == on_lun1),
             "LUN 1's write is not affected"
@@ -1535,7 +1532,7 @@ mod tests {
             Bytes::from_static(b"ress=1.2.3.4:3260,1\0"),
         ))
         .unwrap();
-        let Some((_, Ok(Outcome::Text(t)))) = e.poll_completion() else {
+        let Some((_, Ok(Answer::Text(t)))) = e.poll_completion() else {
             panic!()
         };
         assert_eq!(&t[..], b"TargetName=iqn.a\0TargetAddress=1.2.3.4:3260,1\0");
@@ -1581,7 +1578,7 @@ mod tests {
         // The replayed read gets fresh data: the old partial Data-In is gone.
         e.handle(good(third, 5, 8)).unwrap();
         let _ = e.poll_completion(); // the second's GOOD from before
-        let Some((i, Ok(Outcome::Scsi(o)))) = e.poll_completion() else {
+        let Some((i, Ok(Answer::Scsi(o)))) = e.poll_completion() else {
             panic!()
         };
         assert_eq!(i, third);
@@ -1600,14 +1597,14 @@ mod tests {
         let read = e.submit(read_req(1));
         drain(&mut e);
         e.connection_lost();
-        assert!(matches!(e.poll_completion(), Some((i, Ok(Outcome::TaskMgmt(0)))) if i == cold));
+        assert!(matches!(e.poll_completion(), Some((i, Ok(Answer::TaskMgmt(0)))) if i == cold));
         assert_eq!(e.outstanding(), 1, "the read waits for replay");
         let _ = read;
         let mut e = engine(Limits::default());
         let lo = e.submit(Request::Logout { reason: 0 });
         drain(&mut e);
         e.connection_lost();
-        assert!(matches!(e.poll_completion(), Some((i, Ok(Outcome::Logout { .. }))) if i == lo));
+        assert!(matches!(e.poll_completion(), Some((i, Ok(Answer::Logout { .. }))) if i == lo));
     }
 
     #[test]
@@ -1630,7 +1627,7 @@ mod tests {
             e.poll_completion(),
             Some((
                 _,
-                Ok(Outcome::Logout {
+                Ok(Answer::Logout {
                     time2retain: 20,
                     ..
                 })

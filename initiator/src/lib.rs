@@ -47,7 +47,7 @@ pub use config::{
 };
 pub use discovery::{send_targets, DiscoveredTarget};
 pub use disk::Disk;
-pub use engine::{Event, Outcome, Request, ScsiOutcome, TaskAttr};
+pub use engine::{Answer, Event, Request, ScsiOutcome, TaskAttr};
 pub use error::Error;
 pub use reservation::{Arbitration, ArbitrationError, ArbitrationReset, HoldEnd, Scsi2Cdb};
 pub use session::{PendingTask, Session, SessionInfo};

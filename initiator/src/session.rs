@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use crate::config::{Isid, SessionConfig};
 use crate::connection::{self, Connection, ConnectionEvents};
-use crate::engine::{Engine, Event, Limits, Outcome, Request, ScsiOutcome, TaskAttr};
+use crate::engine::{Answer, Engine, Event, Limits, Request, ScsiOutcome, TaskAttr};
 use crate::error::Error;
 use crate::login::{LoggedIn, Login, LoginStep};
 use crate::scsi::Command;
@@ -119,7 +119,7 @@ enum Phase {
 
 struct State {
     engine: Engine,
-    waiters: HashMap<u32, oneshot::Sender<Result<Outcome, Error>>>,
+    waiters: HashMap<u32, oneshot::Sender<Result<Answer, Error>>>,
     conn: Option<Connection>,
     generation: u64,
     phase: Phase,
@@ -398,7 +398,7 @@ impl Drop for CloseGuard {
 pub struct PendingTask {
     itt: u32,
     lun: u64,
-    rx: oneshot::Receiver<Result<Outcome, Error>>,
+    rx: oneshot::Receiver<Result<Answer, Error>>,
     session: Session,
     limit: Duration,
     /// The time limit counts from submission, not from the first poll.
@@ -415,7 +415,7 @@ impl PendingTask {
     /// [`Session::start`]) runs out. On timeout the
     /// task is forgotten and an ABORT TASK is sent for it (SAM-5 §7.2) so
     /// the target does not keep running it.
-    pub async fn wait(self) -> Result<Outcome, Error> {
+    pub async fn wait(self) -> Result<Answer, Error> {
         match tokio::time::timeout_at(self.deadline, self.rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(Error::SessionLost(
@@ -599,7 +599,7 @@ impl Session {
     }
 
     /// Runs a request with the configured command timeout.
-    pub async fn request(&self, req: Request) -> Result<Outcome, Error> {
+    pub async fn request(&self, req: Request) -> Result<Answer, Error> {
         self.start(req, self.shared.config.command_timeout)?
             .wait()
             .await
@@ -620,7 +620,7 @@ impl Session {
     /// Runs a SCSI command and returns its full outcome, whatever the status.
     pub async fn command(&self, lun: u64, cdb: Command) -> Result<ScsiOutcome, Error> {
         match self.start_command(lun, cdb)?.wait().await? {
-            Outcome::Scsi(o) => Ok(o),
+            Answer::Scsi(o) => Ok(o),
             other => Err(Error::Protocol(format!(
                 "SCSI command answered with {other:?}"
             ))),
@@ -659,8 +659,8 @@ impl Session {
             })
             .await?
         {
-            Outcome::TaskMgmt(tmf::RESP_COMPLETE) => Ok(()),
-            Outcome::TaskMgmt(response) => Err(Error::TaskManagement {
+            Answer::TaskMgmt(tmf::RESP_COMPLETE) => Ok(()),
+            Answer::TaskMgmt(response) => Err(Error::TaskManagement {
                 function: name,
                 response,
             }),
@@ -683,7 +683,7 @@ impl Session {
     /// Sends a Text Request and returns the (joined) response text.
     pub async fn text(&self, data: Bytes) -> Result<Bytes, Error> {
         match self.request(Request::Text { data }).await? {
-            Outcome::Text(t) => Ok(t),
+            Answer::Text(t) => Ok(t),
             other => Err(Error::Protocol(format!(
                 "text request answered with {other:?}"
             ))),
@@ -701,8 +701,8 @@ impl Session {
                 self.shared.config.login_timeout,
             )?;
             match pending.wait().await {
-                Ok(Outcome::Logout { response: 0, .. }) => Ok(()),
-                Ok(Outcome::Logout { response, .. }) => Err(Error::Protocol(format!(
+                Ok(Answer::Logout { response: 0, .. }) => Ok(()),
+                Ok(Answer::Logout { response, .. }) => Err(Error::Protocol(format!(
                     "logout answered with response {response}"
                 ))),
                 Ok(other) => Err(Error::Protocol(format!("logout answered with {other:?}"))),
