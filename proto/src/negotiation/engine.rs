@@ -31,6 +31,50 @@ impl Prefs {
     }
 }
 
+impl Prefs {
+    /// What one side declares at login: its operational values, its
+    /// authentication methods in preference order, and the two keys busrig
+    /// always declares (TaskReporting=RFC3720 and iSCSIProtocolLevel=1, the
+    /// level of RFC 7143; its §13 lists the keys). The initiator offers these and the
+    /// target negotiates against them, so both build them here.
+    pub(super) fn declaring(op: &OperationalValues, auth: &[AuthMethod]) -> Prefs {
+        let values = [
+            (
+                Key::HeaderDigest,
+                join_list(&op.header_digests, DigestType::as_str),
+            ),
+            (
+                Key::DataDigest,
+                join_list(&op.data_digests, DigestType::as_str),
+            ),
+            (Key::AuthMethod, join_list(auth, AuthMethod::as_str)),
+            (Key::MaxConnections, op.max_connections.to_string()),
+            (Key::MaxOutstandingR2T, op.max_outstanding_r2t.to_string()),
+            (Key::MaxBurstLength, op.max_burst_length.to_string()),
+            (Key::FirstBurstLength, op.first_burst_length.to_string()),
+            (Key::DefaultTime2Wait, op.default_time2wait.to_string()),
+            (Key::DefaultTime2Retain, op.default_time2retain.to_string()),
+            (Key::ErrorRecoveryLevel, op.error_recovery_level.to_string()),
+            (Key::InitialR2T, bool_str(op.initial_r2t)),
+            (Key::ImmediateData, bool_str(op.immediate_data)),
+            (Key::DataPduInOrder, bool_str(op.data_pdu_in_order)),
+            (
+                Key::DataSequenceInOrder,
+                bool_str(op.data_sequence_in_order),
+            ),
+            (Key::TaskReporting, "RFC3720".to_string()),
+            (Key::ProtocolLevel, "1".to_string()),
+            (
+                Key::MaxRecvDataSegmentLength,
+                op.max_recv_data_segment_length.to_string(),
+            ),
+        ];
+        Prefs {
+            values: values.into_iter().collect(),
+        }
+    }
+}
+
 pub(super) fn join_list<T: Copy>(items: &[T], f: impl Fn(T) -> &'static str) -> String {
     items.iter().map(|&i| f(i)).collect::<Vec<_>>().join(",")
 }

@@ -1,6 +1,6 @@
 //! Initiator side of login negotiation (RFC 7143 §6.2-§6.7).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use super::engine::*;
 use super::keys::*;
@@ -20,70 +20,10 @@ pub struct InitiatorNegotiator {
 impl InitiatorNegotiator {
     /// A negotiator offering `config`.
     pub fn new(config: InitiatorConfig) -> Self {
-        let mut values = HashMap::new();
-        let mut set = |k: Key, v: String| {
-            values.insert(k, v);
-        };
-        set(
-            Key::HeaderDigest,
-            join_list(&config.operational.header_digests, DigestType::as_str),
+        let mut engine = Engine::new(
+            Role::Initiator,
+            Prefs::declaring(&config.operational, &config.auth_methods),
         );
-        set(
-            Key::DataDigest,
-            join_list(&config.operational.data_digests, DigestType::as_str),
-        );
-        set(
-            Key::AuthMethod,
-            join_list(&config.auth_methods, AuthMethod::as_str),
-        );
-        set(
-            Key::MaxConnections,
-            config.operational.max_connections.to_string(),
-        );
-        set(
-            Key::MaxOutstandingR2T,
-            config.operational.max_outstanding_r2t.to_string(),
-        );
-        set(
-            Key::MaxBurstLength,
-            config.operational.max_burst_length.to_string(),
-        );
-        set(
-            Key::FirstBurstLength,
-            config.operational.first_burst_length.to_string(),
-        );
-        set(
-            Key::DefaultTime2Wait,
-            config.operational.default_time2wait.to_string(),
-        );
-        set(
-            Key::DefaultTime2Retain,
-            config.operational.default_time2retain.to_string(),
-        );
-        set(
-            Key::ErrorRecoveryLevel,
-            config.operational.error_recovery_level.to_string(),
-        );
-        set(Key::InitialR2T, bool_str(config.operational.initial_r2t));
-        set(
-            Key::ImmediateData,
-            bool_str(config.operational.immediate_data),
-        );
-        set(
-            Key::DataPduInOrder,
-            bool_str(config.operational.data_pdu_in_order),
-        );
-        set(
-            Key::DataSequenceInOrder,
-            bool_str(config.operational.data_sequence_in_order),
-        );
-        set(Key::TaskReporting, "RFC3720".to_string());
-        set(Key::ProtocolLevel, "1".to_string());
-        set(
-            Key::MaxRecvDataSegmentLength,
-            config.operational.max_recv_data_segment_length.to_string(),
-        );
-        let mut engine = Engine::new(Role::Initiator, Prefs { values });
         engine.params.session_type = config.session_type;
         engine.params.initiator_name = Some(config.initiator_name.clone());
         engine.params.initiator_alias = config.initiator_alias.clone();

@@ -1,7 +1,6 @@
 //! Target side of login and full-feature text negotiation (RFC 7143
 //! §6.2-§6.7).
 
-use std::collections::HashMap;
 
 use super::engine::*;
 use super::keys::*;
@@ -32,70 +31,10 @@ pub struct TargetNegotiator {
 impl TargetNegotiator {
     /// A negotiator enforcing `limits`.
     pub fn new(limits: TargetLimits) -> Self {
-        let mut values = HashMap::new();
-        let mut set = |k: Key, v: String| {
-            values.insert(k, v);
-        };
-        set(
-            Key::HeaderDigest,
-            join_list(&limits.operational.header_digests, DigestType::as_str),
+        let engine = Engine::new(
+            Role::Target,
+            Prefs::declaring(&limits.operational, &limits.auth_methods),
         );
-        set(
-            Key::DataDigest,
-            join_list(&limits.operational.data_digests, DigestType::as_str),
-        );
-        set(
-            Key::AuthMethod,
-            join_list(&limits.auth_methods, AuthMethod::as_str),
-        );
-        set(
-            Key::MaxConnections,
-            limits.operational.max_connections.to_string(),
-        );
-        set(
-            Key::MaxOutstandingR2T,
-            limits.operational.max_outstanding_r2t.to_string(),
-        );
-        set(
-            Key::MaxBurstLength,
-            limits.operational.max_burst_length.to_string(),
-        );
-        set(
-            Key::FirstBurstLength,
-            limits.operational.first_burst_length.to_string(),
-        );
-        set(
-            Key::DefaultTime2Wait,
-            limits.operational.default_time2wait.to_string(),
-        );
-        set(
-            Key::DefaultTime2Retain,
-            limits.operational.default_time2retain.to_string(),
-        );
-        set(
-            Key::ErrorRecoveryLevel,
-            limits.operational.error_recovery_level.to_string(),
-        );
-        set(Key::InitialR2T, bool_str(limits.operational.initial_r2t));
-        set(
-            Key::ImmediateData,
-            bool_str(limits.operational.immediate_data),
-        );
-        set(
-            Key::DataPduInOrder,
-            bool_str(limits.operational.data_pdu_in_order),
-        );
-        set(
-            Key::DataSequenceInOrder,
-            bool_str(limits.operational.data_sequence_in_order),
-        );
-        set(Key::TaskReporting, "RFC3720".to_string());
-        set(Key::ProtocolLevel, "1".to_string());
-        set(
-            Key::MaxRecvDataSegmentLength,
-            limits.operational.max_recv_data_segment_length.to_string(),
-        );
-        let engine = Engine::new(Role::Target, Prefs { values });
         TargetNegotiator {
             limits,
             engine,
