@@ -8,7 +8,8 @@ use super::{
 use crate::lu::{LogicalUnit, PRODUCT_REVISION};
 use crate::nexus::ItNexus;
 use busrig_proto::scsi::inquiry::{BlockLimits, DeviceIds};
-use busrig_proto::scsi::{inquiry, report_luns};
+use busrig_proto::scsi::sense::{Asc, Sense};
+use busrig_proto::scsi::{inquiry, opcodes, report_luns};
 
 impl ScsiTarget {
     pub(super) fn inquiry(
@@ -91,4 +92,33 @@ pub(super) fn block_limits(lu: &LogicalUnit) -> BlockLimits {
         unmap_granularity_alignment: Some(0),
         max_write_same: MAX_WRITE_SAME_BYTES / u64::from(bs),
     }
+}
+
+/// REPORT SUPPORTED OPERATION CODES (SPC-4 §6.35).
+pub(super) fn report_supported_opcodes(
+    rctd: bool,
+    options: u8,
+    opcode: u8,
+    sa: u16,
+    len: u32,
+) -> Outcome {
+    let data = if options == 0 {
+        opcodes::all_commands(rctd)
+    } else {
+        opcodes::one_command(options, opcode, sa, rctd)?
+    };
+    Ok(ScsiReply::good(alloc(data, len)))
+}
+
+/// REQUEST SENSE (SPC-4 §6.39).
+pub(super) fn request_sense(lu: &LogicalUnit, nexus: &ItNexus, desc: bool, len: u32) -> Outcome {
+    // SPC-4 §5.14: REQUEST SENSE reports the oldest unit
+    // attention as its parameter data and clears it.
+    let sense = match lu.take_unit_attention(nexus) {
+        Some(asc) => Sense::new(asc),
+        None if lu.ejected() => Sense::new(Asc::MEDIUM_NOT_PRESENT),
+        None if lu.stopped() => Sense::new(Asc::LUN_NOT_READY_INIT_REQUIRED),
+        None => Sense::new(Asc::NO_ADDITIONAL_SENSE),
+    };
+    Ok(ScsiReply::good(alloc(sense.encode(desc), len)))
 }

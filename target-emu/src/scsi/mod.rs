@@ -9,6 +9,14 @@
 //! 3. the reservation check: RESERVATION CONFLICT status;
 //! 4. CDB decoding and field checks, then the command itself.
 //!
+//! `run` is the dispatch table, one line per command; each command is
+//! carried out in the module of its family: `rw` (READ, WRITE, VERIFY,
+//! COMPARE AND WRITE, caching), `media` (capacity, START STOP UNIT,
+//! removable media), `identify` (INQUIRY, VPD, REPORT LUNS, REQUEST SENSE,
+//! REPORT SUPPORTED OPERATION CODES), `mode_params` (MODE SENSE/SELECT),
+//! `provisioning` (WRITE SAME, UNMAP, GET LBA STATUS) and `pr` (SCSI-2 and
+//! persistent reservations, with the rules in `crate::reservation`).
+//!
 //! Writes check [`TaskGuard::is_aborted`] before they touch the medium and
 //! are never abandoned half way, so a task management function that waited
 //! for the task knows no more I/O follows.
@@ -46,11 +54,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use busrig_proto::scsi::capacity::{Capacity10, Capacity16};
 use busrig_proto::scsi::cdb::{opcode, Cdb};
 use busrig_proto::scsi::inquiry::{self};
-use busrig_proto::scsi::mode::{self};
-use busrig_proto::scsi::opcodes;
 use busrig_proto::scsi::sense::{status, Asc, Sense};
 use bytes::Bytes;
 use tracing::{debug, info, warn};
@@ -63,19 +68,17 @@ use crate::write_data::WriteData;
 
 mod identify;
 mod media;
-mod mode_sense;
+mod mode_params;
 mod pr;
 mod provisioning;
 mod rw;
 #[cfg(test)]
 mod tests;
 
-use media::{medium_present, ready};
+use identify::{report_supported_opcodes, request_sense};
+use media::{prevent_allow, ready};
 use pr::pr_fail;
-use rw::{
-    data_out_wanted, exclusive, first_difference, in_range, io_fail, max_transfer, received_blocks,
-    shared, write, write_preamble,
-};
+use rw::data_out_wanted;
 
 /// Largest READ/WRITE/VERIFY transfer, in bytes (Block Limits VPD).
 const MAX_TRANSFER_BYTES: u32 = 8 << 20;
@@ -586,179 +589,38 @@ impl ScsiTarget {
                 ready(lu)?;
                 Ok(ScsiReply::good(Bytes::new()))
             }
-            Cdb::RequestSense { desc, alloc: len } => {
-                // SPC-4 §5.14: REQUEST SENSE reports the oldest unit
-                // attention as its parameter data and clears it.
-                let sense = match lu.take_unit_attention(req.nexus) {
-                    Some(asc) => Sense::new(asc),
-                    None if lu.ejected() => Sense::new(Asc::MEDIUM_NOT_PRESENT),
-                    None if lu.stopped() => Sense::new(Asc::LUN_NOT_READY_INIT_REQUIRED),
-                    None => Sense::new(Asc::NO_ADDITIONAL_SENSE),
-                };
-                Ok(ScsiReply::good(alloc(sense.encode(desc), len)))
-            }
+            Cdb::RequestSense { desc, alloc: len } => request_sense(lu, req.nexus, desc, len),
             Cdb::Inquiry {
                 evpd,
                 page,
                 alloc: len,
             } => self.inquiry(lu, req.nexus, evpd, page, len),
             Cdb::ReportLuns { select, alloc: len } => self.report_luns(select, len),
-            Cdb::ReadCapacity10 { lba, pmi } => {
-                // SBC-3 §5.16: with PMI zero the LBA field must be zero.
-                if !pmi && lba != 0 {
-                    return Err(invalid_cdb(2, None));
-                }
-                medium_present(lu)?;
-                Ok(ScsiReply::good(Bytes::copy_from_slice(
-                    &Capacity10::for_blocks(lu.blocks(), lu.block_size()).encode(),
-                )))
-            }
-            Cdb::ReadCapacity16 { alloc: len } => {
-                medium_present(lu)?;
-                let d = Capacity16 {
-                    last_lba: lu.blocks().saturating_sub(1),
-                    block_length: lu.block_size(),
-                    lbppb_exponent: lu.lbppb_exponent(),
-                    lbpme: true,
-                    lbprz: true,
-                }
-                .encode();
-                Ok(ScsiReply::good(alloc(d.to_vec(), len)))
-            }
-            Cdb::Read { lba, blocks, .. } => {
-                ready(lu)?;
-                max_transfer(lu, req.cdb, blocks)?;
-                in_range(lu, lba, blocks.into())?;
-                if blocks == 0 {
-                    return Ok(ScsiReply::good(Bytes::new()));
-                }
-                let _g = shared(lu, req.task).await?;
-                let data = lu
-                    .read(lba, blocks)
-                    .await
-                    .map_err(|e| io_fail(lu, "read", e))?;
-                Ok(ScsiReply::good(Bytes::from(data)))
-            }
+            Cdb::ReadCapacity10 { lba, pmi } => self.read_capacity10(lu, lba, pmi),
+            Cdb::ReadCapacity16 { alloc: len } => self.read_capacity16(lu, len),
+            Cdb::Read { lba, blocks, .. } => self.read_blocks(lu, req, lba, blocks).await,
             Cdb::Write {
                 lba, blocks, fua, ..
-            } => {
-                let n = write_preamble(lu, req, lba, blocks)?;
-                if n == 0 {
-                    return Ok(ScsiReply::good(Bytes::new()));
-                }
-                let _g = shared(lu, req.task).await?;
-                let data = req.data_out.slice(0, n as usize * lu.block_size() as usize);
-                write(lu, req.task, lba, data, fua || !lu.mode().wce).await?;
-                Ok(ScsiReply::good(Bytes::new()))
-            }
+            } => self.write_blocks(lu, req, lba, blocks, fua).await,
             Cdb::OrWrite {
                 lba, blocks, fua, ..
-            } => {
-                let n = write_preamble(lu, req, lba, blocks)?;
-                if n == 0 {
-                    return Ok(ScsiReply::good(Bytes::new()));
-                }
-                // SBC-3 §5.9: read, OR and write are one atomic operation
-                // with respect to every other command on the LU.
-                let _g = exclusive(lu, req.task).await?;
-                let mut medium = lu.read(lba, n).await.map_err(|e| io_fail(lu, "read", e))?;
-                for (m, d) in medium.iter_mut().zip(req.data_out.contiguous().iter()) {
-                    *m |= d;
-                }
-                write(lu, req.task, lba, medium.into(), fua || !lu.mode().wce).await?;
-                Ok(ScsiReply::good(Bytes::new()))
-            }
+            } => self.or_write(lu, req, lba, blocks, fua).await,
             Cdb::WriteAndVerify {
                 lba,
                 blocks,
                 bytchk,
                 ..
-            } => {
-                let n = write_preamble(lu, req, lba, blocks)?;
-                if n == 0 {
-                    return Ok(ScsiReply::good(Bytes::new()));
-                }
-                let _g = shared(lu, req.task).await?;
-                let data = req.data_out.slice(0, n as usize * lu.block_size() as usize);
-                // SBC-3 §5.40: the data is verified on the medium, so it
-                // must be there first.
-                write(lu, req.task, lba, data.clone(), true).await?;
-                let data = data.contiguous();
-                let back = lu.read(lba, n).await.map_err(|e| io_fail(lu, "read", e))?;
-                if bytchk {
-                    if let Some(at) = first_difference(&back, &data) {
-                        return Err(Sense::new(Asc::MISCOMPARE_DURING_VERIFY)
-                            .with_information(at as u64)
-                            .into());
-                    }
-                }
-                Ok(ScsiReply::good(Bytes::new()))
-            }
+            } => self.write_and_verify(lu, req, lba, blocks, bytchk).await,
             Cdb::Verify {
                 lba,
                 blocks,
                 bytchk,
                 ..
-            } => {
-                ready(lu)?;
-                max_transfer(lu, req.cdb, blocks)?;
-                in_range(lu, lba, blocks.into())?;
-                if blocks == 0 {
-                    return Ok(ScsiReply::good(Bytes::new()));
-                }
-                let _g = shared(lu, req.task).await?;
-                let medium = lu
-                    .read(lba, blocks)
-                    .await
-                    .map_err(|e| io_fail(lu, "read", e))?;
-                let bs = lu.block_size() as usize;
-                let miscompare = match bytchk {
-                    0 => None,
-                    1 => {
-                        let n = received_blocks(lu, &req.data_out, blocks) as usize * bs;
-                        first_difference(&medium[..n], &req.data_out.slice(0, n).contiguous())
-                    }
-                    _ => {
-                        // BYTCHK 11b: one block compared with every block.
-                        if req.data_out.len() < bs {
-                            return Err(Asc::PARAMETER_LIST_LENGTH_ERROR.into());
-                        }
-                        let one = req.data_out.slice(0, bs).contiguous();
-                        let one = &one[..];
-                        medium
-                            .chunks(bs)
-                            .enumerate()
-                            .find_map(|(i, blk)| first_difference(blk, one).map(|at| i * bs + at))
-                    }
-                };
-                match miscompare {
-                    Some(at) => Err(Sense::new(Asc::MISCOMPARE_DURING_VERIFY)
-                        .with_information(at as u64)
-                        .into()),
-                    None => Ok(ScsiReply::good(Bytes::new())),
-                }
-            }
+            } => self.verify(lu, req, lba, blocks, bytchk).await,
             Cdb::SynchronizeCache { lba, blocks, .. } => {
-                ready(lu)?;
-                in_range(lu, lba, blocks.into())?;
-                lu.sync().await.map_err(|e| io_fail(lu, "write", e))?;
-                Ok(ScsiReply::good(Bytes::new()))
+                self.synchronize_cache(lu, lba, blocks).await
             }
-            Cdb::PreFetch { lba, blocks, .. } => {
-                ready(lu)?;
-                in_range(lu, lba, blocks.into())?;
-                // SBC-3 §5.10: GOOD (not CONDITION MET) because residency in
-                // the host page cache cannot be promised.
-                let n = if blocks == 0 {
-                    lu.blocks() - lba
-                } else {
-                    blocks.into()
-                };
-                lu.prefetch(lba, n)
-                    .await
-                    .map_err(|e| io_fail(lu, "read", e))?;
-                Ok(ScsiReply::good(Bytes::new()))
-            }
+            Cdb::PreFetch { lba, blocks, .. } => self.prefetch(lu, lba, blocks).await,
             Cdb::ModeSense {
                 ten,
                 dbd,
@@ -768,30 +630,7 @@ impl ScsiTarget {
                 subpage,
                 alloc: len,
             } => self.mode_sense(lu, ten, dbd, llbaa, pc, page, subpage, len),
-            Cdb::ModeSelect { ten, pf, sp, len } => {
-                if len == 0 {
-                    return Ok(ScsiReply::good(Bytes::new()));
-                }
-                if !pf {
-                    return Err(invalid_cdb(1, Some(4)));
-                }
-                if sp {
-                    // SPC-4 §6.9: no page is saveable.
-                    return Err(invalid_cdb(1, Some(0)));
-                }
-                let data = &req.param_list(len)[..];
-                let old = lu.mode();
-                let new = mode::parse_mode_select(ten, data, &old, lu.blocks(), lu.block_size())?;
-                if new != old {
-                    lu.set_mode(new);
-                    // SPC-4 §7.5.1: the other I_T nexuses learn of it.
-                    lu.post_unit_attention(
-                        UaScope::AllExcept(req.nexus.clone()),
-                        Asc::MODE_PARAMETERS_CHANGED,
-                    );
-                }
-                Ok(ScsiReply::good(Bytes::new()))
-            }
+            Cdb::ModeSelect { ten, pf, sp, len } => self.mode_select(lu, req, ten, pf, sp, len),
             Cdb::StartStopUnit {
                 power_condition,
                 no_flush,
@@ -799,31 +638,10 @@ impl ScsiTarget {
                 start,
                 ..
             } => {
-                match power_condition {
-                    0 => {}
-                    // SBC-3 §5.25: ACTIVE, IDLE, STANDBY, LU_CONTROL,
-                    // FORCE_IDLE_0, FORCE_STANDBY_0; START and LOEJ are then
-                    // ignored. An emulated disk has no power states.
-                    1 | 2 | 3 | 7 | 0xa | 0xb => return Ok(ScsiReply::good(Bytes::new())),
-                    _ => return Err(invalid_cdb(4, Some(7))),
-                }
-                if loej {
-                    return self.load_or_eject(lu, req.nexus, start, no_flush).await;
-                }
-                if !start && !no_flush && !lu.ejected() {
-                    lu.sync().await.map_err(|e| io_fail(lu, "write", e))?;
-                }
-                lu.set_stopped(!start);
-                Ok(ScsiReply::good(Bytes::new()))
+                self.start_stop_unit(lu, req.nexus, power_condition, no_flush, loej, start)
+                    .await
             }
-            Cdb::PreventAllow { prevent } => {
-                // SBC-3 §5.13: 10b and 11b are obsolete.
-                if prevent > 1 {
-                    return Err(invalid_cdb(4, Some(1)));
-                }
-                lu.set_prevent(req.nexus, prevent == 1);
-                Ok(ScsiReply::good(Bytes::new()))
-            }
+            Cdb::PreventAllow { prevent } => prevent_allow(lu, req.nexus, prevent),
             Cdb::CompareAndWrite {
                 lba, blocks, fua, ..
             } => self.compare_and_write(lu, req, lba, blocks, fua).await,
@@ -834,34 +652,14 @@ impl ScsiTarget {
                 ndob,
             } => self.write_same(lu, req, lba, blocks, unmap, ndob).await,
             Cdb::Unmap { len } => self.unmap(lu, req, len).await,
-            Cdb::GetLbaStatus { lba, alloc: len } => {
-                ready(lu)?;
-                if lba >= lu.blocks() {
-                    return Err(Asc::LBA_OUT_OF_RANGE.into());
-                }
-                let max =
-                    ((len as usize).saturating_sub(8) / 16).clamp(1, MAX_LBA_STATUS_DESCRIPTORS);
-                let extents = lu
-                    .lba_status(lba, max)
-                    .await
-                    .map_err(|e| io_fail(lu, "read", e))?;
-                let data = busrig_proto::scsi::provisioning::lba_status(&extents);
-                Ok(ScsiReply::good(alloc(data, len)))
-            }
+            Cdb::GetLbaStatus { lba, alloc: len } => self.get_lba_status(lu, lba, len).await,
             Cdb::ReportSupportedOpcodes {
                 rctd,
                 options,
                 opcode,
                 sa,
                 alloc: len,
-            } => {
-                let data = if options == 0 {
-                    opcodes::all_commands(rctd)
-                } else {
-                    opcodes::one_command(options, opcode, sa, rctd)?
-                };
-                Ok(ScsiReply::good(alloc(data, len)))
-            }
+            } => report_supported_opcodes(rctd, options, opcode, sa, len),
             Cdb::Reserve { .. } => match lu.reservations.lock().unwrap().reserve6(req.nexus) {
                 Ok(()) => Ok(ScsiReply::good(Bytes::new())),
                 Err(_) => Err(Fail::Status(status::RESERVATION_CONFLICT)),

@@ -5,8 +5,8 @@ use super::identify::block_limits;
 use super::media::ready;
 use super::rw::{in_range, io_fail, protect, shared};
 use super::{
-    invalid_cdb, length_byte, Fail, Outcome, ScsiReply, ScsiRequest, ScsiTarget, MAX_UNMAP_BLOCKS,
-    MAX_UNMAP_DESCRIPTORS,
+    alloc, invalid_cdb, length_byte, Fail, Outcome, ScsiReply, ScsiRequest, ScsiTarget,
+    MAX_LBA_STATUS_DESCRIPTORS, MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS,
 };
 use crate::lu::LogicalUnit;
 use busrig_proto::scsi::provisioning::parse_unmap;
@@ -125,5 +125,20 @@ impl ScsiTarget {
                 .map_err(|e| io_fail(lu, "write", e))?;
         }
         Ok(ScsiReply::good(Bytes::new()))
+    }
+
+    /// GET LBA STATUS (SBC-3 §5.7).
+    pub(super) async fn get_lba_status(&self, lu: &LogicalUnit, lba: u64, len: u32) -> Outcome {
+        ready(lu)?;
+        if lba >= lu.blocks() {
+            return Err(Asc::LBA_OUT_OF_RANGE.into());
+        }
+        let max = ((len as usize).saturating_sub(8) / 16).clamp(1, MAX_LBA_STATUS_DESCRIPTORS);
+        let extents = lu
+            .lba_status(lba, max)
+            .await
+            .map_err(|e| io_fail(lu, "read", e))?;
+        let data = busrig_proto::scsi::provisioning::lba_status(&extents);
+        Ok(ScsiReply::good(alloc(data, len)))
     }
 }

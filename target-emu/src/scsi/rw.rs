@@ -68,6 +68,180 @@ impl ScsiTarget {
         .await?;
         Ok(ScsiReply::good(Bytes::new()))
     }
+
+    /// READ(6/10/12/16) (SBC-3 §5.11 to §5.14).
+    pub(super) async fn read_blocks(
+        &self,
+        lu: &LogicalUnit,
+        req: &ScsiRequest<'_>,
+        lba: u64,
+        blocks: u32,
+    ) -> Outcome {
+        ready(lu)?;
+        max_transfer(lu, req.cdb, blocks)?;
+        in_range(lu, lba, blocks.into())?;
+        if blocks == 0 {
+            return Ok(ScsiReply::good(Bytes::new()));
+        }
+        let _g = shared(lu, req.task).await?;
+        let data = lu
+            .read(lba, blocks)
+            .await
+            .map_err(|e| io_fail(lu, "read", e))?;
+        Ok(ScsiReply::good(Bytes::from(data)))
+    }
+
+    /// WRITE(6/10/12/16) (SBC-3 §5.32 to §5.35); FUA or a disabled write
+    /// cache writes through.
+    pub(super) async fn write_blocks(
+        &self,
+        lu: &LogicalUnit,
+        req: &ScsiRequest<'_>,
+        lba: u64,
+        blocks: u32,
+        fua: bool,
+    ) -> Outcome {
+        let n = write_preamble(lu, req, lba, blocks)?;
+        if n == 0 {
+            return Ok(ScsiReply::good(Bytes::new()));
+        }
+        let _g = shared(lu, req.task).await?;
+        let data = req.data_out.slice(0, n as usize * lu.block_size() as usize);
+        write(lu, req.task, lba, data, fua || !lu.mode().wce).await?;
+        Ok(ScsiReply::good(Bytes::new()))
+    }
+
+    /// ORWRITE(16) (SBC-3 §5.9).
+    pub(super) async fn or_write(
+        &self,
+        lu: &LogicalUnit,
+        req: &ScsiRequest<'_>,
+        lba: u64,
+        blocks: u32,
+        fua: bool,
+    ) -> Outcome {
+        let n = write_preamble(lu, req, lba, blocks)?;
+        if n == 0 {
+            return Ok(ScsiReply::good(Bytes::new()));
+        }
+        // SBC-3 §5.9: read, OR and write are one atomic operation
+        // with respect to every other command on the LU.
+        let _g = exclusive(lu, req.task).await?;
+        let mut medium = lu.read(lba, n).await.map_err(|e| io_fail(lu, "read", e))?;
+        for (m, d) in medium.iter_mut().zip(req.data_out.contiguous().iter()) {
+            *m |= d;
+        }
+        write(lu, req.task, lba, medium.into(), fua || !lu.mode().wce).await?;
+        Ok(ScsiReply::good(Bytes::new()))
+    }
+
+    /// WRITE AND VERIFY(10/12/16) (SBC-3 §5.40).
+    pub(super) async fn write_and_verify(
+        &self,
+        lu: &LogicalUnit,
+        req: &ScsiRequest<'_>,
+        lba: u64,
+        blocks: u32,
+        bytchk: bool,
+    ) -> Outcome {
+        let n = write_preamble(lu, req, lba, blocks)?;
+        if n == 0 {
+            return Ok(ScsiReply::good(Bytes::new()));
+        }
+        let _g = shared(lu, req.task).await?;
+        let data = req.data_out.slice(0, n as usize * lu.block_size() as usize);
+        // SBC-3 §5.40: the data is verified on the medium, so it
+        // must be there first.
+        write(lu, req.task, lba, data.clone(), true).await?;
+        let data = data.contiguous();
+        let back = lu.read(lba, n).await.map_err(|e| io_fail(lu, "read", e))?;
+        if bytchk {
+            if let Some(at) = first_difference(&back, &data) {
+                return Err(Sense::new(Asc::MISCOMPARE_DURING_VERIFY)
+                    .with_information(at as u64)
+                    .into());
+            }
+        }
+        Ok(ScsiReply::good(Bytes::new()))
+    }
+
+    /// VERIFY(10/12/16) (SBC-4 §5.29).
+    pub(super) async fn verify(
+        &self,
+        lu: &LogicalUnit,
+        req: &ScsiRequest<'_>,
+        lba: u64,
+        blocks: u32,
+        bytchk: u8,
+    ) -> Outcome {
+        ready(lu)?;
+        max_transfer(lu, req.cdb, blocks)?;
+        in_range(lu, lba, blocks.into())?;
+        if blocks == 0 {
+            return Ok(ScsiReply::good(Bytes::new()));
+        }
+        let _g = shared(lu, req.task).await?;
+        let medium = lu
+            .read(lba, blocks)
+            .await
+            .map_err(|e| io_fail(lu, "read", e))?;
+        let bs = lu.block_size() as usize;
+        let miscompare = match bytchk {
+            0 => None,
+            1 => {
+                let n = received_blocks(lu, &req.data_out, blocks) as usize * bs;
+                first_difference(&medium[..n], &req.data_out.slice(0, n).contiguous())
+            }
+            _ => {
+                // BYTCHK 11b: one block compared with every block.
+                if req.data_out.len() < bs {
+                    return Err(Asc::PARAMETER_LIST_LENGTH_ERROR.into());
+                }
+                let one = req.data_out.slice(0, bs).contiguous();
+                let one = &one[..];
+                medium
+                    .chunks(bs)
+                    .enumerate()
+                    .find_map(|(i, blk)| first_difference(blk, one).map(|at| i * bs + at))
+            }
+        };
+        match miscompare {
+            Some(at) => Err(Sense::new(Asc::MISCOMPARE_DURING_VERIFY)
+                .with_information(at as u64)
+                .into()),
+            None => Ok(ScsiReply::good(Bytes::new())),
+        }
+    }
+
+    /// SYNCHRONIZE CACHE(10/16) (SBC-3 §5.22, §5.23).
+    pub(super) async fn synchronize_cache(
+        &self,
+        lu: &LogicalUnit,
+        lba: u64,
+        blocks: u32,
+    ) -> Outcome {
+        ready(lu)?;
+        in_range(lu, lba, blocks.into())?;
+        lu.sync().await.map_err(|e| io_fail(lu, "write", e))?;
+        Ok(ScsiReply::good(Bytes::new()))
+    }
+
+    /// PRE-FETCH(10/16) (SBC-3 §5.10).
+    pub(super) async fn prefetch(&self, lu: &LogicalUnit, lba: u64, blocks: u32) -> Outcome {
+        ready(lu)?;
+        in_range(lu, lba, blocks.into())?;
+        // SBC-3 §5.10: GOOD (not CONDITION MET) because residency in
+        // the host page cache cannot be promised.
+        let n = if blocks == 0 {
+            lu.blocks() - lba
+        } else {
+            blocks.into()
+        };
+        lu.prefetch(lba, n)
+            .await
+            .map_err(|e| io_fail(lu, "read", e))?;
+        Ok(ScsiReply::good(Bytes::new()))
+    }
 }
 
 /// The Data-Out length the CDB asks for.

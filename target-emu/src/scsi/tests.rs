@@ -2,6 +2,7 @@ use super::*;
 use crate::lu::LunSpec;
 use crate::tasks::TaskInfo;
 use busrig_proto::scsi::cdb::PageControl;
+use busrig_proto::scsi::mode;
 use busrig_proto::scsi::provisioning::{encode_unmap, UnmapDescriptor};
 use busrig_proto::scsi::sense::SenseKey;
 use std::sync::atomic::{AtomicU32, Ordering};

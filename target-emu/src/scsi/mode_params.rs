@@ -1,11 +1,14 @@
-//! MODE SENSE(6)/(10) (SPC-4 §6.11, §6.12) from the LU's mode parameters.
+//! MODE SENSE(6)/(10) (SPC-4 §6.11, §6.12) and MODE SELECT(6)/(10) (SPC-4 §6.9,
+//! §6.10) on the LU's mode parameters.
 
-use super::{alloc, invalid_cdb, Outcome, ScsiReply, ScsiTarget};
+use super::{alloc, invalid_cdb, Outcome, ScsiReply, ScsiRequest, ScsiTarget};
 use crate::lu::LogicalUnit;
+use crate::lu::UaScope;
 use busrig_proto::scsi::cdb::PageControl;
 use busrig_proto::scsi::mode;
 use busrig_proto::scsi::mode::ModeHeader;
 use busrig_proto::scsi::sense::Asc;
+use bytes::Bytes;
 
 impl ScsiTarget {
     #[allow(clippy::too_many_arguments)]
@@ -43,5 +46,39 @@ impl ScsiTarget {
             mode::mode_sense_data(ten, &header, &pages),
             len,
         )))
+    }
+
+    /// MODE SELECT(6)/(10) (SPC-4 §6.9, §6.10).
+    pub(super) fn mode_select(
+        &self,
+        lu: &LogicalUnit,
+        req: &ScsiRequest<'_>,
+        ten: bool,
+        pf: bool,
+        sp: bool,
+        len: u32,
+    ) -> Outcome {
+        if len == 0 {
+            return Ok(ScsiReply::good(Bytes::new()));
+        }
+        if !pf {
+            return Err(invalid_cdb(1, Some(4)));
+        }
+        if sp {
+            // SPC-4 §6.9: no page is saveable.
+            return Err(invalid_cdb(1, Some(0)));
+        }
+        let data = &req.param_list(len)[..];
+        let old = lu.mode();
+        let new = mode::parse_mode_select(ten, data, &old, lu.blocks(), lu.block_size())?;
+        if new != old {
+            lu.set_mode(new);
+            // SPC-4 §7.5.1: the other I_T nexuses learn of it.
+            lu.post_unit_attention(
+                UaScope::AllExcept(req.nexus.clone()),
+                Asc::MODE_PARAMETERS_CHANGED,
+            );
+        }
+        Ok(ScsiReply::good(Bytes::new()))
     }
 }
