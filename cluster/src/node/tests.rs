@@ -119,12 +119,17 @@ fn an_invalid_change_is_rejected_not_logged() {
     assert!(matches!(&acts[..], [Action::Rejected { id: i, .. }] if *i == id));
 }
 
+/// An envelope from `from`'s incarnation 1, each with the next sequence
+/// number, as a live sender numbers them.
 fn env(from: NodeId, to: NodeId, body: Body) -> Envelope {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     Envelope {
         cluster: "T".into(),
         from,
         to,
         incarnation: 1,
+        to_incarnation: 0,
+        seq: SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         body,
     }
 }
