@@ -8,6 +8,12 @@
 //! [`Node::take_actions`] (raft-rs's Ready pattern). [`Node::next_deadline`]
 //! says when to tick next. Nothing here reads a clock or does I/O.
 //!
+//! Replays: `step` takes an envelope only if it is fresh — not from an
+//! earlier incarnation of its sender, not addressed to an earlier life of
+//! this node, and with a sequence number the sender's window has not seen
+//! ([`replay`], docs/semantics.md "Replayed messages"). Whatever it
+//! refuses is counted and reported, never a sign of life.
+//!
 //! Phases: `Joining` (looking for a member to admit us) -> `Forming`
 //! (nobody answered: arbitrate for the quorum disk alone) -> `Member`
 //! (with an optional regroup in progress) -> `Stopped` (the cluster service
