@@ -2,7 +2,7 @@
 //! of a killed node, sent again, must not keep it "online" nor leave the
 //! survivors without a quorum owner (docs/semantics.md "Replayed messages").
 //!
-//! A three-node `busrig lab` forms; the test kills the quorum owner with
+//! A three-node `busrig lab` forms (`disk-scsi2`, then `majority`); the test kills the quorum owner with
 //! kill -9 and then, every 50 ms, sends each survivor on both networks the
 //! heartbeats the dead owner could have sent — signed with the lab's
 //! cluster secret, so they pass the HMAC — in the three forms a captured
@@ -112,8 +112,17 @@ fn replay_round(
 }
 
 #[test]
-fn replayed_heartbeats_of_a_killed_owner_do_not_stop_the_failover() {
-    let lab = Lab::up(3, "disk-scsi2", "fast");
+fn replayed_heartbeats_of_a_killed_disk_owner_do_not_stop_the_failover() {
+    replayed_heartbeats_of_a_killed_owner("disk-scsi2");
+}
+
+#[test]
+fn replayed_heartbeats_of_a_killed_majority_owner_do_not_stop_the_failover() {
+    replayed_heartbeats_of_a_killed_owner("majority");
+}
+
+fn replayed_heartbeats_of_a_killed_owner(quorum: &str) {
+    let lab = Lab::up(3, quorum, "fast");
     let all = lab.names();
     let bound = lab.takeover_bound();
     lab.wait("the cluster forms", bound, |l| {
@@ -163,7 +172,7 @@ fn replayed_heartbeats_of_a_killed_owner_do_not_stop_the_failover() {
     sender.join().expect("replay thread");
     let sent = sent.load(Ordering::Relaxed);
     eprintln!(
-        "failover after kill -9 of the owner {victim} in {took:?} \
+        "{quorum}: failover after kill -9 of the owner {victim} in {took:?} \
          (bound {bound:?}) while {sent} replayed datagrams arrived"
     );
     assert!(sent > 0, "the replay sent nothing");
