@@ -1,13 +1,20 @@
 //! Cluster messages and their authenticated wire form.
 //!
 //! ```text
-//! bytes 0-3     MAGIC "BRC1"
-//! bytes 4-n     JSON of the Envelope
+//! bytes 0-3     MAGIC "BRC2"
+//! bytes 4-n     JSON of the Envelope: cluster, from, to, incarnation,
+//!               to_incarnation, seq, body
 //! bytes n+1..   HMAC-SHA256(secret, bytes 0-n), 32 bytes
 //! ```
 //!
 //! The tag covers the magic and the whole body, so any changed byte is
-//! refused. The driver calls [`decode`] on every datagram and logs and drops
+//! refused. Authentication alone does not make a message fresh: a
+//! captured datagram authenticates as well the hundredth time. So the
+//! envelope carries, under the tag, the sender's incarnation, the
+//! receiver's incarnation as the sender last heard it, and a sequence
+//! number per receiver, which the node checks after the tag (`node::replay`,
+//! docs/semantics.md "Replayed messages"). `BRC1`, the format without
+//! them, is refused as not a cluster datagram. The driver calls [`decode`] on every datagram and logs and drops
 //! whatever fails; the state machines only ever see authenticated
 //! [`Envelope`]s. Datagrams are small: the largest is a join reply or a
 //! database sync carrying the cluster database.
@@ -22,7 +29,7 @@ use crate::db::{Change, DbSnapshot, Replica};
 type HmacSha256 = Hmac<Sha256>;
 
 /// First bytes of every cluster datagram.
-pub const MAGIC: &[u8; 4] = b"BRC1";
+pub const MAGIC: &[u8; 4] = b"BRC2";
 /// Length of the HMAC-SHA256 tag.
 pub const TAG_LEN: usize = 32;
 
@@ -167,6 +174,14 @@ pub struct Envelope {
     pub to: NodeId,
     /// Changes every time the sender's cluster service starts.
     pub incarnation: u64,
+    /// The receiver's incarnation as the sender last heard it; 0 before
+    /// the sender heard from it. A receiver refuses an envelope addressed
+    /// to an earlier life of its own.
+    pub to_incarnation: u64,
+    /// Counts from 1 per receiver within the sender's incarnation, one
+    /// number per datagram (a message sent on both networks is two); the
+    /// receiver accepts each number once.
+    pub seq: u64,
     pub body: Body,
 }
 
@@ -344,11 +359,14 @@ mod tests {
             },
         ]
         .into_iter()
-        .map(|body| Envelope {
+        .enumerate()
+        .map(|(i, body)| Envelope {
             cluster: "EXCH".into(),
             from: 1,
             to: 0,
             incarnation: 77,
+            to_incarnation: 41,
+            seq: i as u64 + 1,
             body,
         })
         .collect()

@@ -34,6 +34,8 @@ fn heartbeat(from: u16, to: u16, seq: u64) -> Envelope {
         from,
         to,
         incarnation: 7,
+        to_incarnation: 0,
+        seq: seq + 1,
         body: Body::Heartbeat { seq, view: None },
     }
 }

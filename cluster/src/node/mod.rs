@@ -8,6 +8,12 @@
 //! [`Node::take_actions`] (raft-rs's Ready pattern). [`Node::next_deadline`]
 //! says when to tick next. Nothing here reads a clock or does I/O.
 //!
+//! Replays: `step` takes an envelope only if it is fresh — not from an
+//! earlier incarnation of its sender, not addressed to an earlier life of
+//! this node, and with a sequence number the sender's window has not seen
+//! ([`replay`], docs/semantics.md "Replayed messages"). Whatever it
+//! refuses is counted and reported, never a sign of life.
+//!
 //! Phases: `Joining` (looking for a member to admit us) -> `Forming`
 //! (nobody answered: arbitrate for the quorum disk alone) -> `Member`
 //! (with an optional regroup in progress) -> `Stopped` (the cluster service
@@ -41,6 +47,7 @@ use crate::log_manager::{self, LogConfig};
 use crate::message::{Body, Envelope, JoinRefusal, Net, View};
 use crate::node_manager::{Detector, Liveness};
 use quorum::Quorum;
+use replay::{PeerLife, Replay, ReplayLog, ReplayWindow};
 
 /// Why a node cannot be built from a cluster file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -154,7 +161,11 @@ pub struct Node {
     next_heartbeat: Duration,
     max_epoch: u64,
     last_tick: Option<Duration>,
-    peers_incarnation: BTreeMap<NodeId, u64>,
+    /// Each sender's newest incarnation heard and its replay window.
+    peers: BTreeMap<NodeId, PeerLife>,
+    /// The last sequence number sent to each node in this incarnation.
+    sent_seq: BTreeMap<NodeId, u64>,
+    replays: ReplayLog,
     holding: bool,
     actions: Vec<Action>,
     /// The quorum model and its state.
@@ -202,7 +213,9 @@ impl Node {
             next_heartbeat: now,
             max_epoch: 0,
             last_tick: None,
-            peers_incarnation: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            sent_seq: BTreeMap::new(),
+            replays: ReplayLog::default(),
             holding: false,
             actions: Vec::new(),
             quorum,
@@ -233,6 +246,12 @@ impl Node {
 
     pub fn arbiter(&self) -> &Arbiter {
         &self.arbiter
+    }
+
+    /// Authenticated messages refused as replays since this node started
+    /// (`replay`).
+    pub fn replays_refused(&self) -> u64 {
+        self.replays.total()
     }
 
     /// Acts as quorum owner now: holds the disk, online, lease valid
@@ -353,6 +372,9 @@ impl Node {
     }
 
     fn send_on(&mut self, to: NodeId, net: Net, body: Body) {
+        let seq = self.sent_seq.entry(to).or_insert(0);
+        *seq += 1;
+        let seq = *seq;
         self.actions.push(Action::Send {
             net,
             env: Envelope {
@@ -360,6 +382,8 @@ impl Node {
                 from: self.me,
                 to,
                 incarnation: self.incarnation,
+                to_incarnation: self.peers.get(&to).map_or(0, |p| p.incarnation),
+                seq,
                 body,
             },
         });
@@ -566,14 +590,17 @@ impl Node {
             return;
         }
         let from = env.from;
-        let known = self
-            .peers_incarnation
-            .entry(from)
-            .or_insert(env.incarnation);
-        if env.incarnation < *known {
-            return; // an earlier life of that node
+        if let Err(why) = self.check_fresh(&env) {
+            self.replays.refused(now, self.me, from, env.seq, why);
+            return;
         }
-        *known = env.incarnation;
+        self.peers
+            .entry(from)
+            .or_insert(PeerLife {
+                incarnation: env.incarnation,
+                window: ReplayWindow::default(),
+            })
+            .accept(env.incarnation, env.seq);
         // A join request comes from a fresh incarnation: whatever that node
         // was in our view, that instance is gone, so it is no sign of life.
         if env.body != Body::JoinRequest {
@@ -666,6 +693,21 @@ impl Node {
             }
         }
         self.pump_gum(now);
+    }
+
+    /// Whether an authenticated envelope is new: not from an earlier
+    /// incarnation of its sender, not addressed to an earlier life of this
+    /// node, and with a sequence number not accepted before (`replay`).
+    fn check_fresh(&self, env: &Envelope) -> Result<(), Replay> {
+        if env.to_incarnation != 0 && env.to_incarnation != self.incarnation {
+            return Err(Replay::OtherLife {
+                addressed: env.to_incarnation,
+            });
+        }
+        match self.peers.get(&env.from) {
+            Some(p) => p.check(env.incarnation, env.seq),
+            None => ReplayWindow::default().check(env.seq),
+        }
     }
 
     /// A disk operation finished.
@@ -1326,6 +1368,7 @@ impl Node {
 mod disk;
 mod majority;
 pub mod quorum;
+pub mod replay;
 
 #[cfg(test)]
 mod tests;

@@ -119,12 +119,17 @@ fn an_invalid_change_is_rejected_not_logged() {
     assert!(matches!(&acts[..], [Action::Rejected { id: i, .. }] if *i == id));
 }
 
+/// An envelope from `from`'s incarnation 1, each with the next sequence
+/// number, as a live sender numbers them.
 fn env(from: NodeId, to: NodeId, body: Body) -> Envelope {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     Envelope {
         cluster: "T".into(),
         from,
         to,
         incarnation: 1,
+        to_incarnation: 0,
+        seq: SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         body,
     }
 }
@@ -567,4 +572,59 @@ fn majority_committed_change_survives_the_lockers_death() {
         assert_eq!(n.db().get("k"), Some("v"), "N{i}");
         assert_eq!(n.view().unwrap().members.len(), 3);
     }
+}
+
+#[test]
+fn replayed_old_life_and_other_life_envelopes_are_refused_and_counted() {
+    let (mut n, now) = formed_owner();
+    n.step(now, Net::Private, env(1, 0, Body::JoinRequest));
+    let sent: Vec<Envelope> = n
+        .take_actions()
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Send { env, .. } if env.to == 1 => Some(env),
+            _ => None,
+        })
+        .collect();
+    assert!(!sent.is_empty(), "the owner answers the joiner");
+    // Addressed to the incarnation it heard, numbered per receiver and
+    // datagram (the same body on both networks is two numbers).
+    assert!(sent.iter().all(|e| e.to_incarnation == 1));
+    let seqs: Vec<u64> = sent.iter().map(|e| e.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+
+    let heartbeat = |incarnation, to_incarnation, seq| Envelope {
+        cluster: "T".into(),
+        from: 1,
+        to: 0,
+        incarnation,
+        to_incarnation,
+        seq,
+        body: Body::Heartbeat { seq: 1, view: None },
+    };
+    n.step(now, Net::Private, heartbeat(1, 1, 1_000_000));
+    assert_eq!(n.replays_refused(), 0, "a new number is taken");
+    n.step(now, Net::Public, heartbeat(1, 1, 1_000_000));
+    assert_eq!(n.replays_refused(), 1, "the same number again");
+    n.step(now, Net::Private, heartbeat(0, 1, 2_000_000));
+    assert_eq!(n.replays_refused(), 2, "an earlier incarnation of N1");
+    n.step(now, Net::Private, heartbeat(1, 7, 2_000_001));
+    assert_eq!(n.replays_refused(), 3, "addressed to another life of N0");
+    n.step(
+        now,
+        Net::Private,
+        heartbeat(1, 1, 1_000_000 - replay::WINDOW),
+    );
+    assert_eq!(n.replays_refused(), 4, "behind the window");
+    n.step(now, Net::Private, heartbeat(1, 0, 999_999));
+    assert_eq!(
+        n.replays_refused(),
+        4,
+        "reordered inside the window is taken"
+    );
+    // N1 restarts: its new incarnation counts from 1 again.
+    n.step(now, Net::Private, heartbeat(2, 1, 1));
+    assert_eq!(n.replays_refused(), 4);
+    n.step(now, Net::Private, heartbeat(1, 1, 3_000_000));
+    assert_eq!(n.replays_refused(), 5, "the old life after the new one");
 }
