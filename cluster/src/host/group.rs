@@ -1093,3 +1093,487 @@ impl GroupRunner {
         out.push(GroupAction::Done);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::{GroupRecord, GroupState, ResourceRecord, Target};
+
+    const ME: &str = "NODE1";
+    const G: &str = "G";
+
+    fn ms(x: u64) -> Duration {
+        Duration::from_millis(x)
+    }
+
+    /// A group G with disk D <- ip I <- name N <- app A (each depends on
+    /// the one before), restart threshold 2 in 60 s.
+    fn catalog() -> Catalog {
+        let mut c = Catalog::default();
+        c.groups.insert(G.into(), GroupRecord::default());
+        let chain = [
+            ("D", ResourceType::PhysicalDisk, None),
+            ("I", ResourceType::IpAddress, Some("D")),
+            ("N", ResourceType::NetworkName, Some("I")),
+            ("A", ResourceType::GenericApplication, Some("N")),
+        ];
+        for (name, kind, dep) in chain {
+            let mut spec = ResourceSpec::new(G, kind);
+            spec.depends_on = dep.into_iter().map(String::from).collect();
+            spec.restart_threshold = 2;
+            spec.restart_period_secs = 60;
+            c.resources.insert(
+                name.into(),
+                ResourceRecord {
+                    spec,
+                    state: None,
+                    fail_request: None,
+                    target: Target::Online,
+                },
+            );
+        }
+        c
+    }
+
+    /// A scripted world: answers each operation at once (starts fail
+    /// while `start_fails` says so; polls fail once per entry of
+    /// `poll_fails`) and records every action.
+    struct World {
+        runner: GroupRunner,
+        now: Duration,
+        actions: Vec<GroupAction>,
+        start_fails: BTreeMap<String, u32>,
+        poll_fails: Vec<String>,
+        /// Leave starts outstanding instead of answering them.
+        hold_starts: bool,
+    }
+
+    impl World {
+        fn new(cat: Catalog, members: &[&str]) -> World {
+            World::with(cat, members, |_| {})
+        }
+
+        /// A world set up by `setup` before the runner begins.
+        fn with(cat: Catalog, members: &[&str], setup: impl FnOnce(&mut World)) -> World {
+            let members = members.iter().map(|m| m.to_string()).collect();
+            let mut w = World {
+                runner: GroupRunner::new(G, ME, Arc::new(cat), members, Duration::ZERO),
+                now: Duration::ZERO,
+                actions: Vec::new(),
+                start_fails: BTreeMap::new(),
+                poll_fails: Vec::new(),
+                hold_starts: false,
+            };
+            setup(&mut w);
+            let first = w.runner.begin(w.now);
+            w.perform(first);
+            w
+        }
+
+        fn feed(&mut self, input: GroupInput) {
+            let out = self.runner.handle(self.now, input);
+            self.perform(out);
+        }
+
+        fn perform(&mut self, mut out: Vec<GroupAction>) {
+            loop {
+                let op = out.last().filter(|a| a.is_operation()).cloned();
+                assert!(
+                    out.iter().filter(|a| a.is_operation()).count() <= 1,
+                    "one operation at a time: {out:?}"
+                );
+                self.actions.append(&mut out);
+                let input = match op {
+                    Some(GroupAction::Start { resource, .. }) => {
+                        if self.hold_starts {
+                            return;
+                        }
+                        let fail = self.start_fails.get_mut(&resource).filter(|n| **n > 0);
+                        let result = match fail {
+                            Some(n) => {
+                                *n -= 1;
+                                Err("boom".to_string())
+                            }
+                            None => Ok(()),
+                        };
+                        GroupInput::Started { resource, result }
+                    }
+                    Some(GroupAction::Stop { resource }) => GroupInput::Stopped { resource },
+                    Some(GroupAction::Poll { resource, .. }) => {
+                        let result = match self.poll_fails.iter().position(|r| *r == resource) {
+                            Some(i) => {
+                                self.poll_fails.remove(i);
+                                Err("dead".to_string())
+                            }
+                            None => Ok(()),
+                        };
+                        GroupInput::Polled { resource, result }
+                    }
+                    _ => return,
+                };
+                out = self.runner.handle(self.now, input);
+            }
+        }
+
+        /// Moves time to the runner's next wake-up and wakes it.
+        fn wake(&mut self) {
+            self.now = self.runner.wake_at().expect("a wake-up");
+            self.feed(GroupInput::Wake);
+        }
+
+        fn take(&mut self) -> Vec<GroupAction> {
+            std::mem::take(&mut self.actions)
+        }
+    }
+
+    fn starts(a: &[GroupAction]) -> Vec<&str> {
+        a.iter()
+            .filter_map(|a| match a {
+                GroupAction::Start { resource, .. } => Some(resource.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn stops(a: &[GroupAction]) -> Vec<&str> {
+        a.iter()
+            .filter_map(|a| match a {
+                GroupAction::Stop { resource } => Some(resource.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn group_reports(a: &[GroupAction]) -> Vec<(GroupStatus, Option<String>)> {
+        a.iter()
+            .filter_map(|a| match a {
+                GroupAction::ReportGroup { state, reason } => Some((*state, reason.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn polls(a: &[GroupAction]) -> Vec<(&str, Check)> {
+        a.iter()
+            .filter_map(|a| match a {
+                GroupAction::Poll {
+                    resource, check, ..
+                } => Some((resource.as_str(), *check)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn online_in_dependency_order_and_offline_in_reverse() {
+        let mut w = World::new(catalog(), &[ME]);
+        let a = w.take();
+        assert_eq!(starts(&a), ["D", "I", "N", "A"]);
+        assert_eq!(
+            group_reports(&a),
+            [(GroupStatus::Pending, None), (GroupStatus::Online, None)]
+        );
+        // Each resource is reported online-pending, then online.
+        let states: Vec<(String, ResourceStatus)> = a
+            .iter()
+            .filter_map(|a| match a {
+                GroupAction::ReportResource {
+                    resource, state, ..
+                } => Some((resource.clone(), *state)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(states[0], ("D".into(), ResourceStatus::OnlinePending));
+        assert_eq!(states[1], ("D".into(), ResourceStatus::Online));
+        assert!(w.runner.is_online());
+        w.feed(GroupInput::Stop);
+        let a = w.take();
+        assert_eq!(stops(&a), ["A", "N", "I", "D"]);
+        assert_eq!(
+            group_reports(&a),
+            [
+                (GroupStatus::OfflinePending, None),
+                (GroupStatus::Offline, None)
+            ]
+        );
+        assert_eq!(a.last(), Some(&GroupAction::Done));
+        assert!(w.runner.is_done());
+    }
+
+    #[test]
+    fn a_failure_within_the_threshold_restarts_beyond_it_fails_the_group() {
+        let mut w = World::new(catalog(), &[ME]);
+        w.take();
+        // The disk fails its IsAlive: it and its dependents go offline
+        // (dependents first) and come back in order; the group stays up.
+        for round in 0..2 {
+            w.poll_fails.push("D".into());
+            while !w.take_polls_include("D") {}
+            let a = w.take();
+            assert_eq!(stops(&a), ["A", "N", "I", "D"], "round {round}");
+            assert_eq!(starts(&a), ["D", "I", "N", "A"], "round {round}");
+            assert!(group_reports(&a).is_empty(), "round {round}: {a:?}");
+            assert!(w.runner.is_online());
+        }
+        // The third failure inside the period uses up the threshold of 2.
+        w.poll_fails.push("D".into());
+        while !w.take_polls_include("D") {}
+        let a = w.take();
+        assert!(starts(&a).is_empty());
+        assert_eq!(
+            group_reports(&a),
+            [(
+                GroupStatus::Failed,
+                Some("D used up its restart threshold".into())
+            )]
+        );
+        assert!(w.runner.is_done());
+    }
+
+    impl World {
+        /// Wakes once; whether `r` was polled (the actions are kept).
+        fn take_polls_include(&mut self, r: &str) -> bool {
+            let before = self.actions.len();
+            self.wake();
+            polls(&self.actions[before..]).iter().any(|(x, _)| *x == r)
+        }
+    }
+
+    #[test]
+    fn a_resource_that_does_not_affect_the_group_is_left_failed() {
+        let mut cat = catalog();
+        cat.resources.get_mut("A").unwrap().spec.affects_group = false;
+        let mut w = World::new(cat, &[ME]);
+        w.take();
+        for _ in 0..3 {
+            w.poll_fails.push("A".into());
+            while !w.take_polls_include("A") {}
+        }
+        let a = w.take();
+        assert!(a.contains(&GroupAction::Log(GroupLog::ResourceLeftFailed {
+            resource: "A".into()
+        })));
+        assert!(group_reports(&a).is_empty(), "the group stays: {a:?}");
+        assert!(w.runner.is_online());
+        assert_eq!(w.runner.live().collect::<Vec<_>>(), ["D", "I", "N"]);
+        // Later rounds do not start it again.
+        w.wake();
+        w.wake();
+        assert!(starts(&w.take()).is_empty());
+        // Set offline and online again by the administrator, it starts.
+        let mut off = catalog();
+        off.resources.get_mut("A").unwrap().spec.affects_group = false;
+        off.resources.get_mut("A").unwrap().target = Target::Offline;
+        w.feed(GroupInput::Catalog(Arc::new(off.clone())));
+        off.resources.get_mut("A").unwrap().target = Target::Online;
+        w.feed(GroupInput::Catalog(Arc::new(off)));
+        assert_eq!(starts(&w.take()), ["A"]);
+    }
+
+    #[test]
+    fn a_fail_counter_step_of_two_is_two_failures() {
+        let mut cat = catalog();
+        // Threshold 1: the second failure fails the group.
+        cat.resources.get_mut("A").unwrap().spec.restart_threshold = 1;
+        let mut w = World::new(cat.clone(), &[ME]);
+        w.take();
+        cat.resources.get_mut("A").unwrap().fail_request = Some("2".into());
+        w.feed(GroupInput::Catalog(Arc::new(cat)));
+        let a = w.take();
+        assert!(a.contains(&GroupAction::Log(GroupLog::FailRequests {
+            resource: "A".into(),
+            requests: 2
+        })));
+        assert!(a.contains(&GroupAction::ReportResource {
+            resource: "A".into(),
+            state: ResourceStatus::Failed,
+            reason: Some(ADMIN_FAILURE.into()),
+        }));
+        assert_eq!(starts(&a), ["A"], "the first is restarted");
+        // The second is taken at the next round.
+        w.wake();
+        let a = w.take();
+        assert_eq!(
+            group_reports(&a),
+            [(
+                GroupStatus::Failed,
+                Some("A used up its restart threshold".into())
+            )]
+        );
+    }
+
+    #[test]
+    fn stop_while_a_start_is_pending_takes_the_group_offline() {
+        let mut w = World::with(catalog(), &[ME], |w| w.hold_starts = true);
+        assert_eq!(starts(&w.take()), ["D"]);
+        // The stop acts when the start finishes.
+        assert!(w.runner.handle(w.now, GroupInput::Stop).is_empty());
+        w.hold_starts = false;
+        w.feed(GroupInput::Started {
+            resource: "D".into(),
+            result: Ok(()),
+        });
+        let a = w.take();
+        assert!(starts(&a).is_empty(), "nothing more starts: {a:?}");
+        assert_eq!(stops(&a), ["D"]);
+        assert_eq!(
+            group_reports(&a),
+            [
+                (GroupStatus::OfflinePending, None),
+                (GroupStatus::Offline, None)
+            ]
+        );
+        assert!(w.runner.is_done());
+    }
+
+    #[test]
+    fn a_start_past_its_pending_timeout_fails() {
+        let mut cat = catalog();
+        cat.resources
+            .get_mut("D")
+            .unwrap()
+            .spec
+            .pending_timeout_secs = 5;
+        cat.resources.get_mut("D").unwrap().spec.restart_threshold = 0;
+        let mut w = World::with(cat, &[ME], |w| w.hold_starts = true);
+        assert_eq!(w.runner.wake_at(), Some(Duration::from_secs(5)));
+        w.wake();
+        let a = w.take();
+        assert!(a.contains(&GroupAction::ReportResource {
+            resource: "D".into(),
+            state: ResourceStatus::Failed,
+            reason: Some("still pending after 5s".into()),
+        }));
+        assert_eq!(
+            group_reports(&a),
+            [
+                (GroupStatus::Pending, None),
+                (
+                    GroupStatus::Failed,
+                    Some("D: still pending after 5s".into())
+                )
+            ]
+        );
+        // A late result of the abandoned start changes nothing.
+        assert!(w
+            .runner
+            .handle(
+                w.now,
+                GroupInput::Started {
+                    resource: "D".into(),
+                    result: Ok(())
+                }
+            )
+            .is_empty());
+    }
+
+    #[test]
+    fn failed_onlines_retry_within_the_threshold() {
+        let mut w = World::with(catalog(), &[ME], |w| {
+            w.start_fails.insert("I".into(), 2);
+        });
+        let a = w.take();
+        assert_eq!(starts(&a), ["D", "I", "I", "I", "N", "A"]);
+        assert!(w.runner.is_online());
+        // Three failures with a threshold of 2: the group fails.
+        let mut w = World::with(catalog(), &[ME], |w| {
+            w.start_fails.insert("I".into(), 3);
+        });
+        let a = w.take();
+        assert_eq!(starts(&a), ["D", "I", "I", "I"]);
+        assert_eq!(stops(&a), ["D"]);
+        assert_eq!(
+            group_reports(&a).last(),
+            Some(&(GroupStatus::Failed, Some("I: boom".into())))
+        );
+    }
+
+    fn held_by(node: &str, state: GroupStatus) -> Catalog {
+        let mut c = catalog();
+        c.groups.get_mut(G).unwrap().state = Some(GroupState {
+            state,
+            node: node.into(),
+            reason: None,
+        });
+        c
+    }
+
+    #[test]
+    fn a_live_previous_owner_blocks_until_it_reports_offline() {
+        let mut w = World::new(held_by("NODE2", GroupStatus::Online), &[ME, "NODE2"]);
+        assert!(w.take().is_empty(), "waits");
+        assert_eq!(w.runner.wake_at(), Some(WAIT_POLL));
+        w.wake();
+        assert!(w.take().is_empty(), "still waits");
+        w.feed(GroupInput::Catalog(Arc::new(held_by(
+            "NODE2",
+            GroupStatus::Offline,
+        ))));
+        assert_eq!(starts(&w.take()), ["D", "I", "N", "A"]);
+    }
+
+    #[test]
+    fn a_previous_owner_that_left_or_is_late_does_not_block() {
+        // Not in the view: no wait.
+        let mut w = World::new(held_by("NODE2", GroupStatus::Online), &[ME]);
+        assert_eq!(starts(&w.take()).len(), 4);
+        // In the view but silent: the pending timeout ends the wait.
+        let mut w = World::new(held_by("NODE2", GroupStatus::Online), &[ME, "NODE2"]);
+        while w.now <= Duration::from_secs(PENDING_TIMEOUT_SECS) {
+            assert!(w.take().is_empty(), "waits at {:?}", w.now);
+            w.wake();
+        }
+        let a = w.take();
+        assert_eq!(a[0], GroupAction::Log(GroupLog::PreviousOwnerLate));
+        assert_eq!(starts(&a).len(), 4);
+        // A stop while waiting ends the task without a report.
+        let mut w = World::new(held_by("NODE2", GroupStatus::Online), &[ME, "NODE2"]);
+        w.feed(GroupInput::Stop);
+        assert_eq!(w.take(), [GroupAction::Done]);
+    }
+
+    #[test]
+    fn polls_follow_the_looks_alive_and_is_alive_intervals() {
+        let mut cat = Catalog::default();
+        cat.groups.insert(G.into(), GroupRecord::default());
+        let mut spec = ResourceSpec::new(G, ResourceType::GenericApplication);
+        spec.looks_alive_ms = 1_000;
+        spec.is_alive_ms = 5_000;
+        cat.resources.insert(
+            "A".into(),
+            ResourceRecord {
+                spec,
+                state: None,
+                fail_request: None,
+                target: Target::Online,
+            },
+        );
+        let mut w = World::new(cat, &[ME]);
+        w.take();
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            w.wake();
+            for (r, c) in polls(&w.take()) {
+                assert_eq!(r, "A");
+                seen.push((w.now, c));
+            }
+        }
+        use Check::{IsAlive as I, LooksAlive as L};
+        let want: Vec<(Duration, Check)> = [
+            (1, L),
+            (2, L),
+            (3, L),
+            (4, L),
+            (5, I),
+            (6, L),
+            (7, L),
+            (8, L),
+            (9, L),
+            (10, I),
+        ]
+        .into_iter()
+        .map(|(s, c)| (ms(s * 1000), c))
+        .collect();
+        assert_eq!(seen, want);
+    }
+}
