@@ -284,6 +284,11 @@ pub struct GroupRunner {
     /// The current poll round: its time, catalog, order and indices.
     round_now: Duration,
     round_cat: Arc<Catalog>,
+    /// The catalog `round_order` and `round_indices` were worked out for.
+    round_for: Option<Arc<Catalog>>,
+    /// A restart brought resources online without asking whether they
+    /// are wanted: the next round checks `live` even on the same catalog.
+    recheck_live: bool,
     round_order: Vec<String>,
     round_indices: BTreeMap<String, u8>,
     /// A failure found in this round: the resource and why.
@@ -339,6 +344,8 @@ impl GroupRunner {
             owed: BTreeMap::new(),
             left_failed: BTreeSet::new(),
             round_now: now,
+            round_for: None,
+            recheck_live: false,
             round_order: Vec::new(),
             round_indices: BTreeMap::new(),
             round_failure: None,
@@ -614,7 +621,10 @@ impl GroupRunner {
                 }
             }
             StartFor::Added { order_pos } => self.add_from(now, order_pos + 1, out),
-            StartFor::Restart { rest } => self.restart_next(now, rest, out),
+            StartFor::Restart { rest } => {
+                self.recheck_live = true;
+                self.restart_next(now, rest, out)
+            }
         }
     }
 
@@ -741,12 +751,28 @@ impl GroupRunner {
             return;
         }
         let cat = self.catalog.clone();
+        // The host hands over its catalog every round; what follows from
+        // the catalog alone is worked out once per catalog.
+        let new_catalog = !self
+            .round_for
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, &cat));
         self.round_now = now;
         self.round_cat = cat.clone();
         self.round_failure = None;
+        if new_catalog {
+            self.round_for = Some(cat.clone());
+            self.round_order = cat.online_order(&self.group);
+            self.round_indices = disk_indices(&cat);
+        }
         // Each increment of a `resource fail` counter is one failure, even
         // when several arrive between two rounds; one is taken per round.
-        for r in cat.resources.keys() {
+        let counters = if new_catalog {
+            &cat.resources
+        } else {
+            &BTreeMap::new()
+        };
+        for r in counters.keys() {
             let count = fail_count(&cat, r);
             let before = self.fails.insert(r.clone(), count).unwrap_or(0);
             if count > before {
@@ -772,6 +798,12 @@ impl GroupRunner {
             self.end_round(now, out);
             return;
         }
+        if !new_catalog && !self.recheck_live {
+            // Nothing was set offline or moved since the last round.
+            self.add_from(now, 0, out);
+            return;
+        }
+        self.recheck_live = false;
         // A resource left failed starts again once set offline.
         self.left_failed.retain(|r| cat.wanted_online(r));
         // Resources set offline or moved out of the group since: dependents
@@ -792,8 +824,6 @@ impl GroupRunner {
         }
         // Keep the removed ones in `live` while they stop, in place.
         self.live = keep;
-        self.round_order = cat.online_order(&self.group);
-        self.round_indices = disk_indices(&cat);
         if gone.is_empty() {
             self.add_from(now, 0, out);
         } else {
