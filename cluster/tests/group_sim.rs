@@ -4,26 +4,22 @@
 //! database (global updates apply in order, as the quorum log makes them,
 //! `docs/architecture.md`). Membership is modelled directly (the live
 //! nodes, the lowest one owning the quorum): `sim.rs` checks the path from
-//! heartbeat loss to view. Each group has one shared disk; a group task
-//! models the Resource Monitor: it waits for the previous owner to report
-//! the group down (or to leave), reserves the disk (SPC-2 RESERVE, taken
-//! over from a dead holder as the disk arbitration does), polls, restarts
-//! within the restart threshold and reports the group failed beyond it.
+//! heartbeat loss to view. The group tasks are the real [`GroupRunner`]s,
+//! driven as the async host drives them: each group has a physical disk
+//! `Di` and an application `Ai` depending on it. Starts and stops take
+//! simulated time; the disk's start takes the reservation (SPC-2 RESERVE,
+//! taken over from a dead holder as the disk arbitration does). The
+//! runners wait for the previous owner to report the group down (or to
+//! leave), poll, restart within the restart threshold and fail the group
+//! beyond it, which the Failover Manager moves.
 //!
-//! Seeded faults: node crashes and restarts, resource failures, lost disks
-//! (every online attempt fails while lost). Checked at every instant: a
-//! group is online on at most one node, and a group's writer holds its
-//! disk's reservation. After healing (nodes back, disks back, the
-//! administrator's `group online` for groups stuck at their failover
-//! threshold) every group is online somewhere.
-//!
-//! The group tasks are the real [`GroupRunner`]s: each group has a
-//! physical disk `Di` and an application `Ai` depending on it. Starts and
-//! stops take simulated time; the disk's start takes the reservation and
-//! hangs while the disk is lost (so the pending timeout ends it), its polls
-//! fail while lost, and an injected failure fails the application's next
-//! poll. The runners restart within the restart threshold and fail the
-//! group beyond it, which the Failover Manager moves.
+//! Seeded faults: node crashes and restarts, application failures (the
+//! next poll fails), lost disks (a disk start hangs until the pending
+//! timeout abandons it or the disk comes back, and the disk's polls fail).
+//! Checked at every instant: a group's resources run on at most one node,
+//! and a running application's node holds its disk's reservation. After
+//! healing (nodes back, disks back, the administrator's `group online` for
+//! groups left failed) every group is online somewhere.
 //!
 //! `BUSRIG_GROUP_SIM_SEEDS=N` runs N seeds (default 1000);
 //! `BUSRIG_GROUP_SIM_SEED=S` runs seed S alone.

@@ -19,9 +19,11 @@
 //! stops, every group goes offline at once.
 //!
 //! Which group tasks run, and what the Failover Manager proposes, is
-//! decided by the pure [`ResourceHost`] (`machine`); [`run`] only observes,
-//! performs its [`HostAction`]s and runs the group tasks, and
-//! `tests/group_sim.rs` drives the same machine under seeded faults.
+//! decided by the pure [`ResourceHost`] (`machine`); what a group task does
+//! is decided by the pure [`GroupRunner`] (`group`). [`run`] and
+//! `group_task` only observe, perform the machines' actions with the real
+//! resources (`resources`) and feed back the results, and
+//! `tests/group_sim.rs` drives the same machines under seeded faults.
 
 pub mod group;
 pub mod machine;
