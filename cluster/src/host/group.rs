@@ -386,7 +386,8 @@ impl GroupRunner {
         self.phase == Phase::Done
     }
 
-    /// Whether the group is fully online and polling.
+    /// Whether the group is online here and polling (not stopping); a
+    /// resource that does not affect the group may be left failed.
     pub fn is_online(&self) -> bool {
         self.phase == Phase::Idle && !self.stop
     }
@@ -414,7 +415,7 @@ impl GroupRunner {
                 match self.phase {
                     // Nothing is up yet: end without a report.
                     Phase::Waiting { .. } => self.finish(&mut out),
-                    Phase::Idle => self.take_offline(&mut out),
+                    Phase::Idle => self.take_offline(now, &mut out),
                     _ => {}
                 }
             }
@@ -525,7 +526,7 @@ impl GroupRunner {
                     .map(|r| (r.clone(), fail_count(&self.base, r)))
                     .collect();
                 self.round_now = now;
-                self.enter_idle(out);
+                self.enter_idle(now, out);
             }
         }
     }
@@ -614,8 +615,7 @@ impl GroupRunner {
             StartFor::Online { index } => {
                 if self.stop {
                     // Stopped while coming online: straight to offline.
-                    self.round_now = now;
-                    self.take_offline(out);
+                    self.take_offline(now, out);
                 } else {
                     self.online_from(now, index + 1, out);
                 }
@@ -706,7 +706,7 @@ impl GroupRunner {
                     // The rest of the restart waits for the next rounds,
                     // which start what is wanted and missing.
                     self.round_failure = None;
-                    self.enter_idle(out);
+                    self.enter_idle(now, out);
                 }
             }
         }
@@ -736,9 +736,9 @@ impl GroupRunner {
 
     // --- 3. Rounds while online.
 
-    fn enter_idle(&mut self, out: &mut Vec<GroupAction>) {
+    fn enter_idle(&mut self, now: Duration, out: &mut Vec<GroupAction>) {
         if self.stop {
-            self.take_offline(out);
+            self.take_offline(now, out);
         } else {
             self.phase = Phase::Idle;
         }
@@ -747,7 +747,7 @@ impl GroupRunner {
     /// A round: the administrator's failures, removals, additions, polls.
     fn begin_round(&mut self, now: Duration, out: &mut Vec<GroupAction>) {
         if self.stop {
-            self.take_offline(out);
+            self.take_offline(now, out);
             return;
         }
         let cat = self.catalog.clone();
@@ -905,7 +905,7 @@ impl GroupRunner {
     /// and its dependents offline, then restart or fail.
     fn end_round(&mut self, now: Duration, out: &mut Vec<GroupAction>) {
         let Some((name, why)) = self.round_failure.clone() else {
-            self.enter_idle(out);
+            self.enter_idle(now, out);
             return;
         };
         out.push(GroupAction::Log(GroupLog::ResourceFailed {
@@ -976,7 +976,7 @@ impl GroupRunner {
             RestartDecision::FailGroup if !affects => {
                 self.round_failure = None;
                 self.leave_failed(name, out);
-                self.enter_idle(out);
+                self.enter_idle(now, out);
             }
             RestartDecision::FailGroup => {
                 self.round_failure = None;
@@ -996,7 +996,7 @@ impl GroupRunner {
             }
             None => {
                 self.round_failure = None;
-                self.enter_idle(out);
+                self.enter_idle(now, out);
             }
         }
     }
@@ -1004,13 +1004,12 @@ impl GroupRunner {
     // --- Offline.
 
     /// Stop requested while online: every resource offline, reverse order.
-    fn take_offline(&mut self, out: &mut Vec<GroupAction>) {
+    fn take_offline(&mut self, now: Duration, out: &mut Vec<GroupAction>) {
         out.push(GroupAction::Log(GroupLog::TakingOffline));
         out.push(GroupAction::ReportGroup {
             state: GroupStatus::OfflinePending,
             reason: None,
         });
-        let now = self.round_now;
         self.stop_all(AfterStop::GroupOffline, now, out);
     }
 
