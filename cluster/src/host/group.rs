@@ -871,15 +871,10 @@ impl GroupRunner {
     fn poll_from(&mut self, now: Duration, index: usize, out: &mut Vec<GroupAction>) {
         let t = self.round_now;
         for i in index..self.live.len() {
-            let Some(spec) = self
-                .round_cat
-                .resources
-                .get(&self.live[i].name)
-                .map(|r| r.spec.clone())
-            else {
+            let l = &mut self.live[i];
+            let Some(spec) = self.round_cat.resources.get(&l.name).map(|r| &r.spec) else {
                 continue;
             };
-            let l = &mut self.live[i];
             let check = if t >= l.next_is {
                 l.next_is = t + Duration::from_millis(spec.is_alive_ms);
                 l.next_looks = t + Duration::from_millis(spec.looks_alive_ms);
@@ -893,7 +888,7 @@ impl GroupRunner {
             out.push(GroupAction::Poll {
                 resource: l.name.clone(),
                 check,
-                spec: Box::new(spec),
+                spec: Box::new(spec.clone()),
             });
             self.phase = Phase::Polling { index: i };
             return;
