@@ -362,14 +362,16 @@ async fn group_task(
         if runner.is_done() {
             break;
         }
+        // The view's members, then a stop asked for during an operation
+        // (the runner acts on it after the operation's result), then the
+        // input; the first two only inform the runner.
+        let mut inputs = Vec::with_capacity(3);
+        let mut early_stop = false;
         let input = match result {
             Some(input) => {
-                // A stop asked for during the operation counts from the
-                // runner's next step on, as before its result.
                 if *stop.borrow() && !stop_fed {
                     stop_fed = true;
-                    let early = runner.handle(now(), GroupInput::Stop);
-                    debug_assert!(early.is_empty(), "stop during an operation acts later");
+                    early_stop = true;
                 }
                 input
             }
@@ -385,7 +387,9 @@ async fn group_task(
                             continue;
                         }
                     }
-                    r = catalog.changed() => {
+                    // After a stop the runner only takes its resources
+                    // offline: it needs no catalog.
+                    r = catalog.changed(), if !stop_fed => {
                         if r.is_err() {
                             // The host is gone: take the group offline.
                             stop_fed = true;
@@ -401,10 +405,16 @@ async fn group_task(
         let m = ctx.members();
         if m != members {
             members = m.clone();
-            let none = runner.handle(now(), GroupInput::Members(m));
-            debug_assert!(none.is_empty(), "members only inform");
+            inputs.push(GroupInput::Members(m));
         }
-        actions = runner.handle(now(), input);
+        if early_stop {
+            inputs.push(GroupInput::Stop);
+        }
+        inputs.push(input);
+        actions = inputs
+            .into_iter()
+            .flat_map(|i| runner.handle(now(), i))
+            .collect();
     }
     tracing::debug!(%group, "group runner done");
 }
