@@ -195,6 +195,19 @@ pub struct ResourceSpec {
     pub restart_period_secs: u64,
     #[serde(default = "d_pending")]
     pub pending_timeout_secs: u64,
+    /// Whether using up the restart threshold fails the group (MSCS's
+    /// "Affect the group"); when false the resource stays failed and the
+    /// group stays online. Stored only when false.
+    #[serde(default = "d_affects", skip_serializing_if = "is_true")]
+    pub affects_group: bool,
+}
+
+fn d_affects() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl ResourceSpec {
@@ -211,6 +224,7 @@ impl ResourceSpec {
             restart_threshold: RESTART_THRESHOLD,
             restart_period_secs: RESTART_PERIOD_SECS,
             pending_timeout_secs: PENDING_TIMEOUT_SECS,
+            affects_group: true,
         }
     }
 

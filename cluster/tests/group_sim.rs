@@ -4,18 +4,22 @@
 //! database (global updates apply in order, as the quorum log makes them,
 //! `docs/architecture.md`). Membership is modelled directly (the live
 //! nodes, the lowest one owning the quorum): `sim.rs` checks the path from
-//! heartbeat loss to view. Each group has one shared disk; a group task
-//! models the Resource Monitor: it waits for the previous owner to report
-//! the group down (or to leave), reserves the disk (SPC-2 RESERVE, taken
-//! over from a dead holder as the disk arbitration does), polls, restarts
-//! within the restart threshold and reports the group failed beyond it.
+//! heartbeat loss to view. The group tasks are the real [`GroupRunner`]s,
+//! driven as the async host drives them: each group has a physical disk
+//! `Di` and an application `Ai` depending on it. Starts and stops take
+//! simulated time; the disk's start takes the reservation (SPC-2 RESERVE,
+//! taken over from a dead holder as the disk arbitration does). The
+//! runners wait for the previous owner to report the group down (or to
+//! leave), poll, restart within the restart threshold and fail the group
+//! beyond it, which the Failover Manager moves.
 //!
-//! Seeded faults: node crashes and restarts, resource failures, lost disks
-//! (every online attempt fails while lost). Checked at every instant: a
-//! group is online on at most one node, and a group's writer holds its
-//! disk's reservation. After healing (nodes back, disks back, the
-//! administrator's `group online` for groups stuck at their failover
-//! threshold) every group is online somewhere.
+//! Seeded faults: node crashes and restarts, application failures (the
+//! next poll fails), lost disks (a disk start hangs until the pending
+//! timeout abandons it or the disk comes back, and the disk's polls fail).
+//! Checked at every instant: a group's resources run on at most one node,
+//! and a running application's node holds its disk's reservation. After
+//! healing (nodes back, disks back, the administrator's `group online` for
+//! groups left failed) every group is online somewhere.
 //!
 //! `BUSRIG_GROUP_SIM_SEEDS=N` runs N seeds (default 1000);
 //! `BUSRIG_GROUP_SIM_SEED=S` runs seed S alone.
@@ -26,12 +30,13 @@ use std::time::Duration;
 use busrig_cluster::config::{ClusterConfig, NodeId};
 use busrig_cluster::db::{Change, DbSnapshot};
 use busrig_cluster::driver::{NodePhase, NodeStatus};
-use busrig_cluster::host::{HostAction, HostInput, ResourceHost};
+use busrig_cluster::host::{
+    GroupAction, GroupInput, GroupRunner, HostAction, HostInput, ResourceHost,
+};
 use busrig_cluster::message::View;
-use busrig_cluster::placement::{RestartDecision, RestartTracker, Threshold};
 use busrig_cluster::resource::{
-    group_key, put_json, Catalog, Failback, GroupSpec, GroupState, GroupStatus,
-    PENDING_TIMEOUT_SECS,
+    group_key, put_json, resource_key, Catalog, Failback, GroupSpec, GroupState, GroupStatus,
+    ResourceSpec, ResourceType,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -46,30 +51,31 @@ const START_MS: u64 = 300;
 /// Longer than a start, so a new owner that did not wait for the old one
 /// to go offline would overlap it.
 const STOP_MS: u64 = 500;
-const RESTART: Threshold = Threshold {
-    count: 2,
-    period: Duration::from_secs(60),
-};
+/// Poll intervals and limits of the simulated resources.
+const LOOKS_MS: u64 = 1_000;
+const IS_MS: u64 = 3_000;
+const PENDING_SECS: u64 = 2;
+const RESTARTS: u32 = 2;
+const RESTART_PERIOD_SECS: u64 = 60;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Task {
-    /// Waiting since `since` for the previous owner to go down.
-    Waiting {
-        since: u64,
-    },
-    Starting {
-        until: u64,
-    },
-    Online,
-    Stopping {
-        until: u64,
-    },
+/// A resource operation under way, due to finish at `due` (never, for a
+/// start of a lost disk: the runner's pending timeout abandons it).
+struct Op {
+    action: GroupAction,
+    due: Option<u64>,
 }
 
+/// A group task: the runner and what it has running here.
 struct GroupTask {
-    task: Task,
+    runner: GroupRunner,
+    op: Option<Op>,
+    /// Resources actually up here (started, not yet stopped).
+    running: BTreeSet<String>,
     stop: bool,
-    restarts: RestartTracker,
+    stop_fed: bool,
+    /// The host handed it a new catalog.
+    catalog_due: bool,
+    members_fed: Vec<NodeId>,
 }
 
 struct SimNode {
@@ -89,17 +95,35 @@ struct Sim {
     members: Vec<NodeId>,
     now: u64,
     rng: ChaCha8Rng,
+    /// Injected failures: group i's application fails its next poll.
+    app_fail: Vec<bool>,
     /// The catalog of `db` at `catalog_seq`, rebuilt when the database moves.
     catalog: std::sync::Arc<Catalog>,
     catalog_seq: u64,
 }
 
-fn gname(i: usize) -> String {
-    format!("G{}", i + 1)
+const GROUP_NAMES: [&str; GROUPS] = ["G1", "G2", "G3"];
+const DISK_NAMES: [&str; GROUPS] = ["D1", "D2", "D3"];
+const APP_NAMES: [&str; GROUPS] = ["A1", "A2", "A3"];
+
+fn gname(i: usize) -> &'static str {
+    GROUP_NAMES[i]
 }
 
 fn gindex(g: &str) -> usize {
     g[1..].parse::<usize>().expect("group name") - 1
+}
+
+fn disk(i: usize) -> &'static str {
+    DISK_NAMES[i]
+}
+
+fn app(i: usize) -> &'static str {
+    APP_NAMES[i]
+}
+
+fn ms(t: u64) -> Duration {
+    Duration::from_millis(t)
 }
 
 impl Sim {
@@ -138,9 +162,25 @@ impl Sim {
                 ..GroupSpec::default()
             };
             db.entries.insert(
-                group_key(&gname(i), "spec"),
+                group_key(gname(i), "spec"),
                 serde_json::to_string(&spec).expect("spec"),
             );
+            for (r, kind, dep) in [
+                (disk(i), ResourceType::PhysicalDisk, None),
+                (app(i), ResourceType::GenericApplication, Some(disk(i))),
+            ] {
+                let mut spec = ResourceSpec::new(gname(i), kind);
+                spec.depends_on = dep.into_iter().map(String::from).collect();
+                spec.looks_alive_ms = LOOKS_MS;
+                spec.is_alive_ms = IS_MS;
+                spec.pending_timeout_secs = PENDING_SECS;
+                spec.restart_threshold = RESTARTS;
+                spec.restart_period_secs = RESTART_PERIOD_SECS;
+                db.entries.insert(
+                    resource_key(r, "spec"),
+                    serde_json::to_string(&spec).expect("spec"),
+                );
+            }
         }
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let nodes = (0..NODES)
@@ -156,6 +196,7 @@ impl Sim {
             nodes,
             reserved: vec![None; GROUPS],
             lost: vec![false; GROUPS],
+            app_fail: vec![false; GROUPS],
             epoch: 1,
             members: (0..NODES as NodeId).collect(),
             now: 0,
@@ -238,47 +279,11 @@ impl Sim {
                 };
             }
             30..=33 => self.lost[g] = true,
-            34..=49 => self.lost[g] = false,
-            50..=69 => {
-                // A resource failure on whichever node has the group online.
-                for node in self.nodes.iter_mut() {
-                    if let Some(t) = node.tasks.get_mut(&gname(g)) {
-                        if t.task == Task::Online {
-                            t.task = Task::Starting { until: 0 };
-                        }
-                    }
-                }
-                self.fail_restart(g);
-            }
+            34..=49 => self.disk_back(g),
+            50..=69 => self.app_fail[g] = true,
             _ => {}
         }
         self.set_members();
-    }
-
-    /// A resource of group `g` failed where it was online (marked by
-    /// `Starting { until: 0 }`): count it against the restart threshold.
-    fn fail_restart(&mut self, g: usize) {
-        let now = Duration::from_millis(self.now);
-        for n in 0..NODES {
-            let name = gname(g);
-            let Some(t) = self.nodes[n].tasks.get_mut(&name) else {
-                continue;
-            };
-            if t.task != (Task::Starting { until: 0 }) {
-                continue;
-            }
-            match t.restarts.on_failure(now) {
-                RestartDecision::RestartLocally => {
-                    t.task = Task::Starting {
-                        until: self.now + START_MS,
-                    }
-                }
-                RestartDecision::FailGroup => {
-                    self.nodes[n].tasks.remove(&name);
-                    self.report(n, &name, GroupStatus::Failed, Some("restarts".into()));
-                }
-            }
-        }
     }
 
     fn host_round(&mut self, n: usize) {
@@ -302,118 +307,234 @@ impl Sim {
                 HostAction::Failover { decision, .. } => self.apply(&decision.change),
                 HostAction::ReportOffline(g) => self.report(n, &g, GroupStatus::Offline, None),
                 HostAction::Start(g) => {
-                    self.nodes[n].tasks.insert(
-                        g,
-                        GroupTask {
-                            task: Task::Waiting { since: self.now },
-                            stop: false,
-                            restarts: RestartTracker::new(RESTART),
-                        },
+                    let members = self.member_names();
+                    let mut runner = GroupRunner::new(
+                        &g,
+                        &self.cfg.nodes[n].name,
+                        cat.clone(),
+                        members,
+                        ms(self.now),
                     );
+                    let first = runner.begin(ms(self.now));
+                    let task = GroupTask {
+                        runner,
+                        op: None,
+                        running: BTreeSet::new(),
+                        stop: false,
+                        stop_fed: false,
+                        catalog_due: false,
+                        members_fed: self.members.clone(),
+                    };
+                    self.nodes[n].tasks.insert(g.clone(), task);
+                    self.perform(n, &g, first);
+                }
+                HostAction::Update(g) => {
+                    if let Some(t) = self.nodes[n].tasks.get_mut(&g) {
+                        t.catalog_due = true;
+                    }
                 }
                 HostAction::Stop(g) => {
                     if let Some(t) = self.nodes[n].tasks.get_mut(&g) {
                         t.stop = true;
                     }
                 }
-                HostAction::StopAll
-                | HostAction::Event(_)
-                | HostAction::PruneEvent(_)
-                | HostAction::Update(_) => {}
+                HostAction::StopAll | HostAction::Event(_) | HostAction::PruneEvent(_) => {}
             }
         }
     }
 
-    fn task_round(&mut self, n: usize) {
-        let me = self.cfg.nodes[n].name.clone();
-        let names: Vec<String> = self.nodes[n].tasks.keys().cloned().collect();
-        for g in names {
-            let i = gindex(&g);
-            let Some(t) = self.nodes[n].tasks.get(&g) else {
-                continue;
-            };
-            let (task, stop) = (t.task, t.stop);
-            let next = match task {
-                Task::Waiting { since } => {
-                    if stop {
-                        self.nodes[n].tasks.remove(&g);
-                        continue;
-                    }
-                    let cat = self.catalog();
-                    let busy = cat.groups[&g].state.as_ref().is_some_and(|s| {
-                        s.node != me
-                            && self
-                                .cfg
-                                .node_id(&s.node)
-                                .is_some_and(|o| self.members.contains(&o))
-                            && !s.state.is_down()
-                    });
-                    if busy && self.now - since <= PENDING_TIMEOUT_SECS * 1000 {
-                        continue;
-                    }
-                    self.report(n, &g, GroupStatus::Pending, None);
-                    Task::Starting {
-                        until: self.now + START_MS,
+    /// Disk `i` answers again: starts hanging on it finish at once (they
+    /// waited for the disk, not for their own work).
+    fn disk_back(&mut self, i: usize) {
+        self.lost[i] = false;
+        let due = self.now;
+        let d = disk(i);
+        for node in &mut self.nodes {
+            for op in node.tasks.values_mut().filter_map(|t| t.op.as_mut()) {
+                let hangs_here =
+                    matches!(&op.action, GroupAction::Start { resource, .. } if *resource == d);
+                if op.due.is_none() && hangs_here {
+                    op.due = Some(due);
+                }
+            }
+        }
+    }
+
+    fn member_names(&self) -> BTreeSet<String> {
+        self.members
+            .iter()
+            .map(|&m| self.cfg.nodes[usize::from(m)].name.clone())
+            .collect()
+    }
+
+    /// Performs a runner's actions on node `n`; an operation is left under
+    /// way (immediate ones finish in the same task round).
+    fn perform(&mut self, n: usize, g: &str, actions: Vec<GroupAction>) {
+        let i = gindex(g);
+        for a in actions {
+            match a {
+                GroupAction::ReportGroup { state, reason } => self.report(n, g, state, reason),
+                GroupAction::ReportResource { .. } | GroupAction::Log(_) | GroupAction::Done => {}
+                op => {
+                    let due = match &op {
+                        // A lost disk does not answer: the start hangs.
+                        GroupAction::Start { resource, .. }
+                            if *resource == disk(i) && self.lost[i] =>
+                        {
+                            None
+                        }
+                        GroupAction::Start { .. } => Some(self.now + START_MS),
+                        GroupAction::Stop { .. } => Some(self.now + STOP_MS),
+                        _ => Some(self.now),
+                    };
+                    if let Some(t) = self.nodes[n].tasks.get_mut(g) {
+                        t.op = Some(Op { action: op, due });
                     }
                 }
-                Task::Starting { .. } | Task::Online if stop => {
-                    self.report(n, &g, GroupStatus::OfflinePending, None);
-                    Task::Stopping {
-                        until: self.now + STOP_MS,
-                    }
-                }
-                Task::Starting { until } if self.now >= until => {
+            }
+        }
+    }
+
+    /// The result of a finished operation (and its effect on the disk).
+    fn finish(&mut self, n: usize, g: &str, op: GroupAction) -> GroupInput {
+        let i = gindex(g);
+        let me = n as NodeId;
+        let Some(t) = self.nodes[n].tasks.get_mut(g) else {
+            return GroupInput::Wake;
+        };
+        match op {
+            GroupAction::Start { resource, .. } => {
+                if resource == disk(i) {
                     if self.lost[i] {
-                        Task::Starting { until: 0 }
+                        return GroupInput::Started {
+                            resource,
+                            result: Err("disk lost".into()),
+                        };
+                    }
+                    // The disk resource takes the reservation (a dead
+                    // holder's is broken, SPC-2 §5.5.1).
+                    self.reserved[i] = Some(me);
+                }
+                t.running.insert(resource.clone());
+                GroupInput::Started {
+                    resource,
+                    result: Ok(()),
+                }
+            }
+            GroupAction::Stop { resource } => {
+                if resource == disk(i) && self.reserved[i] == Some(me) {
+                    self.reserved[i] = None;
+                }
+                t.running.remove(&resource);
+                GroupInput::Stopped { resource }
+            }
+            GroupAction::Poll { resource, .. } => {
+                let result = if resource == disk(i) {
+                    if self.lost[i] || self.reserved[i] != Some(me) {
+                        Err("disk lost".to_string())
                     } else {
-                        // The physical disk resource takes the reservation
-                        // (a dead holder's is broken, SPC-2 §5.5.1).
-                        self.reserved[i] = Some(n as NodeId);
-                        self.report(n, &g, GroupStatus::Online, None);
-                        Task::Online
+                        Ok(())
                     }
-                }
-                Task::Online if self.lost[i] => Task::Starting { until: 0 },
-                Task::Stopping { until } if self.now >= until => {
-                    if self.reserved[i] == Some(n as NodeId) {
-                        self.reserved[i] = None;
-                    }
+                } else if std::mem::take(&mut self.app_fail[i]) {
+                    Err("application failed".to_string())
+                } else {
+                    Ok(())
+                };
+                GroupInput::Polled { resource, result }
+            }
+            _ => GroupInput::Wake,
+        }
+    }
+
+    /// One step of each group task on node `n`, as the async driver
+    /// does: finish a due operation (or abandon a start at its pending
+    /// deadline), else hand over stop, catalog and wake-ups.
+    fn task_round(&mut self, n: usize) {
+        let names: Vec<String> = self.nodes[n].tasks.keys().cloned().collect();
+        let now = ms(self.now);
+        for g in names {
+            while let Some(t) = self.nodes[n].tasks.get_mut(&g) {
+                if t.runner.is_done() {
                     self.nodes[n].tasks.remove(&g);
-                    self.report(n, &g, GroupStatus::Offline, None);
-                    continue;
+                    break;
                 }
-                other => other,
+                let wake_due = t.runner.wake_at().is_some_and(|w| w <= now);
+                let mut inputs = Vec::new();
+                if self.members != t.members_fed {
+                    t.members_fed = self.members.clone();
+                    inputs.push(GroupInput::Members(self.member_names()));
+                }
+                let t = self.nodes[n].tasks.get_mut(&g).expect("present");
+                match t.op.take() {
+                    Some(op) if op.due.is_some_and(|d| d <= self.now) => {
+                        if t.stop && !t.stop_fed {
+                            t.stop_fed = true;
+                            inputs.push(GroupInput::Stop);
+                        }
+                        let result = self.finish(n, &g, op.action);
+                        inputs.push(result);
+                    }
+                    Some(op) if wake_due => {
+                        // Abandoned: a disk start leaves nothing running.
+                        drop(op);
+                        inputs.push(GroupInput::Wake);
+                    }
+                    Some(op) => {
+                        t.op = Some(op);
+                        self.feed(n, &g, inputs);
+                        break;
+                    }
+                    None if t.stop && !t.stop_fed => {
+                        t.stop_fed = true;
+                        inputs.push(GroupInput::Stop);
+                    }
+                    None if t.catalog_due => {
+                        t.catalog_due = false;
+                        inputs.push(GroupInput::Catalog(self.catalog()));
+                    }
+                    None if wake_due => inputs.push(GroupInput::Wake),
+                    None => {
+                        self.feed(n, &g, inputs);
+                        break;
+                    }
+                }
+                self.feed(n, &g, inputs);
+            }
+        }
+    }
+
+    fn feed(&mut self, n: usize, g: &str, inputs: Vec<GroupInput>) {
+        let now = ms(self.now);
+        for input in inputs {
+            let Some(t) = self.nodes[n].tasks.get_mut(g) else {
+                return;
             };
-            if let Some(t) = self.nodes[n].tasks.get_mut(&g) {
-                t.task = next;
-            }
-            if next == (Task::Starting { until: 0 }) {
-                self.fail_restart(i);
-            }
+            let out = t.runner.handle(now, input);
+            self.perform(n, g, out);
         }
     }
 
     fn check(&self) -> Result<(), String> {
         for i in 0..GROUPS {
-            // Online, or still taking its resources offline: the resources
-            // are up on that node.
+            // Resources up (started and not yet stopped) on that node.
             let up: Vec<usize> = (0..NODES)
                 .filter(|&n| {
                     self.nodes[n].alive
                         && self.nodes[n]
                             .tasks
-                            .get(&gname(i))
-                            .is_some_and(|t| matches!(t.task, Task::Online | Task::Stopping { .. }))
+                            .get(gname(i))
+                            .is_some_and(|t| !t.running.is_empty())
                 })
                 .collect();
             if up.len() > 1 {
                 return Err(format!("{} online on nodes {up:?}", gname(i)));
             }
+            // The application writes to the disk.
             let writer = up.first().copied().filter(|&n| {
                 self.nodes[n]
                     .tasks
-                    .get(&gname(i))
-                    .is_some_and(|t| t.task == Task::Online)
+                    .get(gname(i))
+                    .is_some_and(|t| t.running.contains(app(i)))
             });
             if let Some(w) = writer {
                 if self.reserved[i] != Some(w as NodeId) {
@@ -453,9 +574,18 @@ impl Sim {
             }
         }
         self.set_members();
-        self.lost = vec![false; GROUPS];
-        // The administrator's `group online` for groups left failed: it
-        // starts their counts afresh (as the admin endpoint does).
+        for i in 0..GROUPS {
+            self.disk_back(i);
+        }
+        self.app_fail = vec![false; GROUPS];
+        self.reset_failed();
+    }
+
+    /// The administrator's `group online` for groups left failed: it
+    /// starts their counts afresh (as the admin endpoint does). Done at
+    /// every round of the healing, for failures of faults just before it
+    /// that finish after (a restart's stops take their time).
+    fn reset_failed(&mut self) {
         let cat = self.catalog();
         for (g, rec) in &cat.groups {
             if rec
@@ -477,16 +607,17 @@ impl Sim {
         let cat = self.catalog();
         (0..GROUPS).all(|i| {
             let g = gname(i);
-            let by = cat.groups[&g]
+            let by = cat.groups[g]
                 .state
                 .as_ref()
                 .filter(|s| s.state == GroupStatus::Online)
                 .and_then(|s| self.cfg.node_id(&s.node));
             by.is_some_and(|n| {
-                self.nodes[usize::from(n)]
-                    .tasks
-                    .get(&g)
-                    .is_some_and(|t| t.task == Task::Online)
+                self.nodes[usize::from(n)].tasks.get(g).is_some_and(|t| {
+                    t.runner.is_online()
+                        && t.running.contains(disk(i))
+                        && t.running.contains(app(i))
+                })
             })
         })
     }
@@ -500,6 +631,7 @@ fn run_seed(seed: u64) -> Result<(), String> {
     }
     sim.heal();
     for _ in 0..HEAL_TICKS {
+        sim.reset_failed();
         sim.round()?;
         if sim.all_online() {
             return Ok(());
@@ -519,7 +651,7 @@ fn run_seed(seed: u64) -> Result<(), String> {
                 sim.nodes[n]
                     .tasks
                     .iter()
-                    .map(|(g, t)| (g.clone(), t.task, t.stop))
+                    .map(|(g, t)| (g.clone(), t.runner.is_online(), t.running.clone(), t.stop))
                     .collect::<Vec<_>>()
             )
         })

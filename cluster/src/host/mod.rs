@@ -19,10 +19,13 @@
 //! stops, every group goes offline at once.
 //!
 //! Which group tasks run, and what the Failover Manager proposes, is
-//! decided by the pure [`ResourceHost`] (`machine`); [`run`] only observes,
-//! performs its [`HostAction`]s and runs the group tasks, and
-//! `tests/group_sim.rs` drives the same machine under seeded faults.
+//! decided by the pure [`ResourceHost`] (`machine`); what a group task does
+//! is decided by the pure [`GroupRunner`] (`group`). [`run`] and
+//! `group_task` only observe, perform the machines' actions with the real
+//! resources (`resources`) and feed back the results, and
+//! `tests/group_sim.rs` drives the same machines under seeded faults.
 
+pub mod group;
 pub mod machine;
 pub mod resources;
 
@@ -37,14 +40,14 @@ use tokio::time::Instant;
 use crate::config::{ClusterConfig, NodeId};
 use crate::db::{Change, DbSnapshot};
 use crate::driver::{Command, NodeStatus};
-use crate::placement::{RestartDecision, RestartTracker, Threshold};
 use crate::resource::{
     group_key, put_json, resource_key, Catalog, GroupState, GroupStatus, ResourceState,
     ResourceStatus,
 };
 
+pub use group::{Check, GroupAction, GroupInput, GroupLog, GroupRunner, OnlineError};
 pub use machine::{HostAction, HostInput, ResourceHost, EVENTS_KEPT, EVENT_PREFIX};
-use resources::{disk_indices, ResourceError, Running};
+use resources::{ResourceError, Running};
 
 /// Why a change the host proposed did not commit. The messages reach the
 /// event log and, inside [`ResourceError`], resource state reasons.
@@ -62,21 +65,6 @@ pub enum CommitError {
     /// The node refused the change (Global Update).
     #[error(transparent)]
     Refused(#[from] crate::driver::ProposeError),
-}
-
-/// Why a resource did not come online; the message is its `reason` in
-/// `resource/R/state` and, prefixed with the resource, the group's.
-#[derive(Debug, thiserror::Error)]
-pub enum OnlineError {
-    /// The resource was deleted from the catalog before it came online.
-    #[error("deleted")]
-    Deleted,
-    /// The resource stayed online-pending past its pending timeout.
-    #[error("still pending after {0:?}")]
-    StillPending(Duration),
-    /// The resource type's online entry point failed.
-    #[error(transparent)]
-    Resource(#[from] ResourceError),
 }
 
 /// What the host needs from its node.
@@ -345,385 +333,216 @@ async fn stop_all(tasks: &mut BTreeMap<String, GroupTask>) {
     }
 }
 
-/// One resource of a running group, with its poll times.
-struct Live {
-    name: String,
-    running: Running,
-    next_looks: Instant,
-    next_is: Instant,
-}
-
+/// Runs group `group` here: the driver of its [`GroupRunner`], which makes
+/// every decision. It performs the runner's actions with the real
+/// resources (`resources`), feeds back their results, and wakes it at its
+/// deadlines and on catalog changes and stop requests.
 async fn group_task(
     ctx: Arc<HostContext>,
     group: String,
     mut catalog: watch::Receiver<Arc<Catalog>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let me = ctx.name().to_string();
-    // 1. The previous owner takes the group offline first.
-    let pending_limit = Duration::from_secs(crate::resource::PENDING_TIMEOUT_SECS);
-    let waited = Instant::now();
-    loop {
-        let busy = {
-            let cat = catalog.borrow();
-            cat.groups
-                .get(&group)
-                .and_then(|g| g.state.clone())
-                .is_some_and(|s| {
-                    s.node != me && ctx.members().contains(&s.node) && !s.state.is_down()
-                })
-        };
-        if !busy {
-            break;
-        }
-        if waited.elapsed() > pending_limit {
-            tracing::warn!(%group, "previous owner did not report the group offline; going on");
-            break;
-        }
-        tokio::select! {
-            _ = catalog.changed() => {}
-            _ = stop.changed() => return,
-            () = tokio::time::sleep(Duration::from_millis(200)) => {}
-        }
-    }
-    tracing::info!(%group, "bringing the group online");
-    ctx.report_group(&group, GroupStatus::Pending, None).await;
-    let cat = catalog.borrow().clone();
-    let order = cat.online_order(&group);
-    let indices = disk_indices(&cat);
-    let mut live: Vec<Live> = Vec::new();
-    let mut trackers: BTreeMap<String, RestartTracker> = BTreeMap::new();
     let t0 = Instant::now();
-
-    // 2. Online in dependency order, restarting within the threshold.
-    let mut failed: Option<String> = None;
-    for r in &order {
-        if !cat.wanted_online(r) {
-            continue;
-        }
-        match online_with_restarts(&ctx, &cat, r, &indices, &mut trackers, t0).await {
-            Ok(l) => live.push(l),
-            Err(why) => {
-                failed = Some(format!("{r}: {why}"));
-                break;
+    let now = || t0.elapsed();
+    let first = catalog.borrow_and_update().clone();
+    let mut members = ctx.members();
+    let mut runner = GroupRunner::new(&group, ctx.name(), first, members.clone(), now());
+    let mut running: BTreeMap<String, Running> = BTreeMap::new();
+    let mut stop_fed = false;
+    let mut actions = runner.begin(now());
+    loop {
+        let mut result = None;
+        for a in actions {
+            let deadline = runner.wake_at().map(|d| t0 + d);
+            if let Some(input) = perform(&ctx, &group, deadline, &mut running, a).await {
+                result = Some(input);
             }
         }
-        if *stop.borrow() {
+        if runner.is_done() {
             break;
         }
-    }
-    if let Some(why) = failed {
-        offline_all(&ctx, &mut live).await;
-        tracing::warn!(%group, reason = %why, "group failed on this node");
-        ctx.report_group(&group, GroupStatus::Failed, Some(why))
-            .await;
-        return;
-    }
-    if !*stop.borrow() {
-        tracing::info!(%group, "group online");
-        ctx.report_group(&group, GroupStatus::Online, None).await;
-    }
-
-    // 3. Poll until told to stop.
-    // `resource fail` requests are a counter per resource: each increment
-    // is one failure, even when several arrive between two looks.
-    let fail_count = |c: &Catalog, r: &str| -> u64 {
-        c.resources
-            .get(r)
-            .and_then(|x| x.fail_request.as_deref())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    let mut fails: BTreeMap<String, u64> = cat
-        .resources
-        .keys()
-        .map(|r| (r.clone(), fail_count(&cat, r)))
-        .collect();
-    let mut owed: BTreeMap<String, u64> = BTreeMap::new();
-    loop {
-        if *stop.borrow() {
-            break;
-        }
-        let next = live
-            .iter()
-            .map(|l| l.next_looks.min(l.next_is))
-            .min()
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-        tokio::select! {
-            _ = stop.changed() => continue,
-            _ = catalog.changed() => {}
-            () = tokio::time::sleep_until(next) => {}
-        }
-        let cat = catalog.borrow().clone();
-        let now = Instant::now();
-        let mut failed_at: Option<(usize, String)> = None;
-        // An administrator's `resource fail`.
-        for r in cat.resources.keys() {
-            let now_count = fail_count(&cat, r);
-            let before = fails.insert(r.clone(), now_count).unwrap_or(0);
-            if now_count > before {
-                tracing::info!(resource = %r, requests = now_count - before, "administrator failure requests");
-                *owed.entry(r.clone()).or_default() += now_count - before;
-            }
-        }
-        owed.retain(|r, n| *n > 0 && cat.resources.contains_key(r));
-        for (i, l) in live.iter().enumerate() {
-            if let Some(n) = owed.get_mut(&l.name) {
-                *n -= 1;
-                failed_at = Some((i, "failed by the administrator".into()));
-                break;
-            }
-        }
-        // Resources added to the group (or deleted from it) since.
-        if failed_at.is_none() {
-            let gone: Vec<usize> = live
-                .iter()
-                .enumerate()
-                .filter(|(_, l)| {
-                    cat.resources
-                        .get(&l.name)
-                        .is_none_or(|r| r.spec.group != group)
-                        || !cat.wanted_online(&l.name)
-                })
-                .map(|(i, _)| i)
-                .collect();
-            // Dependents first: `live` is in online order.
-            for i in gone.into_iter().rev() {
-                let l = live.remove(i);
-                tracing::info!(%group, resource = %l.name, "resource set offline or removed");
-                ctx.report_resource(&l.name, ResourceStatus::OfflinePending, None)
-                    .await;
-                l.running.stop(&ctx).await;
-                if cat.resources.contains_key(&l.name) {
-                    ctx.report_resource(&l.name, ResourceStatus::Offline, None)
-                        .await;
+        // The view's members, then a stop asked for during an operation
+        // (the runner acts on it after the operation's result), then the
+        // input; the first two only inform the runner.
+        let mut inputs = Vec::with_capacity(3);
+        let mut early_stop = false;
+        let input = match result {
+            Some(input) => {
+                if *stop.borrow() && !stop_fed {
+                    stop_fed = true;
+                    early_stop = true;
                 }
+                input
             }
-            let indices = disk_indices(&cat);
-            for r in cat.online_order(&group) {
-                if live.iter().any(|l| l.name == r) || !cat.wanted_online(&r) {
-                    continue;
-                }
-                let deps_up = cat.resources[&r]
-                    .spec
-                    .depends_on
-                    .iter()
-                    .all(|d| live.iter().any(|l| &l.name == d));
-                if !deps_up {
-                    continue;
-                }
-                match start_one(&ctx, &cat, &r, &indices).await {
-                    Ok(l) => live.push(l),
-                    Err(why) => {
-                        tracing::warn!(%group, resource = %r, reason = %why, "resource did not come online");
-                        // Counted like any failure: restarts within the
-                        // threshold, then the group fails.
-                        let spec = &cat.resources[&r].spec;
-                        let threshold = Threshold {
-                            count: spec.restart_threshold,
-                            period: Duration::from_secs(spec.restart_period_secs),
-                        };
-                        let d = trackers
-                            .entry(r.clone())
-                            .or_insert_with(|| RestartTracker::new(threshold))
-                            .on_failure(t0.elapsed());
-                        if d == RestartDecision::FailGroup {
-                            offline_all(&ctx, &mut live).await;
-                            let why = format!("{r} used up its restart threshold: {why}");
-                            tracing::warn!(%group, reason = %why, "group failed on this node");
-                            ctx.report_group(&group, GroupStatus::Failed, Some(why))
-                                .await;
-                            return;
-                        }
-                        break;
-                    }
-                }
-            }
-        }
-        for (i, l) in live.iter_mut().enumerate() {
-            if failed_at.is_some() {
-                break;
-            }
-            let Some(spec) = cat.resources.get(&l.name).map(|r| r.spec.clone()) else {
-                continue;
-            };
-            let result = if now >= l.next_is {
-                l.next_is = now + Duration::from_millis(spec.is_alive_ms);
-                l.next_looks = now + Duration::from_millis(spec.looks_alive_ms);
-                l.running.is_alive(&spec).await
-            } else if now >= l.next_looks {
-                l.next_looks = now + Duration::from_millis(spec.looks_alive_ms);
-                l.running.looks_alive().await
-            } else {
-                Ok(())
-            };
-            if let Err(why) = result {
-                failed_at = Some((i, why.to_string()));
-                break;
-            }
-        }
-        let Some((i, why)) = failed_at else { continue };
-        let name = live[i].name.clone();
-        tracing::warn!(%group, resource = %name, reason = %why, "resource failed");
-        ctx.report_resource(&name, ResourceStatus::Failed, Some(why.clone()))
-            .await;
-        // The failed resource and everything that depends on it, in order.
-        let mut affected: BTreeSet<String> = BTreeSet::from([name.clone()]);
-        loop {
-            let more: Vec<String> = cat
-                .resources
-                .iter()
-                .filter(|(n, r)| {
-                    !affected.contains(*n) && r.spec.depends_on.iter().any(|d| affected.contains(d))
-                })
-                .map(|(n, _)| n.clone())
-                .collect();
-            if more.is_empty() {
-                break;
-            }
-            affected.extend(more);
-        }
-        let spec = cat.resources.get(&name).map(|r| r.spec.clone());
-        let threshold = spec
-            .as_ref()
-            .map(|s| Threshold {
-                count: s.restart_threshold,
-                period: Duration::from_secs(s.restart_period_secs),
-            })
-            .unwrap_or(Threshold::RESTART_DEFAULT);
-        let decision = trackers
-            .entry(name.clone())
-            .or_insert_with(|| RestartTracker::new(threshold))
-            .on_failure(t0.elapsed());
-        // Offline the affected resources, dependents first.
-        let mut keep = Vec::new();
-        let mut down = Vec::new();
-        for l in live.drain(..) {
-            if affected.contains(&l.name) {
-                down.push(l);
-            } else {
-                keep.push(l);
-            }
-        }
-        live = keep;
-        offline_all(&ctx, &mut down).await;
-        match decision {
-            RestartDecision::RestartLocally => {
-                tracing::info!(%group, resource = %name, "restarting on this node");
-                let mut broke = None;
-                for r in order.iter().filter(|r| affected.contains(*r)) {
-                    match start_one(&ctx, &cat, r, &indices).await {
-                        Ok(l) => live.push(l),
-                        Err(why) => {
-                            broke = Some(format!("{r}: restart failed: {why}"));
-                            break;
+            None => {
+                let wake = runner.wake_at().map(|d| t0 + d);
+                tokio::select! {
+                    r = stop.changed(), if !stop_fed => {
+                        if r.is_err() || *stop.borrow() {
+                            stop_fed = true;
+                            GroupInput::Stop
+                        } else {
+                            actions = Vec::new();
+                            continue;
                         }
                     }
-                }
-                if let Some(why) = broke {
-                    offline_all(&ctx, &mut live).await;
-                    ctx.report_group(&group, GroupStatus::Failed, Some(why))
-                        .await;
-                    return;
+                    // After a stop the runner only takes its resources
+                    // offline: it needs no catalog.
+                    r = catalog.changed(), if !stop_fed => {
+                        if r.is_err() {
+                            // The host is gone: take the group offline.
+                            stop_fed = true;
+                            GroupInput::Stop
+                        } else {
+                            GroupInput::Catalog(catalog.borrow_and_update().clone())
+                        }
+                    }
+                    () = sleep_until_some(wake) => GroupInput::Wake,
                 }
             }
-            RestartDecision::FailGroup => {
-                offline_all(&ctx, &mut live).await;
-                let why = format!("{name} used up its restart threshold");
-                tracing::warn!(%group, reason = %why, "group failed on this node");
-                ctx.report_group(&group, GroupStatus::Failed, Some(why))
-                    .await;
-                return;
-            }
+        };
+        let m = ctx.members();
+        if m != members {
+            members = m.clone();
+            inputs.push(GroupInput::Members(m));
         }
+        if early_stop {
+            inputs.push(GroupInput::Stop);
+        }
+        inputs.push(input);
+        actions = inputs
+            .into_iter()
+            .flat_map(|i| runner.handle(now(), i))
+            .collect();
     }
-    tracing::info!(%group, "taking the group offline");
-    ctx.report_group(&group, GroupStatus::OfflinePending, None)
-        .await;
-    offline_all(&ctx, &mut live).await;
-    ctx.report_group(&group, GroupStatus::Offline, None).await;
+    tracing::debug!(%group, "group runner done");
 }
 
-async fn start_one(
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Performs one action; an operation returns its result for the runner.
+async fn perform(
     ctx: &Arc<HostContext>,
-    cat: &Catalog,
-    r: &str,
-    indices: &BTreeMap<String, u8>,
-) -> Result<Live, OnlineError> {
-    let spec = cat
-        .resources
-        .get(r)
-        .map(|x| x.spec.clone())
-        .ok_or(OnlineError::Deleted)?;
-    ctx.report_resource(r, ResourceStatus::OnlinePending, None)
-        .await;
-    let limit = Duration::from_secs(spec.pending_timeout_secs);
-    let idx = indices.get(r).copied().unwrap_or(1);
-    match tokio::time::timeout(limit, Running::start(ctx, cat, r, &spec, idx)).await {
-        Ok(Ok(running)) => {
-            tracing::info!(resource = %r, kind = spec.kind.name(), "resource online");
-            ctx.report_resource(r, ResourceStatus::Online, None).await;
-            let now = Instant::now();
-            Ok(Live {
-                name: r.to_string(),
-                running,
-                next_looks: now + Duration::from_millis(spec.looks_alive_ms),
-                next_is: now + Duration::from_millis(spec.is_alive_ms),
+    group: &str,
+    deadline: Option<Instant>,
+    running: &mut BTreeMap<String, Running>,
+    action: GroupAction,
+) -> Option<GroupInput> {
+    match action {
+        GroupAction::ReportGroup { state, reason } => {
+            ctx.report_group(group, state, reason).await;
+            None
+        }
+        GroupAction::ReportResource {
+            resource,
+            state,
+            reason,
+        } => {
+            ctx.report_resource(&resource, state, reason).await;
+            None
+        }
+        GroupAction::Log(line) => {
+            log(group, line);
+            None
+        }
+        GroupAction::Start {
+            resource,
+            spec,
+            disk_index,
+            catalog,
+        } => {
+            // The runner's wake-up is the pending deadline: past it the
+            // start is abandoned (dropped) and the runner told.
+            let started = tokio::select! {
+                r = Running::start(ctx, &catalog, &resource, &spec, disk_index) => Some(r),
+                () = sleep_until_some(deadline) => None,
+            };
+            Some(match started {
+                Some(Ok(r)) => {
+                    running.insert(resource.clone(), r);
+                    GroupInput::Started {
+                        resource,
+                        result: Ok(()),
+                    }
+                }
+                Some(Err(e)) => GroupInput::Started {
+                    resource,
+                    result: Err(e.to_string()),
+                },
+                None => GroupInput::Wake,
             })
         }
-        Ok(Err(why)) => {
-            ctx.report_resource(r, ResourceStatus::Failed, Some(why.to_string()))
-                .await;
-            Err(why.into())
-        }
-        Err(_) => {
-            let why = OnlineError::StillPending(limit);
-            ctx.report_resource(r, ResourceStatus::Failed, Some(why.to_string()))
-                .await;
-            Err(why)
-        }
-    }
-}
-
-async fn online_with_restarts(
-    ctx: &Arc<HostContext>,
-    cat: &Catalog,
-    r: &str,
-    indices: &BTreeMap<String, u8>,
-    trackers: &mut BTreeMap<String, RestartTracker>,
-    t0: Instant,
-) -> Result<Live, OnlineError> {
-    loop {
-        match start_one(ctx, cat, r, indices).await {
-            Ok(l) => return Ok(l),
-            Err(why) => {
-                let spec = cat.resources.get(r).map(|x| x.spec.clone());
-                let threshold = spec
-                    .map(|s| Threshold {
-                        count: s.restart_threshold,
-                        period: Duration::from_secs(s.restart_period_secs),
-                    })
-                    .unwrap_or(Threshold::RESTART_DEFAULT);
-                let d = trackers
-                    .entry(r.to_string())
-                    .or_insert_with(|| RestartTracker::new(threshold))
-                    .on_failure(t0.elapsed());
-                if d == RestartDecision::FailGroup {
-                    return Err(why);
-                }
-                tracing::info!(resource = %r, reason = %why, "online failed; retrying on this node");
+        GroupAction::Stop { resource } => {
+            if let Some(r) = running.remove(&resource) {
+                r.stop(ctx).await;
             }
+            Some(GroupInput::Stopped { resource })
         }
+        GroupAction::Poll {
+            resource,
+            check,
+            spec,
+        } => {
+            let result = match running.get_mut(&resource) {
+                Some(r) => match check {
+                    Check::LooksAlive => r.looks_alive().await,
+                    Check::IsAlive => r.is_alive(&spec).await,
+                },
+                None => Err(ResourceError::NotRunning),
+            };
+            Some(GroupInput::Polled {
+                resource,
+                result: result.map_err(|e| e.to_string()),
+            })
+        }
+        GroupAction::Done => None,
     }
 }
 
-async fn offline_all(ctx: &Arc<HostContext>, live: &mut Vec<Live>) {
-    while let Some(l) = live.pop() {
-        ctx.report_resource(&l.name, ResourceStatus::OfflinePending, None)
-            .await;
-        l.running.stop(ctx).await;
-        tracing::info!(resource = %l.name, "resource offline");
-        ctx.report_resource(&l.name, ResourceStatus::Offline, None)
-            .await;
+/// Writes a runner's log line.
+fn log(group: &str, line: GroupLog) {
+    match line {
+        GroupLog::PreviousOwnerLate => {
+            tracing::warn!(%group, "previous owner did not report the group offline; going on")
+        }
+        GroupLog::BringingOnline => tracing::info!(%group, "bringing the group online"),
+        GroupLog::GroupOnline => tracing::info!(%group, "group online"),
+        GroupLog::GroupFailed { reason } => {
+            tracing::warn!(%group, %reason, "group failed on this node")
+        }
+        GroupLog::TakingOffline => tracing::info!(%group, "taking the group offline"),
+        GroupLog::ResourceOnline { resource, kind } => {
+            tracing::info!(%resource, kind = kind.name(), "resource online")
+        }
+        GroupLog::OnlineRetry { resource, reason } => {
+            tracing::info!(%resource, %reason, "online failed; retrying on this node")
+        }
+        GroupLog::FailRequests { resource, requests } => {
+            tracing::info!(%resource, requests, "administrator failure requests")
+        }
+        GroupLog::ResourceRemoved { resource } => {
+            tracing::info!(%group, %resource, "resource set offline or removed")
+        }
+        GroupLog::DidNotStart { resource, reason } => {
+            tracing::warn!(%group, %resource, %reason, "resource did not come online")
+        }
+        GroupLog::ResourceFailed { resource, reason } => {
+            tracing::warn!(%group, %resource, %reason, "resource failed")
+        }
+        GroupLog::Restarting { resource } => {
+            tracing::info!(%group, %resource, "restarting on this node")
+        }
+        GroupLog::ResourceLeftFailed { resource } => tracing::warn!(
+            %group,
+            %resource,
+            "resource used up its restart threshold; it does not affect the group, which stays online"
+        ),
+        GroupLog::ResourceOffline { resource } => tracing::info!(%resource, "resource offline"),
     }
 }

@@ -26,6 +26,9 @@ use super::{CommitError, HostContext};
 /// messages become the resource's `reason` in the database (`resource/R/state`).
 #[derive(Debug, thiserror::Error)]
 pub enum ResourceError {
+    /// A poll named a resource this node does not run.
+    #[error("not running on this node")]
+    NotRunning,
     /// An ip-address resource's `address` property is not an IP address.
     #[error("bad address {0:?}")]
     BadAddress(String),
