@@ -384,8 +384,6 @@ pub struct Conn {
     backlog: Arc<Backlog>,
     /// This connection's memory and the target's (docs/limits.md).
     meter: Meter,
-    /// The sum of the commands' `charged`.
-    charged: u64,
     /// Delivered commands waiting for memory, oldest first.
     mem_waiting: Vec<u32>,
     /// How long promised write data may take, and when to look next.
@@ -438,7 +436,6 @@ impl Conn {
             out,
             backlog,
             meter,
-            charged: 0,
             mem_waiting: Vec::new(),
             data_timeout: Duration::from_secs(portal.tuning.data_out_timeout_secs),
             data_check: None,
@@ -1022,7 +1019,6 @@ impl Conn {
             if let Some(cmd) = self.cmds.get_mut(&h.itt) {
                 cmd.charged += immediate;
             }
-            self.charged += immediate;
             self.meter.add(immediate);
             if !h.final_ {
                 // Unsolicited Data-Out is promised from now on, whether or
@@ -1064,7 +1060,6 @@ impl Conn {
     }
 
     fn release(&mut self, n: u64) {
-        self.charged = self.charged.saturating_sub(n);
         self.meter.sub(n);
     }
 
@@ -1189,17 +1184,18 @@ impl Conn {
         let mut awaiting = false;
         {
             let mut ttt = self.next_ttt;
-            let others = self.charged;
+            let others = self.meter.conn().used();
             let Some(cmd) = self.cmds.get_mut(&itt) else {
                 return;
             };
             if !cmd.delivered || cmd.launched || cmd.abort_requested || cmd.waiting_memory {
                 return;
             }
-            // Nothing else of this connection is counted: only the target's
-            // limit applies, so one command larger than the connection's
-            // limit still runs.
-            let alone = others == cmd.charged;
+            // Nothing else of this connection is counted (no other
+            // command, nothing queued to send): only the target's limit
+            // applies, so one command larger than the connection's limit
+            // still runs.
+            let alone = others <= cmd.charged;
             match cmd.write.as_mut() {
                 Some(w) if !w.is_complete() => {
                     let mut budget = self.meter.room(alone);
@@ -1213,7 +1209,6 @@ impl Conn {
                     });
                     let used = before - budget;
                     cmd.charged += used;
-                    self.charged += used;
                     self.meter.add(used);
                     let outstanding = w.ttts().next().is_some();
                     if specs.is_empty() && !outstanding && w.wants_r2t() {
@@ -1249,7 +1244,6 @@ impl Conn {
                     if need > 0 && cmd.charged == 0 {
                         if self.meter.try_take(need, alone) {
                             cmd.charged = need;
-                            self.charged += need;
                         } else {
                             no_memory = true;
                         }
@@ -1330,7 +1324,6 @@ impl Conn {
             // Data came: the initiator is not stalling this command.
             cmd.awaiting_since = Some(self.last_rx);
         }
-        self.charged += charge;
         self.meter.add(charge);
         self.progress(h.itt);
     }
