@@ -213,7 +213,7 @@ where
     // Nothing of this connection is held any more: whatever is still
     // counted (unsent PDUs, data of commands that ended with it) goes back
     // to the target's pool.
-    meter.sub(handle.memory.used());
+    meter.close();
     if let Some(nexus) = &nexus {
         let n = portal
             .tasks

@@ -12,6 +12,7 @@
 //! (RFC 7143 §4.2.2.1), which is the standard back-pressure on an
 //! initiator.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -46,7 +47,9 @@ pub struct MemoryPool {
     /// Connections parked in `waiters`; releases look at the list only
     /// when this is not zero.
     waiting: AtomicUsize,
-    waiters: Mutex<Vec<Arc<Notify>>>,
+    /// Parked connections in the order they parked, with the bytes each
+    /// is waiting for.
+    waiters: Mutex<VecDeque<(Arc<Notify>, u64)>>,
 }
 
 impl MemoryPool {
@@ -55,7 +58,7 @@ impl MemoryPool {
             used: AtomicU64::new(0),
             limit,
             waiting: AtomicUsize::new(0),
-            waiters: Mutex::new(Vec::new()),
+            waiters: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -81,30 +84,54 @@ impl MemoryPool {
     fn sub(&self, n: u64) {
         saturating_sub(&self.used, n);
         if self.waiting.load(Ordering::SeqCst) > 0 {
-            self.wake_all();
+            self.wake_fitting();
         }
     }
 
-    fn wake_all(&self) {
-        let waiters = std::mem::take(&mut *self.lock());
-        self.waiting.fetch_sub(waiters.len(), Ordering::SeqCst);
-        for w in waiters {
-            w.notify_one();
+    /// Wakes parked connections, oldest first, as long as what they wait
+    /// for fits in the room there is; the first that does not fit stops
+    /// the round, so a large request is not starved by small ones. Waking
+    /// everyone at each release would cost each release as many retries
+    /// as there are connections waiting.
+    fn wake_fitting(&self) {
+        let mut list = self.lock();
+        let mut room = self.room();
+        while let Some((_, need)) = list.front() {
+            if *need > room {
+                break;
+            }
+            room -= *need;
+            if let Some((w, _)) = list.pop_front() {
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                w.notify_one();
+            }
         }
     }
 
-    /// Asks for `wake` to be notified at the next release. The caller
+    /// Asks for `wake` to be notified when `need` bytes may fit. The caller
     /// checks for room again afterwards: a release between its first check
     /// and this call has then either been seen by that check or wakes it.
-    fn park(&self, wake: &Arc<Notify>) {
+    fn park(&self, wake: &Arc<Notify>, need: u64) {
         let mut list = self.lock();
-        if !list.iter().any(|w| Arc::ptr_eq(w, wake)) {
-            list.push(wake.clone());
+        if !list.iter().any(|(w, _)| Arc::ptr_eq(w, wake)) {
+            list.push_back((wake.clone(), need));
             self.waiting.fetch_add(1, Ordering::SeqCst);
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Notify>>> {
+    /// Takes `wake` off the list (its connection has ended).
+    fn unpark(&self, wake: &Arc<Notify>) {
+        let mut list = self.lock();
+        let before = list.len();
+        list.retain(|(w, _)| !Arc::ptr_eq(w, wake));
+        self.waiting
+            .fetch_sub(before - list.len(), Ordering::SeqCst);
+        drop(list);
+        // Whoever was behind it may fit now.
+        self.wake_fitting();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(Arc<Notify>, u64)>> {
         self.waiters.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -215,7 +242,7 @@ impl Meter {
             // Only this connection is full: its own releases wake it.
             return false;
         }
-        self.pool.park(&self.wake);
+        self.pool.park(&self.wake, n);
         if self.fits(n, alone) {
             self.add(n);
             return true;
@@ -240,8 +267,15 @@ impl Meter {
         if n <= self.pool.room() {
             return false;
         }
-        self.pool.park(&self.wake);
+        self.pool.park(&self.wake, n);
         self.fits(n, alone)
+    }
+
+    /// The connection has ended: it waits for nothing any more, and all it
+    /// still counts goes back to the pool.
+    pub fn close(&self) {
+        self.pool.unpark(&self.wake);
+        self.sub(self.conn.used());
     }
 
     pub fn conn(&self) -> &ConnMemory {
@@ -298,6 +332,33 @@ mod tests {
             .expect("the parked connection was not woken")
             .unwrap();
         assert!(b.try_take(5, false));
+    }
+
+    #[tokio::test]
+    async fn releases_wake_the_oldest_waiters_that_fit() {
+        let pool = Arc::new(MemoryPool::new(10));
+        let holder = Meter::new(Arc::default(), pool.clone(), 10);
+        assert!(holder.try_take(10, false));
+        let big = Meter::new(Arc::default(), pool.clone(), 10);
+        let small = Meter::new(Arc::default(), pool.clone(), 10);
+        assert!(!big.try_take(8, false));
+        assert!(!small.try_take(2, false));
+        holder.sub(5);
+        // 5 bytes free: the big request is first and does not fit, so the
+        // small one behind it waits too.
+        assert_eq!(pool.lock().len(), 2);
+        holder.sub(5);
+        assert!(pool.lock().is_empty(), "both fit in 10 and were woken");
+        tokio::time::timeout(std::time::Duration::from_secs(5), big.wake.notified())
+            .await
+            .unwrap();
+        // A connection that ends leaves the list.
+        assert!(big.try_take(8, false));
+        let late = Meter::new(Arc::default(), pool.clone(), 10);
+        assert!(!late.try_take(5, false));
+        late.close();
+        assert!(pool.lock().is_empty());
+        assert_eq!(pool.waiting.load(Ordering::SeqCst), 0);
     }
 
     #[test]
