@@ -104,13 +104,32 @@ impl Backlog {
         self.meter.sub(n as u64);
     }
 
+    /// Whether the connection should stop reading requests until the
+    /// initiator has taken some of its responses: above `WRITE_HIGH_WATER`,
+    /// or above one write batch while the target has no memory left, so
+    /// that under pressure no connection queues more than that
+    /// (docs/limits.md "Bound"). Only queued responses count here: they
+    /// drain whether or not we read, so stopping cannot deadlock.
     fn over(&self) -> bool {
-        self.bytes.load(Ordering::Relaxed) >= WRITE_HIGH_WATER
+        let queued = self.bytes.load(Ordering::Relaxed);
+        queued >= WRITE_HIGH_WATER || (queued >= WRITE_BATCH && !self.meter.pool_has_room())
     }
 }
 
 fn wire_size(p: &Pdu) -> usize {
     48 + p.ahs.len() + p.data.len()
+}
+
+/// The most a read's Data-In PDUs and its status take in the send queue:
+/// one header per segment of at most the initiator's
+/// MaxRecvDataSegmentLength, segments cut at burst boundaries, and one
+/// SCSI Response.
+fn data_in_wire_size(shape: &ReplyShape) -> u64 {
+    let edtl = u64::from(shape.edtl);
+    let seg = u64::from(shape.initiator_mrdsl.max(512));
+    let burst = u64::from(shape.max_burst_length.max(512));
+    let headers = edtl.div_ceil(seg) + edtl.div_ceil(burst) + 1;
+    edtl + 48 * headers
 }
 
 /// Serves one connection from its first byte to its close.
@@ -574,10 +593,12 @@ impl Conn {
     }
 
     /// MaxCmdSN now: held while this connection or the target has no
-    /// memory left, so the initiator sends no more than it was already
-    /// allowed (RFC 7143 §4.2.2.1, docs/limits.md).
+    /// memory left, or commands already wait for it, so the initiator
+    /// sends no more than it was already allowed (RFC 7143 §4.2.2.1,
+    /// docs/limits.md).
     fn max_cmd_sn(&mut self) -> u32 {
-        self.window.hold(!self.meter.has_room());
+        self.window
+            .hold(!self.mem_waiting.is_empty() || !self.meter.has_room());
         let max = self.window.max_cmd_sn();
         self.handle.memory.set_max_cmd_sn(max);
         max
@@ -843,6 +864,13 @@ impl Conn {
     fn answer_ping(&mut self, h: &NopOut, pdu: &Pdu) {
         let limit = self.params.peer_max_recv_data_segment_length as usize;
         let data = pdu.data.slice(..pdu.data.len().min(limit));
+        if !data.is_empty() && !self.meter.fits(data.len() as u64, false) {
+            // An echo the initiator does not read would pile up: without
+            // room the ping is rejected as out of resources instead
+            // (RFC 7143 §11.17.1, docs/limits.md).
+            self.reject_pdu(reject_reason::LONG_OP_REJECT, pdu);
+            return;
+        }
         let r = NopIn {
             lun: h.lun,
             itt: h.itt,
@@ -920,6 +948,19 @@ impl Conn {
         let depth = self.portal.tuning.queue_depth as usize;
         let mut early = None;
         let mut write = None;
+        // Write data the initiator may send without an R2T: the immediate
+        // data, and up to FirstBurstLength if it announced more (F clear).
+        let unsolicited = if !h.write {
+            0
+        } else if h.final_ {
+            pdu.data.len() as u64
+        } else {
+            u64::from(
+                self.params
+                    .first_burst_length
+                    .min(h.expected_data_transfer_length),
+            )
+        };
         if self.cmds.len() >= depth.saturating_mul(2) {
             // More commands than the task set holds (SAM-5 §5.3.1).
             early = Some(Outcome {
@@ -937,7 +978,7 @@ impl Conn {
                 sense: Some(Bytes::copy_from_slice(&sense)),
                 ..Default::default()
             });
-        } else if h.write && (!pdu.data.is_empty() || !h.final_) && !self.meter.pool_has_room() {
+        } else if h.write && unsolicited > 0 && !self.meter.pool_fits(unsolicited) {
             // Data arrives with this command unasked, and the target has
             // no memory left to hold it: the command is refused and its
             // data dropped; the initiator retries it later (SAM-5 §5.3.1,
@@ -1015,11 +1056,14 @@ impl Conn {
             },
         );
         if self.cmds.get(&h.itt).is_some_and(|c| c.write.is_some()) {
-            let immediate = piece_charge(pdu.data.len());
+            // The data that may come unasked is counted at once, so the
+            // check above covered all of it (later pieces only add what a
+            // small piece costs beyond its length).
+            let promised = piece_charge(pdu.data.len()).max(unsolicited);
             if let Some(cmd) = self.cmds.get_mut(&h.itt) {
-                cmd.charged += immediate;
+                cmd.charged += promised;
             }
-            self.meter.add(immediate);
+            self.meter.add(promised);
             if !h.final_ {
                 // Unsolicited Data-Out is promised from now on, whether or
                 // not the command's CmdSN turn has come.
@@ -1235,9 +1279,10 @@ impl Conn {
                     cmd.launched = true;
                 }
                 None => {
-                    // A read's data is counted before it is produced.
-                    let need = if cmd.shape.read {
-                        u64::from(cmd.shape.edtl)
+                    // A read's data is counted before it is produced, with
+                    // the headers of the Data-In PDUs that will carry it.
+                    let need = if cmd.shape.read && cmd.shape.edtl > 0 {
+                        data_in_wire_size(&cmd.shape)
                     } else {
                         0
                     };
@@ -1310,15 +1355,11 @@ impl Conn {
             self.data_protocol_error(pdu, e);
             return;
         }
-        // Unsolicited data is counted as it comes; solicited data was
-        // counted by its R2T, except what a small piece costs beyond its
+        // Unsolicited data was counted with its command, solicited data
+        // by its R2T; what remains is what a small piece costs beyond its
         // length (memory::piece_charge).
         let len = pdu.data.len();
-        let charge = if h.ttt == RESERVED_TAG {
-            piece_charge(len)
-        } else {
-            piece_charge(len) - len as u64
-        };
+        let charge = piece_charge(len) - len as u64;
         cmd.charged += charge;
         if cmd.awaiting_since.is_some() {
             // Data came: the initiator is not stalling this command.

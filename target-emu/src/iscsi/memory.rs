@@ -255,6 +255,11 @@ impl Meter {
         self.conn.used() < self.limit && self.pool.room() > 0
     }
 
+    /// Whether `n` more bytes fit in the target's pool.
+    pub fn pool_fits(&self, n: u64) -> bool {
+        n <= self.pool.room()
+    }
+
     /// Whether the target as a whole has room left.
     pub fn pool_has_room(&self) -> bool {
         self.pool.room() > 0
