@@ -338,3 +338,78 @@ async fn one_source_is_capped_others_still_log_in_and_idle_sockets_time_out() {
     stop.cancel();
     server.await.unwrap();
 }
+
+#[tokio::test]
+async fn unsolicited_write_data_is_refused_while_the_target_is_full() {
+    let h = Harness::new(&config(
+        "",
+        &format!(
+            "[iscsi]\nmax_burst_length = 65536\nfirst_burst_length = 65536\nmax_command_bytes = {MIB}\n\
+             connection_memory = {MIB}\ntarget_memory = {MIB}\n"
+        ),
+    ));
+    // A fills the whole target with reads it never takes.
+    let mut a = h.session(INITIATOR).await;
+    let amem = h.server.portal().session_memory(a.tsih).unwrap();
+    let n = 96;
+    for _ in 0..n {
+        let itt = a.next_itt();
+        let cmd_sn = a.next_cmd_sn();
+        let cmd = ScsiCommand {
+            immediate: false,
+            final_: true,
+            read: true,
+            write: false,
+            attr: 1,
+            lun: lun_field(1),
+            itt,
+            expected_data_transfer_length: 32768,
+            cmd_sn,
+            exp_stat_sn: a.exp_stat_sn,
+            cdb: read10(0, 64),
+        };
+        a.send(pdu(cmd, Bytes::new())).await;
+    }
+    eventually("A's reads wait for memory", || amem.waiting() > 0).await;
+    assert!(h.server.portal().memory().used() <= MIB + 64 * 1024);
+
+    // B's write brings 64 KiB unasked: no room for it, TASK SET FULL, and
+    // its data is dropped rather than held.
+    let mut b = h.connect();
+    b.login(
+        &LoginOpts::normal("iqn.2026-11.test:init2")
+            .set("FirstBurstLength", "65536")
+            .set("MaxBurstLength", "65536"),
+    )
+    .await
+    .unwrap();
+    b.tur_until_good(1).await;
+    let data = vec![0x3c; 65536];
+    let opts = CommandOpts {
+        immediate: 4096,
+        unsolicited: 65536,
+    };
+    let r = b
+        .command_opts(1, write10(0, 128), 65536, Some(&data), false, opts)
+        .await;
+    assert_eq!(r.status, 0x28, "TASK SET FULL");
+    let bmem = h.server.portal().session_memory(b.tsih).unwrap();
+    assert_eq!(bmem.used(), 0, "the refused write's data is not held");
+
+    // A reads its data; the target has room again and the retry succeeds.
+    let mut done = 0;
+    while done < n {
+        let p = a.recv_skip_pings().await;
+        match p.header {
+            Header::DataIn(d) if d.status_present => done += 1,
+            Header::DataIn(_) => {}
+            Header::ScsiResponse(_) => done += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    eventually("A's memory is released", || amem.used() == 0).await;
+    let r = b
+        .command_opts(1, write10(0, 128), 65536, Some(&data), false, opts)
+        .await;
+    assert_eq!(r.status, 0, "the retried write succeeds");
+}
