@@ -45,6 +45,13 @@
 //! io_threads = 0             # connection threads; 0: one per CPU
 //! poll_us = 100              # a connection thread spins this long before it
 //!                            # sleeps (poll mode, see iscsi::poll); 0: off
+//! # Limits against hostile or broken initiators (docs/limits.md):
+//! connection_memory = 67108864     # bytes one connection may hold
+//! target_memory = 1073741824       # bytes all connections together may hold
+//! data_out_timeout_secs = 20       # promised write data must arrive in this time
+//! login_timeout_secs = 15          # a connection must finish login in this time
+//! max_connections = 1024           # connections served at once
+//! max_connections_per_source = 128 # connections from one source address
 //! ```
 //!
 //! With no file, [`Config::embedded_default`] gives the bus of the interface
@@ -286,6 +293,28 @@ pub struct IscsiTuning {
     /// off. Saves a wake-up per command at low queue depth for at most
     /// this much CPU per idle period.
     pub poll_us: u32,
+    /// Bytes one connection may hold for its initiator: PDUs queued for
+    /// sending, read data being produced, write data received or asked
+    /// for, out-of-order requests (docs/limits.md). At the limit the
+    /// connection stops admitting work and MaxCmdSN stops advancing.
+    pub connection_memory: u64,
+    /// Bytes all connections together may hold (docs/limits.md); at least
+    /// `max_command_bytes`, so the largest command can always run.
+    pub target_memory: u64,
+    /// Seconds write data that was promised (an R2T sent, or unsolicited
+    /// data expected) may take to arrive before the command is aborted
+    /// with CHECK CONDITION, ABORTED COMMAND, INITIATOR RESPONSE TIMEOUT;
+    /// 0 waits for ever.
+    pub data_out_timeout_secs: u64,
+    /// Seconds a new connection has to complete its login before it is
+    /// closed; 0 waits for ever.
+    pub login_timeout_secs: u64,
+    /// Connections the portal serves at once; more are closed right after
+    /// accept.
+    pub max_connections: u32,
+    /// Connections one source address may have open at once (logged in
+    /// or not); more are closed right after accept.
+    pub max_connections_per_source: u32,
 }
 
 /// The default poll window: longer than an initiator on the same machine
@@ -308,6 +337,12 @@ impl Default for IscsiTuning {
             max_command_bytes: 64 * 1024 * 1024,
             io_threads: 0,
             poll_us: DEFAULT_POLL_US,
+            connection_memory: 64 << 20,
+            target_memory: 1 << 30,
+            data_out_timeout_secs: 20,
+            login_timeout_secs: 15,
+            max_connections: 1024,
+            max_connections_per_source: 128,
         }
     }
 }
@@ -604,6 +639,30 @@ fn validate_tuning(t: &IscsiTuning) -> Result<IscsiTuning, ConfigError> {
         return Err(invalid(format!(
             "iscsi.poll_us must be 0..={MAX_POLL_US}, got {}",
             t.poll_us
+        )));
+    }
+    if t.connection_memory < u64::from(t.max_burst_length) {
+        return Err(invalid(format!(
+            "iscsi.connection_memory must be at least max_burst_length ({}), got {}",
+            t.max_burst_length, t.connection_memory
+        )));
+    }
+    if t.target_memory < t.connection_memory || t.target_memory < u64::from(t.max_command_bytes) {
+        return Err(invalid(format!(
+            "iscsi.target_memory must be at least connection_memory ({}) and max_command_bytes ({}), got {}",
+            t.connection_memory, t.max_command_bytes, t.target_memory
+        )));
+    }
+    if !(1..=1_000_000).contains(&t.max_connections) {
+        return Err(invalid(format!(
+            "iscsi.max_connections must be 1..=1000000, got {}",
+            t.max_connections
+        )));
+    }
+    if !(1..=t.max_connections).contains(&t.max_connections_per_source) {
+        return Err(invalid(format!(
+            "iscsi.max_connections_per_source must be 1..=max_connections ({}), got {}",
+            t.max_connections, t.max_connections_per_source
         )));
     }
     if t.nop_interval_secs > 0 && t.nop_timeout_secs == 0 {
@@ -1269,6 +1328,18 @@ queue_depth = 32
         assert_eq!(
             err(&format!("{ONE}[iscsi]\npoll_us = 20000\n")),
             "iscsi.poll_us must be 0..=10000, got 20000"
+        );
+        assert_eq!(
+            err(&format!("{ONE}[iscsi]\nconnection_memory = 4096\n")),
+            "iscsi.connection_memory must be at least max_burst_length (1048576), got 4096"
+        );
+        assert_eq!(
+            err(&format!("{ONE}[iscsi]\ntarget_memory = 33554432\n")),
+            "iscsi.target_memory must be at least connection_memory (67108864) and max_command_bytes (67108864), got 33554432"
+        );
+        assert_eq!(
+            err(&format!("{ONE}[iscsi]\nmax_connections_per_source = 0\n")),
+            "iscsi.max_connections_per_source must be 1..=max_connections (1024), got 0"
         );
     }
 

@@ -273,12 +273,58 @@ pub fn load_config(
     Ok(raw.validate(data_dir)?)
 }
 
+/// Descriptors the target needs besides its connections: LUN files, the
+/// listeners, the control plane's clients, the runtime's own.
+const FD_HEADROOM: u64 = 256;
+
+/// Raises the soft limit on open files (RLIMIT_NOFILE) to the hard limit,
+/// so `iscsi.max_connections` sockets can be open at once, and logs what
+/// it is. The default soft limit (often 1024) would otherwise make
+/// `accept` fail long before the configured maximum. Returns the soft
+/// limit in force afterwards.
+pub fn raise_open_file_limit(max_connections: u32) -> Option<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open file limit");
+            return None;
+        }
+    };
+    let needed = u64::from(max_connections) + FD_HEADROOM;
+    let mut now = soft;
+    if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => now = hard,
+            Err(e) => tracing::warn!(error = %e, soft, hard, "cannot raise the open file limit"),
+        }
+    }
+    if now < needed {
+        tracing::warn!(
+            open_files = now,
+            needed,
+            max_connections,
+            "the open file limit is below what iscsi.max_connections needs; accept will fail before the maximum is reached"
+        );
+    } else {
+        tracing::info!(
+            open_files = now,
+            previous = soft,
+            hard,
+            max_connections,
+            "open file limit"
+        );
+    }
+    Some(now)
+}
+
 /// `busrig target`: load and validate the configuration, open the LUNs,
 /// bind, print `busrig target listening on <ADDR>` (the bound address,
 /// with the real port when port 0 was asked for) and flush stdout, serve
 /// until Ctrl-C or SIGTERM, then close every session and flush the LUNs.
 pub async fn serve(opts: ServeOptions) -> Result<(), ServerError> {
     let config = load_config(opts.config.as_deref(), &opts.data_dir)?;
+    raise_open_file_limit(config.iscsi.max_connections);
     let server = TargetServer::build(config)?;
     let listener = TcpListener::bind(opts.listen)
         .await
@@ -366,6 +412,15 @@ mod tests {
             "lun 1 of target iqn.2026-11.io.busrig:t: block_size must be 512 or 4096, got 1000"
         );
         assert!(!data.exists());
+    }
+
+    #[test]
+    fn open_file_limit_is_raised_to_the_hard_limit() {
+        use nix::sys::resource::{getrlimit, Resource};
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        let now = raise_open_file_limit(1024).unwrap();
+        assert_eq!(now, hard);
+        assert_eq!(getrlimit(Resource::RLIMIT_NOFILE).unwrap().0, hard);
     }
 
     #[tokio::test]

@@ -23,8 +23,15 @@
 //! its data, a DataSegmentLength above our limit, or a header digest error
 //! closes the connection (after a Reject where the header can be trusted);
 //! other malformed PDUs only get the Reject. None of this touches other
-//! sessions. An initiator that stops reading is throttled: above
-//! `WRITE_HIGH_WATER` queued bytes the connection stops reading requests.
+//! sessions.
+//!
+//! Memory is bounded (docs/limits.md): every byte the connection holds for
+//! its initiator is counted in a [`Meter`]. An initiator that stops reading
+//! is throttled: above `WRITE_HIGH_WATER` queued bytes the connection stops
+//! reading requests. Without room, a READ waits before it runs, a WRITE
+//! before its next R2T, an out-of-order request with data is rejected, and
+//! MaxCmdSN stops advancing. Write data promised and not sent within
+//! `iscsi.data_out_timeout_secs` aborts its command.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -42,13 +49,14 @@ use busrig_proto::scsi::sense::{status, Asc, Sense};
 use busrig_proto::serial;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{CodecError, PduReader, PduWriter};
 use super::discovery::TextState;
 use super::login::{self, Established, SessionKind};
+use super::memory::{piece_charge, Meter};
 use super::session::{CmdWindow, SessionHandle};
 use super::tmf::{self, TmfPlan};
 use super::transfer::{reply_pdus, DataError, Outcome, ReplyShape, WriteLimits, WriteState};
@@ -70,31 +78,58 @@ const WRITE_BATCH: usize = 256 * 1024;
 const WRITE_HIGH_WATER: usize = 8 * 1024 * 1024;
 
 /// Bytes queued for the writer task, shared between the actor (adds) and
-/// the writer (subtracts once written).
-#[derive(Default)]
+/// the writer (subtracts once written), and counted in the connection's
+/// memory as well.
 pub struct Backlog {
     bytes: AtomicUsize,
-    drained: Notify,
+    meter: Meter,
 }
 
 impl Backlog {
+    fn new(meter: Meter) -> Backlog {
+        Backlog {
+            bytes: AtomicUsize::new(0),
+            meter,
+        }
+    }
+
     fn add(&self, n: usize) {
         self.bytes.fetch_add(n, Ordering::Relaxed);
+        self.meter.add(n as u64);
     }
 
     fn written(&self, n: usize) {
         self.bytes.fetch_sub(n, Ordering::Relaxed);
-        // notify_one keeps a permit, so a waiter that arrives late still wakes.
-        self.drained.notify_one();
+        // Wakes the actor (a permit is kept if it is not waiting yet).
+        self.meter.sub(n as u64);
     }
 
+    /// Whether the connection should stop reading requests until the
+    /// initiator has taken some of its responses: above `WRITE_HIGH_WATER`,
+    /// or above one write batch while the target has no memory left, so
+    /// that under pressure no connection queues more than that
+    /// (docs/limits.md "Bound"). Only queued responses count here: they
+    /// drain whether or not we read, so stopping cannot deadlock.
     fn over(&self) -> bool {
-        self.bytes.load(Ordering::Relaxed) >= WRITE_HIGH_WATER
+        let queued = self.bytes.load(Ordering::Relaxed);
+        queued >= WRITE_HIGH_WATER || (queued >= WRITE_BATCH && !self.meter.pool_has_room())
     }
 }
 
 fn wire_size(p: &Pdu) -> usize {
     48 + p.ahs.len() + p.data.len()
+}
+
+/// The most a read's Data-In PDUs and its status take in the send queue:
+/// one header per segment of at most the initiator's
+/// MaxRecvDataSegmentLength, segments cut at burst boundaries, and one
+/// SCSI Response.
+fn data_in_wire_size(shape: &ReplyShape) -> u64 {
+    let edtl = u64::from(shape.edtl);
+    let seg = u64::from(shape.initiator_mrdsl.max(512));
+    let burst = u64::from(shape.max_burst_length.max(512));
+    let headers = edtl.div_ceil(seg) + edtl.div_ceil(burst) + 1;
+    edtl + 48 * headers
 }
 
 /// Serves one connection from its first byte to its close.
@@ -106,7 +141,23 @@ where
     let mut rx = PduReader::new(rd, WireConfig::default());
     let mut tx = PduWriter::new(wr, WireConfig::default());
     let shutdown = portal.shutdown.clone();
-    let est = match login::run(&portal, &mut rx, &mut tx, &peer, &shutdown).await {
+    let login_timeout = Duration::from_secs(portal.tuning.login_timeout_secs);
+    let login = login::run(&portal, &mut rx, &mut tx, &peer, &shutdown);
+    let login = if login_timeout.is_zero() {
+        login.await
+    } else {
+        match tokio::time::timeout(login_timeout, login).await {
+            Ok(r) => r,
+            Err(_) => {
+                // A socket that never logs in holds a place of the portal
+                // and of its source address (docs/limits.md).
+                tracing::info!(peer = %peer, timeout_secs = login_timeout.as_secs(), "login not completed in time, closing the connection");
+                let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, tx.shutdown()).await;
+                return;
+            }
+        }
+    };
+    let est = match login {
         Ok(est) => est,
         Err(e) => {
             match &e {
@@ -149,22 +200,39 @@ where
 
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let writer_failed = CancellationToken::new();
-    let backlog = Arc::new(Backlog::default());
-    let writer = tokio::spawn(writer_task(
+    let meter = Meter::new(
+        handle.memory.clone(),
+        portal.memory.clone(),
+        portal.tuning.connection_memory,
+    );
+    let backlog = Arc::new(Backlog::new(meter.clone()));
+    let mut writer = tokio::spawn(writer_task(
         tx,
         out_rx,
         writer_failed.clone(),
         backlog.clone(),
     ));
-    let mut conn = Conn::new(portal.clone(), est, local, out_tx, backlog);
+    let mut conn = Conn::new(portal.clone(), est, local, out_tx, backlog, meter.clone());
     let end = conn.run(&mut rx, &writer_failed).await;
     // Every command of the session ends with it (RFC 7143 §6.3.5, ERL 0):
     // dropping the actor's state wakes commands still waiting for their
     // turn or their data; running ones are aborted and waited for.
     let _ = conn.out.send(Out::Close);
     drop(conn);
-    let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, writer).await;
+    if tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, &mut writer)
+        .await
+        .is_err()
+    {
+        // An initiator that does not read its responses does not keep
+        // them in memory either.
+        writer.abort();
+        let _ = writer.await;
+    }
     drop(rx);
+    // Nothing of this connection is held any more: whatever is still
+    // counted (unsent PDUs, data of commands that ended with it) goes back
+    // to the target's pool.
+    meter.close();
     if let Some(nexus) = &nexus {
         let n = portal
             .tasks
@@ -304,9 +372,15 @@ struct Cmd {
     /// A TMF of this session aborted it: its response must not go out.
     abort_requested: bool,
     write: Option<WriteState>,
-    /// Write data its R2Ts asked for, counted against the connection's
-    /// write budget until the command ends.
-    reserved: u64,
+    /// Bytes counted in the connection's memory for this command until it
+    /// ends: read data reserved before it runs, write data received and
+    /// write data its R2Ts asked for.
+    charged: u64,
+    /// Waiting in `mem_waiting` for memory to run or to send an R2T.
+    waiting_memory: bool,
+    /// Since when write data is promised and not yet in (an R2T is out or
+    /// unsolicited data is expected); `None` when nothing is awaited.
+    awaiting_since: Option<Instant>,
     go: Option<oneshot::Sender<WriteData>>,
     /// A response decided before execution (e.g. too large a transfer).
     early: Option<Outcome>,
@@ -327,9 +401,13 @@ pub struct Conn {
     stat_sn: u32,
     out: mpsc::UnboundedSender<Out>,
     backlog: Arc<Backlog>,
-    /// Write data requested by R2T and not yet released, and its limit.
-    write_reserved: u64,
-    write_budget: u64,
+    /// This connection's memory and the target's (docs/limits.md).
+    meter: Meter,
+    /// Delivered commands waiting for memory, oldest first.
+    mem_waiting: Vec<u32>,
+    /// How long promised write data may take, and when to look next.
+    data_timeout: Duration,
+    data_check: Option<Instant>,
     events_tx: mpsc::UnboundedSender<Event>,
     events_rx: mpsc::UnboundedReceiver<Event>,
     cmds: HashMap<u32, Cmd>,
@@ -351,6 +429,7 @@ impl Conn {
         local: Option<SocketAddr>,
         out: mpsc::UnboundedSender<Out>,
         backlog: Arc<Backlog>,
+        meter: Meter,
     ) -> Conn {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (target, nexus, scsi) = match &est.kind {
@@ -375,10 +454,10 @@ impl Conn {
             stat_sn: est.stat_sn,
             out,
             backlog,
-            write_reserved: 0,
-            // Two of the largest commands' worth of solicited data may be
-            // in flight per connection; further R2Ts wait for room.
-            write_budget: u64::from(portal.tuning.max_command_bytes) * 2,
+            meter,
+            mem_waiting: Vec::new(),
+            data_timeout: Duration::from_secs(portal.tuning.data_out_timeout_secs),
+            data_check: None,
             events_tx,
             events_rx,
             cmds: HashMap::new(),
@@ -401,19 +480,27 @@ impl Conn {
     ) -> End {
         let kill = self.handle.kill.clone();
         let backlog = self.backlog.clone();
+        let wake = self.meter.wake.clone();
         let nop_interval = Duration::from_secs(self.portal.tuning.nop_interval_secs);
         let nop_timeout = Duration::from_secs(self.portal.tuning.nop_timeout_secs);
         loop {
-            let deadline = match self.ping {
-                Some((_, sent)) => sent + nop_timeout,
-                None => self.last_rx + nop_interval,
+            let nop_deadline = match self.ping {
+                _ if nop_interval.is_zero() => None,
+                Some((_, sent)) => Some(sent + nop_timeout),
+                None => Some(self.last_rx + nop_interval),
             };
+            let deadline = match (nop_deadline, self.data_check) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let waiting = !self.mem_waiting.is_empty();
             tokio::select! {
                 biased;
                 _ = kill.cancelled() => return End::Killed,
                 _ = writer_failed.cancelled() => return End::WriteFailed,
                 Some(ev) = self.events_rx.recv() => self.on_event(ev),
-                _ = backlog.drained.notified(), if backlog.over() => {}
+                // Memory was released here or in the pool.
+                _ = wake.notified(), if backlog.over() || waiting => self.retry_memory(),
                 next = rx.next(), if !backlog.over() => match next {
                     None => return End::ClosedByInitiator,
                     Some(Ok(pdu)) => {
@@ -425,7 +512,15 @@ impl Conn {
                     }
                     Some(Err(e)) => self.on_codec_error(e),
                 },
-                _ = tokio::time::sleep_until(deadline), if !nop_interval.is_zero() => {
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    let now = Instant::now();
+                    if self.data_check.is_some_and(|t| t <= now) {
+                        self.check_data_timeouts(now);
+                        continue;
+                    }
+                    if nop_deadline.is_none_or(|t| t > now) {
+                        continue;
+                    }
                     if self.ping.is_some() {
                         tracing::warn!(
                             initiator = %self.handle.initiator,
@@ -461,7 +556,7 @@ impl Conn {
     /// StatSN without advancing it (§11.7.4, §11.8.3, §11.19.2).
     fn send(&mut self, mut pdu: Pdu) {
         let exp = self.window.exp_cmd_sn();
-        let max = self.window.max_cmd_sn();
+        let max = self.max_cmd_sn();
         let cur = self.stat_sn;
         let mut advance = true;
         match &mut pdu.header {
@@ -495,6 +590,18 @@ impl Conn {
         self.backlog.add(wire_size(&pdu));
         // A closed channel means the writer is gone; the loop notices.
         let _ = self.out.send(Out::Pdu(pdu));
+    }
+
+    /// MaxCmdSN now: held while this connection or the target has no
+    /// memory left, or commands already wait for it, so the initiator
+    /// sends no more than it was already allowed (RFC 7143 §4.2.2.1,
+    /// docs/limits.md).
+    fn max_cmd_sn(&mut self) -> u32 {
+        self.window
+            .hold(!self.mem_waiting.is_empty() || !self.meter.has_room());
+        let max = self.window.max_cmd_sn();
+        self.handle.memory.set_max_cmd_sn(max);
+        max
     }
 
     fn send_header(&mut self, header: Header, data: Bytes) {
@@ -658,7 +765,7 @@ impl Conn {
     /// request outside [ExpCmdSN, MaxCmdSN] is silently ignored; inside,
     /// it is delivered when every lower CmdSN has been.
     fn order(&mut self, cmd_sn: u32, item: Ordered) {
-        let _ = self.window.max_cmd_sn();
+        let _ = self.max_cmd_sn();
         if !self.window.accepts(cmd_sn) {
             tracing::debug!(
                 cmd_sn,
@@ -680,14 +787,41 @@ impl Conn {
                 }
                 return;
             }
+            if let Ordered::Pdu(pdu) = &item {
+                // Out of order with data (a NOP-Out ping, a Text request):
+                // it waits only if there is room for it, otherwise it is
+                // rejected and uses up its CmdSN (RFC 7143 §11.17.1).
+                let charge = piece_charge(pdu.data.len());
+                if charge > 0 {
+                    if !self.meter.fits(charge, false) {
+                        tracing::debug!(
+                            cmd_sn,
+                            initiator = %self.handle.initiator,
+                            "out-of-order request with data and no memory for it, rejected"
+                        );
+                        let bhs = pdu.header.encode_bhs(pdu.ahs.len(), pdu.data.len());
+                        self.reject(reject_reason::LONG_OP_REJECT, bhs);
+                        self.pending.insert(cmd_sn, Ordered::Consumed);
+                        return;
+                    }
+                    self.meter.add(charge);
+                }
+            }
             self.pending.insert(cmd_sn, item);
             return;
         }
         let mut next = Some(item);
+        let mut queued = false;
         while let Some(item) = next {
             self.window.advance();
+            let charge = match &item {
+                Ordered::Pdu(pdu) if queued => piece_charge(pdu.data.len()),
+                _ => 0,
+            };
             self.deliver(item);
+            self.meter.sub(charge);
             next = self.pending.remove(&self.window.exp_cmd_sn());
+            queued = true;
         }
     }
 
@@ -730,6 +864,13 @@ impl Conn {
     fn answer_ping(&mut self, h: &NopOut, pdu: &Pdu) {
         let limit = self.params.peer_max_recv_data_segment_length as usize;
         let data = pdu.data.slice(..pdu.data.len().min(limit));
+        if !data.is_empty() && !self.meter.fits(data.len() as u64, false) {
+            // An echo the initiator does not read would pile up: without
+            // room the ping is rejected as out of resources instead
+            // (RFC 7143 §11.17.1, docs/limits.md).
+            self.reject_pdu(reject_reason::LONG_OP_REJECT, pdu);
+            return;
+        }
         let r = NopIn {
             lun: h.lun,
             itt: h.itt,
@@ -755,7 +896,7 @@ impl Conn {
         // Silently ignore a command outside the window before doing any work
         // for it (RFC 7143 §3.2.2.1; libiscsi's iSCSICmdSnTooHigh/TooLow
         // expect no answer at all).
-        let _ = self.window.max_cmd_sn();
+        let _ = self.max_cmd_sn();
         if !h.immediate && !self.window.accepts(h.cmd_sn) {
             tracing::debug!(
                 cmd_sn = h.cmd_sn,
@@ -807,6 +948,19 @@ impl Conn {
         let depth = self.portal.tuning.queue_depth as usize;
         let mut early = None;
         let mut write = None;
+        // Write data the initiator may send without an R2T: the immediate
+        // data, and up to FirstBurstLength if it announced more (F clear).
+        let unsolicited = if !h.write {
+            0
+        } else if h.final_ {
+            pdu.data.len() as u64
+        } else {
+            u64::from(
+                self.params
+                    .first_burst_length
+                    .min(h.expected_data_transfer_length),
+            )
+        };
         if self.cmds.len() >= depth.saturating_mul(2) {
             // More commands than the task set holds (SAM-5 §5.3.1).
             early = Some(Outcome {
@@ -822,6 +976,15 @@ impl Conn {
             early = Some(Outcome {
                 status: status::CHECK_CONDITION,
                 sense: Some(Bytes::copy_from_slice(&sense)),
+                ..Default::default()
+            });
+        } else if h.write && unsolicited > 0 && !self.meter.pool_fits(unsolicited) {
+            // Data arrives with this command unasked, and the target has
+            // no memory left to hold it: the command is refused and its
+            // data dropped; the initiator retries it later (SAM-5 §5.3.1,
+            // docs/limits.md).
+            early = Some(Outcome {
+                status: status::TASK_SET_FULL,
                 ..Default::default()
             });
         } else if h.write {
@@ -885,11 +1048,28 @@ impl Conn {
                 launched: false,
                 abort_requested: false,
                 write,
-                reserved: 0,
+                charged: 0,
+                waiting_memory: false,
+                awaiting_since: None,
                 go,
                 early,
             },
         );
+        if self.cmds.get(&h.itt).is_some_and(|c| c.write.is_some()) {
+            // The data that may come unasked is counted at once, so the
+            // check above covered all of it (later pieces only add what a
+            // small piece costs beyond its length).
+            let promised = piece_charge(pdu.data.len()).max(unsolicited);
+            if let Some(cmd) = self.cmds.get_mut(&h.itt) {
+                cmd.charged += promised;
+            }
+            self.meter.add(promised);
+            if !h.final_ {
+                // Unsolicited Data-Out is promised from now on, whether or
+                // not the command's CmdSN turn has come.
+                self.await_data(h.itt, self.last_rx);
+            }
+        }
         if h.immediate {
             // Immediate commands skip CmdSN ordering (RFC 7143 §3.2.2.1).
             self.deliver_cmd(h.itt, serial);
@@ -913,24 +1093,111 @@ impl Conn {
         if cmd.counted {
             self.window.finished();
         }
-        if cmd.reserved > 0 {
-            self.write_reserved = self.write_reserved.saturating_sub(cmd.reserved);
-            // Room opened: writes waiting for R2T budget may go on.
-            let waiting: Vec<u32> = self
-                .cmds
-                .iter()
-                .filter(|(_, c)| {
-                    c.delivered
-                        && !c.launched
-                        && c.write.as_ref().is_some_and(WriteState::wants_r2t)
-                })
-                .map(|(i, _)| *i)
-                .collect();
-            for i in waiting {
-                self.progress(i);
+        if cmd.waiting_memory {
+            self.mem_waiting.retain(|i| *i != itt);
+            self.handle.memory.set_waiting(self.mem_waiting.len());
+        }
+        // Room opened: the release wakes the loop, which retries the
+        // commands waiting for memory.
+        self.release(cmd.charged);
+        Some(cmd)
+    }
+
+    fn release(&mut self, n: u64) {
+        self.meter.sub(n);
+    }
+
+    /// Gives every command waiting for memory another try, oldest first.
+    fn retry_memory(&mut self) {
+        if self.mem_waiting.is_empty() {
+            return;
+        }
+        let waiting = std::mem::take(&mut self.mem_waiting);
+        let mut rest = waiting.into_iter();
+        for itt in rest.by_ref() {
+            if let Some(c) = self.cmds.get_mut(&itt) {
+                c.waiting_memory = false;
+            }
+            self.progress(itt);
+            if self.cmds.get(&itt).is_some_and(|c| c.waiting_memory) {
+                // Still no room: the later ones wait their turn.
+                break;
             }
         }
-        Some(cmd)
+        self.mem_waiting.extend(rest);
+        self.handle.memory.set_waiting(self.mem_waiting.len());
+    }
+
+    fn wait_for_memory(&mut self, itt: u32) {
+        if let Some(c) = self.cmds.get_mut(&itt) {
+            if !c.waiting_memory {
+                c.waiting_memory = true;
+                c.awaiting_since = None;
+                self.mem_waiting.push(itt);
+                self.handle.memory.set_waiting(self.mem_waiting.len());
+            }
+        }
+    }
+
+    /// Aborts the writes whose promised data has not come within
+    /// `data_out_timeout_secs`: ERL 0 cannot ask for it again (RFC 7143
+    /// §7.1.5), so the command ends with CHECK CONDITION, ABORTED COMMAND,
+    /// INITIATOR RESPONSE TIMEOUT and its buffers are freed; data that
+    /// still comes for it is discarded as data for no command.
+    fn check_data_timeouts(&mut self, now: Instant) {
+        let timeout = self.data_timeout;
+        let expired: Vec<u32> = self
+            .cmds
+            .iter()
+            .filter(|(_, c)| c.awaiting_since.is_some_and(|t| t + timeout <= now))
+            .map(|(i, _)| *i)
+            .collect();
+        for itt in expired {
+            let Some(cmd) = self.remove_cmd(itt) else {
+                continue;
+            };
+            let received = cmd.write.as_ref().map_or(0, WriteState::received);
+            tracing::warn!(
+                initiator = %self.handle.initiator,
+                isid = %self.handle.isid_hex(),
+                peer = %self.handle.peer,
+                itt,
+                expected = cmd.shape.edtl,
+                received,
+                timeout_secs = timeout.as_secs(),
+                "write data did not arrive in time, command aborted"
+            );
+            let sense = Sense::new(Asc::INITIATOR_RESPONSE_TIMEOUT).to_fixed();
+            let outcome = Outcome {
+                status: status::CHECK_CONDITION,
+                sense: Some(Bytes::copy_from_slice(&sense)),
+                ..Default::default()
+            };
+            for p in reply_pdus(&cmd.shape, outcome) {
+                self.send(p);
+            }
+        }
+        self.data_check = self
+            .cmds
+            .values()
+            .filter_map(|c| c.awaiting_since)
+            .min()
+            .map(|t| t + timeout);
+    }
+
+    /// Starts the clock of a write that now awaits data.
+    fn await_data(&mut self, itt: u32, now: Instant) {
+        if self.data_timeout.is_zero() {
+            return;
+        }
+        let Some(cmd) = self.cmds.get_mut(&itt) else {
+            return;
+        };
+        cmd.awaiting_since = Some(now);
+        let at = now + self.data_timeout;
+        if self.data_check.is_none_or(|t| at < t) {
+            self.data_check = Some(at);
+        }
     }
 
     fn deliver_cmd(&mut self, itt: u32, serial: u64) {
@@ -952,28 +1219,31 @@ impl Conn {
         self.progress(itt);
     }
 
-    /// Starts a delivered command once its data is in, or asks for more.
+    /// Starts a delivered command once its data is in and its memory
+    /// counted, or asks for more data as far as memory allows.
     fn progress(&mut self, itt: u32) {
         let mut r2ts = Vec::new();
         let mut launch = None;
+        let mut no_memory = false;
+        let mut awaiting = false;
         {
             let mut ttt = self.next_ttt;
-            // Until anything is reserved, any R2T may go, so a single
-            // command larger than the budget still makes progress.
-            let mut budget = if self.write_reserved == 0 {
-                u64::MAX
-            } else {
-                self.write_budget.saturating_sub(self.write_reserved)
-            };
-            let before = budget;
+            let others = self.meter.conn().used();
             let Some(cmd) = self.cmds.get_mut(&itt) else {
                 return;
             };
-            if !cmd.delivered || cmd.launched || cmd.abort_requested {
+            if !cmd.delivered || cmd.launched || cmd.abort_requested || cmd.waiting_memory {
                 return;
             }
+            // Nothing else of this connection is counted (no other
+            // command, nothing queued to send): only the target's limit
+            // applies, so one command larger than the connection's limit
+            // still runs.
+            let alone = others <= cmd.charged;
             match cmd.write.as_mut() {
                 Some(w) if !w.is_complete() => {
+                    let mut budget = self.meter.room(alone);
+                    let before = budget;
                     let specs = w.next_r2ts(&mut budget, || {
                         ttt = ttt.wrapping_add(1);
                         if ttt == RESERVED_TAG {
@@ -982,8 +1252,20 @@ impl Conn {
                         ttt
                     });
                     let used = before - budget;
-                    cmd.reserved += used;
-                    self.write_reserved += used;
+                    cmd.charged += used;
+                    self.meter.add(used);
+                    let outstanding = w.ttts().next().is_some();
+                    if specs.is_empty() && !outstanding && w.wants_r2t() {
+                        no_memory = true;
+                        let need = w.next_r2t_len().map_or(0, u64::from);
+                        if self.meter.park_for(need, alone) {
+                            // Released in the meantime: try again soon.
+                            self.meter.wake.notify_one();
+                        }
+                    } else {
+                        // Unsolicited data or R2T'd data is on its way.
+                        awaiting = true;
+                    }
                     r2ts = specs.into_iter().map(|s| (cmd.shape.itt, s)).collect();
                 }
                 Some(_) => {
@@ -992,15 +1274,40 @@ impl Conn {
                         .take()
                         .map(WriteState::into_data)
                         .unwrap_or_default();
+                    cmd.awaiting_since = None;
                     launch = cmd.go.take().map(|g| (g, data));
                     cmd.launched = true;
                 }
                 None => {
-                    launch = cmd.go.take().map(|g| (g, WriteData::new()));
-                    cmd.launched = true;
+                    // A read's data is counted before it is produced, with
+                    // the headers of the Data-In PDUs that will carry it.
+                    let need = if cmd.shape.read && cmd.shape.edtl > 0 {
+                        data_in_wire_size(&cmd.shape)
+                    } else {
+                        0
+                    };
+                    if need > 0 && cmd.charged == 0 {
+                        if self.meter.try_take(need, alone) {
+                            cmd.charged = need;
+                        } else {
+                            no_memory = true;
+                        }
+                    }
+                    if !no_memory {
+                        launch = cmd.go.take().map(|g| (g, WriteData::new()));
+                        cmd.launched = true;
+                    }
                 }
             }
             self.next_ttt = ttt;
+        }
+        if no_memory {
+            self.wait_for_memory(itt);
+        } else if awaiting {
+            let since = self.cmds.get(&itt).and_then(|c| c.awaiting_since);
+            if since.is_none() || !r2ts.is_empty() {
+                self.await_data(itt, Instant::now());
+            }
         }
         if let Some((go, data)) = launch {
             // If the task already ended (aborted), its Done event cleans up.
@@ -1048,6 +1355,17 @@ impl Conn {
             self.data_protocol_error(pdu, e);
             return;
         }
+        // Unsolicited data was counted with its command, solicited data
+        // by its R2T; what remains is what a small piece costs beyond its
+        // length (memory::piece_charge).
+        let len = pdu.data.len();
+        let charge = piece_charge(len) - len as u64;
+        cmd.charged += charge;
+        if cmd.awaiting_since.is_some() {
+            // Data came: the initiator is not stalling this command.
+            cmd.awaiting_since = Some(self.last_rx);
+        }
+        self.meter.add(charge);
         self.progress(h.itt);
     }
 
@@ -1074,10 +1392,14 @@ impl Conn {
     fn on_event(&mut self, ev: Event) {
         match ev {
             Event::Done { itt, serial, pdus } => {
-                let Some(cmd) = self.cmds.get(&itt).filter(|c| c.serial == serial) else {
+                let Some(cmd) = self.cmds.get_mut(&itt).filter(|c| c.serial == serial) else {
                     return;
                 };
                 let suppressed = cmd.abort_requested;
+                // The command's memory is released once its response is
+                // queued (and counted as such), so the data never goes
+                // uncounted in between.
+                let charged = std::mem::take(&mut cmd.charged);
                 self.remove_cmd(itt);
                 match pdus {
                     // An aborted task gets no response; the TMF response
@@ -1089,6 +1411,7 @@ impl Conn {
                     }
                     _ => {}
                 }
+                self.release(charged);
             }
             Event::Logout { itt } => {
                 let r = LogoutResponse {
@@ -1164,7 +1487,11 @@ impl Conn {
                             && !self.pending.contains_key(&ref_sn)
                             && serial::lt(ref_sn, h.cmd_sn)
                         {
-                            self.aborted_ahead.push(ref_sn);
+                            // Once per CmdSN, so repeated TMFs cannot grow
+                            // the list beyond the window.
+                            if !self.aborted_ahead.contains(&ref_sn) {
+                                self.aborted_ahead.push(ref_sn);
+                            }
                             TmfPlan::Respond(tmf::RESP_COMPLETE)
                         } else {
                             TmfPlan::Respond(tmf::RESP_NO_TASK)

@@ -9,15 +9,19 @@
 //! - [`transfer`]: write data collection (R2T) and read data / status PDUs;
 //! - [`tmf`]: task management functions;
 //! - [`discovery`]: Text requests, SendTargets;
-//! - [`session`]: the session table and the CmdSN window.
+//! - [`session`]: the session table and the CmdSN window;
+//! - [`memory`]: the bytes held per connection and for the whole target;
+//! - [`admission`]: connections per source address and in all.
 //!
 //! One [`Portal`] serves every configured target. Each accepted connection
 //! runs in its own task; a protocol error closes only that connection.
 
+pub mod admission;
 pub mod codec;
 pub mod connection;
 pub mod discovery;
 pub mod login;
+pub mod memory;
 pub mod poll;
 pub mod session;
 pub mod tmf;
@@ -110,10 +114,6 @@ impl Drop for IoThreads {
     }
 }
 
-/// Connections the portal serves at once; more are closed right after
-/// accept so a connection flood cannot exhaust memory or descriptors.
-pub const MAX_CONNECTIONS: usize = 1024;
-
 /// One target behind the portal.
 pub struct PortalTarget {
     pub def: TargetDef,
@@ -145,6 +145,10 @@ pub struct Portal {
     advertised: Mutex<Option<SocketAddr>>,
     /// Cancelled when the portal shuts down.
     shutdown: CancellationToken,
+    /// Bytes held for initiators by every connection (docs/limits.md).
+    memory: Arc<memory::MemoryPool>,
+    /// Connections per source address and in all.
+    admission: Arc<admission::Admission>,
 }
 
 impl Portal {
@@ -158,12 +162,17 @@ impl Portal {
         Arc::new(Portal {
             targets,
             buses,
-            tuning,
             tasks,
             sessions: SessionTable::new(),
             faults,
             advertised: Mutex::new(None),
             shutdown: CancellationToken::new(),
+            memory: Arc::new(memory::MemoryPool::new(tuning.target_memory)),
+            admission: admission::Admission::new(
+                tuning.max_connections,
+                tuning.max_connections_per_source,
+            ),
+            tuning,
         })
     }
 
@@ -185,6 +194,21 @@ impl Portal {
 
     pub fn faults(&self) -> &Arc<Faults> {
         &self.faults
+    }
+
+    /// The bytes every connection together holds for its initiator.
+    pub fn memory(&self) -> &memory::MemoryPool {
+        &self.memory
+    }
+
+    /// Which connections are served, per source and in all.
+    pub fn admission(&self) -> &admission::Admission {
+        &self.admission
+    }
+
+    /// The memory counters of the session with this TSIH.
+    pub fn session_memory(&self, tsih: u16) -> Option<Arc<memory::ConnMemory>> {
+        self.sessions.by_tsih(tsih).map(|s| s.memory.clone())
     }
 
     /// Ends every session of `initiator` (a `drop` or `cut` fault). Returns
@@ -376,11 +400,14 @@ impl Portal {
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        if conns.len() >= MAX_CONNECTIONS {
-                            tracing::warn!(peer = %peer, limit = MAX_CONNECTIONS, "too many connections, closing the new one");
-                            drop(stream);
-                            continue;
-                        }
+                        let place = match self.admission.admit(peer.ip(), std::time::Instant::now()) {
+                            Ok(place) => place,
+                            Err(_) => {
+                                // Logged (once per interval) by the admission.
+                                drop(stream);
+                                continue;
+                            }
+                        };
                         let _ = stream.set_nodelay(true);
                         let local = stream.local_addr().ok();
                         let portal = self.clone();
@@ -392,7 +419,8 @@ impl Portal {
                                         match tokio::net::TcpStream::from_std(std_stream) {
                                             Ok(stream) => {
                                                 poll::watch(std::os::fd::AsFd::as_fd(&stream));
-                                                portal.serve_connection(stream, peer.to_string(), local).await
+                                                portal.serve_connection(stream, peer.to_string(), local).await;
+                                                drop(place);
                                             }
                                             Err(e) => tracing::warn!(peer = %peer, error = %e, "cannot serve connection"),
                                         }
@@ -401,7 +429,10 @@ impl Portal {
                                 Err(e) => tracing::warn!(peer = %peer, error = %e, "cannot hand the connection over"),
                             },
                             None => {
-                                conns.spawn(async move { portal.serve_connection(stream, peer.to_string(), local).await });
+                                conns.spawn(async move {
+                                    portal.serve_connection(stream, peer.to_string(), local).await;
+                                    drop(place);
+                                });
                             }
                         }
                     }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use busrig_proto::serial;
 use tokio_util::sync::CancellationToken;
 
+use super::memory::ConnMemory;
 use crate::nexus::ItNexus;
 
 /// A live session as the rest of the portal sees it.
@@ -34,6 +35,8 @@ pub struct SessionHandle {
     /// Cancelled by the session once it has fully ended: tasks aborted and
     /// the nexus loss reported.
     pub ended: CancellationToken,
+    /// What the connection holds for its initiator (docs/limits.md).
+    pub memory: Arc<ConnMemory>,
 }
 
 impl SessionHandle {
@@ -132,6 +135,7 @@ impl SessionTable {
             peer: new.peer,
             kill: CancellationToken::new(),
             ended: CancellationToken::new(),
+            memory: Arc::default(),
         });
         inner.by_tsih.insert(tsih, handle.clone());
         Ok((handle, old))
@@ -176,13 +180,16 @@ impl SessionTable {
 /// MaxCmdSN opens the window to `queue_depth` commands that are delivered but
 /// not finished, and never moves backwards: an initiator keeps the largest
 /// MaxCmdSN it has seen, so shrinking it would make us drop commands the
-/// initiator was allowed to send.
+/// initiator was allowed to send. While the connection is out of memory
+/// (docs/limits.md) the window is held: MaxCmdSN stays where it is, so the
+/// initiator sends nothing beyond what it was already allowed.
 #[derive(Debug, Clone)]
 pub struct CmdWindow {
     exp_cmd_sn: u32,
     max_cmd_sn: u32,
     depth: u32,
     in_flight: u32,
+    held: bool,
 }
 
 impl CmdWindow {
@@ -194,7 +201,14 @@ impl CmdWindow {
             max_cmd_sn: exp_cmd_sn.wrapping_add(depth - 1),
             depth,
             in_flight: 0,
+            held: false,
         }
+    }
+
+    /// Holds MaxCmdSN where it is (`true`) or lets it follow the room
+    /// again (`false`).
+    pub fn hold(&mut self, held: bool) {
+        self.held = held;
     }
 
     pub fn exp_cmd_sn(&self) -> u32 {
@@ -203,6 +217,9 @@ impl CmdWindow {
 
     /// MaxCmdSN to advertise now.
     pub fn max_cmd_sn(&mut self) -> u32 {
+        if self.held {
+            return self.max_cmd_sn;
+        }
         let room = self.depth.saturating_sub(self.in_flight);
         // room 0 gives ExpCmdSN - 1: the window is closed (RFC 7143 §4.2.2.1).
         let candidate = self.exp_cmd_sn.wrapping_add(room).wrapping_sub(1);
@@ -263,6 +280,18 @@ mod tests {
         // An immediate command in flight does not pull MaxCmdSN back.
         w.started();
         assert_eq!(w.max_cmd_sn(), 14);
+    }
+
+    #[test]
+    fn a_held_window_does_not_advance_until_released() {
+        let mut w = CmdWindow::new(0, 4);
+        assert_eq!(w.max_cmd_sn(), 3);
+        w.advance();
+        w.hold(true);
+        assert_eq!(w.max_cmd_sn(), 3, "held: MaxCmdSN stays");
+        assert!(w.accepts(3), "what was granted stays granted");
+        w.hold(false);
+        assert_eq!(w.max_cmd_sn(), 4);
     }
 
     #[test]

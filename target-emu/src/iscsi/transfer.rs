@@ -290,6 +290,16 @@ impl WriteState {
         out
     }
 
+    /// The length of the next R2T, if one remains to be sent.
+    pub fn next_r2t_len(&self) -> Option<u32> {
+        (self.next_r2t_offset < self.edtl).then(|| {
+            self.limits
+                .max_burst_length
+                .max(1)
+                .min(self.edtl - self.next_r2t_offset)
+        })
+    }
+
     /// Whether R2Ts remain to be sent once budget allows.
     pub fn wants_r2t(&self) -> bool {
         self.unsolicited.is_none() && self.next_r2t_offset < self.edtl
