@@ -23,6 +23,8 @@ pub mod node;
 pub mod node_manager;
 pub mod placement;
 pub mod quorum_log;
+pub mod report;
 pub mod resource;
+pub mod service;
 pub mod snapshot_diff;
 pub mod validate;

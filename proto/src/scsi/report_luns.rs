@@ -94,6 +94,21 @@ impl LunList {
     }
 }
 
+/// One LUN per line: its number, or the whole 8-byte field in hex when it
+/// is not a peripheral or flat-space LUN.
+impl std::fmt::Display for LunList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, field) in self.luns.iter().enumerate() {
+            f.write_str(if i == 0 { "" } else { "\n" })?;
+            match decode_lun(*field) {
+                Some(n) => write!(f, "{n}")?,
+                None => write!(f, "{field:016x}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +156,12 @@ mod tests {
         let t = LunList::decode(&b[..16]).unwrap();
         assert_eq!((t.luns.len(), t.list_length), (1, 24));
         assert_eq!(LunList::decode(&b[..7]), Err(ReportLunsError::Short(7)));
+    }
+
+    #[test]
+    fn lun_lists_read_one_per_line() {
+        let mut l = LunList::from_numbers(&[0, 1, 300]);
+        l.luns.push(0xc100_0000_0000_0000);
+        assert_eq!(l.to_string(), "0\n1\n300\nc100000000000000");
     }
 }
