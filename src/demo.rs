@@ -14,7 +14,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use busrig_lab::demo::{self, DemoEvent, DemoOptions, DemoUi};
 use nix::sys::signal::Signal;
@@ -46,13 +46,6 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: nix::libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Shows what the demo waits for; on a terminal one line that updates.
@@ -107,45 +100,9 @@ struct Terminal {
 
 impl DemoUi for Terminal {
     fn event(&mut self, e: DemoEvent<'_>) {
-        match e {
-            DemoEvent::Formed(t) => println!("  cluster formed in {:.1} s", t.as_secs_f64()),
-            DemoEvent::Online(before) => println!(
-                "  virtual servers online: {}",
-                before
-                    .iter()
-                    .map(|(g, n)| format!("{g} on {n}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            DemoEvent::LoadStarted { rate, duration } => println!(
-                "  mail load: {} msg/s to each virtual server for {:.0} s",
-                rate,
-                duration.as_secs_f64()
-            ),
-            DemoEvent::Fault { victim } => {
-                println!("\n  t = 0: {victim} (owner of EVS1) killed with SIGKILL")
-            }
-            DemoEvent::Moved { owner, after } => println!(
-                "  EVS1 online on {owner} {:.3} s after the fault",
-                after.as_secs_f64()
-            ),
-            DemoEvent::Timeline(timeline) => {
-                println!("\nTimeline (relative to the fault):");
-                for (t, what) in timeline {
-                    println!("  {}  {what}", ms(*t));
-                }
-            }
-            DemoEvent::Report(r) => print_report(r),
-            DemoEvent::ForcedKill(n) => {
-                eprintln!("{n} did not stop in {:?}; killing it", busrig_lab::STOP_GRACE)
-            }
-            DemoEvent::Kept(dir) => eprintln!(
-                "\nThe lab is still running in {} (busrig cluster --lab {} status; busrig lab down --dir {}).",
-                dir.display(),
-                dir.display(),
-                dir.display()
-            ),
-            DemoEvent::CleanupFailed(e) => eprintln!("busrig demo: cleanup: {}", e.chain()),
+        match e.on_stderr() {
+            true => eprintln!("{e}"),
+            false => println!("{e}"),
         }
     }
 
@@ -170,17 +127,10 @@ impl DemoUi for Terminal {
     }
 }
 
-fn ms(d: u64) -> String {
-    format!("{:>8.3} s", d as f64 / 1000.0)
-}
-
 pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     let (dir, remove_dir) = match &a.dir {
         Some(d) => (d.clone(), false),
-        None => (
-            std::env::temp_dir().join(format!("busrig-demo-{}-{}", std::process::id(), now_ms())),
-            true,
-        ),
+        None => (busrig_lab::temp_lab_dir("demo"), true),
     };
     let o = DemoOptions {
         keep: a.keep,
@@ -211,35 +161,4 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// The summary table and the checks.
-fn print_report(report: &demo::DemoReport) {
-    println!("\nSummary:");
-    println!(
-        "  {:<6} {:<8} {:<12} {:<8} {:>10} {:>6} {:>5} {:>5}  bus audit",
-        "EVS", "before", "after fault", "final", "downtime", "acked", "lost", "dups"
-    );
-    for r in &report.rows {
-        println!(
-            "  {:<6} {:<8} {:<12} {:<8} {:>10} {:>6} {:>5} {:>5}  {}",
-            r.group,
-            r.before,
-            r.after_fault,
-            r.final_owner,
-            ms(r.downtime_ms),
-            r.acked,
-            r.lost,
-            r.dups,
-            r.audit
-        );
-    }
-    if report.failures.is_empty() {
-        println!("\nAll checks passed: 0 acknowledged messages lost, exclusive disk ownership, failover to the passive node and failback.");
-    } else {
-        println!("\nChecks failed:");
-        for f in &report.failures {
-            println!("  - {f}");
-        }
-    }
 }

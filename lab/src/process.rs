@@ -109,8 +109,8 @@ pub struct Takeover {
     pub ms: u64,
 }
 
-/// The failover measurement.
-#[derive(Debug, Clone)]
+/// The failover measurement; its JSON is `busrig lab failover --json`.
+#[derive(Debug, Clone, Serialize)]
 pub struct FailoverReport {
     pub quorum: String,
     pub profile: String,

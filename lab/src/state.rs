@@ -35,6 +35,15 @@ pub struct LabState {
     pub nodes: Vec<LabProcess>,
 }
 
+/// A new folder name under the system's temporary folder for a lab that
+/// `what` (`demo`, `scenario`) makes for itself: `busrig-WHAT-PID-MS`.
+pub fn temp_lab_dir(what: &str) -> PathBuf {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    std::env::temp_dir().join(format!("busrig-{what}-{}-{ms}", std::process::id()))
+}
+
 /// The cluster file of the lab in `dir`.
 pub fn cluster_file(dir: &Path) -> PathBuf {
     dir.join("cluster.toml")
