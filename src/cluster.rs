@@ -461,113 +461,58 @@ fn done(v: &Value, as_json: bool, what: String) {
 }
 
 async fn group_verb(t: &AdminClient, verb: GroupVerb, as_json: bool) -> anyhow::Result<()> {
-    let (change, what) = match verb {
-        GroupVerb::List => {
-            let c = t.catalog().await?;
-            if as_json {
-                println!("{}", serde_json::to_string_pretty(&c["groups"])?);
-            } else {
-                println!("{}", report::group_table(&c));
-            }
-            return Ok(());
-        }
-        GroupVerb::Create { name, opts } => {
-            let what = format!("group {name} created");
-            (
-                GroupChange::Create {
-                    name,
-                    opts: opts.into(),
-                },
-                what,
-            )
-        }
-        GroupVerb::Set { name, opts } => {
-            let what = format!("group {name} changed");
-            (
-                GroupChange::Set {
-                    name,
-                    opts: opts.into(),
-                },
-                what,
-            )
-        }
-        GroupVerb::Delete { name } => (
-            GroupChange::Delete { name: name.clone() },
-            format!("group {name} deleted"),
-        ),
-        GroupVerb::Move { name, to } => (
-            GroupChange::Move {
-                name: name.clone(),
-                to,
-            },
-            format!("group {name} moving"),
-        ),
-        GroupVerb::Online { name } => (
-            GroupChange::Online { name: name.clone() },
-            format!("group {name} set online"),
-        ),
-        GroupVerb::Offline { name } => (
-            GroupChange::Offline { name: name.clone() },
-            format!("group {name} set offline"),
-        ),
+    let change = match verb {
+        GroupVerb::List => return list(t, "groups", report::group_table, as_json).await,
+        GroupVerb::Create { name, opts } => GroupChange::Create {
+            name,
+            opts: opts.into(),
+        },
+        GroupVerb::Set { name, opts } => GroupChange::Set {
+            name,
+            opts: opts.into(),
+        },
+        GroupVerb::Delete { name } => GroupChange::Delete { name },
+        GroupVerb::Move { name, to } => GroupChange::Move { name, to },
+        GroupVerb::Online { name } => GroupChange::Online { name },
+        GroupVerb::Offline { name } => GroupChange::Offline { name },
     };
-    done(&t.group(&change).await?, as_json, what);
+    done(&t.group(&change).await?, as_json, change.to_string());
     Ok(())
 }
 
 async fn resource_verb(t: &AdminClient, verb: ResourceVerb, as_json: bool) -> anyhow::Result<()> {
-    let (change, what) = match verb {
-        ResourceVerb::List => {
-            let c = t.catalog().await?;
-            if as_json {
-                println!("{}", serde_json::to_string_pretty(&c["resources"])?);
-            } else {
-                println!("{}", report::resource_table(&c));
-            }
-            return Ok(());
-        }
-        ResourceVerb::Create { name, opts } => {
-            let what = format!("resource {name} created");
-            (
-                ResourceChange::Create {
-                    name,
-                    opts: opts.into(),
-                },
-                what,
-            )
-        }
-        ResourceVerb::Set { name, opts } => {
-            let what = format!("resource {name} changed");
-            (
-                ResourceChange::Set {
-                    name,
-                    opts: opts.into(),
-                },
-                what,
-            )
-        }
-        ResourceVerb::Delete { name } => (
-            ResourceChange::Delete { name: name.clone() },
-            format!("resource {name} deleted"),
-        ),
-        ResourceVerb::Depend { name, on } => {
-            let what = format!("{name} now depends on {on}");
-            (ResourceChange::Depend { name, on }, what)
-        }
-        ResourceVerb::Online { name } => (
-            ResourceChange::Online { name: name.clone() },
-            format!("resource {name} set online"),
-        ),
-        ResourceVerb::Offline { name } => (
-            ResourceChange::Offline { name: name.clone() },
-            format!("resource {name} set offline"),
-        ),
-        ResourceVerb::Fail { name } => (
-            ResourceChange::Fail { name: name.clone() },
-            format!("resource {name} failed"),
-        ),
+    let change = match verb {
+        ResourceVerb::List => return list(t, "resources", report::resource_table, as_json).await,
+        ResourceVerb::Create { name, opts } => ResourceChange::Create {
+            name,
+            opts: opts.into(),
+        },
+        ResourceVerb::Set { name, opts } => ResourceChange::Set {
+            name,
+            opts: opts.into(),
+        },
+        ResourceVerb::Delete { name } => ResourceChange::Delete { name },
+        ResourceVerb::Depend { name, on } => ResourceChange::Depend { name, on },
+        ResourceVerb::Online { name } => ResourceChange::Online { name },
+        ResourceVerb::Offline { name } => ResourceChange::Offline { name },
+        ResourceVerb::Fail { name } => ResourceChange::Fail { name },
     };
-    done(&t.resource(&change).await?, as_json, what);
+    done(&t.resource(&change).await?, as_json, change.to_string());
+    Ok(())
+}
+
+/// `group list` and `resource list`: the catalog's `key` as JSON, or its table.
+async fn list(
+    t: &AdminClient,
+    key: &str,
+    table: fn(&Value) -> String,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let c = t.catalog().await?;
+    match as_json {
+        true => println!("{}", serde_json::to_string_pretty(&c[key])?),
+        false => println!("{}", table(&c)),
+    }
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use std::fmt;
 use serde_json::Value;
 
 use crate::admin::ClusterStatus;
-use crate::admin_client::Event;
+use crate::admin_client::{Event, GroupChange, ResourceChange};
 use crate::validate::{Check, Verdict};
 
 /// `HH:MM:SS.mmm` UTC of a Unix time in milliseconds.
@@ -87,6 +87,37 @@ impl fmt::Display for Verdict {
 impl fmt::Display for Check {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:<5} {:<32} {}", self.verdict, self.rule, self.detail)
+    }
+}
+
+/// What `busrig cluster group ...` says once the change is committed.
+impl fmt::Display for GroupChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (name, done) = match self {
+            GroupChange::Create { name, .. } => (name, "created"),
+            GroupChange::Set { name, .. } => (name, "changed"),
+            GroupChange::Delete { name } => (name, "deleted"),
+            GroupChange::Move { name, .. } => (name, "moving"),
+            GroupChange::Online { name } => (name, "set online"),
+            GroupChange::Offline { name } => (name, "set offline"),
+        };
+        write!(f, "group {name} {done}")
+    }
+}
+
+/// What `busrig cluster resource ...` says once the change is committed.
+impl fmt::Display for ResourceChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (name, done) = match self {
+            ResourceChange::Create { name, .. } => (name, "created"),
+            ResourceChange::Set { name, .. } => (name, "changed"),
+            ResourceChange::Delete { name } => (name, "deleted"),
+            ResourceChange::Depend { name, on } => return write!(f, "{name} now depends on {on}"),
+            ResourceChange::Fail { name } => (name, "failed"),
+            ResourceChange::Online { name } => (name, "set online"),
+            ResourceChange::Offline { name } => (name, "set offline"),
+        };
+        write!(f, "resource {name} {done}")
     }
 }
 
@@ -266,6 +297,29 @@ mod tests {
                 )
                 .as_str()
             )
+        );
+    }
+
+    #[test]
+    fn changes_say_what_was_committed() {
+        let name = || "EVS1".to_string();
+        let g = GroupChange::Move {
+            name: name(),
+            to: None,
+        };
+        assert_eq!(g.to_string(), "group EVS1 moving");
+        assert_eq!(
+            GroupChange::Offline { name: name() }.to_string(),
+            "group EVS1 set offline"
+        );
+        let d = ResourceChange::Depend {
+            name: "IP1".into(),
+            on: "Disk1".into(),
+        };
+        assert_eq!(d.to_string(), "IP1 now depends on Disk1");
+        assert_eq!(
+            ResourceChange::Fail { name: "IP1".into() }.to_string(),
+            "resource IP1 failed"
         );
     }
 }
