@@ -85,15 +85,10 @@ enum Verb {
 pub async fn run(args: BusArgs) -> anyhow::Result<ExitCode> {
     // With a lab: its control address, and node names as initiators.
     let (control, cluster) = match &args.lab {
-        Some(dir) => {
-            let state = busrig_lab::LabState::load(dir)?;
-            let cfg = busrig_cluster::cluster_file::load(&busrig_lab::cluster_file(dir))?;
-            let control = state.target.control.clone();
-            (
-                control.context("the lab records no bus control address")?,
-                Some(cfg),
-            )
-        }
+        Some(dir) => (
+            busrig_lab::bus_control(dir)?,
+            Some(busrig_lab::lab_config(dir)?),
+        ),
         None => (args.control.clone(), None),
     };
     let token = std::env::var("BUSRIG_CONTROL_TOKEN")

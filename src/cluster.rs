@@ -13,7 +13,6 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use busrig_cluster::admin_client::{self, AdminClient, EvsOpts, GroupChange, ResourceChange};
-use busrig_cluster::config::ClusterConfig;
 use busrig_cluster::db::Change;
 use busrig_cluster::validate::{self, Verdict};
 use busrig_cluster::{cluster_file, report, snapshot_diff};
@@ -303,25 +302,12 @@ impl From<ResourceOpts> for admin_client::ResourceOpts {
     }
 }
 
-/// The cluster file named by --config or --lab, if any.
-fn cluster_config(a: &ClusterArgs) -> anyhow::Result<Option<ClusterConfig>> {
-    Ok(match (&a.config, &a.lab) {
-        (Some(f), _) => Some(cluster_file::load(f)?),
-        (None, Some(dir)) => Some(
-            cluster_file::load(&busrig_lab::cluster_file(dir)).with_context(|| {
-                format!(
-                    "{} is not a lab folder (run `busrig lab up --dir {}`)",
-                    dir.display(),
-                    dir.display()
-                )
-            })?,
-        ),
-        (None, None) => None,
-    })
-}
-
 pub async fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
-    let cfg = cluster_config(&a)?;
+    let cfg = match (&a.config, &a.lab) {
+        (Some(f), _) => Some(cluster_file::load(f)?),
+        (None, Some(dir)) => Some(busrig_lab::lab_config(dir)?),
+        (None, None) => None,
+    };
     let t = AdminClient::new(a.nodes.clone(), cfg.as_ref())?;
     let as_json = a.json;
     match a.verb {
@@ -358,12 +344,7 @@ pub async fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
             let Some(cfg) = &cfg else {
                 bail!("validate needs the cluster file: --config FILE or --lab DIR");
             };
-            let bus = bus.or_else(|| {
-                busrig_lab::LabState::load(a.lab.as_ref()?)
-                    .ok()?
-                    .target
-                    .control
-            });
+            let bus = bus.or_else(|| busrig_lab::bus_control(a.lab.as_ref()?).ok());
             let checks = validate::check_running(cfg, &t, bus.as_deref()).await?;
             if as_json {
                 println!("{}", serde_json::to_string_pretty(&checks)?);

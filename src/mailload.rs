@@ -66,7 +66,7 @@ pub async fn run(a: MailloadArgs) -> anyhow::Result<ExitCode> {
     };
     config.validate()?;
     if let Some(dir) = &a.lab {
-        let cfg = busrig_cluster::cluster_file::load(&busrig_lab::cluster_file(dir))?;
+        let cfg = busrig_lab::lab_config(dir)?;
         config
             .admin
             .extend(cfg.nodes.iter().map(|n| n.admin.to_string()));

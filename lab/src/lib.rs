@@ -21,5 +21,6 @@ pub use process::{
     UpOptions, LAB_TARGET, STOP_GRACE,
 };
 pub use state::{
-    alive, cluster_file, log_tail, process_state, state_file, temp_lab_dir, LabProcess, LabState,
+    alive, bus_control, cluster_file, lab_config, log_tail, process_state, state_file,
+    temp_lab_dir, LabProcess, LabState,
 };
