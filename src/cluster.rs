@@ -376,9 +376,7 @@ pub async fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
                 },
         } => {
             let bin = std::env::current_exe().context("cannot find the busrig binary")?;
-            let lower = name.to_ascii_lowercase();
-            let failback_allow = failback == "allow";
-            let bin = bin.display().to_string();
+            let (failback_allow, bin) = (failback == "allow", bin.display().to_string());
             let o = EvsOpts {
                 name,
                 ip,
@@ -390,10 +388,7 @@ pub async fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
                 bin,
             };
             t.create_evs(&o).await?;
-            println!(
-                "virtual server {} created: {}:{port}, name {lower}",
-                o.name, o.ip
-            );
+            println!("{o}");
         }
         Verb::Resolve { name } => {
             let v = t.resolve(&name).await?;

@@ -322,18 +322,11 @@ impl Failure {
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
-        let status = e.exit_status();
-        let mut j = json!({ "error": e.to_string() });
-        if let Some(s) = e.sense() {
-            j["sense"] = json!(s);
-        }
-        if e.is_reservation_conflict() {
-            j["status"] = json!("RESERVATION CONFLICT");
-        }
+        let (status, message, json) = (e.exit_status(), e.to_string(), e.json());
         Failure {
             status,
-            message: e.to_string(),
-            json: j,
+            message,
+            json,
         }
     }
 }

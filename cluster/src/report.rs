@@ -8,7 +8,7 @@ use std::fmt;
 use serde_json::Value;
 
 use crate::admin::ClusterStatus;
-use crate::admin_client::{Event, GroupChange, ResourceChange};
+use crate::admin_client::{Event, EvsOpts, GroupChange, ResourceChange};
 use crate::validate::{Check, Verdict};
 
 /// `HH:MM:SS.mmm` UTC of a Unix time in milliseconds.
@@ -118,6 +118,19 @@ impl fmt::Display for ResourceChange {
             ResourceChange::Offline { name } => (name, "set offline"),
         };
         write!(f, "resource {name} {done}")
+    }
+}
+
+/// What `busrig cluster evs create` says once the virtual server exists:
+/// its address and its network name.
+impl fmt::Display for EvsOpts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (name, ip, port) = (&self.name, &self.ip, self.port);
+        let lower = name.to_ascii_lowercase();
+        write!(
+            f,
+            "virtual server {name} created: {ip}:{port}, name {lower}"
+        )
     }
 }
 
@@ -320,6 +333,24 @@ mod tests {
         assert_eq!(
             ResourceChange::Fail { name: "IP1".into() }.to_string(),
             "resource IP1 failed"
+        );
+    }
+
+    #[test]
+    fn a_new_virtual_server_names_its_address_and_network_name() {
+        let o = EvsOpts {
+            name: "EVS1".into(),
+            ip: "127.0.2.1".into(),
+            disks: vec!["iscsi://h/iqn.x:t/1".into()],
+            port: 2525,
+            preferred: Vec::new(),
+            anti_affinity: vec!["EVS".into()],
+            failback_allow: false,
+            bin: "busrig".into(),
+        };
+        assert_eq!(
+            o.to_string(),
+            "virtual server EVS1 created: 127.0.2.1:2525, name evs1"
         );
     }
 }
