@@ -1,9 +1,6 @@
-//! `busrig bench URL`: storage-aligned I/O benchmarks through busrig's
-//! initiator, against `busrig target` or any iSCSI target.
-//!
-//! This file parses the arguments, runs the bench on a thread of its own,
-//! draws the progress bar and prints the report; the workload runner,
-//! its patterns and the report are the `busrig-bench` crate.
+//! `busrig bench URL`: I/O benchmarks through busrig's initiator (the
+//! `busrig-bench` crate). This file parses the arguments, draws the
+//! progress bar and prints the report.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,10 +1,9 @@
-//! `busrig bus`: the control plane client. Watches a running `busrig target`
-//! and injects faults into it.
+//! `busrig bus`: the control plane's client (`busrig_target::control::client`
+//! and `::report`). Watches a running `busrig target` and injects faults.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
-use busrig_cluster::config::ClusterConfig;
 use busrig_target::control::client::{ControlClient, LunAction, PathAction};
 use busrig_target::control::report::{Audit, BusStatus};
 use busrig_target::control::DEFAULT_CONTROL_ADDR;
@@ -95,15 +94,9 @@ pub async fn run(args: BusArgs) -> anyhow::Result<ExitCode> {
         .ok()
         .filter(|t| !t.is_empty());
     let c = &ControlClient::new(control, token);
-    let initiator_of = |name: &str| -> String {
-        let node = |cfg: &ClusterConfig| cfg.node_id(name).map(|id| cfg.initiator_name(id));
-        cluster
-            .as_ref()
-            .and_then(node)
-            .unwrap_or_else(|| name.to_string())
-    };
     let path = |initiator: &str, action: PathAction| {
-        let initiator = initiator_of(initiator);
+        let initiator =
+            (cluster.as_ref()).map_or(initiator.to_string(), |c| c.initiator_or_name(initiator));
         async move { c.path(&initiator, &action).await }
     };
     let v = match args.verb {

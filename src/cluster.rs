@@ -1,12 +1,6 @@
 //! `busrig cluster`: cluster administration through the nodes' admin
-//! endpoints (`busrig_cluster::admin`).
-//!
-//! The nodes to ask come from `--node ADDR` (repeatable), `--config FILE`
-//! (every node's admin address) or `--lab DIR` (the lab's cluster file).
-//! Status asks them in order and takes the first answer from a member, so
-//! it works while the node asked first is down. Membership verbs go to the
-//! quorum owner (a node that is not the owner names it, and the request is
-//! sent there).
+//! endpoints. Which node to ask and the requests are
+//! `busrig_cluster::admin_client`; the text is `busrig_cluster::report`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,14 +1,6 @@
-//! `busrig demo`: the main job. A four-node cluster on a switched fabric
-//! with three Exchange-style virtual servers and one passive node, mail
-//! load on every virtual server, then the node owning EVS1 is killed.
-//! EVS1 comes up on the passive node, the killed node is restarted, EVS1
-//! fails back, the load stops and every mailbox is checked.
-//!
-//! The orchestration and its report are `busrig_lab::demo`; this verb
-//! parses the arguments, shows the progress, prints the timeline relative
-//! to the fault and the summary table, and exits non-zero if any check
-//! fails. The lab is cleaned up on exit, Ctrl-C and failure (`--keep`
-//! leaves it up).
+//! `busrig demo`: the main job (`busrig_lab::demo` runs it). This verb
+//! parses the arguments, shows the waits and prints the story; it exits
+//! non-zero if any check fails (`--keep` leaves the lab up).
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;

@@ -1,17 +1,10 @@
 //! `busrig disk URL VERB`: one SCSI command (or a reservation holder or
-//! challenger) against one LUN, through busrig's initiator. This file parses
-//! the arguments and prints; the hold and the challenge are
-//! `busrig_initiator::reservation`, the JSON of the SCSI structures is their
-//! `Serialize` in `busrig_proto::scsi`.
-//!
-//! Exit statuses follow sg3_utils (sg3_utils(8), "EXIT STATUS") so scripts
-//! written for sg_persist and friends read them the same way; the table is
-//! `busrig disk --help`'s, the mapping `busrig_initiator::Error::exit_status`.
-//!
-//! Errors are also printed in words on stderr (the decoded sense key and
-//! additional sense code); with `--json` stdout carries one JSON object
-//! per invocation (`reserve --hold` and `arbitrate --hold` print one JSON
-//! object per line, one per event).
+//! challenger) against one LUN, through busrig's initiator
+//! (`busrig_initiator::reservation` holds and challenges; the text and JSON
+//! of the SCSI data are `busrig_proto::scsi`'s `Display` and `Serialize`).
+//! Exit statuses follow sg3_utils (`--help` lists them); errors are also
+//! printed in words on stderr, and with `--json` stdout carries one JSON
+//! object per invocation (one per event for `--hold`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

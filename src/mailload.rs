@@ -1,11 +1,5 @@
-//! `busrig mailload`: delivers messages to a mail store at a fixed rate,
-//! keeps delivering across a failover (reconnecting, resolving the network
-//! name again, retrying the unacknowledged message with the same
-//! Message-ID), then lists every mailbox and checks that every
-//! acknowledged message is there exactly once.
-//!
-//! This file parses the arguments, finds the lab's cluster nodes and prints;
-//! the load generator is `busrig_mailstore::load`.
+//! `busrig mailload`: mail load across failovers (`busrig_mailstore::load`).
+//! This file parses the arguments, finds the lab's cluster nodes and prints.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -15,6 +15,7 @@ pub mod cluster_file;
 pub mod config;
 pub mod db;
 pub mod driver;
+pub mod echo;
 pub mod failover;
 pub mod host;
 pub mod log_manager;
