@@ -155,9 +155,7 @@ fn config(args: &BenchArgs) -> BenchConfig {
         log_lun: args.log_lun,
         verify: args.verify,
         control: args.control.clone(),
-        control_token: std::env::var("BUSRIG_CONTROL_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty()),
+        control_token: crate::control_token(),
         initiator: args.initiator.clone(),
         seed: args.seed,
         timeout: args.timeout,

@@ -90,9 +90,7 @@ pub async fn run(args: BusArgs) -> anyhow::Result<ExitCode> {
         ),
         None => (args.control.clone(), None),
     };
-    let token = std::env::var("BUSRIG_CONTROL_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty());
+    let token = crate::control_token();
     let c = &ControlClient::new(control, token);
     let path = |initiator: &str, action: PathAction| {
         let initiator =

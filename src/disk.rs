@@ -19,7 +19,6 @@ use busrig_proto::hexdump::{hex, hexdump, parse_byte};
 use busrig_proto::scsi::pr::{
     parse_key, PrOutAction, PrOutParams, PrType, RegisterAndMoveParams, TransportId,
 };
-use busrig_proto::scsi::report_luns::decode_lun;
 use busrig_proto::scsi::vpd::parse_page;
 use serde_json::{json, Value};
 
@@ -287,40 +286,29 @@ enum PrVerb {
     },
 }
 
-/// A failure of the command, with its exit status.
+/// A failure of the command: its exit status and its JSON, whose
+/// `error` is the message.
 struct Failure {
     status: u8,
-    message: String,
     json: Value,
 }
 
 impl Failure {
-    fn new(status: u8, kind: &str, message: String) -> Failure {
-        let json = json!({ "error": message, "kind": kind });
-        Failure {
-            status,
-            message,
-            json,
-        }
-    }
-
     fn usage(msg: impl Into<String>) -> Failure {
-        Failure::new(1, "usage", msg.into())
+        let json = json!({ "error": msg.into(), "kind": "usage" });
+        Failure { status: 1, json }
     }
 
     fn file(msg: impl Into<String>) -> Failure {
-        Failure::new(15, "file", msg.into())
+        let json = json!({ "error": msg.into(), "kind": "file" });
+        Failure { status: 15, json }
     }
 }
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
-        let (status, message, json) = (e.exit_status(), e.to_string(), e.json());
-        Failure {
-            status,
-            message,
-            json,
-        }
+        let (status, json) = (e.exit_status(), e.json());
+        Failure { status, json }
     }
 }
 
@@ -381,7 +369,10 @@ pub async fn run(args: DiskArgs) -> anyhow::Result<ExitCode> {
     match run_inner(&args, &out).await {
         Ok(code) => Ok(ExitCode::from(code)),
         Err(f) => {
-            eprintln!("busrig disk: {}", f.message);
+            eprintln!(
+                "busrig disk: {}",
+                f.json["error"].as_str().unwrap_or_default()
+            );
             if out.json {
                 let mut j = f.json;
                 j["exit_status"] = json!(f.status);
@@ -442,10 +433,7 @@ async fn verb(disk: &Disk, verb: &Verb, out: &Out) -> Result<u8, Failure> {
         }
         Verb::Luns => {
             let l = disk.report_luns().await?;
-            let rows: Vec<Value> = (l.luns.iter())
-                .map(|f| json!({ "lun": decode_lun(*f), "field": format!("{f:016x}") }))
-                .collect();
-            out.done(disk, || l.to_string(), json!({ "luns": rows }));
+            out.done(disk, || l.to_string(), json!(l));
         }
         Verb::Read {
             lba,
@@ -575,18 +563,6 @@ fn scsi2_cdb(ten: bool) -> Scsi2Cdb {
     }
 }
 
-/// Resolves when SIGINT or SIGTERM arrives.
-async fn interrupted() {
-    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
-    let Ok(mut term) = term else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
-
 /// The defender (`busrig_initiator::reservation`), printing each renewal
 /// that met unit attentions (every one with --json) and how it ended:
 /// exit status 24 the moment a renewal meets RESERVATION CONFLICT, 0 once
@@ -600,7 +576,7 @@ async fn hold_reservation(
     let renew = renew.unwrap_or(DEFAULT_RENEW_SECS);
     let period = secs(renew, "--renew must be a positive number of seconds")?;
     let end = disk
-        .hold_reservation(cdb, period, interrupted(), || {
+        .hold_reservation(cdb, period, crate::interrupted(), || {
             let uas = report_uas(out, disk);
             if !uas.is_empty() || out.json {
                 let j = json!({ "event": "renewed", "unit_attentions": uas });
@@ -665,15 +641,12 @@ async fn pr(disk: &Disk, verb: &PrVerb, out: &Out) -> Result<(), Failure> {
     let (action, opts) = match verb {
         PrVerb::ReadKeys => {
             let k = disk.pr_read_keys().await?;
-            let keys: Vec<String> = k.keys.iter().map(|x| key_hex(*x)).collect();
-            let j = json!({ "generation": k.generation, "keys": keys });
-            out.done(disk, || k.to_string(), j);
+            out.done(disk, || k.to_string(), json!(k));
             return Ok(());
         }
         PrVerb::ReadReservation => {
             let r = disk.pr_read_reservation().await?;
-            let j = json!({ "generation": r.generation, "reservation": r.reservation });
-            out.done(disk, || r.to_string(), j);
+            out.done(disk, || r.to_string(), json!(r));
             return Ok(());
         }
         PrVerb::Capabilities => {
@@ -683,8 +656,7 @@ async fn pr(disk: &Disk, verb: &PrVerb, out: &Out) -> Result<(), Failure> {
         }
         PrVerb::ReadFullStatus => {
             let s = disk.pr_read_full_status().await?;
-            let j = json!({ "generation": s.generation, "registrations": s.descriptors });
-            out.done(disk, || s.to_string(), j);
+            out.done(disk, || s.to_string(), json!(s));
             return Ok(());
         }
         PrVerb::Register(o) => (PrOutAction::Register, o),

@@ -55,14 +55,7 @@ pub async fn run(a: MailstoreArgs) -> anyhow::Result<ExitCode> {
         store,
     };
     let shutdown = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
-            return std::future::pending().await;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
+        crate::interrupted().await;
         tracing::info!("shutting down");
     };
     let ready = |addr| {

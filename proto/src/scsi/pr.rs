@@ -952,6 +952,40 @@ impl serde::Serialize for FullStatusDescriptor {
     }
 }
 
+/// READ KEYS as `busrig disk --json` prints it: the keys in hex.
+impl serde::Serialize for ReadKeys {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let keys: Vec<String> = self.keys.iter().map(|k| format!("0x{k:x}")).collect();
+        let mut st = ser.serialize_struct("ReadKeys", 2)?;
+        st.serialize_field("generation", &self.generation)?;
+        st.serialize_field("keys", &keys)?;
+        st.end()
+    }
+}
+
+/// READ RESERVATION as `busrig disk --json` prints it (null: none held).
+impl serde::Serialize for ReadReservation {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = ser.serialize_struct("ReadReservation", 2)?;
+        st.serialize_field("generation", &self.generation)?;
+        st.serialize_field("reservation", &self.reservation)?;
+        st.end()
+    }
+}
+
+/// READ FULL STATUS as `busrig disk --json` prints it.
+impl serde::Serialize for FullStatus {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = ser.serialize_struct("FullStatus", 2)?;
+        st.serialize_field("generation", &self.generation)?;
+        st.serialize_field("registrations", &self.descriptors)?;
+        st.end()
+    }
+}
+
 /// REPORT CAPABILITIES as `busrig disk --json` prints it: SPC-4 §6.15.4's
 /// bits spelled out, and the supported types by variant name.
 impl serde::Serialize for Capabilities {
@@ -1569,6 +1603,32 @@ mod tests {
         assert_eq!(
             s.to_string(),
             "PR generation=0x9\n    Key=0x1\n      >> Reservation holder, type: unknown\n      relative target port: 1\n      transport id: iqn.x:n1,i,0x80123456789a"
+        );
+    }
+
+    #[test]
+    fn pr_in_json_has_the_keys_in_hex() {
+        let k = ReadKeys {
+            generation: 5,
+            keys: vec![0xab],
+        };
+        let j = serde_json::to_value(&k).unwrap();
+        assert_eq!(j, serde_json::json!({ "generation": 5, "keys": ["0xab"] }));
+        let r = ReadReservation {
+            generation: 2,
+            reservation: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            serde_json::json!({ "generation": 2, "reservation": null })
+        );
+        let s = FullStatus {
+            generation: 1,
+            descriptors: Vec::new(),
+        };
+        assert_eq!(
+            serde_json::to_value(&s).unwrap(),
+            serde_json::json!({ "generation": 1, "registrations": [] })
         );
     }
 }
