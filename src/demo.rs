@@ -40,54 +40,12 @@ extern "C" fn on_signal(_: nix::libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
-/// Shows what the demo waits for; on a terminal one line that updates.
-struct Progress {
-    what: String,
-    start: Instant,
-    tty: bool,
-    last: Instant,
-}
-
-impl Progress {
-    fn new(what: &str) -> Progress {
-        let tty = std::io::stderr().is_terminal();
-        if !tty {
-            eprintln!("  ... {what}");
-        }
-        Progress {
-            what: what.into(),
-            start: Instant::now(),
-            tty,
-            last: Instant::now(),
-        }
-    }
-
-    fn tick(&mut self) {
-        if self.tty && self.last.elapsed() > Duration::from_millis(100) {
-            let spin = ['|', '/', '-', '\\'][(self.start.elapsed().as_millis() / 100 % 4) as usize];
-            eprint!(
-                "\r  {spin} {} ({:.1} s)   ",
-                self.what,
-                self.start.elapsed().as_secs_f64()
-            );
-            let _ = std::io::stderr().flush();
-            self.last = Instant::now();
-        }
-    }
-
-    fn done(self) -> Duration {
-        let t = self.start.elapsed();
-        if self.tty {
-            eprint!("\r{:80}\r", "");
-        }
-        t
-    }
-}
-
 /// The terminal side of the demo: its story on stdout, its waits on
-/// stderr.
+/// stderr (on a terminal, one line that updates).
 struct Terminal {
-    progress: Option<Progress>,
+    tty: bool,
+    /// What the demo waits for, since when, and when its line was drawn.
+    wait: Option<(String, Instant, Instant)>,
 }
 
 impl DemoUi for Terminal {
@@ -99,18 +57,30 @@ impl DemoUi for Terminal {
     }
 
     fn wait_begin(&mut self, what: &str) {
-        self.progress = Some(Progress::new(what));
+        if !self.tty {
+            eprintln!("  ... {what}");
+        }
+        self.wait = Some((what.into(), Instant::now(), Instant::now()));
     }
 
     fn wait_tick(&mut self) {
-        if let Some(p) = &mut self.progress {
-            p.tick();
+        let Some((what, start, last)) = &mut self.wait else {
+            return;
+        };
+        if self.tty && last.elapsed() > Duration::from_millis(100) {
+            let spin = ['|', '/', '-', '\\'][(start.elapsed().as_millis() / 100 % 4) as usize];
+            eprint!(
+                "\r  {spin} {what} ({:.1} s)   ",
+                start.elapsed().as_secs_f64()
+            );
+            let _ = std::io::stderr().flush();
+            *last = Instant::now();
         }
     }
 
     fn wait_end(&mut self) {
-        if let Some(p) = self.progress.take() {
-            p.done();
+        if self.wait.take().is_some() && self.tty {
+            eprint!("\r{:80}\r", "");
         }
     }
 
@@ -139,18 +109,12 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         let _ = nix::sys::signal::signal(Signal::SIGINT, h);
         let _ = nix::sys::signal::signal(Signal::SIGTERM, h);
     }
-    let evs_count = o.nodes - 1;
-    let passive = o.passive();
-    println!("busrig demo: {} nodes ({} active virtual servers, {passive} passive), quorum {}, profile {}", o.nodes, evs_count, o.quorum, o.profile);
-    println!("  lab folder {}", dir.display());
-
+    println!("busrig demo: {o}\n  lab folder {}", dir.display());
     let lab = crate::lab::open(&dir)?;
-    let mut ui = Terminal { progress: None };
-    let report = demo::run(&lab, &o, &mut ui)?;
-
-    Ok(if report.failures.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    let tty = std::io::stderr().is_terminal();
+    let report = demo::run(&lab, &o, &mut Terminal { tty, wait: None })?;
+    Ok(match report.failures.is_empty() {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::FAILURE,
     })
 }

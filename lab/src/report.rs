@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::demo::{DemoEvent, DemoReport};
+use crate::demo::{DemoEvent, DemoOptions, DemoReport};
 use crate::scenario::StepReport;
 use crate::state::process_state;
 use crate::{Cut, FailoverReport, LabStatus, Takeover, STOP_GRACE};
@@ -114,6 +114,20 @@ impl fmt::Display for StepReport {
             "  {at:>8.3} s  step {:>2} {:<12} {}",
             self.step, self.action, self.outcome
         )
+    }
+}
+
+/// The demo's layout: `4 nodes (3 active virtual servers, NODE4
+/// passive), quorum disk-scsi2, profile fast`.
+impl fmt::Display for DemoOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (n, passive) = (self.nodes, self.passive());
+        let active = n.saturating_sub(1);
+        write!(
+            f,
+            "{n} nodes ({active} active virtual servers, {passive} passive), "
+        )?;
+        write!(f, "quorum {}, profile {}", self.quorum, self.profile)
     }
 }
 
@@ -308,5 +322,21 @@ mod tests {
         assert!(r
             .to_string()
             .ends_with("\n\nChecks failed:\n  - EVS1 lost 1 message"));
+    }
+
+    #[test]
+    fn the_demo_names_its_layout() {
+        let o = DemoOptions {
+            keep: false,
+            nodes: 4,
+            quorum: "disk-scsi2".into(),
+            profile: "fast".into(),
+            rate: 20.0,
+            remove_dir: true,
+        };
+        assert_eq!(
+            o.to_string(),
+            "4 nodes (3 active virtual servers, NODE4 passive), quorum disk-scsi2, profile fast"
+        );
     }
 }
