@@ -24,21 +24,11 @@ struct DirArg {
     dir: PathBuf,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum NetArg {
-    Private,
-    Public,
-    Both,
-}
-
-impl NetArg {
-    fn net(self) -> Net {
-        match self {
-            NetArg::Private => Net::Private,
-            NetArg::Public => Net::Public,
-            NetArg::Both => Net::Both,
-        }
-    }
+/// `--net`: one of `Net::ALL` by name.
+fn net() -> impl clap::builder::TypedValueParser<Value = Net> {
+    use clap::builder::TypedValueParser as _;
+    let names = Net::ALL.map(Net::as_str);
+    clap::builder::PossibleValuesParser::new(names).try_map(|s| s.parse::<Net>())
 }
 
 #[derive(clap::Subcommand)]
@@ -106,16 +96,16 @@ enum Verb {
     /// Stop a node's cluster traffic on a network, both directions.
     Partition {
         node: String,
-        #[arg(long, value_enum)]
-        net: NetArg,
+        #[arg(long, value_parser = net())]
+        net: Net,
         #[command(flatten)]
         dir: DirArg,
     },
     /// Undo `partition`.
     Heal {
         node: String,
-        #[arg(long, value_enum, default_value = "both")]
-        net: NetArg,
+        #[arg(long, value_parser = net(), default_value = "both")]
+        net: Net,
         #[command(flatten)]
         dir: DirArg,
     },
@@ -164,8 +154,8 @@ fn status(lab: &Lab, as_json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn partition(lab: &Lab, name: &str, net: NetArg, cut: bool) -> anyhow::Result<ExitCode> {
-    let (name, now) = lab.partition(name, net.net(), cut)?;
+fn partition(lab: &Lab, name: &str, net: Net, cut: bool) -> anyhow::Result<ExitCode> {
+    let (name, now) = lab.partition(name, net, cut)?;
     println!("{name}: {now}");
     Ok(ExitCode::SUCCESS)
 }

@@ -339,4 +339,12 @@ mod tests {
             "4 nodes (3 active virtual servers, NODE4 passive), quorum disk-scsi2, profile fast"
         );
     }
+
+    #[test]
+    fn networks_parse_back_from_their_names() {
+        for n in crate::Net::ALL {
+            assert_eq!(n.as_str().parse::<crate::Net>(), Ok(n));
+        }
+        assert!("all".parse::<crate::Net>().is_err());
+    }
 }
