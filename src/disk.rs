@@ -364,6 +364,17 @@ fn report_uas(out: &Out, disk: &Disk) -> Vec<busrig_proto::scsi::sense::Sense> {
     uas
 }
 
+/// Prints what a command read: its `Display`, or its JSON (under `key`
+/// when given) with the unit attentions met.
+fn show<T: std::fmt::Display + serde::Serialize>(disk: &Disk, out: &Out, key: Option<&str>, t: T) {
+    let mut j = json!({});
+    match key {
+        Some(k) => j[k] = json!(&t),
+        None => j = json!(&t),
+    }
+    out.done(disk, || t.to_string(), j);
+}
+
 pub async fn run(args: DiskArgs) -> anyhow::Result<ExitCode> {
     let out = Out { json: args.json };
     match run_inner(&args, &out).await {
@@ -417,24 +428,15 @@ fn secs(s: f64, why: &str) -> Result<Duration, Failure> {
 
 async fn verb(disk: &Disk, verb: &Verb, out: &Out) -> Result<u8, Failure> {
     match verb {
-        Verb::Inquiry => {
-            let i = disk.inquiry().await?;
-            out.done(disk, || i.to_string(), json!({ "inquiry": &i }));
-        }
+        Verb::Inquiry => show(disk, out, Some("inquiry"), disk.inquiry().await?),
         Verb::Vpd { page } => {
             let code = parse_page(page).map_err(|e| Failure::usage(e.to_string()))?;
             let (v, raw) = disk.vpd(code).await?;
             let j = json!({ "page": format!("{code:#04x}"), "vpd": v, "raw": hex(&raw) });
             out.done(disk, || v.to_string(), j);
         }
-        Verb::Capacity => {
-            let c = disk.capacity().await?;
-            out.done(disk, || c.to_string(), json!({ "capacity": c }));
-        }
-        Verb::Luns => {
-            let l = disk.report_luns().await?;
-            out.done(disk, || l.to_string(), json!(l));
-        }
+        Verb::Capacity => show(disk, out, Some("capacity"), disk.capacity().await?),
+        Verb::Luns => show(disk, out, None, disk.report_luns().await?),
         Verb::Read {
             lba,
             count,
@@ -639,25 +641,16 @@ fn key_hex(k: u64) -> String {
 
 async fn pr(disk: &Disk, verb: &PrVerb, out: &Out) -> Result<(), Failure> {
     let (action, opts) = match verb {
-        PrVerb::ReadKeys => {
-            let k = disk.pr_read_keys().await?;
-            out.done(disk, || k.to_string(), json!(k));
-            return Ok(());
-        }
+        PrVerb::ReadKeys => return Ok(show(disk, out, None, disk.pr_read_keys().await?)),
         PrVerb::ReadReservation => {
-            let r = disk.pr_read_reservation().await?;
-            out.done(disk, || r.to_string(), json!(r));
-            return Ok(());
+            return Ok(show(disk, out, None, disk.pr_read_reservation().await?))
         }
         PrVerb::Capabilities => {
             let c = disk.pr_report_capabilities().await?;
-            out.done(disk, || c.to_string(), json!({ "capabilities": &c }));
-            return Ok(());
+            return Ok(show(disk, out, Some("capabilities"), c));
         }
         PrVerb::ReadFullStatus => {
-            let s = disk.pr_read_full_status().await?;
-            out.done(disk, || s.to_string(), json!(s));
-            return Ok(());
+            return Ok(show(disk, out, None, disk.pr_read_full_status().await?))
         }
         PrVerb::Register(o) => (PrOutAction::Register, o),
         PrVerb::RegisterIgnore(o) => (PrOutAction::RegisterAndIgnoreExistingKey, o),

@@ -112,14 +112,10 @@ fn main() -> ExitCode {
         cli.command,
         Command::Bus(_) | Command::Cluster(_) | Command::Lab(_) | Command::Demo(_)
     ) {
+        use nix::sys::signal::{signal, SigHandler, Signal};
         // SAFETY: restoring a signal's default action at start-up, before
         // any thread exists.
-        unsafe {
-            let _ = nix::sys::signal::signal(
-                nix::sys::signal::Signal::SIGPIPE,
-                nix::sys::signal::SigHandler::SigDfl,
-            );
-        }
+        let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
     }
     if matches!(cli.command, Command::Demo(_) | Command::Lab(_))
         && std::env::var_os("RUST_LOG").is_none()
