@@ -552,7 +552,18 @@ async fn verb(disk: &Disk, verb: &Verb, out: &Out) -> Result<u8, Failure> {
         } => {
             return arbitrate(disk, *reset, *wait, hold.then_some(*renew), out).await;
         }
-        Verb::Pr(p) => pr(disk, p, out).await?,
+        Verb::Pr(PrVerb::ReadKeys) => show(disk, out, None, disk.pr_read_keys().await?),
+        Verb::Pr(PrVerb::ReadReservation) => {
+            show(disk, out, None, disk.pr_read_reservation().await?)
+        }
+        Verb::Pr(PrVerb::Capabilities) => {
+            let c = disk.pr_report_capabilities().await?;
+            show(disk, out, Some("capabilities"), c)
+        }
+        Verb::Pr(PrVerb::ReadFullStatus) => {
+            show(disk, out, None, disk.pr_read_full_status().await?)
+        }
+        Verb::Pr(p) => pr_out(disk, p, out).await?,
     }
     Ok(0)
 }
@@ -639,19 +650,13 @@ fn key_hex(k: u64) -> String {
     format!("0x{k:x}")
 }
 
-async fn pr(disk: &Disk, verb: &PrVerb, out: &Out) -> Result<(), Failure> {
+/// PR OUT: the parameter list from the options, then the command.
+async fn pr_out(disk: &Disk, verb: &PrVerb, out: &Out) -> Result<(), Failure> {
     let (action, opts) = match verb {
-        PrVerb::ReadKeys => return Ok(show(disk, out, None, disk.pr_read_keys().await?)),
-        PrVerb::ReadReservation => {
-            return Ok(show(disk, out, None, disk.pr_read_reservation().await?))
-        }
-        PrVerb::Capabilities => {
-            let c = disk.pr_report_capabilities().await?;
-            return Ok(show(disk, out, Some("capabilities"), c));
-        }
-        PrVerb::ReadFullStatus => {
-            return Ok(show(disk, out, None, disk.pr_read_full_status().await?))
-        }
+        PrVerb::ReadKeys
+        | PrVerb::ReadReservation
+        | PrVerb::Capabilities
+        | PrVerb::ReadFullStatus => unreachable!("PR IN is shown by verb()"),
         PrVerb::Register(o) => (PrOutAction::Register, o),
         PrVerb::RegisterIgnore(o) => (PrOutAction::RegisterAndIgnoreExistingKey, o),
         PrVerb::Reserve(o) => (PrOutAction::Reserve, o),

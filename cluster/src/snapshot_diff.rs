@@ -244,8 +244,10 @@ mod tests {
     fn backup_files_round_trip_and_never_overwrite() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("db.bak");
-        let mut db = DbSnapshot::default();
-        db.seq = 3;
+        let mut db = DbSnapshot {
+            seq: 3,
+            ..DbSnapshot::default()
+        };
         db.entries.insert("group/EVS1/owner".into(), "NODE1".into());
         write_backup(&p, "LAB", &db).unwrap();
         let (cluster, back) = read_backup_file(&p).unwrap();
