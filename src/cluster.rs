@@ -35,31 +35,21 @@ enum Verb {
     /// Cluster name, epoch, quorum owner, quorum log position, node states.
     Status,
     /// Pause, resume or evict a node.
-    Node {
-        #[command(subcommand)]
-        verb: NodeVerb,
-    },
+    #[command(subcommand)]
+    Node(NodeVerb),
     /// Read or change the cluster database (every change is a global
     /// update written to the quorum log before it is acknowledged).
-    Db {
-        #[command(subcommand)]
-        verb: DbVerb,
-    },
+    #[command(subcommand)]
+    Db(DbVerb),
     /// Resource groups: list, create, set, delete, move, online, offline.
-    Group {
-        #[command(subcommand)]
-        verb: GroupVerb,
-    },
+    #[command(subcommand)]
+    Group(GroupVerb),
     /// Resources: list, create, set, delete, depend, fail.
-    Resource {
-        #[command(subcommand)]
-        verb: ResourceVerb,
-    },
+    #[command(subcommand)]
+    Resource(ResourceVerb),
     /// Exchange-style virtual servers.
-    Evs {
-        #[command(subcommand)]
-        verb: EvsVerb,
-    },
+    #[command(subcommand)]
+    Evs(EvsVerb),
     /// The address a network name resource registered.
     Resolve { name: String },
     /// The cluster event log (group and resource states, failovers,
@@ -305,10 +295,7 @@ pub async fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
     let t = AdminClient::new(a.nodes.clone(), cfg.as_ref())?;
     let as_json = a.json;
     match a.verb {
-        Verb::Status
-        | Verb::Node {
-            verb: NodeVerb::List,
-        } => {
+        Verb::Status | Verb::Node(NodeVerb::List) => {
             let (_, s) = t.status().await?;
             if as_json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
@@ -316,7 +303,7 @@ pub async fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
                 println!("{s}");
             }
         }
-        Verb::Node { verb } => {
+        Verb::Node(verb) => {
             let (action, node) = match verb {
                 NodeVerb::Pause { node } => ("pause", node),
                 NodeVerb::Resume { node } => ("resume", node),
@@ -331,9 +318,9 @@ pub async fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
                 format!("node {name} is {}", state.unwrap_or("?")),
             );
         }
-        Verb::Db { verb } => return db_verb(&t, verb, as_json).await,
-        Verb::Group { verb } => group_verb(&t, verb, as_json).await?,
-        Verb::Resource { verb } => resource_verb(&t, verb, as_json).await?,
+        Verb::Db(verb) => return db_verb(&t, verb, as_json).await,
+        Verb::Group(verb) => group_verb(&t, verb, as_json).await?,
+        Verb::Resource(verb) => resource_verb(&t, verb, as_json).await?,
         Verb::Validate { bus } => {
             let Some(cfg) = &cfg else {
                 bail!("validate needs the cluster file: --config FILE or --lab DIR");
@@ -357,18 +344,15 @@ pub async fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
                 done(&j, as_json, e.to_string());
             }
         }
-        Verb::Evs {
-            verb:
-                EvsVerb::Create {
-                    name,
-                    ip,
-                    disks,
-                    port,
-                    preferred,
-                    anti_affinity,
-                    failback,
-                },
-        } => {
+        Verb::Evs(EvsVerb::Create {
+            name,
+            ip,
+            disks,
+            port,
+            preferred,
+            anti_affinity,
+            failback,
+        }) => {
             let bin = std::env::current_exe().context("cannot find the busrig binary")?;
             let (failback_allow, bin) = (failback == "allow", bin.display().to_string());
             let o = EvsOpts {

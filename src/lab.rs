@@ -11,14 +11,8 @@ use std::time::Duration;
 use anyhow::Context;
 use busrig_lab::{scenario, Lab, Net, Signal, UpOptions, STOP_GRACE};
 
-#[derive(clap::Args)]
-pub struct LabArgs {
-    #[command(subcommand)]
-    verb: Verb,
-}
-
 #[derive(clap::Args, Clone)]
-struct DirArg {
+pub(crate) struct DirArg {
     /// The lab folder.
     #[arg(long, value_name = "DIR")]
     dir: PathBuf,
@@ -32,7 +26,7 @@ fn net() -> impl clap::builder::TypedValueParser<Value = Net> {
 }
 
 #[derive(clap::Subcommand)]
-enum Verb {
+pub enum Verb {
     /// Start a bus and N nodes; return once the cluster has formed.
     Up {
         #[command(flatten)]
@@ -185,13 +179,13 @@ fn run_scenario(lab: &Lab, file: &Path, keep: bool) -> anyhow::Result<ExitCode> 
     })
 }
 
-pub fn run(a: LabArgs) -> anyhow::Result<ExitCode> {
+pub fn run(verb: Verb) -> anyhow::Result<ExitCode> {
     let signal = |node: &str, dir: &DirArg, sig, verb| -> anyhow::Result<ExitCode> {
         let (name, pid) = open(&dir.dir)?.send_signal(node, sig, verb)?;
         println!("{name} {verb} (pid {pid})");
         Ok(ExitCode::SUCCESS)
     };
-    match a.verb {
+    match verb {
         Verb::Up {
             dir,
             nodes,

@@ -46,7 +46,8 @@ enum Command {
     /// Administer a running cluster through its nodes.
     Cluster(cluster::ClusterArgs),
     /// A whole cluster on loopback (a bus and N nodes) and faults to throw at it.
-    Lab(lab::LabArgs),
+    #[command(subcommand)]
+    Lab(lab::Verb),
     /// The main job: a four-node cluster with mail-serving virtual servers,
     /// a node killed under load, failover, failback and every message checked.
     Demo(demo::DemoArgs),
