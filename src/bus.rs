@@ -21,6 +21,14 @@ pub struct BusArgs {
     verb: Verb,
 }
 
+/// A LUN, of `--target` when the bus has more than one.
+#[derive(clap::Args)]
+struct LunArg {
+    lun: u64,
+    #[arg(long)]
+    target: Option<String>,
+}
+
 #[derive(clap::Subcommand)]
 enum Verb {
     /// Buses, targets, LUNs with their reservations, sessions and faults.
@@ -54,23 +62,11 @@ enum Verb {
     /// Clear every path fault of the initiator.
     Clear { initiator: String },
     /// Take a LUN offline (NOT READY).
-    Offline {
-        lun: u64,
-        #[arg(long)]
-        target: Option<String>,
-    },
+    Offline(LunArg),
     /// Bring a LUN back online.
-    Online {
-        lun: u64,
-        #[arg(long)]
-        target: Option<String>,
-    },
+    Online(LunArg),
     /// Power-cycle a LUN: unflushed writes in a volatile write cache are lost, then 29/01.
-    PowerCycle {
-        lun: u64,
-        #[arg(long)]
-        target: Option<String>,
-    },
+    PowerCycle(LunArg),
     /// The LUN's writer history: each change of the I_T nexus writing to it.
     Audit {
         lun: u64,
@@ -97,6 +93,7 @@ pub async fn run(args: BusArgs) -> anyhow::Result<ExitCode> {
             (cluster.as_ref()).map_or(initiator.to_string(), |c| c.initiator_or_name(initiator));
         async move { c.path(&initiator, &action).await }
     };
+    let lun = |l: LunArg, action| async move { c.lun(l.lun, l.target.as_deref(), action).await };
     let v = match args.verb {
         Verb::Status { json } => {
             let v = c.status().await?;
@@ -132,11 +129,9 @@ pub async fn run(args: BusArgs) -> anyhow::Result<ExitCode> {
             sense,
         } => path(&initiator, PathAction::Fail { count, sense }).await?,
         Verb::Clear { initiator } => path(&initiator, PathAction::Clear).await?,
-        Verb::Offline { lun, target } => c.lun(lun, target.as_deref(), LunAction::Offline).await?,
-        Verb::Online { lun, target } => c.lun(lun, target.as_deref(), LunAction::Online).await?,
-        Verb::PowerCycle { lun, target } => {
-            c.lun(lun, target.as_deref(), LunAction::PowerCycle).await?
-        }
+        Verb::Offline(l) => lun(l, LunAction::Offline).await?,
+        Verb::Online(l) => lun(l, LunAction::Online).await?,
+        Verb::PowerCycle(l) => lun(l, LunAction::PowerCycle).await?,
     };
     println!("{}", serde_json::to_string(&v)?);
     Ok(ExitCode::SUCCESS)
