@@ -116,6 +116,12 @@ struct GroupOpts {
     evs: Option<bool>,
 }
 
+// The one argument of a verb that names its group or resource.
+#[derive(clap::Args)]
+struct Named {
+    name: String,
+}
+
 #[derive(clap::Subcommand)]
 enum GroupVerb {
     /// Every group with its owner and state.
@@ -132,21 +138,15 @@ enum GroupVerb {
         opts: GroupOpts,
     },
     /// Delete an empty group.
-    Delete {
-        name: String,
-    },
+    Delete(Named),
     /// Move to NODE, or to the best possible other node.
     Move {
         name: String,
         #[arg(long)]
         to: Option<String>,
     },
-    Online {
-        name: String,
-    },
-    Offline {
-        name: String,
-    },
+    Online(Named),
+    Offline(Named),
 }
 
 #[derive(clap::Args, Clone, Default)]
@@ -193,9 +193,7 @@ enum ResourceVerb {
         #[command(flatten)]
         opts: ResourceOpts,
     },
-    Delete {
-        name: String,
-    },
+    Delete(Named),
     /// Make NAME depend on another resource of its group.
     Depend {
         name: String,
@@ -203,17 +201,11 @@ enum ResourceVerb {
         on: String,
     },
     /// Tell the owner the resource failed (a restart or failover follows).
-    Fail {
-        name: String,
-    },
+    Fail(Named),
     /// Bring a resource online (the resources it depends on must be too).
-    Online {
-        name: String,
-    },
+    Online(Named),
     /// Take a resource offline; resources that depend on it go offline too.
-    Offline {
-        name: String,
-    },
+    Offline(Named),
 }
 
 #[derive(clap::Subcommand)]
@@ -425,10 +417,10 @@ async fn group_verb(t: &AdminClient, verb: GroupVerb, as_json: bool) -> anyhow::
             name,
             opts: opts.into(),
         },
-        GroupVerb::Delete { name } => GroupChange::Delete { name },
+        GroupVerb::Delete(Named { name }) => GroupChange::Delete { name },
         GroupVerb::Move { name, to } => GroupChange::Move { name, to },
-        GroupVerb::Online { name } => GroupChange::Online { name },
-        GroupVerb::Offline { name } => GroupChange::Offline { name },
+        GroupVerb::Online(Named { name }) => GroupChange::Online { name },
+        GroupVerb::Offline(Named { name }) => GroupChange::Offline { name },
     };
     done(&t.group(&change).await?, as_json, change.to_string());
     Ok(())
@@ -445,11 +437,11 @@ async fn resource_verb(t: &AdminClient, verb: ResourceVerb, as_json: bool) -> an
             name,
             opts: opts.into(),
         },
-        ResourceVerb::Delete { name } => ResourceChange::Delete { name },
+        ResourceVerb::Delete(Named { name }) => ResourceChange::Delete { name },
         ResourceVerb::Depend { name, on } => ResourceChange::Depend { name, on },
-        ResourceVerb::Online { name } => ResourceChange::Online { name },
-        ResourceVerb::Offline { name } => ResourceChange::Offline { name },
-        ResourceVerb::Fail { name } => ResourceChange::Fail { name },
+        ResourceVerb::Online(Named { name }) => ResourceChange::Online { name },
+        ResourceVerb::Offline(Named { name }) => ResourceChange::Offline { name },
+        ResourceVerb::Fail(Named { name }) => ResourceChange::Fail { name },
     };
     done(&t.resource(&change).await?, as_json, change.to_string());
     Ok(())
