@@ -1,16 +1,12 @@
-//! `busrig bench URL`: storage-aligned I/O benchmarks through busrig's
-//! initiator, against `busrig target` or any iSCSI target.
-//!
-//! This file parses the arguments, runs the bench on a thread of its own,
-//! draws the progress bar and prints the report; the workload runner,
-//! its patterns and the report are the `busrig-bench` crate.
+//! `busrig bench URL`: I/O benchmarks through busrig's initiator (the
+//! `busrig-bench` crate). This file parses the arguments, draws the
+//! progress bar and prints the report.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 
-use busrig_bench::error::EXIT_FAILED;
-use busrig_bench::{BenchConfig, BenchError, Profile, Progress, RwMode};
+use busrig_bench::{BenchConfig, BenchError, Profile, Progress, Results, RwMode};
 use serde_json::json;
 
 /// Access pattern (`busrig_bench::RwMode`).
@@ -159,9 +155,7 @@ fn config(args: &BenchArgs) -> BenchConfig {
         log_lun: args.log_lun,
         verify: args.verify,
         control: args.control.clone(),
-        control_token: std::env::var("BUSRIG_CONTROL_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty()),
+        control_token: crate::control_token(),
         initiator: args.initiator.clone(),
         seed: args.seed,
         timeout: args.timeout,
@@ -206,62 +200,37 @@ impl Progress for Bar {
     }
 }
 
-/// Runs the bench on a thread of its own with a single-threaded
-/// scheduler: the client's sessions, their reader and writer tasks and the
-/// workers then take turns on one core instead of waking each other
-/// across cores, so the client spends its CPU on I/O and leaves the other
-/// core to the target under test (the same for every target compared).
+/// Runs the bench on a thread of its own (`busrig_bench::run_isolated`),
+/// then writes the plot and prints the report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     crate::alloc::keep_freed_io_buffers();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("busrig-bench".into())
-        .spawn(move || {
-            let code = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt.block_on(run_here(args)),
-                Err(e) => {
-                    eprintln!("busrig bench: cannot start the runtime: {e}");
-                    EXIT_FAILED
-                }
-            };
-            let _ = tx.send(code);
-        })?;
-    let code = rx.await.unwrap_or(EXIT_FAILED);
-    Ok(ExitCode::from(code))
-}
-
-async fn run_here(args: BenchArgs) -> u8 {
-    match run_inner(&args).await {
-        Ok(code) => code,
-        Err(f) => {
-            eprintln!("busrig bench: {}: {}", f.kind(), f.message());
-            if args.json {
-                println!(
-                    "{}",
-                    json!({ "error": f.message(), "kind": f.kind(), "exit_status": f.status() })
-                );
-            }
-            f.status()
-        }
-    }
-}
-
-async fn run_inner(args: &BenchArgs) -> Result<u8, BenchError> {
     let progress = Arc::new(Bar {
         json: args.json,
         bar: OnceLock::new(),
     });
-    let result = busrig_bench::run(&config(args), progress).await?;
+    let result = busrig_bench::run_isolated(config(&args), progress).await;
+    let code = match result.and_then(|r| report(&args, &r)) {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("busrig bench: {}: {}", f.kind(), f.message());
+            if args.json {
+                let j =
+                    json!({ "error": f.message(), "kind": f.kind(), "exit_status": f.status() });
+                println!("{j}");
+            }
+            f.status()
+        }
+    };
+    Ok(ExitCode::from(code))
+}
+
+fn report(args: &BenchArgs, result: &Results) -> Result<u8, BenchError> {
     if let Some(path) = &args.svg {
         result.write_svg(path, args.svg_baseline.as_deref())?;
     }
-    if args.json {
-        println!("{}", result.json());
-    } else {
-        print!("{}", result.text());
+    match args.json {
+        true => println!("{}", result.json()),
+        false => print!("{}", result.text()),
     }
     Ok(result.exit_status())
 }

@@ -1,26 +1,16 @@
 //! `busrig cluster`: cluster administration through the nodes' admin
-//! endpoints (`busrig_cluster::admin`).
-//!
-//! The nodes to ask come from `--node ADDR` (repeatable), `--config FILE`
-//! (every node's admin address) or `--lab DIR` (the lab's cluster file).
-//! Status asks them in order and takes the first answer from a member, so
-//! it works while the node asked first is down. Membership verbs go to the
-//! quorum owner (a node that is not the owner names it, and the request is
-//! sent there).
+//! endpoints. Which node to ask and the requests are
+//! `busrig_cluster::admin_client`; the text is `busrig_cluster::report`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use busrig_cluster::admin::ClusterStatus;
 use busrig_cluster::admin_client::{self, AdminClient, EvsOpts, GroupChange, ResourceChange};
-use busrig_cluster::config::ClusterConfig;
 use busrig_cluster::db::Change;
-use busrig_cluster::snapshot_diff::{backup_bytes, read_backup};
-use busrig_cluster::validate::Verdict;
+use busrig_cluster::validate::{self, Verdict};
+use busrig_cluster::{cluster_file, report, snapshot_diff};
 use serde_json::{json, Value};
-
-use busrig_cluster::cluster_file;
 
 #[derive(clap::Args)]
 pub struct ClusterArgs {
@@ -45,31 +35,21 @@ enum Verb {
     /// Cluster name, epoch, quorum owner, quorum log position, node states.
     Status,
     /// Pause, resume or evict a node.
-    Node {
-        #[command(subcommand)]
-        verb: NodeVerb,
-    },
+    #[command(subcommand)]
+    Node(NodeVerb),
     /// Read or change the cluster database (every change is a global
     /// update written to the quorum log before it is acknowledged).
-    Db {
-        #[command(subcommand)]
-        verb: DbVerb,
-    },
+    #[command(subcommand)]
+    Db(DbVerb),
     /// Resource groups: list, create, set, delete, move, online, offline.
-    Group {
-        #[command(subcommand)]
-        verb: GroupVerb,
-    },
+    #[command(subcommand)]
+    Group(GroupVerb),
     /// Resources: list, create, set, delete, depend, fail.
-    Resource {
-        #[command(subcommand)]
-        verb: ResourceVerb,
-    },
+    #[command(subcommand)]
+    Resource(ResourceVerb),
     /// Exchange-style virtual servers.
-    Evs {
-        #[command(subcommand)]
-        verb: EvsVerb,
-    },
+    #[command(subcommand)]
+    Evs(EvsVerb),
     /// The address a network name resource registered.
     Resolve { name: String },
     /// The cluster event log (group and resource states, failovers,
@@ -136,6 +116,12 @@ struct GroupOpts {
     evs: Option<bool>,
 }
 
+// The one argument of a verb that names its group or resource.
+#[derive(clap::Args)]
+struct Named {
+    name: String,
+}
+
 #[derive(clap::Subcommand)]
 enum GroupVerb {
     /// Every group with its owner and state.
@@ -152,21 +138,15 @@ enum GroupVerb {
         opts: GroupOpts,
     },
     /// Delete an empty group.
-    Delete {
-        name: String,
-    },
+    Delete(Named),
     /// Move to NODE, or to the best possible other node.
     Move {
         name: String,
         #[arg(long)]
         to: Option<String>,
     },
-    Online {
-        name: String,
-    },
-    Offline {
-        name: String,
-    },
+    Online(Named),
+    Offline(Named),
 }
 
 #[derive(clap::Args, Clone, Default)]
@@ -213,9 +193,7 @@ enum ResourceVerb {
         #[command(flatten)]
         opts: ResourceOpts,
     },
-    Delete {
-        name: String,
-    },
+    Delete(Named),
     /// Make NAME depend on another resource of its group.
     Depend {
         name: String,
@@ -223,17 +201,11 @@ enum ResourceVerb {
         on: String,
     },
     /// Tell the owner the resource failed (a restart or failover follows).
-    Fail {
-        name: String,
-    },
+    Fail(Named),
     /// Bring a resource online (the resources it depends on must be too).
-    Online {
-        name: String,
-    },
+    Online(Named),
     /// Take a resource offline; resources that depend on it go offline too.
-    Offline {
-        name: String,
-    },
+    Offline(Named),
 }
 
 #[derive(clap::Subcommand)]
@@ -306,140 +278,106 @@ impl From<ResourceOpts> for admin_client::ResourceOpts {
     }
 }
 
-/// The cluster file named by --config or --lab, if any.
-fn cluster_config(a: &ClusterArgs) -> anyhow::Result<Option<ClusterConfig>> {
-    Ok(match (&a.config, &a.lab) {
-        (Some(f), _) => Some(cluster_file::load(f)?),
-        (None, Some(dir)) => Some(
-            cluster_file::load(&busrig_lab::cluster_file(dir)).with_context(|| {
-                format!(
-                    "{} is not a lab folder (run `busrig lab up --dir {}`)",
-                    dir.display(),
-                    dir.display()
-                )
-            })?,
-        ),
-        (None, None) => None,
-    })
-}
-
 pub async fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
-    let cfg = cluster_config(&a)?;
+    let cfg = match (&a.config, &a.lab) {
+        (Some(f), _) => Some(cluster_file::load(f)?),
+        (None, Some(dir)) => Some(busrig_lab::lab_config(dir)?),
+        (None, None) => None,
+    };
     let t = AdminClient::new(a.nodes.clone(), cfg.as_ref())?;
-    match &a.verb {
-        Verb::Status
-        | Verb::Node {
-            verb: NodeVerb::List,
-        } => {
+    let as_json = a.json;
+    match a.verb {
+        Verb::Status | Verb::Node(NodeVerb::List) => {
             let (_, s) = t.status().await?;
-            if a.json {
+            if as_json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
-                print_status(&s);
+                println!("{s}");
             }
-            Ok(ExitCode::SUCCESS)
         }
-        Verb::Node { verb } => {
+        Verb::Node(verb) => {
             let (action, node) = match verb {
                 NodeVerb::Pause { node } => ("pause", node),
                 NodeVerb::Resume { node } => ("resume", node),
                 NodeVerb::Evict { node } => ("evict", node),
                 NodeVerb::List => unreachable!("handled with status"),
             };
-            let v = t.node_action(action, node).await?;
-            if a.json {
-                println!("{v}");
-            } else {
-                println!(
-                    "node {} is {}",
-                    v["node"].as_str().unwrap_or(node),
-                    v["state"].as_str().unwrap_or("?")
-                );
-            }
-            Ok(ExitCode::SUCCESS)
+            let v = t.node_action(action, &node).await?;
+            let (name, state) = (v["node"].as_str().unwrap_or(&node), v["state"].as_str());
+            done(
+                &v,
+                as_json,
+                format!("node {name} is {}", state.unwrap_or("?")),
+            );
         }
-        Verb::Db { verb } => db_verb(&t, verb, a.json).await,
-        Verb::Group { verb } => group_verb(&t, verb, a.json).await,
-        Verb::Resource { verb } => resource_verb(&t, verb, a.json).await,
-        Verb::Validate { bus } => validate(&a, &t, bus.clone(), a.json).await,
+        Verb::Db(verb) => return db_verb(&t, verb, as_json).await,
+        Verb::Group(verb) => group_verb(&t, verb, as_json).await?,
+        Verb::Resource(verb) => resource_verb(&t, verb, as_json).await?,
+        Verb::Validate { bus } => {
+            let Some(cfg) = &cfg else {
+                bail!("validate needs the cluster file: --config FILE or --lab DIR");
+            };
+            let bus = bus.or_else(|| busrig_lab::bus_control(a.lab.as_ref()?).ok());
+            let checks = validate::check_running(cfg, &t, bus.as_deref()).await?;
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&checks)?);
+            } else {
+                checks.iter().for_each(|c| println!("{c}"));
+            }
+            if checks.iter().any(|c| c.verdict == Verdict::Fail) {
+                return Ok(ExitCode::from(1));
+            }
+        }
         Verb::Log { last } => {
-            let db = t.db().await?;
-            let events = admin_client::events(&db);
+            let events = admin_client::events(&t.db().await?);
             let skip = last.map_or(0, |n| events.len().saturating_sub(n));
             for e in events.into_iter().skip(skip) {
-                let (ms, node, text) = (e.ms, e.node, e.text);
-                if a.json {
-                    println!("{}", json!({ "ms": ms, "node": node, "event": text }));
-                } else {
-                    println!("{} {node:<8} {text}", format_ms(ms));
-                }
+                let j = json!({ "ms": e.ms, "node": e.node, "event": e.text });
+                done(&j, as_json, e.to_string());
             }
-            Ok(ExitCode::SUCCESS)
         }
-        Verb::Evs {
-            verb:
-                EvsVerb::Create {
-                    name,
-                    ip,
-                    disks,
-                    port,
-                    preferred,
-                    anti_affinity,
-                    failback,
-                },
-        } => {
+        Verb::Evs(EvsVerb::Create {
+            name,
+            ip,
+            disks,
+            port,
+            preferred,
+            anti_affinity,
+            failback,
+        }) => {
             let bin = std::env::current_exe().context("cannot find the busrig binary")?;
-            t.create_evs(&EvsOpts {
-                name: name.clone(),
-                ip: ip.clone(),
-                disks: disks.clone(),
-                port: *port,
-                preferred: preferred.clone(),
-                anti_affinity: anti_affinity.clone(),
-                failback_allow: failback == "allow",
-                bin: bin.display().to_string(),
-            })
-            .await?;
-            println!(
-                "virtual server {name} created: {ip}:{port}, name {}",
-                name.to_ascii_lowercase()
-            );
-            Ok(ExitCode::SUCCESS)
+            let (failback_allow, bin) = (failback == "allow", bin.display().to_string());
+            let o = EvsOpts {
+                name,
+                ip,
+                disks,
+                port,
+                preferred,
+                anti_affinity,
+                failback_allow,
+                bin,
+            };
+            t.create_evs(&o).await?;
+            println!("{o}");
         }
         Verb::Resolve { name } => {
-            let v = t.resolve(name).await?;
-            if a.json {
-                println!("{v}");
-            } else {
-                println!("{}", v["address"].as_str().unwrap_or(""));
-            }
-            Ok(ExitCode::SUCCESS)
+            let v = t.resolve(&name).await?;
+            done(&v, as_json, v["address"].as_str().unwrap_or("").to_string());
         }
         Verb::Backup { file } => {
             let db = t.db().await?;
             let cluster = t.cluster_name().await?;
-            let bytes = backup_bytes(&cluster, &db);
-            write_new(file, &bytes)?;
-            if a.json {
-                println!(
-                    "{}",
-                    json!({ "file": file, "seq": db.seq, "keys": db.entries.len() })
-                );
-            } else {
-                println!(
-                    "backed up cluster {cluster} at update {} ({} keys) to {}",
-                    db.seq,
-                    db.entries.len(),
-                    file.display()
-                );
-            }
-            Ok(ExitCode::SUCCESS)
+            snapshot_diff::write_backup(&file, &cluster, &db)?;
+            let (seq, keys) = (db.seq, db.entries.len());
+            let j = json!({ "file": file, "seq": seq, "keys": keys });
+            let what = format!(
+                "backed up cluster {cluster} at update {seq} ({keys} keys) to {}",
+                file.display()
+            );
+            done(&j, as_json, what);
         }
         Verb::Restore { file, force } => {
-            let bytes =
-                std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-            let (cluster, want) =
-                read_backup(&bytes).with_context(|| file.display().to_string())?;
+            let (cluster, want) = snapshot_diff::read_backup_file(&file)?;
             let (_, st) = t.status().await?;
             if cluster != st.cluster && !force {
                 bail!(
@@ -449,69 +387,17 @@ pub async fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
                 );
             }
             let changes = t.restore(&want).await?;
-            if a.json {
-                println!("{}", json!({ "changes": changes }));
-            } else {
-                println!(
-                    "restored cluster database from {}: {} change(s) applied",
-                    file.display(),
-                    changes
-                );
-            }
-            Ok(ExitCode::SUCCESS)
+            let what = format!(
+                "restored cluster database from {}: {changes} change(s) applied",
+                file.display()
+            );
+            done(&json!({ "changes": changes }), as_json, what);
         }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
-async fn validate(
-    a: &ClusterArgs,
-    t: &AdminClient,
-    bus: Option<String>,
-    as_json: bool,
-) -> anyhow::Result<ExitCode> {
-    let cfg = match (&a.config, &a.lab) {
-        (Some(f), _) => cluster_file::load(f)?,
-        (None, Some(d)) => cluster_file::load(&busrig_lab::cluster_file(d))?,
-        (None, None) => bail!("validate needs the cluster file: --config FILE or --lab DIR"),
-    };
-    let bus = bus.or_else(|| {
-        let d = a.lab.as_ref()?;
-        busrig_lab::LabState::load(d).ok()?.target.control
-    });
-    let (catalog, facts) = busrig_cluster::validate::gather(t, bus.as_deref()).await?;
-    let checks = busrig_cluster::validate::validate(&cfg, &catalog, &facts);
-    let failed = checks.iter().any(|c| c.verdict == Verdict::Fail);
-    if as_json {
-        println!("{}", serde_json::to_string_pretty(&checks)?);
-    } else {
-        for c in &checks {
-            let v = match c.verdict {
-                Verdict::Pass => "pass",
-                Verdict::Warn => "warn",
-                Verdict::Fail => "FAIL",
-            };
-            println!("{v:<5} {:<32} {}", c.rule, c.detail);
-        }
-    }
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
-/// `HH:MM:SS.mmm` UTC of a Unix time in milliseconds.
-fn format_ms(ms: u64) -> String {
-    let s = ms / 1000;
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        (s / 3600) % 24,
-        (s / 60) % 60,
-        s % 60,
-        ms % 1000
-    )
-}
-
+/// Prints the answer `v` with --json, else `what`.
 fn done(v: &Value, as_json: bool, what: String) {
     if as_json {
         println!("{v}");
@@ -520,159 +406,68 @@ fn done(v: &Value, as_json: bool, what: String) {
     }
 }
 
-async fn group_verb(t: &AdminClient, verb: &GroupVerb, as_json: bool) -> anyhow::Result<ExitCode> {
-    let (change, what) = match verb {
-        GroupVerb::List => {
-            let c = t.catalog().await?;
-            if as_json {
-                println!("{}", serde_json::to_string_pretty(&c["groups"])?);
-                return Ok(ExitCode::SUCCESS);
-            }
-            println!(
-                "{:<20} {:<10} {:<10} {:<18} RESOURCES",
-                "GROUP", "OWNER", "TARGET", "STATE"
-            );
-            if let Some(groups) = c["groups"].as_object() {
-                for (n, g) in groups {
-                    let res: Vec<&str> = g["resources"]
-                        .as_array()
-                        .map(|a| a.iter().filter_map(Value::as_str).collect())
-                        .unwrap_or_default();
-                    println!(
-                        "{:<20} {:<10} {:<10} {:<18} {}",
-                        n,
-                        g["owner"].as_str().unwrap_or("-"),
-                        g["target"].as_str().unwrap_or("-"),
-                        g["state"]["state"].as_str().unwrap_or("-"),
-                        res.join(", ")
-                    );
-                }
-            }
-            return Ok(ExitCode::SUCCESS);
-        }
-        GroupVerb::Create { name, opts } => (
-            GroupChange::Create {
-                name: name.clone(),
-                opts: opts.clone().into(),
-            },
-            format!("group {name} created"),
-        ),
-        GroupVerb::Set { name, opts } => (
-            GroupChange::Set {
-                name: name.clone(),
-                opts: opts.clone().into(),
-            },
-            format!("group {name} changed"),
-        ),
-        GroupVerb::Delete { name } => (
-            GroupChange::Delete { name: name.clone() },
-            format!("group {name} deleted"),
-        ),
-        GroupVerb::Move { name, to } => (
-            GroupChange::Move {
-                name: name.clone(),
-                to: to.clone(),
-            },
-            format!("group {name} moving"),
-        ),
-        GroupVerb::Online { name } => (
-            GroupChange::Online { name: name.clone() },
-            format!("group {name} set online"),
-        ),
-        GroupVerb::Offline { name } => (
-            GroupChange::Offline { name: name.clone() },
-            format!("group {name} set offline"),
-        ),
+async fn group_verb(t: &AdminClient, verb: GroupVerb, as_json: bool) -> anyhow::Result<()> {
+    let change = match verb {
+        GroupVerb::List => return list(t, "groups", report::group_table, as_json).await,
+        GroupVerb::Create { name, opts } => GroupChange::Create {
+            name,
+            opts: opts.into(),
+        },
+        GroupVerb::Set { name, opts } => GroupChange::Set {
+            name,
+            opts: opts.into(),
+        },
+        GroupVerb::Delete(Named { name }) => GroupChange::Delete { name },
+        GroupVerb::Move { name, to } => GroupChange::Move { name, to },
+        GroupVerb::Online(Named { name }) => GroupChange::Online { name },
+        GroupVerb::Offline(Named { name }) => GroupChange::Offline { name },
     };
-    let v = t.group(&change).await?;
-    done(&v, as_json, what);
-    Ok(ExitCode::SUCCESS)
+    done(&t.group(&change).await?, as_json, change.to_string());
+    Ok(())
 }
 
-async fn resource_verb(
+async fn resource_verb(t: &AdminClient, verb: ResourceVerb, as_json: bool) -> anyhow::Result<()> {
+    let change = match verb {
+        ResourceVerb::List => return list(t, "resources", report::resource_table, as_json).await,
+        ResourceVerb::Create { name, opts } => ResourceChange::Create {
+            name,
+            opts: opts.into(),
+        },
+        ResourceVerb::Set { name, opts } => ResourceChange::Set {
+            name,
+            opts: opts.into(),
+        },
+        ResourceVerb::Delete(Named { name }) => ResourceChange::Delete { name },
+        ResourceVerb::Depend { name, on } => ResourceChange::Depend { name, on },
+        ResourceVerb::Online(Named { name }) => ResourceChange::Online { name },
+        ResourceVerb::Offline(Named { name }) => ResourceChange::Offline { name },
+        ResourceVerb::Fail(Named { name }) => ResourceChange::Fail { name },
+    };
+    done(&t.resource(&change).await?, as_json, change.to_string());
+    Ok(())
+}
+
+/// `group list` and `resource list`: the catalog's `key` as JSON, or its table.
+async fn list(
     t: &AdminClient,
-    verb: &ResourceVerb,
+    key: &str,
+    table: fn(&Value) -> String,
     as_json: bool,
-) -> anyhow::Result<ExitCode> {
-    let (change, what) = match verb {
-        ResourceVerb::List => {
-            let c = t.catalog().await?;
-            if as_json {
-                println!("{}", serde_json::to_string_pretty(&c["resources"])?);
-                return Ok(ExitCode::SUCCESS);
-            }
-            println!(
-                "{:<16} {:<16} {:<20} {:<15} {:<8} DEPENDS ON",
-                "RESOURCE", "GROUP", "TYPE", "STATE", "NODE"
-            );
-            if let Some(rs) = c["resources"].as_object() {
-                for (n, r) in rs {
-                    let deps: Vec<&str> = r["spec"]["depends-on"]
-                        .as_array()
-                        .map(|a| a.iter().filter_map(Value::as_str).collect())
-                        .unwrap_or_default();
-                    println!(
-                        "{:<16} {:<16} {:<20} {:<15} {:<8} {}",
-                        n,
-                        r["spec"]["group"].as_str().unwrap_or("-"),
-                        r["spec"]["type"].as_str().unwrap_or("-"),
-                        r["state"]["state"].as_str().unwrap_or("-"),
-                        r["state"]["node"].as_str().unwrap_or("-"),
-                        deps.join(", ")
-                    );
-                }
-            }
-            return Ok(ExitCode::SUCCESS);
-        }
-        ResourceVerb::Create { name, opts } => (
-            ResourceChange::Create {
-                name: name.clone(),
-                opts: opts.clone().into(),
-            },
-            format!("resource {name} created"),
-        ),
-        ResourceVerb::Set { name, opts } => (
-            ResourceChange::Set {
-                name: name.clone(),
-                opts: opts.clone().into(),
-            },
-            format!("resource {name} changed"),
-        ),
-        ResourceVerb::Delete { name } => (
-            ResourceChange::Delete { name: name.clone() },
-            format!("resource {name} deleted"),
-        ),
-        ResourceVerb::Depend { name, on } => (
-            ResourceChange::Depend {
-                name: name.clone(),
-                on: on.clone(),
-            },
-            format!("{name} now depends on {on}"),
-        ),
-        ResourceVerb::Online { name } => (
-            ResourceChange::Online { name: name.clone() },
-            format!("resource {name} set online"),
-        ),
-        ResourceVerb::Offline { name } => (
-            ResourceChange::Offline { name: name.clone() },
-            format!("resource {name} set offline"),
-        ),
-        ResourceVerb::Fail { name } => (
-            ResourceChange::Fail { name: name.clone() },
-            format!("resource {name} failed"),
-        ),
-    };
-    let v = t.resource(&change).await?;
-    done(&v, as_json, what);
-    Ok(ExitCode::SUCCESS)
+) -> anyhow::Result<()> {
+    let c = t.catalog().await?;
+    match as_json {
+        true => println!("{}", serde_json::to_string_pretty(&c[key])?),
+        false => println!("{}", table(&c)),
+    }
+    Ok(())
 }
 
-async fn db_verb(t: &AdminClient, verb: &DbVerb, as_json: bool) -> anyhow::Result<ExitCode> {
+async fn db_verb(t: &AdminClient, verb: DbVerb, as_json: bool) -> anyhow::Result<ExitCode> {
     let change = match verb {
         DbVerb::Get { key } => {
             let db = t.db().await?;
             match key {
-                Some(k) => match db.get(k) {
+                Some(k) => match db.get(&k) {
                     Some(v) if as_json => println!("{}", json!({ "key": k, "value": v })),
                     Some(v) => println!("{v}"),
                     None => {
@@ -681,69 +476,14 @@ async fn db_verb(t: &AdminClient, verb: &DbVerb, as_json: bool) -> anyhow::Resul
                     }
                 },
                 None if as_json => println!("{}", json!({ "seq": db.seq, "entries": db.entries })),
-                None => {
-                    for (k, v) in &db.entries {
-                        println!("{k} = {v}");
-                    }
-                }
+                None => db.entries.iter().for_each(|(k, v)| println!("{k} = {v}")),
             }
             return Ok(ExitCode::SUCCESS);
         }
-        DbVerb::Set { key, value } => Change::Put {
-            key: key.clone(),
-            value: value.clone(),
-        },
-        DbVerb::Delete { key } => Change::Delete { key: key.clone() },
+        DbVerb::Set { key, value } => Change::Put { key, value },
+        DbVerb::Delete { key } => Change::Delete { key },
     };
     let v = t.db_change(&change).await?;
-    if as_json {
-        println!("{v}");
-    } else {
-        println!("committed as update {}", v["seq"]);
-    }
+    done(&v, as_json, format!("committed as update {}", v["seq"]));
     Ok(ExitCode::SUCCESS)
-}
-
-fn print_status(s: &ClusterStatus) {
-    println!(
-        "Cluster {} ({}, profile {})",
-        s.cluster, s.quorum_model, s.profile
-    );
-    if !s.member {
-        println!(
-            "  no member answered; {} is {} ({})",
-            s.node, s.phase, s.arbitration
-        );
-    } else {
-        println!(
-            "  epoch {}, quorum owner {}, quorum log at update {}{}",
-            s.epoch.unwrap_or(0),
-            s.quorum_owner.as_deref().unwrap_or("none"),
-            s.log_seq,
-            if s.writes_held { ", writes held" } else { "" }
-        );
-    }
-    println!("  {:<16} {:<8} ADMIN", "NODE", "STATE");
-    for n in &s.nodes {
-        let mark = if s.quorum_owner.as_deref() == Some(n.name.as_str()) {
-            "  (quorum owner)"
-        } else {
-            ""
-        };
-        println!("  {:<16} {:<8} {}{mark}", n.name, n.state, n.admin);
-    }
-    println!("  (answered by {})", s.node);
-}
-
-/// Writes `bytes` to a new file; refuses to overwrite.
-fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(())
 }

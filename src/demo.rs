@@ -1,20 +1,12 @@
-//! `busrig demo`: the main job. A four-node cluster on a switched fabric
-//! with three Exchange-style virtual servers and one passive node, mail
-//! load on every virtual server, then the node owning EVS1 is killed.
-//! EVS1 comes up on the passive node, the killed node is restarted, EVS1
-//! fails back, the load stops and every mailbox is checked.
-//!
-//! The orchestration and its report are `busrig_lab::demo`; this verb
-//! parses the arguments, shows the progress, prints the timeline relative
-//! to the fault and the summary table, and exits non-zero if any check
-//! fails. The lab is cleaned up on exit, Ctrl-C and failure (`--keep`
-//! leaves it up).
+//! `busrig demo`: the main job (`busrig_lab::demo` runs it). This verb
+//! parses the arguments, shows the waits and prints the story; it exits
+//! non-zero if any check fails (`--keep` leaves the lab up).
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use busrig_lab::demo::{self, DemoEvent, DemoOptions, DemoUi};
 use nix::sys::signal::Signal;
@@ -48,120 +40,47 @@ extern "C" fn on_signal(_: nix::libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Shows what the demo waits for; on a terminal one line that updates.
-struct Progress {
-    what: String,
-    start: Instant,
-    tty: bool,
-    last: Instant,
-}
-
-impl Progress {
-    fn new(what: &str) -> Progress {
-        let tty = std::io::stderr().is_terminal();
-        if !tty {
-            eprintln!("  ... {what}");
-        }
-        Progress {
-            what: what.into(),
-            start: Instant::now(),
-            tty,
-            last: Instant::now(),
-        }
-    }
-
-    fn tick(&mut self) {
-        if self.tty && self.last.elapsed() > Duration::from_millis(100) {
-            let spin = ['|', '/', '-', '\\'][(self.start.elapsed().as_millis() / 100 % 4) as usize];
-            eprint!(
-                "\r  {spin} {} ({:.1} s)   ",
-                self.what,
-                self.start.elapsed().as_secs_f64()
-            );
-            let _ = std::io::stderr().flush();
-            self.last = Instant::now();
-        }
-    }
-
-    fn done(self) -> Duration {
-        let t = self.start.elapsed();
-        if self.tty {
-            eprint!("\r{:80}\r", "");
-        }
-        t
-    }
-}
-
 /// The terminal side of the demo: its story on stdout, its waits on
-/// stderr.
+/// stderr (on a terminal, one line that updates).
 struct Terminal {
-    progress: Option<Progress>,
+    tty: bool,
+    /// What the demo waits for, since when, and when its line was drawn.
+    wait: Option<(String, Instant, Instant)>,
 }
 
 impl DemoUi for Terminal {
     fn event(&mut self, e: DemoEvent<'_>) {
-        match e {
-            DemoEvent::Formed(t) => println!("  cluster formed in {:.1} s", t.as_secs_f64()),
-            DemoEvent::Online(before) => println!(
-                "  virtual servers online: {}",
-                before
-                    .iter()
-                    .map(|(g, n)| format!("{g} on {n}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            DemoEvent::LoadStarted { rate, duration } => println!(
-                "  mail load: {} msg/s to each virtual server for {:.0} s",
-                rate,
-                duration.as_secs_f64()
-            ),
-            DemoEvent::Fault { victim } => {
-                println!("\n  t = 0: {victim} (owner of EVS1) killed with SIGKILL")
-            }
-            DemoEvent::Moved { owner, after } => println!(
-                "  EVS1 online on {owner} {:.3} s after the fault",
-                after.as_secs_f64()
-            ),
-            DemoEvent::Timeline(timeline) => {
-                println!("\nTimeline (relative to the fault):");
-                for (t, what) in timeline {
-                    println!("  {}  {what}", ms(*t));
-                }
-            }
-            DemoEvent::Report(r) => print_report(r),
-            DemoEvent::ForcedKill(n) => {
-                eprintln!("{n} did not stop in {:?}; killing it", busrig_lab::STOP_GRACE)
-            }
-            DemoEvent::Kept(dir) => eprintln!(
-                "\nThe lab is still running in {} (busrig cluster --lab {} status; busrig lab down --dir {}).",
-                dir.display(),
-                dir.display(),
-                dir.display()
-            ),
-            DemoEvent::CleanupFailed(e) => eprintln!("busrig demo: cleanup: {}", e.chain()),
+        match e.on_stderr() {
+            true => eprintln!("{e}"),
+            false => println!("{e}"),
         }
     }
 
     fn wait_begin(&mut self, what: &str) {
-        self.progress = Some(Progress::new(what));
+        if !self.tty {
+            eprintln!("  ... {what}");
+        }
+        self.wait = Some((what.into(), Instant::now(), Instant::now()));
     }
 
     fn wait_tick(&mut self) {
-        if let Some(p) = &mut self.progress {
-            p.tick();
+        let Some((what, start, last)) = &mut self.wait else {
+            return;
+        };
+        if self.tty && last.elapsed() > Duration::from_millis(100) {
+            let spin = ['|', '/', '-', '\\'][(start.elapsed().as_millis() / 100 % 4) as usize];
+            eprint!(
+                "\r  {spin} {what} ({:.1} s)   ",
+                start.elapsed().as_secs_f64()
+            );
+            let _ = std::io::stderr().flush();
+            *last = Instant::now();
         }
     }
 
     fn wait_end(&mut self) {
-        if let Some(p) = self.progress.take() {
-            p.done();
+        if self.wait.take().is_some() && self.tty {
+            eprint!("\r{:80}\r", "");
         }
     }
 
@@ -170,17 +89,10 @@ impl DemoUi for Terminal {
     }
 }
 
-fn ms(d: u64) -> String {
-    format!("{:>8.3} s", d as f64 / 1000.0)
-}
-
 pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     let (dir, remove_dir) = match &a.dir {
         Some(d) => (d.clone(), false),
-        None => (
-            std::env::temp_dir().join(format!("busrig-demo-{}-{}", std::process::id(), now_ms())),
-            true,
-        ),
+        None => (busrig_lab::temp_lab_dir("demo"), true),
     };
     let o = DemoOptions {
         keep: a.keep,
@@ -197,49 +109,12 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         let _ = nix::sys::signal::signal(Signal::SIGINT, h);
         let _ = nix::sys::signal::signal(Signal::SIGTERM, h);
     }
-    let evs_count = o.nodes - 1;
-    let passive = o.passive();
-    println!("busrig demo: {} nodes ({} active virtual servers, {passive} passive), quorum {}, profile {}", o.nodes, evs_count, o.quorum, o.profile);
-    println!("  lab folder {}", dir.display());
-
+    println!("busrig demo: {o}\n  lab folder {}", dir.display());
     let lab = crate::lab::open(&dir)?;
-    let mut ui = Terminal { progress: None };
-    let report = demo::run(&lab, &o, &mut ui)?;
-
-    Ok(if report.failures.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    let tty = std::io::stderr().is_terminal();
+    let report = demo::run(&lab, &o, &mut Terminal { tty, wait: None })?;
+    Ok(match report.failures.is_empty() {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::FAILURE,
     })
-}
-
-/// The summary table and the checks.
-fn print_report(report: &demo::DemoReport) {
-    println!("\nSummary:");
-    println!(
-        "  {:<6} {:<8} {:<12} {:<8} {:>10} {:>6} {:>5} {:>5}  bus audit",
-        "EVS", "before", "after fault", "final", "downtime", "acked", "lost", "dups"
-    );
-    for r in &report.rows {
-        println!(
-            "  {:<6} {:<8} {:<12} {:<8} {:>10} {:>6} {:>5} {:>5}  {}",
-            r.group,
-            r.before,
-            r.after_fault,
-            r.final_owner,
-            ms(r.downtime_ms),
-            r.acked,
-            r.lost,
-            r.dups,
-            r.audit
-        );
-    }
-    if report.failures.is_empty() {
-        println!("\nAll checks passed: 0 acknowledged messages lost, exclusive disk ownership, failover to the passive node and failback.");
-    } else {
-        println!("\nChecks failed:");
-        for f in &report.failures {
-            println!("  - {f}");
-        }
-    }
 }

@@ -9,41 +9,24 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use busrig_lab::{process_state, scenario, Lab, Net, Signal, UpOptions, STOP_GRACE};
-use serde_json::{json, Value};
-
-#[derive(clap::Args)]
-pub struct LabArgs {
-    #[command(subcommand)]
-    verb: Verb,
-}
+use busrig_lab::{scenario, Lab, Net, Signal, UpOptions, STOP_GRACE};
 
 #[derive(clap::Args, Clone)]
-struct DirArg {
+pub(crate) struct DirArg {
     /// The lab folder.
     #[arg(long, value_name = "DIR")]
     dir: PathBuf,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum NetArg {
-    Private,
-    Public,
-    Both,
-}
-
-impl NetArg {
-    fn net(self) -> Net {
-        match self {
-            NetArg::Private => Net::Private,
-            NetArg::Public => Net::Public,
-            NetArg::Both => Net::Both,
-        }
-    }
+/// `--net`: one of `Net::ALL` by name.
+fn net() -> impl clap::builder::TypedValueParser<Value = Net> {
+    use clap::builder::TypedValueParser as _;
+    let names = Net::ALL.map(Net::as_str);
+    clap::builder::PossibleValuesParser::new(names).try_map(|s| s.parse::<Net>())
 }
 
 #[derive(clap::Subcommand)]
-enum Verb {
+pub enum Verb {
     /// Start a bus and N nodes; return once the cluster has formed.
     Up {
         #[command(flatten)]
@@ -107,16 +90,16 @@ enum Verb {
     /// Stop a node's cluster traffic on a network, both directions.
     Partition {
         node: String,
-        #[arg(long, value_enum)]
-        net: NetArg,
+        #[arg(long, value_parser = net())]
+        net: Net,
         #[command(flatten)]
         dir: DirArg,
     },
     /// Undo `partition`.
     Heal {
         node: String,
-        #[arg(long, value_enum, default_value = "both")]
-        net: NetArg,
+        #[arg(long, value_parser = net(), default_value = "both")]
+        net: Net,
         #[command(flatten)]
         dir: DirArg,
     },
@@ -157,102 +140,29 @@ pub fn down(lab: &Lab) -> busrig_lab::Result<()> {
 }
 
 fn status(lab: &Lab, as_json: bool) -> anyhow::Result<ExitCode> {
-    let dir = lab.dir();
-    let busrig_lab::LabStatus { state, cluster } = lab.status()?;
-    let cluster = cluster.as_ref();
-    if as_json {
-        let procs: Vec<Value> = std::iter::once(&state.target)
-            .chain(&state.nodes)
-            .map(|p| json!({ "name": p.name, "pid": p.pid, "process": process_state(p.pid), "addr": p.addr, "log": p.log }))
-            .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "dir": dir, "quorum": state.quorum, "profile": state.profile,
-                "processes": procs, "cluster": cluster,
-            }))?
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!(
-        "Lab {} ({} nodes, quorum {}, profile {})",
-        dir.display(),
-        state.nodes.len(),
-        state.quorum,
-        state.profile
-    );
-    println!("  {:<8} {:<8} {:<12} ADDRESS", "NAME", "PID", "PROCESS");
-    for p in std::iter::once(&state.target).chain(&state.nodes) {
-        println!(
-            "  {:<8} {:<8} {:<12} {}",
-            p.name,
-            p.pid.map_or("-".into(), |p| p.to_string()),
-            process_state(p.pid),
-            p.addr
-        );
-    }
-    match cluster {
-        Some(s) => println!(
-            "  cluster {}: epoch {}, quorum owner {}, members {}",
-            s.cluster,
-            s.epoch.map_or("-".into(), |e| e.to_string()),
-            s.quorum_owner.as_deref().unwrap_or("none"),
-            s.nodes
-                .iter()
-                .map(|n| format!("{}={}", n.name, n.state))
-                .collect::<Vec<_>>()
-                .join(" ")
-        ),
-        None => println!("  cluster: no node answers"),
+    let s = lab.status()?;
+    match as_json {
+        true => println!("{}", serde_json::to_string_pretty(&s.to_json(lab.dir()))?),
+        false => println!("{}", s.render(lab.dir())),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn signal_verb(lab: &Lab, name: &str, sig: Signal, verb: &str) -> anyhow::Result<ExitCode> {
-    let (name, pid) = lab.send_signal(name, sig, verb)?;
-    println!("{name} {verb} (pid {pid})");
+fn partition(lab: &Lab, name: &str, net: Net, cut: bool) -> anyhow::Result<ExitCode> {
+    let (name, now) = lab.partition(name, net, cut)?;
+    println!("{name}: {now}");
     Ok(ExitCode::SUCCESS)
-}
-
-fn partition(lab: &Lab, name: &str, net: NetArg, cut: bool) -> anyhow::Result<()> {
-    let (name, now) = lab.partition(name, net.net(), cut)?;
-    println!(
-        "{}: private {}, public {}",
-        name,
-        if now.private { "cut" } else { "up" },
-        if now.public { "cut" } else { "up" }
-    );
-    Ok(())
 }
 
 fn failover(lab: &Lab, kills: usize, as_json: bool) -> anyhow::Result<ExitCode> {
     let r = lab.failover(kills, |round, t| {
         if !as_json {
-            println!(
-                "kill {}: {} killed, {} owns the quorum after {} ms",
-                round + 1,
-                t.killed,
-                t.new_owner,
-                t.ms
-            );
+            println!("kill {}: {t}", round + 1);
         }
     })?;
-    let (median, min, max) = (r.median_ms, r.min_ms, r.max_ms);
-    if as_json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "quorum": r.quorum, "profile": r.profile, "nodes": r.nodes,
-                "kills": r.kills, "median_ms": median, "min_ms": min, "max_ms": max,
-            }))?
-        );
-    } else {
-        println!(
-            "{} kills ({}, {}): median {median} ms, min {min} ms, max {max} ms",
-            r.kills.len(),
-            r.quorum,
-            r.profile
-        );
+    match as_json {
+        true => println!("{}", serde_json::to_string_pretty(&r)?),
+        false => println!("{r}"),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -261,25 +171,21 @@ fn failover(lab: &Lab, kills: usize, as_json: bool) -> anyhow::Result<ExitCode> 
 fn run_scenario(lab: &Lab, file: &Path, keep: bool) -> anyhow::Result<ExitCode> {
     let sc = scenario::load(file)?;
     println!("scenario {}: {}", file.display(), sc.name);
-    let out = scenario::run(lab, &sc, file, keep, |s| {
-        println!(
-            "  {:>8.3} s  step {:>2} {:<12} {}",
-            s.at_ms as f64 / 1000.0,
-            s.step,
-            s.action,
-            s.outcome
-        );
-    })?;
+    let out = scenario::run(lab, &sc, file, keep, |s| println!("{s}"))?;
     println!("report: {}", out.report.display());
-    Ok(if out.passed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    Ok(match out.passed {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::FAILURE,
     })
 }
 
-pub fn run(a: LabArgs) -> anyhow::Result<ExitCode> {
-    match a.verb {
+pub fn run(verb: Verb) -> anyhow::Result<ExitCode> {
+    let signal = |node: &str, dir: &DirArg, sig, verb| -> anyhow::Result<ExitCode> {
+        let (name, pid) = open(&dir.dir)?.send_signal(node, sig, verb)?;
+        println!("{name} {verb} (pid {pid})");
+        Ok(ExitCode::SUCCESS)
+    };
+    match verb {
         Verb::Up {
             dir,
             nodes,
@@ -289,61 +195,44 @@ pub fn run(a: LabArgs) -> anyhow::Result<ExitCode> {
             timeout,
         } => {
             let lab = open(&dir.dir)?;
+            let timeout = timeout.map(Duration::from_secs);
             lab.up(&UpOptions {
                 nodes,
                 quorum,
                 profile,
                 data_luns,
-                timeout: timeout.map(Duration::from_secs),
+                timeout,
             })?;
             status(&lab, false)
         }
         Verb::Status { dir, json } => status(&open(&dir.dir)?, json),
         Verb::Down { dir } => {
             down(&open(&dir.dir)?)?;
+            let logs = dir.dir.join("logs");
             println!(
                 "lab {} is down (logs kept in {})",
                 dir.dir.display(),
-                dir.dir.join("logs").display()
+                logs.display()
             );
             Ok(ExitCode::SUCCESS)
         }
-        Verb::Kill { node, dir } => signal_verb(&open(&dir.dir)?, &node, Signal::SIGKILL, "killed"),
-        Verb::Pause { node, dir } => {
-            signal_verb(&open(&dir.dir)?, &node, Signal::SIGSTOP, "paused")
-        }
-        Verb::Resume { node, dir } => {
-            signal_verb(&open(&dir.dir)?, &node, Signal::SIGCONT, "resumed")
-        }
+        Verb::Kill { node, dir } => signal(&node, &dir, Signal::SIGKILL, "killed"),
+        Verb::Pause { node, dir } => signal(&node, &dir, Signal::SIGSTOP, "paused"),
+        Verb::Resume { node, dir } => signal(&node, &dir, Signal::SIGCONT, "resumed"),
         Verb::Start { node, dir, wait } => {
             open(&dir.dir)?.start(&node, wait)?;
             println!("{node} started");
             Ok(ExitCode::SUCCESS)
         }
-        Verb::Partition { node, net, dir } => {
-            partition(&open(&dir.dir)?, &node, net, true)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Verb::Heal { node, net, dir } => {
-            partition(&open(&dir.dir)?, &node, net, false)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Verb::Partition { node, net, dir } => partition(&open(&dir.dir)?, &node, net, true),
+        Verb::Heal { node, net, dir } => partition(&open(&dir.dir)?, &node, net, false),
         Verb::Failover { dir, kills, json } => failover(&open(&dir.dir)?, kills, json),
         Verb::Run {
             scenario,
             dir,
             keep,
         } => {
-            let dir = dir.unwrap_or_else(|| {
-                std::env::temp_dir().join(format!(
-                    "busrig-scenario-{}-{}",
-                    std::process::id(),
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_millis())
-                        .unwrap_or(0)
-                ))
-            });
+            let dir = dir.unwrap_or_else(|| busrig_lab::temp_lab_dir("scenario"));
             run_scenario(&open(&dir)?, &scenario, keep)
         }
     }

@@ -1,18 +1,12 @@
-//! `busrig mailload`: delivers messages to a mail store at a fixed rate,
-//! keeps delivering across a failover (reconnecting, resolving the network
-//! name again, retrying the unacknowledged message with the same
-//! Message-ID), then lists every mailbox and checks that every
-//! acknowledged message is there exactly once.
-//!
-//! This file parses the arguments, finds the lab's cluster nodes and prints;
-//! the load generator is `busrig_mailstore::load`.
+//! `busrig mailload`: mail load across failovers (`busrig_mailstore::load`).
+//! This file parses the arguments, finds the lab's cluster nodes and prints.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use busrig_mailstore::load::{self, LoadConfig, Report};
+use busrig_mailstore::load::{self, parse_duration, LoadConfig};
 
 #[derive(clap::Args)]
 pub struct MailloadArgs {
@@ -52,29 +46,6 @@ pub struct MailloadArgs {
     records: Option<PathBuf>,
 }
 
-/// Parses `30s`, `500ms`, `2m`, `1h` or a plain number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("bad duration {s:?} (e.g. 30s, 500ms, 2m)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("bad duration unit in {s:?}: ms, s, m or h")),
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("bad duration {s:?}"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
 pub async fn run(a: MailloadArgs) -> anyhow::Result<ExitCode> {
     let mut config = LoadConfig {
         to: a.to.clone(),
@@ -89,64 +60,22 @@ pub async fn run(a: MailloadArgs) -> anyhow::Result<ExitCode> {
     };
     config.validate()?;
     if let Some(dir) = &a.lab {
-        let cfg = busrig_cluster::cluster_file::load(&busrig_lab::cluster_file(dir))?;
+        let cfg = busrig_lab::lab_config(dir)?;
         config
             .admin
             .extend(cfg.nodes.iter().map(|n| n.admin.to_string()));
         config.secret = Some(cfg.secret.clone());
     }
     let out = load::run(config).await?;
-    let report = out.report;
     if let Some(path) = &a.records {
-        let mut text = String::new();
-        for r in &out.acks {
-            text.push_str(&serde_json::to_string(r)?);
-            text.push('\n');
-        }
-        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        (out.write_records(path)).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    if a.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print_report(&report);
+    match a.json {
+        true => println!("{}", serde_json::to_string(&out.report)?),
+        false => println!("{}", out.report),
     }
-    Ok(if report.acknowledged_but_missing > 0 {
-        ExitCode::from(2)
-    } else {
-        ExitCode::SUCCESS
+    Ok(match out.report.acknowledged_but_missing {
+        0 => ExitCode::SUCCESS,
+        _ => ExitCode::from(2),
     })
-}
-
-fn print_report(r: &Report) {
-    println!("sent                      {}", r.sent);
-    println!("acknowledged              {}", r.acknowledged);
-    println!("acknowledged but missing  {}", r.acknowledged_but_missing);
-    println!("duplicates                {}", r.duplicates);
-    println!("rejected (5xx)            {}", r.rejected);
-    println!("unacknowledged (gave up)  {}", r.unacknowledged);
-    println!("reconnects                {}", r.reconnects);
-    println!("longest gap without acks  {} ms", r.longest_ack_gap_ms);
-    let l = &r.latency_ms;
-    println!(
-        "latency ms                p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
-        l.p50, l.p90, l.p99, l.p999, l.max
-    );
-    for m in r.missing.iter().take(20) {
-        println!("missing {m}");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert!(parse_duration("3x").is_err());
-        assert!(parse_duration("").is_err());
-    }
 }

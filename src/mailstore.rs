@@ -1,15 +1,12 @@
 //! `busrig mailstore`: serve a `busrig_mailstore` store on a shared LUN
 //! over SMTP (docs/mailstore.md).
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::Context;
-use busrig_mailstore::device::Device;
-use busrig_mailstore::smtp;
-use busrig_mailstore::store::{MailStore, StoreOptions};
-use tokio::io::AsyncWriteExt;
+use busrig_mailstore::serve::{serve, ServeOptions};
+use busrig_mailstore::store::StoreOptions;
 
 #[derive(clap::Args)]
 pub struct MailstoreArgs {
@@ -46,52 +43,25 @@ pub async fn run(a: MailstoreArgs) -> anyhow::Result<ExitCode> {
         .or_else(|| std::env::var("BUSRIG_NETWORK_NAME").ok())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "mailstore".into());
-    let dev = Device::open(&a.disk)
-        .await
-        .with_context(|| format!("cannot open {}", a.disk))?;
-    let opts = StoreOptions {
+    let store = StoreOptions {
         format: a.format,
         max_message_bytes: a.max_message_size,
         checkpoint_delay: std::time::Duration::from_millis(a.test_checkpoint_delay_ms),
     };
-    let (store, rec) = MailStore::open(dev, opts)
-        .await
-        .context("mail store recovery failed")?;
-    tracing::info!(
-        formatted = rec.formatted,
-        database_messages = rec.db_messages,
-        log_records = rec.log_records,
-        log_messages = rec.log_messages,
-        checkpoint_lsn = rec.checkpoint_lsn,
-        log_end = rec.log_end,
-        "soft recovery done"
-    );
-    let listener = tokio::net::TcpListener::bind(a.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", a.listen))?;
-    let addr = listener.local_addr()?;
-    let mut out = tokio::io::stdout();
-    out.write_all(format!("busrig mailstore listening on {addr}\n").as_bytes())
-        .await?;
-    out.flush().await?;
-    tracing::info!(%addr, %hostname, "mail store serving");
+    let o = ServeOptions {
+        disk: a.disk,
+        listen: a.listen,
+        hostname,
+        store,
+    };
     let shutdown = async {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return std::future::pending().await,
-            };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
+        crate::interrupted().await;
         tracing::info!("shutting down");
     };
-    match smtp::run(listener, Arc::new(store), hostname, shutdown).await {
-        Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(why) => {
-            tracing::error!(reason = %why, "the mail store stopped");
-            anyhow::bail!("the mail store stopped: {why}")
-        }
-    }
+    let ready = |addr| {
+        println!("busrig mailstore listening on {addr}");
+        let _ = std::io::stdout().flush();
+    };
+    serve(o, shutdown, ready).await?;
+    Ok(ExitCode::SUCCESS)
 }

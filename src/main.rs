@@ -46,7 +46,8 @@ enum Command {
     /// Administer a running cluster through its nodes.
     Cluster(cluster::ClusterArgs),
     /// A whole cluster on loopback (a bus and N nodes) and faults to throw at it.
-    Lab(lab::LabArgs),
+    #[command(subcommand)]
+    Lab(lab::Verb),
     /// The main job: a four-node cluster with mail-serving virtual servers,
     /// a node killed under load, failover, failback and every message checked.
     Demo(demo::DemoArgs),
@@ -112,14 +113,10 @@ fn main() -> ExitCode {
         cli.command,
         Command::Bus(_) | Command::Cluster(_) | Command::Lab(_) | Command::Demo(_)
     ) {
+        use nix::sys::signal::{signal, SigHandler, Signal};
         // SAFETY: restoring a signal's default action at start-up, before
         // any thread exists.
-        unsafe {
-            let _ = nix::sys::signal::signal(
-                nix::sys::signal::Signal::SIGPIPE,
-                nix::sys::signal::SigHandler::SigDfl,
-            );
-        }
+        let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
     }
     if matches!(cli.command, Command::Demo(_) | Command::Lab(_))
         && std::env::var_os("RUST_LOG").is_none()
@@ -129,64 +126,67 @@ fn main() -> ExitCode {
     }
     init_tracing();
     // The lab and the demo drive processes and make their own small runtimes.
-    let cli = match cli.command {
-        Command::Demo(a) => {
-            return demo::run(a).unwrap_or_else(|e| {
-                eprintln!("busrig demo: {e:#}");
-                ExitCode::FAILURE
-            })
-        }
-        Command::Lab(a) => {
-            return lab::run(a).unwrap_or_else(|e| {
-                eprintln!("busrig lab: {e:#}");
-                ExitCode::FAILURE
-            })
-        }
-        other => Cli { command: other },
+    let (verb, result) = match cli.command {
+        Command::Demo(a) => ("busrig demo", demo::run(a)),
+        Command::Lab(a) => ("busrig lab", lab::run(a)),
+        other => ("busrig", runtime().and_then(|rt| rt.block_on(run(other)))),
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
+    result.unwrap_or_else(|e| {
+        eprintln!("{verb}: {e:#}");
+        ExitCode::FAILURE
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("busrig: cannot start the tokio runtime: {e}");
-            return ExitCode::FAILURE;
+        .context("cannot start the tokio runtime")
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Target(a) => {
+            alloc::keep_freed_io_buffers();
+            busrig_target::server::serve(busrig_target::server::ServeOptions {
+                config: a.config,
+                listen: a.listen,
+                data_dir: a.data_dir,
+                control: a.control,
+                control_token: control_token(),
+            })
+            .await
+            .context("busrig target")?;
+            Ok(ExitCode::SUCCESS)
         }
+        Command::Bus(a) => bus::run(a).await,
+        Command::Disk(a) => disk::run(a).await,
+        Command::Bench(a) => bench::run(a).await,
+        Command::Node(a) => node::run(a).await,
+        Command::Cluster(a) => cluster::run(a).await,
+        Command::EchoServer(a) => echo::run(a).await,
+        Command::Mailstore(a) => mailstore::run(a).await,
+        Command::Mailload(a) => mailload::run(a).await,
+        Command::Lab(_) | Command::Demo(_) => unreachable!("run without a runtime"),
+    }
+}
+
+/// The control plane's token from `BUSRIG_CONTROL_TOKEN` (unset or empty:
+/// none), for `busrig target` and its clients.
+fn control_token() -> Option<String> {
+    std::env::var("BUSRIG_CONTROL_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+async fn interrupted() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return std::future::pending().await;
     };
-    let result: anyhow::Result<ExitCode> = rt.block_on(async {
-        match cli.command {
-            Command::Target(a) => {
-                alloc::keep_freed_io_buffers();
-                busrig_target::server::serve(busrig_target::server::ServeOptions {
-                    config: a.config,
-                    listen: a.listen,
-                    data_dir: a.data_dir,
-                    control: a.control,
-                    control_token: std::env::var("BUSRIG_CONTROL_TOKEN")
-                        .ok()
-                        .filter(|t| !t.is_empty()),
-                })
-                .await
-                .context("busrig target")?;
-                Ok(ExitCode::SUCCESS)
-            }
-            Command::Bus(a) => bus::run(a).await,
-            Command::Disk(a) => disk::run(a).await,
-            Command::Bench(a) => bench::run(a).await,
-            Command::Node(a) => node::run(a).await,
-            Command::Cluster(a) => cluster::run(a).await,
-            Command::EchoServer(a) => echo::run(a).await,
-            Command::Mailstore(a) => mailstore::run(a).await,
-            Command::Mailload(a) => mailload::run(a).await,
-            Command::Lab(_) | Command::Demo(_) => unreachable!("run before the runtime starts"),
-        }
-    });
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("busrig: {e:#}");
-            ExitCode::FAILURE
-        }
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }

@@ -90,6 +90,36 @@ impl RunCtl {
     }
 }
 
+/// [`run`] on a thread of its own with a single-threaded scheduler: the
+/// client's sessions, their reader and writer tasks and the workers then
+/// take turns on one core instead of waking each other across cores, so
+/// the client spends its CPU on I/O and leaves the other core to the
+/// target under test (the same for every target compared).
+pub async fn run_isolated(
+    config: BenchConfig,
+    progress: Arc<dyn Progress>,
+) -> Result<Results, BenchError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("busrig-bench".into())
+        .spawn(move || {
+            let r = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(run(&config, progress)),
+                Err(e) => Err(BenchError::Io(format!("cannot start the runtime: {e}"))),
+            };
+            let _ = tx.send(r);
+        })
+        .map_err(|e| BenchError::Io(format!("cannot start the bench thread: {e}")))?;
+    rx.await.unwrap_or_else(|_| {
+        Err(BenchError::Io(
+            "the bench thread ended without a result".into(),
+        ))
+    })
+}
+
 /// Runs the bench. A failure before the timed run is the error; one
 /// during it stops the run and is reported in the [`Results`].
 pub async fn run(config: &BenchConfig, progress: Arc<dyn Progress>) -> Result<Results, BenchError> {

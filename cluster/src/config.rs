@@ -518,6 +518,16 @@ impl ClusterConfig {
     pub fn initiator_name(&self, id: NodeId) -> String {
         format!("{}:{}", self.initiator_prefix, self.nodes[id as usize].name)
     }
+
+    /// The initiator name of the node called `name` (any case), or `name`
+    /// itself when no node is: `busrig bus --lab` takes node names
+    /// wherever an initiator name goes.
+    pub fn initiator_or_name(&self, name: &str) -> String {
+        match self.node_id(name) {
+            Some(id) => self.initiator_name(id),
+            None => name.to_string(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -713,5 +723,13 @@ mod tests {
                 assert!(t.lease(&m) > t.defend_interval(&m));
             }
         }
+    }
+
+    #[test]
+    fn node_names_stand_for_their_initiators() {
+        let c = ClusterConfig::for_tests(&["NODE1", "NODE2"]);
+        assert_eq!(c.initiator_or_name("node2"), c.initiator_name(1));
+        assert!(c.initiator_or_name("NODE1").ends_with(":NODE1"));
+        assert_eq!(c.initiator_or_name("iqn.x:other"), "iqn.x:other");
     }
 }

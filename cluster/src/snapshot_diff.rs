@@ -3,6 +3,9 @@
 //! database snapshot, and a restore commits the difference between the live
 //! database and the backup as ordinary global updates (docs/architecture.md).
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
 use crate::db::{Change, DbSnapshot, LogEntry};
 use crate::host::EVENT_PREFIX;
 use crate::quorum_log::{self, LogError, Lsn, Recovered};
@@ -88,6 +91,65 @@ pub fn read_backup(bytes: &[u8]) -> Result<(String, DbSnapshot), BackupError> {
         }
     }
     Ok((c.cluster_id, db))
+}
+
+/// A backup file that could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupFileError {
+    /// The file could not be created (it may exist already: backups never
+    /// overwrite).
+    #[error("cannot create {}: {error}", path.display())]
+    Create {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// Writing or syncing the new file failed.
+    #[error("cannot write {}: {error}", path.display())]
+    Write {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// The file could not be read.
+    #[error("cannot read {}: {error}", path.display())]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// The file was read but is not a usable backup.
+    #[error("{}: {error}", path.display())]
+    Invalid { path: PathBuf, error: BackupError },
+}
+
+/// Writes the backup of `db` ([`backup_bytes`]) to a new file at `path`
+/// and syncs it; an existing file is never overwritten.
+pub fn write_backup(path: &Path, cluster: &str, db: &DbSnapshot) -> Result<(), BackupFileError> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|error| BackupFileError::Create {
+            path: path.into(),
+            error,
+        })?;
+    f.write_all(&backup_bytes(cluster, db))
+        .and_then(|()| f.sync_all())
+        .map_err(|error| BackupFileError::Write {
+            path: path.into(),
+            error,
+        })
+}
+
+/// The cluster name and database in the backup file at `path`
+/// ([`read_backup`]).
+pub fn read_backup_file(path: &Path) -> Result<(String, DbSnapshot), BackupFileError> {
+    let bytes = std::fs::read(path).map_err(|error| BackupFileError::Read {
+        path: path.into(),
+        error,
+    })?;
+    read_backup(&bytes).map_err(|error| BackupFileError::Invalid {
+        path: path.into(),
+        error,
+    })
 }
 
 #[cfg(test)]
@@ -176,5 +238,32 @@ mod tests {
         let have = db(3, &[("event/1", "x")]);
         let want = db(3, &[("event/2", "y")]);
         assert!(diff(&have, &want).is_empty());
+    }
+
+    #[test]
+    fn backup_files_round_trip_and_never_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("db.bak");
+        let mut db = DbSnapshot {
+            seq: 3,
+            ..DbSnapshot::default()
+        };
+        db.entries.insert("group/EVS1/owner".into(), "NODE1".into());
+        write_backup(&p, "LAB", &db).unwrap();
+        let (cluster, back) = read_backup_file(&p).unwrap();
+        assert_eq!(
+            (cluster.as_str(), back.entries),
+            ("LAB", db.entries.clone())
+        );
+        let again = write_backup(&p, "LAB", &db).unwrap_err();
+        assert!(matches!(again, BackupFileError::Create { .. }), "{again}");
+        std::fs::write(&p, b"not a backup").unwrap();
+        let bad = read_backup_file(&p).unwrap_err();
+        assert!(
+            bad.to_string().starts_with(&p.display().to_string()),
+            "{bad}"
+        );
+        let missing = read_backup_file(&dir.path().join("none")).unwrap_err();
+        assert!(missing.to_string().starts_with("cannot read "), "{missing}");
     }
 }

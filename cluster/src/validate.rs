@@ -129,6 +129,17 @@ pub async fn gather(
     Ok((catalog, facts))
 }
 
+/// Gathers the running cluster's facts ([`gather`]) and runs every rule
+/// ([`validate`]) on them: what `busrig cluster validate` reports.
+pub async fn check_running(
+    cfg: &ClusterConfig,
+    client: &AdminClient,
+    bus: Option<&str>,
+) -> Result<Vec<Check>, FactsError> {
+    let (catalog, facts) = gather(client, bus).await?;
+    Ok(validate(cfg, &catalog, &facts))
+}
+
 /// Runs every rule.
 pub fn validate(cfg: &ClusterConfig, cat: &Catalog, bus: &BusFacts) -> Vec<Check> {
     let n = cfg.nodes.len();

@@ -214,6 +214,20 @@ pub fn login_status_name(class: u8, detail: u8) -> &'static str {
 }
 
 impl Error {
+    /// The error as `busrig disk --json` reports a failed command: its
+    /// message, the decoded sense data when there is any, and `status`
+    /// for RESERVATION CONFLICT.
+    pub fn json(&self) -> serde_json::Value {
+        let mut j = serde_json::json!({ "error": self.to_string() });
+        if let Some(s) = self.sense() {
+            j["sense"] = serde_json::json!(s);
+        }
+        if self.is_reservation_conflict() {
+            j["status"] = serde_json::json!("RESERVATION CONFLICT");
+        }
+        j
+    }
+
     /// The sg3_utils exit status for this error (sg3_utils(8), "EXIT
     /// STATUS"), as `busrig disk` exits with it: 24 RESERVATION CONFLICT,
     /// 22 LBA OUT OF RANGE, 6 UNIT ATTENTION, 33 timeout, 97 malformed
@@ -297,5 +311,14 @@ mod tests {
             .to_string(),
             "task management function TARGET COLD RESET answered task management function not supported"
         );
+    }
+
+    #[test]
+    fn json_carries_the_message_and_the_conflict() {
+        let j = Error::ReservationConflict.json();
+        assert_eq!(j["status"], "RESERVATION CONFLICT");
+        assert_eq!(j["error"], Error::ReservationConflict.to_string());
+        assert!(j.get("sense").is_none());
+        assert!(Error::Busy.json().get("status").is_none());
     }
 }

@@ -30,6 +30,7 @@
 //! # }
 //! ```
 
+pub mod blocks;
 pub mod config;
 pub mod connection;
 pub mod discovery;

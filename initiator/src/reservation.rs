@@ -55,6 +55,24 @@ pub enum Arbitration {
     Lost,
 }
 
+impl Arbitration {
+    /// `won` or `lost`, as `busrig disk arbitrate` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arbitration::Won => "won",
+            Arbitration::Lost => "lost",
+        }
+    }
+
+    /// 0 for won; a lost challenge is RESERVATION CONFLICT's status (24).
+    pub fn exit_status(self) -> u8 {
+        match self {
+            Arbitration::Won => 0,
+            Arbitration::Lost => Error::ReservationConflict.exit_status(),
+        }
+    }
+}
+
 /// A challenge that failed before it could be won or lost.
 #[derive(Debug, thiserror::Error)]
 pub enum ArbitrationError {
@@ -85,6 +103,27 @@ pub enum HoldEnd {
     /// LUN (see [`Error::is_reservation_conflict`]); anything else is a
     /// failed renewal.
     Failed(Error),
+}
+
+impl HoldEnd {
+    /// The event that ended the hold: `released`, `lost` (another nexus
+    /// took the LUN) or `renewal failed`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            HoldEnd::Released(_) => "released",
+            HoldEnd::Failed(e) if e.is_reservation_conflict() => "lost",
+            HoldEnd::Failed(_) => "renewal failed",
+        }
+    }
+
+    /// 0 once released, else the failed renewal's exit status
+    /// ([`Error::exit_status`]).
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            HoldEnd::Released(_) => 0,
+            HoldEnd::Failed(e) => e.exit_status(),
+        }
+    }
 }
 
 impl Disk {
@@ -184,5 +223,23 @@ mod tests {
         let e = ArbitrationError::Reserve(Error::Busy);
         assert_eq!(e.to_string(), "BUSY");
         assert_eq!(e.into_inner().exit_status(), 26);
+    }
+
+    #[test]
+    fn outcomes_name_their_event_and_exit_status() {
+        assert_eq!(
+            (Arbitration::Won.name(), Arbitration::Won.exit_status()),
+            ("won", 0)
+        );
+        assert_eq!(
+            (Arbitration::Lost.name(), Arbitration::Lost.exit_status()),
+            ("lost", 24)
+        );
+        let lost = HoldEnd::Failed(Error::ReservationConflict);
+        assert_eq!((lost.name(), lost.exit_status()), ("lost", 24));
+        let busy = HoldEnd::Failed(Error::Busy);
+        assert_eq!((busy.name(), busy.exit_status()), ("renewal failed", 26));
+        let released = HoldEnd::Released(Ok(()));
+        assert_eq!((released.name(), released.exit_status()), ("released", 0));
     }
 }

@@ -10,6 +10,7 @@
 pub mod demo;
 mod error;
 mod process;
+mod report;
 pub mod scenario;
 mod state;
 
@@ -19,4 +20,7 @@ pub use process::{
     catalog, group_online_on, runtime, Cut, FailoverReport, Lab, LabStatus, Net, Takeover,
     UpOptions, LAB_TARGET, STOP_GRACE,
 };
-pub use state::{alive, cluster_file, log_tail, process_state, state_file, LabProcess, LabState};
+pub use state::{
+    alive, bus_control, cluster_file, lab_config, log_tail, process_state, state_file,
+    temp_lab_dir, LabProcess, LabState,
+};

@@ -76,6 +76,9 @@ pub enum Net {
 }
 
 impl Net {
+    /// Every value, in the order `busrig lab partition --help` lists them.
+    pub const ALL: [Net; 3] = [Net::Private, Net::Public, Net::Both];
+
     /// The `busrig lab partition --net` value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -83,6 +86,15 @@ impl Net {
             Net::Public => "public",
             Net::Both => "both",
         }
+    }
+}
+
+/// The inverse of [`Net::as_str`].
+impl std::str::FromStr for Net {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Net, String> {
+        let known = Net::ALL.into_iter().find(|n| n.as_str() == s);
+        known.ok_or_else(|| format!("{s:?} is not a cluster network (private, public or both)"))
     }
 }
 
@@ -109,8 +121,8 @@ pub struct Takeover {
     pub ms: u64,
 }
 
-/// The failover measurement.
-#[derive(Debug, Clone)]
+/// The failover measurement; its JSON is `busrig lab failover --json`.
+#[derive(Debug, Clone, Serialize)]
 pub struct FailoverReport {
     pub quorum: String,
     pub profile: String,

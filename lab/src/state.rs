@@ -35,6 +35,34 @@ pub struct LabState {
     pub nodes: Vec<LabProcess>,
 }
 
+/// The cluster file of the lab in `dir`, read: what `busrig cluster
+/// --lab`, `busrig bus --lab` and `busrig mailload --lab` talk to.
+pub fn lab_config(dir: &Path) -> Result<busrig_cluster::config::ClusterConfig> {
+    busrig_cluster::cluster_file::load(&cluster_file(dir)).with_context(|| {
+        let d = dir.display();
+        format!("{d} is not a lab folder (run `busrig lab up --dir {d}`)")
+    })
+}
+
+/// The control plane address of the lab's bus.
+pub fn bus_control(dir: &Path) -> Result<String> {
+    match LabState::load(dir)?.target.control {
+        Some(c) => Ok(c),
+        None => Err(LabError::Failed(
+            "the lab records no bus control address".into(),
+        )),
+    }
+}
+
+/// A new folder name under the system's temporary folder for a lab that
+/// `what` (`demo`, `scenario`) makes for itself: `busrig-WHAT-PID-MS`.
+pub fn temp_lab_dir(what: &str) -> PathBuf {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    std::env::temp_dir().join(format!("busrig-{what}-{}-{ms}", std::process::id()))
+}
+
 /// The cluster file of the lab in `dir`.
 pub fn cluster_file(dir: &Path) -> PathBuf {
     dir.join("cluster.toml")

@@ -19,5 +19,6 @@
 pub mod device;
 pub mod format;
 pub mod load;
+pub mod serve;
 pub mod smtp;
 pub mod store;

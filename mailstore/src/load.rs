@@ -590,6 +590,74 @@ pub struct Latency {
     pub max: f64,
 }
 
+/// The report as `busrig mailload` prints it: one counter per line, the
+/// latency percentiles, and the first 20 missing messages.
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "sent                      {}", self.sent)?;
+        writeln!(f, "acknowledged              {}", self.acknowledged)?;
+        writeln!(
+            f,
+            "acknowledged but missing  {}",
+            self.acknowledged_but_missing
+        )?;
+        writeln!(f, "duplicates                {}", self.duplicates)?;
+        writeln!(f, "rejected (5xx)            {}", self.rejected)?;
+        writeln!(f, "unacknowledged (gave up)  {}", self.unacknowledged)?;
+        writeln!(f, "reconnects                {}", self.reconnects)?;
+        writeln!(
+            f,
+            "longest gap without acks  {} ms",
+            self.longest_ack_gap_ms
+        )?;
+        let l = &self.latency_ms;
+        write!(
+            f,
+            "latency ms                p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
+            l.p50, l.p90, l.p99, l.p999, l.max
+        )?;
+        self.missing
+            .iter()
+            .take(20)
+            .try_for_each(|m| write!(f, "\nmissing {m}"))
+    }
+}
+
+impl LoadOutcome {
+    /// Writes every acknowledged message to `path`, one JSON object a line.
+    pub fn write_records(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let mut text = String::new();
+        for r in &self.acks {
+            text.push_str(&serde_json::to_string(r).map_err(std::io::Error::other)?);
+            text.push('\n');
+        }
+        std::fs::write(path, text)
+    }
+}
+
+/// Parses `30s`, `500ms`, `2m`, `1h` or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("bad duration {s:?} (e.g. 30s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("bad duration unit in {s:?}: ms, s, m or h")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("bad duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 /// The longest stretch without an ack, from the start through the last ack.
 fn longest_gap(offsets: &mut [u64]) -> u64 {
     offsets.sort_unstable();
@@ -732,5 +800,47 @@ mod tests {
         assert_eq!(r.missing, vec!["<mailload.r.3@busrig>".to_string()]);
         assert_eq!(r.duplicates, 1);
         assert!((r.latency_ms.p50 - 10.0).abs() < 0.1);
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("3x").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn the_report_reads_as_a_table() {
+        let r = Report {
+            sent: 10,
+            acknowledged: 9,
+            acknowledged_but_missing: 1,
+            duplicates: 0,
+            rejected: 0,
+            unacknowledged: 1,
+            reconnects: 2,
+            longest_ack_gap_ms: 1500,
+            latency_ms: Latency {
+                p50: 1.0,
+                p90: 2.0,
+                p99: 3.0,
+                p999: 4.0,
+                max: 5.0,
+            },
+            missing: vec!["<m7@load>".into()],
+        };
+        let text = r.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "sent                      10");
+        assert_eq!(lines[7], "longest gap without acks  1500 ms");
+        assert_eq!(
+            lines[8],
+            "latency ms                p50 1.0  p90 2.0  p99 3.0  p99.9 4.0  max 5.0"
+        );
+        assert_eq!(lines[9], "missing <m7@load>");
+        assert_eq!(lines.len(), 10);
     }
 }

@@ -53,6 +53,14 @@ impl From<CapacityDecodeError> for DataError {
     }
 }
 
+/// Blocks, block length and bytes, one per line.
+impl std::fmt::Display for Capacity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (b, l, n) = (self.blocks, self.block_length, self.bytes);
+        write!(f, "blocks: {b}\nblock length: {l}\nbytes: {n}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +87,15 @@ mod tests {
         assert_eq!(
             DataError::from(Capacity16::decode(&b[..10]).unwrap_err()).to_string(),
             "malformed READ CAPACITY(16) data: need 15 bytes, got 10"
+        );
+    }
+
+    #[test]
+    fn capacity_reads_for_people() {
+        let c = Capacity::from(Capacity10::decode(&[0, 0, 0, 0x7f, 0, 0, 2, 0]).unwrap());
+        assert_eq!(
+            c.to_string(),
+            "blocks: 128\nblock length: 512\nbytes: 65536"
         );
     }
 }

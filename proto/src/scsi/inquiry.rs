@@ -400,6 +400,23 @@ impl serde::Serialize for StandardInquiry {
     }
 }
 
+/// Standard INQUIRY for people: vendor, product, revision, device type
+/// and version, one per line.
+impl std::fmt::Display for StandardInquiry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "vendor: {}\nproduct: {}\nrevision: {}\ndevice type: {} ({})\nversion: {:#04x}",
+            self.vendor,
+            self.product,
+            self.revision,
+            self.device_type,
+            device_type_name(self.device_type),
+            self.version
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -573,5 +590,19 @@ mod tests {
         );
         let c = block_device_characteristics();
         assert_eq!(&c[..6], &[0, 0xb1, 0, 0x3c, 0, 1]);
+    }
+
+    #[test]
+    fn inquiry_reads_for_people() {
+        let i = StandardInquiry::disk("BUSRIG", "QUORUM DISK", "0001", true);
+        let text = i.to_string();
+        assert!(
+            text.starts_with("vendor: BUSRIG\nproduct: QUORUM DISK\nrevision: 0001\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("\ndevice type: 0 ({})\n", device_type_name(0))),
+            "{text}"
+        );
     }
 }

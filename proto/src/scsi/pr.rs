@@ -441,6 +441,60 @@ impl fmt::Display for TransportId {
     }
 }
 
+/// Why a TransportID string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportIdParseError {
+    /// Nothing given.
+    #[error("an empty transport ID")]
+    Empty,
+    /// The ISID after `,i,` is not 6 bytes of hex.
+    #[error(
+        "an ISID is 12 hex digits (6 bytes), optionally with 0x and ':' or '-' separators: {0:?}"
+    )]
+    Isid(String),
+}
+
+impl FromStr for TransportId {
+    type Err = TransportIdParseError;
+    /// sg_persist's `--transport-id` for iSCSI: `NAME` (the initiator
+    /// device) or `NAME,i,0xISID` (one initiator port); the ISID may have
+    /// `:`, `-` or `.` separators.
+    fn from_str(s: &str) -> Result<TransportId, TransportIdParseError> {
+        match s.split_once(",i,") {
+            Some((name, isid)) => {
+                let t = isid.trim();
+                let t = t
+                    .strip_prefix("0x")
+                    .or_else(|| t.strip_prefix("0X"))
+                    .unwrap_or(t);
+                let hex: String = t
+                    .chars()
+                    .filter(|c| !matches!(c, ':' | '-' | '.'))
+                    .collect();
+                let isid =
+                    parse_isid(&hex).ok_or_else(|| TransportIdParseError::Isid(isid.into()))?;
+                Ok(TransportId::port(name, isid))
+            }
+            None if !s.is_empty() => Ok(TransportId::device(s)),
+            None => Err(TransportIdParseError::Empty),
+        }
+    }
+}
+
+/// A reservation key that is not hex.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a hex reservation key")]
+pub struct KeyParseError(pub String);
+
+/// A RESERVATION KEY as sg_persist takes it: hex, with or without `0x`.
+pub fn parse_key(s: &str) -> Result<u64, KeyParseError> {
+    let h = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s);
+    u64::from_str_radix(h, 16).map_err(|_| KeyParseError(s.to_string()))
+}
+
 fn parse_isid(hex: &str) -> Option<[u8; 6]> {
     if hex.len() != 12 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
         return None;
@@ -898,6 +952,40 @@ impl serde::Serialize for FullStatusDescriptor {
     }
 }
 
+/// READ KEYS as `busrig disk --json` prints it: the keys in hex.
+impl serde::Serialize for ReadKeys {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let keys: Vec<String> = self.keys.iter().map(|k| format!("0x{k:x}")).collect();
+        let mut st = ser.serialize_struct("ReadKeys", 2)?;
+        st.serialize_field("generation", &self.generation)?;
+        st.serialize_field("keys", &keys)?;
+        st.end()
+    }
+}
+
+/// READ RESERVATION as `busrig disk --json` prints it (null: none held).
+impl serde::Serialize for ReadReservation {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = ser.serialize_struct("ReadReservation", 2)?;
+        st.serialize_field("generation", &self.generation)?;
+        st.serialize_field("reservation", &self.reservation)?;
+        st.end()
+    }
+}
+
+/// READ FULL STATUS as `busrig disk --json` prints it.
+impl serde::Serialize for FullStatus {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = ser.serialize_struct("FullStatus", 2)?;
+        st.serialize_field("generation", &self.generation)?;
+        st.serialize_field("registrations", &self.descriptors)?;
+        st.end()
+    }
+}
+
 /// REPORT CAPABILITIES as `busrig disk --json` prints it: SPC-4 §6.15.4's
 /// bits spelled out, and the supported types by variant name.
 impl serde::Serialize for Capabilities {
@@ -915,6 +1003,83 @@ impl serde::Serialize for Capabilities {
         let types: Vec<&str> = self.types().iter().map(|t| t.ident()).collect();
         st.serialize_field("types", &types)?;
         st.end()
+    }
+}
+
+/// The type of a reservation by its code, or `unknown`.
+fn type_name(code: u8) -> &'static str {
+    PrType::from_code(code).map_or("unknown", |t| t.name())
+}
+
+/// READ KEYS as sg_persist prints it.
+impl fmt::Display for ReadKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "PR generation=0x{:x}, {} registered reservation keys follow:",
+            self.generation,
+            self.keys.len()
+        )?;
+        self.keys
+            .iter()
+            .try_for_each(|k| write!(f, "\n    0x{k:x}"))
+    }
+}
+
+/// READ RESERVATION as sg_persist prints it.
+impl fmt::Display for ReadReservation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let g = self.generation;
+        match &self.reservation {
+            None => write!(f, "PR generation=0x{g:x}, there is NO reservation held"),
+            Some(h) => write!(
+                f,
+                "PR generation=0x{g:x}, Reservation follows:\n    Key=0x{:x}\n    scope: {}, type: {}",
+                h.key,
+                if h.scope == 0 { "LU_SCOPE" } else { "other" },
+                type_name(h.type_code)
+            ),
+        }
+    }
+}
+
+/// REPORT CAPABILITIES as sg_persist prints it.
+impl fmt::Display for Capabilities {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let types: Vec<&str> = self.types().iter().map(|t| t.abbrev()).collect();
+        write!(
+            f,
+            "Compatible Reservation Handling(CRH): {}\nSpecify Initiator Ports Capable(SIP_C): {}\nAll Target Ports Capable(ATP_C): {}\nPersist Through Power Loss Capable(PTPL_C): {}\nPersist Through Power Loss Active(PTPL_A): {}\nSupported types: {}",
+            self.crh as u8,
+            self.sip_c as u8,
+            self.atp_c as u8,
+            self.ptpl_c as u8,
+            self.ptpl_a as u8,
+            types.join(" ")
+        )
+    }
+}
+
+/// READ FULL STATUS as sg_persist prints it: one block per registration.
+impl fmt::Display for FullStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PR generation=0x{:x}", self.generation)?;
+        for e in &self.descriptors {
+            write!(f, "\n    Key=0x{:x}", e.key)?;
+            if e.holder {
+                write!(
+                    f,
+                    "\n      >> Reservation holder, type: {}",
+                    type_name(e.type_code)
+                )?;
+            }
+            write!(
+                f,
+                "\n      relative target port: {}\n      transport id: {}",
+                e.relative_target_port, e.transport_id
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -1354,5 +1519,116 @@ mod tests {
         assert_eq!(&d0[28..50], b"iqn.a,i,0x80123456789a");
         assert_eq!(b[8 + 52 + 12], 0x02, "ALL_TG_PT, not holder");
         assert_eq!(FullStatus::decode(&b), Ok(f));
+    }
+
+    #[test]
+    fn transport_ids_parse_as_sg_persist_writes_them() {
+        let t: TransportId = "iqn.x:n2,i,0x800000000002".parse().unwrap();
+        assert_eq!(t, TransportId::port("iqn.x:n2", [0x80, 0, 0, 0, 0, 2]));
+        assert_eq!(t.to_string().parse::<TransportId>(), Ok(t));
+        let sep: TransportId = "iqn.x:n2,i,80:00:00:00:00:02".parse().unwrap();
+        assert_eq!(sep.isid, Some([0x80, 0, 0, 0, 0, 2]));
+        assert_eq!("iqn.x:n3".parse(), Ok(TransportId::device("iqn.x:n3")));
+        assert_eq!("".parse::<TransportId>(), Err(TransportIdParseError::Empty));
+        assert!(matches!(
+            "n,i,0x12".parse::<TransportId>(),
+            Err(TransportIdParseError::Isid(_))
+        ));
+    }
+
+    #[test]
+    fn keys_are_hex_with_or_without_0x() {
+        assert_eq!(parse_key("abc"), Ok(0xabc));
+        assert_eq!(parse_key("0x1234"), Ok(0x1234));
+        assert_eq!(parse_key("0XFF"), Ok(0xff));
+        assert_eq!(
+            parse_key("xyz").unwrap_err().to_string(),
+            "\"xyz\" is not a hex reservation key"
+        );
+    }
+
+    #[test]
+    fn pr_in_data_reads_as_sg_persist_prints_it() {
+        let k = ReadKeys {
+            generation: 5,
+            keys: vec![0x1, 0xab],
+        };
+        assert_eq!(
+            k.to_string(),
+            "PR generation=0x5, 2 registered reservation keys follow:\n    0x1\n    0xab"
+        );
+        let none = ReadReservation {
+            generation: 2,
+            reservation: None,
+        };
+        assert_eq!(
+            none.to_string(),
+            "PR generation=0x2, there is NO reservation held"
+        );
+        let held = ReadReservation {
+            generation: 2,
+            reservation: Some(ReservationDescriptor {
+                key: 0xab,
+                scope: 0,
+                type_code: 1,
+            }),
+        };
+        assert_eq!(
+            held.to_string(),
+            format!("PR generation=0x2, Reservation follows:\n    Key=0xab\n    scope: LU_SCOPE, type: {}", PrType::WriteExclusive.name())
+        );
+        let c = Capabilities {
+            crh: true,
+            type_mask: Capabilities::type_bit(1) | Capabilities::type_bit(3),
+            ..Capabilities::default()
+        };
+        let text = c.to_string();
+        assert!(
+            text.starts_with("Compatible Reservation Handling(CRH): 1\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("\nSupported types: WE EA"), "{text}");
+        let s = FullStatus {
+            generation: 9,
+            descriptors: vec![FullStatusDescriptor {
+                key: 0x1,
+                all_tg_pt: false,
+                holder: true,
+                scope: 0,
+                type_code: 9,
+                relative_target_port: 1,
+                transport_id: TransportId::port("iqn.x:n1", ISID),
+            }],
+        };
+        assert_eq!(
+            s.to_string(),
+            "PR generation=0x9\n    Key=0x1\n      >> Reservation holder, type: unknown\n      relative target port: 1\n      transport id: iqn.x:n1,i,0x80123456789a"
+        );
+    }
+
+    #[test]
+    fn pr_in_json_has_the_keys_in_hex() {
+        let k = ReadKeys {
+            generation: 5,
+            keys: vec![0xab],
+        };
+        let j = serde_json::to_value(&k).unwrap();
+        assert_eq!(j, serde_json::json!({ "generation": 5, "keys": ["0xab"] }));
+        let r = ReadReservation {
+            generation: 2,
+            reservation: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            serde_json::json!({ "generation": 2, "reservation": null })
+        );
+        let s = FullStatus {
+            generation: 1,
+            descriptors: Vec::new(),
+        };
+        assert_eq!(
+            serde_json::to_value(&s).unwrap(),
+            serde_json::json!({ "generation": 1, "registrations": [] })
+        );
     }
 }

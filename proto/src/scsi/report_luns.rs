@@ -94,6 +94,42 @@ impl LunList {
     }
 }
 
+/// REPORT LUNS as `busrig disk --json` prints it: each LUN field with
+/// its number when it has one (`{"luns": [{"lun": 1, "field": "0001..."}]}`).
+impl serde::Serialize for LunList {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeStruct};
+        struct Field(u64);
+        impl serde::Serialize for Field {
+            fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+                let mut m = ser.serialize_map(Some(2))?;
+                m.serialize_entry("lun", &decode_lun(self.0))?;
+                m.serialize_entry("field", &format!("{:016x}", self.0))?;
+                m.end()
+            }
+        }
+        let luns: Vec<Field> = self.luns.iter().map(|&f| Field(f)).collect();
+        let mut st = ser.serialize_struct("LunList", 1)?;
+        st.serialize_field("luns", &luns)?;
+        st.end()
+    }
+}
+
+/// One LUN per line: its number, or the whole 8-byte field in hex when it
+/// is not a peripheral or flat-space LUN.
+impl std::fmt::Display for LunList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, field) in self.luns.iter().enumerate() {
+            f.write_str(if i == 0 { "" } else { "\n" })?;
+            match decode_lun(*field) {
+                Some(n) => write!(f, "{n}")?,
+                None => write!(f, "{field:016x}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +177,25 @@ mod tests {
         let t = LunList::decode(&b[..16]).unwrap();
         assert_eq!((t.luns.len(), t.list_length), (1, 24));
         assert_eq!(LunList::decode(&b[..7]), Err(ReportLunsError::Short(7)));
+    }
+
+    #[test]
+    fn lun_lists_read_one_per_line() {
+        let mut l = LunList::from_numbers(&[0, 1, 300]);
+        l.luns.push(0xc100_0000_0000_0000);
+        assert_eq!(l.to_string(), "0\n1\n300\nc100000000000000");
+    }
+
+    #[test]
+    fn lun_lists_serialize_with_numbers_and_fields() {
+        let mut l = LunList::from_numbers(&[1]);
+        l.luns.push(0xc100_0000_0000_0000);
+        assert_eq!(
+            serde_json::to_value(&l).unwrap(),
+            serde_json::json!({ "luns": [
+                { "lun": 1, "field": "0001000000000000" },
+                { "lun": null, "field": "c100000000000000" },
+            ] })
+        );
     }
 }

@@ -11,6 +11,8 @@
 //! bytes 4..   page data
 //! ```
 
+use std::fmt;
+
 use serde::Serialize;
 
 use super::inquiry::{ascii_field as ascii, vpd as page};
@@ -212,6 +214,47 @@ impl Vpd {
     }
 }
 
+/// A VPD page that is neither a number nor a name [`page_by_name`] knows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a VPD page (a number, or sp, sn, di, bl, bdc, lbpv)")]
+pub struct PageParseError(pub String);
+
+/// A page as the CLI takes it: a name ([`page_by_name`]) or a number,
+/// decimal or `0x` hex.
+pub fn parse_page(s: &str) -> Result<u8, PageParseError> {
+    page_by_name(s)
+        .or_else(|| crate::hexdump::parse_byte(s).ok())
+        .ok_or_else(|| PageParseError(s.to_string()))
+}
+
+/// The page for people: the supported pages, the serial number, one line
+/// per designator; other pages as their JSON.
+impl fmt::Display for Vpd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Vpd::SupportedPages { pages } => {
+                let pages: Vec<String> = pages.iter().map(|p| format!("{p:#04x}")).collect();
+                write!(f, "supported VPD pages: {}", pages.join(" "))
+            }
+            Vpd::UnitSerialNumber { serial } => write!(f, "unit serial number: {serial}"),
+            Vpd::DeviceIdentification { designators } => {
+                for (i, d) in designators.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { "\n" };
+                    let (a, c) = (d.association, d.code_set);
+                    write!(
+                        f,
+                        "{sep}{} (association {a}, code set {c}): {}",
+                        d.type_name, d.value
+                    )?;
+                }
+                Ok(())
+            }
+            Vpd::Raw { code, hex } => write!(f, "page {code:#04x}: {hex}"),
+            other => f.write_str(&serde_json::to_string_pretty(other).unwrap_or_default()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::inquiry::{self, BlockLimits, DeviceIds};
@@ -364,6 +407,49 @@ mod tests {
                 lbpws10: true,
                 provisioning_type: 2,
             }
+        );
+    }
+
+    #[test]
+    fn pages_parse_by_name_or_number() {
+        assert_eq!(parse_page("sn"), Ok(0x80));
+        assert_eq!(parse_page("0xb0"), Ok(0xb0));
+        assert_eq!(parse_page("131"), Ok(0x83));
+        assert!(parse_page("nope").is_err());
+    }
+
+    #[test]
+    fn pages_read_for_people() {
+        let sp = Vpd::SupportedPages {
+            pages: vec![0, 0x80, 0x83],
+        };
+        assert_eq!(sp.to_string(), "supported VPD pages: 0x00 0x80 0x83");
+        let raw = Vpd::Raw {
+            code: 0xc0,
+            hex: "0102".into(),
+        };
+        assert_eq!(raw.to_string(), "page 0xc0: 0102");
+        let d = |t: &'static str, v: &str| Designator {
+            code_set: 1,
+            association: 0,
+            designator_type: 3,
+            type_name: t,
+            value: v.into(),
+        };
+        let di = Vpd::DeviceIdentification {
+            designators: vec![d("NAA", "6001"), d("EUI-64", "02")],
+        };
+        assert_eq!(
+            di.to_string(),
+            "NAA (association 0, code set 1): 6001\nEUI-64 (association 0, code set 1): 02"
+        );
+        let bdc = Vpd::BlockDeviceCharacteristics {
+            medium_rotation_rate: 1,
+            nominal_form_factor: 0,
+        };
+        assert!(
+            bdc.to_string().contains("\"medium_rotation_rate\": 1"),
+            "{bdc}"
         );
     }
 }

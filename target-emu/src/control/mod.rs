@@ -14,6 +14,9 @@
 //!
 //! Errors come back as a non-200 status with `{"error": "..."}`.
 
+pub mod client;
+pub mod report;
+
 use std::sync::Arc;
 
 use axum::extract::State;
