@@ -81,19 +81,22 @@ enum Verb {
     },
 }
 
-fn token() -> Option<String> {
-    std::env::var("BUSRIG_CONTROL_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty())
+/// The control plane and the token presented to it: `BUSRIG_CONTROL_TOKEN`,
+/// else a lab's bus token (derived from its cluster file).
+struct Endpoint {
+    addr: String,
+    token: Option<String>,
 }
 
 async fn call(
-    control: &str,
+    endpoint: &Endpoint,
     method: &str,
     path: &str,
     body: Option<Value>,
 ) -> anyhow::Result<Value> {
-    let (code, v) = request(control, method, path, body.as_ref(), token().as_deref())
+    let control = endpoint.addr.as_str();
+    let token = endpoint.token.as_deref();
+    let (code, v) = request(control, method, path, body.as_ref(), token)
         .await
         .with_context(|| {
             format!(
@@ -277,7 +280,14 @@ pub async fn run(args: BusArgs) -> anyhow::Result<ExitCode> {
         }
         None => (args.control.clone(), None),
     };
-    let c = control.as_str();
+    let token = std::env::var("BUSRIG_CONTROL_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .or_else(|| cluster.as_ref().map(busrig_lab::bus_token));
+    let c = &Endpoint {
+        addr: control,
+        token,
+    };
     let initiator_of = |name: &str| -> String {
         match cluster
             .as_ref()

@@ -166,6 +166,7 @@ fn main() -> ExitCode {
                     control_token: std::env::var("BUSRIG_CONTROL_TOKEN")
                         .ok()
                         .filter(|t| !t.is_empty()),
+                    control_limits: busrig_target::control::CONTROL_LIMITS,
                 })
                 .await
                 .context("busrig target")?;

@@ -19,4 +19,7 @@ pub use process::{
     catalog, group_online_on, runtime, Cut, FailoverReport, Lab, LabStatus, Net, Takeover,
     UpOptions, LAB_TARGET, STOP_GRACE,
 };
-pub use state::{alive, cluster_file, log_tail, process_state, state_file, LabProcess, LabState};
+pub use state::{
+    alive, bus_token, cluster_file, log_tail, process_state, state_file, LabProcess, LabState,
+    BUS_TOKEN_LABEL,
+};

@@ -35,6 +35,37 @@ pub struct LabState {
     pub nodes: Vec<LabProcess>,
 }
 
+/// The label the lab's bus control token is derived under from the
+/// cluster secret (docs/security.md "Credentials").
+pub const BUS_TOKEN_LABEL: &str = "busrig lab bus control token v1";
+
+/// The token the lab starts its `busrig target` with
+/// (`BUSRIG_CONTROL_TOKEN`), derived from the secret of the lab's cluster
+/// file: whoever can read that file can drive the lab's bus, nobody else.
+pub fn bus_token(cfg: &busrig_cluster::config::ClusterConfig) -> String {
+    busrig_cluster::admin::derive_credential(&cfg.secret, BUS_TOKEN_LABEL)
+}
+
+/// Writes `contents` to `path` readable and writable by the owner only
+/// (mode 0600), a file that existed with a wider mode included: the
+/// permissions are narrowed after truncating and before the secret is
+/// written.
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let what = || format!("cannot write {}", path.display());
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(what)?;
+    f.set_permissions(fs::Permissions::from_mode(0o600))
+        .with_context(what)?;
+    f.write_all(contents).with_context(what)
+}
+
 /// The cluster file of the lab in `dir`.
 pub fn cluster_file(dir: &Path) -> PathBuf {
     dir.join("cluster.toml")
