@@ -18,7 +18,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::Value;
 use subtle::ConstantTimeEq;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutError};
@@ -282,6 +283,30 @@ retry-after: 1\r\n\
 content-length: 57\r\n\r\n\
 {\"error\": \"too many connections at once; try again soon\"}";
 
+/// How long a refused connection is kept to drain what the client sent,
+/// so that closing it does not reset the connection (and lose the answer)
+/// under a request still arriving.
+const TURN_AWAY_LINGER: Duration = Duration::from_millis(250);
+
+/// Answers 503 without reading the request, then discards what the client
+/// sends (at most 64 KiB, for at most [`TURN_AWAY_LINGER`]) before closing.
+async fn turn_away(mut stream: TcpStream) {
+    let _ = tokio::time::timeout(TURN_AWAY_LINGER, async {
+        stream.write_all(BUSY).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut drained = 0;
+        while drained < 64 * 1024 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => drained += n,
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
+
 /// A router with its token and limits, ready to serve.
 #[derive(Debug, Clone)]
 pub struct Server {
@@ -339,6 +364,10 @@ impl Server {
             .timer(TokioTimer::new())
             .header_read_timeout(limits.io_timeout);
         let slots = Arc::new(Semaphore::new(limits.max_connections));
+        // Refusals being written, bounded too, so a flood costs at most
+        // twice the cap in descriptors and every client still gets an
+        // answer.
+        let refusals = Arc::new(Semaphore::new(limits.max_connections.max(1)));
         // Set while connections are turned away, so a flood logs once.
         let mut refusing = false;
         tokio::pin!(shutdown);
@@ -356,10 +385,17 @@ impl Server {
                                 );
                                 refusing = true;
                             }
-                            // The socket is fresh, so a short answer fits in
-                            // its send buffer; if it does not, the client
-                            // just sees the close.
-                            let _ = stream.try_write(BUSY);
+                            // With as many refusals in flight as the cap,
+                            // wait for one to end (at most the linger): the
+                            // rest of a flood waits in the kernel's accept
+                            // queue, costing this process nothing.
+                            let Ok(permit) = refusals.clone().acquire_owned().await else {
+                                return;
+                            };
+                            tokio::spawn(async move {
+                                turn_away(stream).await;
+                                drop(permit);
+                            });
                             continue;
                         };
                         if refusing {
