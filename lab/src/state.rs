@@ -164,3 +164,25 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     let v: Vec<&str> = s.lines().collect();
     v[v.len().saturating_sub(lines)..].join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn a_private_file_is_0600_even_over_a_wider_one() {
+        let dir = std::env::temp_dir().join(format!("busrig-lab-private-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("cluster.toml");
+        fs::write(&p, "old secret, longer than the new one").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+        write_private(&p, b"new").unwrap();
+        let mode = fs::metadata(&p).unwrap().permissions().mode();
+        let text = fs::read_to_string(&p).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+        assert_eq!(text, "new");
+    }
+}
