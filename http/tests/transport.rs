@@ -464,14 +464,16 @@ fn access_rule_table() {
     let far: std::net::SocketAddr = "10.0.0.2:5".parse().unwrap();
     let far_mapped: std::net::SocketAddr = "[::ffff:10.0.0.2]:5".parse().unwrap();
     let (get, post) = (Method::GET, Method::POST);
-    let rows: &[(
-        &str,
-        &std::net::SocketAddr,
-        &Method,
-        Option<&str>,
-        Option<&str>,
+    /// Name, peer, method, configured token, presented token, decision.
+    type Row<'a> = (
+        &'a str,
+        &'a std::net::SocketAddr,
+        &'a Method,
+        Option<&'a str>,
+        Option<&'a str>,
         Result<(), Refusal>,
-    )] = &[
+    );
+    let rows: &[Row] = &[
         (
             "loopback read, no token anywhere",
             &lo,
