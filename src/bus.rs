@@ -86,7 +86,9 @@ pub async fn run(args: BusArgs) -> anyhow::Result<ExitCode> {
         ),
         None => (args.control.clone(), None),
     };
-    let token = crate::control_token();
+    // BUSRIG_CONTROL_TOKEN, else the lab's bus token (derived from its
+    // cluster file; docs/security.md).
+    let token = crate::control_token().or_else(|| cluster.as_ref().map(busrig_lab::bus_token));
     let c = &ControlClient::new(control, token);
     let path = |initiator: &str, action: PathAction| {
         let initiator =

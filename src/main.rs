@@ -154,6 +154,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 data_dir: a.data_dir,
                 control: a.control,
                 control_token: control_token(),
+                control_limits: busrig_target::control::CONTROL_LIMITS,
             })
             .await
             .context("busrig target")?;

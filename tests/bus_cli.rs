@@ -7,12 +7,13 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::TargetProcess;
+use common::{TargetProcess, CONTROL_TOKEN};
 use serde_json::Value;
 
 fn busrig(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_busrig"))
         .args(args)
+        .env("BUSRIG_CONTROL_TOKEN", CONTROL_TOKEN)
         .output()
         .expect("run busrig");
     (
@@ -201,4 +202,171 @@ fn aptpl_state_survives_kill_9() {
     assert!(ok, "{err}");
     let v: Value = serde_json::from_str(out.trim()).expect("read-keys JSON");
     assert_eq!(v["keys"][0], "0xfeed", "{v}");
+}
+
+/// docs/security.md: without the token `busrig bus` can read the status on
+/// loopback but cannot change anything.
+#[test]
+fn fault_verbs_need_the_control_token() {
+    let t = TargetProcess::start(&[]);
+    let control = t.control.to_string();
+    let c = control.as_str();
+    let run = |args: &[&str], token: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_busrig"));
+        cmd.args(args).env_remove("BUSRIG_CONTROL_TOKEN");
+        if let Some(t) = token {
+            cmd.env("BUSRIG_CONTROL_TOKEN", t);
+        }
+        let out = cmd.output().expect("run busrig");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for token in [None, Some("not-the-token")] {
+        for verb in [
+            &["offline", "2"][..],
+            &["reset"][..],
+            &["cut", NODE][..],
+            &["fail", NODE, "1", "3/11/00"][..],
+        ] {
+            let args: Vec<&str> = ["bus", "--control", c]
+                .iter()
+                .chain(verb)
+                .copied()
+                .collect();
+            let (ok, err) = run(&args, token);
+            assert!(!ok, "{verb:?} with {token:?} went through");
+            assert!(err.contains("refused (401)"), "{verb:?}: {err}");
+        }
+    }
+    let st = status(&t);
+    assert_eq!(st["faults"]["offline_luns"], serde_json::json!([]), "{st}");
+    assert_eq!(st["faults"]["paths"], serde_json::json!({}), "{st}");
+    let (ok, err) = run(
+        &["bus", "--control", c, "offline", "2"],
+        Some(CONTROL_TOKEN),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(lun(&status(&t), 2)["offline"], true);
+}
+
+/// Resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+/// Connections waiting in the accept queue of the listening socket on
+/// loopback `port` (the `rx_queue` of its LISTEN line in /proc/net/tcp).
+fn accept_queue(port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let local_port = f.get(1)?.rsplit(':').next()?;
+        if u16::from_str_radix(local_port, 16).ok()? != port || *f.get(3)? != "0A" {
+            return None;
+        }
+        u64::from_str_radix(f.get(4)?.split(':').nth(1)?, 16).ok()
+    })
+}
+
+/// Issue 14, defect 4: clients of the control plane cannot take the file
+/// descriptors or the memory the iSCSI portal needs. The target may open
+/// 512 descriptors; 600 idle connections are held open on its control
+/// plane, and 200 more each announce a megabyte body without the token and
+/// send half of it. An iSCSI login and read still succeed at once, the
+/// target's memory barely moves, and a control client over the cap is told
+/// so at once.
+#[test]
+fn control_plane_clients_cannot_starve_the_portal() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    let t = TargetProcess::start_with_fd_limit(&[], 512);
+    let before = rss_kib(t.pid());
+    let flood = Instant::now();
+    let mut held = Vec::new();
+    for _ in 0..600 {
+        held.push(TcpStream::connect(t.control).expect("connect to the control plane"));
+    }
+    // Wait until the target has taken every one of them off its accept
+    // queue, or has stopped being able to.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while accept_queue(t.control.port()).unwrap_or(0) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // A login and a read on the portal, before the idle connections' 10 s
+    // head timeout would give their descriptors back.
+    let url = t.url(1);
+    let (ok, out, err) = busrig(&["disk", &url, "read", "0", "1", "--json"]);
+    assert!(
+        ok,
+        "iSCSI login while the control plane is flooded: {out}{err}"
+    );
+    let took = flood.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "the login came {took:?} after the flood"
+    );
+
+    // Bodies announced without the token are not read: each client gets
+    // what its socket buffers take, and the target's memory barely moves.
+    let half = vec![b'x'; 512 * 1024];
+    for _ in 0..200 {
+        let Ok(mut s) = TcpStream::connect(t.control) else {
+            continue;
+        };
+        let _ = s.write_all(
+            b"POST /lun HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1048576\r\n\r\n",
+        );
+        s.set_nonblocking(true).unwrap();
+        let _ = s.write(&half);
+        held.push(s);
+    }
+    let grown = rss_kib(t.pid()).saturating_sub(before);
+    assert!(
+        grown < 64 * 1024,
+        "the target grew by {grown} KiB while the control plane was flooded"
+    );
+
+    // A control client over the cap gets an answer, not a hang.
+    let started = Instant::now();
+    let mut s = TcpStream::connect(t.control).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = s.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{read:?}: {answer}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // Once the flood ends, the control plane serves again.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (ok, _, err) = busrig(&[
+            "bus",
+            "--control",
+            &t.control.to_string(),
+            "status",
+            "--json",
+        ]);
+        if ok {
+            break;
+        }
+        assert!(err.contains("503"), "{err}");
+        assert!(
+            Instant::now() < deadline,
+            "the control plane did not recover: {err}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -335,6 +335,18 @@ fn disk_pr_cluster_survives_the_faults() {
     scenario("disk-pr");
 }
 
+/// The database's configuration: every entry but the event log.
+fn config_of(db: &Value) -> Value {
+    db["entries"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| !k.starts_with("event/"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect::<serde_json::Map<String, Value>>()
+        .into()
+}
+
 fn cli(lab: &Lab, args: &[&str]) -> Output {
     let d = lab.path().to_str().unwrap();
     let mut a = vec!["cluster", "--lab", d];
@@ -381,6 +393,96 @@ fn cluster_admin_verbs() {
             .collect::<Vec<_>>()
     );
 
+    // docs/security.md: the lab's cluster file holds the secret every
+    // credential derives from, so only its owner may read it.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(busrig_lab::cluster_file(lab.path()))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "cluster file mode {mode:o}");
+
+    // Issue 14, defect 3: a local user without the cluster file changes
+    // nothing, on any node; reading the status stays open on loopback.
+    let attack = [
+        ("/group", json!({"action": "create", "name": "OWNED"})),
+        (
+            "/resource",
+            json!({"action": "create", "name": "OWNED-App", "spec": {
+                "group": "OWNED", "type": "generic-application",
+                "properties": {"command": "touch owned"}}}),
+        ),
+        ("/group", json!({"action": "online", "name": "OWNED"})),
+        ("/partition", json!({"net": "both", "cut": true})),
+        ("/node", json!({"action": "pause", "node": all[1]})),
+        ("/node", json!({"action": "evict", "node": all[2]})),
+        ("/db", json!({"op": "put", "key": "owned", "value": "x"})),
+    ];
+    for n in &all {
+        for (path, body) in &attack {
+            let (code, v) = lab
+                .rt
+                .block_on(busrig_http::request(
+                    &lab.admin_of(n),
+                    "POST",
+                    path,
+                    Some(body),
+                    None,
+                ))
+                .unwrap();
+            assert_eq!(code, 401, "POST {path} to {n} without the credential: {v}");
+        }
+    }
+    let (code, _) = lab
+        .rt
+        .block_on(busrig_http::request(
+            &lab.admin_of(&owner),
+            "GET",
+            "/status",
+            None,
+            None,
+        ))
+        .unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(
+        config_of(&lab.db(&owner)),
+        json!({}),
+        "the database changed"
+    );
+    for n in &all {
+        assert_eq!(lab.status(n).unwrap().state_of(&all[2]), Some("online"));
+    }
+    // Nor does it reach the bus: its faults need the lab's bus token.
+    let (code, _) = lab
+        .rt
+        .block_on(busrig_http::request(
+            &lab.control,
+            "POST",
+            "/lun",
+            Some(&json!({"lun": 1, "action": "offline"})),
+            None,
+        ))
+        .unwrap();
+    assert_eq!(code, 401);
+
+    // With the cluster file, `--config` works as `--lab` does.
+    let file = busrig_lab::cluster_file(lab.path());
+    let out = busrig(&[
+        "cluster",
+        "--config",
+        file.to_str().unwrap(),
+        "db",
+        "set",
+        "via/config",
+        "yes",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cli_ok(&lab, &["db", "delete", "via/config"]);
+
     // Updates, backup, more updates, restore: back to the backup's state.
     cli_ok(&lab, &["db", "set", "group/EVS1/owner", "NODE1"]);
     cli_ok(&lab, &["db", "set", "group/EVS2/owner", "NODE2"]);
@@ -396,16 +498,7 @@ fn cluster_admin_verbs() {
     cli_ok(&lab, &["db", "set", "extra", "x"]);
     cli_ok(&lab, &["restore", f]);
     // The configuration is back; the event log (history) is not touched.
-    let config = |db: &Value| -> Value {
-        db["entries"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .filter(|(k, _)| !k.starts_with("event/"))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect::<serde_json::Map<String, Value>>()
-            .into()
-    };
+    let config = config_of;
     let db = lab.db(&owner);
     assert_eq!(
         config(&db),

@@ -301,6 +301,7 @@ fn power_cycle(target: &TargetProcess, lun: u32) -> String {
             "power-cycle",
         ])
         .arg(lun.to_string())
+        .env("BUSRIG_CONTROL_TOKEN", common::CONTROL_TOKEN)
         .output()
         .expect("busrig bus power-cycle");
     assert!(out.status.success(), "{out:?}");

@@ -2,8 +2,11 @@
 //!
 //! HTTP/1.1 with JSON bodies, the bus control plane's transport
 //! (`busrig-http`: an axum [`Router`] behind its access rule and limits), on
-//! the node's `admin` address from the cluster file. Loopback clients are served; any other client must present
-//! `Authorization: Bearer SECRET` with the cluster's shared secret.
+//! the node's `admin` address from the cluster file. Every `POST` changes the
+//! cluster and needs the cluster's admin credential ([`admin_credential`],
+//! derived from the cluster file's secret) as `Authorization: Bearer`, from
+//! loopback too; the `GET`s are open to loopback clients and need the
+//! credential from anywhere else (docs/security.md).
 //!
 //! | method and path | body | what |
 //! |---|---|---|
@@ -27,9 +30,11 @@ use axum::extract::State;
 use axum::http::{Method, Uri};
 use axum::routing::{get, post};
 use axum::Router;
-use busrig_http::{HttpError, HttpResponse, JsonBody, Query, Server};
+use busrig_http::{HttpError, HttpResponse, JsonBody, Limits, Query, Server, DEFAULT_LIMITS};
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use sha2::Sha256;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -40,6 +45,38 @@ use crate::failover;
 use crate::message::Net;
 use crate::resource::{
     group_key, put_json, resource_key, Catalog, GroupSpec, GroupStatus, ResourceSpec, Target,
+};
+
+/// The label the admin credential is derived under: the same secret also
+/// keys the cluster's datagrams (docs/security.md "Credentials").
+pub const ADMIN_CREDENTIAL_LABEL: &str = "busrig cluster admin credential v1";
+
+/// HMAC-SHA256 of `label` keyed with `secret`, as lowercase hex: a
+/// credential for one purpose that does not reveal the secret, so a
+/// credential leaked from one endpoint opens nothing else.
+pub fn derive_credential(secret: &str, label: &str) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(label.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The bearer token of the cluster's admin endpoints, derived from the
+/// cluster file's `secret`.
+pub fn admin_credential(secret: &str) -> String {
+    derive_credential(secret, ADMIN_CREDENTIAL_LABEL)
+}
+
+/// The limits of the admin endpoint: few clients (the CLI, the lab, other
+/// nodes forwarding), and changes that may wait [`WRITE_TIMEOUT`] for a
+/// commit.
+pub const ADMIN_LIMITS: Limits = Limits {
+    max_connections: 32,
+    ..DEFAULT_LIMITS
 };
 
 /// How long the endpoint waits for a global update or a membership change
@@ -177,6 +214,7 @@ pub struct Admin {
     status: watch::Receiver<NodeStatus>,
     commands: mpsc::UnboundedSender<Command>,
     transport: Arc<ClusterTransport>,
+    limits: Limits,
 }
 
 impl Admin {
@@ -193,19 +231,29 @@ impl Admin {
             status,
             commands,
             transport,
+            limits: ADMIN_LIMITS,
         }
     }
 
+    /// Serves with `limits` instead of [`ADMIN_LIMITS`].
+    pub fn with_limits(mut self, limits: Limits) -> Admin {
+        self.limits = limits;
+        self
+    }
+
     /// Serves admin requests on `listener` until `shutdown` completes;
-    /// non-loopback clients present the cluster's shared secret.
+    /// changes, and every request from off the host, present the admin
+    /// credential.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        let token = Some(self.cfg.secret.clone());
+        let token = Some(admin_credential(&self.cfg.secret));
+        let limits = self.limits;
         Server::new(self.router())
             .token(token)
+            .limits(limits)
             .serve(listener, shutdown)
             .await;
     }
@@ -755,7 +803,8 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// its own commit timeout.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Sends one admin request; `secret` is presented as the bearer token.
+/// Sends one admin request; with the cluster's `secret`, the admin
+/// credential derived from it is presented as the bearer token.
 pub async fn request(
     addr: &str,
     method: &str,
@@ -771,9 +820,10 @@ pub async fn request(
     } else {
         WRITE_TIMEOUT
     };
+    let credential = secret.map(admin_credential);
     let (status, v) = match tokio::time::timeout(
         limit,
-        busrig_http::request(addr, method, path, body, secret),
+        busrig_http::request(addr, method, path, body, credential.as_deref()),
     )
     .await
     {
@@ -893,5 +943,210 @@ mod tests {
         assert!(!s.member);
         assert_eq!((s.epoch, s.quorum_owner), (None, None));
         assert!(s.nodes.iter().all(|n| n.state == NodeState::Offline));
+    }
+
+    /// A stand-in for the node's driver: applies proposals to a database,
+    /// answers snapshots and publishes membership changes, so every admin
+    /// verb completes and its effect can be checked.
+    struct FakeNode {
+        db: Arc<std::sync::Mutex<crate::db::DbSnapshot>>,
+        membership_commands: Arc<std::sync::atomic::AtomicUsize>,
+        transport: Arc<ClusterTransport>,
+        addr: String,
+        stop: Option<oneshot::Sender<()>>,
+    }
+
+    impl FakeNode {
+        async fn start(cfg: ClusterConfig) -> FakeNode {
+            let cfg = Arc::new(cfg);
+            let view = View {
+                epoch: 1,
+                members: vec![0, 1, 2],
+                owner: Some(0),
+                paused: vec![],
+            };
+            let (status_tx, status_rx) = watch::channel(NodeStatus {
+                view: Some(view),
+                phase: crate::driver::NodePhase::Member,
+                ..NodeStatus::default()
+            });
+            let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
+            let sockets = [
+                tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+                tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            ];
+            let transport = Arc::new(ClusterTransport::from_sockets(
+                cfg.secret.as_bytes(),
+                &cfg.name,
+                sockets,
+                vec![],
+            ));
+            let db = Arc::new(std::sync::Mutex::new(crate::db::DbSnapshot::default()));
+            let membership = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let (db2, m2) = (db.clone(), membership.clone());
+            tokio::spawn(async move {
+                while let Some(c) = cmd_rx.recv().await {
+                    match c {
+                        Command::Propose(change, reply) => {
+                            let mut db = db2.lock().unwrap();
+                            match change {
+                                Change::Put { key, value } => {
+                                    db.entries.insert(key, value);
+                                }
+                                Change::Delete { key } => {
+                                    db.entries.remove(&key);
+                                }
+                            }
+                            db.seq += 1;
+                            if let Some(r) = reply {
+                                let _ = r.send(Ok(db.seq));
+                            }
+                        }
+                        Command::Snapshot(reply) => {
+                            let _ = reply.send(db2.lock().unwrap().clone());
+                        }
+                        Command::Evict(id) => {
+                            m2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            status_tx.send_modify(|s| {
+                                if let Some(v) = s.view.as_mut() {
+                                    v.members.retain(|&m| m != id);
+                                }
+                            });
+                        }
+                        Command::SetPaused(id, paused) => {
+                            m2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            status_tx.send_modify(|s| {
+                                if let Some(v) = s.view.as_mut() {
+                                    v.paused.retain(|&m| m != id);
+                                    if paused {
+                                        v.paused.push(id);
+                                    }
+                                }
+                            });
+                        }
+                    }
+                }
+            });
+            let admin = Admin::new(cfg, 0, status_rx, cmd_tx, transport.clone());
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            let (stop, stopped) = oneshot::channel::<()>();
+            tokio::spawn(admin.serve(listener, async {
+                let _ = stopped.await;
+            }));
+            FakeNode {
+                db,
+                membership_commands: membership,
+                transport,
+                addr,
+                stop: Some(stop),
+            }
+        }
+
+        fn entries(&self) -> usize {
+            self.db.lock().unwrap().entries.len()
+        }
+
+        fn membership_commands(&self) -> usize {
+            self.membership_commands
+                .load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    impl Drop for FakeNode {
+        fn drop(&mut self) {
+            if let Some(s) = self.stop.take() {
+                let _ = s.send(());
+            }
+        }
+    }
+
+    /// Every change the admin endpoint takes, as the attack of issue 14
+    /// sent them: create a group and a command-running resource, bring the
+    /// group online, cut the network, pause and evict a node, write the
+    /// database.
+    fn changes() -> Vec<(&'static str, Value)> {
+        vec![
+            ("/group", json!({"action": "create", "name": "G"})),
+            (
+                "/resource",
+                json!({"action": "create", "name": "R", "spec": {
+                    "group": "G", "type": "generic-application",
+                    "properties": {"command": "touch /tmp/owned"}}}),
+            ),
+            ("/group", json!({"action": "online", "name": "G"})),
+            ("/partition", json!({"net": "both", "cut": true})),
+            ("/node", json!({"action": "pause", "node": "N1"})),
+            ("/node", json!({"action": "evict", "node": "N2"})),
+            ("/db", json!({"op": "put", "key": "k", "value": "v"})),
+        ]
+    }
+
+    #[tokio::test]
+    async fn changes_without_the_admin_credential_are_refused_and_change_nothing() {
+        let cfg = cfg();
+        let node = FakeNode::start(cfg.clone()).await;
+        let wrong = admin_credential("another-cluster-secret");
+        for (path, body) in changes() {
+            for token in [None, Some(cfg.secret.as_str()), Some(wrong.as_str())] {
+                // The raw secret is not the credential either.
+                let (code, v) = busrig_http::request(&node.addr, "POST", path, Some(&body), token)
+                    .await
+                    .unwrap();
+                assert_eq!(code, 401, "POST {path} with {token:?}: {v}");
+            }
+        }
+        assert_eq!(node.entries(), 0, "the database was written");
+        assert_eq!(
+            node.membership_commands(),
+            0,
+            "a membership change went through"
+        );
+        assert!(!node.transport.is_partitioned(Net::Private));
+        assert!(!node.transport.is_partitioned(Net::Public));
+        // Reading stays open on loopback.
+        let st = status(&node.addr, None).await.unwrap();
+        assert_eq!(st.state_of("N1"), Some("online"));
+        let (code, _) = busrig_http::request(&node.addr, "GET", "/catalog", None, None)
+            .await
+            .unwrap();
+        assert_eq!(code, 200);
+    }
+
+    #[tokio::test]
+    async fn changes_with_the_admin_credential_go_through() {
+        let cfg = cfg();
+        let node = FakeNode::start(cfg.clone()).await;
+        for (path, body) in changes() {
+            let v = request(&node.addr, "POST", path, Some(&body), Some(&cfg.secret))
+                .await
+                .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+            assert!(v.is_object(), "POST {path}: {v}");
+        }
+        assert!(node.transport.is_partitioned(Net::Private));
+        assert_eq!(node.membership_commands(), 2);
+        let st = status(&node.addr, Some(&cfg.secret)).await.unwrap();
+        assert_eq!(st.state_of("N1"), Some("paused"));
+        assert_eq!(st.state_of("N2"), Some("offline"));
+        let db = request(&node.addr, "GET", "/db", None, Some(&cfg.secret))
+            .await
+            .unwrap();
+        assert_eq!(db["entries"]["k"], "v");
+        assert!(db["entries"]["group/G/target"].is_string(), "{db}");
+    }
+
+    #[test]
+    fn the_credential_is_an_hmac_of_a_fixed_label() {
+        let c = admin_credential("0123456789abcdef");
+        assert_eq!(c.len(), 64);
+        assert!(c.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(c, admin_credential("0123456789abcdef"));
+        assert_ne!(c, admin_credential("0123456789abcdeg"));
+        assert_ne!(c, derive_credential("0123456789abcdef", "another label"));
+        // RFC 4231 §4.3 (test case 2): key "Jefe".
+        assert_eq!(
+            derive_credential("Jefe", "what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 }

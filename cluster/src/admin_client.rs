@@ -323,7 +323,8 @@ impl AdminClient {
         })
     }
 
-    /// The bearer token presented to the nodes.
+    /// The cluster secret: [`admin::request`] presents the admin
+    /// credential derived from it.
     pub fn secret(&self) -> Option<&str> {
         self.secret.as_deref()
     }

@@ -14,12 +14,18 @@
 //! `{"error": "..."}`. Bodies are read as JSON whatever their
 //! `Content-Type` (so `curl -d` works), and an empty body reads as `null`.
 //!
-//! Access rule: loopback clients are always served; any other client must
-//! present `Authorization: Bearer TOKEN`, and only when a token is configured
-//! (RFC 6750 §2.1).
+//! Access rule (docs/security.md): a request presenting the server's token
+//! as `Authorization: Bearer TOKEN` (RFC 6750 §2.1) is served from anywhere;
+//! without it only read-only requests (`GET`, `HEAD`) from loopback are.
+//! The rule is decided on the request head, before any of the body is read;
+//! a refusal is 401 with a `WWW-Authenticate: Bearer` challenge. Each server
+//! caps its connections and the time one request may take ([`Limits`]).
 
 mod client;
 mod server;
 
 pub use client::{request, HttpError};
-pub use server::{authorized, HttpResponse, JsonBody, Limits, Query, Server, DEFAULT_LIMITS};
+pub use server::{
+    authorize, bearer_token, is_loopback, is_mutating, HttpResponse, JsonBody, Limits, Query,
+    Refusal, Server, DEFAULT_LIMITS,
+};

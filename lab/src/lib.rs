@@ -21,6 +21,6 @@ pub use process::{
     UpOptions, LAB_TARGET, STOP_GRACE,
 };
 pub use state::{
-    alive, bus_control, cluster_file, lab_config, log_tail, process_state, state_file,
-    temp_lab_dir, LabProcess, LabState,
+    alive, bus_control, bus_token, cluster_file, lab_config, log_tail, process_state, state_file,
+    temp_lab_dir, LabProcess, LabState, BUS_TOKEN_LABEL,
 };

@@ -34,7 +34,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::error::{fail, Context as _, LabError, Result};
-use crate::state::{alive, cluster_file, log_tail, LabProcess, LabState};
+use crate::state::{alive, bus_token, cluster_file, log_tail, write_private, LabProcess, LabState};
 
 /// The lab's target name.
 pub const LAB_TARGET: &str = "iqn.2026-11.io.busrig:lab";
@@ -261,7 +261,8 @@ impl Lab {
         let cfg = ClusterConfig::from_toml(&cluster_text)
             .map_err(|e| LabError::Failed(format!("this layout is refused: {e}")))?;
         fs::write(dir.join("bus.toml"), bus_toml(nodes, data_luns))?;
-        fs::write(cluster_file(dir), &cluster_text)?;
+        // The cluster file holds the secret every credential derives from.
+        write_private(&cluster_file(dir), cluster_text.as_bytes())?;
 
         let mut state = LabState {
             binary: binary.clone(),
@@ -302,7 +303,15 @@ impl Lab {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        state.target.pid = Some(spawn(&binary, &target_args, &dir.join(&state.target.log))?);
+        // The token goes by the environment, which only the lab's user can
+        // read (/proc/PID/environ), not by the command line, which anyone can.
+        let token = bus_token(&cfg);
+        state.target.pid = Some(spawn(
+            &binary,
+            &target_args,
+            &[("BUSRIG_CONTROL_TOKEN", token.as_str())],
+            &dir.join(&state.target.log),
+        )?);
         state.save(dir)?;
         let deadline = Instant::now() + Duration::from_secs(30);
         if let Err(e) = wait_until(deadline, &state.target, dir, || {
@@ -318,6 +327,7 @@ impl Lab {
             n.pid = Some(spawn(
                 &binary,
                 &node_start_args(dir, &n.name),
+                &[],
                 &dir.join(&n.log),
             )?);
         }
@@ -411,7 +421,7 @@ impl Lab {
         if let Ok(mut f) = fs::OpenOptions::new().append(true).open(&log) {
             let _ = writeln!(f, "----- busrig lab start {name} -----");
         }
-        p.pid = Some(spawn(&binary, &node_start_args(dir, &name), &log)?);
+        p.pid = Some(spawn(&binary, &node_start_args(dir, &name), &[], &log)?);
         state.save(dir)?;
         if wait {
             let cfg = self.config()?;
@@ -611,8 +621,8 @@ fn addr_of<T>(s: &T, f: impl Fn(&T) -> std::io::Result<SocketAddr>) -> Result<St
 /// Starts `binary args...` in its own session (so a Ctrl-C meant for the
 /// shell does not reach the lab, and `kill` can take the node's whole
 /// "server" — the node and every application it started — down at once),
-/// logging to `log`.
-fn spawn(binary: &Path, args: &[String], log: &Path) -> Result<u32> {
+/// with `env` added to its environment, logging to `log`.
+fn spawn(binary: &Path, args: &[String], env: &[(&str, &str)], log: &Path) -> Result<u32> {
     let out = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -621,6 +631,7 @@ fn spawn(binary: &Path, args: &[String], log: &Path) -> Result<u32> {
     let err = out.try_clone()?;
     let child = Command::new(binary)
         .args(args)
+        .envs(env.iter().copied())
         .env(
             "RUST_LOG",
             std::env::var("BUSRIG_LAB_LOG").unwrap_or_else(|_| "info".into()),

@@ -456,12 +456,13 @@ impl Runner<'_> {
             .control
             .clone()
             .ok_or_else(|| failed!("no bus control"))?;
+        let token = crate::bus_token(&self.cfg);
         let (code, v) = self.rt.block_on(busrig_http::request(
             &control,
             method,
             path,
             Some(&body),
-            None,
+            Some(&token),
         ))?;
         if code != 200 {
             fail!("bus control {path}: {v}");

@@ -63,6 +63,37 @@ pub fn temp_lab_dir(what: &str) -> PathBuf {
     std::env::temp_dir().join(format!("busrig-{what}-{}-{ms}", std::process::id()))
 }
 
+/// The label the lab's bus control token is derived under from the
+/// cluster secret (docs/security.md "Credentials").
+pub const BUS_TOKEN_LABEL: &str = "busrig lab bus control token v1";
+
+/// The token the lab starts its `busrig target` with
+/// (`BUSRIG_CONTROL_TOKEN`), derived from the secret of the lab's cluster
+/// file: whoever can read that file can drive the lab's bus, nobody else.
+pub fn bus_token(cfg: &busrig_cluster::config::ClusterConfig) -> String {
+    busrig_cluster::admin::derive_credential(&cfg.secret, BUS_TOKEN_LABEL)
+}
+
+/// Writes `contents` to `path` readable and writable by the owner only
+/// (mode 0600), a file that existed with a wider mode included: the
+/// permissions are narrowed after truncating and before the secret is
+/// written.
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let what = || format!("cannot write {}", path.display());
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(what)?;
+    f.set_permissions(fs::Permissions::from_mode(0o600))
+        .with_context(what)?;
+    f.write_all(contents).with_context(what)
+}
+
 /// The cluster file of the lab in `dir`.
 pub fn cluster_file(dir: &Path) -> PathBuf {
     dir.join("cluster.toml")
@@ -160,4 +191,26 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     let _ = f.read_to_string(&mut s);
     let v: Vec<&str> = s.lines().collect();
     v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn a_private_file_is_0600_even_over_a_wider_one() {
+        let dir = std::env::temp_dir().join(format!("busrig-lab-private-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("cluster.toml");
+        fs::write(&p, "old secret, longer than the new one").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+        write_private(&p, b"new").unwrap();
+        let mode = fs::metadata(&p).unwrap().permissions().mode();
+        let text = fs::read_to_string(&p).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+        assert_eq!(text, "new");
+    }
 }

@@ -35,9 +35,13 @@ pub struct ServeOptions {
     pub data_dir: PathBuf,
     /// Control plane address (loopback by default; port 0 picks a free port).
     pub control: SocketAddr,
-    /// Token non-loopback control clients must present; without one only
-    /// loopback clients are served.
+    /// Token control clients present to change anything (and, off the
+    /// host, to read); without one the control plane only answers reads
+    /// from loopback (docs/security.md).
     pub control_token: Option<String>,
+    /// The control plane's connection cap and time limits, apart from the
+    /// portal's.
+    pub control_limits: busrig_http::Limits,
 }
 
 impl ServeOptions {
@@ -49,6 +53,7 @@ impl ServeOptions {
             data_dir: PathBuf::from("busrig-data"),
             control: SocketAddr::from(([127, 0, 0, 1], 3261)),
             control_token: None,
+            control_limits: crate::control::CONTROL_LIMITS,
         }
     }
 }
@@ -349,8 +354,8 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServerError> {
             addr: opts.control,
             source,
         })?;
-    if !control_addr.ip().is_loopback() && opts.control_token.is_none() {
-        tracing::warn!(%control_addr, "control plane on a non-loopback address without a token: only loopback clients will be served");
+    if opts.control_token.is_none() {
+        tracing::warn!(%control_addr, "control plane without a token (BUSRIG_CONTROL_TOKEN): it only answers reads from loopback, and refuses every fault, reset and LUN change");
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(ServerError::Signal)?;
@@ -359,6 +364,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServerError> {
     let control_task = tokio::spawn(
         busrig_http::Server::new(control.router())
             .token(opts.control_token.clone())
+            .limits(opts.control_limits)
             .serve(control_listener, control_stop.clone().cancelled_owned()),
     );
     {
@@ -405,6 +411,7 @@ mod tests {
             data_dir: data.clone(),
             control: "127.0.0.1:0".parse().unwrap(),
             control_token: None,
+            control_limits: crate::control::CONTROL_LIMITS,
         };
         let err = serve(opts).await.unwrap_err();
         assert_eq!(

@@ -33,18 +33,35 @@ fn write10_fua(lba: u32, blocks: u16) -> [u8; 16] {
     c
 }
 
-/// One request to the control plane, served on a loopback socket.
-async fn control_request(c: &Control, method: &str, path: &str, body: Value) -> (u16, Value) {
+/// The token the tests' control planes are started with.
+const CONTROL_TOKEN: &str = "control-token-for-tests";
+
+/// Serves `c` on a loopback socket with [`CONTROL_TOKEN`] until the sender
+/// is dropped or fired.
+async fn serve_control(
+    c: &Control,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(busrig_http::Server::new(c.clone().router()).serve(
-        listener,
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    let answer = busrig_http::request(&addr, method, path, Some(&body), None)
+    let server = tokio::spawn(
+        busrig_http::Server::new(c.clone().router())
+            .token(Some(CONTROL_TOKEN.into()))
+            .serve(listener, async {
+                let _ = stopped.await;
+            }),
+    );
+    (addr, stop, server)
+}
+
+/// One request to the control plane, with the token, on a loopback socket.
+async fn control_request(c: &Control, method: &str, path: &str, body: Value) -> (u16, Value) {
+    let (addr, stop, server) = serve_control(c).await;
+    let answer = busrig_http::request(&addr, method, path, Some(&body), Some(CONTROL_TOKEN))
         .await
         .unwrap();
     let _ = stop.send(());
@@ -620,4 +637,73 @@ async fn relogin_with_same_isid_keeps_registration_new_isid_is_new_nexus() {
             .any(|s| s["initiator"] == N1 && s["isid"] == "80000000000b"),
         "{sessions:?}"
     );
+}
+
+/// docs/security.md: on loopback too, a fault, a reset or a LUN change
+/// needs the token; reading the status does not.
+#[tokio::test]
+async fn changes_without_the_token_are_refused_and_change_nothing() {
+    let h = Harness::default();
+    let control = Control::new(h.server.portal().clone());
+    let (addr, stop, server) = serve_control(&control).await;
+    let attempts = [
+        ("/lun", json!({"lun": 0, "action": "offline"})),
+        ("/path", json!({"initiator": N1, "action": "cut"})),
+        ("/reset", json!({})),
+    ];
+    for (path, body) in &attempts {
+        for token in [None, Some("wrong-token")] {
+            let (code, v) = busrig_http::request(&addr, "POST", path, Some(body), token)
+                .await
+                .unwrap();
+            assert_eq!(code, 401, "POST {path} with {token:?}: {v}");
+        }
+    }
+    let (code, st) = busrig_http::request(&addr, "GET", "/status", None, None)
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(st["faults"]["offline_luns"], json!([]), "{st}");
+    assert_eq!(st["faults"]["paths"], json!({}), "{st}");
+    assert!(st["events"].as_array().unwrap().is_empty(), "{st}");
+    // With the token the same request goes through.
+    let (code, v) = busrig_http::request(
+        &addr,
+        "POST",
+        "/lun",
+        Some(&json!({"lun": 0, "action": "offline"})),
+        Some(CONTROL_TOKEN),
+    )
+    .await
+    .unwrap();
+    assert_eq!((code, &v["offline"]), (200, &json!(true)), "{v}");
+    let _ = stop.send(());
+    server.await.unwrap();
+}
+
+/// The token is checked on the request head: a client that announces a
+/// megabyte and sends none of it is refused at once.
+#[tokio::test]
+async fn the_token_is_checked_before_the_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::default();
+    let control = Control::new(h.server.portal().clone());
+    let (addr, stop, server) = serve_control(&control).await;
+    for auth in ["", "Authorization: Bearer wrong-token\r\n"] {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST /lun HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        // The body timeout is 10 s: an answer within 3 s did not wait for it.
+        tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out))
+            .await
+            .expect("the 401 arrives without the body being sent")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&out);
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    }
+    let _ = stop.send(());
+    server.await.unwrap();
 }

@@ -14,6 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// The control token every test target is started with
+/// (`BUSRIG_CONTROL_TOKEN`); `busrig bus` presents it from the same variable.
+pub const CONTROL_TOKEN: &str = "busrig-test-control-token";
+
 /// How long a spawned process may take to print its readiness line.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -39,7 +43,39 @@ impl TargetProcess {
 
     /// Starts a target whose LUN files live in `dir` (kept after the process ends).
     pub fn start_in(dir: &Path, extra: &[&str]) -> TargetProcess {
+        TargetProcess::spawn_in(dir, extra, None)
+    }
+
+    /// Starts a target that may open at most `nofile` file descriptors
+    /// (RLIMIT_NOFILE, soft and hard), so a test can show what exhausts them.
+    pub fn start_with_fd_limit(extra: &[&str], nofile: u64) -> TargetProcess {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        let mut t = TargetProcess::spawn_in(&dir, extra, Some(nofile));
+        t._tmp = Some(tmp);
+        t
+    }
+
+    fn spawn_in(dir: &Path, extra: &[&str], nofile: Option<u64>) -> TargetProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_busrig"));
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt as _;
+            let limit = libc::rlimit {
+                rlim_cur: n as libc::rlim_t,
+                rlim_max: n as libc::rlim_t,
+            };
+            // SAFETY: setrlimit is async-signal-safe and touches only the
+            // child between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         cmd.arg("target")
             .arg("--listen")
             .arg("127.0.0.1:0")
@@ -48,6 +84,7 @@ impl TargetProcess {
             .arg("--data-dir")
             .arg(dir)
             .args(extra)
+            .env("BUSRIG_CONTROL_TOKEN", CONTROL_TOKEN)
             // Quiet by default; BUSRIG_TEST_LOG=info (or debug) shows the target's log.
             .env(
                 "RUST_LOG",
@@ -97,6 +134,11 @@ impl TargetProcess {
     /// libiscsi URL of `lun` on the default target.
     pub fn url(&self, lun: u32) -> String {
         format!("iscsi://{}/{}/{}", self.addr, DEFAULT_TARGET, lun)
+    }
+
+    /// The target's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn kill(&mut self) {

@@ -1,7 +1,6 @@
 //! Target side of login and full-feature text negotiation (RFC 7143
 //! §6.2-§6.7).
 
-
 use super::engine::*;
 use super::keys::*;
 use super::*;

@@ -13,6 +13,14 @@
 //! | `GET /audit?target=NAME&lun=N` | | the LUN's writer history |
 //!
 //! Errors come back as a non-200 status with `{"error": "..."}`.
+//!
+//! Access (docs/security.md): the `GET`s are open to loopback clients; every
+//! `POST` (faults, resets, LUN changes) needs the target's token
+//! (`BUSRIG_CONTROL_TOKEN` when `busrig target` starts) as
+//! `Authorization: Bearer TOKEN`, from loopback too, and a client off the
+//! host needs it for everything. Started without a token, the control plane
+//! only reports. Its connections are capped apart from the iSCSI portal's
+//! ([`CONTROL_LIMITS`]).
 
 pub mod client;
 pub mod report;
@@ -23,7 +31,7 @@ use axum::extract::State;
 use axum::http::Uri;
 use axum::routing::{get, post};
 use axum::Router;
-use busrig_http::{HttpResponse, JsonBody, Query};
+use busrig_http::{HttpResponse, JsonBody, Limits, Query, DEFAULT_LIMITS};
 use serde_json::{json, Value};
 
 use crate::fault::{parse_sense, Faults};
@@ -33,6 +41,14 @@ use crate::reservation::ReservationView;
 
 /// Default control address, next to the default portal (3260).
 pub const DEFAULT_CONTROL_ADDR: &str = "127.0.0.1:3261";
+
+/// The limits the control plane is served with by default: its own cap on
+/// connections, so clients of the control plane cannot take the file
+/// descriptors the iSCSI portal needs, and a bound on each request's time.
+pub const CONTROL_LIMITS: Limits = Limits {
+    max_connections: 64,
+    ..DEFAULT_LIMITS
+};
 
 /// The control plane's view of one running bus emulator.
 #[derive(Clone)]
