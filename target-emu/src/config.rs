@@ -370,7 +370,9 @@ fn validate_login_failures(l: &LoginFailureLimits) -> Result<(), ConfigError> {
         )));
     }
     if l.forget_after_secs == 0 {
-        return Err(invalid(format!("{ctx}.forget_after_secs must be at least 1")));
+        return Err(invalid(format!(
+            "{ctx}.forget_after_secs must be at least 1"
+        )));
     }
     if !(1..=1_000_000).contains(&l.tracked) {
         return Err(invalid(format!(
@@ -1381,7 +1383,9 @@ queue_depth = 32
             "iscsi.login_failures.first_delay_ms must be at most max_delay_ms (400), got 500"
         );
         assert_eq!(
-            err(&format!("{ONE}[iscsi.login_failures]\nmax_delay_ms = 60000\n")),
+            err(&format!(
+                "{ONE}[iscsi.login_failures]\nmax_delay_ms = 60000\n"
+            )),
             "iscsi.login_failures.max_delay_ms must be 0..=10000, got 60000"
         );
         assert_eq!(

@@ -20,6 +20,7 @@ pub mod discovery;
 pub mod login;
 pub mod poll;
 pub mod session;
+pub mod throttle;
 pub mod tmf;
 pub mod transfer;
 
@@ -145,6 +146,8 @@ pub struct Portal {
     advertised: Mutex<Option<SocketAddr>>,
     /// Cancelled when the portal shuts down.
     shutdown: CancellationToken,
+    /// Failed-login delays and the refusal log limit (`iscsi::throttle`).
+    login_throttle: Mutex<throttle::LoginThrottle>,
 }
 
 impl Portal {
@@ -156,6 +159,7 @@ impl Portal {
         faults: Arc<Faults>,
     ) -> Arc<Portal> {
         Arc::new(Portal {
+            login_throttle: Mutex::new(throttle::LoginThrottle::new(tuning.login_failures.clone())),
             targets,
             buses,
             tuning,
