@@ -327,7 +327,7 @@ impl Default for IscsiTuning {
 /// `[iscsi.login_failures]`: how the portal slows down CHAP guessing. Each
 /// (initiator name, source address) that fails authentication waits before
 /// its refusal is sent, `first_delay_ms` the first time and twice as long
-/// each time after, up to `max_delay_ms` (docs/semantics.md "Login").
+/// each time after, up to `max_delay_ms` (docs/semantics.md "The wire").
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoginFailureLimits {

@@ -205,7 +205,7 @@ where
                 if !delay.is_zero() {
                     // RFC 7143 §12.1.3 leaves guessing limits to the
                     // implementation: this connection alone waits before
-                    // its refusal (docs/semantics.md "Login").
+                    // its refusal (docs/semantics.md "The wire").
                     tokio::select! {
                         _ = shutdown.cancelled() => return Err(LoginFailure::Shutdown),
                         _ = tokio::time::sleep(delay) => {}

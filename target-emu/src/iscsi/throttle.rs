@@ -1,5 +1,5 @@
 //! Failed logins: the delay that slows CHAP guessing, and the log-flood
-//! limit on refusals (docs/semantics.md "Login").
+//! limit on refusals (docs/semantics.md "The wire").
 //!
 //! Each (initiator name, source address) pair that fails authentication
 //! waits before its refusal is sent: `first_delay_ms` after the first

@@ -250,7 +250,7 @@ pub struct PendingPrOut {
 
 impl PendingPrOut {
     /// Writes the new state (temporary file, fsync, rename, fsync of the
-    /// directory: docs/semantics.md "Reservations"). Blocks on the disk.
+    /// directory: docs/semantics.md "Persistent reservations"). Blocks on the disk.
     pub fn save(&self) -> std::io::Result<()> {
         aptpl::save(&self.path, &self.next)
     }

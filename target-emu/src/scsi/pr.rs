@@ -24,7 +24,7 @@ impl ScsiTarget {
         let param = &req.param_list(len)[..];
         let known = self.nexuses();
         // One PR OUT of this LU at a time, from applying its service action
-        // until its state is durable (docs/semantics.md "Reservations").
+        // until its state is durable (docs/semantics.md "Persistent reservations").
         let turn = Arc::clone(&lu.pr_out_turn).lock_owned().await;
         let step = lu
             .reservations
