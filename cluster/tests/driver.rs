@@ -400,3 +400,66 @@ async fn renewals_do_not_wait_behind_slow_log_io() {
     n0.1.send(()).unwrap();
     assert_eq!(n0.2.await.unwrap().1, Exit::Shutdown);
 }
+
+/// Collects formatted log output in memory.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn lines_with(&self, needle: &str) -> usize {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+}
+
+/// A flood of junk from one sender writes one log line per interval, not
+/// one per datagram; every datagram is still counted.
+#[tokio::test]
+async fn junk_flood_is_logged_once_and_counted_in_full() {
+    let log = Captured::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let (_a, b) = pair().await;
+    let raw = socket().await;
+    let to = b.local_addr(Net::Private).unwrap();
+    const JUNK: u64 = 2000;
+    let good = heartbeat(0, 1, 1);
+    let good_bytes = message::encode(SECRET, &good);
+    for i in 0..JUNK {
+        raw.send_to(format!("junk {i}").as_bytes(), to)
+            .await
+            .unwrap();
+        // Keep the receive buffer from overflowing: let b drain as we go.
+        if i % 200 == 199 {
+            raw.send_to(&good_bytes, to).await.unwrap();
+            assert_eq!(
+                recv_within(&b, 2000).await,
+                Some((Net::Private, good.clone()))
+            );
+        }
+    }
+    assert_eq!(b.dropped(), JUNK);
+    assert_eq!(log.lines_with("dropped cluster datagram"), 1);
+    assert!(
+        String::from_utf8_lossy(&log.0.lock().unwrap())
+            .contains(&raw.local_addr().unwrap().to_string()),
+        "the line names the sender"
+    );
+}

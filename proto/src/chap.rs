@@ -54,10 +54,14 @@ use crate::text::{self, TextPairs};
 /// CHAP algorithm number of MD5 (RFC 1994 §2, IANA PPP auth algorithms).
 pub const CHAP_ALGORITHM_MD5: u8 = 5;
 
-/// Shortest secret accepted without a warning. RFC 7143 §9.2.1 asks for
-/// secrets that resist off-line dictionary attack, and the Microsoft
-/// initiator refuses secrets under 12 bytes, so shorter ones are flagged.
+/// Shortest secret accepted. RFC 7143 §12.1.3 asks for CHAP secrets of at
+/// least 96 bits (12 bytes), 128 bits recommended, because CHAP over an
+/// unencrypted link is open to off-line dictionary attack; the Microsoft
+/// initiator refuses shorter ones too. A shorter secret is an error.
 pub const MIN_SECRET_LEN: usize = 12;
+
+/// The secret length RFC 7143 §12.1.3 recommends (128 bits).
+pub const RECOMMENDED_SECRET_LEN: usize = 16;
 
 /// Longest challenge accepted from a peer: RFC 7143 §12.1.3 limits the
 /// binary length of CHAP_C and CHAP_R to 1024 bytes.
@@ -95,9 +99,8 @@ impl ChapCredentials {
         }
     }
 
-    /// Checks the credentials: an empty name or secret is an error; a secret
-    /// shorter than [`MIN_SECRET_LEN`] gives [`ChapError::WeakSecret`], for
-    /// which [`ChapError::is_warning`] is true so the caller may go on.
+    /// Checks the credentials: an empty name or secret, or a secret shorter
+    /// than [`MIN_SECRET_LEN`] ([`ChapError::WeakSecret`]), is an error.
     pub fn check(&self) -> Result<(), ChapError> {
         if self.name.is_empty() {
             return Err(ChapError::EmptyName);
@@ -123,9 +126,9 @@ pub enum ChapError {
     /// A configured secret is empty.
     #[error("empty CHAP secret")]
     EmptySecret,
-    /// A configured secret is shorter than 12 bytes (a warning: the caller
-    /// decides whether to accept it).
-    #[error("CHAP secret of {len} bytes is shorter than 12")]
+    /// A configured secret is shorter than the 12 bytes RFC 7143 §12.1.3
+    /// asks for.
+    #[error("CHAP secret of {len} bytes is shorter than 12 (RFC 7143 §12.1.3; 16 recommended)")]
     WeakSecret { len: usize },
     /// The same secret is configured for both directions, which RFC 7143
     /// §12.1.3 forbids.
@@ -166,11 +169,6 @@ pub enum ChapError {
 }
 
 impl ChapError {
-    /// Whether the error is advisory (weak secret) and the caller may go on.
-    pub fn is_warning(&self) -> bool {
-        matches!(self, ChapError::WeakSecret { .. })
-    }
-
     /// Login status (class, detail) a target sends for this error (RFC 7143
     /// §11.13.5, §12.1.3: a failed authentication ends with "Authentication
     /// Failure" 02/01; malformed keys are an Initiator Error 02/00; missing
@@ -309,22 +307,17 @@ impl ChapTargetConfig {
 
     /// Checks both credentials ([`ChapCredentials::check`]) and that the two
     /// directions do not share a secret (RFC 7143 §12.1.3). Returns the
-    /// first problem; a lone [`ChapError::WeakSecret`] is only a warning.
+    /// first problem.
     pub fn check(&self) -> Result<(), ChapError> {
-        let mut warning = None;
         for creds in std::iter::once(&self.initiator).chain(self.target.as_ref()) {
-            match creds.check() {
-                Ok(()) => {}
-                Err(e) if e.is_warning() => warning = warning.or(Some(e)),
-                Err(e) => return Err(e),
-            }
+            creds.check()?;
         }
         if let Some(target) = &self.target {
             if target.secret == self.initiator.secret {
                 return Err(ChapError::SameSecretBothWays);
             }
         }
-        warning.map_or(Ok(()), Err)
+        Ok(())
     }
 }
 
@@ -950,7 +943,11 @@ mod tests {
         assert_eq!(ChapCredentials::new("a", SECRET).check(), Ok(()));
         let weak = ChapCredentials::new("a", "short").check().unwrap_err();
         assert_eq!(weak, ChapError::WeakSecret { len: 5 });
-        assert!(weak.is_warning());
+        assert_eq!(
+            ChapCredentials::new("a", "eleven-byte").check(),
+            Err(ChapError::WeakSecret { len: 11 })
+        );
+        assert_eq!(ChapCredentials::new("a", "twelve-bytes").check(), Ok(()));
         assert_eq!(
             ChapCredentials::new("", SECRET).check(),
             Err(ChapError::EmptyName)
@@ -959,7 +956,6 @@ mod tests {
             ChapCredentials::new("a", "").check(),
             Err(ChapError::EmptySecret)
         );
-        assert!(!ChapError::EmptySecret.is_warning());
 
         assert_eq!(mutual().check(), Ok(()));
         let same = ChapTargetConfig::mutual(
@@ -971,7 +967,7 @@ mod tests {
             ChapCredentials::new("a", "short"),
             ChapCredentials::new("b", TARGET_SECRET),
         );
-        assert!(weak_one.check().unwrap_err().is_warning());
+        assert_eq!(weak_one.check(), Err(ChapError::WeakSecret { len: 5 }));
     }
 
     #[test]

@@ -52,6 +52,12 @@
 //! login_timeout_secs = 15          # a connection must finish login in this time
 //! max_connections = 1024           # connections served at once
 //! max_connections_per_source = 128 # connections from one source address
+//!
+//! [iscsi.login_failures]     # failed-CHAP delay per (initiator name, source)
+//! first_delay_ms = 100       # before the first refusal; doubles per failure
+//! max_delay_ms = 10000       # the cap; 0 for both turns the delay off
+//! forget_after_secs = 600    # failures older than this are forgotten
+//! tracked = 4096             # (initiator, source) pairs remembered at most
 //! ```
 //!
 //! With no file, [`Config::embedded_default`] gives the bus of the interface
@@ -65,6 +71,8 @@
 //! configuration is known to be good.
 
 use std::collections::{HashMap, HashSet};
+
+use busrig_proto::chap::{MIN_SECRET_LEN, RECOMMENDED_SECRET_LEN};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -315,6 +323,9 @@ pub struct IscsiTuning {
     /// Connections one source address may have open at once (logged in
     /// or not); more are closed right after accept.
     pub max_connections_per_source: u32,
+    /// `[iscsi.login_failures]`: the delay before a failed authentication
+    /// is answered.
+    pub login_failures: LoginFailureLimits,
 }
 
 /// The default poll window: longer than an initiator on the same machine
@@ -343,8 +354,68 @@ impl Default for IscsiTuning {
             login_timeout_secs: 15,
             max_connections: 1024,
             max_connections_per_source: 128,
+            login_failures: LoginFailureLimits::default(),
         }
     }
+}
+
+/// `[iscsi.login_failures]`: how the portal slows down CHAP guessing. Each
+/// (initiator name, source address) that fails authentication waits before
+/// its refusal is sent, `first_delay_ms` the first time and twice as long
+/// each time after, up to `max_delay_ms` (docs/semantics.md "The wire").
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginFailureLimits {
+    pub first_delay_ms: u64,
+    pub max_delay_ms: u64,
+    /// A pair with no failure for this long starts again from the first
+    /// delay.
+    pub forget_after_secs: u64,
+    /// Pairs remembered at most; the one idle longest makes room.
+    pub tracked: usize,
+}
+
+/// The longest failed-login delay accepted: well inside the initiator's
+/// own login timeout (open-iscsi waits 15 s, Windows 15 s by default).
+pub const MAX_LOGIN_FAILURE_DELAY_MS: u64 = 10_000;
+
+impl Default for LoginFailureLimits {
+    fn default() -> Self {
+        LoginFailureLimits {
+            first_delay_ms: 100,
+            max_delay_ms: MAX_LOGIN_FAILURE_DELAY_MS,
+            forget_after_secs: 600,
+            tracked: 4096,
+        }
+    }
+}
+
+fn validate_login_failures(l: &LoginFailureLimits) -> Result<(), ConfigError> {
+    let ctx = "iscsi.login_failures";
+    if l.max_delay_ms > MAX_LOGIN_FAILURE_DELAY_MS {
+        return Err(invalid(format!(
+            "{ctx}.max_delay_ms must be 0..={MAX_LOGIN_FAILURE_DELAY_MS}, got {}",
+            l.max_delay_ms
+        )));
+    }
+    if l.first_delay_ms > l.max_delay_ms {
+        return Err(invalid(format!(
+            "{ctx}.first_delay_ms must be at most max_delay_ms ({}), got {}",
+            l.max_delay_ms, l.first_delay_ms
+        )));
+    }
+    if l.forget_after_secs == 0 {
+        return Err(invalid(format!(
+            "{ctx}.forget_after_secs must be at least 1"
+        )));
+    }
+    if !(1..=1_000_000).contains(&l.tracked) {
+        return Err(invalid(format!(
+            "{ctx}.tracked must be 1..=1000000, got {}",
+            l.tracked
+        )));
+    }
+    Ok(())
 }
 
 /// The whole file as written.
@@ -670,6 +741,7 @@ fn validate_tuning(t: &IscsiTuning) -> Result<IscsiTuning, ConfigError> {
             "iscsi.nop_timeout_secs must be at least 1 when nop_interval_secs is set",
         ));
     }
+    validate_login_failures(&t.login_failures)?;
     Ok(t.clone())
 }
 
@@ -680,6 +752,15 @@ fn validate_chap(target: &str, c: &ChapConfig) -> Result<ChapSpec, ConfigError> 
     }
     if c.secret.is_empty() {
         return Err(invalid(format!("{ctx}.secret must not be empty")));
+    }
+    // RFC 7143 §12.1.3: at least 96 bits, 128 recommended; CHAP over an
+    // unencrypted link falls to an off-line dictionary attack otherwise.
+    if c.secret.len() < MIN_SECRET_LEN {
+        return Err(invalid(format!(
+            "{ctx}.secret is {} bytes; CHAP secrets must be at least {MIN_SECRET_LEN} bytes \
+             (RFC 7143 §12.1.3), {RECOMMENDED_SECRET_LEN} recommended",
+            c.secret.len()
+        )));
     }
     // RFC 7143 §12.1.3 caps CHAP binary values at 1024 bytes.
     if c.secret.len() > 1024 {
@@ -704,9 +785,11 @@ fn validate_chap(target: &str, c: &ChapConfig) -> Result<ChapSpec, ConfigError> 
             if u.is_empty() {
                 return Err(invalid(format!("{ctx}.mutual_user must not be empty")));
             }
-            if s.is_empty() || s.len() > 1024 {
+            if s.len() < MIN_SECRET_LEN || s.len() > 1024 {
                 return Err(invalid(format!(
-                    "{ctx}.mutual_secret must be 1..=1024 bytes, got {}",
+                    "{ctx}.mutual_secret is {} bytes; CHAP secrets must be \
+                     {MIN_SECRET_LEN}..=1024 bytes (RFC 7143 §12.1.3), \
+                     {RECOMMENDED_SECRET_LEN} recommended",
                     s.len()
                 )));
             }
@@ -1290,6 +1373,17 @@ queue_depth = 32
             "target iqn.2026-11.io.busrig:t1: chap.secret must not be empty"
         );
         assert_eq!(
+            err(&with("{ user = \"u\", secret = \"eleven-byte\" }")),
+            "target iqn.2026-11.io.busrig:t1: chap.secret is 11 bytes; CHAP secrets must be \
+             at least 12 bytes (RFC 7143 §12.1.3), 16 recommended"
+        );
+        assert_eq!(
+            err(&with("{ user = \"u\", secret = \"s3cretsecret\", mutual_user = \"t\", mutual_secret = \"short\" }")),
+            "target iqn.2026-11.io.busrig:t1: chap.mutual_secret is 5 bytes; CHAP secrets must be \
+             12..=1024 bytes (RFC 7143 §12.1.3), 16 recommended"
+        );
+        assert!(validate(&with("{ user = \"u\", secret = \"twelve-bytes\" }")).is_ok());
+        assert_eq!(
             err(&with(
                 "{ user = \"u\", secret = \"s3cretsecret\", mutual_user = \"t\" }"
             )),
@@ -1340,6 +1434,34 @@ queue_depth = 32
         assert_eq!(
             err(&format!("{ONE}[iscsi]\nmax_connections_per_source = 0\n")),
             "iscsi.max_connections_per_source must be 1..=max_connections (1024), got 0"
+        );
+    }
+
+    #[test]
+    fn login_failure_limits() {
+        let c = validate(ONE).unwrap();
+        assert_eq!(c.iscsi.login_failures, LoginFailureLimits::default());
+        let c = validate(&format!(
+            "{ONE}[iscsi.login_failures]\nfirst_delay_ms = 50\nmax_delay_ms = 400\n"
+        ))
+        .unwrap();
+        assert_eq!(c.iscsi.login_failures.first_delay_ms, 50);
+        assert_eq!(c.iscsi.login_failures.max_delay_ms, 400);
+        assert_eq!(
+            err(&format!(
+                "{ONE}[iscsi.login_failures]\nfirst_delay_ms = 500\nmax_delay_ms = 400\n"
+            )),
+            "iscsi.login_failures.first_delay_ms must be at most max_delay_ms (400), got 500"
+        );
+        assert_eq!(
+            err(&format!(
+                "{ONE}[iscsi.login_failures]\nmax_delay_ms = 60000\n"
+            )),
+            "iscsi.login_failures.max_delay_ms must be 0..=10000, got 60000"
+        );
+        assert_eq!(
+            err(&format!("{ONE}[iscsi.login_failures]\ntracked = 0\n")),
+            "iscsi.login_failures.tracked must be 1..=1000000, got 0"
         );
     }
 

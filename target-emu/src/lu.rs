@@ -265,6 +265,11 @@ pub struct LogicalUnit {
     state: Mutex<LuState>,
     /// SCSI-2 and persistent reservations of this LU.
     pub reservations: Mutex<Reservations>,
+    /// PERSISTENT RESERVE OUT commands take turns, held from applying the
+    /// service action until its APTPL state is durable, so states reach the
+    /// disk in the order they were applied. Only PR OUT waits on it; every
+    /// other command takes `reservations` for a moment, never across a save.
+    pub(crate) pr_out_turn: Arc<tokio::sync::Mutex<()>>,
     /// The emulated volatile write cache, when configured.
     volatile: Option<Mutex<VolatileCache>>,
     /// Serializes destaging with write-through writes and deallocation on a
@@ -386,6 +391,7 @@ impl LogicalUnit {
             media_lock: RwLock::new(()),
             state: Mutex::new(LuState::default()),
             reservations: Mutex::new(reservations),
+            pr_out_turn: Arc::default(),
             volatile: (spec.write_cache == WriteCache::Volatile).then(Mutex::default),
             flush_lock: tokio::sync::Mutex::new(()),
             pool_write: tokio::sync::Mutex::new(()),

@@ -353,3 +353,131 @@ async fn long_sendtargets_answer_comes_in_pieces() {
     assert_eq!(st.get_all("TargetName").count(), 41);
     assert_eq!(st.get_all("TargetAddress").count(), 41);
 }
+
+const ALICE: &str = r#"chap = { user = "alice", secret = "alice-secret-12" }"#;
+
+fn alice(initiator: &str, secret: &str) -> LoginOpts {
+    let mut o = LoginOpts::normal(initiator);
+    o.chap = Some(("alice".into(), secret.as_bytes().to_vec()));
+    o
+}
+
+/// RFC 7143 §12.1.3 leaves guessing limits to the target: each failed
+/// CHAP login of one (initiator name, source) waits twice as long as the
+/// previous one before its refusal, up to the cap, while a login under
+/// another initiator name goes through at once. The clock is tokio's,
+/// paused, so the delays are exact and the test takes no real time.
+#[tokio::test(start_paused = true)]
+async fn chap_guesses_wait_longer_each_time_and_other_names_do_not() {
+    let h = Harness::new(&config(
+        ALICE,
+        "[iscsi.login_failures]\nfirst_delay_ms = 100\nmax_delay_ms = 1600\n",
+    ));
+    let start = tokio::time::Instant::now();
+    for _ in 0..5 {
+        let mut c = h.connect();
+        assert_eq!(
+            c.login(&alice(INITIATOR, "guess-secret-1")).await,
+            refused(login_status::AUTHENTICATION_FAILURE)
+        );
+    }
+    let guessed = start.elapsed();
+    let expected = Duration::from_millis(100 + 200 + 400 + 800 + 1600);
+    assert!(
+        guessed >= expected && guessed < expected + Duration::from_millis(100),
+        "five guesses took {guessed:?}, expected {expected:?}"
+    );
+
+    // A sixth guess waits at the cap; meanwhile another initiator name
+    // logs in with the right secret, undelayed.
+    let mut guess = h.connect();
+    let guesser = tokio::spawn(async move {
+        let t = tokio::time::Instant::now();
+        let r = guess.login(&alice(INITIATOR, "guess-secret-1")).await;
+        (r, t.elapsed())
+    });
+    tokio::task::yield_now().await;
+    let t = tokio::time::Instant::now();
+    let mut good = h.connect();
+    good.login(&alice("iqn.2026-11.test:init2", "alice-secret-12"))
+        .await
+        .expect("another initiator name is not delayed");
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "the good login took {:?}",
+        t.elapsed()
+    );
+    assert!(!guesser.is_finished(), "the guess is still waiting");
+    let (r, waited) = guesser.await.unwrap();
+    assert_eq!(r, refused(login_status::AUTHENTICATION_FAILURE));
+    assert!(
+        waited >= Duration::from_millis(1600),
+        "capped delay {waited:?}"
+    );
+
+    // The right secret under the guessed name still logs in at once, and
+    // the success starts its count again from the first delay.
+    let mut c = h.connect();
+    c.login(&alice(INITIATOR, "alice-secret-12")).await.unwrap();
+    let t = tokio::time::Instant::now();
+    let mut c = h.connect();
+    assert_eq!(
+        c.login(&alice(INITIATOR, "guess-secret-1")).await,
+        refused(login_status::AUTHENTICATION_FAILURE)
+    );
+    let after_success = t.elapsed();
+    assert!(
+        after_success >= Duration::from_millis(100) && after_success < Duration::from_millis(200),
+        "a success resets the delay: {after_success:?}"
+    );
+}
+
+/// Collects formatted log output in memory.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A stream of refused logins writes one line per (initiator, source) and
+/// interval, and that line names the initiator and the target.
+#[tokio::test]
+async fn refused_logins_are_logged_once_with_names() {
+    let log = Captured::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let h = Harness::new(&config(
+        ALICE,
+        "[iscsi.login_failures]\nfirst_delay_ms = 0\nmax_delay_ms = 0\n",
+    ));
+    for _ in 0..50 {
+        let mut c = h.connect();
+        assert_eq!(
+            c.login(&alice(INITIATOR, "guess-secret-1")).await,
+            refused(login_status::AUTHENTICATION_FAILURE)
+        );
+        c.expect_closed().await;
+    }
+    let text = String::from_utf8_lossy(&log.0.lock().unwrap()).into_owned();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("login refused"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(
+        lines[0].contains(INITIATOR) && lines[0].contains(TARGET),
+        "{}",
+        lines[0]
+    );
+}

@@ -2,18 +2,23 @@
 //!
 //! Every datagram is an authenticated [`message`](crate::message) envelope.
 //! Whatever fails [`message::decode`] (wrong secret, tampered, malformed,
-//! another cluster) is dropped here, logged with the sender's address and
-//! counted; the node only ever sees authenticated envelopes.
+//! another cluster) is dropped here and counted; the node only ever sees
+//! authenticated envelopes. The drop is logged with the sender's address,
+//! at most once per sender and network every [`DROP_LOG_INTERVAL`], with
+//! the number of drops held back since the previous line, so a peer
+//! sending junk as fast as it can does not flood the log.
 //!
 //! A per-network partition switch drops this node's traffic on that network
 //! in both directions while the process keeps running (the lab's
 //! `partition` verb).
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use busrig_lograte::{RateLimitedLog, Verdict};
 use tokio::net::UdpSocket;
 
 use crate::config::{ClusterConfig, NodeId};
@@ -21,6 +26,14 @@ use crate::message::{self, Envelope, Net};
 
 /// Largest datagram we accept (UDP's limit).
 const MAX_DATAGRAM: usize = 65_536;
+
+/// At most one "dropped cluster datagram" line per sender and network in
+/// this interval.
+pub const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Senders whose drops are logged separately; beyond that they share one
+/// line per interval.
+const DROP_LOG_SENDERS: usize = 64;
 
 /// The UDP sockets of one node, one per cluster network.
 #[derive(Debug)]
@@ -32,6 +45,7 @@ pub struct ClusterTransport {
     peers: Mutex<Vec<[SocketAddr; 2]>>,
     partitioned: [AtomicBool; 2],
     dropped: AtomicU64,
+    drop_log: Mutex<RateLimitedLog<(Net, IpAddr)>>,
 }
 
 impl ClusterTransport {
@@ -69,6 +83,7 @@ impl ClusterTransport {
             peers: Mutex::new(peers),
             partitioned: [AtomicBool::new(false), AtomicBool::new(false)],
             dropped: AtomicU64::new(0),
+            drop_log: Mutex::new(RateLimitedLog::new(DROP_LOG_INTERVAL, DROP_LOG_SENDERS)),
         }
     }
 
@@ -149,13 +164,30 @@ impl ClusterTransport {
         }
     }
 
-    /// Verifies one datagram; logs and counts it if refused.
+    /// Verifies one datagram; counts it if refused and logs it unless the
+    /// sender's drops were logged within [`DROP_LOG_INTERVAL`].
     fn accept(&self, net: Net, from: SocketAddr, bytes: &[u8]) -> Option<Envelope> {
         match message::decode(&self.secret, &self.cluster, bytes) {
             Ok(env) => Some(env),
             Err(e) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(peer = %from, net = ?net, error = %e, "dropped cluster datagram");
+                let verdict = self
+                    .drop_log
+                    .lock()
+                    .expect("drop log poisoned")
+                    .check(&(net, from.ip()), Instant::now());
+                match verdict {
+                    Verdict::Quiet => {}
+                    Verdict::Log { suppressed: 0 } => {
+                        tracing::warn!(peer = %from, net = ?net, error = %e, "dropped cluster datagram");
+                    }
+                    Verdict::Log { suppressed } => {
+                        tracing::warn!(
+                            peer = %from, net = ?net, error = %e, suppressed,
+                            "dropped cluster datagram ({suppressed} more from this sender not logged since the last line)"
+                        );
+                    }
+                }
                 None
             }
         }

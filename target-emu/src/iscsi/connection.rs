@@ -160,12 +160,9 @@ where
     let est = match login {
         Ok(est) => est,
         Err(e) => {
-            match &e {
-                login::LoginFailure::Refused { .. } => {
-                    tracing::info!(peer = %peer, "login refused: {e}")
-                }
-                _ => tracing::debug!(peer = %peer, "login ended: {e}"),
-            }
+            // A refusal was logged by `login::run`, with the names and
+            // under its flood limit.
+            tracing::debug!(peer = %peer, "login ended: {e}");
             let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, tx.shutdown()).await;
             return;
         }

@@ -17,6 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use busrig_lograte::Verdict;
 use busrig_proto::chap::{ChapCredentials, ChapTarget, ChapTargetConfig};
 use busrig_proto::negotiation::{
     AuthMethod, DigestType, OperationalValues, SessionParams, SessionType, Stage, TargetLimits,
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::codec::{CodecError, PduReader, PduWriter};
 use super::session::{NewSession, SessionHandle};
+use super::throttle::{LoginKey, Source};
 use super::Portal;
 use crate::nexus::ItNexus;
 
@@ -121,7 +123,8 @@ struct Login<'a> {
     stage: Stage,
     text: TextAccumulator,
     stat_sn: u32,
-    /// InitiatorName and TargetName of the first request, for the log.
+    /// InitiatorName and TargetName of the first request, for the log
+    /// and the failed-login delay.
     asked: Option<(String, String)>,
 }
 
@@ -190,17 +193,24 @@ where
                     portal.sessions.remove(&est.handle);
                     return Err(e);
                 }
+                portal
+                    .login_throttle
+                    .lock()
+                    .unwrap()
+                    .succeeded(&login.key());
                 return Ok(*est);
             }
             Err(fail) => {
-                let (initiator, target) = login.asked.clone().unwrap_or_default();
-                tracing::info!(
-                    initiator = %initiator,
-                    isid = %req.isid.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-                    target = %target,
-                    peer = %peer,
-                    "login refused: {fail}"
-                );
+                let delay = login.refusal(&req, &fail);
+                if !delay.is_zero() {
+                    // RFC 7143 §12.1.3 leaves guessing limits to the
+                    // implementation: this connection alone waits before
+                    // its refusal (docs/semantics.md "The wire").
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Err(LoginFailure::Shutdown),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
                 let resp = login.failure_response(req.itt, &fail);
                 send(tx, resp).await?;
                 return Err(fail);
@@ -221,6 +231,65 @@ enum Step {
 }
 
 impl Login<'_> {
+    /// Whose failures this login counts towards.
+    fn key(&self) -> LoginKey {
+        LoginKey {
+            initiator: self
+                .asked
+                .as_ref()
+                .map(|(i, _)| i.clone())
+                .unwrap_or_default(),
+            source: Source::of_peer(self.peer),
+        }
+    }
+
+    /// Records and logs a refusal; returns how long to wait before sending
+    /// it. Only failed authentication is delayed: the other refusals give
+    /// away nothing a guesser could use.
+    fn refusal(&self, req: &LoginRequest, fail: &LoginFailure) -> Duration {
+        let key = self.key();
+        let auth_failed = matches!(
+            fail,
+            LoginFailure::Refused { status, .. } if *status == login_status::AUTHENTICATION_FAILURE
+        );
+        // Tokio's clock, so tests can run it paused.
+        let now = tokio::time::Instant::now().into_std();
+        let (delay, verdict) = {
+            let mut t = self.portal.login_throttle.lock().unwrap();
+            let delay = if auth_failed {
+                t.failed(&key, now)
+            } else {
+                Duration::ZERO
+            };
+            (delay, t.log_refusal(&key, now))
+        };
+        let Verdict::Log { suppressed } = verdict else {
+            return delay;
+        };
+        let target = self.asked.as_ref().map_or("", |(_, t)| t.as_str());
+        let isid: String = req.isid.iter().map(|b| format!("{b:02x}")).collect();
+        let held_back = if suppressed > 0 {
+            format!(
+                " ({suppressed} more refusals of this initiator from this address not logged since the last line)"
+            )
+        } else {
+            String::new()
+        };
+        let delay_ms = delay.as_millis() as u64;
+        if auth_failed {
+            tracing::warn!(
+                initiator = %key.initiator, %isid, %target, peer = %self.peer, delay_ms, suppressed,
+                "login refused: {fail}; the refusal waits {delay_ms} ms{held_back}"
+            );
+        } else {
+            tracing::info!(
+                initiator = %key.initiator, %isid, %target, peer = %self.peer, suppressed,
+                "login refused: {fail}{held_back}"
+            );
+        }
+        delay
+    }
+
     fn response(&mut self, req: &LoginRequest) -> LoginResponse {
         let cmd_sn = self.id.map(|i| i.cmd_sn).unwrap_or(req.cmd_sn);
         let stat_sn = self.stat_sn;
@@ -428,6 +497,17 @@ impl Login<'_> {
         req: &LoginRequest,
         keys: &TextPairs,
     ) -> Result<Start, LoginFailure> {
+        // Named in every refusal logged from here on, even when the names
+        // turn out to be wrong.
+        self.asked = Some((
+            keys.get("InitiatorName")
+                .unwrap_or_default()
+                .to_ascii_lowercase(),
+            match keys.get("SessionType") {
+                Some(t) if t.eq_ignore_ascii_case("Discovery") => "(discovery)".into(),
+                _ => keys.get("TargetName").unwrap_or_default().to_string(),
+            },
+        ));
         let initiator = match keys.get("InitiatorName") {
             Some(n) if !n.is_empty() => n.to_ascii_lowercase(),
             _ => {

@@ -24,6 +24,7 @@ pub mod login;
 pub mod memory;
 pub mod poll;
 pub mod session;
+pub mod throttle;
 pub mod tmf;
 pub mod transfer;
 
@@ -149,6 +150,8 @@ pub struct Portal {
     memory: Arc<memory::MemoryPool>,
     /// Connections per source address and in all.
     admission: Arc<admission::Admission>,
+    /// Failed-login delays and the refusal log limit (`iscsi::throttle`).
+    login_throttle: Mutex<throttle::LoginThrottle>,
 }
 
 impl Portal {
@@ -160,6 +163,7 @@ impl Portal {
         faults: Arc<Faults>,
     ) -> Arc<Portal> {
         Arc::new(Portal {
+            login_throttle: Mutex::new(throttle::LoginThrottle::new(tuning.login_failures.clone())),
             targets,
             buses,
             tasks,

@@ -225,6 +225,49 @@ pub struct Reservations {
     pr: PrState,
     /// Where APTPL state lives; `None`: APTPL unsupported (PTPL_C zero).
     aptpl_file: Option<PathBuf>,
+    /// A PR OUT's new state is being made durable (between
+    /// [`Reservations::begin_persistent_reserve_out`] and
+    /// [`Reservations::finish_persistent_reserve_out`]).
+    saving: bool,
+    /// Counts power-on events, so a save that finishes after one knows
+    /// the state it was computed from was lost meanwhile.
+    power_epoch: u64,
+}
+
+/// A PERSISTENT RESERVE OUT whose new state must be durable before it is
+/// made current and the command answered (SPC-4 §5.9.4). The caller writes
+/// it with [`PendingPrOut::save`], off the I/O threads and without holding
+/// the logical unit's lock, then hands the result to
+/// [`Reservations::finish_persistent_reserve_out`].
+#[derive(Debug)]
+#[must_use = "a pending PR OUT must be saved and finished"]
+pub struct PendingPrOut {
+    next: PrState,
+    effects: PrOutEffects,
+    path: PathBuf,
+    power_epoch: u64,
+}
+
+impl PendingPrOut {
+    /// Writes the new state (temporary file, fsync, rename, fsync of the
+    /// directory: docs/semantics.md "Persistent reservations"). Blocks on the disk.
+    pub fn save(&self) -> std::io::Result<()> {
+        aptpl::save(&self.path, &self.next)
+    }
+
+    /// The PRgeneration the new state will have.
+    pub fn generation(&self) -> u32 {
+        self.next.generation
+    }
+}
+
+/// What [`Reservations::begin_persistent_reserve_out`] decided.
+#[derive(Debug)]
+pub enum PrOutStep {
+    /// Nothing to persist: the new state is current.
+    Done(PrOutEffects),
+    /// The new state waits for its durable write.
+    Save(PendingPrOut),
 }
 
 impl Reservations {
@@ -243,6 +286,8 @@ impl Reservations {
             scsi2: None,
             pr,
             aptpl_file,
+            saving: false,
+            power_epoch: 0,
         })
     }
 
@@ -300,7 +345,14 @@ impl Reservations {
     /// RESERVE(6)/(10): `nexus` reserves the logical unit (SPC-2 §7.21).
     /// Conflict if another nexus holds it; with registrations present,
     /// SPC-4 §5.9.3 decides (see [`Crh`]).
+    ///
+    /// While a PR OUT's state is being saved, RESERVE conflicts: it was
+    /// judged against registrations that may be about to change, and a
+    /// conflict is what SPC-2 §5.5.1 answers once registrations exist.
     pub fn reserve6(&mut self, nexus: &ItNexus) -> Result<(), Conflict> {
+        if self.saving {
+            return Err(Conflict);
+        }
         match self.crh(nexus) {
             Crh::Conflict => return Err(Conflict),
             Crh::Ignored => return Ok(()),
@@ -342,11 +394,13 @@ impl Reservations {
         })
     }
 
-    /// PERSISTENT RESERVE OUT (SPC-4 §6.16). `param`: the parameter data
-    /// transferred; `known`: the I_T nexuses logged in to the target, used
-    /// for TransportIDs naming an initiator device (format 00b). With APTPL
-    /// active the new state is on disk before this returns; if it cannot be
-    /// written the command fails and nothing changes.
+    /// PERSISTENT RESERVE OUT (SPC-4 §6.16), saving inline. `param`: the
+    /// parameter data transferred; `known`: the I_T nexuses logged in to
+    /// the target, used for TransportIDs naming an initiator device (format
+    /// 00b). With APTPL active the new state is on disk before this
+    /// returns; if it cannot be written the command fails and nothing
+    /// changes. The target's I/O path uses the two halves below instead,
+    /// so the write runs without the logical unit's lock.
     pub fn persistent_reserve_out(
         &mut self,
         nexus: &ItNexus,
@@ -354,24 +408,92 @@ impl Reservations {
         param: &[u8],
         known: &[ItNexus],
     ) -> Result<PrOutEffects, PrError> {
+        match self.begin_persistent_reserve_out(nexus, cdb, param, known)? {
+            PrOutStep::Done(effects) => Ok(effects),
+            PrOutStep::Save(pending) => {
+                let saved = pending.save();
+                self.finish_persistent_reserve_out(pending, saved)
+            }
+        }
+    }
+
+    /// First half of a PERSISTENT RESERVE OUT: checks and applies the
+    /// service action to a copy of the state. Without APTPL (before or
+    /// after) the copy is made current at once; with it the copy comes
+    /// back to be saved, and the current state stays as it was until
+    /// [`Reservations::finish_persistent_reserve_out`], so no other command
+    /// ever sees a state that is not yet durable.
+    ///
+    /// One PR OUT at a time may be between the halves: the caller
+    /// serialises them (the logical unit's PR OUT turn), so states reach
+    /// the disk in the order they were applied and a later one is never
+    /// overwritten by an earlier one.
+    pub fn begin_persistent_reserve_out(
+        &mut self,
+        nexus: &ItNexus,
+        cdb: &[u8],
+        param: &[u8],
+        known: &[ItNexus],
+    ) -> Result<PrOutStep, PrError> {
         if self.scsi2.is_some() {
             return Err(PrError::Conflict);
+        }
+        if self.saving {
+            tracing::error!(
+                %nexus,
+                "PR OUT started while another one is being saved; the caller must serialise them"
+            );
+            return Err(Asc::INTERNAL_TARGET_FAILURE.into());
         }
         let cdb = PrOutCdb::decode(cdb)?;
         let len = cdb.parameter_list_length as usize;
         let param = param.get(..len).ok_or(PrDecodeError::ParameterListLength)?;
         let mut next = self.pr.clone();
         let effects = next.apply(nexus, &cdb, param, known, self.aptpl_file.is_some())?;
-        if next.aptpl || self.pr.aptpl {
-            if let Some(path) = &self.aptpl_file {
-                if let Err(e) = aptpl::save(path, &next) {
-                    tracing::error!(path = %path.display(), error = %e, "saving APTPL state failed");
-                    return Err(Asc::INTERNAL_TARGET_FAILURE.into());
-                }
+        match &self.aptpl_file {
+            Some(path) if next.aptpl || self.pr.aptpl => {
+                self.saving = true;
+                Ok(PrOutStep::Save(PendingPrOut {
+                    next,
+                    effects,
+                    path: path.clone(),
+                    power_epoch: self.power_epoch,
+                }))
+            }
+            _ => {
+                self.pr = next;
+                Ok(PrOutStep::Done(effects))
             }
         }
-        self.pr = next;
-        Ok(effects)
+    }
+
+    /// Second half: `saved` is the result of [`PendingPrOut::save`]. On
+    /// success the saved state becomes current; on failure the command
+    /// fails with INTERNAL TARGET FAILURE and nothing changes.
+    ///
+    /// A power-on while the state was being saved comes before the save
+    /// completed or after it; the file is what survives power loss, so the
+    /// state becomes current and the power-on rule is applied to it again
+    /// (kept with APTPL, cleared without).
+    pub fn finish_persistent_reserve_out(
+        &mut self,
+        pending: PendingPrOut,
+        saved: std::io::Result<()>,
+    ) -> Result<PrOutEffects, PrError> {
+        self.saving = false;
+        if let Err(e) = saved {
+            tracing::error!(
+                path = %pending.path.display(),
+                error = %e,
+                "saving APTPL state failed; the PERSISTENT RESERVE OUT fails and nothing changes"
+            );
+            return Err(Asc::INTERNAL_TARGET_FAILURE.into());
+        }
+        self.pr = pending.next;
+        if pending.power_epoch != self.power_epoch && !self.pr.aptpl {
+            self.pr = PrState::default();
+        }
+        Ok(pending.effects)
     }
 
     /// The I_T nexus is gone: the SCSI-2 reservation it held is released;
@@ -394,6 +516,7 @@ impl Reservations {
     /// reservation survive only when APTPL was set (the state in memory is
     /// then exactly what was saved, since every change is saved first).
     pub fn power_on(&mut self) {
+        self.power_epoch += 1;
         self.scsi2 = None;
         if !self.pr.aptpl {
             self.pr = PrState::default();

@@ -1603,3 +1603,100 @@ fn scsi2_reserve_release_while_registrations_exist() {
         );
     }
 }
+
+/// REGISTER with APTPL set: parameter data and CDB.
+fn aptpl_register(key: u64) -> (Vec<u8>, [u8; 10]) {
+    let p = PrOutParams {
+        service_action_key: key,
+        aptpl: true,
+        ..Default::default()
+    }
+    .encode();
+    let cdb = out_cdb(PrOutAction::Register, 0, p.len());
+    (p, cdb)
+}
+
+#[test]
+fn aptpl_state_is_current_only_once_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lu0.aptpl");
+    let mut r = Reservations::new(Some(path.clone())).unwrap();
+    let (p, cdb) = aptpl_register(0xa);
+    let PrOutStep::Save(pending) = r.begin_persistent_reserve_out(&a(), &cdb, &p, &[]).unwrap()
+    else {
+        panic!("APTPL register must be saved first");
+    };
+    assert_eq!(pending.generation(), 1);
+    // Other commands run against the state before the PR OUT meanwhile.
+    assert_eq!(r.pr_snapshot().registrations, vec![]);
+    assert!(r.check(&b(), &cdb10(0x28)).is_ok());
+    // SPC-2 §5.5.1 meets a registration about to appear: RESERVE conflicts.
+    assert_eq!(r.reserve6(&b()), Err(Conflict));
+    // A second PR OUT must wait its turn; the executor serialises them.
+    let (p2, cdb2) = aptpl_register(0xb);
+    assert!(r
+        .begin_persistent_reserve_out(&b(), &cdb2, &p2, &[])
+        .is_err());
+    let saved = pending.save();
+    r.finish_persistent_reserve_out(pending, saved).unwrap();
+    assert_eq!(r.pr_snapshot().registrations.len(), 1);
+    assert_eq!(
+        Reservations::new(Some(path)).unwrap().pr_snapshot(),
+        r.pr_snapshot()
+    );
+    // The turn is free again.
+    r.persistent_reserve_out(&b(), &cdb2, &p2, &[]).unwrap();
+    assert_eq!(r.pr_snapshot().generation, 2);
+}
+
+#[test]
+fn aptpl_failed_save_leaves_state_and_frees_the_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = Reservations::new(Some(dir.path().join("lu0.aptpl"))).unwrap();
+    let (p, cdb) = aptpl_register(0xa);
+    let PrOutStep::Save(pending) = r.begin_persistent_reserve_out(&a(), &cdb, &p, &[]).unwrap()
+    else {
+        panic!("APTPL register must be saved first");
+    };
+    let failed = Err(std::io::Error::other("disk gone"));
+    let e = r
+        .finish_persistent_reserve_out(pending, failed)
+        .unwrap_err();
+    assert_eq!(sense_of(e), (0x44, 0x00));
+    assert_eq!(r.pr_snapshot().registrations, vec![]);
+    r.reserve6(&b()).unwrap();
+}
+
+#[test]
+fn aptpl_power_on_during_save_keeps_what_the_file_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lu0.aptpl");
+    let mut r = Reservations::new(Some(path.clone())).unwrap();
+    // APTPL set: the saved registration survives a power-on that came
+    // while it was being written.
+    let (p, cdb) = aptpl_register(0xa);
+    let PrOutStep::Save(pending) = r.begin_persistent_reserve_out(&a(), &cdb, &p, &[]).unwrap()
+    else {
+        panic!("APTPL register must be saved first");
+    };
+    r.power_on();
+    let saved = pending.save();
+    r.finish_persistent_reserve_out(pending, saved).unwrap();
+    assert_eq!(r.pr_snapshot().registrations.len(), 1);
+    // APTPL cleared by the saved state: a power-on during the save leaves
+    // nothing, as a restart from that file would.
+    let p = keys(0xa, 0xa).encode();
+    let cdb = out_cdb(PrOutAction::Register, 0, p.len());
+    let PrOutStep::Save(pending) = r.begin_persistent_reserve_out(&a(), &cdb, &p, &[]).unwrap()
+    else {
+        panic!("turning APTPL off must be saved first");
+    };
+    r.power_on();
+    let saved = pending.save();
+    r.finish_persistent_reserve_out(pending, saved).unwrap();
+    assert_eq!(
+        r.pr_snapshot(),
+        Reservations::new(Some(path)).unwrap().pr_snapshot()
+    );
+    assert_eq!(r.pr_snapshot().registrations, vec![]);
+}
