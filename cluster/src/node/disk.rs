@@ -486,7 +486,7 @@ impl QuorumModel for DiskQuorum {
         if !self.is_locker(core)
             || !self.is_ready()
             || !core.arbiter.is_acting_owner(now)
-            || matches!(&core.phase, Phase::Member(m) if m.regroup.is_some())
+            || core.in_regroup()
         {
             return;
         }

@@ -248,7 +248,7 @@ impl Majority {
     fn witness_duty(&mut self, core: &mut Core, now: Duration) {
         let me = core.me;
         let owner = matches!(&core.phase, Phase::Member(ms) if ms.view.owner == Some(me));
-        let regrouping = matches!(&core.phase, Phase::Member(ms) if ms.regroup.is_some());
+        let regrouping = core.in_regroup();
         let Some(w) = self.witness.as_mut() else {
             return;
         };
@@ -928,8 +928,6 @@ impl QuorumModel for Majority {
         })
     }
 
-    // ----- timers ----------------------------------------------------------
-
     fn tick(&mut self, core: &mut Core, now: Duration) {
         if !self.ready && self.loading.is_none() {
             let cfg = core.log_config();
@@ -951,8 +949,6 @@ impl QuorumModel for Majority {
         self.witness_duty(core, now);
         self.update(core, now);
     }
-
-    // ----- forming -----------------------------------------------------------
 
     /// Nobody admitted us: regroup with every configured node.
     fn form(&mut self, core: &mut Core, now: Duration) {
@@ -1140,8 +1136,6 @@ impl QuorumModel for Majority {
     fn owner_left(&mut self, core: &mut Core, now: Duration, view: &View, _owner: NodeId) {
         self.start_regroup(core, now, view.epoch.max(core.max_epoch) + 1);
     }
-
-    // ----- global updates ----------------------------------------------------
 
     fn pump_gum(&mut self, core: &mut Core, now: Duration) {
         if core.is_stopped() || self.pending.is_some() || !self.acting(core, now) {

@@ -731,7 +731,7 @@ impl Node {
             }
             return;
         }
-        let in_regroup = matches!(&self.core.phase, Phase::Member(m) if m.regroup.is_some());
+        let in_regroup = self.core.in_regroup();
         if !in_regroup && (epoch != view.epoch || members != view.members) && epoch >= view.epoch {
             self.start_regroup(now, epoch.max(self.core.max_epoch) + 1);
         }
@@ -770,7 +770,7 @@ impl Node {
         }
         if epoch <= view.epoch {
             // The sender missed our install: regroup again with it.
-            let in_regroup = matches!(&self.core.phase, Phase::Member(m) if m.regroup.is_some());
+            let in_regroup = self.core.in_regroup();
             if view.contains(from) && !in_regroup {
                 self.start_regroup(now, self.core.max_epoch + 1);
             }
@@ -842,7 +842,7 @@ impl Node {
         let Some(view) = self.core.view().cloned() else {
             return;
         };
-        let regrouping = matches!(&self.core.phase, Phase::Member(m) if m.regroup.is_some());
+        let regrouping = self.core.in_regroup();
         if view.owner == Some(from) && !regrouping {
             // The quorum owner restarted: the cluster has lost its owner.
             tracing::info!(
@@ -988,10 +988,7 @@ impl Core {
 
     /// The nodes of the current view's paused set that are among `seen`
     /// (a regroup keeps a pause only for nodes that take part).
-    pub(crate) fn paused_among<'a>(
-        &self,
-        seen: impl IntoIterator<Item = &'a NodeId>,
-    ) -> Vec<NodeId> {
+    fn paused_among<'a>(&self, seen: impl IntoIterator<Item = &'a NodeId>) -> Vec<NodeId> {
         let Some(v) = self.view() else {
             return Vec::new();
         };
