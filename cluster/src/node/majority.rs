@@ -208,41 +208,6 @@ impl Majority {
         }
     }
 
-    pub(super) fn heard_replica(&mut self, from: NodeId, r: Replica) {
-        self.replicas.insert(from, r);
-    }
-
-    /// Deadlines of the majority model: vote expiry, promise expiry, the
-    /// witness arbiter.
-    pub(super) fn next_deadline(&self, now: Duration) -> Vec<Duration> {
-        let m = self;
-        let mut d: Vec<Duration> = m
-            .acks
-            .values()
-            .map(|&t| t + m.lease)
-            .filter(|&t| t > now)
-            .collect();
-        if let Some((_, t)) = m.last_ack {
-            if t + m.lease > now {
-                d.push(t + m.lease);
-            }
-        }
-        if let Some(w) = &m.witness {
-            d.extend(w.next_deadline(now));
-        }
-        d
-    }
-
-    /// Regroup starts: the owner's change in progress is abandoned (it is
-    /// not durable; the regroup decides whether it survives).
-    pub(super) fn regroup_started(&mut self) {
-        let m = self;
-        m.pending = None;
-        m.replicas.clear();
-        m.acks.clear();
-        m.member_seq.clear();
-    }
-
     /// Live votes for `me` as owner of `view` now: its own (once the
     /// view's epoch is on its disk and no other owner's lease binds it),
     /// each member that acknowledged a heartbeat sent less than one lease
@@ -273,156 +238,88 @@ impl Majority {
             Some((o, t)) => o == owner || now >= t + self.lease,
         }
     }
-}
-
-impl Node {
-    fn maj(&self) -> &Majority {
-        self.quorum.majority().expect("majority model")
-    }
-
-    fn maj_mut(&mut self) -> &mut Majority {
-        self.quorum.majority_mut().expect("majority model")
-    }
-
-    pub(super) fn maj_ready(&self) -> bool {
-        self.quorum.majority().is_some_and(|m| m.ready)
-    }
-
-    /// This node's replica, for regroup messages.
-    pub(super) fn maj_replica(&self) -> Option<Replica> {
-        self.quorum.majority().filter(|m| m.ready).map(|m| Replica {
-            tag: m.tag,
-            db: self.db.clone(),
-            max_epoch: self.max_epoch,
-        })
-    }
 
     /// Live votes for this node as owner now.
-    fn maj_votes(&self, now: Duration) -> usize {
-        self.view()
-            .map_or(0, |view| self.maj().votes(self.me, view, now))
-    }
-
-    /// Acts as owner: settled owner of the view with a majority of live
-    /// votes and a recovered replica.
-    pub(super) fn maj_acting(&self, now: Duration) -> bool {
-        match &self.phase {
-            Phase::Member(ms) if ms.regroup.is_none() && ms.view.owner == Some(self.me) => {
-                self.maj().ready && Votes::of(&self.cfg).has_quorum(self.maj_votes(now))
-            }
-            _ => false,
-        }
-    }
-
-    fn issue_on(&mut self, kind: OpKind, disk: DiskId, op: DiskOp) -> u64 {
-        let id = self.next_op;
-        self.next_op += 1;
-        self.ops.insert(id, kind);
-        self.actions.push(Action::Disk { id, disk, op });
-        id
-    }
-
-    // ----- timers ----------------------------------------------------------
-
-    pub(super) fn maj_tick(&mut self, now: Duration) {
-        if !self.maj().ready && self.maj().loading.is_none() {
-            let cfg = self.log_config();
-            let op = self.issue_on(
-                OpKind::Local,
-                DiskId::Local,
-                DiskOp::Read {
-                    offset: cfg.region_offset,
-                    len: cfg.region_len as usize,
-                },
-            );
-            self.maj_mut().loading = Some(op);
-        }
-        let outs = match &mut self.maj_mut().witness {
-            Some(w) => w.tick(now),
-            None => vec![],
-        };
-        self.on_witness(now, outs);
-        self.maj_witness_duty(now);
-        self.maj_update(now);
+    fn live_votes(&self, core: &Core, now: Duration) -> usize {
+        core.view().map_or(0, |view| self.votes(core.me, view, now))
     }
 
     /// The owner holds the witness; anyone else lets it go.
-    fn maj_witness_duty(&mut self, now: Duration) {
-        let me = self.me;
-        let owner = matches!(&self.phase, Phase::Member(ms) if ms.view.owner == Some(me));
-        let regrouping = matches!(&self.phase, Phase::Member(ms) if ms.regroup.is_some());
-        let Some(w) = self.maj_mut().witness.as_mut() else {
+    fn witness_duty(&mut self, core: &mut Core, now: Duration) {
+        let me = core.me;
+        let owner = matches!(&core.phase, Phase::Member(ms) if ms.view.owner == Some(me));
+        let regrouping = core.in_regroup();
+        let Some(w) = self.witness.as_mut() else {
             return;
         };
         if owner && !regrouping && w.is_idle() {
             tracing::info!(node = me, "owner arbitrates for the witness disk");
             let outs = w.become_challenger(now);
-            self.on_witness(now, outs);
+            self.on_witness(core, now, outs);
         } else if !owner && !regrouping && !w.is_idle() {
             let op = w.release();
-            let w = Arbiter::witness(self.cfg.timing, pr_key(self.me));
-            self.maj_mut().witness = Some(w);
+            let w = Arbiter::witness(core.cfg.timing, pr_key(core.me));
+            self.witness = Some(w);
             if let Some(op) = op {
-                tracing::info!(node = self.me, "not the owner: releasing the witness disk");
-                self.issue_on(OpKind::Release, DiskId::Witness, op);
+                tracing::info!(node = core.me, "not the owner: releasing the witness disk");
+                core.issue_on(OpKind::Release, DiskId::Witness, op);
             }
         }
     }
 
-    fn on_witness(&mut self, now: Duration, outs: Vec<ArbOut>) {
+    fn on_witness(&mut self, core: &mut Core, now: Duration, outs: Vec<ArbOut>) {
         for o in outs {
             match o {
                 ArbOut::Issue(op) => {
-                    self.issue_on(OpKind::Witness, DiskId::Witness, op);
+                    core.issue_on(OpKind::Witness, DiskId::Witness, op);
                 }
-                ArbOut::Won => tracing::info!(node = self.me, "won the witness disk"),
+                ArbOut::Won => tracing::info!(node = core.me, "won the witness disk"),
                 ArbOut::Online => {
-                    tracing::info!(node = self.me, "witness disk online: its vote counts here")
+                    tracing::info!(node = core.me, "witness disk online: its vote counts here")
                 }
                 ArbOut::Lost(why) => {
-                    tracing::warn!(node = self.me, %why, "witness arbitration lost: no witness vote");
-                    self.maj_mut().witness =
-                        Some(Arbiter::witness(self.cfg.timing, pr_key(self.me)));
+                    tracing::warn!(node = core.me, %why, "witness arbitration lost: no witness vote");
+                    self.witness = Some(Arbiter::witness(core.cfg.timing, pr_key(core.me)));
                 }
             }
         }
-        self.maj_update(now);
+        self.update(core, now);
     }
 
     /// Logs gaining and losing the majority, and holds the owner's writes
     /// while it has none.
-    pub(super) fn maj_update(&mut self, now: Duration) {
-        if self.is_stopped() {
+    fn update(&mut self, core: &mut Core, now: Duration) {
+        if core.is_stopped() {
             return;
         }
-        let acting = self.maj_acting(now);
-        let was = self.maj().acting;
+        let acting = self.acting(core, now);
+        let was = self.acting;
         if acting != was {
-            self.maj_mut().acting = acting;
-            let votes = self.maj_votes(now);
-            let need = Votes::of(&self.cfg).needed();
+            self.acting = acting;
+            let votes = self.live_votes(core, now);
+            let need = Votes::of(&core.cfg).needed();
             if acting {
                 tracing::info!(
-                    node = self.me,
+                    node = core.me,
                     votes,
                     need,
                     "gained a majority: acting as owner"
                 );
             } else {
                 tracing::warn!(
-                    node = self.me,
+                    node = core.me,
                     votes,
                     need,
                     "lost the majority: holding writes"
                 );
             }
         }
-        let settled_owner = matches!(&self.phase,
-            Phase::Member(ms) if ms.regroup.is_none() && ms.view.owner == Some(self.me));
+        let settled_owner = matches!(&core.phase,
+            Phase::Member(ms) if ms.regroup.is_none() && ms.view.owner == Some(core.me));
         if settled_owner {
-            self.hold_writes(!acting);
-            let deadline = now + self.maj_quorum_timeout();
-            if let Phase::Member(ms) = &mut self.phase {
+            core.hold_writes(!acting);
+            let deadline = now + self.quorum_timeout(core);
+            if let Phase::Member(ms) = &mut core.phase {
                 if acting {
                     ms.quorum_deadline = None;
                 } else if ms.quorum_deadline.is_none() {
@@ -434,243 +331,103 @@ impl Node {
         }
     }
 
-    /// Majority: the quorum deadline passed.
-    pub(super) fn maj_quorum_deadline(&mut self, now: Duration) {
-        let Phase::Member(ms) = &self.phase else {
-            return;
-        };
-        match ms.view.owner {
-            Some(o) if o != self.me => {}
-            Some(_) if self.maj_acting(now) => {}
-            _ => {
-                let votes = self.maj_votes(now);
-                let need = Votes::of(&self.cfg).needed();
-                return self.stop(format!(
-                    "no majority: {votes} of {need} votes after the regroup"
-                ));
-            }
-        }
-        if let Phase::Member(ms) = &mut self.phase {
-            ms.quorum_deadline = None;
-        }
-    }
-
-    fn maj_quorum_timeout(&self) -> Duration {
-        let t = self.cfg.timing;
+    fn quorum_timeout(&self, core: &Core) -> Duration {
+        let t = core.cfg.timing;
         t.challenge_wait * 3 + t.heartbeat * 20
-    }
-
-    // ----- forming -----------------------------------------------------------
-
-    /// Nobody admitted us: regroup with every configured node.
-    pub(super) fn maj_form(&mut self, now: Duration) {
-        tracing::info!(
-            node = self.me,
-            "no member answered: regrouping with every node to form a majority"
-        );
-        self.maj_enter_pseudo_view(now);
-        self.start_regroup(now, self.max_epoch + 1);
     }
 
     /// A view of this node alone, without an owner: the starting point of
     /// a regroup that forms the cluster.
-    pub(super) fn maj_enter_pseudo_view(&mut self, now: Duration) {
+    fn enter_pseudo_view(&mut self, core: &mut Core, now: Duration) {
         // Epoch 0: any regroup is newer, so this node joins whichever it
         // hears.
         let view = View {
             epoch: 0,
-            members: vec![self.me],
+            members: vec![core.me],
             owner: None,
             paused: vec![],
         };
-        self.detector.watch_only(Vec::new(), now);
-        self.phase = Phase::Member(Membership {
+        core.detector.watch_only(Vec::new(), now);
+        core.phase = Phase::Member(Membership {
             view,
             regroup: None,
-            quorum_deadline: Some(now + self.maj_quorum_timeout()),
+            quorum_deadline: Some(now + self.quorum_timeout(core)),
         });
-        self.hold_writes(true);
-    }
-
-    /// The coordinator's end of collection under the majority model.
-    pub(super) fn maj_end_collection(
-        &mut self,
-        now: Duration,
-        epoch: u64,
-        seen: BTreeMap<NodeId, bool>,
-    ) {
-        let mut direct = self.maj().replicas.clone();
-        if let Some(r) = self.maj_replica() {
-            direct.insert(self.me, r);
-        }
-        let need = Votes::of(&self.cfg).needed();
-        let nodes = direct.len();
-        let witness = self.maj().witness.is_some();
-        let holds_witness = self
-            .maj()
-            .witness
-            .as_ref()
-            .is_some_and(|w| w.is_acting_owner(now));
-        let votes = nodes + usize::from(witness);
-        if !self.maj_ready() || votes < need {
-            tracing::warn!(
-                node = self.me,
-                epoch,
-                heard = ?direct.keys().collect::<Vec<_>>(),
-                votes = nodes + usize::from(holds_witness),
-                need,
-                "regroup without a majority: no view installed"
-            );
-            self.maj_no_quorum(now);
-            return;
-        }
-        let best = direct
-            .values()
-            .max_by_key(|r| r.position())
-            .cloned()
-            .expect("self is a participant");
-        let top_tag = direct
-            .values()
-            .map(|r| r.tag.max(r.max_epoch))
-            .max()
-            .unwrap_or(0);
-        let above = epoch.max(self.max_epoch).max(top_tag);
-        let rg_epoch = epoch;
-        let epoch = next_epoch(above, self.me);
-        let paused = self.paused_among(seen.keys());
-        let view = View {
-            epoch,
-            members: seen.keys().copied().collect(),
-            owner: Some(self.me),
-            paused,
-        };
-        tracing::info!(
-            node = self.me,
-            epoch,
-            members = ?view.members,
-            node_votes = nodes,
-            need,
-            adopted = ?best.position(),
-            "regroup installs view as owner (majority)"
-        );
-        self.send_install(seen.keys().copied(), &view, Some((rg_epoch, best.clone())));
-        self.max_epoch = self.max_epoch.max(epoch);
-        self.maj_adopt_replica(best, None);
-        self.adopt_view(now, view);
-        let deadline = now + self.maj_quorum_timeout();
-        if let Phase::Member(ms) = &mut self.phase {
-            ms.quorum_deadline = Some(deadline);
-        }
-        self.maj_witness_duty(now);
-        self.maj_update(now);
+        core.hold_writes(true);
     }
 
     /// A regroup ended without a majority: no owner here.
-    fn maj_no_quorum(&mut self, now: Duration) {
-        let deadline = now + self.maj_quorum_timeout();
-        if let Phase::Member(ms) = &mut self.phase {
+    fn no_quorum(&mut self, core: &mut Core, now: Duration) {
+        let deadline = now + self.quorum_timeout(core);
+        if let Phase::Member(ms) = &mut core.phase {
             ms.regroup = None;
             ms.view.owner = None;
             if ms.quorum_deadline.is_none() {
                 ms.quorum_deadline = Some(deadline);
             }
         }
-        self.hold_writes(true);
-        self.maj_mut().pending = None;
-        self.maj_mut().acks.clear();
-        self.maj_update(now);
-    }
-
-    /// A newer view that includes this node was installed, with the
-    /// coordinator's chosen replica if a regroup installed it.
-    pub(super) fn maj_on_install(
-        &mut self,
-        now: Duration,
-        view: View,
-        replica: Option<(u64, Replica)>,
-    ) {
-        // A regroup's install counts only for who is still in that
-        // regroup: the coordinator compared the replicas reported in
-        // it, and a node that has moved on since (and maybe logged
-        // changes committed elsewhere) must not take an older replica
-        // (sim seed 947: a resumed node coordinated with stale regroup
-        // messages).
-        if let Some((rg_epoch, r)) = replica {
-            let in_it = matches!(&self.phase, Phase::Member(m)
-                if m.regroup.as_ref().is_some_and(|rg| rg.epoch == rg_epoch));
-            if !in_it {
-                return;
-            }
-            self.maj_adopt_replica(r, None);
-        }
-        self.adopt_view(now, view);
-    }
-
-    pub(super) fn maj_issue_release(&mut self, op: DiskOp) {
-        self.issue_on(OpKind::Release, DiskId::Witness, op);
-    }
-
-    pub(super) fn maj_on_witness(&mut self, now: Duration, outs: Vec<ArbOut>) {
-        self.on_witness(now, outs);
+        core.hold_writes(true);
+        self.pending = None;
+        self.acks.clear();
+        self.update(core, now);
     }
 
     /// Replaces this node's replica with `r` if it differs, and persists
     /// it as a checkpoint; `done` runs once the replica is on the disk.
-    pub(super) fn maj_adopt_replica(&mut self, r: Replica, done: Option<LocalDone>) {
-        if !self.maj_ready() {
+    fn adopt_replica(&mut self, core: &mut Core, r: Replica, done: Option<LocalDone>) {
+        if !self.ready {
             return;
         }
-        if r.tag == self.maj().tag && r.db == self.db {
-            self.maj_queue_writes(Vec::new(), done);
+        if r.tag == self.tag && r.db == core.db {
+            self.queue_writes(core, Vec::new(), done);
             return;
         }
         tracing::info!(
-            node = self.me,
-            from = ?(self.maj().tag, self.db.seq),
+            node = core.me,
+            from = ?(self.tag, core.db.seq),
             to = ?r.position(),
             "replica replaced by the owner's"
         );
-        self.db = r.db;
-        self.maj_mut().tag = r.tag;
-        self.maj_mut().generation += 1;
-        self.pending_apply.clear();
-        self.maj_persist_snapshot(done);
+        core.db = r.db;
+        self.tag = r.tag;
+        self.generation += 1;
+        core.pending_apply.clear();
+        self.persist_snapshot(core, done);
     }
 
     /// Puts `max_epoch` on the disk (a checkpoint) if it is not yet.
-    pub(super) fn maj_persist_epoch(&mut self) {
-        let m = self.maj();
+    fn persist_epoch(&mut self, core: &mut Core) {
         let covers = |ds: &Vec<LocalDone>| {
             ds.iter().any(
-                |d| matches!(d, LocalDone::Persisted { max_epoch } if *max_epoch >= self.max_epoch),
+                |d| matches!(d, LocalDone::Persisted { max_epoch } if *max_epoch >= core.max_epoch),
             )
         };
-        let queued = m.queue.iter().any(|(_, ds)| covers(ds))
-            || m.in_flight.as_ref().is_some_and(|(_, ds)| covers(ds));
-        if m.ready && m.persisted_epoch < self.max_epoch && !queued {
-            self.maj_persist_snapshot(None);
+        let queued = self.queue.iter().any(|(_, ds)| covers(ds))
+            || self.in_flight.as_ref().is_some_and(|(_, ds)| covers(ds));
+        if self.ready && self.persisted_epoch < core.max_epoch && !queued {
+            self.persist_snapshot(core, None);
         }
     }
 
     // ----- local log -----------------------------------------------------
 
-    fn maj_persist_snapshot(&mut self, done: Option<LocalDone>) {
-        let max_epoch = self.max_epoch;
+    fn persist_snapshot(&mut self, core: &mut Core, done: Option<LocalDone>) {
+        let max_epoch = core.max_epoch;
         let cp = ReplicaCheckpoint {
-            tag: self.maj().tag,
-            max_epoch: self.max_epoch,
-            db: self.db.clone(),
+            tag: self.tag,
+            max_epoch: core.max_epoch,
+            db: core.db.clone(),
         };
         let snap = serde_json::to_vec(&cp).expect("checkpoint serializes");
-        let Some(log) = self.maj_mut().log.as_mut() else {
+        let Some(log) = self.log.as_mut() else {
             return;
         };
         match log_manager::checkpoint_all(log, &snap) {
             Ok(w) => {
-                self.maj_queue_writes(w, Some(LocalDone::Persisted { max_epoch }));
-                self.maj_queue_writes(Vec::new(), done);
+                self.queue_writes(core, w, Some(LocalDone::Persisted { max_epoch }));
+                self.queue_writes(core, Vec::new(), done);
             }
-            Err(e) => self.stop(format!("local quorum log checkpoint: {e}")),
+            Err(e) => self.stop(core, format!("local quorum log checkpoint: {e}")),
         }
     }
 
@@ -679,20 +436,21 @@ impl Node {
     /// once (its in-memory replica is its log as queued); the owner only
     /// when it is on its disk, so its replica never leaves the node (in a
     /// regroup or a sync) before its own log holds it.
-    fn maj_log_change(
+    fn log_change(
         &mut self,
+        core: &mut Core,
         seq: u64,
         epoch: u64,
         change: &Change,
         done: LocalDone,
     ) -> Result<(), ReplicaError> {
         let apply_now = matches!(done, LocalDone::Ack { .. });
-        self.db.check(change)?;
+        core.db.check(change)?;
         let mut writes = Vec::new();
         let cp = ReplicaCheckpoint {
-            tag: self.maj().tag,
-            max_epoch: self.max_epoch,
-            db: self.db.clone(),
+            tag: self.tag,
+            max_epoch: core.max_epoch,
+            db: core.db.clone(),
         };
         let payload = serde_json::to_vec(&LogEntry {
             seq,
@@ -700,52 +458,51 @@ impl Node {
             epoch,
         })
         .expect("entries serialize");
-        let log = self.maj_mut().log.as_mut().ok_or(ReplicaError::LogClosed)?;
+        let log = self.log.as_mut().ok_or(ReplicaError::LogClosed)?;
         if log.needs_checkpoint() {
             let snap = serde_json::to_vec(&cp).expect("checkpoint serializes");
             writes.extend(log_manager::checkpoint_all(log, &snap)?);
         }
         writes.extend(log.append(&payload)?.1);
         if apply_now {
-            self.db.apply(seq, change)?;
-            self.maj_mut().tag = epoch;
+            core.db.apply(seq, change)?;
+            self.tag = epoch;
         }
-        self.maj_queue_writes(writes, Some(done));
+        self.queue_writes(core, writes, Some(done));
         Ok(())
     }
 
-    fn maj_queue_writes(&mut self, writes: Vec<LogWrite>, done: Option<LocalDone>) {
+    fn queue_writes(&mut self, core: &mut Core, writes: Vec<LogWrite>, done: Option<LocalDone>) {
         let n = writes.len();
         for (i, w) in writes.into_iter().enumerate() {
             let d = if i + 1 == n { done.clone() } else { None };
-            self.maj_mut().queue.push_back((w, d.into_iter().collect()));
+            self.queue.push_back((w, d.into_iter().collect()));
         }
         if n == 0 {
             if let Some(d) = done {
                 // Nothing new to write: done once what is queued is.
-                let m = self.maj_mut();
-                if let Some((_, ds)) = m.queue.back_mut() {
+                if let Some((_, ds)) = self.queue.back_mut() {
                     ds.push(d);
-                } else if let Some((_, ds)) = m.in_flight.as_mut() {
+                } else if let Some((_, ds)) = self.in_flight.as_mut() {
                     ds.push(d);
                 } else {
-                    self.maj_local_done(d);
+                    self.local_done(core, d);
                 }
             }
         }
-        self.maj_pump_local();
+        self.pump_local(core);
     }
 
     /// Local writes go out one at a time, in order (the log's crash
     /// safety relies on it).
-    fn maj_pump_local(&mut self) {
-        if self.maj().in_flight.is_some() {
+    fn pump_local(&mut self, core: &mut Core) {
+        if self.in_flight.is_some() {
             return;
         }
-        let Some((w, done)) = self.maj_mut().queue.pop_front() else {
+        let Some((w, done)) = self.queue.pop_front() else {
             return;
         };
-        let id = self.issue_on(
+        let id = core.issue_on(
             OpKind::Local,
             DiskId::Local,
             DiskOp::Write {
@@ -753,40 +510,40 @@ impl Node {
                 data: w.data,
             },
         );
-        self.maj_mut().in_flight = Some((id, done));
+        self.in_flight = Some((id, done));
     }
 
-    pub(super) fn maj_on_local_done(&mut self, now: Duration, id: u64, result: DiskResult) {
-        if self.maj().loading == Some(id) {
-            self.maj_mut().loading = None;
+    fn on_local_done(&mut self, core: &mut Core, now: Duration, id: u64, result: DiskResult) {
+        if self.loading == Some(id) {
+            self.loading = None;
             match result {
-                DiskResult::Data(region) => self.maj_recover(&region),
-                r => self.stop(format!("local quorum log unreadable: {r:?}")),
+                DiskResult::Data(region) => self.recover(core, &region),
+                r => self.stop(core, format!("local quorum log unreadable: {r:?}")),
             }
             return;
         }
-        let Some((op, done)) = self.maj_mut().in_flight.take() else {
+        let Some((op, done)) = self.in_flight.take() else {
             return;
         };
         if op != id {
-            self.maj_mut().in_flight = Some((op, done));
+            self.in_flight = Some((op, done));
             return;
         }
         if result != DiskResult::Good {
-            return self.stop(format!("local quorum log write failed: {result:?}"));
+            return self.stop(core, format!("local quorum log write failed: {result:?}"));
         }
         for d in done {
-            self.maj_local_done(d);
+            self.local_done(core, d);
         }
-        self.maj_pump_local();
-        self.maj_pump_gum(now);
+        self.pump_local(core);
+        self.pump_gum(core, now);
     }
 
-    fn maj_recover(&mut self, region: &[u8]) {
-        let cfg = self.log_config();
+    fn recover(&mut self, core: &mut Core, region: &[u8]) {
+        let cfg = core.log_config();
         let opened = match log_manager::open_region(&cfg, region) {
             Ok(x) => x,
-            Err(e) => return self.stop(format!("local quorum log unreadable: {e}")),
+            Err(e) => return self.stop(core, format!("local quorum log unreadable: {e}")),
         };
         let mut db = DbSnapshot::default();
         let mut tag = 0;
@@ -803,51 +560,49 @@ impl Node {
                         }
                         Err(e) => {
                             return self
-                                .stop(format!("local quorum log checkpoint unreadable: {e}"))
+                                .stop(core, format!("local quorum log checkpoint unreadable: {e}"))
                         }
                     }
                 }
                 if let Some(cut) = rec.cut {
-                    tracing::warn!(node = self.me, %cut, "local quorum log cut");
+                    tracing::warn!(node = core.me, %cut, "local quorum log cut");
                 }
                 if let Some(epoch) = db.replay(rec.records.iter().map(|(_, r)| r.as_slice())) {
                     tag = epoch;
                 }
                 log
             }
-            None => match log_manager::format_and_open(&cfg, &self.cfg.name) {
+            None => match log_manager::format_and_open(&cfg, &core.cfg.name) {
                 Ok((log, w)) => {
                     writes = w;
                     log
                 }
-                Err(e) => return self.stop(format!("local quorum log format: {e}")),
+                Err(e) => return self.stop(core, format!("local quorum log format: {e}")),
             },
         };
         tracing::info!(
-            node = self.me,
+            node = core.me,
             tag,
             seq = db.seq,
             max_epoch,
             "local replica recovered"
         );
-        self.db = db;
-        self.max_epoch = self.max_epoch.max(max_epoch).max(tag);
-        let m = self.maj_mut();
-        m.tag = tag;
-        m.log = Some(log);
-        m.ready = true;
-        m.persisted_epoch = max_epoch.max(tag);
-        self.maj_queue_writes(writes, None);
+        core.db = db;
+        core.max_epoch = core.max_epoch.max(max_epoch).max(tag);
+        self.tag = tag;
+        self.log = Some(log);
+        self.ready = true;
+        self.persisted_epoch = max_epoch.max(tag);
+        self.queue_writes(core, writes, None);
     }
 
-    fn maj_local_done(&mut self, done: LocalDone) {
+    fn local_done(&mut self, core: &mut Core, done: LocalDone) {
         match done {
             LocalDone::Persisted { max_epoch } => {
-                let m = self.maj_mut();
-                m.persisted_epoch = m.persisted_epoch.max(max_epoch);
+                self.persisted_epoch = self.persisted_epoch.max(max_epoch);
             }
             LocalDone::Ack { owner, epoch, seq } => {
-                self.send(owner, Body::ReplicateAck { epoch, seq });
+                core.send(owner, Body::ReplicateAck { epoch, seq });
             }
             LocalDone::OwnerEntry {
                 epoch,
@@ -855,15 +610,15 @@ impl Node {
                 change,
                 generation,
             } => {
-                if generation != self.maj().generation {
+                if generation != self.generation {
                     return;
                 }
-                if let Err(e) = self.db.apply(seq, &change) {
-                    return self.stop(format!("own logged change does not apply: {e}"));
+                if let Err(e) = core.db.apply(seq, &change) {
+                    return self.stop(core, format!("own logged change does not apply: {e}"));
                 }
-                self.maj_mut().tag = epoch;
-                let me = self.me;
-                let Some(p) = self.maj_mut().pending.as_mut() else {
+                self.tag = epoch;
+                let me = core.me;
+                let Some(p) = self.pending.as_mut() else {
                     return;
                 };
                 if p.epoch != epoch || p.seq != seq {
@@ -871,8 +626,8 @@ impl Node {
                 }
                 p.logged = true;
                 p.acked.insert(me);
-                self.maj_replicate_pending(None);
-                self.maj_check_commit();
+                self.replicate_pending(core, None);
+                self.check_commit(core);
             }
         }
     }
@@ -880,106 +635,30 @@ impl Node {
     // ----- lease -----------------------------------------------------------
 
     /// The owner sent heartbeat `seq` at `now`.
-    pub(super) fn maj_probe_sent(&mut self, seq: u64, now: Duration) {
-        let m = self.maj_mut();
-        m.probes.push_back((seq, now));
-        while m.probes.len() > 64 {
-            m.probes.pop_front();
+    fn probe_sent(&mut self, seq: u64, now: Duration) {
+        self.probes.push_back((seq, now));
+        while self.probes.len() > 64 {
+            self.probes.pop_front();
         }
     }
 
-    /// A heartbeat from `from`: acknowledge it if `from` is our owner.
-    pub(super) fn maj_on_heartbeat(
-        &mut self,
-        now: Duration,
-        net: Net,
-        from: NodeId,
-        seq: u64,
-        epoch: u64,
-    ) {
-        let ok = matches!(&self.phase, Phase::Member(ms)
-            if ms.regroup.is_none() && ms.view.owner == Some(from) && ms.view.epoch == epoch);
-        if !ok || !self.maj().ready || !self.maj().may_vote_for(from, now) {
-            return;
-        }
-        if self.maj().persisted_epoch < epoch {
-            // Vote in this view only once its epoch is on our disk.
-            self.maj_persist_epoch();
-            return;
-        }
-        self.maj_mut().last_ack = Some((from, now));
-        self.send_on(from, net, Body::LeaseAck { epoch, seq });
-    }
-
-    /// A message of the majority model's votes and replication arrived
-    /// from `from`; the other bodies are the common protocol's.
-    pub(super) fn maj_step(&mut self, now: Duration, from: NodeId, body: Body) {
-        match body {
-            Body::LeaseAck { seq, .. } => self.maj_on_lease_ack(now, from, seq),
-            Body::Replicate {
-                epoch,
-                prev,
-                seq,
-                change,
-                ..
-            } => self.maj_on_replicate(from, epoch, prev, seq, change),
-            Body::ReplicateAck { epoch, seq } => self.maj_on_replicate_ack(now, from, epoch, seq),
-            Body::ReplicaSync { epoch, replica } => self.maj_on_replica_sync(from, epoch, replica),
-            _ => {}
-        }
-    }
-
-    fn maj_on_lease_ack(&mut self, now: Duration, from: NodeId, seq: u64) {
-        let owner = self.view().is_some_and(|v| v.owner == Some(self.me));
+    fn on_lease_ack(&mut self, core: &mut Core, now: Duration, from: NodeId, seq: u64) {
+        let owner = core.view().is_some_and(|v| v.owner == Some(core.me));
         if !owner {
             return;
         }
-        let m = self.maj_mut();
-        let Some(&(_, sent)) = m.probes.iter().find(|(s, _)| *s == seq) else {
+        let Some(&(_, sent)) = self.probes.iter().find(|(s, _)| *s == seq) else {
             return;
         };
-        let e = m.acks.entry(from).or_insert(sent);
+        let e = self.acks.entry(from).or_insert(sent);
         *e = (*e).max(sent);
-        self.maj_update(now);
-    }
-
-    // ----- global updates ----------------------------------------------------
-
-    pub(super) fn maj_pump_gum(&mut self, now: Duration) {
-        if self.is_stopped() || self.maj().pending.is_some() || !self.maj_acting(now) {
-            return;
-        }
-        // One change at a time: the next waits until this one is durable.
-        if let Some((origin, id, change)) = self.next_valid_gum() {
-            let epoch = self.view().map_or(0, |v| v.epoch);
-            let prev = (self.maj().tag, self.db.seq);
-            let seq = self.db.seq + 1;
-            self.maj_mut().pending = Some(Pending {
-                epoch,
-                prev,
-                seq,
-                change: change.clone(),
-                origin,
-                id,
-                logged: false,
-                acked: BTreeSet::new(),
-            });
-            let done = LocalDone::OwnerEntry {
-                epoch,
-                seq,
-                change: change.clone(),
-                generation: self.maj().generation,
-            };
-            if let Err(e) = self.maj_log_change(seq, epoch, &change, done) {
-                self.stop(format!("local quorum log append: {e}"));
-            }
-        }
+        self.update(core, now);
     }
 
     /// Sends the pending change to the members that have not acknowledged
     /// it (all of them, or just `to`).
-    fn maj_replicate_pending(&mut self, to: Option<NodeId>) {
-        let Some(p) = self.maj().pending.clone() else {
+    fn replicate_pending(&mut self, core: &mut Core, to: Option<NodeId>) {
+        let Some(p) = self.pending.clone() else {
             return;
         };
         if !p.logged {
@@ -987,13 +666,13 @@ impl Node {
         }
         let targets: Vec<NodeId> = match to {
             Some(n) => vec![n],
-            None => self.others(),
+            None => core.others(),
         };
         for n in targets {
             if p.acked.contains(&n) {
                 continue;
             }
-            self.send(
+            core.send(
                 n,
                 Body::Replicate {
                     epoch: p.epoch,
@@ -1008,31 +687,31 @@ impl Node {
 
     /// Every heartbeat: resends the pending change, and the owner's
     /// replica to members that have not acknowledged being up to date.
-    pub(super) fn maj_resend(&mut self) {
-        self.maj_replicate_pending(None);
-        if !self.maj_ready() {
+    fn resend(&mut self, core: &mut Core) {
+        self.replicate_pending(core, None);
+        if !self.ready {
             return;
         }
-        let Some(epoch) = self.view().map(|v| v.epoch) else {
+        let Some(epoch) = core.view().map(|v| v.epoch) else {
             return;
         };
-        let behind: Vec<NodeId> = self
+        let behind: Vec<NodeId> = core
             .others()
             .into_iter()
-            .filter(|n| !matches!(self.maj().member_seq.get(n), Some(&s) if s >= self.db.seq))
+            .filter(|n| !matches!(self.member_seq.get(n), Some(&s) if s >= core.db.seq))
             .filter(|n| {
                 // The pending change's own resend covers a member that
                 // only lacks that one.
-                !matches!(&self.maj().pending, Some(p) if p.logged && !p.acked.contains(n))
+                !matches!(&self.pending, Some(p) if p.logged && !p.acked.contains(n))
             })
             .collect();
         let replica = Replica {
-            tag: self.maj().tag,
-            db: self.db.clone(),
-            max_epoch: self.max_epoch,
+            tag: self.tag,
+            db: core.db.clone(),
+            max_epoch: core.max_epoch,
         };
         for n in behind {
-            self.send(
+            core.send(
                 n,
                 Body::ReplicaSync {
                     epoch,
@@ -1042,54 +721,61 @@ impl Node {
         }
     }
 
-    fn maj_on_replicate_ack(&mut self, now: Duration, from: NodeId, epoch: u64, seq: u64) {
-        let current = matches!(&self.phase, Phase::Member(ms)
-            if ms.regroup.is_none() && ms.view.owner == Some(self.me) && epoch <= ms.view.epoch);
+    fn on_replicate_ack(
+        &mut self,
+        core: &mut Core,
+        now: Duration,
+        from: NodeId,
+        epoch: u64,
+        seq: u64,
+    ) {
+        let current = matches!(&core.phase, Phase::Member(ms)
+            if ms.regroup.is_none() && ms.view.owner == Some(core.me) && epoch <= ms.view.epoch);
         if current {
-            let e = self.maj_mut().member_seq.entry(from).or_insert(seq);
+            let e = self.member_seq.entry(from).or_insert(seq);
             *e = (*e).max(seq);
         }
-        if let Some(p) = self.maj_mut().pending.as_mut() {
+        if let Some(p) = self.pending.as_mut() {
             if p.epoch == epoch && p.seq == seq {
                 p.acked.insert(from);
             }
         }
-        self.maj_check_commit();
-        self.maj_pump_gum(now);
+        self.check_commit(core);
+        self.pump_gum(core, now);
     }
 
     /// Durable once on `(nodes / 2) + 1` node replicas.
-    fn maj_check_commit(&mut self) {
-        let Some(p) = self.maj().pending.clone() else {
+    fn check_commit(&mut self, core: &mut Core) {
+        let Some(p) = self.pending.clone() else {
             return;
         };
         // The owner may have installed newer views of its own since (joins,
         // evictions); a regroup would have dropped the pending change.
-        let owner_now = matches!(&self.phase, Phase::Member(ms)
-            if ms.regroup.is_none() && ms.view.owner == Some(self.me));
-        if !p.logged || !Votes::of(&self.cfg).is_committed(p.acked.len()) || !owner_now {
+        let owner_now = matches!(&core.phase, Phase::Member(ms)
+            if ms.regroup.is_none() && ms.view.owner == Some(core.me));
+        if !p.logged || !Votes::of(&core.cfg).is_committed(p.acked.len()) || !owner_now {
             return;
         }
-        self.maj_mut().pending = None;
+        self.pending = None;
         tracing::debug!(
-            node = self.me,
+            node = core.me,
             seq = p.seq,
             replicas = p.acked.len(),
             "change committed"
         );
-        self.actions.push(Action::Durable {
+        core.actions.push(Action::Durable {
             origin: p.origin,
             id: p.id,
             seq: p.seq,
             change: p.change,
         });
-        if p.origin == self.me {
-            self.actions.push(Action::Committed {
+        if p.origin == core.me {
+            core.actions.push(Action::Committed {
                 id: p.id,
                 seq: p.seq,
             });
         } else {
-            self.send(
+            core.send(
                 p.origin,
                 Body::GumCommitted {
                     id: p.id,
@@ -1100,14 +786,15 @@ impl Node {
     }
 
     /// Whether `from` is our settled owner at `epoch`.
-    fn maj_from_owner(&self, from: NodeId, epoch: u64) -> bool {
-        matches!(&self.phase, Phase::Member(ms)
+    fn is_from_owner(&self, core: &Core, from: NodeId, epoch: u64) -> bool {
+        matches!(&core.phase, Phase::Member(ms)
             if ms.regroup.is_none() && ms.view.owner == Some(from) && ms.view.epoch == epoch)
-            && self.maj_ready()
+            && self.ready
     }
 
-    fn maj_on_replicate(
+    fn on_replicate(
         &mut self,
+        core: &mut Core,
         from: NodeId,
         epoch: u64,
         prev: (u64, u64),
@@ -1116,22 +803,22 @@ impl Node {
     ) {
         // `epoch` is the change's: the owner may have installed newer views
         // of its own (joins) since it logged it.
-        let ours = matches!(&self.phase, Phase::Member(ms)
+        let ours = matches!(&core.phase, Phase::Member(ms)
             if ms.regroup.is_none() && ms.view.owner == Some(from) && epoch <= ms.view.epoch);
-        if !ours || !self.maj_ready() {
+        if !ours || !self.ready {
             return;
         }
-        let here = (self.maj().tag, self.db.seq);
+        let here = (self.tag, core.db.seq);
         if here == (epoch, seq) {
             // A resend of what we hold: acknowledge again if it is on the
             // disk (otherwise the pending write acknowledges it).
-            if self.maj().queue.is_empty() && self.maj().in_flight.is_none() {
-                self.send(from, Body::ReplicateAck { epoch, seq });
+            if self.queue.is_empty() && self.in_flight.is_none() {
+                core.send(from, Body::ReplicateAck { epoch, seq });
             }
             return;
         }
         if here != prev {
-            self.send(from, Body::SyncRequest);
+            core.send(from, Body::SyncRequest);
             return;
         }
         let done = LocalDone::Ack {
@@ -1139,47 +826,435 @@ impl Node {
             epoch,
             seq,
         };
-        let view_epoch = self.view().map_or(0, |v| v.epoch);
-        self.maj_mut().taken = Some((from, view_epoch, seq));
-        if let Err(e) = self.maj_log_change(seq, epoch, &change, done) {
-            tracing::warn!(node = self.me, seq, error = %e, "cannot take a replicated change: asking for the owner's replica");
-            self.send(from, Body::SyncRequest);
+        let view_epoch = core.view().map_or(0, |v| v.epoch);
+        self.taken = Some((from, view_epoch, seq));
+        if let Err(e) = self.log_change(core, seq, epoch, &change, done) {
+            tracing::warn!(node = core.me, seq, error = %e, "cannot take a replicated change: asking for the owner's replica");
+            core.send(from, Body::SyncRequest);
         }
     }
 
-    pub(super) fn maj_on_sync_request(&mut self, from: NodeId) {
-        let owner = matches!(&self.phase, Phase::Member(ms)
-            if ms.regroup.is_none() && ms.view.owner == Some(self.me) && ms.view.contains(from));
-        if !owner || !self.maj_ready() {
-            return;
-        }
-        let epoch = self.view().map_or(0, |v| v.epoch);
-        // The owner's replica as it is on its disk (a pending change is
-        // applied only once logged here).
-        let replica = Replica {
-            tag: self.maj().tag,
-            db: self.db.clone(),
-            max_epoch: self.max_epoch,
-        };
-        self.send(from, Body::ReplicaSync { epoch, replica });
-        self.maj_replicate_pending(Some(from));
-    }
-
-    fn maj_on_replica_sync(&mut self, from: NodeId, epoch: u64, replica: Replica) {
-        if !self.maj_from_owner(from, epoch) {
+    fn on_replica_sync(&mut self, core: &mut Core, from: NodeId, epoch: u64, replica: Replica) {
+        if !self.is_from_owner(core, from, epoch) {
             return;
         }
         let seq = replica.db.seq;
-        if matches!(self.maj().taken, Some((o, e, s)) if o == from && e == epoch && s > seq) {
+        if matches!(self.taken, Some((o, e, s)) if o == from && e == epoch && s > seq) {
             return;
         }
-        self.maj_mut().taken = Some((from, epoch, seq));
+        self.taken = Some((from, epoch, seq));
         let done = LocalDone::Ack {
             owner: from,
             epoch,
             seq,
         };
-        self.maj_adopt_replica(replica, Some(done));
+        self.adopt_replica(core, replica, Some(done));
+    }
+}
+
+impl QuorumModel for Majority {
+    /// Acts as owner: settled owner of the view with a majority of live
+    /// votes and a recovered replica.
+    fn acting(&self, core: &Core, now: Duration) -> bool {
+        match &core.phase {
+            Phase::Member(ms) if ms.regroup.is_none() && ms.view.owner == Some(core.me) => {
+                self.ready && Votes::of(&core.cfg).has_quorum(self.live_votes(core, now))
+            }
+            _ => false,
+        }
+    }
+
+    fn holds_lock(&self, _core: &Core) -> bool {
+        self.ready
+    }
+
+    fn awaits_replica(&self) -> bool {
+        !self.ready
+    }
+
+    /// Deadlines of the majority model: vote expiry, promise expiry, the
+    /// witness arbiter.
+    fn next_deadlines(&self, _core: &Core, now: Duration) -> Vec<Duration> {
+        let mut d: Vec<Duration> = self
+            .acks
+            .values()
+            .map(|&t| t + self.lease)
+            .filter(|&t| t > now)
+            .collect();
+        if let Some((_, t)) = self.last_ack {
+            if t + self.lease > now {
+                d.push(t + self.lease);
+            }
+        }
+        if let Some(w) = &self.witness {
+            d.extend(w.next_deadline(now));
+        }
+        d
+    }
+
+    /// A majority may lie outside the old view (forming, healing).
+    fn reaches_beyond_view(&self) -> bool {
+        true
+    }
+
+    fn tells_stale_members(&self, core: &Core, now: Duration) -> bool {
+        self.is_acting_owner(core, now)
+    }
+
+    /// An owner without a majority regroups with every node, the joiner
+    /// included (it takes part from Joining).
+    fn admits_only_by_regroup(&self, core: &Core, now: Duration) -> bool {
+        !self.is_acting_owner(core, now)
+    }
+
+    fn log_ready(&self) -> bool {
+        true
+    }
+
+    fn install_epoch(&self, core: &Core, above: u64) -> u64 {
+        next_epoch(above, core.me)
+    }
+
+    fn owner_may_install(&self, core: &Core, now: Duration) -> bool {
+        self.is_acting_owner(core, now)
+    }
+
+    /// This node's replica, for regroup messages.
+    fn replica(&self, core: &Core) -> Option<Replica> {
+        self.ready.then(|| Replica {
+            tag: self.tag,
+            db: core.db.clone(),
+            max_epoch: core.max_epoch,
+        })
+    }
+
+    fn tick(&mut self, core: &mut Core, now: Duration) {
+        if !self.ready && self.loading.is_none() {
+            let cfg = core.log_config();
+            let op = core.issue_on(
+                OpKind::Local,
+                DiskId::Local,
+                DiskOp::Read {
+                    offset: cfg.region_offset,
+                    len: cfg.region_len as usize,
+                },
+            );
+            self.loading = Some(op);
+        }
+        let outs = match &mut self.witness {
+            Some(w) => w.tick(now),
+            None => vec![],
+        };
+        self.on_witness(core, now, outs);
+        self.witness_duty(core, now);
+        self.update(core, now);
+    }
+
+    /// Nobody admitted us: regroup with every configured node.
+    fn form(&mut self, core: &mut Core, now: Duration) {
+        tracing::info!(
+            node = core.me,
+            "no member answered: regrouping with every node to form a majority"
+        );
+        self.enter_pseudo_view(core, now);
+        self.start_regroup(core, now, core.max_epoch + 1);
+    }
+
+    /// The owner's heartbeats are its requests for votes; it resends what
+    /// members lack with them.
+    fn heartbeat_due(&mut self, core: &mut Core, now: Duration, view: &View) {
+        if view.owner == Some(core.me) {
+            self.probe_sent(core.hb_seq, now);
+            self.resend(core);
+        }
+    }
+
+    /// Majority: the quorum deadline passed.
+    fn quorum_deadline(&mut self, core: &mut Core, now: Duration) {
+        let Phase::Member(ms) = &core.phase else {
+            return;
+        };
+        match ms.view.owner {
+            Some(o) if o != core.me => {}
+            Some(_) if self.acting(core, now) => {}
+            _ => {
+                let votes = self.live_votes(core, now);
+                let need = Votes::of(&core.cfg).needed();
+                return self.stop(
+                    core,
+                    format!("no majority: {votes} of {need} votes after the regroup"),
+                );
+            }
+        }
+        if let Phase::Member(ms) = &mut core.phase {
+            ms.quorum_deadline = None;
+        }
+    }
+
+    /// The coordinator's end of collection under the majority model.
+    fn end_collection(
+        &mut self,
+        core: &mut Core,
+        now: Duration,
+        epoch: u64,
+        seen: BTreeMap<NodeId, bool>,
+    ) {
+        let mut direct = self.replicas.clone();
+        if let Some(r) = self.replica(core) {
+            direct.insert(core.me, r);
+        }
+        let need = Votes::of(&core.cfg).needed();
+        let nodes = direct.len();
+        let witness = self.witness.is_some();
+        let holds_witness = self
+            .witness
+            .as_ref()
+            .is_some_and(|w| w.is_acting_owner(now));
+        let votes = nodes + usize::from(witness);
+        if !self.ready || votes < need {
+            tracing::warn!(
+                node = core.me,
+                epoch,
+                heard = ?direct.keys().collect::<Vec<_>>(),
+                votes = nodes + usize::from(holds_witness),
+                need,
+                "regroup without a majority: no view installed"
+            );
+            self.no_quorum(core, now);
+            return;
+        }
+        let best = direct
+            .values()
+            .max_by_key(|r| r.position())
+            .cloned()
+            .expect("self is a participant");
+        let top_tag = direct
+            .values()
+            .map(|r| r.tag.max(r.max_epoch))
+            .max()
+            .unwrap_or(0);
+        let above = epoch.max(core.max_epoch).max(top_tag);
+        let rg_epoch = epoch;
+        let epoch = next_epoch(above, core.me);
+        let paused = core.paused_among(seen.keys());
+        let view = View {
+            epoch,
+            members: seen.keys().copied().collect(),
+            owner: Some(core.me),
+            paused,
+        };
+        tracing::info!(
+            node = core.me,
+            epoch,
+            members = ?view.members,
+            node_votes = nodes,
+            need,
+            adopted = ?best.position(),
+            "regroup installs view as owner (majority)"
+        );
+        core.send_install(seen.keys().copied(), &view, Some((rg_epoch, best.clone())));
+        core.max_epoch = core.max_epoch.max(epoch);
+        self.adopt_replica(core, best, None);
+        self.adopt_view(core, now, view);
+        let deadline = now + self.quorum_timeout(core);
+        if let Phase::Member(ms) = &mut core.phase {
+            ms.quorum_deadline = Some(deadline);
+        }
+        self.witness_duty(core, now);
+        self.update(core, now);
+    }
+
+    /// A newer view that includes this node was installed, with the
+    /// coordinator's chosen replica if a regroup installed it.
+    fn on_install(
+        &mut self,
+        core: &mut Core,
+        now: Duration,
+        view: View,
+        replica: Option<(u64, Replica)>,
+    ) {
+        // A regroup's install counts only for who is still in that
+        // regroup: the coordinator compared the replicas reported in
+        // it, and a node that has moved on since (and maybe logged
+        // changes committed elsewhere) must not take an older replica
+        // (sim seed 947: a resumed node coordinated with stale regroup
+        // messages).
+        if let Some((rg_epoch, r)) = replica {
+            let in_it = matches!(&core.phase, Phase::Member(m)
+                if m.regroup.as_ref().is_some_and(|rg| rg.epoch == rg_epoch));
+            if !in_it {
+                return;
+            }
+            self.adopt_replica(core, r, None);
+        }
+        self.adopt_view(core, now, view);
+    }
+
+    /// A heartbeat from `from`: acknowledge it if `from` is our owner.
+    fn on_heartbeat(
+        &mut self,
+        core: &mut Core,
+        now: Duration,
+        net: Net,
+        from: NodeId,
+        seq: u64,
+        epoch: u64,
+    ) {
+        let ok = matches!(&core.phase, Phase::Member(ms)
+            if ms.regroup.is_none() && ms.view.owner == Some(from) && ms.view.epoch == epoch);
+        if !ok || !self.ready || !self.may_vote_for(from, now) {
+            return;
+        }
+        if self.persisted_epoch < epoch {
+            // Vote in this view only once its epoch is on our disk.
+            self.persist_epoch(core);
+            return;
+        }
+        self.last_ack = Some((from, now));
+        core.send_on(from, net, Body::LeaseAck { epoch, seq });
+    }
+
+    /// Nodes form together, by regroup: a node still asking to join takes
+    /// part.
+    fn regroup_heard_while_joining(&mut self, core: &mut Core, now: Duration) {
+        if self.ready {
+            self.enter_pseudo_view(core, now);
+        }
+    }
+
+    fn heard_replica(&mut self, from: NodeId, r: Replica) {
+        self.replicas.insert(from, r);
+    }
+
+    /// The owner sends its tagged replica on our SyncRequest, which needs
+    /// our own replica recovered first.
+    fn take_join_db(&mut self, _core: &mut Core, _db: DbSnapshot) -> bool {
+        self.ready
+    }
+
+    /// The locker left: regroup for a new one.
+    fn owner_left(&mut self, core: &mut Core, now: Duration, view: &View, _owner: NodeId) {
+        self.start_regroup(core, now, view.epoch.max(core.max_epoch) + 1);
+    }
+
+    fn pump_gum(&mut self, core: &mut Core, now: Duration) {
+        if core.is_stopped() || self.pending.is_some() || !self.acting(core, now) {
+            return;
+        }
+        // One change at a time: the next waits until this one is durable.
+        if let Some((origin, id, change)) = core.next_valid_gum() {
+            let epoch = core.view().map_or(0, |v| v.epoch);
+            let prev = (self.tag, core.db.seq);
+            let seq = core.db.seq + 1;
+            self.pending = Some(Pending {
+                epoch,
+                prev,
+                seq,
+                change: change.clone(),
+                origin,
+                id,
+                logged: false,
+                acked: BTreeSet::new(),
+            });
+            let done = LocalDone::OwnerEntry {
+                epoch,
+                seq,
+                change: change.clone(),
+                generation: self.generation,
+            };
+            if let Err(e) = self.log_change(core, seq, epoch, &change, done) {
+                self.stop(core, format!("local quorum log append: {e}"));
+            }
+        }
+    }
+
+    /// Members take the owner's tagged replica instead.
+    fn on_db_sync(&mut self, _core: &mut Core, _from: NodeId, _db: DbSnapshot) {}
+
+    fn on_sync_request(&mut self, core: &mut Core, from: NodeId) {
+        let owner = matches!(&core.phase, Phase::Member(ms)
+            if ms.regroup.is_none() && ms.view.owner == Some(core.me) && ms.view.contains(from));
+        if !owner || !self.ready {
+            return;
+        }
+        let epoch = core.view().map_or(0, |v| v.epoch);
+        // The owner's replica as it is on its disk (a pending change is
+        // applied only once logged here).
+        let replica = Replica {
+            tag: self.tag,
+            db: core.db.clone(),
+            max_epoch: core.max_epoch,
+        };
+        core.send(from, Body::ReplicaSync { epoch, replica });
+        self.replicate_pending(core, Some(from));
+    }
+
+    /// A message of the majority model's votes and replication arrived
+    /// from `from`; the other bodies are the common protocol's.
+    fn step(&mut self, core: &mut Core, now: Duration, from: NodeId, body: Body) {
+        match body {
+            Body::LeaseAck { seq, .. } => self.on_lease_ack(core, now, from, seq),
+            Body::Replicate {
+                epoch,
+                prev,
+                seq,
+                change,
+                ..
+            } => self.on_replicate(core, from, epoch, prev, seq, change),
+            Body::ReplicateAck { epoch, seq } => self.on_replicate_ack(core, now, from, epoch, seq),
+            Body::ReplicaSync { epoch, replica } => {
+                self.on_replica_sync(core, from, epoch, replica)
+            }
+            _ => {}
+        }
+    }
+
+    fn disk_done(
+        &mut self,
+        core: &mut Core,
+        now: Duration,
+        kind: OpKind,
+        id: u64,
+        result: DiskResult,
+    ) {
+        match kind {
+            OpKind::Local => self.on_local_done(core, now, id, result),
+            OpKind::Witness => {
+                let outs = match self.witness.as_mut() {
+                    Some(w) => w.on_result(now, result),
+                    None => vec![],
+                };
+                self.on_witness(core, now, outs);
+            }
+            // The disk models' operations: never issued here.
+            OpKind::Arbiter | OpKind::Log | OpKind::Release => {}
+        }
+    }
+
+    fn release(&mut self, core: &mut Core) {
+        if let Some(op) = self.witness.as_mut().and_then(|w| w.release()) {
+            core.issue_on(OpKind::Release, DiskId::Witness, op);
+        }
+    }
+
+    /// Regroup starts: the owner's change in progress is abandoned (it is
+    /// not durable; the regroup decides whether it survives).
+    fn regroup_started(&mut self) {
+        self.pending = None;
+        self.replicas.clear();
+        self.acks.clear();
+        self.member_seq.clear();
+    }
+
+    fn adopted_view(&mut self, core: &mut Core, now: Duration, _view: &View) {
+        self.persist_epoch(core);
+        self.update(core, now);
+    }
+
+    fn stopped(&mut self, core: &mut Core) {
+        if self.witness.is_some() {
+            self.witness = Some(Arbiter::witness(core.cfg.timing, pr_key(core.me)));
+        }
     }
 }
 

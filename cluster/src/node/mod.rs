@@ -46,7 +46,7 @@ use crate::db::{Change, DbSnapshot, LogEntry};
 use crate::log_manager::{self, LogConfig};
 use crate::message::{Body, Envelope, JoinRefusal, Net, View};
 use crate::node_manager::{Detector, Liveness};
-use quorum::Quorum;
+use quorum::{Quorum, QuorumModel};
 use replay::{PeerLife, Replay, ReplayLog, ReplayWindow};
 
 /// Why a node cannot be built from a cluster file.
@@ -137,9 +137,11 @@ enum OpKind {
     Witness,
 }
 
-/// One cluster node.
+/// Everything of a node but its quorum model: configuration, phase,
+/// database, the peers and their replay windows, the failure detector and
+/// the actions collected. The model ([`QuorumModel`]) works on it.
 #[derive(Debug)]
-pub struct Node {
+struct Core {
     cfg: Arc<ClusterConfig>,
     me: NodeId,
     incarnation: u64,
@@ -168,6 +170,13 @@ pub struct Node {
     replays: ReplayLog,
     holding: bool,
     actions: Vec<Action>,
+}
+
+/// One cluster node: the common protocol in [`Core`], and the quorum model
+/// it delegates to wherever the models differ.
+#[derive(Debug)]
+pub struct Node {
+    core: Core,
     /// The quorum model and its state.
     quorum: Quorum,
 }
@@ -192,7 +201,7 @@ impl Node {
         let timing = cfg.timing;
         let quorum = Quorum::new(&cfg, me, now);
         let form_at = now + timing.heartbeat * (6 + 2 * u32::from(me));
-        Ok(Node {
+        let core = Core {
             arbiter: Arbiter::new(&cfg.quorum, timing, pr_key(me)),
             detector: Detector::new(timing),
             cfg,
@@ -218,104 +227,80 @@ impl Node {
             replays: ReplayLog::default(),
             holding: false,
             actions: Vec::new(),
-            quorum,
-        })
+        };
+        Ok(Node { core, quorum })
     }
 
     // ----- observation -------------------------------------------------
 
     pub fn id(&self) -> NodeId {
-        self.me
+        self.core.me
     }
 
     pub fn phase(&self) -> &Phase {
-        &self.phase
+        &self.core.phase
     }
 
     /// The current view, if a member.
     pub fn view(&self) -> Option<&View> {
-        match &self.phase {
-            Phase::Member(m) => Some(&m.view),
-            _ => None,
-        }
+        self.core.view()
     }
 
     pub fn db(&self) -> &DbSnapshot {
-        &self.db
+        &self.core.db
     }
 
     pub fn arbiter(&self) -> &Arbiter {
-        &self.arbiter
+        &self.core.arbiter
     }
 
     /// Authenticated messages refused as replays since this node started
     /// (`replay`).
     pub fn replays_refused(&self) -> u64 {
-        self.replays.total()
+        self.core.replays.total()
     }
 
     /// Acts as quorum owner now: holds the disk, online, lease valid
     /// (majority: owner of its view with a majority of live votes).
     pub fn is_acting_owner(&self, now: Duration) -> bool {
-        !self.is_stopped()
-            && match &self.quorum {
-                Quorum::Majority(_) => self.maj_acting(now),
-                Quorum::Disk(_) => self.arbiter.is_acting_owner(now),
-            }
+        self.quorum.model().is_acting_owner(&self.core, now)
     }
 
     /// Shared-disk writes are held (regroup, or no quorum owner yet).
     pub fn writes_held(&self) -> bool {
-        self.holding
+        self.core.holding
     }
 
     pub fn is_stopped(&self) -> bool {
-        matches!(self.phase, Phase::Stopped(_))
+        self.core.is_stopped()
     }
 
     /// Whether the node is a settled member (no regroup, owner known).
     pub fn is_settled_member(&self) -> bool {
-        matches!(&self.phase, Phase::Member(m) if m.regroup.is_none() && m.view.owner.is_some())
-    }
-
-    /// The nodes of the current view's paused set that are among `seen`
-    /// (a regroup keeps a pause only for nodes that take part).
-    pub(crate) fn paused_among<'a>(
-        &self,
-        seen: impl IntoIterator<Item = &'a NodeId>,
-    ) -> Vec<NodeId> {
-        let Some(v) = self.view() else {
-            return Vec::new();
-        };
-        let seen: BTreeSet<NodeId> = seen.into_iter().copied().collect();
-        v.paused
-            .iter()
-            .copied()
-            .filter(|p| seen.contains(p))
-            .collect()
+        matches!(&self.core.phase, Phase::Member(m) if m.regroup.is_none() && m.view.owner.is_some())
     }
 
     /// Takes the actions collected so far.
     pub fn take_actions(&mut self) -> Vec<Action> {
-        std::mem::take(&mut self.actions)
+        std::mem::take(&mut self.core.actions)
     }
 
     /// When `tick` should be called next (`now`: the time of the last
     /// input).
     pub fn next_deadline(&self, now: Duration) -> Option<Duration> {
         let mut d: Vec<Duration> = Vec::new();
-        match &self.phase {
+        match &self.core.phase {
             Phase::Stopped(_) => return None,
             // Majority: nothing to do before the local replica is read.
-            Phase::Joining { .. } if self.quorum.awaits_replica() => {}
+            Phase::Joining { .. } if self.quorum.model().awaits_replica() => {}
             Phase::Joining { form_at, next_ask } => {
                 d.push(*form_at);
                 d.push(*next_ask);
             }
             Phase::Forming => {}
             Phase::Member(m) => {
-                d.push(self.next_heartbeat);
-                d.extend(self.detector.next_deadline());
+                d.push(self.core.next_heartbeat);
+                d.extend(self.core.detector.next_deadline());
                 if let Some(q) = m.quorum_deadline {
                     d.push(q);
                 }
@@ -335,11 +320,684 @@ impl Node {
                 }
             }
         }
-        match &self.quorum {
-            Quorum::Majority(m) => d.extend(m.next_deadline(now)),
-            Quorum::Disk(_) => d.extend(self.arbiter.next_deadline(now)),
-        }
+        d.extend(self.quorum.model().next_deadlines(&self.core, now));
         d.into_iter().min()
+    }
+
+    /// The model and the core, to call the model with.
+    fn parts(&mut self) -> (&mut dyn QuorumModel, &mut Core) {
+        (self.quorum.model_mut(), &mut self.core)
+    }
+
+    fn stop(&mut self, reason: impl Into<String>) {
+        let (q, core) = self.parts();
+        q.stop(core, reason.into());
+    }
+
+    fn start_regroup(&mut self, now: Duration, epoch: u64) {
+        let (q, core) = self.parts();
+        q.start_regroup(core, now, epoch);
+    }
+
+    fn adopt_view(&mut self, now: Duration, view: View) {
+        let (q, core) = self.parts();
+        q.adopt_view(core, now, view);
+    }
+
+    fn install_as_owner(&mut self, now: Duration, view: View) {
+        let (q, core) = self.parts();
+        q.install_as_owner(core, now, view);
+    }
+
+    fn is_locker(&self) -> bool {
+        self.quorum.model().is_locker(&self.core)
+    }
+
+    /// The locker takes the next queued change, as its quorum model
+    /// commits changes.
+    fn pump_gum(&mut self, now: Duration) {
+        let (q, core) = self.parts();
+        q.pump_gum(core, now);
+    }
+
+    // ----- inputs ------------------------------------------------------
+
+    /// Time passes.
+    pub fn tick(&mut self, now: Duration) {
+        if self.core.is_stopped() {
+            return;
+        }
+        // A jump longer than the detection time means this process did not
+        // run (paused): its view of the peers is stale, not theirs of it.
+        if let Some(last) = self.core.last_tick {
+            if now.saturating_sub(last) >= self.core.cfg.timing.detection() {
+                self.core.detector.reset(now);
+            }
+        }
+        self.core.last_tick = Some(now);
+        let (q, core) = self.parts();
+        q.tick(core, now);
+        if self.core.is_stopped() {
+            return;
+        }
+        match self.core.phase.clone() {
+            Phase::Joining { form_at, next_ask } => {
+                if self.quorum.model().awaits_replica() {
+                    // Nothing to offer or compare before the local
+                    // replica is recovered.
+                } else if now >= form_at {
+                    let (q, core) = self.parts();
+                    q.form(core, now);
+                } else if now >= next_ask {
+                    for n in self.core.all_others() {
+                        self.core.send(n, Body::JoinRequest);
+                    }
+                    self.core.phase = Phase::Joining {
+                        form_at,
+                        next_ask: now + self.core.cfg.timing.heartbeat * 2,
+                    };
+                }
+            }
+            Phase::Forming | Phase::Stopped(_) => {}
+            Phase::Member(m) => self.tick_member(now, m),
+        }
+        self.pump_gum(now);
+    }
+
+    fn tick_member(&mut self, now: Duration, m: Membership) {
+        let hb = self.core.cfg.timing.heartbeat;
+        if now >= self.core.next_heartbeat {
+            self.core.hb_seq += 1;
+            let (q, core) = self.parts();
+            q.heartbeat_due(core, now, &m.view);
+            let view = Some((m.view.epoch, m.view.members.clone()));
+            for n in self.core.others() {
+                for net in Net::ALL {
+                    self.core.send_on(
+                        n,
+                        net,
+                        Body::Heartbeat {
+                            seq: self.core.hb_seq,
+                            view: view.clone(),
+                        },
+                    );
+                }
+            }
+            self.core.next_heartbeat = now + hb;
+        }
+        for ev in self.core.detector.tick(now) {
+            match ev {
+                Liveness::Suspect { peer } => {
+                    tracing::info!(node = self.core.me, peer, "peer silent on all networks");
+                    if m.regroup.is_none() {
+                        self.start_regroup(now, m.view.epoch.max(self.core.max_epoch) + 1);
+                    }
+                }
+                Liveness::NetworkWarning { peer, net } => {
+                    tracing::warn!(
+                        node = self.core.me,
+                        peer,
+                        ?net,
+                        "missed heartbeats on one network"
+                    );
+                }
+                Liveness::NetworkRecovered { .. } => {}
+            }
+        }
+        let Phase::Member(m) = self.core.phase.clone() else {
+            return;
+        };
+        if m.quorum_deadline.is_some_and(|q| now >= q) {
+            let (q, core) = self.parts();
+            q.quorum_deadline(core, now);
+            if self.core.is_stopped() {
+                return;
+            }
+        }
+        if let Some(rg) = m.regroup {
+            match rg.stage {
+                RegroupStage::Collect { until, resend } => {
+                    if now >= until {
+                        self.end_collection(now, rg.epoch, rg.seen.clone());
+                    } else if now >= resend {
+                        self.quorum
+                            .model()
+                            .announce_regroup(&mut self.core, &m.view, &rg);
+                        if let Phase::Member(mm) = &mut self.core.phase {
+                            if let Some(r) = &mut mm.regroup {
+                                r.stage = RegroupStage::Collect {
+                                    until,
+                                    resend: now + hb,
+                                };
+                            }
+                        }
+                    }
+                }
+                RegroupStage::AwaitInstall { until } => {
+                    if now >= until {
+                        self.start_regroup(now, rg.epoch.max(self.core.max_epoch) + 1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// An authenticated message arrived on `net`.
+    pub fn step(&mut self, now: Duration, net: Net, env: Envelope) {
+        if self.core.is_stopped() || env.to != self.core.me || env.from == self.core.me {
+            return;
+        }
+        let from = env.from;
+        if let Err(why) = self.core.check_fresh(&env) {
+            self.core
+                .replays
+                .refused(now, self.core.me, from, env.seq, why);
+            return;
+        }
+        self.core
+            .peers
+            .entry(from)
+            .or_insert(PeerLife {
+                incarnation: env.incarnation,
+                window: ReplayWindow::default(),
+            })
+            .accept(env.incarnation, env.seq);
+        // A join request comes from a fresh incarnation: whatever that node
+        // was in our view, that instance is gone, so it is no sign of life.
+        if env.body != Body::JoinRequest {
+            self.core.detector.heard(from, net, now);
+        }
+        match env.body {
+            Body::Heartbeat { view, seq } => {
+                // Majority: a heartbeat is also the owner's request for a
+                // vote (a lease acknowledgement).
+                if let Some((epoch, _)) = &view {
+                    let epoch = *epoch;
+                    let (q, core) = self.parts();
+                    q.on_heartbeat(core, now, net, from, seq, epoch);
+                }
+                self.on_heartbeat(now, from, view)
+            }
+            Body::Regroup {
+                epoch,
+                seen,
+                holds_quorum,
+                replica,
+            } => {
+                if matches!(self.core.phase, Phase::Joining { .. }) {
+                    let (q, core) = self.parts();
+                    q.regroup_heard_while_joining(core, now);
+                }
+                self.on_regroup(now, from, epoch, &seen, holds_quorum, replica)
+            }
+            Body::Install { view, replica } => self.on_install(now, from, view, replica),
+            Body::JoinRequest => self.on_join_request(now, from),
+            Body::JoinAccept { view, db } => self.on_join_accept(now, view, db),
+            Body::JoinRefuse { .. } => {
+                // A cluster exists: keep asking rather than form alone.
+                if let Phase::Joining { next_ask, .. } = self.core.phase {
+                    self.core.phase = Phase::Joining {
+                        form_at: now
+                            + self.core.cfg.timing.heartbeat * (6 + 2 * u32::from(self.core.me)),
+                        next_ask,
+                    };
+                }
+            }
+            Body::Exit => self.on_exit(now, from),
+            Body::GumRequest { id, change } => {
+                if self.is_locker() && self.core.gum_seen.insert((from, env.incarnation, id)) {
+                    self.core.gum_queue.push_back((from, id, change));
+                }
+            }
+            Body::GumApply {
+                seq,
+                change,
+                origin,
+            } => self.on_gum_apply(now, from, seq, change, origin),
+            Body::GumNack { seq, reason } => {
+                if self.is_locker() {
+                    tracing::warn!(node = self.core.me, peer = from, seq, %reason, "member failed an update: evicting");
+                    self.evict(now, from);
+                }
+            }
+            Body::GumReject { id, reason } => {
+                self.core.actions.push(Action::Rejected { id, reason });
+            }
+            Body::DbSync { db } => {
+                let (q, core) = self.parts();
+                q.on_db_sync(core, from, db);
+            }
+            Body::SyncRequest => {
+                let (q, core) = self.parts();
+                q.on_sync_request(core, from);
+            }
+            Body::Evict => {
+                if self.core.view().is_some_and(|v| v.owner == Some(from)) {
+                    self.stop("evicted by the cluster");
+                }
+            }
+            body @ (Body::LeaseAck { .. }
+            | Body::Replicate { .. }
+            | Body::ReplicateAck { .. }
+            | Body::ReplicaSync { .. }) => {
+                // The majority model's votes and replication: a disk-model
+                // node neither sends nor takes part in them.
+                let (q, core) = self.parts();
+                q.step(core, now, from, body);
+            }
+            Body::GumCommitted { id, seq } => {
+                if self.core.view().is_some_and(|v| v.owner == Some(from)) {
+                    self.core.actions.push(Action::Committed { id, seq });
+                }
+            }
+        }
+        self.pump_gum(now);
+    }
+
+    /// A disk operation finished.
+    pub fn disk_done(&mut self, now: Duration, id: u64, result: DiskResult) {
+        let Some(kind) = self.core.ops.remove(&id) else {
+            return;
+        };
+        if self.core.is_stopped() {
+            return;
+        }
+        if kind != OpKind::Release {
+            let (q, core) = self.parts();
+            q.disk_done(core, now, kind, id, result);
+        }
+        self.pump_gum(now);
+    }
+
+    /// Proposes a database change; returns the request id, or None when
+    /// this node cannot take updates now (not a member, no locker).
+    pub fn propose(&mut self, now: Duration, change: Change) -> Option<u64> {
+        let owner = self.core.view()?.owner?;
+        let id = self.core.next_request;
+        self.core.next_request += 1;
+        if owner == self.core.me {
+            self.core.gum_queue.push_back((self.core.me, id, change));
+            self.pump_gum(now);
+        } else {
+            self.core.send(owner, Body::GumRequest { id, change });
+        }
+        Some(id)
+    }
+
+    /// Clean stop: release the quorum if held, announce exit.
+    pub fn shutdown(&mut self, _now: Duration) {
+        if self.core.is_stopped() {
+            return;
+        }
+        let others = self.core.others();
+        if let Some(op) = self.core.arbiter.release() {
+            self.core.issue(OpKind::Release, op);
+        }
+        let (q, core) = self.parts();
+        q.release(core);
+        for n in others {
+            self.core.send(n, Body::Exit);
+        }
+        self.stop("shut down");
+    }
+
+    /// Administrator: evict `node` (only the locker acts on it).
+    pub fn evict(&mut self, now: Duration, node: NodeId) {
+        if !self.is_locker() || node == self.core.me {
+            return;
+        }
+        let Some(v) = self.core.view().cloned() else {
+            return;
+        };
+        if !v.contains(node) {
+            return;
+        }
+        self.core.send(node, Body::Evict);
+        let mut nv = v.clone();
+        nv.members.retain(|&n| n != node);
+        nv.paused.retain(|&n| n != node);
+        self.install_as_owner(now, nv);
+    }
+
+    /// Administrator: pause or resume `node` (only the locker acts on it).
+    pub fn set_paused(&mut self, now: Duration, node: NodeId, paused: bool) {
+        if !self.is_locker() {
+            return;
+        }
+        let Some(mut v) = self.core.view().cloned() else {
+            return;
+        };
+        if !v.contains(node) || v.paused.contains(&node) == paused {
+            return;
+        }
+        if paused {
+            v.paused.push(node);
+            v.paused.sort();
+        } else {
+            v.paused.retain(|&n| n != node);
+        }
+        self.install_as_owner(now, v);
+    }
+
+    fn end_collection(&mut self, now: Duration, epoch: u64, seen: BTreeMap<NodeId, bool>) {
+        let coordinator = *seen.keys().next().expect("self is always seen");
+        if coordinator != self.core.me {
+            if let Phase::Member(m) = &mut self.core.phase {
+                if let Some(r) = &mut m.regroup {
+                    r.stage = RegroupStage::AwaitInstall {
+                        until: now + self.core.cfg.timing.heartbeat * 4,
+                    };
+                }
+            }
+            return;
+        }
+        let (q, core) = self.parts();
+        q.end_collection(core, now, epoch, seen);
+    }
+
+    // ----- message handlers -----------------------------------------------
+
+    fn on_heartbeat(&mut self, now: Duration, from: NodeId, their: Option<(u64, Vec<NodeId>)>) {
+        let Some(view) = self.core.view().cloned() else {
+            return;
+        };
+        let Some((epoch, members)) = their else {
+            return;
+        };
+        self.core.max_epoch = self.core.max_epoch.max(epoch);
+        if !view.contains(from) {
+            // A stale node that believes it is still a member: the owner
+            // tells it the current view, which excludes it, so it stops.
+            let may_tell = self.quorum.model().tells_stale_members(&self.core, now);
+            if members.contains(&self.core.me) && view.owner == Some(self.core.me) && may_tell {
+                // An Install at or below the stale node's own epoch would be
+                // ignored: an owner that formed after a restart can be
+                // behind (sim seed 3144: the owner at epoch 1 told a stale
+                // member at epoch 6 about its view, in vain, until the end).
+                // Reinstall ours above it first.
+                let view = if epoch >= view.epoch {
+                    self.install_as_owner(now, view);
+                    self.core.view().cloned().expect("just installed")
+                } else {
+                    view
+                };
+                self.core.send(
+                    from,
+                    Body::Install {
+                        view,
+                        replica: None,
+                    },
+                );
+            }
+            return;
+        }
+        let in_regroup = self.core.in_regroup();
+        if !in_regroup && (epoch != view.epoch || members != view.members) && epoch >= view.epoch {
+            self.start_regroup(now, epoch.max(self.core.max_epoch) + 1);
+        }
+    }
+
+    fn on_regroup(
+        &mut self,
+        now: Duration,
+        from: NodeId,
+        epoch: u64,
+        seen: &[NodeId],
+        holds: bool,
+        replica: Option<crate::db::Replica>,
+    ) {
+        let Some(view) = self.core.view().cloned() else {
+            return;
+        };
+        self.core.max_epoch = self.core.max_epoch.max(epoch);
+        if epoch <= view.epoch && self.quorum.model().reaches_beyond_view() && !view.contains(from)
+        {
+            // Majority: a node outside our view (forming, or back from a
+            // partition) regroups below our epoch. The acting owner takes
+            // it in; it adopts the install and asks for the replica.
+            if self.is_acting_owner(now) {
+                tracing::info!(
+                    node = self.core.me,
+                    joiner = from,
+                    "taking a regrouping node into the view"
+                );
+                let mut nv = view.clone();
+                nv.members.push(from);
+                nv.members.sort();
+                self.install_as_owner(now, nv);
+            }
+            return;
+        }
+        if epoch <= view.epoch {
+            // The sender missed our install: regroup again with it.
+            let in_regroup = self.core.in_regroup();
+            if view.contains(from) && !in_regroup {
+                self.start_regroup(now, self.core.max_epoch + 1);
+            }
+            return;
+        }
+        let current = match &self.core.phase {
+            Phase::Member(m) => m.regroup.as_ref().map(|r| r.epoch),
+            _ => None,
+        };
+        match current {
+            Some(e) if e > epoch => return,
+            Some(e) if e == epoch => {}
+            _ => self.start_regroup(now, epoch),
+        }
+        if let Phase::Member(m) = &mut self.core.phase {
+            if let Some(r) = &mut m.regroup {
+                if r.epoch == epoch {
+                    r.seen.insert(from, holds);
+                    if let Some(rep) = replica {
+                        self.quorum.model_mut().heard_replica(from, rep);
+                    }
+                    // Whom the sender saw is seen too. A node that resumed
+                    // with an old view regroups only with the members of
+                    // that view; without this the coordinator never heard
+                    // of it, installed views without it, and it pulled its
+                    // old peers into a new regroup every round (sim seed
+                    // 3497: regroup still cycling at the end). A node only
+                    // seen through others is not counted as holding the
+                    // quorum: the holder announces that itself.
+                    for &n in seen {
+                        r.seen.entry(n).or_insert(false);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_install(
+        &mut self,
+        now: Duration,
+        from: NodeId,
+        view: View,
+        replica: Option<(u64, crate::db::Replica)>,
+    ) {
+        let Phase::Member(m) = &self.core.phase else {
+            return;
+        };
+        self.core.max_epoch = self.core.max_epoch.max(view.epoch);
+        if view.epoch <= m.view.epoch {
+            return;
+        }
+        if let Some(r) = &m.regroup {
+            if view.epoch < r.epoch {
+                return;
+            }
+        }
+        if !view.contains(self.core.me) {
+            self.stop(format!(
+                "excluded from the cluster by node {from} at epoch {}",
+                view.epoch
+            ));
+            return;
+        }
+        let (q, core) = self.parts();
+        q.on_install(core, now, view, replica);
+    }
+
+    fn on_join_request(&mut self, now: Duration, from: NodeId) {
+        let Some(view) = self.core.view().cloned() else {
+            return;
+        };
+        let regrouping = self.core.in_regroup();
+        if view.owner == Some(from) && !regrouping {
+            // The quorum owner restarted: the cluster has lost its owner.
+            tracing::info!(
+                node = self.core.me,
+                owner = from,
+                "quorum owner restarted: regroup"
+            );
+            self.start_regroup(now, view.epoch.max(self.core.max_epoch) + 1);
+            let reason = JoinRefusal::Busy;
+            self.core.send(from, Body::JoinRefuse { reason });
+            return;
+        }
+        if view.owner != Some(self.core.me) {
+            let reason = if regrouping {
+                JoinRefusal::Busy
+            } else {
+                JoinRefusal::NotOwner { owner: view.owner }
+            };
+            self.core.send(from, Body::JoinRefuse { reason });
+            return;
+        }
+        if !regrouping && self.quorum.model().admits_only_by_regroup(&self.core, now) {
+            // Majority: an owner without a majority regroups with every
+            // node, the joiner included (it takes part from Joining).
+            tracing::info!(
+                node = self.core.me,
+                joiner = from,
+                "owner without a majority: regroup with the joiner"
+            );
+            self.start_regroup(now, view.epoch.max(self.core.max_epoch) + 1);
+            self.core.send(
+                from,
+                Body::JoinRefuse {
+                    reason: JoinRefusal::Busy,
+                },
+            );
+            return;
+        }
+        let log_ready = self.quorum.model().log_ready();
+        if regrouping || !log_ready || !self.is_acting_owner(now) {
+            self.core.send(
+                from,
+                Body::JoinRefuse {
+                    reason: JoinRefusal::Busy,
+                },
+            );
+            return;
+        }
+        let view = if view.contains(from) {
+            view
+        } else {
+            let mut nv = view.clone();
+            nv.members.push(from);
+            nv.members.sort();
+            self.install_as_owner(now, nv);
+            self.core.view().cloned().expect("just installed")
+        };
+        tracing::info!(
+            node = self.core.me,
+            joiner = from,
+            epoch = view.epoch,
+            "admitting joiner"
+        );
+        let db = self.core.db.clone();
+        self.core.send(from, Body::JoinAccept { view, db });
+    }
+
+    fn on_join_accept(&mut self, now: Duration, view: View, db: DbSnapshot) {
+        if !matches!(self.core.phase, Phase::Joining { .. }) || !view.contains(self.core.me) {
+            return;
+        }
+        let (q, core) = self.parts();
+        if !q.take_join_db(core, db) {
+            return;
+        }
+        tracing::info!(node = self.core.me, epoch = view.epoch, "joined");
+        self.adopt_view(now, view);
+    }
+
+    fn on_exit(&mut self, now: Duration, from: NodeId) {
+        let Some(view) = self.core.view().cloned() else {
+            return;
+        };
+        if !view.contains(from) {
+            return;
+        }
+        if view.owner == Some(from) {
+            let (q, core) = self.parts();
+            q.owner_left(core, now, &view, from);
+        } else if view.owner == Some(self.core.me) {
+            let mut nv = view.clone();
+            nv.members.retain(|&n| n != from);
+            nv.paused.retain(|&n| n != from);
+            self.install_as_owner(now, nv);
+        }
+    }
+
+    fn on_gum_apply(
+        &mut self,
+        _now: Duration,
+        from: NodeId,
+        seq: u64,
+        change: Change,
+        origin: Option<(NodeId, u64)>,
+    ) {
+        let Some(view) = self.core.view() else {
+            return;
+        };
+        if view.owner != Some(from) || seq <= self.core.db.seq {
+            return;
+        }
+        let gap = seq > self.core.db.seq + 1;
+        self.core.pending_apply.insert(seq, (change, origin));
+        if gap {
+            self.core.send(from, Body::SyncRequest);
+        }
+        self.core.apply_pending(from);
+    }
+}
+
+impl Core {
+    /// The current view, if a member.
+    fn view(&self) -> Option<&View> {
+        match &self.phase {
+            Phase::Member(m) => Some(&m.view),
+            _ => None,
+        }
+    }
+
+    fn is_stopped(&self) -> bool {
+        matches!(self.phase, Phase::Stopped(_))
+    }
+
+    /// A member with a regroup in progress.
+    fn in_regroup(&self) -> bool {
+        matches!(&self.phase, Phase::Member(m) if m.regroup.is_some())
+    }
+
+    /// Owner of its view.
+    fn is_owner(&self) -> bool {
+        self.view().is_some_and(|v| v.owner == Some(self.me))
+    }
+
+    /// The nodes of the current view's paused set that are among `seen`
+    /// (a regroup keeps a pause only for nodes that take part).
+    fn paused_among<'a>(&self, seen: impl IntoIterator<Item = &'a NodeId>) -> Vec<NodeId> {
+        let Some(v) = self.view() else {
+            return Vec::new();
+        };
+        let seen: BTreeSet<NodeId> = seen.into_iter().copied().collect();
+        v.paused
+            .iter()
+            .copied()
+            .filter(|p| seen.contains(p))
+            .collect()
     }
 
     // ----- plumbing ----------------------------------------------------
@@ -389,512 +1047,38 @@ impl Node {
         });
     }
 
+    /// Issues `op` on the quorum disk.
     fn issue(&mut self, kind: OpKind, op: DiskOp) -> u64 {
+        self.issue_on(kind, DiskId::Quorum, op)
+    }
+
+    fn issue_on(&mut self, kind: OpKind, disk: DiskId, op: DiskOp) -> u64 {
         let id = self.next_op;
         self.next_op += 1;
         self.ops.insert(id, kind);
-        self.actions.push(Action::Disk {
-            id,
-            disk: DiskId::Quorum,
-            op,
-        });
+        self.actions.push(Action::Disk { id, disk, op });
         id
     }
 
-    fn hold_writes(&mut self, hold: bool) {
-        if self.holding != hold {
-            self.holding = hold;
-            self.actions.push(Action::HoldWrites(hold));
-        }
-    }
-
-    fn close_log(&mut self) {
-        if let Some(d) = self.quorum.disk_mut() {
-            d.close();
-        }
-        self.ops.retain(|_, k| *k != OpKind::Log);
-    }
-
-    fn stop(&mut self, reason: impl Into<String>) {
+    /// Stops the cluster service, unless stopped already; whether it
+    /// stopped now (the model then forgets its own state,
+    /// [`QuorumModel::stopped`]).
+    fn stop(&mut self, reason: String) -> bool {
         if self.is_stopped() {
-            return;
+            return false;
         }
-        let reason = reason.into();
         tracing::warn!(node = self.me, %reason, "stopping cluster service");
         self.arbiter = Arbiter::new(&self.cfg.quorum, self.cfg.timing, pr_key(self.me));
-        match &mut self.quorum {
-            Quorum::Majority(m) => {
-                m.witness = m
-                    .witness
-                    .as_ref()
-                    .map(|_| Arbiter::witness(self.cfg.timing, pr_key(self.me)));
-            }
-            Quorum::Disk(d) => d.close(),
-        }
         self.hold_writes(true);
         self.phase = Phase::Stopped(reason.clone());
         self.actions.push(Action::StopClusterService { reason });
+        true
     }
 
-    fn members(&self) -> Vec<NodeId> {
-        self.view().map(|v| v.members.clone()).unwrap_or_default()
-    }
-
-    fn others(&self) -> Vec<NodeId> {
-        self.members()
-            .into_iter()
-            .filter(|&n| n != self.me)
-            .collect()
-    }
-
-    fn all_others(&self) -> Vec<NodeId> {
-        (0..self.cfg.nodes.len() as NodeId)
-            .filter(|&n| n != self.me)
-            .collect()
-    }
-
-    // ----- inputs ------------------------------------------------------
-
-    /// Time passes.
-    pub fn tick(&mut self, now: Duration) {
-        if self.is_stopped() {
-            return;
-        }
-        // A jump longer than the detection time means this process did not
-        // run (paused): its view of the peers is stale, not theirs of it.
-        if let Some(last) = self.last_tick {
-            if now.saturating_sub(last) >= self.cfg.timing.detection() {
-                self.detector.reset(now);
-            }
-        }
-        self.last_tick = Some(now);
-        match self.quorum {
-            Quorum::Majority(_) => self.maj_tick(now),
-            Quorum::Disk(_) => {
-                let outs = self.arbiter.tick(now);
-                self.on_arbiter(now, outs);
-            }
-        }
-        if self.is_stopped() {
-            return;
-        }
-        match self.phase.clone() {
-            Phase::Joining { form_at, next_ask } => {
-                if self.quorum.awaits_replica() {
-                    // Nothing to offer or compare before the local
-                    // replica is recovered.
-                } else if now >= form_at {
-                    match self.quorum {
-                        Quorum::Majority(_) => self.maj_form(now),
-                        Quorum::Disk(_) => self.become_forming(now),
-                    }
-                } else if now >= next_ask {
-                    for n in self.all_others() {
-                        self.send(n, Body::JoinRequest);
-                    }
-                    self.phase = Phase::Joining {
-                        form_at,
-                        next_ask: now + self.cfg.timing.heartbeat * 2,
-                    };
-                }
-            }
-            Phase::Forming | Phase::Stopped(_) => {}
-            Phase::Member(m) => self.tick_member(now, m),
-        }
-        self.pump_gum(now);
-    }
-
-    fn tick_member(&mut self, now: Duration, m: Membership) {
-        let hb = self.cfg.timing.heartbeat;
-        if now >= self.next_heartbeat {
-            self.hb_seq += 1;
-            if matches!(self.quorum, Quorum::Majority(_)) && m.view.owner == Some(self.me) {
-                self.maj_probe_sent(self.hb_seq, now);
-                self.maj_resend();
-            }
-            let view = Some((m.view.epoch, m.view.members.clone()));
-            for n in self.others() {
-                for net in Net::ALL {
-                    self.send_on(
-                        n,
-                        net,
-                        Body::Heartbeat {
-                            seq: self.hb_seq,
-                            view: view.clone(),
-                        },
-                    );
-                }
-            }
-            self.next_heartbeat = now + hb;
-        }
-        for ev in self.detector.tick(now) {
-            match ev {
-                Liveness::Suspect { peer } => {
-                    tracing::info!(node = self.me, peer, "peer silent on all networks");
-                    if m.regroup.is_none() {
-                        self.start_regroup(now, m.view.epoch.max(self.max_epoch) + 1);
-                    }
-                }
-                Liveness::NetworkWarning { peer, net } => {
-                    tracing::warn!(
-                        node = self.me,
-                        peer,
-                        ?net,
-                        "missed heartbeats on one network"
-                    );
-                }
-                Liveness::NetworkRecovered { .. } => {}
-            }
-        }
-        let Phase::Member(m) = self.phase.clone() else {
-            return;
-        };
-        if m.quorum_deadline.is_some_and(|q| now >= q) {
-            match self.quorum {
-                Quorum::Majority(_) => self.maj_quorum_deadline(now),
-                Quorum::Disk(_) => self.disk_quorum_deadline(),
-            }
-            if self.is_stopped() {
-                return;
-            }
-        }
-        if let Some(rg) = m.regroup {
-            match rg.stage {
-                RegroupStage::Collect { until, resend } => {
-                    if now >= until {
-                        self.end_collection(now, rg.epoch, rg.seen.clone());
-                    } else if now >= resend {
-                        self.announce_regroup(&m.view, &rg);
-                        if let Phase::Member(mm) = &mut self.phase {
-                            if let Some(r) = &mut mm.regroup {
-                                r.stage = RegroupStage::Collect {
-                                    until,
-                                    resend: now + hb,
-                                };
-                            }
-                        }
-                    }
-                }
-                RegroupStage::AwaitInstall { until } => {
-                    if now >= until {
-                        self.start_regroup(now, rg.epoch.max(self.max_epoch) + 1);
-                    }
-                }
-            }
-        }
-    }
-
-    /// An authenticated message arrived on `net`.
-    pub fn step(&mut self, now: Duration, net: Net, env: Envelope) {
-        if self.is_stopped() || env.to != self.me || env.from == self.me {
-            return;
-        }
-        let from = env.from;
-        if let Err(why) = self.check_fresh(&env) {
-            self.replays.refused(now, self.me, from, env.seq, why);
-            return;
-        }
-        self.peers
-            .entry(from)
-            .or_insert(PeerLife {
-                incarnation: env.incarnation,
-                window: ReplayWindow::default(),
-            })
-            .accept(env.incarnation, env.seq);
-        // A join request comes from a fresh incarnation: whatever that node
-        // was in our view, that instance is gone, so it is no sign of life.
-        if env.body != Body::JoinRequest {
-            self.detector.heard(from, net, now);
-        }
-        match env.body {
-            Body::Heartbeat { view, seq } => {
-                // Majority: a heartbeat is also the owner's request for a
-                // vote (a lease acknowledgement).
-                if let (Quorum::Majority(_), Some((epoch, _))) = (&self.quorum, &view) {
-                    let epoch = *epoch;
-                    self.maj_on_heartbeat(now, net, from, seq, epoch);
-                }
-                self.on_heartbeat(now, from, view)
-            }
-            Body::Regroup {
-                epoch,
-                seen,
-                holds_quorum,
-                replica,
-            } => {
-                if self.quorum.majority().is_some_and(|m| m.ready)
-                    && matches!(self.phase, Phase::Joining { .. })
-                {
-                    // Majority: nodes form together, by regroup; a node
-                    // still asking to join takes part.
-                    self.maj_enter_pseudo_view(now);
-                }
-                self.on_regroup(now, from, epoch, &seen, holds_quorum, replica)
-            }
-            Body::Install { view, replica } => self.on_install(now, from, view, replica),
-            Body::JoinRequest => self.on_join_request(now, from),
-            Body::JoinAccept { view, db } => self.on_join_accept(now, view, db),
-            Body::JoinRefuse { .. } => {
-                // A cluster exists: keep asking rather than form alone.
-                if let Phase::Joining { next_ask, .. } = self.phase {
-                    self.phase = Phase::Joining {
-                        form_at: now + self.cfg.timing.heartbeat * (6 + 2 * u32::from(self.me)),
-                        next_ask,
-                    };
-                }
-            }
-            Body::Exit => self.on_exit(now, from),
-            Body::GumRequest { id, change } => {
-                if self.is_locker() && self.gum_seen.insert((from, env.incarnation, id)) {
-                    self.gum_queue.push_back((from, id, change));
-                }
-            }
-            Body::GumApply {
-                seq,
-                change,
-                origin,
-            } => self.on_gum_apply(now, from, seq, change, origin),
-            Body::GumNack { seq, reason } => {
-                if self.is_locker() {
-                    tracing::warn!(node = self.me, peer = from, seq, %reason, "member failed an update: evicting");
-                    self.evict(now, from);
-                }
-            }
-            Body::GumReject { id, reason } => {
-                self.actions.push(Action::Rejected { id, reason });
-            }
-            Body::DbSync { db } => match self.quorum {
-                // Majority: members take the owner's tagged replica instead.
-                Quorum::Majority(_) => {}
-                Quorum::Disk(_) => self.on_db_sync(from, db),
-            },
-            Body::SyncRequest => match self.quorum {
-                Quorum::Majority(_) => self.maj_on_sync_request(from),
-                Quorum::Disk(_) => self.disk_on_sync_request(from),
-            },
-            Body::Evict => {
-                if self.view().is_some_and(|v| v.owner == Some(from)) {
-                    self.stop("evicted by the cluster");
-                }
-            }
-            body @ (Body::LeaseAck { .. }
-            | Body::Replicate { .. }
-            | Body::ReplicateAck { .. }
-            | Body::ReplicaSync { .. }) => match self.quorum {
-                Quorum::Majority(_) => self.maj_step(now, from, body),
-                // The majority model's votes and replication: a disk-model
-                // node neither sends nor takes part in them.
-                Quorum::Disk(_) => {}
-            },
-            Body::GumCommitted { id, seq } => {
-                if self.view().is_some_and(|v| v.owner == Some(from)) {
-                    self.actions.push(Action::Committed { id, seq });
-                }
-            }
-        }
-        self.pump_gum(now);
-    }
-
-    /// Whether an authenticated envelope is new: not from an earlier
-    /// incarnation of its sender, not addressed to an earlier life of this
-    /// node, and with a sequence number not accepted before (`replay`).
-    fn check_fresh(&self, env: &Envelope) -> Result<(), Replay> {
-        if env.to_incarnation != 0 && env.to_incarnation != self.incarnation {
-            return Err(Replay::OtherLife {
-                addressed: env.to_incarnation,
-            });
-        }
-        match self.peers.get(&env.from) {
-            Some(p) => p.check(env.incarnation, env.seq),
-            None => ReplayWindow::default().check(env.seq),
-        }
-    }
-
-    /// A disk operation finished.
-    pub fn disk_done(&mut self, now: Duration, id: u64, result: DiskResult) {
-        let Some(kind) = self.ops.remove(&id) else {
-            return;
-        };
-        if self.is_stopped() {
-            return;
-        }
-        match kind {
-            OpKind::Arbiter => {
-                let outs = self.arbiter.on_result(now, result);
-                self.on_arbiter(now, outs);
-            }
-            OpKind::Log => self.on_log_done(now, id, result),
-            OpKind::Release => {}
-            OpKind::Local => self.maj_on_local_done(now, id, result),
-            OpKind::Witness => {
-                let outs = match self.quorum.majority_mut().and_then(|m| m.witness.as_mut()) {
-                    Some(w) => w.on_result(now, result),
-                    None => vec![],
-                };
-                self.maj_on_witness(now, outs);
-            }
-        }
-        self.pump_gum(now);
-    }
-
-    /// Proposes a database change; returns the request id, or None when
-    /// this node cannot take updates now (not a member, no locker).
-    pub fn propose(&mut self, now: Duration, change: Change) -> Option<u64> {
-        let owner = self.view()?.owner?;
-        let id = self.next_request;
-        self.next_request += 1;
-        if owner == self.me {
-            self.gum_queue.push_back((self.me, id, change));
-            self.pump_gum(now);
-        } else {
-            self.send(owner, Body::GumRequest { id, change });
-        }
-        Some(id)
-    }
-
-    /// Clean stop: release the quorum if held, announce exit.
-    pub fn shutdown(&mut self, _now: Duration) {
-        if self.is_stopped() {
-            return;
-        }
-        let others = self.others();
-        if let Some(op) = self.arbiter.release() {
-            self.issue(OpKind::Release, op);
-        }
-        if let Some(op) = self
-            .quorum
-            .majority_mut()
-            .and_then(|m| m.witness.as_mut()?.release())
-        {
-            self.maj_issue_release(op);
-        }
-        for n in others {
-            self.send(n, Body::Exit);
-        }
-        self.stop("shut down");
-    }
-
-    /// Administrator: evict `node` (only the locker acts on it).
-    pub fn evict(&mut self, now: Duration, node: NodeId) {
-        if !self.is_locker() || node == self.me {
-            return;
-        }
-        let Some(v) = self.view().cloned() else {
-            return;
-        };
-        if !v.contains(node) {
-            return;
-        }
-        self.send(node, Body::Evict);
-        let mut nv = v.clone();
-        nv.members.retain(|&n| n != node);
-        nv.paused.retain(|&n| n != node);
-        self.install_as_owner(now, nv);
-    }
-
-    /// Administrator: pause or resume `node` (only the locker acts on it).
-    pub fn set_paused(&mut self, now: Duration, node: NodeId, paused: bool) {
-        if !self.is_locker() {
-            return;
-        }
-        let Some(mut v) = self.view().cloned() else {
-            return;
-        };
-        if !v.contains(node) || v.paused.contains(&node) == paused {
-            return;
-        }
-        if paused {
-            v.paused.push(node);
-            v.paused.sort();
-        } else {
-            v.paused.retain(|&n| n != node);
-        }
-        self.install_as_owner(now, v);
-    }
-
-    // ----- transitions -------------------------------------------------
-
-    fn become_forming(&mut self, now: Duration) {
-        tracing::info!(
-            node = self.me,
-            "no member answered: arbitrating to form the cluster"
-        );
-        self.phase = Phase::Forming;
-        self.hold_writes(true);
-        let outs = self.arbiter.become_challenger(now);
-        self.on_arbiter(now, outs);
-    }
-
-    fn on_arbiter(&mut self, now: Duration, outs: Vec<ArbOut>) {
-        for o in outs {
-            match o {
-                ArbOut::Issue(op) => {
-                    self.issue(OpKind::Arbiter, op);
-                }
-                ArbOut::Won => {
-                    tracing::info!(node = self.me, "won the quorum disk");
-                    // Whatever this node knew of the log may be stale (it
-                    // may have lost and regained the disk): recover it
-                    // again once online, and forget writes still out.
-                    self.close_log();
-                }
-                ArbOut::Online => self.quorum_online(now),
-                ArbOut::Lost(why) => {
-                    self.stop(format!("quorum arbitration: {why}"));
-                    return;
-                }
-            }
-        }
-    }
-
-    /// The arbiter brought the quorum online here: form or take over as
-    /// owner, then recover the quorum log.
-    fn quorum_online(&mut self, now: Duration) {
-        tracing::info!(node = self.me, "quorum online");
-        match self.phase.clone() {
-            Phase::Forming => {
-                let view = View {
-                    epoch: self.max_epoch + 1,
-                    members: vec![self.me],
-                    owner: Some(self.me),
-                    paused: vec![],
-                };
-                self.adopt_view(now, view);
-            }
-            Phase::Member(m) => {
-                let mut v = m.view.clone();
-                v.owner = Some(self.me);
-                self.install_as_owner(now, v);
-            }
-            _ => {}
-        }
-        self.disk_open_log();
-    }
-
-    /// As owner: install `view` with the next epoch and tell everyone.
-    fn install_as_owner(&mut self, now: Duration, mut view: View) {
-        if matches!(self.quorum, Quorum::Majority(_)) && !self.is_acting_owner(now) {
-            // Majority: only an owner that holds a majority changes the
-            // view on its own (its replica holds every committed change,
-            // which its members then take); otherwise regroup.
-            let in_regroup = matches!(&self.phase, Phase::Member(m) if m.regroup.is_some());
-            if !in_regroup {
-                let epoch = self.view().map_or(0, |v| v.epoch).max(self.max_epoch) + 1;
-                self.start_regroup(now, epoch);
-            }
-            return;
-        }
-        let cur = self.view().map_or(0, |v| v.epoch);
-        view.epoch = match self.quorum {
-            Quorum::Majority(_) => majority::next_epoch(cur.max(self.max_epoch), self.me),
-            Quorum::Disk(_) => cur.max(self.max_epoch) + 1,
-        };
-        view.owner = Some(self.me);
-        self.send_install(view.members.clone(), &view, None);
-        self.adopt_view(now, view);
-    }
-
-    fn adopt_view(&mut self, now: Duration, view: View) {
+    /// The common part of adopting `view`: watch its members, become a
+    /// member, hold writes while it has no owner. The model's part
+    /// follows ([`QuorumModel::adopt_view`]).
+    fn enter_view(&mut self, now: Duration, view: &View) {
         self.max_epoch = self.max_epoch.max(view.epoch);
         let peers: Vec<NodeId> = view
             .members
@@ -914,34 +1098,26 @@ impl Node {
             quorum_deadline: deadline,
         });
         self.hold_writes(no_owner);
-        match self.quorum {
-            Quorum::Majority(_) => {
-                self.maj_persist_epoch();
-                self.maj_update(now);
-            }
-            Quorum::Disk(_) => self.disk_adopted_view(now, &view),
-        }
-        // A member asks the owner of each new view for the database: the
-        // owner's own `DbSync` may have arrived before this view (and been
-        // dropped as not from our owner), or been sent while we were paused
-        // and sent to an older view. Without this a member could settle
-        // with an old database (sim seeds 1040 and 4291 with the real
-        // quorum log: a paused member resumed into the view at seq 0).
+    }
+
+    /// A member asks the owner of each new view for the database: the
+    /// owner's own `DbSync` may have arrived before this view (and been
+    /// dropped as not from our owner), or been sent while we were paused
+    /// and sent to an older view. Without this a member could settle with
+    /// an old database (sim seeds 1040 and 4291 with the real quorum log:
+    /// a paused member resumed into the view at seq 0).
+    fn ask_owner_for_db(&mut self, view: &View) {
         if let Some(owner) = view.owner.filter(|&o| o != self.me) {
             self.send(owner, Body::SyncRequest);
         }
     }
 
-    fn sync_members(&mut self) {
-        let db = self.db.clone();
-        for n in self.others() {
-            self.send(n, Body::DbSync { db: db.clone() });
-        }
-    }
-
-    fn start_regroup(&mut self, now: Duration, epoch: u64) {
+    /// The common part of entering regroup `epoch`: the regroup state,
+    /// collecting from now; the old view and the regroup, to announce it
+    /// with ([`QuorumModel::start_regroup`]). None when not a member.
+    fn begin_regroup(&mut self, now: Duration, epoch: u64) -> Option<(View, Regroup)> {
         let Phase::Member(m) = &mut self.phase else {
-            return;
+            return None;
         };
         tracing::info!(node = self.me, epoch, "regroup");
         self.max_epoch = self.max_epoch.max(epoch);
@@ -957,348 +1133,53 @@ impl Node {
             },
         };
         m.regroup = Some(rg.clone());
-        let view = m.view.clone();
-        if let Some(m) = self.quorum.majority_mut() {
-            m.regroup_started();
-        }
-        self.hold_writes(true);
-        self.announce_regroup(&view, &rg);
+        Some((m.view.clone(), rg))
     }
 
-    fn announce_regroup(&mut self, view: &View, rg: &Regroup) {
-        let mut to: BTreeSet<NodeId> = view.members.iter().copied().collect();
-        to.extend(rg.seen.keys().copied());
-        match self.quorum {
-            // A majority may lie outside the old view (forming, healing).
-            Quorum::Majority(_) => to.extend(self.all_others()),
-            // The quorum disk's holder is in the old view or among those
-            // heard.
-            Quorum::Disk(_) => {}
-        }
-        to.remove(&self.me);
-        let body = Body::Regroup {
-            epoch: rg.epoch,
-            seen: rg.seen.keys().copied().collect(),
-            holds_quorum: self.arbiter.holds(),
-            replica: self.maj_replica(),
-        };
-        for n in to {
-            self.send(n, body.clone());
+    fn hold_writes(&mut self, hold: bool) {
+        if self.holding != hold {
+            self.holding = hold;
+            self.actions.push(Action::HoldWrites(hold));
         }
     }
 
-    fn end_collection(&mut self, now: Duration, epoch: u64, seen: BTreeMap<NodeId, bool>) {
-        let coordinator = *seen.keys().next().expect("self is always seen");
-        if coordinator != self.me {
-            if let Phase::Member(m) = &mut self.phase {
-                if let Some(r) = &mut m.regroup {
-                    r.stage = RegroupStage::AwaitInstall {
-                        until: now + self.cfg.timing.heartbeat * 4,
-                    };
-                }
-            }
-            return;
+    fn members(&self) -> Vec<NodeId> {
+        self.view().map(|v| v.members.clone()).unwrap_or_default()
+    }
+
+    fn others(&self) -> Vec<NodeId> {
+        self.members()
+            .into_iter()
+            .filter(|&n| n != self.me)
+            .collect()
+    }
+
+    fn all_others(&self) -> Vec<NodeId> {
+        (0..self.cfg.nodes.len() as NodeId)
+            .filter(|&n| n != self.me)
+            .collect()
+    }
+
+    /// Whether an authenticated envelope is new: not from an earlier
+    /// incarnation of its sender, not addressed to an earlier life of this
+    /// node, and with a sequence number not accepted before (`replay`).
+    fn check_fresh(&self, env: &Envelope) -> Result<(), Replay> {
+        if env.to_incarnation != 0 && env.to_incarnation != self.incarnation {
+            return Err(Replay::OtherLife {
+                addressed: env.to_incarnation,
+            });
         }
-        match self.quorum {
-            Quorum::Majority(_) => self.maj_end_collection(now, epoch, seen),
-            Quorum::Disk(_) => self.disk_end_collection(now, epoch, seen),
+        match self.peers.get(&env.from) {
+            Some(p) => p.check(env.incarnation, env.seq),
+            None => ReplayWindow::default().check(env.seq),
         }
     }
 
-    // ----- message handlers -----------------------------------------------
-
-    fn on_heartbeat(&mut self, now: Duration, from: NodeId, their: Option<(u64, Vec<NodeId>)>) {
-        let Some(view) = self.view().cloned() else {
-            return;
-        };
-        let Some((epoch, members)) = their else {
-            return;
-        };
-        self.max_epoch = self.max_epoch.max(epoch);
-        if !view.contains(from) {
-            // A stale node that believes it is still a member: the owner
-            // tells it the current view, which excludes it, so it stops.
-            let may_tell = match self.quorum {
-                Quorum::Majority(_) => self.is_acting_owner(now),
-                Quorum::Disk(_) => true,
-            };
-            if members.contains(&self.me) && view.owner == Some(self.me) && may_tell {
-                // An Install at or below the stale node's own epoch would be
-                // ignored: an owner that formed after a restart can be
-                // behind (sim seed 3144: the owner at epoch 1 told a stale
-                // member at epoch 6 about its view, in vain, until the end).
-                // Reinstall ours above it first.
-                let view = if epoch >= view.epoch {
-                    self.install_as_owner(now, view);
-                    self.view().cloned().expect("just installed")
-                } else {
-                    view
-                };
-                self.send(
-                    from,
-                    Body::Install {
-                        view,
-                        replica: None,
-                    },
-                );
-            }
-            return;
-        }
-        let in_regroup = matches!(&self.phase, Phase::Member(m) if m.regroup.is_some());
-        if !in_regroup && (epoch != view.epoch || members != view.members) && epoch >= view.epoch {
-            self.start_regroup(now, epoch.max(self.max_epoch) + 1);
-        }
-    }
-
-    fn on_regroup(
-        &mut self,
-        now: Duration,
-        from: NodeId,
-        epoch: u64,
-        seen: &[NodeId],
-        holds: bool,
-        replica: Option<crate::db::Replica>,
-    ) {
-        let Some(view) = self.view().cloned() else {
-            return;
-        };
-        self.max_epoch = self.max_epoch.max(epoch);
-        if epoch <= view.epoch && matches!(self.quorum, Quorum::Majority(_)) && !view.contains(from)
-        {
-            // Majority: a node outside our view (forming, or back from a
-            // partition) regroups below our epoch. The acting owner takes
-            // it in; it adopts the install and asks for the replica.
-            if self.is_acting_owner(now) {
-                tracing::info!(
-                    node = self.me,
-                    joiner = from,
-                    "taking a regrouping node into the view"
-                );
-                let mut nv = view.clone();
-                nv.members.push(from);
-                nv.members.sort();
-                self.install_as_owner(now, nv);
-            }
-            return;
-        }
-        if epoch <= view.epoch {
-            // The sender missed our install: regroup again with it.
-            let in_regroup = matches!(&self.phase, Phase::Member(m) if m.regroup.is_some());
-            if view.contains(from) && !in_regroup {
-                self.start_regroup(now, self.max_epoch + 1);
-            }
-            return;
-        }
-        let current = match &self.phase {
-            Phase::Member(m) => m.regroup.as_ref().map(|r| r.epoch),
-            _ => None,
-        };
-        match current {
-            Some(e) if e > epoch => return,
-            Some(e) if e == epoch => {}
-            _ => self.start_regroup(now, epoch),
-        }
-        if let Phase::Member(m) = &mut self.phase {
-            if let Some(r) = &mut m.regroup {
-                if r.epoch == epoch {
-                    r.seen.insert(from, holds);
-                    if let Some(m) = self.quorum.majority_mut() {
-                        if let Some(rep) = replica {
-                            m.heard_replica(from, rep);
-                        }
-                    }
-                    // Whom the sender saw is seen too. A node that resumed
-                    // with an old view regroups only with the members of
-                    // that view; without this the coordinator never heard
-                    // of it, installed views without it, and it pulled its
-                    // old peers into a new regroup every round (sim seed
-                    // 3497: regroup still cycling at the end). A node only
-                    // seen through others is not counted as holding the
-                    // quorum: the holder announces that itself.
-                    for &n in seen {
-                        r.seen.entry(n).or_insert(false);
-                    }
-                }
-            }
-        }
-    }
-
-    fn on_install(
-        &mut self,
-        now: Duration,
-        from: NodeId,
-        view: View,
-        replica: Option<(u64, crate::db::Replica)>,
-    ) {
-        let Phase::Member(m) = &self.phase else {
-            return;
-        };
-        self.max_epoch = self.max_epoch.max(view.epoch);
-        if view.epoch <= m.view.epoch {
-            return;
-        }
-        if let Some(r) = &m.regroup {
-            if view.epoch < r.epoch {
-                return;
-            }
-        }
-        if !view.contains(self.me) {
-            self.stop(format!(
-                "excluded from the cluster by node {from} at epoch {}",
-                view.epoch
-            ));
-            return;
-        }
-        match self.quorum {
-            Quorum::Majority(_) => self.maj_on_install(now, view, replica),
-            Quorum::Disk(_) => self.disk_on_install(now, view),
-        }
-    }
-
-    fn on_join_request(&mut self, now: Duration, from: NodeId) {
-        let Some(view) = self.view().cloned() else {
-            return;
-        };
-        let regrouping = matches!(&self.phase, Phase::Member(m) if m.regroup.is_some());
-        if view.owner == Some(from) && !regrouping {
-            // The quorum owner restarted: the cluster has lost its owner.
-            tracing::info!(
-                node = self.me,
-                owner = from,
-                "quorum owner restarted: regroup"
-            );
-            self.start_regroup(now, view.epoch.max(self.max_epoch) + 1);
-            let reason = JoinRefusal::Busy;
-            self.send(from, Body::JoinRefuse { reason });
-            return;
-        }
-        if view.owner != Some(self.me) {
-            let reason = if regrouping {
-                JoinRefusal::Busy
-            } else {
-                JoinRefusal::NotOwner { owner: view.owner }
-            };
-            self.send(from, Body::JoinRefuse { reason });
-            return;
-        }
-        if matches!(self.quorum, Quorum::Majority(_)) && !regrouping && !self.is_acting_owner(now) {
-            // Majority: an owner without a majority regroups with every
-            // node, the joiner included (it takes part from Joining).
-            tracing::info!(
-                node = self.me,
-                joiner = from,
-                "owner without a majority: regroup with the joiner"
-            );
-            self.start_regroup(now, view.epoch.max(self.max_epoch) + 1);
-            self.send(
-                from,
-                Body::JoinRefuse {
-                    reason: JoinRefusal::Busy,
-                },
-            );
-            return;
-        }
-        let log_ready = match &self.quorum {
-            Quorum::Majority(_) => true,
-            Quorum::Disk(d) => d.is_ready(),
-        };
-        if regrouping || !log_ready || !self.is_acting_owner(now) {
-            self.send(
-                from,
-                Body::JoinRefuse {
-                    reason: JoinRefusal::Busy,
-                },
-            );
-            return;
-        }
-        let view = if view.contains(from) {
-            view
-        } else {
-            let mut nv = view.clone();
-            nv.members.push(from);
-            nv.members.sort();
-            self.install_as_owner(now, nv);
-            self.view().cloned().expect("just installed")
-        };
-        tracing::info!(
-            node = self.me,
-            joiner = from,
-            epoch = view.epoch,
-            "admitting joiner"
-        );
+    fn sync_members(&mut self) {
         let db = self.db.clone();
-        self.send(from, Body::JoinAccept { view, db });
-    }
-
-    fn on_join_accept(&mut self, now: Duration, view: View, db: DbSnapshot) {
-        if !matches!(self.phase, Phase::Joining { .. }) || !view.contains(self.me) {
-            return;
+        for n in self.others() {
+            self.send(n, Body::DbSync { db: db.clone() });
         }
-        match self.quorum {
-            // Majority: the owner sends its tagged replica on our
-            // SyncRequest, which needs our own replica recovered first.
-            Quorum::Majority(_) if self.quorum.awaits_replica() => return,
-            Quorum::Majority(_) => {}
-            // Disk models: the owner's database, recovered from the log.
-            Quorum::Disk(_) => {
-                self.db = db;
-                self.pending_apply.clear();
-            }
-        }
-        tracing::info!(node = self.me, epoch = view.epoch, "joined");
-        self.adopt_view(now, view);
-    }
-
-    fn on_exit(&mut self, now: Duration, from: NodeId) {
-        let Some(view) = self.view().cloned() else {
-            return;
-        };
-        if !view.contains(from) {
-            return;
-        }
-        if view.owner == Some(from) {
-            match self.quorum {
-                // The locker left: regroup for a new one.
-                Quorum::Majority(_) => self.start_regroup(now, view.epoch.max(self.max_epoch) + 1),
-                // Every member computes the same view without the owner;
-                // its lowest member arbitrates.
-                Quorum::Disk(_) => {
-                    let mut nv = view.clone();
-                    nv.members.retain(|&n| n != from);
-                    nv.paused.retain(|&n| n != from);
-                    nv.owner = None;
-                    nv.epoch += 1;
-                    self.adopt_view(now, nv);
-                }
-            }
-        } else if view.owner == Some(self.me) {
-            let mut nv = view.clone();
-            nv.members.retain(|&n| n != from);
-            nv.paused.retain(|&n| n != from);
-            self.install_as_owner(now, nv);
-        }
-    }
-
-    fn on_gum_apply(
-        &mut self,
-        _now: Duration,
-        from: NodeId,
-        seq: u64,
-        change: Change,
-        origin: Option<(NodeId, u64)>,
-    ) {
-        let Some(view) = self.view() else {
-            return;
-        };
-        if view.owner != Some(from) || seq <= self.db.seq {
-            return;
-        }
-        let gap = seq > self.db.seq + 1;
-        self.pending_apply.insert(seq, (change, origin));
-        if gap {
-            self.send(from, Body::SyncRequest);
-        }
-        self.apply_pending(from);
     }
 
     fn apply_pending(&mut self, locker: NodeId) {
@@ -1322,27 +1203,8 @@ impl Node {
         }
     }
 
-    // ----- Log Manager and Global Update Manager (locker side) ------------
-
-    fn is_locker(&self) -> bool {
-        self.view().is_some_and(|v| v.owner == Some(self.me))
-            && match &self.quorum {
-                Quorum::Majority(m) => m.ready,
-                Quorum::Disk(_) => self.arbiter.holds(),
-            }
-    }
-
     fn log_config(&self) -> LogConfig {
         log_manager::region_config(self.cfg.log_limit)
-    }
-
-    /// The locker takes the next queued change, as its quorum model
-    /// commits changes.
-    fn pump_gum(&mut self, now: Duration) {
-        match self.quorum {
-            Quorum::Majority(_) => self.maj_pump_gum(now),
-            Quorum::Disk(_) => self.disk_pump_gum(now),
-        }
     }
 
     /// Takes the next queued change that applies to the database; changes

@@ -3,25 +3,33 @@
 //!
 //! Under the disk models (`disk-scsi2`, `disk-pr`) the node's [`Arbiter`]
 //! challenges for and defends the shared quorum disk, and the partition
-//! with its owner continues (the owner's quorum log in [`DiskQuorum`], the
-//! steps in `node/disk.rs`); under `majority` the votes of the nodes (and
-//! the witness) decide, with the state in [`Majority`] and the steps in
-//! `node/majority.rs`. [`Node`] holds one [`Quorum`] and, at each step
-//! where the models differ, dispatches with one `match` on it.
+//! with its owner continues (the owner's quorum log in [`DiskQuorum`],
+//! `node/disk.rs`); under `majority` the votes of the nodes (and the
+//! witness) decide ([`Majority`], `node/majority.rs`). Both implement
+//! [`QuorumModel`]: hooks that [`Node`] calls with its [`Core`] (the common
+//! protocol's state) wherever the models differ, and the steps of the
+//! common protocol that involve the model (adopting a view, entering a
+//! regroup, installing a view as owner), which the models take too. The
+//! one place that tells the models apart is [`Quorum::model`].
+//!
+//! [`Arbiter`]: crate::arbiter::Arbiter
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::disk::DiskQuorum;
 use super::majority::Majority;
-use crate::config::{ClusterConfig, NodeId, QuorumModel};
-use crate::message::View;
+use super::{Core, OpKind, Regroup};
+use crate::arbiter::DiskResult;
+use crate::config::{ClusterConfig, NodeId, QuorumModel as ModelName};
+use crate::db::{DbSnapshot, Replica};
+use crate::message::{Body, Net, View};
 
 /// The quorum model of a node, carrying the model's own state.
 #[derive(Debug)]
 pub(super) enum Quorum {
-    /// The shared quorum disk decides: the node's arbiter (kept by
-    /// [`Node`], idle under the majority model) and the owner's quorum log.
+    /// The shared quorum disk decides: the node's arbiter (kept in
+    /// [`Core`], idle under the majority model) and the owner's quorum log.
     Disk(Box<DiskQuorum>),
     /// A majority of votes decides.
     Majority(Box<Majority>),
@@ -31,51 +39,250 @@ impl Quorum {
     /// The model `cfg` names, for node `me` starting at `now`.
     pub(super) fn new(cfg: &ClusterConfig, me: NodeId, now: Duration) -> Quorum {
         match &cfg.quorum {
-            QuorumModel::Majority { witness } => {
+            ModelName::Majority { witness } => {
                 Quorum::Majority(Box::new(Majority::new(cfg, me, witness.is_some(), now)))
             }
-            QuorumModel::DiskScsi2 | QuorumModel::DiskPr => {
-                Quorum::Disk(Box::new(DiskQuorum::new()))
+            ModelName::DiskScsi2 | ModelName::DiskPr => Quorum::Disk(Box::new(DiskQuorum::new())),
+        }
+    }
+
+    pub(super) fn model(&self) -> &dyn QuorumModel {
+        match self {
+            Quorum::Disk(d) => d.as_ref(),
+            Quorum::Majority(m) => m.as_ref(),
+        }
+    }
+
+    pub(super) fn model_mut(&mut self) -> &mut dyn QuorumModel {
+        match self {
+            Quorum::Disk(d) => d.as_mut(),
+            Quorum::Majority(m) => m.as_mut(),
+        }
+    }
+}
+
+/// What a quorum model decides, and the steps it takes, on a node's
+/// [`Core`]. The required methods are the model's hooks; the provided ones
+/// are the common protocol's steps that call a hook in the middle, so the
+/// models take them too (a regroup coordinator adopts the view it
+/// installs).
+pub(super) trait QuorumModel: std::fmt::Debug {
+    // ----- what the model decides --------------------------------------
+
+    /// The model's own test of acting as quorum owner now (holding the
+    /// disk with a valid lease; majority: settled owner with a majority of
+    /// live votes).
+    fn acting(&self, core: &Core, now: Duration) -> bool;
+
+    /// The owner may take global updates: the disk is held (majority: the
+    /// replica is recovered).
+    fn holds_lock(&self, core: &Core) -> bool;
+
+    /// The node has nothing to offer or compare yet (majority: its local
+    /// replica is not recovered; never under the disk models).
+    fn awaits_replica(&self) -> bool {
+        false
+    }
+
+    /// The model's own deadlines (arbiter timers, vote and promise
+    /// expiry).
+    fn next_deadlines(&self, core: &Core, now: Duration) -> Vec<Duration>;
+
+    /// A quorum may lie outside the current view (majority: forming,
+    /// healing), so a regroup is announced to every configured node and a
+    /// regroup from outside the view is taken in; under the disk models
+    /// the disk's holder is in the old view or among those heard.
+    fn reaches_beyond_view(&self) -> bool;
+
+    /// An owner tells a stale node (one outside its view that believes it
+    /// is a member) the current view.
+    fn tells_stale_members(&self, core: &Core, now: Duration) -> bool;
+
+    /// An owner admits a joiner only by regrouping with it (majority: it
+    /// has no majority now).
+    fn admits_only_by_regroup(&self, core: &Core, now: Duration) -> bool;
+
+    /// The owner's log is ready for a joiner (the disk models' quorum log
+    /// is recovered and idle).
+    fn log_ready(&self) -> bool;
+
+    /// The epoch of a view the owner installs on its own, above `above`.
+    fn install_epoch(&self, core: &Core, above: u64) -> u64;
+
+    /// Whether the owner may change the view on its own now; otherwise it
+    /// regroups.
+    fn owner_may_install(&self, core: &Core, now: Duration) -> bool;
+
+    /// This node's replica, for regroup messages (majority).
+    fn replica(&self, core: &Core) -> Option<Replica> {
+        let _ = core;
+        None
+    }
+
+    // ----- the model's steps -------------------------------------------
+
+    /// Time passes (before the common protocol's timers).
+    fn tick(&mut self, core: &mut Core, now: Duration);
+
+    /// Nobody admitted this node while joining: form the cluster.
+    fn form(&mut self, core: &mut Core, now: Duration);
+
+    /// A member is about to send heartbeats in `view`.
+    fn heartbeat_due(&mut self, core: &mut Core, now: Duration, view: &View);
+
+    /// The view's quorum deadline passed.
+    fn quorum_deadline(&mut self, core: &mut Core, now: Duration);
+
+    /// As regroup coordinator, the collection window ended with `seen`.
+    fn end_collection(
+        &mut self,
+        core: &mut Core,
+        now: Duration,
+        epoch: u64,
+        seen: BTreeMap<NodeId, bool>,
+    );
+
+    /// A newer view that includes this node was installed (with the
+    /// coordinator's chosen replica under the majority model).
+    fn on_install(
+        &mut self,
+        core: &mut Core,
+        now: Duration,
+        view: View,
+        replica: Option<(u64, Replica)>,
+    );
+
+    /// A heartbeat of `view` epoch `epoch` arrived on `net`.
+    fn on_heartbeat(
+        &mut self,
+        core: &mut Core,
+        now: Duration,
+        net: Net,
+        from: NodeId,
+        seq: u64,
+        epoch: u64,
+    );
+
+    /// A regroup message arrived while this node is still joining.
+    fn regroup_heard_while_joining(&mut self, core: &mut Core, now: Duration);
+
+    /// A regroup participant heard directly sent its replica.
+    fn heard_replica(&mut self, from: NodeId, replica: Replica);
+
+    /// A member admitted us with the owner's database `db`: take it, or
+    /// refuse the admission for now (false).
+    fn take_join_db(&mut self, core: &mut Core, db: DbSnapshot) -> bool;
+
+    /// The owner of `view` left the cluster cleanly.
+    fn owner_left(&mut self, core: &mut Core, now: Duration, view: &View, owner: NodeId);
+
+    /// The locker takes the next queued change, as the model commits.
+    fn pump_gum(&mut self, core: &mut Core, now: Duration);
+
+    /// The owner's database arrived (the disk models).
+    fn on_db_sync(&mut self, core: &mut Core, from: NodeId, db: DbSnapshot);
+
+    /// A member asks the locker for the database.
+    fn on_sync_request(&mut self, core: &mut Core, from: NodeId);
+
+    /// A message of the model's own protocol (majority: votes and
+    /// replication).
+    fn step(&mut self, core: &mut Core, now: Duration, from: NodeId, body: Body);
+
+    /// A disk operation of `kind` the model issued finished.
+    fn disk_done(
+        &mut self,
+        core: &mut Core,
+        now: Duration,
+        kind: OpKind,
+        id: u64,
+        result: DiskResult,
+    );
+
+    /// Clean stop: release what the model holds (the witness).
+    fn release(&mut self, core: &mut Core);
+
+    /// A regroup started: work in progress of the old view is abandoned.
+    fn regroup_started(&mut self) {}
+
+    /// The model's part of adopting `view`.
+    fn adopted_view(&mut self, core: &mut Core, now: Duration, view: &View);
+
+    /// The cluster service stopped: forget what the model held.
+    fn stopped(&mut self, core: &mut Core);
+
+    // ----- the common protocol's steps that involve the model ------------
+
+    /// Acts as quorum owner now.
+    fn is_acting_owner(&self, core: &Core, now: Duration) -> bool {
+        !core.is_stopped() && self.acting(core, now)
+    }
+
+    /// The owner of its view, and it may take global updates.
+    fn is_locker(&self, core: &Core) -> bool {
+        core.is_owner() && self.holds_lock(core)
+    }
+
+    /// Stops the cluster service.
+    fn stop(&mut self, core: &mut Core, reason: String) {
+        if core.stop(reason) {
+            self.stopped(core);
+        }
+    }
+
+    fn adopt_view(&mut self, core: &mut Core, now: Duration, view: View) {
+        core.enter_view(now, &view);
+        self.adopted_view(core, now, &view);
+        core.ask_owner_for_db(&view);
+    }
+
+    /// Enters regroup `epoch`: hold shared-disk writes and announce it.
+    fn start_regroup(&mut self, core: &mut Core, now: Duration, epoch: u64) {
+        let Some((view, rg)) = core.begin_regroup(now, epoch) else {
+            return;
+        };
+        self.regroup_started();
+        core.hold_writes(true);
+        self.announce_regroup(core, &view, &rg);
+    }
+
+    /// Sends regroup `rg` to the old view's members, those heard, and
+    /// under the majority model every node.
+    fn announce_regroup(&self, core: &mut Core, view: &View, rg: &Regroup) {
+        let mut to: BTreeSet<NodeId> = view.members.iter().copied().collect();
+        to.extend(rg.seen.keys().copied());
+        if self.reaches_beyond_view() {
+            to.extend(core.all_others());
+        }
+        to.remove(&core.me);
+        let body = Body::Regroup {
+            epoch: rg.epoch,
+            seen: rg.seen.keys().copied().collect(),
+            holds_quorum: core.arbiter.holds(),
+            replica: self.replica(core),
+        };
+        for n in to {
+            core.send(n, body.clone());
+        }
+    }
+
+    /// As owner: install `view` with the next epoch and tell everyone.
+    fn install_as_owner(&mut self, core: &mut Core, now: Duration, mut view: View) {
+        if !self.owner_may_install(core, now) {
+            // Majority: only an owner that holds a majority changes the
+            // view on its own (its replica holds every committed change,
+            // which its members then take); otherwise regroup.
+            if !core.in_regroup() {
+                let epoch = core.view().map_or(0, |v| v.epoch).max(core.max_epoch) + 1;
+                self.start_regroup(core, now, epoch);
             }
+            return;
         }
-    }
-
-    /// Majority: the local replica is not recovered yet, so the node has
-    /// nothing to offer or compare (never under the disk models).
-    pub(super) fn awaits_replica(&self) -> bool {
-        matches!(self, Quorum::Majority(m) if !m.ready)
-    }
-
-    /// The disk model's state, if that is the model.
-    pub(super) fn disk(&self) -> Option<&DiskQuorum> {
-        match self {
-            Quorum::Disk(d) => Some(d),
-            Quorum::Majority(_) => None,
-        }
-    }
-
-    /// The disk model's state, if that is the model.
-    pub(super) fn disk_mut(&mut self) -> Option<&mut DiskQuorum> {
-        match self {
-            Quorum::Disk(d) => Some(d),
-            Quorum::Majority(_) => None,
-        }
-    }
-
-    /// The majority model's state, if that is the model.
-    pub(super) fn majority(&self) -> Option<&Majority> {
-        match self {
-            Quorum::Majority(m) => Some(m),
-            Quorum::Disk(_) => None,
-        }
-    }
-
-    /// The majority model's state, if that is the model.
-    pub(super) fn majority_mut(&mut self) -> Option<&mut Majority> {
-        match self {
-            Quorum::Majority(m) => Some(m),
-            Quorum::Disk(_) => None,
-        }
+        let cur = core.view().map_or(0, |v| v.epoch);
+        view.epoch = self.install_epoch(core, cur.max(core.max_epoch));
+        view.owner = Some(core.me);
+        core.send_install(view.members.clone(), &view, None);
+        self.adopt_view(core, now, view);
     }
 }
 
@@ -96,7 +303,7 @@ impl Votes {
     /// The votes of the cluster `cfg` describes (the witness counts only
     /// under the majority model).
     pub fn of(cfg: &ClusterConfig) -> Votes {
-        let witness = matches!(cfg.quorum, QuorumModel::Majority { witness: Some(_) });
+        let witness = matches!(cfg.quorum, ModelName::Majority { witness: Some(_) });
         Votes::new(cfg.nodes.len(), witness)
     }
 
