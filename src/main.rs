@@ -2,16 +2,9 @@
 //! clap wrapper around a library crate (docs/architecture.md, convention 6).
 
 mod alloc;
-mod bench;
-mod bus;
-mod cluster;
-mod demo;
-mod disk;
-mod echo;
-mod lab;
-mod mailload;
-mod mailstore;
-mod node;
+mod cli;
+
+use cli::{bench, bus, cluster, demo, disk, echo, lab, mailload, mailstore, node};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -764,7 +764,7 @@ pub fn load(path: &Path) -> Result<Scenario> {
 
 /// Where a scenario's report was written and whether every step passed.
 #[derive(Debug, Clone)]
-pub struct Outcome {
+pub struct ScenarioResult {
     /// `report.json` in the lab folder.
     pub report: PathBuf,
     pub passed: bool,
@@ -779,7 +779,7 @@ pub fn run(
     file: &Path,
     keep: bool,
     on_step: impl FnMut(&StepReport),
-) -> Result<Outcome> {
+) -> Result<ScenarioResult> {
     let dir = lab.dir();
     lab.up(&UpOptions {
         nodes: sc.layout.nodes,
@@ -801,7 +801,7 @@ pub fn run(
         "passed": ok,
     });
     std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
-    Ok(Outcome {
+    Ok(ScenarioResult {
         report: dir.join("report.json"),
         passed: ok,
     })

@@ -24,51 +24,8 @@
 
 use super::sense::{Asc, Sense};
 
-/// Operation codes busrig knows (SPC-4 Annex E, SBC-3 Table 15).
-pub mod opcode {
-    pub const TEST_UNIT_READY: u8 = 0x00;
-    pub const REQUEST_SENSE: u8 = 0x03;
-    pub const READ_6: u8 = 0x08;
-    pub const WRITE_6: u8 = 0x0a;
-    pub const INQUIRY: u8 = 0x12;
-    pub const MODE_SELECT_6: u8 = 0x15;
-    pub const RESERVE_6: u8 = 0x16;
-    pub const RELEASE_6: u8 = 0x17;
-    pub const MODE_SENSE_6: u8 = 0x1a;
-    pub const START_STOP_UNIT: u8 = 0x1b;
-    pub const PREVENT_ALLOW_MEDIUM_REMOVAL: u8 = 0x1e;
-    pub const READ_CAPACITY_10: u8 = 0x25;
-    pub const READ_10: u8 = 0x28;
-    pub const WRITE_10: u8 = 0x2a;
-    pub const WRITE_AND_VERIFY_10: u8 = 0x2e;
-    pub const VERIFY_10: u8 = 0x2f;
-    pub const PRE_FETCH_10: u8 = 0x34;
-    pub const SYNCHRONIZE_CACHE_10: u8 = 0x35;
-    pub const WRITE_SAME_10: u8 = 0x41;
-    pub const UNMAP: u8 = 0x42;
-    pub const MODE_SELECT_10: u8 = 0x55;
-    pub const RESERVE_10: u8 = 0x56;
-    pub const RELEASE_10: u8 = 0x57;
-    pub const MODE_SENSE_10: u8 = 0x5a;
-    pub const PERSISTENT_RESERVE_IN: u8 = 0x5e;
-    pub const PERSISTENT_RESERVE_OUT: u8 = 0x5f;
-    pub const READ_16: u8 = 0x88;
-    pub const COMPARE_AND_WRITE: u8 = 0x89;
-    pub const WRITE_16: u8 = 0x8a;
-    pub const ORWRITE_16: u8 = 0x8b;
-    pub const WRITE_AND_VERIFY_16: u8 = 0x8e;
-    pub const VERIFY_16: u8 = 0x8f;
-    pub const PRE_FETCH_16: u8 = 0x90;
-    pub const SYNCHRONIZE_CACHE_16: u8 = 0x91;
-    pub const WRITE_SAME_16: u8 = 0x93;
-    pub const SERVICE_ACTION_IN_16: u8 = 0x9e;
-    pub const REPORT_LUNS: u8 = 0xa0;
-    pub const MAINTENANCE_IN: u8 = 0xa3;
-    pub const READ_12: u8 = 0xa8;
-    pub const WRITE_12: u8 = 0xaa;
-    pub const WRITE_AND_VERIFY_12: u8 = 0xae;
-    pub const VERIFY_12: u8 = 0xaf;
-}
+pub use super::opcode;
+use super::pr::{PrInCdb, PrOutCdb};
 
 /// Service actions of SERVICE ACTION IN(16) and MAINTENANCE IN.
 pub mod service_action {
@@ -558,14 +515,10 @@ pub enum Cdb {
     Release {
         ten: bool,
     },
-    PersistentReserveIn {
-        sa: u8,
-        alloc: u32,
-    },
-    PersistentReserveOut {
-        sa: u8,
-        len: u32,
-    },
+    /// PERSISTENT RESERVE IN (SPC-4 §6.15), decoded by [`PrInCdb`].
+    PersistentReserveIn(PrInCdb),
+    /// PERSISTENT RESERVE OUT (SPC-4 §6.16), decoded by [`PrOutCdb`].
+    PersistentReserveOut(PrOutCdb),
     /// An operation code busrig does not implement: ILLEGAL REQUEST,
     /// INVALID COMMAND OPERATION CODE.
     Unsupported(u8),
@@ -811,14 +764,12 @@ impl Cdb {
             RELEASE_6 | RELEASE_10 => Cdb::Release {
                 ten: op == RELEASE_10,
             },
-            PERSISTENT_RESERVE_IN => Cdb::PersistentReserveIn {
-                sa: b[1] & 0x1f,
-                alloc: be16(&b[7..]).into(),
-            },
-            PERSISTENT_RESERVE_OUT => Cdb::PersistentReserveOut {
-                sa: b[1] & 0x1f,
-                len: be32(&b[5..]),
-            },
+            PERSISTENT_RESERVE_IN => {
+                Cdb::PersistentReserveIn(PrInCdb::decode(b).map_err(|e| e.sense())?)
+            }
+            PERSISTENT_RESERVE_OUT => {
+                Cdb::PersistentReserveOut(PrOutCdb::decode(b).map_err(|e| e.sense())?)
+            }
             other => Cdb::Unsupported(other),
         })
     }
@@ -1029,28 +980,8 @@ impl Cdb {
             Cdb::Reserve { ten: true } => vec![RESERVE_10, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             Cdb::Release { ten: false } => vec![RELEASE_6, 0, 0, 0, 0, 0],
             Cdb::Release { ten: true } => vec![RELEASE_10, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            Cdb::PersistentReserveIn { sa, alloc } => {
-                let a = (alloc as u16).to_be_bytes();
-                vec![
-                    PERSISTENT_RESERVE_IN,
-                    sa & 0x1f,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    a[0],
-                    a[1],
-                    0,
-                ]
-            }
-            Cdb::PersistentReserveOut { sa, len } => {
-                let mut b = vec![0u8; 10];
-                b[0] = PERSISTENT_RESERVE_OUT;
-                b[1] = sa & 0x1f;
-                b[5..9].copy_from_slice(&len.to_be_bytes());
-                b
-            }
+            Cdb::PersistentReserveIn(c) => c.encode().to_vec(),
+            Cdb::PersistentReserveOut(c) => c.encode().to_vec(),
             Cdb::Unsupported(op) => {
                 let mut b = vec![0u8; 16];
                 b[0] = op;
@@ -1114,6 +1045,7 @@ fn lba_len(b: &[u8]) -> (u64, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scsi::pr::PrOutAction;
     use crate::scsi::sense::SenseKey;
 
     fn pad16(b: &[u8]) -> Vec<u8> {
@@ -1337,7 +1269,12 @@ mod tests {
         let cdb = [0x5f, 0x06, 0x00, 0, 0, 0, 0, 0, 24, 0];
         assert_eq!(
             Cdb::decode(&pad16(&cdb)),
-            Ok(Cdb::PersistentReserveOut { sa: 6, len: 24 })
+            Ok(Cdb::PersistentReserveOut(PrOutCdb {
+                action: PrOutAction::RegisterAndIgnoreExistingKey,
+                scope: 0,
+                type_code: 0,
+                parameter_list_length: 24,
+            }))
         );
     }
 }

@@ -5,6 +5,7 @@ pub mod capacity;
 pub mod cdb;
 pub mod inquiry;
 pub mod mode;
+pub mod opcode;
 pub mod opcodes;
 pub mod pr;
 pub mod provisioning;

@@ -27,7 +27,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::scsi::cdb::opcode::{PERSISTENT_RESERVE_IN, PERSISTENT_RESERVE_OUT};
+use crate::scsi::opcode::{PERSISTENT_RESERVE_IN, PERSISTENT_RESERVE_OUT};
 use crate::scsi::sense::{Asc, Sense};
 
 /// SCSI protocol identifier for iSCSI (SPC-4 §7.6.2, Table 444).

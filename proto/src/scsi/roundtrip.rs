@@ -159,11 +159,20 @@ fn cdbs() -> impl Strategy<Value = Cdb> {
             ),
         any::<bool>().prop_map(|ten| Cdb::Reserve { ten }),
         any::<bool>().prop_map(|ten| Cdb::Release { ten }),
-        (0u8..4, any::<u16>()).prop_map(|(sa, a)| Cdb::PersistentReserveIn {
-            sa,
-            alloc: a.into()
-        }),
-        (0u8..8, any::<u32>()).prop_map(|(sa, len)| Cdb::PersistentReserveOut { sa, len }),
+        (0u8..4, any::<u16>()).prop_map(|(sa, allocation_length)| Cdb::PersistentReserveIn(
+            PrInCdb {
+                action: PrInAction::from_code(sa).expect("0..4"),
+                allocation_length,
+            }
+        )),
+        (0u8..8, 0u8..16, 0u8..16, any::<u32>()).prop_map(
+            |(sa, scope, type_code, parameter_list_length)| Cdb::PersistentReserveOut(PrOutCdb {
+                action: PrOutAction::from_code(sa).expect("0..8"),
+                scope,
+                type_code,
+                parameter_list_length,
+            })
+        ),
         any::<u8>()
             .prop_filter("an opcode busrig implements", |op| COMMANDS
                 .iter()

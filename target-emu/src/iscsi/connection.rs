@@ -59,7 +59,7 @@ use super::login::{self, Established, SessionKind};
 use super::memory::{piece_charge, Meter};
 use super::session::{CmdWindow, SessionHandle};
 use super::tmf::{self, TmfPlan};
-use super::transfer::{reply_pdus, DataError, Outcome, ReplyShape, WriteLimits, WriteState};
+use super::transfer::{reply_pdus, CommandResult, DataError, ReplyShape, WriteLimits, WriteState};
 use super::Portal;
 use crate::nexus::ItNexus;
 use crate::scsi::{ScsiRequest, ScsiTarget};
@@ -380,7 +380,7 @@ struct Cmd {
     awaiting_since: Option<Instant>,
     go: Option<oneshot::Sender<WriteData>>,
     /// A response decided before execution (e.g. too large a transfer).
-    early: Option<Outcome>,
+    early: Option<CommandResult>,
 }
 
 /// The full feature phase state of one connection.
@@ -960,7 +960,7 @@ impl Conn {
         };
         if self.cmds.len() >= depth.saturating_mul(2) {
             // More commands than the task set holds (SAM-5 §5.3.1).
-            early = Some(Outcome {
+            early = Some(CommandResult {
                 status: status::TASK_SET_FULL,
                 ..Default::default()
             });
@@ -970,7 +970,7 @@ impl Conn {
             // Bidirectional commands are not supported, and a transfer
             // beyond max_command_bytes would need a buffer that large.
             let sense = Sense::new(Asc::INVALID_FIELD_IN_CDB).to_fixed();
-            early = Some(Outcome {
+            early = Some(CommandResult {
                 status: status::CHECK_CONDITION,
                 sense: Some(Bytes::copy_from_slice(&sense)),
                 ..Default::default()
@@ -980,7 +980,7 @@ impl Conn {
             // no memory left to hold it: the command is refused and its
             // data dropped; the initiator retries it later (SAM-5 §5.3.1,
             // docs/limits.md).
-            early = Some(Outcome {
+            early = Some(CommandResult {
                 status: status::TASK_SET_FULL,
                 ..Default::default()
             });
@@ -1165,7 +1165,7 @@ impl Conn {
                 "write data did not arrive in time, command aborted"
             );
             let sense = Sense::new(Asc::INITIATOR_RESPONSE_TIMEOUT).to_fixed();
-            let outcome = Outcome {
+            let outcome = CommandResult {
                 status: status::CHECK_CONDITION,
                 sense: Some(Bytes::copy_from_slice(&sense)),
                 ..Default::default()
@@ -1726,7 +1726,7 @@ async fn command_task(ctx: CommandCtx) {
     let pdus = if guard.is_aborted() && !guard.aborted_by_another() {
         None
     } else {
-        let outcome = Outcome {
+        let outcome = CommandResult {
             status: reply.status,
             sense: reply.sense,
             data_in: reply.data_in,
@@ -1766,7 +1766,7 @@ async fn end_aborted(
     // waits for it may complete while a frozen path holds the answer.
     drop(guard);
     faults.gate(initiator).await;
-    let outcome = Outcome {
+    let outcome = CommandResult {
         status: status::TASK_ABORTED,
         ..Default::default()
     };

@@ -363,7 +363,7 @@ pub struct ReplyShape {
 
 /// The outcome of a command as the executor reports it.
 #[derive(Debug, Clone, Default)]
-pub struct Outcome {
+pub struct CommandResult {
     pub status: u8,
     /// Sense data (fixed or descriptor format), without the SenseLength.
     pub sense: Option<Bytes>,
@@ -382,7 +382,7 @@ pub struct Outcome {
 /// sense (§11.4.7). Residuals compare what the command wanted with the EDTL
 /// (§11.4.5): read data longer than the EDTL is an overflow, shorter an
 /// underflow; for writes the CDB's transfer length is compared.
-pub fn reply_pdus(shape: &ReplyShape, out: Outcome) -> Vec<Pdu> {
+pub fn reply_pdus(shape: &ReplyShape, out: CommandResult) -> Vec<Pdu> {
     let (send, residual) = if shape.read {
         let len = out.data_in.len().min(shape.edtl as usize);
         (
@@ -714,7 +714,7 @@ mod tests {
 
     #[test]
     fn read_is_split_per_mrdsl_with_f_bit_per_burst_and_collapsed_status() {
-        let out = Outcome {
+        let out = CommandResult {
             data_in: Bytes::from(vec![7u8; 5000]),
             ..Default::default()
         };
@@ -734,7 +734,7 @@ mod tests {
     #[test]
     fn read_residuals() {
         // libiscsi Read10Invalid: one block with EDTL 200 -> 200 bytes, overflow 312.
-        let out = Outcome {
+        let out = CommandResult {
             data_in: Bytes::from(vec![1u8; 512]),
             ..Default::default()
         };
@@ -766,7 +766,7 @@ mod tests {
             (200, 512, Residual::Overflow(312)),
             (512, 512, Residual::None),
         ] {
-            let out = Outcome {
+            let out = CommandResult {
                 data_out_wanted: Some(wanted),
                 ..Default::default()
             };
@@ -787,7 +787,7 @@ mod tests {
     fn check_condition_after_data_carries_sense_and_exp_data_sn() {
         let sense =
             Bytes::from_static(&[0x70, 0, 5, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x24, 0, 0, 0, 0, 0]);
-        let out = Outcome {
+        let out = CommandResult {
             status: status::CHECK_CONDITION,
             sense: Some(sense.clone()),
             data_in: Bytes::from(vec![0u8; 1500]),

@@ -668,19 +668,20 @@ impl ScsiTarget {
                 lu.reservations.lock().unwrap().release6(req.nexus);
                 Ok(ScsiReply::good(Bytes::new()))
             }
-            Cdb::PersistentReserveIn { alloc: len, .. } => {
+            Cdb::PersistentReserveIn(c) => {
                 let r = lu
                     .reservations
                     .lock()
                     .unwrap()
                     .persistent_reserve_in(req.nexus, req.cdb);
                 match r {
-                    Ok(data) => Ok(ScsiReply::good(alloc(data, len))),
+                    Ok(data) => Ok(ScsiReply::good(alloc(data, c.allocation_length.into()))),
                     Err(e) => Err(pr_fail(e)),
                 }
             }
-            Cdb::PersistentReserveOut { len, .. } => {
-                self.persistent_reserve_out(lu, req, len).await
+            Cdb::PersistentReserveOut(c) => {
+                self.persistent_reserve_out(lu, req, c.parameter_list_length)
+                    .await
             }
             Cdb::Unsupported(_) => Err(Asc::INVALID_COMMAND_OPERATION_CODE.into()),
         }

@@ -262,9 +262,8 @@ pub(super) fn data_out_wanted(cdb: &Cdb, bs: u32) -> Option<u32> {
                 bs
             }
         }
-        Cdb::Unmap { len }
-        | Cdb::ModeSelect { len, .. }
-        | Cdb::PersistentReserveOut { len, .. } => len,
+        Cdb::Unmap { len } | Cdb::ModeSelect { len, .. } => len,
+        Cdb::PersistentReserveOut(c) => c.parameter_list_length,
         _ => return None,
     })
 }

@@ -110,7 +110,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         let _ = nix::sys::signal::signal(Signal::SIGTERM, h);
     }
     println!("busrig demo: {o}\n  lab folder {}", dir.display());
-    let lab = crate::lab::open(&dir)?;
+    let lab = crate::cli::lab::open(&dir)?;
     let tty = std::io::stderr().is_terminal();
     let report = demo::run(&lab, &o, &mut Terminal { tty, wait: None })?;
     Ok(match report.failures.is_empty() {

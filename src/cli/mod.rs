@@ -1,0 +1,16 @@
+//! One module per `busrig` verb: its clap arguments, the call into the
+//! library crate that does the work, and what it prints
+//! (docs/architecture.md, "Crates"). `cli::disk` is the `busrig disk`
+//! command, not the initiator's `Disk`; `cli::node` and `cli::cluster`
+//! likewise front `busrig_cluster`.
+
+pub mod bench;
+pub mod bus;
+pub mod cluster;
+pub mod demo;
+pub mod disk;
+pub mod echo;
+pub mod lab;
+pub mod mailload;
+pub mod mailstore;
+pub mod node;
