@@ -100,7 +100,11 @@ fn replay_round(
                 incarnation,
                 to_incarnation,
                 seq,
-                body: Body::Heartbeat { seq, view: None },
+                body: Body::Heartbeat {
+                    seq,
+                    view: None,
+                    db_seq: 0,
+                },
             };
             let bytes = message::encode(secret, &env);
             let node = &lab.cfg.nodes[usize::from(to)];

@@ -90,6 +90,11 @@ pub enum Body {
         /// The sender's view epoch and members (None while not a member),
         /// so diverging views are noticed and regrouped.
         view: Option<(u64, Vec<NodeId>)>,
+        /// The sender's database sequence number. A member that is still
+        /// behind its owner's number of the previous heartbeat lost an
+        /// update on every network and asks for the database again.
+        #[serde(default)]
+        db_seq: u64,
     },
     /// Regroup, phase 1 (activate): the sender takes part in regroup
     /// `epoch`, has heard these participants so far, and says whether it
@@ -285,6 +290,7 @@ mod tests {
             Body::Heartbeat {
                 seq: 9,
                 view: Some((4, vec![0, 2])),
+                db_seq: 12,
             },
             Body::Regroup {
                 epoch: 5,

@@ -36,7 +36,11 @@ fn heartbeat(from: u16, to: u16, seq: u64) -> Envelope {
         incarnation: 7,
         to_incarnation: 0,
         seq: seq + 1,
-        body: Body::Heartbeat { seq, view: None },
+        body: Body::Heartbeat {
+            seq,
+            view: None,
+            db_seq: 0,
+        },
     }
 }
 

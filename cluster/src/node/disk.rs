@@ -19,6 +19,9 @@ pub(super) struct DiskQuorum {
     log_state: LogState,
     /// Log writes not issued yet: they go out one at a time, in order.
     log_pending: VecDeque<LogWrite>,
+    /// The owner, its heartbeat number and its database number in the
+    /// last heartbeat a member heard from it.
+    owner_db_seq: Option<(NodeId, u64, u64)>,
 }
 
 impl DiskQuorum {
@@ -27,6 +30,7 @@ impl DiskQuorum {
             log: None,
             log_state: LogState::Closed,
             log_pending: VecDeque::new(),
+            owner_db_seq: None,
         }
     }
 
@@ -446,15 +450,48 @@ impl QuorumModel for DiskQuorum {
     }
 
     /// Heartbeats carry no votes under the disk models.
+    /// A member compares its database with the owner's number of the
+    /// owner's previous heartbeat: an update sent before that heartbeat
+    /// has had a heartbeat interval to arrive, so still missing it means
+    /// its GumApply was lost on every network (UDP), and nothing else
+    /// would repair that until the next update. The member then asks for
+    /// the database (docs/semantics.md, "Global updates"). Comparing with
+    /// the previous heartbeat's number rather than this one keeps updates
+    /// still in flight from causing a full sync.
+    #[allow(clippy::too_many_arguments)]
     fn on_heartbeat(
         &mut self,
-        _core: &mut Core,
+        core: &mut Core,
         _now: Duration,
         _net: Net,
-        _from: NodeId,
-        _seq: u64,
-        _epoch: u64,
+        from: NodeId,
+        seq: u64,
+        epoch: u64,
+        db_seq: u64,
     ) {
+        let from_owner = matches!(&core.phase, Phase::Member(ms)
+            if ms.regroup.is_none() && ms.view.owner == Some(from)
+                && ms.view.epoch == epoch && from != core.me);
+        if !from_owner {
+            // Other members' heartbeats carry their own numbers.
+            return;
+        }
+        match self.owner_db_seq {
+            // The same heartbeat on the other network.
+            Some((o, s, _)) if o == from && s == seq => return,
+            Some((o, _, prev)) if o == from && core.db.seq < prev => {
+                tracing::info!(
+                    node = core.me,
+                    owner = from,
+                    have = core.db.seq,
+                    owner_had = prev,
+                    "missed a global update: asking the owner for the database"
+                );
+                core.send(from, Body::SyncRequest);
+            }
+            _ => {}
+        }
+        self.owner_db_seq = Some((from, seq, db_seq));
     }
 
     /// A joining node waits to be admitted, or forms by arbitration.

@@ -1099,6 +1099,7 @@ impl QuorumModel for Majority {
         from: NodeId,
         seq: u64,
         epoch: u64,
+        _db_seq: u64,
     ) {
         let ok = matches!(&core.phase, Phase::Member(ms)
             if ms.regroup.is_none() && ms.view.owner == Some(from) && ms.view.epoch == epoch);

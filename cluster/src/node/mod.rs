@@ -419,6 +419,7 @@ impl Node {
                         Body::Heartbeat {
                             seq: self.core.hb_seq,
                             view: view.clone(),
+                            db_seq: self.core.db.seq,
                         },
                     );
                 }
@@ -508,13 +509,14 @@ impl Node {
             self.core.detector.heard(from, net, now);
         }
         match env.body {
-            Body::Heartbeat { view, seq } => {
+            Body::Heartbeat { view, seq, db_seq } => {
                 // Majority: a heartbeat is also the owner's request for a
-                // vote (a lease acknowledgement).
+                // vote (a lease acknowledgement). Disk models: the owner's
+                // database number shows a member an update it lost.
                 if let Some((epoch, _)) = &view {
                     let epoch = *epoch;
                     let (q, core) = self.parts();
-                    q.on_heartbeat(core, now, net, from, seq, epoch);
+                    q.on_heartbeat(core, now, net, from, seq, epoch, db_seq);
                 }
                 self.on_heartbeat(now, from, view)
             }

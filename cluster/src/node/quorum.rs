@@ -161,6 +161,7 @@ pub(super) trait QuorumModel: std::fmt::Debug {
         from: NodeId,
         seq: u64,
         epoch: u64,
+        db_seq: u64,
     );
 
     /// A regroup message arrived while this node is still joining.
