@@ -484,7 +484,18 @@ impl Runner<'_> {
             .lines()
             .rev()
             .find_map(|l| serde_json::from_str(l).ok())
-            .ok_or_else(|| failed!("mailload on {g} printed no report"))?;
+            .ok_or_else(|| {
+                let log = self.dir.join(format!("logs/mailload-{g}.log"));
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let mut tail: Vec<&str> = text.lines().rev().take(5).collect();
+                tail.reverse();
+                failed!(
+                    "mailload on {g} printed no report ({}); the end of {}: {}",
+                    out.status,
+                    log.display(),
+                    tail.join(" | ")
+                )
+            })?;
         self.load_reports.insert(g.to_string(), v.clone());
         Ok(v)
     }
