@@ -152,7 +152,9 @@ pub(super) trait QuorumModel: std::fmt::Debug {
         replica: Option<(u64, Replica)>,
     );
 
-    /// A heartbeat of `view` epoch `epoch` arrived on `net`.
+    /// A heartbeat of `view` epoch `epoch` arrived on `net`, carrying the
+    /// sender's database number `db_seq`.
+    #[allow(clippy::too_many_arguments)]
     fn on_heartbeat(
         &mut self,
         core: &mut Core,
