@@ -1003,7 +1003,11 @@ impl Cdb {
 /// Whether an LBA and length fit the 10-byte layout: a 32-bit LBA whose
 /// range ends within the 32-bit space, and a 16-bit length.
 fn fits_10(lba: u64, blocks: u32) -> bool {
-    lba + u64::from(blocks) <= u64::from(u32::MAX) + 1 && blocks <= u32::from(u16::MAX)
+    // An LBA near u64::MAX (a READ(16) decoded from the wire) must not
+    // overflow the sum (found by the scsi_decode fuzz target).
+    lba.checked_add(u64::from(blocks))
+        .is_some_and(|end| end <= u64::from(u32::MAX) + 1)
+        && blocks <= u32::from(u16::MAX)
 }
 
 /// A 10-byte CDB (`op10`) when the request fits it, else a 16-byte one.
@@ -1262,6 +1266,19 @@ mod tests {
                 alloc: 4096
             })
         );
+    }
+
+    #[test]
+    fn a_read16_at_the_last_lbas_encodes_as_16_bytes() {
+        let c = Cdb::Read {
+            lba: u64::MAX - 3,
+            blocks: 8,
+            dpo: false,
+            fua: false,
+        };
+        let b = c.encode();
+        assert_eq!(b.len(), 16);
+        assert_eq!(Cdb::decode(&b), Ok(c));
     }
 
     #[test]
