@@ -469,10 +469,7 @@ impl QuorumModel for DiskQuorum {
         epoch: u64,
         db_seq: u64,
     ) {
-        let from_owner = matches!(&core.phase, Phase::Member(ms)
-            if ms.regroup.is_none() && ms.view.owner == Some(from)
-                && ms.view.epoch == epoch && from != core.me);
-        if !from_owner {
+        if from == core.me || !core.settled_owner_is(from, epoch) {
             // Other members' heartbeats carry their own numbers.
             return;
         }

@@ -787,9 +787,7 @@ impl Majority {
 
     /// Whether `from` is our settled owner at `epoch`.
     fn is_from_owner(&self, core: &Core, from: NodeId, epoch: u64) -> bool {
-        matches!(&core.phase, Phase::Member(ms)
-            if ms.regroup.is_none() && ms.view.owner == Some(from) && ms.view.epoch == epoch)
-            && self.ready
+        core.settled_owner_is(from, epoch) && self.ready
     }
 
     fn on_replicate(
@@ -1101,9 +1099,7 @@ impl QuorumModel for Majority {
         epoch: u64,
         _db_seq: u64,
     ) {
-        let ok = matches!(&core.phase, Phase::Member(ms)
-            if ms.regroup.is_none() && ms.view.owner == Some(from) && ms.view.epoch == epoch);
-        if !ok || !self.ready || !self.may_vote_for(from, now) {
+        if !core.settled_owner_is(from, epoch) || !self.ready || !self.may_vote_for(from, now) {
             return;
         }
         if self.persisted_epoch < epoch {

@@ -983,6 +983,13 @@ impl Core {
         matches!(&self.phase, Phase::Member(m) if m.regroup.is_some())
     }
 
+    /// Whether `from` owns this node's view of `epoch` and no regroup is
+    /// under way: what the owner's heartbeats and updates are checked by.
+    fn settled_owner_is(&self, from: NodeId, epoch: u64) -> bool {
+        matches!(&self.phase, Phase::Member(ms)
+            if ms.regroup.is_none() && ms.view.owner == Some(from) && ms.view.epoch == epoch)
+    }
+
     /// Owner of its view.
     fn is_owner(&self) -> bool {
         self.view().is_some_and(|v| v.owner == Some(self.me))
