@@ -1004,9 +1004,13 @@ impl Cdb {
 /// range ends within the 32-bit space, and a 16-bit length.
 fn fits_10(lba: u64, blocks: u32) -> bool {
     // An LBA near u64::MAX (a READ(16) decoded from the wire) must not
-    // overflow the sum (found by the scsi_decode fuzz target).
-    lba.checked_add(u64::from(blocks))
-        .is_some_and(|end| end <= u64::from(u32::MAX) + 1)
+    // overflow the sum, and an LBA of exactly 2^32 with no blocks ends
+    // "within" the space but does not fit the field (both found by the
+    // scsi_decode fuzz target).
+    u32::try_from(lba).is_ok()
+        && lba
+            .checked_add(u64::from(blocks))
+            .is_some_and(|end| end <= u64::from(u32::MAX) + 1)
         && blocks <= u32::from(u16::MAX)
 }
 
@@ -1275,6 +1279,20 @@ mod tests {
             blocks: 8,
             dpo: false,
             fua: false,
+        };
+        let b = c.encode();
+        assert_eq!(b.len(), 16);
+        assert_eq!(Cdb::decode(&b), Ok(c));
+    }
+
+    #[test]
+    fn an_lba_of_2_pow_32_with_no_blocks_encodes_as_16_bytes() {
+        // PRE-FETCH(16) at LBA 2^32, length 0: the range ends at 2^32, but
+        // the LBA itself does not fit the 10-byte field.
+        let c = Cdb::PreFetch {
+            lba: 1 << 32,
+            blocks: 0,
+            immed: false,
         };
         let b = c.encode();
         assert_eq!(b.len(), 16);
