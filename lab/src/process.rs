@@ -391,19 +391,26 @@ impl Lab {
                 let _ = signal(pid, Signal::SIGTERM);
             }
         }
-        // One grace period for all: the nodes stop side by side.
+        // One grace period for all: the nodes stop side by side, and those
+        // still running after it are killed side by side.
         let end = Instant::now() + grace;
-        for n in state.nodes.iter_mut() {
-            if let Some(pid) = n.pid.take() {
-                if !wait_exit_until(pid, end, hurry) {
-                    tracing::warn!(node = %n.name, "{} did not stop in {grace:?}; killing it", n.name);
-                    forced.push(n.name.clone());
-                    let _ = signal(pid, Signal::SIGKILL);
-                    wait_exit(pid, STOP_GRACE);
-                }
-                for other in session_members(pid) {
-                    let _ = signal(other, Signal::SIGKILL);
-                }
+        let pids: Vec<(String, u32)> = state
+            .nodes
+            .iter_mut()
+            .filter_map(|n| Some((n.name.clone(), n.pid.take()?)))
+            .collect();
+        for (name, pid) in &pids {
+            if !wait_exit_until(*pid, end, hurry) {
+                tracing::warn!(node = %name, "{name} did not stop in {grace:?}; killing it");
+                forced.push(name.clone());
+                let _ = signal(*pid, Signal::SIGKILL);
+            }
+        }
+        for (_, pid) in &pids {
+            wait_exit(*pid, STOP_GRACE);
+            // What the node started (its applications) goes with it.
+            for other in session_members(*pid) {
+                let _ = signal(other, Signal::SIGKILL);
             }
         }
         if let Some(pid) = state.target.pid.take() {
