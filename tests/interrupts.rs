@@ -128,7 +128,11 @@ impl Verb {
         let took = t0.elapsed();
         // The pipes close with the process: both readers finish.
         let watched: Vec<String> = self.seen.drain(..).chain(self.lines.iter()).collect();
-        let other = self.rest.take().map(|h| h.join().unwrap()).unwrap_or_default();
+        let other = self
+            .rest
+            .take()
+            .map(|h| h.join().unwrap())
+            .unwrap_or_default();
         (status, took, watched.join("\n"), other)
     }
 }
@@ -146,7 +150,9 @@ impl Drop for Verb {
 fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !matches!(
-            stat.rsplit(')').next().and_then(|r| r.trim().chars().next()),
+            stat.rsplit(')')
+                .next()
+                .and_then(|r| r.trim().chars().next()),
             Some('Z') | Some('X') | None
         ),
         Err(_) => false,
@@ -249,7 +255,10 @@ fn bench_reports_the_figures_so_far_on_ctrl_c() {
     );
     let plot = std::fs::read_to_string(&svg).expect("the SVG is written");
     // The plot is of this run: its I/O count is in it.
-    assert!(plot.contains("<svg") && plot.contains(&ios.to_string()), "{plot}");
+    assert!(
+        plot.contains("<svg") && plot.contains(&ios.to_string()),
+        "{plot}"
+    );
 }
 
 #[test]
@@ -309,7 +318,16 @@ fn interrupted_lab_up_takes_down_what_it_started() {
     // mscs2003 timing: the cluster takes many seconds to form, so the
     // interrupt lands while `up` still waits for it.
     let mut up = Verb::start(
-        &["lab", "up", "--dir", d, "--nodes", "2", "--profile", "mscs2003"],
+        &[
+            "lab",
+            "up",
+            "--dir",
+            d,
+            "--nodes",
+            "2",
+            "--profile",
+            "mscs2003",
+        ],
         Watch::Stderr,
     );
     let pids = wait_lab_pids(&dir, 3, &mut up);

@@ -150,9 +150,16 @@ impl Results {
                 self.secs,
                 match self.abandoned {
                     0 => String::new(),
-                    n => format!("; {n} commands still in flight after {:?} not counted", crate::DRAIN),
+                    n => format!(
+                        "; {n} commands still in flight after {:?} not counted",
+                        crate::DRAIN
+                    ),
                 },
-                if self.config.verify { "; no read-back" } else { "" },
+                if self.config.verify {
+                    "; no read-back"
+                } else {
+                    ""
+                },
             );
         }
         if let Some(f) = &self.failure {

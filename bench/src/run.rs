@@ -338,10 +338,7 @@ pub async fn run(
     };
 
     // The read-back pass of --verify, untimed; an interrupted run skips it.
-    if config.verify
-        && !interrupted
-        && ctl.failure.lock().map(|g| g.is_none()).unwrap_or(false)
-    {
+    if config.verify && !interrupted && ctl.failure.lock().map(|g| g.is_none()).unwrap_or(false) {
         for (ji, job) in jobs.iter().enumerate() {
             tallies[ji].verified += read_back(job, &ctl).await;
         }

@@ -338,7 +338,12 @@ impl Lab {
                 break;
             }
             let n = &state.nodes[i];
-            match spawn(&binary, &node_start_args(dir, &n.name), &[], &dir.join(&n.log)) {
+            match spawn(
+                &binary,
+                &node_start_args(dir, &n.name),
+                &[],
+                &dir.join(&n.log),
+            ) {
                 Ok(pid) => state.nodes[i].pid = Some(pid),
                 Err(e) => return Err(abandon_up(&mut state, dir, e, "cannot start the nodes")),
             }

@@ -314,7 +314,22 @@ mod tests {
             moved.to_string(),
             "  EVS1 online on NODE4 2.500 s after the fault"
         );
-        assert!(!moved.on_stderr() && DemoEvent::ForcedKill("NODE1").on_stderr());
+        let forced = DemoEvent::ForcedKill {
+            node: "NODE1",
+            grace: crate::INTERRUPT_GRACE,
+        };
+        assert_eq!(forced.to_string(), "NODE1 did not stop in 1.5s; killing it");
+        assert!(!moved.on_stderr() && forced.on_stderr());
+        let down = DemoEvent::Down {
+            after: Duration::from_millis(1640),
+            dir: std::path::Path::new("/tmp/busrig-demo-1"),
+            removed: true,
+        };
+        assert_eq!(
+            down.to_string(),
+            "busrig demo: the lab is down (1.6 s); its temporary folder /tmp/busrig-demo-1 is removed"
+        );
+        assert!(down.on_stderr() && DemoEvent::Interrupted { keep: false }.on_stderr());
     }
 
     #[test]

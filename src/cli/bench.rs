@@ -208,7 +208,9 @@ impl Progress for Bar {
             // says that I/O is flowing and how to stop it.
             if pb.is_hidden()
                 && iops > 0.0
-                && !self.announced.swap(true, std::sync::atomic::Ordering::Relaxed)
+                && !self
+                    .announced
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
             {
                 eprintln!(
                     "busrig bench: I/O under way ({iops:.0} IOPS); Ctrl-C stops the run and reports the figures so far"
@@ -254,10 +256,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
 /// SIGINT or SIGTERM interrupts the run (it reports what it measured); a
 /// second one ends the process at once with [`EXIT_INTERRUPTED`].
-fn on_signals(
-    interrupt: Interrupt,
-    bar: Arc<Bar>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+fn on_signals(interrupt: Interrupt, bar: Arc<Bar>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{signal, SignalKind};
     // Installed before the run starts, so no Ctrl-C falls between them.
     let mut int = signal(SignalKind::interrupt())?;

@@ -108,9 +108,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     let tty = std::io::stderr().is_terminal();
     let report = match demo::run(&lab, &o, &mut Terminal { tty, wait: None }) {
         Ok(r) => r,
-        Err(LabError::Interrupted) => {
-            return Ok(ExitCode::from(crate::cli::lab::EXIT_INTERRUPTED))
-        }
+        Err(LabError::Interrupted) => return Ok(ExitCode::from(crate::cli::lab::EXIT_INTERRUPTED)),
         Err(e) => return Err(e.into()),
     };
     Ok(match report.failures.is_empty() {
