@@ -236,7 +236,13 @@ impl Cleanup {
             Some(_) => crate::INTERRUPT_GRACE,
             None => crate::STOP_GRACE,
         };
-        match self.lab.down_within(grace, &|| ui.insisted()) {
+        // A Ctrl-C during a clean-up that was not interrupted, or a second
+        // one during an interrupted clean-up, stops the waiting.
+        let hurry = || match interrupted {
+            Some(_) => ui.insisted(),
+            None => ui.interrupted(),
+        };
+        match self.lab.down_within(grace, &hurry) {
             Ok(forced) => {
                 for node in &forced {
                     ui.event(DemoEvent::ForcedKill { node, grace });

@@ -270,7 +270,9 @@ fn on_signals(interrupt: Interrupt, bar: Arc<Bar>) -> anyhow::Result<tokio::task
                 else => return,
             }
             if !first {
-                bar.say("busrig bench: interrupted again; quitting without a report");
+                // Leave the terminal clean: no half-drawn bar before the prompt.
+                bar.finish();
+                eprintln!("busrig bench: interrupted again; quitting without a report");
                 std::process::exit(i32::from(EXIT_INTERRUPTED));
             }
             first = false;
