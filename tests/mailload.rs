@@ -172,3 +172,32 @@ fn retries_across_a_store_restart_without_loss_or_duplicates() {
     assert_eq!(r["acknowledged"], r["sent"], "{r}");
     assert!(r["reconnects"].as_u64().unwrap() > 0, "{r}");
 }
+
+/// `busrig mailload ... | head -1` where the reader has gone before the
+/// report: the report is lost, the run is not, and nothing panics.
+#[test]
+fn a_closed_stdout_ends_it_quietly() {
+    let target = TargetProcess::start(&[]);
+    let store = Store::start(&target.url(1), "127.0.0.1:0");
+    for json in [true, false] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_busrig"));
+        cmd.args(["mailload", "--to", &store.1.to_string()])
+            .args(["--rate", "20", "--duration", "300ms", "--mailboxes", "1"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if json {
+            cmd.arg("--json");
+        }
+        let mut child = cmd.spawn().expect("spawn busrig mailload");
+        // The reader goes away before anything is written.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "json={json}: {stderr}"
+        );
+        assert_eq!(out.status.code(), Some(0), "json={json}: {stderr}");
+    }
+}

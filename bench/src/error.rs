@@ -7,6 +7,9 @@ pub const EXIT_CONFLICT: u8 = 24;
 pub const EXIT_MISCOMPARE: u8 = 14;
 /// Exit status for a transport or command failure during the run.
 pub const EXIT_FAILED: u8 = 99;
+/// Exit status for a run stopped by SIGINT or SIGTERM (128 + SIGINT, as a
+/// shell reports a process that Ctrl-C ended).
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// Why the run did not end well.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -23,6 +26,9 @@ pub enum BenchError {
     /// The run was asked for something the LUN or the bench cannot do.
     #[error("usage: {0}")]
     Usage(String),
+    /// Ctrl-C (or SIGTERM) came before the timed run started.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
 }
 
 impl BenchError {
@@ -33,6 +39,7 @@ impl BenchError {
             BenchError::Miscompare(_) => EXIT_MISCOMPARE,
             BenchError::Io(_) => EXIT_FAILED,
             BenchError::Usage(_) => 1,
+            BenchError::Interrupted(_) => EXIT_INTERRUPTED,
         }
     }
 
@@ -42,7 +49,8 @@ impl BenchError {
             BenchError::Conflict(m)
             | BenchError::Miscompare(m)
             | BenchError::Io(m)
-            | BenchError::Usage(m) => m,
+            | BenchError::Usage(m)
+            | BenchError::Interrupted(m) => m,
         }
     }
 
@@ -53,6 +61,7 @@ impl BenchError {
             BenchError::Miscompare(_) => "miscompare",
             BenchError::Io(_) => "i/o error",
             BenchError::Usage(_) => "usage",
+            BenchError::Interrupted(_) => "interrupted",
         }
     }
 }

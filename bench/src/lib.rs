@@ -46,4 +46,4 @@ pub mod run;
 pub use config::{jobs, BenchConfig, JobSpec, Profile, RwMode};
 pub use error::BenchError;
 pub use results::Results;
-pub use run::{run, run_isolated, Progress, Silent};
+pub use run::{run, run_isolated, Interrupt, Progress, Silent, DRAIN};

@@ -32,6 +32,12 @@ pub struct Results {
     pub model: Option<Value>,
     /// What stopped the run early.
     pub failure: Option<BenchError>,
+    /// Ctrl-C (or SIGTERM) stopped the run: the figures are those of the
+    /// I/O done until then (see [`crate::Interrupt`]).
+    pub interrupted: bool,
+    /// Commands still in flight after the interrupt's drain, given up
+    /// and not counted.
+    pub abandoned: u64,
 }
 
 impl Results {
@@ -79,6 +85,8 @@ impl Results {
             "disk_model": self.model,
             "latency_histogram": report::bins_json(&total.hist),
             "error": self.failure.as_ref().map(|f| json!({ "kind": f.kind(), "message": f.message(), "exit_status": f.status() })),
+            "interrupted": self.interrupted,
+            "abandoned_ios": self.abandoned,
         })
     }
 
@@ -134,6 +142,25 @@ impl Results {
         }
         if self.jobs.len() > 1 {
             let _ = writeln!(o, "{}", self.total().line("total", self.secs));
+        }
+        if self.interrupted {
+            let _ = writeln!(
+                o,
+                "interrupted after {:.2} s: the figures are for the I/O done until then{}{}",
+                self.secs,
+                match self.abandoned {
+                    0 => String::new(),
+                    n => format!(
+                        "; {n} commands still in flight after {:?} not counted",
+                        crate::DRAIN
+                    ),
+                },
+                if self.config.verify {
+                    "; no read-back"
+                } else {
+                    ""
+                },
+            );
         }
         if let Some(f) = &self.failure {
             let _ = writeln!(o, "stopped: {}: {}", f.kind(), f.message());
@@ -200,8 +227,13 @@ impl Results {
             .map_err(|e| BenchError::Usage(format!("{}: {e}", path.display())))
     }
 
-    /// The exit status of `busrig bench`: 0, or the failure's.
+    /// The exit status of `busrig bench`: the failure's, else
+    /// [`crate::error::EXIT_INTERRUPTED`] after an interrupt, else 0.
     pub fn exit_status(&self) -> u8 {
-        self.failure.as_ref().map_or(0, |f| f.status())
+        match (&self.failure, self.interrupted) {
+            (Some(f), _) => f.status(),
+            (None, true) => crate::error::EXIT_INTERRUPTED,
+            (None, false) => 0,
+        }
     }
 }

@@ -40,6 +40,47 @@ pub trait Progress: Send + Sync + 'static {
     fn finish(&self);
 }
 
+/// How long the commands in flight may take to finish after an
+/// interrupt; those still running then are abandoned and not counted.
+pub const DRAIN: Duration = Duration::from_secs(1);
+
+/// Ctrl-C for a running bench, like fio's: the run stops issuing I/O,
+/// waits up to [`DRAIN`] for the commands in flight and reports what it
+/// measured until then ([`Results::interrupted`]). Before the timed run it
+/// ends the run with [`BenchError::Interrupted`].
+#[derive(Clone)]
+pub struct Interrupt(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for Interrupt {
+    fn default() -> Interrupt {
+        Interrupt(Arc::new(tokio::sync::watch::channel(false).0))
+    }
+}
+
+impl Interrupt {
+    /// Not interrupted yet.
+    pub fn new() -> Interrupt {
+        Interrupt::default()
+    }
+
+    /// Asks the run to stop (from any thread or runtime).
+    pub fn interrupt(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Whether [`Interrupt::interrupt`] was called.
+    pub fn is_interrupted(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once interrupted.
+    pub async fn wait(&self) {
+        let mut rx = self.0.subscribe();
+        // The sender lives as long as `self`: this cannot fail.
+        let _ = rx.wait_for(|&v| v).await;
+    }
+}
+
 /// No progress display.
 pub struct Silent;
 
@@ -73,6 +114,12 @@ struct RunCtl {
     ios: AtomicU64,
     bytes: AtomicU64,
     failure: Mutex<Option<BenchError>>,
+    /// Set by an [`Interrupt`]: no new I/O, then `abandon` after [`DRAIN`].
+    interrupted: AtomicBool,
+    /// The workers give up the command they wait for.
+    abandon: tokio::sync::watch::Sender<bool>,
+    /// Commands given up after the drain.
+    abandoned: AtomicU64,
 }
 
 impl RunCtl {
@@ -98,19 +145,29 @@ impl RunCtl {
 pub async fn run_isolated(
     config: BenchConfig,
     progress: Arc<dyn Progress>,
+    interrupt: Interrupt,
 ) -> Result<Results, BenchError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("busrig-bench".into())
         .spawn(move || {
-            let r = match tokio::runtime::Builder::new_current_thread()
+            match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
-                Ok(rt) => rt.block_on(run(&config, progress)),
-                Err(e) => Err(BenchError::Io(format!("cannot start the runtime: {e}"))),
-            };
-            let _ = tx.send(r);
+                Ok(rt) => {
+                    let r = rt.block_on(run(&config, progress, interrupt));
+                    // The report does not wait for the sessions' tasks
+                    // to be torn down.
+                    let _ = tx.send(r);
+                    rt.shutdown_background();
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(BenchError::Io(format!(
+                        "cannot start the runtime: {e}"
+                    ))));
+                }
+            }
         })
         .map_err(|e| BenchError::Io(format!("cannot start the bench thread: {e}")))?;
     rx.await.unwrap_or_else(|_| {
@@ -121,8 +178,14 @@ pub async fn run_isolated(
 }
 
 /// Runs the bench. A failure before the timed run is the error; one
-/// during it stops the run and is reported in the [`Results`].
-pub async fn run(config: &BenchConfig, progress: Arc<dyn Progress>) -> Result<Results, BenchError> {
+/// during it stops the run and is reported in the [`Results`]. So is an
+/// `interrupt` during the timed run; one before it is the error
+/// [`BenchError::Interrupted`].
+pub async fn run(
+    config: &BenchConfig,
+    progress: Arc<dyn Progress>,
+    interrupt: Interrupt,
+) -> Result<Results, BenchError> {
     let url = IscsiUrl::parse(&config.url).map_err(|e| BenchError::Usage(e.to_string()))?;
     let lun = url
         .lun
@@ -157,32 +220,27 @@ pub async fn run(config: &BenchConfig, progress: Arc<dyn Progress>) -> Result<Re
     let specs = jobs(config, lun);
     let seed = config.seed.unwrap_or_else(rand::random);
 
-    // Sessions: one per --sessions, each addressing every LUN of the run.
-    let mut sessions = Vec::new();
-    for i in 0..config.sessions {
-        let cfg = SessionConfig {
-            initiator_name: config.initiator.clone(),
-            isid: Isid::random(),
-            command_timeout: Duration::from_secs_f64(config.timeout),
-            ..SessionConfig::default()
+    let setup = async {
+        let sessions = open_sessions(config, &url).await?;
+        let mut jobs = Vec::new();
+        for spec in specs {
+            jobs.push(Arc::new(
+                prepare(spec, &sessions, config.verify, seed).await?,
+            ));
         }
-        .with_url(&url);
-        let s = Session::open(&url, cfg)
-            .await
-            .map_err(|e| BenchError::Io(format!("login of session {}: {e}", i + 1)))?;
-        sessions.push(s);
-    }
-
-    let mut jobs = Vec::new();
-    for spec in specs {
-        jobs.push(Arc::new(
-            prepare(spec, &sessions, config.verify, seed).await?,
-        ));
-    }
-
-    let before = match &config.control {
-        Some(c) => Some(model_counters(c, config.control_token.as_deref(), &url, &jobs).await?),
-        None => None,
+        let before = match &config.control {
+            Some(c) => Some(model_counters(c, config.control_token.as_deref(), &url, &jobs).await?),
+            None => None,
+        };
+        Ok::<_, BenchError>((sessions, jobs, before))
+    };
+    let (sessions, jobs, before) = tokio::select! {
+        r = setup => r?,
+        () = interrupt.wait() => {
+            return Err(BenchError::Interrupted(
+                "before the timed run started; nothing was measured".into(),
+            ))
+        }
     };
 
     let started = Instant::now();
@@ -195,7 +253,21 @@ pub async fn run(config: &BenchConfig, progress: Arc<dyn Progress>) -> Result<Re
         ios: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
         failure: Mutex::new(None),
+        interrupted: AtomicBool::new(false),
+        abandon: tokio::sync::watch::channel(false).0,
+        abandoned: AtomicU64::new(0),
     });
+    // An interrupt stops new I/O at once and the wait for the rest after DRAIN.
+    let drain = {
+        let ctl = ctl.clone();
+        tokio::spawn(async move {
+            interrupt.wait().await;
+            ctl.interrupted.store(true, Ordering::Relaxed);
+            ctl.stop.store(true, Ordering::Relaxed);
+            tokio::time::sleep(DRAIN).await;
+            ctl.abandon.send_replace(true);
+        })
+    };
 
     match duration {
         Some(d) => progress.start(d.as_millis() as u64, true),
@@ -255,7 +327,9 @@ pub async fn run(config: &BenchConfig, progress: Arc<dyn Progress>) -> Result<Re
     }
     let elapsed = started.elapsed().as_secs_f64();
     ticker.abort();
+    drain.abort();
     progress.finish();
+    let interrupted = ctl.interrupted.load(Ordering::Relaxed);
 
     // Counted before the read-back, so the counters describe the timed run.
     let after = match &config.control {
@@ -263,17 +337,35 @@ pub async fn run(config: &BenchConfig, progress: Arc<dyn Progress>) -> Result<Re
         None => None,
     };
 
-    // The read-back pass of --verify, untimed.
-    if config.verify && ctl.failure.lock().map(|g| g.is_none()).unwrap_or(false) {
+    // The read-back pass of --verify, untimed; an interrupted run skips it.
+    if config.verify && !interrupted && ctl.failure.lock().map(|g| g.is_none()).unwrap_or(false) {
         for (ji, job) in jobs.iter().enumerate() {
             tallies[ji].verified += read_back(job, &ctl).await;
         }
     }
 
-    for s in &sessions {
-        if let Err(e) = s.logout().await {
-            tracing::debug!(error = %e, "logout");
+    let logouts: Vec<_> = sessions
+        .iter()
+        .map(|s| {
+            let s = s.clone();
+            tokio::spawn(async move { s.logout().await })
+        })
+        .collect();
+    let logged_out = async {
+        for h in logouts {
+            if let Ok(Err(e)) = h.await {
+                tracing::debug!(error = %e, "logout");
+            }
         }
+    };
+    // After an interrupt a target that does not answer gets DRAIN, not
+    // the login timeout.
+    let limit = match interrupted {
+        true => DRAIN,
+        false => Duration::MAX,
+    };
+    if tokio::time::timeout(limit, logged_out).await.is_err() {
+        tracing::debug!("logout not answered within {DRAIN:?}");
     }
 
     let failure = ctl
@@ -300,7 +392,28 @@ pub async fn run(config: &BenchConfig, progress: Arc<dyn Progress>) -> Result<Re
         seed,
         model,
         failure,
+        interrupted,
+        abandoned: ctl.abandoned.load(Ordering::Relaxed),
     })
+}
+
+/// Logs in one session per `--sessions`, each addressing every LUN of the run.
+async fn open_sessions(config: &BenchConfig, url: &IscsiUrl) -> Result<Vec<Session>, BenchError> {
+    let mut sessions = Vec::new();
+    for i in 0..config.sessions {
+        let cfg = SessionConfig {
+            initiator_name: config.initiator.clone(),
+            isid: Isid::random(),
+            command_timeout: Duration::from_secs_f64(config.timeout),
+            ..SessionConfig::default()
+        }
+        .with_url(url);
+        let s = Session::open(url, cfg)
+            .await
+            .map_err(|e| BenchError::Io(format!("login of session {}: {e}", i + 1)))?;
+        sessions.push(s);
+    }
+    Ok(sessions)
 }
 
 /// Checks a job's geometry against its LUN, opens its disks and refuses
@@ -460,6 +573,7 @@ async fn worker(job: Arc<Job>, disk: Arc<Disk>, ctl: Arc<RunCtl>, seed: u64) -> 
     let bl = u64::from(job.block_len);
     let blocks = (spec.bs / bl) as u32;
     let slots = job.slots;
+    let mut abandon = ctl.abandon.subscribe();
     loop {
         if ctl.stop.load(Ordering::Relaxed) {
             break;
@@ -509,7 +623,19 @@ async fn worker(job: Arc<Job>, disk: Arc<Disk>, ctl: Arc<RunCtl>, seed: u64) -> 
             cdb::write(lba, blocks, data, spec.fua)
         };
         let t0 = Instant::now();
-        let r = disk.execute(cdb).await;
+        let r = tokio::select! {
+            biased;
+            r = disk.execute(cdb) => r,
+            _ = abandon.wait_for(|&a| a) => {
+                // Given up after an interrupt's drain: not counted, and a
+                // write's slot holds unknown data.
+                ctl.abandoned.fetch_add(1, Ordering::Relaxed);
+                if let Some(o) = &job.owners {
+                    o[slot as usize].store(if is_read { prev } else { SLOT_UNKNOWN }, Ordering::Release);
+                }
+                break;
+            }
+        };
         let lat = t0.elapsed();
         let mut release = prev;
         match r {

@@ -11,6 +11,12 @@
 //! read from the nodes' logs and the load's acknowledgement records, one
 //! summary row per virtual server and the failed checks. It cleans up its
 //! processes on return, failure and interruption (`keep` leaves the lab up).
+//!
+//! Interrupted ([`DemoUi::interrupted`], the user's Ctrl-C), it says so,
+//! kills the mail load at once, gives the nodes [`crate::INTERRUPT_GRACE`]
+//! to stop cleanly before it kills them, and fails with
+//! [`LabError::Interrupted`]; a second Ctrl-C ([`DemoUi::insisted`]) stops
+//! even that wait.
 
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt as _;
@@ -74,8 +80,18 @@ pub enum DemoEvent<'a> {
     Timeline(&'a [(u64, String)]),
     /// The summary and the checks, before the lab is cleaned up.
     Report(&'a DemoReport),
-    /// A node did not stop within [`crate::STOP_GRACE`] and was killed.
-    ForcedKill(&'a str),
+    /// A node did not stop within `grace` and was killed.
+    ForcedKill { node: &'a str, grace: Duration },
+    /// The user interrupted the demo; it is cleaning up (`keep`: the lab
+    /// stays up).
+    Interrupted { keep: bool },
+    /// After an interrupt, the lab is down, `after` the interrupt was
+    /// seen; `removed` if its (temporary) folder was removed.
+    Down {
+        after: Duration,
+        dir: &'a Path,
+        removed: bool,
+    },
     /// The lab is left running in this folder.
     Kept(&'a Path),
     /// Bringing the lab down failed.
@@ -94,6 +110,10 @@ pub trait DemoUi {
     fn wait_end(&mut self);
     /// Whether the user asked the demo to stop (SIGINT, SIGTERM).
     fn interrupted(&self) -> bool;
+    /// Whether the user asked again: stop waiting for clean stops.
+    fn insisted(&self) -> bool {
+        false
+    }
 }
 
 /// One virtual server's row of the summary.
@@ -195,8 +215,15 @@ struct Cleanup {
 }
 
 impl Cleanup {
+    /// Stops the load and takes the lab down (or keeps it); after an
+    /// interrupt, quickly and saying so.
     fn finish(&mut self, ui: &mut dyn DemoUi) {
         self.done = true;
+        let interrupted = ui.interrupted().then(Instant::now);
+        if interrupted.is_some() {
+            ui.event(DemoEvent::Interrupted { keep: self.keep });
+        }
+        // The load clients are the demo's own: they end at once.
         for c in &mut self.loads {
             let _ = c.kill();
             let _ = c.wait();
@@ -205,16 +232,33 @@ impl Cleanup {
             ui.event(DemoEvent::Kept(self.lab.dir()));
             return;
         }
-        match self.lab.down() {
+        let grace = match interrupted {
+            Some(_) => crate::INTERRUPT_GRACE,
+            None => crate::STOP_GRACE,
+        };
+        // A Ctrl-C during a clean-up that was not interrupted, or a second
+        // one during an interrupted clean-up, stops the waiting.
+        let hurry = || match interrupted {
+            Some(_) => ui.insisted(),
+            None => ui.interrupted(),
+        };
+        match self.lab.down_within(grace, &hurry) {
             Ok(forced) => {
-                for n in &forced {
-                    ui.event(DemoEvent::ForcedKill(n));
+                for node in &forced {
+                    ui.event(DemoEvent::ForcedKill { node, grace });
                 }
             }
             Err(e) => ui.event(DemoEvent::CleanupFailed(&e)),
         }
         if self.remove_dir {
             let _ = std::fs::remove_dir_all(self.lab.dir());
+        }
+        if let Some(t) = interrupted {
+            ui.event(DemoEvent::Down {
+                after: t.elapsed(),
+                dir: self.lab.dir(),
+                removed: self.remove_dir,
+            });
         }
     }
 }
@@ -317,9 +361,15 @@ pub fn run(lab: &Lab, o: &DemoOptions, ui: &mut dyn DemoUi) -> Result<DemoReport
         loads: Vec::new(),
         done: false,
     };
-    let r = run_in(lab, o, &mut cleanup, ui);
-    if let Ok(report) = &r {
-        ui.event(DemoEvent::Report(report));
+    let mut r = run_in(lab, o, &mut cleanup, ui);
+    match &r {
+        Ok(report) => ui.event(DemoEvent::Report(report)),
+        Err(_) => ui.wait_end(),
+    }
+    // Whatever the interrupt broke (a killed `busrig cluster` client, an
+    // interrupted `up`), the outcome is the interrupt.
+    if r.is_err() && ui.interrupted() {
+        r = Err(LabError::Interrupted);
     }
     cleanup.finish(ui);
     r
@@ -337,13 +387,14 @@ fn run_in(
 
     ui.wait_begin("starting the bus and the nodes");
     let started = Instant::now();
-    lab.up(&UpOptions {
+    let up = UpOptions {
         nodes: o.nodes,
         quorum: o.quorum.clone(),
         profile: o.profile.clone(),
         data_luns: evs_count as u16,
         timeout: None,
-    })?;
+    };
+    lab.up_until(&up, &|| ui.interrupted())?;
     ui.wait_end();
     ui.event(DemoEvent::Formed(started.elapsed()));
 
@@ -512,7 +563,7 @@ fn run_in(
 
     // Restart the killed node; EVS1 fails back (policy: allow, at once).
     let restart_at = now_ms();
-    lab.start(&victim, true)?;
+    lab.start_until(&victim, true, &|| ui.interrupted())?;
     timeline.push((restart_at - t0, format!("{victim} restarted")));
     let fb = wait_for(ui, "EVS1 failing back", bound, || {
         Ok(cl.online_on("EVS1").as_deref() == Some(victim.as_str()))
@@ -525,37 +576,47 @@ fn run_in(
         ));
     }
 
-    // Stop the load (it ends by itself) and read its reports.
-    let mut reports: BTreeMap<String, Value> = BTreeMap::new();
-    ui.wait_begin("mail load finishing and checking every mailbox");
-    for (g, mut child) in evs.iter().cloned().zip(std::mem::take(&mut cleanup.loads)) {
-        let mut out = String::new();
-        if let Some(mut so) = child.stdout.take() {
-            use std::io::Read;
-            while !ui.interrupted() {
-                let mut buf = [0u8; 4096];
-                match so.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => out.push_str(&String::from_utf8_lossy(&buf[..n])),
+    // Stop the load (it ends by itself) and read its reports. Threads read
+    // the reports, so the wait itself can see an interrupt; the clients
+    // stay in `cleanup` until they have exited, for it to kill.
+    let readers: Vec<std::thread::JoinHandle<String>> = cleanup
+        .loads
+        .iter_mut()
+        .map(|c| {
+            let stdout = c.stdout.take();
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut out = String::new();
+                if let Some(mut so) = stdout {
+                    let _ = so.read_to_string(&mut out);
                 }
-                ui.wait_tick();
-            }
-        }
-        let _ = child.wait();
-        if let Err(e) = check_interrupted(ui) {
-            ui.wait_end();
-            return Err(e);
-        }
+                out
+            })
+        })
+        .collect();
+    // The load's own drain (60 s by default, `busrig mailload --drain`) and slack.
+    let finish_limit = duration + Duration::from_secs(90);
+    wait_for(
+        ui,
+        "mail load finishing and checking every mailbox",
+        finish_limit,
+        || {
+            Ok(cleanup
+                .loads
+                .iter_mut()
+                .all(|c| matches!(c.try_wait(), Ok(Some(_)))))
+        },
+    )?;
+    cleanup.loads.clear();
+    let mut reports: BTreeMap<String, Value> = BTreeMap::new();
+    for (g, reader) in evs.iter().cloned().zip(readers) {
+        let out = reader.join().unwrap_or_default();
         let v: Value = match out.lines().rev().find_map(|l| serde_json::from_str(l).ok()) {
             Some(v) => v,
-            None => {
-                ui.wait_end();
-                fail!("mailload for {g} printed no report (see logs/mailload-{g}.log)");
-            }
+            None => fail!("mailload for {g} printed no report (see logs/mailload-{g}.log)"),
         };
         reports.insert(g, v);
     }
-    ui.wait_end();
     // First acknowledged EVS1 message after the fault.
     let acks = std::fs::read_to_string(dir.join("EVS1-acks.jsonl")).unwrap_or_default();
     if let Some(first) = acks

@@ -40,6 +40,12 @@ pub enum LabError {
     /// The run was interrupted (SIGINT or SIGTERM).
     #[error("interrupted")]
     Interrupted,
+    /// `up` was interrupted and took down what it had started (names).
+    #[error("interrupted while starting the lab; {}", match stopped.is_empty() {
+        true => "nothing had been started yet".to_string(),
+        false => format!("stopped what had been started: {}", stopped.join(", ")),
+    })]
+    UpInterrupted { stopped: Vec<String> },
     /// A check or a wait of the lab failed; the message says which.
     #[error("{0}")]
     Failed(String),

@@ -40,6 +40,10 @@ use crate::state::{alive, bus_token, cluster_file, log_tail, write_private, LabP
 pub const LAB_TARGET: &str = "iqn.2026-11.io.busrig:lab";
 /// How long `down` waits for a node to stop before it kills it.
 pub const STOP_GRACE: Duration = Duration::from_secs(20);
+/// How long the processes get to stop cleanly when the user interrupted
+/// (`busrig demo` on Ctrl-C): the user is waiting, so a node that is still
+/// taking its groups offline after this is killed.
+pub const INTERRUPT_GRACE: Duration = Duration::from_millis(1500);
 /// How often readiness and failover conditions are polled.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -214,6 +218,13 @@ impl Lab {
 
     /// Starts a lab and waits until the cluster has formed.
     pub fn up(&self, o: &UpOptions) -> Result<()> {
+        self.up_until(o, &|| false)
+    }
+
+    /// [`Lab::up`] that gives up as soon as `stop` says so (the user's
+    /// Ctrl-C, [`crate::interrupt`]): it then kills what it had started and
+    /// fails with [`LabError::UpInterrupted`] naming those processes.
+    pub fn up_until(&self, o: &UpOptions, stop: &dyn Fn() -> bool) -> Result<()> {
         let dir = self.dir.as_path();
         let (nodes, quorum, profile, data_luns) =
             (o.nodes, o.quorum.as_str(), o.profile.as_str(), o.data_luns);
@@ -314,32 +325,37 @@ impl Lab {
         )?);
         state.save(dir)?;
         let deadline = Instant::now() + Duration::from_secs(30);
-        if let Err(e) = wait_until(deadline, &state.target, dir, || {
+        if let Err(e) = wait_until(deadline, &state.target, dir, stop, || {
             std::net::TcpStream::connect(&control_addr).is_ok()
                 && std::net::TcpStream::connect(&portal_addr).is_ok()
         }) {
-            kill_all(&mut state, dir);
-            return Err(e.context("the bus did not start"));
+            return Err(abandon_up(&mut state, dir, e, "the bus did not start"));
         }
 
         drop(ports);
-        for n in state.nodes.iter_mut() {
-            n.pid = Some(spawn(
+        for i in 0..state.nodes.len() {
+            if stop() {
+                break;
+            }
+            let n = &state.nodes[i];
+            match spawn(
                 &binary,
                 &node_start_args(dir, &n.name),
                 &[],
                 &dir.join(&n.log),
-            )?);
+            ) {
+                Ok(pid) => state.nodes[i].pid = Some(pid),
+                Err(e) => return Err(abandon_up(&mut state, dir, e, "cannot start the nodes")),
+            }
         }
         state.save(dir)?;
         let limit = o.timeout.unwrap_or_else(|| default_timeout(&cfg));
         let deadline = Instant::now() + limit;
         let rt = runtime()?;
         let names: Vec<String> = state.nodes.iter().map(|n| n.name.clone()).collect();
-        if let Err(e) = rt.block_on(wait_formed(&state, dir, &cfg, &names, deadline)) {
-            // Leave nothing running behind a failed `up`.
-            kill_all(&mut state, dir);
-            return Err(e.context(format!("the cluster did not form within {limit:?}")));
+        if let Err(e) = rt.block_on(wait_formed(&state, dir, &cfg, &names, deadline, stop)) {
+            let what = format!("the cluster did not form within {limit:?}");
+            return Err(abandon_up(&mut state, dir, e, &what));
         }
         Ok(())
     }
@@ -362,11 +378,16 @@ impl Lab {
     /// Stops every node cleanly, then the bus; returns the nodes that did
     /// not stop within [`STOP_GRACE`] and were killed.
     pub fn down(&self) -> Result<Vec<String>> {
+        self.down_within(STOP_GRACE, &|| false)
+    }
+
+    /// [`Lab::down`] with `grace` for each process to stop cleanly; once
+    /// `hurry` says so (a second Ctrl-C), it stops waiting and kills.
+    pub fn down_within(&self, grace: Duration, hurry: &dyn Fn() -> bool) -> Result<Vec<String>> {
         let dir = self.dir.as_path();
         let mut state = LabState::load(dir)?;
         // A node takes its groups offline (applications stopped, disks
         // released, states recorded) before it exits.
-        let grace = STOP_GRACE;
         let mut forced = Vec::new();
         for n in &state.nodes {
             if let Some(pid) = n.pid.filter(|&p| alive(p)) {
@@ -375,26 +396,35 @@ impl Lab {
                 let _ = signal(pid, Signal::SIGTERM);
             }
         }
-        for n in state.nodes.iter_mut() {
-            if let Some(pid) = n.pid.take() {
-                if !wait_exit(pid, grace) {
-                    tracing::warn!(node = %n.name, "{} did not stop in {grace:?}; killing it", n.name);
-                    forced.push(n.name.clone());
-                    let _ = signal(pid, Signal::SIGKILL);
-                    wait_exit(pid, grace);
-                }
-                for other in session_members(pid) {
-                    let _ = signal(other, Signal::SIGKILL);
-                }
+        // One grace period for all: the nodes stop side by side, and those
+        // still running after it are killed side by side.
+        let end = Instant::now() + grace;
+        let pids: Vec<(String, u32)> = state
+            .nodes
+            .iter_mut()
+            .filter_map(|n| Some((n.name.clone(), n.pid.take()?)))
+            .collect();
+        for (name, pid) in &pids {
+            if !wait_exit_until(*pid, end, hurry) {
+                tracing::warn!(node = %name, "{name} did not stop in {grace:?}; killing it");
+                forced.push(name.clone());
+                let _ = signal(*pid, Signal::SIGKILL);
+            }
+        }
+        for (_, pid) in &pids {
+            wait_exit(*pid, STOP_GRACE);
+            // What the node started (its applications) goes with it.
+            for other in session_members(*pid) {
+                let _ = signal(other, Signal::SIGKILL);
             }
         }
         if let Some(pid) = state.target.pid.take() {
             if alive(pid) {
                 let _ = signal(pid, Signal::SIGCONT);
                 let _ = signal(pid, Signal::SIGTERM);
-                if !wait_exit(pid, grace) {
+                if !wait_exit_until(pid, Instant::now() + grace, hurry) {
                     let _ = signal(pid, Signal::SIGKILL);
-                    wait_exit(pid, grace);
+                    wait_exit(pid, STOP_GRACE);
                 }
             }
         }
@@ -405,6 +435,13 @@ impl Lab {
     /// Starts node `name` again (with the binary that started the lab);
     /// with `wait`, returns once it is a member.
     pub fn start(&self, name: &str, wait: bool) -> Result<()> {
+        self.start_until(name, wait, &|| false)
+    }
+
+    /// [`Lab::start`] whose wait ends with [`LabError::Interrupted`] as
+    /// soon as `stop` says so; the node is left running for the caller's
+    /// clean-up.
+    pub fn start_until(&self, name: &str, wait: bool, stop: &dyn Fn() -> bool) -> Result<()> {
         let dir = self.dir.as_path();
         let mut state = LabState::load(dir)?;
         let binary = state.binary.clone();
@@ -443,6 +480,9 @@ impl Lab {
                         .is_some_and(|pid| !alive(pid));
                     if exited {
                         fail!("{name} exited; the end of its log:\n{}", log_tail(&log, 15));
+                    }
+                    if stop() {
+                        return Err(LabError::Interrupted);
                     }
                     if Instant::now() >= deadline {
                         fail!("{name} did not rejoin in time");
@@ -514,7 +554,7 @@ impl Lab {
             let mut state = LabState::load(dir)?;
             let names: Vec<String> = state.nodes.iter().map(|n| n.name.clone()).collect();
             let formed_by = Instant::now() + default_timeout(&cfg);
-            rt.block_on(wait_formed(&state, dir, &cfg, &names, formed_by))
+            rt.block_on(wait_formed(&state, dir, &cfg, &names, formed_by, &|| false))
                 .context("the cluster is not formed before the kill")?;
             let st = rt.block_on(all_status(&cfg));
             let owner = st
@@ -596,8 +636,12 @@ fn signal(pid: u32, sig: Signal) -> Result<()> {
 
 /// Waits until `pid` has exited, up to `limit`.
 fn wait_exit(pid: u32, limit: Duration) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
+    wait_exit_until(pid, Instant::now() + limit, &|| false)
+}
+
+/// Waits until `pid` has exited, up to `end` or until `hurry` says so.
+fn wait_exit_until(pid: u32, end: Instant, hurry: &dyn Fn() -> bool) -> bool {
+    while Instant::now() < end && !hurry() {
         if !alive(pid) {
             return true;
         }
@@ -764,9 +808,10 @@ fn cluster_toml(
     Ok(s)
 }
 
-/// SIGKILLs every process of the lab (and what the nodes started) and
-/// forgets their pids.
-fn kill_all(state: &mut LabState, dir: &Path) {
+/// SIGKILLs every process of the lab (and what the nodes started),
+/// forgets their pids and returns their names.
+fn kill_all(state: &mut LabState, dir: &Path) -> Vec<String> {
+    let mut killed = Vec::new();
     for p in state
         .nodes
         .iter_mut()
@@ -778,9 +823,25 @@ fn kill_all(state: &mut LabState, dir: &Path) {
             }
             let _ = signal(pid, Signal::SIGKILL);
             wait_exit(pid, Duration::from_secs(5));
+            killed.push(p.name.clone());
         }
     }
     let _ = state.save(dir);
+    killed
+}
+
+/// Leaves nothing running behind an `up` that failed with `e` (`what` was
+/// being done) or was interrupted.
+fn abandon_up(state: &mut LabState, dir: &Path, e: LabError, what: &str) -> LabError {
+    let mut stopped = kill_all(state, dir);
+    match e {
+        LabError::Interrupted => {
+            // The bus first, as it was started.
+            stopped.rotate_right(1);
+            LabError::UpInterrupted { stopped }
+        }
+        e => e.context(what),
+    }
 }
 
 /// The cluster's groups and resources (`GET /catalog`) from the first
@@ -821,14 +882,19 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start a tokio runtime")
 }
 
-/// Polls `ok` until it holds, failing early (with its log) if `proc` exits.
+/// Polls `ok` until it holds, failing early (with its log) if `proc`
+/// exits, and with [`LabError::Interrupted`] once `stop` says so.
 fn wait_until(
     deadline: Instant,
     proc: &LabProcess,
     dir: &Path,
+    stop: &dyn Fn() -> bool,
     mut ok: impl FnMut() -> bool,
 ) -> Result<()> {
     loop {
+        if stop() {
+            return Err(LabError::Interrupted);
+        }
         if ok() {
             return Ok(());
         }
@@ -899,8 +965,12 @@ async fn wait_formed(
     cfg: &ClusterConfig,
     names: &[String],
     deadline: Instant,
+    stop: &dyn Fn() -> bool,
 ) -> Result<()> {
     loop {
+        if stop() {
+            return Err(LabError::Interrupted);
+        }
         let st = all_status(cfg).await;
         if formed(&st, cfg, names) {
             return Ok(());

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::demo::{DemoEvent, DemoOptions, DemoReport};
 use crate::scenario::StepReport;
 use crate::state::process_state;
-use crate::{Cut, FailoverReport, LabStatus, Takeover, STOP_GRACE};
+use crate::{Cut, FailoverReport, LabStatus, Takeover};
 
 impl LabStatus {
     /// `busrig lab status --json`: the folder, the layout, each process
@@ -176,7 +176,11 @@ impl DemoEvent<'_> {
     pub fn on_stderr(&self) -> bool {
         matches!(
             self,
-            DemoEvent::ForcedKill(_) | DemoEvent::Kept(_) | DemoEvent::CleanupFailed(_)
+            DemoEvent::ForcedKill { .. }
+                | DemoEvent::Kept(_)
+                | DemoEvent::CleanupFailed(_)
+                | DemoEvent::Interrupted { .. }
+                | DemoEvent::Down { .. }
         )
     }
 }
@@ -209,7 +213,28 @@ impl fmt::Display for DemoEvent<'_> {
                     .try_for_each(|(t, what)| write!(f, "\n  {}  {what}", secs(*t)))
             }
             DemoEvent::Report(r) => write!(f, "{r}"),
-            DemoEvent::ForcedKill(n) => write!(f, "{n} did not stop in {STOP_GRACE:?}; killing it"),
+            DemoEvent::ForcedKill { node, grace } => {
+                write!(f, "{node} did not stop in {grace:?}; killing it")
+            }
+            DemoEvent::Interrupted { keep: false } => write!(
+                f,
+                "\nbusrig demo: interrupted: stopping the mail load, taking down the lab (Ctrl-C again kills it at once) ..."
+            ),
+            DemoEvent::Interrupted { keep: true } => write!(
+                f,
+                "\nbusrig demo: interrupted: stopping the mail load; the lab stays up (--keep)"
+            ),
+            DemoEvent::Down {
+                after,
+                dir,
+                removed,
+            } => {
+                let (t, d) = (after.as_secs_f64(), dir.display());
+                match removed {
+                    true => write!(f, "busrig demo: the lab is down ({t:.1} s); its temporary folder {d} is removed"),
+                    false => write!(f, "busrig demo: the lab is down ({t:.1} s); its folder and logs are kept in {d}"),
+                }
+            }
             DemoEvent::Kept(dir) => {
                 let d = dir.display();
                 write!(f, "\nThe lab is still running in {d} (busrig cluster --lab {d} status; busrig lab down --dir {d}).")
@@ -289,7 +314,22 @@ mod tests {
             moved.to_string(),
             "  EVS1 online on NODE4 2.500 s after the fault"
         );
-        assert!(!moved.on_stderr() && DemoEvent::ForcedKill("NODE1").on_stderr());
+        let forced = DemoEvent::ForcedKill {
+            node: "NODE1",
+            grace: crate::INTERRUPT_GRACE,
+        };
+        assert_eq!(forced.to_string(), "NODE1 did not stop in 1.5s; killing it");
+        assert!(!moved.on_stderr() && forced.on_stderr());
+        let down = DemoEvent::Down {
+            after: Duration::from_millis(1640),
+            dir: std::path::Path::new("/tmp/busrig-demo-1"),
+            removed: true,
+        };
+        assert_eq!(
+            down.to_string(),
+            "busrig demo: the lab is down (1.6 s); its temporary folder /tmp/busrig-demo-1 is removed"
+        );
+        assert!(down.on_stderr() && DemoEvent::Interrupted { keep: false }.on_stderr());
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! `busrig bench URL`: I/O benchmarks through busrig's initiator (the
 //! `busrig-bench` crate). This file parses the arguments, draws the
-//! progress bar and prints the report.
+//! progress bar, turns Ctrl-C into a [`busrig_bench::Interrupt`] (a
+//! second one quits at once) and prints the report.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 
-use busrig_bench::{BenchConfig, BenchError, Profile, Progress, Results, RwMode};
+use busrig_bench::error::EXIT_INTERRUPTED;
+use busrig_bench::{BenchConfig, BenchError, Interrupt, Profile, Progress, Results, RwMode};
 use serde_json::json;
 
 /// Access pattern (`busrig_bench::RwMode`).
@@ -166,6 +168,18 @@ fn config(args: &BenchArgs) -> BenchConfig {
 struct Bar {
     json: bool,
     bar: OnceLock<indicatif::ProgressBar>,
+    /// Whether the first completed I/O has been announced (without a bar).
+    announced: std::sync::atomic::AtomicBool,
+}
+
+impl Bar {
+    /// A line on stderr, above the bar when there is one.
+    fn say(&self, line: &str) {
+        match self.bar.get().filter(|pb| !pb.is_hidden()) {
+            Some(pb) => pb.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
 }
 
 impl Progress for Bar {
@@ -190,6 +204,18 @@ impl Progress for Bar {
         if let Some(pb) = self.bar.get() {
             pb.set_message(format!("{iops:.0} IOPS {mb_per_sec:.1} MB/s"));
             pb.set_position(position);
+            // Without a bar to watch (not a terminal, or --json), one line
+            // says that I/O is flowing and how to stop it.
+            if pb.is_hidden()
+                && iops > 0.0
+                && !self
+                    .announced
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                eprintln!(
+                    "busrig bench: I/O under way ({iops:.0} IOPS); Ctrl-C stops the run and reports the figures so far"
+                );
+            }
         }
     }
 
@@ -207,8 +233,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let progress = Arc::new(Bar {
         json: args.json,
         bar: OnceLock::new(),
+        announced: Default::default(),
     });
-    let result = busrig_bench::run_isolated(config(&args), progress).await;
+    let interrupt = Interrupt::new();
+    let signals = on_signals(interrupt.clone(), progress.clone())?;
+    let result = busrig_bench::run_isolated(config(&args), progress, interrupt).await;
+    signals.abort();
     let code = match result.and_then(|r| report(&args, &r)) {
         Ok(code) => code,
         Err(f) => {
@@ -222,6 +252,37 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     };
     Ok(ExitCode::from(code))
+}
+
+/// SIGINT or SIGTERM interrupts the run (it reports what it measured); a
+/// second one ends the process at once with [`EXIT_INTERRUPTED`].
+fn on_signals(interrupt: Interrupt, bar: Arc<Bar>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Installed before the run starts, so no Ctrl-C falls between them.
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(tokio::spawn(async move {
+        let mut first = true;
+        loop {
+            tokio::select! {
+                Some(()) = int.recv() => {}
+                Some(()) = term.recv() => {}
+                else => return,
+            }
+            if !first {
+                // Leave the terminal clean: no half-drawn bar before the prompt.
+                bar.finish();
+                eprintln!("busrig bench: interrupted again; quitting without a report");
+                std::process::exit(i32::from(EXIT_INTERRUPTED));
+            }
+            first = false;
+            bar.say(&format!(
+                "busrig bench: interrupted; waiting up to {:?} for the I/O in flight, then reporting (Ctrl-C again quits at once)",
+                busrig_bench::DRAIN
+            ));
+            interrupt.interrupt();
+        }
+    }))
 }
 
 fn report(args: &BenchArgs, result: &Results) -> Result<u8, BenchError> {

@@ -1,15 +1,15 @@
 //! `busrig demo`: the main job (`busrig_lab::demo` runs it). This verb
 //! parses the arguments, shows the waits and prints the story; it exits
-//! non-zero if any check fails (`--keep` leaves the lab up).
+//! non-zero if any check fails (`--keep` leaves the lab up), and 130 when
+//! Ctrl-C stopped it (`busrig_lab::interrupt`).
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use busrig_lab::demo::{self, DemoEvent, DemoOptions, DemoUi};
-use nix::sys::signal::Signal;
+use busrig_lab::{interrupt, LabError};
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
@@ -32,12 +32,6 @@ pub struct DemoArgs {
     /// afterwards unless --keep).
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
-}
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: nix::libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
 /// The terminal side of the demo: its story on stdout, its waits on
@@ -85,7 +79,11 @@ impl DemoUi for Terminal {
     }
 
     fn interrupted(&self) -> bool {
-        INTERRUPTED.load(Ordering::SeqCst)
+        interrupt::interrupted()
+    }
+
+    fn insisted(&self) -> bool {
+        interrupt::insisted()
     }
 }
 
@@ -103,16 +101,16 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         remove_dir,
     };
     o.check()?;
-    // SAFETY: the handler only stores to an atomic.
-    unsafe {
-        let h = nix::sys::signal::SigHandler::Handler(on_signal);
-        let _ = nix::sys::signal::signal(Signal::SIGINT, h);
-        let _ = nix::sys::signal::signal(Signal::SIGTERM, h);
-    }
+    // From here on Ctrl-C lets the demo clean up before it exits.
+    interrupt::install();
     println!("busrig demo: {o}\n  lab folder {}", dir.display());
     let lab = crate::cli::lab::open(&dir)?;
     let tty = std::io::stderr().is_terminal();
-    let report = demo::run(&lab, &o, &mut Terminal { tty, wait: None })?;
+    let report = match demo::run(&lab, &o, &mut Terminal { tty, wait: None }) {
+        Ok(r) => r,
+        Err(LabError::Interrupted) => return Ok(ExitCode::from(crate::cli::lab::EXIT_INTERRUPTED)),
+        Err(e) => return Err(e.into()),
+    };
     Ok(match report.failures.is_empty() {
         true => ExitCode::SUCCESS,
         false => ExitCode::FAILURE,

@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use busrig_lab::{scenario, Lab, Net, Signal, UpOptions, STOP_GRACE};
+use busrig_lab::{interrupt, scenario, Lab, LabError, Net, Signal, UpOptions, STOP_GRACE};
+
+/// Exit status of a verb stopped by Ctrl-C (128 + SIGINT, as a shell
+/// reports a process that SIGINT ended).
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(clap::Args, Clone)]
 pub(crate) struct DirArg {
@@ -196,14 +200,31 @@ pub fn run(verb: Verb) -> anyhow::Result<ExitCode> {
         } => {
             let lab = open(&dir.dir)?;
             let timeout = timeout.map(Duration::from_secs);
-            lab.up(&UpOptions {
-                nodes,
-                quorum,
-                profile,
-                data_luns,
-                timeout,
-            })?;
-            status(&lab, false)
+            // Ctrl-C while starting takes down what was started.
+            interrupt::install();
+            let up = lab.up_until(
+                &UpOptions {
+                    nodes,
+                    quorum,
+                    profile,
+                    data_luns,
+                    timeout,
+                },
+                &interrupt::interrupted,
+            );
+            match up {
+                Err(e @ LabError::UpInterrupted { .. }) => {
+                    eprintln!(
+                        "busrig lab up: {e} (logs kept in {})",
+                        lab.logs_dir().display()
+                    );
+                    Ok(ExitCode::from(EXIT_INTERRUPTED))
+                }
+                r => {
+                    r?;
+                    status(&lab, false)
+                }
+            }
         }
         Verb::Status { dir, json } => status(&open(&dir.dir)?, json),
         Verb::Down { dir } => {

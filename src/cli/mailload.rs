@@ -70,12 +70,28 @@ pub async fn run(a: MailloadArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &a.records {
         (out.write_records(path)).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    match a.json {
-        true => println!("{}", serde_json::to_string(&out.report)?),
-        false => println!("{}", out.report),
-    }
-    Ok(match out.report.acknowledged_but_missing {
+    let text = match a.json {
+        true => serde_json::to_string(&out.report)?,
+        false => out.report.to_string(),
+    };
+    let code = match out.report.acknowledged_but_missing {
         0 => ExitCode::SUCCESS,
         _ => ExitCode::from(2),
-    })
+    };
+    // A reader that went away (`busrig mailload ... | head -1`) loses the
+    // report, not the run: the exit status still says how it went.
+    print_report(&text).or_else(|e| match e.kind() {
+        std::io::ErrorKind::BrokenPipe => Ok(()),
+        _ => Err(anyhow::Error::new(e).context("cannot write the report to stdout")),
+    })?;
+    Ok(code)
+}
+
+/// Writes the report and its newline to stdout, returning the write error
+/// that `println!` would have panicked on.
+fn print_report(text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")?;
+    out.flush()
 }
