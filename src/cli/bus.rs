@@ -91,9 +91,21 @@ pub async fn run(args: BusArgs) -> anyhow::Result<ExitCode> {
     let token = crate::control_token().or_else(|| cluster.as_ref().map(busrig_lab::bus_token));
     let c = &ControlClient::new(control, token);
     let path = |initiator: &str, action: PathAction| {
-        let initiator =
-            (cluster.as_ref()).map_or(initiator.to_string(), |c| c.initiator_or_name(initiator));
-        async move { c.path(&initiator, &action).await }
+        // With a lab, a name that is neither one of its nodes nor an iSCSI
+        // name is a typo (NODE9): refused before anything changes.
+        let initiator = match cluster.as_ref() {
+            Some(cfg) => cfg.initiator_for(initiator),
+            None => Ok(initiator.to_string()),
+        };
+        async move {
+            let v = c.path(&initiator?, &action).await?;
+            // The control plane accepts a fault for an initiator it has not
+            // seen (it may log in later) and says so (docs/faults.md).
+            if let Some(w) = v.get("warning").and_then(|w| w.as_str()) {
+                eprintln!("busrig bus: warning: {w}");
+            }
+            anyhow::Ok(v)
+        }
     };
     let lun = |l: LunArg, action| async move { c.lun(l.lun, l.target.as_deref(), action).await };
     let v = match args.verb {
