@@ -4,14 +4,14 @@
 mod alloc;
 mod cli;
 
-use cli::{bench, bus, cluster, demo, disk, echo, lab, mailload, mailstore, node};
+use cli::{bench, bus, cluster, demo, disk, echo, lab, mailload, mailstore, manual, node};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +51,10 @@ enum Command {
     Mailstore(mailstore::MailstoreArgs),
     /// Mail load: deliver, retry across failovers, verify every mailbox.
     Mailload(mailload::MailloadArgs),
+    /// Shell completions (bash, zsh, fish) on stdout.
+    Completions(manual::CompletionsArgs),
+    /// Man pages: busrig(1) on stdout, or one page per subcommand with --dir.
+    Man(manual::ManArgs),
 }
 
 #[derive(clap::Args)]
@@ -122,6 +126,8 @@ fn main() -> ExitCode {
     let (verb, result) = match cli.command {
         Command::Demo(a) => ("busrig demo", demo::run(a)),
         Command::Lab(a) => ("busrig lab", lab::run(a)),
+        Command::Completions(a) => ("busrig completions", Ok(manual::run_completions(Cli::command(), a))),
+        Command::Man(a) => ("busrig man", manual::man(Cli::command(), a)),
         other => ("busrig", runtime().and_then(|rt| rt.block_on(run(other)))),
     };
     result.unwrap_or_else(|e| {
@@ -161,7 +167,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::EchoServer(a) => echo::run(a).await,
         Command::Mailstore(a) => mailstore::run(a).await,
         Command::Mailload(a) => mailload::run(a).await,
-        Command::Lab(_) | Command::Demo(_) => unreachable!("run without a runtime"),
+        Command::Lab(_) | Command::Demo(_) | Command::Completions(_) | Command::Man(_) => {
+            unreachable!("run without a runtime")
+        }
     }
 }
 
@@ -182,5 +190,79 @@ async fn interrupted() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every subcommand and every argument of the whole command tree,
+    /// with the path of commands that leads to it, that has no help text.
+    /// clap's own `--help`, `--version` and `help` are left out.
+    fn missing_help(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for a in cmd.get_arguments() {
+            let builtin = matches!(a.get_id().as_str(), "help" | "version");
+            let text = a.get_help().or(a.get_long_help()).map(|h| h.to_string());
+            if !builtin && !a.is_hide_set() && text.is_none_or(|t| t.trim().is_empty()) {
+                missing.push(format!("{path} {}", a.get_id()));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            let here = format!("{path} {}", sub.get_name());
+            if sub.get_name() == "help" || sub.is_hide_set() {
+                continue;
+            }
+            let about = sub.get_about().or(sub.get_long_about()).map(|h| h.to_string());
+            if about.is_none_or(|t| t.trim().is_empty()) {
+                missing.push(here.clone());
+            }
+            missing_help(sub, &here, missing);
+        }
+    }
+
+    #[test]
+    fn every_subcommand_and_argument_has_help() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut missing = Vec::new();
+        missing_help(&cmd, "busrig", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "no help text for:\n  {}",
+            missing.join("\n  ")
+        );
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn completions_name_the_subcommands() {
+        for shell in [manual::Shell::Bash, manual::Shell::Zsh, manual::Shell::Fish] {
+            let mut out = Vec::new();
+            manual::completions(Cli::command(), shell, &mut out);
+            let text = String::from_utf8(out).unwrap();
+            for verb in ["disk", "arbitrate", "completions"] {
+                assert!(text.contains(verb), "{shell:?} completions lack {verb}");
+            }
+        }
+    }
+
+    #[test]
+    fn man_pages_cover_every_subcommand() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = manual::man_pages(Cli::command(), dir.path()).unwrap();
+        let page = |name: &str| dir.path().join(name);
+        assert!(written.contains(&page("busrig.1")), "{written:?}");
+        let inquiry = std::fs::read_to_string(page("busrig-disk-inquiry.1")).unwrap();
+        assert!(inquiry.contains("INQUIRY"), "{inquiry}");
+        let types = std::fs::read_to_string(page("busrig-cluster-resource-types.1")).unwrap();
+        assert!(!types.is_empty());
+        // Hidden verbs and clap's `help` get no page.
+        assert!(!page("busrig-echo-server.1").exists());
+        assert!(!page("busrig-help.1").exists());
     }
 }
