@@ -529,7 +529,10 @@ impl ClusterConfig {
             return Ok(self.initiator_name(id));
         }
         let lower = name.to_ascii_lowercase();
-        if ["iqn.", "eui.", "naa."].iter().any(|p| lower.starts_with(p)) {
+        if ["iqn.", "eui.", "naa."]
+            .iter()
+            .any(|p| lower.starts_with(p))
+        {
             return Ok(name.to_string());
         }
         Err(UnknownNode {

@@ -266,7 +266,10 @@ const GENERIC_APPLICATION_PROPS: &[PropertyDoc] = &[
         "probe-tcp",
         "IP:PORT; IsAlive connects to it (tried before probe-command)",
     ),
-    opt("probe-command", "a shell command; IsAlive passes when it exits 0"),
+    opt(
+        "probe-command",
+        "a shell command; IsAlive passes when it exits 0",
+    ),
     opt("cwd", "the folder the command starts in"),
 ];
 const GENERIC_SCRIPT_PROPS: &[PropertyDoc] = &[req(
@@ -289,7 +292,12 @@ pub fn type_reference() -> String {
     let mut out = String::new();
     for t in ResourceType::ALL {
         out += &format!("{}\n  {}\n  properties:\n", t.name(), t.summary());
-        let width = t.properties().iter().map(|p| p.name.len()).max().unwrap_or(0);
+        let width = t
+            .properties()
+            .iter()
+            .map(|p| p.name.len())
+            .max()
+            .unwrap_or(0);
         for p in t.properties() {
             let need = if p.required { "required" } else { "optional" };
             out += &format!("    {:width$}  {need}  {}\n", p.name, p.what);
@@ -1161,7 +1169,12 @@ mod tests {
             .contains("no property"));
         // A misspelt required property is reported by its own name with
         // the valid ones, not as the missing property it was meant to be.
-        let misspelt = res("EVS1", ResourceType::IpAddress, &[], &[("adress", "1.2.3.4")]);
+        let misspelt = res(
+            "EVS1",
+            ResourceType::IpAddress,
+            &[],
+            &[("adress", "1.2.3.4")],
+        );
         assert_eq!(
             c.check_resource("I4", &misspelt, &n),
             Err(CatalogError::UnknownProperty {
@@ -1170,7 +1183,12 @@ mod tests {
                 known: "address".into(),
             })
         );
-        let app = res("EVS1", ResourceType::GenericApplication, &[], &[("comand", "x")]);
+        let app = res(
+            "EVS1",
+            ResourceType::GenericApplication,
+            &[],
+            &[("comand", "x")],
+        );
         let e = c.check_resource("A4", &app, &n).unwrap_err().to_string();
         assert!(
             e.contains("\"comand\"") && e.contains("command, probe-tcp, probe-command, cwd"),
@@ -1250,7 +1268,11 @@ mod tests {
         let r = type_reference();
         for t in ResourceType::ALL {
             assert!(r.contains(&format!("{}\n", t.name())), "{r}");
-            assert!(t.required().count() >= 1, "{} has no required property", t.name());
+            assert!(
+                t.required().count() >= 1,
+                "{} has no required property",
+                t.name()
+            );
             for p in t.properties() {
                 assert!(r.contains(p.name), "{} missing from {r}", p.name);
             }

@@ -159,7 +159,9 @@ enum GroupVerb {
     List,
     /// Create an empty group; add resources to it with `resource create
     /// --group NAME` or make a whole virtual server with `evs create`.
-    #[command(after_help = "Example:\n  busrig cluster --lab DIR group create G --preferred NODE1,NODE2 --failback allow --failback-window 22-4")]
+    #[command(
+        after_help = "Example:\n  busrig cluster --lab DIR group create G --preferred NODE1,NODE2 --failback allow --failback-window 22-4"
+    )]
     Create {
         /// The group's name (letters, digits, - _ . and spaces).
         name: String,
@@ -310,7 +312,12 @@ Example:
         preferred: Vec<String>,
         /// AntiAffinityClassNames (default EVS, so virtual servers spread
         /// over the nodes and fail over to a passive one).
-        #[arg(long, value_name = "CLASSES", value_delimiter = ',', default_value = "EVS")]
+        #[arg(
+            long,
+            value_name = "CLASSES",
+            value_delimiter = ',',
+            default_value = "EVS"
+        )]
         anti_affinity: Vec<String>,
         /// Failback: prevent or allow.
         #[arg(long, value_name = "POLICY", default_value = "prevent", value_parser = ["prevent", "allow"])]

@@ -114,7 +114,9 @@ enum Verb {
         fua: bool,
     },
     /// WRITE at LBA from a file or a repeated byte.
-    #[command(after_help = "Examples:\n  busrig disk URL write 0 --in boot.img\n  busrig disk URL write 2048 --pattern 0x5a --count 8 --fua")]
+    #[command(
+        after_help = "Examples:\n  busrig disk URL write 0 --in boot.img\n  busrig disk URL write 2048 --pattern 0x5a --count 8 --fua"
+    )]
     Write {
         /// The first logical block.
         lba: u64,
@@ -165,7 +167,9 @@ enum Verb {
         what: ResetKind,
     },
     /// COMPARE AND WRITE at LBA: write only if the blocks hold the expected data.
-    #[command(after_help = "Example:\n  busrig disk URL caw 100 --compare-pattern 0 --pattern 0xff --count 1")]
+    #[command(
+        after_help = "Example:\n  busrig disk URL caw 100 --compare-pattern 0 --pattern 0xff --count 1"
+    )]
     Caw {
         /// The first logical block.
         lba: u64,
@@ -215,12 +219,15 @@ enum Verb {
         renew: Option<f64>,
     },
     /// Persistent reservations (sg_persist's option names).
-    #[command(subcommand, after_help = "\
+    #[command(
+        subcommand,
+        after_help = "\
 Examples (node a holds WERO, type 5; node b fences it out):
   busrig disk URL --initiator iqn.2026-11.io.busrig:a pr register --param-sark 0xa
   busrig disk URL --initiator iqn.2026-11.io.busrig:a pr reserve --param-rk 0xa --prout-type 5
   busrig disk URL --initiator iqn.2026-11.io.busrig:b pr register --param-sark 0xb
-  busrig disk URL --initiator iqn.2026-11.io.busrig:b pr preempt-abort --param-rk 0xb --param-sark 0xa --prout-type 5")]
+  busrig disk URL --initiator iqn.2026-11.io.busrig:b pr preempt-abort --param-rk 0xb --param-sark 0xa --prout-type 5"
+    )]
     Pr(PrVerb),
 }
 
@@ -305,6 +312,39 @@ enum PrVerb {
         #[arg(long)]
         unreg: bool,
     },
+}
+
+/// `cmd` (the whole CLI) with `<URL>` in the usage lines of `busrig disk
+/// URL pr VERB`: clap leaves a grandparent's positional out of them, and
+/// the URL is required.
+pub fn usage_with_url(cmd: clap::Command) -> clap::Command {
+    let mut built = cmd.clone();
+    built.build();
+    let usages: Vec<(String, String)> = built
+        .find_subcommand("disk")
+        .and_then(|d| d.find_subcommand("pr"))
+        .map(|pr| {
+            pr.get_subcommands()
+                .filter(|v| v.get_name() != "help")
+                .map(|v| {
+                    let u = v.clone().render_usage().to_string();
+                    let u = u.trim_start_matches("Usage:").trim();
+                    (
+                        v.get_name().to_string(),
+                        u.replacen("busrig disk ", "busrig disk <URL> ", 1),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    cmd.mut_subcommand("disk", |d| {
+        d.mut_subcommand("pr", |mut pr| {
+            for (name, usage) in usages {
+                pr = pr.mut_subcommand(name, |v| v.override_usage(usage));
+            }
+            pr
+        })
+    })
 }
 
 /// A failure of the command: its exit status and its JSON, whose
@@ -611,7 +651,11 @@ const EXIT_NO_LOGICAL_UNIT: u8 = 5;
 
 /// `inquiry` of a LUN without a logical unit: the data the target sent,
 /// its peripheral qualifier in words, and exit status 5.
-fn no_logical_unit(disk: &Disk, out: &Out, inq: busrig_proto::scsi::inquiry::StandardInquiry) -> u8 {
+fn no_logical_unit(
+    disk: &Disk,
+    out: &Out,
+    inq: busrig_proto::scsi::inquiry::StandardInquiry,
+) -> u8 {
     let q = inq.peripheral_qualifier;
     let msg = format!(
         "no logical unit at LUN {} (peripheral qualifier {q}: {})",

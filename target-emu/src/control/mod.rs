@@ -314,9 +314,10 @@ impl Control {
                     .allowed_initiators
                     .iter()
                     .any(|a| a.eq_ignore_ascii_case(ini))
-                    || t.scsi.lun_ids().into_iter().any(|id| {
-                        t.scsi.lun(id).is_some_and(|lu| lu_knows(lu, ini))
-                    })
+                    || t.scsi
+                        .lun_ids()
+                        .into_iter()
+                        .any(|id| t.scsi.lun(id).is_some_and(|lu| lu_knows(lu, ini)))
             })
             || self.faults().paths().contains_key(ini)
     }
