@@ -185,10 +185,11 @@ enum GroupVerb {
         #[arg(long, value_name = "NODE")]
         to: Option<String>,
     },
-    /// Bring a group online on its owner: every resource, in dependency order.
+    /// Want the group online: it is placed on a node and its resources come
+    /// online in dependency order; a failed group's failover count starts afresh.
     Online(Named),
-    /// Take a group offline: every resource, dependents first; it stays offline
-    /// until `group online` (no failover).
+    /// Want the group offline: its resources go offline, dependents first,
+    /// and it stays offline, with no failover, until `group online`.
     Offline(Named),
 }
 
