@@ -27,7 +27,8 @@ while [ $# -gt 0 ]; do
         --busrig) BUSRIG=$2; shift 2 ;;
         --only) ONLY=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        # The help is the comment block at the top, without its "# ".
+        -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
         *) echo "compare-tgt.sh: unknown option $1" >&2; exit 1 ;;
     esac
 done

@@ -4,14 +4,14 @@
 mod alloc;
 mod cli;
 
-use cli::{bench, bus, cluster, demo, disk, echo, lab, mailload, mailstore, node};
+use cli::{bench, bus, cluster, demo, disk, echo, lab, mailload, mailstore, manual, node};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +51,10 @@ enum Command {
     Mailstore(mailstore::MailstoreArgs),
     /// Mail load: deliver, retry across failovers, verify every mailbox.
     Mailload(mailload::MailloadArgs),
+    /// Shell completions (bash, zsh, fish) on stdout.
+    Completions(manual::CompletionsArgs),
+    /// Man pages: busrig(1) on stdout, or one page per subcommand with --dir.
+    Man(manual::ManArgs),
 }
 
 #[derive(clap::Args)]
@@ -87,7 +91,10 @@ fn init_tracing() {
 fn main() -> ExitCode {
     // Usage errors exit 1, as sg3_utils' tools do (2 means NOT READY there);
     // --help and --version exit 0.
-    let cli = match Cli::try_parse() {
+    let cli = match command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -104,7 +111,12 @@ fn main() -> ExitCode {
     // SIGPIPE, so a vanished peer is an EPIPE error, not a dead process.
     if matches!(
         cli.command,
-        Command::Bus(_) | Command::Cluster(_) | Command::Lab(_) | Command::Demo(_)
+        Command::Bus(_)
+            | Command::Cluster(_)
+            | Command::Lab(_)
+            | Command::Demo(_)
+            | Command::Completions(_)
+            | Command::Man(_)
     ) {
         use nix::sys::signal::{signal, SigHandler, Signal};
         // SAFETY: restoring a signal's default action at start-up, before
@@ -122,12 +134,24 @@ fn main() -> ExitCode {
     let (verb, result) = match cli.command {
         Command::Demo(a) => ("busrig demo", demo::run(a)),
         Command::Lab(a) => ("busrig lab", lab::run(a)),
+        Command::Completions(a) => (
+            "busrig completions",
+            Ok(manual::run_completions(command(), a)),
+        ),
+        Command::Man(a) => ("busrig man", manual::man(command(), a)),
         other => ("busrig", runtime().and_then(|rt| rt.block_on(run(other)))),
     };
     result.unwrap_or_else(|e| {
         eprintln!("{verb}: {e:#}");
         ExitCode::FAILURE
     })
+}
+
+/// The whole CLI as clap sees it: the derive's definition with the usage
+/// lines it cannot write itself (for parsing, `--help`, completions and
+/// man pages alike).
+fn command() -> clap::Command {
+    disk::usage_with_url(Cli::command())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -161,7 +185,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::EchoServer(a) => echo::run(a).await,
         Command::Mailstore(a) => mailstore::run(a).await,
         Command::Mailload(a) => mailload::run(a).await,
-        Command::Lab(_) | Command::Demo(_) => unreachable!("run without a runtime"),
+        Command::Lab(_) | Command::Demo(_) | Command::Completions(_) | Command::Man(_) => {
+            unreachable!("run without a runtime")
+        }
     }
 }
 
@@ -182,5 +208,102 @@ async fn interrupted() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every subcommand and every argument of the whole command tree,
+    /// with the path of commands that leads to it, that has no help text.
+    /// clap's own `--help`, `--version` and `help` are left out.
+    fn missing_help(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for a in cmd.get_arguments() {
+            let builtin = matches!(a.get_id().as_str(), "help" | "version");
+            let text = a.get_help().or(a.get_long_help()).map(|h| h.to_string());
+            if !builtin && !a.is_hide_set() && text.is_none_or(|t| t.trim().is_empty()) {
+                missing.push(format!("{path} {}", a.get_id()));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            let here = format!("{path} {}", sub.get_name());
+            if sub.get_name() == "help" || sub.is_hide_set() {
+                continue;
+            }
+            let about = sub
+                .get_about()
+                .or(sub.get_long_about())
+                .map(|h| h.to_string());
+            if about.is_none_or(|t| t.trim().is_empty()) {
+                missing.push(here.clone());
+            }
+            missing_help(sub, &here, missing);
+        }
+    }
+
+    #[test]
+    fn every_subcommand_and_argument_has_help() {
+        let mut cmd = command();
+        cmd.build();
+        let mut missing = Vec::new();
+        missing_help(&cmd, "busrig", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "no help text for:\n  {}",
+            missing.join("\n  ")
+        );
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn usage_lines_show_the_url_where_it_is_required() {
+        let mut cmd = command();
+        cmd.build();
+        let disk = cmd.find_subcommand_mut("disk").unwrap();
+        let mut verbs: Vec<clap::Command> = disk.get_subcommands().cloned().collect();
+        let pr = disk.find_subcommand("pr").unwrap();
+        verbs.extend(pr.get_subcommands().cloned());
+        for mut v in verbs.into_iter().filter(|v| v.get_name() != "help") {
+            let usage = v.render_usage().to_string();
+            assert!(usage.contains("busrig disk <URL> "), "{usage}");
+        }
+        let usage = cmd
+            .find_subcommand_mut("bench")
+            .unwrap()
+            .render_usage()
+            .to_string();
+        assert!(usage.contains("<URL>"), "{usage}");
+    }
+
+    #[test]
+    fn completions_name_the_subcommands() {
+        for shell in [manual::Shell::Bash, manual::Shell::Zsh, manual::Shell::Fish] {
+            let mut out = Vec::new();
+            manual::completions(command(), shell, &mut out);
+            let text = String::from_utf8(out).unwrap();
+            for verb in ["disk", "arbitrate", "completions"] {
+                assert!(text.contains(verb), "{shell:?} completions lack {verb}");
+            }
+        }
+    }
+
+    #[test]
+    fn man_pages_cover_every_subcommand() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = manual::man_pages(command(), dir.path()).unwrap();
+        let page = |name: &str| dir.path().join(name);
+        assert!(written.contains(&page("busrig.1")), "{written:?}");
+        let inquiry = std::fs::read_to_string(page("busrig-disk-inquiry.1")).unwrap();
+        assert!(inquiry.contains("INQUIRY"), "{inquiry}");
+        let types = std::fs::read_to_string(page("busrig-cluster-resource-types.1")).unwrap();
+        assert!(!types.is_empty());
+        // Hidden verbs and clap's `help` get no page.
+        assert!(!page("busrig-echo-server.1").exists());
+        assert!(!page("busrig-help.1").exists());
     }
 }

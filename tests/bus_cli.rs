@@ -101,8 +101,13 @@ fn fault_verbs_from_the_command_line() {
     let t = TargetProcess::start(&[]);
     let control = t.control.to_string();
     let c = control.as_str();
+    // NODE has not logged in yet: the fault is set, with a warning.
     let (ok, _, err) = busrig(&["bus", "--control", c, "fail", NODE, "1", "3/11/00"]);
     assert!(ok, "{err}");
+    assert!(
+        err.contains("warning") && err.contains("matches no logged-in or configured initiator"),
+        "{err}"
+    );
     let (ok, _, err) = busrig(&["bus", "--control", c, "offline", "2"]);
     assert!(ok, "{err}");
     let st = status(&t);
@@ -137,6 +142,14 @@ fn fault_verbs_from_the_command_line() {
         "--json",
     ]);
     assert!(ok, "second read succeeds: {out}{err}");
+    // NODE has logged out and its fault is used up: a new fault warns
+    // again; one on an initiator that has a fault already does not.
+    let (ok, _, err) = busrig(&["bus", "--control", c, "delay", NODE, "1"]);
+    assert!(ok && err.contains("matches no logged-in"), "{err}");
+    let (ok, _, err) = busrig(&["bus", "--control", c, "delay", NODE, "2"]);
+    assert!(ok && !err.contains("warning"), "{err}");
+    let (ok, _, err) = busrig(&["bus", "--control", c, "clear", NODE]);
+    assert!(ok, "{err}");
 
     // A bad verb argument gets a clear error and a non-zero exit.
     let (ok, _, err) = busrig(&["bus", "--control", c, "fail", NODE, "1", "medium"]);

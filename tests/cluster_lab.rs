@@ -547,11 +547,29 @@ fn cluster_admin_verbs() {
     // Bus faults by node name through the lab.
     let d = lab.path().to_str().unwrap().to_string();
     let out = busrig(&["bus", "--lab", &d, "delay", &all[2], "1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("warning"), "a logged-in node warned: {err}");
+    // Issue 22: a node name the lab does not have is an error naming the
+    // nodes, and no fault is set.
+    let out = busrig(&["bus", "--lab", &d, "cut", "NODE9"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "cut NODE9 was accepted");
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        err.contains("no node \"NODE9\"") && err.contains(&all[0]),
+        "{err}"
     );
+    // An iSCSI name the bus has not seen is accepted, with a warning.
+    let ghost = "iqn.2026-11.io.busrig:ghost";
+    let out = busrig(&["bus", "--lab", &d, "freeze", ghost]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("matches no logged-in or configured initiator"),
+        "{err}"
+    );
+    let out = busrig(&["bus", "--lab", &d, "clear", ghost]);
+    assert!(out.status.success());
     let out = busrig(&["bus", "--lab", &d, "status", "--json"]);
     let st: Value = serde_json::from_slice(&out.stdout).expect("bus status json");
     let want = format!("iqn.2026-11.io.busrig:{}", all[2].to_ascii_lowercase());
@@ -571,6 +589,31 @@ fn cluster_admin_verbs() {
         lab.status(&owner).unwrap().state_of(&victim),
         Some("offline")
     );
+
+    // Issue 22: a misspelt property is refused by its own name, with the
+    // type's valid ones, not reported as the missing property.
+    cli_ok(&lab, &["group", "create", "TYPO"]);
+    let out = cli(
+        &lab,
+        &[
+            "resource",
+            "create",
+            "TYPO-IP",
+            "--group",
+            "TYPO",
+            "--type",
+            "ip-address",
+            "--prop",
+            "adress=127.0.2.9",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "adress= was accepted");
+    assert!(
+        err.contains("no property \"adress\"") && err.contains("known: address"),
+        "{err}"
+    );
+    cli_ok(&lab, &["group", "delete", "TYPO"]);
 }
 
 /// Two nodes under `majority` use the witness disk (LUN 0) as the third

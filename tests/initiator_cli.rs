@@ -139,6 +139,26 @@ fn information_verbs_print_json() {
     let di = ok(disk(&u, "info", &["vpd", "di"]));
     assert_eq!(di["vpd"]["page"], "device-identification");
     assert!(!di["vpd"]["designators"].as_array().unwrap().is_empty());
+
+    // Issue 22: INQUIRY of a LUN without a logical unit succeeds on the
+    // wire (peripheral qualifier 3, SPC-4 §6.6.2) but is no device: exit
+    // status 5, as every other command to that LUN gets.
+    let o = disk(&t.url(9), "info", &["inquiry"]);
+    assert_eq!(code(&o), 5, "{}", String::from_utf8_lossy(&o.stderr));
+    let j = json(&o);
+    assert_eq!(j["inquiry"]["peripheral_qualifier"], 3);
+    assert_eq!(j["kind"], "no-logical-unit");
+    let text = Command::new(env!("CARGO_BIN_EXE_busrig"))
+        .args(["disk", &t.url(9), "inquiry"])
+        .output()
+        .expect("run busrig disk");
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert_eq!(text.status.code(), Some(5));
+    assert!(
+        stdout.starts_with("peripheral qualifier: 3 (no logical unit can be at this LUN)"),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&text.stderr).contains("no logical unit at LUN 9"));
 }
 
 #[test]
@@ -243,6 +263,14 @@ fn resets_complete() {
 fn held_reservation_conflicts_and_defends_against_a_challenger() {
     let t = TargetProcess::start(&[]);
     let u = t.url(0);
+    // Without --hold the reservation ends at the command's logout, and the
+    // output says so: another initiator can write right after.
+    let r = ok(disk(&u, "brief", &["reserve"]));
+    assert_eq!(
+        (&r["event"], &r["until"]),
+        (&"reserved".into(), &"logout".into())
+    );
+    ok(disk(&u, "other", &["write", "0", "--pattern", "1"]));
     let mut defender = Holder::start(&u, "defender", &["reserve", "--hold", "--renew", "1"]);
     defender.wait_for("event", &["reserved"]);
     // Others meet RESERVATION CONFLICT for media access: exit status 24.

@@ -519,15 +519,41 @@ impl ClusterConfig {
         format!("{}:{}", self.initiator_prefix, self.nodes[id as usize].name)
     }
 
-    /// The initiator name of the node called `name` (any case), or `name`
-    /// itself when no node is: `busrig bus --lab` takes node names
-    /// wherever an initiator name goes.
-    pub fn initiator_or_name(&self, name: &str) -> String {
-        match self.node_id(name) {
-            Some(id) => self.initiator_name(id),
-            None => name.to_string(),
+    /// What `busrig bus --lab` means by `name` where an initiator name
+    /// goes: the initiator name of the node called `name` (any case), or
+    /// `name` itself when it is an iSCSI name (`iqn.`, `eui.` or `naa.`,
+    /// RFC 7143 §4.2.7.1) such as a mail store's or a CLI's. Anything else
+    /// is a node name this cluster does not have.
+    pub fn initiator_for(&self, name: &str) -> Result<String, UnknownNode> {
+        if let Some(id) = self.node_id(name) {
+            return Ok(self.initiator_name(id));
         }
+        let lower = name.to_ascii_lowercase();
+        if ["iqn.", "eui.", "naa."]
+            .iter()
+            .any(|p| lower.starts_with(p))
+        {
+            return Ok(name.to_string());
+        }
+        Err(UnknownNode {
+            name: name.to_string(),
+            cluster: self.name.clone(),
+            nodes: self.nodes.iter().map(|n| n.name.clone()).collect(),
+        })
     }
+}
+
+/// A name that is neither a node of the cluster nor an iSCSI name
+/// ([`ClusterConfig::initiator_for`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "cluster {cluster} has no node {name:?} (nodes: {}; or give an iSCSI name, iqn.…)",
+    nodes.join(", ")
+)]
+pub struct UnknownNode {
+    pub name: String,
+    pub cluster: String,
+    pub nodes: Vec<String>,
 }
 
 #[cfg(test)]
@@ -728,8 +754,19 @@ mod tests {
     #[test]
     fn node_names_stand_for_their_initiators() {
         let c = ClusterConfig::for_tests(&["NODE1", "NODE2"]);
-        assert_eq!(c.initiator_or_name("node2"), c.initiator_name(1));
-        assert!(c.initiator_or_name("NODE1").ends_with(":NODE1"));
-        assert_eq!(c.initiator_or_name("iqn.x:other"), "iqn.x:other");
+        assert_eq!(c.initiator_for("node2"), Ok(c.initiator_name(1)));
+        assert!(c.initiator_for("NODE1").unwrap().ends_with(":NODE1"));
+        assert_eq!(c.initiator_for("iqn.x:other").unwrap(), "iqn.x:other");
+        assert_eq!(c.initiator_for("EUI.0123").unwrap(), "EUI.0123");
+    }
+
+    #[test]
+    fn an_unknown_node_name_is_an_error_naming_the_nodes() {
+        let c = ClusterConfig::for_tests(&["NODE1", "NODE2"]);
+        let e = c.initiator_for("NODE9").unwrap_err();
+        assert_eq!(e.nodes, ["NODE1", "NODE2"]);
+        let text = e.to_string();
+        assert!(text.contains("no node \"NODE9\""), "{text}");
+        assert!(text.contains("NODE1, NODE2"), "{text}");
     }
 }

@@ -148,27 +148,166 @@ impl ResourceType {
         ResourceType::ALL.into_iter().find(|t| t.name() == s)
     }
 
-    /// Properties that must be set.
-    pub fn required(self) -> &'static [&'static str] {
+    /// What a resource of this type is and does, in one sentence.
+    pub fn summary(self) -> &'static str {
         match self {
-            ResourceType::PhysicalDisk => &["disk"],
-            ResourceType::IpAddress => &["address"],
-            ResourceType::NetworkName => &["name"],
-            ResourceType::GenericApplication => &["command"],
-            ResourceType::GenericScript => &["script"],
+            ResourceType::PhysicalDisk => {
+                "A data LUN the owning node holds exclusively: challenge and defense on that \
+                 LUN alone (LUN reset), an ownership stamp on its last block at IsAlive; \
+                 applications of the group reach it through the node ($BUSRIG_DISK_<RESOURCE>)."
+            }
+            ResourceType::IpAddress => {
+                "A virtual IP address the owning node claims with a bound socket \
+                 ($BUSRIG_IP_<RESOURCE>, and $BUSRIG_IP for the group's first)."
+            }
+            ResourceType::NetworkName => {
+                "A name in the cluster's name table (busrig cluster resolve NAME) pointing \
+                 at the address of the ip-address resource it depends on."
+            }
+            ResourceType::GenericApplication => {
+                "A child process run by sh -c in its own process group that dies with its \
+                 node; LooksAlive checks it runs, IsAlive runs the probe."
+            }
+            ResourceType::GenericScript => {
+                "A script called as SCRIPT online|offline|looks-alive|is-alive; exit status \
+                 0 is success."
+            }
         }
     }
 
-    /// Every property the type understands.
-    pub fn known(self) -> &'static [&'static str] {
+    /// Every property the type understands, required ones first
+    /// (`busrig cluster resource types`, README "Resource types").
+    pub fn properties(self) -> &'static [PropertyDoc] {
         match self {
-            ResourceType::PhysicalDisk => &["disk"],
-            ResourceType::IpAddress => &["address"],
-            ResourceType::NetworkName => &["name"],
-            ResourceType::GenericApplication => &["command", "probe-command", "probe-tcp", "cwd"],
-            ResourceType::GenericScript => &["script"],
+            ResourceType::PhysicalDisk => PHYSICAL_DISK_PROPS,
+            ResourceType::IpAddress => IP_ADDRESS_PROPS,
+            ResourceType::NetworkName => NETWORK_NAME_PROPS,
+            ResourceType::GenericApplication => GENERIC_APPLICATION_PROPS,
+            ResourceType::GenericScript => GENERIC_SCRIPT_PROPS,
         }
     }
+
+    /// A command that creates one (group G, on a lab), for the help and
+    /// the README.
+    pub fn example(self) -> &'static str {
+        match self {
+            ResourceType::PhysicalDisk => {
+                "busrig cluster --lab DIR resource create G-Disk --group G --type physical-disk \
+                 --prop disk=iscsi://127.0.0.1:3260/iqn.2026-11.io.busrig:bus0/1"
+            }
+            ResourceType::IpAddress => {
+                "busrig cluster --lab DIR resource create G-IP --group G --type ip-address \
+                 --prop address=127.0.2.1"
+            }
+            ResourceType::NetworkName => {
+                "busrig cluster --lab DIR resource create G-Name --group G --type network-name \
+                 --prop name=g --depends-on G-IP"
+            }
+            ResourceType::GenericApplication => {
+                "busrig cluster --lab DIR resource create G-App --group G --type generic-application \
+                 --prop 'command=exec busrig echo-server --listen $BUSRIG_IP:7000' \
+                 --prop probe-tcp=127.0.2.1:7000 --depends-on G-IP,G-Disk"
+            }
+            ResourceType::GenericScript => {
+                "busrig cluster --lab DIR resource create G-Script --group G --type generic-script \
+                 --prop script=/usr/local/bin/g-resource.sh"
+            }
+        }
+    }
+
+    /// Properties that must be set.
+    pub fn required(self) -> impl Iterator<Item = &'static str> {
+        self.properties()
+            .iter()
+            .filter(|p| p.required)
+            .map(|p| p.name)
+    }
+
+    /// Whether the type understands property `name`.
+    pub fn knows(self, name: &str) -> bool {
+        self.properties().iter().any(|p| p.name == name)
+    }
+
+    /// Every property name the type understands, comma-separated.
+    pub fn known_list(self) -> String {
+        let names: Vec<&str> = self.properties().iter().map(|p| p.name).collect();
+        names.join(", ")
+    }
+}
+
+const fn req(name: &'static str, what: &'static str) -> PropertyDoc {
+    PropertyDoc {
+        name,
+        required: true,
+        what,
+    }
+}
+
+const fn opt(name: &'static str, what: &'static str) -> PropertyDoc {
+    PropertyDoc {
+        name,
+        required: false,
+        what,
+    }
+}
+
+const PHYSICAL_DISK_PROPS: &[PropertyDoc] = &[req(
+    "disk",
+    "the LUN's iSCSI URL, iscsi://host[:port]/target-iqn/lun",
+)];
+const IP_ADDRESS_PROPS: &[PropertyDoc] = &[req("address", "an IPv4 or IPv6 address")];
+const NETWORK_NAME_PROPS: &[PropertyDoc] = &[req(
+    "name",
+    "the name to register (the resource must depend on an ip-address resource of its group)",
+)];
+const GENERIC_APPLICATION_PROPS: &[PropertyDoc] = &[
+    req("command", "a shell command line, run by sh -c"),
+    opt(
+        "probe-tcp",
+        "IP:PORT; IsAlive connects to it (tried before probe-command)",
+    ),
+    opt(
+        "probe-command",
+        "a shell command; IsAlive passes when it exits 0",
+    ),
+    opt("cwd", "the folder the command starts in"),
+];
+const GENERIC_SCRIPT_PROPS: &[PropertyDoc] = &[req(
+    "script",
+    "path of an executable called with online, offline, looks-alive or is-alive",
+)];
+
+/// One property of a resource type: its name, whether it must be set, and
+/// what it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PropertyDoc {
+    pub name: &'static str,
+    pub required: bool,
+    pub what: &'static str,
+}
+
+/// Every resource type with what it is, its properties and an example
+/// (`busrig cluster resource types`): the same facts the checks use.
+pub fn type_reference() -> String {
+    let mut out = String::new();
+    for t in ResourceType::ALL {
+        out += &format!("{}\n  {}\n  properties:\n", t.name(), t.summary());
+        let width = t
+            .properties()
+            .iter()
+            .map(|p| p.name.len())
+            .max()
+            .unwrap_or(0);
+        for p in t.properties() {
+            let need = if p.required { "required" } else { "optional" };
+            out += &format!("    {:width$}  {need}  {}\n", p.name, p.what);
+        }
+        out += &format!("  example:\n    {}\n\n", t.example());
+    }
+    out += "Every type also takes --depends-on, --possible-owners, --looks-alive-ms, \
+            --is-alive-ms, --restart-threshold, --restart-period and --pending-timeout \
+            (busrig cluster resource create --help).\n";
+    out
 }
 
 /// What the administrator says about a resource.
@@ -669,20 +808,22 @@ impl Catalog {
         if !self.groups.contains_key(&spec.group) {
             return Err(CatalogError::NoGroup(spec.group.clone()));
         }
+        // Unknown names first: a misspelt `adress` is reported as itself,
+        // not as a missing `address`.
+        for p in spec.properties.keys() {
+            if !spec.kind.knows(p) {
+                return Err(CatalogError::UnknownProperty {
+                    kind: spec.kind.name(),
+                    property: p.clone(),
+                    known: spec.kind.known_list(),
+                });
+            }
+        }
         for p in spec.kind.required() {
             if spec.prop(p).is_none_or(|v| v.trim().is_empty()) {
                 return Err(CatalogError::MissingProperty {
                     kind: spec.kind.name(),
                     property: p,
-                });
-            }
-        }
-        for p in spec.properties.keys() {
-            if !spec.kind.known().contains(&p.as_str()) {
-                return Err(CatalogError::UnknownProperty {
-                    kind: spec.kind.name(),
-                    property: p.clone(),
-                    known: spec.kind.known().join(", "),
                 });
             }
         }
@@ -1026,6 +1167,33 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("no property"));
+        // A misspelt required property is reported by its own name with
+        // the valid ones, not as the missing property it was meant to be.
+        let misspelt = res(
+            "EVS1",
+            ResourceType::IpAddress,
+            &[],
+            &[("adress", "1.2.3.4")],
+        );
+        assert_eq!(
+            c.check_resource("I4", &misspelt, &n),
+            Err(CatalogError::UnknownProperty {
+                kind: "ip-address",
+                property: "adress".into(),
+                known: "address".into(),
+            })
+        );
+        let app = res(
+            "EVS1",
+            ResourceType::GenericApplication,
+            &[],
+            &[("comand", "x")],
+        );
+        let e = c.check_resource("A4", &app, &n).unwrap_err().to_string();
+        assert!(
+            e.contains("\"comand\"") && e.contains("command, probe-tcp, probe-command, cwd"),
+            "{e}"
+        );
         let bad_ip = res("EVS1", ResourceType::IpAddress, &[], &[("address", "nope")]);
         assert!(c.check_resource("I3", &bad_ip, &n).is_err());
         let name_no_ip = res(
@@ -1093,5 +1261,28 @@ mod tests {
         .unwrap();
         assert_eq!(r.looks_alive_ms, LOOKS_ALIVE_MS);
         assert_eq!(r.restart_threshold, 3);
+    }
+
+    #[test]
+    fn the_type_reference_lists_every_type_property_and_example() {
+        let r = type_reference();
+        for t in ResourceType::ALL {
+            assert!(r.contains(&format!("{}\n", t.name())), "{r}");
+            assert!(
+                t.required().count() >= 1,
+                "{} has no required property",
+                t.name()
+            );
+            for p in t.properties() {
+                assert!(r.contains(p.name), "{} missing from {r}", p.name);
+            }
+            // The example creates a resource of its own type with every
+            // required property.
+            let ex = t.example();
+            assert!(ex.contains(&format!("--type {}", t.name())), "{ex}");
+            for p in t.required() {
+                assert!(ex.contains(&format!("{p}=")), "{ex} lacks {p}");
+            }
+        }
     }
 }

@@ -12,19 +12,32 @@ use busrig_cluster::validate::{self, Verdict};
 use busrig_cluster::{cluster_file, report, snapshot_diff};
 use serde_json::{json, Value};
 
+/// Where `busrig cluster` finds the cluster, for its `--help`.
+const CLUSTER_HELP: &str = "\
+Which cluster: --lab DIR (a lab made by `busrig lab up`), --config FILE (the
+cluster file: admin addresses and the secret), or --node ADDR. These global
+options go before or after the verb.
+
+Examples:
+  busrig cluster --lab DIR status
+  busrig cluster --lab DIR group create G --preferred NODE1,NODE2
+  busrig cluster --lab DIR resource types
+  busrig cluster --lab DIR evs create EVS1 --ip 127.0.2.1 --disk iscsi://127.0.0.1:PORT/iqn.2026-11.io.busrig:bus0/1";
+
 #[derive(clap::Args)]
+#[command(after_help = CLUSTER_HELP)]
 pub struct ClusterArgs {
     /// A node's admin address (repeatable; tried in order).
-    #[arg(long = "node", value_name = "ADDR", global = true)]
+    #[arg(long = "node", value_name = "ADDR", global = true, help_heading = super::GLOBAL)]
     nodes: Vec<String>,
     /// The cluster file: every node's admin address and the shared secret.
-    #[arg(long, value_name = "FILE", global = true, conflicts_with = "lab")]
+    #[arg(long, value_name = "FILE", global = true, conflicts_with = "lab", help_heading = super::GLOBAL)]
     config: Option<PathBuf>,
     /// A lab folder made by `busrig lab up`.
-    #[arg(long, value_name = "DIR", global = true)]
+    #[arg(long, value_name = "DIR", global = true, help_heading = super::GLOBAL)]
     lab: Option<PathBuf>,
     /// JSON output for scripts.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = super::GLOBAL)]
     json: bool,
     #[command(subcommand)]
     verb: Verb,
@@ -51,12 +64,15 @@ enum Verb {
     #[command(subcommand)]
     Evs(EvsVerb),
     /// The address a network name resource registered.
-    Resolve { name: String },
+    Resolve {
+        /// The network name (the `name` property of a network-name resource).
+        name: String,
+    },
     /// The cluster event log (group and resource states, failovers,
     /// membership), the same on every node.
     Log {
         /// Only the last N events.
-        #[arg(long)]
+        #[arg(long, value_name = "N")]
         last: Option<usize>,
     },
     /// Check the cluster (file, groups, bus) against the seeds' rules:
@@ -68,10 +84,14 @@ enum Verb {
         bus: Option<String>,
     },
     /// Save the cluster database to FILE (quorum log backup format).
-    Backup { file: PathBuf },
+    Backup {
+        /// Where to write the backup.
+        file: PathBuf,
+    },
     /// Bring the cluster database back to the state saved in FILE, as
     /// global updates (each one logged and replicated).
     Restore {
+        /// A file written by `busrig cluster backup`.
         file: PathBuf,
         /// Accept a backup of a cluster with another name.
         #[arg(long)]
@@ -84,41 +104,52 @@ enum NodeVerb {
     /// Every node and its state.
     List,
     /// A paused node stays a member but accepts no groups.
-    Pause { node: String },
+    Pause {
+        /// The node's name (NODE1, ...).
+        node: String,
+    },
     /// Undo pause.
-    Resume { node: String },
+    Resume {
+        /// The node's name.
+        node: String,
+    },
     /// Remove a node from the cluster; it stops its cluster service.
-    Evict { node: String },
+    Evict {
+        /// The node's name.
+        node: String,
+    },
 }
 
 #[derive(clap::Args, Clone, Default)]
 struct GroupOpts {
     /// Preferred owners, most preferred first (comma-separated).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_name = "NODES", value_delimiter = ',')]
     preferred: Option<Vec<String>>,
-    /// Failback policy: prevent or allow.
-    #[arg(long, value_parser = ["prevent", "allow"])]
+    /// Failback policy: prevent (the default) or allow.
+    #[arg(long, value_name = "POLICY", value_parser = ["prevent", "allow"])]
     failback: Option<String>,
     /// Failback only between these UTC hours, START-END (e.g. 22-4).
     #[arg(long, value_name = "START-END")]
     failback_window: Option<String>,
-    /// AntiAffinityClassNames (comma-separated).
-    #[arg(long, value_delimiter = ',')]
+    /// AntiAffinityClassNames (comma-separated): groups sharing a class
+    /// avoid sharing a node.
+    #[arg(long, value_name = "CLASSES", value_delimiter = ',')]
     anti_affinity: Option<Vec<String>>,
     /// Failovers allowed per period (default 10).
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     failover_threshold: Option<u32>,
     /// The failover period in seconds (default 21600, 6 h).
-    #[arg(long)]
+    #[arg(long, value_name = "SECS")]
     failover_period: Option<u64>,
     /// Mark the group an Exchange virtual server (for `validate`).
-    #[arg(long)]
+    #[arg(long, value_name = "BOOL")]
     evs: Option<bool>,
 }
 
 // The one argument of a verb that names its group or resource.
 #[derive(clap::Args)]
 struct Named {
+    /// Its name, as `list` shows it.
     name: String,
 }
 
@@ -126,13 +157,20 @@ struct Named {
 enum GroupVerb {
     /// Every group with its owner and state.
     List,
+    /// Create an empty group; add resources to it with `resource create
+    /// --group NAME` or make a whole virtual server with `evs create`.
+    #[command(
+        after_help = "Example:\n  busrig cluster --lab DIR group create G --preferred NODE1,NODE2 --failback allow --failback-window 22-4"
+    )]
     Create {
+        /// The group's name (letters, digits, - _ . and spaces).
         name: String,
         #[command(flatten)]
         opts: GroupOpts,
     },
     /// Change a group's properties (only those given).
     Set {
+        /// The group's name.
         name: String,
         #[command(flatten)]
         opts: GroupOpts,
@@ -141,40 +179,55 @@ enum GroupVerb {
     Delete(Named),
     /// Move to NODE, or to the best possible other node.
     Move {
+        /// The group's name.
         name: String,
-        #[arg(long)]
+        /// The node to move it to (default: the best other possible owner).
+        #[arg(long, value_name = "NODE")]
         to: Option<String>,
     },
+    /// Want the group online: it is placed on a node and its resources come
+    /// online in dependency order; a failed group's failover count starts afresh.
     Online(Named),
+    /// Want the group offline: its resources go offline, dependents first,
+    /// and it stays offline, with no failover, until `group online`.
     Offline(Named),
 }
 
 #[derive(clap::Args, Clone, Default)]
 struct ResourceOpts {
     /// The group the resource belongs to.
-    #[arg(long)]
+    #[arg(long, value_name = "GROUP")]
     group: Option<String>,
-    /// physical-disk, ip-address, network-name, generic-application, generic-script.
-    #[arg(long = "type")]
+    /// physical-disk, ip-address, network-name, generic-application or
+    /// generic-script (`busrig cluster resource types` lists their properties).
+    #[arg(long = "type", value_name = "TYPE")]
     kind: Option<String>,
-    /// A property, KEY=VALUE (repeatable).
+    /// A property of the type, KEY=VALUE (repeatable), e.g. address=127.0.2.1.
     #[arg(long = "prop", value_name = "KEY=VALUE")]
     props: Vec<String>,
-    /// Resources it depends on (comma-separated).
-    #[arg(long, value_delimiter = ',')]
+    /// Resources of the same group it depends on (comma-separated); they
+    /// come online before it and go offline after it.
+    #[arg(long, value_name = "RESOURCES", value_delimiter = ',')]
     depends_on: Option<Vec<String>>,
     /// Nodes that may host it (comma-separated; default every node).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_name = "NODES", value_delimiter = ',')]
     possible_owners: Option<Vec<String>>,
-    #[arg(long)]
+    /// LooksAlive poll interval in milliseconds, the cheap check (default 5000).
+    #[arg(long, value_name = "MS")]
     looks_alive_ms: Option<u64>,
-    #[arg(long)]
+    /// IsAlive poll interval in milliseconds, the thorough check (default 60000).
+    #[arg(long, value_name = "MS")]
     is_alive_ms: Option<u64>,
-    #[arg(long)]
+    /// Restarts in place allowed per restart period before the group fails
+    /// over (default 3).
+    #[arg(long, value_name = "N")]
     restart_threshold: Option<u32>,
-    #[arg(long)]
+    /// The restart period in seconds (default 900).
+    #[arg(long, value_name = "SECS")]
     restart_period: Option<u64>,
-    #[arg(long)]
+    /// Seconds a resource may take to come online or go offline before it
+    /// counts as failed (default 180).
+    #[arg(long, value_name = "SECS")]
     pending_timeout: Option<u64>,
 }
 
@@ -182,22 +235,32 @@ struct ResourceOpts {
 enum ResourceVerb {
     /// Every resource with its group, type and state.
     List,
+    /// Every resource type with its properties and an example.
+    Types,
+    /// Create a resource in a group (--group and --type are required; see
+    /// `resource types` for each type's properties).
+    #[command(after_help = RESOURCE_CREATE_HELP)]
     Create {
+        /// The resource's name (letters, digits, - _ . and spaces).
         name: String,
         #[command(flatten)]
         opts: ResourceOpts,
     },
-    /// Change a resource (only what is given).
+    /// Change a resource (only what is given; --prop adds or replaces one property).
     Set {
+        /// The resource's name.
         name: String,
         #[command(flatten)]
         opts: ResourceOpts,
     },
+    /// Delete a resource no other resource depends on.
     Delete(Named),
     /// Make NAME depend on another resource of its group.
     Depend {
+        /// The dependent resource.
         name: String,
-        #[arg(long)]
+        /// The resource it comes to depend on (same group).
+        #[arg(long, value_name = "RESOURCE")]
         on: String,
     },
     /// Tell the owner the resource failed (a restart or failover follows).
@@ -208,43 +271,80 @@ enum ResourceVerb {
     Offline(Named),
 }
 
+/// Examples for `resource create --help`, one per common type.
+const RESOURCE_CREATE_HELP: &str = "\
+Examples (a group G on a lab; `busrig cluster resource types` lists every type):
+  busrig cluster --lab DIR resource create G-IP --group G --type ip-address --prop address=127.0.2.1
+  busrig cluster --lab DIR resource create G-Name --group G --type network-name --prop name=g --depends-on G-IP
+  busrig cluster --lab DIR resource create G-Disk --group G --type physical-disk \\
+      --prop disk=iscsi://127.0.0.1:PORT/iqn.2026-11.io.busrig:bus0/1
+  busrig cluster --lab DIR resource create G-App --group G --type generic-application \\
+      --prop 'command=exec busrig echo-server --listen $BUSRIG_IP:7000' --prop probe-tcp=127.0.2.1:7000 \\
+      --depends-on G-IP,G-Disk";
+
 #[derive(clap::Subcommand)]
 enum EvsVerb {
     /// One group NAME with an IP address, a network name on it, the
     /// physical disks and a mail store on them, as the seeds lay out an
     /// Exchange virtual server.
+    #[command(after_help = "\
+Creates group NAME (marked an Exchange virtual server) with NAME-IP (ip-address),
+NAME-Name (network-name, depends on NAME-IP), NAME-Disk1.. (physical-disk) and
+NAME-Store (generic-application: busrig mailstore on the first disk, listening on
+IP:PORT, depends on the name and the disks).
+
+Example:
+  busrig cluster --lab DIR evs create EVS1 --ip 127.0.2.1 --preferred NODE1,NODE2 \\
+      --disk iscsi://127.0.0.1:PORT/iqn.2026-11.io.busrig:bus0/1")]
     Create {
+        /// The virtual server's name: its group, and the prefix of its resources.
         name: String,
         /// The virtual server's IP address (e.g. 127.0.2.1 on a lab).
-        #[arg(long)]
+        #[arg(long, value_name = "IP")]
         ip: String,
         /// A data LUN's iSCSI URL (repeatable; the first holds the store).
-        #[arg(long = "disk", required = true)]
+        #[arg(long = "disk", value_name = "URL", required = true)]
         disks: Vec<String>,
         /// The mail store's SMTP port on the IP address.
-        #[arg(long, default_value_t = 2525)]
+        #[arg(long, value_name = "PORT", default_value_t = 2525)]
         port: u16,
         /// Preferred owners, most preferred first (comma-separated).
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, value_name = "NODES", value_delimiter = ',')]
         preferred: Vec<String>,
         /// AntiAffinityClassNames (default EVS, so virtual servers spread
         /// over the nodes and fail over to a passive one).
-        #[arg(long, value_delimiter = ',', default_value = "EVS")]
+        #[arg(
+            long,
+            value_name = "CLASSES",
+            value_delimiter = ',',
+            default_value = "EVS"
+        )]
         anti_affinity: Vec<String>,
         /// Failback: prevent or allow.
-        #[arg(long, default_value = "prevent", value_parser = ["prevent", "allow"])]
+        #[arg(long, value_name = "POLICY", default_value = "prevent", value_parser = ["prevent", "allow"])]
         failback: String,
     },
 }
 
 #[derive(clap::Subcommand)]
 enum DbVerb {
-    /// Every key, or one.
-    Get { key: Option<String> },
+    /// Every key, or one (exit status 2 when it is not there).
+    Get {
+        /// The key (default: every key).
+        key: Option<String>,
+    },
     /// Set KEY to VALUE.
-    Set { key: String, value: String },
+    Set {
+        /// The key.
+        key: String,
+        /// Its new value.
+        value: String,
+    },
     /// Remove KEY.
-    Delete { key: String },
+    Delete {
+        /// The key.
+        key: String,
+    },
 }
 
 impl From<GroupOpts> for admin_client::GroupOpts {
@@ -279,6 +379,11 @@ impl From<ResourceOpts> for admin_client::ResourceOpts {
 }
 
 pub async fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
+    // The type reference needs no cluster.
+    if let Verb::Resource(ResourceVerb::Types) = a.verb {
+        print!("{}", busrig_cluster::resource::type_reference());
+        return Ok(ExitCode::SUCCESS);
+    }
     let cfg = match (&a.config, &a.lab) {
         (Some(f), _) => Some(cluster_file::load(f)?),
         (None, Some(dir)) => Some(busrig_lab::lab_config(dir)?),
@@ -429,6 +534,7 @@ async fn group_verb(t: &AdminClient, verb: GroupVerb, as_json: bool) -> anyhow::
 async fn resource_verb(t: &AdminClient, verb: ResourceVerb, as_json: bool) -> anyhow::Result<()> {
     let change = match verb {
         ResourceVerb::List => return list(t, "resources", report::resource_table, as_json).await,
+        ResourceVerb::Types => unreachable!("answered without a cluster"),
         ResourceVerb::Create { name, opts } => ResourceChange::Create {
             name,
             opts: opts.into(),

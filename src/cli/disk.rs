@@ -43,6 +43,8 @@ Exit status (as sg3_utils):
   11  ABORTED COMMAND               33  command timed out
   97  malformed response            98  other sense data
   99  transport, login or session failure
+inquiry exits 5 when no logical unit is at the LUN (peripheral qualifier
+3), as every other command to it fails with LOGICAL UNIT NOT SUPPORTED.
 The sense data is decoded in words on stderr; with --json stdout carries a
 JSON object with \"exit_status\" and the decoded sense.";
 
@@ -62,25 +64,25 @@ pub struct DiskArgs {
     verb: Verb,
 
     /// Initiator name to log in with (the I_T nexus is name + ISID).
-    #[arg(long, global = true, value_name = "NAME", default_value = busrig_initiator::DEFAULT_INITIATOR_NAME)]
+    #[arg(long, global = true, value_name = "NAME", default_value = busrig_initiator::DEFAULT_INITIATOR_NAME, help_heading = super::GLOBAL)]
     initiator: String,
 
     /// ISID as 12 hex digits; the default is fixed so that successive
     /// invocations are the same I_T nexus.
-    #[arg(long, global = true, value_name = "HEX")]
+    #[arg(long, global = true, value_name = "HEX", help_heading = super::GLOBAL)]
     isid: Option<Isid>,
 
     /// Print one JSON object (per event for --hold) on stdout.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = super::GLOBAL)]
     json: bool,
 
     /// Time limit for each command, in seconds.
-    #[arg(long, global = true, value_name = "SECS", default_value_t = 30.0)]
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 30.0, help_heading = super::GLOBAL)]
     timeout: f64,
 
     /// How many times a command that returns UNIT ATTENTION is re-issued
     /// (the unit attentions are reported); 0 reports the first one as an error.
-    #[arg(long, global = true, value_name = "N", default_value_t = 8)]
+    #[arg(long, global = true, value_name = "N", default_value_t = 8, help_heading = super::GLOBAL)]
     ua_retries: u32,
 }
 
@@ -90,6 +92,7 @@ enum Verb {
     Inquiry,
     /// A VPD page: a number (0x83, 131) or sp, sn, di, bl, bdc, lbpv.
     Vpd {
+        /// The page: a number (0x83, 131) or sp, sn, di, bl, bdc, lbpv.
         #[arg(value_name = "PAGE")]
         page: String,
     },
@@ -99,7 +102,9 @@ enum Verb {
     Luns,
     /// READ COUNT blocks from LBA.
     Read {
+        /// The first logical block.
         lba: u64,
+        /// Number of blocks.
         count: u32,
         /// Write the data to FILE instead of a hex dump.
         #[arg(long, value_name = "FILE")]
@@ -109,7 +114,11 @@ enum Verb {
         fua: bool,
     },
     /// WRITE at LBA from a file or a repeated byte.
+    #[command(
+        after_help = "Examples:\n  busrig disk URL write 0 --in boot.img\n  busrig disk URL write 2048 --pattern 0x5a --count 8 --fua"
+    )]
     Write {
+        /// The first logical block.
         lba: u64,
         /// Data to write (whole blocks unless --count cuts it).
         #[arg(
@@ -131,12 +140,14 @@ enum Verb {
     },
     /// SYNCHRONIZE CACHE.
     Sync,
-    /// SCSI-2 RESERVE; with --hold keep it, renewing, until interrupted.
+    /// SCSI-2 RESERVE. The reservation belongs to this command's I_T
+    /// nexus and so ends when the command logs out as it exits; with
+    /// --hold the command stays, renewing it, until interrupted.
     Reserve {
         /// Keep the session and the reservation; exit non-zero the moment a renewal is refused.
         #[arg(long)]
         hold: bool,
-        /// Re-issue RESERVE every SECS while holding.
+        /// Re-issue RESERVE every SECS while holding (default 3).
         #[arg(long, value_name = "SECS", requires = "hold")]
         renew: Option<f64>,
         /// Use RESERVE(10) instead of RESERVE(6).
@@ -151,11 +162,16 @@ enum Verb {
     },
     /// LOGICAL UNIT RESET, TARGET WARM RESET or TARGET COLD RESET.
     Reset {
+        /// Which reset.
         #[arg(value_enum)]
         what: ResetKind,
     },
     /// COMPARE AND WRITE at LBA: write only if the blocks hold the expected data.
+    #[command(
+        after_help = "Example:\n  busrig disk URL caw 100 --compare-pattern 0 --pattern 0xff --count 1"
+    )]
     Caw {
+        /// The first logical block.
         lba: u64,
         /// Expected current contents (file).
         #[arg(
@@ -182,6 +198,7 @@ enum Verb {
         /// Number of blocks (default 1).
         #[arg(long, value_name = "N", default_value_t = 1)]
         count: u32,
+        /// Force Unit Access: acknowledged only once durable.
         #[arg(long)]
         fua: bool,
     },
@@ -197,11 +214,20 @@ enum Verb {
         /// After winning, hold the reservation as `reserve --hold` does.
         #[arg(long)]
         hold: bool,
+        /// Re-issue RESERVE every SECS while holding (default 3).
         #[arg(long, value_name = "SECS", requires = "hold")]
         renew: Option<f64>,
     },
     /// Persistent reservations (sg_persist's option names).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "\
+Examples (node a holds WERO, type 5; node b fences it out):
+  busrig disk URL --initiator iqn.2026-11.io.busrig:a pr register --param-sark 0xa
+  busrig disk URL --initiator iqn.2026-11.io.busrig:a pr reserve --param-rk 0xa --prout-type 5
+  busrig disk URL --initiator iqn.2026-11.io.busrig:b pr register --param-sark 0xb
+  busrig disk URL --initiator iqn.2026-11.io.busrig:b pr preempt-abort --param-rk 0xb --param-sark 0xa --prout-type 5"
+    )]
     Pr(PrVerb),
 }
 
@@ -217,7 +243,9 @@ enum ResetKind {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum ArbitrateReset {
+    /// LOGICAL UNIT RESET of this LUN.
     Lun,
+    /// TARGET WARM RESET.
     Target,
     /// No reset: just wait and RESERVE.
     None,
@@ -284,6 +312,39 @@ enum PrVerb {
         #[arg(long)]
         unreg: bool,
     },
+}
+
+/// `cmd` (the whole CLI) with `<URL>` in the usage lines of `busrig disk
+/// URL pr VERB`: clap leaves a grandparent's positional out of them, and
+/// the URL is required.
+pub fn usage_with_url(cmd: clap::Command) -> clap::Command {
+    let mut built = cmd.clone();
+    built.build();
+    let usages: Vec<(String, String)> = built
+        .find_subcommand("disk")
+        .and_then(|d| d.find_subcommand("pr"))
+        .map(|pr| {
+            pr.get_subcommands()
+                .filter(|v| v.get_name() != "help")
+                .map(|v| {
+                    let u = v.clone().render_usage().to_string();
+                    let u = u.trim_start_matches("Usage:").trim();
+                    (
+                        v.get_name().to_string(),
+                        u.replacen("busrig disk ", "busrig disk <URL> ", 1),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    cmd.mut_subcommand("disk", |d| {
+        d.mut_subcommand("pr", |mut pr| {
+            for (name, usage) in usages {
+                pr = pr.mut_subcommand(name, |v| v.override_usage(usage));
+            }
+            pr
+        })
+    })
 }
 
 /// A failure of the command: its exit status and its JSON, whose
@@ -428,7 +489,13 @@ fn secs(s: f64, why: &str) -> Result<Duration, Failure> {
 
 async fn verb(disk: &Disk, verb: &Verb, out: &Out) -> Result<u8, Failure> {
     match verb {
-        Verb::Inquiry => show(disk, out, Some("inquiry"), disk.inquiry().await?),
+        Verb::Inquiry => {
+            let inq = disk.inquiry().await?;
+            if !inq.logical_unit_present() {
+                return Ok(no_logical_unit(disk, out, inq));
+            }
+            show(disk, out, Some("inquiry"), inq)
+        }
         Verb::Vpd { page } => {
             let code = parse_page(page).map_err(|e| Failure::usage(e.to_string()))?;
             let (v, raw) = disk.vpd(code).await?;
@@ -493,10 +560,19 @@ async fn verb(disk: &Disk, verb: &Verb, out: &Out) -> Result<u8, Failure> {
         Verb::Reserve { hold, renew, ten } => {
             let cdb = scsi2_cdb(*ten);
             disk.reserve_scsi2(cdb).await?;
-            out.done(disk, || "reserved".into(), json!({ "event": "reserved" }));
             if *hold {
+                out.done(disk, || "reserved".into(), json!({ "event": "reserved" }));
                 return hold_reservation(disk, cdb, *renew, out).await;
             }
+            // The reservation belongs to this command's I_T nexus, which
+            // ends at logout (docs/semantics.md: loss of the holder's
+            // nexus releases it); say so rather than let "reserved" read
+            // as lasting.
+            out.done(
+                disk,
+                || "reserved, until this command logs out (released again as it exits; --hold keeps it)".into(),
+                json!({ "event": "reserved", "until": "logout" }),
+            );
         }
         Verb::Release { ten } => {
             disk.release_scsi2(scsi2_cdb(*ten)).await?;
@@ -566,6 +642,35 @@ async fn verb(disk: &Disk, verb: &Verb, out: &Out) -> Result<u8, Failure> {
         Verb::Pr(p) => pr_out(disk, p, out).await?,
     }
     Ok(0)
+}
+
+/// Exit status of `inquiry` when no logical unit is at the LUN: 5, as
+/// ILLEGAL REQUEST / LOGICAL UNIT NOT SUPPORTED (25/00), the answer every
+/// other command to that LUN gets (SPC-4 §6.6.2: INQUIRY itself succeeds).
+const EXIT_NO_LOGICAL_UNIT: u8 = 5;
+
+/// `inquiry` of a LUN without a logical unit: the data the target sent,
+/// its peripheral qualifier in words, and exit status 5.
+fn no_logical_unit(
+    disk: &Disk,
+    out: &Out,
+    inq: busrig_proto::scsi::inquiry::StandardInquiry,
+) -> u8 {
+    let q = inq.peripheral_qualifier;
+    let msg = format!(
+        "no logical unit at LUN {} (peripheral qualifier {q}: {})",
+        disk.lun(),
+        busrig_proto::scsi::inquiry::peripheral_qualifier_name(q)
+    );
+    eprintln!("busrig disk: {msg}");
+    let j = json!({
+        "inquiry": &inq,
+        "error": msg,
+        "kind": "no-logical-unit",
+        "exit_status": EXIT_NO_LOGICAL_UNIT,
+    });
+    out.done(disk, || inq.to_string(), j);
+    EXIT_NO_LOGICAL_UNIT
 }
 
 fn scsi2_cdb(ten: bool) -> Scsi2Cdb {

@@ -56,6 +56,7 @@ pub enum Verb {
     Status {
         #[command(flatten)]
         dir: DirArg,
+        /// JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -66,24 +67,28 @@ pub enum Verb {
     },
     /// SIGKILL a node (or `target`).
     Kill {
+        /// A node name (NODE1, ...) or `target` for the bus.
         node: String,
         #[command(flatten)]
         dir: DirArg,
     },
     /// SIGSTOP a node: it stops answering while holding what it held.
     Pause {
+        /// A node name (NODE1, ...) or `target` for the bus.
         node: String,
         #[command(flatten)]
         dir: DirArg,
     },
     /// SIGCONT a paused node.
     Resume {
+        /// A node name (NODE1, ...) or `target` for the bus.
         node: String,
         #[command(flatten)]
         dir: DirArg,
     },
     /// Start a node that is not running (after kill, or after it stopped).
     Start {
+        /// A node name (NODE1, ...).
         node: String,
         #[command(flatten)]
         dir: DirArg,
@@ -92,8 +97,11 @@ pub enum Verb {
         wait: bool,
     },
     /// Stop a node's cluster traffic on a network, both directions.
+    #[command(after_help = "Example:\n  busrig lab partition NODE2 --net private --dir DIR")]
     Partition {
+        /// A node name (NODE1, ...).
         node: String,
+        /// Which cluster network: private (heartbeats only), public, or both.
         #[arg(long, value_parser = net())]
         net: Net,
         #[command(flatten)]
@@ -101,7 +109,9 @@ pub enum Verb {
     },
     /// Undo `partition`.
     Heal {
+        /// A node name (NODE1, ...).
         node: String,
+        /// Which cluster network to heal: private, public, or both.
         #[arg(long, value_parser = net(), default_value = "both")]
         net: Net,
         #[command(flatten)]
@@ -109,6 +119,7 @@ pub enum Verb {
     },
     /// Run a scenario file on a fresh lab and write a JSON report.
     Run {
+        /// The scenario file (TOML; README "Scenario files").
         scenario: PathBuf,
         /// The lab folder (default: a new temporary folder).
         #[arg(long, value_name = "DIR")]
@@ -122,8 +133,10 @@ pub enum Verb {
     Failover {
         #[command(flatten)]
         dir: DirArg,
-        #[arg(long, default_value_t = 5)]
+        /// How many times to kill the quorum owner.
+        #[arg(long, value_name = "N", default_value_t = 5)]
         kills: usize,
+        /// The measurements as JSON.
         #[arg(long)]
         json: bool,
     },

@@ -13,4 +13,10 @@ pub mod echo;
 pub mod lab;
 pub mod mailload;
 pub mod mailstore;
+pub mod manual;
 pub mod node;
+
+/// The help heading of the `global = true` options of `busrig bus`,
+/// `disk` and `cluster`: every verb takes them, before or after its name,
+/// and `--help` lists them apart so a verb's own options stand out.
+pub const GLOBAL: &str = "Global options";

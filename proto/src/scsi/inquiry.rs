@@ -400,10 +400,37 @@ impl serde::Serialize for StandardInquiry {
     }
 }
 
+/// What a PERIPHERAL QUALIFIER says about the LUN (SPC-4 §6.6.2, Table 140).
+pub fn peripheral_qualifier_name(q: u8) -> &'static str {
+    match q {
+        0 => "a logical unit is at this LUN",
+        1 => "a logical unit could be at this LUN but none is connected",
+        3 => "no logical unit can be at this LUN",
+        _ => "reserved",
+    }
+}
+
+impl StandardInquiry {
+    /// Whether a logical unit is there: PERIPHERAL QUALIFIER 000b. Any
+    /// other qualifier means the target answered for a LUN without one.
+    pub fn logical_unit_present(&self) -> bool {
+        self.peripheral_qualifier == 0
+    }
+}
+
 /// Standard INQUIRY for people: vendor, product, revision, device type
-/// and version, one per line.
+/// and version, one per line; first, when no logical unit is there, the
+/// peripheral qualifier that says so.
 impl std::fmt::Display for StandardInquiry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.logical_unit_present() {
+            writeln!(
+                f,
+                "peripheral qualifier: {} ({})",
+                self.peripheral_qualifier,
+                peripheral_qualifier_name(self.peripheral_qualifier)
+            )?;
+        }
         write!(
             f,
             "vendor: {}\nproduct: {}\nrevision: {}\ndevice type: {} ({})\nversion: {:#04x}",
@@ -488,6 +515,16 @@ mod tests {
     fn absent_lun_inquiry_qualifier() {
         let b = StandardInquiry::disk("BUSRIG", "x", "1", false).encode();
         assert_eq!(b[0], 0x7f);
+        let i = StandardInquiry::decode(&b).unwrap();
+        assert!(!i.logical_unit_present());
+        assert!(
+            i.to_string()
+                .starts_with("peripheral qualifier: 3 (no logical unit can be at this LUN)\n"),
+            "{i}"
+        );
+        let present = StandardInquiry::disk("BUSRIG", "x", "1", true);
+        assert!(present.logical_unit_present());
+        assert!(!present.to_string().contains("qualifier"));
     }
 
     #[test]

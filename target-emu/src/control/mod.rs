@@ -60,6 +60,21 @@ fn nexus_json(initiator: &str, isid: &str) -> Value {
     json!({ "initiator": initiator, "isid": isid })
 }
 
+/// Whether LU `lu` remembers an I_T nexus of initiator `ini`: one it
+/// keeps unit attentions for, the SCSI-2 holder, or a PR registrant.
+fn lu_knows(lu: &LogicalUnit, ini: &str) -> bool {
+    let is = |name: &str| name.eq_ignore_ascii_case(ini);
+    if lu.known_nexuses().iter().any(|n| is(&n.initiator)) {
+        return true;
+    }
+    let r = lu.reservations.lock().unwrap_or_else(|p| p.into_inner());
+    r.scsi2_holder().is_some_and(|n| is(&n.initiator))
+        || r.pr_snapshot()
+            .registrations
+            .iter()
+            .any(|g| is(&g.nexus.initiator))
+}
+
 fn lun_json(target: &str, lu: &LogicalUnit, portal: &Portal) -> Value {
     let (holder, pr) = {
         let r = lu.reservations.lock().unwrap_or_else(|p| p.into_inner());
@@ -285,6 +300,52 @@ impl Control {
         HttpResponse::ok(json!({ "initiator": ini, "faults": f.paths().get(&ini) }))
     }
 
+    /// Whether the bus knows initiator `ini` (lowercase): it has a session,
+    /// an I_T nexus some LU remembers (a PR registration, a reservation or
+    /// a unit attention outlives the session), a place in a target's
+    /// `allowed_initiators`, or a path fault already.
+    fn knows_initiator(&self, ini: &str) -> bool {
+        let p = &self.portal;
+        p.sessions()
+            .iter()
+            .any(|s| s.initiator.eq_ignore_ascii_case(ini))
+            || p.targets().iter().any(|t| {
+                t.def
+                    .allowed_initiators
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(ini))
+                    || t.scsi
+                        .lun_ids()
+                        .into_iter()
+                        .any(|id| t.scsi.lun(id).is_some_and(|lu| lu_knows(lu, ini)))
+            })
+            || self.faults().paths().contains_key(ini)
+    }
+
+    /// `POST /path`: the fault, and a `warning` when the initiator is one
+    /// the bus does not know. A fault for an initiator that has yet to log
+    /// in is legitimate (cut a node before it starts), so it is set all
+    /// the same; but a misspelt name would otherwise look like a fault
+    /// that did nothing.
+    fn path_fault_checked(&self, body: &Value) -> HttpResponse {
+        let unknown = body
+            .get("initiator")
+            .and_then(Value::as_str)
+            .map(str::to_ascii_lowercase)
+            .filter(|ini| !self.knows_initiator(ini));
+        let mut r = self.path_fault(body);
+        let ok = r.status == 200;
+        if let (Some(ini), Some(obj), true) = (unknown, r.body.as_object_mut(), ok) {
+            obj.insert(
+                "warning".into(),
+                json!(format!(
+                    "{ini} matches no logged-in or configured initiator; the fault waits for it to log in"
+                )),
+            );
+        }
+        r
+    }
+
     async fn lun_fault(&self, body: &Value) -> HttpResponse {
         let Some(lun) = body.get("lun").and_then(Value::as_u64) else {
             return HttpResponse::error(400, "missing \"lun\"");
@@ -361,7 +422,7 @@ impl Control {
                 "/path",
                 post(
                     |State(c): State<Control>, JsonBody(body): JsonBody| async move {
-                        c.path_fault(&body)
+                        c.path_fault_checked(&body)
                     },
                 ),
             )
