@@ -27,7 +27,7 @@ use crate::report::BINS_PER_DECADE;
 
 /// One direction of one job (or a baseline's I/Os of both directions).
 pub struct Curve {
-    /// `read`, `write`, or `all` (a baseline's total).
+    /// Reads, writes, or all I/Os (a baseline's total).
     pub direction: Direction,
     /// `(bin, count)` as [`crate::report::bins`] gives them.
     pub bins: Vec<(usize, u64)>,
@@ -49,7 +49,7 @@ impl Direction {
         match self {
             Direction::Read => "read",
             Direction::Write => "write",
-            Direction::All => "all I/Os",
+            Direction::All => "all",
         }
     }
 

@@ -337,13 +337,14 @@ fn run_in(
 
     ui.wait_begin("starting the bus and the nodes");
     let started = Instant::now();
-    lab.up(&UpOptions {
+    let layout = UpOptions {
         nodes: o.nodes,
         quorum: o.quorum.clone(),
         profile: o.profile.clone(),
         data_luns: evs_count as u16,
         timeout: None,
-    })?;
+    };
+    lab.up_with(&layout, &mut |_| ui.wait_tick())?;
     ui.wait_end();
     ui.event(DemoEvent::Formed(started.elapsed()));
 

@@ -18,7 +18,7 @@ pub use error::{LabError, Result};
 pub use nix::sys::signal::Signal;
 pub use process::{
     catalog, group_online_on, runtime, Cut, FailoverReport, Lab, LabStatus, Net, Takeover,
-    UpOptions, LAB_TARGET, STOP_GRACE,
+    UpOptions, UpProgress, LAB_TARGET, STOP_GRACE,
 };
 pub use state::{
     alive, bus_control, bus_token, cluster_file, lab_config, log_tail, process_state, state_file,

@@ -65,6 +65,23 @@ pub struct UpOptions {
     pub timeout: Option<Duration>,
 }
 
+/// How far `Lab::up_with` has got, for a progress line (docs/lab.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpProgress {
+    /// The bus is starting.
+    StartingBus,
+    /// The bus answers on its portal and its control address.
+    BusReady,
+    /// The nodes were started; the cluster forms within `limit`.
+    NodesStarted { nodes: usize, limit: Duration },
+    /// Polled while the cluster forms: each node's phase and arbitration
+    /// as its admin endpoint reports them (`NODE1: joining (challenger)`),
+    /// or that it does not answer yet.
+    Forming { nodes: Vec<String> },
+    /// Every node is a member of one view with a quorum owner.
+    Formed,
+}
+
 /// The cluster networks a partition cuts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -214,6 +231,12 @@ impl Lab {
 
     /// Starts a lab and waits until the cluster has formed.
     pub fn up(&self, o: &UpOptions) -> Result<()> {
+        self.up_with(o, &mut |_| ())
+    }
+
+    /// [`Lab::up`], telling `progress` each step and, while the cluster
+    /// forms, each node's state every poll.
+    pub fn up_with(&self, o: &UpOptions, progress: &mut dyn FnMut(UpProgress)) -> Result<()> {
         let dir = self.dir.as_path();
         let (nodes, quorum, profile, data_luns) =
             (o.nodes, o.quorum.as_str(), o.profile.as_str(), o.data_luns);
@@ -306,6 +329,7 @@ impl Lab {
         // The token goes by the environment, which only the lab's user can
         // read (/proc/PID/environ), not by the command line, which anyone can.
         let token = bus_token(&cfg);
+        progress(UpProgress::StartingBus);
         state.target.pid = Some(spawn(
             &binary,
             &target_args,
@@ -321,6 +345,7 @@ impl Lab {
             kill_all(&mut state, dir);
             return Err(e.context("the bus did not start"));
         }
+        progress(UpProgress::BusReady);
 
         drop(ports);
         for n in state.nodes.iter_mut() {
@@ -336,11 +361,21 @@ impl Lab {
         let deadline = Instant::now() + limit;
         let rt = runtime()?;
         let names: Vec<String> = state.nodes.iter().map(|n| n.name.clone()).collect();
-        if let Err(e) = rt.block_on(wait_formed(&state, dir, &cfg, &names, deadline)) {
+        progress(UpProgress::NodesStarted {
+            nodes: names.len(),
+            limit,
+        });
+        let forming = &mut |st: &[Option<ClusterStatus>]| {
+            progress(UpProgress::Forming {
+                nodes: node_states(st, &cfg),
+            })
+        };
+        if let Err(e) = rt.block_on(wait_formed(&state, dir, &cfg, &names, deadline, forming)) {
             // Leave nothing running behind a failed `up`.
             kill_all(&mut state, dir);
             return Err(e.context(format!("the cluster did not form within {limit:?}")));
         }
+        progress(UpProgress::Formed);
         Ok(())
     }
 
@@ -514,7 +549,7 @@ impl Lab {
             let mut state = LabState::load(dir)?;
             let names: Vec<String> = state.nodes.iter().map(|n| n.name.clone()).collect();
             let formed_by = Instant::now() + default_timeout(&cfg);
-            rt.block_on(wait_formed(&state, dir, &cfg, &names, formed_by))
+            rt.block_on(wait_formed(&state, dir, &cfg, &names, formed_by, &mut |_| ()))
                 .context("the cluster is not formed before the kill")?;
             let st = rt.block_on(all_status(&cfg));
             let owner = st
@@ -893,18 +928,31 @@ fn formed(st: &[Option<ClusterStatus>], cfg: &ClusterConfig, names: &[String]) -
     same && owner_acts && names.iter().all(|n| first.state_of(n) == Some("online"))
 }
 
+/// Each node's phase and arbitration, or that it does not answer.
+fn node_states(st: &[Option<ClusterStatus>], cfg: &ClusterConfig) -> Vec<String> {
+    st.iter()
+        .zip(&cfg.nodes)
+        .map(|(s, n)| match s {
+            Some(s) => format!("{}: {} ({})", n.name, s.phase, s.arbitration),
+            None => format!("{}: no answer", n.name),
+        })
+        .collect()
+}
+
 async fn wait_formed(
     state: &LabState,
     dir: &Path,
     cfg: &ClusterConfig,
     names: &[String],
     deadline: Instant,
+    progress: &mut dyn FnMut(&[Option<ClusterStatus>]),
 ) -> Result<()> {
     loop {
         let st = all_status(cfg).await;
         if formed(&st, cfg, names) {
             return Ok(());
         }
+        progress(&st);
         for n in names {
             let Some(p) = state.nodes.iter().find(|p| &p.name == n) else {
                 continue;
@@ -919,15 +967,7 @@ async fn wait_formed(
             }
         }
         if Instant::now() >= deadline {
-            let seen: Vec<String> = st
-                .iter()
-                .zip(&cfg.nodes)
-                .map(|(s, n)| match s {
-                    Some(s) => format!("{}: {} ({})", n.name, s.phase, s.arbitration),
-                    None => format!("{}: no answer", n.name),
-                })
-                .collect();
-            fail!("node states: {}", seen.join("; "));
+            fail!("node states: {}", node_states(&st, cfg).join("; "));
         }
         tokio::time::sleep(POLL).await;
     }

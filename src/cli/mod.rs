@@ -14,3 +14,4 @@ pub mod lab;
 pub mod mailload;
 pub mod mailstore;
 pub mod node;
+pub mod progress;
