@@ -65,7 +65,8 @@ pub struct UpOptions {
     pub timeout: Option<Duration>,
 }
 
-/// How far `Lab::up_with` has got, for a progress line (docs/lab.md).
+/// How far `Lab::up_with` has got, for a progress line (README, "A
+/// cluster: `busrig lab`").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpProgress {
     /// The bus is starting.
