@@ -470,7 +470,10 @@ mod tests {
         assert!(curves[0].contains(db) && curves[0].contains("data-direction=\"read\""));
         assert!(!curves[0].contains("stroke-dasharray"), "reads are solid");
         assert!(curves[1].contains(db) && curves[1].contains("data-direction=\"write\""));
-        assert!(curves[1].contains("stroke-dasharray=\"7 4\""), "writes are dashed");
+        assert!(
+            curves[1].contains("stroke-dasharray=\"7 4\""),
+            "writes are dashed"
+        );
         assert!(curves[2].contains("data-entry=\"log on LUN 2") && curves[2].contains("\"write\""));
         // Each curve's own counts and percentiles are in the legend.
         let lines: Vec<String> = texts(&doc)
@@ -479,9 +482,18 @@ mod tests {
             .map(|(_, t)| t)
             .collect();
         assert_eq!(lines.len(), 3);
-        assert!(lines[0].starts_with("read     5 I/Os, p50 100 µs"), "{lines:?}");
-        assert!(lines[1].starts_with("write    4 I/Os, p50 250 µs"), "{lines:?}");
-        assert!(lines[2].starts_with("write    4 I/Os, p50 1.00 ms"), "{lines:?}");
+        assert!(
+            lines[0].starts_with("read     5 I/Os, p50 100 µs"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].starts_with("write    4 I/Os, p50 250 µs"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[2].starts_with("write    4 I/Os, p50 1.00 ms"),
+            "{lines:?}"
+        );
     }
 
     #[test]
@@ -514,8 +526,16 @@ mod tests {
     fn the_title_names_target_lun_and_duration() {
         let doc = svg(&exchange());
         let t = texts(&doc);
-        let title = &t.iter().find(|(a, _)| a.starts_with("class=\"title\"")).unwrap().1;
-        let sub = &t.iter().find(|(a, _)| a.starts_with("class=\"subtitle\"")).unwrap().1;
+        let title = &t
+            .iter()
+            .find(|(a, _)| a.starts_with("class=\"title\""))
+            .unwrap()
+            .1;
+        let sub = &t
+            .iter()
+            .find(|(a, _)| a.starts_with("class=\"subtitle\""))
+            .unwrap()
+            .1;
         assert!(title.contains("iqn.2026-12.org.busrig:exchange-virtual-server-1"));
         assert!(title.contains("LUN 1, log LUN 2"));
         assert!(sub.starts_with("10.0 s, "));
@@ -551,7 +571,10 @@ mod tests {
                     (x, x + len)
                 };
                 assert!(x0 >= 0.0 && x1 <= w, "{content:?} spans {x0}..{x1} of {w}");
-                assert!(y - size >= 0.0 && y + size * 0.3 <= h, "{content:?} at y {y} of {h}");
+                assert!(
+                    y - size >= 0.0 && y + size * 0.3 <= h,
+                    "{content:?} at y {y} of {h}"
+                );
             }
         }
     }

@@ -145,9 +145,8 @@ impl Results {
         };
         let mut entries = Vec::new();
         if let Some(v) = baseline {
-            let bins = report::bins_from_json(v).ok_or_else(|| {
-                BenchError::Usage("the baseline has no latency_histogram".into())
-            })?;
+            let bins = report::bins_from_json(v)
+                .ok_or_else(|| BenchError::Usage("the baseline has no latency_histogram".into()))?;
             let jobs = v["jobs"].as_array().map_or(&[][..], Vec::as_slice);
             let label = jobs
                 .iter()

@@ -550,8 +550,15 @@ impl Lab {
             let mut state = LabState::load(dir)?;
             let names: Vec<String> = state.nodes.iter().map(|n| n.name.clone()).collect();
             let formed_by = Instant::now() + default_timeout(&cfg);
-            rt.block_on(wait_formed(&state, dir, &cfg, &names, formed_by, &mut |_| ()))
-                .context("the cluster is not formed before the kill")?;
+            rt.block_on(wait_formed(
+                &state,
+                dir,
+                &cfg,
+                &names,
+                formed_by,
+                &mut |_| (),
+            ))
+            .context("the cluster is not formed before the kill")?;
             let st = rt.block_on(all_status(&cfg));
             let owner = st
                 .iter()

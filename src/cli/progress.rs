@@ -49,10 +49,7 @@ impl WaitLine {
         };
         if !self.tty {
             if !detail.is_empty() && detail != w.detail {
-                eprintln!(
-                    "      {:.1} s: {detail}",
-                    w.start.elapsed().as_secs_f64()
-                );
+                eprintln!("      {:.1} s: {detail}", w.start.elapsed().as_secs_f64());
                 w.detail = detail.into();
             }
             return;

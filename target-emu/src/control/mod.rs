@@ -338,11 +338,9 @@ impl Control {
             return HttpResponse::error(400, "audit needs ?lun=N");
         };
         match self.find_lun(query.get("target"), lun) {
-            Ok((target, lu)) => {
-                HttpResponse::ok(
-                    json!({ "target": target, "lun": lun, "history": lu.audit(), "now_ms": now_ms() }),
-                )
-            }
+            Ok((target, lu)) => HttpResponse::ok(
+                json!({ "target": target, "lun": lun, "history": lu.audit(), "now_ms": now_ms() }),
+            ),
             Err(e) => e,
         }
     }

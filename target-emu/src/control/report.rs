@@ -500,8 +500,16 @@ mod tests {
         }
         let text = s.to_string();
         assert!(text.contains("\nfault on path of iqn.n:node3: each command delayed 50 ms; cut (connections closed, logins refused until restore); next 3 media commands fail with sense 3/11/00"), "{text}");
-        assert!(text.contains(&format!("\nevents (latest {EVENTS_SHOWN} of 32; --json has all):")), "{text}");
-        assert!(text.contains("\n  16:43:05.029 (4 s ago)  event 29"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "\nevents (latest {EVENTS_SHOWN} of 32; --json has all):"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n  16:43:05.029 (4 s ago)  event 29"),
+            "{text}"
+        );
         assert!(!text.contains("event 9\n"), "{text}");
         assert!(!text.contains('{'), "no JSON in the text: {text}");
         assert!(has_epoch_ms("at 1796229785029 event 29"));
