@@ -53,11 +53,12 @@ impl Direction {
         }
     }
 
-    fn dash(self) -> Option<&'static str> {
+    /// The line's `stroke-dasharray` attribute (none: solid).
+    fn dash_attr(self) -> &'static str {
         match self {
-            Direction::Read => None,
-            Direction::Write => Some("7 4"),
-            Direction::All => Some("2 3"),
+            Direction::Read => "",
+            Direction::Write => r#" stroke-dasharray="7 4""#,
+            Direction::All => r#" stroke-dasharray="2 3""#,
         }
     }
 }
@@ -285,11 +286,7 @@ pub fn svg(p: &Plot) -> String {
     // The curves, each a step line over its bins.
     for e in &p.entries {
         for c in &e.curves {
-            let dash = c
-                .direction
-                .dash()
-                .map(|d| format!(r#" stroke-dasharray="{d}""#))
-                .unwrap_or_default();
+            let dash = c.direction.dash_attr();
             let _ = writeln!(
                 o,
                 r#"<path class="curve" data-entry="{}" data-direction="{}" d="{}" stroke="{}" stroke-width="2"{dash} fill="{}" fill-opacity="0.08"/>"#,
@@ -314,11 +311,7 @@ pub fn svg(p: &Plot) -> String {
         );
         y += LEGEND_ROW;
         for c in &e.curves {
-            let dash = c
-                .direction
-                .dash()
-                .map(|d| format!(r#" stroke-dasharray="{d}""#))
-                .unwrap_or_default();
+            let dash = c.direction.dash_attr();
             let _ = writeln!(
                 o,
                 r#"<line x1="{left}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{}" stroke-width="2"{dash}/><text class="legend-curve" x="{:.1}" y="{y:.1}" xml:space="preserve">{}</text>"#,
@@ -435,6 +428,16 @@ mod tests {
         (it.next().unwrap_or(0.0), it.next().unwrap_or(0.0))
     }
 
+    /// The contents of the texts of one class.
+    fn of_class(doc: &str, class: &str) -> Vec<String> {
+        let key = format!("class=\"{class}\"");
+        texts(doc)
+            .into_iter()
+            .filter(|(a, _)| a.starts_with(&key))
+            .map(|(_, t)| t)
+            .collect()
+    }
+
     fn unescape(s: &str) -> String {
         s.replace("&lt;", "<")
             .replace("&gt;", ">")
@@ -444,11 +447,7 @@ mod tests {
     #[test]
     fn one_legend_entry_per_job_with_its_parameters() {
         let doc = svg(&exchange());
-        let legend: Vec<String> = texts(&doc)
-            .into_iter()
-            .filter(|(a, _)| a.starts_with("class=\"legend\""))
-            .map(|(_, t)| t)
-            .collect();
+        let legend: Vec<String> = of_class(&doc, "legend");
         assert_eq!(
             legend,
             [
@@ -476,11 +475,7 @@ mod tests {
         );
         assert!(curves[2].contains("data-entry=\"log on LUN 2") && curves[2].contains("\"write\""));
         // Each curve's own counts and percentiles are in the legend.
-        let lines: Vec<String> = texts(&doc)
-            .into_iter()
-            .filter(|(a, _)| a.starts_with("class=\"legend-curve\""))
-            .map(|(_, t)| t)
-            .collect();
+        let lines: Vec<String> = of_class(&doc, "legend-curve");
         assert_eq!(lines.len(), 3);
         assert!(
             lines[0].starts_with("read     5 I/Os, p50 100 µs"),
@@ -499,11 +494,7 @@ mod tests {
     #[test]
     fn ticks_at_one_two_and_five_per_decade() {
         let doc = svg(&exchange());
-        let labels: Vec<String> = texts(&doc)
-            .into_iter()
-            .filter(|(a, _)| a.starts_with("class=\"tick-label\""))
-            .map(|(_, t)| t)
-            .collect();
+        let labels: Vec<String> = of_class(&doc, "tick-label");
         // Data from 80 µs to 15 ms: the decades 10 µs to 100 ms.
         assert_eq!(
             labels,
