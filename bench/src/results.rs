@@ -198,8 +198,13 @@ impl Results {
         Ok(Plot {
             title: format!("busrig bench latency: {target} {luns}"),
             subtitle: format!(
-                "{:.1} s, {} I/Os, {:.0} IOPS, {} session{} per job",
-                self.secs,
+                "{} s, {} I/Os, {:.0} IOPS, {} session{} per job",
+                // Short runs (`--count`) keep their milliseconds.
+                if self.secs < 10.0 {
+                    format!("{:.2}", self.secs)
+                } else {
+                    format!("{:.1}", self.secs)
+                },
                 total.ios,
                 total.ios as f64 / self.secs.max(1e-9),
                 self.config.sessions,
