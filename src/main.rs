@@ -142,7 +142,10 @@ fn main() -> ExitCode {
         other => ("busrig", runtime().and_then(|rt| rt.block_on(run(other)))),
     };
     result.unwrap_or_else(|e| {
-        eprintln!("{verb}: {e:#}");
+        // One prefix, then the message and each cause once, even where a
+        // library error writes its cause into its message and returns it
+        // as its source too.
+        eprintln!("{verb}: {}", busrig_lograte::text::error_chain(&*e));
         ExitCode::FAILURE
     })
 }
@@ -173,8 +176,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 control_token: control_token(),
                 control_limits: busrig_target::control::CONTROL_LIMITS,
             })
-            .await
-            .context("busrig target")?;
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bus(a) => bus::run(a).await,

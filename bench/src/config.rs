@@ -110,7 +110,47 @@ pub struct JobSpec {
     pub fua: bool,
 }
 
+/// A job's parameters in one line, as the report and the plot write
+/// them: `randrw bs=4096 qd=8 offset=0 read-pct=67`, `write ... fua`.
+pub fn params_line(rw: &str, bs: u64, qd: u64, offset: u64, read_pct: u64, fua: bool) -> String {
+    let mixed = matches!(rw, "readwrite" | "randrw");
+    format!(
+        "{rw} bs={bs} qd={qd} offset={offset}{}{}",
+        if mixed {
+            format!(" read-pct={read_pct}")
+        } else {
+            String::new()
+        },
+        if fua { " fua" } else { "" }
+    )
+}
+
 impl JobSpec {
+    /// The job's parameters in one line ([`params_line`]).
+    pub fn params(&self) -> String {
+        params_line(
+            self.mode.name(),
+            self.bs,
+            u64::from(self.qd),
+            self.offset,
+            u64::from(self.mode.read_pct(self.read_pct)),
+            self.fua,
+        )
+    }
+
+    /// [`JobSpec::params`] of a job as `--json` wrote it (`jobs[].job`).
+    pub fn params_of_json(job: &Value) -> String {
+        let n = |k: &str| job[k].as_u64().unwrap_or(0);
+        params_line(
+            job["rw"].as_str().unwrap_or("?"),
+            n("bs"),
+            n("qd"),
+            n("offset"),
+            n("read_pct"),
+            job["fua"].as_bool().unwrap_or(false),
+        )
+    }
+
     pub fn json(&self) -> Value {
         json!({
             "name": self.name,

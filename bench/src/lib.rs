@@ -31,7 +31,8 @@
 //! config   what to run: the access pattern, the jobs of a profile
 //! error    BenchError and the exit statuses
 //! pattern  the self-describing data of verify and its check
-//! report   latency summaries, plot bins, the SVG plot
+//! plot     the SVG latency plot: a read and a write curve per job
+//! report   latency summaries, plot bins
 //! results  the human and JSON reports of one run
 //! run      sessions, workers, verify read-back, disk model counters
 //! ```
@@ -39,6 +40,7 @@
 pub mod config;
 pub mod error;
 pub mod pattern;
+pub mod plot;
 pub mod report;
 pub mod results;
 pub mod run;

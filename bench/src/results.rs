@@ -6,9 +6,10 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::config::{BenchConfig, JobSpec, RwMode};
+use crate::config::{BenchConfig, JobSpec};
 use crate::error::BenchError;
-use crate::report::{self, Series, Side, Tally};
+use crate::plot::{self, Curve, Direction, Entry, Plot};
+use crate::report::{self, Side, Tally};
 
 /// One job of a finished run.
 pub struct JobResult {
@@ -103,22 +104,7 @@ impl Results {
         );
         for (j, t) in self.jobs.iter().zip(&self.tallies) {
             let s = &j.spec;
-            let _ = writeln!(
-                o,
-                "job {}: LUN {} {} bs={} qd={} offset={}{}{}",
-                s.name,
-                s.lun,
-                s.mode.name(),
-                s.bs,
-                s.qd,
-                s.offset,
-                if s.fua { " fua" } else { "" },
-                if matches!(s.mode, RwMode::Readwrite | RwMode::Randrw) {
-                    format!(" read-pct={}", s.read_pct)
-                } else {
-                    String::new()
-                }
-            );
+            let _ = writeln!(o, "job {}: LUN {} {}", s.name, s.lun, s.params());
             if t.read.ios > 0 {
                 let _ = writeln!(o, "{}", t.read.line("read", self.secs));
             }
@@ -168,63 +154,109 @@ impl Results {
         o
     }
 
-    /// Writes the latency histogram as an SVG plot to `path`, with an
-    /// earlier run's `--json` output at `baseline` overlaid.
-    pub fn write_svg(&self, path: &Path, baseline: Option<&Path>) -> Result<(), BenchError> {
-        let r = self;
-        let total = r.total();
+    /// The latency plot ([`crate::plot`]): a legend entry per job with
+    /// its parameters, its reads and its writes as separate curves, and
+    /// an earlier run's `--json` output at `baseline` overlaid (its total,
+    /// the one histogram that output keeps).
+    pub fn plot(&self, baseline: Option<&Value>) -> Result<Plot, BenchError> {
+        if self.jobs.is_empty() {
+            return Err(BenchError::Usage("a run without jobs has no plot".into()));
+        }
         let q = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-        let spec = match r.jobs.first() {
-            Some(j) => &j.spec,
-            None => return Err(BenchError::Usage("a run without jobs has no plot".into())),
+        let curve = |direction, side: &Side| Curve {
+            direction,
+            bins: report::bins(&side.hist),
+            ios: side.ios,
+            p50_us: q(&side.hist, 0.5),
+            p99_us: q(&side.hist, 0.99),
         };
-        let label = format!(
-            "{} bs={} qd={} offset={}",
-            spec.mode.name(),
-            spec.bs,
-            spec.qd,
-            spec.offset
-        );
-        let mut series = Vec::new();
-        if let Some(b) = baseline {
-            let text = std::fs::read_to_string(b)
-                .map_err(|e| BenchError::Usage(format!("{}: {e}", b.display())))?;
-            let v: Value = serde_json::from_str(&text)
-                .map_err(|e| BenchError::Usage(format!("{}: not bench JSON: {e}", b.display())))?;
-            let bins = report::bins_from_json(&v).ok_or_else(|| {
-                BenchError::Usage(format!("{}: no latency_histogram", b.display()))
-            })?;
-            let job = &v["jobs"][0]["job"];
+        let mut entries = Vec::new();
+        if let Some(v) = baseline {
+            let bins = report::bins_from_json(v)
+                .ok_or_else(|| BenchError::Usage("the baseline has no latency_histogram".into()))?;
+            let jobs = v["jobs"].as_array().map_or(&[][..], Vec::as_slice);
+            let label = jobs
+                .iter()
+                .map(|j| {
+                    let name = match jobs.len() {
+                        1 => String::new(),
+                        _ => format!("{} ", j["job"]["name"].as_str().unwrap_or("?")),
+                    };
+                    let params = JobSpec::params_of_json(&j["job"]);
+                    format!("{name}{params} LUN {}", j["job"]["lun"])
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
             let p = &v["total"]["lat_us"];
-            series.push(Series {
-                label: format!(
-                    "baseline: {} bs={} qd={} offset={}",
-                    job["rw"].as_str().unwrap_or("?"),
-                    job["bs"],
-                    job["qd"],
-                    job["offset"]
-                ),
-                bins,
-                colour: "#7f7f7f",
-                marks: vec![
-                    ("p50", p["p50"].as_f64().unwrap_or(0.0)),
-                    ("p99", p["p99"].as_f64().unwrap_or(0.0)),
-                ],
+            entries.push(Entry {
+                label: format!("baseline: {label}"),
+                colour: plot::BASELINE_COLOUR,
+                curves: vec![Curve {
+                    direction: Direction::All,
+                    bins,
+                    ios: v["total"]["ios"].as_u64().unwrap_or(0),
+                    p50_us: p["p50"].as_f64().unwrap_or(0.0),
+                    p99_us: p["p99"].as_f64().unwrap_or(0.0),
+                }],
             });
         }
-        series.push(Series {
-            label,
-            bins: report::bins(&total.hist),
-            colour: "#d62728",
-            marks: vec![("p50", q(&total.hist, 0.5)), ("p99", q(&total.hist, 0.99))],
-        });
-        let title = format!(
-            "busrig bench latency, {} I/Os, {:.0} IOPS",
-            total.ios,
-            total.ios as f64 / r.secs.max(1e-9)
-        );
-        std::fs::write(path, report::svg(&title, &series))
-            .map_err(|e| BenchError::Usage(format!("{}: {e}", path.display())))
+        for (i, (j, t)) in self.jobs.iter().zip(&self.tallies).enumerate() {
+            let s = &j.spec;
+            let mut curves = Vec::new();
+            if t.read.ios > 0 {
+                curves.push(curve(Direction::Read, &t.read));
+            }
+            if t.write.ios > 0 {
+                curves.push(curve(Direction::Write, &t.write));
+            }
+            entries.push(Entry {
+                label: format!("{} on LUN {}: {}", s.name, s.lun, s.params()),
+                colour: plot::COLOURS[i % plot::COLOURS.len()],
+                curves,
+            });
+        }
+        let first = self.jobs[0].spec.lun;
+        let luns = match self.jobs.iter().find(|j| j.spec.lun != first) {
+            Some(other) => format!("LUN {first}, {} LUN {}", other.spec.name, other.spec.lun),
+            None => format!("LUN {first}"),
+        };
+        let target = self.target.as_deref().unwrap_or(&self.config.url);
+        let total = self.total();
+        Ok(Plot {
+            title: format!("busrig bench latency: {target} {luns}"),
+            subtitle: format!(
+                "{} s, {} I/Os, {:.0} IOPS, {} session{} per job",
+                // Short runs (`--count`) keep their milliseconds.
+                if self.secs < 10.0 {
+                    format!("{:.2}", self.secs)
+                } else {
+                    format!("{:.1}", self.secs)
+                },
+                total.ios,
+                total.ios as f64 / self.secs.max(1e-9),
+                self.config.sessions,
+                if self.config.sessions == 1 { "" } else { "s" }
+            ),
+            entries,
+        })
+    }
+
+    /// Writes [`Results::plot`] as SVG to `path`, with an earlier run's
+    /// `--json` output at `baseline` overlaid.
+    pub fn write_svg(&self, path: &Path, baseline: Option<&Path>) -> Result<(), BenchError> {
+        let baseline = match baseline {
+            None => None,
+            Some(b) => {
+                let text = std::fs::read_to_string(b)
+                    .map_err(|e| BenchError::Usage(format!("{}: {e}", b.display())))?;
+                let v: Value = serde_json::from_str(&text).map_err(|e| {
+                    BenchError::Usage(format!("{}: not bench JSON: {e}", b.display()))
+                })?;
+                Some(v)
+            }
+        };
+        let doc = plot::svg(&self.plot(baseline.as_ref())?);
+        std::fs::write(path, doc).map_err(|e| BenchError::Usage(format!("{}: {e}", path.display())))
     }
 
     /// The exit status of `busrig bench`: the failure's, else

@@ -13,14 +13,7 @@ use crate::validate::{Check, Verdict};
 
 /// `HH:MM:SS.mmm` UTC of a Unix time in milliseconds.
 pub fn format_ms(ms: u64) -> String {
-    let s = ms / 1000;
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        (s / 3600) % 24,
-        (s / 60) % 60,
-        s % 60,
-        ms % 1000
-    )
+    busrig_lograte::text::time_of_day(ms)
 }
 
 /// The status as `busrig cluster status` shows it: the cluster's line,

@@ -18,6 +18,7 @@
 // `usize::is_multiple_of` needs Rust 1.87; the workspace supports 1.80.
 #![allow(clippy::manual_is_multiple_of)]
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use busrig_proto::pdu::tmf;
@@ -43,6 +44,36 @@ use busrig_proto::scsi::vpd::Vpd;
 /// MaxBurstLength-based R2T sequences while still pipelining.
 pub const DEFAULT_MAX_TRANSFER: u32 = 1 << 20;
 
+/// What a unit attention tells its initiator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitAttentionKind {
+    /// POWER ON, RESET, OR BUS DEVICE RESET OCCURRED (29/00) or POWER ON
+    /// OCCURRED (29/01) before the LUN gave this disk any other answer: a
+    /// logical unit reports it once to every I_T nexus it has not seen
+    /// since it powered on (SAM-5 §5.14, SPC-4 §4.5.6), so a new login
+    /// meets it every time. Logged at debug.
+    AfterLogin,
+    /// Anything else: a reset or power cycle during the session, a
+    /// reservation preempted or released, a changed mode or ALUA state.
+    /// Logged at info.
+    Event,
+}
+
+impl UnitAttentionKind {
+    /// The kind of `sense` met while the disk `answered` before (had any
+    /// answer but a unit attention) or not.
+    pub fn classify(sense: &Sense, answered: bool) -> UnitAttentionKind {
+        let power_on = sense.key == SenseKey::UnitAttention
+            && sense.asc == 0x29
+            && matches!(sense.ascq, 0x00 | 0x01);
+        if power_on && !answered {
+            UnitAttentionKind::AfterLogin
+        } else {
+            UnitAttentionKind::Event
+        }
+    }
+}
+
 /// One logical unit reached through a session.
 pub struct Disk {
     session: Session,
@@ -50,7 +81,10 @@ pub struct Disk {
     field: u64,
     block_length: Mutex<Option<u32>>,
     reset_retries: u32,
-    unit_attentions: Mutex<Vec<Sense>>,
+    unit_attentions: Mutex<Vec<(Sense, UnitAttentionKind)>>,
+    /// Whether the LUN has answered this disk with anything but a unit
+    /// attention (for [`UnitAttentionKind::classify`]).
+    answered: AtomicBool,
     max_transfer: u32,
 }
 
@@ -85,6 +119,7 @@ impl Disk {
             block_length: Mutex::new(None),
             reset_retries: 0,
             unit_attentions: Mutex::new(Vec::new()),
+            answered: AtomicBool::new(false),
             max_transfer: DEFAULT_MAX_TRANSFER,
         }
     }
@@ -112,18 +147,42 @@ impl Disk {
 
     /// Unit attentions absorbed by retries since the last call.
     pub fn take_unit_attentions(&self) -> Vec<Sense> {
+        let met = self.take_classified_unit_attentions();
+        met.into_iter().map(|(s, _)| s).collect()
+    }
+
+    /// [`Disk::take_unit_attentions`] with what each one tells.
+    pub fn take_classified_unit_attentions(&self) -> Vec<(Sense, UnitAttentionKind)> {
         std::mem::take(&mut *self.unit_attentions.lock().expect("ua lock"))
     }
 
     fn note_reset_condition(&self, e: &Error) {
         if let Some(s) = e.sense() {
-            tracing::info!(lun = self.lun, sense = %s, "unit attention");
-            self.unit_attentions.lock().expect("ua lock").push(*s);
+            let kind = UnitAttentionKind::classify(s, self.answered.load(Ordering::Relaxed));
+            match kind {
+                UnitAttentionKind::AfterLogin => {
+                    tracing::debug!(lun = self.lun, sense = %s, "unit attention of a new login")
+                }
+                UnitAttentionKind::Event => {
+                    tracing::info!(lun = self.lun, sense = %s, "unit attention")
+                }
+            }
+            self.unit_attentions
+                .lock()
+                .expect("ua lock")
+                .push((*s, kind));
         } else {
             tracing::info!(
                 lun = self.lun,
                 "task aborted by another initiator; re-issued"
             );
+        }
+    }
+
+    /// Remembers that the LUN gave an answer other than a unit attention.
+    fn note_answer(&self, r: &Result<Bytes, Error>) {
+        if !r.as_ref().err().is_some_and(Error::is_unit_attention) {
+            self.answered.store(true, Ordering::Relaxed);
         }
     }
 
@@ -136,7 +195,10 @@ impl Disk {
                     self.note_reset_condition(&e);
                     tries += 1;
                 }
-                r => return r,
+                r => {
+                    self.note_answer(&r);
+                    return r;
+                }
             }
         }
     }
@@ -153,7 +215,10 @@ impl Disk {
                     self.note_reset_condition(&e);
                     self.execute(cdb).await
                 }
-                r => r,
+                r => {
+                    self.note_answer(&r);
+                    r
+                }
             },
             Ok(other) => Err(Error::Protocol(format!(
                 "SCSI command answered with {other:?}"
@@ -475,5 +540,53 @@ impl Disk {
     /// ABORT TASK for a command started with [`Disk::start`].
     pub async fn abort_task(&self, tag: u32) -> Result<(), Error> {
         self.session.abort_task(self.field, tag).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ua(asc: u8, ascq: u8) -> Sense {
+        Sense {
+            key: SenseKey::UnitAttention,
+            asc,
+            ascq,
+            information: None,
+            field: None,
+        }
+    }
+
+    /// One row per case: (sense, answered before, kind).
+    #[test]
+    fn power_on_before_the_first_answer_is_expected_and_the_rest_are_events() {
+        use UnitAttentionKind::{AfterLogin, Event};
+        let rows = [
+            // SPC-4 §4.5.6: every new I_T nexus first meets power-on/reset.
+            (ua(0x29, 0x00), false, AfterLogin),
+            (ua(0x29, 0x01), false, AfterLogin),
+            // The same once the LUN answered: a reset or power cycle now.
+            (ua(0x29, 0x00), true, Event),
+            (ua(0x29, 0x01), true, Event),
+            // A bus reset, a target reset, a lost nexus: events even first.
+            (ua(0x29, 0x02), false, Event),
+            (ua(0x29, 0x03), false, Event),
+            (ua(0x29, 0x07), false, Event),
+            // Reservations preempted or released, ALUA state changed.
+            (ua(0x2a, 0x03), false, Event),
+            (ua(0x2a, 0x04), true, Event),
+            (ua(0x2a, 0x06), false, Event),
+        ];
+        for (sense, answered, kind) in rows {
+            assert_eq!(
+                UnitAttentionKind::classify(&sense, answered),
+                kind,
+                "{sense} answered={answered}"
+            );
+        }
+        // 29/00 with another sense key is not a unit attention at all.
+        let mut not_ua = ua(0x29, 0x00);
+        not_ua.key = SenseKey::NotReady;
+        assert_eq!(UnitAttentionKind::classify(&not_ua, false), Event);
     }
 }

@@ -47,7 +47,7 @@ pub use config::{
     ChapCredentials, DigestPreference, Isid, Proposal, SessionConfig, DEFAULT_INITIATOR_NAME,
 };
 pub use discovery::{send_targets, DiscoveredTarget};
-pub use disk::Disk;
+pub use disk::{Disk, UnitAttentionKind};
 pub use engine::{Answer, Event, Request, ScsiOutcome, TaskAttr};
 pub use error::Error;
 pub use reservation::{Arbitration, ArbitrationError, ArbitrationReset, HoldEnd, Scsi2Cdb};

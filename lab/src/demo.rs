@@ -387,14 +387,20 @@ fn run_in(
 
     ui.wait_begin("starting the bus and the nodes");
     let started = Instant::now();
-    let up = UpOptions {
+    let layout = UpOptions {
         nodes: o.nodes,
         quorum: o.quorum.clone(),
         profile: o.profile.clone(),
         data_luns: evs_count as u16,
         timeout: None,
     };
-    lab.up_until(&up, &|| ui.interrupted())?;
+    {
+        // Both callbacks use the UI, one at a time.
+        let ui = std::cell::RefCell::new(&mut *ui);
+        lab.up_with(&layout, &mut |_| ui.borrow_mut().wait_tick(), &|| {
+            ui.borrow().interrupted()
+        })?;
+    }
     ui.wait_end();
     ui.event(DemoEvent::Formed(started.elapsed()));
 

@@ -112,16 +112,10 @@ impl LabError {
         wrap(self, what.into())
     }
 
-    /// The message and every cause, joined by `: ` (as anyhow's `{:#}`).
+    /// The message and every cause, joined by `: `, each once (as the
+    /// binary prints errors).
     pub fn chain(&self) -> String {
-        let mut s = self.to_string();
-        let mut cur = std::error::Error::source(self);
-        while let Some(e) = cur {
-            s += ": ";
-            s += &e.to_string();
-            cur = e.source();
-        }
-        s
+        busrig_lograte::text::error_chain(self)
     }
 }
 

@@ -19,7 +19,7 @@ pub use error::{LabError, Result};
 pub use nix::sys::signal::Signal;
 pub use process::{
     catalog, group_online_on, runtime, Cut, FailoverReport, Lab, LabStatus, Net, Takeover,
-    UpOptions, INTERRUPT_GRACE, LAB_TARGET, STOP_GRACE,
+    UpOptions, UpProgress, INTERRUPT_GRACE, LAB_TARGET, STOP_GRACE,
 };
 pub use state::{
     alive, bus_control, bus_token, cluster_file, lab_config, log_tail, process_state, state_file,

@@ -69,6 +69,24 @@ pub struct UpOptions {
     pub timeout: Option<Duration>,
 }
 
+/// How far `Lab::up_with` has got, for a progress line (README, "A
+/// cluster: `busrig lab`").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpProgress {
+    /// The bus is starting.
+    StartingBus,
+    /// The bus answers on its portal and its control address.
+    BusReady,
+    /// The nodes were started; the cluster forms within `limit`.
+    NodesStarted { nodes: usize, limit: Duration },
+    /// Polled while the cluster forms: each node's phase and arbitration
+    /// as its admin endpoint reports them (`NODE1: joining (challenger)`),
+    /// or that it does not answer yet.
+    Forming { nodes: Vec<String> },
+    /// Every node is a member of one view with a quorum owner.
+    Formed,
+}
+
 /// The cluster networks a partition cuts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -218,13 +236,20 @@ impl Lab {
 
     /// Starts a lab and waits until the cluster has formed.
     pub fn up(&self, o: &UpOptions) -> Result<()> {
-        self.up_until(o, &|| false)
+        self.up_with(o, &mut |_| (), &|| false)
     }
 
-    /// [`Lab::up`] that gives up as soon as `stop` says so (the user's
-    /// Ctrl-C, [`crate::interrupt`]): it then kills what it had started and
-    /// fails with [`LabError::UpInterrupted`] naming those processes.
-    pub fn up_until(&self, o: &UpOptions, stop: &dyn Fn() -> bool) -> Result<()> {
+    /// [`Lab::up`], telling `progress` each step and, while the cluster
+    /// forms, each node's state every poll; it gives up as soon as `stop`
+    /// says so (the user's Ctrl-C, [`crate::interrupt`]), then kills what
+    /// it had started and fails with [`LabError::UpInterrupted`] naming
+    /// those processes.
+    pub fn up_with(
+        &self,
+        o: &UpOptions,
+        progress: &mut dyn FnMut(UpProgress),
+        stop: &dyn Fn() -> bool,
+    ) -> Result<()> {
         let dir = self.dir.as_path();
         let (nodes, quorum, profile, data_luns) =
             (o.nodes, o.quorum.as_str(), o.profile.as_str(), o.data_luns);
@@ -317,6 +342,7 @@ impl Lab {
         // The token goes by the environment, which only the lab's user can
         // read (/proc/PID/environ), not by the command line, which anyone can.
         let token = bus_token(&cfg);
+        progress(UpProgress::StartingBus);
         state.target.pid = Some(spawn(
             &binary,
             &target_args,
@@ -331,6 +357,7 @@ impl Lab {
         }) {
             return Err(abandon_up(&mut state, dir, e, "the bus did not start"));
         }
+        progress(UpProgress::BusReady);
 
         drop(ports);
         for i in 0..state.nodes.len() {
@@ -353,10 +380,22 @@ impl Lab {
         let deadline = Instant::now() + limit;
         let rt = runtime()?;
         let names: Vec<String> = state.nodes.iter().map(|n| n.name.clone()).collect();
-        if let Err(e) = rt.block_on(wait_formed(&state, dir, &cfg, &names, deadline, stop)) {
+        progress(UpProgress::NodesStarted {
+            nodes: names.len(),
+            limit,
+        });
+        let forming = &mut |st: &[Option<ClusterStatus>]| {
+            progress(UpProgress::Forming {
+                nodes: node_states(st, &cfg),
+            })
+        };
+        let formed = wait_formed(&state, dir, &cfg, &names, deadline, forming, stop);
+        if let Err(e) = rt.block_on(formed) {
+            // Leave nothing running behind a failed or interrupted `up`.
             let what = format!("the cluster did not form within {limit:?}");
             return Err(abandon_up(&mut state, dir, e, &what));
         }
+        progress(UpProgress::Formed);
         Ok(())
     }
 
@@ -554,7 +593,9 @@ impl Lab {
             let mut state = LabState::load(dir)?;
             let names: Vec<String> = state.nodes.iter().map(|n| n.name.clone()).collect();
             let formed_by = Instant::now() + default_timeout(&cfg);
-            rt.block_on(wait_formed(&state, dir, &cfg, &names, formed_by, &|| false))
+            let quiet = &mut |_: &[Option<ClusterStatus>]| ();
+            let formed = wait_formed(&state, dir, &cfg, &names, formed_by, quiet, &|| false);
+            rt.block_on(formed)
                 .context("the cluster is not formed before the kill")?;
             let st = rt.block_on(all_status(&cfg));
             let owner = st
@@ -959,12 +1000,24 @@ fn formed(st: &[Option<ClusterStatus>], cfg: &ClusterConfig, names: &[String]) -
     same && owner_acts && names.iter().all(|n| first.state_of(n) == Some("online"))
 }
 
+/// Each node's phase and arbitration, or that it does not answer.
+fn node_states(st: &[Option<ClusterStatus>], cfg: &ClusterConfig) -> Vec<String> {
+    st.iter()
+        .zip(&cfg.nodes)
+        .map(|(s, n)| match s {
+            Some(s) => format!("{}: {} ({})", n.name, s.phase, s.arbitration),
+            None => format!("{}: no answer", n.name),
+        })
+        .collect()
+}
+
 async fn wait_formed(
     state: &LabState,
     dir: &Path,
     cfg: &ClusterConfig,
     names: &[String],
     deadline: Instant,
+    progress: &mut dyn FnMut(&[Option<ClusterStatus>]),
     stop: &dyn Fn() -> bool,
 ) -> Result<()> {
     loop {
@@ -975,6 +1028,7 @@ async fn wait_formed(
         if formed(&st, cfg, names) {
             return Ok(());
         }
+        progress(&st);
         for n in names {
             let Some(p) = state.nodes.iter().find(|p| &p.name == n) else {
                 continue;
@@ -989,15 +1043,7 @@ async fn wait_formed(
             }
         }
         if Instant::now() >= deadline {
-            let seen: Vec<String> = st
-                .iter()
-                .zip(&cfg.nodes)
-                .map(|(s, n)| match s {
-                    Some(s) => format!("{}: {} ({})", n.name, s.phase, s.arbitration),
-                    None => format!("{}: no answer", n.name),
-                })
-                .collect();
-            fail!("node states: {}", seen.join("; "));
+            fail!("node states: {}", node_states(&st, cfg).join("; "));
         }
         tokio::time::sleep(POLL).await;
     }

@@ -30,6 +30,11 @@
 //! at most one line per interval more. Time is an input, read by the
 //! caller, so the helper is a pure state machine (docs/architecture.md
 //! "Pure cores and drivers").
+//!
+//! [`text`] holds the other half of readable logs and output: times and
+//! error chains written for a person.
+
+pub mod text;
 
 use std::collections::HashMap;
 use std::hash::Hash;

@@ -3,13 +3,14 @@
 //! non-zero if any check fails (`--keep` leaves the lab up), and 130 when
 //! Ctrl-C stopped it (`busrig_lab::interrupt`).
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
 use busrig_lab::demo::{self, DemoEvent, DemoOptions, DemoUi};
 use busrig_lab::{interrupt, LabError};
+
+use crate::cli::progress::WaitLine;
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
@@ -35,11 +36,9 @@ pub struct DemoArgs {
 }
 
 /// The terminal side of the demo: its story on stdout, its waits on
-/// stderr (on a terminal, one line that updates).
+/// stderr (`progress::WaitLine`).
 struct Terminal {
-    tty: bool,
-    /// What the demo waits for, since when, and when its line was drawn.
-    wait: Option<(String, Instant, Instant)>,
+    wait: WaitLine,
 }
 
 impl DemoUi for Terminal {
@@ -51,31 +50,15 @@ impl DemoUi for Terminal {
     }
 
     fn wait_begin(&mut self, what: &str) {
-        if !self.tty {
-            eprintln!("  ... {what}");
-        }
-        self.wait = Some((what.into(), Instant::now(), Instant::now()));
+        self.wait.begin(what);
     }
 
     fn wait_tick(&mut self) {
-        let Some((what, start, last)) = &mut self.wait else {
-            return;
-        };
-        if self.tty && last.elapsed() > Duration::from_millis(100) {
-            let spin = ['|', '/', '-', '\\'][(start.elapsed().as_millis() / 100 % 4) as usize];
-            eprint!(
-                "\r  {spin} {what} ({:.1} s)   ",
-                start.elapsed().as_secs_f64()
-            );
-            let _ = std::io::stderr().flush();
-            *last = Instant::now();
-        }
+        self.wait.tick("");
     }
 
     fn wait_end(&mut self) {
-        if self.wait.take().is_some() && self.tty {
-            eprint!("\r{:80}\r", "");
-        }
+        self.wait.end();
     }
 
     fn interrupted(&self) -> bool {
@@ -106,7 +89,8 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("busrig demo: {o}\n  lab folder {}", dir.display());
     let lab = crate::cli::lab::open(&dir)?;
     let tty = std::io::stderr().is_terminal();
-    let report = match demo::run(&lab, &o, &mut Terminal { tty, wait: None }) {
+    let wait = WaitLine::new(tty);
+    let report = match demo::run(&lab, &o, &mut Terminal { wait }) {
         Ok(r) => r,
         Err(LabError::Interrupted) => return Ok(ExitCode::from(crate::cli::lab::EXIT_INTERRUPTED)),
         Err(e) => return Err(e.into()),

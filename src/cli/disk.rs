@@ -415,14 +415,18 @@ impl Out {
     }
 }
 
+/// The power-on unit attention every new login meets is in the JSON but
+/// not printed (`busrig_initiator::UnitAttentionKind`).
 fn report_uas(out: &Out, disk: &Disk) -> Vec<busrig_proto::scsi::sense::Sense> {
-    let uas = disk.take_unit_attentions();
+    let uas = disk.take_classified_unit_attentions();
     if !out.json {
-        for u in &uas {
-            eprintln!("unit attention: {u}");
+        for (u, kind) in &uas {
+            if *kind == busrig_initiator::UnitAttentionKind::Event {
+                eprintln!("unit attention: {u}");
+            }
         }
     }
-    uas
+    uas.into_iter().map(|(u, _)| u).collect()
 }
 
 /// Prints what a command read: its `Display`, or its JSON (under `key`

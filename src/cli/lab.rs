@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use busrig_lab::{interrupt, scenario, Lab, LabError, Net, Signal, UpOptions, STOP_GRACE};
+use busrig_lab::{
+    interrupt, scenario, Lab, LabError, Net, Signal, UpOptions, UpProgress, STOP_GRACE,
+};
+
+use crate::cli::progress::WaitLine;
 
 /// Exit status of a verb stopped by Ctrl-C (128 + SIGINT, as a shell
 /// reports a process that SIGINT ended).
@@ -149,6 +153,39 @@ pub fn open(dir: &Path) -> anyhow::Result<Lab> {
 }
 
 /// `lab down`, printing the nodes that had to be killed.
+/// `Lab::up` with its steps on stderr as the demo shows its waits
+/// (`progress::WaitLine`): the bus, then the nodes' states while the
+/// cluster forms (about 25 s with the mscs2003 profile's 7 s challenge
+/// wait and 10 s online delay).
+fn up(lab: &Lab, o: &UpOptions) -> busrig_lab::Result<()> {
+    use std::io::IsTerminal;
+    let mut line = WaitLine::new(std::io::stderr().is_terminal());
+    let start = std::time::Instant::now();
+    let r = lab.up_with(
+        o,
+        &mut |p| match p {
+            UpProgress::StartingBus => line.begin("starting the bus"),
+            UpProgress::BusReady => {
+                line.end();
+                eprintln!("  bus ready ({:.1} s)", start.elapsed().as_secs_f64());
+            }
+            UpProgress::NodesStarted { nodes, limit } => line.begin(&format!(
+                "{nodes} node{} forming the cluster (at most {} s)",
+                if nodes == 1 { "" } else { "s" },
+                limit.as_secs()
+            )),
+            UpProgress::Forming { nodes } => line.tick(&nodes.join(", ")),
+            UpProgress::Formed => {
+                line.end();
+                eprintln!("  cluster formed ({:.1} s)", start.elapsed().as_secs_f64());
+            }
+        },
+        &interrupt::interrupted,
+    );
+    line.end();
+    r
+}
+
 pub fn down(lab: &Lab) -> busrig_lab::Result<()> {
     for n in lab.down()? {
         eprintln!("{n} did not stop in {STOP_GRACE:?}; killing it");
@@ -215,17 +252,14 @@ pub fn run(verb: Verb) -> anyhow::Result<ExitCode> {
             let timeout = timeout.map(Duration::from_secs);
             // Ctrl-C while starting takes down what was started.
             interrupt::install();
-            let up = lab.up_until(
-                &UpOptions {
-                    nodes,
-                    quorum,
-                    profile,
-                    data_luns,
-                    timeout,
-                },
-                &interrupt::interrupted,
-            );
-            match up {
+            let o = UpOptions {
+                nodes,
+                quorum,
+                profile,
+                data_luns,
+                timeout,
+            };
+            match up(&lab, &o) {
                 Err(e @ LabError::UpInterrupted { .. }) => {
                     eprintln!(
                         "busrig lab up: {e} (logs kept in {})",

@@ -15,6 +15,7 @@ pub mod mailload;
 pub mod mailstore;
 pub mod manual;
 pub mod node;
+pub mod progress;
 
 /// The help heading of the `global = true` options of `busrig bus`,
 /// `disk` and `cluster`: every verb takes them, before or after its name,

@@ -127,7 +127,7 @@ pub const MAX_ISCSI_NAME_LEN: usize = 223;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {path}")]
     Read {
         path: PathBuf,
         #[source]

@@ -58,7 +58,24 @@ impl PathFault {
 pub struct FaultEvent {
     /// Milliseconds since the Unix epoch.
     pub time_ms: u64,
+    /// The same time in RFC 3339, UTC.
+    pub time: String,
     pub what: String,
+}
+
+impl State {
+    /// Appends an event, dropping the oldest past [`EVENT_LOG_LEN`].
+    fn push_event(&mut self, what: String) {
+        let time_ms = now_ms();
+        self.events.push_back(FaultEvent {
+            time_ms,
+            time: busrig_lograte::text::rfc3339(time_ms),
+            what,
+        });
+        while self.events.len() > EVENT_LOG_LEN {
+            self.events.pop_front();
+        }
+    }
 }
 
 #[derive(Default)]
@@ -130,13 +147,7 @@ impl Faults {
         self.any_lun_offline
             .store(!st.offline.is_empty(), Ordering::Release);
         tracing::warn!(fault = %what, "fault injection");
-        st.events.push_back(FaultEvent {
-            time_ms: now_ms(),
-            what,
-        });
-        while st.events.len() > EVENT_LOG_LEN {
-            st.events.pop_front();
-        }
+        st.push_event(what);
         drop(st);
         self.changed.send_modify(|g| *g += 1);
         r
@@ -144,14 +155,7 @@ impl Faults {
 
     /// Records a reset or other bus event in the same log as the faults.
     pub fn record(&self, what: String) {
-        let mut st = self.state.lock().unwrap();
-        st.events.push_back(FaultEvent {
-            time_ms: now_ms(),
-            what,
-        });
-        while st.events.len() > EVENT_LOG_LEN {
-            st.events.pop_front();
-        }
+        self.state.lock().unwrap().push_event(what);
     }
 
     fn path<'a>(st: &'a mut State, initiator: &str) -> &'a mut PathFault {

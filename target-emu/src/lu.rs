@@ -126,7 +126,7 @@ pub struct WriterRun {
     /// Whether the writer held (or, for all-registrants types, shared) the
     /// reservation when the run started.
     pub reserved_by_writer: bool,
-    /// One line for people.
+    /// One line for people (without the times: `start_ms` and `end_ms`).
     pub summary: String,
 }
 
@@ -847,8 +847,7 @@ impl LogicalUnit {
         }
         let (reservation, reserved_by_writer) = self.reservation_words(nexus);
         let summary = format!(
-            "{} {} isid {} starts writing; reservation: {}{}",
-            now,
+            "{} isid {} starts writing; reservation: {}{}",
             nexus.initiator,
             nexus.isid_hex(),
             reservation,

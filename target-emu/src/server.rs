@@ -64,41 +64,43 @@ impl Default for ServeOptions {
     }
 }
 
-/// Why the server could not start or stop cleanly.
+/// Why the server could not start or stop cleanly. A variant with a
+/// cause returns it as its source and leaves it out of its own message,
+/// so `busrig target` prints each cause once.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// The configuration is unreadable or invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The data directory (or a LUN file's directory) could not be created.
-    #[error("cannot create directory {path}: {source}")]
+    #[error("cannot create directory {path}")]
     Directory {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
     /// A logical unit could not be opened.
-    #[error("target {target}: {source}")]
+    #[error("target {target}")]
     Lun {
         target: String,
         #[source]
         source: LunError,
     },
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
     /// The readiness line could not be written.
-    #[error("cannot write the readiness line to stdout: {0}")]
+    #[error("cannot write the readiness line to stdout")]
     Stdout(#[source] std::io::Error),
     /// The signal handlers could not be installed.
-    #[error("cannot install signal handlers: {0}")]
+    #[error("cannot install signal handlers")]
     Signal(#[source] std::io::Error),
     /// Flushing a LUN file at shutdown failed.
-    #[error("flushing LUN {lun} of target {target}: {source}")]
+    #[error("flushing LUN {lun} of target {target}")]
     Flush {
         target: String,
         lun: u64,

@@ -36,7 +36,7 @@ use serde_json::{json, Value};
 
 use crate::fault::{parse_sense, Faults};
 use crate::iscsi::Portal;
-use crate::lu::LogicalUnit;
+use crate::lu::{now_ms, LogicalUnit};
 use crate::reservation::ReservationView;
 
 /// Default control address, next to the default portal (3260).
@@ -212,6 +212,9 @@ impl Control {
                 "offline_luns": f.offline_luns().into_iter().map(|(t, l)| json!({"target": t, "lun": l})).collect::<Vec<_>>(),
             },
             "events": f.events(),
+            // The server's clock, so a client shows event times as "ago"
+            // against the clock that stamped them.
+            "now_ms": now_ms(),
         })
     }
 
@@ -396,9 +399,9 @@ impl Control {
             return HttpResponse::error(400, "audit needs ?lun=N");
         };
         match self.find_lun(query.get("target"), lun) {
-            Ok((target, lu)) => {
-                HttpResponse::ok(json!({ "target": target, "lun": lun, "history": lu.audit() }))
-            }
+            Ok((target, lu)) => HttpResponse::ok(
+                json!({ "target": target, "lun": lun, "history": lu.audit(), "now_ms": now_ms() }),
+            ),
             Err(e) => e,
         }
     }

@@ -18,6 +18,22 @@ pub struct BusStatus {
     pub luns: Vec<LunEntry>,
     pub sessions: Vec<SessionEntry>,
     pub faults: FaultsEntry,
+    /// The fault and reset log, oldest first.
+    pub events: Vec<EventEntry>,
+    /// The server's clock when it answered (absent from older servers).
+    pub now_ms: Option<u64>,
+}
+
+/// How many of the latest events the text shows (`--json` has them all).
+pub const EVENTS_SHOWN: usize = 20;
+
+/// One fault or reset event.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct EventEntry {
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    pub what: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -158,9 +174,48 @@ pub struct SessionEntry {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct FaultsEntry {
-    /// Initiator name -> its path faults (shown as JSON).
-    pub paths: BTreeMap<String, Value>,
+    /// Initiator name -> its path faults.
+    pub paths: BTreeMap<String, PathFaults>,
     pub offline_luns: Vec<OfflineLun>,
+}
+
+/// The faults set on one initiator's path (`crate::fault::PathFault`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct PathFaults {
+    pub frozen: bool,
+    pub delay_ms: u64,
+    pub cut: bool,
+    pub fail_remaining: u32,
+    pub fail_sense: Option<String>,
+}
+
+/// The faults in words, `; ` between them.
+impl fmt::Display for PathFaults {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut words = Vec::new();
+        if self.frozen {
+            words.push("frozen (commands held until thaw)".to_string());
+        }
+        if self.delay_ms > 0 {
+            words.push(format!("each command delayed {} ms", self.delay_ms));
+        }
+        if self.cut {
+            words.push("cut (connections closed, logins refused until restore)".to_string());
+        }
+        if self.fail_remaining > 0 {
+            words.push(format!(
+                "next {} media command{} fail with sense {}",
+                self.fail_remaining,
+                if self.fail_remaining == 1 { "" } else { "s" },
+                q(&self.fail_sense)
+            ));
+        }
+        if words.is_empty() {
+            words.push("none".into());
+        }
+        f.write_str(&words.join("; "))
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -296,7 +351,29 @@ impl fmt::Display for BusStatus {
             write!(f, "\nfault on path of {ini}: {fault}")?;
         }
         for l in &self.faults.offline_luns {
-            write!(f, "\nfault: lun {} of {} offline", l.lun, q(&l.target))?;
+            write!(
+                f,
+                "\nfault: lun {} of {} offline (NOT READY until online)",
+                l.lun,
+                q(&l.target)
+            )?;
+        }
+        if self.faults.paths.is_empty() && self.faults.offline_luns.is_empty() {
+            write!(f, "\nno faults set")?;
+        }
+        let shown = self.events.len().min(EVENTS_SHOWN);
+        match self.events.len() {
+            0 => write!(f, "\n\nno fault or reset events")?,
+            n if n == shown => write!(f, "\n\nevents:")?,
+            n => write!(f, "\n\nevents (latest {shown} of {n}; --json has all):")?,
+        }
+        for e in &self.events[self.events.len() - shown..] {
+            write!(
+                f,
+                "\n  {}  {}",
+                busrig_lograte::text::when(e.time_ms, self.now_ms),
+                e.what
+            )?;
         }
         Ok(())
     }
@@ -307,11 +384,15 @@ impl fmt::Display for BusStatus {
 #[serde(default)]
 pub struct Audit {
     pub history: Vec<Value>,
+    /// The server's clock when it answered.
+    pub now_ms: Option<u64>,
 }
 
-/// One line per run of writes (its `summary`), or `no writes recorded`.
+/// One line per run of writes: when it started (and how long ago), how
+/// many writes until when, and its `summary`; or `no writes recorded`.
 impl fmt::Display for Audit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use busrig_lograte::text::{time_of_day, when};
         if self.history.is_empty() {
             return f.write_str("no writes recorded");
         }
@@ -319,7 +400,19 @@ impl fmt::Display for Audit {
             let line = h["summary"]
                 .as_str()
                 .map_or_else(|| h.to_string(), str::to_string);
-            write!(f, "{}{line}", if i == 0 { "" } else { "\n" })?;
+            write!(f, "{}", if i == 0 { "" } else { "\n" })?;
+            if let Some(start) = h["start_ms"].as_u64() {
+                let end = h["end_ms"].as_u64().unwrap_or(start);
+                let writes = h["writes"].as_u64().unwrap_or(0);
+                write!(
+                    f,
+                    "{}: {writes} write{} to {}: ",
+                    when(start, self.now_ms),
+                    if writes == 1 { "" } else { "s" },
+                    time_of_day(end)
+                )?;
+            }
+            f.write_str(&line)?;
         }
         Ok(())
     }
@@ -346,6 +439,11 @@ mod tests {
             }],
             "sessions": [],
             "faults": { "paths": { "iqn.n:node2": { "frozen": true } }, "offline_luns": [{ "target": "iqn.t:disks", "lun": 0 }] },
+            "events": [
+                { "time_ms": 1_796_229_772_000u64, "time": "2026-12-02T16:42:52.000Z", "what": "freeze iqn.n:node2" },
+                { "time_ms": 1_796_229_784_120u64, "time": "2026-12-02T16:43:04.120Z", "what": "lun 0 of iqn.t:disks offline" },
+            ],
+            "now_ms": 1_796_229_790_000u64,
         });
         serde_json::from_value(v).unwrap_or_else(|e| panic!("status: {e}"))
     }
@@ -367,10 +465,61 @@ mod tests {
                 "  pending UA:      iqn.n:node2 isid 400001370000: 29/02 bus reset",
                 "",
                 "no sessions",
-                "fault on path of iqn.n:node2: {\"frozen\":true}",
-                "fault: lun 0 of iqn.t:disks offline",
+                "fault on path of iqn.n:node2: frozen (commands held until thaw)",
+                "fault: lun 0 of iqn.t:disks offline (NOT READY until online)",
+                "",
+                "events:",
+                "  16:42:52.000 (18 s ago)  freeze iqn.n:node2",
+                "  16:43:04.120 (5 s ago)  lun 0 of iqn.t:disks offline",
             ]
         );
+    }
+
+    /// A word of 13 or more decimal digits: an epoch in milliseconds (a
+    /// PR key is written `0x...`, one word with its `x`).
+    fn has_epoch_ms(text: &str) -> bool {
+        text.split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|w| w.len() >= 13 && w.bytes().all(|b| b.is_ascii_digit()))
+    }
+
+    #[test]
+    fn faults_are_words_and_times_are_wall_clock() {
+        let mut s = status();
+        s.faults.paths.insert(
+            "iqn.n:node3".into(),
+            serde_json::from_value(json!({ "frozen": false, "delay_ms": 50, "cut": true,
+                "fail_remaining": 3, "fail_sense": "3/11/00" }))
+            .unwrap_or_default(),
+        );
+        // More events than the text shows: the latest ones, and a count.
+        for i in 0..30u64 {
+            s.events.push(EventEntry {
+                time_ms: 1_796_229_785_000 + i,
+                what: format!("event {i}"),
+            });
+        }
+        let text = s.to_string();
+        assert!(text.contains("\nfault on path of iqn.n:node3: each command delayed 50 ms; cut (connections closed, logins refused until restore); next 3 media commands fail with sense 3/11/00"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "\nevents (latest {EVENTS_SHOWN} of 32; --json has all):"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n  16:43:05.029 (4 s ago)  event 29"),
+            "{text}"
+        );
+        assert!(!text.contains("event 9\n"), "{text}");
+        assert!(!text.contains('{'), "no JSON in the text: {text}");
+        assert!(has_epoch_ms("at 1796229785029 event 29"));
+        assert!(!has_epoch_ms(&text), "{text}");
+        // Without the server's clock: times of day only.
+        s.now_ms = None;
+        assert!(s.to_string().contains("\n  16:43:05.029  event 29"));
+        // Nothing set, nothing happened.
+        let quiet = BusStatus::default().to_string();
+        assert!(quiet.contains("no faults set") && quiet.contains("no fault or reset events"));
     }
 
     #[test]
@@ -419,5 +568,13 @@ mod tests {
             { "summary": "writer A" }, { "writes": 2 } ] }))
         .unwrap_or_default();
         assert_eq!(a.to_string(), "writer A\n{\"writes\":2}");
+        let a: Audit = serde_json::from_value(json!({ "target": "t", "lun": 1, "now_ms": 1_796_229_790_000u64,
+            "history": [{ "start_ms": 1_796_229_784_120u64, "end_ms": 1_796_229_786_000u64, "writes": 7,
+                "summary": "iqn.n:node1 isid 400001370000 starts writing; reservation: none" }] }))
+        .unwrap_or_default();
+        assert_eq!(
+            a.to_string(),
+            "16:43:04.120 (5 s ago): 7 writes to 16:43:06.000: iqn.n:node1 isid 400001370000 starts writing; reservation: none"
+        );
     }
 }
