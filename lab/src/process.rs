@@ -683,7 +683,7 @@ fn session_members(sid: u32) -> Vec<u32> {
         .collect()
 }
 
-fn default_timeout(cfg: &ClusterConfig) -> Duration {
+pub(crate) fn default_timeout(cfg: &ClusterConfig) -> Duration {
     let t = &cfg.timing;
     // Forming: the last node's join wait, the challenge and the online
     // delay, with generous slack for a loaded machine.
@@ -855,7 +855,7 @@ fn wait_until(
 }
 
 /// Every node's status, by lab position (None: no answer).
-async fn all_status(cfg: &ClusterConfig) -> Vec<Option<ClusterStatus>> {
+pub(crate) async fn all_status(cfg: &ClusterConfig) -> Vec<Option<ClusterStatus>> {
     let mut out = Vec::new();
     for n in &cfg.nodes {
         out.push(
@@ -868,7 +868,7 @@ async fn all_status(cfg: &ClusterConfig) -> Vec<Option<ClusterStatus>> {
 }
 
 /// Whether `names` are all members of one view with an acting owner.
-fn formed(st: &[Option<ClusterStatus>], cfg: &ClusterConfig, names: &[String]) -> bool {
+pub(crate) fn formed(st: &[Option<ClusterStatus>], cfg: &ClusterConfig, names: &[String]) -> bool {
     let ids: Vec<usize> = names
         .iter()
         .filter_map(|n| cfg.node_id(n))
@@ -919,16 +919,21 @@ async fn wait_formed(
             }
         }
         if Instant::now() >= deadline {
-            let seen: Vec<String> = st
-                .iter()
-                .zip(&cfg.nodes)
-                .map(|(s, n)| match s {
-                    Some(s) => format!("{}: {} ({})", n.name, s.phase, s.arbitration),
-                    None => format!("{}: no answer", n.name),
-                })
-                .collect();
-            fail!("node states: {}", seen.join("; "));
+            fail!("node states: {}", describe(&st, cfg));
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Each node's phase and arbitration step, in words, for failure messages.
+pub(crate) fn describe(st: &[Option<ClusterStatus>], cfg: &ClusterConfig) -> String {
+    let seen: Vec<String> = st
+        .iter()
+        .zip(&cfg.nodes)
+        .map(|(s, n)| match s {
+            Some(s) => format!("{}: {} ({})", n.name, s.phase, s.arbitration),
+            None => format!("{}: no answer", n.name),
+        })
+        .collect();
+    seen.join("; ")
 }
