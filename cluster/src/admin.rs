@@ -646,9 +646,7 @@ impl Admin {
                     None => return HttpResponse::error(400, "cas needs a string \"value\""),
                 }
             }
-            _ => {
-                return HttpResponse::error(400, "\"op\" must be \"put\", \"delete\" or \"cas\"")
-            }
+            _ => return HttpResponse::error(400, "\"op\" must be \"put\", \"delete\" or \"cas\""),
         };
         let (tx, rx) = oneshot::channel();
         if self

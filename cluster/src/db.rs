@@ -20,7 +20,7 @@ pub enum Change {
     /// Set `key` to `value` if it holds `expect` now (`None`: if it does
     /// not exist). Checked by the locker when it orders the change, so the
     /// comparison happens at the change's place in the global update order
-    /// (docs/semantics.md, "Cluster database").
+    /// (docs/semantics.md, "Global updates").
     CompareAndSet {
         key: String,
         expect: Option<String>,
@@ -173,7 +173,10 @@ mod tests {
             value: v.into(),
         };
         let mut db = DbSnapshot::default();
-        assert!(matches!(db.check(&cas(Some("1"), "2")), Err(ApplyError::Mismatch { found: None, .. })));
+        assert!(matches!(
+            db.check(&cas(Some("1"), "2")),
+            Err(ApplyError::Mismatch { found: None, .. })
+        ));
         db.apply(1, &cas(None, "1")).unwrap();
         assert_eq!(db.get("r"), Some("1"));
         let e = db.apply(2, &cas(None, "x")).unwrap_err();

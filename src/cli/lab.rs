@@ -225,7 +225,11 @@ fn chaos(o: busrig_lab::chaos::ChaosOptions) -> anyhow::Result<ExitCode> {
         &o,
         |_, seed, q| bar.set_message(format!("seed {seed} {q}")),
         |r| {
-            bar.println(r.verdict_line());
+            // A hidden bar (no terminal) prints nothing: print the line.
+            match bar.is_hidden() {
+                true => println!("{}", r.verdict_line()),
+                false => bar.println(r.verdict_line()),
+            }
             bar.inc(1);
         },
     )?;

@@ -101,7 +101,10 @@ mod tests {
 2026-12-02T16:51:22.5Z  WARN busrig_cluster::host: group failed on this node group=EVS1 reason=disk lost
 2026-12-02T16:51:23.000001Z  WARN busrig_cluster::driver::run: cluster service stopping reason=lost
 ";
-        let ev: Vec<(u64, NodeEvent)> = parse("NODE1", log).into_iter().map(|r| (r.ms, r.event)).collect();
+        let ev: Vec<(u64, NodeEvent)> = parse("NODE1", log)
+            .into_iter()
+            .map(|r| (r.ms, r.event))
+            .collect();
         let base = 1_796_230_279_000u64; // 2026-12-02T16:51:19Z
         assert_eq!(
             ev,

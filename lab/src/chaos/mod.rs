@@ -188,7 +188,8 @@ pub fn run(
     mut before: impl FnMut(usize, u64, &str),
     mut after: impl FnMut(&ScheduleResult),
 ) -> Result<ChaosReport> {
-    std::fs::create_dir_all(&o.dir).with_context(|| format!("cannot create {}", o.dir.display()))?;
+    std::fs::create_dir_all(&o.dir)
+        .with_context(|| format!("cannot create {}", o.dir.display()))?;
     let mut results = Vec::new();
     let mut i = 0;
     for q in &o.quorums {
@@ -217,7 +218,10 @@ pub fn run(
             .sum(),
         results,
     };
-    std::fs::write(o.dir.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
+    std::fs::write(
+        o.dir.join("report.json"),
+        serde_json::to_vec_pretty(&report)?,
+    )?;
     Ok(report)
 }
 
@@ -283,6 +287,7 @@ fn run_one(binary: &Path, o: &ChaosOptions, quorum: &str, seed: u64) -> Schedule
     }
     let outcome = drive(&lab, o, quorum, seed, &mut r);
     let _ = lab.down();
+    reap_children();
     if let Err(e) = outcome {
         r.error = Some(e.chain());
     } else {
@@ -296,6 +301,19 @@ fn run_one(binary: &Path, o: &ChaosOptions, quorum: &str, seed: u64) -> Schedule
     r
 }
 
+/// Collects the exit status of every lab process this process started
+/// and that has exited, so a long run leaves no zombies behind. Called
+/// between schedules, when the runner has no other child to wait for
+/// (the mail load and `busrig cluster` commands were waited already).
+fn reap_children() {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    while let Ok(st) = waitpid(nix::unistd::Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+        if st == WaitStatus::StillAlive {
+            break;
+        }
+    }
+}
+
 /// What the runner recorded while driving one schedule.
 struct Record {
     roles: Vec<NodeRecord>,
@@ -305,7 +323,13 @@ struct Record {
 
 /// Everything from the lab start to the convergence check, while the lab
 /// is up.
-fn drive(lab: &Lab, o: &ChaosOptions, quorum: &str, seed: u64, r: &mut ScheduleResult) -> Result<()> {
+fn drive(
+    lab: &Lab,
+    o: &ChaosOptions,
+    quorum: &str,
+    seed: u64,
+    r: &mut ScheduleResult,
+) -> Result<()> {
     let mut run = Runner::open(lab, 1)?;
     let cfg = Arc::new(run.cfg().clone());
     let state = lab.state()?;
@@ -348,6 +372,11 @@ fn drive(lab: &Lab, o: &ChaosOptions, quorum: &str, seed: u64, r: &mut ScheduleR
     };
     let applied = apply_schedule(lab, &mut run, &sched, &mut rec);
     r.faults = applied;
+    // The workloads run for the whole window, faults or not.
+    let window_end = rec.start_ms + sched.window_ms;
+    if let Some(left) = window_end.checked_sub(now_ms()) {
+        std::thread::sleep(Duration::from_millis(left));
+    }
     heal_all(lab, &mut run, &state, &mut rec);
     rec.healed_ms = now_ms();
 
@@ -366,7 +395,10 @@ fn drive(lab: &Lab, o: &ChaosOptions, quorum: &str, seed: u64, r: &mut ScheduleR
             break;
         }
         seen = crate::process::describe(&st, &cfg)
-            + &format!("; {GROUP} online on {}", online.as_deref().unwrap_or("no node"));
+            + &format!(
+                "; {GROUP} online on {}",
+                online.as_deref().unwrap_or("no node")
+            );
         std::thread::sleep(Duration::from_millis(50));
     }
     if let Some(v) = check::liveness(
@@ -390,7 +422,11 @@ fn drive(lab: &Lab, o: &ChaosOptions, quorum: &str, seed: u64, r: &mut ScheduleR
     let bus = run.control("GET", "/status", json!({}))?;
     if quorum != "majority" && r.converged_after_ms.is_some() {
         if let Some(owner) = run.quorum_owner() {
-            let lun0 = bus["luns"].as_array().into_iter().flatten().find(|l| l["lun"] == 0);
+            let lun0 = bus["luns"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|l| l["lun"] == 0);
             let holder = lun0.and_then(|l| {
                 l["scsi2_holder"]["initiator"]
                     .as_str()
@@ -431,12 +467,15 @@ fn drive(lab: &Lab, o: &ChaosOptions, quorum: &str, seed: u64, r: &mut ScheduleR
         match verdict {
             linear::Verdict::Linearizable => {}
             linear::Verdict::Violation(v) => r.violations.push(Violation::Linearizability(v)),
-            linear::Verdict::TooLarge(states) => {
-                r.violations.push(Violation::LinearizabilityUndecided { key, states })
-            }
+            linear::Verdict::TooLarge(states) => r
+                .violations
+                .push(Violation::LinearizabilityUndecided { key, states }),
         }
     }
-    std::fs::write(lab.dir().join("history.json"), serde_json::to_vec_pretty(&ops)?)?;
+    std::fs::write(
+        lab.dir().join("history.json"),
+        serde_json::to_vec_pretty(&ops)?,
+    )?;
     std::fs::write(
         lab.dir().join("runner-events.json"),
         serde_json::to_vec_pretty(&json!({
@@ -455,7 +494,8 @@ fn drive(lab: &Lab, o: &ChaosOptions, quorum: &str, seed: u64, r: &mut ScheduleR
 /// runner, the role checker, and the timeline picture.
 fn collect_roles(lab: &Lab, o: &ChaosOptions, r: &mut ScheduleResult) -> Result<()> {
     let ev: Value = serde_json::from_slice(&std::fs::read(lab.dir().join("runner-events.json"))?)?;
-    let mut roles: Vec<NodeRecord> = serde_json::from_value(ev["roles"].clone()).unwrap_or_default();
+    let mut roles: Vec<NodeRecord> =
+        serde_json::from_value(ev["roles"].clone()).unwrap_or_default();
     for i in 1..=o.nodes {
         let name = format!("NODE{i}");
         let text = std::fs::read_to_string(lab.log_file(&name)).unwrap_or_default();
@@ -464,8 +504,11 @@ fn collect_roles(lab: &Lab, o: &ChaosOptions, r: &mut ScheduleResult) -> Result<
     roles.sort_by_key(|x| x.ms);
     r.role_records = roles.len();
     let intervals = check::intervals(&roles);
-    r.violations
-        .extend(check::exclusive_roles(&intervals).into_iter().map(Violation::Overlap));
+    r.violations.extend(
+        check::exclusive_roles(&intervals)
+            .into_iter()
+            .map(Violation::Overlap),
+    );
     let ops: Vec<linear::Operation> =
         serde_json::from_slice(&std::fs::read(lab.dir().join("history.json"))?).unwrap_or_default();
     let start = ev["start_ms"].as_u64().unwrap_or(0);
@@ -588,7 +631,13 @@ fn bus(fault: &str, node: Option<&str>) -> Step {
     })
 }
 
-fn start_fault(lab: &Lab, run: &mut Runner<'_>, f: &Fault, node: Option<&str>, rec: &mut Record) -> Result<String> {
+fn start_fault(
+    lab: &Lab,
+    run: &mut Runner<'_>,
+    f: &Fault,
+    node: Option<&str>,
+    rec: &mut Record,
+) -> Result<String> {
     let n = || node.map(String::from).unwrap_or_default();
     let role = |rec: &mut Record, event| {
         rec.roles.push(NodeRecord {
@@ -645,7 +694,13 @@ fn start_fault(lab: &Lab, run: &mut Runner<'_>, f: &Fault, node: Option<&str>, r
     })
 }
 
-fn end_fault(lab: &Lab, run: &mut Runner<'_>, f: &Fault, node: Option<&str>, rec: &mut Record) -> Result<()> {
+fn end_fault(
+    lab: &Lab,
+    run: &mut Runner<'_>,
+    f: &Fault,
+    node: Option<&str>,
+    rec: &mut Record,
+) -> Result<()> {
     let n = node.map(String::from).unwrap_or_default();
     match f.kind {
         FaultKind::Kill => lab.start(&n, false)?,
@@ -738,14 +793,27 @@ fn scenario_text(quorum: &str, o: &ChaosOptions, seed: u64, faults: &[Applied]) 
             FaultKind::Partition => {
                 let net = f.net.unwrap_or_default();
                 (
-                    Step::Partition(crate::scenario::NetStep { node: n.clone(), net }),
-                    Some(Step::Heal(crate::scenario::NetStep { node: n.clone(), net })),
+                    Step::Partition(crate::scenario::NetStep {
+                        node: n.clone(),
+                        net,
+                    }),
+                    Some(Step::Heal(crate::scenario::NetStep {
+                        node: n.clone(),
+                        net,
+                    })),
                 )
             }
             FaultKind::Freeze => (bus("freeze", Some(&n)), Some(bus("thaw", Some(&n)))),
             FaultKind::Cut => (bus("cut", Some(&n)), Some(bus("restore", Some(&n)))),
             FaultKind::Delay | FaultKind::Sense => {
-                let mut s = bus(if f.kind == FaultKind::Delay { "delay" } else { "fail" }, Some(&n));
+                let mut s = bus(
+                    if f.kind == FaultKind::Delay {
+                        "delay"
+                    } else {
+                        "fail"
+                    },
+                    Some(&n),
+                );
                 if let Step::Bus(b) = &mut s {
                     b.ms = f.delay_ms;
                     b.count = f.count;
@@ -844,7 +912,8 @@ mod tests {
             })
             .collect();
         let text = scenario_text("disk-scsi2", &o, 42, &applied);
-        let sc = crate::scenario::Scenario::parse(&text).unwrap_or_else(|e| panic!("{e:#}\n{text}"));
+        let sc =
+            crate::scenario::Scenario::parse(&text).unwrap_or_else(|e| panic!("{e:#}\n{text}"));
         let kills = sc.steps.iter().filter(|s| s.action() != "sleep").count();
         assert!(kills > s.faults.len(), "{text}");
         assert_eq!(sc.layout.quorum, "disk-scsi2");

@@ -45,11 +45,19 @@ impl History {
 
 /// Runs `clients` clients until `stop` is set, each starting at a
 /// different node and moving to the next after every operation.
-pub async fn run(cfg: Arc<ClusterConfig>, clients: usize, seed: u64, stop: Arc<AtomicBool>, h: History) {
+pub async fn run(
+    cfg: Arc<ClusterConfig>,
+    clients: usize,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+    h: History,
+) {
     let mut tasks = Vec::new();
     for c in 0..clients {
         let (cfg, stop, h) = (cfg.clone(), stop.clone(), h.clone());
-        tasks.push(tokio::spawn(async move { client(&cfg, c, seed, &stop, &h).await }));
+        tasks.push(tokio::spawn(async move {
+            client(&cfg, c, seed, &stop, &h).await
+        }));
     }
     for t in tasks {
         let _ = t.await;
@@ -57,7 +65,8 @@ pub async fn run(cfg: Arc<ClusterConfig>, clients: usize, seed: u64, stop: Arc<A
 }
 
 async fn client(cfg: &ClusterConfig, me: usize, seed: u64, stop: &AtomicBool, h: &History) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(me as u64 + 1)));
+    let mut rng =
+        ChaCha8Rng::seed_from_u64(seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(me as u64 + 1)));
     let mut last_seen: [Option<String>; KEYS.len()] = Default::default();
     let mut n = 0u64;
     let mut node = me % cfg.nodes.len();
@@ -98,13 +107,20 @@ async fn client(cfg: &ClusterConfig, me: usize, seed: u64, stop: &AtomicBool, h:
                     if !st.member {
                         return None;
                     }
-                    admin::request(&addr, "GET", "/db", None, Some(&cfg.secret)).await.ok()
+                    admin::request(&addr, "GET", "/db", None, Some(&cfg.secret))
+                        .await
+                        .ok()
                 })
                 .await;
                 if let Ok(Some(v)) = answer {
                     let value = v["entries"][key].as_str().map(String::from);
                     last_seen[k] = value.clone();
-                    h.push(record(RegOp::Read { value }, Outcome::Ok, invoke, Some(now_ms())));
+                    h.push(record(
+                        RegOp::Read { value },
+                        Outcome::Ok,
+                        invoke,
+                        Some(now_ms()),
+                    ));
                 }
             }
             Some(op) => {
@@ -124,11 +140,11 @@ async fn client(cfg: &ClusterConfig, me: usize, seed: u64, stop: &AtomicBool, h:
                 let done = now_ms();
                 let outcome = match r {
                     Ok(Ok(_)) => Outcome::Ok,
-                    Ok(Err(AdminError::Refused { status: 409, message, .. }))
-                        if message.starts_with("compare-and-set failed") =>
-                    {
-                        Outcome::Fail
-                    }
+                    Ok(Err(AdminError::Refused {
+                        status: 409,
+                        message,
+                        ..
+                    })) if message.starts_with("compare-and-set failed") => Outcome::Fail,
                     // Refused for another reason, unreachable, timed out:
                     // it may still be ordered and applied.
                     _ => Outcome::Unknown,

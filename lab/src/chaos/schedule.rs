@@ -176,7 +176,13 @@ impl Fault {
 
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:>6.1}s {} {}", self.at_ms as f64 / 1000.0, self.kind.as_str(), self.target)?;
+        write!(
+            f,
+            "{:>6.1}s {} {}",
+            self.at_ms as f64 / 1000.0,
+            self.kind.as_str(),
+            self.target
+        )?;
         if let Some(n) = self.net {
             write!(f, " ({})", n.as_str())?;
         }
@@ -335,7 +341,10 @@ mod tests {
         for seed in 0..200 {
             let s = Schedule::generate(seed, &spec());
             for (i, f) in s.faults.iter().enumerate() {
-                assert!(f.at_ms >= 1000 && f.end_ms() <= s.window_ms, "{seed}: {f:?}");
+                assert!(
+                    f.at_ms >= 1000 && f.end_ms() <= s.window_ms,
+                    "{seed}: {f:?}"
+                );
                 if f.kind.on_node() {
                     node_faults += 1;
                     if matches!(f.target, Target::QuorumOwner | Target::GroupOwner(_)) {
@@ -353,15 +362,23 @@ mod tests {
 
     #[test]
     fn the_fault_list_is_checked() {
-        assert_eq!(parse_faults("kill, pause").unwrap(), vec![FaultKind::Kill, FaultKind::Pause]);
+        assert_eq!(
+            parse_faults("kill, pause").unwrap(),
+            vec![FaultKind::Kill, FaultKind::Pause]
+        );
         assert_eq!(parse_faults("all").unwrap().len(), FaultKind::ALL.len());
-        assert!(parse_faults("kill,explode").unwrap_err().contains("explode"));
+        assert!(parse_faults("kill,explode")
+            .unwrap_err()
+            .contains("explode"));
         assert!(parse_faults("").is_err());
         let only = ScheduleSpec {
             kinds: vec![FaultKind::Reset],
             ..spec()
         };
         let s = Schedule::generate(1, &only);
-        assert!(s.faults.iter().all(|f| f.kind == FaultKind::Reset && f.target == Target::Bus));
+        assert!(s
+            .faults
+            .iter()
+            .all(|f| f.kind == FaultKind::Reset && f.target == Target::Bus));
     }
 }

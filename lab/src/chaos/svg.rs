@@ -39,7 +39,9 @@ fn colour(k: FaultKind) -> &'static str {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// The SVG document.
@@ -63,7 +65,11 @@ pub fn timeline(t: &Timeline<'_>) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{height}" font-family="sans-serif" font-size="11">"#,
         LEFT + WIDTH + 20.0
     );
-    let _ = write!(s, r#"<text x="4" y="16" font-size="13">{}</text>"#, esc(&t.title));
+    let _ = write!(
+        s,
+        r#"<text x="4" y="16" font-size="13">{}</text>"#,
+        esc(&t.title)
+    );
     for (i, n) in t.nodes.iter().enumerate() {
         let y = top + i as f64 * LANE;
         let _ = write!(
@@ -76,8 +82,14 @@ pub fn timeline(t: &Timeline<'_>) -> String {
     }
     // Fault bands first, under the roles.
     for a in t.faults.iter().filter(|a| !a.skipped) {
-        let (x0, x1) = (x(a.start_ms), x(a.end_ms.max(a.start_ms)).max(x(a.start_ms) + 2.0));
-        let lane = a.node.as_ref().and_then(|n| t.nodes.iter().position(|m| m == n));
+        let (x0, x1) = (
+            x(a.start_ms),
+            x(a.end_ms.max(a.start_ms)).max(x(a.start_ms) + 2.0),
+        );
+        let lane = a
+            .node
+            .as_ref()
+            .and_then(|n| t.nodes.iter().position(|m| m == n));
         let (y, h) = match lane {
             Some(i) => (top + i as f64 * LANE, LANE - 6.0),
             None => (top, lanes * LANE - 6.0),
@@ -87,7 +99,12 @@ pub fn timeline(t: &Timeline<'_>) -> String {
             r#"<rect x="{x0:.1}" y="{y}" width="{:.1}" height="{h}" fill="{}" opacity="0.25"><title>{}</title></rect>"#,
             x1 - x0,
             colour(a.fault.kind),
-            esc(&format!("{} {}: {}", a.fault.kind.as_str(), a.node.as_deref().unwrap_or("bus"), a.outcome))
+            esc(&format!(
+                "{} {}: {}",
+                a.fault.kind.as_str(),
+                a.node.as_deref().unwrap_or("bus"),
+                a.outcome
+            ))
         );
     }
     for iv in t.intervals {

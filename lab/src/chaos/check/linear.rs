@@ -386,7 +386,10 @@ mod tests {
             op(1, cas(Some("1"), "2"), Fail, 20, Some(30)),
         ];
         assert!(matches!(verdict(&h), Verdict::Violation(_)));
-        let absent = [op(1, cas(None, "2"), Done, 0, Some(5)), op(0, r(Some("2")), Done, 6, Some(7))];
+        let absent = [
+            op(1, cas(None, "2"), Done, 0, Some(5)),
+            op(0, r(Some("2")), Done, 6, Some(7)),
+        ];
         assert_eq!(verdict(&absent), Verdict::Linearizable);
     }
 

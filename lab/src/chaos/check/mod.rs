@@ -35,7 +35,11 @@ pub enum Violation {
         holder: Option<String>,
     },
     /// A write to a LUN by a nexus that did not hold its reservation.
-    WriteWithoutReservation { lun: u16, at_ms: u64, summary: String },
+    WriteWithoutReservation {
+        lun: u16,
+        at_ms: u64,
+        summary: String,
+    },
     /// Acknowledged mail missing or stored twice.
     Mail {
         group: String,
@@ -62,7 +66,10 @@ impl fmt::Display for Violation {
                 v.window.len()
             ),
             Violation::LinearizabilityUndecided { key, states } => {
-                write!(f, "key {key}: the linearizability search gave up after {states} states")
+                write!(
+                    f,
+                    "key {key}: the linearizability search gave up after {states} states"
+                )
             }
             Violation::Overlap(o) => write!(f, "{o}"),
             Violation::OwnerNotHolder { owner, holder } => write!(
@@ -82,10 +89,9 @@ impl fmt::Display for Violation {
                 f,
                 "{group}: {lost} acknowledged messages lost, {duplicates} duplicated"
             ),
-            Violation::Liveness { bound_ms, state } => write!(
-                f,
-                "not converged within {bound_ms} ms of healing: {state}"
-            ),
+            Violation::Liveness { bound_ms, state } => {
+                write!(f, "not converged within {bound_ms} ms of healing: {state}")
+            }
         }
     }
 }
@@ -267,7 +273,10 @@ pub fn exclusive_roles(intervals: &[Interval]) -> Vec<Overlap> {
                 continue;
             }
             let from = a.start_ms.max(b.start_ms);
-            let to = a.end_ms.unwrap_or(u64::MAX).min(b.end_ms.unwrap_or(u64::MAX));
+            let to = a
+                .end_ms
+                .unwrap_or(u64::MAX)
+                .min(b.end_ms.unwrap_or(u64::MAX));
             if to > from {
                 let mut nodes = [a.node.clone(), b.node.clone()];
                 nodes.sort();
@@ -488,7 +497,10 @@ mod tests {
         assert!(mail("EVS1", &r).is_some());
         r.duplicates = 0;
         r.acknowledged_but_missing = 2;
-        assert!(mail("EVS1", &r).unwrap().to_string().contains("2 acknowledged"));
+        assert!(mail("EVS1", &r)
+            .unwrap()
+            .to_string()
+            .contains("2 acknowledged"));
     }
 
     #[test]
