@@ -50,7 +50,13 @@ fn event(rest: &str) -> Option<NodeEvent> {
     if rest.contains(": group online ") {
         return group().map(NodeEvent::GroupOn);
     }
-    if rest.contains(": taking the group offline ") || rest.contains(": group failed on this node ")
+    // A failed resource leaves the group short of online until the group
+    // is brought online again (a restart on the node logs no new "group
+    // online"; the group failing may log nothing more).
+    if rest.contains(": taking the group offline ")
+        || rest.contains(": group failed on this node ")
+        || rest.contains(": resource failed ")
+        || rest.contains(": resource did not come online ")
     {
         return group().map(NodeEvent::GroupOff);
     }
@@ -99,6 +105,7 @@ mod tests {
 2026-12-02T16:51:21.013210Z  INFO busrig_cluster::host: group online group=EVS1
 ----- busrig lab start NODE1 -----
 2026-12-02T16:51:22.5Z  WARN busrig_cluster::host: group failed on this node group=EVS1 reason=disk lost
+2026-12-02T16:51:22.6Z  WARN busrig_cluster::host: resource failed group=EVS1 resource=EVS1-Store reason=the application exited (exit status: 1)
 2026-12-02T16:51:23.000001Z  WARN busrig_cluster::driver::run: cluster service stopping reason=lost
 ";
         let ev: Vec<(u64, NodeEvent)> = parse("NODE1", log)
@@ -114,6 +121,7 @@ mod tests {
                 (base + 892, NodeEvent::OwnerOn),
                 (base + 2013, NodeEvent::GroupOn("EVS1".into())),
                 (base + 3500, NodeEvent::GroupOff("EVS1".into())),
+                (base + 3600, NodeEvent::GroupOff("EVS1".into())),
                 (base + 4000, NodeEvent::OwnerOff),
             ]
         );
