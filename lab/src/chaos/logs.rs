@@ -7,7 +7,9 @@
 //! 2026-12-02T16:51:21.013210Z  INFO busrig_cluster::host: group online group=EVS1
 //! ```
 //!
-//! Lines that say nothing about roles are skipped.
+//! Under Majority Node Set the owner acts while it holds a majority:
+//! `gained a majority: acting as owner` / `lost the majority: holding
+//! writes`. Lines that say nothing about roles are skipped.
 
 use super::check::{NodeEvent, NodeRecord};
 
@@ -39,6 +41,13 @@ fn event(rest: &str) -> Option<NodeEvent> {
         } else {
             NodeEvent::OwnerOff
         });
+    }
+    // Majority Node Set: the owner acts while it has a majority.
+    if rest.contains(": gained a majority: acting as owner") {
+        return Some(NodeEvent::OwnerOn);
+    }
+    if rest.contains(": lost the majority: holding writes") {
+        return Some(NodeEvent::OwnerOff);
     }
     if rest.contains(": cluster service stopping") {
         return Some(NodeEvent::OwnerOff);
@@ -107,6 +116,8 @@ mod tests {
 2026-12-02T16:51:22.5Z  WARN busrig_cluster::host: group failed on this node group=EVS1 reason=disk lost
 2026-12-02T16:51:22.6Z  WARN busrig_cluster::host: resource failed group=EVS1 resource=EVS1-Store reason=the application exited (exit status: 1)
 2026-12-02T16:51:23.000001Z  WARN busrig_cluster::driver::run: cluster service stopping reason=lost
+2026-12-02T16:51:24.000Z  INFO busrig_cluster::node::majority: gained a majority: acting as owner node=1 votes=2 need=2
+2026-12-02T16:51:25.000Z  WARN busrig_cluster::node::majority: lost the majority: holding writes node=1 votes=1 need=2
 ";
         let ev: Vec<(u64, NodeEvent)> = parse("NODE1", log)
             .into_iter()
@@ -123,6 +134,8 @@ mod tests {
                 (base + 3500, NodeEvent::GroupOff("EVS1".into())),
                 (base + 3600, NodeEvent::GroupOff("EVS1".into())),
                 (base + 4000, NodeEvent::OwnerOff),
+                (base + 5000, NodeEvent::OwnerOn),
+                (base + 6000, NodeEvent::OwnerOff),
             ]
         );
     }
