@@ -629,7 +629,24 @@ impl Admin {
                 None => return HttpResponse::error(400, "put needs a string \"value\""),
             },
             Some("delete") => Change::Delete { key },
-            _ => return HttpResponse::error(400, "\"op\" must be \"put\" or \"delete\""),
+            Some("cas") => {
+                let expect = match body.get("expect") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(e)) => Some(e.clone()),
+                    Some(_) => {
+                        return HttpResponse::error(400, "cas needs \"expect\": a string or null")
+                    }
+                };
+                match body.get("value").and_then(Value::as_str) {
+                    Some(v) => Change::CompareAndSet {
+                        key,
+                        expect,
+                        value: v.to_string(),
+                    },
+                    None => return HttpResponse::error(400, "cas needs a string \"value\""),
+                }
+            }
+            _ => return HttpResponse::error(400, "\"op\" must be \"put\", \"delete\" or \"cas\""),
         };
         let (tx, rx) = oneshot::channel();
         if self
@@ -990,7 +1007,8 @@ mod tests {
                         Command::Propose(change, reply) => {
                             let mut db = db2.lock().unwrap();
                             match change {
-                                Change::Put { key, value } => {
+                                Change::Put { key, value }
+                                | Change::CompareAndSet { key, value, .. } => {
                                     db.entries.insert(key, value);
                                 }
                                 Change::Delete { key } => {

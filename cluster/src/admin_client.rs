@@ -521,6 +521,9 @@ fn db_body(c: &Change) -> Value {
     match c {
         Change::Put { key, value } => json!({ "op": "put", "key": key, "value": value }),
         Change::Delete { key } => json!({ "op": "delete", "key": key }),
+        Change::CompareAndSet { key, expect, value } => {
+            json!({ "op": "cas", "key": key, "expect": expect, "value": value })
+        }
     }
 }
 

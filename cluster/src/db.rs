@@ -17,6 +17,15 @@ pub enum Change {
     Put { key: String, value: String },
     /// Remove `key`; fails if it does not exist.
     Delete { key: String },
+    /// Set `key` to `value` if it holds `expect` now (`None`: if it does
+    /// not exist). Checked by the locker when it orders the change, so the
+    /// comparison happens at the change's place in the global update order
+    /// (docs/semantics.md, "Global updates").
+    CompareAndSet {
+        key: String,
+        expect: Option<String>,
+        value: String,
+    },
 }
 
 /// A change that cannot be applied to this database.
@@ -25,6 +34,13 @@ pub enum ApplyError {
     /// Delete of a key that is not there: this copy has diverged.
     #[error("key {0:?} does not exist")]
     NoSuchKey(String),
+    /// A compare-and-set whose key did not hold the expected value.
+    #[error("compare-and-set failed: key {key:?} holds {found:?}, not {expect:?}")]
+    Mismatch {
+        key: String,
+        expect: Option<String>,
+        found: Option<String>,
+    },
     /// The update is not the next in sequence.
     #[error("update {got} is not the next one after {have}")]
     OutOfOrder { have: u64, got: u64 },
@@ -46,6 +62,18 @@ impl DbSnapshot {
                 Err(ApplyError::NoSuchKey(key.clone()))
             }
             Change::Delete { .. } => Ok(()),
+            Change::CompareAndSet { key, expect, .. } => {
+                let found = self.entries.get(key);
+                if found == expect.as_ref() {
+                    Ok(())
+                } else {
+                    Err(ApplyError::Mismatch {
+                        key: key.clone(),
+                        expect: expect.clone(),
+                        found: found.cloned(),
+                    })
+                }
+            }
         }
     }
 
@@ -59,7 +87,7 @@ impl DbSnapshot {
         }
         self.check(change)?;
         match change {
-            Change::Put { key, value } => {
+            Change::Put { key, value } | Change::CompareAndSet { key, value, .. } => {
                 self.entries.insert(key.clone(), value.clone());
             }
             Change::Delete { key } => {
@@ -136,6 +164,27 @@ impl Replica {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compare_and_set_applies_only_on_the_expected_value() {
+        let cas = |e: Option<&str>, v: &str| Change::CompareAndSet {
+            key: "r".into(),
+            expect: e.map(String::from),
+            value: v.into(),
+        };
+        let mut db = DbSnapshot::default();
+        assert!(matches!(
+            db.check(&cas(Some("1"), "2")),
+            Err(ApplyError::Mismatch { found: None, .. })
+        ));
+        db.apply(1, &cas(None, "1")).unwrap();
+        assert_eq!(db.get("r"), Some("1"));
+        let e = db.apply(2, &cas(None, "x")).unwrap_err();
+        assert!(e.to_string().starts_with("compare-and-set failed"), "{e}");
+        assert_eq!((db.seq, db.get("r")), (1, Some("1")));
+        db.apply(2, &cas(Some("1"), "2")).unwrap();
+        assert_eq!(db.get("r"), Some("2"));
+    }
 
     fn put(k: &str, v: &str) -> Change {
         Change::Put {

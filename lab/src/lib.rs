@@ -7,6 +7,7 @@
 //! use the handle; the handle knows nothing of them
 //! (docs/architecture.md, "Crates").
 
+pub mod chaos;
 pub mod demo;
 mod error;
 pub mod interrupt;

@@ -768,7 +768,7 @@ fn session_members(sid: u32) -> Vec<u32> {
         .collect()
 }
 
-fn default_timeout(cfg: &ClusterConfig) -> Duration {
+pub(crate) fn default_timeout(cfg: &ClusterConfig) -> Duration {
     let t = &cfg.timing;
     // Forming: the last node's join wait, the challenge and the online
     // delay, with generous slack for a loaded machine.
@@ -962,7 +962,7 @@ fn wait_until(
 }
 
 /// Every node's status, by lab position (None: no answer).
-async fn all_status(cfg: &ClusterConfig) -> Vec<Option<ClusterStatus>> {
+pub(crate) async fn all_status(cfg: &ClusterConfig) -> Vec<Option<ClusterStatus>> {
     let mut out = Vec::new();
     for n in &cfg.nodes {
         out.push(
@@ -975,7 +975,7 @@ async fn all_status(cfg: &ClusterConfig) -> Vec<Option<ClusterStatus>> {
 }
 
 /// Whether `names` are all members of one view with an acting owner.
-fn formed(st: &[Option<ClusterStatus>], cfg: &ClusterConfig, names: &[String]) -> bool {
+pub(crate) fn formed(st: &[Option<ClusterStatus>], cfg: &ClusterConfig, names: &[String]) -> bool {
     let ids: Vec<usize> = names
         .iter()
         .filter_map(|n| cfg.node_id(n))
@@ -1043,8 +1043,13 @@ async fn wait_formed(
             }
         }
         if Instant::now() >= deadline {
-            fail!("node states: {}", node_states(&st, cfg).join("; "));
+            fail!("node states: {}", describe(&st, cfg));
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Each node's phase and arbitration step on one line, for failure messages.
+pub(crate) fn describe(st: &[Option<ClusterStatus>], cfg: &ClusterConfig) -> String {
+    node_states(st, cfg).join("; ")
 }

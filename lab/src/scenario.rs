@@ -39,9 +39,10 @@
 //! ```
 //!
 //! Other steps: `partition` / `heal` (`node`, `net` = private | public |
-//! both), `bus` (`fault` = freeze | thaw | cut | restore | drop | reset |
-//! power-cycle, `node` or `lun`), `move` (`group`, optional `to`),
-//! `pause-node` / `resume-node` (cluster pause, `node`). `node` accepts the
+//! both), `bus` (`fault` = freeze | thaw | cut | restore | drop | delay
+//! (`ms`) | fail (`count`, `sense`) | clear | reset | power-cycle, `node`
+//! or `lun`), `move` (`group`, optional `to`), `pause-node` /
+//! `resume-node` (cluster pause, `node`), `sleep` (`duration`). `node` accepts the
 //! same forms everywhere. Names resolved at the step (`owner:EVS1`) are
 //! recorded in the report.
 
@@ -153,6 +154,15 @@ pub enum Step {
     Wait(WaitStep),
     /// Check a condition now.
     Assert(AssertStep),
+    /// Do nothing for a while (`duration`), e.g. while a fault lasts.
+    Sleep(SleepStep),
+}
+
+/// `sleep`: wait `duration` before the next step.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SleepStep {
+    pub duration: String,
 }
 
 /// A step on one node.
@@ -183,6 +193,14 @@ pub struct BusStep {
     pub node: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lun: Option<u16>,
+    /// `delay`: milliseconds per command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ms: Option<u64>,
+    /// `fail`: how many media commands fail, and the sense (`KEY/ASC/ASCQ`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sense: Option<String>,
 }
 
 /// `move`: a group, optionally to a node.
@@ -285,6 +303,7 @@ impl Step {
             Step::Load(_) => "load",
             Step::Wait(_) => "wait",
             Step::Assert(_) => "assert",
+            Step::Sleep(_) => "sleep",
         }
     }
 
@@ -300,7 +319,7 @@ impl Step {
 }
 
 /// Parses `30s`, `500ms`, `2m` or plain seconds.
-fn duration(s: &str) -> Result<Duration> {
+pub(crate) fn duration(s: &str) -> Result<Duration> {
     let s = s.trim();
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -352,6 +371,7 @@ impl Scenario {
             let durations = match s {
                 Step::Wait(w) => w.timeout.as_deref(),
                 Step::Load(l) => l.duration.as_deref(),
+                Step::Sleep(z) => Some(z.duration.as_str()),
                 _ => None,
             };
             if let Some(d) = durations {
@@ -375,7 +395,9 @@ pub struct StepReport {
     pub ok: bool,
 }
 
-struct Runner<'l> {
+/// A lab with its groups set up, performing steps one at a time: the
+/// scenario runner's engine, which the chaos runner drives too.
+pub(crate) struct Runner<'l> {
     lab: &'l Lab,
     dir: PathBuf,
     cfg: ClusterConfig,
@@ -390,12 +412,47 @@ struct Runner<'l> {
     data_luns: u16,
 }
 
-impl Runner<'_> {
+impl<'l> Runner<'l> {
+    /// The runner for the running lab `lab` (with `data_luns` data LUNs).
+    pub(crate) fn open(lab: &'l Lab, data_luns: u16) -> Result<Runner<'l>> {
+        Ok(Runner {
+            lab,
+            dir: lab.dir().to_path_buf(),
+            state: lab.state()?,
+            cfg: lab.config()?,
+            rt: crate::runtime()?,
+            bin: lab.binary().to_path_buf(),
+            loads: BTreeMap::new(),
+            load_reports: BTreeMap::new(),
+            last_quorum_owner: None,
+            groups_ports: BTreeMap::new(),
+            data_luns,
+        })
+    }
+
+    /// The cluster file, parsed.
+    pub(crate) fn cfg(&self) -> &ClusterConfig {
+        &self.cfg
+    }
+
+    /// The runner's runtime, for admin requests.
+    pub(crate) fn rt(&self) -> &tokio::runtime::Runtime {
+        &self.rt
+    }
+
+    /// Kills every mail load still running.
+    pub(crate) fn kill_loads(&mut self) {
+        for (_, (mut c, _)) in std::mem::take(&mut self.loads) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     fn catalog(&self) -> Result<Value> {
         crate::catalog(&self.rt, &self.cfg)
     }
 
-    fn quorum_owner(&self) -> Option<String> {
+    pub(crate) fn quorum_owner(&self) -> Option<String> {
         self.cfg.nodes.iter().find_map(|n| {
             let s = self
                 .rt
@@ -409,12 +466,12 @@ impl Runner<'_> {
         })
     }
 
-    fn group_online_on(&self, g: &str) -> Option<String> {
+    pub(crate) fn group_online_on(&self, g: &str) -> Option<String> {
         crate::group_online_on(&self.rt, &self.cfg, g)
     }
 
     /// A node name from `NODE`, `owner:GROUP` or `quorum-owner`.
-    fn node(&self, spec: &str) -> Result<String> {
+    pub(crate) fn node(&self, spec: &str) -> Result<String> {
         if spec == "quorum-owner" {
             return self
                 .quorum_owner()
@@ -449,7 +506,7 @@ impl Runner<'_> {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    fn control(&self, method: &str, path: &str, body: Value) -> Result<Value> {
+    pub(crate) fn control(&self, method: &str, path: &str, body: Value) -> Result<Value> {
         let control = self
             .state
             .target
@@ -470,7 +527,7 @@ impl Runner<'_> {
         Ok(v)
     }
 
-    fn finish_load(&mut self, g: &str) -> Result<Value> {
+    pub(crate) fn finish_load(&mut self, g: &str) -> Result<Value> {
         if let Some(v) = self.load_reports.get(g) {
             return Ok(v.clone());
         }
@@ -500,7 +557,7 @@ impl Runner<'_> {
         Ok(v)
     }
 
-    fn step(&mut self, s: &Step) -> Result<String> {
+    pub(crate) fn step(&mut self, s: &Step) -> Result<String> {
         match s {
             Step::Kill(n) | Step::Pause(n) | Step::Resume(n) => {
                 let n = self.node(&n.node)?;
@@ -576,7 +633,17 @@ impl Runner<'_> {
                             .ok_or_else(|| failed!("no node {n} in the cluster file"))?;
                         let ini = self.cfg.initiator_name(id);
                         self.last_quorum_owner = self.quorum_owner();
-                        self.control("POST", "/path", json!({"initiator": ini, "action": fault}))?;
+                        let mut body = json!({"initiator": ini, "action": fault});
+                        if let Some(ms) = b.ms {
+                            body["ms"] = json!(ms);
+                        }
+                        if let Some(c) = b.count {
+                            body["count"] = json!(c);
+                        }
+                        if let Some(sense) = &b.sense {
+                            body["sense"] = json!(sense);
+                        }
+                        self.control("POST", "/path", body)?;
                         Ok(format!("path {fault} for {n}"))
                     }
                 }
@@ -660,6 +727,11 @@ impl Runner<'_> {
                     std::thread::sleep(Duration::from_millis(50));
                 }
             }
+            Step::Sleep(z) => {
+                let d = duration(&z.duration)?;
+                std::thread::sleep(d);
+                Ok(format!("slept {d:?}"))
+            }
             Step::Assert(a) => match a.check {
                 Check::NoLostMessages => {
                     let groups: Vec<String> = match &a.group {
@@ -724,8 +796,9 @@ impl Runner<'_> {
 
 // Per-runner facts from the layout.
 impl Runner<'_> {
-    fn setup(&mut self, sc: &Scenario) -> Result<()> {
-        for (i, g) in sc.groups.iter().enumerate() {
+    /// Creates each group as a virtual server and waits until it is online.
+    pub(crate) fn setup(&mut self, groups: &[GroupDef]) -> Result<()> {
+        for (i, g) in groups.iter().enumerate() {
             let port = g.port.unwrap_or(2525 + i as u16);
             let mut args: Vec<String> = vec![
                 "evs".into(),
@@ -753,7 +826,7 @@ impl Runner<'_> {
             self.cluster(&a)?;
             self.groups_ports.insert(g.name.clone(), port);
         }
-        for g in &sc.groups {
+        for g in groups {
             let t = Instant::now();
             while self.group_online_on(&g.name).is_none() {
                 if t.elapsed() > Duration::from_secs(120) {
@@ -823,20 +896,8 @@ fn run_in(
     sc: &Scenario,
     mut on_step: impl FnMut(&StepReport),
 ) -> Result<(Vec<StepReport>, bool)> {
-    let mut r = Runner {
-        lab,
-        dir: lab.dir().to_path_buf(),
-        state: lab.state()?,
-        cfg: lab.config()?,
-        rt: crate::runtime()?,
-        bin: lab.binary().to_path_buf(),
-        loads: BTreeMap::new(),
-        load_reports: BTreeMap::new(),
-        last_quorum_owner: None,
-        groups_ports: BTreeMap::new(),
-        data_luns: sc.layout.data_luns,
-    };
-    r.setup(sc)?;
+    let mut r = Runner::open(lab, sc.layout.data_luns)?;
+    r.setup(&sc.groups)?;
     let t0 = now_ms();
     let mut out = Vec::new();
     let mut ok = true;
@@ -864,10 +925,7 @@ fn run_in(
             break;
         }
     }
-    for (_, (mut c, _)) in std::mem::take(&mut r.loads) {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
+    r.kill_loads();
     Ok((out, ok))
 }
 

@@ -132,6 +132,41 @@ pub enum Verb {
         #[arg(long)]
         keep: bool,
     },
+    /// Random fault schedules on fresh labs, with the recorded histories
+    /// checked (linearizability, one owner at a time, exclusive disk
+    /// writes, no lost mail, liveness); exit status 1 on any violation.
+    Chaos {
+        /// Where each schedule's lab and the JSON report go (default: a
+        /// new temporary folder).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Schedules per quorum model.
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        schedules: usize,
+        /// The first schedule's seed (schedule i has seed + i; default:
+        /// from the clock). `--seed S --schedules 1` replays schedule S.
+        #[arg(long, value_name = "S")]
+        seed: Option<u64>,
+        /// Length of each schedule's fault window.
+        #[arg(long, value_name = "SECS", default_value_t = 20)]
+        duration: u64,
+        /// Quorum model: disk-scsi2, disk-pr, majority or all.
+        #[arg(long, default_value = "all", value_parser = ["disk-scsi2", "disk-pr", "majority", "all"])]
+        quorum: String,
+        /// Faults to draw from, comma-separated: kill, pause, partition,
+        /// freeze, delay, cut, sense, reset, power-cycle (or all).
+        #[arg(long, value_name = "LIST", default_value = "all")]
+        faults: String,
+        /// Workloads: mail, register or both.
+        #[arg(long, value_name = "LIST", default_value = "mail,register")]
+        workload: busrig_lab::chaos::Workloads,
+        /// Nodes per lab.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Timing profile: fast or mscs2003.
+        #[arg(long, default_value = "fast")]
+        profile: String,
+    },
     /// Kill the quorum owner N times and measure how long until another
     /// node acts as owner (each killed node is restarted and rejoins).
     Failover {
@@ -221,6 +256,52 @@ fn failover(lab: &Lab, kills: usize, as_json: bool) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
+/// `lab chaos`: a progress bar while it runs, one verdict line per
+/// schedule, the report's path; failure on any violation.
+fn chaos(o: busrig_lab::chaos::ChaosOptions) -> anyhow::Result<ExitCode> {
+    let binary = std::env::current_exe().context("cannot find the busrig binary")?;
+    let total = (o.schedules * o.quorums.len()) as u64;
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} schedules, {elapsed} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    println!(
+        "chaos: {} schedule(s) per model of {:?}, seed {}, {} s each, in {}",
+        o.schedules,
+        o.quorums,
+        o.seed,
+        o.duration.as_secs(),
+        o.dir.display()
+    );
+    let report = busrig_lab::chaos::run(
+        &binary,
+        &o,
+        |_, seed, q| bar.set_message(format!("seed {seed} {q}")),
+        |r| {
+            // A hidden bar (no terminal) prints nothing: print the line.
+            match bar.is_hidden() {
+                true => println!("{}", r.verdict_line()),
+                false => bar.println(r.verdict_line()),
+            }
+            bar.inc(1);
+        },
+    )?;
+    bar.finish_and_clear();
+    println!(
+        "{} schedules, {} operations checked, {} violations, {} errors; report: {}",
+        report.results.len(),
+        report.operations_checked,
+        report.violations,
+        report.errors,
+        o.dir.join("report.json").display()
+    );
+    Ok(match report.violations + report.errors {
+        0 => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    })
+}
+
 /// `lab run`: the scenario runner, printing each step as it finishes.
 fn run_scenario(lab: &Lab, file: &Path, keep: bool) -> anyhow::Result<ExitCode> {
     let sc = scenario::load(file)?;
@@ -294,6 +375,35 @@ pub fn run(verb: Verb) -> anyhow::Result<ExitCode> {
         }
         Verb::Partition { node, net, dir } => partition(&open(&dir.dir)?, &node, net, true),
         Verb::Heal { node, net, dir } => partition(&open(&dir.dir)?, &node, net, false),
+        Verb::Chaos {
+            dir,
+            schedules,
+            seed,
+            duration,
+            quorum,
+            faults,
+            workload,
+            nodes,
+            profile,
+        } => {
+            let quorums = match quorum.as_str() {
+                "all" => busrig_lab::chaos::QUORUMS.map(String::from).to_vec(),
+                q => vec![q.to_string()],
+            };
+            let seed = seed.unwrap_or_else(|| busrig_lab::chaos::now_ms() % 1_000_000);
+            chaos(busrig_lab::chaos::ChaosOptions {
+                dir: dir.unwrap_or_else(|| busrig_lab::temp_lab_dir("chaos")),
+                schedules,
+                seed,
+                duration: Duration::from_secs(duration),
+                quorums,
+                faults: busrig_lab::chaos::schedule::parse_faults(&faults)
+                    .map_err(|e| anyhow::anyhow!("--faults: {e}"))?,
+                workloads: workload,
+                nodes,
+                profile,
+            })
+        }
         Verb::Failover { dir, kills, json } => failover(&open(&dir.dir)?, kills, json),
         Verb::Run {
             scenario,

@@ -1,0 +1,142 @@
+//! The role checker's input from the nodes' own logs: each node logs its
+//! quorum arbitration steps and its groups' transitions through tracing,
+//! one line each, stamped with the machine's clock (RFC 3339, UTC), e.g.
+//!
+//! ```text
+//! 2026-12-02T16:51:19.892967Z  INFO busrig_cluster::driver::run: quorum arbitration arbitration=owner (online)
+//! 2026-12-02T16:51:21.013210Z  INFO busrig_cluster::host: group online group=EVS1
+//! ```
+//!
+//! Under Majority Node Set the owner acts while it holds a majority:
+//! `gained a majority: acting as owner` / `lost the majority: holding
+//! writes`. Lines that say nothing about roles are skipped.
+
+use super::check::{NodeEvent, NodeRecord};
+
+/// The role events in `text`, node `node`'s log.
+pub fn parse(node: &str, text: &str) -> Vec<NodeRecord> {
+    text.lines()
+        .filter_map(|l| {
+            let (ms, rest) = stamp(l)?;
+            let event = event(rest)?;
+            Some(NodeRecord {
+                ms,
+                node: node.to_string(),
+                event,
+            })
+        })
+        .collect()
+}
+
+fn field<'a>(rest: &'a str, name: &str) -> Option<&'a str> {
+    let at = rest.find(&format!(" {name}="))? + name.len() + 2;
+    rest[at..].split_whitespace().next()
+}
+
+fn event(rest: &str) -> Option<NodeEvent> {
+    if let Some(i) = rest.find("quorum arbitration arbitration=") {
+        let role = &rest[i + "quorum arbitration arbitration=".len()..];
+        return Some(if role.trim_end() == "owner (online)" {
+            NodeEvent::OwnerOn
+        } else {
+            NodeEvent::OwnerOff
+        });
+    }
+    // Majority Node Set: the owner acts while it has a majority.
+    if rest.contains(": gained a majority: acting as owner") {
+        return Some(NodeEvent::OwnerOn);
+    }
+    if rest.contains(": lost the majority: holding writes") {
+        return Some(NodeEvent::OwnerOff);
+    }
+    if rest.contains(": cluster service stopping") {
+        return Some(NodeEvent::OwnerOff);
+    }
+    if rest.contains("cluster service not running: taking every group offline") {
+        return Some(NodeEvent::AllGroupsOff);
+    }
+    let group = || field(rest, "group").map(String::from);
+    if rest.contains(": group online ") {
+        return group().map(NodeEvent::GroupOn);
+    }
+    // A failed resource leaves the group short of online until the group
+    // is brought online again (a restart on the node logs no new "group
+    // online"; the group failing may log nothing more).
+    if rest.contains(": taking the group offline ")
+        || rest.contains(": group failed on this node ")
+        || rest.contains(": resource failed ")
+        || rest.contains(": resource did not come online ")
+    {
+        return group().map(NodeEvent::GroupOff);
+    }
+    None
+}
+
+/// The Unix-ms time stamp at the start of a line and the rest of it.
+fn stamp(line: &str) -> Option<(u64, &str)> {
+    let (ts, rest) = line.split_once(' ')?;
+    let ts = ts.strip_suffix('Z')?;
+    let (date, time) = ts.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, m, dd) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|x| x.parse::<i64>().ok());
+    let (h, mi, s) = (t.next()??, t.next()??, t.next()??);
+    let frac_ms: i64 = format!("{:0<3}", frac).get(..3)?.parse().ok()?;
+    let days = days_from_civil(y, m, dd);
+    let ms = ((days * 86_400 + h * 3600 + mi * 60 + s) * 1000) + frac_ms;
+    u64::try_from(ms).ok().map(|ms| (ms, rest))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+/// `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_lines_become_events() {
+        let log = "\
+2026-12-02T16:51:19.686070Z  INFO busrig_cluster::driver::run: quorum arbitration arbitration=challenger: RESERVE sent
+2026-12-02T16:51:19.690514Z  INFO busrig_cluster::driver::run: quorum arbitration arbitration=owner (online at 1.249s)
+2026-12-02T16:51:19.892967Z  INFO busrig_cluster::driver::run: quorum arbitration arbitration=owner (online)
+2026-12-02T16:51:20.000000Z  INFO busrig_cluster::host: bringing the group online group=EVS1
+2026-12-02T16:51:21.013210Z  INFO busrig_cluster::host: group online group=EVS1
+----- busrig lab start NODE1 -----
+2026-12-02T16:51:22.5Z  WARN busrig_cluster::host: group failed on this node group=EVS1 reason=disk lost
+2026-12-02T16:51:22.6Z  WARN busrig_cluster::host: resource failed group=EVS1 resource=EVS1-Store reason=the application exited (exit status: 1)
+2026-12-02T16:51:23.000001Z  WARN busrig_cluster::driver::run: cluster service stopping reason=lost
+2026-12-02T16:51:24.000Z  INFO busrig_cluster::node::majority: gained a majority: acting as owner node=1 votes=2 need=2
+2026-12-02T16:51:25.000Z  WARN busrig_cluster::node::majority: lost the majority: holding writes node=1 votes=1 need=2
+";
+        let ev: Vec<(u64, NodeEvent)> = parse("NODE1", log)
+            .into_iter()
+            .map(|r| (r.ms, r.event))
+            .collect();
+        let base = 1_796_230_279_000u64; // 2026-12-02T16:51:19Z
+        assert_eq!(
+            ev,
+            vec![
+                (base + 686, NodeEvent::OwnerOff),
+                (base + 690, NodeEvent::OwnerOff),
+                (base + 892, NodeEvent::OwnerOn),
+                (base + 2013, NodeEvent::GroupOn("EVS1".into())),
+                (base + 3500, NodeEvent::GroupOff("EVS1".into())),
+                (base + 3600, NodeEvent::GroupOff("EVS1".into())),
+                (base + 4000, NodeEvent::OwnerOff),
+                (base + 5000, NodeEvent::OwnerOn),
+                (base + 6000, NodeEvent::OwnerOff),
+            ]
+        );
+    }
+}
