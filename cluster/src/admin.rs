@@ -185,7 +185,7 @@ impl ClusterStatus {
             profile: cfg.profile.clone(),
             log_seq: st.db_seq,
             writes_held: st.writes_held,
-            acting_owner: st.acting_owner,
+            acting_owner: st.acts_as_owner(tokio::time::Instant::now()),
             arbitration: st.arbitration.clone(),
             nodes,
         }

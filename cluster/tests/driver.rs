@@ -467,3 +467,32 @@ async fn junk_flood_is_logged_once_and_counted_in_full() {
         "the line names the sender"
     );
 }
+
+/// A node whose process is stopped (SIGSTOP) for longer than its lease
+/// does not say it acts as quorum owner when asked the moment it resumes,
+/// before its own loop has run (issue 16, defect 4: a node paused for
+/// 1.6 s answered `acting_owner: true` for its old epoch 4 ms after
+/// SIGCONT). Blocking this test's single runtime thread stops every task
+/// of the node as SIGSTOP stops the process; the status is then read
+/// without yielding, as the admin endpoint's task may run first.
+#[tokio::test]
+async fn status_read_right_after_a_pause_longer_than_the_lease_is_not_owner() {
+    use busrig_cluster::admin::ClusterStatus;
+    let cfg = cluster_config(1);
+    let shared = Arc::new(Mutex::new(SharedDisk::default()));
+    let t = transports(1).await;
+    let mut n0 = start(&cfg, 0, t[0].clone(), &shared);
+    wait_for(&mut n0.0, "N0 forms the cluster", |s| s.acting_owner).await;
+    assert!(ClusterStatus::from_node(&cfg, 0, &n0.0.borrow()).acting_owner);
+    let lease = cfg.timing.challenge_wait.max(cfg.timing.renew * 4);
+    std::thread::sleep(lease * 3);
+    let s = ClusterStatus::from_node(&cfg, 0, &n0.0.borrow());
+    assert!(
+        !s.acting_owner,
+        "a node paused past its lease answered acting_owner: {s:?}"
+    );
+    // Resumed, its loop finds the lease gone (and here stops its cluster
+    // service, having missed its renewals).
+    let _ = n0.1.send(());
+    let _ = n0.2.await.unwrap();
+}

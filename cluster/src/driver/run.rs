@@ -69,7 +69,14 @@ pub enum Command {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeStatus {
     pub view: Option<View>,
+    /// Acted as quorum owner when published. Readers that may look later
+    /// (the admin endpoint) ask [`NodeStatus::acts_as_owner`], which also
+    /// checks the lease: a node stopped (SIGSTOP) past its lease publishes
+    /// nothing until its loop runs again.
     pub acting_owner: bool,
+    /// While acting, the end of the lease that makes it so (the instant it
+    /// stops acting unless a renewal or acknowledgement comes first).
+    pub acting_until: Option<Instant>,
     pub writes_held: bool,
     /// Why the cluster service stopped, once it has.
     pub stopped: Option<String>,
@@ -79,6 +86,15 @@ pub struct NodeStatus {
     pub db_seq: u64,
     /// The quorum arbiter's role, in words.
     pub arbitration: String,
+}
+
+impl NodeStatus {
+    /// Whether the node acts as quorum owner at `now`: it did when it
+    /// published and its lease has not run out since (docs/semantics.md,
+    /// "Acting owner").
+    pub fn acts_as_owner(&self, now: Instant) -> bool {
+        self.acting_owner && self.acting_until.is_some_and(|t| now < t)
+    }
 }
 
 /// The node's phase in one word, as the status output names it.
@@ -491,19 +507,27 @@ impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
         let status = NodeStatus {
             view: self.node.view().cloned(),
             acting_owner: self.node.is_acting_owner(now),
+            acting_until: self.node.acting_owner_until(now).map(|d| {
+                // An own vote that never expires (a one-node majority).
+                self.start
+                    .checked_add(d)
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 86_400))
+            }),
             writes_held: self.node.writes_held(),
             stopped: self.stopped(),
             phase: NodePhase::of(self.node.phase()),
             db_seq: self.node.db().seq,
             arbitration: role_text(role),
         };
+        // A renewal that only moves the lease's end updates the value
+        // without waking the watchers: readers check it when they look.
         tx.send_if_modified(|s| {
-            if *s != status {
-                *s = status;
-                true
-            } else {
-                false
-            }
+            let notify = NodeStatus {
+                acting_until: s.acting_until,
+                ..status.clone()
+            } != *s;
+            *s = status;
+            notify
         });
     }
 }

@@ -862,6 +862,35 @@ impl QuorumModel for Majority {
         }
     }
 
+    /// The instant the live votes fall below a majority with no new
+    /// acknowledgement: each member's acknowledgement counts for one lease
+    /// (`votes`), the witness until its arbiter's lease ends, and this
+    /// node's own vote does not expire.
+    fn acting_until(&self, core: &Core, now: Duration) -> Option<Duration> {
+        if !self.acting(core, now) {
+            return None;
+        }
+        let view = core.view()?;
+        let me = core.me;
+        let mut ends: Vec<Duration> = Vec::new();
+        if self.may_vote_for(me, now) && self.persisted_epoch >= view.epoch {
+            ends.push(Duration::MAX);
+        }
+        ends.extend(
+            view.members
+                .iter()
+                .filter(|&&n| n != me)
+                .filter_map(|n| self.acks.get(n))
+                .map(|&t| t + self.lease)
+                .filter(|&end| now < end),
+        );
+        if let Some(end) = self.witness.as_ref().and_then(|w| w.acting_until(now)) {
+            ends.push(end);
+        }
+        ends.sort_unstable_by(|a, b| b.cmp(a));
+        ends.get(Votes::of(&core.cfg).needed() - 1).copied()
+    }
+
     fn holds_lock(&self, _core: &Core) -> bool {
         self.ready
     }

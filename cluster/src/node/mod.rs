@@ -266,6 +266,13 @@ impl Node {
         self.quorum.model().is_acting_owner(&self.core, now)
     }
 
+    /// While acting as quorum owner, the instant it stops acting unless an
+    /// input (a renewal, an acknowledgement) arrives first: its lease's
+    /// end. `None` when not acting now.
+    pub fn acting_owner_until(&self, now: Duration) -> Option<Duration> {
+        self.quorum.model().acting_owner_until(&self.core, now)
+    }
+
     /// Shared-disk writes are held (regroup, or no quorum owner yet).
     pub fn writes_held(&self) -> bool {
         self.core.holding

@@ -74,6 +74,11 @@ pub(super) trait QuorumModel: std::fmt::Debug {
     /// live votes).
     fn acting(&self, core: &Core, now: Duration) -> bool;
 
+    /// While [`QuorumModel::acting`], the instant it turns false if no
+    /// input arrives first: the lease's end. What is published for readers
+    /// that check it later (docs/semantics.md, "Acting owner").
+    fn acting_until(&self, core: &Core, now: Duration) -> Option<Duration>;
+
     /// The owner may take global updates: the disk is held (majority: the
     /// replica is recovered).
     fn holds_lock(&self, core: &Core) -> bool;
@@ -219,6 +224,15 @@ pub(super) trait QuorumModel: std::fmt::Debug {
     /// Acts as quorum owner now.
     fn is_acting_owner(&self, core: &Core, now: Duration) -> bool {
         !core.is_stopped() && self.acting(core, now)
+    }
+
+    /// While acting as quorum owner, when it stops acting if no input
+    /// arrives before (the end of its lease); `None` when not acting.
+    fn acting_owner_until(&self, core: &Core, now: Duration) -> Option<Duration> {
+        if !self.is_acting_owner(core, now) {
+            return None;
+        }
+        self.acting_until(core, now)
     }
 
     /// The owner of its view, and it may take global updates.
