@@ -84,6 +84,9 @@ pub struct NodeStatus {
     /// Sequence number of the last database update applied here (the
     /// quorum log position).
     pub db_seq: u64,
+    /// The database is the cluster's, not the stale copy a restarted
+    /// node's majority replica holds until the owner's replaces it.
+    pub db_current: bool,
     /// The quorum arbiter's role, in words.
     pub arbitration: String,
 }
@@ -517,6 +520,7 @@ impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
             stopped: self.stopped(),
             phase: NodePhase::of(self.node.phase()),
             db_seq: self.node.db().seq,
+            db_current: self.node.db_current(),
             arbitration: role_text(role),
         };
         // A renewal that only moves the lease's end updates the value

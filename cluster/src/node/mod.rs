@@ -273,6 +273,13 @@ impl Node {
         self.quorum.model().acting_owner_until(&self.core, now)
     }
 
+    /// Whether this node's database is the cluster's rather than a copy
+    /// left by an earlier life (the quorum model's `db_current`): the
+    /// resource host acts on nothing before.
+    pub fn db_current(&self) -> bool {
+        self.quorum.model().db_current()
+    }
+
     /// Shared-disk writes are held (regroup, or no quorum owner yet).
     pub fn writes_held(&self) -> bool {
         self.core.holding

@@ -89,6 +89,16 @@ pub(super) trait QuorumModel: std::fmt::Debug {
         false
     }
 
+    /// Whether this node's database is the cluster's, not a copy left
+    /// from an earlier life: under the disk models a joiner takes the
+    /// owner's database with its acceptance and a forming owner reads the
+    /// quorum log, so always; under the majority model only once the
+    /// replica was replaced by, or shown equal to, the owner's or a
+    /// regroup's (docs/semantics.md, "Acting on the database").
+    fn db_current(&self) -> bool {
+        true
+    }
+
     /// The model's own deadlines (arbiter timers, vote and promise
     /// expiry).
     fn next_deadlines(&self, core: &Core, now: Duration) -> Vec<Duration>;
