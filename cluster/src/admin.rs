@@ -1002,6 +1002,8 @@ mod tests {
                                 let _ = r.send(Ok(db.seq));
                             }
                         }
+                        // The admin endpoint proposes for any life.
+                        Command::ProposeIn { .. } => {}
                         Command::Snapshot(reply) => {
                             let _ = reply.send(db2.lock().unwrap().clone());
                         }

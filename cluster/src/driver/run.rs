@@ -45,6 +45,10 @@ pub enum ProposeError {
     /// The quorum owner refused the change, with the node's reason.
     #[error("{0}")]
     Rejected(String),
+    /// Proposed for an earlier life of the cluster service, which stopped
+    /// (and was restarted) since.
+    #[error("proposed for an earlier life of the cluster service (incarnation {0})")]
+    OtherLife(u64),
 }
 
 /// How a proposed change ended: committed as this sequence number, or
@@ -57,6 +61,13 @@ pub enum Command {
     /// Propose a cluster database change (Global Update); the outcome goes
     /// to the reply channel, if any.
     Propose(Change, Option<oneshot::Sender<ProposeResult>>),
+    /// As `Propose`, for service life `incarnation` only: refused
+    /// (`OtherLife`) by any other, since the channel outlives a restart.
+    ProposeIn {
+        incarnation: u64,
+        change: Change,
+        reply: oneshot::Sender<ProposeResult>,
+    },
     /// A copy of this node's cluster database.
     Snapshot(oneshot::Sender<DbSnapshot>),
     /// Evict a node.
@@ -84,6 +95,8 @@ pub struct NodeStatus {
     /// Sequence number of the last database update applied here (the
     /// quorum log position).
     pub db_seq: u64,
+    /// The cluster service life publishing (its incarnation).
+    pub incarnation: u64,
     /// The database is the cluster's, not the stale copy a restarted
     /// node's majority replica holds until the owner's replaces it.
     pub db_current: bool,
@@ -380,6 +393,21 @@ impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
                     }
                 }
             },
+            Command::ProposeIn {
+                incarnation,
+                change,
+                reply,
+            } => {
+                if incarnation == self.node.incarnation() {
+                    self.command(Command::Propose(change, Some(reply)));
+                } else {
+                    tracing::info!(
+                        incarnation,
+                        "change proposed for an earlier life of the cluster service refused"
+                    );
+                    let _ = reply.send(Err(ProposeError::OtherLife(incarnation)));
+                }
+            }
             Command::Snapshot(reply) => {
                 let _ = reply.send(self.node.db().clone());
             }
@@ -521,6 +549,7 @@ impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
             phase: NodePhase::of(self.node.phase()),
             db_seq: self.node.db().seq,
             db_current: self.node.db_current(),
+            incarnation: self.node.incarnation(),
             arbitration: role_text(role),
         };
         // A renewal that only moves the lease's end updates the value

@@ -640,6 +640,19 @@ impl GroupRunner {
             return;
         };
         let spec = spec.map(|s| *s);
+        if self.stop {
+            // Stopped while it came online (the driver abandons the start
+            // at the stop): no restart and no failure; what is up goes
+            // offline (issue 16, defect 1: an old task went on arbitrating
+            // for its disk and failed the group over the new owner's).
+            out.push(GroupAction::ReportResource {
+                resource: r,
+                state: ResourceStatus::Offline,
+                reason: None,
+            });
+            self.take_offline(now, out);
+            return;
+        }
         if why != OnlineError::Deleted {
             out.push(GroupAction::ReportResource {
                 resource: r.clone(),
@@ -1440,6 +1453,41 @@ mod tests {
         let a = w.take();
         assert!(starts(&a).is_empty(), "nothing more starts: {a:?}");
         assert_eq!(stops(&a), ["D"]);
+        assert_eq!(
+            group_reports(&a),
+            [
+                (GroupStatus::OfflinePending, None),
+                (GroupStatus::Offline, None)
+            ]
+        );
+        assert!(w.runner.is_done());
+    }
+
+    /// The driver abandons a pending start when the stop comes (the
+    /// cluster service stopped): the runner neither restarts it nor fails
+    /// the group, and takes the group offline (issue 16, defect 1).
+    #[test]
+    fn a_start_abandoned_for_a_stop_is_not_restarted_or_failed() {
+        let mut w = World::with(catalog(), &[ME], |w| w.hold_starts = true);
+        assert_eq!(starts(&w.take()), ["D"]);
+        assert!(w.runner.handle(w.now, GroupInput::Stop).is_empty());
+        w.hold_starts = false;
+        w.feed(GroupInput::Started {
+            resource: "D".into(),
+            result: Err("abandoned: the group is going offline".into()),
+        });
+        let a = w.take();
+        assert!(starts(&a).is_empty(), "restarted after the stop: {a:?}");
+        assert!(
+            !a.iter().any(|x| matches!(
+                x,
+                GroupAction::ReportResource {
+                    state: ResourceStatus::Failed,
+                    ..
+                }
+            )),
+            "reported failed after the stop: {a:?}"
+        );
         assert_eq!(
             group_reports(&a),
             [

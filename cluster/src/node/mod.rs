@@ -273,6 +273,11 @@ impl Node {
         self.quorum.model().acting_owner_until(&self.core, now)
     }
 
+    /// The life of the cluster service this node is (its incarnation).
+    pub fn incarnation(&self) -> u64 {
+        self.core.incarnation
+    }
+
     /// Whether this node's database is the cluster's rather than a copy
     /// left by an earlier life (the quorum model's `db_current`): the
     /// resource host acts on nothing before.
