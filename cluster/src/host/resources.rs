@@ -555,13 +555,14 @@ impl DiskResource {
         })?;
         let mut sc = node_session_config(&ctx.cfg, ctx.me);
         sc.isid = data_isid(ctx.me, index);
-        let disk = Arc::new(SharedDisk::new(u, sc, "data"));
         // The witness of the majority model and data disks use the same
         // protocols; a majority cluster reserves data disks with PR.
         let model = match &ctx.cfg.quorum {
             QuorumModel::Majority { .. } => QuorumModel::DiskPr,
             m => m.clone(),
         };
+        let scsi2 = matches!(model, QuorumModel::DiskScsi2);
+        let disk = Arc::new(SharedDisk::new(u, sc, "data").reserving_after_reset(scsi2));
         let mut arb = Arbiter::new(&model, data_disk_timing(ctx.cfg.timing), pr_key(ctx.me));
         let (tx, rx) = watch::channel(DiskState::Arbitrating);
         let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
