@@ -537,7 +537,8 @@ async fn a_proposal_for_an_earlier_service_life_is_refused_after_a_restart() {
         };
         let mut exits = Vec::new();
         for (incarnation, end) in [(1, end1_rx), (2, end2_rx)] {
-            let node = Node::new(node_cfg.clone(), "N0", incarnation, Duration::ZERO).expect("node");
+            let node =
+                Node::new(node_cfg.clone(), "N0", incarnation, Duration::ZERO).expect("node");
             let (_, exit) = run(node, &t[0], &disk, &mut io, async {
                 let _ = end.await;
             })
@@ -555,7 +556,9 @@ async fn a_proposal_for_an_earlier_service_life_is_refused_after_a_restart() {
     })
     .await;
     let old = ctx.for_life(1);
-    old.propose(put("life1")).await.expect("life 1 commits its own");
+    old.propose(put("life1"))
+        .await
+        .expect("life 1 commits its own");
     end1_tx.send(()).unwrap();
     wait_for(&mut srx, "life 2 forms the cluster", |s| {
         s.incarnation == 2 && s.acting_owner && !s.writes_held

@@ -99,10 +99,7 @@ impl ResourceHost {
     /// a member whose database is the cluster's (a restarted majority node
     /// waits for the owner's replica, issue 16 defect 2).
     pub fn is_active(st: &NodeStatus) -> bool {
-        st.stopped.is_none()
-            && st.view.is_some()
-            && st.phase != NodePhase::Joining
-            && st.db_current
+        st.stopped.is_none() && st.view.is_some() && st.phase != NodePhase::Joining && st.db_current
     }
 
     /// One round: what to do now.
