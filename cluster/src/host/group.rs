@@ -1439,8 +1439,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn stop_while_a_start_is_pending_takes_the_group_offline() {
+    /// A stop while D's start is pending, then the start's `result`: the
+    /// runner's actions after the result, and the world.
+    fn stop_during_start(result: Result<(), String>) -> (Vec<GroupAction>, World) {
         let mut w = World::with(catalog(), &[ME], |w| w.hold_starts = true);
         assert_eq!(starts(&w.take()), ["D"]);
         // The stop acts when the start finishes.
@@ -1448,9 +1449,14 @@ mod tests {
         w.hold_starts = false;
         w.feed(GroupInput::Started {
             resource: "D".into(),
-            result: Ok(()),
+            result,
         });
-        let a = w.take();
+        (w.take(), w)
+    }
+
+    #[test]
+    fn stop_while_a_start_is_pending_takes_the_group_offline() {
+        let (a, w) = stop_during_start(Ok(()));
         assert!(starts(&a).is_empty(), "nothing more starts: {a:?}");
         assert_eq!(stops(&a), ["D"]);
         assert_eq!(
@@ -1468,15 +1474,7 @@ mod tests {
     /// the group, and takes the group offline (issue 16, defect 1).
     #[test]
     fn a_start_abandoned_for_a_stop_is_not_restarted_or_failed() {
-        let mut w = World::with(catalog(), &[ME], |w| w.hold_starts = true);
-        assert_eq!(starts(&w.take()), ["D"]);
-        assert!(w.runner.handle(w.now, GroupInput::Stop).is_empty());
-        w.hold_starts = false;
-        w.feed(GroupInput::Started {
-            resource: "D".into(),
-            result: Err("abandoned: the group is going offline".into()),
-        });
-        let a = w.take();
+        let (a, w) = stop_during_start(Err("abandoned: the group is going offline".into()));
         assert!(starts(&a).is_empty(), "restarted after the stop: {a:?}");
         assert!(
             !a.iter().any(|x| matches!(
