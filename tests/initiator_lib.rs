@@ -282,6 +282,41 @@ async fn scsi2_reservation_conflict_and_reset_unit_attention() {
     owner.read(0, 1).await.unwrap();
 }
 
+/// A SCSI-2 holder whose write meets a reset's unit attention takes the
+/// reservation back before the write is re-issued (issue 16, defect 3: a
+/// bus reset cleared the owner's reservation and its next write landed
+/// with none held, the unit attention retried silently). So the write
+/// lands reserved and the other initiator's RESERVE afterwards conflicts;
+/// and when the other took the reservation first, the write conflicts
+/// instead of landing.
+#[tokio::test]
+async fn a_holders_write_after_a_reset_reserves_again_first() {
+    let t = TargetProcess::start(&[]);
+    let owner = open(&t, 1, config("ua-owner", 20))
+        .await
+        .with_reserve_after_reset(true);
+    let other = open(&t, 1, config("ua-other", 21)).await;
+    owner.reserve6().await.unwrap();
+    other.lun_reset().await.unwrap();
+    owner.write(0, pattern(512, 3), true).await.unwrap();
+    assert!(
+        owner.take_unit_attentions().iter().any(|s| s.asc == 0x29),
+        "the owner saw the reset"
+    );
+    assert!(
+        matches!(other.reserve6().await, Err(Error::ReservationConflict)),
+        "the owner wrote without the reservation"
+    );
+    // The other takes the reservation after a second reset: the owner's
+    // write now conflicts rather than landing.
+    other.lun_reset().await.unwrap();
+    other.reserve6().await.unwrap();
+    assert!(matches!(
+        owner.write(0, pattern(512, 4), true).await,
+        Err(Error::ReservationConflict)
+    ));
+}
+
 #[tokio::test]
 async fn warm_reset_clears_reservations_of_every_lun() {
     let t = TargetProcess::start(&[]);

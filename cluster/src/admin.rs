@@ -185,7 +185,7 @@ impl ClusterStatus {
             profile: cfg.profile.clone(),
             log_seq: st.db_seq,
             writes_held: st.writes_held,
-            acting_owner: st.acting_owner,
+            acting_owner: st.acts_as_owner(tokio::time::Instant::now()),
             arbitration: st.arbitration.clone(),
             nodes,
         }
@@ -1020,6 +1020,8 @@ mod tests {
                                 let _ = r.send(Ok(db.seq));
                             }
                         }
+                        // The admin endpoint proposes for any life.
+                        Command::ProposeIn { .. } => {}
                         Command::Snapshot(reply) => {
                             let _ = reply.send(db2.lock().unwrap().clone());
                         }

@@ -232,6 +232,15 @@ impl Arbiter {
         }
     }
 
+    /// While acting as owner, the end of its lease: with no further input
+    /// it stops acting then.
+    pub fn acting_until(&self, now: Duration) -> Option<Duration> {
+        match &self.role {
+            Role::Owner(o) if self.is_acting_owner(now) => o.lease_until,
+            _ => None,
+        }
+    }
+
     /// Starts a challenge (forming, or after a regroup without the owner).
     pub fn become_challenger(&mut self, _now: Duration) -> Vec<ArbOut> {
         if self.pr {

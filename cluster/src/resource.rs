@@ -14,6 +14,7 @@
 //! resource/R/fail     counter (text)       `resource fail`: the owner fails it once per increment
 //! resource/R/target   "online"|"offline"   administrator (default online)
 //! name/NAME           address (text)       network-name resources
+//! name/NAME/node      node name (text)     the node that registered NAME
 //! ```
 //!
 //! A group's resources are the resources whose spec names it. Dependencies
@@ -557,6 +558,12 @@ pub fn resource_key(r: &str, field: &str) -> String {
 }
 pub fn name_key(n: &str) -> String {
     format!("name/{}", n.to_ascii_lowercase())
+}
+
+/// Who registered network name `n`: the same address is registered by
+/// every node that hosts the name, so only this tells whose it is.
+pub fn name_node_key(n: &str) -> String {
+    format!("{}/node", name_key(n))
 }
 
 /// A put of `v` as JSON.

@@ -144,6 +144,7 @@ where
         data_dir: data_dir.clone(),
         commands: cmd_tx.clone(),
         status: status_rx.clone(),
+        life: None,
     });
     let admin = Admin::new(cfg.clone(), me, status_rx, cmd_tx, transport.clone());
     let (stop_tx, stop_rx) = watch::channel(false);

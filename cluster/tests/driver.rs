@@ -467,3 +467,114 @@ async fn junk_flood_is_logged_once_and_counted_in_full() {
         "the line names the sender"
     );
 }
+
+/// A node whose process is stopped (SIGSTOP) for longer than its lease
+/// does not say it acts as quorum owner when asked the moment it resumes,
+/// before its own loop has run (issue 16, defect 4: a node paused for
+/// 1.6 s answered `acting_owner: true` for its old epoch 4 ms after
+/// SIGCONT). Blocking this test's single runtime thread stops every task
+/// of the node as SIGSTOP stops the process; the status is then read
+/// without yielding, as the admin endpoint's task may run first.
+#[tokio::test]
+async fn status_read_right_after_a_pause_longer_than_the_lease_is_not_owner() {
+    use busrig_cluster::admin::ClusterStatus;
+    let cfg = cluster_config(1);
+    let shared = Arc::new(Mutex::new(SharedDisk::default()));
+    let t = transports(1).await;
+    let mut n0 = start(&cfg, 0, t[0].clone(), &shared);
+    wait_for(&mut n0.0, "N0 forms the cluster", |s| s.acting_owner).await;
+    assert!(ClusterStatus::from_node(&cfg, 0, &n0.0.borrow()).acting_owner);
+    let lease = cfg.timing.challenge_wait.max(cfg.timing.renew * 4);
+    std::thread::sleep(lease * 3);
+    let s = ClusterStatus::from_node(&cfg, 0, &n0.0.borrow());
+    assert!(
+        !s.acting_owner,
+        "a node paused past its lease answered acting_owner: {s:?}"
+    );
+    // Resumed, its loop finds the lease gone (and here stops its cluster
+    // service, having missed its renewals).
+    let _ = n0.1.send(());
+    let _ = n0.2.await.unwrap();
+}
+
+/// The command channel outlives a restart of the cluster service (the
+/// service manager starts a new node on the same channels): what a group
+/// task proposed for the life it started in is refused by the next one,
+/// while the new life's own proposals commit (issue 16, defect 1: a task
+/// that outlived its service recorded "group failed on this node" into
+/// the new membership's database over the new owner's "online").
+#[tokio::test]
+async fn a_proposal_for_an_earlier_service_life_is_refused_after_a_restart() {
+    use busrig_cluster::db::Change;
+    use busrig_cluster::driver::{Command, ProposeError};
+    use busrig_cluster::host::{CommitError, HostContext};
+    let cfg = cluster_config(1);
+    let shared = Arc::new(Mutex::new(SharedDisk::default()));
+    let t = transports(1).await;
+    let (cmd_tx, cmd_rx) = tokio::sync::mpsc::unbounded_channel::<Command>();
+    let (stx, mut srx) = watch::channel(NodeStatus::default());
+    let ctx = HostContext {
+        cfg: cfg.clone(),
+        me: 0,
+        data_dir: std::env::temp_dir(),
+        commands: cmd_tx,
+        status: srx.clone(),
+        life: None,
+    };
+    let (end1_tx, end1_rx) = tokio::sync::oneshot::channel::<()>();
+    let (end2_tx, end2_rx) = tokio::sync::oneshot::channel::<()>();
+    let disk = MemDisk {
+        me: 0,
+        disk: shared.clone(),
+        data_delay: Duration::ZERO,
+    };
+    let node_cfg = cfg.clone();
+    let lives = tokio::spawn(async move {
+        let mut io = Io {
+            commands: Some(cmd_rx),
+            events: None,
+            status: Some(stx),
+        };
+        let mut exits = Vec::new();
+        for (incarnation, end) in [(1, end1_rx), (2, end2_rx)] {
+            let node =
+                Node::new(node_cfg.clone(), "N0", incarnation, Duration::ZERO).expect("node");
+            let (_, exit) = run(node, &t[0], &disk, &mut io, async {
+                let _ = end.await;
+            })
+            .await;
+            exits.push(exit);
+        }
+        exits
+    });
+    let put = |k: &str| Change::Put {
+        key: k.into(),
+        value: "v".into(),
+    };
+    wait_for(&mut srx, "life 1 forms the cluster", |s| {
+        s.incarnation == 1 && s.acting_owner && !s.writes_held
+    })
+    .await;
+    let old = ctx.for_life(1);
+    old.propose(put("life1"))
+        .await
+        .expect("life 1 commits its own");
+    end1_tx.send(()).unwrap();
+    wait_for(&mut srx, "life 2 forms the cluster", |s| {
+        s.incarnation == 2 && s.acting_owner && !s.writes_held
+    })
+    .await;
+    match old.propose(put("stale")).await {
+        Err(CommitError::Refused(ProposeError::OtherLife(1))) => {}
+        other => panic!("life 2 took life 1's proposal: {other:?}"),
+    }
+    ctx.for_life(2)
+        .propose(put("life2"))
+        .await
+        .expect("life 2 commits its own");
+    let db = ctx.snapshot().await.expect("a snapshot");
+    assert_eq!(db.get("stale"), None, "{db:?}");
+    assert_eq!(db.get("life2"), Some("v"));
+    end2_tx.send(()).unwrap();
+    assert_eq!(lives.await.unwrap(), vec![Exit::Shutdown, Exit::Shutdown]);
+}

@@ -255,6 +255,7 @@ impl Sim {
             acting_owner: owner == Some(n as NodeId),
             phase: NodePhase::Member,
             db_seq: self.db.seq,
+            db_current: true,
             ..NodeStatus::default()
         }
     }

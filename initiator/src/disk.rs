@@ -81,6 +81,9 @@ pub struct Disk {
     field: u64,
     block_length: Mutex<Option<u32>>,
     reset_retries: u32,
+    reserve_after_reset: bool,
+    /// A reset's unit attention was seen: RESERVE before the next write.
+    reserve_due: AtomicBool,
     unit_attentions: Mutex<Vec<(Sense, UnitAttentionKind)>>,
     /// Whether the LUN has answered this disk with anything but a unit
     /// attention (for [`UnitAttentionKind::classify`]).
@@ -95,6 +98,15 @@ impl std::fmt::Debug for Disk {
             .field("session", &self.session)
             .finish()
     }
+}
+
+/// Whether `cdb` changes the medium (SBC-3 writes, WRITE SAME, UNMAP,
+/// COMPARE AND WRITE), by its operation code.
+fn is_medium_write(cdb: &Command) -> bool {
+    matches!(
+        cdb.bytes.first(),
+        Some(0x0a | 0x2a | 0xaa | 0x8a | 0x2e | 0xae | 0x8e | 0x41 | 0x93 | 0x42 | 0x89)
+    )
 }
 
 fn data_error(what: &'static str, detail: String) -> Error {
@@ -118,6 +130,8 @@ impl Disk {
             field: encode_lun(u64::from(lun)),
             block_length: Mutex::new(None),
             reset_retries: 0,
+            reserve_after_reset: false,
+            reserve_due: AtomicBool::new(false),
             unit_attentions: Mutex::new(Vec::new()),
             answered: AtomicBool::new(false),
             max_transfer: DEFAULT_MAX_TRANSFER,
@@ -128,6 +142,17 @@ impl Disk {
     /// or TASK ABORTED (see the module documentation).
     pub fn with_reset_retries(mut self, n: u32) -> Disk {
         self.reset_retries = n;
+        self
+    }
+
+    /// A SCSI-2 reservation holder's rule for its writes: a reset clears
+    /// the reservation (SPC-2 §5.5.1), so a write that meets the reset's
+    /// unit attention (ASC 29h) is re-issued only after RESERVE(6) took
+    /// the reservation back, and ends as RESERVATION CONFLICT when another
+    /// initiator took it meanwhile. Without this a retried write would
+    /// land with no reservation held. Takes effect with reset retries.
+    pub fn with_reserve_after_reset(mut self, on: bool) -> Disk {
+        self.reserve_after_reset = on;
         self
     }
 
@@ -158,6 +183,9 @@ impl Disk {
 
     fn note_reset_condition(&self, e: &Error) {
         if let Some(s) = e.sense() {
+            if self.reserve_after_reset && s.asc == 0x29 {
+                self.reserve_due.store(true, Ordering::SeqCst);
+            }
             let kind = UnitAttentionKind::classify(s, self.answered.load(Ordering::Relaxed));
             match kind {
                 UnitAttentionKind::AfterLogin => {
@@ -188,17 +216,51 @@ impl Disk {
 
     /// Runs one CDB with the reset retry policy; GOOD gives the Data-In.
     pub async fn execute(&self, cdb: Command) -> Result<Bytes, Error> {
+        if is_medium_write(&cdb) {
+            self.reserve_if_reset().await?;
+        }
         let mut tries = 0;
         loop {
             match self.session.execute(self.field, cdb.clone()).await {
                 Err(e) if e.is_reset_condition() && tries < self.reset_retries => {
                     self.note_reset_condition(&e);
                     tries += 1;
+                    if is_medium_write(&cdb) {
+                        self.reserve_if_reset().await?;
+                    }
                 }
                 r => {
                     self.note_answer(&r);
                     return r;
                 }
+            }
+        }
+    }
+
+    /// Under [`Disk::with_reserve_after_reset`], once a reset's unit
+    /// attention was seen on any command: RESERVE(6) takes the
+    /// reservation back before the next write goes out (retrying reset
+    /// conditions of its own); a conflict is returned.
+    async fn reserve_if_reset(&self) -> Result<(), Error> {
+        if !self.reserve_after_reset || !self.reserve_due.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut tries = 0;
+        loop {
+            match self.session.execute(self.field, cdb::reserve_6()).await {
+                Ok(_) => {
+                    tracing::info!(
+                        lun = self.lun,
+                        "reservation taken back after a reset, before the next write"
+                    );
+                    return Ok(());
+                }
+                Err(e) if e.is_reset_condition() && tries < self.reset_retries => {
+                    self.note_reset_condition(&e);
+                    self.reserve_due.store(false, Ordering::SeqCst);
+                    tries += 1;
+                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -345,6 +407,7 @@ impl Disk {
                 data.len()
             )));
         }
+        self.reserve_if_reset().await?;
         let per = self.blocks_per_command(bl) as usize * bl as usize;
         let mut pieces = Vec::new();
         let mut off = 0usize;

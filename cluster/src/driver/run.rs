@@ -45,6 +45,10 @@ pub enum ProposeError {
     /// The quorum owner refused the change, with the node's reason.
     #[error("{0}")]
     Rejected(String),
+    /// Proposed for an earlier life of the cluster service, which stopped
+    /// (and was restarted) since.
+    #[error("proposed for an earlier life of the cluster service (incarnation {0})")]
+    OtherLife(u64),
 }
 
 /// How a proposed change ended: committed as this sequence number, or
@@ -57,6 +61,13 @@ pub enum Command {
     /// Propose a cluster database change (Global Update); the outcome goes
     /// to the reply channel, if any.
     Propose(Change, Option<oneshot::Sender<ProposeResult>>),
+    /// As `Propose`, for service life `incarnation` only: refused
+    /// (`OtherLife`) by any other, since the channel outlives a restart.
+    ProposeIn {
+        incarnation: u64,
+        change: Change,
+        reply: oneshot::Sender<ProposeResult>,
+    },
     /// A copy of this node's cluster database.
     Snapshot(oneshot::Sender<DbSnapshot>),
     /// Evict a node.
@@ -69,7 +80,14 @@ pub enum Command {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeStatus {
     pub view: Option<View>,
+    /// Acted as quorum owner when published. Readers that may look later
+    /// (the admin endpoint) ask [`NodeStatus::acts_as_owner`], which also
+    /// checks the lease: a node stopped (SIGSTOP) past its lease publishes
+    /// nothing until its loop runs again.
     pub acting_owner: bool,
+    /// While acting, the end of the lease that makes it so (the instant it
+    /// stops acting unless a renewal or acknowledgement comes first).
+    pub acting_until: Option<Instant>,
     pub writes_held: bool,
     /// Why the cluster service stopped, once it has.
     pub stopped: Option<String>,
@@ -77,8 +95,22 @@ pub struct NodeStatus {
     /// Sequence number of the last database update applied here (the
     /// quorum log position).
     pub db_seq: u64,
+    /// The cluster service life publishing (its incarnation).
+    pub incarnation: u64,
+    /// The database is the cluster's, not the stale copy a restarted
+    /// node's majority replica holds until the owner's replaces it.
+    pub db_current: bool,
     /// The quorum arbiter's role, in words.
     pub arbitration: String,
+}
+
+impl NodeStatus {
+    /// Whether the node acts as quorum owner at `now`: it did when it
+    /// published and its lease has not run out since (docs/semantics.md,
+    /// "Acting owner").
+    pub fn acts_as_owner(&self, now: Instant) -> bool {
+        self.acting_owner && self.acting_until.is_some_and(|t| now < t)
+    }
 }
 
 /// The node's phase in one word, as the status output names it.
@@ -361,6 +393,21 @@ impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
                     }
                 }
             },
+            Command::ProposeIn {
+                incarnation,
+                change,
+                reply,
+            } => {
+                if incarnation == self.node.incarnation() {
+                    self.command(Command::Propose(change, Some(reply)));
+                } else {
+                    tracing::info!(
+                        incarnation,
+                        "change proposed for an earlier life of the cluster service refused"
+                    );
+                    let _ = reply.send(Err(ProposeError::OtherLife(incarnation)));
+                }
+            }
             Command::Snapshot(reply) => {
                 let _ = reply.send(self.node.db().clone());
             }
@@ -491,19 +538,29 @@ impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
         let status = NodeStatus {
             view: self.node.view().cloned(),
             acting_owner: self.node.is_acting_owner(now),
+            acting_until: self.node.acting_owner_until(now).map(|d| {
+                // An own vote that never expires (a one-node majority).
+                self.start
+                    .checked_add(d)
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 86_400))
+            }),
             writes_held: self.node.writes_held(),
             stopped: self.stopped(),
             phase: NodePhase::of(self.node.phase()),
             db_seq: self.node.db().seq,
+            db_current: self.node.db_current(),
+            incarnation: self.node.incarnation(),
             arbitration: role_text(role),
         };
+        // A renewal that only moves the lease's end updates the value
+        // without waking the watchers: readers check it when they look.
         tx.send_if_modified(|s| {
-            if *s != status {
-                *s = status;
-                true
-            } else {
-                false
-            }
+            let notify = NodeStatus {
+                acting_until: s.acting_until,
+                ..status.clone()
+            } != *s;
+            *s = status;
+            notify
         });
     }
 }

@@ -94,6 +94,8 @@ pub struct SharedDisk {
     config: SessionConfig,
     what: &'static str,
     disk: Mutex<Option<Arc<Disk>>>,
+    /// A SCSI-2 holder's writes re-reserve after a reset's unit attention.
+    reserve_after_reset: bool,
 }
 
 impl SharedDisk {
@@ -104,7 +106,17 @@ impl SharedDisk {
             config,
             what,
             disk: Mutex::new(None),
+            reserve_after_reset: false,
         }
+    }
+
+    /// Under SCSI-2 reservations: a write that meets a reset's unit
+    /// attention takes the reservation back before it is re-issued, so the
+    /// owner never writes without it (issue 16, defect 3: the ownership
+    /// stamp landed after a bus reset, before the next renewal).
+    pub fn reserving_after_reset(mut self, on: bool) -> SharedDisk {
+        self.reserve_after_reset = on;
+        self
     }
 
     /// The logged-in disk (logging in if needed).
@@ -119,7 +131,10 @@ impl SharedDisk {
                 // A defender renewing after a bus reset sees the reset's unit
                 // attention first; the arbiter learns of preemption from
                 // READ KEYS, so unit attentions are retried here.
-                let d = Arc::new(d.with_reset_retries(4));
+                let d = Arc::new(
+                    d.with_reset_retries(4)
+                        .with_reserve_after_reset(self.reserve_after_reset),
+                );
                 tracing::info!(disk = self.what, url = %self.url, "logged in to the {} disk", self.what);
                 *slot = Some(d.clone());
                 Ok(d)
@@ -227,7 +242,8 @@ impl NodeDisks {
                 url: url.into(),
                 source,
             })?;
-            Ok(SharedDisk::new(u, sc.clone(), what))
+            let scsi2 = matches!(cfg.quorum, crate::config::QuorumModel::DiskScsi2);
+            Ok(SharedDisk::new(u, sc.clone(), what).reserving_after_reset(scsi2))
         };
         let quorum = cfg
             .quorum_disk

@@ -640,6 +640,19 @@ impl GroupRunner {
             return;
         };
         let spec = spec.map(|s| *s);
+        if self.stop {
+            // Stopped while it came online (the driver abandons the start
+            // at the stop): no restart and no failure; what is up goes
+            // offline (issue 16, defect 1: an old task went on arbitrating
+            // for its disk and failed the group over the new owner's).
+            out.push(GroupAction::ReportResource {
+                resource: r,
+                state: ResourceStatus::Offline,
+                reason: None,
+            });
+            self.take_offline(now, out);
+            return;
+        }
         if why != OnlineError::Deleted {
             out.push(GroupAction::ReportResource {
                 resource: r.clone(),
@@ -1426,8 +1439,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn stop_while_a_start_is_pending_takes_the_group_offline() {
+    /// A stop while D's start is pending, then the start's `result`: the
+    /// runner's actions after the result, and the world.
+    fn stop_during_start(result: Result<(), String>) -> (Vec<GroupAction>, World) {
         let mut w = World::with(catalog(), &[ME], |w| w.hold_starts = true);
         assert_eq!(starts(&w.take()), ["D"]);
         // The stop acts when the start finishes.
@@ -1435,11 +1449,43 @@ mod tests {
         w.hold_starts = false;
         w.feed(GroupInput::Started {
             resource: "D".into(),
-            result: Ok(()),
+            result,
         });
-        let a = w.take();
+        (w.take(), w)
+    }
+
+    #[test]
+    fn stop_while_a_start_is_pending_takes_the_group_offline() {
+        let (a, w) = stop_during_start(Ok(()));
         assert!(starts(&a).is_empty(), "nothing more starts: {a:?}");
         assert_eq!(stops(&a), ["D"]);
+        assert_eq!(
+            group_reports(&a),
+            [
+                (GroupStatus::OfflinePending, None),
+                (GroupStatus::Offline, None)
+            ]
+        );
+        assert!(w.runner.is_done());
+    }
+
+    /// The driver abandons a pending start when the stop comes (the
+    /// cluster service stopped): the runner neither restarts it nor fails
+    /// the group, and takes the group offline (issue 16, defect 1).
+    #[test]
+    fn a_start_abandoned_for_a_stop_is_not_restarted_or_failed() {
+        let (a, w) = stop_during_start(Err("abandoned: the group is going offline".into()));
+        assert!(starts(&a).is_empty(), "restarted after the stop: {a:?}");
+        assert!(
+            !a.iter().any(|x| matches!(
+                x,
+                GroupAction::ReportResource {
+                    state: ResourceStatus::Failed,
+                    ..
+                }
+            )),
+            "reported failed after the stop: {a:?}"
+        );
         assert_eq!(
             group_reports(&a),
             [

@@ -95,9 +95,11 @@ impl ResourceHost {
         }
     }
 
-    /// Whether the cluster service runs here well enough to host groups.
+    /// Whether the cluster service runs here well enough to host groups:
+    /// a member whose database is the cluster's (a restarted majority node
+    /// waits for the owner's replica, issue 16 defect 2).
     pub fn is_active(st: &NodeStatus) -> bool {
-        st.stopped.is_none() && st.view.is_some() && st.phase != NodePhase::Joining
+        st.stopped.is_none() && st.view.is_some() && st.phase != NodePhase::Joining && st.db_current
     }
 
     /// One round: what to do now.
@@ -241,6 +243,7 @@ mod tests {
             }),
             acting_owner: true,
             phase: NodePhase::Member,
+            db_current: true,
             ..NodeStatus::default()
         }
     }
@@ -571,7 +574,11 @@ mod tests {
         joining.phase = NodePhase::Joining;
         let mut stopped = status(&[0, 1], 1, &[]);
         stopped.stopped = Some("lost quorum".into());
-        for st in [joining, stopped, NodeStatus::default()] {
+        // A restarted majority node, a member before the owner's replica
+        // replaced its stale one (issue 16, defect 2).
+        let mut stale = status(&[0, 1], 1, &[]);
+        stale.db_current = false;
+        for st in [joining, stopped, stale, NodeStatus::default()] {
             assert_eq!(
                 step(&mut host, &st, &cat, &["G"], 12),
                 vec![HostAction::StopAll]

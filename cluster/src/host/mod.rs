@@ -68,6 +68,7 @@ pub enum CommitError {
 }
 
 /// What the host needs from its node.
+#[derive(Clone)]
 pub struct HostContext {
     pub cfg: Arc<ClusterConfig>,
     pub me: NodeId,
@@ -75,6 +76,10 @@ pub struct HostContext {
     pub data_dir: std::path::PathBuf,
     pub commands: mpsc::UnboundedSender<Command>,
     pub status: watch::Receiver<NodeStatus>,
+    /// The cluster service life (incarnation) these proposals belong to:
+    /// the node refuses them once the service restarted, since the command
+    /// channel outlives it ([`HostContext::for_life`]). `None`: any life.
+    pub life: Option<u64>,
 }
 
 impl HostContext {
@@ -97,11 +102,31 @@ impl HostContext {
         self.data_dir.join(format!("disk-{safe}.sock"))
     }
 
+    /// This context for what is decided in service life `incarnation`
+    /// (a group task, one round of the host loop): its proposals are
+    /// refused once the cluster service restarted, so a task that outlived
+    /// its service commits nothing into the new membership's database
+    /// (issue 16, defect 1).
+    pub fn for_life(&self, incarnation: u64) -> Arc<HostContext> {
+        Arc::new(HostContext {
+            life: Some(incarnation),
+            ..self.clone()
+        })
+    }
+
     /// Proposes `change` and waits for it to commit.
     pub async fn propose(&self, change: Change) -> Result<u64, CommitError> {
         let (tx, rx) = oneshot::channel();
+        let command = match self.life {
+            Some(incarnation) => Command::ProposeIn {
+                incarnation,
+                change,
+                reply: tx,
+            },
+            None => Command::Propose(change, Some(tx)),
+        };
         self.commands
-            .send(Command::Propose(change, Some(tx)))
+            .send(command)
             .map_err(|_| CommitError::NotRunning)?;
         match tokio::time::timeout(crate::admin::change_timeout(&self.cfg), rx).await {
             Ok(Ok(r)) => Ok(r?),
@@ -248,6 +273,8 @@ pub async fn run(ctx: Arc<HostContext>, shutdown: impl Future<Output = ()>) {
             }
         });
         let running: BTreeSet<String> = tasks.keys().cloned().collect();
+        // What this round decides belongs to this service life.
+        let life = ctx.for_life(st.incarnation);
         let actions = host.step(
             &ctx.cfg,
             HostInput {
@@ -266,12 +293,12 @@ pub async fn run(ctx: Arc<HostContext>, shutdown: impl Future<Output = ()>) {
                     tracing::warn!("cluster service not running: taking every group offline");
                     stop_all(&mut tasks).await;
                 }
-                HostAction::Event(text) => ctx.event(text).await,
+                HostAction::Event(text) => life.event(text).await,
                 HostAction::PruneEvent(key) => {
                     // Asked once per snapshot: the next one shows the log
                     // as the deletes left it.
                     event_keys.retain(|k| *k != key);
-                    let _ = ctx.propose(Change::Delete { key }).await;
+                    let _ = life.propose(Change::Delete { key }).await;
                 }
                 HostAction::Failover { event, decision } => {
                     if failover_broken {
@@ -279,16 +306,16 @@ pub async fn run(ctx: Arc<HostContext>, shutdown: impl Future<Output = ()>) {
                     }
                     tracing::info!(group = %decision.group, reason = %decision.reason, "failover manager");
                     if let Some(text) = event {
-                        ctx.event(text).await;
+                        life.event(text).await;
                     }
-                    if let Err(e) = ctx.propose(decision.change).await {
+                    if let Err(e) = life.propose(decision.change).await {
                         tracing::warn!(group = %decision.group, error = %e, "failover manager change not committed");
                         failover_broken = true;
                     }
                 }
                 HostAction::ReportOffline(g) => {
                     tracing::info!(group = %g, "reporting a group this node no longer runs as offline");
-                    ctx.report_group(&g, GroupStatus::Offline, None).await;
+                    life.report_group(&g, GroupStatus::Offline, None).await;
                 }
                 HostAction::Update(g) => {
                     if let Some(t) = tasks.get(&g) {
@@ -303,7 +330,7 @@ pub async fn run(ctx: Arc<HostContext>, shutdown: impl Future<Output = ()>) {
                 HostAction::Start(g) => {
                     let (ctx_tx, ctx_rx) = watch::channel(catalog.clone());
                     let (stop_tx, stop_rx) = watch::channel(false);
-                    let task = tokio::spawn(group_task(ctx.clone(), g.clone(), ctx_rx, stop_rx));
+                    let task = tokio::spawn(group_task(life.clone(), g.clone(), ctx_rx, stop_rx));
                     tasks.insert(
                         g,
                         GroupTask {
@@ -355,7 +382,7 @@ async fn group_task(
         let mut result = None;
         for a in actions {
             let deadline = runner.wake_at().map(|d| t0 + d);
-            if let Some(input) = perform(&ctx, &group, deadline, &mut running, a).await {
+            if let Some(input) = perform(&ctx, &group, deadline, &mut stop, &mut running, a).await {
                 result = Some(input);
             }
         }
@@ -419,6 +446,11 @@ async fn group_task(
     tracing::debug!(%group, "group runner done");
 }
 
+/// Completes once a stop is asked for (or the host is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 async fn sleep_until_some(at: Option<Instant>) {
     match at {
         Some(t) => tokio::time::sleep_until(t).await,
@@ -431,6 +463,7 @@ async fn perform(
     ctx: &Arc<HostContext>,
     group: &str,
     deadline: Option<Instant>,
+    stop: &mut watch::Receiver<bool>,
     running: &mut BTreeMap<String, Running>,
     action: GroupAction,
 ) -> Option<GroupInput> {
@@ -458,22 +491,29 @@ async fn perform(
             catalog,
         } => {
             // The runner's wake-up is the pending deadline: past it the
-            // start is abandoned (dropped) and the runner told.
+            // start is abandoned (dropped) and the runner told. A stop
+            // abandons it too: the group goes offline at once instead of
+            // after the start (a disk's arbitration) has run its course.
             let started = tokio::select! {
-                r = Running::start(ctx, &catalog, &resource, &spec, disk_index) => Some(r),
+                r = Running::start(ctx, &catalog, &resource, &spec, disk_index) => Some(Ok(r)),
                 () = sleep_until_some(deadline) => None,
+                () = stopped(stop) => Some(Err(())),
             };
             Some(match started {
-                Some(Ok(r)) => {
+                Some(Ok(Ok(r))) => {
                     running.insert(resource.clone(), r);
                     GroupInput::Started {
                         resource,
                         result: Ok(()),
                     }
                 }
-                Some(Err(e)) => GroupInput::Started {
+                Some(Ok(Err(e))) => GroupInput::Started {
                     resource,
                     result: Err(e.to_string()),
+                },
+                Some(Err(())) => GroupInput::Started {
+                    resource,
+                    result: Err("abandoned: the group is going offline".into()),
                 },
                 None => GroupInput::Wake,
             })

@@ -18,7 +18,7 @@ use crate::config::{QuorumModel, Timing};
 use crate::db::Change;
 use crate::driver::shared::{data_isid, node_session_config, SharedDisk};
 use crate::node::pr_key;
-use crate::resource::{name_key, Catalog, ResourceSpec, ResourceType};
+use crate::resource::{name_key, name_node_key, Catalog, ResourceSpec, ResourceType};
 
 use super::{CommitError, HostContext};
 
@@ -273,15 +273,19 @@ impl Running {
                     .and_then(|r| r.spec.prop("address"))
                     .ok_or_else(|| ResourceError::NoIpDependency(n.clone()))?
                     .to_string();
-                ctx.propose(Change::Put {
-                    key: name_key(&n),
-                    value: address.clone(),
-                })
-                .await
-                .map_err(|source| ResourceError::Register {
-                    name: n.clone(),
-                    source,
-                })?;
+                // Who registers first, then the address: a registration
+                // always names its node when it resolves.
+                for (key, value) in [
+                    (name_node_key(&n), ctx.name().to_string()),
+                    (name_key(&n), address.clone()),
+                ] {
+                    ctx.propose(Change::Put { key, value })
+                        .await
+                        .map_err(|source| ResourceError::Register {
+                            name: n.clone(),
+                            source,
+                        })?;
+                }
                 Ok(Running::Name { name: n, address })
             }
             ResourceType::GenericApplication => {
@@ -342,16 +346,17 @@ impl Running {
             Running::Disk(d) => d.stop().await,
             Running::Ip { .. } => {}
             Running::Name { name, address } => {
-                // Only remove the registration if it is still ours.
+                // Only remove the registration if it is still ours: the
+                // address is the same on every node, so the registering
+                // node decides (issue 16, defect 1: an old task removed
+                // the new owner's registration).
                 if let Some(db) = ctx.snapshot().await {
-                    if db.get(&name_key(&name)) == Some(address.as_str()) {
-                        if let Err(e) = ctx
-                            .propose(Change::Delete {
-                                key: name_key(&name),
-                            })
-                            .await
-                        {
-                            tracing::warn!(%name, error = %e, "could not remove the name registration");
+                    if is_our_registration(&db, &name, &address, ctx.name()) {
+                        for key in [name_key(&name), name_node_key(&name)] {
+                            if let Err(e) = ctx.propose(Change::Delete { key }).await {
+                                tracing::warn!(%name, error = %e, "could not remove the name registration");
+                                break;
+                            }
                         }
                     }
                 }
@@ -364,6 +369,11 @@ impl Running {
             }
         }
     }
+}
+
+/// Whether `name` is registered to `address` by node `me` in `db`.
+fn is_our_registration(db: &crate::db::DbSnapshot, name: &str, address: &str, me: &str) -> bool {
+    db.get(&name_key(name)) == Some(address) && db.get(&name_node_key(name)) == Some(me)
 }
 
 /// Runs `path VERB`; exit status 0 is success.
@@ -545,13 +555,14 @@ impl DiskResource {
         })?;
         let mut sc = node_session_config(&ctx.cfg, ctx.me);
         sc.isid = data_isid(ctx.me, index);
-        let disk = Arc::new(SharedDisk::new(u, sc, "data"));
         // The witness of the majority model and data disks use the same
         // protocols; a majority cluster reserves data disks with PR.
         let model = match &ctx.cfg.quorum {
             QuorumModel::Majority { .. } => QuorumModel::DiskPr,
             m => m.clone(),
         };
+        let scsi2 = matches!(model, QuorumModel::DiskScsi2);
+        let disk = Arc::new(SharedDisk::new(u, sc, "data").reserving_after_reset(scsi2));
         let mut arb = Arbiter::new(&model, data_disk_timing(ctx.cfg.timing), pr_key(ctx.me));
         let (tx, rx) = watch::channel(DiskState::Arbitrating);
         let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
@@ -682,6 +693,16 @@ impl DiskResource {
             let _ = s.send(());
         }
         let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+    }
+}
+
+/// A disk dropped without `stop` (its start abandoned at the pending
+/// timeout or at a stop) ends its arbitration: left running, the task went
+/// on challenging for the disk after the group left this node (issue 16,
+/// defect 1).
+impl Drop for DiskResource {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -823,6 +844,31 @@ impl crate::clusdisk::Backend for ProxyBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The virtual IP is the same on every node, so a registration is ours
+    /// only if we registered it (issue 16, defect 1: a resumed node's old
+    /// task removed the new owner's registration and clients could not
+    /// resolve the virtual server).
+    #[test]
+    fn a_registration_is_ours_only_if_this_node_made_it() {
+        let mut db = crate::db::DbSnapshot::default();
+        for (seq, (key, value)) in [
+            (name_node_key("EVS1"), "NODE2"),
+            (name_key("EVS1"), "127.0.3.1"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let change = Change::Put {
+                key,
+                value: value.into(),
+            };
+            db.apply(seq as u64 + 1, &change).unwrap();
+        }
+        assert!(is_our_registration(&db, "EVS1", "127.0.3.1", "NODE2"));
+        assert!(!is_our_registration(&db, "evs1", "127.0.3.1", "NODE1"));
+        assert!(!is_our_registration(&db, "EVS1", "127.0.3.2", "NODE2"));
+    }
 
     /// These messages are the `reason` of failed resources in the database
     /// and the event log, word for word as they were.

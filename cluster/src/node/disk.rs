@@ -341,6 +341,10 @@ impl QuorumModel for DiskQuorum {
         core.arbiter.is_acting_owner(now)
     }
 
+    fn acting_until(&self, core: &Core, now: Duration) -> Option<Duration> {
+        core.arbiter.acting_until(now)
+    }
+
     fn holds_lock(&self, core: &Core) -> bool {
         core.arbiter.holds()
     }

@@ -172,6 +172,11 @@ pub(super) struct Majority {
     /// 18533: two restarted nodes installed a lower epoch than a change
     /// logged before, and a committed change lost the comparison).
     persisted_epoch: u64,
+    /// The replica was adopted from, or extended in step with, the
+    /// cluster's since this life started: until then it is the copy the
+    /// previous life left, and nothing may act on it (issue 16, defect 2:
+    /// a restarted node brought a group online from its stale replica).
+    synced: bool,
 }
 
 /// The next installed epoch above `above` that belongs to node `me`: each
@@ -205,6 +210,7 @@ impl Majority {
             member_seq: BTreeMap::new(),
             taken: None,
             persisted_epoch: 0,
+            synced: false,
         }
     }
 
@@ -378,6 +384,7 @@ impl Majority {
         if !self.ready {
             return;
         }
+        self.synced = true;
         if r.tag == self.tag && r.db == core.db {
             self.queue_writes(core, Vec::new(), done);
             return;
@@ -808,6 +815,8 @@ impl Majority {
         }
         let here = (self.tag, core.db.seq);
         if here == (epoch, seq) {
+            // Equal positions are equal contents (module documentation).
+            self.synced = true;
             // A resend of what we hold: acknowledge again if it is on the
             // disk (otherwise the pending write acknowledges it).
             if self.queue.is_empty() && self.in_flight.is_none() {
@@ -826,9 +835,13 @@ impl Majority {
         };
         let view_epoch = core.view().map_or(0, |v| v.epoch);
         self.taken = Some((from, view_epoch, seq));
-        if let Err(e) = self.log_change(core, seq, epoch, &change, done) {
-            tracing::warn!(node = core.me, seq, error = %e, "cannot take a replicated change: asking for the owner's replica");
-            core.send(from, Body::SyncRequest);
+        match self.log_change(core, seq, epoch, &change, done) {
+            // The replica was at the owner's position: it is the cluster's.
+            Ok(()) => self.synced = true,
+            Err(e) => {
+                tracing::warn!(node = core.me, seq, error = %e, "cannot take a replicated change: asking for the owner's replica");
+                core.send(from, Body::SyncRequest);
+            }
         }
     }
 
@@ -862,8 +875,41 @@ impl QuorumModel for Majority {
         }
     }
 
+    /// The instant the live votes fall below a majority with no new
+    /// acknowledgement: each member's acknowledgement counts for one lease
+    /// (`votes`), the witness until its arbiter's lease ends, and this
+    /// node's own vote does not expire.
+    fn acting_until(&self, core: &Core, now: Duration) -> Option<Duration> {
+        if !self.acting(core, now) {
+            return None;
+        }
+        let view = core.view()?;
+        let me = core.me;
+        let mut ends: Vec<Duration> = Vec::new();
+        if self.may_vote_for(me, now) && self.persisted_epoch >= view.epoch {
+            ends.push(Duration::MAX);
+        }
+        ends.extend(
+            view.members
+                .iter()
+                .filter(|&&n| n != me)
+                .filter_map(|n| self.acks.get(n))
+                .map(|&t| t + self.lease)
+                .filter(|&end| now < end),
+        );
+        if let Some(end) = self.witness.as_ref().and_then(|w| w.acting_until(now)) {
+            ends.push(end);
+        }
+        ends.sort_unstable_by(|a, b| b.cmp(a));
+        ends.get(Votes::of(&core.cfg).needed() - 1).copied()
+    }
+
     fn holds_lock(&self, _core: &Core) -> bool {
         self.ready
+    }
+
+    fn db_current(&self) -> bool {
+        self.synced
     }
 
     fn awaits_replica(&self) -> bool {
@@ -1099,6 +1145,11 @@ impl QuorumModel for Majority {
         epoch: u64,
         _db_seq: u64,
     ) {
+        if !self.synced && self.ready && core.settled_owner_is(from, epoch) {
+            // The owner's ReplicaSync for our join did not come (lost, or
+            // sent before it installed the view): ask again.
+            core.send(from, Body::SyncRequest);
+        }
         if !core.settled_owner_is(from, epoch) || !self.ready || !self.may_vote_for(from, now) {
             return;
         }

@@ -266,6 +266,25 @@ impl Node {
         self.quorum.model().is_acting_owner(&self.core, now)
     }
 
+    /// While acting as quorum owner, the instant it stops acting unless an
+    /// input (a renewal, an acknowledgement) arrives first: its lease's
+    /// end. `None` when not acting now.
+    pub fn acting_owner_until(&self, now: Duration) -> Option<Duration> {
+        self.quorum.model().acting_owner_until(&self.core, now)
+    }
+
+    /// The life of the cluster service this node is (its incarnation).
+    pub fn incarnation(&self) -> u64 {
+        self.core.incarnation
+    }
+
+    /// Whether this node's database is the cluster's rather than a copy
+    /// left by an earlier life (the quorum model's `db_current`): the
+    /// resource host acts on nothing before.
+    pub fn db_current(&self) -> bool {
+        self.quorum.model().db_current()
+    }
+
     /// Shared-disk writes are held (regroup, or no quorum owner yet).
     pub fn writes_held(&self) -> bool {
         self.core.holding

@@ -74,6 +74,11 @@ pub(super) trait QuorumModel: std::fmt::Debug {
     /// live votes).
     fn acting(&self, core: &Core, now: Duration) -> bool;
 
+    /// While [`QuorumModel::acting`], the instant it turns false if no
+    /// input arrives first: the lease's end. What is published for readers
+    /// that check it later (docs/semantics.md, "Acting owner").
+    fn acting_until(&self, core: &Core, now: Duration) -> Option<Duration>;
+
     /// The owner may take global updates: the disk is held (majority: the
     /// replica is recovered).
     fn holds_lock(&self, core: &Core) -> bool;
@@ -82,6 +87,16 @@ pub(super) trait QuorumModel: std::fmt::Debug {
     /// replica is not recovered; never under the disk models).
     fn awaits_replica(&self) -> bool {
         false
+    }
+
+    /// Whether this node's database is the cluster's, not a copy left
+    /// from an earlier life: under the disk models a joiner takes the
+    /// owner's database with its acceptance and a forming owner reads the
+    /// quorum log, so always; under the majority model only once the
+    /// replica was replaced by, or shown equal to, the owner's or a
+    /// regroup's (docs/semantics.md, "Acting on the database").
+    fn db_current(&self) -> bool {
+        true
     }
 
     /// The model's own deadlines (arbiter timers, vote and promise
@@ -219,6 +234,15 @@ pub(super) trait QuorumModel: std::fmt::Debug {
     /// Acts as quorum owner now.
     fn is_acting_owner(&self, core: &Core, now: Duration) -> bool {
         !core.is_stopped() && self.acting(core, now)
+    }
+
+    /// While acting as quorum owner, when it stops acting if no input
+    /// arrives before (the end of its lease); `None` when not acting.
+    fn acting_owner_until(&self, core: &Core, now: Duration) -> Option<Duration> {
+        if !self.is_acting_owner(core, now) {
+            return None;
+        }
+        self.acting_until(core, now)
     }
 
     /// The owner of its view, and it may take global updates.
