@@ -248,6 +248,21 @@ impl Cluster {
         crate::group_online_on(&self.rt, &self.cfg, g)
     }
 
+    /// Whether the cluster event log records `node` joining after
+    /// `since_ms` (the Failover Manager's owner logs every join it sees).
+    fn logged_join(&self, node: &str, since_ms: u64) -> Result<bool> {
+        let client = busrig_cluster::admin_client::AdminClient::new(Vec::new(), Some(&self.cfg))
+            .map_err(|e| LabError::Failed(format!("cluster event log: {e}")))?;
+        let db = self
+            .rt
+            .block_on(client.db())
+            .map_err(|e| LabError::Failed(format!("cluster event log: {e}")))?;
+        let want = format!("node {node} joined the cluster");
+        Ok(busrig_cluster::admin_client::events(&db)
+            .iter()
+            .any(|e| e.ms >= since_ms && e.text.starts_with(&want)))
+    }
+
     fn audit(&self, control: &str, lun: usize) -> Result<Vec<Value>> {
         let (code, v) = self.rt.block_on(busrig_http::request(
             control,
@@ -633,6 +648,13 @@ fn run_in(
     }
     if !failed_back {
         failures.push("EVS1 did not fail back to its preferred owner".into());
+    }
+    // Issue 22: under majority the restarted node once became quorum
+    // owner without anyone logging (or failing back on) its join.
+    if !cl.logged_join(&victim, restart_at)? {
+        failures.push(format!(
+            "the cluster event log has no join of {victim} after its restart"
+        ));
     }
     Ok(DemoReport {
         timeline,

@@ -1210,6 +1210,23 @@ queue_depth = 32
     }
 
     #[test]
+    fn resize_defaults_to_refuse_and_takes_grow_or_any() {
+        let lun = |extra: &str| {
+            validate(&ONE.replace("size = \"1MiB\"", &format!("size = \"1MiB\"\n{extra}")))
+                .map(|c| c.targets[0].luns[0].resize)
+        };
+        use crate::lu::Resize;
+        assert_eq!(lun(""), Ok(Resize::Refuse));
+        assert_eq!(lun("resize = \"refuse\""), Ok(Resize::Refuse));
+        assert_eq!(lun("resize = \"grow\""), Ok(Resize::Grow));
+        assert_eq!(lun("resize = \"any\""), Ok(Resize::Any));
+        assert_eq!(
+            lun("resize = \"shrink\""),
+            Err("lun 0 of target iqn.2026-11.io.busrig:t1: resize must be \"refuse\", \"grow\" or \"any\", got \"shrink\"".into())
+        );
+    }
+
+    #[test]
     fn removable_and_physical_block_size_default_off_and_parse() {
         let c = validate(ONE).unwrap();
         let l = &c.targets[0].luns[0];
