@@ -1231,7 +1231,12 @@ fn rejoin_after_owner_kill(
 /// admitted a node keeps the cluster: the joiner is a member under it.
 #[test]
 fn a_restarted_node_rejoins_under_the_owner_that_took_over() {
-    for (model, nodes) in [("majority", 3), ("majority", 4), ("disk-scsi2", 3), ("disk-pr", 3)] {
+    for (model, nodes) in [
+        ("majority", 3),
+        ("majority", 4),
+        ("disk-scsi2", 3),
+        ("disk-pr", 3),
+    ] {
         for seed in 0..12 {
             let (victim, took_over, owner) = rejoin_after_owner_kill(model, nodes, seed)
                 .unwrap_or_else(|e| panic!("{model}, {nodes} nodes, seed {seed}: {e}"));

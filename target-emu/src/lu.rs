@@ -1368,7 +1368,11 @@ mod tests {
             assert!(text.contains(&path.display().to_string()), "{text}");
             assert!(text.contains(&format!("is {} bytes", 1 << 20)), "{text}");
             assert!(text.contains(&format!("size is {size} bytes")), "{text}");
-            let how = if size > 1 << 20 { "resize = \"grow\"" } else { "resize = \"any\"" };
+            let how = if size > 1 << 20 {
+                "resize = \"grow\""
+            } else {
+                "resize = \"any\""
+            };
             assert!(text.contains(how), "{text}");
             assert_eq!(std::fs::read(&path).unwrap(), content, "file changed");
         }

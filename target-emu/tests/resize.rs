@@ -82,7 +82,10 @@ fn a_refused_size_change_touches_no_file_of_the_bus() {
     let e = build(dir.path(), &bus("4MiB", "", "2MiB", ""))
         .err()
         .expect("growing LUN 0 without permission must be refused");
-    assert!(e.contains("LUN 0") && e.contains("resize = \"grow\""), "{e}");
+    assert!(
+        e.contains("LUN 0") && e.contains("resize = \"grow\""),
+        "{e}"
+    );
 
     // With "any" on LUN 1 and "grow" on LUN 0 both change, and LUN 1
     // keeps its first MiB.
