@@ -48,6 +48,13 @@ impl DemoOptions {
         if self.nodes < 2 || self.nodes > 4 {
             fail!("--nodes must be 2 to 4 (one passive node and up to three virtual servers on three data LUNs)");
         }
+        if self.nodes == 2 && self.quorum == "majority" {
+            // The witness holds no replica, so a lone survivor of two keeps
+            // its quorum but commits no change: EVS1 cannot move to it
+            // (cluster/src/node/majority.rs, "Where the cluster database
+            // lives").
+            fail!("--nodes 2 --quorum majority cannot fail over: with two nodes a change (EVS1's new owner) commits only on both node replicas, the witness disk holds none; use 3 or 4 nodes, or a disk quorum model");
+        }
         Ok(())
     }
 
