@@ -1172,3 +1172,80 @@ fn replayed_traffic_of_a_killed_node_does_not_delay_failover() {
         }
     }
 }
+
+/// Forms a `nodes`-node cluster of `model` from `seed`, kills the quorum
+/// owner for good, waits for the takeover, restarts the killed node and
+/// lets it rejoin. Returns (killed node, the owner that took over, the
+/// settled owner once the killed node is back).
+fn rejoin_after_owner_kill(
+    model: &str,
+    nodes: usize,
+    seed: u64,
+) -> Result<(usize, usize, usize), String> {
+    let cfg = config(model, nodes, false);
+    let t = cfg.timing;
+    let mut sim = Sim::with(cfg, ChaCha8Rng::seed_from_u64(seed), seed, false);
+    for i in 0..nodes {
+        sim.at(ms(10 * i as u64), Event::Fault(Fault::Restart(i)));
+    }
+    let formed = t.detection() * 4 + t.challenge_wait + t.online_delay;
+    sim.run_until(formed)?;
+    sim.check_settled()?;
+    let acting = |sim: &Sim| {
+        (0..nodes).find(|&i| {
+            sim.slots[i]
+                .node
+                .as_ref()
+                .is_some_and(|n| n.is_acting_owner(sim.now))
+        })
+    };
+    let victim = acting(&sim).ok_or("no owner after forming")?;
+    sim.down(victim);
+    let killed = sim.now;
+    let bound = takeover_bound(&sim.cfg);
+    let took_over = loop {
+        if let Some(o) = failed_over(&sim, victim) {
+            break o;
+        }
+        if sim.now - killed > bound {
+            return Err(format!("N{victim} killed: no failover within {bound:?}"));
+        }
+        sim.run_until(sim.now + ms(10))?;
+    };
+    // Let the survivors run a while as the new view, then bring it back.
+    sim.run_until(sim.now + t.heartbeat * 10)?;
+    sim.at(sim.now, Event::Fault(Fault::Restart(victim)));
+    sim.run_until(sim.now + bound * 2)?;
+    sim.check_settled()?;
+    let owner = acting(&sim).ok_or("no owner after the rejoin")?;
+    Ok((victim, took_over, owner))
+}
+
+/// Issue 22: under `majority` a restarted node that asked to join (on
+/// both networks, so twice) was admitted by the owner, whose own vote then
+/// waited for the new view's epoch to reach its disk; the second copy of
+/// the request found the owner "without a majority" and started a regroup
+/// with the joiner, which as the lowest node coordinated it and became
+/// owner. Its Failover Manager had never seen the node join, so nothing
+/// failed back (`busrig demo --nodes 3 --quorum majority`). An owner that
+/// admitted a node keeps the cluster: the joiner is a member under it.
+#[test]
+fn a_restarted_node_rejoins_under_the_owner_that_took_over() {
+    for (model, nodes) in [
+        ("majority", 3),
+        ("majority", 4),
+        ("disk-scsi2", 3),
+        ("disk-pr", 3),
+    ] {
+        for seed in 0..12 {
+            let (victim, took_over, owner) = rejoin_after_owner_kill(model, nodes, seed)
+                .unwrap_or_else(|e| panic!("{model}, {nodes} nodes, seed {seed}: {e}"));
+            assert_ne!(took_over, victim, "{model}, seed {seed}");
+            assert_eq!(
+                owner, took_over,
+                "{model}, {nodes} nodes, seed {seed}: N{victim} restarted and the cluster \
+                 moved from owner N{took_over} to N{owner}"
+            );
+        }
+    }
+}

@@ -54,6 +54,13 @@ impl DemoOptions {
         if self.nodes < 2 || self.nodes > 4 {
             fail!("--nodes must be 2 to 4 (one passive node and up to three virtual servers on three data LUNs)");
         }
+        if self.nodes == 2 && self.quorum == "majority" {
+            // The witness holds no replica, so a lone survivor of two keeps
+            // its quorum but commits no change: EVS1 cannot move to it
+            // (cluster/src/node/majority.rs, "Where the cluster database
+            // lives").
+            fail!("--nodes 2 --quorum majority cannot fail over: with two nodes a change (EVS1's new owner) commits only on both node replicas, the witness disk holds none; use 3 or 4 nodes, or a disk quorum model");
+        }
         Ok(())
     }
 
@@ -290,6 +297,21 @@ impl Cluster {
     /// The node group `g` is online on (as its owner reports it).
     fn online_on(&self, g: &str) -> Option<String> {
         crate::group_online_on(&self.rt, &self.cfg, g)
+    }
+
+    /// Whether the cluster event log records `node` joining after
+    /// `since_ms` (the Failover Manager's owner logs every join it sees).
+    fn logged_join(&self, node: &str, since_ms: u64) -> Result<bool> {
+        let client = busrig_cluster::admin_client::AdminClient::new(Vec::new(), Some(&self.cfg))
+            .map_err(|e| LabError::Failed(format!("cluster event log: {e}")))?;
+        let db = self
+            .rt
+            .block_on(client.db())
+            .map_err(|e| LabError::Failed(format!("cluster event log: {e}")))?;
+        let want = format!("node {node} joined the cluster");
+        Ok(busrig_cluster::admin_client::events(&db)
+            .iter()
+            .any(|e| e.ms >= since_ms && e.text.starts_with(&want)))
     }
 
     fn audit(&self, control: &str, lun: usize) -> Result<Vec<Value>> {
@@ -700,6 +722,13 @@ fn run_in(
     }
     if !failed_back {
         failures.push("EVS1 did not fail back to its preferred owner".into());
+    }
+    // Issue 22: under majority the restarted node once became quorum
+    // owner without anyone logging (or failing back on) its join.
+    if !cl.logged_join(&victim, restart_at)? {
+        failures.push(format!(
+            "the cluster event log has no join of {victim} after its restart"
+        ));
     }
     Ok(DemoReport {
         timeline,

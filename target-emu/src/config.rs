@@ -30,6 +30,9 @@
 //! removable = false          # RMB 1: START STOP UNIT may eject the medium;
 //!                            # never for cluster disks (Windows refuses them)
 //! write_cache = "page-cache" # or "volatile": unflushed writes die in a power-cycle fault
+//! resize = "refuse"          # an existing file of another length: "refuse"
+//!                            # (default), "grow" (extend it, data kept) or
+//!                            # "any" (also truncate it to `size`)
 //!
 //! # The disk model (optional, off by default: full speed). See crate::model.
 //! disk_model = "hdd-10k"     # a named back end: hdd-7200, hdd-10k, hdd-15k, ssd
@@ -234,6 +237,10 @@ pub struct LunConfig {
     /// `page-cache` (default) or `volatile`.
     #[serde(default)]
     pub write_cache: Option<String>,
+    /// `refuse` (default), `grow` or `any`: what may happen to an existing
+    /// backing file whose length is not `size` (crate::lu::Resize).
+    #[serde(default)]
+    pub resize: Option<String>,
     /// A named back-end model (crate::model::PRESETS).
     #[serde(default)]
     pub disk_model: Option<String>,
@@ -466,6 +473,8 @@ pub struct LunDef {
     pub write_cache: crate::lu::WriteCache,
     /// The modelled back end; `None` runs at the backing file's speed.
     pub model: Option<crate::model::DiskModelSpec>,
+    /// What may happen to an existing backing file of another length.
+    pub resize: crate::lu::Resize,
 }
 
 /// A validated target.
@@ -878,6 +887,16 @@ fn validate_lun(target: &str, l: &LunConfig, data_dir: &Path) -> Result<LunDef, 
             )))
         }
     };
+    let resize = match l.resize.as_deref() {
+        None | Some("refuse") => crate::lu::Resize::Refuse,
+        Some("grow") => crate::lu::Resize::Grow,
+        Some("any") => crate::lu::Resize::Any,
+        Some(other) => {
+            return Err(invalid(format!(
+                "{ctx}: resize must be \"refuse\", \"grow\" or \"any\", got {other:?}"
+            )))
+        }
+    };
     let model = validate_model(&ctx, l)?;
     Ok(LunDef {
         id: l.id,
@@ -890,6 +909,7 @@ fn validate_lun(target: &str, l: &LunConfig, data_dir: &Path) -> Result<LunDef, 
         serial,
         write_cache,
         model,
+        resize,
     })
 }
 
@@ -1186,6 +1206,23 @@ queue_depth = 32
         assert_eq!(
             e,
             "lun 0 of target iqn.2026-11.io.busrig:t1: block_size must be 512 or 4096, got 1000"
+        );
+    }
+
+    #[test]
+    fn resize_defaults_to_refuse_and_takes_grow_or_any() {
+        let lun = |extra: &str| {
+            validate(&ONE.replace("size = \"1MiB\"", &format!("size = \"1MiB\"\n{extra}")))
+                .map(|c| c.targets[0].luns[0].resize)
+        };
+        use crate::lu::Resize;
+        assert_eq!(lun(""), Ok(Resize::Refuse));
+        assert_eq!(lun("resize = \"refuse\""), Ok(Resize::Refuse));
+        assert_eq!(lun("resize = \"grow\""), Ok(Resize::Grow));
+        assert_eq!(lun("resize = \"any\""), Ok(Resize::Any));
+        assert_eq!(
+            lun("resize = \"shrink\""),
+            Err("lun 0 of target iqn.2026-11.io.busrig:t1: resize must be \"refuse\", \"grow\" or \"any\", got \"shrink\"".into())
         );
     }
 

@@ -3,9 +3,11 @@
 //! executor in [`crate::scsi`] reads and changes.
 //!
 //! Backing file: created sparse (`set_len`) when missing. An existing file
-//! that is smaller than the configured size is grown, sparse, to the size
-//! (its data is kept); a larger one is used as is and only its first
-//! `size_bytes` are exposed. Nothing here ever truncates a file.
+//! whose length differs from the configured size is refused unless the
+//! LUN's [`Resize`] permission allows the change: `grow` extends it, sparse,
+//! keeping its data; only `any` truncates a longer file to the size (the
+//! data before the new end is kept, the rest is gone). A configuration
+//! whose `size` was edited by mistake therefore never costs data.
 //!
 //! Identity: the NAA 6 identifier is derived from CRC32C hashes of the
 //! target name and LUN, so it is the same after every restart (SPC-4
@@ -95,6 +97,30 @@ pub enum WriteCache {
     Volatile,
 }
 
+/// What opening a LUN may do to an existing backing file whose length
+/// differs from the configured size (the `resize` key of a LUN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Resize {
+    /// Refuse to open the LUN: the file keeps its length and its data.
+    #[default]
+    Refuse,
+    /// Grow a shorter file (sparse); refuse a longer one.
+    Grow,
+    /// Grow a shorter file, truncate a longer one to the size.
+    Any,
+}
+
+impl Resize {
+    /// The configuration word.
+    pub fn name(self) -> &'static str {
+        match self {
+            Resize::Refuse => "refuse",
+            Resize::Grow => "grow",
+            Resize::Any => "any",
+        }
+    }
+}
+
 impl WriteCache {
     pub fn name(self) -> &'static str {
         match self {
@@ -163,6 +189,8 @@ pub struct LunSpec {
     pub write_cache: WriteCache,
     /// The modelled back end (crate::model); `None`: full speed.
     pub model: Option<crate::model::DiskModelSpec>,
+    /// What may happen to an existing backing file of another length.
+    pub resize: Resize,
 }
 
 impl LunSpec {
@@ -188,6 +216,7 @@ impl LunSpec {
             serial,
             write_cache: WriteCache::PageCache,
             model: None,
+            resize: Resize::Refuse,
         }
     }
 }
@@ -217,6 +246,20 @@ pub enum LunError {
         size_bytes: u64,
         block_size: u32,
     },
+    /// The existing backing file's length differs from the configured size
+    /// and the LUN's `resize` permission does not allow that change.
+    #[error(
+        "LUN {lun}: backing file {path} is {file_len} bytes but the configured size is {size_bytes} bytes; {hint}",
+        path = path.display(),
+        hint = resize_hint(*file_len, *size_bytes, *allowed)
+    )]
+    SizeMismatch {
+        lun: u64,
+        path: PathBuf,
+        file_len: u64,
+        size_bytes: u64,
+        allowed: Resize,
+    },
     /// The backing file could not be created, opened or grown.
     #[error("LUN {lun}: backing file {path}: {source}")]
     Io {
@@ -227,6 +270,62 @@ pub enum LunError {
     /// The persistent reservation state next to the file is unreadable.
     #[error("LUN {lun}: {0}", lun = .1)]
     Reservations(#[source] ReservationError, u64),
+}
+
+/// How to let a refused size change through, for [`LunError::SizeMismatch`].
+fn resize_hint(file_len: u64, size_bytes: u64, allowed: Resize) -> String {
+    let keep = format!("set size = {file_len} to keep the file as it is");
+    if file_len < size_bytes {
+        format!("{keep}, or resize = \"grow\" on this LUN to grow it (its data is kept)")
+    } else if allowed == Resize::Grow {
+        format!(
+            "resize = \"grow\" never shrinks a file: {keep}, or resize = \"any\" to truncate it (the last {} bytes are lost)",
+            file_len - size_bytes
+        )
+    } else {
+        format!(
+            "{keep}, or resize = \"any\" on this LUN to truncate it (the last {} bytes are lost)",
+            file_len - size_bytes
+        )
+    }
+}
+
+/// What opening `spec` does to its existing backing file of `file_len`
+/// bytes: `Ok(None)` leaves it as it is, `Ok(Some(len))` sets its length.
+fn resize_to(spec: &LunSpec, file_len: u64) -> Result<Option<u64>, LunError> {
+    let size = spec.size_bytes;
+    let allowed = match spec.resize {
+        _ if file_len == size => return Ok(None),
+        Resize::Grow => file_len < size,
+        Resize::Any => true,
+        Resize::Refuse => false,
+    };
+    if !allowed {
+        return Err(LunError::SizeMismatch {
+            lun: spec.lun,
+            path: spec.path.clone(),
+            file_len,
+            size_bytes: size,
+            allowed: spec.resize,
+        });
+    }
+    Ok(Some(size))
+}
+
+/// Checks, without changing anything, that `spec` may open its backing
+/// file: a missing file will be created, an existing one must have the
+/// configured length or a `resize` permission for the change. The server
+/// checks every LUN this way before it opens any.
+pub fn check_backing_file(spec: &LunSpec) -> Result<(), LunError> {
+    match std::fs::metadata(&spec.path) {
+        Ok(m) => resize_to(spec, m.len()).map(|_| ()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(LunError::Io {
+            lun: spec.lun,
+            path: spec.path.clone(),
+            source,
+        }),
+    }
 }
 
 /// Which I_T nexuses a unit attention is for.
@@ -343,8 +442,9 @@ impl LogicalUnit {
             path: spec.path.clone(),
             source,
         };
-        // Create (or grow) with write access even for a read-only LU; the
-        // handle kept for I/O is read-only then.
+        // Create (or resize, where `spec.resize` allows it) with write
+        // access even for a read-only LU; the handle kept for I/O is
+        // read-only then.
         {
             let f = OpenOptions::new()
                 .read(true)
@@ -355,20 +455,39 @@ impl LogicalUnit {
             match f {
                 Ok(f) => {
                     let len = f.metadata().map_err(io_err)?.len();
-                    if len < spec.size_bytes {
-                        f.set_len(spec.size_bytes).map_err(io_err)?;
+                    // A file this call just created has length 0; an
+                    // empty one that was there holds no data to lose.
+                    let created = len == 0;
+                    let to = if created {
+                        Some(spec.size_bytes)
+                    } else {
+                        resize_to(&spec, len)?
+                    };
+                    if let Some(to) = to {
+                        if !created {
+                            tracing::warn!(
+                                lun,
+                                path = %spec.path.display(),
+                                from = len,
+                                to,
+                                "backing file resized (resize = {})",
+                                spec.resize.name()
+                            );
+                        }
+                        f.set_len(to).map_err(io_err)?;
                     }
                 }
                 Err(e) if spec.read_only && e.kind() == io::ErrorKind::PermissionDenied => {
                     let len = std::fs::metadata(&spec.path).map_err(io_err)?.len();
-                    if len < spec.size_bytes {
-                        return Err(io_err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!(
-                                "read-only file is {len} bytes, smaller than {}",
-                                spec.size_bytes
-                            ),
-                        )));
+                    if len != spec.size_bytes {
+                        return Err(LunError::SizeMismatch {
+                            lun,
+                            path: spec.path.clone(),
+                            file_len: len,
+                            size_bytes: spec.size_bytes,
+                            // A file we may not write cannot be resized.
+                            allowed: Resize::Refuse,
+                        });
                     }
                 }
                 Err(e) => return Err(io_err(e)),
@@ -1196,22 +1315,110 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
     }
 
+    /// `spec` with a resize permission.
+    fn resizing(dir: &tempfile::TempDir, size: u64, resize: Resize) -> LunSpec {
+        LunSpec {
+            resize,
+            ..spec(dir, size, 512)
+        }
+    }
+
+    /// A 1 MiB backing file with a distinct byte in every 4 KiB.
+    fn patterned_file(dir: &tempfile::TempDir) -> (PathBuf, Vec<u8>) {
+        let path = dir.path().join("lun3.img");
+        let content: Vec<u8> = (0..1u32 << 20).map(|i| (i >> 12) as u8).collect();
+        std::fs::write(&path, &content).unwrap();
+        (path, content)
+    }
+
+    fn mismatch(r: Result<LogicalUnit, LunError>) -> LunError {
+        match r {
+            Err(e @ LunError::SizeMismatch { .. }) => e,
+            other => panic!("want SizeMismatch, got {other:?}"),
+        }
+    }
+
     #[test]
-    fn open_creates_sparse_and_grows_but_never_truncates() {
+    fn open_creates_a_missing_file_sparse_and_reopens_it_at_the_same_size() {
         let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lun3.img");
         let lu = LogicalUnit::open(spec(&dir, 1 << 20, 512), "iqn.t").unwrap();
         assert_eq!(lu.blocks(), 2048);
-        let path = dir.path().join("lun3.img");
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 1 << 20);
         drop(lu);
-        // Bigger configured size: the file grows.
-        let lu = LogicalUnit::open(spec(&dir, 2 << 20, 512), "iqn.t").unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 2 << 20);
-        drop(lu);
-        // Smaller configured size: the file keeps its length.
+        // The same configuration again: nothing to resize, no permission needed.
         let lu = LogicalUnit::open(spec(&dir, 1 << 20, 4096), "iqn.t").unwrap();
         assert_eq!(lu.blocks(), 256);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 2 << 20);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 1 << 20);
+    }
+
+    #[test]
+    fn a_differing_size_is_refused_and_the_file_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, content) = patterned_file(&dir);
+        for size in [2 << 20, 512 << 10] {
+            let s = spec(&dir, size, 512);
+            assert!(matches!(
+                check_backing_file(&s),
+                Err(LunError::SizeMismatch { .. })
+            ));
+            let e = mismatch(LogicalUnit::open(s, "iqn.t"));
+            let text = e.to_string();
+            assert!(text.contains(&path.display().to_string()), "{text}");
+            assert!(text.contains(&format!("is {} bytes", 1 << 20)), "{text}");
+            assert!(text.contains(&format!("size is {size} bytes")), "{text}");
+            let how = if size > 1 << 20 {
+                "resize = \"grow\""
+            } else {
+                "resize = \"any\""
+            };
+            assert!(text.contains(how), "{text}");
+            assert_eq!(std::fs::read(&path).unwrap(), content, "file changed");
+        }
+    }
+
+    #[test]
+    fn grow_permission_grows_and_keeps_the_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, content) = patterned_file(&dir);
+        let s = resizing(&dir, 2 << 20, Resize::Grow);
+        check_backing_file(&s).unwrap();
+        let lu = LogicalUnit::open(s, "iqn.t").unwrap();
+        assert_eq!(lu.blocks(), 4096);
+        let now = std::fs::read(&path).unwrap();
+        assert_eq!(now.len(), 2 << 20);
+        assert_eq!(now[..1 << 20], content[..]);
+        assert!(now[1 << 20..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn grow_permission_never_shrinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, content) = patterned_file(&dir);
+        let s = resizing(&dir, 512 << 10, Resize::Grow);
+        assert!(check_backing_file(&s).is_err());
+        let text = mismatch(LogicalUnit::open(s, "iqn.t")).to_string();
+        assert!(text.contains("never shrinks"), "{text}");
+        assert!(text.contains("resize = \"any\""), "{text}");
+        assert_eq!(std::fs::read(&path).unwrap(), content, "file changed");
+    }
+
+    #[test]
+    fn any_permission_shrinks_keeping_the_data_before_the_new_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, content) = patterned_file(&dir);
+        let s = resizing(&dir, 512 << 10, Resize::Any);
+        check_backing_file(&s).unwrap();
+        let lu = LogicalUnit::open(s, "iqn.t").unwrap();
+        assert_eq!(lu.blocks(), 1024);
+        drop(lu);
+        assert_eq!(std::fs::read(&path).unwrap(), content[..512 << 10]);
+        // And it grows too.
+        let lu = LogicalUnit::open(resizing(&dir, 1 << 20, Resize::Any), "iqn.t").unwrap();
+        assert_eq!(lu.blocks(), 2048);
+        let now = std::fs::read(&path).unwrap();
+        assert_eq!(now[..512 << 10], content[..512 << 10]);
+        assert!(now[512 << 10..].iter().all(|&b| b == 0));
     }
 
     #[test]

@@ -152,28 +152,31 @@ impl TargetServer {
                     .map(|l| Arc::new(crate::model::Link::new(l)))
             })
             .collect();
+        // Every LUN's backing file is checked before any is created or
+        // resized, so a refused size change leaves every file as it was.
+        let specs: Vec<Vec<LunSpec>> = config
+            .targets
+            .iter()
+            .map(|t| t.luns.iter().map(lun_spec).collect())
+            .collect();
+        for (t, specs) in config.targets.iter().zip(&specs) {
+            for spec in specs {
+                crate::lu::check_backing_file(spec).map_err(|source| ServerError::Lun {
+                    target: t.name.clone(),
+                    source,
+                })?;
+            }
+        }
         let mut targets = Vec::new();
-        for t in &config.targets {
+        for (t, specs) in config.targets.iter().zip(specs) {
             let mut luns = Vec::new();
-            for l in &t.luns {
-                if let Some(parent) = l.path.parent() {
+            for spec in specs {
+                if let Some(parent) = spec.path.parent() {
                     std::fs::create_dir_all(parent).map_err(|source| ServerError::Directory {
                         path: parent.to_path_buf(),
                         source,
                     })?;
                 }
-                let mut spec = LunSpec::new(
-                    l.id,
-                    l.path.clone(),
-                    l.size_bytes,
-                    l.block_size,
-                    l.read_only,
-                    l.serial.clone(),
-                );
-                spec.write_cache = l.write_cache;
-                spec.removable = l.removable;
-                spec.physical_block_size = l.physical_block_size;
-                spec.model = l.model.clone();
                 let lu = LogicalUnit::open(spec, &t.name).map_err(|source| ServerError::Lun {
                     target: t.name.clone(),
                     source,
@@ -265,6 +268,24 @@ impl TargetServer {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// The logical unit `l` describes.
+fn lun_spec(l: &crate::config::LunDef) -> LunSpec {
+    let mut spec = LunSpec::new(
+        l.id,
+        l.path.clone(),
+        l.size_bytes,
+        l.block_size,
+        l.read_only,
+        l.serial.clone(),
+    );
+    spec.write_cache = l.write_cache;
+    spec.removable = l.removable;
+    spec.physical_block_size = l.physical_block_size;
+    spec.model = l.model.clone();
+    spec.resize = l.resize;
+    spec
 }
 
 /// Loads and validates the configuration (the file, or the embedded

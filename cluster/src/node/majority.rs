@@ -245,6 +245,21 @@ impl Majority {
         }
     }
 
+    /// A settled owner that lacks only its own vote, for its view's epoch
+    /// is not on its disk yet (queued or in flight), and would act with it.
+    fn acts_once_epoch_persisted(&self, core: &Core, now: Duration) -> bool {
+        let Phase::Member(ms) = &core.phase else {
+            return false;
+        };
+        let me = core.me;
+        if ms.regroup.is_some() || ms.view.owner != Some(me) || !self.ready {
+            return false;
+        }
+        let waiting_for_disk = self.persisted_epoch < ms.view.epoch;
+        let own = usize::from(waiting_for_disk && self.may_vote_for(me, now));
+        own == 1 && Votes::of(&core.cfg).has_quorum(self.votes(me, &ms.view, now) + own)
+    }
+
     /// Live votes for this node as owner now.
     fn live_votes(&self, core: &Core, now: Duration) -> usize {
         core.view().map_or(0, |view| self.votes(core.me, view, now))
@@ -946,9 +961,16 @@ impl QuorumModel for Majority {
     }
 
     /// An owner without a majority regroups with every node, the joiner
-    /// included (it takes part from Joining).
+    /// included (it takes part from Joining). An owner whose only missing
+    /// vote is its own, waiting for its view's epoch to reach its disk (it
+    /// has just admitted a joiner), is not without one: it answers busy.
+    /// Otherwise the joiner's request on the second network, right behind
+    /// the first, started a regroup the joiner (the lowest node) then
+    /// coordinated and owned, and its Failover Manager never saw it join
+    /// (issue 22; `a_restarted_node_rejoins_under_the_owner_that_took_over`
+    /// in `tests/sim.rs`).
     fn admits_only_by_regroup(&self, core: &Core, now: Duration) -> bool {
-        !self.is_acting_owner(core, now)
+        !self.is_acting_owner(core, now) && !self.acts_once_epoch_persisted(core, now)
     }
 
     fn log_ready(&self) -> bool {
