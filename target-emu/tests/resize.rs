@@ -37,7 +37,9 @@ fn build(dir: &Path, toml: &str) -> Result<TargetServer, String> {
         .map_err(|e| e.to_string())?
         .validate(dir)
         .map_err(|e| e.to_string())?;
-    TargetServer::build(cfg).map_err(|e| e.to_string())
+    // The whole chain, as `busrig target` prints it: the server's error
+    // names the target, its source the LUN and the file.
+    TargetServer::build(cfg).map_err(|e| busrig_lograte::text::error_chain(&e))
 }
 
 fn len(p: &Path) -> u64 {
