@@ -233,16 +233,18 @@ fn start(
     t: Arc<ClusterTransport>,
     shared: &Arc<Mutex<SharedDisk>>,
 ) -> Running {
-    start_slow(cfg, me, t, shared, Duration::ZERO)
+    spawn_node(cfg, me, t, shared, Duration::ZERO, None)
 }
 
-/// [`start`] with a disk whose reads and writes take `data_delay`.
-fn start_slow(
+/// [`start`] with a disk whose reads and writes take `data_delay`, taking
+/// commands from `commands` if given.
+fn spawn_node(
     cfg: &Arc<ClusterConfig>,
     me: u16,
     t: Arc<ClusterTransport>,
     shared: &Arc<Mutex<SharedDisk>>,
     data_delay: Duration,
+    commands: Option<tokio::sync::mpsc::UnboundedReceiver<busrig_cluster::driver::Command>>,
 ) -> Running {
     let cfg = cfg.clone();
     let disk = MemDisk {
@@ -255,6 +257,7 @@ fn start_slow(
     let task = tokio::spawn(async move {
         let node = Node::new(cfg, &format!("N{me}"), 1, Duration::ZERO).expect("node");
         let mut io = Io {
+            commands,
             status: Some(stx),
             ..Io::default()
         };
@@ -383,7 +386,14 @@ async fn renewals_do_not_wait_behind_slow_log_io() {
     let cfg = cluster_config(1);
     let shared = Arc::new(Mutex::new(SharedDisk::default()));
     let t = transports(1).await;
-    let mut n0 = start_slow(&cfg, 0, t[0].clone(), &shared, Duration::from_millis(700));
+    let mut n0 = spawn_node(
+        &cfg,
+        0,
+        t[0].clone(),
+        &shared,
+        Duration::from_millis(700),
+        None,
+    );
     wait_for(&mut n0.0, "N0 forms the cluster", |s| s.acting_owner).await;
     let until = tokio::time::Instant::now() + Duration::from_secs(3);
     let mut seen = Vec::new();
@@ -591,27 +601,8 @@ fn start_with_commands(
     tokio::sync::mpsc::UnboundedSender<busrig_cluster::driver::Command>,
 ) {
     let (cmd_tx, cmd_rx) = tokio::sync::mpsc::unbounded_channel();
-    let cfg = cfg.clone();
-    let disk = MemDisk {
-        me,
-        disk: shared.clone(),
-        data_delay: Duration::ZERO,
-    };
-    let (stx, srx) = watch::channel(NodeStatus::default());
-    let (qtx, qrx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let node = Node::new(cfg, &format!("N{me}"), 1, Duration::ZERO).expect("node");
-        let mut io = Io {
-            commands: Some(cmd_rx),
-            status: Some(stx),
-            ..Io::default()
-        };
-        run(node, &t, &disk, &mut io, async {
-            let _ = qrx.await;
-        })
-        .await
-    });
-    ((srx, qtx, task), cmd_tx)
+    let node = spawn_node(cfg, me, t, shared, Duration::ZERO, Some(cmd_rx));
+    (node, cmd_tx)
 }
 
 type ReadReply = Result<busrig_cluster::db::DbSnapshot, busrig_cluster::driver::NotReadable>;
