@@ -11,7 +11,7 @@
 //! | method and path | body | what |
 //! |---|---|---|
 //! | `GET /status` | | [`ClusterStatus`]: this node's view of the cluster |
-//! | `GET /db` | | the cluster database: `{"seq": N, "entries": {..}}` |
+//! | `GET /db` | | the cluster database: `{"seq": N, "entries": {..}}`; 503 from a node not yet a member with the cluster's copy |
 //! | `POST /db` | `{"op": "put", "key": K, "value": V}` or `{"op": "delete", "key": K}` | a global update; answers once it is committed |
 //! | `POST /node` | `{"action": "pause" \| "resume" \| "evict", "node": NAME}` | membership changes; only the quorum owner takes them (409 names the owner otherwise) |
 //! | `POST /partition` | `{"net": "private" \| "public" \| "both", "cut": BOOL}` | the lab's network partition switch for this node |
@@ -604,13 +604,18 @@ impl Admin {
         self.commit(changes).await
     }
 
+    /// `GET /db`: this node's copy, only once it is the cluster's; a
+    /// joining or restarted node refuses with 503 rather than answer from
+    /// an empty or earlier life's copy (docs/semantics.md, "Reading the
+    /// database").
     async fn db(&self) -> HttpResponse {
         let (tx, rx) = oneshot::channel();
-        if self.commands.send(Command::Snapshot(tx)).is_err() {
+        if self.commands.send(Command::Read(tx)).is_err() {
             return HttpResponse::error(503, "the cluster service is not running");
         }
         match rx.await {
-            Ok(db) => HttpResponse::ok(json!({ "seq": db.seq, "entries": db.entries })),
+            Ok(Ok(db)) => HttpResponse::ok(json!({ "seq": db.seq, "entries": db.entries })),
+            Ok(Err(why)) => HttpResponse::error(503, why.to_string()),
             Err(_) => HttpResponse::error(503, "the cluster service stopped"),
         }
     }
@@ -1024,6 +1029,9 @@ mod tests {
                         Command::ProposeIn { .. } => {}
                         Command::Snapshot(reply) => {
                             let _ = reply.send(db2.lock().unwrap().clone());
+                        }
+                        Command::Read(reply) => {
+                            let _ = reply.send(Ok(db2.lock().unwrap().clone()));
                         }
                         Command::Evict(id) => {
                             m2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

@@ -233,16 +233,18 @@ fn start(
     t: Arc<ClusterTransport>,
     shared: &Arc<Mutex<SharedDisk>>,
 ) -> Running {
-    start_slow(cfg, me, t, shared, Duration::ZERO)
+    spawn_node(cfg, me, t, shared, Duration::ZERO, None)
 }
 
-/// [`start`] with a disk whose reads and writes take `data_delay`.
-fn start_slow(
+/// [`start`] with a disk whose reads and writes take `data_delay`, taking
+/// commands from `commands` if given.
+fn spawn_node(
     cfg: &Arc<ClusterConfig>,
     me: u16,
     t: Arc<ClusterTransport>,
     shared: &Arc<Mutex<SharedDisk>>,
     data_delay: Duration,
+    commands: Option<tokio::sync::mpsc::UnboundedReceiver<busrig_cluster::driver::Command>>,
 ) -> Running {
     let cfg = cfg.clone();
     let disk = MemDisk {
@@ -255,6 +257,7 @@ fn start_slow(
     let task = tokio::spawn(async move {
         let node = Node::new(cfg, &format!("N{me}"), 1, Duration::ZERO).expect("node");
         let mut io = Io {
+            commands,
             status: Some(stx),
             ..Io::default()
         };
@@ -383,7 +386,14 @@ async fn renewals_do_not_wait_behind_slow_log_io() {
     let cfg = cluster_config(1);
     let shared = Arc::new(Mutex::new(SharedDisk::default()));
     let t = transports(1).await;
-    let mut n0 = start_slow(&cfg, 0, t[0].clone(), &shared, Duration::from_millis(700));
+    let mut n0 = spawn_node(
+        &cfg,
+        0,
+        t[0].clone(),
+        &shared,
+        Duration::from_millis(700),
+        None,
+    );
     wait_for(&mut n0.0, "N0 forms the cluster", |s| s.acting_owner).await;
     let until = tokio::time::Instant::now() + Duration::from_secs(3);
     let mut seen = Vec::new();
@@ -577,4 +587,87 @@ async fn a_proposal_for_an_earlier_service_life_is_refused_after_a_restart() {
     assert_eq!(db.get("life2"), Some("v"));
     end2_tx.send(()).unwrap();
     assert_eq!(lives.await.unwrap(), vec![Exit::Shutdown, Exit::Shutdown]);
+}
+
+/// Node `me` as [`start`], taking commands (reads) from the returned
+/// sender, queued before its loop runs.
+fn start_with_commands(
+    cfg: &Arc<ClusterConfig>,
+    me: u16,
+    t: Arc<ClusterTransport>,
+    shared: &Arc<Mutex<SharedDisk>>,
+) -> (
+    Running,
+    tokio::sync::mpsc::UnboundedSender<busrig_cluster::driver::Command>,
+) {
+    let (cmd_tx, cmd_rx) = tokio::sync::mpsc::unbounded_channel();
+    let node = spawn_node(cfg, me, t, shared, Duration::ZERO, Some(cmd_rx));
+    (node, cmd_tx)
+}
+
+type ReadReply = Result<busrig_cluster::db::DbSnapshot, busrig_cluster::driver::NotReadable>;
+
+/// A client's read (`GET /db`) through node `commands`.
+fn read(
+    commands: &tokio::sync::mpsc::UnboundedSender<busrig_cluster::driver::Command>,
+) -> impl Future<Output = ReadReply> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    commands
+        .send(busrig_cluster::driver::Command::Read(tx))
+        .expect("node loop alive");
+    async move { rx.await.expect("an answer") }
+}
+
+/// A node that has not joined answers no read from its own (here empty)
+/// copy: `GET /db` refuses until the node is a member with the cluster's
+/// database (issue 16, chaos seed 102: a restarted service answered a read
+/// from its empty copy 1 ms before it logged "joined").
+#[tokio::test]
+async fn a_node_that_has_not_joined_refuses_reads() {
+    use busrig_cluster::db::Change;
+    use busrig_cluster::driver::{Command, NotReadable};
+    let cfg = cluster_config(2);
+    let shared = Arc::new(Mutex::new(SharedDisk::default()));
+    let t = transports(2).await;
+    let (mut n0, c0) = start_with_commands(&cfg, 0, t[0].clone(), &shared);
+    wait_for(&mut n0.0, "N0 forms the cluster", |s| {
+        s.acting_owner && !s.writes_held
+    })
+    .await;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let put = Change::Put {
+        key: "k".into(),
+        value: "v".into(),
+    };
+    c0.send(Command::Propose(put, Some(tx))).unwrap();
+    rx.await.unwrap().expect("the put commits");
+    let db = read(&c0).await.expect("the owner answers reads");
+    assert_eq!(db.get("k"), Some("v"));
+
+    // N1 cut off from N0 cannot join: its read is refused, not answered
+    // from the empty copy it starts with.
+    for net in [Net::Private, Net::Public] {
+        t[1].set_partitioned(net, true);
+    }
+    let (n1, c1) = start_with_commands(&cfg, 1, t[1].clone(), &shared);
+    assert_eq!(read(&c1).await, Err(NotReadable::NotMember));
+    let _ = n1.1.send(());
+    let _ = n1.2.await.unwrap();
+
+    // Healed, a new N1 joins and then answers with the owner's copy.
+    for net in [Net::Private, Net::Public] {
+        t[1].set_partitioned(net, false);
+    }
+    let (mut n1, c1) = start_with_commands(&cfg, 1, t[1].clone(), &shared);
+    wait_for(&mut n1.0, "N1 joins", |s| {
+        s.view.as_ref().is_some_and(|v| v.members.len() == 2)
+            && s.phase == busrig_cluster::driver::NodePhase::Member
+    })
+    .await;
+    let db = read(&c1).await.expect("a member answers reads");
+    assert_eq!(db.get("k"), Some("v"));
+    for n in [n1, n0] {
+        let _ = n.1.send(());
+        let _ = n.2.await.unwrap();
+    }
 }

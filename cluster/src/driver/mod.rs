@@ -10,7 +10,8 @@ pub mod udp;
 
 pub use disk::{DiskExecutor, InitiatorDisks};
 pub use run::{
-    role_text, run, Command, Exit, Io, NodePhase, NodeStatus, ProposeError, ProposeResult,
+    role_text, run, Command, Exit, Io, NodePhase, NodeStatus, NotReadable, ProposeError,
+    ProposeResult,
 };
 pub use shared::{node_isid, node_session_config, NodeDisks, SharedDisk};
 pub use udp::ClusterTransport;

@@ -70,10 +70,28 @@ pub enum Command {
     },
     /// A copy of this node's cluster database.
     Snapshot(oneshot::Sender<DbSnapshot>),
+    /// A copy of the database for a client's read: refused while the node
+    /// is not a settled member or its copy is not yet the cluster's
+    /// (docs/semantics.md, "Reading the database").
+    Read(oneshot::Sender<Result<DbSnapshot, NotReadable>>),
     /// Evict a node.
     Evict(NodeId),
     /// Pause (true) or resume (false) a node.
     SetPaused(NodeId, bool),
+}
+
+/// Why a node does not answer a read from its copy of the database
+/// (docs/semantics.md, "Reading the database").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotReadable {
+    /// Joining, forming, regrouping or stopped: its copy may be an
+    /// earlier life's or may miss changes the members commit meanwhile.
+    #[error("this node is not a settled member of the cluster: its copy of the database may be stale; read from a member")]
+    NotMember,
+    /// A member whose replica is still the one its previous life left,
+    /// before the owner's replaces it.
+    #[error("this node has not yet received the owner's copy of the database; read from another member or retry")]
+    NotCurrent,
 }
 
 /// What the node looks like now, published after every input.
@@ -410,6 +428,16 @@ impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
             }
             Command::Snapshot(reply) => {
                 let _ = reply.send(self.node.db().clone());
+            }
+            Command::Read(reply) => {
+                let r = if !self.node.is_settled_member() {
+                    Err(NotReadable::NotMember)
+                } else if !self.node.db_current() {
+                    Err(NotReadable::NotCurrent)
+                } else {
+                    Ok(self.node.db().clone())
+                };
+                let _ = reply.send(r);
             }
             Command::Evict(n) => self.node.evict(now, n),
             Command::SetPaused(n, p) => self.node.set_paused(now, n, p),
