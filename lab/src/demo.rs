@@ -22,7 +22,9 @@ use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use busrig_lograte::text::now_ms;
 
 use busrig_cluster::config::ClusterConfig;
 use nix::sys::signal::Signal;
@@ -155,33 +157,10 @@ fn check_interrupted(ui: &dyn DemoUi) -> Result<()> {
     Ok(())
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Milliseconds since the Unix epoch of a tracing line's RFC 3339 time
 /// (`2026-11-22T00:54:08.866068Z ...`).
 fn line_ms(line: &str) -> Option<u64> {
-    let ts = line.split_whitespace().next()?;
-    let (date, time) = ts.trim_end_matches('Z').split_once('T')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>());
-    let (y, m, dd) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let mut t = time.split(':');
-    let h: u64 = t.next()?.parse().ok()?;
-    let mi: u64 = t.next()?.parse().ok()?;
-    let s: f64 = t.next()?.parse().ok()?;
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + dd - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = (era * 146_097 + doe - 719_468) as u64;
-    Some(((days * 86_400 + h * 3600 + mi * 60) as f64 * 1000.0 + s * 1000.0) as u64)
+    busrig_lograte::text::parse_rfc3339(line.split_whitespace().next()?)
 }
 
 /// Polls `cond` every 50 ms until it holds, showing progress.

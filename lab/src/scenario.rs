@@ -49,7 +49,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use busrig_lograte::text::now_ms;
 
 use busrig_cluster::admin;
 use busrig_cluster::config::ClusterConfig;
@@ -335,13 +337,6 @@ pub(crate) fn duration(s: &str) -> Result<Duration> {
         _ => fail!("bad duration {s:?} (e.g. 30s, 500ms, 2m)"),
     };
     Ok(Duration::from_secs_f64(secs))
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Scenario {

@@ -29,6 +29,41 @@ pub fn rfc3339(ms: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{}Z", time_of_day(ms))
 }
 
+/// Milliseconds since the Unix epoch, now (0 for a clock before 1970).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The inverse of [`rfc3339`]: milliseconds since the Unix epoch of a UTC
+/// RFC 3339 time with optional fraction, `2026-12-02T16:43:04.120456Z`, as
+/// the tracing lines of every busrig process begin (digits past the
+/// millisecond are dropped).
+pub fn parse_rfc3339(ts: &str) -> Option<u64> {
+    let (date, time) = ts.strip_suffix('Z')?.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, m, dd) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|x| x.parse::<i64>().ok());
+    let (h, mi, s) = (t.next()??, t.next()??, t.next()??);
+    let frac_ms: i64 = format!("{frac:0<3}").get(..3)?.parse().ok()?;
+    let secs = days_from_civil(y, m, dd) * 86_400 + h * 3600 + mi * 60 + s;
+    u64::try_from(secs * 1000 + frac_ms).ok()
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (the "days from
+/// civil" algorithm of the same source as [`civil_from_days`]).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// The proleptic Gregorian date of a day count since 1970-01-01 (the
 /// "days from civil" inverse in H. Hinnant's date algorithms, public
 /// domain, written out here).
@@ -95,6 +130,18 @@ pub fn error_chain(e: &(dyn Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_times_parse_back() {
+        for ms in [0, 1_796_238_051_698, 951_782_400_123] {
+            assert_eq!(parse_rfc3339(&rfc3339(ms)), Some(ms));
+        }
+        assert_eq!(
+            parse_rfc3339("2026-11-22T00:54:08.866068Z"),
+            Some(1_795_308_848_866)
+        );
+        assert_eq!(parse_rfc3339("2026-11-22 00:54:08Z"), None);
+    }
 
     #[test]
     fn times_of_day_and_dates() {

@@ -390,7 +390,7 @@ pub fn run(verb: Verb) -> anyhow::Result<ExitCode> {
                 "all" => busrig_lab::chaos::QUORUMS.map(String::from).to_vec(),
                 q => vec![q.to_string()],
             };
-            let seed = seed.unwrap_or_else(|| busrig_lab::chaos::now_ms() % 1_000_000);
+            let seed = seed.unwrap_or_else(|| busrig_lograte::text::now_ms() % 1_000_000);
             chaos(busrig_lab::chaos::ChaosOptions {
                 dir: dir.unwrap_or_else(|| busrig_lab::temp_lab_dir("chaos")),
                 schedules,

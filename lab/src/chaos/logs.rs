@@ -75,29 +75,7 @@ fn event(rest: &str) -> Option<NodeEvent> {
 /// The Unix-ms time stamp at the start of a line and the rest of it.
 fn stamp(line: &str) -> Option<(u64, &str)> {
     let (ts, rest) = line.split_once(' ')?;
-    let ts = ts.strip_suffix('Z')?;
-    let (date, time) = ts.split_once('T')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
-    let (y, m, dd) = (d.next()??, d.next()??, d.next()??);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let mut t = hms.split(':').map(|x| x.parse::<i64>().ok());
-    let (h, mi, s) = (t.next()??, t.next()??, t.next()??);
-    let frac_ms: i64 = format!("{:0<3}", frac).get(..3)?.parse().ok()?;
-    let days = days_from_civil(y, m, dd);
-    let ms = ((days * 86_400 + h * 3600 + mi * 60 + s) * 1000) + frac_ms;
-    u64::try_from(ms).ok().map(|ms| (ms, rest))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
-/// `days_from_civil`).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    busrig_lograte::text::parse_rfc3339(ts).map(|ms| (ms, rest))
 }
 
 #[cfg(test)]

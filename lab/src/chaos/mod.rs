@@ -21,7 +21,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use busrig_lograte::text::now_ms;
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -38,13 +40,6 @@ pub const QUORUMS: [&str; 3] = ["disk-scsi2", "disk-pr", "majority"];
 pub const GROUP: &str = "EVS1";
 const GROUP_IP: &str = "127.0.3.1";
 const GROUP_PORT: u16 = 2525;
-
-/// Milliseconds since the Unix epoch (the clock every lab process logs by).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// The workloads a run drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

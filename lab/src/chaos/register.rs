@@ -18,7 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
 use super::check::linear::{Operation, Outcome, RegOp};
-use super::now_ms;
+use busrig_lograte::text::now_ms;
 
 /// The keys the clients use, under `chaos/` in the cluster database.
 pub const KEYS: [&str; 3] = ["chaos/r0", "chaos/r1", "chaos/r2"];
