@@ -32,6 +32,14 @@ pub mod service_action {
     pub const READ_CAPACITY_16: u16 = 0x10;
     pub const GET_LBA_STATUS: u16 = 0x12;
     pub const REPORT_SUPPORTED_OPERATION_CODES: u16 = 0x0c;
+    /// SANITIZE (SBC-4 §5.30).
+    pub const SANITIZE_OVERWRITE: u8 = 0x01;
+    pub const SANITIZE_BLOCK_ERASE: u8 = 0x02;
+    pub const SANITIZE_EXIT_FAILURE_MODE: u8 = 0x1f;
+    /// RECEIVE COPY RESULTS (SPC-4 §6.18).
+    pub const COPY_STATUS: u8 = 0x00;
+    pub const OPERATING_PARAMETERS: u8 = 0x03;
+    pub const FAILED_SEGMENT_DETAILS: u8 = 0x04;
 }
 
 /// One supported command: its name, CDB usage data and timeouts.
@@ -131,12 +139,36 @@ pub const COMMANDS: &[CommandInfo] = &[
         [0x06, FF, FF, FF, FF, 0x1f, FF, FF, 0]
     ),
     cmd!(
+        0x37,
+        None,
+        "READ DEFECT DATA(10)",
+        [0, 0x1f, 0, 0, 0, 0, FF, FF, 0]
+    ),
+    cmd!(
         0x41,
         None,
         "WRITE SAME(10)",
         [0x08, FF, FF, FF, FF, 0x1f, FF, FF, 0]
     ),
     cmd!(0x42, None, "UNMAP", [0, 0, 0, 0, 0, 0x1f, FF, FF, 0]),
+    cmd!(
+        0x48,
+        Some(0x01),
+        "SANITIZE / OVERWRITE",
+        [0xa1, 0, 0, 0, 0, 0, FF, FF, 0]
+    ),
+    cmd!(
+        0x48,
+        Some(0x02),
+        "SANITIZE / BLOCK ERASE",
+        [0xa2, 0, 0, 0, 0, 0, FF, FF, 0]
+    ),
+    cmd!(
+        0x48,
+        Some(0x1f),
+        "SANITIZE / EXIT FAILURE MODE",
+        [0x9f, 0, 0, 0, 0, 0, FF, FF, 0]
+    ),
     cmd!(
         0x55,
         None,
@@ -224,6 +256,30 @@ pub const COMMANDS: &[CommandInfo] = &[
         [0x07, FF, 0, 0, FF, FF, FF, FF, 0]
     ),
     cmd!(
+        0x83,
+        Some(0x00),
+        "EXTENDED COPY(LID1)",
+        [0x00, 0, 0, 0, 0, 0, 0, 0, 0, FF, FF, FF, FF, 0, 0]
+    ),
+    cmd!(
+        0x84,
+        Some(0x00),
+        "RECEIVE COPY RESULTS / COPY STATUS(LID1)",
+        [0x00, FF, 0, 0, 0, 0, 0, 0, 0, FF, FF, FF, FF, 0, 0]
+    ),
+    cmd!(
+        0x84,
+        Some(0x03),
+        "RECEIVE COPY RESULTS / OPERATING PARAMETERS",
+        [0x03, 0, 0, 0, 0, 0, 0, 0, 0, FF, FF, FF, FF, 0, 0]
+    ),
+    cmd!(
+        0x84,
+        Some(0x04),
+        "RECEIVE COPY RESULTS / FAILED SEGMENT DETAILS(LID1)",
+        [0x04, FF, 0, 0, 0, 0, 0, 0, 0, FF, FF, FF, FF, 0, 0]
+    ),
+    cmd!(
         0x88,
         None,
         "READ(16)",
@@ -278,6 +334,12 @@ pub const COMMANDS: &[CommandInfo] = &[
         [0x09, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, 0x1f, 0]
     ),
     cmd!(
+        0x9c,
+        None,
+        "WRITE ATOMIC(16)",
+        [0x18, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0, FF, FF, 0x1f, 0]
+    ),
+    cmd!(
         0x9e,
         Some(0x10),
         "READ CAPACITY(16)",
@@ -324,6 +386,12 @@ pub const COMMANDS: &[CommandInfo] = &[
         None,
         "VERIFY(12)",
         [0x16, FF, FF, FF, FF, FF, FF, FF, FF, 0x1f, 0]
+    ),
+    cmd!(
+        0xb7,
+        None,
+        "READ DEFECT DATA(12)",
+        [0x1f, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0]
     ),
 ];
 
@@ -514,6 +582,43 @@ pub enum Cdb {
     /// RELEASE(6) or, with `ten`, RELEASE(10) (SPC-2 §7.19, §7.20).
     Release {
         ten: bool,
+    },
+    /// WRITE ATOMIC(16) (SBC-4 §5.48): the blocks are written all or not
+    /// at all, within the Block Limits VPD atomic limits.
+    WriteAtomic {
+        lba: u64,
+        blocks: u16,
+        dpo: bool,
+        fua: bool,
+    },
+    /// READ DEFECT DATA(10) or, with `twelve`, (12) (SBC-3 §5.18, §5.19):
+    /// which lists are asked for, in which DEFECT LIST FORMAT; `index` is
+    /// the (12)'s ADDRESS DESCRIPTOR INDEX.
+    ReadDefectData {
+        twelve: bool,
+        plist: bool,
+        glist: bool,
+        format: u8,
+        index: u32,
+        alloc: u32,
+    },
+    /// SANITIZE (SBC-4 §5.30) with its service action `action`.
+    Sanitize {
+        immed: bool,
+        ause: bool,
+        action: u8,
+        len: u32,
+    },
+    /// EXTENDED COPY(LID1) (SPC-4 §6.4): a parameter list of `len` bytes.
+    ExtendedCopy {
+        len: u32,
+    },
+    /// RECEIVE COPY RESULTS (SPC-4 §6.18), service action `action`, for
+    /// the copy named `list_id`.
+    ReceiveCopyResults {
+        action: u8,
+        list_id: u8,
+        alloc: u32,
     },
     /// PERSISTENT RESERVE IN (SPC-4 §6.15), decoded by [`PrInCdb`].
     PersistentReserveIn(PrInCdb),
@@ -764,6 +869,42 @@ impl Cdb {
             RELEASE_6 | RELEASE_10 => Cdb::Release {
                 ten: op == RELEASE_10,
             },
+            WRITE_ATOMIC_16 => Cdb::WriteAtomic {
+                lba: be64(&b[2..]),
+                blocks: be16(&b[12..]),
+                dpo,
+                fua,
+            },
+            READ_DEFECT_DATA_10 => Cdb::ReadDefectData {
+                twelve: false,
+                plist: b[2] & 0x10 != 0,
+                glist: b[2] & 0x08 != 0,
+                format: b[2] & 0x07,
+                index: 0,
+                alloc: be16(&b[7..]).into(),
+            },
+            READ_DEFECT_DATA_12 => Cdb::ReadDefectData {
+                twelve: true,
+                plist: b[1] & 0x10 != 0,
+                glist: b[1] & 0x08 != 0,
+                format: b[1] & 0x07,
+                index: be32(&b[2..]),
+                alloc: be32(&b[6..]),
+            },
+            SANITIZE => Cdb::Sanitize {
+                immed: b[1] & 0x80 != 0,
+                ause: b[1] & 0x20 != 0,
+                action: b[1] & 0x1f,
+                len: be16(&b[7..]).into(),
+            },
+            EXTENDED_COPY => Cdb::ExtendedCopy {
+                len: be32(&b[10..]),
+            },
+            RECEIVE_COPY_RESULTS => Cdb::ReceiveCopyResults {
+                action: b[1] & 0x1f,
+                list_id: b[2],
+                alloc: be32(&b[10..]),
+            },
             PERSISTENT_RESERVE_IN => {
                 Cdb::PersistentReserveIn(PrInCdb::decode(b).map_err(|e| e.sense())?)
             }
@@ -980,6 +1121,71 @@ impl Cdb {
             Cdb::Reserve { ten: true } => vec![RESERVE_10, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             Cdb::Release { ten: false } => vec![RELEASE_6, 0, 0, 0, 0, 0],
             Cdb::Release { ten: true } => vec![RELEASE_10, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            Cdb::WriteAtomic {
+                lba,
+                blocks,
+                dpo,
+                fua,
+            } => {
+                let mut b = cdb16(WRITE_ATOMIC_16, rw_flags(dpo, fua), lba, 0);
+                b[10..14].copy_from_slice(&[0, 0, (blocks >> 8) as u8, blocks as u8]);
+                b
+            }
+            Cdb::ReadDefectData {
+                twelve: false,
+                plist,
+                glist,
+                format,
+                alloc,
+                ..
+            } => {
+                let a = (alloc as u16).to_be_bytes();
+                let flags = (u8::from(plist) << 4) | (u8::from(glist) << 3) | (format & 7);
+                vec![READ_DEFECT_DATA_10, 0, flags, 0, 0, 0, 0, a[0], a[1], 0]
+            }
+            Cdb::ReadDefectData {
+                twelve: true,
+                plist,
+                glist,
+                format,
+                index,
+                alloc,
+            } => {
+                let mut b = vec![0u8; 12];
+                b[0] = READ_DEFECT_DATA_12;
+                b[1] = (u8::from(plist) << 4) | (u8::from(glist) << 3) | (format & 7);
+                b[2..6].copy_from_slice(&index.to_be_bytes());
+                b[6..10].copy_from_slice(&alloc.to_be_bytes());
+                b
+            }
+            Cdb::Sanitize {
+                immed,
+                ause,
+                action,
+                len,
+            } => {
+                let l = (len as u16).to_be_bytes();
+                let b1 = (u8::from(immed) << 7) | (u8::from(ause) << 5) | (action & 0x1f);
+                vec![SANITIZE, b1, 0, 0, 0, 0, 0, l[0], l[1], 0]
+            }
+            Cdb::ExtendedCopy { len } => {
+                let mut b = vec![0u8; 16];
+                b[0] = EXTENDED_COPY;
+                b[10..14].copy_from_slice(&len.to_be_bytes());
+                b
+            }
+            Cdb::ReceiveCopyResults {
+                action,
+                list_id,
+                alloc,
+            } => {
+                let mut b = vec![0u8; 16];
+                b[0] = RECEIVE_COPY_RESULTS;
+                b[1] = action & 0x1f;
+                b[2] = list_id;
+                b[10..14].copy_from_slice(&alloc.to_be_bytes());
+                b
+            }
             Cdb::PersistentReserveIn(c) => c.encode().to_vec(),
             Cdb::PersistentReserveOut(c) => c.encode().to_vec(),
             Cdb::Unsupported(op) => {
@@ -1166,7 +1372,7 @@ mod tests {
             Cdb::decode(&[0x8c, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
             Ok(Cdb::Unsupported(0x8c))
         );
-        assert_eq!(Cdb::decode(&[0x83; 16]), Ok(Cdb::Unsupported(0x83)));
+        assert_eq!(Cdb::decode(&[0x8d; 16]), Ok(Cdb::Unsupported(0x8d)));
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub mod vpd {
     pub const SUPPORTED_PAGES: u8 = 0x00;
     pub const UNIT_SERIAL_NUMBER: u8 = 0x80;
     pub const DEVICE_IDENTIFICATION: u8 = 0x83;
+    pub const THIRD_PARTY_COPY: u8 = 0x8f;
     pub const BLOCK_LIMITS: u8 = 0xb0;
     pub const BLOCK_DEVICE_CHARACTERISTICS: u8 = 0xb1;
     pub const LOGICAL_BLOCK_PROVISIONING: u8 = 0xb2;
@@ -44,6 +45,7 @@ pub mod vpd {
         SUPPORTED_PAGES,
         UNIT_SERIAL_NUMBER,
         DEVICE_IDENTIFICATION,
+        THIRD_PARTY_COPY,
         BLOCK_LIMITS,
         BLOCK_DEVICE_CHARACTERISTICS,
         LOGICAL_BLOCK_PROVISIONING,
@@ -338,6 +340,11 @@ pub struct BlockLimits {
     /// first LBA of the first whole unmap granule.
     pub unmap_granularity_alignment: Option<u32>,
     pub max_write_same: u64,
+    /// WRITE ATOMIC(16) limits (SBC-4 §6.6.4), in blocks: the longest
+    /// atomic write, its LBA alignment and length granularity; 0 for none.
+    pub max_atomic_transfer: u32,
+    pub atomic_alignment: u32,
+    pub atomic_granularity: u32,
 }
 
 /// VPD B0h: block limits (SBC-3 §6.5.3), page length 3Ch. WSNZ is clear:
@@ -358,14 +365,21 @@ pub fn block_limits(l: &BlockLimits) -> Vec<u8> {
         b[28..32].copy_from_slice(&(a & 0x7fff_ffff | 0x8000_0000).to_be_bytes());
     }
     b[32..40].copy_from_slice(&l.max_write_same.to_be_bytes());
+    // Page bytes 44-55; no atomic boundaries (bytes 56-63 zero).
+    b[40..44].copy_from_slice(&l.max_atomic_transfer.to_be_bytes());
+    b[44..48].copy_from_slice(&l.atomic_alignment.to_be_bytes());
+    b[48..52].copy_from_slice(&l.atomic_granularity.to_be_bytes());
     page(vpd::BLOCK_LIMITS, &b)
 }
 
 /// VPD B1h: block device characteristics (SBC-3 §6.5.2): a non-rotating
-/// medium (rotation rate 1), form factor not reported.
+/// medium (rotation rate 1), form factor not reported; WABEREQ 01b (SBC-4
+/// §6.6.2): after a SANITIZE BLOCK ERASE, reads succeed (and return
+/// zeros, as deallocated blocks do).
 pub fn block_device_characteristics() -> Vec<u8> {
     let mut b = vec![0u8; 0x3c];
     b[1] = 0x01;
+    b[3] = 0x40;
     page(vpd::BLOCK_DEVICE_CHARACTERISTICS, &b)
 }
 
@@ -537,7 +551,7 @@ mod tests {
     fn supported_pages_bytes() {
         assert_eq!(
             supported_pages(),
-            vec![0, 0, 0, 6, 0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2]
+            vec![0, 0, 0, 7, 0x00, 0x80, 0x83, 0x8f, 0xb0, 0xb1, 0xb2]
         );
     }
 
@@ -603,6 +617,9 @@ mod tests {
             optimal_unmap_granularity: 8,
             unmap_granularity_alignment: None,
             max_write_same: 0x10000,
+            max_atomic_transfer: 0x800,
+            atomic_alignment: 8,
+            atomic_granularity: 8,
         };
         let p = block_limits(&l);
         assert_eq!(p.len(), 64);
@@ -617,6 +634,7 @@ mod tests {
         assert_eq!(&p[20..24], &[0, 4, 0, 0]);
         assert_eq!(&p[24..28], &[0, 0, 8, 0]);
         assert_eq!(&p[36..44], &[0, 0, 0, 0, 0, 1, 0, 0]);
+        assert_eq!(&p[44..56], &[0, 0, 8, 0, 0, 0, 0, 8, 0, 0, 0, 8]);
     }
 
     #[test]
@@ -626,7 +644,7 @@ mod tests {
             vec![0, 0xb2, 0, 4, 0, 0xe4, 0x02, 0]
         );
         let c = block_device_characteristics();
-        assert_eq!(&c[..6], &[0, 0xb1, 0, 0x3c, 0, 1]);
+        assert_eq!(&c[..8], &[0, 0xb1, 0, 0x3c, 0, 1, 0, 0x40]);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod capacity;
 pub mod cdb;
+pub mod defect;
 pub mod inquiry;
 pub mod mode;
 pub mod opcode;
@@ -14,3 +15,4 @@ pub mod report_luns;
 mod roundtrip;
 pub mod sense;
 pub mod vpd;
+pub mod xcopy;

@@ -173,6 +173,58 @@ fn cdbs() -> impl Strategy<Value = Cdb> {
                 parameter_list_length,
             })
         ),
+        (any::<u64>(), any::<u16>(), flags).prop_map(|(lba, blocks, (dpo, fua))| {
+            Cdb::WriteAtomic {
+                lba,
+                blocks,
+                dpo,
+                fua,
+            }
+        }),
+        (
+            any::<(bool, bool, bool)>(),
+            0u8..8,
+            any::<u32>(),
+            any::<u32>()
+        )
+            .prop_map(|((twelve, plist, glist), format, index, alloc)| {
+                Cdb::ReadDefectData {
+                    twelve,
+                    plist,
+                    glist,
+                    format,
+                    index: if twelve { index } else { 0 },
+                    alloc: if twelve { alloc } else { alloc & 0xffff },
+                }
+            }),
+        (
+            any::<(bool, bool)>(),
+            prop::sample::select(vec![1u8, 2, 0x1f]),
+            any::<u16>()
+        )
+            .prop_map(|((immed, ause), action, l)| Cdb::Sanitize {
+                immed,
+                // AUSE belongs to the erase actions (SBC-4 §5.30.1).
+                ause: ause && action != 0x1f,
+                action,
+                len: l.into(),
+            }),
+        any::<u32>().prop_map(|len| Cdb::ExtendedCopy { len }),
+        (
+            prop::sample::select(vec![0u8, 4]),
+            any::<u8>(),
+            any::<u32>()
+        )
+            .prop_map(|(action, list_id, alloc)| Cdb::ReceiveCopyResults {
+                action,
+                list_id,
+                alloc,
+            }),
+        any::<u32>().prop_map(|alloc| Cdb::ReceiveCopyResults {
+            action: 3,
+            list_id: 0,
+            alloc,
+        }),
         any::<u8>()
             .prop_filter("an opcode busrig implements", |op| COMMANDS
                 .iter()
@@ -216,23 +268,36 @@ fn sense() -> impl Strategy<Value = (Sense, bool)> {
         any::<(u8, u8)>(),
         option::of(any::<u64>()),
         option::of((any::<bool>(), any::<u16>(), option::of(0u8..8))),
+        option::of(any::<u16>()),
         any::<bool>(),
     )
-        .prop_map(|(key, (asc, ascq), information, field, descriptor)| {
-            // Fixed format has a 32-bit INFORMATION field (SPC-4 §4.5.3).
-            let information = information.map(|i| if descriptor { i } else { i & 0xffff_ffff });
-            let field = field.map(|(in_cdb, byte, bit)| FieldPointer { in_cdb, byte, bit });
-            (
-                Sense {
-                    key,
-                    asc,
-                    ascq,
-                    information,
-                    field,
-                },
-                descriptor,
-            )
-        })
+        .prop_map(
+            |(key, (asc, ascq), information, field, progress, descriptor)| {
+                // Fixed format has a 32-bit INFORMATION field (SPC-4 §4.5.3).
+                let information = information.map(|i| if descriptor { i } else { i & 0xffff_ffff });
+                let field = field.map(|(in_cdb, byte, bit)| FieldPointer { in_cdb, byte, bit });
+                // SPC-4 §4.5.2.4: NO SENSE and NOT READY carry a progress
+                // indication in the sense-key specific bytes, the other keys a
+                // field pointer.
+                let progress_key = matches!(key, SenseKey::NoSense | SenseKey::NotReady);
+                let (field, progress) = if progress_key {
+                    (None, progress)
+                } else {
+                    (field, None)
+                };
+                (
+                    Sense {
+                        key,
+                        asc,
+                        ascq,
+                        information,
+                        field,
+                        progress,
+                    },
+                    descriptor,
+                )
+            },
+        )
 }
 
 proptest! {

@@ -118,9 +118,11 @@ asc_table! {
     LUN_NOT_READY_INIT_REQUIRED = (NotReady, 0x04, 0x02, "LOGICAL UNIT NOT READY, INITIALIZING COMMAND REQUIRED");
     LUN_NOT_READY_MANUAL_INTERVENTION = (NotReady, 0x04, 0x03, "LOGICAL UNIT NOT READY, MANUAL INTERVENTION REQUIRED");
     LUN_OFFLINE = (NotReady, 0x04, 0x12, "LOGICAL UNIT NOT READY, OFFLINE");
+    SANITIZE_IN_PROGRESS = (NotReady, 0x04, 0x1b, "LOGICAL UNIT NOT READY, SANITIZE IN PROGRESS");
     MEDIUM_NOT_PRESENT = (NotReady, 0x3a, 0x00, "MEDIUM NOT PRESENT");
     WRITE_ERROR = (MediumError, 0x0c, 0x00, "WRITE ERROR");
     UNRECOVERED_READ_ERROR = (MediumError, 0x11, 0x00, "UNRECOVERED READ ERROR");
+    SANITIZE_COMMAND_FAILED = (MediumError, 0x31, 0x03, "SANITIZE COMMAND FAILED");
     INTERNAL_TARGET_FAILURE = (HardwareError, 0x44, 0x00, "INTERNAL TARGET FAILURE");
     PARAMETER_LIST_LENGTH_ERROR = (IllegalRequest, 0x1a, 0x00, "PARAMETER LIST LENGTH ERROR");
     INVALID_COMMAND_OPERATION_CODE = (IllegalRequest, 0x20, 0x00, "INVALID COMMAND OPERATION CODE");
@@ -130,6 +132,16 @@ asc_table! {
     INVALID_FIELD_IN_PARAMETER_LIST = (IllegalRequest, 0x26, 0x00, "INVALID FIELD IN PARAMETER LIST");
     PARAMETER_NOT_SUPPORTED = (IllegalRequest, 0x26, 0x01, "PARAMETER NOT SUPPORTED");
     INVALID_RELEASE_OF_PERSISTENT_RESERVATION = (IllegalRequest, 0x26, 0x04, "INVALID RELEASE OF PERSISTENT RESERVATION");
+    TOO_MANY_TARGET_DESCRIPTORS = (IllegalRequest, 0x26, 0x06, "TOO MANY TARGET DESCRIPTORS");
+    UNSUPPORTED_TARGET_DESCRIPTOR_TYPE_CODE = (IllegalRequest, 0x26, 0x07, "UNSUPPORTED TARGET DESCRIPTOR TYPE CODE");
+    TOO_MANY_SEGMENT_DESCRIPTORS = (IllegalRequest, 0x26, 0x08, "TOO MANY SEGMENT DESCRIPTORS");
+    UNSUPPORTED_SEGMENT_DESCRIPTOR_TYPE_CODE = (IllegalRequest, 0x26, 0x09, "UNSUPPORTED SEGMENT DESCRIPTOR TYPE CODE");
+    INLINE_DATA_LENGTH_EXCEEDED = (IllegalRequest, 0x26, 0x0b, "INLINE DATA LENGTH EXCEEDED");
+    OPERATION_IN_PROGRESS = (IllegalRequest, 0x00, 0x16, "OPERATION IN PROGRESS");
+    COPY_ABORTED_NO_SENSE = (CopyAborted, 0x00, 0x00, "NO ADDITIONAL SENSE INFORMATION");
+    UNREACHABLE_COPY_TARGET = (CopyAborted, 0x08, 0x04, "UNREACHABLE COPY TARGET");
+    COPY_TARGET_DEVICE_NOT_REACHABLE = (CopyAborted, 0x0d, 0x02, "COPY TARGET DEVICE NOT REACHABLE");
+    THIRD_PARTY_DEVICE_FAILURE = (CopyAborted, 0x0d, 0x01, "THIRD PARTY DEVICE FAILURE");
     SAVING_PARAMETERS_NOT_SUPPORTED = (IllegalRequest, 0x39, 0x00, "SAVING PARAMETERS NOT SUPPORTED");
     INSUFFICIENT_REGISTRATION_RESOURCES = (IllegalRequest, 0x55, 0x04, "INSUFFICIENT REGISTRATION RESOURCES");
     MEDIUM_REMOVAL_PREVENTED = (IllegalRequest, 0x53, 0x02, "MEDIUM REMOVAL PREVENTED");
@@ -188,6 +200,9 @@ pub struct Sense {
     pub ascq: u8,
     pub information: Option<u64>,
     pub field: Option<FieldPointer>,
+    /// Progress indication (SPC-4 §4.5.2.4.4): how far a long operation
+    /// such as SANITIZE has got, in 65536ths. Only without a field pointer.
+    pub progress: Option<u16>,
 }
 
 impl From<Asc> for Sense {
@@ -198,6 +213,7 @@ impl From<Asc> for Sense {
             ascq: a.ascq,
             information: None,
             field: None,
+            progress: None,
         }
     }
 }
@@ -232,7 +248,19 @@ impl Sense {
         self
     }
 
+    /// Adds a progress indication of `done` out of 65536.
+    pub fn with_progress(mut self, done: u16) -> Sense {
+        self.progress = Some(done);
+        self
+    }
+
     fn sks(&self) -> Option<[u8; 3]> {
+        if self.field.is_none() {
+            if let Some(p) = self.progress {
+                let p = p.to_be_bytes();
+                return Some([0x80, p[0], p[1]]);
+            }
+        }
         self.field.map(|f| {
             let mut b0 = 0x80; // SKSV
             if f.in_cdb {
@@ -301,17 +329,16 @@ impl Sense {
             0x70 | 0x71 if b.len() >= 14 => {
                 let information =
                     (b[0] & 0x80 != 0).then(|| u32::from_be_bytes([b[3], b[4], b[5], b[6]]) as u64);
-                let field = (b.len() >= 18 && b[15] & 0x80 != 0).then(|| FieldPointer {
-                    in_cdb: b[15] & 0x40 != 0,
-                    byte: u16::from_be_bytes([b[16], b[17]]),
-                    bit: (b[15] & 0x08 != 0).then_some(b[15] & 0x07),
-                });
+                let key = SenseKey::from_u8(b[2])?;
+                let sks = (b.len() >= 18 && b[15] & 0x80 != 0).then(|| [b[15], b[16], b[17]]);
+                let (field, progress) = split_sks(key, sks);
                 Some(Sense {
-                    key: SenseKey::from_u8(b[2])?,
+                    key,
                     asc: b[12],
                     ascq: b[13],
                     information,
                     field,
+                    progress,
                 })
             }
             0x72 | 0x73 if b.len() >= 8 => {
@@ -321,6 +348,7 @@ impl Sense {
                     ascq: b[3],
                     information: None,
                     field: None,
+                    progress: None,
                 };
                 let end = (8 + b[7] as usize).min(b.len());
                 let mut i = 8;
@@ -332,11 +360,7 @@ impl Sense {
                             s.information = Some(u64::from_be_bytes(d[2..10].try_into().ok()?));
                         }
                         0x02 if d.len() >= 5 && d[2] & 0x80 != 0 => {
-                            s.field = Some(FieldPointer {
-                                in_cdb: d[2] & 0x40 != 0,
-                                byte: u16::from_be_bytes([d[3], d[4]]),
-                                bit: (d[2] & 0x08 != 0).then_some(d[2] & 0x07),
-                            });
+                            (s.field, s.progress) = split_sks(s.key, Some([d[2], d[3], d[4]]));
                         }
                         _ => {}
                     }
@@ -351,6 +375,26 @@ impl Sense {
     /// The table row for this condition, when busrig knows it.
     pub fn asc_entry(&self) -> Option<Asc> {
         Asc::lookup(self.asc, self.ascq)
+    }
+}
+
+/// The sense-key specific bytes read as SPC-4 §4.5.2.4 has them for the
+/// key: a progress indication under NO SENSE and NOT READY, a field
+/// pointer otherwise.
+fn split_sks(key: SenseKey, sks: Option<[u8; 3]>) -> (Option<FieldPointer>, Option<u16>) {
+    let Some(b) = sks else {
+        return (None, None);
+    };
+    match key {
+        SenseKey::NoSense | SenseKey::NotReady => (None, Some(u16::from_be_bytes([b[1], b[2]]))),
+        _ => (
+            Some(FieldPointer {
+                in_cdb: b[0] & 0x40 != 0,
+                byte: u16::from_be_bytes([b[1], b[2]]),
+                bit: (b[0] & 0x08 != 0).then_some(b[0] & 0x07),
+            }),
+            None,
+        ),
     }
 }
 

@@ -372,6 +372,9 @@ mod tests {
             optimal_unmap_granularity: 8,
             unmap_granularity_alignment: Some(0),
             max_write_same: 0x10000,
+            max_atomic_transfer: 0,
+            atomic_alignment: 0,
+            atomic_granularity: 0,
         };
         assert_eq!(
             Vpd::decode(page::BLOCK_LIMITS, &inquiry::block_limits(&limits)).unwrap(),
