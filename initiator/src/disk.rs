@@ -617,6 +617,7 @@ mod tests {
             ascq,
             information: None,
             field: None,
+            progress: None,
         }
     }
 

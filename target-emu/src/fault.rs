@@ -125,6 +125,7 @@ pub fn parse_sense(s: &str) -> Result<Sense, String> {
         ascq: hex(q, "ASCQ")?,
         information: None,
         field: None,
+        progress: None,
     })
 }
 

@@ -382,6 +382,10 @@ pub struct LogicalUnit {
     pool_write: tokio::sync::Mutex<()>,
     /// Writer history for `busrig bus audit`.
     audit: Mutex<VecDeque<WriterRun>>,
+    /// A SANITIZE running or failed on this LU (SBC-4 §4.11).
+    pub(crate) sanitize: Mutex<crate::scsi::SanitizeState>,
+    /// EXTENDED COPY results held for RECEIVE COPY RESULTS (SPC-4 §6.18).
+    pub(crate) copy_results: Mutex<crate::scsi::HeldCopyResults>,
     /// The modelled back end, when configured.
     model: Option<crate::model::DiskModel>,
     /// The file system takes RWF_NOWAIT reads, and writes (each cleared
@@ -515,6 +519,8 @@ impl LogicalUnit {
             flush_lock: tokio::sync::Mutex::new(()),
             pool_write: tokio::sync::Mutex::new(()),
             audit: Mutex::new(VecDeque::new()),
+            sanitize: Mutex::default(),
+            copy_results: Mutex::default(),
             model: spec.model.clone().map(crate::model::DiskModel::new),
             nowait_read: std::sync::atomic::AtomicBool::new(nowait::SUPPORTED),
             nowait_write: std::sync::atomic::AtomicBool::new(nowait::SUPPORTED),

@@ -167,6 +167,9 @@ impl TargetServer {
                 })?;
             }
         }
+        // Each bus's targets reach each other's LUs by EXTENDED COPY.
+        let peers: Vec<Arc<crate::scsi::BusPeers>> =
+            config.buses.iter().map(|_| Arc::default()).collect();
         let mut targets = Vec::new();
         for (t, specs) in config.targets.iter().zip(specs) {
             let mut luns = Vec::new();
@@ -186,12 +189,22 @@ impl TargetServer {
             let scsi = Arc::new(
                 ScsiTarget::new(&t.name, luns, tasks.clone())
                     .with_faults(faults.clone())
-                    .with_link(links.get(t.bus).cloned().flatten()),
+                    .with_link(links.get(t.bus).cloned().flatten())
+                    .with_peers(peers.get(t.bus).cloned().unwrap_or_default()),
             );
             targets.push(PortalTarget {
                 def: t.clone(),
                 scsi,
             });
+        }
+        for (bus, p) in peers.iter().enumerate() {
+            p.set(
+                targets
+                    .iter()
+                    .filter(|t| t.def.bus == bus)
+                    .map(|t| (t.def.tpgt, Arc::downgrade(&t.scsi)))
+                    .collect(),
+            );
         }
         let portal = Portal::new(
             targets,

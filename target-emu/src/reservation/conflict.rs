@@ -76,6 +76,12 @@ pub(crate) fn classify(cdb: &[u8]) -> Class {
             0x0c | 0x0d | 0x10 => Class::SharedUnderWe,
             _ => Class::Exclusive,
         },
+        // EXTENDED COPY: the copy manager checks each segment's READ and
+        // WRITE against the copy source's and destination's reservations
+        // (SPC-4 §5.9.1 Table 63 "policy"; target-emu scsi::xcopy).
+        0x83 => Class::Always,
+        // RECEIVE COPY RESULTS reads held data only (SPC-4 Table 63).
+        0x84 => Class::SharedUnderWe,
         // RESERVE(6), RELEASE(6), RESERVE(10), RELEASE(10).
         0x16 | 0x17 | 0x56 | 0x57 => Class::Scsi2Reservation,
         0x5e | 0x5f => Class::Persistent,

@@ -2,14 +2,16 @@
 //! REPORT LUNS (SPC-4 §6.33).
 
 use super::{
-    alloc, invalid_cdb, Outcome, ScsiReply, ScsiTarget, MAX_TRANSFER_BYTES, MAX_UNMAP_BLOCKS,
-    MAX_UNMAP_DESCRIPTORS, MAX_WRITE_SAME_BYTES, PORT_GROUP, RELATIVE_PORT,
+    alloc, invalid_cdb, Outcome, ScsiReply, ScsiTarget, MAX_ATOMIC_BYTES, MAX_TRANSFER_BYTES,
+    MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS, MAX_WRITE_SAME_BYTES, PORT_GROUP, RELATIVE_PORT,
 };
 use crate::lu::{LogicalUnit, PRODUCT_REVISION};
 use crate::nexus::ItNexus;
 use busrig_proto::scsi::inquiry::{BlockLimits, DeviceIds};
 use busrig_proto::scsi::sense::{Asc, Sense};
-use busrig_proto::scsi::{inquiry, opcodes, report_luns};
+use busrig_proto::scsi::{inquiry, opcodes, report_luns, xcopy};
+
+use super::xcopy::COPY_LIMITS;
 
 impl ScsiTarget {
     pub(super) fn inquiry(
@@ -43,6 +45,7 @@ impl ScsiTarget {
                     relative_port: RELATIVE_PORT,
                     port_group: PORT_GROUP,
                 }),
+                inquiry::vpd::THIRD_PARTY_COPY => xcopy::third_party_copy_page(&COPY_LIMITS),
                 inquiry::vpd::BLOCK_LIMITS => inquiry::block_limits(&block_limits(lu)),
                 inquiry::vpd::BLOCK_DEVICE_CHARACTERISTICS => {
                     inquiry::block_device_characteristics()
@@ -91,6 +94,11 @@ pub(super) fn block_limits(lu: &LogicalUnit) -> BlockLimits {
         optimal_unmap_granularity: (4096 / bs).max(per_physical),
         unmap_granularity_alignment: Some(0),
         max_write_same: MAX_WRITE_SAME_BYTES / u64::from(bs),
+        // Atomic writes in whole file system blocks (4 KiB) or physical
+        // blocks, whichever is larger, up to MAX_ATOMIC_BYTES.
+        max_atomic_transfer: MAX_ATOMIC_BYTES / bs,
+        atomic_alignment: (4096 / bs).max(per_physical),
+        atomic_granularity: (4096 / bs).max(per_physical),
     }
 }
 
@@ -117,6 +125,7 @@ pub(super) fn request_sense(lu: &LogicalUnit, nexus: &ItNexus, desc: bool, len: 
     let sense = match lu.take_unit_attention(nexus) {
         Some(asc) => Sense::new(asc),
         None if lu.ejected() => Sense::new(Asc::MEDIUM_NOT_PRESENT),
+        None if lu.sanitize_progress().is_some() => super::sanitize::not_ready(lu),
         None if lu.stopped() => Sense::new(Asc::LUN_NOT_READY_INIT_REQUIRED),
         None => Sense::new(Asc::NO_ADDITIONAL_SENSE),
     };

@@ -6,6 +6,7 @@ use super::{alloc, invalid_cdb, Fail, Outcome, ScsiReply, ScsiTarget};
 use crate::lu::{LogicalUnit, UaScope};
 use crate::nexus::ItNexus;
 use busrig_proto::scsi::capacity::{Capacity10, Capacity16};
+use busrig_proto::scsi::defect;
 use busrig_proto::scsi::sense::Asc;
 use bytes::Bytes;
 use tracing::info;
@@ -46,6 +47,27 @@ impl ScsiTarget {
             info!(target = %self.name, lun = lu.lun(), by = %nexus, "medium unloaded");
         }
         Ok(ScsiReply::good(Bytes::new()))
+    }
+
+    /// READ DEFECT DATA(10/12) (SBC-3 §5.18, §5.19): the medium has no
+    /// defects, so both lists are empty, in the format asked for.
+    pub(super) fn read_defect_data(
+        &self,
+        lu: &LogicalUnit,
+        twelve: bool,
+        plist: bool,
+        glist: bool,
+        format: u8,
+        len: u32,
+    ) -> Outcome {
+        if !defect::format_supported(format) {
+            return Err(invalid_cdb(if twelve { 1 } else { 2 }, Some(2)));
+        }
+        medium_present(lu)?;
+        Ok(ScsiReply::good(alloc(
+            defect::empty_list(twelve, plist, glist, format),
+            len,
+        )))
     }
 
     /// READ CAPACITY(10) (SBC-3 §5.16).

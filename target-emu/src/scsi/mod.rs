@@ -72,8 +72,14 @@ mod mode_params;
 mod pr;
 mod provisioning;
 mod rw;
+mod sanitize;
 #[cfg(test)]
 mod tests;
+mod xcopy;
+
+pub(crate) use sanitize::SanitizeState;
+pub use xcopy::BusPeers;
+pub(crate) use xcopy::HeldCopyResults;
 
 use identify::{report_supported_opcodes, request_sense};
 use media::{prevent_allow, ready};
@@ -82,6 +88,8 @@ use rw::data_out_wanted;
 
 /// Largest READ/WRITE/VERIFY transfer, in bytes (Block Limits VPD).
 const MAX_TRANSFER_BYTES: u32 = 8 << 20;
+/// Largest WRITE ATOMIC(16), in bytes (Block Limits VPD).
+const MAX_ATOMIC_BYTES: u32 = 1 << 20;
 /// Largest WRITE SAME, in bytes of medium written: no more than one READ
 /// can check afterwards.
 const MAX_WRITE_SAME_BYTES: u64 = MAX_TRANSFER_BYTES as u64;
@@ -247,6 +255,8 @@ pub struct ScsiTarget {
     power_on: Mutex<PowerOnWindow>,
     /// The bus's modelled bandwidth, shared with the other targets on it.
     link: Option<Arc<crate::model::Link>>,
+    /// The targets on the same bus, for EXTENDED COPY between them.
+    peers: Arc<BusPeers>,
 }
 
 /// Which I_T nexuses have been told of the last TARGET COLD RESET (see the
@@ -294,6 +304,8 @@ fn is_media_write(op: u8) -> bool {
             | WRITE_SAME_16
             | UNMAP
             | COMPARE_AND_WRITE
+            | WRITE_ATOMIC_16
+            | SANITIZE
     )
 }
 
@@ -327,7 +339,15 @@ impl ScsiTarget {
             faults: Arc::new(Faults::new()),
             power_on: Mutex::new(PowerOnWindow::default()),
             link: None,
+            peers: Arc::default(),
         }
+    }
+
+    /// The other targets on this target's bus (EXTENDED COPY reaches
+    /// their LUs).
+    pub fn with_peers(mut self, peers: Arc<BusPeers>) -> ScsiTarget {
+        self.peers = peers;
+        self
     }
 
     /// Moves data over the bus's modelled link (crate::model::Link).
@@ -394,6 +414,7 @@ impl ScsiTarget {
         self.nexuses.lock().unwrap().remove(nexus);
         for lu in self.luns.values() {
             lu.reservations.lock().unwrap().nexus_lost(nexus);
+            lu.copy_results.lock().unwrap().forget(nexus);
             lu.remove_nexus(nexus);
         }
     }
@@ -543,6 +564,9 @@ impl ScsiTarget {
         if !Cdb::ignores_unit_attention(op) && self.faults.is_lun_offline(&self.name, lu.lun()) {
             return ScsiReply::check(Sense::new(Asc::LUN_OFFLINE), lu.d_sense());
         }
+        if let Err(sense) = sanitize::gate(lu, op, is_media_access(op)) {
+            return ScsiReply::check(sense, lu.d_sense());
+        }
         if lu
             .reservations
             .lock()
@@ -683,6 +707,29 @@ impl ScsiTarget {
                 self.persistent_reserve_out(lu, req, c.parameter_list_length)
                     .await
             }
+            Cdb::WriteAtomic {
+                lba, blocks, fua, ..
+            } => self.write_atomic(lu, req, lba, blocks, fua).await,
+            Cdb::ReadDefectData {
+                twelve,
+                plist,
+                glist,
+                format,
+                alloc: len,
+                ..
+            } => self.read_defect_data(lu, twelve, plist, glist, format, len),
+            Cdb::Sanitize {
+                immed,
+                ause,
+                action,
+                len,
+            } => self.sanitize(lu, req, immed, ause, action, len).await,
+            Cdb::ExtendedCopy { len } => self.extended_copy(lu, req, len).await,
+            Cdb::ReceiveCopyResults {
+                action,
+                list_id,
+                alloc: len,
+            } => self.receive_copy_results(lu, req.nexus, action, list_id, len),
             Cdb::Unsupported(_) => Err(Asc::INVALID_COMMAND_OPERATION_CODE.into()),
         }
     }

@@ -111,6 +111,46 @@ impl ScsiTarget {
         Ok(ScsiReply::good(Bytes::new()))
     }
 
+    /// WRITE ATOMIC(16) (SBC-4 §5.48, §4.29): within the atomic limits of
+    /// [`block_limits`], the blocks are written under the exclusive medium
+    /// lock in one write, so no other command sees some of them changed
+    /// and not others, and a power-loss fault drops all or none of them.
+    pub(super) async fn write_atomic(
+        &self,
+        lu: &LogicalUnit,
+        req: &ScsiRequest<'_>,
+        lba: u64,
+        blocks: u16,
+        fua: bool,
+    ) -> Outcome {
+        ready(lu)?;
+        let limits = block_limits(lu);
+        if u32::from(blocks) > limits.max_atomic_transfer {
+            return Err(invalid_cdb(12, None));
+        }
+        in_range(lu, lba, blocks.into())?;
+        if blocks == 0 {
+            return Ok(ScsiReply::good(Bytes::new()));
+        }
+        protect(lu)?;
+        // SBC-4 §4.29.2: misaligned or not a multiple of the granularity.
+        if lba % u64::from(limits.atomic_alignment) != 0 {
+            return Err(invalid_cdb(2, None));
+        }
+        if u32::from(blocks) % limits.atomic_granularity != 0 {
+            return Err(invalid_cdb(12, None));
+        }
+        let bs = lu.block_size() as usize;
+        if req.data_out.len() < usize::from(blocks) * bs {
+            // Part of an atomic write is no atomic write.
+            return Err(Asc::PARAMETER_LIST_LENGTH_ERROR.into());
+        }
+        let _g = exclusive(lu, req.task).await?;
+        let data = req.data_out.slice(0, usize::from(blocks) * bs);
+        write(lu, req.task, lba, data, fua || !lu.mode().wce).await?;
+        Ok(ScsiReply::good(Bytes::new()))
+    }
+
     /// ORWRITE(16) (SBC-3 §5.9).
     pub(super) async fn or_write(
         &self,
@@ -262,7 +302,11 @@ pub(super) fn data_out_wanted(cdb: &Cdb, bs: u32) -> Option<u32> {
                 bs
             }
         }
-        Cdb::Unmap { len } | Cdb::ModeSelect { len, .. } => len,
+        Cdb::WriteAtomic { blocks, .. } => u32::from(blocks).saturating_mul(bs),
+        Cdb::Unmap { len }
+        | Cdb::ModeSelect { len, .. }
+        | Cdb::Sanitize { len, .. }
+        | Cdb::ExtendedCopy { len } => len,
         Cdb::PersistentReserveOut(c) => c.parameter_list_length,
         _ => return None,
     })
