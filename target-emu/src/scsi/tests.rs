@@ -791,7 +791,7 @@ async fn orwrite_ors_data_into_the_medium() {
 #[tokio::test]
 async fn unknown_opcode_is_invalid_command_operation_code() {
     let r = rig();
-    for op in [0x8c, 0x9c, 0x48, 0x83, 0xb7, 0x37] {
+    for op in [0x8c, 0x8d, 0x3b, 0x3c, 0xa4, 0x44] {
         assert_eq!(
             sense(&r.cmd(&[op, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[]).await),
             (SenseKey::IllegalRequest, 0x20, 0)
@@ -1318,4 +1318,398 @@ fn power_on_window_is_bounded() {
     }
     assert!(w.told.is_empty() && !w.open);
     assert!(!w.owed(&nexus("iqn.late", 1)));
+}
+
+// --- WRITE ATOMIC(16), READ DEFECT DATA, SANITIZE, EXTENDED COPY ---
+
+fn write_atomic(lba: u64, blocks: u16, flags: u8) -> Vec<u8> {
+    Cdb::WriteAtomic {
+        lba,
+        blocks,
+        dpo: flags & 0x10 != 0,
+        fua: flags & 0x08 != 0,
+    }
+    .encode()
+}
+
+#[tokio::test]
+async fn write_atomic_within_the_block_limits_atomic_fields() {
+    let r = rig();
+    let bl = good(&r.cmd(&[0x12, 1, 0xb0, 0, 64, 0], &[]).await).to_vec();
+    let field = |at: usize| u32::from_be_bytes(bl[at..at + 4].try_into().unwrap());
+    let (max, align, gran) = (field(44), field(48), field(52));
+    assert_eq!((align, gran), (8, 8), "4 KiB alignment and granularity");
+    assert!(max >= gran && max <= field(8), "max atomic <= max transfer");
+    let data = vec![0x5a; 8 * 512];
+    good(&r.cmd(&write_atomic(8, 8, 0x08), &data).await);
+    assert_eq!(good(&r.cmd(&rw10(0x28, 8, 8, 0), &[]).await), &data[..]);
+    // SBC-4 §4.29.2: misaligned LBA, length not a multiple of the
+    // granularity, longer than the maximum, beyond the end.
+    assert_eq!(
+        sense(&r.cmd(&write_atomic(1, 8, 0), &data).await),
+        INVALID_FIELD
+    );
+    assert_eq!(
+        sense(&r.cmd(&write_atomic(0, 1, 0), &data[..512]).await),
+        INVALID_FIELD
+    );
+    let over = (max + gran) as u16;
+    assert_eq!(
+        sense(&r.cmd(&write_atomic(0, over, 0), &[]).await),
+        INVALID_FIELD
+    );
+    assert_eq!(
+        sense(&r.cmd(&write_atomic(BLOCKS - 8, 16, 0), &data).await),
+        OOB
+    );
+    good(&r.cmd(&write_atomic(0, 0, 0), &[]).await);
+    // WRPROTECT without protection information.
+    let mut wrprotect = write_atomic(0, 8, 0);
+    wrprotect[1] |= 0x20;
+    assert_eq!(sense(&r.cmd(&wrprotect, &data).await), INVALID_FIELD);
+}
+
+#[tokio::test]
+async fn read_defect_data_reports_empty_lists_in_the_format_asked() {
+    let r = rig();
+    let ten = [0x37, 0, 0x18 | 5, 0, 0, 0, 0, 0, 32, 0];
+    assert_eq!(good(&r.cmd(&ten, &[]).await), &[0, 0x1d, 0, 0]);
+    let twelve = [0xb7, 0x08, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0];
+    assert_eq!(
+        good(&r.cmd(&twelve, &[]).await),
+        &[0, 0x08, 0, 0, 0, 0, 0, 0]
+    );
+    // 110b vendor specific, 111b reserved.
+    let vendor = [0x37, 0, 6, 0, 0, 0, 0, 0, 32, 0];
+    assert_eq!(sense(&r.cmd(&vendor, &[]).await), INVALID_FIELD);
+}
+
+const SANITIZE_IN_PROGRESS: (SenseKey, u8, u8) = (SenseKey::NotReady, 0x04, 0x1b);
+
+fn sanitize_cdb(action: u8, immed: bool, len: u16) -> Vec<u8> {
+    Cdb::Sanitize {
+        immed,
+        ause: false,
+        action,
+        len: len.into(),
+    }
+    .encode()
+}
+
+fn overwrite_params(pattern: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x01, 0];
+    p.extend_from_slice(&(pattern.len() as u16).to_be_bytes());
+    p.extend_from_slice(pattern);
+    p
+}
+
+#[tokio::test]
+async fn sanitize_runs_in_the_background_with_not_ready_and_progress() {
+    let r = rig();
+    good(&r.cmd(&rw10(0x2a, 0, 1, 0), &[b'a'; 512]).await);
+    let lu = r.target.lun(0).unwrap().clone();
+    // Hold the medium, as a command in flight does: the job waits for it.
+    let medium = lu.media_lock.read().await;
+    let params = overwrite_params(&[0xaa, 0x55]);
+    let (t, a) = (r.target.clone(), r.a.clone());
+    let cdb = sanitize_cdb(0x01, false, params.len() as u16);
+    let job = tokio::spawn(async move { exec(&t, &a, 0, &cdb, &params).await });
+    // The command is in: the LU says so to every nexus (SBC-4 §4.11.2).
+    while lu.sanitize_progress().is_none() {
+        tokio::task::yield_now().await;
+    }
+    let tur = exec(&r.target, &r.b, 0, &TUR, &[]).await;
+    assert_eq!(sense(&tur), SANITIZE_IN_PROGRESS);
+    assert_eq!(tur.decoded_sense().unwrap().progress, Some(0));
+    assert_eq!(
+        sense(&r.cmd(&rw10(0x28, 0, 1, 0), &[]).await),
+        SANITIZE_IN_PROGRESS
+    );
+    good(&r.cmd(&[0x12, 0, 0, 0, 96, 0], &[]).await);
+    let rs = good(&r.cmd(&[0x03, 0, 0, 0, 18, 0], &[]).await).to_vec();
+    assert_eq!((rs[2], rs[12], rs[13]), (0x02, 0x04, 0x1b));
+    assert_eq!(rs[15] & 0x80, 0x80, "SKSV: progress indication");
+    // Another LU of the target is not held up.
+    good(&exec(&r.target, &r.a, 2, &TUR, &[]).await);
+    drop(medium);
+    good(&job.await.unwrap());
+    good(&r.cmd(&TUR, &[]).await);
+    let back = good(&r.cmd(&rw10(0x28, BLOCKS as u32 - 1, 1, 0), &[]).await).to_vec();
+    assert!(back.chunks(2).all(|c| c == [0xaa, 0x55]));
+}
+
+#[tokio::test]
+async fn sanitize_block_erase_deallocates_and_parameter_checks() {
+    let r = rig();
+    good(&r.cmd(&rw10(0x2a, 0, 8, 0), &[b'a'; 8 * 512]).await);
+    good(&r.cmd(&sanitize_cdb(0x02, false, 0), &[]).await);
+    assert!(good(&r.cmd(&rw10(0x28, 0, 8, 0), &[]).await)
+        .iter()
+        .all(|b| *b == 0));
+    let status = good(
+        &r.cmd(
+            &[0x9e, 0x12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 24, 0, 0],
+            &[],
+        )
+        .await,
+    )
+    .to_vec();
+    assert_eq!(status[20] & 0x0f, 1, "deallocated");
+    // SBC-4 §5.30: parameter list lengths and service actions.
+    assert_eq!(
+        sense(&r.cmd(&sanitize_cdb(0x02, false, 8), &[0; 8]).await),
+        INVALID_FIELD
+    );
+    assert_eq!(
+        sense(&r.cmd(&sanitize_cdb(0x1f, false, 8), &[0; 8]).await),
+        INVALID_FIELD
+    );
+    good(&r.cmd(&sanitize_cdb(0x1f, false, 0), &[]).await);
+    assert_eq!(
+        sense(&r.cmd(&sanitize_cdb(0x01, false, 4), &[0; 4]).await),
+        INVALID_FIELD
+    );
+    assert_eq!(
+        sense(&r.cmd(&sanitize_cdb(0x01, false, 517), &[1; 517]).await),
+        INVALID_FIELD
+    );
+    let mut cdb = sanitize_cdb(0x01, false, 5);
+    cdb[1] = 0x03; // CRYPTOGRAPHIC ERASE: not supported.
+    assert_eq!(sense(&r.cmd(&cdb, &[]).await), INVALID_FIELD);
+    // Another nexus's reservation conflicts, like a write.
+    good(&exec(&r.target, &r.b, 0, &[0x16, 0, 0, 0, 0, 0], &[]).await);
+    let rep = r.cmd(&sanitize_cdb(0x02, false, 0), &[]).await;
+    assert_eq!(rep.status, status::RESERVATION_CONFLICT);
+}
+
+fn naa_cscd(naa: [u8; 16]) -> xcopy_params::IdentificationCscd {
+    xcopy_params::IdentificationCscd {
+        byte1: 0,
+        relative_initiator_port: 0,
+        code_set: 1,
+        association: 0,
+        designator_type: 3,
+        designator: naa.to_vec(),
+        pad: false,
+        block_length: 512,
+    }
+}
+
+fn copy_list(list_id: u8, cscds: Vec<[u8; 16]>, segs: &[(u16, u16, u16, u64, u64)]) -> Vec<u8> {
+    xcopy_params::CopyParams {
+        list_id,
+        usage: xcopy_params::ListIdUsage::Hold,
+        priority: 0,
+        cscds: cscds.into_iter().map(naa_cscd).collect(),
+        segments: segs
+            .iter()
+            .map(
+                |&(source, destination, blocks, source_lba, destination_lba)| {
+                    xcopy_params::BlockSegment {
+                        dc: false,
+                        cat: false,
+                        source,
+                        destination,
+                        blocks,
+                        source_lba,
+                        destination_lba,
+                    }
+                },
+            )
+            .collect(),
+    }
+    .encode()
+}
+
+fn xcopy_cdb(len: usize) -> Vec<u8> {
+    Cdb::ExtendedCopy { len: len as u32 }.encode()
+}
+
+fn copy_results(action: u8, list_id: u8) -> Vec<u8> {
+    Cdb::ReceiveCopyResults {
+        action,
+        list_id,
+        alloc: 1024,
+    }
+    .encode()
+}
+
+use busrig_proto::scsi::xcopy as xcopy_params;
+
+#[tokio::test]
+async fn extended_copy_between_luns_and_its_copy_status() {
+    let r = rig();
+    let naa0 = r.target.lun(0).unwrap().naa();
+    let naa2 = r.target.lun(2).unwrap().naa();
+    let data: Vec<u8> = (0..4096 * 3).map(|i| (i % 251) as u8).collect();
+    good(&r.cmd(&rw10(0x2a, 0, 24, 0), &data).await);
+    // No copy held yet for list 7.
+    assert_eq!(sense(&r.cmd(&copy_results(0, 7), &[]).await), INVALID_FIELD);
+    // Two segments: LUN 0 -> LUN 2 (in 1 MiB chunks and less), and an
+    // overlapping copy within LUN 0 towards higher LBAs.
+    let list = copy_list(
+        7,
+        vec![naa0, naa2],
+        &[(0, 1, 24, 0, 100), (0, 0, 24, 0, 12)],
+    );
+    good(&r.cmd(&xcopy_cdb(list.len()), &list).await);
+    assert_eq!(
+        good(&exec(&r.target, &r.a, 2, &rw10(0x28, 100, 24, 0), &[]).await),
+        &data[..]
+    );
+    assert_eq!(good(&r.cmd(&rw10(0x28, 12, 24, 0), &[]).await), &data[..]);
+    let st = good(&r.cmd(&copy_results(0, 7), &[]).await).to_vec();
+    let st = xcopy_params::CopyStatus::decode(&st).unwrap();
+    assert_eq!(st.state, xcopy_params::CopyState::Completed);
+    assert_eq!((st.segments_processed, st.bytes), (2, 2 * 24 * 512));
+    // Held data belongs to the nexus that sent the copy, and goes with it.
+    assert_eq!(
+        sense(&exec(&r.target, &r.b, 0, &copy_results(0, 7), &[]).await),
+        INVALID_FIELD
+    );
+    r.target.nexus_lost(&r.a);
+    assert_eq!(sense(&r.cmd(&copy_results(0, 7), &[]).await), INVALID_FIELD);
+    // OPERATING PARAMETERS: the limits the parameter list is checked with.
+    let op = good(&r.cmd(&copy_results(3, 0), &[]).await).to_vec();
+    assert_eq!(u16::from_be_bytes([op[8], op[9]]), 8);
+    assert_eq!(u16::from_be_bytes([op[10], op[11]]), 64);
+    // The Third-party Copy VPD page is listed and served.
+    let pages = good(&r.cmd(&[0x12, 1, 0, 0, 64, 0], &[]).await).to_vec();
+    assert!(pages[4..].contains(&0x8f));
+    assert_eq!(good(&r.cmd(&[0x12, 1, 0x8f, 1, 0, 0], &[]).await)[1], 0x8f);
+}
+
+const COPY_ABORTED: SenseKey = SenseKey::CopyAborted;
+
+#[tokio::test]
+async fn extended_copy_honours_reservations_of_source_and_destination() {
+    let r = rig();
+    let naa0 = r.target.lun(0).unwrap().naa();
+    let naa2 = r.target.lun(2).unwrap().naa();
+    good(&r.cmd(&rw10(0x2a, 0, 8, 0), &[7; 8 * 512]).await);
+    // b holds a SCSI-2 reservation of LUN 2: a's copy may neither write
+    // it nor read it (SPC-2 §5.5.1), as a's WRITE or READ could not.
+    good(&exec(&r.target, &r.b, 2, &[0x16, 0, 0, 0, 0, 0], &[]).await);
+    let to2 = copy_list(1, vec![naa0, naa2], &[(0, 1, 8, 0, 0)]);
+    let rep = r.cmd(&xcopy_cdb(to2.len()), &to2).await;
+    assert_eq!(sense(&rep), (COPY_ABORTED, 0x0d, 0x01));
+    assert!(
+        good(&exec(&r.target, &r.b, 2, &rw10(0x28, 0, 8, 0), &[]).await)
+            .iter()
+            .all(|b| *b == 0)
+    );
+    // FAILED SEGMENT DETAILS: the destination's RESERVATION CONFLICT.
+    let fsd = good(&r.cmd(&copy_results(4, 1), &[]).await).to_vec();
+    assert_eq!(fsd[56], status::RESERVATION_CONFLICT);
+    let st =
+        xcopy_params::CopyStatus::decode(&good(&r.cmd(&copy_results(0, 1), &[]).await)).unwrap();
+    assert_eq!(
+        (st.state, st.segments_processed),
+        (xcopy_params::CopyState::Failed, 0)
+    );
+    let from2 = copy_list(2, vec![naa2, naa0], &[(0, 1, 8, 0, 64)]);
+    assert_eq!(
+        sense(&r.cmd(&xcopy_cdb(from2.len()), &from2).await),
+        (COPY_ABORTED, 0x0d, 0x01)
+    );
+    // The holder itself copies; after RELEASE, so does a.
+    let b_copy = copy_list(3, vec![naa0, naa2], &[(0, 1, 8, 0, 0)]);
+    good(&exec(&r.target, &r.b, 0, &xcopy_cdb(b_copy.len()), &b_copy).await);
+    good(&exec(&r.target, &r.b, 2, &[0x17, 0, 0, 0, 0, 0], &[]).await);
+    good(&r.cmd(&xcopy_cdb(from2.len()), &from2).await);
+    assert_eq!(
+        good(&r.cmd(&rw10(0x28, 64, 8, 0), &[]).await),
+        &[7; 8 * 512][..]
+    );
+}
+
+#[tokio::test]
+async fn extended_copy_aborts_on_unreachable_or_out_of_range_targets() {
+    let r = rig();
+    let naa0 = r.target.lun(0).unwrap().naa();
+    // Index past the CSCD list; an NAA nobody has; beyond the capacity.
+    let bad_index = copy_list(1, vec![naa0], &[(0, 1, 8, 0, 0)]);
+    assert_eq!(
+        sense(&r.cmd(&xcopy_cdb(bad_index.len()), &bad_index).await),
+        (COPY_ABORTED, 0x0d, 0x02)
+    );
+    let nobody = copy_list(1, vec![naa0, [0x60; 16]], &[(0, 1, 8, 0, 0)]);
+    assert_eq!(
+        sense(&r.cmd(&xcopy_cdb(nobody.len()), &nobody).await),
+        (COPY_ABORTED, 0x08, 0x04)
+    );
+    let beyond = copy_list(1, vec![naa0], &[(0, 0, 8, 0, BLOCKS - 1)]);
+    assert_eq!(
+        sense(&r.cmd(&xcopy_cdb(beyond.len()), &beyond).await),
+        (COPY_ABORTED, 0, 0)
+    );
+    let fsd = good(&r.cmd(&copy_results(4, 1), &[]).await).to_vec();
+    let target_sense = Sense::decode(&fsd[60..]).unwrap();
+    assert_eq!(
+        (target_sense.key, target_sense.asc),
+        (SenseKey::IllegalRequest, 0x21)
+    );
+    // A zero-length parameter list copies nothing; a short one is an error.
+    good(&r.cmd(&xcopy_cdb(0), &[]).await);
+    assert_eq!(
+        sense(&r.cmd(&xcopy_cdb(beyond.len()), &beyond[..20]).await),
+        (SenseKey::IllegalRequest, 0x1a, 0)
+    );
+}
+
+#[tokio::test]
+async fn extended_copy_reaches_the_luns_of_other_targets_on_the_bus() {
+    let r = rig();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = LunSpec::new(
+        5,
+        dir.path().join("other.img"),
+        BLOCKS * 512,
+        512,
+        false,
+        "SER5".into(),
+    );
+    let other_lu = Arc::new(LogicalUnit::open(spec, "iqn.2024-01.test:u").unwrap());
+    let peers = Arc::new(BusPeers::default());
+    let other = Arc::new(
+        ScsiTarget::new(
+            "iqn.2024-01.test:u",
+            vec![other_lu.clone()],
+            TaskRegistry::new(),
+        )
+        .with_peers(peers.clone()),
+    );
+    // The rig's target joins the same bus.
+    let mine = Arc::new(
+        ScsiTarget::new(
+            "iqn.2024-01.test:t",
+            vec![r.target.lun(0).unwrap().clone()],
+            TaskRegistry::new(),
+        )
+        .with_peers(peers.clone()),
+    );
+    peers.set(vec![
+        (1, Arc::downgrade(&mine)),
+        (2, Arc::downgrade(&other)),
+    ]);
+    good(&exec(&mine, &r.a, 0, &rw10(0x2a, 0, 8, 0), &[9; 8 * 512]).await);
+    let list = copy_list(
+        1,
+        vec![r.target.lun(0).unwrap().naa(), other_lu.naa()],
+        &[(0, 1, 8, 0, 16)],
+    );
+    good(&exec(&mine, &r.a, 0, &xcopy_cdb(list.len()), &list).await);
+    assert_eq!(other_lu.read(16, 8).await.unwrap(), vec![9; 8 * 512]);
+    // Another initiator's reservation on that target's LU stops the copy.
+    let holder = ItNexus::new(
+        "iqn.2024-01.test:b",
+        [0x40, 0, 0, 0, 0, 2],
+        "iqn.2024-01.test:u",
+        2,
+    );
+    good(&exec(&other, &holder, 5, &[0x16, 0, 0, 0, 0, 0], &[]).await);
+    assert_eq!(
+        sense(&exec(&mine, &r.a, 0, &xcopy_cdb(list.len()), &list).await),
+        (COPY_ABORTED, 0x0d, 0x01)
+    );
 }
