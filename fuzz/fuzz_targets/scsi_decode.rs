@@ -1,5 +1,5 @@
 //! Every SCSI-side decoder in busrig-proto on arbitrary bytes: CDBs, sense
-//! data, UNMAP and MODE SELECT parameter lists, REPORT LUNS data, VPD
+//! data, UNMAP, MODE SELECT and EXTENDED COPY parameter lists, COPY STATUS, REPORT LUNS data, VPD
 //! pages and INQUIRY data, and the
 //! persistent reservation formats (CDBs, PR OUT parameter lists, PR IN
 //! responses, TransportIDs). None may panic, whatever the input; and for
@@ -18,6 +18,7 @@ use busrig_proto::scsi::report_luns::LunList;
 use busrig_proto::scsi::sense::Sense;
 use busrig_proto::scsi::inquiry::StandardInquiry;
 use busrig_proto::scsi::vpd::Vpd;
+use busrig_proto::scsi::xcopy::{CopyLimits, CopyParams, CopyStatus};
 use libfuzzer_sys::fuzz_target;
 
 /// Decode, and when that succeeds, check that encoding round-trips.
@@ -40,6 +41,21 @@ fuzz_target!(|data: &[u8]| {
         let _ = Vpd::decode(code, data);
     }
     let _ = parse_unmap(data);
+    // EXTENDED COPY parameter lists under generous limits, and COPY STATUS.
+    let limits = CopyLimits {
+        max_cscd_descriptors: u16::MAX,
+        max_segment_descriptors: u16::MAX,
+        max_descriptor_list_length: u32::MAX,
+        max_segment_length: u32::MAX,
+        total_concurrent_copies: 1,
+        held_data_limit: 0,
+    };
+    round_trip!(CopyParams::decode(data, &limits), |p: &CopyParams| {
+        CopyParams::decode(&p.encode(), &limits)
+    });
+    if let Some(s) = CopyStatus::decode(data) {
+        assert_eq!(CopyStatus::decode(&s.encode()), Some(s));
+    }
     for ten in [false, true] {
         let _ = parse_mode_select(ten, data, &ModeParams::default(), 1 << 21, 512);
     }

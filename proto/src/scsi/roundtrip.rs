@@ -300,7 +300,83 @@ fn sense() -> impl Strategy<Value = (Sense, bool)> {
         )
 }
 
+fn copy_params() -> impl Strategy<Value = super::xcopy::CopyParams> {
+    use super::xcopy::{BlockSegment, CopyParams, IdentificationCscd, ListIdUsage};
+    let cscd = (
+        any::<(u8, u16, bool)>(),
+        0u8..16,
+        0u8..4,
+        0u8..16,
+        vec(any::<u8>(), 0..21),
+        0u32..1 << 24,
+    )
+        .prop_map(
+            |(
+                (byte1, port, pad),
+                code_set,
+                association,
+                designator_type,
+                designator,
+                block_length,
+            )| {
+                IdentificationCscd {
+                    byte1,
+                    relative_initiator_port: port,
+                    code_set,
+                    association,
+                    designator_type,
+                    designator,
+                    pad,
+                    block_length,
+                }
+            },
+        );
+    let segment = (any::<(bool, bool, u16, u16, u16)>(), any::<(u64, u64)>()).prop_map(
+        |((dc, cat, source, destination, blocks), (source_lba, destination_lba))| BlockSegment {
+            dc,
+            cat,
+            source,
+            destination,
+            blocks,
+            source_lba,
+            destination_lba,
+        },
+    );
+    let usage = prop::sample::select(vec![
+        ListIdUsage::Hold,
+        ListIdUsage::NoHold,
+        ListIdUsage::Discard,
+    ]);
+    (
+        any::<u8>(),
+        usage,
+        0u8..8,
+        vec(cscd, 0..8),
+        vec(segment, 0..8),
+    )
+        .prop_map(|(list_id, usage, priority, cscds, segments)| CopyParams {
+            list_id,
+            usage,
+            priority,
+            cscds,
+            segments,
+        })
+}
+
 proptest! {
+    #[test]
+    fn copy_params_round_trip(p in copy_params()) {
+        let limits = super::xcopy::CopyLimits {
+            max_cscd_descriptors: 8,
+            max_segment_descriptors: 8,
+            max_descriptor_list_length: 8 * 32 + 8 * 28,
+            max_segment_length: u32::MAX,
+            total_concurrent_copies: 1,
+            held_data_limit: 0,
+        };
+        prop_assert_eq!(super::xcopy::CopyParams::decode(&p.encode(), &limits), Ok(p));
+    }
+
     #[test]
     fn cdb_round_trip(c in cdbs()) {
         prop_assert_eq!(Cdb::decode(&c.encode()), Ok(c));
