@@ -451,7 +451,7 @@ pub fn failed_segment_details(status: u8, sense: &[u8]) -> Vec<u8> {
 pub fn third_party_copy_page(l: &CopyLimits) -> Vec<u8> {
     fn descriptor(out: &mut Vec<u8>, ty: u16, body: &[u8]) {
         let mut body = body.to_vec();
-        while body.len() % 4 != 0 {
+        while !body.len().is_multiple_of(4) {
             body.push(0);
         }
         out.extend_from_slice(&ty.to_be_bytes());

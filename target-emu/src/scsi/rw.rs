@@ -134,7 +134,7 @@ impl ScsiTarget {
         }
         protect(lu)?;
         // SBC-4 §4.29.2: misaligned or not a multiple of the granularity.
-        if lba % u64::from(limits.atomic_alignment) != 0 {
+        if !lba.is_multiple_of(u64::from(limits.atomic_alignment)) {
             return Err(invalid_cdb(2, None));
         }
         if u32::from(blocks) % limits.atomic_granularity != 0 {

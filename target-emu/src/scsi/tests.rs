@@ -1602,7 +1602,7 @@ async fn extended_copy_honours_reservations_of_source_and_destination() {
     let fsd = good(&r.cmd(&copy_results(4, 1), &[]).await).to_vec();
     assert_eq!(fsd[56], status::RESERVATION_CONFLICT);
     let st =
-        xcopy_params::CopyStatus::decode(&good(&r.cmd(&copy_results(0, 1), &[]).await)).unwrap();
+        xcopy_params::CopyStatus::decode(good(&r.cmd(&copy_results(0, 1), &[]).await)).unwrap();
     assert_eq!(
         (st.state, st.segments_processed),
         (xcopy_params::CopyState::Failed, 0)
