@@ -117,7 +117,7 @@ fn lun_json(target: &str, lu: &LogicalUnit, portal: &Portal) -> Value {
         "target": target,
         "lun": lu.lun(),
         "path": spec.path,
-        "size_bytes": spec.size_bytes,
+        "size_bytes": lu.size_bytes(),
         "block_size": spec.block_size,
         "read_only": spec.read_only,
         "offline": portal.faults().is_lun_offline(target, lu.lun()),
@@ -174,12 +174,7 @@ impl Control {
         let luns: Vec<Value> = p
             .targets()
             .iter()
-            .flat_map(|t| {
-                t.scsi
-                    .lun_ids()
-                    .into_iter()
-                    .filter_map(move |id| t.scsi.lun(id).map(|lu| (t, lu.clone())))
-            })
+            .flat_map(|t| t.scsi.luns().into_iter().map(move |lu| (t.clone(), lu)))
             .map(|(t, lu)| lun_json(&t.def.name, &lu, p))
             .collect();
         let sessions: Vec<Value> = p
@@ -237,7 +232,7 @@ impl Control {
                 ))
             }
         };
-        let lu = t.scsi.lun(lun).cloned().ok_or_else(|| {
+        let lu = t.scsi.lun(lun).ok_or_else(|| {
             HttpResponse::error(404, format!("target {} has no LUN {lun}", t.def.name))
         })?;
         Ok((t.def.name.clone(), lu))
@@ -317,10 +312,7 @@ impl Control {
                     .allowed_initiators
                     .iter()
                     .any(|a| a.eq_ignore_ascii_case(ini))
-                    || t.scsi
-                        .lun_ids()
-                        .into_iter()
-                        .any(|id| t.scsi.lun(id).is_some_and(|lu| lu_knows(lu, ini)))
+                    || t.scsi.luns().iter().any(|lu| lu_knows(lu, ini))
             })
             || self.faults().paths().contains_key(ini)
     }
