@@ -11,6 +11,18 @@
 //! | `POST /path` | `{"initiator": NAME, "action": A, ...}` | path faults: `freeze`, `thaw`, `delay` (`ms`), `drop`, `cut`, `restore`, `fail` (`count`, `sense` as `KEY/ASC/ASCQ`), `clear` |
 //! | `POST /lun` | `{"target": NAME?, "lun": N, "action": A}` | LUN faults: `offline`, `online`, `power-cycle` |
 //! | `GET /audit?target=NAME&lun=N` | | the LUN's writer history |
+//! | `POST /config/lun` | `{"action": "add", "target": NAME?, "lun": {TABLE}}` | adds a LUN: `TABLE` holds the keys of a `[[target.lun]]` (`id`, `size`, `path`, ...) |
+//! | `POST /config/lun` | `{"action": "remove", "target": NAME?, "lun": N, "force": B?}` | removes a LUN; refused while it is reserved or has commands in flight unless `force` |
+//! | `POST /config/lun` | `{"action": "resize", "target": NAME?, "lun": N, "size": SIZE, "force": B?}` | sets a LUN's capacity (2A/09); shrinking needs `force` |
+//! | `POST /config/target` | `{"action": "add", "definition": {TABLE}}` | adds a target: `TABLE` holds the keys of a `[[target]]`, its LUNs under `lun` |
+//! | `POST /config/target` | `{"action": "remove", "target": NAME, "force": B?}` | removes a target; refused while it has sessions unless `force`, which ends them |
+//! | `POST /config/acl` | `{"action": "add"\|"remove", "target": NAME?, "initiator": NAME, "keep_sessions": B?}` | changes `allowed_initiators`; sessions it no longer admits end unless `keep_sessions` |
+//! | `POST /config/chap` | `{"action": "set", "target": NAME?, "user", "secret", "mutual_user"?, "mutual_secret"?}` or `{"action": "clear", ...}` | CHAP for new logins |
+//! | `POST /config/save` | `{}` | the running configuration as TOML (`{"toml": ...}`); a `POST` because it holds the CHAP secrets |
+//!
+//! The `/config/...` changes are described in [`crate::reconfig`] and
+//! docs/semantics.md "Live reconfiguration"; each is logged and recorded in
+//! the status's `events`.
 //!
 //! Errors come back as a non-200 status with `{"error": "..."}`.
 //!
@@ -34,7 +46,9 @@ use axum::Router;
 use busrig_http::{HttpResponse, JsonBody, Limits, Query, DEFAULT_LIMITS};
 use serde_json::{json, Value};
 
+use crate::config::{ChapConfig, LunConfig, SizeValue, TargetConfig};
 use crate::fault::{parse_sense, Faults};
+use crate::reconfig::{self, AclChange, ReconfigError};
 use crate::iscsi::Portal;
 use crate::lu::{now_ms, LogicalUnit};
 use crate::reservation::ReservationView;
@@ -130,6 +144,59 @@ fn lun_json(target: &str, lu: &LogicalUnit, portal: &Portal) -> Value {
         "write_cache": lu.write_cache_status(),
         "disk_model": lu.model_status(),
     })
+}
+
+/// A reconfiguration's answer.
+fn answer(r: Result<Value, HttpResponse>) -> HttpResponse {
+    r.map_or_else(|e| e, HttpResponse::ok)
+}
+
+/// A refused reconfiguration as an HTTP error.
+fn refused(e: ReconfigError) -> HttpResponse {
+    HttpResponse::error(e.http_status(), busrig_lograte::text::error_chain(&e))
+}
+
+/// The request's `action`, one of `allowed`.
+fn action<'a>(body: &Value, allowed: &[&'a str]) -> Result<&'a str, HttpResponse> {
+    let got = body.get("action").and_then(Value::as_str).unwrap_or("");
+    allowed.iter().copied().find(|a| *a == got).ok_or_else(|| {
+        HttpResponse::error(
+            400,
+            format!("unknown action {got:?}: {}", allowed.join(", ")),
+        )
+    })
+}
+
+/// Required field `key` of the body, `what` saying what it should be.
+fn field<T: serde::de::DeserializeOwned>(
+    body: &Value,
+    key: &str,
+    what: &str,
+) -> Result<T, HttpResponse> {
+    let v = body
+        .get(key)
+        .filter(|v| !v.is_null())
+        .ok_or_else(|| HttpResponse::error(400, format!("missing \"{key}\" ({what})")))?;
+    serde_json::from_value(v.clone())
+        .map_err(|e| HttpResponse::error(400, format!("\"{key}\" must be {what}: {e}")))
+}
+
+/// Optional string field `key`.
+fn opt_str<'a>(body: &'a Value, key: &str) -> Result<Option<&'a str>, HttpResponse> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(HttpResponse::error(400, format!("\"{key}\" must be a string"))),
+    }
+}
+
+/// Optional boolean field `key` (false when absent).
+fn flag(body: &Value, key: &str) -> Result<bool, HttpResponse> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(HttpResponse::error(400, format!("\"{key}\" must be true or false"))),
+    }
 }
 
 impl Control {
@@ -398,6 +465,103 @@ impl Control {
         }
     }
 
+    /// `POST /config/lun`.
+    async fn config_lun(&self, body: &Value) -> Result<Value, HttpResponse> {
+        let p = &self.portal;
+        let target = opt_str(body, "target")?;
+        let force = flag(body, "force")?;
+        match action(body, &["add", "remove", "resize"])? {
+            "add" => {
+                let table: LunConfig = field(body, "lun", "a [[target.lun]] table")?;
+                let def = reconfig::add_lun(p, target, &table).await.map_err(refused)?;
+                Ok(json!({ "target": target, "lun": def.id, "path": def.path, "size_bytes": def.size_bytes }))
+            }
+            "remove" => {
+                let lun: u64 = field(body, "lun", "a LUN number")?;
+                let r = reconfig::remove_lun(p, target, lun, force).await.map_err(refused)?;
+                Ok(json!(r))
+            }
+            _ => {
+                let lun: u64 = field(body, "lun", "a LUN number")?;
+                let size: SizeValue = field(body, "size", "bytes or a size like \"2GiB\"")?;
+                let (from, to) = reconfig::resize_lun(p, target, lun, &size, force)
+                    .await
+                    .map_err(refused)?;
+                Ok(json!({ "target": target, "lun": lun, "from_bytes": from, "size_bytes": to }))
+            }
+        }
+    }
+
+    /// `POST /config/target`.
+    async fn config_target(&self, body: &Value) -> Result<Value, HttpResponse> {
+        let p = &self.portal;
+        match action(body, &["add", "remove"])? {
+            "add" => {
+                let table: TargetConfig = field(body, "definition", "a [[target]] table")?;
+                let def = reconfig::add_target(p, &table).await.map_err(refused)?;
+                Ok(json!({ "target": def.name, "tpgt": def.tpgt, "luns": def.luns.iter().map(|l| l.id).collect::<Vec<_>>() }))
+            }
+            _ => {
+                let name: String = field(body, "target", "a target name")?;
+                let ended = reconfig::remove_target(p, &name, flag(body, "force")?)
+                    .await
+                    .map_err(refused)?;
+                Ok(json!({ "target": name, "sessions_ended": ended }))
+            }
+        }
+    }
+
+    /// `POST /config/acl`.
+    async fn config_acl(&self, body: &Value) -> Result<Value, HttpResponse> {
+        let change = match action(body, &["add", "remove"])? {
+            "add" => AclChange::Add,
+            _ => AclChange::Remove,
+        };
+        let initiator: String = field(body, "initiator", "an iSCSI initiator name")?;
+        let r = reconfig::change_acl(
+            &self.portal,
+            opt_str(body, "target")?,
+            &initiator,
+            change,
+            flag(body, "keep_sessions")?,
+        )
+        .await
+        .map_err(refused)?;
+        Ok(json!(r))
+    }
+
+    /// `POST /config/chap`.
+    async fn config_chap(&self, body: &Value) -> Result<Value, HttpResponse> {
+        let target = opt_str(body, "target")?;
+        let chap = match action(body, &["set", "clear"])? {
+            "set" => {
+                let mut keys = body.clone();
+                if let Some(o) = keys.as_object_mut() {
+                    o.remove("action");
+                    o.remove("target");
+                }
+                Some(
+                    serde_json::from_value::<ChapConfig>(keys)
+                        .map_err(|e| HttpResponse::error(400, format!("chap set: {e}")))?,
+                )
+            }
+            _ => None,
+        };
+        let name = reconfig::set_chap(&self.portal, target, chap.as_ref())
+            .await
+            .map_err(refused)?;
+        Ok(json!({ "target": name, "chap": chap.is_some(), "mutual": chap.is_some_and(|c| c.mutual_user.is_some()) }))
+    }
+
+    /// `POST /config/save`.
+    fn config_save(&self) -> Result<Value, HttpResponse> {
+        let toml = reconfig::running_config(&self.portal)
+            .to_config()
+            .to_toml()
+            .map_err(|e| HttpResponse::error(500, e.to_string()))?;
+        Ok(json!({ "toml": toml }))
+    }
+
     /// The endpoints, to be served by [`busrig_http::Server`].
     pub fn router(self) -> Router {
         Router::new()
@@ -428,6 +592,42 @@ impl Control {
                         c.lun_fault(&body).await
                     },
                 ),
+            )
+            .route(
+                "/config/lun",
+                post(
+                    |State(c): State<Control>, JsonBody(body): JsonBody| async move {
+                        answer(c.config_lun(&body).await)
+                    },
+                ),
+            )
+            .route(
+                "/config/target",
+                post(
+                    |State(c): State<Control>, JsonBody(body): JsonBody| async move {
+                        answer(c.config_target(&body).await)
+                    },
+                ),
+            )
+            .route(
+                "/config/acl",
+                post(
+                    |State(c): State<Control>, JsonBody(body): JsonBody| async move {
+                        answer(c.config_acl(&body).await)
+                    },
+                ),
+            )
+            .route(
+                "/config/chap",
+                post(
+                    |State(c): State<Control>, JsonBody(body): JsonBody| async move {
+                        answer(c.config_chap(&body).await)
+                    },
+                ),
+            )
+            .route(
+                "/config/save",
+                post(|State(c): State<Control>| async move { answer(c.config_save()) }),
             )
             .route(
                 "/audit",
