@@ -923,7 +923,11 @@ pub(crate) fn validate_chap(target: &str, c: &ChapConfig) -> Result<ChapSpec, Co
     })
 }
 
-pub(crate) fn validate_lun(target: &str, l: &LunConfig, data_dir: &Path) -> Result<LunDef, ConfigError> {
+pub(crate) fn validate_lun(
+    target: &str,
+    l: &LunConfig,
+    data_dir: &Path,
+) -> Result<LunDef, ConfigError> {
     let ctx = format!("lun {} of target {target}", l.id);
     if l.id > MAX_LUN_ID {
         return Err(invalid(format!(
@@ -1210,6 +1214,77 @@ pub fn check_iscsi_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `busrig bus save`: every key of a configuration survives the trip
+    /// to TOML and back, defaults and models included.
+    #[test]
+    fn to_config_reads_back_as_the_same_configuration() {
+        let texts = [
+            EMBEDDED_DEFAULT.to_string(),
+            r#"
+[[bus]]
+name = "s"
+topology = "scsi"
+max_initiators = 2
+bandwidth = "ultra320"
+
+[[bus]]
+name = "f"
+bandwidth = "250MB/s"
+
+[[target]]
+name = "iqn.2026-11.io.busrig:a"
+bus = "s"
+tpgt = 7
+allowed_initiators = ["iqn.2026-11.x:n1", "IQN.2026-11.X:N2"]
+chap = { user = "u", secret = "0123456789abcdef", mutual_user = "t", mutual_secret = "fedcba9876543210" }
+
+[[target.lun]]
+id = 3
+size = "1MiB"
+physical_block_size = 4096
+read_only = true
+removable = true
+write_cache = "volatile"
+resize = "grow"
+disk_model = "hdd-10k"
+stripe_unit = "64KiB"
+spindles = 4
+
+[[target]]
+name = "iqn.2026-11.io.busrig:b"
+bus = "f"
+
+[[target.lun]]
+id = 0
+path = "/abs/b0.img"
+size = 4096
+block_size = 4096
+service_time_us = 250
+
+[iscsi]
+queue_depth = 7
+poll_us = 0
+
+[iscsi.login_failures]
+first_delay_ms = 0
+max_delay_ms = 0
+"#
+            .to_string(),
+        ];
+        for text in texts {
+            let c = Config::parse(&text, "test")
+                .unwrap()
+                .validate(Path::new("/data"))
+                .unwrap();
+            let toml = c.to_config().to_toml().unwrap();
+            let back = Config::parse(&toml, "saved")
+                .unwrap()
+                .validate(Path::new("/data"))
+                .unwrap();
+            assert_eq!(back, c, "{toml}");
+        }
+    }
 
     fn validate(text: &str) -> Result<ValidConfig, String> {
         Config::parse(text, "test")

@@ -177,7 +177,10 @@ pub struct LunRemoved {
 
 /// The index and current state of the target `name` names, or of the only
 /// target when `name` is `None`.
-fn find_target(portal: &Portal, name: Option<&str>) -> Result<(usize, Arc<PortalTarget>), ReconfigError> {
+fn find_target(
+    portal: &Portal,
+    name: Option<&str>,
+) -> Result<(usize, Arc<PortalTarget>), ReconfigError> {
     let index = match name {
         Some(n) => portal
             .target_index(n)
@@ -293,12 +296,10 @@ pub async fn add_lun(
         });
     }
     let lu = Arc::new(open_lun(&def, &name)?);
-    pt.scsi
-        .add_lun(lu)
-        .map_err(|e| ReconfigError::LunTaken {
-            target: name.clone(),
-            lun: e.0,
-        })?;
+    pt.scsi.add_lun(lu).map_err(|e| ReconfigError::LunTaken {
+        target: name.clone(),
+        lun: e.0,
+    })?;
     portal.update_target(index, |d| {
         d.luns.push(def.clone());
         d.luns.sort_by_key(|l| l.id);
@@ -396,7 +397,10 @@ fn reservation_words(lu: &LogicalUnit) -> Option<String> {
     }
     let res = r.pr_snapshot().reservation?;
     Some(match res.holder {
-        Some(h) => format!("persistent reservation {} held by {h}", res.pr_type.short_name()),
+        Some(h) => format!(
+            "persistent reservation {} held by {h}",
+            res.pr_type.short_name()
+        ),
         None => format!(
             "persistent reservation {} of all registrants",
             res.pr_type.short_name()
@@ -421,8 +425,9 @@ pub async fn resize_lun(
     };
     let to = match size {
         SizeValue::Bytes(b) => *b,
-        SizeValue::Text(t) => config::parse_size(t)
-            .map_err(|why| ReconfigError::BadRequest(format!("size {why}")))?,
+        SizeValue::Text(t) => {
+            config::parse_size(t).map_err(|why| ReconfigError::BadRequest(format!("size {why}")))?
+        }
     };
     let from = lu.size_bytes();
     if to < from && !force {
@@ -439,9 +444,9 @@ pub async fn resize_lun(
             l.size_bytes = to;
         }
     });
-    portal
-        .faults()
-        .record(format!("lun {lun} of {name} resized from {from} to {to} bytes"));
+    portal.faults().record(format!(
+        "lun {lun} of {name} resized from {from} to {to} bytes"
+    ));
     Ok((from, to))
 }
 
@@ -510,7 +515,11 @@ pub async fn add_target(portal: &Portal, t: &TargetConfig) -> Result<TargetDef, 
 
 /// `target remove`: refused while sessions are logged in unless `force`,
 /// which ends them first. Returns how many sessions ended.
-pub async fn remove_target(portal: &Portal, name: &str, force: bool) -> Result<usize, ReconfigError> {
+pub async fn remove_target(
+    portal: &Portal,
+    name: &str,
+    force: bool,
+) -> Result<usize, ReconfigError> {
     let _turn = portal.registry().turn.lock().await;
     let (index, pt) = find_target(portal, Some(name))?;
     let name = pt.def.name.clone();
@@ -537,9 +546,9 @@ pub async fn remove_target(portal: &Portal, name: &str, force: bool) -> Result<u
         portal.faults().set_lun_offline(&name, lu.lun(), false);
     }
     tracing::info!(target = %name, force, sessions_ended = ended, "target removed");
-    portal.faults().record(format!(
-        "target {name} removed ({ended} session(s) ended)"
-    ));
+    portal
+        .faults()
+        .record(format!("target {name} removed ({ended} session(s) ended)"));
     Ok(ended)
 }
 

@@ -78,7 +78,9 @@ fn lun_table(id: u64, size: &str) -> LunConfig {
 }
 
 fn pattern(seed: u8) -> Vec<u8> {
-    (0..4096u32).map(|i| (i as u8).wrapping_mul(7) ^ seed).collect()
+    (0..4096u32)
+        .map(|i| (i as u8).wrapping_mul(7) ^ seed)
+        .collect()
 }
 
 /// docs/semantics.md "Live reconfiguration": LUN 3 comes and goes while a
@@ -167,7 +169,11 @@ async fn resize_raises_capacity_data_has_changed_on_that_lun_only() {
         .unwrap_err();
     assert!(matches!(e, ReconfigError::Shrink { .. }), "{e}");
     assert_eq!(e.http_status(), 409);
-    assert_eq!(run(&mut a, 1, &[0; 6], 0).await, GOOD, "no 2A/09 for a refusal");
+    assert_eq!(
+        run(&mut a, 1, &[0; 6], 0).await,
+        GOOD,
+        "no 2A/09 for a refusal"
+    );
     reconfig::resize_lun(&portal, None, 1, &SizeValue::Bytes(MIB), true)
         .await
         .unwrap();
@@ -193,10 +199,16 @@ async fn removing_a_reserved_or_busy_lun_is_refused_unless_forced() {
     holder.tur_until_good(1).await;
     assert_eq!(run(&mut holder, 1, &RESERVE6, 0).await, GOOD);
 
-    let e = reconfig::remove_lun(&portal, None, 1, false).await.unwrap_err();
+    let e = reconfig::remove_lun(&portal, None, 1, false)
+        .await
+        .unwrap_err();
     assert!(matches!(e, ReconfigError::Reserved { .. }), "{e}");
     assert!(e.to_string().contains(INITIATOR), "{e}");
-    assert_eq!(run(&mut holder, 1, &[0; 6], 0).await, GOOD, "nothing changed");
+    assert_eq!(
+        run(&mut holder, 1, &[0; 6], 0).await,
+        GOOD,
+        "nothing changed"
+    );
 
     // A command held by a frozen path is in flight.
     portal.faults().freeze(N2);
@@ -222,7 +234,9 @@ async fn removing_a_reserved_or_busy_lun_is_refused_unless_forced() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(in_flight(), "the held command is in the task set");
-    let e = reconfig::remove_lun(&portal, None, 0, false).await.unwrap_err();
+    let e = reconfig::remove_lun(&portal, None, 0, false)
+        .await
+        .unwrap_err();
     assert!(matches!(e, ReconfigError::InFlight { count: 1, .. }), "{e}");
     let r = reconfig::remove_lun(&portal, None, 0, true).await.unwrap();
     assert_eq!(r.aborted, 1);
@@ -237,7 +251,9 @@ async fn removing_a_reserved_or_busy_lun_is_refused_unless_forced() {
 
     // Forced removal of the reserved LUN 1 is refused only because it is
     // the last one left; with another LUN there it goes.
-    let e = reconfig::remove_lun(&portal, None, 1, true).await.unwrap_err();
+    let e = reconfig::remove_lun(&portal, None, 1, true)
+        .await
+        .unwrap_err();
     assert!(matches!(e, ReconfigError::LastOne(_)), "{e}");
     reconfig::add_lun(&portal, None, &lun_table(2, "1MiB"))
         .await
@@ -312,7 +328,9 @@ async fn acl_and_chap_changes_affect_the_next_login() {
         "mutual_user": "bus0", "mutual_secret": "target-secret-34",
     }))
     .unwrap();
-    reconfig::set_chap(&portal, None, Some(&chap)).await.unwrap();
+    reconfig::set_chap(&portal, None, Some(&chap))
+        .await
+        .unwrap();
     assert_eq!(a.tur(0).await, 0);
     let again = || LoginOpts {
         isid: Some([0x80, 0, 0, 0, 0, 7]),
@@ -330,7 +348,9 @@ async fn acl_and_chap_changes_affect_the_next_login() {
     c.tur_until_good(0).await;
     let weak: ChapConfig =
         serde_json::from_value(json!({ "user": "alice", "secret": "short" })).unwrap();
-    let e = reconfig::set_chap(&portal, None, Some(&weak)).await.unwrap_err();
+    let e = reconfig::set_chap(&portal, None, Some(&weak))
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("at least"), "{e}");
     reconfig::set_chap(&portal, None, None).await.unwrap();
     let mut c = h.connect();
@@ -358,10 +378,17 @@ async fn targets_come_and_go_and_forced_removal_ends_their_sessions() {
     let portal = h.server.portal().clone();
     let mut first = h.session(INITIATOR).await;
     first.tur_until_good(0).await;
-    let def = reconfig::add_target(&portal, &second_target()).await.unwrap();
-    assert_eq!(def.luns.iter().map(|l| l.id).collect::<Vec<_>>(), vec![0, 5]);
+    let def = reconfig::add_target(&portal, &second_target())
+        .await
+        .unwrap();
+    assert_eq!(
+        def.luns.iter().map(|l| l.id).collect::<Vec<_>>(),
+        vec![0, 5]
+    );
     assert!(h.dir.path().join("t2/five.img").exists());
-    let e = reconfig::add_target(&portal, &second_target()).await.unwrap_err();
+    let e = reconfig::add_target(&portal, &second_target())
+        .await
+        .unwrap_err();
     assert!(matches!(e, ReconfigError::TargetTaken(_)), "{e}");
 
     let mut c = h.connect();
@@ -378,22 +405,38 @@ async fn targets_come_and_go_and_forced_removal_ends_their_sessions() {
     let listed = d.text(&[("SendTargets", "All")]).await;
     assert!(format!("{listed:?}").contains(T2), "{listed:?}");
 
-    let e = reconfig::remove_target(&portal, T2, false).await.unwrap_err();
-    assert!(matches!(e, ReconfigError::HasSessions { count: 1, .. }), "{e}");
+    let e = reconfig::remove_target(&portal, T2, false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ReconfigError::HasSessions { count: 1, .. }),
+        "{e}"
+    );
     assert_eq!(c.tur(5).await, 0, "a refused removal changes nothing");
     assert_eq!(reconfig::remove_target(&portal, T2, true).await.unwrap(), 1);
     c.expect_closed().await;
-    assert!(h.server.sessions().iter().all(|s| s.target.as_deref() != Some(T2)));
+    assert!(h
+        .server
+        .sessions()
+        .iter()
+        .all(|s| s.target.as_deref() != Some(T2)));
     assert_eq!(
         h.connect().login(&o).await,
-        Err(LoginRefused(login_status::NOT_FOUND.0, login_status::NOT_FOUND.1))
+        Err(LoginRefused(
+            login_status::NOT_FOUND.0,
+            login_status::NOT_FOUND.1
+        ))
     );
     // The first target never noticed.
     assert_eq!(first.tur(0).await, 0);
-    let e = reconfig::remove_target(&portal, TARGET, true).await.unwrap_err();
+    let e = reconfig::remove_target(&portal, TARGET, true)
+        .await
+        .unwrap_err();
     assert!(matches!(e, ReconfigError::LastOne(_)), "{e}");
     // The name is free again, and the files are still there.
-    reconfig::add_target(&portal, &second_target()).await.unwrap();
+    reconfig::add_target(&portal, &second_target())
+        .await
+        .unwrap();
 }
 
 /// The running configuration, written as TOML and read back, is the same
@@ -411,9 +454,14 @@ async fn the_saved_configuration_reads_back_as_the_running_one() {
     reconfig::change_acl(&portal, None, N2, AclChange::Add, false)
         .await
         .unwrap();
-    let chap: ChapConfig = serde_json::from_value(json!({ "user": "alice", "secret": "alice-secret-12" })).unwrap();
-    reconfig::set_chap(&portal, None, Some(&chap)).await.unwrap();
-    reconfig::add_target(&portal, &second_target()).await.unwrap();
+    let chap: ChapConfig =
+        serde_json::from_value(json!({ "user": "alice", "secret": "alice-secret-12" })).unwrap();
+    reconfig::set_chap(&portal, None, Some(&chap))
+        .await
+        .unwrap();
+    reconfig::add_target(&portal, &second_target())
+        .await
+        .unwrap();
 
     let running = reconfig::running_config(&portal);
     let toml = running.to_config().to_toml().unwrap();
@@ -422,8 +470,14 @@ async fn the_saved_configuration_reads_back_as_the_running_one() {
         .validate(h.dir.path())
         .unwrap();
     assert_eq!(back, running, "{toml}");
-    assert_eq!(back.targets[0].luns.iter().map(|l| (l.id, l.size_bytes)).collect::<Vec<_>>(),
-        vec![(0, MIB), (1, 3 * MIB), (3, 4 * MIB)]);
+    assert_eq!(
+        back.targets[0]
+            .luns
+            .iter()
+            .map(|l| (l.id, l.size_bytes))
+            .collect::<Vec<_>>(),
+        vec![(0, MIB), (1, 3 * MIB), (3, 4 * MIB)]
+    );
     h.server.flush().await.unwrap();
     // Every file has the saved size: a server opens them all as they are.
     let again = TargetServer::build(back).unwrap();
@@ -435,7 +489,12 @@ async fn the_saved_configuration_reads_back_as_the_running_one() {
 /// The token the test control plane is started with.
 const CONTROL_TOKEN: &str = "reconfig-token-for-tests";
 
-async fn control_request(c: &Control, path: &str, body: Value, token: Option<&str>) -> (u16, Value) {
+async fn control_request(
+    c: &Control,
+    path: &str,
+    body: Value,
+    token: Option<&str>,
+) -> (u16, Value) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -461,39 +520,123 @@ async fn config_endpoints_need_the_token_and_explain_bad_input() {
     let h = bus();
     let control = Control::new(h.server.portal().clone());
     let add = json!({ "action": "add", "lun": { "id": 3, "size": "1MiB" } });
-    for path in ["/config/lun", "/config/target", "/config/acl", "/config/chap", "/config/save"] {
+    for path in [
+        "/config/lun",
+        "/config/target",
+        "/config/acl",
+        "/config/chap",
+        "/config/save",
+    ] {
         let (code, _) = control_request(&control, path, add.clone(), None).await;
         assert_eq!(code, 401, "{path} without the token");
     }
     assert_eq!(h.server.target(TARGET).unwrap().lun_ids(), vec![0, 1]);
 
     let cases = [
-        ("/config/lun", json!({ "action": "grow" }), 400, "unknown action"),
-        ("/config/lun", json!({ "action": "add" }), 400, "missing \"lun\""),
-        ("/config/lun", json!({ "action": "add", "lun": { "id": 3 } }), 400, "size"),
-        ("/config/lun", json!({ "action": "add", "lun": { "id": 3, "size": "1MiB", "colour": 1 } }), 400, "colour"),
-        ("/config/lun", json!({ "action": "add", "lun": { "id": 1, "size": "1MiB" } }), 409, "LUN 1 already"),
-        ("/config/lun", json!({ "action": "add", "lun": { "id": 3, "size": "1MiB", "block_size": 1000 } }), 400, "block_size"),
-        ("/config/lun", json!({ "action": "remove", "lun": 9 }), 404, "no LUN 9"),
-        ("/config/lun", json!({ "action": "remove", "lun": 1, "force": "yes" }), 400, "true or false"),
-        ("/config/lun", json!({ "action": "resize", "lun": 1, "size": "lots" }), 400, "size"),
-        ("/config/lun", json!({ "action": "add", "target": "iqn.2026-11.x:none", "lun": { "id": 3, "size": "1MiB" } }), 404, "no target named"),
-        ("/config/target", json!({ "action": "remove", "target": TARGET }), 409, "last target"),
-        ("/config/target", json!({ "action": "add", "definition": { "name": "bad name", "lun": [] } }), 400, "name"),
-        ("/config/acl", json!({ "action": "remove", "initiator": N2 }), 409, "not in the ACL"),
-        ("/config/chap", json!({ "action": "set", "user": "u" }), 400, "secret"),
+        (
+            "/config/lun",
+            json!({ "action": "grow" }),
+            400,
+            "unknown action",
+        ),
+        (
+            "/config/lun",
+            json!({ "action": "add" }),
+            400,
+            "missing \"lun\"",
+        ),
+        (
+            "/config/lun",
+            json!({ "action": "add", "lun": { "id": 3 } }),
+            400,
+            "size",
+        ),
+        (
+            "/config/lun",
+            json!({ "action": "add", "lun": { "id": 3, "size": "1MiB", "colour": 1 } }),
+            400,
+            "colour",
+        ),
+        (
+            "/config/lun",
+            json!({ "action": "add", "lun": { "id": 1, "size": "1MiB" } }),
+            409,
+            "LUN 1 already",
+        ),
+        (
+            "/config/lun",
+            json!({ "action": "add", "lun": { "id": 3, "size": "1MiB", "block_size": 1000 } }),
+            400,
+            "block_size",
+        ),
+        (
+            "/config/lun",
+            json!({ "action": "remove", "lun": 9 }),
+            404,
+            "no LUN 9",
+        ),
+        (
+            "/config/lun",
+            json!({ "action": "remove", "lun": 1, "force": "yes" }),
+            400,
+            "true or false",
+        ),
+        (
+            "/config/lun",
+            json!({ "action": "resize", "lun": 1, "size": "lots" }),
+            400,
+            "size",
+        ),
+        (
+            "/config/lun",
+            json!({ "action": "add", "target": "iqn.2026-11.x:none", "lun": { "id": 3, "size": "1MiB" } }),
+            404,
+            "no target named",
+        ),
+        (
+            "/config/target",
+            json!({ "action": "remove", "target": TARGET }),
+            409,
+            "last target",
+        ),
+        (
+            "/config/target",
+            json!({ "action": "add", "definition": { "name": "bad name", "lun": [] } }),
+            400,
+            "name",
+        ),
+        (
+            "/config/acl",
+            json!({ "action": "remove", "initiator": N2 }),
+            409,
+            "not in the ACL",
+        ),
+        (
+            "/config/chap",
+            json!({ "action": "set", "user": "u" }),
+            400,
+            "secret",
+        ),
     ];
     for (path, body, want, says) in cases {
-        let (code, answer) = control_request(&control, path, body.clone(), Some(CONTROL_TOKEN)).await;
+        let (code, answer) =
+            control_request(&control, path, body.clone(), Some(CONTROL_TOKEN)).await;
         let msg = answer["error"].as_str().unwrap_or_default();
         assert_eq!(code, want, "{path} {body}: {answer}");
-        assert!(msg.contains(says), "{path} {body}: {msg:?} should say {says:?}");
+        assert!(
+            msg.contains(says),
+            "{path} {body}: {msg:?} should say {says:?}"
+        );
     }
     assert_eq!(h.server.target(TARGET).unwrap().lun_ids(), vec![0, 1]);
 
     let (code, answer) = control_request(&control, "/config/lun", add, Some(CONTROL_TOKEN)).await;
     assert_eq!((code, answer["lun"].as_u64()), (200, Some(3)), "{answer}");
-    let (code, answer) = control_request(&control, "/config/save", json!({}), Some(CONTROL_TOKEN)).await;
+    let (code, answer) =
+        control_request(&control, "/config/save", json!({}), Some(CONTROL_TOKEN)).await;
     assert_eq!(code, 200);
-    assert!(answer["toml"].as_str().unwrap().contains("id = 3"), "{answer}");
+    assert!(
+        answer["toml"].as_str().unwrap().contains("id = 3"),
+        "{answer}"
+    );
 }

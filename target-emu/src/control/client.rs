@@ -88,7 +88,10 @@ impl LunAction {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reconfig {
     /// Add a LUN: `table` holds the keys of a `[[target.lun]]`.
-    LunAdd { target: Option<String>, table: Value },
+    LunAdd {
+        target: Option<String>,
+        table: Value,
+    },
     /// Remove a LUN; `force` even when reserved or busy.
     LunRemove {
         target: Option<String>,
@@ -180,7 +183,8 @@ impl Reconfig {
                 secret,
                 mutual,
             } => {
-                let mut body = json!({ "action": "set", "target": target, "user": user, "secret": secret });
+                let mut body =
+                    json!({ "action": "set", "target": target, "user": user, "secret": secret });
                 if let Some((u, s)) = mutual {
                     body["mutual_user"] = json!(u);
                     body["mutual_secret"] = json!(s);

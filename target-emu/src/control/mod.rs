@@ -48,9 +48,9 @@ use serde_json::{json, Value};
 
 use crate::config::{ChapConfig, LunConfig, SizeValue, TargetConfig};
 use crate::fault::{parse_sense, Faults};
-use crate::reconfig::{self, AclChange, ReconfigError};
 use crate::iscsi::Portal;
 use crate::lu::{now_ms, LogicalUnit};
+use crate::reconfig::{self, AclChange, ReconfigError};
 use crate::reservation::ReservationView;
 
 /// Default control address, next to the default portal (3260).
@@ -186,7 +186,10 @@ fn opt_str<'a>(body: &'a Value, key: &str) -> Result<Option<&'a str>, HttpRespon
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(HttpResponse::error(400, format!("\"{key}\" must be a string"))),
+        Some(_) => Err(HttpResponse::error(
+            400,
+            format!("\"{key}\" must be a string"),
+        )),
     }
 }
 
@@ -195,7 +198,10 @@ fn flag(body: &Value, key: &str) -> Result<bool, HttpResponse> {
     match body.get(key) {
         None | Some(Value::Null) => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
-        Some(_) => Err(HttpResponse::error(400, format!("\"{key}\" must be true or false"))),
+        Some(_) => Err(HttpResponse::error(
+            400,
+            format!("\"{key}\" must be true or false"),
+        )),
     }
 }
 
@@ -473,12 +479,18 @@ impl Control {
         match action(body, &["add", "remove", "resize"])? {
             "add" => {
                 let table: LunConfig = field(body, "lun", "a [[target.lun]] table")?;
-                let def = reconfig::add_lun(p, target, &table).await.map_err(refused)?;
-                Ok(json!({ "target": target, "lun": def.id, "path": def.path, "size_bytes": def.size_bytes }))
+                let def = reconfig::add_lun(p, target, &table)
+                    .await
+                    .map_err(refused)?;
+                Ok(
+                    json!({ "target": target, "lun": def.id, "path": def.path, "size_bytes": def.size_bytes }),
+                )
             }
             "remove" => {
                 let lun: u64 = field(body, "lun", "a LUN number")?;
-                let r = reconfig::remove_lun(p, target, lun, force).await.map_err(refused)?;
+                let r = reconfig::remove_lun(p, target, lun, force)
+                    .await
+                    .map_err(refused)?;
                 Ok(json!(r))
             }
             _ => {
@@ -499,7 +511,9 @@ impl Control {
             "add" => {
                 let table: TargetConfig = field(body, "definition", "a [[target]] table")?;
                 let def = reconfig::add_target(p, &table).await.map_err(refused)?;
-                Ok(json!({ "target": def.name, "tpgt": def.tpgt, "luns": def.luns.iter().map(|l| l.id).collect::<Vec<_>>() }))
+                Ok(
+                    json!({ "target": def.name, "tpgt": def.tpgt, "luns": def.luns.iter().map(|l| l.id).collect::<Vec<_>>() }),
+                )
             }
             _ => {
                 let name: String = field(body, "target", "a target name")?;
@@ -550,7 +564,9 @@ impl Control {
         let name = reconfig::set_chap(&self.portal, target, chap.as_ref())
             .await
             .map_err(refused)?;
-        Ok(json!({ "target": name, "chap": chap.is_some(), "mutual": chap.is_some_and(|c| c.mutual_user.is_some()) }))
+        Ok(
+            json!({ "target": name, "chap": chap.is_some(), "mutual": chap.is_some_and(|c| c.mutual_user.is_some()) }),
+        )
     }
 
     /// `POST /config/save`.

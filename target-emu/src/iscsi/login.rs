@@ -586,9 +586,9 @@ impl Login<'_> {
 
         let mut chap = None;
         if let Some(t) = target {
-            let pt = portal.target(t).ok_or_else(|| {
-                refused(login_status::NOT_FOUND, "the target has been removed")
-            })?;
+            let pt = portal
+                .target(t)
+                .ok_or_else(|| refused(login_status::NOT_FOUND, "the target has been removed"))?;
             if !pt.def.admits(&initiator) {
                 return Err(refused(
                     login_status::AUTHORIZATION_FAILURE,
