@@ -486,31 +486,14 @@ async fn the_saved_configuration_reads_back_as_the_running_one() {
     assert_eq!(again.target(T2).unwrap().lun_ids(), vec![0, 5]);
 }
 
-/// The token the test control plane is started with.
-const CONTROL_TOKEN: &str = "reconfig-token-for-tests";
-
+/// One `POST` to the control plane, with `token`.
 async fn control_request(
     c: &Control,
     path: &str,
     body: Value,
     token: Option<&str>,
 ) -> (u16, Value) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        busrig_http::Server::new(c.clone().router())
-            .token(Some(CONTROL_TOKEN.into()))
-            .serve(listener, async {
-                let _ = stopped.await;
-            }),
-    );
-    let answer = busrig_http::request(&addr, "POST", path, Some(&body), token)
-        .await
-        .unwrap();
-    let _ = stop.send(());
-    server.await.unwrap();
-    answer
+    control_request_as(c, "POST", path, body, token).await
 }
 
 /// Every `/config/...` endpoint needs the token; bad input gets a 4xx with

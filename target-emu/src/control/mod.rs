@@ -146,8 +146,16 @@ fn lun_json(target: &str, lu: &LogicalUnit, portal: &Portal) -> Value {
     })
 }
 
-/// A reconfiguration's answer.
-fn answer(r: Result<Value, HttpResponse>) -> HttpResponse {
+/// `POST /config/...`: the reconfiguration the path names.
+async fn config_call(State(c): State<Control>, uri: Uri, JsonBody(body): JsonBody) -> HttpResponse {
+    let r = match uri.path() {
+        "/config/lun" => c.config_lun(&body).await,
+        "/config/target" => c.config_target(&body).await,
+        "/config/acl" => c.config_acl(&body).await,
+        "/config/chap" => c.config_chap(&body).await,
+        "/config/save" => c.config_save(),
+        other => Err(HttpResponse::error(404, format!("no endpoint {other}"))),
+    };
     r.map_or_else(|e| e, HttpResponse::ok)
 }
 
@@ -609,42 +617,11 @@ impl Control {
                     },
                 ),
             )
-            .route(
-                "/config/lun",
-                post(
-                    |State(c): State<Control>, JsonBody(body): JsonBody| async move {
-                        answer(c.config_lun(&body).await)
-                    },
-                ),
-            )
-            .route(
-                "/config/target",
-                post(
-                    |State(c): State<Control>, JsonBody(body): JsonBody| async move {
-                        answer(c.config_target(&body).await)
-                    },
-                ),
-            )
-            .route(
-                "/config/acl",
-                post(
-                    |State(c): State<Control>, JsonBody(body): JsonBody| async move {
-                        answer(c.config_acl(&body).await)
-                    },
-                ),
-            )
-            .route(
-                "/config/chap",
-                post(
-                    |State(c): State<Control>, JsonBody(body): JsonBody| async move {
-                        answer(c.config_chap(&body).await)
-                    },
-                ),
-            )
-            .route(
-                "/config/save",
-                post(|State(c): State<Control>| async move { answer(c.config_save()) }),
-            )
+            .route("/config/lun", post(config_call))
+            .route("/config/target", post(config_call))
+            .route("/config/acl", post(config_call))
+            .route("/config/chap", post(config_call))
+            .route("/config/save", post(config_call))
             .route(
                 "/audit",
                 get(|State(c): State<Control>, query: Query| async move { c.audit(&query) }),
