@@ -370,7 +370,7 @@ pub async fn remove_lun(
     });
     portal.update_target(index, |d| d.luns.retain(|l| l.id != lun));
     // A fault of the old LUN must not wait for a new one of that number.
-    portal.faults().set_lun_offline(&name, lun, false);
+    clear_offline(portal, &name, lun);
     tracing::info!(target = %name, lun, force, aborted, completed, "LUN removed");
     portal.faults().record(format!(
         "lun {lun} removed from {name}{}",
@@ -387,6 +387,13 @@ pub async fn remove_lun(
         completed,
         flush_error,
     })
+}
+
+/// Ends an `offline` fault of a LUN that is going away.
+fn clear_offline(portal: &Portal, target: &str, lun: u64) {
+    if portal.faults().is_lun_offline(target, lun) {
+        portal.faults().set_lun_offline(target, lun, false);
+    }
 }
 
 /// The reservation of `lu` in words, if it has one.
@@ -543,7 +550,7 @@ pub async fn remove_target(
         if let Err(e) = lu.sync().await {
             tracing::error!(target = %name, lun = lu.lun(), error = %e, "flushing a LUN of the removed target failed");
         }
-        portal.faults().set_lun_offline(&name, lu.lun(), false);
+        clear_offline(portal, &name, lu.lun());
     }
     tracing::info!(target = %name, force, sessions_ended = ended, "target removed");
     portal
@@ -660,7 +667,9 @@ pub async fn set_chap(
 
 /// The configuration the bus runs now: what `busrig target --config`
 /// would have to read to start this bus.
-pub fn running_config(portal: &Portal) -> ValidConfig {
+pub async fn running_config(portal: &Portal) -> ValidConfig {
+    // Between changes, so the LU tables and the definitions agree.
+    let _turn = portal.registry().turn.lock().await;
     ValidConfig {
         buses: portal.buses().to_vec(),
         targets: portal.targets().iter().map(|t| t.def.clone()).collect(),

@@ -463,7 +463,7 @@ async fn the_saved_configuration_reads_back_as_the_running_one() {
         .await
         .unwrap();
 
-    let running = reconfig::running_config(&portal);
+    let running = reconfig::running_config(&portal).await;
     let toml = running.to_config().to_toml().unwrap();
     let back = Config::parse(&toml, "saved")
         .unwrap()

@@ -153,7 +153,7 @@ async fn config_call(State(c): State<Control>, uri: Uri, JsonBody(body): JsonBod
         "/config/target" => c.config_target(&body).await,
         "/config/acl" => c.config_acl(&body).await,
         "/config/chap" => c.config_chap(&body).await,
-        "/config/save" => c.config_save(),
+        "/config/save" => c.config_save().await,
         other => Err(HttpResponse::error(404, format!("no endpoint {other}"))),
     };
     r.map_or_else(|e| e, HttpResponse::ok)
@@ -578,8 +578,9 @@ impl Control {
     }
 
     /// `POST /config/save`.
-    fn config_save(&self) -> Result<Value, HttpResponse> {
+    async fn config_save(&self) -> Result<Value, HttpResponse> {
         let toml = reconfig::running_config(&self.portal)
+            .await
             .to_config()
             .to_toml()
             .map_err(|e| HttpResponse::error(500, e.to_string()))?;

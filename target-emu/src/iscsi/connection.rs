@@ -173,11 +173,15 @@ where
     let (target_name, nexus, scsi) = match &est.kind {
         SessionKind::Discovery => ("(discovery)".to_string(), None, None),
         SessionKind::Normal { target, nexus } => {
-            let Some(pt) = portal.target(*target) else {
-                // Removed while this login completed: the removal did not
-                // see this session yet, so it ends here (docs/semantics.md
-                // "Live reconfiguration").
-                tracing::info!(initiator = %handle.initiator, target = %nexus.target, peer = %peer, "target removed during login, closing the session");
+            // Removed, or its ACL changed to shut this initiator out, while
+            // this login completed: the change did not see this session
+            // yet, so it ends here (docs/semantics.md "Live
+            // reconfiguration").
+            let pt = portal
+                .target(*target)
+                .filter(|pt| pt.def.admits(&handle.initiator));
+            let Some(pt) = pt else {
+                tracing::info!(initiator = %handle.initiator, target = %nexus.target, peer = %peer, "target removed or ACL changed during login, closing the session");
                 portal.sessions.remove(&handle);
                 handle.ended.cancel();
                 let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, tx.shutdown()).await;
