@@ -271,12 +271,12 @@ async fn end_sessions(sessions: Vec<Arc<SessionHandle>>) -> usize {
 }
 
 /// `lun add`: opens the LUN `lun` describes (a `[[target.lun]]` table) and
-/// adds it to target `target`.
+/// adds it to target `target`. Returns the target's name and the LUN.
 pub async fn add_lun(
     portal: &Portal,
     target: Option<&str>,
     lun: &LunConfig,
-) -> Result<LunDef, ReconfigError> {
+) -> Result<(String, LunDef), ReconfigError> {
     let reg = portal.registry();
     let _turn = reg.turn.lock().await;
     let (index, pt) = find_target(portal, target)?;
@@ -311,7 +311,7 @@ pub async fn add_lun(
         def.size_bytes,
         def.path.display()
     ));
-    Ok(def)
+    Ok((name, def))
 }
 
 /// `lun remove`: takes LUN `lun` off target `target`. See the module docs
@@ -416,14 +416,15 @@ fn reservation_words(lu: &LogicalUnit) -> Option<String> {
 }
 
 /// `lun resize`: sets the capacity of LUN `lun` to `size`. Growing keeps
-/// every byte; shrinking needs `force`.
+/// every byte; shrinking needs `force`. Returns the target's name and the
+/// old and new sizes in bytes.
 pub async fn resize_lun(
     portal: &Portal,
     target: Option<&str>,
     lun: u64,
     size: &SizeValue,
     force: bool,
-) -> Result<(u64, u64), ReconfigError> {
+) -> Result<(String, u64, u64), ReconfigError> {
     let _turn = portal.registry().turn.lock().await;
     let (index, pt) = find_target(portal, target)?;
     let name = pt.def.name.clone();
@@ -454,7 +455,7 @@ pub async fn resize_lun(
     portal.faults().record(format!(
         "lun {lun} of {name} resized from {from} to {to} bytes"
     ));
-    Ok((from, to))
+    Ok((name, from, to))
 }
 
 /// `target add`: a new target (a `[[target]]` table with its LUNs) on one

@@ -95,9 +95,10 @@ async fn a_session_on_lun_1_keeps_working_while_lun_3_comes_and_goes() {
     assert_eq!(c.write(1, 8, &pattern(1)).await.status, 0);
     assert_eq!(report_luns(&mut c, 1).await, vec![0, 1]);
 
-    let def = reconfig::add_lun(&portal, None, &lun_table(3, "1MiB"))
+    let (target, def) = reconfig::add_lun(&portal, None, &lun_table(3, "1MiB"))
         .await
         .unwrap();
+    assert_eq!(target, TARGET);
     assert!(def.path.exists(), "the backing file is created");
     // The next command on LUN 1 reports the change, once; the one after
     // runs as before.
@@ -148,10 +149,11 @@ async fn resize_raises_capacity_data_has_changed_on_that_lun_only() {
     assert_eq!(capacity(&mut a, 1).await, (2047, 512));
     assert_eq!(a.write(1, 2040, &pattern(9)).await.status, 0);
 
-    let (from, to) = reconfig::resize_lun(&portal, None, 1, &SizeValue::Text("2MiB".into()), false)
-        .await
-        .unwrap();
-    assert_eq!((from, to), (MIB, 2 * MIB));
+    let (name, from, to) =
+        reconfig::resize_lun(&portal, None, 1, &SizeValue::Text("2MiB".into()), false)
+            .await
+            .unwrap();
+    assert_eq!((name, from, to), (TARGET.to_string(), MIB, 2 * MIB));
     for c in [&mut a, &mut b] {
         assert_eq!(run(c, 0, &[0; 6], 0).await, GOOD, "LUN 0 is untouched");
         assert_eq!(run(c, 1, &[0; 6], 0).await, CAPACITY_CHANGED);
@@ -615,6 +617,10 @@ async fn config_endpoints_need_the_token_and_explain_bad_input() {
 
     let (code, answer) = control_request(&control, "/config/lun", add, Some(CONTROL_TOKEN)).await;
     assert_eq!((code, answer["lun"].as_u64()), (200, Some(3)), "{answer}");
+    assert_eq!(
+        answer["target"], TARGET,
+        "the answer names the target it chose"
+    );
     let (code, answer) =
         control_request(&control, "/config/save", json!({}), Some(CONTROL_TOKEN)).await;
     assert_eq!(code, 200);

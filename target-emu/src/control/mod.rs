@@ -487,7 +487,7 @@ impl Control {
         match action(body, &["add", "remove", "resize"])? {
             "add" => {
                 let table: LunConfig = field(body, "lun", "a [[target.lun]] table")?;
-                let def = reconfig::add_lun(p, target, &table)
+                let (target, def) = reconfig::add_lun(p, target, &table)
                     .await
                     .map_err(refused)?;
                 Ok(
@@ -504,7 +504,7 @@ impl Control {
             _ => {
                 let lun: u64 = field(body, "lun", "a LUN number")?;
                 let size: SizeValue = field(body, "size", "bytes or a size like \"2GiB\"")?;
-                let (from, to) = reconfig::resize_lun(p, target, lun, &size, force)
+                let (target, from, to) = reconfig::resize_lun(p, target, lun, &size, force)
                     .await
                     .map_err(refused)?;
                 Ok(json!({ "target": target, "lun": lun, "from_bytes": from, "size_bytes": to }))
