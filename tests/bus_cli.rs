@@ -1,6 +1,7 @@
 //! `busrig bus` against a spawned `busrig target`: the status JSON contract
-//! that scripts rely on, fault verbs from the command line, and APTPL state
-//! that survives kill -9 of the target.
+//! that scripts rely on, fault verbs from the command line, APTPL state
+//! that survives kill -9 of the target, and live reconfiguration with a
+//! saved configuration the target starts from again.
 
 mod common;
 
@@ -242,6 +243,11 @@ fn fault_verbs_need_the_control_token() {
             &["reset"][..],
             &["cut", NODE][..],
             &["fail", NODE, "1", "3/11/00"][..],
+            &["lun", "add", "3", "--size", "1MiB"][..],
+            &["lun", "remove", "2", "--force"][..],
+            &["acl", "add", NODE][..],
+            &["chap", "clear"][..],
+            &["save", "/nonexistent/never-written.toml"][..],
         ] {
             let args: Vec<&str> = ["bus", "--control", c]
                 .iter()
@@ -254,6 +260,7 @@ fn fault_verbs_need_the_control_token() {
         }
     }
     let st = status(&t);
+    assert_eq!(st["luns"].as_array().map(Vec::len), Some(3), "{st}");
     assert_eq!(st["faults"]["offline_luns"], serde_json::json!([]), "{st}");
     assert_eq!(st["faults"]["paths"], serde_json::json!({}), "{st}");
     let (ok, err) = run(
@@ -382,4 +389,165 @@ fn control_plane_clients_cannot_starve_the_portal() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// One `busrig` run with the control token and `env`.
+fn busrig_with(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_busrig"))
+        .args(args)
+        .env("BUSRIG_CONTROL_TOKEN", CONTROL_TOKEN)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run busrig");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// docs/semantics.md "Live reconfiguration" from the command line: every
+/// verb against a running target while a session works on LUN 1 (3F/0E
+/// once per inventory change, nothing on a resize of another LUN), and
+/// `bus save` writes a file `busrig target --config` starts the same bus
+/// from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_reconfiguration_from_the_command_line_and_a_saved_config() {
+    use busrig_initiator::scsi::cdb::test_unit_ready;
+    use busrig_initiator::{IscsiUrl, Session, SessionConfig};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = TargetProcess::start_in(dir.path(), &[]);
+    let control = t.control.to_string();
+    let bus = |verb: &[&str]| {
+        let args: Vec<&str> = ["bus", "--control", control.as_str()]
+            .iter()
+            .chain(verb)
+            .copied()
+            .collect();
+        busrig_with(&args, &[("BUSRIG_CHAP_SECRET", "alice-secret-12")])
+    };
+    let ok = |verb: &[&str]| {
+        let (ok, out, err) = bus(verb);
+        assert!(ok, "bus {verb:?}: {err}");
+        serde_json::from_str::<Value>(&out).unwrap_or_else(|e| panic!("{verb:?}: {e}: {out}"))
+    };
+
+    let cfg = SessionConfig {
+        initiator_name: NODE.into(),
+        ..SessionConfig::default()
+    };
+    let s = Session::open(&IscsiUrl::parse(&t.url(1)).unwrap(), cfg)
+        .await
+        .expect("login");
+    // The session layer takes the LUN field as on the wire.
+    let lun1 = busrig_proto::scsi::report_luns::encode_lun(1);
+    let tur = || async {
+        s.command(lun1, test_unit_ready())
+            .await
+            .expect("TUR on LUN 1")
+    };
+    let mut ready = false;
+    for _ in 0..8 {
+        if tur().await.status == 0 {
+            ready = true;
+            break;
+        }
+    }
+    assert!(ready, "TEST UNIT READY on LUN 1 never GOOD");
+    let ua = |o: &busrig_initiator::ScsiOutcome| o.sense.as_ref().map(|s| (s.asc, s.ascq));
+
+    let v = ok(&["lun", "add", "3", "--size", "4MiB"]);
+    assert_eq!(v["lun"], 3, "{v}");
+    assert_eq!(ua(&tur().await), Some((0x3f, 0x0e)));
+    assert_eq!(tur().await.status, 0, "3F/0E once");
+    assert_eq!(lun(&status(&t), 3)["size_bytes"], 4 << 20);
+    ok(&["lun", "resize", "3", "8MiB"]);
+    assert_eq!(lun(&status(&t), 3)["size_bytes"], 8 << 20);
+    assert_eq!(tur().await.status, 0, "2A/09 is for LUN 3's nexuses only");
+    let (refused, _, err) = bus(&["lun", "resize", "3", "1MiB"]);
+    assert!(!refused && err.contains("force"), "{err}");
+    ok(&["lun", "remove", "3"]);
+    assert_eq!(ua(&tur().await), Some((0x3f, 0x0e)));
+    assert_eq!(tur().await.status, 0);
+    ok(&[
+        "lun",
+        "add",
+        "4",
+        "--size",
+        "2MiB",
+        "--block-size",
+        "4096",
+        "--serial",
+        "LIVE4",
+    ]);
+    assert_eq!(ua(&tur().await), Some((0x3f, 0x0e)));
+    let (bad, _, err) = bus(&["lun", "add", "5", "--size", "1MiB", "--block-size", "1000"]);
+    assert!(!bad && err.contains("block_size"), "{err}");
+
+    let two = "iqn.2026-11.io.busrig:two";
+    ok(&[
+        "target",
+        "add",
+        two,
+        "--lun",
+        "0:1MiB",
+        "--lun",
+        "1:2MiB:two-one.img",
+    ]);
+    let (which, _, err) = bus(&["acl", "add", NODE]);
+    assert!(!which && err.contains("several targets"), "{err}");
+    let bus0 = "iqn.2026-11.io.busrig:bus0";
+    ok(&["acl", "add", NODE, "--target", bus0]);
+    ok(&[
+        "acl",
+        "add",
+        "iqn.2026-11.io.busrig:test:node2",
+        "--target",
+        two,
+    ]);
+    ok(&["acl", "remove", NODE, "--target", bus0]);
+    ok(&["chap", "set", "--user", "alice", "--target", two]);
+    assert_eq!(tur().await.status, 0, "the session on LUN 1 never noticed");
+    let st = status(&t);
+    let events = st["events"].to_string();
+    for what in [
+        "lun 3 added",
+        "lun 3 removed",
+        "resized",
+        "target iqn.2026-11.io.busrig:two added",
+        "CHAP set",
+    ] {
+        assert!(events.contains(what), "no {what:?} in {events}");
+    }
+
+    let saved = dir.path().join("saved.toml");
+    ok(&["save", saved.to_str().unwrap()]);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&saved).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let _ = s.logout().await;
+    t.kill();
+
+    let t = TargetProcess::start_in(dir.path(), &["--config", saved.to_str().unwrap()]);
+    let again = status(&t);
+    let shape = |st: &Value| -> Vec<(String, u64, u64, u64)> {
+        st["luns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                (
+                    l["target"].as_str().unwrap().to_string(),
+                    l["lun"].as_u64().unwrap(),
+                    l["size_bytes"].as_u64().unwrap(),
+                    l["block_size"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(shape(&again), shape(&st));
+    assert!(shape(&again).contains(&("iqn.2026-11.io.busrig:bus0".into(), 4, 2 << 20, 4096)));
 }

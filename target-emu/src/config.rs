@@ -79,7 +79,7 @@ use busrig_proto::chap::{MIN_SECRET_LEN, RECOMMENDED_SECRET_LEN};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Name of the target in the embedded default configuration. The naming
 /// authority `io.busrig` with the date the name space was taken, as RFC 7143
@@ -149,7 +149,7 @@ fn invalid(msg: impl Into<String>) -> ConfigError {
 }
 
 /// How a reset propagates on the bus (docs/semantics.md "Bus reset").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Topology {
     /// Parallel SCSI: a reset reaches every target on the bus.
@@ -179,7 +179,7 @@ impl fmt::Display for Topology {
 }
 
 /// A size: an integer number of bytes or a string with a unit.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum SizeValue {
     Bytes(u64),
@@ -187,7 +187,7 @@ pub enum SizeValue {
 }
 
 /// `[[bus]]` as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BusConfig {
     pub name: String,
@@ -201,7 +201,7 @@ pub struct BusConfig {
 }
 
 /// `chap = { ... }` of a target as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChapConfig {
     pub user: String,
@@ -213,7 +213,7 @@ pub struct ChapConfig {
 }
 
 /// `[[target.lun]]` as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LunConfig {
     pub id: u64,
@@ -260,7 +260,7 @@ fn default_block_size() -> u32 {
 }
 
 /// `[[target]]` as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
     pub name: String,
@@ -277,7 +277,7 @@ pub struct TargetConfig {
 }
 
 /// `[iscsi]`: protocol tunables of the portal.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IscsiTuning {
     /// Commands a session may have outstanding (the CmdSN window,
@@ -370,7 +370,7 @@ impl Default for IscsiTuning {
 /// (initiator name, source address) that fails authentication waits before
 /// its refusal is sent, `first_delay_ms` the first time and twice as long
 /// each time after, up to `max_delay_ms` (docs/semantics.md "The wire").
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoginFailureLimits {
     pub first_delay_ms: u64,
@@ -426,7 +426,7 @@ fn validate_login_failures(l: &LoginFailureLimits) -> Result<(), ConfigError> {
 }
 
 /// The whole file as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default, rename = "bus")]
@@ -511,7 +511,88 @@ pub struct ValidConfig {
     pub data_dir: PathBuf,
 }
 
+impl ValidConfig {
+    /// The configuration as a file would say it, so that
+    /// [`Config::validate`] against the same data directory gives this
+    /// configuration back (`busrig bus save`). Every key is written out,
+    /// LUN paths absolute, so nothing depends on defaults; CHAP secrets
+    /// are in it.
+    pub fn to_config(&self) -> Config {
+        let buses = self
+            .buses
+            .iter()
+            .map(|b| BusConfig {
+                name: b.name.clone(),
+                topology: b.topology,
+                max_initiators: b.max_initiators,
+                bandwidth: b.bandwidth.as_ref().map(|l| l.name.clone()),
+            })
+            .collect();
+        let targets = self
+            .targets
+            .iter()
+            .map(|t| TargetConfig {
+                name: t.name.clone(),
+                bus: self.buses.get(t.bus).map(|b| b.name.clone()),
+                tpgt: Some(t.tpgt),
+                allowed_initiators: t.allowed_initiators.clone(),
+                chap: t.chap.as_ref().map(ChapSpec::to_config),
+                luns: t.luns.iter().map(LunDef::to_config).collect(),
+            })
+            .collect();
+        Config {
+            buses,
+            targets,
+            iscsi: self.iscsi.clone(),
+        }
+    }
+}
+
+impl ChapSpec {
+    /// `chap = { ... }` as written (the secrets came from TOML strings).
+    pub fn to_config(&self) -> ChapConfig {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        ChapConfig {
+            user: self.user.clone(),
+            secret: text(&self.secret),
+            mutual_user: self.mutual.as_ref().map(|(u, _)| u.clone()),
+            mutual_secret: self.mutual.as_ref().map(|(_, s)| text(s)),
+        }
+    }
+}
+
+impl LunDef {
+    /// `[[target.lun]]` as written, every key explicit.
+    pub fn to_config(&self) -> LunConfig {
+        let model = self.model.as_ref();
+        LunConfig {
+            id: self.id,
+            path: Some(self.path.clone()),
+            size: SizeValue::Bytes(self.size_bytes),
+            block_size: self.block_size,
+            physical_block_size: Some(self.physical_block_size),
+            read_only: self.read_only,
+            removable: self.removable,
+            serial: Some(self.serial.clone()),
+            write_cache: Some(self.write_cache.name().to_string()),
+            resize: Some(self.resize.name().to_string()),
+            disk_model: model.and_then(|m| m.preset.clone()),
+            service_time_us: model.map(|m| m.service_time.as_micros() as u64),
+            stripe_unit: model.and_then(|m| m.stripe_unit).map(SizeValue::Bytes),
+            spindles: model.map(|m| m.spindles),
+        }
+    }
+}
+
 impl Config {
+    /// The configuration as TOML that [`Config::parse`] reads back.
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|e| ConfigError::Parse {
+            origin: "running configuration".into(),
+            message: e.to_string(),
+        })
+    }
+
     /// Parses TOML text; `origin` names it in errors (a path or "embedded").
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse {
@@ -578,74 +659,12 @@ impl Config {
         let mut target_names = HashSet::new();
         let mut all_paths: HashMap<PathBuf, String> = HashMap::new();
         for (ti, t) in self.targets.iter().enumerate() {
-            let name = t.name.trim().to_ascii_lowercase();
-            check_iscsi_name(&name)
-                .map_err(|why| invalid(format!("target {}: name {why}", ti + 1)))?;
+            let def = validate_target(ti + 1, t, &mut buses, &mut bus_index, data_dir)?;
+            let name = def.name.clone();
             if !target_names.insert(name.clone()) {
                 return Err(invalid(format!("target {name}: duplicate target name")));
             }
-            let bus = match &t.bus {
-                Some(b) => *bus_index.get(b).ok_or_else(|| {
-                    invalid(format!(
-                        "target {name}: bus {b:?} is not declared in any [[bus]]"
-                    ))
-                })?,
-                None => match buses.len() {
-                    // No bus declared at all: one default fc-fabric bus.
-                    0 => {
-                        bus_index.insert(DEFAULT_BUS_NAME.to_string(), 0);
-                        buses.push(BusSpec {
-                            name: DEFAULT_BUS_NAME.to_string(),
-                            topology: Topology::FcFabric,
-                            max_initiators: None,
-                            bandwidth: None,
-                        });
-                        0
-                    }
-                    1 => 0,
-                    // With several buses, "the" default would be a guess.
-                    _ => {
-                        return Err(invalid(format!(
-                            "target {name}: bus must be set when the config declares several buses"
-                        )))
-                    }
-                },
-            };
-            let tpgt = t.tpgt.unwrap_or(1);
-            if tpgt == 0 {
-                // RFC 7143 §13.9: TargetPortalGroupTag is 1..65535 in practice;
-                // open-iscsi and libiscsi treat 0 as "not given".
-                return Err(invalid(format!(
-                    "target {name}: tpgt must be 1..=65535, got 0"
-                )));
-            }
-            let mut acl = Vec::new();
-            for (ai, a) in t.allowed_initiators.iter().enumerate() {
-                let a = a.trim().to_ascii_lowercase();
-                check_iscsi_name(&a).map_err(|why| {
-                    invalid(format!("target {name}: allowed_initiators[{ai}] {why}"))
-                })?;
-                acl.push(a);
-            }
-            let chap = match &t.chap {
-                None => None,
-                Some(c) => Some(validate_chap(&name, c)?),
-            };
-            if t.luns.is_empty() {
-                return Err(invalid(format!(
-                    "target {name}: declares no [[target.lun]]"
-                )));
-            }
-            let mut luns = Vec::new();
-            let mut ids = HashSet::new();
-            for l in &t.luns {
-                let lun = validate_lun(&name, l, data_dir)?;
-                if !ids.insert(lun.id) {
-                    return Err(invalid(format!(
-                        "lun {} of target {name}: duplicate LUN id",
-                        lun.id
-                    )));
-                }
+            for lun in &def.luns {
                 if let Some(other) =
                     all_paths.insert(lun.path.clone(), format!("lun {} of target {name}", lun.id))
                 {
@@ -655,17 +674,8 @@ impl Config {
                         lun.path.display()
                     )));
                 }
-                luns.push(lun);
             }
-            luns.sort_by_key(|l| l.id);
-            targets.push(TargetDef {
-                name,
-                bus,
-                tpgt,
-                allowed_initiators: acl,
-                chap,
-                luns,
-            });
+            targets.push(def);
         }
         Ok(ValidConfig {
             buses,
@@ -674,6 +684,100 @@ impl Config {
             data_dir: data_dir.to_path_buf(),
         })
     }
+}
+
+/// Checks one `[[target]]` (number `label` in the file, for messages) on
+/// its own: name, bus, tpgt, ACL, CHAP and LUNs with ids unique within it.
+/// A target with no `bus` joins the only bus, or creates the default one
+/// when none is declared. Uniqueness across targets is the caller's.
+pub(crate) fn validate_target(
+    label: usize,
+    t: &TargetConfig,
+    buses: &mut Vec<BusSpec>,
+    bus_index: &mut HashMap<String, usize>,
+    data_dir: &Path,
+) -> Result<TargetDef, ConfigError> {
+    let name = t.name.trim().to_ascii_lowercase();
+    check_iscsi_name(&name).map_err(|why| invalid(format!("target {label}: name {why}")))?;
+    let bus = match &t.bus {
+        Some(b) => *bus_index.get(b).ok_or_else(|| {
+            invalid(format!(
+                "target {name}: bus {b:?} is not declared in any [[bus]]"
+            ))
+        })?,
+        None => match buses.len() {
+            // No bus declared at all: one default fc-fabric bus.
+            0 => {
+                bus_index.insert(DEFAULT_BUS_NAME.to_string(), 0);
+                buses.push(BusSpec {
+                    name: DEFAULT_BUS_NAME.to_string(),
+                    topology: Topology::FcFabric,
+                    max_initiators: None,
+                    bandwidth: None,
+                });
+                0
+            }
+            1 => 0,
+            // With several buses, "the" default would be a guess.
+            _ => {
+                return Err(invalid(format!(
+                    "target {name}: bus must be set when the config declares several buses"
+                )))
+            }
+        },
+    };
+    let tpgt = t.tpgt.unwrap_or(1);
+    if tpgt == 0 {
+        // RFC 7143 §13.9: TargetPortalGroupTag is 1..65535 in practice;
+        // open-iscsi and libiscsi treat 0 as "not given".
+        return Err(invalid(format!(
+            "target {name}: tpgt must be 1..=65535, got 0"
+        )));
+    }
+    let mut acl = Vec::new();
+    for (ai, a) in t.allowed_initiators.iter().enumerate() {
+        acl.push(
+            acl_name(a)
+                .map_err(|why| invalid(format!("target {name}: allowed_initiators[{ai}] {why}")))?,
+        );
+    }
+    let chap = match &t.chap {
+        None => None,
+        Some(c) => Some(validate_chap(&name, c)?),
+    };
+    if t.luns.is_empty() {
+        return Err(invalid(format!(
+            "target {name}: declares no [[target.lun]]"
+        )));
+    }
+    let mut luns = Vec::new();
+    let mut ids = HashSet::new();
+    for l in &t.luns {
+        let lun = validate_lun(&name, l, data_dir)?;
+        if !ids.insert(lun.id) {
+            return Err(invalid(format!(
+                "lun {} of target {name}: duplicate LUN id",
+                lun.id
+            )));
+        }
+        luns.push(lun);
+    }
+    luns.sort_by_key(|l| l.id);
+    Ok(TargetDef {
+        name,
+        bus,
+        tpgt,
+        allowed_initiators: acl,
+        chap,
+        luns,
+    })
+}
+
+/// An initiator name for an ACL: checked and lowercased.
+pub(crate) fn acl_name(a: &str) -> Result<String, String> {
+    let a = a.trim().to_ascii_lowercase();
+    check_iscsi_name(&a)?;
+    Ok(a)
 }
 
 fn validate_tuning(t: &IscsiTuning) -> Result<IscsiTuning, ConfigError> {
@@ -754,7 +858,7 @@ fn validate_tuning(t: &IscsiTuning) -> Result<IscsiTuning, ConfigError> {
     Ok(t.clone())
 }
 
-fn validate_chap(target: &str, c: &ChapConfig) -> Result<ChapSpec, ConfigError> {
+pub(crate) fn validate_chap(target: &str, c: &ChapConfig) -> Result<ChapSpec, ConfigError> {
     let ctx = format!("target {target}: chap");
     if c.user.is_empty() {
         return Err(invalid(format!("{ctx}.user must not be empty")));
@@ -819,7 +923,11 @@ fn validate_chap(target: &str, c: &ChapConfig) -> Result<ChapSpec, ConfigError> 
     })
 }
 
-fn validate_lun(target: &str, l: &LunConfig, data_dir: &Path) -> Result<LunDef, ConfigError> {
+pub(crate) fn validate_lun(
+    target: &str,
+    l: &LunConfig,
+    data_dir: &Path,
+) -> Result<LunDef, ConfigError> {
     let ctx = format!("lun {} of target {target}", l.id);
     if l.id > MAX_LUN_ID {
         return Err(invalid(format!(
@@ -1106,6 +1214,77 @@ pub fn check_iscsi_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `busrig bus save`: every key of a configuration survives the trip
+    /// to TOML and back, defaults and models included.
+    #[test]
+    fn to_config_reads_back_as_the_same_configuration() {
+        let texts = [
+            EMBEDDED_DEFAULT.to_string(),
+            r#"
+[[bus]]
+name = "s"
+topology = "scsi"
+max_initiators = 2
+bandwidth = "ultra320"
+
+[[bus]]
+name = "f"
+bandwidth = "250MB/s"
+
+[[target]]
+name = "iqn.2026-11.io.busrig:a"
+bus = "s"
+tpgt = 7
+allowed_initiators = ["iqn.2026-11.x:n1", "IQN.2026-11.X:N2"]
+chap = { user = "u", secret = "0123456789abcdef", mutual_user = "t", mutual_secret = "fedcba9876543210" }
+
+[[target.lun]]
+id = 3
+size = "1MiB"
+physical_block_size = 4096
+read_only = true
+removable = true
+write_cache = "volatile"
+resize = "grow"
+disk_model = "hdd-10k"
+stripe_unit = "64KiB"
+spindles = 4
+
+[[target]]
+name = "iqn.2026-11.io.busrig:b"
+bus = "f"
+
+[[target.lun]]
+id = 0
+path = "/abs/b0.img"
+size = 4096
+block_size = 4096
+service_time_us = 250
+
+[iscsi]
+queue_depth = 7
+poll_us = 0
+
+[iscsi.login_failures]
+first_delay_ms = 0
+max_delay_ms = 0
+"#
+            .to_string(),
+        ];
+        for text in texts {
+            let c = Config::parse(&text, "test")
+                .unwrap()
+                .validate(Path::new("/data"))
+                .unwrap();
+            let toml = c.to_config().to_toml().unwrap();
+            let back = Config::parse(&toml, "saved")
+                .unwrap()
+                .validate(Path::new("/data"))
+                .unwrap();
+            assert_eq!(back, c, "{toml}");
+        }
+    }
 
     fn validate(text: &str) -> Result<ValidConfig, String> {
         Config::parse(text, "test")

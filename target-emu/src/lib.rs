@@ -7,6 +7,7 @@
 //!   (unit attentions, reservation checks, then the command itself);
 //! - [`reservation`]: SCSI-2 and SPC-4 persistent reservations per LUN;
 //! - [`lu`]: logical units and their backing files;
+//! - [`reconfig`]: LUNs, targets, ACLs and CHAP changed on a running bus;
 //! - [`tasks`]: the target-wide task set used by aborts and resets.
 
 pub mod config;
@@ -16,6 +17,7 @@ pub mod iscsi;
 pub mod lu;
 pub mod model;
 pub mod nexus;
+pub mod reconfig;
 pub mod reservation;
 pub mod scsi;
 pub mod server;

@@ -355,7 +355,8 @@ pub struct LogicalUnit {
     spec: LunSpec,
     target_name: String,
     file: Arc<File>,
-    blocks: u64,
+    /// Capacity in logical blocks; changed only by [`Self::resize`].
+    blocks: std::sync::atomic::AtomicU64,
     naa: [u8; 16],
     /// COMPARE AND WRITE takes it exclusively, every other media command
     /// shared, so the compare and the write are atomic with respect to all
@@ -507,7 +508,7 @@ impl LogicalUnit {
         let reservations = Reservations::new(Some(PathBuf::from(pr_path)))
             .map_err(|e| LunError::Reservations(e, lun))?;
         Ok(LogicalUnit {
-            blocks: spec.size_bytes / u64::from(spec.block_size),
+            blocks: (spec.size_bytes / u64::from(spec.block_size)).into(),
             naa: naa_for(target_name, lun),
             target_name: target_name.to_string(),
             file: Arc::new(file),
@@ -539,7 +540,76 @@ impl LogicalUnit {
     }
     /// Capacity in logical blocks.
     pub fn blocks(&self) -> u64 {
+        self.blocks.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Capacity in bytes (the configured size until a live resize).
+    pub fn size_bytes(&self) -> u64 {
+        self.blocks() * u64::from(self.spec.block_size)
+    }
+
+    /// Changes the capacity of a running LU to `size_bytes` (a live `lun
+    /// resize`, docs/semantics.md "Live reconfiguration"): waits until no
+    /// command holds the medium, sets the backing file's length (growing is
+    /// sparse; shrinking drops the data past the new end, and any cached
+    /// dirty block there) and the capacity, then posts 2A/09 CAPACITY DATA
+    /// HAS CHANGED to every I_T nexus (SBC-3 §4.6, SPC-4 §5.14). Returns the
+    /// old size in bytes.
+    pub async fn resize(&self, size_bytes: u64) -> Result<u64, LunError> {
+        let bs = u64::from(self.spec.block_size);
+        if size_bytes == 0 || !size_bytes.is_multiple_of(bs) {
+            return Err(LunError::Size {
+                lun: self.spec.lun,
+                size_bytes,
+                block_size: self.spec.block_size,
+            });
+        }
+        let _medium = self.media_lock.write().await;
+        let _flush = self.flush_lock.lock().await;
+        let old = self.size_bytes();
+        if old == size_bytes {
+            return Ok(old);
+        }
+        let path = self.spec.path.clone();
+        let io_err = |source| LunError::Io {
+            lun: self.spec.lun,
+            path: path.clone(),
+            source,
+        };
+        if self.spec.read_only {
+            return Err(io_err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "a read-only LUN cannot be resized",
+            )));
+        }
+        self.blocking(move |f| f.set_len(size_bytes))
+            .await
+            .map_err(io_err)?;
+        let blocks = size_bytes / bs;
+        if let Some(cache) = &self.volatile {
+            let mut c = cache.lock().unwrap();
+            let gone: Vec<u64> = c.blocks.range(blocks..).map(|(b, _)| *b).collect();
+            for b in gone {
+                c.bytes -= c.blocks.remove(&b).map_or(0, |d| d.len());
+            }
+        }
         self.blocks
+            .store(blocks, std::sync::atomic::Ordering::Release);
+        self.post_unit_attention(UaScope::All, Asc::CAPACITY_DATA_HAS_CHANGED);
+        tracing::info!(target = %self.target_name, lun = self.spec.lun, from = old, to = size_bytes, "LUN resized");
+        Ok(old)
+    }
+
+    /// A command that checked its range before a live shrink may reach
+    /// the medium after it: refused here, so nothing lands past the end.
+    fn check_extent(&self, lba: u64, blocks: u64) -> io::Result<()> {
+        match lba.checked_add(blocks) {
+            Some(end) if end <= self.blocks() => Ok(()),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the range lies past the end of the LUN (resized while the command waited)",
+            )),
+        }
     }
     pub fn block_size(&self) -> u32 {
         self.spec.block_size
@@ -658,6 +728,13 @@ impl LogicalUnit {
         self.state.lock().unwrap().ua.get_mut(nexus)?.pop_front()
     }
 
+    /// Drops a pending `asc` of `nexus`, wherever it is in the queue.
+    pub fn clear_unit_attention(&self, nexus: &ItNexus, asc: Asc) {
+        if let Some(q) = self.state.lock().unwrap().ua.get_mut(nexus) {
+            q.retain(|a| *a != asc);
+        }
+    }
+
     /// Pending unit attentions of `nexus`, oldest first (for status).
     pub fn pending_unit_attentions(&self, nexus: &ItNexus) -> Vec<Asc> {
         self.state
@@ -708,6 +785,7 @@ impl LogicalUnit {
 
     /// Reads `blocks` blocks at `lba`, as slow as the disk model says.
     pub async fn read(&self, lba: u64, blocks: u32) -> io::Result<Vec<u8>> {
+        self.check_extent(lba, blocks.into())?;
         let done = self.model_admit(lba, u64::from(blocks));
         let r = self.read_now(lba, blocks).await;
         if let Some(t) = done {
@@ -720,6 +798,7 @@ impl LogicalUnit {
     /// the disk model says.
     pub async fn write(&self, lba: u64, data: WriteData, sync: bool) -> io::Result<()> {
         let blocks = (data.len() / self.spec.block_size as usize) as u64;
+        self.check_extent(lba, blocks)?;
         let done = self.model_admit(lba, blocks);
         let r = self.write_now(lba, data, sync).await;
         if let Some(t) = done {
@@ -1094,7 +1173,7 @@ impl LogicalUnit {
     /// hole still holds data and is reported mapped.
     pub async fn lba_status(&self, lba: u64, max: usize) -> io::Result<Vec<LbaStatus>> {
         let bs = u64::from(self.spec.block_size);
-        let end = self.blocks;
+        let end = self.blocks();
         self.blocking(move |f| {
             let fd = f.as_raw_fd();
             let mut out = Vec::new();

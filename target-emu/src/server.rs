@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use busrig_proto::chap::{ChapCredentials, ChapTargetConfig};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
@@ -21,6 +20,7 @@ use crate::control::Control;
 use crate::fault::Faults;
 use crate::iscsi::{Portal, PortalTarget, SessionInfo};
 use crate::lu::{LogicalUnit, LunError, LunSpec};
+use crate::reconfig::{lun_spec, Registry};
 use crate::scsi::ScsiTarget;
 use crate::tasks::TaskRegistry;
 
@@ -123,17 +123,7 @@ impl TargetServer {
     pub fn build(config: ValidConfig) -> Result<TargetServer, ServerError> {
         for t in &config.targets {
             if let Some(chap) = &t.chap {
-                let initiator = ChapCredentials::new(chap.user.clone(), &chap.secret);
-                let cfg = match &chap.mutual {
-                    None => ChapTargetConfig::one_way(initiator),
-                    Some((u, s)) => {
-                        ChapTargetConfig::mutual(initiator, ChapCredentials::new(u.clone(), s))
-                    }
-                };
-                if let Err(e) = cfg.check() {
-                    // Weak secrets work with most initiators; say so once.
-                    tracing::warn!(target = %t.name, "CHAP configuration: {e}");
-                }
+                crate::reconfig::warn_weak_chap(&t.name, chap);
             }
         }
         std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::Directory {
@@ -212,6 +202,7 @@ impl TargetServer {
             config.iscsi.clone(),
             tasks,
             faults,
+            Registry::new(config.data_dir.clone(), links),
         );
         Ok(TargetServer { portal, config })
     }
@@ -221,16 +212,18 @@ impl TargetServer {
         &self.portal
     }
 
-    /// The configuration being served.
+    /// The configuration the server was started with (the running one,
+    /// after live changes, is [`crate::reconfig::running_config`]).
     pub fn config(&self) -> &ValidConfig {
         &self.config
     }
 
     /// The SCSI target named `name`.
-    pub fn target(&self, name: &str) -> Option<&Arc<ScsiTarget>> {
+    pub fn target(&self, name: &str) -> Option<Arc<ScsiTarget>> {
         self.portal
             .target_index(name)
-            .map(|i| &self.portal.targets()[i].scsi)
+            .and_then(|i| self.portal.target(i))
+            .map(|t| t.scsi.clone())
     }
 
     /// Live sessions.
@@ -266,39 +259,20 @@ impl TargetServer {
     pub async fn flush(&self) -> Result<(), ServerError> {
         let mut first_error = None;
         for t in self.portal.targets() {
-            for id in t.scsi.lun_ids() {
-                if let Some(lu) = t.scsi.lun(id) {
-                    if let Err(source) = lu.sync().await {
-                        tracing::error!(target = %t.def.name, lun = id, error = %source, "flush failed");
-                        first_error.get_or_insert(ServerError::Flush {
-                            target: t.def.name.clone(),
-                            lun: id,
-                            source,
-                        });
-                    }
+            for lu in t.scsi.luns() {
+                let id = lu.lun();
+                if let Err(source) = lu.sync().await {
+                    tracing::error!(target = %t.def.name, lun = id, error = %source, "flush failed");
+                    first_error.get_or_insert(ServerError::Flush {
+                        target: t.def.name.clone(),
+                        lun: id,
+                        source,
+                    });
                 }
             }
         }
         first_error.map_or(Ok(()), Err)
     }
-}
-
-/// The logical unit `l` describes.
-fn lun_spec(l: &crate::config::LunDef) -> LunSpec {
-    let mut spec = LunSpec::new(
-        l.id,
-        l.path.clone(),
-        l.size_bytes,
-        l.block_size,
-        l.read_only,
-        l.serial.clone(),
-    );
-    spec.write_cache = l.write_cache;
-    spec.removable = l.removable;
-    spec.physical_block_size = l.physical_block_size;
-    spec.model = l.model.clone();
-    spec.resize = l.resize;
-    spec
 }
 
 /// Loads and validates the configuration (the file, or the embedded

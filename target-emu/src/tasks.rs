@@ -182,6 +182,27 @@ impl TaskRegistry {
                 })
                 .collect()
         };
+        self.wait_for(&ids).await;
+        ids.len()
+    }
+
+    /// Waits, without aborting them, until every task matching `pred` now
+    /// has left the set (a LUN removal lets its commands finish). Returns
+    /// how many there were.
+    pub async fn wait_matching(&self, pred: impl Fn(&TaskInfo) -> bool) -> usize {
+        let ids: Vec<u64> = {
+            let tasks = self.inner.tasks.lock().unwrap();
+            tasks
+                .iter()
+                .filter(|(_, e)| pred(&e.info))
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        self.wait_for(&ids).await;
+        ids.len()
+    }
+
+    async fn wait_for(&self, ids: &[u64]) {
         loop {
             let notified = self.inner.finished.notified();
             tokio::pin!(notified);
@@ -191,7 +212,7 @@ impl TaskRegistry {
                 ids.iter().filter(|id| tasks.contains_key(id)).count()
             };
             if remaining == 0 {
-                return ids.len();
+                return;
             }
             notified.await;
         }

@@ -33,40 +33,9 @@ fn write10_fua(lba: u32, blocks: u16) -> [u8; 16] {
     c
 }
 
-/// The token the tests' control planes are started with.
-const CONTROL_TOKEN: &str = "control-token-for-tests";
-
-/// Serves `c` on a loopback socket with [`CONTROL_TOKEN`] until the sender
-/// is dropped or fired.
-async fn serve_control(
-    c: &Control,
-) -> (
-    String,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        busrig_http::Server::new(c.clone().router())
-            .token(Some(CONTROL_TOKEN.into()))
-            .serve(listener, async {
-                let _ = stopped.await;
-            }),
-    );
-    (addr, stop, server)
-}
-
 /// One request to the control plane, with the token, on a loopback socket.
 async fn control_request(c: &Control, method: &str, path: &str, body: Value) -> (u16, Value) {
-    let (addr, stop, server) = serve_control(c).await;
-    let answer = busrig_http::request(&addr, method, path, Some(&body), Some(CONTROL_TOKEN))
-        .await
-        .unwrap();
-    let _ = stop.send(());
-    server.await.unwrap();
-    answer
+    control_request_as(c, method, path, body, Some(CONTROL_TOKEN)).await
 }
 
 async fn control_call(c: &Control, method: &str, path: &str, body: Value) -> Value {

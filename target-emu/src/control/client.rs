@@ -83,6 +83,122 @@ impl LunAction {
     }
 }
 
+/// A live reconfiguration, one of the `/config/...` endpoints
+/// (docs/semantics.md "Live reconfiguration").
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reconfig {
+    /// Add a LUN: `table` holds the keys of a `[[target.lun]]`.
+    LunAdd {
+        target: Option<String>,
+        table: Value,
+    },
+    /// Remove a LUN; `force` even when reserved or busy.
+    LunRemove {
+        target: Option<String>,
+        lun: u64,
+        force: bool,
+    },
+    /// Set a LUN's capacity (`size` in bytes or with a unit); `force` to shrink.
+    LunResize {
+        target: Option<String>,
+        lun: u64,
+        size: String,
+        force: bool,
+    },
+    /// Add a target: `definition` holds the keys of a `[[target]]`.
+    TargetAdd { definition: Value },
+    /// Remove a target; `force` ends its sessions.
+    TargetRemove { target: String, force: bool },
+    /// Add an initiator to a target's ACL.
+    AclAdd {
+        target: Option<String>,
+        initiator: String,
+        keep_sessions: bool,
+    },
+    /// Remove an initiator from a target's ACL.
+    AclRemove {
+        target: Option<String>,
+        initiator: String,
+        keep_sessions: bool,
+    },
+    /// Set CHAP for new logins; `mutual` is the target's own name and secret.
+    ChapSet {
+        target: Option<String>,
+        user: String,
+        secret: String,
+        mutual: Option<(String, String)>,
+    },
+    /// Log in without CHAP from now on.
+    ChapClear { target: Option<String> },
+}
+
+impl Reconfig {
+    /// The endpoint and its request body.
+    fn request(&self) -> (&'static str, Value) {
+        match self {
+            Reconfig::LunAdd { target, table } => (
+                "/config/lun",
+                json!({ "action": "add", "target": target, "lun": table }),
+            ),
+            Reconfig::LunRemove { target, lun, force } => (
+                "/config/lun",
+                json!({ "action": "remove", "target": target, "lun": lun, "force": force }),
+            ),
+            Reconfig::LunResize {
+                target,
+                lun,
+                size,
+                force,
+            } => (
+                "/config/lun",
+                json!({ "action": "resize", "target": target, "lun": lun, "size": size, "force": force }),
+            ),
+            Reconfig::TargetAdd { definition } => (
+                "/config/target",
+                json!({ "action": "add", "definition": definition }),
+            ),
+            Reconfig::TargetRemove { target, force } => (
+                "/config/target",
+                json!({ "action": "remove", "target": target, "force": force }),
+            ),
+            Reconfig::AclAdd {
+                target,
+                initiator,
+                keep_sessions,
+            } => (
+                "/config/acl",
+                json!({ "action": "add", "target": target, "initiator": initiator, "keep_sessions": keep_sessions }),
+            ),
+            Reconfig::AclRemove {
+                target,
+                initiator,
+                keep_sessions,
+            } => (
+                "/config/acl",
+                json!({ "action": "remove", "target": target, "initiator": initiator, "keep_sessions": keep_sessions }),
+            ),
+            Reconfig::ChapSet {
+                target,
+                user,
+                secret,
+                mutual,
+            } => {
+                let mut body =
+                    json!({ "action": "set", "target": target, "user": user, "secret": secret });
+                if let Some((u, s)) = mutual {
+                    body["mutual_user"] = json!(u);
+                    body["mutual_secret"] = json!(s);
+                }
+                ("/config/chap", body)
+            }
+            Reconfig::ChapClear { target } => (
+                "/config/chap",
+                json!({ "action": "clear", "target": target }),
+            ),
+        }
+    }
+}
+
 /// The control plane at one address.
 #[derive(Debug, Clone)]
 pub struct ControlClient {
@@ -167,6 +283,24 @@ impl ControlClient {
         let body = json!({ "lun": lun, "target": target, "action": action.name() });
         self.call("POST", "/lun", Some(body)).await
     }
+
+    /// A live reconfiguration (`POST /config/...`).
+    pub async fn reconfigure(&self, change: &Reconfig) -> Result<Value, ControlError> {
+        let (path, body) = change.request();
+        self.call("POST", path, Some(body)).await
+    }
+
+    /// `POST /config/save`: the running configuration as TOML.
+    pub async fn running_config(&self) -> Result<String, ControlError> {
+        let v = self.call("POST", "/config/save", Some(json!({}))).await?;
+        v.get("toml")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| ControlError::Refused {
+                code: 200,
+                message: "the answer has no \"toml\"".into(),
+            })
+    }
 }
 
 #[cfg(test)]
@@ -192,6 +326,34 @@ mod tests {
             json!({ "initiator": "n", "action": "cut" })
         );
         assert_eq!(LunAction::PowerCycle.name(), "power-cycle");
+    }
+
+    #[test]
+    fn reconfiguration_bodies_name_the_endpoint_action_and_fields() {
+        let (path, body) = Reconfig::LunResize {
+            target: None,
+            lun: 3,
+            size: "2MiB".into(),
+            force: true,
+        }
+        .request();
+        assert_eq!(path, "/config/lun");
+        assert_eq!(
+            body,
+            json!({ "action": "resize", "target": null, "lun": 3, "size": "2MiB", "force": true })
+        );
+        let (path, body) = Reconfig::ChapSet {
+            target: Some("iqn.t".into()),
+            user: "u".into(),
+            secret: "s".into(),
+            mutual: Some(("t".into(), "m".into())),
+        }
+        .request();
+        assert_eq!(path, "/config/chap");
+        assert_eq!(body["mutual_user"], "t");
+        assert_eq!(body["mutual_secret"], "m");
+        let (_, body) = Reconfig::ChapClear { target: None }.request();
+        assert!(body.get("user").is_none());
     }
 
     #[tokio::test]

@@ -11,6 +11,18 @@
 //! | `POST /path` | `{"initiator": NAME, "action": A, ...}` | path faults: `freeze`, `thaw`, `delay` (`ms`), `drop`, `cut`, `restore`, `fail` (`count`, `sense` as `KEY/ASC/ASCQ`), `clear` |
 //! | `POST /lun` | `{"target": NAME?, "lun": N, "action": A}` | LUN faults: `offline`, `online`, `power-cycle` |
 //! | `GET /audit?target=NAME&lun=N` | | the LUN's writer history |
+//! | `POST /config/lun` | `{"action": "add", "target": NAME?, "lun": {TABLE}}` | adds a LUN: `TABLE` holds the keys of a `[[target.lun]]` (`id`, `size`, `path`, ...) |
+//! | `POST /config/lun` | `{"action": "remove", "target": NAME?, "lun": N, "force": B?}` | removes a LUN; refused while it is reserved or has commands in flight unless `force` |
+//! | `POST /config/lun` | `{"action": "resize", "target": NAME?, "lun": N, "size": SIZE, "force": B?}` | sets a LUN's capacity (2A/09); shrinking needs `force` |
+//! | `POST /config/target` | `{"action": "add", "definition": {TABLE}}` | adds a target: `TABLE` holds the keys of a `[[target]]`, its LUNs under `lun` |
+//! | `POST /config/target` | `{"action": "remove", "target": NAME, "force": B?}` | removes a target; refused while it has sessions unless `force`, which ends them |
+//! | `POST /config/acl` | `{"action": "add"\|"remove", "target": NAME?, "initiator": NAME, "keep_sessions": B?}` | changes `allowed_initiators`; sessions it no longer admits end unless `keep_sessions` |
+//! | `POST /config/chap` | `{"action": "set", "target": NAME?, "user", "secret", "mutual_user"?, "mutual_secret"?}` or `{"action": "clear", ...}` | CHAP for new logins |
+//! | `POST /config/save` | `{}` | the running configuration as TOML (`{"toml": ...}`); a `POST` because it holds the CHAP secrets |
+//!
+//! The `/config/...` changes are described in [`crate::reconfig`] and
+//! docs/semantics.md "Live reconfiguration"; each is logged and recorded in
+//! the status's `events`.
 //!
 //! Errors come back as a non-200 status with `{"error": "..."}`.
 //!
@@ -34,9 +46,11 @@ use axum::Router;
 use busrig_http::{HttpResponse, JsonBody, Limits, Query, DEFAULT_LIMITS};
 use serde_json::{json, Value};
 
+use crate::config::{ChapConfig, LunConfig, SizeValue, TargetConfig};
 use crate::fault::{parse_sense, Faults};
 use crate::iscsi::Portal;
 use crate::lu::{now_ms, LogicalUnit};
+use crate::reconfig::{self, AclChange, ReconfigError};
 use crate::reservation::ReservationView;
 
 /// Default control address, next to the default portal (3260).
@@ -117,7 +131,7 @@ fn lun_json(target: &str, lu: &LogicalUnit, portal: &Portal) -> Value {
         "target": target,
         "lun": lu.lun(),
         "path": spec.path,
-        "size_bytes": spec.size_bytes,
+        "size_bytes": lu.size_bytes(),
         "block_size": spec.block_size,
         "read_only": spec.read_only,
         "offline": portal.faults().is_lun_offline(target, lu.lun()),
@@ -130,6 +144,73 @@ fn lun_json(target: &str, lu: &LogicalUnit, portal: &Portal) -> Value {
         "write_cache": lu.write_cache_status(),
         "disk_model": lu.model_status(),
     })
+}
+
+/// `POST /config/...`: the reconfiguration the path names.
+async fn config_call(State(c): State<Control>, uri: Uri, JsonBody(body): JsonBody) -> HttpResponse {
+    let r = match uri.path() {
+        "/config/lun" => c.config_lun(&body).await,
+        "/config/target" => c.config_target(&body).await,
+        "/config/acl" => c.config_acl(&body).await,
+        "/config/chap" => c.config_chap(&body).await,
+        "/config/save" => c.config_save().await,
+        other => Err(HttpResponse::error(404, format!("no endpoint {other}"))),
+    };
+    r.map_or_else(|e| e, HttpResponse::ok)
+}
+
+/// A refused reconfiguration as an HTTP error.
+fn refused(e: ReconfigError) -> HttpResponse {
+    HttpResponse::error(e.http_status(), busrig_lograte::text::error_chain(&e))
+}
+
+/// The request's `action`, one of `allowed`.
+fn action<'a>(body: &Value, allowed: &[&'a str]) -> Result<&'a str, HttpResponse> {
+    let got = body.get("action").and_then(Value::as_str).unwrap_or("");
+    allowed.iter().copied().find(|a| *a == got).ok_or_else(|| {
+        HttpResponse::error(
+            400,
+            format!("unknown action {got:?}: {}", allowed.join(", ")),
+        )
+    })
+}
+
+/// Required field `key` of the body, `what` saying what it should be.
+fn field<T: serde::de::DeserializeOwned>(
+    body: &Value,
+    key: &str,
+    what: &str,
+) -> Result<T, HttpResponse> {
+    let v = body
+        .get(key)
+        .filter(|v| !v.is_null())
+        .ok_or_else(|| HttpResponse::error(400, format!("missing \"{key}\" ({what})")))?;
+    serde_json::from_value(v.clone())
+        .map_err(|e| HttpResponse::error(400, format!("\"{key}\" must be {what}: {e}")))
+}
+
+/// Optional string field `key`.
+fn opt_str<'a>(body: &'a Value, key: &str) -> Result<Option<&'a str>, HttpResponse> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(HttpResponse::error(
+            400,
+            format!("\"{key}\" must be a string"),
+        )),
+    }
+}
+
+/// Optional boolean field `key` (false when absent).
+fn flag(body: &Value, key: &str) -> Result<bool, HttpResponse> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(HttpResponse::error(
+            400,
+            format!("\"{key}\" must be true or false"),
+        )),
+    }
 }
 
 impl Control {
@@ -174,12 +255,7 @@ impl Control {
         let luns: Vec<Value> = p
             .targets()
             .iter()
-            .flat_map(|t| {
-                t.scsi
-                    .lun_ids()
-                    .into_iter()
-                    .filter_map(move |id| t.scsi.lun(id).map(|lu| (t, lu.clone())))
-            })
+            .flat_map(|t| t.scsi.luns().into_iter().map(move |lu| (t.clone(), lu)))
             .map(|(t, lu)| lun_json(&t.def.name, &lu, p))
             .collect();
         let sessions: Vec<Value> = p
@@ -237,7 +313,7 @@ impl Control {
                 ))
             }
         };
-        let lu = t.scsi.lun(lun).cloned().ok_or_else(|| {
+        let lu = t.scsi.lun(lun).ok_or_else(|| {
             HttpResponse::error(404, format!("target {} has no LUN {lun}", t.def.name))
         })?;
         Ok((t.def.name.clone(), lu))
@@ -317,10 +393,7 @@ impl Control {
                     .allowed_initiators
                     .iter()
                     .any(|a| a.eq_ignore_ascii_case(ini))
-                    || t.scsi
-                        .lun_ids()
-                        .into_iter()
-                        .any(|id| t.scsi.lun(id).is_some_and(|lu| lu_knows(lu, ini)))
+                    || t.scsi.luns().iter().any(|lu| lu_knows(lu, ini))
             })
             || self.faults().paths().contains_key(ini)
     }
@@ -406,6 +479,114 @@ impl Control {
         }
     }
 
+    /// `POST /config/lun`.
+    async fn config_lun(&self, body: &Value) -> Result<Value, HttpResponse> {
+        let p = &self.portal;
+        let target = opt_str(body, "target")?;
+        let force = flag(body, "force")?;
+        match action(body, &["add", "remove", "resize"])? {
+            "add" => {
+                let table: LunConfig = field(body, "lun", "a [[target.lun]] table")?;
+                let (target, def) = reconfig::add_lun(p, target, &table)
+                    .await
+                    .map_err(refused)?;
+                Ok(
+                    json!({ "target": target, "lun": def.id, "path": def.path, "size_bytes": def.size_bytes }),
+                )
+            }
+            "remove" => {
+                let lun: u64 = field(body, "lun", "a LUN number")?;
+                let r = reconfig::remove_lun(p, target, lun, force)
+                    .await
+                    .map_err(refused)?;
+                Ok(json!(r))
+            }
+            _ => {
+                let lun: u64 = field(body, "lun", "a LUN number")?;
+                let size: SizeValue = field(body, "size", "bytes or a size like \"2GiB\"")?;
+                let (target, from, to) = reconfig::resize_lun(p, target, lun, &size, force)
+                    .await
+                    .map_err(refused)?;
+                Ok(json!({ "target": target, "lun": lun, "from_bytes": from, "size_bytes": to }))
+            }
+        }
+    }
+
+    /// `POST /config/target`.
+    async fn config_target(&self, body: &Value) -> Result<Value, HttpResponse> {
+        let p = &self.portal;
+        match action(body, &["add", "remove"])? {
+            "add" => {
+                let table: TargetConfig = field(body, "definition", "a [[target]] table")?;
+                let def = reconfig::add_target(p, &table).await.map_err(refused)?;
+                Ok(
+                    json!({ "target": def.name, "tpgt": def.tpgt, "luns": def.luns.iter().map(|l| l.id).collect::<Vec<_>>() }),
+                )
+            }
+            _ => {
+                let name: String = field(body, "target", "a target name")?;
+                let ended = reconfig::remove_target(p, &name, flag(body, "force")?)
+                    .await
+                    .map_err(refused)?;
+                Ok(json!({ "target": name, "sessions_ended": ended }))
+            }
+        }
+    }
+
+    /// `POST /config/acl`.
+    async fn config_acl(&self, body: &Value) -> Result<Value, HttpResponse> {
+        let change = match action(body, &["add", "remove"])? {
+            "add" => AclChange::Add,
+            _ => AclChange::Remove,
+        };
+        let initiator: String = field(body, "initiator", "an iSCSI initiator name")?;
+        let r = reconfig::change_acl(
+            &self.portal,
+            opt_str(body, "target")?,
+            &initiator,
+            change,
+            flag(body, "keep_sessions")?,
+        )
+        .await
+        .map_err(refused)?;
+        Ok(json!(r))
+    }
+
+    /// `POST /config/chap`.
+    async fn config_chap(&self, body: &Value) -> Result<Value, HttpResponse> {
+        let target = opt_str(body, "target")?;
+        let chap = match action(body, &["set", "clear"])? {
+            "set" => {
+                let mut keys = body.clone();
+                if let Some(o) = keys.as_object_mut() {
+                    o.remove("action");
+                    o.remove("target");
+                }
+                Some(
+                    serde_json::from_value::<ChapConfig>(keys)
+                        .map_err(|e| HttpResponse::error(400, format!("chap set: {e}")))?,
+                )
+            }
+            _ => None,
+        };
+        let name = reconfig::set_chap(&self.portal, target, chap.as_ref())
+            .await
+            .map_err(refused)?;
+        Ok(
+            json!({ "target": name, "chap": chap.is_some(), "mutual": chap.is_some_and(|c| c.mutual_user.is_some()) }),
+        )
+    }
+
+    /// `POST /config/save`.
+    async fn config_save(&self) -> Result<Value, HttpResponse> {
+        let toml = reconfig::running_config(&self.portal)
+            .await
+            .to_config()
+            .to_toml()
+            .map_err(|e| HttpResponse::error(500, e.to_string()))?;
+        Ok(json!({ "toml": toml }))
+    }
+
     /// The endpoints, to be served by [`busrig_http::Server`].
     pub fn router(self) -> Router {
         Router::new()
@@ -437,6 +618,11 @@ impl Control {
                     },
                 ),
             )
+            .route("/config/lun", post(config_call))
+            .route("/config/target", post(config_call))
+            .route("/config/acl", post(config_call))
+            .route("/config/chap", post(config_call))
+            .route("/config/save", post(config_call))
             .route(
                 "/audit",
                 get(|State(c): State<Control>, query: Query| async move { c.audit(&query) }),

@@ -173,7 +173,20 @@ where
     let (target_name, nexus, scsi) = match &est.kind {
         SessionKind::Discovery => ("(discovery)".to_string(), None, None),
         SessionKind::Normal { target, nexus } => {
-            let pt = &portal.targets[*target];
+            // Removed, or its ACL changed to shut this initiator out, while
+            // this login completed: the change did not see this session
+            // yet, so it ends here (docs/semantics.md "Live
+            // reconfiguration").
+            let pt = portal
+                .target(*target)
+                .filter(|pt| pt.def.admits(&handle.initiator));
+            let Some(pt) = pt else {
+                tracing::info!(initiator = %handle.initiator, target = %nexus.target, peer = %peer, "target removed or ACL changed during login, closing the session");
+                portal.sessions.remove(&handle);
+                handle.ended.cancel();
+                let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, tx.shutdown()).await;
+                return;
+            };
             (
                 pt.def.name.clone(),
                 Some(nexus.clone()),
@@ -209,7 +222,15 @@ where
         writer_failed.clone(),
         backlog.clone(),
     ));
-    let mut conn = Conn::new(portal.clone(), est, local, out_tx, backlog, meter.clone());
+    let mut conn = Conn::new(
+        portal.clone(),
+        est,
+        scsi.clone(),
+        local,
+        out_tx,
+        backlog,
+        meter.clone(),
+    );
     let end = conn.run(&mut rx, &writer_failed).await;
     // Every command of the session ends with it (RFC 7143 §6.3.5, ERL 0):
     // dropping the actor's state wakes commands still waiting for their
@@ -423,19 +444,16 @@ impl Conn {
     fn new(
         portal: Arc<Portal>,
         est: Established,
+        scsi: Option<Arc<ScsiTarget>>,
         local: Option<SocketAddr>,
         out: mpsc::UnboundedSender<Out>,
         backlog: Arc<Backlog>,
         meter: Meter,
     ) -> Conn {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let (target, nexus, scsi) = match &est.kind {
-            SessionKind::Discovery => (None, None, None),
-            SessionKind::Normal { target, nexus } => (
-                Some(*target),
-                Some(nexus.clone()),
-                Some(portal.targets[*target].scsi.clone()),
-            ),
+        let (target, nexus) = match &est.kind {
+            SessionKind::Discovery => (None, None),
+            SessionKind::Normal { target, nexus } => (Some(*target), Some(nexus.clone())),
         };
         let depth = portal.tuning.queue_depth;
         Conn {

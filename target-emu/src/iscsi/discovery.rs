@@ -21,7 +21,7 @@ use busrig_proto::pdu::{TextRequest, TextResponse, RESERVED_TAG};
 use busrig_proto::text::TextAccumulator;
 use bytes::Bytes;
 
-use super::Portal;
+use super::{Portal, PortalTarget};
 
 /// What a text answer depends on.
 pub struct TextCtx<'a> {
@@ -150,20 +150,25 @@ fn send_targets(ctx: &TextCtx<'_>, req: &SendTargetsRequest) -> Vec<SendTargetsE
             .advertised_address()
             .filter(|a| !a.ip().is_unspecified())
     });
-    let visible = |i: usize| portal.targets[i].def.admits(ctx.initiator);
-    let chosen: Vec<usize> = match req {
-        SendTargetsRequest::All => (0..portal.targets.len()).filter(|i| visible(*i)).collect(),
+    let visible = |pt: &Arc<PortalTarget>| pt.def.admits(ctx.initiator);
+    let chosen: Vec<Arc<PortalTarget>> = match req {
+        SendTargetsRequest::All => portal.targets().into_iter().filter(visible).collect(),
         SendTargetsRequest::Target(name) => portal
             .target_index(name)
-            .filter(|i| visible(*i))
+            .and_then(|i| portal.target(i))
+            .filter(visible)
             .into_iter()
             .collect(),
-        SendTargetsRequest::SessionTarget => ctx.session_target.into_iter().collect(),
+        SendTargetsRequest::SessionTarget => ctx
+            .session_target
+            .and_then(|i| portal.target(i))
+            .into_iter()
+            .collect(),
     };
     chosen
         .into_iter()
-        .map(|i| {
-            let def = &portal.targets[i].def;
+        .map(|pt| {
+            let def = &pt.def;
             SendTargetsEntry {
                 name: def.name.clone(),
                 addresses: address

@@ -586,7 +586,9 @@ impl Login<'_> {
 
         let mut chap = None;
         if let Some(t) = target {
-            let pt = &portal.targets[t];
+            let pt = portal
+                .target(t)
+                .ok_or_else(|| refused(login_status::NOT_FOUND, "the target has been removed"))?;
             if !pt.def.admits(&initiator) {
                 return Err(refused(
                     login_status::AUTHORIZATION_FAILURE,
@@ -634,7 +636,10 @@ impl Login<'_> {
         let (kind, nexus) = match start.kind_target {
             None => (SessionKind::Discovery, None),
             Some(t) => {
-                let def = &portal.targets[t].def;
+                let pt = portal.target(t).ok_or_else(|| {
+                    refused(login_status::NOT_FOUND, "the target has been removed")
+                })?;
+                let def = &pt.def;
                 let nexus = ItNexus::new(&start.initiator, id.isid, &def.name, def.tpgt);
                 (
                     SessionKind::Normal {

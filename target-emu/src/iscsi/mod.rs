@@ -31,7 +31,7 @@ pub mod transfer;
 use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -115,7 +115,9 @@ impl Drop for IoThreads {
     }
 }
 
-/// One target behind the portal.
+/// One target behind the portal. A reconfiguration replaces it whole
+/// (a new definition, the same SCSI target), so a holder of one always
+/// sees a consistent definition.
 pub struct PortalTarget {
     pub def: TargetDef,
     pub scsi: Arc<ScsiTarget>,
@@ -134,7 +136,10 @@ pub struct SessionInfo {
 
 /// The iSCSI portal: targets, sessions and protocol settings.
 pub struct Portal {
-    targets: Vec<PortalTarget>,
+    /// The targets by index; the index is the target's identity in the
+    /// session table, so a removed target leaves an empty slot and indexes
+    /// are never reused (docs/semantics.md "Live reconfiguration").
+    targets: RwLock<Vec<Option<Arc<PortalTarget>>>>,
     buses: Vec<BusSpec>,
     tuning: IscsiTuning,
     tasks: TaskRegistry,
@@ -152,6 +157,8 @@ pub struct Portal {
     admission: Arc<admission::Admission>,
     /// Failed-login delays and the refusal log limit (`iscsi::throttle`).
     login_throttle: Mutex<throttle::LoginThrottle>,
+    /// What live reconfigurations need besides the targets.
+    registry: crate::reconfig::Registry,
 }
 
 impl Portal {
@@ -161,10 +168,12 @@ impl Portal {
         tuning: IscsiTuning,
         tasks: TaskRegistry,
         faults: Arc<Faults>,
+        registry: crate::reconfig::Registry,
     ) -> Arc<Portal> {
         Arc::new(Portal {
+            registry,
             login_throttle: Mutex::new(throttle::LoginThrottle::new(tuning.login_failures.clone())),
-            targets,
+            targets: RwLock::new(targets.into_iter().map(|t| Some(Arc::new(t))).collect()),
             buses,
             tasks,
             sessions: SessionTable::new(),
@@ -180,8 +189,69 @@ impl Portal {
         })
     }
 
-    pub fn targets(&self) -> &[PortalTarget] {
-        &self.targets
+    /// The targets there are now, in the order they were added.
+    pub fn targets(&self) -> Vec<Arc<PortalTarget>> {
+        self.slots().iter().flatten().cloned().collect()
+    }
+
+    /// The target with index `t`, unless it has been removed.
+    pub fn target(&self, t: usize) -> Option<Arc<PortalTarget>> {
+        self.slots().get(t).cloned().flatten()
+    }
+
+    fn slots(&self) -> std::sync::RwLockReadGuard<'_, Vec<Option<Arc<PortalTarget>>>> {
+        self.targets.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn slots_mut(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Option<Arc<PortalTarget>>>> {
+        self.targets.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a target (its name is unique: the caller checked under the
+    /// reconfiguration lock) and returns its index.
+    pub(crate) fn add_target(&self, target: PortalTarget) -> usize {
+        let mut slots = self.slots_mut();
+        slots.push(Some(Arc::new(target)));
+        slots.len() - 1
+    }
+
+    /// Replaces the definition of target `t`, keeping its SCSI target.
+    /// Returns the new definition, or `None` when there is no such target.
+    pub(crate) fn update_target(
+        &self,
+        t: usize,
+        change: impl FnOnce(&mut TargetDef),
+    ) -> Option<TargetDef> {
+        let mut slots = self.slots_mut();
+        let slot = slots.get_mut(t)?;
+        let old = slot.as_ref()?;
+        let mut def = old.def.clone();
+        change(&mut def);
+        *slot = Some(Arc::new(PortalTarget {
+            def: def.clone(),
+            scsi: old.scsi.clone(),
+        }));
+        Some(def)
+    }
+
+    /// Empties the slot of target `t`: logins to it are refused from now
+    /// on. Its sessions are the caller's to end.
+    pub(crate) fn remove_target(&self, t: usize) -> Option<Arc<PortalTarget>> {
+        self.slots_mut().get_mut(t)?.take()
+    }
+
+    /// The sessions of target `t` that `pred` picks.
+    pub(crate) fn sessions_of(
+        &self,
+        t: usize,
+        pred: impl Fn(&session::SessionHandle) -> bool,
+    ) -> Vec<Arc<session::SessionHandle>> {
+        self.sessions.select(|s| s.target == Some(t) && pred(s))
+    }
+
+    /// What live reconfigurations need (`crate::reconfig`).
+    pub fn registry(&self) -> &crate::reconfig::Registry {
+        &self.registry
     }
 
     pub fn buses(&self) -> &[BusSpec] {
@@ -231,7 +301,9 @@ impl Portal {
     /// bus for parallel SCSI and FC-AL, only itself on a switched fabric
     /// (docs/semantics.md "Bus reset").
     pub fn reset_scope(&self, target: usize) -> (Vec<usize>, bool) {
-        let bus = self.targets[target].def.bus;
+        let Some(bus) = self.target(target).map(|t| t.def.bus) else {
+            return (Vec::new(), false);
+        };
         let whole_bus = self.buses[bus].topology.reset_reaches_whole_bus();
         if whole_bus {
             (self.targets_on_bus(bus), true)
@@ -241,8 +313,11 @@ impl Portal {
     }
 
     fn targets_on_bus(&self, bus: usize) -> Vec<usize> {
-        (0..self.targets.len())
-            .filter(|t| self.targets[*t].def.bus == bus)
+        self.slots()
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.as_ref().is_some_and(|t| t.def.bus == bus))
+            .map(|(i, _)| i)
             .collect()
     }
 
@@ -256,16 +331,21 @@ impl Portal {
         by: AbortBy<'_>,
     ) {
         let mut aborted = Vec::with_capacity(affected.len());
-        for t in affected {
-            let name = self.targets[*t].def.name.clone();
+        // A target removed meanwhile has nothing left to reset.
+        let affected: Vec<(usize, Arc<PortalTarget>)> = affected
+            .iter()
+            .filter_map(|t| Some((*t, self.target(*t)?)))
+            .collect();
+        for (_, pt) in &affected {
+            let name = pt.def.name.clone();
             aborted.push(
                 self.tasks
                     .abort_matching(by, |x| *x.nexus.target == *name)
                     .await,
             );
         }
-        for (t, n) in affected.iter().zip(aborted) {
-            self.targets[*t].scsi.target_reset(kind_of(*t), by, n).await;
+        for ((t, pt), n) in affected.iter().zip(aborted) {
+            pt.scsi.target_reset(kind_of(*t), by, n).await;
         }
     }
 
@@ -308,9 +388,10 @@ impl Portal {
     /// Index of the target named `name` (iSCSI names compare
     /// case-insensitively, RFC 7143 §4.2.7.1).
     pub fn target_index(&self, name: &str) -> Option<usize> {
-        self.targets
-            .iter()
-            .position(|t| t.def.name.eq_ignore_ascii_case(name))
+        self.slots().iter().position(|t| {
+            t.as_ref()
+                .is_some_and(|t| t.def.name.eq_ignore_ascii_case(name))
+        })
     }
 
     /// Every live session.
@@ -323,7 +404,9 @@ impl Portal {
                 tsih: s.tsih,
                 initiator: s.initiator.clone(),
                 isid: s.isid_hex(),
-                target: s.target.map(|t| self.targets[t].def.name.clone()),
+                // From the nexus: a session of a target being removed
+                // reports its name until it has ended.
+                target: s.nexus.as_ref().map(|n| n.target.to_string()),
                 peer: s.peer.clone(),
             })
             .collect();
@@ -339,17 +422,16 @@ impl Portal {
     /// connections within one session.
     fn check_bus_room(&self, t: usize, initiator: &str) -> Result<(), login::LoginFailure> {
         self.check_path(initiator)?;
-        let bus = self.targets[t].def.bus;
+        let Some(bus) = self.target(t).map(|pt| pt.def.bus) else {
+            return Err(login::LoginFailure::Refused {
+                status: login_status::NOT_FOUND,
+                reason: "the target has been removed".into(),
+            });
+        };
         let Some(max) = self.buses[bus].max_initiators else {
             return Ok(());
         };
-        let on_bus: HashSet<usize> = self
-            .targets
-            .iter()
-            .enumerate()
-            .filter(|(_, pt)| pt.def.bus == bus)
-            .map(|(i, _)| i)
-            .collect();
+        let on_bus: HashSet<usize> = self.targets_on_bus(bus).into_iter().collect();
         let present = self.sessions.initiators_on(&on_bus);
         if present.contains(initiator) || (present.len() as u64) < u64::from(max) {
             return Ok(());

@@ -170,8 +170,7 @@ pub async fn execute(ctx: TmfCtx, plan: TmfPlan) -> (Pdu, Vec<usize>) {
                     AbortBy::Nexus(&me),
                 )
                 .await;
-            if whole_bus {
-                let bus = portal.targets[target].def.bus;
+            if let (true, Some(bus)) = (whole_bus, portal.target(target).map(|t| t.def.bus)) {
                 tracing::info!(
                     bus = %portal.buses[bus].name,
                     topology = %portal.buses[bus].topology,

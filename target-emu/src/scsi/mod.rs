@@ -52,7 +52,7 @@
 //! nexuses (SPC-4 §5.14), which did not ask for the change.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use busrig_proto::scsi::cdb::{opcode, Cdb};
 use busrig_proto::scsi::inquiry::{self};
@@ -67,6 +67,7 @@ use crate::tasks::{AbortBy, TaskGuard, TaskRegistry};
 use crate::write_data::WriteData;
 
 mod identify;
+mod inventory;
 mod media;
 mod mode_params;
 mod pr;
@@ -246,7 +247,9 @@ fn length_byte(cdb: &[u8]) -> u16 {
 /// The SCSI target: its logical units and the I_T nexuses it knows.
 pub struct ScsiTarget {
     name: String,
-    luns: BTreeMap<u64, Arc<LogicalUnit>>,
+    /// The logical unit inventory; LUNs come and go while sessions run
+    /// (`inventory`). Held only for a lookup, never across an await.
+    luns: RwLock<BTreeMap<u64, Arc<LogicalUnit>>>,
     tasks: TaskRegistry,
     nexuses: Mutex<BTreeSet<ItNexus>>,
     /// Injected faults (LUN offline, failing commands of one initiator).
@@ -333,7 +336,7 @@ impl ScsiTarget {
     pub fn new(name: &str, luns: Vec<Arc<LogicalUnit>>, tasks: TaskRegistry) -> ScsiTarget {
         ScsiTarget {
             name: name.to_string(),
-            luns: luns.into_iter().map(|l| (l.lun(), l)).collect(),
+            luns: RwLock::new(luns.into_iter().map(|l| (l.lun(), l)).collect()),
             tasks,
             nexuses: Mutex::new(BTreeSet::new()),
             faults: Arc::new(Faults::new()),
@@ -372,11 +375,20 @@ impl ScsiTarget {
     }
 
     pub fn lun_ids(&self) -> Vec<u64> {
-        self.luns.keys().copied().collect()
+        self.luns_read().keys().copied().collect()
     }
 
-    pub fn lun(&self, lun: u64) -> Option<&Arc<LogicalUnit>> {
-        self.luns.get(&lun)
+    pub fn lun(&self, lun: u64) -> Option<Arc<LogicalUnit>> {
+        self.luns_read().get(&lun).cloned()
+    }
+
+    /// Every logical unit, by LUN.
+    pub fn luns(&self) -> Vec<Arc<LogicalUnit>> {
+        self.luns_read().values().cloned().collect()
+    }
+
+    fn luns_read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u64, Arc<LogicalUnit>>> {
+        self.luns.read().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn tasks(&self) -> &TaskRegistry {
@@ -392,7 +404,7 @@ impl ScsiTarget {
     /// reach it from now on.
     pub fn nexus_created(&self, nexus: &ItNexus) {
         self.nexuses.lock().unwrap().insert(nexus.clone());
-        for lu in self.luns.values() {
+        for lu in self.luns() {
             lu.add_nexus(nexus);
         }
         self.tell_power_on(nexus);
@@ -401,7 +413,7 @@ impl ScsiTarget {
     /// A nexus formed after a cold reset gets its POWER ON OCCURRED, once.
     fn tell_power_on(&self, nexus: &ItNexus) {
         if self.power_on.lock().unwrap().owed(nexus) {
-            for lu in self.luns.values() {
+            for lu in self.luns() {
                 lu.post_unit_attention(UaScope::One(nexus.clone()), Asc::POWER_ON_OCCURRED);
             }
         }
@@ -412,7 +424,7 @@ impl ScsiTarget {
     /// Persistent reservations and registrations stay (SPC-4 §5.9.2).
     pub fn nexus_lost(&self, nexus: &ItNexus) {
         self.nexuses.lock().unwrap().remove(nexus);
-        for lu in self.luns.values() {
+        for lu in self.luns() {
             lu.reservations.lock().unwrap().nexus_lost(nexus);
             lu.copy_results.lock().unwrap().forget(nexus);
             lu.remove_nexus(nexus);
@@ -423,7 +435,7 @@ impl ScsiTarget {
     /// waits until they are gone, then resets the LU's state and posts
     /// 29/03 to every I_T nexus, `by` included.
     pub async fn lun_reset(&self, lun: u64, by: &ItNexus) -> Result<(), NoSuchLun> {
-        let lu = self.luns.get(&lun).ok_or(NoSuchLun(lun))?;
+        let lu = self.lun(lun).ok_or(NoSuchLun(lun))?;
         let name = self.name.clone();
         let aborted = self
             .tasks
@@ -431,7 +443,7 @@ impl ScsiTarget {
                 t.lun == lun && *t.nexus.target == *name
             })
             .await;
-        self.reset_lu(lu, Asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED);
+        self.reset_lu(&lu, Asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED);
         info!(target = %self.name, lun, by = %by, aborted, "logical unit reset");
         Ok(())
     }
@@ -452,8 +464,8 @@ impl ScsiTarget {
             // Before the LUs reset, so a nexus logging in meanwhile is told.
             self.power_on.lock().unwrap().reopen();
         }
-        for lu in self.luns.values() {
-            self.reset_lu(lu, kind.unit_attention());
+        for lu in self.luns() {
+            self.reset_lu(&lu, kind.unit_attention());
         }
         info!(target = %self.name, ?kind, by = %by, aborted, "target reset");
     }
@@ -462,7 +474,7 @@ impl ScsiTarget {
     /// tasks end first, then [`LogicalUnit::power_cycle`]. Returns the
     /// number of unflushed cached blocks that were lost.
     pub async fn power_cycle(&self, lun: u64) -> Result<usize, NoSuchLun> {
-        let lu = self.luns.get(&lun).ok_or(NoSuchLun(lun))?;
+        let lu = self.lun(lun).ok_or(NoSuchLun(lun))?;
         let name = self.name.clone();
         self.tasks
             .abort_matching(AbortBy::ControlPlane, |t| {
@@ -483,7 +495,7 @@ impl ScsiTarget {
     fn remember(&self, nexus: &ItNexus, lu: Option<&LogicalUnit>) {
         let new = self.nexuses.lock().unwrap().insert(nexus.clone());
         if new {
-            for lu in self.luns.values() {
+            for lu in self.luns() {
                 lu.add_nexus(nexus);
             }
             self.tell_power_on(nexus);
@@ -495,12 +507,15 @@ impl ScsiTarget {
     /// Executes one command.
     pub async fn execute(&self, req: ScsiRequest<'_>) -> ScsiReply {
         let op = req.cdb.first().copied().unwrap_or(0);
-        let lu = self.luns.get(&req.lun).cloned();
+        let lu = self.lun(req.lun);
         self.remember(req.nexus, lu.as_deref());
         let reply = match &lu {
             None => self.no_such_lun(&req),
             Some(lu) => self.execute_on(lu, &req).await,
         };
+        if op == opcode::REPORT_LUNS && reply.status == status::GOOD {
+            self.inventory_reported(req.nexus);
+        }
         debug!(
             target = %self.name,
             lun = req.lun,

@@ -794,3 +794,46 @@ fn status_sn(h: &Header) -> Option<u32> {
         _ => None,
     }
 }
+
+/// The token the tests' control planes are started with.
+pub const CONTROL_TOKEN: &str = "control-token-for-tests";
+
+/// Serves `c` on a loopback socket with [`CONTROL_TOKEN`] until the sender
+/// is dropped or fired.
+pub async fn serve_control(
+    c: &busrig_target::control::Control,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        busrig_http::Server::new(c.clone().router())
+            .token(Some(CONTROL_TOKEN.into()))
+            .serve(listener, async {
+                let _ = stopped.await;
+            }),
+    );
+    (addr, stop, server)
+}
+
+/// One request to a control plane served for it on a loopback socket,
+/// presenting `token`: the status and the JSON answer.
+pub async fn control_request_as(
+    c: &busrig_target::control::Control,
+    method: &str,
+    path: &str,
+    body: serde_json::Value,
+    token: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let (addr, stop, server) = serve_control(c).await;
+    let answer = busrig_http::request(&addr, method, path, Some(&body), token)
+        .await
+        .unwrap();
+    let _ = stop.send(());
+    server.await.unwrap();
+    answer
+}
