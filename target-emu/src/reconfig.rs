@@ -43,7 +43,7 @@ use crate::iscsi::session::SessionHandle;
 use crate::iscsi::{Portal, PortalTarget};
 use crate::lu::{LogicalUnit, LunError};
 use crate::model::Link;
-use crate::scsi::ScsiTarget;
+use crate::scsi::{BusPeers, ScsiTarget};
 use crate::tasks::AbortBy;
 
 /// What the portal keeps for reconfigurations besides its targets.
@@ -53,15 +53,22 @@ pub struct Registry {
     /// Each bus's modelled link, shared by the targets on it, including
     /// targets added later.
     links: Vec<Option<Arc<Link>>>,
+    /// Each bus's targets, which reach each other's LUs by EXTENDED COPY.
+    peers: Vec<Arc<BusPeers>>,
     /// Held by one reconfiguration at a time.
     turn: tokio::sync::Mutex<()>,
 }
 
 impl Registry {
-    pub fn new(data_dir: PathBuf, links: Vec<Option<Arc<Link>>>) -> Registry {
+    pub fn new(
+        data_dir: PathBuf,
+        links: Vec<Option<Arc<Link>>>,
+        peers: Vec<Arc<BusPeers>>,
+    ) -> Registry {
         Registry {
             data_dir,
             links,
+            peers,
             turn: tokio::sync::Mutex::new(()),
         }
     }
@@ -69,6 +76,11 @@ impl Registry {
     /// The bus's modelled link.
     pub fn link(&self, bus: usize) -> Option<Arc<Link>> {
         self.links.get(bus).cloned().flatten()
+    }
+
+    /// The bus's list of targets for copies between them.
+    pub fn peers(&self, bus: usize) -> Arc<BusPeers> {
+        self.peers.get(bus).cloned().unwrap_or_default()
     }
 }
 
@@ -505,8 +517,10 @@ pub async fn add_target(portal: &Portal, t: &TargetConfig) -> Result<TargetDef, 
     let scsi = Arc::new(
         ScsiTarget::new(&def.name, luns, portal.tasks().clone())
             .with_faults(portal.faults().clone())
-            .with_link(reg.link(def.bus)),
+            .with_link(reg.link(def.bus))
+            .with_peers(reg.peers(def.bus)),
     );
+    reg.peers(def.bus).add(def.tpgt, &scsi);
     portal.add_target(PortalTarget {
         def: def.clone(),
         scsi,
@@ -544,6 +558,7 @@ pub async fn remove_target(
         });
     }
     portal.remove_target(index);
+    portal.registry().peers(pt.def.bus).remove(&pt.scsi);
     // Logins are refused from here on; sessions that completed their login
     // after the count above end too (there is no target left to serve).
     let ended = end_sessions(portal.sessions_of(index, |_| true)).await;

@@ -202,7 +202,7 @@ impl TargetServer {
             config.iscsi.clone(),
             tasks,
             faults,
-            Registry::new(config.data_dir.clone(), links),
+            Registry::new(config.data_dir.clone(), links, peers),
         );
         Ok(TargetServer { portal, config })
     }

@@ -1712,4 +1712,14 @@ async fn extended_copy_reaches_the_luns_of_other_targets_on_the_bus() {
         sense(&exec(&mine, &r.a, 0, &xcopy_cdb(list.len()), &list).await),
         (COPY_ABORTED, 0x0d, 0x01)
     );
+    good(&exec(&other, &holder, 5, &[0x17, 0, 0, 0, 0, 0], &[]).await);
+    // A target removed from the running bus is out of reach; added back,
+    // it is reachable again (docs/semantics.md "Live reconfiguration").
+    peers.remove(&other);
+    assert_eq!(
+        sense(&exec(&mine, &r.a, 0, &xcopy_cdb(list.len()), &list).await),
+        (COPY_ABORTED, 0x08, 0x04)
+    );
+    peers.add(2, &other);
+    good(&exec(&mine, &r.a, 0, &xcopy_cdb(list.len()), &list).await);
 }

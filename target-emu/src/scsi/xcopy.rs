@@ -19,7 +19,7 @@
 //! the same nexus is refused with OPERATION IN PROGRESS.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 
 use busrig_proto::scsi::cdb::{opcode, service_action, Cdb};
 use busrig_proto::scsi::sense::{status, Asc, Sense};
@@ -52,23 +52,39 @@ pub(crate) const HELD_LISTS: usize = 16;
 /// Bytes moved per read and write of a segment.
 const CHUNK_BYTES: u64 = 1 << 20;
 
-/// The other targets of a bus, for copies between them: filled once every
-/// target of the bus exists.
+/// The targets of a bus, for copies between them: filled once every
+/// target of the bus exists, and kept current by live reconfiguration
+/// (docs/semantics.md "Live reconfiguration").
 #[derive(Debug, Default)]
-pub struct BusPeers(OnceLock<Vec<(u16, Weak<ScsiTarget>)>>);
+pub struct BusPeers(std::sync::Mutex<Vec<(u16, Weak<ScsiTarget>)>>);
 
 impl BusPeers {
     /// Every target of the bus with its target portal group tag.
     pub fn set(&self, targets: Vec<(u16, Weak<ScsiTarget>)>) {
-        let _ = self.0.set(targets);
+        *self.lock() = targets;
     }
 
-    fn targets(&self) -> impl Iterator<Item = (u16, Arc<ScsiTarget>)> + '_ {
-        self.0
-            .get()
-            .into_iter()
-            .flatten()
+    /// A target added to the running bus.
+    pub fn add(&self, tpgt: u16, target: &Arc<ScsiTarget>) {
+        self.lock().push((tpgt, Arc::downgrade(target)));
+    }
+
+    /// A target removed from the running bus (and any that has gone).
+    pub fn remove(&self, target: &Arc<ScsiTarget>) {
+        self.lock()
+            .retain(|(_, t)| t.strong_count() > 0 && !std::ptr::eq(t.as_ptr(), Arc::as_ptr(target)));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u16, Weak<ScsiTarget>)>> {
+        // The list stays consistent whatever a panicking holder did.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn targets(&self) -> Vec<(u16, Arc<ScsiTarget>)> {
+        self.lock()
+            .iter()
             .filter_map(|(tpgt, t)| Some((*tpgt, t.upgrade()?)))
+            .collect()
     }
 }
 
@@ -217,7 +233,7 @@ impl ScsiTarget {
         let find = |t: &ScsiTarget| {
             t.lun_ids()
                 .into_iter()
-                .filter_map(|id| t.lun(id).cloned())
+                .filter_map(|id| t.lun(id))
                 .find(|lu| lu.naa()[..] == cscd.designator[..])
         };
         if let Some(lu) = find(self) {
