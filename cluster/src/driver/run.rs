@@ -27,7 +27,7 @@ use crate::arbiter::{Challenge, DiskId, DiskOp, DiskResult, Role};
 use crate::config::NodeId;
 use crate::db::{Change, DbSnapshot};
 use crate::message::View;
-use crate::node::{Action, Node, Phase};
+use crate::node::{Action, Node, Phase, ReadStart};
 
 use super::disk::{op_name, DiskExecutor};
 use super::udp::ClusterTransport;
@@ -70,9 +70,10 @@ pub enum Command {
     },
     /// A copy of this node's cluster database.
     Snapshot(oneshot::Sender<DbSnapshot>),
-    /// A copy of the database for a client's read: refused while the node
-    /// is not a settled member or its copy is not yet the cluster's
-    /// (docs/semantics.md, "Reading the database").
+    /// A copy of the database for a client's read, once the owner has
+    /// confirmed it ([`Node::read`]): refused while the node is not a
+    /// settled member, its copy is not yet the cluster's, or the owner does
+    /// not confirm it (docs/semantics.md, "Reading the database").
     Read(oneshot::Sender<Result<DbSnapshot, NotReadable>>),
     /// Evict a node.
     Evict(NodeId),
@@ -80,19 +81,7 @@ pub enum Command {
     SetPaused(NodeId, bool),
 }
 
-/// Why a node does not answer a read from its copy of the database
-/// (docs/semantics.md, "Reading the database").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum NotReadable {
-    /// Joining, forming, regrouping or stopped: its copy may be an
-    /// earlier life's or may miss changes the members commit meanwhile.
-    #[error("this node is not a settled member of the cluster: its copy of the database may be stale; read from a member")]
-    NotMember,
-    /// A member whose replica is still the one its previous life left,
-    /// before the owner's replaces it.
-    #[error("this node has not yet received the owner's copy of the database; read from another member or retry")]
-    NotCurrent,
-}
+pub use crate::node::NotReadable;
 
 /// What the node looks like now, published after every input.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -292,6 +281,8 @@ struct Driver<'a, D> {
     data: Lane<'a>,
     /// Replies owed for proposals, by request id.
     replies: BTreeMap<u64, oneshot::Sender<ProposeResult>>,
+    /// Replies owed for client reads waiting for the owner, by read id.
+    reads: BTreeMap<u64, oneshot::Sender<Result<DbSnapshot, NotReadable>>>,
     /// The arbiter role last logged.
     logged_role: Role,
 }
@@ -319,6 +310,7 @@ where
         arbitration: Lane::new(),
         data: Lane::new(),
         replies: BTreeMap::new(),
+        reads: BTreeMap::new(),
         logged_role: Role::Idle,
     };
     let exit = d.event_loop(shutdown).await;
@@ -429,16 +421,17 @@ impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
             Command::Snapshot(reply) => {
                 let _ = reply.send(self.node.db().clone());
             }
-            Command::Read(reply) => {
-                let r = if !self.node.is_settled_member() {
-                    Err(NotReadable::NotMember)
-                } else if !self.node.db_current() {
-                    Err(NotReadable::NotCurrent)
-                } else {
-                    Ok(self.node.db().clone())
-                };
-                let _ = reply.send(r);
-            }
+            Command::Read(reply) => match self.node.read(now) {
+                Ok(ReadStart::Now) => {
+                    let _ = reply.send(Ok(self.node.db().clone()));
+                }
+                Ok(ReadStart::Pending(id)) => {
+                    self.reads.insert(id, reply);
+                }
+                Err(why) => {
+                    let _ = reply.send(Err(why));
+                }
+            },
             Command::Evict(n) => self.node.evict(now, n),
             Command::SetPaused(n, p) => self.node.set_paused(now, n, p),
         }
@@ -454,6 +447,16 @@ impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
                     }
                 }
                 Action::Disk { id, disk, op } => self.queue_disk(id, disk, op),
+                Action::ReadReady { id } => {
+                    if let Some(r) = self.reads.remove(&id) {
+                        let _ = r.send(Ok(self.node.db().clone()));
+                    }
+                }
+                Action::ReadRefused { id, why } => {
+                    if let Some(r) = self.reads.remove(&id) {
+                        let _ = r.send(Err(why));
+                    }
+                }
                 other => {
                     match &other {
                         Action::StopClusterService { reason } => {
@@ -545,6 +548,8 @@ impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
                     Action::Send { net, env } => {
                         let _ = self.transport.send(net, &env).await;
                     }
+                    // The loop is ending: its readers' replies are dropped.
+                    Action::ReadReady { .. } | Action::ReadRefused { .. } => {}
                     other => {
                         if let Some(tx) = &self.io.events {
                             let _ = tx.send(other);
