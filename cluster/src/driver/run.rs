@@ -285,6 +285,8 @@ struct Driver<'a, D> {
     reads: BTreeMap<u64, oneshot::Sender<Result<DbSnapshot, NotReadable>>>,
     /// The arbiter role last logged.
     logged_role: Role,
+    /// The end of the quorum-owner lease last published while acting.
+    lease_end: Option<Instant>,
 }
 
 /// Runs `node` until `shutdown` completes or the node stops; returns the
@@ -312,6 +314,7 @@ where
         replies: BTreeMap::new(),
         reads: BTreeMap::new(),
         logged_role: Role::Idle,
+        lease_end: None,
     };
     let exit = d.event_loop(shutdown).await;
     (d.node, exit)
@@ -566,17 +569,19 @@ impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
             tracing::info!(arbitration = %role_text(role), "quorum arbitration");
             self.logged_role = role.clone();
         }
-        let Some(tx) = &self.io.status else { return };
         let now = self.now();
+        let acting_until = self.node.acting_owner_until(now).map(|d| {
+            // An own vote that never expires (a one-node majority).
+            self.start
+                .checked_add(d)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 86_400))
+        });
+        log_lease_end(&mut self.lease_end, acting_until);
+        let Some(tx) = &self.io.status else { return };
         let status = NodeStatus {
             view: self.node.view().cloned(),
             acting_owner: self.node.is_acting_owner(now),
-            acting_until: self.node.acting_owner_until(now).map(|d| {
-                // An own vote that never expires (a one-node majority).
-                self.start
-                    .checked_add(d)
-                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 86_400))
-            }),
+            acting_until,
             writes_held: self.node.writes_held(),
             stopped: self.stopped(),
             phase: NodePhase::of(self.node.phase()),
@@ -595,6 +600,28 @@ impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
             *s = status;
             notify
         });
+    }
+}
+
+/// Logs the instant a quorum-owner lease ran out, once the loop sees it
+/// has: a node stopped (SIGSTOP) past its lease logs this when it runs
+/// again, with the lease's end (wall clock), the instant it stopped
+/// acting. The chaos role checker ends the owner role there, not at the
+/// later line (docs/chaos.md, "Checkers").
+fn log_lease_end(last: &mut Option<Instant>, acting_until: Option<Instant>) {
+    let ended = match (*last, acting_until) {
+        (Some(end), None) if end <= Instant::now() => Some(end),
+        _ => None,
+    };
+    *last = acting_until;
+    if let Some(end) = ended {
+        let ago = Instant::now().saturating_duration_since(end);
+        let wall = busrig_lograte::text::now_ms().saturating_sub(ago.as_millis() as u64);
+        tracing::info!(
+            lease_end = %busrig_lograte::text::rfc3339(wall),
+            ago_ms = ago.as_millis() as u64,
+            "quorum-owner lease ran out"
+        );
     }
 }
 
