@@ -332,6 +332,9 @@ async fn a_holders_pieces_after_a_reset_all_land_reserved() {
         .with_max_transfer(512);
     let other = open(&t, 1, config("ua-resetter", 23)).await;
     owner.reserve6().await.unwrap();
+    // Known before the reset, so the write's first piece is the first
+    // command to meet the unit attention.
+    owner.block_length().await.unwrap();
     other.lun_reset().await.unwrap();
     owner.write(0, pattern(8 * 512, 5), true).await.unwrap();
     assert_eq!(owner.read(0, 8).await.unwrap(), pattern(8 * 512, 5));
