@@ -317,6 +317,41 @@ async fn a_holders_write_after_a_reset_reserves_again_first() {
     ));
 }
 
+/// A SCSI-2 holder's write of several commands after a reset: only the
+/// first command meets the unit attention (the target reports it once per
+/// nexus), so pieces pipelined behind it landed with no reservation held
+/// before the holder took it back (issue 16, chaos seed 403 `disk-scsi2`).
+/// The pieces now go one at a time, so the bus audit shows every write by
+/// the holder.
+#[tokio::test]
+async fn a_holders_pieces_after_a_reset_all_land_reserved() {
+    let t = TargetProcess::start(&[]);
+    let owner = open(&t, 1, config("ua-pieces", 22))
+        .await
+        .with_reserve_after_reset(true)
+        .with_max_transfer(512);
+    let other = open(&t, 1, config("ua-resetter", 23)).await;
+    owner.reserve6().await.unwrap();
+    // Known before the reset, so the write's first piece is the first
+    // command to meet the unit attention.
+    owner.block_length().await.unwrap();
+    other.lun_reset().await.unwrap();
+    owner.write(0, pattern(8 * 512, 5), true).await.unwrap();
+    assert_eq!(owner.read(0, 8).await.unwrap(), pattern(8 * 512, 5));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_busrig"))
+        .args(["bus", "--control", &t.control.to_string(), "audit", "1", "--json"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run busrig bus audit");
+    let audit: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    let runs = audit["history"].as_array().expect("a writer history");
+    assert!(!runs.is_empty(), "{audit}");
+    for r in runs {
+        assert_eq!(r["reserved_by_writer"], true, "{audit}");
+    }
+}
+
 #[tokio::test]
 async fn warm_reset_clears_reservations_of_every_lun() {
     let t = TargetProcess::start(&[]);

@@ -168,6 +168,14 @@ pub enum Body {
     /// Majority model: the owner's replica; a member of view `epoch`
     /// replaces its own with it.
     ReplicaSync { epoch: u64, replica: Replica },
+    /// A member asks its owner for a read index before answering a
+    /// client's read from its copy (the read barrier, Raft's ReadIndex,
+    /// docs/semantics.md "Reading the database").
+    ReadIndex { id: u64 },
+    /// The owner's answer to `ReadIndex` `id`: its database sequence
+    /// number while it acts as owner and the asker is a member of its
+    /// view, `None` otherwise.
+    ReadIndexReply { id: u64, seq: Option<u64> },
 }
 
 /// An authenticated cluster message.
@@ -266,6 +274,8 @@ pub fn kind(body: &Body) -> &'static str {
         Body::ReplicateAck { .. } => "replicate-ack",
         Body::GumCommitted { .. } => "gum-committed",
         Body::ReplicaSync { .. } => "replica-sync",
+        Body::ReadIndex { .. } => "read-index",
+        Body::ReadIndexReply { .. } => "read-index-reply",
     }
 }
 
@@ -355,6 +365,9 @@ mod tests {
             },
             Body::ReplicateAck { epoch: 4, seq: 4 },
             Body::GumCommitted { id: 1, seq: 4 },
+            Body::ReadIndex { id: 7 },
+            Body::ReadIndexReply { id: 7, seq: Some(12) },
+            Body::ReadIndexReply { id: 8, seq: None },
             Body::ReplicaSync {
                 epoch: 4,
                 replica: Replica {

@@ -138,6 +138,7 @@ where
 
     let (status_tx, status_rx) = watch::channel(NodeStatus::default());
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = watch::channel(false);
     let host_ctx = Arc::new(HostContext {
         cfg: cfg.clone(),
         me,
@@ -145,9 +146,9 @@ where
         commands: cmd_tx.clone(),
         status: status_rx.clone(),
         life: None,
+        stopping: stop_rx.clone(),
     });
     let admin = Admin::new(cfg.clone(), me, status_rx, cmd_tx, transport.clone());
-    let (stop_tx, stop_rx) = watch::channel(false);
     let stopping = move || {
         let mut rx = stop_rx.clone();
         async move {

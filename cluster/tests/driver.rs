@@ -530,6 +530,7 @@ async fn a_proposal_for_an_earlier_service_life_is_refused_after_a_restart() {
         commands: cmd_tx,
         status: srx.clone(),
         life: None,
+        stopping: watch::channel(false).1,
     };
     let (end1_tx, end1_rx) = tokio::sync::oneshot::channel::<()>();
     let (end2_tx, end2_rx) = tokio::sync::oneshot::channel::<()>();
@@ -670,4 +671,47 @@ async fn a_node_that_has_not_joined_refuses_reads() {
         let _ = n.1.send(());
         let _ = n.2.await.unwrap();
     }
+}
+
+/// A proposal the node loop will never take (the cluster service is
+/// between two lives, or shutting down) is not waited for: a node whose
+/// groups each waited the change timeout for their state records did not
+/// stop in 20 s on SIGTERM (issue 16).
+#[tokio::test]
+async fn a_proposal_is_not_waited_for_while_the_service_is_stopped_or_stopping() {
+    use busrig_cluster::admin::change_timeout;
+    use busrig_cluster::db::Change;
+    use busrig_cluster::driver::{Command, NodePhase};
+    use busrig_cluster::host::{CommitError, HostContext};
+    let cfg = cluster_config(1);
+    // Held and never read, as while the service waits to restart.
+    let (cmd_tx, _cmd_rx) = tokio::sync::mpsc::unbounded_channel::<Command>();
+    let (status_tx, status_rx) = watch::channel(NodeStatus {
+        phase: NodePhase::Stopped,
+        ..NodeStatus::default()
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let ctx = HostContext {
+        cfg: cfg.clone(),
+        me: 0,
+        data_dir: std::env::temp_dir(),
+        commands: cmd_tx,
+        status: status_rx,
+        life: None,
+        stopping: stop_rx,
+    };
+    let change = || Change::Put {
+        key: "k".into(),
+        value: "v".into(),
+    };
+    // Without the fix each of these waits the whole change timeout.
+    let bound = change_timeout(&cfg) / 2;
+    // The node loop stopped.
+    let r = tokio::time::timeout(bound, ctx.propose(change())).await;
+    assert!(matches!(r, Ok(Err(CommitError::Stopped))), "{r:?}");
+    // A running member, but the service is shutting down.
+    status_tx.send_modify(|s| s.phase = NodePhase::Member);
+    stop_tx.send(true).unwrap();
+    let r = tokio::time::timeout(bound, ctx.propose(change())).await;
+    assert!(matches!(r, Ok(Err(CommitError::ShuttingDown))), "{r:?}");
 }

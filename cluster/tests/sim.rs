@@ -18,6 +18,10 @@
 //! - no node issues a quorum-disk write unless it acts as owner at that
 //!   instant, and the bus never rejects a write (a rejected write means a
 //!   node that lost arbitration kept writing).
+//! - a client's read through any node (at random times, and at the moment
+//!   a paused node resumes) is answered only from a copy that holds every
+//!   change reported durable before the read was sent (docs/semantics.md,
+//!   "Reading the database").
 //!
 //! Odd seeds run the `majority` model instead (3 or 4 nodes without a
 //! witness, 2 or 4 with one): no quorum disk, a per-node local replica
@@ -45,7 +49,7 @@ use busrig_cluster::config::{ClusterConfig, NodeId, QuorumModel};
 use busrig_cluster::db::Change;
 use busrig_cluster::log_manager;
 use busrig_cluster::message::{self, Envelope, Net};
-use busrig_cluster::node::{Action, Node};
+use busrig_cluster::node::{Action, Node, ReadStart};
 use busrig_proto::scsi::pr::{PrInAction, PrInCdb, PrOutAction, PrOutCdb, PrOutParams};
 use busrig_target::nexus::ItNexus;
 use busrig_target::reservation::{PrError, Reservations};
@@ -109,6 +113,9 @@ enum Event {
     Fault(Fault),
     /// The adversary re-sends every envelope it recorded.
     Replay,
+    /// A client reads the database through `node`; the answer must hold
+    /// every change durable when it was sent (`min_seq`, filled in then).
+    Read { node: usize, min_seq: Option<u64> },
 }
 
 /// How often the adversary re-sends its recording (the rate of the
@@ -173,6 +180,11 @@ struct Sim {
     /// do not shift the rest of a seed's schedule.
     aux_rng: ChaCha8Rng,
     acked: BTreeMap<String, String>,
+    /// The highest sequence number reported durable so far.
+    durable_max: u64,
+    /// Reads waiting for the owner's read index, by (node, incarnation,
+    /// read id): the sequence number their answer must reach.
+    reads: BTreeMap<(usize, u64, u64), u64>,
     proposals: u64,
     trace: Vec<String>,
     verbose: bool,
@@ -250,6 +262,8 @@ impl Sim {
             res: Reservations::new(None).expect("no APTPL file"),
             region: vec![0; log_manager::region_config(LOG_LIMIT).region_len as usize],
             acked: BTreeMap::new(),
+            durable_max: 0,
+            reads: BTreeMap::new(),
             proposals: 0,
             trace: Vec::new(),
             verbose,
@@ -400,7 +414,18 @@ impl Sim {
                     if let Change::Put { key, value } = &change {
                         self.acked.insert(key.clone(), value.clone());
                     }
+                    self.durable_max = self.durable_max.max(seq);
                     self.log(format!("N{i} durable #{seq} {change:?}"));
+                }
+                Action::ReadReady { id } => {
+                    if let Some(min) = self.reads.remove(&(i, inc, id)) {
+                        self.check_read(i, min)?;
+                    }
+                }
+                Action::ReadRefused { id, why } => {
+                    if self.reads.remove(&(i, inc, id)).is_some() {
+                        self.log(format!("N{i} refuses read {id}: {why}"));
+                    }
                 }
                 Action::Committed { .. } | Action::Rejected { .. } => {}
                 Action::StopClusterService { reason } => {
@@ -745,6 +770,7 @@ impl Sim {
                 }
             }
             Event::Fault(f) => self.fault(f)?,
+            Event::Read { node, min_seq } => self.read(node, min_seq)?,
             Event::Replay => {
                 let Some(until) = self.replay_until.filter(|&u| self.now < u) else {
                     return Ok(());
@@ -797,6 +823,16 @@ impl Sim {
                     self.slots[i].tick_at = None;
                     self.at(self.now, Event::Tick(i));
                     self.slots[i].tick_at = Some(self.now);
+                    // A client's read at the moment the node runs again,
+                    // after its queued messages and its first tick (the
+                    // driver's order): its copy may be stale by now.
+                    self.at(
+                        self.now,
+                        Event::Read {
+                            node: i,
+                            min_seq: None,
+                        },
+                    );
                 }
             }
             Fault::Cut(i, net) => self.cut[i][net.index()] = true,
@@ -905,6 +941,61 @@ impl Sim {
             let t = ms(self.rng.gen_range(1000..chaos.as_millis() as u64 + 3000));
             let i = self.rng.gen_range(0..n);
             self.at(t, Event::Fault(Fault::Propose(i)));
+        }
+        // Reads from `aux_rng`, so the faults above stay each seed's own.
+        let reads = self.aux_rng.gen_range(10..=30);
+        for _ in 0..reads {
+            let t = ms(self.aux_rng.gen_range(1000..chaos.as_millis() as u64 + 3000));
+            let node = self.aux_rng.gen_range(0..n);
+            self.at(
+                t,
+                Event::Read {
+                    node,
+                    min_seq: None,
+                },
+            );
+        }
+    }
+
+    /// A read through `i` is answered from its database now: it must hold
+    /// change `min` (durable when the read was sent).
+    fn check_read(&mut self, i: usize, min: u64) -> Result<(), String> {
+        let seq = self.slots[i].node.as_ref().map_or(0, |n| n.db().seq);
+        if seq < min {
+            return Err(format!(
+                "N{i} answered a read from its database at seq {seq}, but change {min} was durable before the read was sent"
+            ));
+        }
+        self.log(format!("N{i} answers a read at seq {seq} (needs {min})"));
+        Ok(())
+    }
+
+    fn read(&mut self, i: usize, min_seq: Option<u64>) -> Result<(), String> {
+        let min = min_seq.unwrap_or(self.durable_max);
+        match self.slots[i].status {
+            Status::Down => Ok(()),
+            Status::Paused => {
+                self.slots[i].queued.push(Event::Read {
+                    node: i,
+                    min_seq: Some(min),
+                });
+                Ok(())
+            }
+            Status::Up => {
+                let now = self.now;
+                let inc = self.slots[i].inc;
+                let Some(n) = &mut self.slots[i].node else {
+                    return Ok(());
+                };
+                match n.read(now) {
+                    Ok(ReadStart::Now) => self.check_read(i, min)?,
+                    Ok(ReadStart::Pending(id)) => {
+                        self.reads.insert((i, inc, id), min);
+                    }
+                    Err(why) => self.log(format!("N{i} refuses a read: {why}")),
+                }
+                self.process(i)
+            }
         }
     }
 

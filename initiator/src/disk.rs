@@ -84,6 +84,11 @@ pub struct Disk {
     reserve_after_reset: bool,
     /// A reset's unit attention was seen: RESERVE before the next write.
     reserve_due: AtomicBool,
+    /// Under [`Disk::with_reserve_after_reset`]: a write runs alone, other
+    /// commands side by side. The target reports a reset's unit attention
+    /// to one command per nexus; a write in flight beside that command
+    /// would land without the reservation the reset cleared.
+    write_gate: tokio::sync::RwLock<()>,
     unit_attentions: Mutex<Vec<(Sense, UnitAttentionKind)>>,
     /// Whether the LUN has answered this disk with anything but a unit
     /// attention (for [`UnitAttentionKind::classify`]).
@@ -132,6 +137,7 @@ impl Disk {
             reset_retries: 0,
             reserve_after_reset: false,
             reserve_due: AtomicBool::new(false),
+            write_gate: tokio::sync::RwLock::new(()),
             unit_attentions: Mutex::new(Vec::new()),
             answered: AtomicBool::new(false),
             max_transfer: DEFAULT_MAX_TRANSFER,
@@ -217,6 +223,39 @@ impl Disk {
     /// Runs one CDB with the reset retry policy; GOOD gives the Data-In.
     pub async fn execute(&self, cdb: Command) -> Result<Bytes, Error> {
         if is_medium_write(&cdb) {
+            let _alone = self.gate_alone().await;
+            self.run_one(cdb).await
+        } else {
+            let _shared = self.gate_shared().await;
+            self.run_one(cdb).await
+        }
+    }
+
+    /// Under [`Disk::with_reserve_after_reset`], the guard a write holds:
+    /// no other command of this disk is in flight meanwhile, so a reset
+    /// before the write reaches the LUN is reported to the write itself
+    /// (or to a command that ended before it began), and the write
+    /// re-reserves first (docs/semantics.md, "SCSI-2 reservations").
+    async fn gate_alone(&self) -> Option<tokio::sync::RwLockWriteGuard<'_, ()>> {
+        if self.reserve_after_reset {
+            Some(self.write_gate.write().await)
+        } else {
+            None
+        }
+    }
+
+    /// The guard any other command holds (see [`Disk::gate_alone`]).
+    async fn gate_shared(&self) -> Option<tokio::sync::RwLockReadGuard<'_, ()>> {
+        if self.reserve_after_reset {
+            Some(self.write_gate.read().await)
+        } else {
+            None
+        }
+    }
+
+    /// One CDB with the reset retry policy, the caller holding its gate.
+    async fn run_one(&self, cdb: Command) -> Result<Bytes, Error> {
+        if is_medium_write(&cdb) {
             self.reserve_if_reset().await?;
         }
         let mut tries = 0;
@@ -275,7 +314,7 @@ impl Disk {
             Ok(crate::engine::Answer::Scsi(o)) => match o.into_result() {
                 Err(e) if e.is_reset_condition() && self.reset_retries > 0 => {
                     self.note_reset_condition(&e);
-                    self.execute(cdb).await
+                    self.run_one(cdb).await
                 }
                 r => {
                     self.note_answer(&r);
@@ -369,6 +408,7 @@ impl Disk {
     async fn read_inner(&self, lba: u64, blocks: u32, fua: bool) -> Result<Bytes, Error> {
         let bl = self.block_length().await?;
         let per = self.blocks_per_command(bl);
+        let _shared = self.gate_shared().await;
         // All pieces go out before the first answer is awaited: the session
         // pipelines them within the CmdSN window.
         let mut pieces = Vec::new();
@@ -407,11 +447,8 @@ impl Disk {
                 data.len()
             )));
         }
-        self.reserve_if_reset().await?;
         let per = self.blocks_per_command(bl) as usize * bl as usize;
-        let mut pieces = Vec::new();
-        let mut off = 0usize;
-        while off < data.len() {
+        let piece = |off: usize| {
             let n = per.min(data.len() - off);
             let c = cdb::write(
                 lba + (off / bl as usize) as u64,
@@ -419,8 +456,27 @@ impl Disk {
                 data.slice(off..off + n),
                 fua,
             );
+            (c, off + n)
+        };
+        if let Some(_alone) = self.gate_alone().await {
+            // A SCSI-2 holder's pieces go one at a time: a piece behind
+            // one that met a reset's unit attention would land without the
+            // reservation the reset cleared (issue 16, chaos seed 403).
+            let mut off = 0usize;
+            while off < data.len() {
+                let (c, next) = piece(off);
+                self.run_one(c).await?;
+                off = next;
+            }
+            return Ok(());
+        }
+        self.reserve_if_reset().await?;
+        let mut pieces = Vec::new();
+        let mut off = 0usize;
+        while off < data.len() {
+            let (c, next) = piece(off);
             pieces.push((self.start(c.clone())?, c));
-            off += n;
+            off = next;
         }
         for (p, c) in pieces {
             self.finish(p, c).await?;

@@ -27,7 +27,7 @@ use crate::arbiter::{Challenge, DiskId, DiskOp, DiskResult, Role};
 use crate::config::NodeId;
 use crate::db::{Change, DbSnapshot};
 use crate::message::View;
-use crate::node::{Action, Node, Phase};
+use crate::node::{Action, Node, Phase, ReadStart};
 
 use super::disk::{op_name, DiskExecutor};
 use super::udp::ClusterTransport;
@@ -70,9 +70,10 @@ pub enum Command {
     },
     /// A copy of this node's cluster database.
     Snapshot(oneshot::Sender<DbSnapshot>),
-    /// A copy of the database for a client's read: refused while the node
-    /// is not a settled member or its copy is not yet the cluster's
-    /// (docs/semantics.md, "Reading the database").
+    /// A copy of the database for a client's read, once the owner has
+    /// confirmed it ([`Node::read`]): refused while the node is not a
+    /// settled member, its copy is not yet the cluster's, or the owner does
+    /// not confirm it (docs/semantics.md, "Reading the database").
     Read(oneshot::Sender<Result<DbSnapshot, NotReadable>>),
     /// Evict a node.
     Evict(NodeId),
@@ -80,19 +81,7 @@ pub enum Command {
     SetPaused(NodeId, bool),
 }
 
-/// Why a node does not answer a read from its copy of the database
-/// (docs/semantics.md, "Reading the database").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum NotReadable {
-    /// Joining, forming, regrouping or stopped: its copy may be an
-    /// earlier life's or may miss changes the members commit meanwhile.
-    #[error("this node is not a settled member of the cluster: its copy of the database may be stale; read from a member")]
-    NotMember,
-    /// A member whose replica is still the one its previous life left,
-    /// before the owner's replaces it.
-    #[error("this node has not yet received the owner's copy of the database; read from another member or retry")]
-    NotCurrent,
-}
+pub use crate::node::NotReadable;
 
 /// What the node looks like now, published after every input.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -292,8 +281,12 @@ struct Driver<'a, D> {
     data: Lane<'a>,
     /// Replies owed for proposals, by request id.
     replies: BTreeMap<u64, oneshot::Sender<ProposeResult>>,
+    /// Replies owed for client reads waiting for the owner, by read id.
+    reads: BTreeMap<u64, oneshot::Sender<Result<DbSnapshot, NotReadable>>>,
     /// The arbiter role last logged.
     logged_role: Role,
+    /// The end of the quorum-owner lease last published while acting.
+    lease_end: Option<Instant>,
 }
 
 /// Runs `node` until `shutdown` completes or the node stops; returns the
@@ -319,7 +312,9 @@ where
         arbitration: Lane::new(),
         data: Lane::new(),
         replies: BTreeMap::new(),
+        reads: BTreeMap::new(),
         logged_role: Role::Idle,
+        lease_end: None,
     };
     let exit = d.event_loop(shutdown).await;
     (d.node, exit)
@@ -429,16 +424,17 @@ impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
             Command::Snapshot(reply) => {
                 let _ = reply.send(self.node.db().clone());
             }
-            Command::Read(reply) => {
-                let r = if !self.node.is_settled_member() {
-                    Err(NotReadable::NotMember)
-                } else if !self.node.db_current() {
-                    Err(NotReadable::NotCurrent)
-                } else {
-                    Ok(self.node.db().clone())
-                };
-                let _ = reply.send(r);
-            }
+            Command::Read(reply) => match self.node.read(now) {
+                Ok(ReadStart::Now) => {
+                    let _ = reply.send(Ok(self.node.db().clone()));
+                }
+                Ok(ReadStart::Pending(id)) => {
+                    self.reads.insert(id, reply);
+                }
+                Err(why) => {
+                    let _ = reply.send(Err(why));
+                }
+            },
             Command::Evict(n) => self.node.evict(now, n),
             Command::SetPaused(n, p) => self.node.set_paused(now, n, p),
         }
@@ -454,6 +450,16 @@ impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
                     }
                 }
                 Action::Disk { id, disk, op } => self.queue_disk(id, disk, op),
+                Action::ReadReady { id } => {
+                    if let Some(r) = self.reads.remove(&id) {
+                        let _ = r.send(Ok(self.node.db().clone()));
+                    }
+                }
+                Action::ReadRefused { id, why } => {
+                    if let Some(r) = self.reads.remove(&id) {
+                        let _ = r.send(Err(why));
+                    }
+                }
                 other => {
                     match &other {
                         Action::StopClusterService { reason } => {
@@ -545,6 +551,8 @@ impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
                     Action::Send { net, env } => {
                         let _ = self.transport.send(net, &env).await;
                     }
+                    // The loop is ending: its readers' replies are dropped.
+                    Action::ReadReady { .. } | Action::ReadRefused { .. } => {}
                     other => {
                         if let Some(tx) = &self.io.events {
                             let _ = tx.send(other);
@@ -561,17 +569,19 @@ impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
             tracing::info!(arbitration = %role_text(role), "quorum arbitration");
             self.logged_role = role.clone();
         }
-        let Some(tx) = &self.io.status else { return };
         let now = self.now();
+        let acting_until = self.node.acting_owner_until(now).map(|d| {
+            // An own vote that never expires (a one-node majority).
+            self.start
+                .checked_add(d)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 86_400))
+        });
+        log_lease_end(&mut self.lease_end, acting_until);
+        let Some(tx) = &self.io.status else { return };
         let status = NodeStatus {
             view: self.node.view().cloned(),
             acting_owner: self.node.is_acting_owner(now),
-            acting_until: self.node.acting_owner_until(now).map(|d| {
-                // An own vote that never expires (a one-node majority).
-                self.start
-                    .checked_add(d)
-                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 86_400))
-            }),
+            acting_until,
             writes_held: self.node.writes_held(),
             stopped: self.stopped(),
             phase: NodePhase::of(self.node.phase()),
@@ -590,6 +600,28 @@ impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
             *s = status;
             notify
         });
+    }
+}
+
+/// Logs the instant a quorum-owner lease ran out, once the loop sees it
+/// has: a node stopped (SIGSTOP) past its lease logs this when it runs
+/// again, with the lease's end (wall clock), the instant it stopped
+/// acting. The chaos role checker ends the owner role there, not at the
+/// later line (docs/chaos.md, "Checkers").
+fn log_lease_end(last: &mut Option<Instant>, acting_until: Option<Instant>) {
+    let ended = match (*last, acting_until) {
+        (Some(end), None) if end <= Instant::now() => Some(end),
+        _ => None,
+    };
+    *last = acting_until;
+    if let Some(end) = ended {
+        let ago = Instant::now().saturating_duration_since(end);
+        let wall = busrig_lograte::text::now_ms().saturating_sub(ago.as_millis() as u64);
+        tracing::info!(
+            lease_end = %busrig_lograte::text::rfc3339(wall),
+            ago_ms = ago.as_millis() as u64,
+            "quorum-owner lease ran out"
+        );
     }
 }
 

@@ -39,7 +39,7 @@ use tokio::time::Instant;
 
 use crate::config::{ClusterConfig, NodeId};
 use crate::db::{Change, DbSnapshot};
-use crate::driver::{Command, NodeStatus};
+use crate::driver::{Command, NodePhase, NodeStatus};
 use crate::resource::{
     group_key, put_json, resource_key, Catalog, GroupState, GroupStatus, ResourceState,
     ResourceStatus,
@@ -65,6 +65,10 @@ pub enum CommitError {
     /// The node refused the change (Global Update).
     #[error(transparent)]
     Refused(#[from] crate::driver::ProposeError),
+    /// Not waited for: the cluster service is shutting down, and a commit
+    /// may never come (the node may be between two service lives).
+    #[error("not waited for: the cluster service is shutting down")]
+    ShuttingDown,
 }
 
 /// What the host needs from its node.
@@ -80,6 +84,9 @@ pub struct HostContext {
     /// the node refuses them once the service restarted, since the command
     /// channel outlives it ([`HostContext::for_life`]). `None`: any life.
     pub life: Option<u64>,
+    /// True once the service is shutting down: proposals are then sent but
+    /// not waited for.
+    pub stopping: watch::Receiver<bool>,
 }
 
 impl HostContext {
@@ -114,7 +121,12 @@ impl HostContext {
         })
     }
 
-    /// Proposes `change` and waits for it to commit.
+    /// Proposes `change` and waits for it to commit, but no longer than
+    /// the change timeout, and not at all once the service is shutting
+    /// down or while this life's node loop is stopped: a proposal queued
+    /// while the cluster service waits to restart, or at shutdown, is never
+    /// taken (issue 16: nodes did not stop in 20 s on SIGTERM, their groups
+    /// waiting 5 s for each state record).
     pub async fn propose(&self, change: Change) -> Result<u64, CommitError> {
         let (tx, rx) = oneshot::channel();
         let command = match self.life {
@@ -128,10 +140,18 @@ impl HostContext {
         self.commands
             .send(command)
             .map_err(|_| CommitError::NotRunning)?;
-        match tokio::time::timeout(crate::admin::change_timeout(&self.cfg), rx).await {
-            Ok(Ok(r)) => Ok(r?),
-            Ok(Err(_)) => Err(CommitError::Stopped),
-            Err(_) => Err(CommitError::NotCommitted),
+        let mut stopping = self.stopping.clone();
+        let mut status = self.status.clone();
+        tokio::select! {
+            r = tokio::time::timeout(crate::admin::change_timeout(&self.cfg), rx) => match r {
+                Ok(Ok(r)) => Ok(r?),
+                Ok(Err(_)) => Err(CommitError::Stopped),
+                Err(_) => Err(CommitError::NotCommitted),
+            },
+            // A sender gone (Err) disables its branch.
+            Ok(_) = stopping.wait_for(|s| *s) => Err(CommitError::ShuttingDown),
+            // A later life's loop takes the command and refuses it.
+            Ok(_) = status.wait_for(|s| s.phase == NodePhase::Stopped) => Err(CommitError::Stopped),
         }
     }
 

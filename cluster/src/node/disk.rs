@@ -369,6 +369,10 @@ impl QuorumModel for DiskQuorum {
         self.is_ready()
     }
 
+    fn owner_db_complete(&self) -> bool {
+        self.serves_db()
+    }
+
     fn install_epoch(&self, _core: &Core, above: u64) -> u64 {
         above + 1
     }

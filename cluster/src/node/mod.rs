@@ -80,6 +80,58 @@ pub enum Action {
     Rejected { id: u64, reason: String },
     /// Stop the cluster service (the node leaves the cluster).
     StopClusterService { reason: String },
+    /// Client read `id` ([`Node::read`]) may be answered from the database
+    /// as it is now.
+    ReadReady { id: u64 },
+    /// Client read `id` is refused.
+    ReadRefused { id: u64, why: NotReadable },
+}
+
+/// Why a node does not answer a client's read from its copy of the
+/// database (docs/semantics.md, "Reading the database").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotReadable {
+    /// Joining, forming, regrouping or stopped: its copy may be an
+    /// earlier life's or may miss changes the members commit meanwhile.
+    #[error("this node is not a settled member of the cluster: its copy of the database may be stale; read from a member")]
+    NotMember,
+    /// A member whose replica is still the one its previous life left,
+    /// before the owner's replaces it.
+    #[error("this node has not yet received the owner's copy of the database; read from another member or retry")]
+    NotCurrent,
+    /// The node is its view's owner but its lease ran out (it was stopped
+    /// past it, or lost its votes): another node may own the cluster now.
+    #[error("this node's quorum-owner lease has run out: its copy of the database may be stale; read from a member or retry")]
+    NoLease,
+    /// The node owns the cluster but has not yet read the quorum log, so
+    /// its copy may miss committed changes.
+    #[error("this node owns the quorum but has not yet recovered the quorum log; retry")]
+    LogNotRecovered,
+    /// The owner did not confirm the read: it does not act as owner, it
+    /// does not count this node a member, or it did not answer in time.
+    #[error("the quorum owner did not confirm this node's copy of the database; read from another member or retry")]
+    NotConfirmed,
+}
+
+/// How a client's read goes on after [`Node::read`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadStart {
+    /// Answer from the database now: this node acts as owner within its
+    /// lease.
+    Now,
+    /// Wait for [`Action::ReadReady`] or [`Action::ReadRefused`] with this id.
+    Pending(u64),
+}
+
+/// A client's read waiting for the owner's read index (or, with it, for
+/// this node's copy to reach it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PendingRead {
+    owner: NodeId,
+    /// The owner's database sequence number when it confirmed the read.
+    index: Option<u64>,
+    /// Refused if not answered by then.
+    until: Duration,
 }
 
 /// A regroup in progress.
@@ -170,6 +222,9 @@ struct Core {
     replays: ReplayLog,
     holding: bool,
     actions: Vec<Action>,
+    /// Client reads waiting for the owner's read index, by read id.
+    reads: BTreeMap<u64, PendingRead>,
+    next_read: u64,
 }
 
 /// One cluster node: the common protocol in [`Core`], and the quorum model
@@ -227,6 +282,8 @@ impl Node {
             replays: ReplayLog::default(),
             holding: false,
             actions: Vec::new(),
+            reads: BTreeMap::new(),
+            next_read: 1,
         };
         Ok(Node { core, quorum })
     }
@@ -307,7 +364,7 @@ impl Node {
     /// When `tick` should be called next (`now`: the time of the last
     /// input).
     pub fn next_deadline(&self, now: Duration) -> Option<Duration> {
-        let mut d: Vec<Duration> = Vec::new();
+        let mut d: Vec<Duration> = self.core.reads.values().map(|r| r.until).collect();
         match &self.core.phase {
             Phase::Stopped(_) => return None,
             // Majority: nothing to do before the local replica is read.
@@ -421,6 +478,7 @@ impl Node {
             Phase::Member(m) => self.tick_member(now, m),
         }
         self.pump_gum(now);
+        self.settle_reads(now);
     }
 
     fn tick_member(&mut self, now: Duration, m: Membership) {
@@ -611,8 +669,26 @@ impl Node {
                     self.core.actions.push(Action::Committed { id, seq });
                 }
             }
+            Body::ReadIndex { id } => self.on_read_index(now, from, id),
+            Body::ReadIndexReply { id, seq } => {
+                if let Some(r) = self.core.reads.get_mut(&id) {
+                    if r.owner == from {
+                        match seq {
+                            Some(seq) => r.index = Some(seq),
+                            None => {
+                                self.core.reads.remove(&id);
+                                self.core.actions.push(Action::ReadRefused {
+                                    id,
+                                    why: NotReadable::NotConfirmed,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
         }
         self.pump_gum(now);
+        self.settle_reads(now);
     }
 
     /// A disk operation finished.
@@ -628,6 +704,53 @@ impl Node {
             q.disk_done(core, now, kind, id, result);
         }
         self.pump_gum(now);
+        self.settle_reads(now);
+    }
+
+    /// A client asks to read the database through this node. A member's
+    /// copy may be stale without the member knowing: it was stopped
+    /// (SIGSTOP) while the others excluded it and committed changes, or an
+    /// update is still on its way to it. So only the owner, within its
+    /// lease, answers at once; any other member first asks the owner for
+    /// its database sequence number (the read barrier, as Raft's
+    /// ReadIndex, Ongaro's thesis §6.4) and answers once its own copy has
+    /// reached it (docs/semantics.md, "Reading the database"). The owner
+    /// confirms only while it acts as owner, at a moment after the client
+    /// sent its read, so every change acknowledged before that is in the
+    /// answer.
+    pub fn read(&mut self, now: Duration) -> Result<ReadStart, NotReadable> {
+        if !self.is_settled_member() {
+            return Err(NotReadable::NotMember);
+        }
+        if !self.db_current() {
+            return Err(NotReadable::NotCurrent);
+        }
+        let owner = self
+            .core
+            .view()
+            .and_then(|v| v.owner)
+            .expect("a settled member knows its owner");
+        if owner == self.core.me {
+            return if !self.is_acting_owner(now) {
+                Err(NotReadable::NoLease)
+            } else if !self.quorum.model().owner_db_complete() {
+                Err(NotReadable::LogNotRecovered)
+            } else {
+                Ok(ReadStart::Now)
+            };
+        }
+        let id = self.core.next_read;
+        self.core.next_read += 1;
+        self.core.send(owner, Body::ReadIndex { id });
+        self.core.reads.insert(
+            id,
+            PendingRead {
+                owner,
+                index: None,
+                until: now + self.core.cfg.timing.heartbeat * 4,
+            },
+        );
+        Ok(ReadStart::Pending(id))
     }
 
     /// Proposes a database change; returns the request id, or None when
@@ -717,6 +840,61 @@ impl Node {
     }
 
     // ----- message handlers -----------------------------------------------
+
+    /// The owner confirms a member's read with its database sequence
+    /// number, only while it acts as owner and counts the asker a member
+    /// (so the changes it commits reach the asker).
+    fn on_read_index(&mut self, now: Duration, from: NodeId, id: u64) {
+        let me = self.core.me;
+        let confirms = self.is_settled_member()
+            && self
+                .core
+                .view()
+                .is_some_and(|v| v.owner == Some(me) && v.contains(from))
+            && self.is_acting_owner(now)
+            && self.quorum.model().owner_db_complete();
+        let seq = confirms.then_some(self.core.db.seq);
+        self.core.send(from, Body::ReadIndexReply { id, seq });
+    }
+
+    /// Answers or refuses the reads waiting for the owner: ready once the
+    /// copy has reached the owner's index; refused when the node is no
+    /// longer a settled member of that owner's view with a current copy,
+    /// or at the deadline.
+    fn settle_reads(&mut self, now: Duration) {
+        if self.core.reads.is_empty() {
+            return;
+        }
+        let owner = if self.is_settled_member() && self.db_current() {
+            self.core.view().and_then(|v| v.owner)
+        } else {
+            None
+        };
+        let seq = self.core.db.seq;
+        let done: Vec<(u64, Option<NotReadable>)> = self
+            .core
+            .reads
+            .iter()
+            .filter_map(|(&id, r)| {
+                if owner != Some(r.owner) {
+                    Some((id, Some(NotReadable::NotMember)))
+                } else if r.index.is_some_and(|i| seq >= i) {
+                    Some((id, None))
+                } else if now >= r.until {
+                    Some((id, Some(NotReadable::NotConfirmed)))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (id, refused) in done {
+            self.core.reads.remove(&id);
+            self.core.actions.push(match refused {
+                None => Action::ReadReady { id },
+                Some(why) => Action::ReadRefused { id, why },
+            });
+        }
+    }
 
     fn on_heartbeat(&mut self, now: Duration, from: NodeId, their: Option<(u64, Vec<NodeId>)>) {
         let Some(view) = self.core.view().cloned() else {

@@ -99,6 +99,15 @@ pub(super) trait QuorumModel: std::fmt::Debug {
         true
     }
 
+    /// Whether this node, as its view's owner, holds every committed
+    /// change, so it may answer reads and confirm its members' (disk
+    /// models: once the quorum log is recovered; a forming owner's copy is
+    /// empty until then). The majority owner adopts the greatest replica
+    /// before it installs its view, so always.
+    fn owner_db_complete(&self) -> bool {
+        true
+    }
+
     /// The model's own deadlines (arbiter timers, vote and promise
     /// expiry).
     fn next_deadlines(&self, core: &Core, now: Duration) -> Vec<Duration>;

@@ -7,6 +7,10 @@
 //! 2026-12-02T16:51:21.013210Z  INFO busrig_cluster::host: group online group=EVS1
 //! ```
 //!
+//! A quorum owner's lease that ran out (`quorum-owner lease ran out
+//! lease_end=...`) ends the owner role at `lease_end`, however much later
+//! the line was written: a node paused past its lease logs it on resume.
+//!
 //! Under Majority Node Set the owner acts while it holds a majority:
 //! `gained a majority: acting as owner` / `lost the majority: holding
 //! writes`. Lines that say nothing about roles are skipped.
@@ -18,6 +22,17 @@ pub fn parse(node: &str, text: &str) -> Vec<NodeRecord> {
     text.lines()
         .filter_map(|l| {
             let (ms, rest) = stamp(l)?;
+            // A lease that ran out is logged once the loop runs again
+            // (after a pause, much later): the role ended at the lease's
+            // end, which the line names.
+            if rest.contains(": quorum-owner lease ran out ") {
+                let end = field(rest, "lease_end").and_then(busrig_lograte::text::parse_rfc3339)?;
+                return Some(NodeRecord {
+                    ms: end.min(ms),
+                    node: node.to_string(),
+                    event: NodeEvent::OwnerOff,
+                });
+            }
             let event = event(rest)?;
             Some(NodeRecord {
                 ms,
@@ -96,6 +111,7 @@ mod tests {
 2026-12-02T16:51:23.000001Z  WARN busrig_cluster::driver::run: cluster service stopping reason=lost
 2026-12-02T16:51:24.000Z  INFO busrig_cluster::node::majority: gained a majority: acting as owner node=1 votes=2 need=2
 2026-12-02T16:51:25.000Z  WARN busrig_cluster::node::majority: lost the majority: holding writes node=1 votes=1 need=2
+2026-12-02T16:51:27.000Z  INFO busrig_cluster::driver::run: quorum-owner lease ran out lease_end=2026-12-02T16:51:26.250Z ago_ms=750
 ";
         let ev: Vec<(u64, NodeEvent)> = parse("NODE1", log)
             .into_iter()
@@ -114,6 +130,7 @@ mod tests {
                 (base + 4000, NodeEvent::OwnerOff),
                 (base + 5000, NodeEvent::OwnerOn),
                 (base + 6000, NodeEvent::OwnerOff),
+                (base + 7250, NodeEvent::OwnerOff),
             ]
         );
     }

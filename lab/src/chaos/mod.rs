@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use busrig_cluster::config::ClusterConfig;
 use busrig_lograte::text::now_ms;
 
 use serde::Serialize;
@@ -100,6 +101,9 @@ pub struct Applied {
     /// What happened, or why it was skipped.
     pub outcome: String,
     pub skipped: bool,
+    /// From its end to the first convergence seen after it (the cluster
+    /// is polled every 100 ms during the window, so up to a poll late).
+    pub recovered_after_ms: Option<u64>,
 }
 
 /// One schedule's verdict.
@@ -119,6 +123,10 @@ pub struct ScheduleResult {
     pub role_records: usize,
     /// Milliseconds from healing to convergence.
     pub converged_after_ms: Option<u64>,
+    /// The longest of the faults' `recovered_after_ms`: the slowest
+    /// recovery from a fault's end (healing may come long after the last
+    /// fault ended, so `converged_after_ms` alone says little).
+    pub slowest_recovery_ms: Option<u64>,
     pub liveness_bound_ms: u64,
     pub violations: Vec<Violation>,
     /// The run itself failed (the lab did not start, ...): not a verdict.
@@ -138,7 +146,7 @@ impl ScheduleResult {
     pub fn verdict_line(&self) -> String {
         let applied = self.faults.iter().filter(|f| !f.skipped).count();
         let head = format!(
-            "seed {} {:<10} {} faults, {} register ops ({} indeterminate), {} mails, converged {}",
+            "seed {} {:<10} {} faults, {} register ops ({} indeterminate), {} mails, converged {}, slowest recovery {}",
             self.seed,
             self.quorum,
             applied,
@@ -147,6 +155,10 @@ impl ScheduleResult {
             self.mail_acknowledged,
             self.converged_after_ms
                 .map_or("never".into(), |m| format!("in {:.1}s", m as f64 / 1000.0)),
+            self.slowest_recovery_ms.map_or("none seen".into(), |m| format!(
+                "{:.1}s after a fault's end",
+                m as f64 / 1000.0
+            )),
         );
         match (&self.error, self.violations.len()) {
             (Some(e), _) => format!("ERROR  {head}: {e}"),
@@ -259,6 +271,7 @@ fn run_one(binary: &Path, o: &ChaosOptions, quorum: &str, seed: u64) -> Schedule
         audit_runs: 0,
         role_records: 0,
         converged_after_ms: None,
+        slowest_recovery_ms: None,
         liveness_bound_ms: 0,
         violations: Vec::new(),
         error: None,
@@ -306,6 +319,23 @@ fn reap_children() {
         if st == WaitStatus::StillAlive {
             break;
         }
+    }
+}
+
+/// Polls the cluster every 100 ms until `stop`, recording the instants it
+/// is converged: one view with every node, an acting quorum owner and the
+/// group online.
+fn watch_convergence(cfg: &ClusterConfig, stop: &AtomicBool, seen: &std::sync::Mutex<Vec<u64>>) {
+    let Ok(rt) = crate::runtime() else { return };
+    let names: Vec<String> = cfg.nodes.iter().map(|n| n.name.clone()).collect();
+    while !stop.load(Ordering::Relaxed) {
+        let st = rt.block_on(crate::process::all_status(cfg));
+        if crate::process::formed(&st, cfg, &names) && crate::group_online_on(&rt, cfg, GROUP).is_some() {
+            if let Ok(mut s) = seen.lock() {
+                s.push(now_ms());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -360,6 +390,13 @@ fn drive(
     } else {
         None
     };
+    // Convergence as seen during the window, for each fault's recovery.
+    let watch_stop = Arc::new(AtomicBool::new(false));
+    let converged_seen = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let watcher = {
+        let (cfg, stop, seen) = (cfg.clone(), watch_stop.clone(), converged_seen.clone());
+        std::thread::spawn(move || watch_convergence(&cfg, &stop, &seen))
+    };
     let mut rec = Record {
         roles: Vec::new(),
         start_ms: now_ms(),
@@ -396,6 +433,16 @@ fn drive(
             );
         std::thread::sleep(Duration::from_millis(50));
     }
+    watch_stop.store(true, Ordering::Relaxed);
+    let _ = watcher.join();
+    let mut converged_at =
+        std::mem::take(&mut *converged_seen.lock().unwrap_or_else(|e| e.into_inner()));
+    converged_at.extend(r.converged_after_ms.map(|m| rec.healed_ms + m));
+    for a in r.faults.iter_mut().filter(|a| !a.skipped) {
+        a.recovered_after_ms = converged_at
+            .iter().find(|&&t| t >= a.end_ms).map(|t| t - a.end_ms);
+    }
+    r.slowest_recovery_ms = r.faults.iter().filter_map(|a| a.recovered_after_ms).max();
     if let Some(v) = check::liveness(
         rec.healed_ms,
         r.converged_after_ms.map(|m| rec.healed_ms + m),
@@ -549,6 +596,7 @@ fn apply_schedule(lab: &Lab, run: &mut Runner<'_>, s: &Schedule, rec: &mut Recor
             end_ms: 0,
             outcome: String::new(),
             skipped: true,
+            recovered_after_ms: None,
         })
         .collect();
     // Nodes whose process is stopped or killed, by the fault that did it.
@@ -904,6 +952,7 @@ mod tests {
                 end_ms: 0,
                 outcome: String::new(),
                 skipped: false,
+                recovered_after_ms: None,
             })
             .collect();
         let text = scenario_text("disk-scsi2", &o, 42, &applied);

@@ -435,6 +435,13 @@ mod tests {
             rec(2000, "NODE1", OwnerOff),
         ];
         assert!(exclusive_roles(&intervals(&fine)).is_empty());
+        // Its lease ran out at 400, during the pause (the node logs that
+        // instant when it runs again, `logs::parse` puts the record
+        // there): it resumes believing nothing.
+        let mut lease = fine.to_vec();
+        lease.pop();
+        lease.push(rec(400, "NODE1", OwnerOff));
+        assert!(exclusive_roles(&intervals(&lease)).is_empty());
     }
 
     #[test]
