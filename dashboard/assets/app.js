@@ -136,7 +136,7 @@ function renderAlarms(s) {
   count.className = active ? "some" : "";
   if (!s.alarms.length) { ul.replaceChildren(h("li", { class: "none" }, "none")); return; }
   ul.replaceChildren(...s.alarms.map((a) => h("li", { class: a.active ? "active" : "past", "data-kind": a.kind },
-    `${a.kind}: ${a.text} (since ${timeOfDay(a.since_ms)} UTC, ${ago(a.since_ms)})`)));
+    `${a.kind}: ${a.text} (since ${timeOfDay(a.since_ms)} UTC)`)));
 }
 
 function renderNodes(s) {
@@ -145,7 +145,8 @@ function renderNodes(s) {
   const rows = c.nodes.map((n) => {
     const owner = c.quorum_owner === n.name;
     const acts = [];
-    if (n.state === "paused") acts.push(actionButton("resume", "cluster", "node-resume", { node: n.name }, `Resume node ${n.name}? It takes groups again.`));
+    if (n.state === "offline") { /* pausing needs a member */ }
+    else if (n.state === "paused") acts.push(actionButton("resume", "cluster", "node-resume", { node: n.name }, `Resume node ${n.name}? It takes groups again.`));
     else acts.push(actionButton("pause", "cluster", "node-pause", { node: n.name }, `Pause node ${n.name}? It keeps its groups but takes no new ones.`));
     if (s.can.lab) {
       if (n.process === "running" || n.process === "stopped") acts.push(actionButton("kill", "lab", "lab-kill", { node: n.name }, `Kill ${n.name} with SIGKILL? Its groups fail over.`));
@@ -158,7 +159,7 @@ function renderNodes(s) {
       h("td", {}, h("strong", {}, n.name), owner ? h("span", { class: "owner-badge", title: "quorum owner" }, "quorum owner") : null),
       h("td", { class: "node-state" }, stateCell(n.state)),
       h("td", {}, n.phase || "-", n.writes_held ? " (writes held)" : ""),
-      h("td", { class: "mono" }, n.arbitration || (n.error ? n.error : "-")),
+      h("td", { class: "mono", title: n.error || null }, n.arbitration || (n.error ? "does not answer" : "-")),
       h("td", {}, proc),
       h("td", {}, acts));
   });
@@ -314,19 +315,19 @@ function renderAxis(shown) {
   const w = el.clientWidth || 800, lanes = ["cluster", "bus", "node-log", "observed", "action"];
   const now = state ? state.now_ms : Date.now(), span = 300000, left = 70;
   const x = (ms) => left + ((ms - (now - span)) / span) * (w - left - 6);
-  const kids = lanes.map((l, i) => svg("text", { x: 4, y: 12 + i * 12 }, document.createTextNode(l)));
+  const kids = lanes.map((l, i) => svg("text", { x: 4, y: 12 + i * 13 }, document.createTextNode(l)));
   for (let m = 0; m <= 5; m++) {
     const t = now - span + m * 60000;
-    kids.push(svg("line", { x1: x(t), x2: x(t), y1: 0, y2: 62, stroke: "#d0d7de" }));
-    kids.push(svg("text", { x: x(t) - 16, y: 69 }, document.createTextNode(m === 5 ? "now" : `-${5 - m} min`)));
+    kids.push(svg("line", { x1: x(t), x2: x(t), y1: 0, y2: 68, stroke: "#d0d7de" }));
+    kids.push(svg("text", { x: x(t) - 16, y: 78 }, document.createTextNode(m === 5 ? "now" : `-${5 - m} min`)));
   }
   for (const e of shown) {
     if (e.ms < now - span) continue;
     const i = lanes.indexOf(e.source);
-    kids.push(svg("rect", { x: x(e.ms) - 1, y: 3 + i * 12, width: 3, height: 10, fill: "#0b5cad" },
+    kids.push(svg("rect", { x: x(e.ms) - 1, y: 3 + i * 13, width: 3, height: 10, fill: "#0b5cad" },
       svg("title", {}, document.createTextNode(`${timeOfDay(e.ms)} ${e.text}`))));
   }
-  el.setAttribute("viewBox", `0 0 ${w} 70`);
+  el.setAttribute("viewBox", `0 0 ${w} 82`);
   el.replaceChildren(...kids);
 }
 
@@ -334,14 +335,29 @@ for (const id of ["f-node", "f-group", "f-lun", "f-source", "f-text"]) $(id).add
 
 // ----- the stream -----------------------------------------------------
 
+// Each view is rebuilt only when what it shows changed, so a button is
+// not replaced under the pointer or the keyboard focus by a poll that
+// changed nothing.
+const shown = {};
+function changed(view, data) {
+  const key = JSON.stringify(data);
+  if (shown[view] === key) return false;
+  shown[view] = key;
+  return true;
+}
+
 function render() {
   if (!state) return;
-  renderHeader(state);
-  renderAlarms(state);
-  renderNodes(state);
-  renderGroups(state);
-  renderBus(state);
-  renderBench(state);
+  const s = state;
+  const c = s.cluster;
+  const can = [s.can, !!token];
+  if (changed("header", [c.name, c.quorum_owner, c.epoch, c.quorum_model, c.profile, c.asked, s.source, token])) renderHeader(s);
+  if (changed("alarms", s.alarms)) renderAlarms(s);
+  if (changed("nodes", [c.nodes, c.quorum_owner, can])) renderNodes(s);
+  if (changed("groups", [c.groups, c.nodes.map((n) => n.name), c.error, can])) renderGroups(s);
+  const bus = s.bus.status ? Object.assign({}, s.bus.status, { now_ms: 0, events: 0 }) : null;
+  if (changed("bus", [bus, s.bus.error, s.bus.control, can])) renderBus(s);
+  if (changed("bench", s.bench)) renderBench(s);
 }
 
 function connect() {

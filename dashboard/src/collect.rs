@@ -375,7 +375,7 @@ pub fn groups_of(catalog: &Value) -> Vec<GroupView> {
                 state_node: word(&g["state"]["node"]),
                 reason: word(&g["state"]["reason"]),
                 target: g["target"].as_str().unwrap_or("online").to_string(),
-                preferred: g["spec"]["preferred_owners"]
+                preferred: g["spec"]["preferred-owners"]
                     .as_array()
                     .map(|a| a.iter().filter_map(word).collect())
                     .unwrap_or_default(),
@@ -835,7 +835,7 @@ mod tests {
     fn groups_carry_owner_state_direction_and_resources() {
         let catalog = json!({
             "groups": {
-                "G": {"spec": {"preferred_owners": ["NODE1", "NODE2"]}, "owner": "NODE2",
+                "G": {"spec": {"preferred-owners": ["NODE1", "NODE2"]}, "owner": "NODE2",
                       "target": "online", "state": {"state": "offline-pending", "node": "NODE2"},
                       "failovers": [1, 2], "resources": ["D"]},
                 "H": {"spec": {}, "owner": null, "target": "offline", "state": null,

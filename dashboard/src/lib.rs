@@ -73,6 +73,9 @@ pub enum DashboardError {
     /// Nothing to watch was given.
     #[error("say what to watch: --lab DIR, or --config FILE / --node ADDR and --control ADDR")]
     NoSources,
+    /// A background dashboard could not be started.
+    #[error("{0}")]
+    Start(String),
 }
 
 /// The token of the dashboard of the lab whose cluster file holds
@@ -287,4 +290,173 @@ fn router(shared: Arc<Shared>) -> Router {
                 .into_response()
         })
         .with_state(shared)
+}
+
+/// A dashboard started in the background for a lab (`busrig lab up
+/// --dashboard`), as recorded in [`LAB_DASHBOARD_FILE`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LabDashboard {
+    pub pid: u32,
+    pub url: String,
+}
+
+/// How long a background dashboard may take to print its address.
+const SPAWN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The readiness line `busrig dashboard` prints on stdout: this, then the
+/// address to open.
+pub const READY_LINE: &str = "busrig dashboard on ";
+
+/// Starts `binary dashboard --lab DIR --listen 127.0.0.1:0` in its own
+/// session (so Ctrl-C in the terminal leaves it running, as it does the
+/// lab's nodes), waits for its address, and records it in the lab folder.
+/// A dashboard recorded there before is stopped first.
+pub fn spawn_for_lab(binary: &Path, dir: &Path) -> Result<LabDashboard, DashboardError> {
+    use std::io::BufRead as _;
+    use std::os::unix::process::CommandExt as _;
+    stop_for_lab(dir)?;
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).map_err(|e| io_error(&logs, e))?;
+    let log_path = logs.join("dashboard.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| io_error(&log_path, e))?;
+    let mut cmd = std::process::Command::new(binary);
+    cmd.arg("dashboard")
+        .arg("--lab")
+        .arg(dir)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe and touches only the child
+    // between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
+    }
+    let mut child = cmd.spawn().map_err(|e| io_error(binary, e))?;
+    let pid = child.id();
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let url = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix(READY_LINE).map(|u| u.trim().to_string()));
+        let _ = tx.send(url);
+    });
+    let url = match rx.recv_timeout(SPAWN_TIMEOUT) {
+        Ok(Some(url)) => url,
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(DashboardError::Start(format!(
+                "the dashboard did not start (its log, {}):\n{}",
+                log_path.display(),
+                busrig_lab::log_tail(&log_path, 20)
+            )));
+        }
+    };
+    let rec = LabDashboard { pid, url };
+    let file = dir.join(LAB_DASHBOARD_FILE);
+    let text = serde_json::to_vec_pretty(&rec).unwrap_or_default();
+    std::fs::write(&file, text).map_err(|e| io_error(&file, e))?;
+    // The child is reaped by `stop_for_lab` (or by init once this
+    // process exits): it outlives this process on purpose.
+    std::mem::forget(child);
+    Ok(rec)
+}
+
+/// Stops the dashboard recorded in the lab folder, if one runs; its pid.
+pub fn stop_for_lab(dir: &Path) -> Result<Option<u32>, DashboardError> {
+    use nix::sys::signal::{kill, Signal};
+    let file = dir.join(LAB_DASHBOARD_FILE);
+    let Ok(text) = std::fs::read_to_string(&file) else {
+        return Ok(None);
+    };
+    let _ = std::fs::remove_file(&file);
+    let Ok(rec) = serde_json::from_str::<LabDashboard>(&text) else {
+        return Ok(None);
+    };
+    if !busrig_lab::alive(rec.pid) || !is_dashboard(rec.pid) {
+        return Ok(None);
+    }
+    let pid = nix::unistd::Pid::from_raw(rec.pid as i32);
+    let _ = kill(pid, Signal::SIGTERM);
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while busrig_lab::alive(rec.pid) && std::time::Instant::now() < until {
+        // Reap it if it is this process's child (`lab up --dashboard`
+        // and `lab down` in one process, as in the tests).
+        let _ = nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if busrig_lab::alive(rec.pid) {
+        let _ = kill(pid, Signal::SIGKILL);
+    }
+    Ok(Some(rec.pid))
+}
+
+/// Whether process `pid` is a `busrig dashboard` (and not another process
+/// that got the pid of one that ended).
+fn is_dashboard(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| c.split(|&b| b == 0).any(|a| a == b"dashboard"))
+        .unwrap_or(false)
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> DashboardError {
+    DashboardError::Start(format!("{}: {e}", path.display()))
+}
+
+/// A dashboard served on a thread of its own (`busrig demo --dashboard`),
+/// stopped when this is dropped.
+pub struct Background {
+    pub url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    /// Serves `dashboard` on `listen` from a new thread with its own
+    /// runtime; returns once it listens.
+    pub fn start(dashboard: Dashboard, listen: std::net::SocketAddr) -> std::io::Result<Background> {
+        let listener = std::net::TcpListener::bind(listen)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let url = url(&addr, dashboard.token.as_deref());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("dashboard".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(l) => dashboard.serve(l, async { let _ = rx.await; }).await,
+                        Err(e) => tracing::warn!(error = %e, "dashboard: cannot listen"),
+                    }
+                })
+            })?;
+        Ok(Background {
+            url,
+            stop: Some(tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }

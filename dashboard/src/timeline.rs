@@ -323,8 +323,17 @@ impl LogTail {
     }
 }
 
-/// A tracing line without its time stamp, level and module path.
+/// A tracing line without its time stamp, level and module path, the
+/// arbitration field written as words.
 fn message(line: &str) -> String {
+    let m = bare_message(line);
+    match m.strip_prefix("quorum arbitration arbitration=") {
+        Some(step) => format!("quorum arbitration: {step}"),
+        None => m,
+    }
+}
+
+fn bare_message(line: &str) -> String {
     let rest = line.split_once(' ').map_or(line, |(_, r)| r).trim_start();
     let rest = rest
         .split_once(' ')
@@ -385,7 +394,7 @@ mod tests {
         let mut tail = LogTail::default();
         let (lines, records) = tail.read(&p, "NODE1");
         assert_eq!(lines.len(), 1);
-        assert_eq!(lines[0].2, "quorum arbitration arbitration=owner (online)");
+        assert_eq!(lines[0].2, "quorum arbitration: owner (online)");
         assert_eq!(records[0].event, NodeEvent::OwnerOn);
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
