@@ -73,12 +73,13 @@ impl Terminal {
 
 impl DemoUi for Terminal {
     fn event(&mut self, e: DemoEvent<'_>) {
-        if matches!(e, DemoEvent::Formed(_)) {
-            self.start_dashboard();
-        }
+        let formed = matches!(e, DemoEvent::Formed(_));
         match e.on_stderr() {
             true => eprintln!("{e}"),
             false => println!("{e}"),
+        }
+        if formed {
+            self.start_dashboard();
         }
     }
 
