@@ -4,7 +4,9 @@
 mod alloc;
 mod cli;
 
-use cli::{bench, bus, cluster, dashboard, demo, disk, echo, lab, mailload, mailstore, manual, node};
+use cli::{
+    bench, bus, cluster, dashboard, demo, disk, echo, lab, mailload, mailstore, manual, node,
+};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -48,7 +48,10 @@ fn spawn_ready(mut cmd: Command, prefix: &'static str) -> (Reaped, String) {
     std::thread::spawn(move || {
         let mut tx = Some(tx);
         for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if let Some(rest) = line.find(prefix).map(|i| line[i + prefix.len()..].to_string()) {
+            if let Some(rest) = line
+                .find(prefix)
+                .map(|i| line[i + prefix.len()..].to_string())
+            {
                 if let Some(tx) = tx.take() {
                     let _ = tx.send(rest);
                 }
@@ -94,10 +97,19 @@ impl Browser {
             }
         }}});
         let (code, v) = rt
-            .block_on(busrig_http::request(&driver, "POST", "/session", Some(&caps), None))
+            .block_on(busrig_http::request(
+                &driver,
+                "POST",
+                "/session",
+                Some(&caps),
+                None,
+            ))
             .expect("chromedriver answers");
         assert_eq!(code, 200, "new session: {v}");
-        let session = v["value"]["sessionId"].as_str().expect("session id").to_string();
+        let session = v["value"]["sessionId"]
+            .as_str()
+            .expect("session id")
+            .to_string();
         Browser {
             rt,
             driver,
@@ -113,7 +125,13 @@ impl Browser {
         let body = (method == "POST").then_some(body);
         let (code, v) = self
             .rt
-            .block_on(busrig_http::request(&self.driver, method, &path, body.as_ref(), None))
+            .block_on(busrig_http::request(
+                &self.driver,
+                method,
+                &path,
+                body.as_ref(),
+                None,
+            ))
             .expect("chromedriver answers");
         assert_eq!(code, 200, "{method} {path}: {v}");
         v["value"].clone()
@@ -125,7 +143,11 @@ impl Browser {
 
     /// Runs `script` in the page (W3C WebDriver §13.2.1).
     fn script(&self, script: &str) -> Value {
-        self.cmd("POST", "/execute/sync", json!({ "script": script, "args": [] }))
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            json!({ "script": script, "args": [] }),
+        )
     }
 
     /// Clicks the element `css` selects, as a user would (§12.4.1). An
@@ -133,7 +155,11 @@ impl Browser {
     /// element, §12.4.1 step 4) is found again.
     fn click(&self, css: &str) {
         for _ in 0..3 {
-            let e = self.cmd("POST", "/element", json!({ "using": "css selector", "value": css }));
+            let e = self.cmd(
+                "POST",
+                "/element",
+                json!({ "using": "css selector", "value": css }),
+            );
             let id = e["element-6066-11e4-a52e-4f735466cecf"]
                 .as_str()
                 .unwrap_or_else(|| panic!("no element {css}: {e}"))
@@ -141,7 +167,13 @@ impl Browser {
             let path = format!("/session/{}/element/{id}/click", self.session);
             let (code, v) = self
                 .rt
-                .block_on(busrig_http::request(&self.driver, "POST", &path, Some(&json!({})), None))
+                .block_on(busrig_http::request(
+                    &self.driver,
+                    "POST",
+                    &path,
+                    Some(&json!({})),
+                    None,
+                ))
                 .expect("chromedriver answers");
             match (code, v["value"]["error"].as_str()) {
                 (200, _) => return,
@@ -166,7 +198,10 @@ impl Browser {
             if cond(&p) {
                 return p;
             }
-            assert!(start.elapsed() < PAGE_LIMIT, "{what}: not within {PAGE_LIMIT:?}; the page shows {p:#?}");
+            assert!(
+                start.elapsed() < PAGE_LIMIT,
+                "{what}: not within {PAGE_LIMIT:?}; the page shows {p:#?}"
+            );
             std::thread::sleep(POLL * 5);
         }
     }
@@ -189,9 +224,13 @@ impl Drop for Browser {
     fn drop(&mut self) {
         // Ends chromium before its driver goes.
         let path = format!("/session/{}", self.session);
-        let _ = self
-            .rt
-            .block_on(busrig_http::request(&self.driver, "DELETE", &path, None, None));
+        let _ = self.rt.block_on(busrig_http::request(
+            &self.driver,
+            "DELETE",
+            &path,
+            None,
+            None,
+        ));
     }
 }
 
@@ -240,9 +279,9 @@ impl Page {
     }
 
     fn group_on(&self, g: &str, node: &str) -> bool {
-        self.groups
-            .get(g)
-            .is_some_and(|r| r.owner.as_deref() == Some(node) && r.state.as_deref() == Some("online"))
+        self.groups.get(g).is_some_and(|r| {
+            r.owner.as_deref() == Some(node) && r.state.as_deref() == Some("online")
+        })
     }
 
     fn group_owner(&self, g: &str) -> Option<&str> {
@@ -259,11 +298,18 @@ fn base64_decode(s: &str) -> Vec<u8> {
         b'/' => 63,
         _ => panic!("not base64: {c}"),
     };
-    let digits: Vec<u8> = s.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=').map(val).collect();
+    let digits: Vec<u8> = s
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+        .map(val)
+        .collect();
     digits
         .chunks(4)
         .flat_map(|c| {
-            let n = c.iter().enumerate().fold(0u32, |n, (i, d)| n | u32::from(*d) << (18 - 6 * i));
+            let n = c
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, d)| n | u32::from(*d) << (18 - 6 * i));
             let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
             bytes[..c.len() - 1].to_vec()
         })
@@ -287,21 +333,49 @@ fn the_page_follows_a_failover_live_and_moves_a_group() {
     let lab = Lab::up(3, "disk-scsi2", "fast");
     let disk = format!("disk=iscsi://{}/{}/1", lab.portal, busrig_lab::LAB_TARGET);
     lab.cluster(&["group", "create", "G", "--preferred", "NODE1,NODE2,NODE3"]);
-    lab.cluster(&["resource", "create", "G-Disk", "--group", "G", "--type", "physical-disk", "--prop", &disk]);
+    lab.cluster(&[
+        "resource",
+        "create",
+        "G-Disk",
+        "--group",
+        "G",
+        "--type",
+        "physical-disk",
+        "--prop",
+        &disk,
+    ]);
     let online_on = |n: &str| (Some(n.to_string()), Some("online".to_string()));
-    lab.wait("G online on NODE1", Duration::from_secs(20), |l| owner_of(l, "G") == online_on("NODE1"));
-    let quorum_owner = lab.status("NODE2").and_then(|s| s.quorum_owner).expect("a quorum owner");
+    lab.wait("G online on NODE1", Duration::from_secs(20), |l| {
+        owner_of(l, "G") == online_on("NODE1")
+    });
+    let quorum_owner = lab
+        .status("NODE2")
+        .and_then(|s| s.quorum_owner)
+        .expect("a quorum owner");
 
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_busrig"));
-    cmd.args(["dashboard", "--lab", lab.d(), "--listen", "127.0.0.1:0", "--poll-ms", "250"])
-        .env("RUST_LOG", "warn");
+    cmd.args([
+        "dashboard",
+        "--lab",
+        lab.d(),
+        "--listen",
+        "127.0.0.1:0",
+        "--poll-ms",
+        "250",
+    ])
+    .env("RUST_LOG", "warn");
     let (_dashboard, url) = spawn_ready(cmd, busrig_dashboard::READY_LINE);
-    assert!(url.contains("#token="), "a lab's dashboard address carries its token: {url}");
+    assert!(
+        url.contains("#token="),
+        "a lab's dashboard address carries its token: {url}"
+    );
 
     let browser = Browser::start();
     browser.open(url.trim());
     let before = browser.wait("three nodes online, the quorum owner and G on NODE1", |p| {
-        ["NODE1", "NODE2", "NODE3"].iter().all(|n| p.node(n) == "online")
+        ["NODE1", "NODE2", "NODE3"]
+            .iter()
+            .all(|n| p.node(n) == "online")
             && p.quorum_owner.as_deref() == Some(quorum_owner.as_str())
             && p.group_on("G", "NODE1")
     });
@@ -315,34 +389,66 @@ fn the_page_follows_a_failover_live_and_moves_a_group() {
     let after = browser.wait("NODE1 offline and G online on another node", |p| {
         p.node("NODE1") == "offline"
             && ["NODE2", "NODE3"].iter().any(|n| p.group_on("G", n))
-            && p.timeline.iter().any(|t| t.contains("group G online on NODE"))
+            && p.timeline
+                .iter()
+                .any(|t| t.contains("group G online on NODE"))
     });
-    eprintln!("the page showed the failover {:?} after the kill", killed.elapsed());
-    assert_eq!(after.marker.as_deref(), Some("loaded once"), "the page was reloaded");
+    eprintln!(
+        "the page showed the failover {:?} after the kill",
+        killed.elapsed()
+    );
+    assert_eq!(
+        after.marker.as_deref(),
+        Some("loaded once"),
+        "the page was reloaded"
+    );
     let new_owner = after.group_owner("G").unwrap().to_string();
-    assert_eq!(owner_of(&lab, "G"), online_on(&new_owner), "the page agrees with the cluster");
+    assert_eq!(
+        owner_of(&lab, "G"),
+        online_on(&new_owner),
+        "the page agrees with the cluster"
+    );
     assert!(
-        after.timeline.iter().any(|t| t.contains(&format!("group G online on {new_owner}"))),
+        after
+            .timeline
+            .iter()
+            .any(|t| t.contains(&format!("group G online on {new_owner}"))),
         "the cluster event log's failover is on the timeline: {:#?}",
         after.timeline
     );
     assert!(
-        after.timeline.iter().any(|t| t.contains(&format!("group G owner {new_owner} (was NODE1)"))),
+        after
+            .timeline
+            .iter()
+            .any(|t| t.contains(&format!("group G owner {new_owner} (was NODE1)"))),
         "the owner change is on the timeline: {:#?}",
         after.timeline
     );
     browser.screenshot("dashboard-after");
 
     // The page's move action: the button, the confirmation, the node.
-    let target = if new_owner == "NODE2" { "NODE3" } else { "NODE2" };
+    let target = if new_owner == "NODE2" {
+        "NODE3"
+    } else {
+        "NODE2"
+    };
     browser.click(r#"tr[data-group="G"] button[data-action="group-move"]"#);
     browser.click(&format!(r#"#confirm-choice option[value="{target}"]"#));
     browser.click("#confirm-ok");
     let moved = browser.wait("G online on the node chosen", |p| p.group_on("G", target));
-    assert_eq!(moved.marker.as_deref(), Some("loaded once"), "the page was reloaded");
-    lab.wait("the cluster moved G", Duration::from_secs(10), |l| owner_of(l, "G") == online_on(target));
+    assert_eq!(
+        moved.marker.as_deref(),
+        Some("loaded once"),
+        "the page was reloaded"
+    );
+    lab.wait("the cluster moved G", Duration::from_secs(10), |l| {
+        owner_of(l, "G") == online_on(target)
+    });
     assert!(
-        moved.timeline.iter().any(|t| t.contains(&format!("move group G to {target}: done"))),
+        moved
+            .timeline
+            .iter()
+            .any(|t| t.contains(&format!("move group G to {target}: done"))),
         "the action is on the timeline: {:#?}",
         moved.timeline
     );

@@ -106,7 +106,9 @@ impl std::fmt::Display for Action {
             Action::LabPartition { node, net } => {
                 write!(f, "partition {node} from the {} network", net.as_str())
             }
-            Action::LabHeal { node, net } => write!(f, "heal {node} on the {} network", net.as_str()),
+            Action::LabHeal { node, net } => {
+                write!(f, "heal {node} on the {} network", net.as_str())
+            }
             Action::PathCut { initiator } => write!(f, "cut the path of {initiator}"),
             Action::PathRestore { initiator } => write!(f, "restore the path of {initiator}"),
             Action::BusReset { bus } => match bus {
@@ -230,15 +232,21 @@ impl Actor {
             r.map_err(|e| Failed(409, busrig_lograte::text::error_chain(&e)))
         };
         match a.clone() {
-            Action::GroupMove { group, to } => {
-                cluster(self.admin()?.group(&GroupChange::Move { name: group, to }).await)
-            }
-            Action::GroupOnline { group } => {
-                cluster(self.admin()?.group(&GroupChange::Online { name: group }).await)
-            }
-            Action::GroupOffline { group } => {
-                cluster(self.admin()?.group(&GroupChange::Offline { name: group }).await)
-            }
+            Action::GroupMove { group, to } => cluster(
+                self.admin()?
+                    .group(&GroupChange::Move { name: group, to })
+                    .await,
+            ),
+            Action::GroupOnline { group } => cluster(
+                self.admin()?
+                    .group(&GroupChange::Online { name: group })
+                    .await,
+            ),
+            Action::GroupOffline { group } => cluster(
+                self.admin()?
+                    .group(&GroupChange::Offline { name: group })
+                    .await,
+            ),
             Action::ResourceOnline { resource } => cluster(
                 self.admin()?
                     .resource(&ResourceChange::Online { name: resource })
@@ -274,8 +282,11 @@ impl Actor {
                     .await
             }
             Action::PathRestore { initiator } => {
-                self.bus("/path", json!({ "initiator": initiator, "action": "restore" }))
-                    .await
+                self.bus(
+                    "/path",
+                    json!({ "initiator": initiator, "action": "restore" }),
+                )
+                .await
             }
             Action::BusReset { bus } => {
                 let body = match bus {
@@ -326,19 +337,29 @@ mod tests {
             json!({"action": "lab-partition", "node": "NODE1", "net": "everything"}),
             json!({"action": "lun-power-cycle", "lun": "two"}),
         ] {
-            assert!(serde_json::from_value::<Action>(bad.clone()).is_err(), "{bad}");
+            assert!(
+                serde_json::from_value::<Action>(bad.clone()).is_err(),
+                "{bad}"
+            );
         }
     }
 
     #[tokio::test]
     async fn an_action_without_its_credential_is_refused_and_logged() {
         let tl = Arc::new(Mutex::new(Timeline::default()));
-        let mut actor = Actor::new(Sources::direct(vec!["127.0.0.1:9".into()], None, None, None), tl.clone());
-        let r = actor.perform(&json!({"action": "group-offline", "group": "G"})).await;
+        let mut actor = Actor::new(
+            Sources::direct(vec!["127.0.0.1:9".into()], None, None, None),
+            tl.clone(),
+        );
+        let r = actor
+            .perform(&json!({"action": "group-offline", "group": "G"}))
+            .await;
         assert_eq!(r.status, 403, "{:?}", r.body);
         let r = actor.perform(&json!({"action": "bus-reset"})).await;
         assert_eq!(r.status, 403, "{:?}", r.body);
-        let r = actor.perform(&json!({"action": "lab-kill", "node": "NODE1"})).await;
+        let r = actor
+            .perform(&json!({"action": "lab-kill", "node": "NODE1"}))
+            .await;
         assert_eq!(r.status, 403, "{:?}", r.body);
         let r = actor.perform(&json!({"nothing": 1})).await;
         assert_eq!(r.status, 400);

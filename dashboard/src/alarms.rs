@@ -54,7 +54,10 @@ fn kind(v: &Violation) -> String {
 /// The holder of LUN `lun`'s reservation (SCSI-2, else persistent) in a
 /// bus status.
 fn holder(status: &Value, lun: u64) -> Option<String> {
-    let l = status["luns"].as_array()?.iter().find(|l| l["lun"] == lun)?;
+    let l = status["luns"]
+        .as_array()?
+        .iter()
+        .find(|l| l["lun"] == lun)?;
     l["scsi2_holder"]["initiator"]
         .as_str()
         .or_else(|| l["pr_reservation"]["initiator"].as_str())
@@ -127,7 +130,7 @@ impl Alarms {
             seen.entry((a.kind.clone(), a.text.clone())).or_insert(a);
         }
         let mut v: Vec<Alarm> = seen.into_values().collect();
-        v.sort_by(|a, b| (b.active, b.since_ms).cmp(&(a.active, a.since_ms)));
+        v.sort_by_key(|a| std::cmp::Reverse((a.active, a.since_ms)));
         v
     }
 }
@@ -139,12 +142,13 @@ mod tests {
     use busrig_lab::chaos::check::NodeEvent;
     use serde_json::json;
 
-    fn rec(ms: u64, node: &str, event: NodeEvent) -> NodeRecord {
-        NodeRecord {
-            ms,
-            node: node.into(),
-            event,
-        }
+    /// The role records of a node's log lines (as the lab's nodes write
+    /// them) and of the dashboard's process observations.
+    fn records(lines: &[(&str, &str)]) -> Vec<NodeRecord> {
+        lines
+            .iter()
+            .flat_map(|(node, line)| busrig_lab::chaos::logs::parse(node, line))
+            .collect()
     }
 
     fn snap(owner: &str, holder: &str) -> Snapshot {
@@ -162,16 +166,31 @@ mod tests {
 
     #[test]
     fn two_nodes_with_one_group_is_an_alarm_at_once() {
-        let g = || NodeEvent::GroupOn("EVS1".into());
-        let records = [rec(10, "NODE1", g()), rec(20, "NODE2", g())];
+        let on = "2026-12-02T16:51:20.000Z  INFO busrig_cluster::host: group online group=EVS1";
+        let later = "2026-12-02T16:51:21.000Z  INFO busrig_cluster::host: group online group=EVS1";
+        let records = records(&[("NODE1", on), ("NODE2", later)]);
         let a = Alarms::default().update(&Snapshot::default(), &records, &[], None, 30);
         assert_eq!(a.len(), 1, "{a:?}");
         assert_eq!(a[0].kind, "overlap");
         assert!(a[0].active);
-        assert!(a[0].text.contains("NODE1") && a[0].text.contains("NODE2"), "{}", a[0].text);
-        // NODE1 killed before NODE2 took the group: no alarm.
-        let records = [rec(10, "NODE1", g()), rec(15, "NODE1", NodeEvent::Killed), rec(20, "NODE2", g())];
-        assert!(Alarms::default().update(&Snapshot::default(), &records, &[], None, 30).is_empty());
+        assert!(
+            a[0].text.contains("NODE1") && a[0].text.contains("NODE2"),
+            "{}",
+            a[0].text
+        );
+        // NODE1 seen gone before NODE2 took the group: no alarm.
+        let mut records = records.clone();
+        records.insert(
+            1,
+            NodeRecord {
+                ms: records[0].ms + 500,
+                node: "NODE1".into(),
+                event: NodeEvent::Killed,
+            },
+        );
+        assert!(Alarms::default()
+            .update(&Snapshot::default(), &records, &[], None, 30)
+            .is_empty());
     }
 
     #[test]
@@ -185,7 +204,13 @@ mod tests {
             summary: "iqn.x:NODE2 wrote while NODE1 held it".into(),
         };
         let mut al = Alarms::default();
-        let a = al.update(&Snapshot::default(), &[], &[run(true), run(false)], None, 300);
+        let a = al.update(
+            &Snapshot::default(),
+            &[],
+            &[run(true), run(false)],
+            None,
+            300,
+        );
         assert_eq!(a.len(), 1);
         assert_eq!(a[0].kind, "write-without-reservation");
         assert!(a[0].text.starts_with("LUN 2"), "{}", a[0].text);
@@ -196,11 +221,16 @@ mod tests {
         let mut al = Alarms::default();
         let bad = snap("NODE1", "iqn.2026-11.io.busrig:NODE2");
         assert!(al.update(&bad, &[], &[], Some(0), 1000).is_empty());
-        assert!(al.update(&bad, &[], &[], Some(0), 1000 + HOLDER_GRACE_MS - 1).is_empty());
+        assert!(al
+            .update(&bad, &[], &[], Some(0), 1000 + HOLDER_GRACE_MS - 1)
+            .is_empty());
         let a = al.update(&bad, &[], &[], Some(0), 1000 + HOLDER_GRACE_MS);
         assert_eq!(a[0].kind, "owner-not-holder");
         let good = snap("NODE1", "iqn.2026-11.io.busrig:NODE1");
         assert!(al.update(&good, &[], &[], Some(0), 9000).is_empty());
-        assert!(al.update(&bad, &[], &[], Some(0), 9001).is_empty(), "the gap starts again");
+        assert!(
+            al.update(&bad, &[], &[], Some(0), 9001).is_empty(),
+            "the gap starts again"
+        );
     }
 }

@@ -413,7 +413,11 @@ pub fn node_views(
                     NodeState::Offline
                 }
                 (_, Some(s)) if !s.member || in_view == Some(admin::NodeState::Offline) => {
-                    match serde_json::to_value(s.phase).ok().as_ref().and_then(Value::as_str) {
+                    match serde_json::to_value(s.phase)
+                        .ok()
+                        .as_ref()
+                        .and_then(Value::as_str)
+                    {
                         Some("stopped") => NodeState::Offline,
                         _ => NodeState::Joining,
                     }
@@ -446,7 +450,11 @@ fn pick_view(answers: &[Result<ClusterStatus, String>]) -> Option<usize> {
     idx.clone()
         .filter(ok)
         .find(|&i| st(i).is_some_and(|s| s.acting_owner && s.member))
-        .or_else(|| idx.clone().filter(ok).find(|&i| st(i).is_some_and(|s| s.member)))
+        .or_else(|| {
+            idx.clone()
+                .filter(ok)
+                .find(|&i| st(i).is_some_and(|s| s.member))
+        })
         .or_else(|| idx.clone().find(ok))
 }
 
@@ -528,10 +536,8 @@ impl Collector {
             cluster.quorum_model = Some(v.quorum_model.clone());
             cluster.profile = Some(v.profile.clone());
         }
-        self.timeline().know(
-            cluster.nodes.iter().map(|n| n.name.clone()),
-            Vec::new(),
-        );
+        self.timeline()
+            .know(cluster.nodes.iter().map(|n| n.name.clone()), Vec::new());
         if let Some(i) = view_at.filter(|_| view.is_some_and(|v| v.member)) {
             let addr = &nodes[i].admin;
             let (catalog, db) = tokio::join!(
@@ -608,10 +614,19 @@ impl Collector {
         match &self.sources.lab {
             Some(l) => format!("lab {}", l.dir().display()),
             None => {
-                let nodes: Vec<&str> = self.sources.nodes.iter().map(|n| n.admin.as_str()).collect();
+                let nodes: Vec<&str> = self
+                    .sources
+                    .nodes
+                    .iter()
+                    .map(|n| n.admin.as_str())
+                    .collect();
                 format!(
                     "nodes {}; bus {}",
-                    if nodes.is_empty() { "-".into() } else { nodes.join(", ") },
+                    if nodes.is_empty() {
+                        "-".into()
+                    } else {
+                        nodes.join(", ")
+                    },
                     control.unwrap_or("-")
                 )
             }
@@ -715,7 +730,10 @@ impl Collector {
         }
         self.rates.retain(|k, _| seen.contains(k));
         Bench {
-            rates: seen.iter().filter_map(|k| self.rates.get(k).cloned()).collect(),
+            rates: seen
+                .iter()
+                .filter_map(|k| self.rates.get(k).cloned())
+                .collect(),
         }
     }
 
@@ -812,7 +830,12 @@ mod tests {
 
     #[test]
     fn node_states_join_the_view_and_the_answers() {
-        let view = [("NODE1", "online"), ("NODE2", "paused"), ("NODE3", "online"), ("NODE4", "offline")];
+        let view = [
+            ("NODE1", "online"),
+            ("NODE2", "paused"),
+            ("NODE3", "online"),
+            ("NODE4", "offline"),
+        ];
         let answers = vec![
             Ok(status("NODE1", true, &view)),
             Ok(status("NODE2", true, &view)),
@@ -826,7 +849,12 @@ mod tests {
         let states: Vec<NodeState> = v.iter().map(|n| n.state).collect();
         assert_eq!(
             states,
-            vec![NodeState::Online, NodeState::Paused, NodeState::Offline, NodeState::Joining]
+            vec![
+                NodeState::Online,
+                NodeState::Paused,
+                NodeState::Offline,
+                NodeState::Joining
+            ]
         );
         assert_eq!(v[2].error.as_deref(), Some("refused"));
     }
@@ -849,7 +877,10 @@ mod tests {
         let g = groups_of(&catalog);
         assert_eq!(g.len(), 2);
         assert_eq!(g[0].owner.as_deref(), Some("NODE2"));
-        assert_eq!((g[0].state.as_str(), g[0].pending), ("pending", Some(Direction::Offline)));
+        assert_eq!(
+            (g[0].state.as_str(), g[0].pending),
+            ("pending", Some(Direction::Offline))
+        );
         assert_eq!(g[0].preferred, vec!["NODE1", "NODE2"]);
         assert_eq!(g[0].failovers, 2);
         let r: Vec<(&str, &str, Option<Direction>)> = g[0]
@@ -859,9 +890,15 @@ mod tests {
             .collect();
         assert_eq!(
             r,
-            vec![("D", "pending", Some(Direction::Online)), ("E", "unknown", None)]
+            vec![
+                ("D", "pending", Some(Direction::Online)),
+                ("E", "unknown", None)
+            ]
         );
-        assert_eq!((g[1].state.as_str(), g[1].target.as_str()), ("unknown", "offline"));
+        assert_eq!(
+            (g[1].state.as_str(), g[1].target.as_str()),
+            ("unknown", "offline")
+        );
     }
 
     #[test]

@@ -335,7 +335,11 @@ pub fn spawn_for_lab(binary: &Path, dir: &Path) -> Result<LabDashboard, Dashboar
     // SAFETY: setsid is async-signal-safe and touches only the child
     // between fork and exec.
     unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
     }
     let mut child = cmd.spawn().map_err(|e| io_error(binary, e))?;
     let pid = child.id();
@@ -423,7 +427,10 @@ pub struct Background {
 impl Background {
     /// Serves `dashboard` on `listen` from a new thread with its own
     /// runtime; returns once it listens.
-    pub fn start(dashboard: Dashboard, listen: std::net::SocketAddr) -> std::io::Result<Background> {
+    pub fn start(
+        dashboard: Dashboard,
+        listen: std::net::SocketAddr,
+    ) -> std::io::Result<Background> {
         let listener = std::net::TcpListener::bind(listen)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -437,7 +444,13 @@ impl Background {
             .spawn(move || {
                 rt.block_on(async move {
                     match TcpListener::from_std(listener) {
-                        Ok(l) => dashboard.serve(l, async { let _ = rx.await; }).await,
+                        Ok(l) => {
+                            dashboard
+                                .serve(l, async {
+                                    let _ = rx.await;
+                                })
+                                .await
+                        }
                         Err(e) => tracing::warn!(error = %e, "dashboard: cannot listen"),
                     }
                 })

@@ -74,7 +74,11 @@ fn luns_in(text: &str) -> Vec<u64> {
     let mut out: Vec<u64> = words
         .windows(2)
         .filter(|w| w[0].eq_ignore_ascii_case("lun"))
-        .filter_map(|w| w[1].trim_matches(|c: char| !c.is_ascii_digit()).parse().ok())
+        .filter_map(|w| {
+            w[1].trim_matches(|c: char| !c.is_ascii_digit())
+                .parse()
+                .ok()
+        })
         .collect();
     out.dedup();
     out
@@ -122,13 +126,22 @@ impl Timeline {
 
     /// The entries after `seq`, sorted by time.
     pub fn since(&self, seq: u64) -> Vec<Entry> {
-        let mut v: Vec<Entry> = self.entries.iter().filter(|e| e.seq > seq).cloned().collect();
+        let mut v: Vec<Entry> = self
+            .entries
+            .iter()
+            .filter(|e| e.seq > seq)
+            .cloned()
+            .collect();
         v.sort_by_key(|e| (e.ms, e.seq));
         v
     }
 
     /// Remembers the names of the nodes and groups on the page.
-    pub fn know(&mut self, nodes: impl IntoIterator<Item = String>, groups: impl IntoIterator<Item = String>) {
+    pub fn know(
+        &mut self,
+        nodes: impl IntoIterator<Item = String>,
+        groups: impl IntoIterator<Item = String>,
+    ) {
         self.nodes.extend(nodes);
         self.groups.extend(groups);
     }
@@ -136,7 +149,10 @@ impl Timeline {
     /// The cluster event log's entries not seen before.
     pub fn add_cluster_events(&mut self, events: &[Event]) {
         for e in events {
-            if self.cluster_seen.insert((e.ms, e.node.clone(), e.text.clone())) {
+            if self
+                .cluster_seen
+                .insert((e.ms, e.node.clone(), e.text.clone()))
+            {
                 self.push(e.ms, Source::Cluster, e.text.clone(), vec![e.node.clone()]);
             }
         }
@@ -276,7 +292,11 @@ impl LogTail {
     /// as timeline lines `(ms, node, text)`, and their role records. The
     /// lab's restart marker (`----- busrig lab start NODE -----`) ends
     /// what the previous process held, at its last time stamp.
-    pub fn read(&mut self, path: &Path, node: &str) -> (Vec<(u64, String, String)>, Vec<NodeRecord>) {
+    pub fn read(
+        &mut self,
+        path: &Path,
+        node: &str,
+    ) -> (Vec<(u64, String, String)>, Vec<NodeRecord>) {
         let mut lines = Vec::new();
         let mut records = Vec::new();
         let Ok(mut f) = std::fs::File::open(path) else {
@@ -353,7 +373,10 @@ mod tests {
     #[test]
     fn entries_name_their_nodes_groups_and_luns() {
         let mut t = Timeline::default();
-        t.know(["NODE1".to_string(), "NODE2".to_string()], ["EVS1".to_string()]);
+        t.know(
+            ["NODE1".to_string(), "NODE2".to_string()],
+            ["EVS1".to_string()],
+        );
         t.add_cluster_events(&[Event {
             ms: 5,
             node: "NODE2".into(),
@@ -401,7 +424,11 @@ mod tests {
         writeln!(f, "line group=EVS1\n----- busrig lab start NODE1 -----").unwrap();
         let (lines, records) = tail.read(&p, "NODE1");
         std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(lines.len(), 1, "the line finished since is read once: {lines:?}");
+        assert_eq!(
+            lines.len(),
+            1,
+            "the line finished since is read once: {lines:?}"
+        );
         assert_eq!(lines[0].2, "group online group=EVS1");
         assert_eq!(
             records.iter().map(|r| r.event.clone()).collect::<Vec<_>>(),

@@ -79,11 +79,17 @@ pub async fn run(a: DashboardArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!(%addr, "serving off loopback: every request needs the token");
     }
     if token.is_none() {
-        tracing::warn!("no token (BUSRIG_DASHBOARD_TOKEN): the dashboard only shows, its actions are refused");
+        tracing::warn!(
+            "no token (BUSRIG_DASHBOARD_TOKEN): the dashboard only shows, its actions are refused"
+        );
     }
-    println!("{READY_LINE}{}", busrig_dashboard::url(&addr, token.as_deref()));
+    println!(
+        "{READY_LINE}{}",
+        busrig_dashboard::url(&addr, token.as_deref())
+    );
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}

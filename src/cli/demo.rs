@@ -59,7 +59,10 @@ impl Terminal {
             .and_then(|bin| Ok(busrig_dashboard::for_lab(&dir, bin)?))
             .and_then(|(sources, token)| {
                 let d = busrig_dashboard::Dashboard::new(sources, Some(token));
-                Ok(busrig_dashboard::Background::start(d, ([127, 0, 0, 1], 0).into())?)
+                Ok(busrig_dashboard::Background::start(
+                    d,
+                    ([127, 0, 0, 1], 0).into(),
+                )?)
             });
         match started {
             Ok(b) => {
