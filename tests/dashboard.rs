@@ -250,6 +250,7 @@ return JSON.stringify({
   conn: text(document, '#conn'),
   quorum_owner: text(document, '#quorum-owner'),
   nodes: Object.fromEntries(q('#nodes tbody tr[data-node]').map(r => [r.dataset.node, text(r, '.node-state')])),
+  heard: Object.fromEntries(q('#nodes tbody tr[data-node]').map(r => [r.dataset.node, text(r, '.heard')])),
   groups: Object.fromEntries(q('#groups tbody tr[data-group]').map(r => [r.dataset.group,
     { owner: text(r, '.group-owner'), state: text(r, '.group-state .state') }])),
   timeline: q('#timeline li').map(li => li.textContent),
@@ -262,6 +263,7 @@ struct Page {
     conn: Option<String>,
     quorum_owner: Option<String>,
     nodes: std::collections::BTreeMap<String, Option<String>>,
+    heard: std::collections::BTreeMap<String, Option<String>>,
     groups: std::collections::BTreeMap<String, GroupRow>,
     timeline: Vec<String>,
     marker: Option<String>,
@@ -380,6 +382,21 @@ fn the_page_follows_a_failover_live_and_moves_a_group() {
             && p.group_on("G", "NODE1")
     });
     assert_eq!(before.conn.as_deref(), Some("live"));
+    // The node whose view is shown says how long ago it heard the others
+    // on each network: "N ms / N ms" (the fast profile's heartbeat is
+    // 100 ms).
+    let ages: Vec<&String> = before
+        .heard
+        .values()
+        .flatten()
+        .filter(|h| h.contains(" / "))
+        .collect();
+    assert_eq!(
+        ages.len(),
+        2,
+        "heartbeat ages of the two other nodes: {:?}",
+        before.heard
+    );
     // Set in this page load: a reload would lose it.
     browser.script("window.busrigTestMarker = 'loaded once'; return null;");
     browser.screenshot("dashboard-before");

@@ -139,6 +139,21 @@ function renderAlarms(s) {
     `${a.kind}: ${a.text} (since ${timeOfDay(a.since_ms)} UTC)`)));
 }
 
+// How long ago the node whose view is shown last heard this one, per
+// network; a network silent past two heartbeats is marked.
+function heard(n, c) {
+  if (n.name === c.asked) return "(view shown)";
+  const hb = n.heartbeat;
+  if (!hb) return "-";
+  const one = (ms) => ms >= 1000 ? `${(ms / 1000).toFixed(1)} s` : `${ms} ms`;
+  const slow = (ms) => ms > 2 * heartbeatMs(c) ? " ⚠" : "";
+  return `${one(hb.private_ms)}${slow(hb.private_ms)} / ${one(hb.public_ms)}${slow(hb.public_ms)}`;
+}
+
+// The heartbeat interval of the cluster's timing profile (README,
+// "Quorum and membership").
+function heartbeatMs(c) { return c.profile === "mscs2003" ? 1200 : 100; }
+
 function renderNodes(s) {
   const c = s.cluster;
   const nets = [["both", "both networks"], ["private", "private (heartbeats)"], ["public", "public"]];
@@ -158,12 +173,22 @@ function renderNodes(s) {
     return h("tr", { "data-node": n.name },
       h("td", {}, h("strong", {}, n.name), owner ? h("span", { class: "owner-badge", title: "quorum owner" }, "quorum owner") : null),
       h("td", { class: "node-state" }, stateCell(n.state)),
+      h("td", { class: "heard" }, ""),
       h("td", {}, n.phase || "-", n.writes_held ? " (writes held)" : ""),
       h("td", { class: "mono", title: n.error || null }, n.arbitration || (n.error ? "does not answer" : "-")),
       h("td", {}, proc),
       h("td", {}, acts));
   });
   $("nodes").tBodies[0].replaceChildren(...rows);
+}
+
+// The heartbeat ages change every poll: their cells are updated in place,
+// the rest of the table only when it changed.
+function renderHeard(s) {
+  for (const n of s.cluster.nodes) {
+    const cell = document.querySelector(`#nodes tr[data-node="${CSS.escape(n.name)}"] td.heard`);
+    if (cell) cell.textContent = heard(n, s.cluster);
+  }
 }
 
 function renderGroups(s) {
@@ -353,7 +378,9 @@ function render() {
   const can = [s.can, !!token];
   if (changed("header", [c.name, c.quorum_owner, c.epoch, c.quorum_model, c.profile, c.asked, s.source, token])) renderHeader(s);
   if (changed("alarms", s.alarms)) renderAlarms(s);
-  if (changed("nodes", [c.nodes, c.quorum_owner, can])) renderNodes(s);
+  const nodes = c.nodes.map((n) => Object.assign({}, n, { heartbeat: null }));
+  if (changed("nodes", [nodes, c.quorum_owner, c.asked, can])) renderNodes(s);
+  renderHeard(s);
   if (changed("groups", [c.groups, c.nodes.map((n) => n.name), c.error, can])) renderGroups(s);
   const bus = s.bus.status ? Object.assign({}, s.bus.status, { now_ms: 0, events: 0 }) : null;
   if (changed("bus", [bus, s.bus.error, s.bus.control, can])) renderBus(s);

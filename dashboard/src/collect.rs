@@ -144,6 +144,9 @@ pub struct NodeView {
     pub phase: Option<String>,
     /// Its quorum arbitration step, in words.
     pub arbitration: Option<String>,
+    /// How long ago the node whose view is shown last heard it, on each
+    /// network (none for that node itself).
+    pub heartbeat: Option<admin::HeartbeatAge>,
     pub acting_owner: bool,
     pub writes_held: bool,
     /// Why it did not answer.
@@ -425,12 +428,16 @@ pub fn node_views(
                 (_, Some(_)) => NodeState::Online,
                 (_, None) => NodeState::Offline,
             };
+            let heartbeat = view
+                .and_then(|v| v.heartbeats.iter().find(|h| h.node == name))
+                .cloned();
             NodeView {
                 name,
                 admin: n.admin.clone(),
                 state,
                 phase: own.and_then(|s| word(&serde_json::to_value(s.phase).ok()?)),
                 arbitration: own.map(|s| s.arbitration.clone()),
+                heartbeat,
                 acting_owner: own.is_some_and(|s| s.acting_owner),
                 writes_held: own.is_some_and(|s| s.writes_held),
                 error: a.as_ref().err().cloned(),
@@ -836,7 +843,7 @@ mod tests {
             ("NODE3", "online"),
             ("NODE4", "offline"),
         ];
-        let answers = vec![
+        let mut answers = vec![
             Ok(status("NODE1", true, &view)),
             Ok(status("NODE2", true, &view)),
             Err("refused".to_string()),
@@ -845,7 +852,19 @@ mod tests {
         let nodes: Vec<NodeAddr> = ["NODE1", "NODE2", "NODE3", "NODE4"].map(addr).to_vec();
         let at = pick_view(&answers).unwrap();
         assert_eq!(at, 0, "the acting owner's view is shown");
+        if let Ok(s) = &mut answers[0] {
+            s.heartbeats = vec![admin::HeartbeatAge {
+                node: "NODE2".into(),
+                private_ms: 120,
+                public_ms: 4000,
+            }];
+        }
         let v = node_views(&nodes, &answers, answers[at].as_ref().ok());
+        assert_eq!(
+            v[1].heartbeat.as_ref().map(|h| (h.private_ms, h.public_ms)),
+            Some((120, 4000))
+        );
+        assert_eq!(v[0].heartbeat, None);
         let states: Vec<NodeState> = v.iter().map(|n| n.state).collect();
         assert_eq!(
             states,
