@@ -470,3 +470,119 @@ fn the_page_follows_a_failover_live_and_moves_a_group() {
         moved.timeline
     );
 }
+
+/// `busrig lab up --dashboard` starts the dashboard in the background and
+/// prints its address; reads are open on loopback, an action needs the
+/// dashboard's token (a refused one changes nothing), bad input is a 400,
+/// a good one goes through; `busrig lab down` stops the dashboard.
+#[test]
+fn lab_up_dashboard_follows_the_token_rule_and_lab_down_stops_it() {
+    use common::lab::busrig;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = busrig(&["lab", "up", "--dir", d, "--nodes", "2", "--dashboard"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    struct Down<'a>(&'a str);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = busrig(&["lab", "down", "--dir", self.0]);
+        }
+    }
+    let _down = Down(d);
+    assert!(
+        out.status.success(),
+        "lab up: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("dashboard: "))
+        .unwrap_or_else(|| panic!("no dashboard line: {stdout}"));
+    let (url, pid) = line.split_once(" (pid ").expect("URL (pid N)");
+    let pid: u32 = pid.trim_end_matches(')').parse().unwrap();
+    let addr = url
+        .strip_prefix("http://")
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let token = url.split_once("#token=").unwrap().1.to_string();
+    let rt = busrig_lab::runtime().unwrap();
+    let ask = |method: &str, path: &str, body: Option<Value>, token: Option<&str>| {
+        rt.block_on(busrig_http::request(
+            &addr,
+            method,
+            path,
+            body.as_ref(),
+            token,
+        ))
+        .expect("the dashboard answers")
+    };
+    let state = || ask("GET", "/state", None, None).1;
+    let start = Instant::now();
+    while state()["cluster"]["nodes"].as_array().map_or(0, Vec::len) != 2 {
+        assert!(start.elapsed() < PAGE_LIMIT, "no state: {}", state());
+        std::thread::sleep(POLL);
+    }
+    let node2 = |s: &Value| s["cluster"]["nodes"][1]["state"].as_str().map(String::from);
+    let pause = json!({"action": "node-pause", "node": "NODE2"});
+    let (code, v) = ask("POST", "/action", Some(pause.clone()), None);
+    assert_eq!(code, 401, "an action without the token: {v}");
+    let (code, v) = ask(
+        "POST",
+        "/action",
+        Some(pause.clone()),
+        Some("not-the-token"),
+    );
+    assert_eq!(code, 401, "an action with a wrong token: {v}");
+    let (code, v) = ask(
+        "POST",
+        "/action",
+        Some(json!({"action": "format-everything"})),
+        Some(&token),
+    );
+    assert_eq!(code, 400, "a bad action: {v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("not an action"),
+        "{v}"
+    );
+    let status = |n: &str| -> Value {
+        let out = busrig(&["cluster", "--lab", d, "status", "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == n)
+            .unwrap()["state"]
+            .clone()
+    };
+    assert_eq!(
+        status("NODE2"),
+        json!("online"),
+        "a refused action changed nothing"
+    );
+    let (code, v) = ask("POST", "/action", Some(pause), Some(&token));
+    assert_eq!(code, 200, "pause NODE2 with the token: {v}");
+    assert_eq!(status("NODE2"), json!("paused"));
+    let start = Instant::now();
+    while node2(&state()).as_deref() != Some("paused") {
+        assert!(
+            start.elapsed() < PAGE_LIMIT,
+            "the dashboard did not show NODE2 paused: {}",
+            state()
+        );
+        std::thread::sleep(POLL);
+    }
+    let out = busrig(&["lab", "down", "--dir", d]);
+    assert!(out.status.success());
+    assert!(
+        !busrig_lab::alive(pid),
+        "lab down left the dashboard running"
+    );
+    assert!(!dir
+        .path()
+        .join(busrig_dashboard::LAB_DASHBOARD_FILE)
+        .exists());
+}
