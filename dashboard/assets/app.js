@@ -372,7 +372,8 @@ function changed(view, data) {
 }
 
 function render() {
-  if (!state) return;
+  // Before the server's first round its state is empty.
+  if (!state || !state.cluster) return;
   const s = state;
   const c = s.cluster;
   const can = [s.can, !!token];

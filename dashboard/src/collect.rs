@@ -27,6 +27,11 @@ pub const ASK_TIMEOUT: Duration = Duration::from_millis(1200);
 /// The bus audit is asked every this many rounds (one request per LUN).
 const AUDIT_EVERY: u64 = 4;
 
+/// How many role records the alarms keep. The oldest go first, which can
+/// only hide an old overlap, never make one up: a role's start is older
+/// than its end.
+const RECORDS_KEPT: usize = 20_000;
+
 /// How many points of each rate the bench view keeps.
 const BENCH_POINTS: usize = 120;
 
@@ -692,6 +697,10 @@ impl Collector {
                 false => before.map_or(now, |b| b.2),
             };
             self.procs.insert(p.name.clone(), (p.pid, proc_state, seen));
+        }
+        if self.records.len() > RECORDS_KEPT {
+            let extra = self.records.len() - RECORDS_KEPT;
+            self.records.drain(..extra);
         }
     }
 

@@ -156,6 +156,13 @@ impl Timeline {
                 self.push(e.ms, Source::Cluster, e.text.clone(), vec![e.node.clone()]);
             }
         }
+        // What is older than the oldest event the log still holds cannot
+        // come back: forget it, so the set stays as small as the log.
+        if let Some(oldest) = events.iter().map(|e| e.ms).min() {
+            self.cluster_seen =
+                self.cluster_seen
+                    .split_off(&(oldest, String::new(), String::new()));
+        }
     }
 
     /// The bus's events (`events` of `GET /status`) not seen before.
@@ -168,6 +175,12 @@ impl Timeline {
             if self.bus_seen.insert((ms, what.to_string())) {
                 self.push(ms, Source::Bus, what.to_string(), Vec::new());
             }
+        }
+        let oldest = status["events"]
+            .as_array()
+            .and_then(|a| a.iter().filter_map(|e| e["time_ms"].as_u64()).min());
+        if let Some(oldest) = oldest {
+            self.bus_seen = self.bus_seen.split_off(&(oldest, String::new()));
         }
     }
 
@@ -400,6 +413,17 @@ mod tests {
             text: "group EVS1 online on NODE2".into(),
         }]);
         assert_eq!(t.last_seq(), 2);
+        // Once the log holds only newer events, the older are forgotten
+        // and the newer still taken once.
+        let newer = Event {
+            ms: 9,
+            node: "NODE1".into(),
+            text: "node NODE1 joined the cluster (epoch 2)".into(),
+        };
+        t.add_cluster_events(&[newer.clone()]);
+        t.add_cluster_events(&[newer]);
+        assert_eq!(t.cluster_seen.len(), 1);
+        assert_eq!(t.last_seq(), 3);
     }
 
     #[test]
