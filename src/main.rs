@@ -4,7 +4,9 @@
 mod alloc;
 mod cli;
 
-use cli::{bench, bus, cluster, demo, disk, echo, lab, mailload, mailstore, manual, node};
+use cli::{
+    bench, bus, cluster, dashboard, demo, disk, echo, lab, mailload, mailstore, manual, node,
+};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,6 +43,8 @@ enum Command {
     /// A whole cluster on loopback (a bus and N nodes) and faults to throw at it.
     #[command(subcommand)]
     Lab(lab::Verb),
+    /// A live web page over a cluster and its bus, with actions.
+    Dashboard(dashboard::DashboardArgs),
     /// The main job: a four-node cluster with mail-serving virtual servers,
     /// a node killed under load, failover, failback and every message checked.
     Demo(demo::DemoArgs),
@@ -184,6 +188,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench(a) => bench::run(a).await,
         Command::Node(a) => node::run(a).await,
         Command::Cluster(a) => cluster::run(a).await,
+        Command::Dashboard(a) => dashboard::run(a).await,
         Command::EchoServer(a) => echo::run(a).await,
         Command::Mailstore(a) => mailstore::run(a).await,
         Command::Mailload(a) => mailload::run(a).await,

@@ -150,6 +150,18 @@ pub struct ClusterStatus {
     /// The node's quorum arbitration step, in words.
     pub arbitration: String,
     pub nodes: Vec<NodeEntry>,
+    /// How long ago the answering node last heard each peer it watches,
+    /// on each cluster network (absent from older nodes).
+    #[serde(default)]
+    pub heartbeats: Vec<HeartbeatAge>,
+}
+
+/// How long ago one peer was last heard on each network, milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatAge {
+    pub node: String,
+    pub private_ms: u64,
+    pub public_ms: u64,
 }
 
 impl ClusterStatus {
@@ -188,6 +200,21 @@ impl ClusterStatus {
             acting_owner: st.acts_as_owner(tokio::time::Instant::now()),
             arbitration: st.arbitration.clone(),
             nodes,
+            heartbeats: {
+                let now = tokio::time::Instant::now();
+                let ms =
+                    |t: tokio::time::Instant| now.saturating_duration_since(t).as_millis() as u64;
+                st.heard
+                    .iter()
+                    .filter_map(|(id, [private, public])| {
+                        Some(HeartbeatAge {
+                            node: name(*id)?,
+                            private_ms: ms(*private),
+                            public_ms: ms(*public),
+                        })
+                    })
+                    .collect()
+            },
         }
     }
 
@@ -906,9 +933,13 @@ mod tests {
             }),
             phase: crate::driver::NodePhase::Member,
             db_seq: 9,
+            heard: vec![(1, [tokio::time::Instant::now(); 2])],
             ..NodeStatus::default()
         };
         let s = ClusterStatus::from_node(&cfg, 0, &st);
+        assert_eq!(s.heartbeats.len(), 1);
+        assert_eq!(s.heartbeats[0].node, "N1");
+        assert!(s.heartbeats[0].private_ms < 1000 && s.heartbeats[0].public_ms < 1000);
         assert_eq!(s.cluster, "C");
         assert_eq!(s.epoch, Some(4));
         assert_eq!(s.quorum_owner.as_deref(), Some("N1"));

@@ -84,6 +84,12 @@ impl Detector {
         None
     }
 
+    /// When each watched peer was last heard on each network (indexed by
+    /// `Net::index`), for the status report.
+    pub fn last_heard(&self) -> Vec<(NodeId, [Duration; 2])> {
+        self.peers.iter().map(|(&id, p)| (id, p.last)).collect()
+    }
+
     /// Time since `peer` was last heard on any network.
     pub fn silence(&self, peer: NodeId, now: Duration) -> Option<Duration> {
         let p = self.peers.get(&peer)?;

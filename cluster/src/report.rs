@@ -205,6 +205,7 @@ mod tests {
             writes_held: false,
             acting_owner: false,
             arbitration: "idle".into(),
+            heartbeats: Vec::new(),
             nodes: vec![
                 NodeEntry {
                     name: "NODE1".into(),

@@ -33,19 +33,56 @@ pub struct DemoArgs {
     /// afterwards unless --keep).
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// Serve `busrig dashboard` on the demo's lab once the cluster has
+    /// formed, and print its address; it stops with the demo.
+    #[arg(long)]
+    dashboard: bool,
 }
 
 /// The terminal side of the demo: its story on stdout, its waits on
 /// stderr (`progress::WaitLine`).
 struct Terminal {
     wait: WaitLine,
+    /// With --dashboard, the lab folder, until the dashboard starts.
+    dashboard_for: Option<PathBuf>,
+    dashboard: Option<busrig_dashboard::Background>,
+}
+
+impl Terminal {
+    /// Starts the dashboard on the lab that just formed.
+    fn start_dashboard(&mut self) {
+        let Some(dir) = self.dashboard_for.take() else {
+            return;
+        };
+        let started = std::env::current_exe()
+            .map_err(anyhow::Error::from)
+            .and_then(|bin| Ok(busrig_dashboard::for_lab(&dir, bin)?))
+            .and_then(|(sources, token)| {
+                let d = busrig_dashboard::Dashboard::new(sources, Some(token));
+                Ok(busrig_dashboard::Background::start(
+                    d,
+                    ([127, 0, 0, 1], 0).into(),
+                )?)
+            });
+        match started {
+            Ok(b) => {
+                println!("  dashboard: {}", b.url);
+                self.dashboard = Some(b);
+            }
+            Err(e) => eprintln!("  dashboard did not start: {e:#}"),
+        }
+    }
 }
 
 impl DemoUi for Terminal {
     fn event(&mut self, e: DemoEvent<'_>) {
+        let formed = matches!(e, DemoEvent::Formed(_));
         match e.on_stderr() {
             true => eprintln!("{e}"),
             false => println!("{e}"),
+        }
+        if formed {
+            self.start_dashboard();
         }
     }
 
@@ -90,7 +127,12 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     let lab = crate::cli::lab::open(&dir)?;
     let tty = std::io::stderr().is_terminal();
     let wait = WaitLine::new(tty);
-    let report = match demo::run(&lab, &o, &mut Terminal { wait }) {
+    let mut terminal = Terminal {
+        wait,
+        dashboard_for: a.dashboard.then(|| dir.clone()),
+        dashboard: None,
+    };
+    let report = match demo::run(&lab, &o, &mut terminal) {
         Ok(r) => r,
         Err(LabError::Interrupted) => return Ok(ExitCode::from(crate::cli::lab::EXIT_INTERRUPTED)),
         Err(e) => return Err(e.into()),

@@ -55,6 +55,10 @@ pub enum Verb {
         /// (default: from the profile).
         #[arg(long, value_name = "SECS")]
         timeout: Option<u64>,
+        /// Also start `busrig dashboard` on the lab in the background and
+        /// print its address (`lab down` stops it).
+        #[arg(long)]
+        dashboard: bool,
     },
     /// Processes and cluster state.
     Status {
@@ -222,6 +226,9 @@ fn up(lab: &Lab, o: &UpOptions) -> busrig_lab::Result<()> {
 }
 
 pub fn down(lab: &Lab) -> busrig_lab::Result<()> {
+    if let Err(e) = busrig_dashboard::stop_for_lab(lab.dir()) {
+        eprintln!("stopping the lab's dashboard: {e}");
+    }
     for n in lab.down()? {
         eprintln!("{n} did not stop in {STOP_GRACE:?}; killing it");
     }
@@ -328,6 +335,7 @@ pub fn run(verb: Verb) -> anyhow::Result<ExitCode> {
             profile,
             data_luns,
             timeout,
+            dashboard,
         } => {
             let lab = open(&dir.dir)?;
             let timeout = timeout.map(Duration::from_secs);
@@ -350,7 +358,12 @@ pub fn run(verb: Verb) -> anyhow::Result<ExitCode> {
                 }
                 r => {
                     r?;
-                    status(&lab, false)
+                    let code = status(&lab, false)?;
+                    if dashboard {
+                        let d = busrig_dashboard::spawn_for_lab(lab.binary(), lab.dir())?;
+                        println!("dashboard: {} (pid {})", d.url, d.pid);
+                    }
+                    Ok(code)
                 }
             }
         }

@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod bus;
 pub mod cluster;
+pub mod dashboard;
 pub mod demo;
 pub mod disk;
 pub mod echo;

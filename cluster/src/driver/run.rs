@@ -109,6 +109,9 @@ pub struct NodeStatus {
     pub db_current: bool,
     /// The quorum arbiter's role, in words.
     pub arbitration: String,
+    /// When each peer was last heard on the private and the public
+    /// network (`Net::index` order).
+    pub heard: Vec<(NodeId, [Instant; 2])>,
 }
 
 impl NodeStatus {
@@ -589,12 +592,19 @@ impl<'a, D: DiskExecutor + Sync> Driver<'a, D> {
             db_current: self.node.db_current(),
             incarnation: self.node.incarnation(),
             arbitration: role_text(role),
+            heard: self
+                .node
+                .last_heard()
+                .into_iter()
+                .map(|(id, at)| (id, at.map(|d| self.start + d)))
+                .collect(),
         };
         // A renewal that only moves the lease's end updates the value
         // without waking the watchers: readers check it when they look.
         tx.send_if_modified(|s| {
             let notify = NodeStatus {
                 acting_until: s.acting_until,
+                heard: s.heard.clone(),
                 ..status.clone()
             } != *s;
             *s = status;

@@ -298,6 +298,11 @@ impl Node {
         &self.core.phase
     }
 
+    /// When each peer was last heard on each network (private, public).
+    pub fn last_heard(&self) -> Vec<(NodeId, [Duration; 2])> {
+        self.core.detector.last_heard()
+    }
+
     /// The current view, if a member.
     pub fn view(&self) -> Option<&View> {
         self.core.view()
