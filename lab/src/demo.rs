@@ -48,6 +48,8 @@ pub struct DemoOptions {
     pub rate: f64,
     /// Remove the lab folder afterwards (unless `keep`).
     pub remove_dir: bool,
+    /// Where the processes run (`--hosts`).
+    pub hosts: crate::hosts::HostsMode,
 }
 
 impl DemoOptions {
@@ -394,6 +396,7 @@ fn run_in(
         profile: o.profile.clone(),
         data_luns: evs_count as u16,
         timeout: None,
+        hosts: o.hosts,
     };
     {
         // Both callbacks use the UI, one at a time.
@@ -424,10 +427,16 @@ fn run_in(
         + Duration::from_secs(20);
     let nodes: Vec<String> = cfg.nodes.iter().map(|n| n.name.clone()).collect();
 
-    // The virtual servers' addresses: a loopback /24 of this demo's own
-    // (chosen by process id, and checked unused), so two demos on one
-    // machine never answer each other's clients.
-    let net = (0..200u32)
+    // The virtual servers' addresses: on namespace hosts the public
+    // network's low addresses (docs/hosts.md, "Address plan"); otherwise a
+    // loopback /24 of this demo's own (chosen by process id, and checked
+    // unused), so two demos on one machine never answer each other's
+    // clients.
+    let public = match lab.hosts()? {
+        crate::hosts::Hosts::Netns(n) => Some(n.subnet(crate::hosts::netns::Network::Public)),
+        crate::hosts::Hosts::Single => None,
+    };
+    let loopback = || (0..200u32)
         .map(|k| format!("127.{}.2", 20 + (std::process::id() + k) % 200))
         .find(|net| {
             let addr = format!("{net}.1:2525");
@@ -438,7 +447,11 @@ fn run_in(
         })
         .ok_or_else(|| {
             LabError::Failed("no free loopback network for the virtual servers".into())
-        })?;
+        });
+    let net = match public {
+        Some(p) => p,
+        None => loopback()?,
+    };
     // Virtual servers EVSi on NODEi, the passive node second on each list.
     let evs: Vec<String> = (1..=evs_count).map(|i| format!("EVS{i}")).collect();
     for (i, g) in evs.iter().enumerate() {

@@ -10,6 +10,7 @@
 pub mod chaos;
 pub mod demo;
 mod error;
+pub mod hosts;
 pub mod interrupt;
 mod process;
 mod report;

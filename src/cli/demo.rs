@@ -33,6 +33,10 @@ pub struct DemoArgs {
     /// afterwards unless --keep).
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// Where the processes run: single (one network stack, the default)
+    /// or netns (a network namespace each; needs root, iproute2, nftables).
+    #[arg(long, default_value = "single", value_parser = crate::cli::lab::hosts_mode())]
+    hosts: busrig_lab::hosts::HostsMode,
 }
 
 /// The terminal side of the demo: its story on stdout, its waits on
@@ -82,6 +86,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         profile: a.profile,
         rate: a.rate,
         remove_dir,
+        hosts: a.hosts,
     };
     o.check()?;
     // From here on Ctrl-C lets the demo clean up before it exits.
