@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use busrig_lab::hosts::faults::{NetFault, FAULT_WORDS};
+use busrig_lab::hosts::faults::NetFault;
 use busrig_lab::hosts::{HostsMode, Link};
 use busrig_lab::{
     interrupt, scenario, Lab, LabError, Net, Signal, UpOptions, UpProgress, STOP_GRACE,
@@ -423,8 +423,7 @@ pub fn run(verb: Verb) -> anyhow::Result<ExitCode> {
             fault,
             dir,
         } => {
-            let f = NetFault::parse(&fault)
-                .map_err(|e| anyhow::anyhow!("{e}\n(FAULT: {FAULT_WORDS})"))?;
+            let f = NetFault::parse(&fault).map_err(|e| anyhow::anyhow!(e))?;
             let (host, now) = open(&dir.dir)?.net_fault(&node, net, &f)?;
             match now.is_empty() {
                 true => println!("{host} {}: no faults", net.as_str()),
