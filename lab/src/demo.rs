@@ -301,7 +301,8 @@ impl Cluster {
             "GET",
             &format!("/audit?lun={lun}"),
             None,
-            None,
+            // Needed beyond loopback (namespace hosts, docs/security.md).
+            Some(&crate::bus_token(&self.cfg)),
         ))?;
         if code != 200 {
             fail!("bus audit: {v}");

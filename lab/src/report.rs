@@ -185,7 +185,11 @@ impl fmt::Display for DemoOptions {
             f,
             "{n} nodes ({active} active virtual servers, {passive} passive), "
         )?;
-        write!(f, "quorum {}, profile {}", self.quorum, self.profile)
+        write!(f, "quorum {}, profile {}", self.quorum, self.profile)?;
+        match self.hosts {
+            crate::hosts::HostsMode::Single => Ok(()),
+            h => write!(f, ", hosts {}", h.as_str()),
+        }
     }
 }
 
