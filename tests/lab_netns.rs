@@ -39,14 +39,22 @@ impl Lab {
     /// The quorum owner that members agree on, waiting for one.
     fn agreed_owner(&self, among: &[String]) -> String {
         let mut owner = None;
-        self.wait("the members name one quorum owner", Duration::from_secs(30), |l| {
-            let named: Vec<Option<String>> = among
-                .iter()
-                .map(|n| l.status(n).filter(|s| s.member).and_then(|s| s.quorum_owner))
-                .collect();
-            owner = named[0].clone();
-            owner.is_some() && named.iter().all(|o| *o == owner)
-        });
+        self.wait(
+            "the members name one quorum owner",
+            Duration::from_secs(30),
+            |l| {
+                let named: Vec<Option<String>> = among
+                    .iter()
+                    .map(|n| {
+                        l.status(n)
+                            .filter(|s| s.member)
+                            .and_then(|s| s.quorum_owner)
+                    })
+                    .collect();
+                owner = named[0].clone();
+                owner.is_some() && named.iter().all(|o| *o == owner)
+            },
+        );
         owner.unwrap()
     }
 
@@ -55,45 +63,20 @@ impl Lab {
         busrig_lab::group_online_on(&self.rt, &self.cfg, group)
     }
 
-    /// The node a group is online on as member `asked` sees it (a node cut
-    /// off from the others still answers, with its own stale view).
-    fn online_on_per(&self, asked: &str, group: &str) -> Option<String> {
-        let c = self
-            .rt
-            .block_on(busrig_cluster::admin::request(
-                &self.admin_of(asked),
-                "GET",
-                "/catalog",
-                None,
-                Some(&self.cfg.secret),
-            ))
-            .ok()?;
-        let g = &c["groups"][group];
-        let owner = g["owner"].as_str()?;
-        (g["state"]["state"] == "online" && g["state"]["node"] == owner).then(|| owner.to_string())
-    }
-
     /// `busrig cluster evs create` of a mail virtual server on data LUN 1.
     fn virtual_server(&self, group: &str, ip: &str, preferred: &str) {
         let disk = format!("iscsi://{}/{}/1", self.portal, busrig_lab::LAB_TARGET);
         self.cluster(&[
-            "evs", "create", group, "--ip", ip, "--disk", &disk, "--preferred", preferred,
+            "evs",
+            "create",
+            group,
+            "--ip",
+            ip,
+            "--disk",
+            &disk,
+            "--preferred",
+            preferred,
         ]);
-    }
-
-    /// `busrig lab VERB... --dir DIR`; its stdout.
-    fn lab_out(&self, verb: &[&str]) -> String {
-        let mut args = vec!["lab"];
-        args.extend_from_slice(verb);
-        args.extend_from_slice(&["--dir", self.d()]);
-        let out = busrig(&args);
-        assert!(
-            out.status.success(),
-            "busrig {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.logs()
-        );
-        String::from_utf8(out.stdout).unwrap()
     }
 }
 
@@ -164,17 +147,21 @@ fn a_partitioned_owner_loses_quorum_and_group_and_clients_follow_the_address() {
     lab.wait("EVS1 online on the quorum owner", bound, |l| {
         l.online_on("EVS1").as_deref() == Some(owner.as_str())
     });
-    lab.wait("EVS1 answering at its address", bound, |_| smtp_greets(&smtp));
+    lab.wait("EVS1 answering at its address", bound, |_| {
+        smtp_greets(&smtp)
+    });
     let owner_ns = n.namespace_of(&owner).unwrap().to_string();
     assert!(
         ip(&["-n", &owner_ns, "address", "show", "dev", "pub"]).contains(&format!("{vip}/32")),
         "the virtual IP is a kernel address on {owner}'s public interface"
     );
 
-    let out = lab.lab_out(&["partition", &owner, "--net", "both"]);
+    let out = lab.lab(&["partition", &owner, "--net", "both"]);
     assert!(out.contains("private cut, public cut"), "{out}");
     let rules = Command::new("ip")
-        .args(["netns", "exec", &owner_ns, "nft", "list", "table", "netdev", "busrig"])
+        .args([
+            "netns", "exec", &owner_ns, "nft", "list", "table", "netdev", "busrig",
+        ])
         .output()
         .unwrap();
     let rules = String::from_utf8_lossy(&rules.stdout);
@@ -184,17 +171,21 @@ fn a_partitioned_owner_loses_quorum_and_group_and_clients_follow_the_address() {
 
     let rest: Vec<String> = all.iter().filter(|x| **x != owner).cloned().collect();
     lab.wait("the majority side takes the quorum", bound, |l| {
-        rest.iter().any(|x| l.status(x).is_some_and(|s| s.acting_owner))
+        rest.iter()
+            .any(|x| l.status(x).is_some_and(|s| s.acting_owner))
     });
     let new_owner = lab.agreed_owner(&rest);
     assert_ne!(new_owner, owner);
     lab.wait("EVS1 online on the majority side", bound, |l| {
-        l.online_on_per(&new_owner, "EVS1").is_some_and(|o| o != owner)
+        busrig_lab::group_online_seen_by(&l.rt, &l.cfg, &new_owner, "EVS1")
+            .is_some_and(|o| o != owner)
     });
-    let host = lab.online_on_per(&new_owner, "EVS1").unwrap();
-    lab.wait("EVS1 answering at its address on its new host", bound, |_| {
-        smtp_greets(&smtp)
-    });
+    let host = busrig_lab::group_online_seen_by(&lab.rt, &lab.cfg, &new_owner, "EVS1").unwrap();
+    lab.wait(
+        "EVS1 answering at its address on its new host",
+        bound,
+        |_| smtp_greets(&smtp),
+    );
     let host_ns = n.namespace_of(&host).unwrap().to_string();
     let neigh = ip(&["neigh", "show", &vip]);
     assert!(
@@ -233,9 +224,11 @@ fn private_delay_and_a_pulled_public_link_cause_no_failover_under_mscs2003() {
     let other = all.iter().find(|x| **x != owner).unwrap().clone();
     let vip = format!("{}.2", n.subnet(Network::Public));
     lab.virtual_server("EVS1", &vip, &format!("{owner},{other}"));
-    lab.wait("EVS1 online on the quorum owner", Duration::from_secs(60), |l| {
-        l.online_on("EVS1").as_deref() == Some(owner.as_str())
-    });
+    lab.wait(
+        "EVS1 online on the quorum owner",
+        Duration::from_secs(60),
+        |l| l.online_on("EVS1").as_deref() == Some(owner.as_str()),
+    );
     let epoch = lab.status(&owner).unwrap().epoch;
     // Six missed heartbeats (7.2 s) start a regroup; watch twice that.
     let watch = lab.cfg.timing.detection() * 2;
@@ -253,17 +246,21 @@ fn private_delay_and_a_pulled_public_link_cause_no_failover_under_mscs2003() {
                     lab.logs()
                 );
             }
-            assert_eq!(lab.online_on("EVS1").as_deref(), Some(owner.as_str()), "{what}");
+            assert_eq!(
+                lab.online_on("EVS1").as_deref(),
+                Some(owner.as_str()),
+                "{what}"
+            );
             std::thread::sleep(POLL * 10);
         }
     };
 
     for x in &all {
-        let out = lab.lab_out(&["net", x, "--net", "private", "delay", "200ms"]);
+        let out = lab.lab(&["net", x, "--net", "private", "delay", "200ms"]);
         let mechanism = if n.netem { "tc netem" } else { "busrig switch" };
         assert!(out.contains(mechanism), "{out}");
     }
-    let status = lab.lab_out(&["status"]);
+    let status = lab.lab(&["status"]);
     assert!(status.contains("delay 200 ms"), "{status}");
     if !n.netem {
         eprintln!("no sch_netem in this kernel: the 200 ms delay went through busrig's switch");
@@ -274,7 +271,7 @@ fn private_delay_and_a_pulled_public_link_cause_no_failover_under_mscs2003() {
         lab.lab(&["net", x, "--net", "private", "clear"]);
     }
 
-    let out = lab.lab_out(&["net", &owner, "--net", "public", "down"]);
+    let out = lab.lab(&["net", &owner, "--net", "public", "down"]);
     assert!(out.contains("link down [ip link set pub down]"), "{out}");
     let ns = n.namespace_of(&owner).unwrap();
     assert!(ip(&["-n", ns, "link", "show", "dev", "pub"]).contains("state DOWN"));
@@ -317,6 +314,8 @@ fn down_after_a_crash_removes_what_the_lab_made_and_nothing_else() {
         "only the re-marked bridge is left"
     );
     // Clean up what the test itself re-marked.
-    let _ = Command::new("ip").args(["link", "del", "dev", &bridge]).status();
+    let _ = Command::new("ip")
+        .args(["link", "del", "dev", &bridge])
+        .status();
     assert!(leftovers(&n.tag).is_empty());
 }

@@ -1193,7 +1193,10 @@ mod tests {
             assert!(v.is_object(), "POST {path}: {v}");
         }
         assert!(node.transport.is_partitioned(Net::Private));
-        assert_eq!(node.transport.delay(Net::Private), Duration::from_millis(200));
+        assert_eq!(
+            node.transport.delay(Net::Private),
+            Duration::from_millis(200)
+        );
         assert!(node.transport.delay(Net::Public).is_zero());
         assert_eq!(node.membership_commands(), 2);
         let st = status(&node.addr, Some(&cfg.secret)).await.unwrap();

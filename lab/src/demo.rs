@@ -437,18 +437,21 @@ fn run_in(
         crate::hosts::Hosts::Netns(n) => Some(n.subnet(crate::hosts::netns::Network::Public)),
         crate::hosts::Hosts::Single => None,
     };
-    let loopback = || (0..200u32)
-        .map(|k| format!("127.{}.2", 20 + (std::process::id() + k) % 200))
-        .find(|net| {
-            let addr = format!("{net}.1:2525");
-            !smtp_ready(&addr)
-                && addr.parse().is_ok_and(|a| {
-                    std::net::TcpStream::connect_timeout(&a, Duration::from_millis(100)).is_err()
-                })
-        })
-        .ok_or_else(|| {
-            LabError::Failed("no free loopback network for the virtual servers".into())
-        });
+    let loopback = || {
+        (0..200u32)
+            .map(|k| format!("127.{}.2", 20 + (std::process::id() + k) % 200))
+            .find(|net| {
+                let addr = format!("{net}.1:2525");
+                !smtp_ready(&addr)
+                    && addr.parse().is_ok_and(|a| {
+                        std::net::TcpStream::connect_timeout(&a, Duration::from_millis(100))
+                            .is_err()
+                    })
+            })
+            .ok_or_else(|| {
+                LabError::Failed("no free loopback network for the virtual servers".into())
+            })
+    };
     let net = match public {
         Some(p) => p,
         None => loopback()?,

@@ -327,8 +327,12 @@ impl Lab {
                         })
                     })
                     .collect::<Result<_>>()?;
-                let addrs: Vec<NodeAddrs> = ports.iter().map(NodePorts::addrs).collect::<Result<_>>()?;
-                let pc = (addr_of(&p, TcpListener::local_addr)?, addr_of(&c, TcpListener::local_addr)?);
+                let addrs: Vec<NodeAddrs> =
+                    ports.iter().map(NodePorts::addrs).collect::<Result<_>>()?;
+                let pc = (
+                    addr_of(&p, TcpListener::local_addr)?,
+                    addr_of(&c, TcpListener::local_addr)?,
+                );
                 (portal, control) = (Some(p), Some(c));
                 (pc.0, pc.1, addrs)
             }
@@ -560,7 +564,12 @@ impl Lab {
                 }
             }
         }
-        tracing::info!(host, link = link.as_str(), ms, "busrig switch delay set (no tc netem)");
+        tracing::info!(
+            host,
+            link = link.as_str(),
+            ms,
+            "busrig switch delay set (no tc netem)"
+        );
         Ok(())
     }
 
@@ -711,7 +720,13 @@ impl Lab {
             n.flush_virtual_ips(&name)?;
         }
         let placement = hosts.placement(&name);
-        p.pid = Some(spawn(&binary, &node_start_args(dir, &name), &[], &log, &placement)?);
+        p.pid = Some(spawn(
+            &binary,
+            &node_start_args(dir, &name),
+            &[],
+            &log,
+            &placement,
+        )?);
         state.save(dir)?;
         if let Hosts::Netns(n) = &hosts {
             // busrig's switch lives in the node: give the new process the
@@ -1100,7 +1115,13 @@ struct NodeAddrs {
     public_interface: Option<&'static str>,
 }
 
-fn cluster_toml(name: &str, quorum: &str, profile: &str, portal: &str, nodes: &[NodeAddrs]) -> String {
+fn cluster_toml(
+    name: &str,
+    quorum: &str,
+    profile: &str,
+    portal: &str,
+    nodes: &[NodeAddrs],
+) -> String {
     let secret: String = {
         use rand::Rng;
         let mut r = rand::thread_rng();
@@ -1216,7 +1237,33 @@ pub fn group_online_on(
     cfg: &ClusterConfig,
     g: &str,
 ) -> Option<String> {
-    let c = catalog(rt, cfg).ok()?;
+    online_in(&catalog(rt, cfg).ok()?, g)
+}
+
+/// [`group_online_on`] as node `asked` sees it: a node cut off from the
+/// others still answers, with its own view.
+pub fn group_online_seen_by(
+    rt: &tokio::runtime::Runtime,
+    cfg: &ClusterConfig,
+    asked: &str,
+    g: &str,
+) -> Option<String> {
+    let id = cfg.node_id(asked)?;
+    let addr = cfg.nodes[usize::from(id)].admin.to_string();
+    let c = rt
+        .block_on(admin::request(
+            &addr,
+            "GET",
+            "/catalog",
+            None,
+            Some(&cfg.secret),
+        ))
+        .ok()?;
+    online_in(&c, g)
+}
+
+/// The owner of group `g` in catalog `c`, when it reports the group online.
+fn online_in(c: &Value, g: &str) -> Option<String> {
     let grp = &c["groups"][g];
     let owner = grp["owner"].as_str()?;
     (grp["state"]["state"] == "online" && grp["state"]["node"] == owner).then(|| owner.to_string())

@@ -8,9 +8,9 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use crate::demo::{DemoEvent, DemoOptions, DemoReport};
-use crate::scenario::StepReport;
 use crate::hosts::netns::NetnsLab;
 use crate::hosts::{faults, Hosts, Link};
+use crate::scenario::StepReport;
 use crate::state::process_state;
 use crate::{Cut, FailoverReport, LabStatus, Takeover};
 

@@ -135,10 +135,12 @@ pub enum Verb {
     },
     /// A kernel network fault on a node's (or the target's) link, in a lab
     /// started with `--hosts netns`.
-    #[command(after_help = "FAULT is one of: cut [in|out], loss PCT% [in|out], rate RATE, \
+    #[command(
+        after_help = "FAULT is one of: cut [in|out], loss PCT% [in|out], rate RATE, \
 delay MS[ms] [JITTER[ms]], duplicate PCT%, reorder PCT%, down, up, clear.\n\n\
 Examples:\n  busrig lab net NODE2 --net private loss 20% --dir DIR\n  \
-busrig lab net NODE1 --net public down --dir DIR\n  busrig lab net NODE1 --net public clear --dir DIR")]
+busrig lab net NODE1 --net public down --dir DIR\n  busrig lab net NODE1 --net public clear --dir DIR"
+    )]
     Net {
         /// A node name (NODE1, ...) or `target`.
         node: String,

@@ -84,8 +84,8 @@ impl Lab {
         self.path().to_str().unwrap()
     }
 
-    /// `busrig lab VERB... --dir DIR`, which must succeed.
-    pub fn lab(&self, verb: &[&str]) {
+    /// `busrig lab VERB... --dir DIR`, which must succeed; its stdout.
+    pub fn lab(&self, verb: &[&str]) -> String {
         let mut args = vec!["lab"];
         args.extend_from_slice(verb);
         args.extend_from_slice(&["--dir", self.d()]);
@@ -97,6 +97,7 @@ impl Lab {
             String::from_utf8_lossy(&out.stderr),
             self.logs()
         );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// `busrig cluster --lab DIR ARGS...`, which must succeed; its stdout.

@@ -114,7 +114,9 @@ impl KernelAddress {
         }
         match ip_address("add", address, interface).await {
             Ok(()) => {}
-            Err(VipError::Refused { message, .. }) if message.contains("already assigned") || message.contains("File exists") => {
+            Err(VipError::Refused { message, .. })
+                if message.contains("already assigned") || message.contains("File exists") =>
+            {
                 tracing::info!(%address, interface, "virtual IP was already on the interface; taking it over");
             }
             Err(e) => return Err(e),

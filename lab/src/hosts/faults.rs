@@ -123,7 +123,12 @@ fn millis(w: &str) -> Result<u64, String> {
 /// A tc rate: a number and a unit tc knows (`bit`, `kbit`, `mbit`, `gbit`);
 /// its bits per second.
 pub fn rate_bits(w: &str) -> Result<u64, String> {
-    let units = [("gbit", 1_000_000_000), ("mbit", 1_000_000), ("kbit", 1_000), ("bit", 1)];
+    let units = [
+        ("gbit", 1_000_000_000),
+        ("mbit", 1_000_000),
+        ("kbit", 1_000),
+        ("bit", 1),
+    ];
     let bad = || format!("{w:?} is not a rate like 10mbit, 512kbit or 1gbit");
     let (n, mult) = units
         .iter()
@@ -131,7 +136,9 @@ pub fn rate_bits(w: &str) -> Result<u64, String> {
         .ok_or_else(bad)?;
     let bits = n.parse::<u64>().map_err(|_| bad())?.saturating_mul(mult);
     if bits < 8_000 {
-        return Err(format!("{w:?} is below 8kbit, too slow to carry a heartbeat"));
+        return Err(format!(
+            "{w:?} is below 8kbit, too slow to carry a heartbeat"
+        ));
     }
     Ok(bits)
 }
@@ -465,7 +472,9 @@ mod tests {
         assert!(s.contains("chain priv_ingress {\n    type filter hook ingress device \"priv\" priority 0;\n    drop\n"), "{s}");
         assert!(s.contains("chain priv_egress"), "{s}");
         assert!(
-            s.contains("hook ingress device \"pub\" priority 0;\n    numgen random mod 100 < 20 drop"),
+            s.contains(
+                "hook ingress device \"pub\" priority 0;\n    numgen random mod 100 < 20 drop"
+            ),
             "{s}"
         );
         assert!(!s.contains("pub_egress"), "one way only: {s}");
@@ -504,7 +513,8 @@ mod tests {
 
     #[test]
     fn clear_takes_everything_and_up_only_the_link_state() {
-        let f = NetFault::Down.apply_to(&NetFault::Loss(3, Direction::Both).apply_to(&LinkFaults::default()));
+        let f = NetFault::Down
+            .apply_to(&NetFault::Loss(3, Direction::Both).apply_to(&LinkFaults::default()));
         assert!(f.down && f.loss.is_some());
         let up = NetFault::Up.apply_to(&f);
         assert!(!up.down && up.loss.is_some());

@@ -57,9 +57,7 @@ impl std::str::FromStr for HostsMode {
 
 /// A network of a lab host that faults can be put on (the management
 /// network, which the lab itself uses to reach the hosts, takes none).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Link {
     /// The private cluster network (heartbeats only).

@@ -125,11 +125,19 @@ pub struct NetnsHost {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Created {
     /// The block claim file.
-    Claim { path: PathBuf },
-    Bridge { name: String },
+    Claim {
+        path: PathBuf,
+    },
+    Bridge {
+        name: String,
+    },
     /// The root-side end of a veth pair (the other end is in a namespace).
-    Veth { name: String },
-    Namespace { name: String },
+    Veth {
+        name: String,
+    },
+    Namespace {
+        name: String,
+    },
 }
 
 /// A namespace lab, as `hosts.json` records it.
@@ -304,10 +312,15 @@ impl NetnsLab {
         // A tag no namespace or bridge on this machine uses yet.
         let tag = loop {
             let t = new_tag();
-            let taken = Path::new("/sys/class/net").join(format!("brg-{t}-mgmt")).exists()
+            let taken = Path::new("/sys/class/net")
+                .join(format!("brg-{t}-mgmt"))
+                .exists()
                 || fs::read_dir("/run/netns").is_ok_and(|rd| {
-                    rd.flatten()
-                        .any(|e| e.file_name().to_string_lossy().starts_with(&format!("busrig-{t}-")))
+                    rd.flatten().any(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .starts_with(&format!("busrig-{t}-"))
+                    })
                 });
             if !taken {
                 break t;
@@ -340,21 +353,41 @@ impl NetnsLab {
             let ns = h.namespace.as_str();
             lab.record(dir, Created::Namespace { name: ns.into() })?;
             run("ip", &["netns", "add", ns])?;
-            run("ip", &["-n", ns, "link", "set", "dev", "lo", "alias", &marker])?;
+            run(
+                "ip",
+                &["-n", ns, "link", "set", "dev", "lo", "alias", &marker],
+            )?;
             run("ip", &["-n", ns, "link", "set", "dev", "lo", "up"])?;
             let host_no = if k == 0 { TARGET_HOST } else { node_host(k) };
             // `t` for the target, the node's number otherwise.
-            let who = if k == 0 { "t".to_string() } else { k.to_string() };
+            let who = if k == 0 {
+                "t".to_string()
+            } else {
+                k.to_string()
+            };
             for &net in &h.networks {
                 let veth = format!("v{}{who}{}", lab.tag, net.index());
                 let inner = net.interface();
                 lab.record(dir, Created::Veth { name: veth.clone() })?;
                 run(
                     "ip",
-                    &["link", "add", &veth, "type", "veth", "peer", "name", inner, "netns", ns],
+                    &[
+                        "link", "add", &veth, "type", "veth", "peer", "name", inner, "netns", ns,
+                    ],
                 )?;
                 run("ip", &["link", "set", "dev", &veth, "alias", &marker])?;
-                run("ip", &["link", "set", "dev", &veth, "master", &lab.bridge(net), "up"])?;
+                run(
+                    "ip",
+                    &[
+                        "link",
+                        "set",
+                        "dev",
+                        &veth,
+                        "master",
+                        &lab.bridge(net),
+                        "up",
+                    ],
+                )?;
                 let a = format!("{}/24", lab.addr(net, host_no));
                 run("ip", &["-n", ns, "address", "add", &a, "dev", inner])?;
                 run("ip", &["-n", ns, "link", "set", "dev", inner, "up"])?;
@@ -520,7 +553,8 @@ impl NetnsLab {
                     if !namespace_path(name).exists() {
                         continue;
                     }
-                    let lo = run("ip", &["-n", name, "link", "show", "dev", "lo"]).unwrap_or_default();
+                    let lo =
+                        run("ip", &["-n", name, "link", "show", "dev", "lo"]).unwrap_or_default();
                     if !lo.contains(&format!("alias {marker}")) {
                         left.push(format!("namespace {name} (not marked {marker})"));
                         continue;
@@ -535,7 +569,10 @@ impl NetnsLab {
                     }
                     let alias = fs::read_to_string(sys.join("ifalias")).unwrap_or_default();
                     if alias.trim() != marker {
-                        left.push(format!("link {name} (alias {:?}, not {marker})", alias.trim()));
+                        left.push(format!(
+                            "link {name} (alias {:?}, not {marker})",
+                            alias.trim()
+                        ));
                         continue;
                     }
                     run("ip", &["link", "del", "dev", name])?;
@@ -581,7 +618,9 @@ fn claim_is_stale(path: &Path, text: &str) -> bool {
 fn netem_available(ns: &str) -> bool {
     let added = run(
         "tc",
-        &["-n", ns, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
+        &[
+            "-n", ns, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms",
+        ],
     );
     match added {
         Ok(_) => {
@@ -604,7 +643,10 @@ fn kill_namespace_processes(ns: &str) {
         .filter_map(|p| p.parse().ok())
         .collect();
     for &p in &pids {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
     let end = Instant::now() + Duration::from_secs(5);
     while Instant::now() < end && pids.iter().any(|&p| crate::alive(p as u32)) {
@@ -634,9 +676,18 @@ mod tests {
     #[test]
     fn the_address_plan_gives_each_lab_four_networks() {
         let l = lab(3);
-        assert_eq!(l.addr(Network::Mgmt, TARGET_HOST), Ipv4Addr::new(10, 77, 12, 1));
-        assert_eq!(l.addr(Network::Private, node_host(1)), Ipv4Addr::new(10, 77, 13, 11));
-        assert_eq!(l.addr(Network::Public, LAB_HOST), Ipv4Addr::new(10, 77, 14, 254));
+        assert_eq!(
+            l.addr(Network::Mgmt, TARGET_HOST),
+            Ipv4Addr::new(10, 77, 12, 1)
+        );
+        assert_eq!(
+            l.addr(Network::Private, node_host(1)),
+            Ipv4Addr::new(10, 77, 13, 11)
+        );
+        assert_eq!(
+            l.addr(Network::Public, LAB_HOST),
+            Ipv4Addr::new(10, 77, 14, 254)
+        );
         assert_eq!(l.subnet(Network::Storage), "10.77.15");
         assert_eq!(l.bridge(Network::Private), "brg-abc123-priv");
         // Interface names fit IFNAMSIZ.
