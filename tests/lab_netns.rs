@@ -78,6 +78,26 @@ impl Lab {
             preferred,
         ]);
     }
+
+    /// EVS1, a mail virtual server at public address `.host`, online on
+    /// the quorum owner (preferred; another node second): the lab's hosts,
+    /// the nodes, the owner and the address.
+    fn evs1_on_the_owner(
+        &self,
+        host: u8,
+        bound: Duration,
+    ) -> (NetnsLab, Vec<String>, String, String) {
+        let n = self.netns();
+        let all = self.names();
+        let owner = self.agreed_owner(&all);
+        let other = all.iter().find(|x| **x != owner).unwrap().clone();
+        let vip = format!("{}.{host}", n.subnet(Network::Public));
+        self.virtual_server("EVS1", &vip, &format!("{owner},{other}"));
+        self.wait("EVS1 online on the quorum owner", bound, |l| {
+            l.online_on("EVS1").as_deref() == Some(owner.as_str())
+        });
+        (n, all, owner, vip)
+    }
 }
 
 /// `ip ARGS...`'s stdout.
@@ -136,17 +156,9 @@ fn a_partitioned_owner_loses_quorum_and_group_and_clients_follow_the_address() {
         return;
     }
     let lab = Lab::up_on(3, "majority", "fast", HostsMode::Netns);
-    let n = lab.netns();
-    let all = lab.names();
-    let owner = lab.agreed_owner(&all);
-    let other = all.iter().find(|x| **x != owner).unwrap().clone();
-    let vip = format!("{}.1", n.subnet(Network::Public));
-    let smtp = format!("{vip}:2525");
-    lab.virtual_server("EVS1", &vip, &format!("{owner},{other}"));
     let bound = Duration::from_secs(40);
-    lab.wait("EVS1 online on the quorum owner", bound, |l| {
-        l.online_on("EVS1").as_deref() == Some(owner.as_str())
-    });
+    let (n, all, owner, vip) = lab.evs1_on_the_owner(1, bound);
+    let smtp = format!("{vip}:2525");
     lab.wait("EVS1 answering at its address", bound, |_| {
         smtp_greets(&smtp)
     });
@@ -218,17 +230,7 @@ fn private_delay_and_a_pulled_public_link_cause_no_failover_under_mscs2003() {
         return;
     }
     let lab = Lab::up_on(2, "disk-scsi2", "mscs2003", HostsMode::Netns);
-    let n = lab.netns();
-    let all = lab.names();
-    let owner = lab.agreed_owner(&all);
-    let other = all.iter().find(|x| **x != owner).unwrap().clone();
-    let vip = format!("{}.2", n.subnet(Network::Public));
-    lab.virtual_server("EVS1", &vip, &format!("{owner},{other}"));
-    lab.wait(
-        "EVS1 online on the quorum owner",
-        Duration::from_secs(60),
-        |l| l.online_on("EVS1").as_deref() == Some(owner.as_str()),
-    );
+    let (n, all, owner, _) = lab.evs1_on_the_owner(2, Duration::from_secs(60));
     let epoch = lab.status(&owner).unwrap().epoch;
     // Six missed heartbeats (7.2 s) start a regroup; watch twice that.
     let watch = lab.cfg.timing.detection() * 2;
