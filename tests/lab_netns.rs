@@ -307,17 +307,18 @@ fn down_after_a_crash_removes_what_the_lab_made_and_nothing_else() {
         .unwrap();
     assert!(set.success());
     let out = busrig(&["lab", "down", "--dir", lab.d()]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "down names what it left");
-    assert!(err.contains(&bridge), "{err}");
-    assert_eq!(
-        leftovers(&n.tag),
-        vec![bridge.clone()],
-        "only the re-marked bridge is left"
-    );
-    // Clean up what the test itself re-marked.
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let left = leftovers(&n.tag);
+    // Clean up what the test itself re-marked, before any assertion.
     let _ = Command::new("ip")
         .args(["link", "del", "dev", &bridge])
         .status();
+    assert!(!out.status.success(), "down names what it left");
+    assert!(err.contains(&bridge), "{err}");
+    assert_eq!(
+        left,
+        vec![bridge.clone()],
+        "only the re-marked bridge is left"
+    );
     assert!(leftovers(&n.tag).is_empty());
 }
