@@ -15,6 +15,7 @@
 //! | `POST /db` | `{"op": "put", "key": K, "value": V}` or `{"op": "delete", "key": K}` | a global update; answers once it is committed |
 //! | `POST /node` | `{"action": "pause" \| "resume" \| "evict", "node": NAME}` | membership changes; only the quorum owner takes them (409 names the owner otherwise) |
 //! | `POST /partition` | `{"net": "private" \| "public" \| "both", "cut": BOOL}` | the lab's network partition switch for this node |
+//! | `POST /net-delay` | `{"net": "private" \| "public" \| "both", "ms": N}` | the lab's delay switch: this node's sends on the network wait N ms (0: none) |
 //! | `GET /catalog` | | groups (spec, owner, target, state, failovers), resources (spec, state), names |
 //! | `POST /group` | `{"action": "create" \| "set" \| "delete" \| "move" \| "online" \| "offline", "name": G, "spec": {..}?, "to": NODE?}` | group administration |
 //! | `POST /resource` | `{"action": "create" \| "set" \| "delete" \| "depend" \| "fail", "name": R, "spec": {..}?, "on": R2?}` | resource administration |
@@ -310,6 +311,10 @@ impl Admin {
             .route(
                 "/partition",
                 post(|State(a): A, JsonBody(b): JsonBody| async move { a.partition(&b) }),
+            )
+            .route(
+                "/net-delay",
+                post(|State(a): A, JsonBody(b): JsonBody| async move { a.net_delay(&b) }),
             )
             .route(
                 "/catalog",
@@ -778,11 +783,9 @@ impl Admin {
     }
 
     fn partition(&self, body: &Value) -> HttpResponse {
-        let nets: &[Net] = match body.get("net").and_then(Value::as_str) {
-            Some("private") => &[Net::Private],
-            Some("public") => &[Net::Public],
-            Some("both") => &Net::ALL,
-            _ => return HttpResponse::error(400, "\"net\" must be private, public or both"),
+        let nets = match body_nets(body) {
+            Ok(n) => n,
+            Err(r) => return r,
         };
         let Some(cut) = body.get("cut").and_then(Value::as_bool) else {
             return HttpResponse::error(400, "\"cut\" must be true or false");
@@ -795,6 +798,42 @@ impl Admin {
             "private": self.transport.is_partitioned(Net::Private),
             "public": self.transport.is_partitioned(Net::Public),
         }))
+    }
+
+    fn net_delay(&self, body: &Value) -> HttpResponse {
+        let nets = match body_nets(body) {
+            Ok(n) => n,
+            Err(r) => return r,
+        };
+        // An hour is far beyond any heartbeat timeout; more is a typo.
+        let Some(ms) = body
+            .get("ms")
+            .and_then(Value::as_u64)
+            .filter(|&ms| ms <= 3_600_000)
+        else {
+            return HttpResponse::error(400, "\"ms\" must be 0 to 3600000");
+        };
+        for &n in nets {
+            self.transport.set_delay(n, Duration::from_millis(ms));
+            tracing::warn!(net = ?n, ms, "network delay switch set by the administrator");
+        }
+        HttpResponse::ok(json!({
+            "private_ms": self.transport.delay(Net::Private).as_millis() as u64,
+            "public_ms": self.transport.delay(Net::Public).as_millis() as u64,
+        }))
+    }
+}
+
+/// The networks a lab switch request names (`"net"`), or the 400 answer.
+fn body_nets(body: &Value) -> Result<&'static [Net], HttpResponse> {
+    match body.get("net").and_then(Value::as_str) {
+        Some("private") => Ok(&[Net::Private]),
+        Some("public") => Ok(&[Net::Public]),
+        Some("both") => Ok(&Net::ALL),
+        _ => Err(HttpResponse::error(
+            400,
+            "\"net\" must be private, public or both",
+        )),
     }
 }
 
@@ -1135,6 +1174,7 @@ mod tests {
             ),
             ("/group", json!({"action": "online", "name": "G"})),
             ("/partition", json!({"net": "both", "cut": true})),
+            ("/net-delay", json!({"net": "private", "ms": 200})),
             ("/node", json!({"action": "pause", "node": "N1"})),
             ("/node", json!({"action": "evict", "node": "N2"})),
             ("/db", json!({"op": "put", "key": "k", "value": "v"})),
@@ -1163,6 +1203,7 @@ mod tests {
         );
         assert!(!node.transport.is_partitioned(Net::Private));
         assert!(!node.transport.is_partitioned(Net::Public));
+        assert!(node.transport.delay(Net::Private).is_zero());
         // Reading stays open on loopback.
         let st = status(&node.addr, None).await.unwrap();
         assert_eq!(st.state_of("N1"), Some("online"));
@@ -1183,6 +1224,11 @@ mod tests {
             assert!(v.is_object(), "POST {path}: {v}");
         }
         assert!(node.transport.is_partitioned(Net::Private));
+        assert_eq!(
+            node.transport.delay(Net::Private),
+            Duration::from_millis(200)
+        );
+        assert!(node.transport.delay(Net::Public).is_zero());
         assert_eq!(node.membership_commands(), 2);
         let st = status(&node.addr, Some(&cfg.secret)).await.unwrap();
         assert_eq!(st.state_of("N1"), Some("paused"));

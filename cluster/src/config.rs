@@ -21,6 +21,7 @@
 //! private = "10.0.0.1:3343"
 //! public = "192.168.1.1:3343"
 //! admin = "127.0.0.1:7001"
+//! # public-interface = "pub"        # virtual IPs become kernel addresses here
 //! ```
 //!
 //! Node ids are positions in the `[[node]]` list, so every node must use the
@@ -154,6 +155,7 @@ struct RawNode {
     private: String,
     public: String,
     admin: String,
+    public_interface: Option<String>,
 }
 
 /// One node of the cluster.
@@ -166,6 +168,10 @@ pub struct NodeConfig {
     pub public: SocketAddr,
     /// Admin endpoint (`busrig cluster --node`).
     pub admin: SocketAddr,
+    /// The interface of the public network on this node's host: when set,
+    /// an ip-address resource adds its address there and announces it
+    /// (`host::vip`); unset, the address must already be configured.
+    pub public_interface: Option<String>,
 }
 
 /// How the cluster decides which partition may act.
@@ -410,6 +416,7 @@ impl ClusterConfig {
                 private: addr("private", &n.private)?,
                 public: addr("public", &n.public)?,
                 admin: addr("admin", &n.admin)?,
+                public_interface: n.public_interface.filter(|i| !i.is_empty()),
                 name: n.name,
             });
         }

@@ -110,6 +110,22 @@ async fn partitioned_network_drops_both_ways() {
     assert_eq!(a.dropped() + b.dropped(), 0);
 }
 
+#[tokio::test]
+async fn a_delayed_network_holds_its_datagrams_without_holding_the_sender() {
+    let (a, b) = pair().await;
+    b.set_delay(Net::Private, std::time::Duration::from_millis(400));
+    let slow = heartbeat(1, 0, 1);
+    let fast = heartbeat(1, 0, 2);
+    b.send(Net::Private, &slow).await.unwrap();
+    // Sent after the delayed one, it arrives first: the delay is the
+    // link's, not the sender's.
+    b.send(Net::Public, &fast).await.unwrap();
+    assert_eq!(recv_within(&a, 2000).await, Some((Net::Public, fast)));
+    assert_eq!(recv_within(&a, 2000).await, Some((Net::Private, slow)));
+    b.set_delay(Net::Private, std::time::Duration::ZERO);
+    assert!(b.delay(Net::Private).is_zero());
+}
+
 // --- the event loop -------------------------------------------------------
 
 use std::future::Future;

@@ -48,6 +48,8 @@ pub struct DemoOptions {
     pub rate: f64,
     /// Remove the lab folder afterwards (unless `keep`).
     pub remove_dir: bool,
+    /// Where the processes run (`--hosts`).
+    pub hosts: crate::hosts::HostsMode,
 }
 
 impl DemoOptions {
@@ -299,7 +301,8 @@ impl Cluster {
             "GET",
             &format!("/audit?lun={lun}"),
             None,
-            None,
+            // Needed beyond loopback (namespace hosts, docs/security.md).
+            Some(&crate::bus_token(&self.cfg)),
         ))?;
         if code != 200 {
             fail!("bus audit: {v}");
@@ -394,6 +397,7 @@ fn run_in(
         profile: o.profile.clone(),
         data_luns: evs_count as u16,
         timeout: None,
+        hosts: o.hosts,
     };
     {
         // Both callbacks use the UI, one at a time.
@@ -424,21 +428,34 @@ fn run_in(
         + Duration::from_secs(20);
     let nodes: Vec<String> = cfg.nodes.iter().map(|n| n.name.clone()).collect();
 
-    // The virtual servers' addresses: a loopback /24 of this demo's own
-    // (chosen by process id, and checked unused), so two demos on one
-    // machine never answer each other's clients.
-    let net = (0..200u32)
-        .map(|k| format!("127.{}.2", 20 + (std::process::id() + k) % 200))
-        .find(|net| {
-            let addr = format!("{net}.1:2525");
-            !smtp_ready(&addr)
-                && addr.parse().is_ok_and(|a| {
-                    std::net::TcpStream::connect_timeout(&a, Duration::from_millis(100)).is_err()
-                })
-        })
-        .ok_or_else(|| {
-            LabError::Failed("no free loopback network for the virtual servers".into())
-        })?;
+    // The virtual servers' addresses: on namespace hosts the public
+    // network's low addresses (docs/hosts.md, "Address plan"); otherwise a
+    // loopback /24 of this demo's own (chosen by process id, and checked
+    // unused), so two demos on one machine never answer each other's
+    // clients.
+    let public = match lab.hosts()? {
+        crate::hosts::Hosts::Netns(n) => Some(n.subnet(crate::hosts::netns::Network::Public)),
+        crate::hosts::Hosts::Single => None,
+    };
+    let loopback = || {
+        (0..200u32)
+            .map(|k| format!("127.{}.2", 20 + (std::process::id() + k) % 200))
+            .find(|net| {
+                let addr = format!("{net}.1:2525");
+                !smtp_ready(&addr)
+                    && addr.parse().is_ok_and(|a| {
+                        std::net::TcpStream::connect_timeout(&a, Duration::from_millis(100))
+                            .is_err()
+                    })
+            })
+            .ok_or_else(|| {
+                LabError::Failed("no free loopback network for the virtual servers".into())
+            })
+    };
+    let net = match public {
+        Some(p) => p,
+        None => loopback()?,
+    };
     // Virtual servers EVSi on NODEi, the passive node second on each list.
     let evs: Vec<String> = (1..=evs_count).map(|i| format!("EVS{i}")).collect();
     for (i, g) in evs.iter().enumerate() {

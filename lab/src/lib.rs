@@ -10,6 +10,7 @@
 pub mod chaos;
 pub mod demo;
 mod error;
+pub mod hosts;
 pub mod interrupt;
 mod process;
 mod report;
@@ -19,8 +20,8 @@ mod state;
 pub use error::{LabError, Result};
 pub use nix::sys::signal::Signal;
 pub use process::{
-    catalog, group_online_on, runtime, Cut, FailoverReport, Lab, LabStatus, Net, Takeover,
-    UpOptions, UpProgress, INTERRUPT_GRACE, LAB_TARGET, STOP_GRACE,
+    catalog, group_online_on, group_online_seen_by, runtime, Cut, FailoverReport, Lab, LabStatus,
+    Net, Takeover, UpOptions, UpProgress, INTERRUPT_GRACE, LAB_TARGET, STOP_GRACE,
 };
 pub use state::{
     alive, bus_control, bus_token, cluster_file, lab_config, log_tail, process_state, state_file,

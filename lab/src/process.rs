@@ -34,6 +34,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::error::{fail, Context as _, LabError, Result};
+use crate::hosts::faults::{NetFault, SwitchDelay};
+use crate::hosts::netns::{self, NetnsLab, Network};
+use crate::hosts::{Hosts, HostsMode, Link, Placement};
 use crate::state::{alive, bus_token, cluster_file, log_tail, write_private, LabProcess, LabState};
 
 /// The lab's target name.
@@ -67,6 +70,8 @@ pub struct UpOptions {
     pub data_luns: u16,
     /// How long the cluster may take to form (default: from the profile).
     pub timeout: Option<Duration>,
+    /// Where the processes run: one network stack, or a namespace each.
+    pub hosts: HostsMode,
 }
 
 /// How far `Lab::up_with` has got, for a progress line (README, "A
@@ -133,6 +138,8 @@ pub struct LabStatus {
     pub state: LabState,
     /// A member's status (or any node's), None when no node answers.
     pub cluster: Option<ClusterStatus>,
+    /// The lab's hosts and the network faults in force.
+    pub hosts: Hosts,
 }
 
 /// One measured failover.
@@ -278,24 +285,83 @@ impl Lab {
             .and_then(|()| fs::create_dir_all(dir.join("bus")))
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let binary = self.binary.clone();
+        if let Hosts::Netns(old) = Hosts::load(dir)? {
+            fail!(
+                "the namespace hosts of an earlier lab (tag {}) are still recorded in {}; `busrig lab down --dir {}` first",
+                old.tag,
+                crate::hosts::hosts_file(dir).display(),
+                dir.display()
+            );
+        }
+        let hosts = match o.hosts {
+            HostsMode::Single => Hosts::Single,
+            HostsMode::Netns => {
+                netns::check_requirements()?;
+                match NetnsLab::create(dir, nodes) {
+                    Ok(n) => Hosts::Netns(n),
+                    Err(e) => {
+                        let e = e.context("cannot make the namespace hosts");
+                        return Err(match teardown_hosts(dir) {
+                            Ok(()) => e,
+                            Err(t) => t.context(e.chain()),
+                        });
+                    }
+                }
+            }
+        };
 
-        let portal = free_tcp()?;
-        let control = free_tcp()?;
-        let ports: Vec<NodePorts> = (0..nodes)
-            .map(|_| {
-                Ok(NodePorts {
-                    private: free_udp()?,
-                    public: free_udp()?,
-                    admin: free_tcp()?,
-                })
-            })
-            .collect::<Result<_>>()?;
-        let portal_addr = addr_of(&portal, TcpListener::local_addr)?;
-        let control_addr = addr_of(&control, TcpListener::local_addr)?;
-        let cluster_text = cluster_toml("LAB", quorum, profile, &portal_addr, &ports)?;
+        // Single stack: loopback ports, held until their process starts.
+        // Namespaces: every host has addresses of its own and fixed ports.
+        let mut portal = None;
+        let mut control = None;
+        let mut ports: Vec<NodePorts> = Vec::new();
+        let (portal_addr, control_addr, addrs) = match &hosts {
+            Hosts::Single => {
+                let (p, c) = (free_tcp()?, free_tcp()?);
+                ports = (0..nodes)
+                    .map(|_| {
+                        Ok(NodePorts {
+                            private: free_udp()?,
+                            public: free_udp()?,
+                            admin: free_tcp()?,
+                        })
+                    })
+                    .collect::<Result<_>>()?;
+                let addrs: Vec<NodeAddrs> =
+                    ports.iter().map(NodePorts::addrs).collect::<Result<_>>()?;
+                let pc = (
+                    addr_of(&p, TcpListener::local_addr)?,
+                    addr_of(&c, TcpListener::local_addr)?,
+                );
+                (portal, control) = (Some(p), Some(c));
+                (pc.0, pc.1, addrs)
+            }
+            Hosts::Netns(n) => {
+                let on = |net, host, port| format!("{}:{port}", n.addr(net, host));
+                let addrs: Vec<NodeAddrs> = (1..=nodes)
+                    .map(|i| NodeAddrs {
+                        private: on(Network::Private, netns::node_host(i), netns::CLUSTER_PORT),
+                        public: on(Network::Public, netns::node_host(i), netns::CLUSTER_PORT),
+                        admin: on(Network::Mgmt, netns::node_host(i), netns::ADMIN_PORT),
+                        public_interface: Some(Link::Public.interface()),
+                    })
+                    .collect();
+                (
+                    on(Network::Storage, netns::TARGET_HOST, netns::PORTAL_PORT),
+                    on(Network::Mgmt, netns::TARGET_HOST, netns::CONTROL_PORT),
+                    addrs,
+                )
+            }
+        };
+        let cluster_text = cluster_toml("LAB", quorum, profile, &portal_addr, &addrs);
         // Check the cluster file the way the nodes will, before starting anything.
-        let cfg = ClusterConfig::from_toml(&cluster_text)
-            .map_err(|e| LabError::Failed(format!("this layout is refused: {e}")))?;
+        let cfg = match ClusterConfig::from_toml(&cluster_text) {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                let _ = teardown_hosts(dir);
+                fail!("this layout is refused: {e}");
+            }
+        };
         fs::write(dir.join("bus.toml"), bus_toml(nodes, data_luns))?;
         // The cluster file holds the secret every credential derives from.
         write_private(&cluster_file(dir), cluster_text.as_bytes())?;
@@ -343,12 +409,17 @@ impl Lab {
         // read (/proc/PID/environ), not by the command line, which anyone can.
         let token = bus_token(&cfg);
         progress(UpProgress::StartingBus);
-        state.target.pid = Some(spawn(
+        let started = spawn(
             &binary,
             &target_args,
             &[("BUSRIG_CONTROL_TOKEN", token.as_str())],
             &dir.join(&state.target.log),
-        )?);
+            &hosts.placement("target"),
+        );
+        state.target.pid = match started {
+            Ok(pid) => Some(pid),
+            Err(e) => return Err(abandon_up(&mut state, dir, e, "cannot start the bus")),
+        };
         state.save(dir)?;
         let deadline = Instant::now() + Duration::from_secs(30);
         if let Err(e) = wait_until(deadline, &state.target, dir, stop, || {
@@ -370,6 +441,7 @@ impl Lab {
                 &node_start_args(dir, &n.name),
                 &[],
                 &dir.join(&n.log),
+                &hosts.placement(&n.name),
             ) {
                 Ok(pid) => state.nodes[i].pid = Some(pid),
                 Err(e) => return Err(abandon_up(&mut state, dir, e, "cannot start the nodes")),
@@ -411,7 +483,130 @@ impl Lab {
             .find(|s| s.member)
             .or(st.iter().flatten().next())
             .cloned();
-        Ok(LabStatus { state, cluster })
+        let hosts = Hosts::load(&self.dir)?;
+        Ok(LabStatus {
+            state,
+            cluster,
+            hosts,
+        })
+    }
+
+    /// The hosts of this lab (`hosts.json`).
+    pub fn hosts(&self) -> Result<Hosts> {
+        Hosts::load(&self.dir)
+    }
+
+    /// Puts `fault` on lab process `name`'s `link` (`busrig lab net`):
+    /// kernel faults in the host's namespace, and a delay through busrig's
+    /// own switch where the kernel has no netem. Returns the host's name
+    /// and each fault now in force on that link with its mechanism.
+    pub fn net_fault(
+        &self,
+        name: &str,
+        link: Link,
+        fault: &NetFault,
+    ) -> Result<(String, Vec<(String, String)>)> {
+        let Hosts::Netns(mut n) = Hosts::load(&self.dir)? else {
+            fail!("kernel network faults need a lab started with `--hosts netns`; this lab shares one network stack (use `busrig lab partition`)");
+        };
+        let mut state = LabState::load(&self.dir)?;
+        let host = state.process_mut(name)?.name.clone();
+        let old = n.faults_of(&host).remove(&link).unwrap_or_default();
+        let new = fault.apply_to(&old);
+        // A refused fault changes nothing: checked, then the switch (which
+        // may not answer), then the kernel and the record.
+        n.check(&host, link, &new)?;
+        let (was, now) = (n.switch_delay(link, &old), n.switch_delay(link, &new));
+        if was != now {
+            self.set_switch_delay(&host, link, now.map_or(0, |(_, ms)| ms))?;
+        }
+        n.apply(&self.dir, &host, link, new.clone())?;
+        Ok((host, crate::hosts::faults::describe(link, &new, n.netem)))
+    }
+
+    /// Sets busrig's own delay for `host`'s `link`: the node's cluster
+    /// transport for private and public, the bus's path delay of the
+    /// node's initiator for storage.
+    fn set_switch_delay(&self, host: &str, link: Link, ms: u64) -> Result<()> {
+        let cfg = self.config()?;
+        let rt = runtime()?;
+        let id = cfg
+            .node_id(host)
+            .ok_or_else(|| LabError::Failed(format!("{host} is not a node")))?;
+        match crate::hosts::faults::switch_for(link) {
+            SwitchDelay::Cluster => {
+                let admin = cfg.nodes[usize::from(id)].admin.to_string();
+                rt.block_on(admin::request(
+                    &admin,
+                    "POST",
+                    "/net-delay",
+                    Some(&json!({ "net": link.as_str(), "ms": ms })),
+                    Some(&cfg.secret),
+                ))
+                .with_context(|| format!("cannot set the switch delay of {host}"))?;
+            }
+            SwitchDelay::Bus => {
+                let control = crate::state::bus_control(&self.dir)?;
+                let body = json!({
+                    "initiator": cfg.initiator_name(id),
+                    "action": "delay",
+                    "ms": ms,
+                });
+                let (code, v) = rt.block_on(busrig_http::request(
+                    &control,
+                    "POST",
+                    "/path",
+                    Some(&body),
+                    Some(&bus_token(&cfg)),
+                ))?;
+                if code != 200 {
+                    fail!("bus path delay for {host}: {v}");
+                }
+            }
+        }
+        tracing::info!(
+            host,
+            link = link.as_str(),
+            ms,
+            "busrig switch delay set (no tc netem)"
+        );
+        Ok(())
+    }
+
+    /// After a start of node `name`: its switch delays again, once its
+    /// admin endpoint answers.
+    fn restore_switch_delays(&self, n: &NetnsLab, name: &str) -> Result<()> {
+        let delays: Vec<(Link, u64)> = n
+            .faults_of(name)
+            .iter()
+            .filter_map(|(&l, f)| n.switch_delay(l, f).map(|(_, ms)| (l, ms)))
+            .collect();
+        let cfg = self.config()?;
+        let deadline = Instant::now() + default_timeout(&cfg);
+        for (l, ms) in delays {
+            loop {
+                match self.set_switch_delay(name, l, ms) {
+                    Ok(()) => break,
+                    Err(e) if Instant::now() >= deadline => return Err(e),
+                    Err(_) => std::thread::sleep(POLL),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After lab process `name` was killed: with namespace hosts its
+    /// virtual IPs leave its interface, as a dead server's do.
+    fn host_died(&self, name: &str) -> Result<()> {
+        if let Hosts::Netns(n) = Hosts::load(&self.dir)? {
+            if !name.eq_ignore_ascii_case("target") {
+                let gone = n.flush_virtual_ips(name)?;
+                if !gone.is_empty() {
+                    tracing::info!(host = name, addresses = ?gone, "virtual IPs gone with the killed node");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Stops every node cleanly, then the bus; returns the nodes that did
@@ -422,9 +617,31 @@ impl Lab {
 
     /// [`Lab::down`] with `grace` for each process to stop cleanly; once
     /// `hurry` says so (a second Ctrl-C), it stops waiting and kills.
+    ///
+    /// Then it removes the lab's namespace hosts, if it has any: also those
+    /// of a lab whose `up` crashed before `lab.json` was written.
     pub fn down_within(&self, grace: Duration, hurry: &dyn Fn() -> bool) -> Result<Vec<String>> {
         let dir = self.dir.as_path();
-        let mut state = LabState::load(dir)?;
+        let forced = match LabState::load(dir) {
+            Ok(state) => self.stop_processes(state, grace, hurry)?,
+            Err(e @ LabError::NotALab { .. }) => match Hosts::load(dir)? {
+                Hosts::Single => return Err(e),
+                Hosts::Netns(_) => Vec::new(),
+            },
+            Err(e) => return Err(e),
+        };
+        teardown_hosts(dir)?;
+        Ok(forced)
+    }
+
+    /// [`Lab::down_within`]'s processes part.
+    fn stop_processes(
+        &self,
+        mut state: LabState,
+        grace: Duration,
+        hurry: &dyn Fn() -> bool,
+    ) -> Result<Vec<String>> {
+        let dir = self.dir.as_path();
         // A node takes its groups offline (applications stopped, disks
         // released, states recorded) before it exits.
         let mut forced = Vec::new();
@@ -497,8 +714,25 @@ impl Lab {
         if let Ok(mut f) = fs::OpenOptions::new().append(true).open(&log) {
             let _ = writeln!(f, "----- busrig lab start {name} -----");
         }
-        p.pid = Some(spawn(&binary, &node_start_args(dir, &name), &[], &log)?);
+        let hosts = Hosts::load(dir)?;
+        if let Hosts::Netns(n) = &hosts {
+            // A server boots with none of the virtual IPs it held.
+            n.flush_virtual_ips(&name)?;
+        }
+        let placement = hosts.placement(&name);
+        p.pid = Some(spawn(
+            &binary,
+            &node_start_args(dir, &name),
+            &[],
+            &log,
+            &placement,
+        )?);
         state.save(dir)?;
+        if let Hosts::Netns(n) = &hosts {
+            // busrig's switch lives in the node: give the new process the
+            // delays in force on its links.
+            self.restore_switch_delays(n, &name)?;
+        }
         if wait {
             let cfg = self.config()?;
             let deadline = Instant::now() + default_timeout(&cfg);
@@ -549,6 +783,7 @@ impl Lab {
                 let _ = signal(other, Signal::SIGKILL);
             }
             wait_exit(pid, Duration::from_secs(5));
+            self.host_died(&p.name)?;
         }
         tracing::info!(process = %p.name, pid, signal = %sig, "lab fault: {verb}");
         Ok((p.name.clone(), pid))
@@ -556,10 +791,34 @@ impl Lab {
 
     /// Cuts (or, with `cut` false, heals) node `name`'s cluster traffic on
     /// `net`; returns the node's name and what is cut now.
+    ///
+    /// With namespace hosts the cut is the kernel's: nftables drops every
+    /// frame on the node's interface of that network, both ways.
     pub fn partition(&self, name: &str, net: Net, cut: bool) -> Result<(String, Cut)> {
         let mut state = LabState::load(&self.dir)?;
         let cfg = self.config()?;
         let p = state.node_mut(name)?;
+        if let Hosts::Netns(mut n) = Hosts::load(&self.dir)? {
+            let links: &[Link] = match net {
+                Net::Private => &[Link::Private],
+                Net::Public => &[Link::Public],
+                Net::Both => &[Link::Private, Link::Public],
+            };
+            for &l in links {
+                let mut f = n.faults_of(&p.name).remove(&l).unwrap_or_default();
+                f.cut = cut.then_some(crate::hosts::faults::Direction::Both);
+                n.apply(&self.dir, &p.name, l, f)?;
+            }
+            let now = n.faults_of(&p.name);
+            let is_cut = |l| now.get(&l).is_some_and(|f| f.cut.is_some());
+            return Ok((
+                p.name.clone(),
+                Cut {
+                    private: is_cut(Link::Private),
+                    public: is_cut(Link::Public),
+                },
+            ));
+        }
         let rt = runtime()?;
         let v = rt.block_on(admin::request(
             &p.addr,
@@ -612,6 +871,7 @@ impl Lab {
             for other in session_members(pid) {
                 let _ = signal(other, Signal::SIGKILL);
             }
+            self.host_died(&owner)?;
             let deadline = killed_at + default_timeout(&cfg);
             let new_owner = rt.block_on(async {
                 loop {
@@ -707,7 +967,23 @@ fn addr_of<T>(s: &T, f: impl Fn(&T) -> std::io::Result<SocketAddr>) -> Result<St
 /// shell does not reach the lab, and `kill` can take the node's whole
 /// "server" — the node and every application it started — down at once),
 /// with `env` added to its environment, logging to `log`.
-fn spawn(binary: &Path, args: &[String], env: &[(&str, &str)], log: &Path) -> Result<u32> {
+///
+/// In a namespace host the child joins the namespace (setns) before exec,
+/// so its pid is the lab process itself and kill, SIGSTOP and the session
+/// work as in the single stack.
+fn spawn(
+    binary: &Path,
+    args: &[String],
+    env: &[(&str, &str)],
+    log: &Path,
+    placement: &Placement,
+) -> Result<u32> {
+    let netns = match placement {
+        Placement::Local => None,
+        Placement::Namespace(p) => Some(
+            fs::File::open(p).with_context(|| format!("cannot open namespace {}", p.display()))?,
+        ),
+    };
     let out = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -724,21 +1000,31 @@ fn spawn(binary: &Path, args: &[String], env: &[(&str, &str)], log: &Path) -> Re
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err))
-        .spawn_in_new_session()
+        .spawn_in_new_session(netns)
         .with_context(|| format!("cannot start {}", binary.display()))?;
     Ok(child.id())
 }
 
 trait NewSession {
-    fn spawn_in_new_session(&mut self) -> std::io::Result<std::process::Child>;
+    fn spawn_in_new_session(
+        &mut self,
+        netns: Option<fs::File>,
+    ) -> std::io::Result<std::process::Child>;
 }
 
 impl NewSession for Command {
-    fn spawn_in_new_session(&mut self) -> std::io::Result<std::process::Child> {
-        // SAFETY: setsid is async-signal-safe; nothing else runs between
-        // fork and exec.
+    fn spawn_in_new_session(
+        &mut self,
+        netns: Option<fs::File>,
+    ) -> std::io::Result<std::process::Child> {
+        // SAFETY: setns and setsid are system calls, async-signal-safe;
+        // nothing else runs between fork and exec.
         unsafe {
-            self.pre_exec(|| {
+            self.pre_exec(move || {
+                if let Some(ns) = &netns {
+                    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .map_err(std::io::Error::from)?;
+                }
                 nix::unistd::setsid()
                     .map(|_| ())
                     .map_err(std::io::Error::from)
@@ -809,13 +1095,33 @@ struct NodePorts {
     admin: TcpListener,
 }
 
+impl NodePorts {
+    fn addrs(&self) -> Result<NodeAddrs> {
+        Ok(NodeAddrs {
+            private: addr_of(&self.private, UdpSocket::local_addr)?,
+            public: addr_of(&self.public, UdpSocket::local_addr)?,
+            admin: addr_of(&self.admin, TcpListener::local_addr)?,
+            public_interface: None,
+        })
+    }
+}
+
+/// A node's addresses in the cluster file.
+struct NodeAddrs {
+    private: String,
+    public: String,
+    admin: String,
+    /// Where its virtual IPs go (namespace hosts).
+    public_interface: Option<&'static str>,
+}
+
 fn cluster_toml(
     name: &str,
     quorum: &str,
     profile: &str,
     portal: &str,
-    ports: &[NodePorts],
-) -> Result<String> {
+    nodes: &[NodeAddrs],
+) -> String {
     let secret: String = {
         use rand::Rng;
         let mut r = rand::thread_rng();
@@ -828,7 +1134,7 @@ fn cluster_toml(
         format!("# Written by `busrig lab up`.\nname = \"{name}\"\nsecret = \"{secret}\"\n");
     // `is_multiple_of` needs Rust 1.87; the workspace supports 1.80.
     #[allow(clippy::manual_is_multiple_of)]
-    let witness = quorum == "majority" && ports.len() % 2 == 0;
+    let witness = quorum == "majority" && nodes.len() % 2 == 0;
     if quorum != "majority" {
         s += &format!("quorum-disk = \"{lun0}\"\n");
     }
@@ -837,16 +1143,19 @@ fn cluster_toml(
         s += &format!("witness = \"{lun0}\"\n");
     }
     s += &format!("\n[timing]\nprofile = \"{profile}\"\n");
-    for (i, p) in ports.iter().enumerate() {
+    for (i, n) in nodes.iter().enumerate() {
         s += &format!(
             "\n[[node]]\nname = \"NODE{}\"\nprivate = \"{}\"\npublic = \"{}\"\nadmin = \"{}\"\n",
             i + 1,
-            addr_of(&p.private, UdpSocket::local_addr)?,
-            addr_of(&p.public, UdpSocket::local_addr)?,
-            addr_of(&p.admin, TcpListener::local_addr)?
+            n.private,
+            n.public,
+            n.admin
         );
+        if let Some(dev) = n.public_interface {
+            s += &format!("public-interface = \"{dev}\"\n");
+        }
     }
-    Ok(s)
+    s
 }
 
 /// SIGKILLs every process of the lab (and what the nodes started),
@@ -871,10 +1180,29 @@ fn kill_all(state: &mut LabState, dir: &Path) -> Vec<String> {
     killed
 }
 
+/// Removes the lab's namespace hosts, if it has any (what `hosts.json`
+/// records, see [`NetnsLab::teardown`]); fails naming what was left
+/// because it did not carry the lab's marker.
+fn teardown_hosts(dir: &Path) -> Result<()> {
+    if let Hosts::Netns(mut n) = Hosts::load(dir)? {
+        let left = n.teardown(dir)?;
+        if !left.is_empty() {
+            fail!(
+                "left alone, as they do not match what this lab made: {}",
+                left.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Leaves nothing running behind an `up` that failed with `e` (`what` was
 /// being done) or was interrupted.
 fn abandon_up(state: &mut LabState, dir: &Path, e: LabError, what: &str) -> LabError {
     let mut stopped = kill_all(state, dir);
+    if let Err(t) = teardown_hosts(dir) {
+        tracing::warn!(error = %t.chain(), "could not remove the namespace hosts");
+    }
     match e {
         LabError::Interrupted => {
             // The bus first, as it was started.
@@ -909,7 +1237,33 @@ pub fn group_online_on(
     cfg: &ClusterConfig,
     g: &str,
 ) -> Option<String> {
-    let c = catalog(rt, cfg).ok()?;
+    online_in(&catalog(rt, cfg).ok()?, g)
+}
+
+/// [`group_online_on`] as node `asked` sees it: a node cut off from the
+/// others still answers, with its own view.
+pub fn group_online_seen_by(
+    rt: &tokio::runtime::Runtime,
+    cfg: &ClusterConfig,
+    asked: &str,
+    g: &str,
+) -> Option<String> {
+    let id = cfg.node_id(asked)?;
+    let addr = cfg.nodes[usize::from(id)].admin.to_string();
+    let c = rt
+        .block_on(admin::request(
+            &addr,
+            "GET",
+            "/catalog",
+            None,
+            Some(&cfg.secret),
+        ))
+        .ok()?;
+    online_in(&c, g)
+}
+
+/// The owner of group `g` in catalog `c`, when it reports the group online.
+fn online_in(c: &Value, g: &str) -> Option<String> {
     let grp = &c["groups"][g];
     let owner = grp["owner"].as_str()?;
     (grp["state"]["state"] == "online" && grp["state"]["node"] == owner).then(|| owner.to_string())

@@ -8,6 +8,8 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use crate::demo::{DemoEvent, DemoOptions, DemoReport};
+use crate::hosts::netns::NetnsLab;
+use crate::hosts::{faults, Hosts, Link};
 use crate::scenario::StepReport;
 use crate::state::process_state;
 use crate::{Cut, FailoverReport, LabStatus, Takeover};
@@ -24,8 +26,33 @@ impl LabStatus {
             .collect();
         json!({
             "dir": dir, "quorum": s.quorum, "profile": s.profile,
+            "hosts": self.hosts_json(),
             "processes": procs, "cluster": self.cluster,
         })
+    }
+
+    /// The hosts part of the JSON: the mode and, for namespace hosts,
+    /// each host's namespace and every fault in force with its mechanism.
+    fn hosts_json(&self) -> Value {
+        match &self.hosts {
+            Hosts::Single => json!({ "mode": "single" }),
+            Hosts::Netns(n) => {
+                let faults: Vec<Value> = fault_lines(n)
+                    .into_iter()
+                    .map(|(host, link, what, how)| {
+                        json!({ "host": host, "net": link.as_str(), "fault": what, "mechanism": how })
+                    })
+                    .collect();
+                json!({
+                    "mode": "netns",
+                    "tag": n.tag,
+                    "networks": format!("10.77.{}.0/22", n.block * 4),
+                    "netem": n.netem,
+                    "namespaces": n.hosts.iter().map(|h| json!({"host": h.name, "namespace": h.namespace})).collect::<Vec<_>>(),
+                    "faults": faults,
+                })
+            }
+        }
     }
 
     /// `busrig lab status`: one line for the lab, one per process, one for
@@ -64,8 +91,39 @@ impl LabStatus {
             }
             None => out += "\n  cluster: no node answers",
         }
+        if let Hosts::Netns(n) = &self.hosts {
+            let netem = match n.netem {
+                true => "tc netem available",
+                false => "no tc netem in this kernel: delays go through busrig's switch",
+            };
+            out += &format!(
+                "\n  hosts: network namespaces busrig-{}-*, networks 10.77.{}.0/22 (management, private, public, storage), {netem}",
+                n.tag,
+                n.block * 4
+            );
+            let lines = fault_lines(n);
+            if lines.is_empty() {
+                out += "\n  network faults: none";
+            }
+            for (host, link, what, how) in lines {
+                out += &format!("\n  fault {host} {}: {what} [{how}]", link.as_str());
+            }
+        }
         out
     }
+}
+
+/// Every fault in force: host, link, the fault, its mechanism.
+fn fault_lines(n: &NetnsLab) -> Vec<(String, Link, String, String)> {
+    let mut out = Vec::new();
+    for (host, links) in &n.faults {
+        for (&link, f) in links {
+            for (what, how) in faults::describe(link, f, n.netem) {
+                out.push((host.clone(), link, what, how));
+            }
+        }
+    }
+    out
 }
 
 /// `private cut, public up`.
@@ -127,7 +185,11 @@ impl fmt::Display for DemoOptions {
             f,
             "{n} nodes ({active} active virtual servers, {passive} passive), "
         )?;
-        write!(f, "quorum {}, profile {}", self.quorum, self.profile)
+        write!(f, "quorum {}, profile {}", self.quorum, self.profile)?;
+        match self.hosts {
+            crate::hosts::HostsMode::Single => Ok(()),
+            h => write!(f, ", hosts {}", h.as_str()),
+        }
     }
 }
 
@@ -373,6 +435,7 @@ mod tests {
             profile: "fast".into(),
             rate: 20.0,
             remove_dir: true,
+            hosts: crate::hosts::HostsMode::Single,
         };
         assert_eq!(
             o.to_string(),

@@ -866,6 +866,7 @@ pub fn run(
         profile: sc.layout.profile.clone(),
         data_luns: sc.layout.data_luns,
         timeout: None,
+        hosts: crate::hosts::HostsMode::Single,
     })?;
     let result = run_in(lab, sc, on_step);
     if !keep {

@@ -37,6 +37,10 @@ pub struct DemoArgs {
     /// formed, and print its address; it stops with the demo.
     #[arg(long)]
     dashboard: bool,
+    /// Where the processes run: single (one network stack, the default)
+    /// or netns (a network namespace each; needs root, iproute2, nftables).
+    #[arg(long, default_value = "single", value_parser = crate::cli::lab::hosts_mode())]
+    hosts: busrig_lab::hosts::HostsMode,
 }
 
 /// The terminal side of the demo: its story on stdout, its waits on
@@ -119,6 +123,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         profile: a.profile,
         rate: a.rate,
         remove_dir,
+        hosts: a.hosts,
     };
     o.check()?;
     // From here on Ctrl-C lets the demo clean up before it exits.

@@ -9,6 +9,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use busrig_lab::hosts::faults::NetFault;
+use busrig_lab::hosts::{HostsMode, Link};
 use busrig_lab::{
     interrupt, scenario, Lab, LabError, Net, Signal, UpOptions, UpProgress, STOP_GRACE,
 };
@@ -24,6 +26,20 @@ pub(crate) struct DirArg {
     /// The lab folder.
     #[arg(long, value_name = "DIR")]
     dir: PathBuf,
+}
+
+/// `--hosts`: one of `HostsMode::ALL` by name.
+pub(crate) fn hosts_mode() -> impl clap::builder::TypedValueParser<Value = HostsMode> {
+    use clap::builder::TypedValueParser as _;
+    let names = HostsMode::ALL.map(HostsMode::as_str);
+    clap::builder::PossibleValuesParser::new(names).try_map(|s| s.parse::<HostsMode>())
+}
+
+/// `lab net --net`: one of `Link::ALL` by name.
+fn link() -> impl clap::builder::TypedValueParser<Value = Link> {
+    use clap::builder::TypedValueParser as _;
+    let names = Link::ALL.map(Link::as_str);
+    clap::builder::PossibleValuesParser::new(names).try_map(|s| s.parse::<Link>())
 }
 
 /// `--net`: one of `Net::ALL` by name.
@@ -59,6 +75,12 @@ pub enum Verb {
         /// print its address (`lab down` stops it).
         #[arg(long)]
         dashboard: bool,
+        /// Where the processes run: single (one network stack, the
+        /// default) or netns (a network namespace each, joined by bridges;
+        /// faults are nftables, tc and link state; needs root, iproute2
+        /// and nftables).
+        #[arg(long, default_value = "single", value_parser = hosts_mode())]
+        hosts: HostsMode,
     },
     /// Processes and cluster state.
     Status {
@@ -112,6 +134,26 @@ pub enum Verb {
         /// Which cluster network: private (heartbeats only), public, or both.
         #[arg(long, value_parser = net())]
         net: Net,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// A kernel network fault on a node's (or the target's) link, in a lab
+    /// started with `--hosts netns`.
+    #[command(
+        after_help = "FAULT is one of: cut [in|out], loss PCT% [in|out], rate RATE, \
+delay MS[ms] [JITTER[ms]], duplicate PCT%, reorder PCT%, down, up, clear.\n\n\
+Examples:\n  busrig lab net NODE2 --net private loss 20% --dir DIR\n  \
+busrig lab net NODE1 --net public down --dir DIR\n  busrig lab net NODE1 --net public clear --dir DIR"
+    )]
+    Net {
+        /// A node name (NODE1, ...) or `target`.
+        node: String,
+        /// Which network: private, public or storage.
+        #[arg(long, value_parser = link())]
+        net: Link,
+        /// The fault, as words (see below).
+        #[arg(required = true, num_args = 1.., value_name = "FAULT")]
+        fault: Vec<String>,
         #[command(flatten)]
         dir: DirArg,
     },
@@ -336,6 +378,7 @@ pub fn run(verb: Verb) -> anyhow::Result<ExitCode> {
             data_luns,
             timeout,
             dashboard,
+            hosts,
         } => {
             let lab = open(&dir.dir)?;
             let timeout = timeout.map(Duration::from_secs);
@@ -347,6 +390,7 @@ pub fn run(verb: Verb) -> anyhow::Result<ExitCode> {
                 profile,
                 data_luns,
                 timeout,
+                hosts,
             };
             match up(&lab, &o) {
                 Err(e @ LabError::UpInterrupted { .. }) => {
@@ -388,6 +432,24 @@ pub fn run(verb: Verb) -> anyhow::Result<ExitCode> {
         }
         Verb::Partition { node, net, dir } => partition(&open(&dir.dir)?, &node, net, true),
         Verb::Heal { node, net, dir } => partition(&open(&dir.dir)?, &node, net, false),
+        Verb::Net {
+            node,
+            net,
+            fault,
+            dir,
+        } => {
+            let f = NetFault::parse(&fault).map_err(|e| anyhow::anyhow!(e))?;
+            let (host, now) = open(&dir.dir)?.net_fault(&node, net, &f)?;
+            match now.is_empty() {
+                true => println!("{host} {}: no faults", net.as_str()),
+                false => {
+                    for (what, how) in now {
+                        println!("{host} {}: {what} [{how}]", net.as_str());
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Verb::Chaos {
             dir,
             schedules,

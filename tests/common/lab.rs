@@ -40,6 +40,16 @@ impl Lab {
     /// A lab with `nodes` nodes, a quorum model and a timing profile
     /// (what `busrig lab up` starts).
     pub fn up(nodes: usize, quorum: &str, profile: &str) -> Lab {
+        Lab::up_on(nodes, quorum, profile, busrig_lab::hosts::HostsMode::Single)
+    }
+
+    /// [`Lab::up`] with the processes placed by `hosts` (`--hosts`).
+    pub fn up_on(
+        nodes: usize,
+        quorum: &str,
+        profile: &str,
+        hosts: busrig_lab::hosts::HostsMode,
+    ) -> Lab {
         let dir = tempfile::tempdir().expect("temp dir");
         let handle = busrig_lab::Lab::new(env!("CARGO_BIN_EXE_busrig"), dir.path());
         if let Err(e) = handle.up(&busrig_lab::UpOptions {
@@ -48,6 +58,7 @@ impl Lab {
             profile: profile.into(),
             data_luns: 3,
             timeout: None,
+            hosts,
         }) {
             panic!("lab up failed: {}{}", e.chain(), handle.log_tails(40));
         }
@@ -73,8 +84,8 @@ impl Lab {
         self.path().to_str().unwrap()
     }
 
-    /// `busrig lab VERB... --dir DIR`, which must succeed.
-    pub fn lab(&self, verb: &[&str]) {
+    /// `busrig lab VERB... --dir DIR`, which must succeed; its stdout.
+    pub fn lab(&self, verb: &[&str]) -> String {
         let mut args = vec!["lab"];
         args.extend_from_slice(verb);
         args.extend_from_slice(&["--dir", self.d()]);
@@ -86,6 +97,7 @@ impl Lab {
             String::from_utf8_lossy(&out.stderr),
             self.logs()
         );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// `busrig cluster --lab DIR ARGS...`, which must succeed; its stdout.

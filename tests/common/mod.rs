@@ -171,3 +171,17 @@ pub fn external_tool(tool: &str, package: &str) -> bool {
     eprintln!("SKIPPED: {tool} not found (install Debian package {package}); set BUSRIG_EXTERNAL=require to make this a failure");
     false
 }
+
+/// Returns true when the tests run as root (network namespaces, bridges
+/// and nftables need it). Otherwise prints a visible skip notice and
+/// returns false, or panics when `BUSRIG_EXTERNAL=require`.
+pub fn running_as_root(what: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("BUSRIG_EXTERNAL").as_deref() == Ok("require") {
+        panic!("{what} needs root (BUSRIG_EXTERNAL=require)");
+    }
+    eprintln!("SKIPPED: {what} needs root; set BUSRIG_EXTERNAL=require to make this a failure");
+    false
+}

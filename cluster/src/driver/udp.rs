@@ -10,7 +10,9 @@
 //!
 //! A per-network partition switch drops this node's traffic on that network
 //! in both directions while the process keeps running (the lab's
-//! `partition` verb).
+//! `partition` verb). A per-network delay switch holds each datagram this
+//! node sends on that network for a while before it goes out: the lab's
+//! stand-in for `tc netem delay` on a kernel without netem (docs/hosts.md).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -40,10 +42,12 @@ const DROP_LOG_SENDERS: usize = 64;
 pub struct ClusterTransport {
     secret: Vec<u8>,
     cluster: String,
-    sockets: [UdpSocket; 2],
+    sockets: [Arc<UdpSocket>; 2],
     /// Each node's address on each network, indexed by [`Net::index`].
     peers: Mutex<Vec<[SocketAddr; 2]>>,
     partitioned: [AtomicBool; 2],
+    /// Milliseconds each send on a network is held back (0: none).
+    delay_ms: [AtomicU64; 2],
     dropped: AtomicU64,
     drop_log: Mutex<RateLimitedLog<(Net, IpAddr)>>,
 }
@@ -79,9 +83,10 @@ impl ClusterTransport {
         ClusterTransport {
             secret: secret.to_vec(),
             cluster: cluster.to_string(),
-            sockets,
+            sockets: sockets.map(Arc::new),
             peers: Mutex::new(peers),
             partitioned: [AtomicBool::new(false), AtomicBool::new(false)],
+            delay_ms: [AtomicU64::new(0), AtomicU64::new(0)],
             dropped: AtomicU64::new(0),
             drop_log: Mutex::new(RateLimitedLog::new(DROP_LOG_INTERVAL, DROP_LOG_SENDERS)),
         }
@@ -111,6 +116,18 @@ impl ClusterTransport {
         self.partitioned[net.index()].load(Ordering::SeqCst)
     }
 
+    /// Holds every datagram this node sends on `net` for `delay` (zero:
+    /// sends go out at once again).
+    pub fn set_delay(&self, net: Net, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.delay_ms[net.index()].store(ms, Ordering::SeqCst);
+    }
+
+    /// The delay set on `net`.
+    pub fn delay(&self, net: Net) -> Duration {
+        Duration::from_millis(self.delay_ms[net.index()].load(Ordering::SeqCst))
+    }
+
     /// Datagrams refused so far (unauthenticated or malformed).
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
@@ -133,7 +150,20 @@ impl ClusterTransport {
             ));
         };
         let bytes = message::encode(&self.secret, env);
-        self.sockets[net.index()].send_to(&bytes, addr).await?;
+        let delay = self.delay(net);
+        if delay.is_zero() {
+            self.sockets[net.index()].send_to(&bytes, addr).await?;
+            return Ok(());
+        }
+        // A delayed datagram travels on its own, so the sender (and the
+        // datagrams behind it) do not wait: a slow link, not a slow node.
+        let socket = Arc::clone(&self.sockets[net.index()]);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Err(e) = socket.send_to(&bytes, addr).await {
+                tracing::debug!(peer = %addr, error = %e, "delayed cluster datagram not sent");
+            }
+        });
         Ok(())
     }
 

@@ -28,6 +28,7 @@
 pub mod group;
 pub mod machine;
 pub mod resources;
+pub mod vip;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;

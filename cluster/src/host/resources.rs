@@ -20,6 +20,7 @@ use crate::driver::shared::{data_isid, node_session_config, SharedDisk};
 use crate::node::pr_key;
 use crate::resource::{name_key, name_node_key, Catalog, ResourceSpec, ResourceType};
 
+use super::vip::KernelAddress;
 use super::{CommitError, HostContext};
 
 /// Why a resource did not come online, failed a poll, or refused I/O. The
@@ -38,6 +39,9 @@ pub enum ResourceError {
         address: IpAddr,
         source: std::io::Error,
     },
+    /// The address could not be added to the node's public interface.
+    #[error(transparent)]
+    Kernel(#[from] super::vip::VipError),
     /// A network-name resource without an ip-address resource to depend on.
     #[error("network name {0} has no ip-address dependency")]
     NoIpDependency(String),
@@ -153,6 +157,8 @@ pub enum Running {
     Ip {
         _claim: UdpSocket,
         address: IpAddr,
+        /// Set when the address was added to the public interface.
+        kernel: Option<KernelAddress>,
     },
     Name {
         name: String,
@@ -254,14 +260,28 @@ impl Running {
                 let address: IpAddr = a
                     .parse()
                     .map_err(|_| ResourceError::BadAddress(a.to_string()))?;
+                let interface = ctx.cfg.nodes[usize::from(ctx.me)]
+                    .public_interface
+                    .as_deref();
+                let kernel = match interface {
+                    Some(i) => Some(KernelAddress::claim(address, i).await?),
+                    None => None,
+                };
                 // Holding a socket on the address claims it on this node
                 // and proves the address is configured here.
-                let claim = UdpSocket::bind(SocketAddr::new(address, 0))
-                    .map_err(|source| ResourceError::Bind { address, source })?;
-                Ok(Running::Ip {
-                    _claim: claim,
-                    address,
-                })
+                match UdpSocket::bind(SocketAddr::new(address, 0)) {
+                    Ok(claim) => Ok(Running::Ip {
+                        _claim: claim,
+                        address,
+                        kernel,
+                    }),
+                    Err(source) => {
+                        if let Some(k) = kernel {
+                            k.release().await;
+                        }
+                        Err(ResourceError::Bind { address, source })
+                    }
+                }
             }
             ResourceType::NetworkName => {
                 let n = spec.prop("name").unwrap_or_default().to_string();
@@ -344,7 +364,11 @@ impl Running {
     pub async fn stop(self, ctx: &Arc<HostContext>) {
         match self {
             Running::Disk(d) => d.stop().await,
-            Running::Ip { .. } => {}
+            Running::Ip { kernel, .. } => {
+                if let Some(k) = kernel {
+                    k.release().await;
+                }
+            }
             Running::Name { name, address } => {
                 // Only remove the registration if it is still ours: the
                 // address is the same on every node, so the registering

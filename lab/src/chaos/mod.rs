@@ -287,6 +287,7 @@ fn run_one(binary: &Path, o: &ChaosOptions, quorum: &str, seed: u64) -> Schedule
         profile: o.profile.clone(),
         data_luns: 1,
         timeout: None,
+        hosts: crate::hosts::HostsMode::Single,
     });
     if let Err(e) = up {
         r.error = Some(format!("the lab did not start: {}", e.chain()));
