@@ -293,6 +293,8 @@ type Outcome = Result<Shown, Failed>;
 
 /// One node's I_T nexus to one disk.
 struct Nexus {
+    /// The node's index, from 0.
+    node: usize,
     name: String,
     initiator: String,
     isid: Isid,
@@ -413,12 +415,17 @@ impl Nexus {
         }
     }
 
-    /// The stamp a node writes on a disk: whole blocks naming the run and
-    /// the node, so whoever reads it knows whose write landed.
-    fn stamp(&self, run: u32, block_length: u32) -> Bytes {
-        let mut b = format!("busrig disk validate run {run:08x}: {}\n", self.name).into_bytes();
-        b.resize(block_length as usize, 0);
-        Bytes::from(b)
+    /// The byte a node's writes repeat: its own, so whoever reads a
+    /// block knows whose write landed.
+    fn pattern(&self) -> u8 {
+        0xa0 + self.node as u8 + 1
+    }
+
+    /// One block of [`Nexus::pattern`], and the `busrig disk` verb that
+    /// writes it at `lba` (with FUA, as the cluster's writes).
+    fn stamp(&self, lba: u64, block_length: u32) -> (String, Bytes) {
+        let verb = format!("write {lba} --pattern {:#04x} --count 1 --fua", self.pattern());
+        (verb, Bytes::from(vec![self.pattern(); block_length as usize]))
     }
 }
 
@@ -654,7 +661,7 @@ pub async fn validate(opts: ValidateOptions) -> Result<Report, ValidateError> {
                 Some(why) => Err(Failed::new(format!("not run: {why}"))),
                 None => {
                     let o = match id {
-                        CheckId::PersistentReservation => persistent_reservation(&run, d).await,
+                        CheckId::PersistentReservation => persistent_reservation(d).await,
                         CheckId::Arbitration => arbitration(&run, d, QuorumModel::DiskPr).await,
                         CheckId::Scsi2Arbitration => {
                             arbitration(&run, d, QuorumModel::DiskScsi2).await
@@ -784,6 +791,7 @@ async fn open_disks(
                     let lun = url.lun.expect("checked: every URL names a LUN");
                     let shown_url = disks[d].url.clone();
                     disks[d].nexus.push(Arc::new(Nexus {
+                        node: i,
                         name: id.name.clone(),
                         initiator: id.initiator.clone(),
                         isid: node_isid(i),
@@ -1053,13 +1061,10 @@ async fn vpd_disk(
 /// hears REGISTRATIONS PREEMPTED; NODE1 registers again and takes the
 /// disk back with PREEMPT AND ABORT (§5.9.11.5); it releases (§5.9.11.2)
 /// and clears (§5.9.11.6).
-async fn persistent_reservation(run: &Run, d: &DiskUnderTest) -> Outcome {
+async fn persistent_reservation(d: &DiskUnderTest) -> Outcome {
     let (a, b) = (&d.nexus[0], &d.nexus[1]);
     let stamp_lba = d.scratch;
-    let write = |nx: &Arc<Nexus>| {
-        let data = nx.stamp(run.run_id, d.block_length);
-        (format!("write {stamp_lba} --count 1 --pattern ..."), data)
-    };
+    let write = |nx: &Arc<Nexus>| nx.stamp(stamp_lba, d.block_length);
     let mut warnings = Vec::new();
     for nx in &d.nexus {
         nx.pr_ok(PrOutAction::Register, 0, nx.key).await?;
@@ -1099,6 +1104,8 @@ async fn persistent_reservation(run: &Run, d: &DiskUnderTest) -> Outcome {
     a.run(&verb, a.disk.write(stamp_lba, data, true)).await?;
     let (verb, r) = b.pr(PrOutAction::Register, b.key ^ 0xff00, 0x77).await;
     b.refused(&verb, async { r }).await?;
+    // What NODE1 hears from here on (SPC-4 §5.9.11.4: 2A/05).
+    a.disk.take_unit_attentions();
     b.pr_ok(PrOutAction::Preempt, b.key, a.key).await?;
     expect_holder(d, Some(b.key)).await?;
     let keys = b.run("pr read-keys", b.disk.pr_read_keys()).await?.keys;
@@ -1108,7 +1115,6 @@ async fn persistent_reservation(run: &Run, d: &DiskUnderTest) -> Outcome {
             format!("{} is still registered after PREEMPT", hex(a.key)),
         ));
     }
-    a.disk.take_unit_attentions();
     let (verb, data) = write(a);
     a.refused(&verb, a.disk.write(stamp_lba, data, true)).await?;
     let heard = a
@@ -1178,7 +1184,7 @@ async fn arbitration(run: &Run, d: &DiskUnderTest, model: QuorumModel) -> Outcom
     for i in 0..n {
         let (a, b) = (&d.nexus[i], &d.nexus[(i + 1) % n]);
         let mut owner = run.take(a, &model).await?;
-        let (verb, data) = stamp_write(run, d, a);
+        let (verb, data) = stamp_write(d, a);
         a.run(&verb, a.disk.write(d.scratch, data, true)).await?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let defend = drive(a, &mut owner, run.clock, Vec::new(), false, async move {
@@ -1208,10 +1214,10 @@ async fn arbitration(run: &Run, d: &DiskUnderTest, model: QuorumModel) -> Outcom
                 format!("lost the disk while defending against {} ({why})", b.name),
             ));
         }
-        let (verb, data) = stamp_write(run, d, b);
+        let (verb, data) = stamp_write(d, b);
         b.refused(&verb, b.disk.write(d.scratch, data, true))
             .await?;
-        let (verb, data) = stamp_write(run, d, a);
+        let (verb, data) = stamp_write(d, a);
         a.run(&verb, a.disk.write(d.scratch, data, true)).await?;
         run.release(a, &mut owner).await?;
     }
@@ -1222,7 +1228,7 @@ async fn arbitration(run: &Run, d: &DiskUnderTest, model: QuorumModel) -> Outcom
         ));
     }
     let how = match model {
-        QuorumModel::DiskScsi2 => "bus reset, wait, RESERVE",
+        QuorumModel::DiskScsi2 => "reset, wait, RESERVE",
         _ => "register, wait, preempt",
     };
     Ok(Shown::pass(
@@ -1234,11 +1240,8 @@ async fn arbitration(run: &Run, d: &DiskUnderTest, model: QuorumModel) -> Outcom
     .with_warnings(&warnings))
 }
 
-fn stamp_write(run: &Run, d: &DiskUnderTest, nx: &Nexus) -> (String, Bytes) {
-    (
-        format!("write {} --count 1 --pattern ... --fua", d.scratch),
-        nx.stamp(run.run_id, d.block_length),
-    )
+fn stamp_write(d: &DiskUnderTest, nx: &Nexus) -> (String, Bytes) {
+    nx.stamp(d.scratch, d.block_length)
 }
 
 /// How one node's part of a multiple arbitration ended.
@@ -1263,17 +1266,12 @@ async fn multiple_arbitration(run: &Run, d: &DiskUnderTest) -> Outcome {
         for (i, nx) in d.nexus.iter().enumerate() {
             let (nx, done, model) = (nx.clone(), done.clone(), model.clone());
             let timing = run.timing;
-            let (clock, limit, data, lba) = (
-                run.clock,
-                run.challenge_limit(),
-                nx.stamp(run.run_id, d.block_length),
-                d.scratch,
-            );
+            let (clock, limit) = (run.clock, run.challenge_limit());
+            let (lba, (verb, data)) = (d.scratch, nx.stamp(d.scratch, d.block_length));
             tasks.spawn(async move {
                 let mut arb = Arbiter::new(&model, timing, nx.key);
                 let first = arb.become_challenger(clock.elapsed());
                 let end = drive(&nx, &mut arb, clock, first, true, tokio::time::sleep(limit)).await;
-                let verb = format!("write {lba} --count 1 --pattern ... --fua");
                 let c = match end {
                     DriveEnd::Online => {
                         let write = nx.run(&verb, nx.disk.write(lba, data, true)).await;
@@ -1379,17 +1377,17 @@ async fn disk_failover(run: &Run, d: &DiskUnderTest) -> Outcome {
             moves.push(format!("{} to {} in {} ms", old.name, nx.name, t.elapsed().as_millis()));
             let verb = format!("read {} 1", d.scratch);
             let got = nx.run(&verb, nx.disk.read(d.scratch, 1)).await?;
-            if got != old.stamp(run.run_id, d.block_length) {
+            if got != stamp_write(d, old).1 {
                 return Err(nx.failed(
                     &verb,
                     format!("does not hold {}'s last write after the failover", old.name),
                 ));
             }
-            let (verb, data) = stamp_write(run, d, old);
+            let (verb, data) = stamp_write(d, old);
             old.refused(&verb, old.disk.write(d.scratch, data, true)).await?;
             shown = old.command(&verb);
         }
-        let (verb, data) = stamp_write(run, d, nx);
+        let (verb, data) = stamp_write(d, nx);
         nx.run(&verb, nx.disk.write(d.scratch, data, true)).await?;
         // The previous owner's arbiter is dropped here: a failed node
         // no longer defends.
@@ -1415,7 +1413,7 @@ async fn simultaneous_failover(run: &Run, disks: &[&DiskUnderTest]) -> Outcome {
     take_every(run, disks, 0).await?;
     for d in disks {
         let nx = &d.nexus[0];
-        let (verb, data) = stamp_write(run, d, nx);
+        let (verb, data) = stamp_write(d, nx);
         nx.run(&verb, nx.disk.write(d.scratch, data, true)).await?;
     }
     // NODE1 fails: its arbiters are gone and it no longer defends.
@@ -1427,10 +1425,10 @@ async fn simultaneous_failover(run: &Run, disks: &[&DiskUnderTest]) -> Outcome {
         let (o, n) = (&d.nexus[0], &d.nexus[1]);
         let verb = format!("read {} 1", d.scratch);
         let got = n.run(&verb, n.disk.read(d.scratch, 1)).await?;
-        if got != o.stamp(run.run_id, d.block_length) {
+        if got != stamp_write(d, o).1 {
             return Err(n.failed(&verb, format!("does not hold {}'s write", o.name)));
         }
-        let (verb, data) = stamp_write(run, d, o);
+        let (verb, data) = stamp_write(d, o);
         o.refused(&verb, o.disk.write(d.scratch, data, true)).await?;
         shown = o.command(&verb);
     }
@@ -1509,9 +1507,8 @@ async fn disk_access_latency(run: &Run, d: &DiskUnderTest) -> Outcome {
     let mut worst = (0u64, String::new());
     for (i, nx) in d.nexus.iter().enumerate() {
         let lba = d.scratch + 1 + (i as u64 % (SCRATCH_BLOCKS - 1));
-        let data = nx.stamp(run.run_id, d.block_length);
+        let (wverb, data) = nx.stamp(lba, d.block_length);
         let (mut reads, mut writes) = (Vec::new(), Vec::new());
-        let wverb = format!("write {lba} --count 1 --pattern ... --fua");
         let rverb = format!("read {lba} 1 --fua");
         for _ in 0..run.latency_samples {
             let t = Instant::now();
