@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod lab;
+pub mod tgtd;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
