@@ -405,31 +405,38 @@ enum PrVerb {
 }
 
 /// `cmd` (the whole CLI) with `<URL>` in the usage lines of `busrig disk
-/// URL pr VERB`: clap leaves a grandparent's positional out of them, and
-/// the URL is required.
+/// URL VERB` and `busrig disk URL pr VERB`: clap leaves the URL out of
+/// them, because `busrig disk validate` takes its URLs after the verb
+/// (`subcommand_negates_reqs`) and a grandparent's positional is never
+/// shown, but every other verb requires it.
 pub fn usage_with_url(cmd: clap::Command) -> clap::Command {
     let mut built = cmd.clone();
     built.build();
-    let usages: Vec<(String, String)> = built
-        .find_subcommand("disk")
-        .and_then(|d| d.find_subcommand("pr"))
-        .map(|pr| {
-            pr.get_subcommands()
-                .filter(|v| v.get_name() != "help")
-                .map(|v| {
-                    let u = v.clone().render_usage().to_string();
-                    let u = u.trim_start_matches("Usage:").trim();
-                    (
-                        v.get_name().to_string(),
-                        u.replacen("busrig disk ", "busrig disk <URL> ", 1),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    cmd.mut_subcommand("disk", |d| {
+    let with_url = |verbs: &clap::Command| -> Vec<(String, String)> {
+        verbs
+            .get_subcommands()
+            .filter(|v| !matches!(v.get_name(), "help" | "validate"))
+            .map(|v| {
+                let u = v.clone().render_usage().to_string();
+                let u = u.trim_start_matches("Usage:").trim();
+                (
+                    v.get_name().to_string(),
+                    u.replacen("busrig disk ", "busrig disk <URL> ", 1),
+                )
+            })
+            .collect()
+    };
+    let Some(disk) = built.find_subcommand("disk") else {
+        return cmd;
+    };
+    let verbs = with_url(disk);
+    let pr_verbs = disk.find_subcommand("pr").map(with_url).unwrap_or_default();
+    cmd.mut_subcommand("disk", |mut d| {
+        for (name, usage) in verbs {
+            d = d.mut_subcommand(name, |v| v.override_usage(usage));
+        }
         d.mut_subcommand("pr", |mut pr| {
-            for (name, usage) in usages {
+            for (name, usage) in pr_verbs {
                 pr = pr.mut_subcommand(name, |v| v.override_usage(usage));
             }
             pr
@@ -1162,7 +1169,9 @@ mod tests {
         std::fs::write(&f, "reserve --hold\n").unwrap();
         assert!(batch_lines(Some(&f)).is_err());
         std::fs::write(&f, "# setup\npr register --param-sark 0xa\nread 0 1\n").unwrap();
-        let lines = batch_lines(Some(&f)).unwrap();
+        let Ok(lines) = batch_lines(Some(&f)) else {
+            panic!("a good batch file was refused");
+        };
         let numbers: Vec<usize> = lines.iter().map(|l| l.number).collect();
         assert_eq!(numbers, [2, 3]);
     }
