@@ -58,7 +58,8 @@ JSON object with \"exit_status\" and the decoded sense.";
     about = "Run SCSI commands against one LUN through busrig's iSCSI initiator",
     after_long_help = EXIT_STATUS_HELP,
     // `busrig disk validate URL...` names its disks after the verb.
-    subcommand_negates_reqs = true
+    subcommand_negates_reqs = true,
+    override_usage = "busrig disk [OPTIONS] <URL> <COMMAND>\n       busrig disk validate [OPTIONS] <URL>..."
 )]
 pub struct DiskArgs {
     /// iscsi://[user%secret@]host[:port]/target-iqn/lun (libiscsi's form;
