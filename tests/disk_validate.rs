@@ -66,7 +66,9 @@ fn validate(args: &[&str]) -> (i32, Value, String) {
     let mut all = vec!["disk", "validate", "--json"];
     all.extend_from_slice(args);
     let o = busrig(&all);
-    let report = json_lines(&o).pop().unwrap_or_else(|| panic!("{}", text(&o)));
+    let report = json_lines(&o)
+        .pop()
+        .unwrap_or_else(|| panic!("{}", text(&o)));
     (code(&o), report, text(&o))
 }
 
@@ -115,7 +117,11 @@ fn every_check_passes_against_busrig_target_and_nothing_is_left_behind() {
     // What the scratch blocks held before (the last 8 of the 1 GiB LUN).
     let last = (1u64 << 30) / 512 - 8;
     let lba = last.to_string();
-    disk_ok(&u1, "prep", &["write", &lba, "--pattern", "0x3c", "--count", "8"]);
+    disk_ok(
+        &u1,
+        "prep",
+        &["write", &lba, "--pattern", "0x3c", "--count", "8"],
+    );
     let before = disk_ok(&u1, "prep", &["read", &lba, "8"])["crc32c"].clone();
 
     let (status, report, out) = validate(&[&u1, &u2, "--nodes", "2"]);
@@ -139,13 +145,22 @@ fn every_check_passes_against_busrig_target_and_nothing_is_left_behind() {
         assert_eq!(r.len(), 2, "{name}: one result per disk\n{out}");
         for r in r {
             assert_eq!(r["verdict"], "pass", "{name}: {r}");
-            assert!(r["command"].as_str().unwrap().starts_with("busrig disk iscsi://"), "{r}");
+            assert!(
+                r["command"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("busrig disk iscsi://"),
+                "{r}"
+            );
         }
     }
     let sim = results(&report, "simultaneous-failover");
     assert_eq!(sim.len(), 1);
     assert_eq!(sim[0]["verdict"], "pass", "{}", sim[0]);
-    assert!(sim[0]["reason"].as_str().unwrap().starts_with("2 disks failed over"));
+    assert!(sim[0]["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("2 disks failed over"));
     // Latency is measured, not judged by this test: the verdict must
     // follow from the check's own numbers and limits.
     for r in results(&report, "disk-access-latency") {
@@ -154,15 +169,28 @@ fn every_check_passes_against_busrig_target_and_nothing_is_left_behind() {
     }
     // The PR check saw NODE2 preempt NODE1 and PREEMPT AND ABORT back.
     let pr = results(&report, "persistent-reservation");
-    assert!(pr[0]["command"].as_str().unwrap().contains("pr preempt-abort"), "{}", pr[0]);
+    assert!(
+        pr[0]["command"]
+            .as_str()
+            .unwrap()
+            .contains("pr preempt-abort"),
+        "{}",
+        pr[0]
+    );
 
     // Nothing left: no keys, no PR or SCSI-2 reservation, scratch restored.
     for u in [&u1, &u2] {
-        assert_eq!(disk_ok(u, "after", &["pr", "read-keys"])["keys"], serde_json::json!([]));
+        assert_eq!(
+            disk_ok(u, "after", &["pr", "read-keys"])["keys"],
+            serde_json::json!([])
+        );
         assert!(disk_ok(u, "after", &["pr", "read-reservation"])["reservation"].is_null());
         disk_ok(u, "after", &["read", "0", "1"]);
     }
-    assert_eq!(disk_ok(&u1, "after", &["read", &lba, "8"])["crc32c"], before);
+    assert_eq!(
+        disk_ok(&u1, "after", &["read", &lba, "8"])["crc32c"],
+        before
+    );
 }
 
 #[test]
@@ -183,12 +211,23 @@ fn three_nodes_take_turns_and_the_report_reads_as_text() {
     assert_eq!(code(&o), 0, "{out}");
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("3 nodes"), "{out}");
-    assert!(stdout.contains("pass  Validate SCSI-3 Persistent Reservation"), "{out}");
+    assert!(
+        stdout.contains("pass  Validate SCSI-3 Persistent Reservation"),
+        "{out}"
+    );
     assert!(stdout.contains("pass  Validate Disk Failover"), "{out}");
     // Ownership went round all three and back.
-    assert!(stdout.contains("NODE2 to NODE3") && stdout.contains("NODE3 to NODE1"), "{out}");
+    assert!(
+        stdout.contains("NODE2 to NODE3") && stdout.contains("NODE3 to NODE1"),
+        "{out}"
+    );
     assert!(stdout.contains("shown by: busrig disk "), "{out}");
-    assert!(stdout.trim_end().ends_with("2 passed, 0 warnings, 0 failed"), "{out}");
+    assert!(
+        stdout
+            .trim_end()
+            .ends_with("2 passed, 0 warnings, 0 failed"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -207,9 +246,16 @@ fn a_disk_someone_else_registered_with_is_left_alone() {
     let list = results(&report, "list-disks");
     assert_eq!(list[0]["verdict"], "fail", "{out}");
     let reason = list[0]["reason"].as_str().unwrap();
-    assert!(reason.contains("in use") && reason.contains("0x77"), "{reason}");
+    assert!(
+        reason.contains("in use") && reason.contains("0x77"),
+        "{reason}"
+    );
     let pr = results(&report, "persistent-reservation");
-    assert!(pr[0]["reason"].as_str().unwrap().starts_with("not run"), "{}", pr[0]);
+    assert!(
+        pr[0]["reason"].as_str().unwrap().starts_with("not run"),
+        "{}",
+        pr[0]
+    );
     assert_eq!(
         disk_ok(&u, "owner", &["pr", "read-keys"])["keys"],
         serde_json::json!(["0x77"])
@@ -221,7 +267,10 @@ fn bad_options_are_usage_errors() {
     let url = "iscsi://127.0.0.1:1/iqn.2026-11.io.busrig:bus0/1";
     for (args, says) in [
         (vec!["disk", "validate", url, "--nodes", "1"], "--nodes"),
-        (vec!["disk", "validate", url, "--check", "bogus"], "no check"),
+        (
+            vec!["disk", "validate", url, "--check", "bogus"],
+            "no check",
+        ),
         (vec!["disk", "validate"], "no disk URL"),
         (vec!["disk", "validate", "iscsi://127.0.0.1:1/iqn.x"], "LUN"),
         (vec!["disk", "inquiry"], "URL"),
@@ -242,16 +291,34 @@ fn tgtd_shows_its_gaps_as_failures_with_reasons() {
     for r in results(&report, "persistent-reservation") {
         assert_eq!(r["verdict"], "fail", "{r}");
         let reason = r["reason"].as_str().unwrap();
-        assert!(reason.contains("pr preempt-abort") && reason.contains("24/00"), "{reason}");
-        assert!(r["command"].as_str().unwrap().contains("pr preempt-abort"), "{r}");
+        assert!(
+            reason.contains("pr preempt-abort") && reason.contains("24/00"),
+            "{reason}"
+        );
+        assert!(
+            r["command"].as_str().unwrap().contains("pr preempt-abort"),
+            "{r}"
+        );
     }
     for name in ["scsi2-arbitration", "multiple-arbitration"] {
         for r in results(&report, name) {
             assert_eq!(r["verdict"], "warn", "{r}");
-            assert!(r["reason"].as_str().unwrap().contains("TARGET WARM RESET refused"), "{r}");
+            assert!(
+                r["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("TARGET WARM RESET refused"),
+                "{r}"
+            );
         }
     }
-    for name in ["list-disks", "vpd", "arbitration", "disk-failover", "simultaneous-failover"] {
+    for name in [
+        "list-disks",
+        "vpd",
+        "arbitration",
+        "disk-failover",
+        "simultaneous-failover",
+    ] {
         for r in results(&report, name) {
             assert_eq!(r["verdict"], "pass", "{name}: {r}");
         }
@@ -285,7 +352,11 @@ fn batch_runs_every_line_in_one_session_and_stops_at_a_failure() {
     // Text output names each line before its result.
     let o = batch(&u, "n1", &["batch"], "pr read-keys\n");
     assert_eq!(code(&o), 0, "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).starts_with("> pr read-keys\n"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with("> pr read-keys\n"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -298,7 +369,10 @@ fn a_batch_with_a_bad_line_runs_nothing() {
     let o = batch(&u, "n1", &["batch", f.to_str().unwrap()], "");
     assert_eq!(code(&o), 1, "{}", text(&o));
     assert!(text(&o).contains("line 2"), "{}", text(&o));
-    assert_eq!(disk_ok(&u, "n1", &["pr", "read-keys"])["keys"], serde_json::json!([]));
+    assert_eq!(
+        disk_ok(&u, "n1", &["pr", "read-keys"])["keys"],
+        serde_json::json!([])
+    );
     let o = batch(&u, "n1", &["batch", "/nonexistent/steps"], "");
     assert_eq!(code(&o), 15, "{}", text(&o));
 }
@@ -315,8 +389,18 @@ fn tgtd_honours_a_registration_only_within_its_session() {
     };
     let u = t.lun_url(1);
     disk_ok(&u, "n1", &["pr", "register", "--param-sark", "0xa"]);
-    let o = batch(&u, "n1", &["pr", "reserve", "--param-rk", "0xa", "--prout-type", "5"], "");
-    assert_eq!(code(&o), 24, "a new session is not the registrant: {}", text(&o));
+    let o = batch(
+        &u,
+        "n1",
+        &["pr", "reserve", "--param-rk", "0xa", "--prout-type", "5"],
+        "",
+    );
+    assert_eq!(
+        code(&o),
+        24,
+        "a new session is not the registrant: {}",
+        text(&o)
+    );
     let o = batch(
         &u,
         "n2",

@@ -370,12 +370,7 @@ impl Nexus {
         }
     }
 
-    async fn pr(
-        &self,
-        action: PrOutAction,
-        rk: u64,
-        sark: u64,
-    ) -> (String, Result<(), Error>) {
+    async fn pr(&self, action: PrOutAction, rk: u64, sark: u64) -> (String, Result<(), Error>) {
         let ty = action.uses_type().then_some(PrType::WriteExclusive);
         let verb = pr_verb(action, rk, sark);
         let params = PrOutParams {
@@ -424,8 +419,14 @@ impl Nexus {
     /// One block of [`Nexus::pattern`], and the `busrig disk` verb that
     /// writes it at `lba` (with FUA, as the cluster's writes).
     fn stamp(&self, lba: u64, block_length: u32) -> (String, Bytes) {
-        let verb = format!("write {lba} --pattern {:#04x} --count 1 --fua", self.pattern());
-        (verb, Bytes::from(vec![self.pattern(); block_length as usize]))
+        let verb = format!(
+            "write {lba} --pattern {:#04x} --count 1 --fua",
+            self.pattern()
+        );
+        (
+            verb,
+            Bytes::from(vec![self.pattern(); block_length as usize]),
+        )
     }
 }
 
@@ -552,10 +553,9 @@ impl Run {
     async fn take(&self, nx: &Nexus, model: &QuorumModel) -> Result<Arbiter, Failed> {
         match self.challenge(nx, model).await {
             (arb, DriveEnd::Online) => Ok(arb),
-            (_, DriveEnd::Lost(why)) => Err(nx.failed(
-                &nx.last(),
-                format!("lost an uncontested challenge ({why})"),
-            )),
+            (_, DriveEnd::Lost(why)) => {
+                Err(nx.failed(&nx.last(), format!("lost an uncontested challenge ({why})")))
+            }
             (_, DriveEnd::Stopped) => Err(nx.failed(
                 &nx.last(),
                 format!(
@@ -699,7 +699,12 @@ pub async fn validate(opts: ValidateOptions) -> Result<Report, ValidateError> {
     }
     for d in &disks {
         if let Err(f) = restore(d).await {
-            results.push(result(CheckId::ListDisks, Some(&d.url), Instant::now(), Err(f)));
+            results.push(result(
+                CheckId::ListDisks,
+                Some(&d.url),
+                Instant::now(),
+                Err(f),
+            ));
         }
     }
     for d in &disks {
@@ -866,7 +871,10 @@ async fn list_disk(d: &mut DiskUnderTest) -> Outcome {
     let read_verb = format!("read {} {SCRATCH_BLOCKS}", d.scratch);
     d.saved = Some(
         first
-            .run(&read_verb, first.disk.read(d.scratch, SCRATCH_BLOCKS as u32))
+            .run(
+                &read_verb,
+                first.disk.read(d.scratch, SCRATCH_BLOCKS as u32),
+            )
             .await?,
     );
     let bytes = blocks * u64::from(block_length);
@@ -1029,7 +1037,9 @@ async fn vpd_disk(
     let (id, serial) = first.expect("every disk has a nexus per node");
     if let Some((other, _)) = ids.iter().find(|(i, _)| *i == id) {
         return Err(Failed {
-            reason: format!("the same identifier ({id}) as {other}: one LUN reached twice, or not unique"),
+            reason: format!(
+                "the same identifier ({id}) as {other}: one LUN reached twice, or not unique"
+            ),
             command: Some(d.nexus[0].command("vpd 0x83")),
         });
     }
@@ -1097,7 +1107,8 @@ async fn persistent_reservation(d: &DiskUnderTest) -> Outcome {
     a.pr_ok(PrOutAction::Reserve, a.key, 0).await?;
     expect_holder(d, Some(a.key)).await?;
     let (verb, data) = write(b);
-    b.refused(&verb, b.disk.write(stamp_lba, data, true)).await?;
+    b.refused(&verb, b.disk.write(stamp_lba, data, true))
+        .await?;
     let read_verb = format!("read {stamp_lba} 1");
     b.run(&read_verb, b.disk.read(stamp_lba, 1)).await?;
     let (verb, data) = write(a);
@@ -1116,7 +1127,8 @@ async fn persistent_reservation(d: &DiskUnderTest) -> Outcome {
         ));
     }
     let (verb, data) = write(a);
-    a.refused(&verb, a.disk.write(stamp_lba, data, true)).await?;
+    a.refused(&verb, a.disk.write(stamp_lba, data, true))
+        .await?;
     let heard = a
         .disk
         .take_unit_attentions()
@@ -1132,7 +1144,8 @@ async fn persistent_reservation(d: &DiskUnderTest) -> Outcome {
     let shown = a.pr_ok(PrOutAction::PreemptAndAbort, a.key, b.key).await?;
     expect_holder(d, Some(a.key)).await?;
     let (verb, data) = write(b);
-    b.refused(&verb, b.disk.write(stamp_lba, data, true)).await?;
+    b.refused(&verb, b.disk.write(stamp_lba, data, true))
+        .await?;
     a.pr_ok(PrOutAction::Release, a.key, 0).await?;
     expect_holder(d, None).await?;
     a.pr_ok(PrOutAction::Clear, a.key, 0).await?;
@@ -1222,7 +1235,11 @@ async fn arbitration(run: &Run, d: &DiskUnderTest, model: QuorumModel) -> Outcom
         run.release(a, &mut owner).await?;
     }
     let mut warnings = Vec::new();
-    if let Some(why) = d.nexus.iter().find_map(|nx| nx.reset_refused.lock().expect("note").clone()) {
+    if let Some(why) = d
+        .nexus
+        .iter()
+        .find_map(|nx| nx.reset_refused.lock().expect("note").clone())
+    {
         warnings.push(format!(
             "TARGET WARM RESET refused ({why}); challenged with LOGICAL UNIT RESET, which reaches this LUN only"
         ));
@@ -1284,12 +1301,20 @@ async fn multiple_arbitration(run: &Run, d: &DiskUnderTest) -> Outcome {
                         if let Some(op) = arb.release() {
                             nx.exec(op).await;
                         }
-                        Contender { end, write, defended: Some(defended) }
+                        Contender {
+                            end,
+                            write,
+                            defended: Some(defended),
+                        }
                     }
                     end => {
                         let write = nx.refused(&verb, nx.disk.write(lba, data, true)).await;
                         done.send_modify(|c| *c += 1);
-                        Contender { end, write, defended: None }
+                        Contender {
+                            end,
+                            write,
+                            defended: None,
+                        }
                     }
                 };
                 (i, c)
@@ -1324,12 +1349,16 @@ async fn multiple_arbitration(run: &Run, d: &DiskUnderTest) -> Outcome {
             let nx = &d.nexus[i];
             match (&c.end, c.defended) {
                 (DriveEnd::Stopped, _) => {
-                    return Err(nx.failed(&nx.last(), format!("{proto}: the challenge did not finish")))
+                    return Err(
+                        nx.failed(&nx.last(), format!("{proto}: the challenge did not finish"))
+                    )
                 }
                 (_, Some(DriveEnd::Lost(why))) => {
                     return Err(nx.failed(
                         &nx.last(),
-                        format!("{proto}: the winner lost the disk before the others finished ({why})"),
+                        format!(
+                            "{proto}: the winner lost the disk before the others finished ({why})"
+                        ),
                     ))
                 }
                 (DriveEnd::Lost(_), _) => shown = nx.command(&nx.last()),
@@ -1342,7 +1371,11 @@ async fn multiple_arbitration(run: &Run, d: &DiskUnderTest) -> Outcome {
         }
         clean_up(d).await?;
     }
-    if let Some(why) = d.nexus.iter().find_map(|nx| nx.reset_refused.lock().expect("note").clone()) {
+    if let Some(why) = d
+        .nexus
+        .iter()
+        .find_map(|nx| nx.reset_refused.lock().expect("note").clone())
+    {
         warnings.push(format!(
             "TARGET WARM RESET refused ({why}); SCSI-2 challengers reset the LUN instead"
         ));
@@ -1374,7 +1407,12 @@ async fn disk_failover(run: &Run, d: &DiskUnderTest) -> Outcome {
         let arb = run.take(nx, &QuorumModel::DiskPr).await?;
         if let Some((p, _)) = &prev {
             let old = &d.nexus[*p];
-            moves.push(format!("{} to {} in {} ms", old.name, nx.name, t.elapsed().as_millis()));
+            moves.push(format!(
+                "{} to {} in {} ms",
+                old.name,
+                nx.name,
+                t.elapsed().as_millis()
+            ));
             let verb = format!("read {} 1", d.scratch);
             let got = nx.run(&verb, nx.disk.read(d.scratch, 1)).await?;
             if got != stamp_write(d, old).1 {
@@ -1384,7 +1422,8 @@ async fn disk_failover(run: &Run, d: &DiskUnderTest) -> Outcome {
                 ));
             }
             let (verb, data) = stamp_write(d, old);
-            old.refused(&verb, old.disk.write(d.scratch, data, true)).await?;
+            old.refused(&verb, old.disk.write(d.scratch, data, true))
+                .await?;
             shown = old.command(&verb);
         }
         let (verb, data) = stamp_write(d, nx);
@@ -1429,7 +1468,8 @@ async fn simultaneous_failover(run: &Run, disks: &[&DiskUnderTest]) -> Outcome {
             return Err(n.failed(&verb, format!("does not hold {}'s write", o.name)));
         }
         let (verb, data) = stamp_write(d, o);
-        o.refused(&verb, o.disk.write(d.scratch, data, true)).await?;
+        o.refused(&verb, o.disk.write(d.scratch, data, true))
+            .await?;
         shown = o.command(&verb);
     }
     for (d, arb) in disks.iter().zip(arbiters.iter_mut()) {
@@ -1512,7 +1552,8 @@ async fn disk_access_latency(run: &Run, d: &DiskUnderTest) -> Outcome {
         let rverb = format!("read {lba} 1 --fua");
         for _ in 0..run.latency_samples {
             let t = Instant::now();
-            nx.run(&wverb, nx.disk.write(lba, data.clone(), true)).await?;
+            nx.run(&wverb, nx.disk.write(lba, data.clone(), true))
+                .await?;
             writes.push(t.elapsed().as_micros() as u64);
             let t = Instant::now();
             nx.run(&rverb, nx.disk.read_fua(lba, 1)).await?;
@@ -1580,7 +1621,10 @@ mod tests {
                 DiskOp::PrRegister { key: 0xa },
                 "pr register-ignore --param-sark 0xa",
             ),
-            (DiskOp::PrUnregister { key: 0xa }, "pr register --param-rk 0xa"),
+            (
+                DiskOp::PrUnregister { key: 0xa },
+                "pr register --param-rk 0xa",
+            ),
             (
                 DiskOp::PrPreempt {
                     key: 0xb,
@@ -1613,7 +1657,10 @@ mod tests {
         let s = Shown::pass("fine", "cmd".into()).with_warnings(&[]);
         assert_eq!(s.verdict, Verdict::Pass);
         let s = Shown::pass("fine", "cmd".into()).with_warnings(&["careful".into()]);
-        assert_eq!((s.verdict, s.reason.as_str()), (Verdict::Warn, "careful; fine"));
+        assert_eq!(
+            (s.verdict, s.reason.as_str()),
+            (Verdict::Warn, "careful; fine")
+        );
     }
 
     #[test]

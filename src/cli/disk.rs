@@ -1146,8 +1146,14 @@ mod tests {
     #[test]
     fn batch_words_split_on_blanks_and_group_in_quotes() {
         let rows: [(&str, &[&str]); 6] = [
-            ("pr register --param-sark 0xa", &["pr", "register", "--param-sark", "0xa"]),
-            ("  write 0 --in 'my file.img'  ", &["write", "0", "--in", "my file.img"]),
+            (
+                "pr register --param-sark 0xa",
+                &["pr", "register", "--param-sark", "0xa"],
+            ),
+            (
+                "  write 0 --in 'my file.img'  ",
+                &["write", "0", "--in", "my file.img"],
+            ),
             ("read 0 1 # the first block", &["read", "0", "1"]),
             ("# a comment", &[]),
             ("", &[]),
@@ -1166,7 +1172,11 @@ mod tests {
         std::fs::write(&f, "pr read-keys\n\nfrobnicate\n").unwrap();
         let e = batch_lines(Some(&f)).err().unwrap();
         assert_eq!(e.status, 1);
-        assert!(e.json["error"].as_str().unwrap().starts_with("line 3:"), "{}", e.json);
+        assert!(
+            e.json["error"].as_str().unwrap().starts_with("line 3:"),
+            "{}",
+            e.json
+        );
         std::fs::write(&f, "reserve --hold\n").unwrap();
         assert!(batch_lines(Some(&f)).is_err());
         std::fs::write(&f, "# setup\npr register --param-sark 0xa\nread 0 1\n").unwrap();
