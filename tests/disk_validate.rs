@@ -10,16 +10,8 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 use common::tgtd::Tgtd;
-use common::TargetProcess;
+use common::{busrig, TargetProcess};
 use serde_json::Value;
-
-fn busrig(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_busrig"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run busrig")
-}
 
 /// `busrig disk URL` with `args`, fed `stdin`.
 fn batch(url: &str, who: &str, args: &[&str], stdin: &str) -> Output {

@@ -13,7 +13,7 @@ mod common;
 use std::time::Duration;
 
 use busrig_initiator::{
-    send_targets, DigestPreference, Disk, Error, IscsiUrl, Isid, Portal, SessionConfig,
+    send_targets, DigestPreference, Disk, Error, Isid, Portal, SessionConfig,
 };
 use busrig_proto::scsi::pr::{PrOutAction, PrOutParams, PrType};
 use bytes::Bytes;

@@ -146,24 +146,8 @@ impl CheckId {
     }
 }
 
-/// How a check ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Verdict {
-    Pass,
-    Warn,
-    Fail,
-}
-
-impl Verdict {
-    pub fn name(self) -> &'static str {
-        match self {
-            Verdict::Pass => "pass",
-            Verdict::Warn => "warn",
-            Verdict::Fail => "fail",
-        }
-    }
-}
+/// How a check ended: the cluster file check's pass, warn or fail.
+pub use crate::validate::Verdict;
 
 /// One check's result on one disk (or on all of them).
 #[derive(Debug, Clone, Serialize)]
@@ -1235,11 +1219,7 @@ async fn arbitration(run: &Run, d: &DiskUnderTest, model: QuorumModel) -> Outcom
         run.release(a, &mut owner).await?;
     }
     let mut warnings = Vec::new();
-    if let Some(why) = d
-        .nexus
-        .iter()
-        .find_map(|nx| nx.reset_refused.lock().expect("note").clone())
-    {
+    if let Some(why) = reset_refused(d) {
         warnings.push(format!(
             "TARGET WARM RESET refused ({why}); challenged with LOGICAL UNIT RESET, which reaches this LUN only"
         ));
@@ -1255,6 +1235,14 @@ async fn arbitration(run: &Run, d: &DiskUnderTest, model: QuorumModel) -> Outcom
         shown,
     )
     .with_warnings(&warnings))
+}
+
+/// Why the target refused a SCSI-2 challenger's TARGET WARM RESET, if
+/// it did on this disk.
+fn reset_refused(d: &DiskUnderTest) -> Option<String> {
+    d.nexus
+        .iter()
+        .find_map(|nx| nx.reset_refused.lock().expect("reset note").clone())
 }
 
 fn stamp_write(d: &DiskUnderTest, nx: &Nexus) -> (String, Bytes) {
@@ -1371,11 +1359,7 @@ async fn multiple_arbitration(run: &Run, d: &DiskUnderTest) -> Outcome {
         }
         clean_up(d).await?;
     }
-    if let Some(why) = d
-        .nexus
-        .iter()
-        .find_map(|nx| nx.reset_refused.lock().expect("note").clone())
-    {
+    if let Some(why) = reset_refused(d) {
         warnings.push(format!(
             "TARGET WARM RESET refused ({why}); SCSI-2 challengers reset the LUN instead"
         ));

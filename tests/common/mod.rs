@@ -154,6 +154,15 @@ impl Drop for TargetProcess {
     }
 }
 
+/// Runs the `busrig` binary with `args` (its log at warn) and waits.
+pub fn busrig(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_busrig"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run busrig")
+}
+
 /// The target name of the embedded default bus.
 pub const DEFAULT_TARGET: &str = "iqn.2026-11.io.busrig:bus0";
 

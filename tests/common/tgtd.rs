@@ -132,13 +132,13 @@ impl Tgtd {
                 img.to_str().unwrap(),
             ]));
         }
-        for args in [
-            vec![
-                "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL",
-            ],
-            // tgtd answers "None" to a digest offer it was not configured
-            // for, instead of Reject; allow CRC32C explicitly.
-            vec![
+        commands.push(words(&[
+            "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL",
+        ]));
+        // tgtd answers "None" to a digest offer it was not configured
+        // for, instead of Reject; allow CRC32C explicitly.
+        for digest in ["HeaderDigest", "DataDigest"] {
+            commands.push(words(&[
                 "--op",
                 "update",
                 "--mode",
@@ -146,24 +146,10 @@ impl Tgtd {
                 "--tid",
                 "1",
                 "--name",
-                "HeaderDigest",
+                digest,
                 "--value",
                 "CRC32C,None",
-            ],
-            vec![
-                "--op",
-                "update",
-                "--mode",
-                "target",
-                "--tid",
-                "1",
-                "--name",
-                "DataDigest",
-                "--value",
-                "CRC32C,None",
-            ],
-        ] {
-            commands.push(words(&args));
+            ]));
         }
         for args in commands {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
