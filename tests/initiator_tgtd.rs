@@ -12,9 +12,7 @@ mod common;
 
 use std::time::Duration;
 
-use busrig_initiator::{
-    send_targets, DigestPreference, Disk, Error, Isid, Portal, SessionConfig,
-};
+use busrig_initiator::{send_targets, DigestPreference, Disk, Error, Isid, Portal, SessionConfig};
 use busrig_proto::scsi::pr::{PrOutAction, PrOutParams, PrType};
 use bytes::Bytes;
 
