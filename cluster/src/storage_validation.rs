@@ -1181,41 +1181,26 @@ async fn arbitration(run: &Run, d: &DiskUnderTest, model: QuorumModel) -> Outcom
     for i in 0..n {
         let (a, b) = (&d.nexus[i], &d.nexus[(i + 1) % n]);
         let mut owner = run.take(a, &model).await?;
-        let (verb, data) = stamp_write(d, a);
-        a.run(&verb, a.disk.write(d.scratch, data, true)).await?;
+        // The owner defends all along: an owner left alone longer than
+        // its lease loses its standing (the arbiter makes it challenge
+        // again), as a paused node does.
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let defend = drive(a, &mut owner, run.clock, Vec::new(), false, async move {
             let _ = stop_rx.await;
         });
-        let challenge = async {
-            let r = run.challenge(b, &model).await;
+        let contest = async {
+            let r = contest(run, d, a, b, &model).await;
             let _ = stop_tx.send(());
             r
         };
-        let (defended, (_, challenged)) = tokio::join!(defend, challenge);
-        match challenged {
-            DriveEnd::Lost(_) => shown = b.command(&b.last()),
-            DriveEnd::Online => {
-                return Err(b.failed(
-                    &b.last(),
-                    format!("won its challenge while {} was defending", a.name),
-                ))
-            }
-            DriveEnd::Stopped => {
-                return Err(b.failed(&b.last(), "the challenge did not finish"));
-            }
-        }
+        let (defended, contested) = tokio::join!(defend, contest);
         if let DriveEnd::Lost(why) = defended {
             return Err(a.failed(
                 &a.last(),
                 format!("lost the disk while defending against {} ({why})", b.name),
             ));
         }
-        let (verb, data) = stamp_write(d, b);
-        b.refused(&verb, b.disk.write(d.scratch, data, true))
-            .await?;
-        let (verb, data) = stamp_write(d, a);
-        a.run(&verb, a.disk.write(d.scratch, data, true)).await?;
+        shown = contested?;
         run.release(a, &mut owner).await?;
     }
     let mut warnings = Vec::new();
@@ -1243,6 +1228,36 @@ fn reset_refused(d: &DiskUnderTest) -> Option<String> {
     d.nexus
         .iter()
         .find_map(|nx| nx.reset_refused.lock().expect("reset note").clone())
+}
+
+/// While `a` owns and defends the disk: `a` writes, `b` challenges and
+/// must lose, `b`'s write is refused and `a`'s lands. The command that
+/// showed `b` losing.
+async fn contest(
+    run: &Run,
+    d: &DiskUnderTest,
+    a: &Nexus,
+    b: &Nexus,
+    model: &QuorumModel,
+) -> Result<String, Failed> {
+    let (verb, data) = stamp_write(d, a);
+    a.run(&verb, a.disk.write(d.scratch, data, true)).await?;
+    let shown = match run.challenge(b, model).await.1 {
+        DriveEnd::Lost(_) => b.command(&b.last()),
+        DriveEnd::Online => {
+            return Err(b.failed(
+                &b.last(),
+                format!("won its challenge while {} was defending", a.name),
+            ))
+        }
+        DriveEnd::Stopped => return Err(b.failed(&b.last(), "the challenge did not finish")),
+    };
+    let (verb, data) = stamp_write(d, b);
+    b.refused(&verb, b.disk.write(d.scratch, data, true))
+        .await?;
+    let (verb, data) = stamp_write(d, a);
+    a.run(&verb, a.disk.write(d.scratch, data, true)).await?;
+    Ok(shown)
 }
 
 fn stamp_write(d: &DiskUnderTest, nx: &Nexus) -> (String, Bytes) {
@@ -1279,13 +1294,21 @@ async fn multiple_arbitration(run: &Run, d: &DiskUnderTest) -> Outcome {
                 let end = drive(&nx, &mut arb, clock, first, true, tokio::time::sleep(limit)).await;
                 let c = match end {
                     DriveEnd::Online => {
-                        let write = nx.run(&verb, nx.disk.write(lba, data, true)).await;
-                        done.send_modify(|c| *c += 1);
+                        // It defends while it writes and until every
+                        // contender has finished.
                         let mut rx = done.subscribe();
                         let stop = async move {
                             let _ = rx.wait_for(|c| *c >= n).await;
                         };
-                        let defended = drive(&nx, &mut arb, clock, Vec::new(), false, stop).await;
+                        let write = async {
+                            let w = nx.run(&verb, nx.disk.write(lba, data, true)).await;
+                            done.send_modify(|c| *c += 1);
+                            w
+                        };
+                        let (defended, write) = tokio::join!(
+                            drive(&nx, &mut arb, clock, Vec::new(), false, stop),
+                            write
+                        );
                         if let Some(op) = arb.release() {
                             nx.exec(op).await;
                         }
