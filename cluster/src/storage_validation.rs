@@ -401,12 +401,10 @@ impl Nexus {
     }
 
     /// One block of [`Nexus::pattern`], and the `busrig disk` verb that
-    /// writes it at `lba` (with FUA, as the cluster's writes).
+    /// writes it at `lba`. Without FUA: an owner's write that waits for
+    /// the medium would hold up its renewals queued behind it.
     fn stamp(&self, lba: u64, block_length: u32) -> (String, Bytes) {
-        let verb = format!(
-            "write {lba} --pattern {:#04x} --count 1 --fua",
-            self.pattern()
-        );
+        let verb = format!("write {lba} --pattern {:#04x} --count 1", self.pattern());
         (
             verb,
             Bytes::from(vec![self.pattern(); block_length as usize]),
@@ -1091,12 +1089,12 @@ async fn persistent_reservation(d: &DiskUnderTest) -> Outcome {
     a.pr_ok(PrOutAction::Reserve, a.key, 0).await?;
     expect_holder(d, Some(a.key)).await?;
     let (verb, data) = write(b);
-    b.refused(&verb, b.disk.write(stamp_lba, data, true))
+    b.refused(&verb, b.disk.write(stamp_lba, data, false))
         .await?;
     let read_verb = format!("read {stamp_lba} 1");
     b.run(&read_verb, b.disk.read(stamp_lba, 1)).await?;
     let (verb, data) = write(a);
-    a.run(&verb, a.disk.write(stamp_lba, data, true)).await?;
+    a.run(&verb, a.disk.write(stamp_lba, data, false)).await?;
     let (verb, r) = b.pr(PrOutAction::Register, b.key ^ 0xff00, 0x77).await;
     b.refused(&verb, async { r }).await?;
     // What NODE1 hears from here on (SPC-4 §5.9.11.4: 2A/05).
@@ -1111,7 +1109,7 @@ async fn persistent_reservation(d: &DiskUnderTest) -> Outcome {
         ));
     }
     let (verb, data) = write(a);
-    a.refused(&verb, a.disk.write(stamp_lba, data, true))
+    a.refused(&verb, a.disk.write(stamp_lba, data, false))
         .await?;
     let heard = a
         .disk
@@ -1128,7 +1126,7 @@ async fn persistent_reservation(d: &DiskUnderTest) -> Outcome {
     let shown = a.pr_ok(PrOutAction::PreemptAndAbort, a.key, b.key).await?;
     expect_holder(d, Some(a.key)).await?;
     let (verb, data) = write(b);
-    b.refused(&verb, b.disk.write(stamp_lba, data, true))
+    b.refused(&verb, b.disk.write(stamp_lba, data, false))
         .await?;
     a.pr_ok(PrOutAction::Release, a.key, 0).await?;
     expect_holder(d, None).await?;
@@ -1194,6 +1192,19 @@ async fn arbitration(run: &Run, d: &DiskUnderTest, model: QuorumModel) -> Outcom
             r
         };
         let (defended, contested) = tokio::join!(defend, contest);
+        if !owner.holds() {
+            // The arbiter gave up ownership by itself: a defense came back
+            // after the lease had run out, so the owner had to challenge
+            // again (docs/semantics.md "Timing profiles"). Slow commands,
+            // not the target's reservation rules.
+            return Err(a.failed(
+                &a.last(),
+                format!(
+                    "stopped acting as owner: a defense took longer than its {} ms lease (see disk-access-latency)",
+                    run.timing.lease(&model).as_millis()
+                ),
+            ));
+        }
         if let DriveEnd::Lost(why) = defended {
             return Err(a.failed(
                 &a.last(),
@@ -1241,7 +1252,7 @@ async fn contest(
     model: &QuorumModel,
 ) -> Result<String, Failed> {
     let (verb, data) = stamp_write(d, a);
-    a.run(&verb, a.disk.write(d.scratch, data, true)).await?;
+    a.run(&verb, a.disk.write(d.scratch, data, false)).await?;
     let shown = match run.challenge(b, model).await.1 {
         DriveEnd::Lost(_) => b.command(&b.last()),
         DriveEnd::Online => {
@@ -1253,10 +1264,10 @@ async fn contest(
         DriveEnd::Stopped => return Err(b.failed(&b.last(), "the challenge did not finish")),
     };
     let (verb, data) = stamp_write(d, b);
-    b.refused(&verb, b.disk.write(d.scratch, data, true))
+    b.refused(&verb, b.disk.write(d.scratch, data, false))
         .await?;
     let (verb, data) = stamp_write(d, a);
-    a.run(&verb, a.disk.write(d.scratch, data, true)).await?;
+    a.run(&verb, a.disk.write(d.scratch, data, false)).await?;
     Ok(shown)
 }
 
@@ -1301,7 +1312,7 @@ async fn multiple_arbitration(run: &Run, d: &DiskUnderTest) -> Outcome {
                             let _ = rx.wait_for(|c| *c >= n).await;
                         };
                         let write = async {
-                            let w = nx.run(&verb, nx.disk.write(lba, data, true)).await;
+                            let w = nx.run(&verb, nx.disk.write(lba, data, false)).await;
                             done.send_modify(|c| *c += 1);
                             w
                         };
@@ -1319,7 +1330,7 @@ async fn multiple_arbitration(run: &Run, d: &DiskUnderTest) -> Outcome {
                         }
                     }
                     end => {
-                        let write = nx.refused(&verb, nx.disk.write(lba, data, true)).await;
+                        let write = nx.refused(&verb, nx.disk.write(lba, data, false)).await;
                         done.send_modify(|c| *c += 1);
                         Contender {
                             end,
@@ -1429,12 +1440,12 @@ async fn disk_failover(run: &Run, d: &DiskUnderTest) -> Outcome {
                 ));
             }
             let (verb, data) = stamp_write(d, old);
-            old.refused(&verb, old.disk.write(d.scratch, data, true))
+            old.refused(&verb, old.disk.write(d.scratch, data, false))
                 .await?;
             shown = old.command(&verb);
         }
         let (verb, data) = stamp_write(d, nx);
-        nx.run(&verb, nx.disk.write(d.scratch, data, true)).await?;
+        nx.run(&verb, nx.disk.write(d.scratch, data, false)).await?;
         // The previous owner's arbiter is dropped here: a failed node
         // no longer defends.
         prev = Some((i, arb));
@@ -1460,7 +1471,7 @@ async fn simultaneous_failover(run: &Run, disks: &[&DiskUnderTest]) -> Outcome {
     for d in disks {
         let nx = &d.nexus[0];
         let (verb, data) = stamp_write(d, nx);
-        nx.run(&verb, nx.disk.write(d.scratch, data, true)).await?;
+        nx.run(&verb, nx.disk.write(d.scratch, data, false)).await?;
     }
     // NODE1 fails: its arbiters are gone and it no longer defends.
     let t = Instant::now();
@@ -1475,7 +1486,7 @@ async fn simultaneous_failover(run: &Run, disks: &[&DiskUnderTest]) -> Outcome {
             return Err(n.failed(&verb, format!("does not hold {}'s write", o.name)));
         }
         let (verb, data) = stamp_write(d, o);
-        o.refused(&verb, o.disk.write(d.scratch, data, true))
+        o.refused(&verb, o.disk.write(d.scratch, data, false))
             .await?;
         shown = o.command(&verb);
     }
@@ -1555,6 +1566,7 @@ async fn disk_access_latency(run: &Run, d: &DiskUnderTest) -> Outcome {
     for (i, nx) in d.nexus.iter().enumerate() {
         let lba = d.scratch + 1 + (i as u64 % (SCRATCH_BLOCKS - 1));
         let (wverb, data) = nx.stamp(lba, d.block_length);
+        let wverb = format!("{wverb} --fua");
         let (mut reads, mut writes) = (Vec::new(), Vec::new());
         let rverb = format!("read {lba} 1 --fua");
         for _ in 0..run.latency_samples {
