@@ -6,18 +6,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::{TargetProcess, DEFAULT_TARGET};
+use common::{busrig, TargetProcess, DEFAULT_TARGET};
 use serde_json::Value;
-
-fn busrig(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_busrig"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run busrig")
-}
 
 fn json_of(out: &Output) -> Value {
     let text = String::from_utf8_lossy(&out.stdout);

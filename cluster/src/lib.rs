@@ -28,4 +28,5 @@ pub mod report;
 pub mod resource;
 pub mod service;
 pub mod snapshot_diff;
+pub mod storage_validation;
 pub mod validate;

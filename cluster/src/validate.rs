@@ -37,6 +37,17 @@ pub enum Verdict {
     Fail,
 }
 
+impl Verdict {
+    /// `pass`, `warn` or `fail`, as in the JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Warn => "warn",
+            Verdict::Fail => "fail",
+        }
+    }
+}
+
 /// One checked rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {

@@ -10,6 +10,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use busrig_cluster::config::Timing;
+use busrig_cluster::storage_validation::{
+    validate, CheckId, Report, ValidateOptions, Verdict, DEFAULT_INITIATOR_PREFIX,
+};
 use busrig_initiator::blocks::{block_data, BlockDataError};
 use busrig_initiator::{
     Arbitration, ArbitrationError, ArbitrationReset, Disk, Error, HoldEnd, IscsiUrl, Isid,
@@ -37,6 +41,7 @@ Exit status (as sg3_utils):
    3  MEDIUM or HARDWARE ERROR      21  RECOVERED ERROR
    5  ILLEGAL REQUEST               22  LOGICAL BLOCK ADDRESS OUT OF RANGE
    6  UNIT ATTENTION                24  RESERVATION CONFLICT; arbitrate lost
+   4  validate: a check failed
    7  DATA PROTECT                  26  BUSY      27  TASK SET FULL
    9  INVALID COMMAND OPERATION     28  ACA ACTIVE
   10  COPY ABORTED                  29  TASK ABORTED
@@ -51,14 +56,17 @@ JSON object with \"exit_status\" and the decoded sense.";
 #[derive(clap::Args)]
 #[command(
     about = "Run SCSI commands against one LUN through busrig's iSCSI initiator",
-    after_long_help = EXIT_STATUS_HELP
+    after_long_help = EXIT_STATUS_HELP,
+    // `busrig disk validate URL...` names its disks after the verb.
+    subcommand_negates_reqs = true,
+    override_usage = "busrig disk [OPTIONS] <URL> <COMMAND>\n       busrig disk validate [OPTIONS] <URL>..."
 )]
 pub struct DiskArgs {
     /// iscsi://[user%secret@]host[:port]/target-iqn/lun (libiscsi's form;
     /// ?target_user=..&target_password=.. for mutual CHAP,
     /// ?header_digest=crc32c, ?data_digest=crc32c)
-    #[arg(value_name = "URL")]
-    url: String,
+    #[arg(value_name = "URL", required = true)]
+    url: Option<String>,
 
     #[command(subcommand)]
     verb: Verb,
@@ -218,6 +226,31 @@ enum Verb {
         #[arg(long, value_name = "SECS", requires = "hold")]
         renew: Option<f64>,
     },
+    /// Run VERB lines from FILE (or stdin, `-`) in one session, one I_T
+    /// nexus, as a series of sg_persist calls over one kernel session.
+    #[command(after_help = "\
+One verb a line, as after `busrig disk URL`; blank lines and lines
+starting with # are skipped; 'single' or \"double\" quotes group words.
+Every line is checked before the first one runs. Example:
+  pr register --param-sark 0xa
+  pr reserve --param-rk 0xa --prout-type 5
+  pr read-reservation")]
+    Batch {
+        /// The file of verb lines; `-` or nothing reads stdin.
+        #[arg(value_name = "FILE|-")]
+        file: Option<PathBuf>,
+        /// Run every line even after one fails (the exit status is the
+        /// first failure's).
+        #[arg(long)]
+        keep_going: bool,
+    },
+    /// Cluster storage validation: the failover cluster validation
+    /// wizard's storage checks, one I_T nexus per simulated node.
+    #[command(
+        override_usage = "busrig disk validate [OPTIONS] <URL>...",
+        after_help = VALIDATE_HELP
+    )]
+    Validate(ValidateArgs),
     /// Persistent reservations (sg_persist's option names).
     #[command(
         subcommand,
@@ -229,6 +262,64 @@ Examples (node a holds WERO, type 5; node b fences it out):
   busrig disk URL --initiator iqn.2026-11.io.busrig:b pr preempt-abort --param-rk 0xb --param-sark 0xa --prout-type 5"
     )]
     Pr(PrVerb),
+}
+
+/// The checks `busrig disk validate` runs, for its `--help`.
+const VALIDATE_HELP: &str = "\
+Checks (--check NAME, repeatable; all by default):
+  list-disks              List Potential Cluster Disks
+  vpd                     Validate SCSI Device Vital Product Data (VPD)
+  persistent-reservation  Validate SCSI-3 Persistent Reservation
+  arbitration             Validate Disk Arbitration (PR challenge and defense)
+  scsi2-arbitration       Validate Disk Arbitration (SCSI-2 challenge and defense)
+  multiple-arbitration    Validate Multiple Arbitration
+  disk-failover           Validate Disk Failover
+  simultaneous-failover   Validate Simultaneous Failover
+  disk-access-latency     Validate Disk Access Latency
+The checks write the last 8 blocks of every disk (saved first and written
+back) and remove every registration and reservation they made. A disk with
+someone else's registrations or reservation is left alone and fails
+list-disks. Exit status 0 when no check failed, 4 when one did.";
+
+/// `busrig disk validate`'s own options (the global --initiator, --isid
+/// and --timeout do not apply: every node has its own nexus, and the
+/// limits follow the timing profile).
+#[derive(clap::Args)]
+struct ValidateArgs {
+    /// The disks: iscsi://[user%secret@]host[:port]/target-iqn/lun, each
+    /// one LUN.
+    #[arg(value_name = "URL")]
+    urls: Vec<String>,
+    /// Simulated nodes, each its own initiator name and I_T nexus (2 to 16).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    nodes: usize,
+    /// Arbitration timing: fast (challenge wait 0.4 s) or mscs2003 (7 s).
+    #[arg(long, value_enum, default_value = "fast")]
+    timing: TimingProfile,
+    /// Run only this check (repeatable; see below).
+    #[arg(long = "check", value_name = "NAME", value_parser = parse_check)]
+    checks: Vec<CheckId>,
+    /// Initiator names are this and the node name (NODE1, NODE2, ...).
+    #[arg(long, value_name = "IQN", default_value = DEFAULT_INITIATOR_PREFIX)]
+    initiator_prefix: String,
+    /// Reads and writes per node and disk in disk-access-latency.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    latency_samples: u32,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TimingProfile {
+    /// The cluster's test timing: challenge wait 0.4 s, defense every 0.15 s.
+    Fast,
+    /// Windows Server 2003's: challenge wait 7 s, defense every 3 s.
+    Mscs2003,
+}
+
+fn parse_check(s: &str) -> Result<CheckId, String> {
+    CheckId::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = CheckId::ALL.iter().map(|c| c.name()).collect();
+        format!("no check {s:?}; the checks are {}", names.join(", "))
+    })
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -315,31 +406,38 @@ enum PrVerb {
 }
 
 /// `cmd` (the whole CLI) with `<URL>` in the usage lines of `busrig disk
-/// URL pr VERB`: clap leaves a grandparent's positional out of them, and
-/// the URL is required.
+/// URL VERB` and `busrig disk URL pr VERB`: clap leaves the URL out of
+/// them, because `busrig disk validate` takes its URLs after the verb
+/// (`subcommand_negates_reqs`) and a grandparent's positional is never
+/// shown, but every other verb requires it.
 pub fn usage_with_url(cmd: clap::Command) -> clap::Command {
     let mut built = cmd.clone();
     built.build();
-    let usages: Vec<(String, String)> = built
-        .find_subcommand("disk")
-        .and_then(|d| d.find_subcommand("pr"))
-        .map(|pr| {
-            pr.get_subcommands()
-                .filter(|v| v.get_name() != "help")
-                .map(|v| {
-                    let u = v.clone().render_usage().to_string();
-                    let u = u.trim_start_matches("Usage:").trim();
-                    (
-                        v.get_name().to_string(),
-                        u.replacen("busrig disk ", "busrig disk <URL> ", 1),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    cmd.mut_subcommand("disk", |d| {
+    let with_url = |verbs: &clap::Command| -> Vec<(String, String)> {
+        verbs
+            .get_subcommands()
+            .filter(|v| !matches!(v.get_name(), "help" | "validate"))
+            .map(|v| {
+                let u = v.clone().render_usage().to_string();
+                let u = u.trim_start_matches("Usage:").trim();
+                (
+                    v.get_name().to_string(),
+                    u.replacen("busrig disk ", "busrig disk <URL> ", 1),
+                )
+            })
+            .collect()
+    };
+    let Some(disk) = built.find_subcommand("disk") else {
+        return cmd;
+    };
+    let verbs = with_url(disk);
+    let pr_verbs = disk.find_subcommand("pr").map(with_url).unwrap_or_default();
+    cmd.mut_subcommand("disk", |mut d| {
+        for (name, usage) in verbs {
+            d = d.mut_subcommand(name, |v| v.override_usage(usage));
+        }
         d.mut_subcommand("pr", |mut pr| {
-            for (name, usage) in usages {
+            for (name, usage) in pr_verbs {
                 pr = pr.mut_subcommand(name, |v| v.override_usage(usage));
             }
             pr
@@ -382,9 +480,11 @@ impl From<BlockDataError> for Failure {
     }
 }
 
-/// Human output or JSON, chosen once.
+/// Human output or JSON, chosen once; in a batch, the line each verb's
+/// output belongs to (the JSON's `line`).
 struct Out {
     json: bool,
+    line: Option<usize>,
 }
 
 /// Prints a line on stdout. A closed pipe (`busrig disk ... | head`) is
@@ -396,7 +496,10 @@ fn say(line: &str) {
 }
 
 impl Out {
-    fn emit(&self, human: impl FnOnce() -> String, value: Value) {
+    fn emit(&self, human: impl FnOnce() -> String, mut value: Value) {
+        if let (Some(n), Some(o)) = (self.line, value.as_object_mut()) {
+            o.insert("line".into(), json!(n));
+        }
         if self.json {
             say(&value.to_string());
         } else {
@@ -441,7 +544,10 @@ fn show<T: std::fmt::Display + serde::Serialize>(disk: &Disk, out: &Out, key: Op
 }
 
 pub async fn run(args: DiskArgs) -> anyhow::Result<ExitCode> {
-    let out = Out { json: args.json };
+    let out = Out {
+        json: args.json,
+        line: None,
+    };
     match run_inner(&args, &out).await {
         Ok(code) => Ok(ExitCode::from(code)),
         Err(f) => {
@@ -460,7 +566,14 @@ pub async fn run(args: DiskArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_inner(args: &DiskArgs, out: &Out) -> Result<u8, Failure> {
-    let url = IscsiUrl::parse(&args.url).map_err(|e| Failure::usage(e.to_string()))?;
+    if let Verb::Validate(v) = &args.verb {
+        return run_validate(args.url.as_deref(), v, out).await;
+    }
+    let url = args
+        .url
+        .as_deref()
+        .ok_or_else(|| Failure::usage("a URL is needed before the verb: busrig disk URL VERB"))?;
+    let url = IscsiUrl::parse(url).map_err(|e| Failure::usage(e.to_string()))?;
     let timeout = secs(
         args.timeout,
         "--timeout must be a positive number of seconds",
@@ -471,10 +584,20 @@ async fn run_inner(args: &DiskArgs, out: &Out) -> Result<u8, Failure> {
         command_timeout: timeout,
         ..SessionConfig::default()
     };
+    // A batch reads and checks every line before it logs in.
+    let lines = match &args.verb {
+        Verb::Batch { file, .. } => Some(batch_lines(file.as_deref())?),
+        _ => None,
+    };
     let disk = Disk::open(&url, cfg)
         .await?
         .with_reset_retries(args.ua_retries);
-    let r = verb(&disk, &args.verb, out).await;
+    let r = match (&args.verb, lines) {
+        (Verb::Batch { keep_going, .. }, Some(lines)) => {
+            Ok(batch(&disk, &lines, *keep_going, out).await)
+        }
+        (v, _) => verb(&disk, v, out).await,
+    };
     // Logging out ends the I_T nexus cleanly; errors here do not change the
     // verb's outcome (a cold reset, for one, already ended the connection).
     if let Err(e) = disk.session().logout().await {
@@ -644,6 +767,9 @@ async fn verb(disk: &Disk, verb: &Verb, out: &Out) -> Result<u8, Failure> {
             show(disk, out, None, disk.pr_read_full_status().await?)
         }
         Verb::Pr(p) => pr_out(disk, p, out).await?,
+        Verb::Batch { .. } | Verb::Validate(_) => {
+            unreachable!("batch and validate run before any single verb")
+        }
     }
     Ok(0)
 }
@@ -819,4 +945,245 @@ async fn pr_out(disk: &Disk, verb: &PrVerb, out: &Out) -> Result<(), Failure> {
         }),
     );
     Ok(())
+}
+
+/// Exit status of `validate` when a check failed (unused by sg3_utils).
+const EXIT_VALIDATION_FAILED: u8 = 4;
+
+/// One line of a batch file, parsed as the words after `busrig disk URL`.
+#[derive(clap::Parser)]
+#[command(name = "batch line", no_binary_name = true)]
+struct BatchLine {
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+/// A checked batch line: its number, its text and its verb.
+struct Line {
+    number: usize,
+    text: String,
+    verb: Verb,
+}
+
+/// Reads FILE (stdin for `-` or none) and parses every line before
+/// anything runs, so a mistake on line 9 costs nothing of lines 1 to 8.
+fn batch_lines(file: Option<&std::path::Path>) -> Result<Vec<Line>, Failure> {
+    use std::io::Read;
+    let text = match file {
+        Some(f) if f != std::path::Path::new("-") => std::fs::read_to_string(f)
+            .map_err(|e| Failure::file(format!("{}: {e}", f.display())))?,
+        _ => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| Failure::file(format!("stdin: {e}")))?;
+            s
+        }
+    };
+    let mut lines = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let number = i + 1;
+        let bad = |why: String| Failure::usage(format!("line {number}: {why}"));
+        let words = split_words(raw).map_err(|e| bad(e.into()))?;
+        if words.is_empty() {
+            continue;
+        }
+        let parsed = <BatchLine as clap::Parser>::try_parse_from(&words)
+            .map_err(|e| bad(e.render().to_string().trim_end().to_string()))?;
+        match &parsed.verb {
+            Verb::Batch { .. } | Verb::Validate(_) => {
+                return Err(bad(format!("{} cannot run inside a batch", words[0])))
+            }
+            Verb::Reserve { hold: true, .. } | Verb::Arbitrate { hold: true, .. } => {
+                return Err(bad("--hold runs until interrupted: not in a batch".into()))
+            }
+            _ => {}
+        }
+        lines.push(Line {
+            number,
+            text: words.join(" "),
+            verb: parsed.verb,
+        });
+    }
+    Ok(lines)
+}
+
+/// Splits a batch line into words: whitespace separates, 'single' and
+/// "double" quotes group, and a word starting with # ends the line.
+fn split_words(line: &str) -> Result<Vec<String>, &'static str> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut quote: Option<char> = None;
+    for c in line.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => word.get_or_insert_with(String::new).push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                word.get_or_insert_with(String::new);
+            }
+            (None, '#') if word.is_none() => break,
+            (None, c) if c.is_whitespace() => words.extend(word.take()),
+            (None, c) => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    if quote.is_some() {
+        return Err("a quote is not closed");
+    }
+    words.extend(word);
+    Ok(words)
+}
+
+/// Runs the lines in order on one session; stops at the first failure
+/// unless `keep_going`. The exit status is the first failure's.
+async fn batch(disk: &Disk, lines: &[Line], keep_going: bool, out: &Out) -> u8 {
+    let mut status = 0;
+    for line in lines {
+        let out = Out {
+            json: out.json,
+            line: Some(line.number),
+        };
+        if !out.json {
+            say(&format!("> {}", line.text));
+        }
+        let code = match verb(disk, &line.verb, &out).await {
+            Ok(code) => code,
+            Err(f) => {
+                let msg = f.json["error"].as_str().unwrap_or_default().to_string();
+                eprintln!("busrig disk: line {}: {msg}", line.number);
+                if out.json {
+                    let mut j = f.json;
+                    j["exit_status"] = json!(f.status);
+                    j["line"] = json!(line.number);
+                    say(&j.to_string());
+                }
+                f.status
+            }
+        };
+        if code != 0 && status == 0 {
+            status = code;
+        }
+        if code != 0 && !keep_going {
+            break;
+        }
+    }
+    status
+}
+
+/// `busrig disk validate`: the checks of `busrig_cluster::storage_validation`
+/// and their report; a URL before the verb counts as the first disk.
+async fn run_validate(first: Option<&str>, v: &ValidateArgs, out: &Out) -> Result<u8, Failure> {
+    let mut urls = Vec::new();
+    for u in first.into_iter().chain(v.urls.iter().map(String::as_str)) {
+        urls.push(IscsiUrl::parse(u).map_err(|e| Failure::usage(format!("{u}: {e}")))?);
+    }
+    let (timing, timing_name) = match v.timing {
+        TimingProfile::Fast => (Timing::fast(), "fast"),
+        TimingProfile::Mscs2003 => (Timing::mscs2003(), "mscs2003"),
+    };
+    let opts = ValidateOptions {
+        urls,
+        nodes: v.nodes,
+        timing,
+        timing_name,
+        initiator_prefix: v.initiator_prefix.clone(),
+        checks: v.checks.clone(),
+        latency_samples: v.latency_samples,
+    };
+    let report = validate(opts)
+        .await
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    let status = if report.failed() {
+        EXIT_VALIDATION_FAILED
+    } else {
+        0
+    };
+    let mut j = json!(&report);
+    for verdict in [Verdict::Pass, Verdict::Warn, Verdict::Fail] {
+        j[verdict.name()] = json!(report.count(verdict));
+    }
+    j["exit_status"] = json!(status);
+    out.emit(|| validation_text(&report), j);
+    Ok(status)
+}
+
+/// The report for people: a line per check and disk with its verdict,
+/// the reason, and the command that showed it.
+fn validation_text(r: &Report) -> String {
+    let names: Vec<String> = r.nodes.iter().map(|n| n.initiator.clone()).collect();
+    let mut s = format!(
+        "busrig disk validate: {} disk(s), {} nodes ({}), {} timing\n",
+        r.disks.len(),
+        r.nodes.len(),
+        names.join(", "),
+        r.timing
+    );
+    for c in &r.results {
+        s += &format!(
+            "{:<4}  {}  {}\n      {}\n",
+            c.verdict.name(),
+            c.title,
+            c.disk.as_deref().unwrap_or("all disks"),
+            c.reason
+        );
+        if let Some(cmd) = &c.command {
+            s += &format!("      shown by: {cmd}\n");
+        }
+    }
+    s += &format!(
+        "{} passed, {} warnings, {} failed",
+        r.count(Verdict::Pass),
+        r.count(Verdict::Warn),
+        r.count(Verdict::Fail)
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_words_split_on_blanks_and_group_in_quotes() {
+        let rows: [(&str, &[&str]); 6] = [
+            (
+                "pr register --param-sark 0xa",
+                &["pr", "register", "--param-sark", "0xa"],
+            ),
+            (
+                "  write 0 --in 'my file.img'  ",
+                &["write", "0", "--in", "my file.img"],
+            ),
+            ("read 0 1 # the first block", &["read", "0", "1"]),
+            ("# a comment", &[]),
+            ("", &[]),
+            ("write 0 --in \"a#b\"", &["write", "0", "--in", "a#b"]),
+        ];
+        for (line, want) in rows {
+            assert_eq!(split_words(line).unwrap(), want, "{line:?}");
+        }
+        assert!(split_words("write 0 --in 'open").is_err());
+    }
+
+    #[test]
+    fn a_bad_line_is_refused_before_anything_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("b.txt");
+        std::fs::write(&f, "pr read-keys\n\nfrobnicate\n").unwrap();
+        let e = batch_lines(Some(&f)).err().unwrap();
+        assert_eq!(e.status, 1);
+        assert!(
+            e.json["error"].as_str().unwrap().starts_with("line 3:"),
+            "{}",
+            e.json
+        );
+        std::fs::write(&f, "reserve --hold\n").unwrap();
+        assert!(batch_lines(Some(&f)).is_err());
+        std::fs::write(&f, "# setup\npr register --param-sark 0xa\nread 0 1\n").unwrap();
+        let Ok(lines) = batch_lines(Some(&f)) else {
+            panic!("a good batch file was refused");
+        };
+        let numbers: Vec<usize> = lines.iter().map(|l| l.number).collect();
+        assert_eq!(numbers, [2, 3]);
+    }
 }

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod lab;
+pub mod tgtd;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -151,6 +152,15 @@ impl Drop for TargetProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Runs the `busrig` binary with `args` (its log at warn) and waits.
+pub fn busrig(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_busrig"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run busrig")
 }
 
 /// The target name of the embedded default bus.
