@@ -70,7 +70,10 @@ impl LocalFile {
         if blocks == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("{} holds no whole {FILE_BLOCK_LEN}-byte block ({len} bytes)", path.display()),
+                format!(
+                    "{} holds no whole {FILE_BLOCK_LEN}-byte block ({len} bytes)",
+                    path.display()
+                ),
             ));
         }
         Ok(LocalFile {
@@ -81,15 +84,21 @@ impl LocalFile {
     }
 
     async fn read(&self, off: u64, len: usize) -> io::Result<Bytes> {
-        let mut buf = vec![0u8; len];
+        // Not zeroed first, as the target's read buffers are not: the
+        // kernel fills what it reads, and only a rest left to the
+        // blocking pool is zeroed before it is read into.
+        let mut buf = Vec::with_capacity(len);
         let mut done = 0;
         if self.nowait.load(Ordering::Relaxed) {
-            match nowait::read(&self.file, &mut buf, off) {
-                Ok(n) => done = n,
+            match nowait::read(&self.file, &mut buf.spare_capacity_mut()[..len], off) {
+                Ok(n) => done = n.min(len),
                 Err(_) => self.nowait.store(false, Ordering::Relaxed),
             }
         }
+        // SAFETY: preadv2 initialised the first `done` bytes.
+        unsafe { buf.set_len(done) };
         if done < len {
+            buf.resize(len, 0);
             let file = self.file.clone();
             buf = blocking(move || {
                 file.read_exact_at(&mut buf[done..], off + done as u64)?;
@@ -124,7 +133,9 @@ impl LocalFile {
 }
 
 /// Runs `f` on the blocking pool.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .unwrap_or_else(|e| Err(io::Error::other(format!("file I/O task failed: {e}"))))
@@ -187,6 +198,7 @@ impl Device {
 mod nowait {
     use std::fs::File;
     use std::io;
+    use std::mem::MaybeUninit;
 
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     pub const SUPPORTED: bool = true;
@@ -208,15 +220,17 @@ mod nowait {
     }
 
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    pub fn read(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    pub fn read(f: &File, buf: &mut [MaybeUninit<u8>], off: u64) -> io::Result<usize> {
         use std::os::unix::io::AsRawFd;
         let iov = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: buf.len(),
         };
         // SAFETY: one iovec describing `buf`, valid for writes of its
-        // length for the duration of the call; the fd is open.
-        let n = unsafe { libc::preadv2(f.as_raw_fd(), &iov, 1, off as libc::off_t, libc::RWF_NOWAIT) };
+        // length for the duration of the call (the kernel only writes it,
+        // so it need not be initialised); the fd is open.
+        let n =
+            unsafe { libc::preadv2(f.as_raw_fd(), &iov, 1, off as libc::off_t, libc::RWF_NOWAIT) };
         outcome(n)
     }
 
@@ -230,12 +244,13 @@ mod nowait {
         // SAFETY: one iovec describing `data`, valid for reads of its
         // length for the duration of the call (the kernel only reads it);
         // the fd is open.
-        let n = unsafe { libc::pwritev2(f.as_raw_fd(), &iov, 1, off as libc::off_t, libc::RWF_NOWAIT) };
+        let n =
+            unsafe { libc::pwritev2(f.as_raw_fd(), &iov, 1, off as libc::off_t, libc::RWF_NOWAIT) };
         outcome(n)
     }
 
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    pub fn read(_: &File, _: &mut [u8], _: u64) -> io::Result<usize> {
+    pub fn read(_: &File, _: &mut [MaybeUninit<u8>], _: u64) -> io::Result<usize> {
         Err(io::ErrorKind::Unsupported.into())
     }
 

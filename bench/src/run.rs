@@ -234,9 +234,7 @@ pub async fn run(
         let mut jobs = Vec::new();
         for spec in specs {
             let devices = endpoint.devices(config, &sessions, spec.lun)?;
-            jobs.push(Arc::new(
-                prepare(spec, devices, config.verify, seed).await?,
-            ));
+            jobs.push(Arc::new(prepare(spec, devices, config.verify, seed).await?));
         }
         let before = match (&config.control, &endpoint) {
             (Some(c), Endpoint::Iscsi(url)) => {
@@ -785,7 +783,10 @@ async fn read_back(job: &Arc<Job>, ctl: &Arc<RunCtl>) -> u64 {
                         break;
                     }
                     let off = job.spec.offset + slot * job.spec.bs;
-                    match disk.read(off / bl, (job.spec.bs / bl) as u32, job.block_len).await {
+                    match disk
+                        .read(off / bl, (job.spec.bs / bl) as u32, job.block_len)
+                        .await
+                    {
                         Ok(d) => match pattern::check(&d, off, stamp) {
                             None => ok += 1,
                             Some(at) => ctl.fail(BenchError::Miscompare(format!(
