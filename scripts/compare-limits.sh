@@ -21,23 +21,8 @@
 # figures are from an idle one.
 set -euo pipefail
 
-DURATION=10
-SIZE_MIB=1024
-BUSRIG=""
-KEEP=0
-ONLY=""
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --duration) DURATION=$2; shift 2 ;;
-        --size) SIZE_MIB=$2; shift 2 ;;
-        --busrig) BUSRIG=$2; shift 2 ;;
-        --only) ONLY=$2; shift 2 ;;
-        --keep) KEEP=1; shift ;;
-        # The help is the comment block at the top, without its "# ".
-        -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
-        *) echo "compare-limits.sh: unknown option $1" >&2; exit 1 ;;
-    esac
-done
+. "$(dirname "$0")/bench-common.sh"
+parse_options compare-limits.sh "$@"
 
 if ! command -v jq >/dev/null; then
     echo "compare-limits.sh: jq not found (apt-get install -y jq)" >&2
@@ -50,11 +35,7 @@ if ! command -v iperf3 >/dev/null; then
 fi
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-if [ -z "$BUSRIG" ]; then
-    target_dir=${CARGO_TARGET_DIR:-$root/target}
-    (cd "$root" && cargo build --release --quiet)
-    BUSRIG=$target_dir/release/busrig
-fi
+ensure_busrig "$root"
 
 # Same file system as the checkout, for the target's LUN and the local file.
 work=$(mktemp -d "$root/.compare-limits.XXXXXX")
@@ -107,10 +88,7 @@ start_ready() {
 tcp_mbps=""
 if [ "$have_iperf" = 1 ]; then
     # Port 0 is not an iperf3 choice: take a free one.
-    while :; do
-        p=$(( (RANDOM << 15 | RANDOM) % 30000 + 20000 ))
-        ss -ltnH "sport = :$p" | grep -q . || break
-    done
+    p=$(free_port)
     echo "running iperf3 ($DURATION s)" >&2
     start_ready "$work/iperf.out" "Server listening on " \
         iperf3 --server --bind 127.0.0.1 --port "$p" --one-off --forceflush
@@ -122,19 +100,7 @@ if [ "$have_iperf" = 1 ]; then
 fi
 
 # --- busrig target ----------------------------------------------------------
-cat >"$work/busrig.toml" <<EOF
-[[target]]
-name = "iqn.2026-11.io.busrig.compare:busrig"
-[[target.lun]]
-id = 1
-path = "$work/busrig.img"
-size = "${SIZE_MIB}MiB"
-EOF
-start_ready "$work/busrig.ready" "busrig target listening on " \
-    env RUST_LOG=warn "$BUSRIG" target --config "$work/busrig.toml" --data-dir "$work" \
-    --listen 127.0.0.1:0 --control 127.0.0.1:0
-busrig_pid=$started
-busrig_url="iscsi://$ready/iqn.2026-11.io.busrig.compare:busrig/1"
+start_busrig_target "$work" "$work/busrig.img"
 file_url="file://$work/local.img"
 
 # run NAME URL ARGS...: one bench run; prints its JSON file.
