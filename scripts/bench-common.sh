@@ -1,6 +1,6 @@
 # Shared by scripts/compare-tgt.sh and scripts/compare-limits.sh (sourced,
-# not run): their options, the busrig binary, a free port and a
-# `busrig target` with one LUN.
+# not run): their options, the busrig binary, a free port, a process
+# started with a readiness line, and a `busrig target` with one LUN.
 
 # parse_options SCRIPT ARGS...: sets DURATION, SIZE_MIB, BUSRIG, KEEP and
 # ONLY from --duration, --size, --busrig, --keep and --only; --help
@@ -48,10 +48,34 @@ free_port() {
     done
 }
 
+# start_ready FIFO PREFIX CMD...: starts CMD in the background with its
+# stdout on FIFO and waits for its readiness line, the one starting with
+# PREFIX; CMD's pid is left in $started and the rest of the line in
+# $ready. Its stdout keeps being drained so it never blocks on the pipe.
+start_ready() {
+    local fifo=$1 prefix=$2 line
+    ready=""
+    shift 2
+    mkfifo "$fifo"
+    "$@" >"$fifo" 2>"$fifo.log" &
+    started=$!
+    while read -r line; do
+        case "$line" in
+            "$prefix"*) ready=${line#"$prefix"}; break ;;
+        esac
+    done <"$fifo"
+    if [ -z "$ready" ]; then
+        echo "did not start: $*" >&2
+        cat "$fifo.log" >&2
+        exit 1
+    fi
+    cat "$fifo" >/dev/null &
+}
+
 # start_busrig_target WORK IMAGE: `busrig target` on a free loopback port
 # with IMAGE ($SIZE_MIB MiB) as LUN 1; sets busrig_pid and busrig_url.
 start_busrig_target() {
-    local work=$1 image=$2 line addr=""
+    local work=$1 image=$2 addr
     cat >"$work/busrig.toml" <<TOML
 [[target]]
 name = "iqn.2026-11.io.busrig.compare:busrig"
@@ -60,22 +84,11 @@ id = 1
 path = "$image"
 size = "${SIZE_MIB}MiB"
 TOML
-    mkfifo "$work/busrig.ready"
-    RUST_LOG=warn "$BUSRIG" target --config "$work/busrig.toml" --data-dir "$work" \
-        --listen 127.0.0.1:0 --control 127.0.0.1:0 >"$work/busrig.ready" 2>"$work/busrig.log" &
-    busrig_pid=$!
+    start_ready "$work/busrig.ready" "busrig target listening on " \
+        env RUST_LOG=warn "$BUSRIG" target --config "$work/busrig.toml" --data-dir "$work" \
+        --listen 127.0.0.1:0 --control 127.0.0.1:0
+    busrig_pid=$started
     # The readiness line carries the chosen port.
-    while read -r line; do
-        case "$line" in
-            "busrig target listening on "*) addr=${line#busrig target listening on }; break ;;
-        esac
-    done <"$work/busrig.ready"
-    if [ -z "$addr" ]; then
-        echo "busrig target did not start:" >&2
-        cat "$work/busrig.log" >&2
-        exit 1
-    fi
-    # Keep draining its stdout so it never blocks on the pipe.
-    cat "$work/busrig.ready" >/dev/null &
+    addr=$ready
     busrig_url="iscsi://$addr/iqn.2026-11.io.busrig.compare:busrig/1"
 }

@@ -60,30 +60,6 @@ cp "$work/local.img" "$work/busrig.img"
 # Both start fully in the page cache, so neither pays for the first reads.
 cat "$work/local.img" "$work/busrig.img" >/dev/null
 
-# start_ready FIFO PREFIX CMD...: starts CMD in the background with its
-# stdout on FIFO and waits for its readiness line, the one starting with
-# PREFIX; CMD's pid is left in $started and the rest of the line in
-# $ready. Its stdout keeps being drained so it never blocks on the pipe.
-start_ready() {
-    local fifo=$1 prefix=$2 line
-    ready=""
-    shift 2
-    mkfifo "$fifo"
-    "$@" >"$fifo" 2>"$fifo.log" &
-    started=$!
-    while read -r line; do
-        case "$line" in
-            "$prefix"*) ready=${line#"$prefix"}; break ;;
-        esac
-    done <"$fifo"
-    if [ -z "$ready" ]; then
-        echo "$1 did not start:" >&2
-        cat "$fifo.log" >&2
-        exit 1
-    fi
-    cat "$fifo" >/dev/null &
-}
-
 # --- loopback TCP: iperf3, one stream, 1 MiB writes ------------------------
 tcp_mbps=""
 if [ "$have_iperf" = 1 ]; then
