@@ -37,6 +37,19 @@ fn bench(url: &str, extra: &[&str]) -> (Output, Value) {
     (out, v)
 }
 
+/// Verified random 4 KiB reads and writes, 4 deep on each of 2 sessions.
+const VERIFIED_MIX: &[&str] = &[
+    "--rw",
+    "randrw",
+    "--bs",
+    "4k",
+    "--qd",
+    "4",
+    "--sessions",
+    "2",
+    "--verify",
+];
+
 #[test]
 fn verified_mixed_run_reports_sane_figures() {
     let t = TargetProcess::start(&[]);
@@ -44,22 +57,10 @@ fn verified_mixed_run_reports_sane_figures() {
     let (out, v) = bench(
         &t.url(1),
         &[
-            "--rw",
-            "randrw",
-            "--bs",
-            "4k",
-            "--qd",
-            "4",
-            "--sessions",
-            "2",
-            "--range",
-            "64KiB",
-            "--count",
-            "300",
-            "--verify",
-            "--seed",
-            "7",
-        ],
+            VERIFIED_MIX,
+            &["--range", "64KiB", "--count", "300", "--seed", "7"],
+        ]
+        .concat(),
     );
     assert!(
         out.status.success(),
@@ -298,21 +299,7 @@ fn local_file_mode_runs_the_same_workload_and_verifies_it() {
     let url = format!("file://{}", path.display());
     let (out, v) = bench(
         &url,
-        &[
-            "--rw",
-            "randrw",
-            "--bs",
-            "4k",
-            "--qd",
-            "4",
-            "--sessions",
-            "2",
-            "--duration",
-            "1",
-            "--verify",
-            "--seed",
-            "11",
-        ],
+        &[VERIFIED_MIX, &["--duration", "1", "--seed", "11"]].concat(),
     );
     assert!(
         out.status.success(),
@@ -337,7 +324,11 @@ fn local_file_mode_runs_the_same_workload_and_verifies_it() {
             continue;
         }
         let stamp = pattern::stamp_of(slot).expect("a written slot carries a stamp");
-        assert_eq!(pattern::check(slot, i as u64 * 4096, stamp), None, "slot {i}");
+        assert_eq!(
+            pattern::check(slot, i as u64 * 4096, stamp),
+            None,
+            "slot {i}"
+        );
         written += 1;
     }
     assert!(written > 0 && written as u64 <= writes);
