@@ -15,23 +15,8 @@
 # kept in the work folder with --keep.
 set -euo pipefail
 
-DURATION=10
-SIZE_MIB=1024
-BUSRIG=""
-KEEP=0
-ONLY=""
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --duration) DURATION=$2; shift 2 ;;
-        --size) SIZE_MIB=$2; shift 2 ;;
-        --busrig) BUSRIG=$2; shift 2 ;;
-        --only) ONLY=$2; shift 2 ;;
-        --keep) KEEP=1; shift ;;
-        # The help is the comment block at the top, without its "# ".
-        -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
-        *) echo "compare-tgt.sh: unknown option $1" >&2; exit 1 ;;
-    esac
-done
+. "$(dirname "$0")/bench-common.sh"
+parse_options compare-tgt.sh "$@"
 
 for tool in tgtd tgtadm jq; do
     if ! command -v "$tool" >/dev/null; then
@@ -41,11 +26,7 @@ for tool in tgtd tgtadm jq; do
 done
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-if [ -z "$BUSRIG" ]; then
-    target_dir=${CARGO_TARGET_DIR:-$root/target}
-    (cd "$root" && cargo build --release --quiet)
-    BUSRIG=$target_dir/release/busrig
-fi
+ensure_busrig "$root"
 
 # Same file system as the checkout: that is where users keep LUN files.
 work=$(mktemp -d "$root/.compare-tgt.XXXXXX")
@@ -64,17 +45,6 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
-
-free_port() {
-    local p
-    while :; do
-        p=$(( (RANDOM << 15 | RANDOM) % 30000 + 20000 ))
-        if ! ss -ltnH "sport = :$p" | grep -q .; then
-            echo "$p"
-            return
-        fi
-    done
-}
 
 echo "backing files: 2 x $SIZE_MIB MiB of random data in $work" >&2
 head -c "$((SIZE_MIB << 20))" /dev/urandom >"$work/tgtd.img"
@@ -101,33 +71,7 @@ adm --op bind --mode target --tid 1 -I ALL
 tgt_url="iscsi://127.0.0.1:$tgt_port/$tgt_iqn/1"
 
 # --- busrig target --------------------------------------------------------
-cat >"$work/busrig.toml" <<EOF
-[[target]]
-name = "iqn.2026-11.io.busrig.compare:busrig"
-[[target.lun]]
-id = 1
-path = "$work/busrig.img"
-size = "${SIZE_MIB}MiB"
-EOF
-mkfifo "$work/busrig.ready"
-RUST_LOG=warn "$BUSRIG" target --config "$work/busrig.toml" --data-dir "$work" \
-    --listen 127.0.0.1:0 --control 127.0.0.1:0 >"$work/busrig.ready" 2>"$work/busrig.log" &
-busrig_pid=$!
-busrig_addr=""
-# The readiness line carries the chosen port.
-while read -r line; do
-    case "$line" in
-        "busrig target listening on "*) busrig_addr=${line#busrig target listening on }; break ;;
-    esac
-done <"$work/busrig.ready"
-if [ -z "$busrig_addr" ]; then
-    echo "busrig target did not start:" >&2
-    cat "$work/busrig.log" >&2
-    exit 1
-fi
-# Keep draining its stdout so it never blocks on the pipe.
-cat "$work/busrig.ready" >/dev/null &
-busrig_url="iscsi://$busrig_addr/iqn.2026-11.io.busrig.compare:busrig/1"
+start_busrig_target "$work" "$work/busrig.img"
 
 # --- workloads -------------------------------------------------------------
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }

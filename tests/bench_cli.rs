@@ -29,6 +29,19 @@ fn bench(url: &str, extra: &[&str]) -> (Output, Value) {
     (out, v)
 }
 
+/// Verified random 4 KiB reads and writes, 4 deep on each of 2 sessions.
+const VERIFIED_MIX: &[&str] = &[
+    "--rw",
+    "randrw",
+    "--bs",
+    "4k",
+    "--qd",
+    "4",
+    "--sessions",
+    "2",
+    "--verify",
+];
+
 #[test]
 fn verified_mixed_run_reports_sane_figures() {
     let t = TargetProcess::start(&[]);
@@ -36,22 +49,10 @@ fn verified_mixed_run_reports_sane_figures() {
     let (out, v) = bench(
         &t.url(1),
         &[
-            "--rw",
-            "randrw",
-            "--bs",
-            "4k",
-            "--qd",
-            "4",
-            "--sessions",
-            "2",
-            "--range",
-            "64KiB",
-            "--count",
-            "300",
-            "--verify",
-            "--seed",
-            "7",
-        ],
+            VERIFIED_MIX,
+            &["--range", "64KiB", "--count", "300", "--seed", "7"],
+        ]
+        .concat(),
     );
     assert!(
         out.status.success(),
@@ -278,4 +279,65 @@ fn bad_options_are_usage_errors() {
         .contains("not a multiple of the block length 512"));
     let (out, v) = bench(&t.url(1), &["--offset", "100", "--count", "1"]);
     assert_eq!(out.status.code(), Some(1), "{v}");
+}
+
+#[test]
+fn local_file_mode_runs_the_same_workload_and_verifies_it() {
+    use busrig_bench::pattern;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("local.img");
+    // 64 slots of 4 KiB, zeros: reads keep landing on slots the run wrote.
+    std::fs::write(&path, vec![0u8; 256 << 10]).unwrap();
+    let url = format!("file://{}", path.display());
+    let (out, v) = bench(
+        &url,
+        &[VERIFIED_MIX, &["--duration", "1", "--seed", "11"]].concat(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(v["error"], Value::Null, "{v}");
+    assert_eq!(v["target"], Value::Null);
+    let job = &v["jobs"][0];
+    assert_eq!(job["block_length"], 512);
+    let ios = v["total"]["ios"].as_u64().unwrap();
+    let writes = job["write"]["ios"].as_u64().unwrap();
+    assert!(ios > 0 && writes > 0, "{v}");
+    assert!(v["verified_ios"].as_u64().unwrap() > 0, "{v}");
+
+    // What the run left in the file: every slot is either untouched or
+    // one whole verified write, stamped for its own offset.
+    let data = std::fs::read(&path).unwrap();
+    let mut written = 0;
+    for (i, slot) in data.chunks(4096).enumerate() {
+        if slot.iter().all(|&b| b == 0) {
+            continue;
+        }
+        let stamp = pattern::stamp_of(slot).expect("a written slot carries a stamp");
+        assert_eq!(
+            pattern::check(slot, i as u64 * 4096, stamp),
+            None,
+            "slot {i}"
+        );
+        written += 1;
+    }
+    assert!(written > 0 && written as u64 <= writes);
+}
+
+#[test]
+fn local_file_mode_refuses_what_needs_a_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("local.img");
+    let missing = format!("file://{}", dir.path().join("none.img").display());
+    let (out, v) = bench(&missing, &["--count", "1"]);
+    let failed = busrig_bench::error::EXIT_FAILED;
+    assert_eq!(out.status.code(), Some(i32::from(failed)), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("none.img"), "{v}");
+    std::fs::write(&path, vec![0u8; 64 << 10]).unwrap();
+    let url = format!("file://{}", path.display());
+    let (out, v) = bench(&url, &["--profile", "exchange2003", "--count", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{v}");
+    assert_eq!(v["kind"], "usage");
 }

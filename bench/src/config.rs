@@ -57,7 +57,8 @@ pub enum Profile {
 /// One bench run as asked for.
 #[derive(Clone, Debug)]
 pub struct BenchConfig {
-    /// iscsi://[user%secret@]host[:port]/target-iqn/lun
+    /// iscsi://[user%secret@]host[:port]/target-iqn/lun, or file:///path
+    /// (see [`crate::device`]).
     pub url: String,
     pub rw: RwMode,
     /// Share of reads in readwrite and randrw, in percent (0 to 100).

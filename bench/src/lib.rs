@@ -29,6 +29,7 @@
 //!
 //! ```text
 //! config   what to run: the access pattern, the jobs of a profile
+//! device   what the workers drive: a LUN over iSCSI or a local file
 //! error    BenchError and the exit statuses
 //! pattern  the self-describing data of verify and its check
 //! plot     the SVG latency plot: a read and a write curve per job
@@ -38,6 +39,7 @@
 //! ```
 
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod pattern;
 pub mod plot;

@@ -1,16 +1,18 @@
-//! The workload runner: opens the sessions, checks each job against its
+//! The workload runner: opens the sessions (or the local file of a
+//! `file://` URL, see [`crate::device`]), checks each job against its
 //! LUN, runs the workers until the time or the count is up, reads back
 //! what `verify` wrote, and collects the disk model counters.
 
 // `u64::is_multiple_of` needs Rust 1.87; the workspace supports 1.80.
 #![allow(clippy::manual_is_multiple_of)]
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use busrig_initiator::scsi::cdb;
-use busrig_initiator::{Disk, Error, IscsiUrl, Isid, Session, SessionConfig};
+use busrig_initiator::{Disk, IscsiUrl, Isid, Session, SessionConfig};
 use busrig_proto::scsi::pr::PrType;
 use bytes::Bytes;
 use rand::rngs::StdRng;
@@ -18,6 +20,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 use crate::config::{jobs, BenchConfig, JobSpec};
+use crate::device::{Device, DeviceError, LocalFile};
 use crate::error::BenchError;
 use crate::pattern;
 use crate::report::Tally;
@@ -99,7 +102,7 @@ struct Job {
     issued: AtomicU64,
     /// Per-slot stamp of the last write, with `--verify`.
     owners: Option<Vec<AtomicU64>>,
-    disks: Vec<Arc<Disk>>,
+    disks: Vec<Arc<Device>>,
     /// The same data for every write when not verifying.
     payload: Bytes,
 }
@@ -186,10 +189,13 @@ pub async fn run(
     progress: Arc<dyn Progress>,
     interrupt: Interrupt,
 ) -> Result<Results, BenchError> {
-    let url = IscsiUrl::parse(&config.url).map_err(|e| BenchError::Usage(e.to_string()))?;
-    let lun = url
-        .lun
-        .ok_or_else(|| BenchError::Usage("the URL names no LUN".into()))?;
+    let endpoint = Endpoint::parse(config)?;
+    let lun = match &endpoint {
+        Endpoint::Iscsi(url) => url
+            .lun
+            .ok_or_else(|| BenchError::Usage("the URL names no LUN".into()))?,
+        Endpoint::File(_) => 0,
+    };
     if !(config.timeout > 0.0 && config.timeout.is_finite()) {
         return Err(BenchError::Usage("--timeout must be positive".into()));
     }
@@ -221,16 +227,20 @@ pub async fn run(
     let seed = config.seed.unwrap_or_else(rand::random);
 
     let setup = async {
-        let sessions = open_sessions(config, &url).await?;
+        let sessions = match &endpoint {
+            Endpoint::Iscsi(url) => open_sessions(config, url).await?,
+            Endpoint::File(_) => Vec::new(),
+        };
         let mut jobs = Vec::new();
         for spec in specs {
-            jobs.push(Arc::new(
-                prepare(spec, &sessions, config.verify, seed).await?,
-            ));
+            let devices = endpoint.devices(config, &sessions, spec.lun)?;
+            jobs.push(Arc::new(prepare(spec, devices, config.verify, seed).await?));
         }
-        let before = match &config.control {
-            Some(c) => Some(model_counters(c, config.control_token.as_deref(), &url, &jobs).await?),
-            None => None,
+        let before = match (&config.control, &endpoint) {
+            (Some(c), Endpoint::Iscsi(url)) => {
+                Some(model_counters(c, config.control_token.as_deref(), url, &jobs).await?)
+            }
+            _ => None,
         };
         Ok::<_, BenchError>((sessions, jobs, before))
     };
@@ -332,9 +342,11 @@ pub async fn run(
     let interrupted = ctl.interrupted.load(Ordering::Relaxed);
 
     // Counted before the read-back, so the counters describe the timed run.
-    let after = match &config.control {
-        Some(c) => Some(model_counters(c, config.control_token.as_deref(), &url, &jobs).await?),
-        None => None,
+    let after = match (&config.control, &endpoint) {
+        (Some(c), Endpoint::Iscsi(url)) => {
+            Some(model_counters(c, config.control_token.as_deref(), url, &jobs).await?)
+        }
+        _ => None,
     };
 
     // The read-back pass of --verify, untimed; an interrupted run skips it.
@@ -379,7 +391,10 @@ pub async fn run(
     };
     Ok(Results {
         config: config.clone(),
-        target: url.target.clone(),
+        target: match &endpoint {
+            Endpoint::Iscsi(url) => url.target.clone(),
+            Endpoint::File(_) => None,
+        },
         jobs: jobs
             .iter()
             .map(|j| JobResult {
@@ -395,6 +410,61 @@ pub async fn run(
         interrupted,
         abandoned: ctl.abandoned.load(Ordering::Relaxed),
     })
+}
+
+/// What the bench's URL names.
+enum Endpoint {
+    /// A LUN of an iSCSI target.
+    Iscsi(IscsiUrl),
+    /// A local file (`file:///path`): the same workload with no network.
+    File(PathBuf),
+}
+
+impl Endpoint {
+    fn parse(config: &BenchConfig) -> Result<Endpoint, BenchError> {
+        let Some(path) = config.url.strip_prefix("file://") else {
+            return IscsiUrl::parse(&config.url)
+                .map(Endpoint::Iscsi)
+                .map_err(|e| BenchError::Usage(e.to_string()));
+        };
+        if path.is_empty() {
+            return Err(BenchError::Usage("file:// names no file".into()));
+        }
+        if config.profile.is_some() {
+            return Err(BenchError::Usage(
+                "--profile needs two LUNs, an iSCSI URL; a file:// URL is one file".into(),
+            ));
+        }
+        if config.control.is_some() {
+            return Err(BenchError::Usage(
+                "--control reports a target's disk model; a file:// URL has no target".into(),
+            ));
+        }
+        Ok(Endpoint::File(PathBuf::from(path)))
+    }
+
+    /// One device per session for the job on `lun`: a LUN of each
+    /// session, or the file opened once per `--sessions`.
+    fn devices(
+        &self,
+        config: &BenchConfig,
+        sessions: &[Session],
+        lun: u16,
+    ) -> Result<Vec<Arc<Device>>, BenchError> {
+        match self {
+            Endpoint::Iscsi(_) => Ok(sessions
+                .iter()
+                .map(|s| Arc::new(Device::Lun(Disk::new(s.clone(), lun).with_reset_retries(8))))
+                .collect()),
+            Endpoint::File(path) => (0..config.sessions)
+                .map(|_| {
+                    LocalFile::open(path)
+                        .map(|f| Arc::new(Device::File(f)))
+                        .map_err(|e| BenchError::Io(format!("{}: {e}", path.display())))
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Logs in one session per `--sessions`, each addressing every LUN of the run.
@@ -416,20 +486,16 @@ async fn open_sessions(config: &BenchConfig, url: &IscsiUrl) -> Result<Vec<Sessi
     Ok(sessions)
 }
 
-/// Checks a job's geometry against its LUN, opens its disks and refuses
-/// to write where another I_T nexus holds a reservation.
+/// Checks a job's geometry against its LUN and refuses to write where
+/// another I_T nexus holds a reservation.
 async fn prepare(
     spec: JobSpec,
-    sessions: &[Session],
+    disks: Vec<Arc<Device>>,
     verify: bool,
     seed: u64,
 ) -> Result<Job, BenchError> {
-    let disks: Vec<Arc<Disk>> = sessions
-        .iter()
-        .map(|s| Arc::new(Disk::new(s.clone(), spec.lun).with_reset_retries(8)))
-        .collect();
     let first = &disks[0];
-    let cap = first
+    let (blocks, block_length) = first
         .capacity()
         .await
         .map_err(|e| io_failure(&spec, "READ CAPACITY", e))?;
@@ -439,8 +505,8 @@ async fn prepare(
             .await
             .map_err(|e| io_failure(&spec, "READ CAPACITY", e))?;
     }
-    let bl = u64::from(cap.block_length);
-    let size = cap.blocks * bl;
+    let bl = u64::from(block_length);
+    let size = blocks * bl;
     let ctx = format!("job {} (LUN {})", spec.name, spec.lun);
     if spec.bs % bl != 0 {
         return Err(BenchError::Usage(format!(
@@ -476,14 +542,16 @@ async fn prepare(
     }
     if spec.mode.read_pct(spec.read_pct) < 100 {
         for d in &disks {
-            may_write(d, &spec).await?;
+            if let Device::Lun(d) = &**d {
+                may_write(d, &spec).await?;
+            }
         }
     }
     let owners = verify.then(|| (0..slots).map(|_| AtomicU64::new(0)).collect());
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
     let payload: Vec<u8> = (0..spec.bs).map(|_| rng.gen::<u8>() | 1).collect();
     Ok(Job {
-        block_len: cap.block_length,
+        block_len: block_length,
         slots,
         cursor: AtomicU64::new(0),
         issued: AtomicU64::new(0),
@@ -494,7 +562,7 @@ async fn prepare(
     })
 }
 
-fn io_failure(spec: &JobSpec, what: &str, e: Error) -> BenchError {
+fn io_failure(spec: &JobSpec, what: &str, e: DeviceError) -> BenchError {
     if e.is_reservation_conflict() {
         BenchError::Conflict(format!(
             "LUN {} ({}): {what}: RESERVATION CONFLICT: another I_T nexus holds the LUN",
@@ -516,7 +584,7 @@ async fn may_write(disk: &Disk, spec: &JobSpec) -> Result<(), BenchError> {
             spec.lun,
             describe_holder(disk).await
         ))),
-        Err(e) => Err(io_failure(spec, "write probe", e)),
+        Err(e) => Err(io_failure(spec, "write probe", e.into())),
     }
 }
 
@@ -565,7 +633,7 @@ fn claim(owners: &[AtomicU64], mut slot: u64, next: &mut impl FnMut() -> u64) ->
     }
 }
 
-async fn worker(job: Arc<Job>, disk: Arc<Disk>, ctl: Arc<RunCtl>, seed: u64) -> Tally {
+async fn worker(job: Arc<Job>, disk: Arc<Device>, ctl: Arc<RunCtl>, seed: u64) -> Tally {
     let mut tally = Tally::default();
     let mut rng = StdRng::seed_from_u64(seed);
     let spec = &job.spec;
@@ -573,6 +641,7 @@ async fn worker(job: Arc<Job>, disk: Arc<Disk>, ctl: Arc<RunCtl>, seed: u64) -> 
     let bl = u64::from(job.block_len);
     let blocks = (spec.bs / bl) as u32;
     let slots = job.slots;
+    let disk = &*disk;
     let mut abandon = ctl.abandon.subscribe();
     loop {
         if ctl.stop.load(Ordering::Relaxed) {
@@ -612,20 +681,24 @@ async fn worker(job: Arc<Job>, disk: Arc<Disk>, ctl: Arc<RunCtl>, seed: u64) -> 
         } else {
             ctl.next_stamp()
         };
-        let cdb = if is_read {
-            cdb::read(lba, blocks, job.block_len, false)
-        } else {
-            let data = if job.owners.is_some() {
-                Bytes::from(pattern::fill(spec.bs as usize, byte_off, stamp))
-            } else {
-                job.payload.clone()
-            };
-            cdb::write(lba, blocks, data, spec.fua)
+        let data = match (is_read, &job.owners) {
+            (true, _) => Bytes::new(),
+            (false, Some(_)) => Bytes::from(pattern::fill(spec.bs as usize, byte_off, stamp)),
+            (false, None) => job.payload.clone(),
         };
         let t0 = Instant::now();
+        let io = async {
+            match is_read {
+                true => disk.read(lba, blocks, job.block_len).await,
+                false => disk
+                    .write(lba, job.block_len, data, spec.fua)
+                    .await
+                    .map(|()| Bytes::new()),
+            }
+        };
         let r = tokio::select! {
             biased;
-            r = disk.execute(cdb) => r,
+            r = io => r,
             _ = abandon.wait_for(|&a| a) => {
                 // Given up after an interrupt's drain: not counted, and a
                 // write's slot holds unknown data.
@@ -710,8 +783,10 @@ async fn read_back(job: &Arc<Job>, ctl: &Arc<RunCtl>) -> u64 {
                         break;
                     }
                     let off = job.spec.offset + slot * job.spec.bs;
-                    let c = cdb::read(off / bl, (job.spec.bs / bl) as u32, job.block_len, false);
-                    match disk.execute(c).await {
+                    match disk
+                        .read(off / bl, (job.spec.bs / bl) as u32, job.block_len)
+                        .await
+                    {
                         Ok(d) => match pattern::check(&d, off, stamp) {
                             None => ok += 1,
                             Some(at) => ctl.fail(BenchError::Miscompare(format!(

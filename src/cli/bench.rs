@@ -39,7 +39,9 @@ pub enum ProfileArg {
 #[derive(clap::Args)]
 #[command(about = "I/O benchmark of one LUN (or two, with --profile) through busrig's initiator")]
 pub struct BenchArgs {
-    /// iscsi://[user%secret@]host[:port]/target-iqn/lun
+    /// iscsi://[user%secret@]host[:port]/target-iqn/lun, or file:///path
+    /// to run the same workload on a local file with no network (buffered,
+    /// 512-byte blocks, as `busrig target` uses a backing file).
     #[arg(value_name = "URL")]
     url: String,
     /// Access pattern.
