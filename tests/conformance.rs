@@ -156,11 +156,7 @@ fn run_suite(url: &str, filter: &str) -> (String, BTreeMap<String, Outcome>) {
     run_suite_with(url, filter, &[])
 }
 
-fn run_suite_with(
-    url: &str,
-    filter: &str,
-    extra: &[&str],
-) -> (String, BTreeMap<String, Outcome>) {
+fn run_suite_with(url: &str, filter: &str, extra: &[&str]) -> (String, BTreeMap<String, Outcome>) {
     let out = Command::new("iscsi-test-cu")
         .args(extra)
         .args([

@@ -339,7 +339,14 @@ async fn a_holders_pieces_after_a_reset_all_land_reserved() {
     owner.write(0, pattern(8 * 512, 5), true).await.unwrap();
     assert_eq!(owner.read(0, 8).await.unwrap(), pattern(8 * 512, 5));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_busrig"))
-        .args(["bus", "--control", &t.control.to_string(), "audit", "1", "--json"])
+        .args([
+            "bus",
+            "--control",
+            &t.control.to_string(),
+            "audit",
+            "1",
+            "--json",
+        ])
         .env("RUST_LOG", "warn")
         .output()
         .expect("run busrig bus audit");

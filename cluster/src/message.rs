@@ -366,7 +366,10 @@ mod tests {
             Body::ReplicateAck { epoch: 4, seq: 4 },
             Body::GumCommitted { id: 1, seq: 4 },
             Body::ReadIndex { id: 7 },
-            Body::ReadIndexReply { id: 7, seq: Some(12) },
+            Body::ReadIndexReply {
+                id: 7,
+                seq: Some(12),
+            },
             Body::ReadIndexReply { id: 8, seq: None },
             Body::ReplicaSync {
                 epoch: 4,

@@ -115,7 +115,10 @@ enum Event {
     Replay,
     /// A client reads the database through `node`; the answer must hold
     /// every change durable when it was sent (`min_seq`, filled in then).
-    Read { node: usize, min_seq: Option<u64> },
+    Read {
+        node: usize,
+        min_seq: Option<u64>,
+    },
 }
 
 /// How often the adversary re-sends its recording (the rate of the
@@ -945,7 +948,9 @@ impl Sim {
         // Reads from `aux_rng`, so the faults above stay each seed's own.
         let reads = self.aux_rng.gen_range(10..=30);
         for _ in 0..reads {
-            let t = ms(self.aux_rng.gen_range(1000..chaos.as_millis() as u64 + 3000));
+            let t = ms(self
+                .aux_rng
+                .gen_range(1000..chaos.as_millis() as u64 + 3000));
             let node = self.aux_rng.gen_range(0..n);
             self.at(
                 t,

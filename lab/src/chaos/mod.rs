@@ -331,7 +331,9 @@ fn watch_convergence(cfg: &ClusterConfig, stop: &AtomicBool, seen: &std::sync::M
     let names: Vec<String> = cfg.nodes.iter().map(|n| n.name.clone()).collect();
     while !stop.load(Ordering::Relaxed) {
         let st = rt.block_on(crate::process::all_status(cfg));
-        if crate::process::formed(&st, cfg, &names) && crate::group_online_on(&rt, cfg, GROUP).is_some() {
+        if crate::process::formed(&st, cfg, &names)
+            && crate::group_online_on(&rt, cfg, GROUP).is_some()
+        {
             if let Ok(mut s) = seen.lock() {
                 s.push(now_ms());
             }
@@ -441,7 +443,9 @@ fn drive(
     converged_at.extend(r.converged_after_ms.map(|m| rec.healed_ms + m));
     for a in r.faults.iter_mut().filter(|a| !a.skipped) {
         a.recovered_after_ms = converged_at
-            .iter().find(|&&t| t >= a.end_ms).map(|t| t - a.end_ms);
+            .iter()
+            .find(|&&t| t >= a.end_ms)
+            .map(|t| t - a.end_ms);
     }
     r.slowest_recovery_ms = r.faults.iter().filter_map(|a| a.recovered_after_ms).max();
     if let Some(v) = check::liveness(

@@ -71,8 +71,9 @@ impl BusPeers {
 
     /// A target removed from the running bus (and any that has gone).
     pub fn remove(&self, target: &Arc<ScsiTarget>) {
-        self.lock()
-            .retain(|(_, t)| t.strong_count() > 0 && !std::ptr::eq(t.as_ptr(), Arc::as_ptr(target)));
+        self.lock().retain(|(_, t)| {
+            t.strong_count() > 0 && !std::ptr::eq(t.as_ptr(), Arc::as_ptr(target))
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u16, Weak<ScsiTarget>)>> {
