@@ -5,7 +5,7 @@
 //! blocks of their own.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use busrig_cluster::admin::ClusterStatus;
@@ -15,12 +15,10 @@ use serde_json::Value;
 /// How often [`Lab::wait`] looks again.
 pub const POLL: Duration = Duration::from_millis(20);
 
-/// Runs the busrig binary under test.
+/// Runs the busrig binary under test, with its log as the environment
+/// sets it (lab verbs' progress lines are part of what tests read).
 pub fn busrig(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_busrig"))
-        .args(args)
-        .output()
-        .expect("run busrig")
+    super::busrig_command(args).output().expect("run busrig")
 }
 
 /// A lab in a temporary folder; brought down on drop.

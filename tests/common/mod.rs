@@ -154,10 +154,16 @@ impl Drop for TargetProcess {
     }
 }
 
+/// The `busrig` binary under test with `args`, not yet started.
+pub fn busrig_command(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_busrig"));
+    c.args(args);
+    c
+}
+
 /// Runs the `busrig` binary with `args` (its log at warn) and waits.
 pub fn busrig(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_busrig"))
-        .args(args)
+    busrig_command(args)
         .env("RUST_LOG", "warn")
         .output()
         .expect("run busrig")
