@@ -24,6 +24,21 @@
 //! act as owner at once. A paused owner that resumes finds its lease expired
 //! and writes nothing until it has defended again — or learns that it lost.
 //!
+//! A data disk's new owner (a physical-disk resource coming online) first
+//! *claims* the disk ([`Arbiter::become_claimant`]): the Failover Manager
+//! brings a group online only once its previous owner reported it offline
+//! or failed or left the view (docs/semantics.md "Resource Monitor"), so a
+//! reservation nobody holds is nobody's to defend. SCSI-2: a bare RESERVE;
+//! if it succeeds the disk is won at once (a killed owner's reservation
+//! ended with its nexus, or the quorum challenge's reset cleared it), and
+//! the claimant acts from one lease after the RESERVE, the rule every
+//! winner keeps, so an owner whose reservation a reset just cleared has
+//! stopped acting first. A conflict means a holder, live or not: the
+//! claimant challenges as above. PR: REGISTER, READ RESERVATION, and with
+//! no holder RESERVE at once; with a holder the challenge's wait as above.
+//! The quorum disk is never claimed: its arbitration is the reference
+//! protocol of docs/semantics.md "Timing profiles".
+//!
 //! SCSI-2 has one window the protocol cannot close: a bus reset by a third
 //! node (another challenger) clears the owner's reservation between two
 //! renewals, and a challenger whose wait ends inside that window gets the
@@ -114,6 +129,8 @@ pub enum ArbOut {
 /// Challenger progress.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Challenge {
+    /// SCSI-2 claim: a bare RESERVE in flight (no reset before it).
+    Claiming { sent: Duration },
     /// SCSI-2: bus reset in flight.
     Resetting,
     /// SCSI-2: waiting for the defender to re-reserve.
@@ -180,6 +197,8 @@ pub struct Arbiter {
     interval: Duration,
     lease: Duration,
     role: Role,
+    /// A claim (data disk): take an unheld disk without the challenge's wait.
+    claim: bool,
 }
 
 impl Arbiter {
@@ -208,6 +227,7 @@ impl Arbiter {
             interval: timing.defend_interval(&m),
             lease: timing.lease(&m),
             role: Role::Idle,
+            claim: false,
         }
     }
 
@@ -250,6 +270,17 @@ impl Arbiter {
             self.role = Role::Challenger(Challenge::Resetting);
             vec![ArbOut::Issue(DiskOp::BusReset)]
         }
+    }
+
+    /// Claims a data disk (module docs): takes it at once if nobody holds
+    /// it, and challenges otherwise.
+    pub fn become_claimant(&mut self, now: Duration) -> Vec<ArbOut> {
+        self.claim = true;
+        if self.pr {
+            return self.become_challenger(now);
+        }
+        self.role = Role::Challenger(Challenge::Claiming { sent: now });
+        vec![ArbOut::Issue(DiskOp::Reserve)]
     }
 
     fn become_owner(&mut self, online_at: Duration, lease_until: Option<Duration>, now: Duration) {
@@ -390,6 +421,17 @@ impl Arbiter {
     fn step_challenger(&mut self, now: Duration, c: Challenge, r: DiskResult) -> Vec<ArbOut> {
         use Challenge::*;
         match (c, r) {
+            (Claiming { sent }, DiskResult::Good) => {
+                // Nobody held it. Acting waits one lease from the RESERVE,
+                // as for every winner (module docs).
+                self.become_owner(now + self.lease, Some(sent + self.lease), now);
+                vec![ArbOut::Won]
+            }
+            (Claiming { .. }, DiskResult::Conflict) => {
+                // A holder: let it defend, as any challenger does.
+                self.claim = false;
+                self.become_challenger(now)
+            }
             (Resetting, DiskResult::Good) => {
                 self.role = Role::Challenger(AwaitDefender { reset_at: now });
                 vec![]
@@ -412,6 +454,11 @@ impl Arbiter {
             }
             (ReadingHolder { registered_at }, DiskResult::Data(d)) => {
                 match ReadReservation::decode(&d) {
+                    Ok(rr) if self.claim && rr.reservation.is_none() => {
+                        // A claim of a disk nobody reserves: no owner to wait for.
+                        self.role = Role::Challenger(Taking);
+                        vec![ArbOut::Issue(DiskOp::PrReserve { key: self.key })]
+                    }
                     Ok(rr) => {
                         self.role = Role::Challenger(AwaitScrub {
                             registered_at,
@@ -712,5 +759,74 @@ mod tests {
             [ArbOut::Lost(_)]
         ));
         assert!(!a.is_acting_owner(ms(551)));
+    }
+
+    #[test]
+    fn scsi2_claimant_takes_an_unheld_disk_at_once_and_acts_one_lease_later() {
+        let mut a = scsi2();
+        assert_eq!(
+            a.become_claimant(ms(0)),
+            vec![ArbOut::Issue(DiskOp::Reserve)]
+        );
+        assert_eq!(a.on_result(ms(5), DiskResult::Good), vec![ArbOut::Won]);
+        // Lease 200 ms (challenge wait / 2) from the RESERVE: an owner whose
+        // reservation a reset had just cleared stops acting by then.
+        assert_eq!(a.tick(ms(5)), vec![ArbOut::Issue(DiskOp::Reserve)]);
+        a.on_result(ms(6), DiskResult::Good);
+        assert_eq!(a.tick(ms(155)), vec![ArbOut::Issue(DiskOp::Reserve)]);
+        a.on_result(ms(156), DiskResult::Good);
+        assert!(!a.is_acting_owner(ms(204)));
+        assert_eq!(a.tick(ms(205)), vec![ArbOut::Online]);
+        assert!(a.is_acting_owner(ms(205)));
+    }
+
+    #[test]
+    fn scsi2_claimant_that_meets_a_holder_challenges_and_a_live_one_defends() {
+        let mut a = scsi2();
+        a.become_claimant(ms(0));
+        assert_eq!(
+            a.on_result(ms(1), DiskResult::Conflict),
+            vec![ArbOut::Issue(DiskOp::BusReset)]
+        );
+        a.on_result(ms(2), DiskResult::Good);
+        assert!(a.tick(ms(401)).is_empty());
+        assert_eq!(a.tick(ms(402)), vec![ArbOut::Issue(DiskOp::Reserve)]);
+        assert!(matches!(
+            &a.on_result(ms(403), DiskResult::Conflict)[..],
+            [ArbOut::Lost(_)]
+        ));
+    }
+
+    #[test]
+    fn pr_claimant_reserves_an_unreserved_disk_without_waiting() {
+        let mut a = Arbiter::new(&QuorumModel::DiskPr, Timing::fast(), 2);
+        assert_eq!(
+            a.become_claimant(ms(0)),
+            vec![ArbOut::Issue(DiskOp::PrRegister { key: 2 })]
+        );
+        a.on_result(ms(1), DiskResult::Good);
+        assert_eq!(
+            a.on_result(ms(2), holder(None)),
+            vec![ArbOut::Issue(DiskOp::PrReserve { key: 2 })]
+        );
+        assert_eq!(a.on_result(ms(3), DiskResult::Good), vec![ArbOut::Won]);
+        // Writes still wait for the first completed check.
+        assert!(!a.is_acting_owner(ms(3)));
+        assert_eq!(a.tick(ms(3)), vec![ArbOut::Issue(DiskOp::PrReadKeys)]);
+        assert_eq!(a.on_result(ms(4), keys(&[2])), vec![ArbOut::Online]);
+    }
+
+    #[test]
+    fn pr_claimant_facing_a_holder_waits_for_its_defense_like_a_challenger() {
+        let mut a = Arbiter::new(&QuorumModel::DiskPr, Timing::fast(), 2);
+        a.become_claimant(ms(0));
+        a.on_result(ms(1), DiskResult::Good);
+        assert!(a.on_result(ms(2), holder(Some(1))).is_empty());
+        assert!(a.tick(ms(400)).is_empty());
+        assert_eq!(a.tick(ms(401)), vec![ArbOut::Issue(DiskOp::PrReadKeys)]);
+        assert!(matches!(
+            &a.on_result(ms(402), keys(&[1]))[..],
+            [ArbOut::Lost(_)]
+        ));
     }
 }

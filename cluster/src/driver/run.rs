@@ -180,6 +180,9 @@ pub fn role_text(role: &Role) -> String {
         Role::Owner(o) if o.announced => "owner (online)".into(),
         Role::Owner(o) => format!("owner (online at {:.3}s)", o.online_at.as_secs_f64()),
         Role::Challenger(c) => match c {
+            Challenge::Claiming { .. } => {
+                "claimant: RESERVE sent (takes the disk if nobody holds it)".into()
+            }
             Challenge::Resetting => "challenger: bus reset sent".into(),
             Challenge::AwaitDefender { reset_at } => format!(
                 "challenger: bus reset done at {:.3}s; waiting for a defender before RESERVE",

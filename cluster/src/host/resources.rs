@@ -595,7 +595,7 @@ impl DiskResource {
         let task = tokio::spawn(async move {
             let t0 = Instant::now();
             let now = || t0.elapsed();
-            let mut queue: Vec<ArbOut> = arb.become_challenger(now());
+            let mut queue: Vec<ArbOut> = arb.become_claimant(now());
             tracing::info!(resource = %rname, "physical disk: arbitrating for the reservation");
             loop {
                 while !queue.is_empty() {
